@@ -1,0 +1,111 @@
+//! Command-line interface of the `shapesync` binary. Every flag has a `SHAPESYNC_*`
+//! environment equivalent (and `DATABASE_URL` for the database).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// shapesync: sync Postgres to devices, live, over the ElectricSQL HTTP Shape API.
+#[derive(Debug, Parser)]
+#[command(
+    name = "shapesync",
+    version,
+    propagate_version = true,
+    long_about = "shapesync reads Postgres' write-ahead log through logical replication, cuts it \
+into shapes (a table, a `where`, columns) and streams each shape live over HTTP to clients that \
+mirror it (ElectricSQL HTTP Shape API v1: every Electric client works unchanged).\n\n\
+Start with `shapesync dev`: a private Postgres with an example schema, and the proxy on \
+http://127.0.0.1:3000. Beside your own Postgres, run `shapesync serve --database-url URL`."
+)]
+pub struct Cli {
+    /// Log format: `text` for people, `json` for log collectors. Levels come from RUST_LOG
+    /// (default `info`).
+    #[arg(
+        long,
+        global = true,
+        env = "SHAPESYNC_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run shapesync on a private Postgres with the example schema, for development.
+    ///
+    /// Starts (and on first run creates) a PostgreSQL cluster under --data-dir with the
+    /// machine's own PostgreSQL server binaries, applies the SQL files of the example app
+    /// (or --migrations DIR) that it has not applied yet, and serves the proxy. Ctrl-C stops
+    /// everything; the next run reuses the data.
+    Dev(DevArgs),
+    /// Run the proxy beside an existing Postgres (wal_level must be `logical`).
+    Serve(ServeArgs),
+}
+
+/// Where the HTTP API listens.
+#[derive(Debug, Clone, Args)]
+pub struct ListenArgs {
+    /// Address to listen on. Use 0.0.0.0 to accept connections from other machines.
+    #[arg(long, env = "SHAPESYNC_HOST", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub host: IpAddr,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "SHAPESYNC_PORT", default_value_t = 3000)]
+    pub port: u16,
+}
+
+impl ListenArgs {
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Directory for the private cluster and the shape logs; created on first run.
+    #[arg(long, env = "SHAPESYNC_DATA_DIR", default_value = "./.shapesync/dev")]
+    pub data_dir: PathBuf,
+
+    #[command(flatten)]
+    pub listen: ListenArgs,
+
+    /// Port of the private Postgres on 127.0.0.1 (default: a free port).
+    #[arg(long, env = "SHAPESYNC_PG_PORT")]
+    pub pg_port: Option<u16>,
+
+    /// Apply the *.sql files of this directory instead of the built-in example app.
+    #[arg(long, env = "SHAPESYNC_MIGRATIONS")]
+    pub migrations: Option<PathBuf>,
+
+    /// Where shape logs are kept (default: DATA_DIR/storage).
+    #[arg(long, env = "SHAPESYNC_STORAGE_DIR")]
+    pub storage_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Postgres connection URL, e.g. postgres://user:password@host:5432/db. The role needs the
+    /// REPLICATION attribute (or superuser) for the replication slot.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    #[command(flatten)]
+    pub listen: ListenArgs,
+
+    /// Where shape logs are kept.
+    #[arg(
+        long,
+        env = "SHAPESYNC_STORAGE_DIR",
+        default_value = "./.shapesync/storage"
+    )]
+    pub storage_dir: PathBuf,
+}

@@ -1,0 +1,95 @@
+//! Ordinary (non-replication) connections to the user's Postgres, and the checks made before
+//! serving.
+
+use tokio_postgres::{Client, NoTls};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(#[source] tokio_postgres::Error),
+    #[error("cannot connect to Postgres at {target}: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error(
+        "Postgres has wal_level = {actual}, but shapesync reads changes through logical \
+         replication, which needs wal_level = logical. Run `ALTER SYSTEM SET wal_level = logical;` \
+         as a superuser and restart Postgres (on a managed service, enable logical replication in \
+         its settings)"
+    )]
+    WalLevel { actual: String },
+    #[error("query failed: {0}")]
+    Query(#[from] tokio_postgres::Error),
+}
+
+impl DatabaseError {
+    /// Worth retrying with backoff (the server is starting, restarting or unreachable), as
+    /// opposed to a definite refusal (bad password, bad URL, wrong settings).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connect { source, .. } | Self::Query(source) => is_transient(source),
+            Self::InvalidUrl(_) | Self::WalLevel { .. } => false,
+        }
+    }
+}
+
+/// Whether a driver error is worth retrying.
+pub fn is_transient(err: &tokio_postgres::Error) -> bool {
+    match err.code() {
+        // Closed connections and I/O errors carry no SQLSTATE.
+        None => {
+            err.is_closed()
+                || std::error::Error::source(err).is_some_and(|s| s.is::<std::io::Error>())
+        }
+        Some(code) => {
+            let class = &code.code()[..2];
+            // 08: connection exception, 57: operator intervention (shutdown, recovery),
+            // 53: insufficient resources, 40: transaction rollback (serialization, deadlock).
+            matches!(class, "08" | "57" | "53" | "40")
+        }
+    }
+}
+
+/// Connects, driving the connection on its own task; the task ends when the client is dropped.
+pub async fn connect(url: &str) -> Result<Client, DatabaseError> {
+    let config: tokio_postgres::Config = url.parse().map_err(DatabaseError::InvalidUrl)?;
+    let target = describe_target(&config);
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|source| DatabaseError::Connect { target, source })?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, "postgres connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// `host:port/dbname` without credentials, for messages.
+pub fn describe_target(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".to_owned());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config.get_dbname().unwrap_or("(default)");
+    format!("{host}:{port}/{db}")
+}
+
+/// Refuses to go on unless the server can do logical replication.
+pub async fn check_wal_level(client: &Client) -> Result<(), DatabaseError> {
+    let row = client.query_one("SHOW wal_level", &[]).await?;
+    let actual: String = row.get(0);
+    if actual == "logical" {
+        Ok(())
+    } else {
+        Err(DatabaseError::WalLevel { actual })
+    }
+}

@@ -1,0 +1,13 @@
+//! shapesync's proxy: logical replication from Postgres into shape logs, served over the
+//! ElectricSQL HTTP Shape API v1, plus writes, auth and operations.
+//!
+//! The `shapesync` binary (`main.rs`) is a thin layer over this library.
+
+pub mod cli;
+pub mod database;
+pub mod dev;
+pub mod http;
+pub mod local_cluster;
+pub mod migrations;
+pub mod server;
+pub mod telemetry;

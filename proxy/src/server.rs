@@ -1,0 +1,108 @@
+//! Running the proxy beside a Postgres: check the database, bind, serve until shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::database::{self, DatabaseError};
+
+/// What the proxy needs to run.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub database_url: String,
+    pub listen: SocketAddr,
+    pub storage_dir: PathBuf,
+}
+
+/// The proxy's readiness, as `/v1/health` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Starting,
+    Waiting,
+    Active,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Waiting => "waiting",
+            Self::Active => "active",
+        }
+    }
+}
+
+/// State shared by every request handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub health: watch::Receiver<Health>,
+    pub config: Arc<ServeConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    #[error(
+        "cannot listen on {addr}: {source} (is another shapesync or server using that port? \
+         choose another with --port)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("creating the storage directory {dir}: {source}")]
+    Storage {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serving HTTP: {0}")]
+    Http(#[source] std::io::Error),
+}
+
+/// Serves until `shutdown` is cancelled. `bound` (if given) receives the listening address
+/// once requests are accepted.
+pub async fn run(
+    config: ServeConfig,
+    shutdown: CancellationToken,
+    bound: Option<oneshot::Sender<SocketAddr>>,
+) -> Result<(), ServeError> {
+    let (health_tx, health) = watch::channel(Health::Starting);
+    let client = database::connect(&config.database_url).await?;
+    database::check_wal_level(&client).await?;
+    std::fs::create_dir_all(&config.storage_dir).map_err(|source| ServeError::Storage {
+        dir: config.storage_dir.display().to_string(),
+        source,
+    })?;
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(ServeError::Http)?;
+    let state = AppState {
+        health,
+        config: Arc::new(config),
+    };
+    let app = crate::http::router(state);
+    health_tx.send_replace(Health::Active);
+    tracing::info!(addr = %local_addr, "shapesync is serving");
+    if let Some(bound) = bound {
+        let _ = bound.send(local_addr);
+    }
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(ServeError::Http)?;
+    drop(client);
+    tracing::info!("shapesync stopped");
+    Ok(())
+}

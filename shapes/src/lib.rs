@@ -1,0 +1,4 @@
+//! The pure core of shapesync, shared by the proxy and the SQLite client: no I/O, no async.
+//!
+//! It decides which rows belong to which shape, so a wrong answer here is silent data loss on
+//! a device.

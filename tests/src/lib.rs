@@ -1,0 +1,70 @@
+//! Test support shared by the integration tests and the benchmark suite: a throwaway
+//! PostgreSQL cluster per test (the same [`LocalCluster`] that runs `shapesync dev`), a fresh
+//! database in it, and waiting on conditions with a deadline instead of sleeping.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use proxy::local_cluster::{ClusterOptions, LocalCluster};
+
+/// A throwaway cluster with one fresh database. Dropping it stops the cluster and removes its
+/// directory.
+#[derive(Debug)]
+pub struct TestDb {
+    pub cluster: LocalCluster,
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    /// A new cluster with a database named `name`.
+    pub async fn new(name: &str) -> Self {
+        Self::with_options(name, ClusterOptions::default()).await
+    }
+
+    pub async fn with_options(name: &str, options: ClusterOptions) -> Self {
+        let cluster = tokio::task::spawn_blocking(move || LocalCluster::temporary(options))
+            .await
+            .expect("cluster start task")
+            .unwrap_or_else(|err| panic!("starting a throwaway PostgreSQL cluster: {err}"));
+        let admin = proxy::database::connect(&cluster.url("postgres"))
+            .await
+            .expect("connect to the throwaway cluster");
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create the test database");
+        let url = cluster.url(name);
+        Self {
+            cluster,
+            name: name.to_owned(),
+            url,
+        }
+    }
+
+    /// A new connection to the test database.
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        proxy::database::connect(&self.url)
+            .await
+            .expect("connect to the test database")
+    }
+}
+
+/// Polls `check` until it yields `Some`, or panics after `timeout` naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
