@@ -2,3 +2,7 @@
 //!
 //! It decides which rows belong to which shape, so a wrong answer here is silent data loss on
 //! a device.
+
+pub mod lsn;
+pub mod offset;
+pub mod schema;
