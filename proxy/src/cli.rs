@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::config::{ServeConfig, TombstoneSpec};
+
 /// shapesync: sync Postgres to devices, live, over the ElectricSQL HTTP Shape API.
 #[derive(Debug, Parser)]
 #[command(
@@ -69,6 +71,54 @@ impl ListenArgs {
     }
 }
 
+/// Options shared by `dev` and `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    #[command(flatten)]
+    pub listen: ListenArgs,
+
+    /// Name of the logical replication slot shapesync reads from (created if missing). Run one
+    /// slot per proxy.
+    #[arg(long, env = "SHAPESYNC_SLOT", default_value = "shapesync")]
+    pub slot: String,
+
+    /// Name of the publication the slot streams (created if missing; tables join it the first
+    /// time a shape asks for them, or ahead of time with `shapesync prepare`).
+    #[arg(long, env = "SHAPESYNC_PUBLICATION", default_value = "shapesync")]
+    pub publication: String,
+
+    /// Tables whose rows are soft-deleted, comma-separated: `table` or `table:column` (column
+    /// default `deleted_at`). A row whose tombstone is set is absent from every shape, and a
+    /// delete through /v1/mutations sets it. Default: none for `serve`; `todos,notes` for `dev`.
+    #[arg(long, env = "SHAPESYNC_TOMBSTONES", value_delimiter = ',')]
+    pub tombstones: Option<Vec<TombstoneSpec>>,
+}
+
+impl ProxyArgs {
+    /// The resolved configuration; `dev_defaults` fills what `dev` defaults differently.
+    pub fn into_config(
+        self,
+        database_url: String,
+        storage_dir: PathBuf,
+        dev_defaults: bool,
+    ) -> ServeConfig {
+        let mut config = ServeConfig::new(database_url, self.listen.addr(), storage_dir);
+        config.slot = self.slot;
+        config.publication = self.publication;
+        config.tombstones = self.tombstones.unwrap_or_else(|| {
+            if dev_defaults {
+                ["todos", "notes"]
+                    .iter()
+                    .filter_map(|t| t.parse().ok())
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        });
+        config
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct DevArgs {
     /// Directory for the private cluster and the shape logs; created on first run.
@@ -76,7 +126,7 @@ pub struct DevArgs {
     pub data_dir: PathBuf,
 
     #[command(flatten)]
-    pub listen: ListenArgs,
+    pub proxy: ProxyArgs,
 
     /// Port of the private Postgres on 127.0.0.1 (default: a free port).
     #[arg(long, env = "SHAPESYNC_PG_PORT")]
@@ -99,7 +149,7 @@ pub struct ServeArgs {
     pub database_url: String,
 
     #[command(flatten)]
-    pub listen: ListenArgs,
+    pub proxy: ProxyArgs,
 
     /// Where shape logs are kept.
     #[arg(

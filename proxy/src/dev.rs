@@ -13,7 +13,7 @@ use crate::cli::DevArgs;
 use crate::database::{self, DatabaseError};
 use crate::local_cluster::{self, ClusterError, ClusterOptions, LocalCluster};
 use crate::migrations::{self, MigrationError};
-use crate::server::{self, ServeConfig, ServeError};
+use crate::server::{self, ServeError};
 
 /// The database of the example app inside the private cluster.
 pub const DEV_DATABASE: &str = "shapesync_dev";
@@ -76,14 +76,14 @@ async fn serve_on(
         return Ok(());
     }
 
-    let config = ServeConfig {
-        database_url: url.clone(),
-        listen: args.listen.addr(),
-        storage_dir: args
-            .storage_dir
-            .clone()
-            .unwrap_or_else(|| args.data_dir.join("storage")),
-    };
+    let storage_dir = args
+        .storage_dir
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("storage"));
+    let config = args
+        .proxy
+        .clone()
+        .into_config(url.clone(), storage_dir, true);
     let (bound_tx, bound_rx) = oneshot::channel();
     let server = tokio::spawn(server::run(config, shutdown, Some(bound_tx)));
     if let Ok(addr) = bound_rx.await {

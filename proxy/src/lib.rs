@@ -3,11 +3,15 @@
 //!
 //! The `shapesync` binary (`main.rs`) is a thin layer over this library.
 
+pub mod catalog;
 pub mod cli;
+pub mod commit_watch;
+pub mod config;
 pub mod database;
 pub mod dev;
 pub mod http;
 pub mod local_cluster;
 pub mod migrations;
+pub mod proxy_schema;
 pub mod server;
 pub mod telemetry;

@@ -4,7 +4,6 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use proxy::cli::{Cli, Command};
-use proxy::server::ServeConfig;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -15,11 +14,9 @@ async fn main() -> ExitCode {
     let result: anyhow::Result<()> = match cli.command {
         Command::Dev(args) => proxy::dev::run(args, shutdown).await.map_err(Into::into),
         Command::Serve(args) => {
-            let config = ServeConfig {
-                database_url: args.database_url,
-                listen: args.listen.addr(),
-                storage_dir: args.storage_dir,
-            };
+            let config = args
+                .proxy
+                .into_config(args.database_url, args.storage_dir, false);
             proxy::server::run(config, shutdown, None)
                 .await
                 .map_err(Into::into)

@@ -1,22 +1,14 @@
 //! Running the proxy beside a Postgres: check the database, bind, serve until shutdown.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::ServeConfig;
 use crate::database::{self, DatabaseError};
-
-/// What the proxy needs to run.
-#[derive(Debug, Clone)]
-pub struct ServeConfig {
-    pub database_url: String,
-    pub listen: SocketAddr,
-    pub storage_dir: PathBuf,
-}
 
 /// The proxy's readiness, as `/v1/health` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,8 +66,14 @@ pub async fn run(
     bound: Option<oneshot::Sender<SocketAddr>>,
 ) -> Result<(), ServeError> {
     let (health_tx, health) = watch::channel(Health::Starting);
-    let client = database::connect(&config.database_url).await?;
+    let mut client = database::connect(&config.database_url).await?;
     database::check_wal_level(&client).await?;
+    let steps = crate::proxy_schema::upgrade(&mut client)
+        .await
+        .map_err(DatabaseError::Query)?;
+    if !steps.is_empty() {
+        tracing::info!(?steps, "upgraded the shapesync schema");
+    }
     std::fs::create_dir_all(&config.storage_dir).map_err(|source| ServeError::Storage {
         dir: config.storage_dir.display().to_string(),
         source,

@@ -1,0 +1,148 @@
+//! Reading tables and types from the Postgres catalog into [`shapes::schema`] terms.
+
+use std::collections::HashMap;
+
+use shapes::schema::{Column, PgType, QualifiedName, TableSchema, TypeKind};
+use tokio_postgres::Client;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error(
+        "table {0} does not exist. Names are case-folded like SQL: a table created as \"Todos\" \
+         must be requested quoted, e.g. table=\"Todos\" (and schema-qualified when not in public)"
+    )]
+    UnknownTable(QualifiedName),
+    #[error("{0} is not a table (views, sequences and foreign tables cannot be synced)")]
+    NotATable(QualifiedName),
+    #[error("query failed: {0}")]
+    Query(#[from] tokio_postgres::Error),
+}
+
+/// Reads a table's columns (attribute order), types, nullability and primary key.
+pub async fn load_table(
+    client: &Client,
+    name: &QualifiedName,
+) -> Result<TableSchema, CatalogError> {
+    let row = client
+        .query_opt(
+            "SELECT c.oid, c.relkind::text FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2",
+            &[&name.schema, &name.name],
+        )
+        .await?
+        .ok_or_else(|| CatalogError::UnknownTable(name.clone()))?;
+    let oid: u32 = row.get(0);
+    let relkind: String = row.get(1);
+    if relkind != "r" && relkind != "p" {
+        return Err(CatalogError::NotATable(name.clone()));
+    }
+    let rows = client
+        .query(
+            "SELECT a.attname::text, a.atttypid, a.atttypmod, a.attndims, a.attnotnull,
+                    a.attgenerated <> '',
+                    -- int2vector subscripts start at 0; do not assume either way.
+                    (SELECT array_position(i.indkey::int2[], a.attnum)
+                            - array_lower(i.indkey::int2[], 1)
+                       FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary)
+             FROM pg_attribute a
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum",
+            &[&oid],
+        )
+        .await?;
+    let mut types = TypeCache::default();
+    let mut columns = Vec::with_capacity(rows.len());
+    for row in rows {
+        let type_oid: u32 = row.get(1);
+        let pk: Option<i32> = row.get(6);
+        columns.push(Column {
+            name: row.get(0),
+            ty: types.resolve(client, type_oid).await?,
+            type_mod: row.get(2),
+            dims: u32::try_from(row.get::<_, i32>(3)).unwrap_or(0),
+            not_null: row.get(4),
+            pk_index: pk.and_then(|p| usize::try_from(p).ok()),
+            generated: row.get(5),
+        });
+    }
+    Ok(TableSchema {
+        name: name.clone(),
+        oid,
+        columns,
+    })
+}
+
+/// Resolves type oids (recursively for arrays and domains), caching within one load.
+#[derive(Default)]
+struct TypeCache {
+    known: HashMap<u32, PgType>,
+}
+
+impl TypeCache {
+    async fn resolve(&mut self, client: &Client, oid: u32) -> Result<PgType, CatalogError> {
+        if let Some(ty) = self.known.get(&oid) {
+            return Ok(ty.clone());
+        }
+        // Walk down arrays and domains iteratively, then build back up.
+        let mut chain = Vec::new();
+        let mut current = oid;
+        let base = loop {
+            let row = client
+                .query_one(
+                    "SELECT t.typname::text, t.typtype::text, t.typelem, t.typbasetype,
+                            t.typcategory::text,
+                            CASE WHEN t.typtype = 'e' THEN ARRAY(
+                                SELECT e.enumlabel::text FROM pg_enum e
+                                WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder) END
+                     FROM pg_type t WHERE t.oid = $1",
+                    &[&current],
+                )
+                .await?;
+            let name: String = row.get(0);
+            let typtype: String = row.get(1);
+            let elem: u32 = row.get(2);
+            let basetype: u32 = row.get(3);
+            let category: String = row.get(4);
+            let labels: Option<Vec<String>> = row.get(5);
+            if category == "A" && elem != 0 {
+                chain.push((current, None));
+                current = elem;
+            } else if typtype == "d" {
+                chain.push((current, Some(name)));
+                current = basetype;
+            } else {
+                let kind = match (typtype.as_str(), labels) {
+                    ("e", Some(labels)) => TypeKind::Enum { labels },
+                    ("b", _) => TypeKind::Base,
+                    _ => TypeKind::Other,
+                };
+                break PgType {
+                    oid: current,
+                    name,
+                    kind,
+                };
+            };
+        };
+        self.known.insert(base.oid, base.clone());
+        let mut ty = base;
+        while let Some((oid, domain_name)) = chain.pop() {
+            ty = match domain_name {
+                None => PgType {
+                    oid,
+                    name: ty.name.clone(),
+                    kind: TypeKind::Array {
+                        element: Box::new(ty),
+                    },
+                },
+                Some(name) => PgType {
+                    oid,
+                    name,
+                    kind: TypeKind::Domain { base: Box::new(ty) },
+                },
+            };
+            self.known.insert(oid, ty.clone());
+        }
+        Ok(ty)
+    }
+}
