@@ -14,4 +14,5 @@ pub mod local_cluster;
 pub mod migrations;
 pub mod proxy_schema;
 pub mod server;
+pub mod shape_log;
 pub mod telemetry;

@@ -1,0 +1,388 @@
+//! Durable, append-only logs of pre-encoded shape messages, one directory per shape.
+//!
+//! A shape directory holds `snapshot.log` (the initial rows, in chunks `0_k`, see
+//! [`snapshot_file`]) and `changes.log` (entries at log offsets, closed per transaction by a
+//! commit record, see [`record`]). [`ShapeLog`] is the shared, read-mostly view: readers plan
+//! a read under a short lock ([`index::LogIndex::plan_read`]) and then read the file without
+//! it. The single writer appends through a [`LogAppender`]; a transaction's entries become
+//! visible together when its commit record is written (to the page cache: served at once,
+//! fsynced by the durability task within milliseconds).
+//!
+//! Opening a log after a crash cuts `changes.log` back to its last commit record, so a
+//! transaction is either wholly in the log or (to be re-sent by Postgres) not at all.
+
+pub mod index;
+pub mod record;
+pub mod snapshot_file;
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use shapes::lsn::Lsn;
+use shapes::offset::Offset;
+use tokio::sync::watch;
+
+use index::{LogIndex, ReadPlan};
+use record::{RecordKind, RecordScanner};
+use snapshot_file::SnapshotChunks;
+
+pub const CHANGES_FILE: &str = "changes.log";
+
+/// Bytes buffered by an appender before they go to the file (still invisible until commit).
+const WRITE_THROUGH: usize = 256 * 1024;
+
+/// One shape's log, shared by the writer and every reader.
+#[derive(Debug)]
+pub struct ShapeLog {
+    dir: PathBuf,
+    index: Mutex<LogIndex>,
+    snapshot: OnceLock<SnapshotChunks>,
+    /// Last visible log offset; readers waiting for news subscribe here.
+    latest: watch::Sender<Option<Offset>>,
+}
+
+/// What a read produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOutcome {
+    pub entries: usize,
+    /// Offset of the last entry read.
+    pub last_offset: Option<Offset>,
+    /// Nothing after the entries read is visible yet.
+    pub at_end: bool,
+}
+
+impl ShapeLog {
+    /// A new, empty log in `dir` (created).
+    pub fn create(dir: &Path, chunk_bytes: u64) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        File::create(dir.join(CHANGES_FILE))?;
+        Ok(Self::with_index(dir, LogIndex::new(chunk_bytes)))
+    }
+
+    /// Opens an existing log, cutting off anything after its last complete transaction.
+    pub fn open(dir: &Path, chunk_bytes: u64) -> io::Result<Self> {
+        let path = dir.join(CHANGES_FILE);
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let mut index = LogIndex::new(chunk_bytes);
+        let mut scanner = RecordScanner::new(BufReader::with_capacity(256 * 1024, &file));
+        let mut pos = 0;
+        while let Some((header, _)) = scanner.next_record()? {
+            let len = header.total_len();
+            match header.kind {
+                RecordKind::Entry => index.note_entry(
+                    Offset::At {
+                        tx: header.tx,
+                        op: header.op,
+                    },
+                    pos,
+                ),
+                RecordKind::Commit => index.note_commit(Lsn(header.tx), pos + len),
+                RecordKind::SnapshotComplete => break,
+            }
+            pos += len;
+        }
+        index.rollback_to_visible();
+        if file.metadata()?.len() > index.visible_len() {
+            file.set_len(index.visible_len())?;
+            file.sync_data()?;
+        }
+        let log = Self::with_index(dir, index);
+        if let Some(chunks) = snapshot_file::load(dir)? {
+            let _ = log.snapshot.set(chunks);
+        }
+        Ok(log)
+    }
+
+    fn with_index(dir: &Path, index: LogIndex) -> Self {
+        let (latest, _) = watch::channel(index.last_offset());
+        Self {
+            dir: dir.to_owned(),
+            index: Mutex::new(index),
+            snapshot: OnceLock::new(),
+            latest,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn index(&self) -> MutexGuard<'_, LogIndex> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that the snapshot file is complete.
+    pub fn set_snapshot(&self, chunks: SnapshotChunks) {
+        let _ = self.snapshot.set(chunks);
+    }
+
+    pub fn snapshot(&self) -> Option<&SnapshotChunks> {
+        self.snapshot.get()
+    }
+
+    pub fn last_offset(&self) -> Option<Offset> {
+        self.index().last_offset()
+    }
+
+    pub fn last_commit(&self) -> Lsn {
+        self.index().last_commit()
+    }
+
+    /// A receiver that changes whenever new entries become visible.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Offset>> {
+        self.latest.subscribe()
+    }
+
+    /// Where "entries after `after`" are, if there are any.
+    pub fn plan_read(&self, after: Offset) -> Option<ReadPlan> {
+        self.index().plan_read(after)
+    }
+
+    /// Appends the entries of `plan` to `out` as JSON array elements (comma-separated,
+    /// with a leading comma when `out` already holds elements).
+    pub fn read(&self, plan: &ReadPlan, out: &mut Vec<u8>, first: bool) -> io::Result<ReadOutcome> {
+        let file = File::open(self.dir.join(CHANGES_FILE))?;
+        let (entries, last_offset) =
+            copy_payloads(&file, plan.start, plan.end, Some(plan.after), out, first)?;
+        Ok(ReadOutcome {
+            entries,
+            last_offset,
+            at_end: plan.to_visible_end,
+        })
+    }
+
+    /// Appends snapshot chunk `k`'s messages to `out`; `None` if there is no such chunk.
+    pub fn read_snapshot_chunk(&self, k: usize, out: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        let Some((start, end)) = self.snapshot.get().and_then(|s| s.range(k)) else {
+            return Ok(None);
+        };
+        let file = File::open(self.dir.join(snapshot_file::SNAPSHOT_FILE))?;
+        let (entries, _) = copy_payloads(&file, start, end, None, out, true)?;
+        Ok(Some(entries))
+    }
+}
+
+/// Copies the payloads of the entries in `[start, end)` (after `after`) into `out`.
+fn copy_payloads(
+    file: &File,
+    start: u64,
+    end: u64,
+    after: Option<Offset>,
+    out: &mut Vec<u8>,
+    mut first: bool,
+) -> io::Result<(usize, Option<Offset>)> {
+    let len = usize::try_from(end.saturating_sub(start))
+        .map_err(|_| io::Error::other("read range too large"))?;
+    let mut bytes = vec![0u8; len];
+    file.read_exact_at(&mut bytes, start)?;
+    let mut scanner = RecordScanner::new(&bytes[..]);
+    let mut entries = 0;
+    let mut last = None;
+    while let Some((header, payload)) = scanner.next_record()? {
+        if header.kind != RecordKind::Entry {
+            continue;
+        }
+        let offset = Offset::At {
+            tx: header.tx,
+            op: header.op,
+        };
+        if after.is_some_and(|a| offset <= a) {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(payload);
+        entries += 1;
+        last = Some(offset);
+    }
+    if scanner.valid_len() < len as u64 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "shape log damaged inside its visible part",
+        ));
+    }
+    Ok((entries, last))
+}
+
+/// The writer's side of one log: buffers a transaction's entries and makes them visible at
+/// its commit.
+#[derive(Debug)]
+pub struct LogAppender {
+    file: File,
+    /// File length including what is buffered.
+    pos: u64,
+    buf: Vec<u8>,
+    /// Entries of the open transaction: noted in the index at commit.
+    pending: Vec<(Offset, u64)>,
+}
+
+impl LogAppender {
+    pub fn open(log: &ShapeLog) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(log.dir.join(CHANGES_FILE))?;
+        let pos = log.index().visible_len();
+        file.set_len(pos)?;
+        Ok(Self {
+            file,
+            pos,
+            buf: Vec::with_capacity(16 * 1024),
+            pending: Vec::new(),
+        })
+    }
+
+    /// Adds an entry to the open transaction.
+    pub fn append(&mut self, offset: Offset, message: &[u8]) -> io::Result<()> {
+        let start = self.pos + self.buf.len() as u64;
+        let Offset::At { tx, op } = offset else {
+            return Err(io::Error::other("log entries need a log offset"));
+        };
+        record::encode(&mut self.buf, RecordKind::Entry, tx, op, message);
+        self.pending.push((offset, start));
+        if self.buf.len() >= WRITE_THROUGH {
+            self.write_buffer()?;
+        }
+        Ok(())
+    }
+
+    /// Whether the open transaction has entries.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Closes the open transaction and makes its entries visible.
+    pub fn commit(&mut self, log: &ShapeLog, commit_lsn: Lsn, end_lsn: Lsn) -> io::Result<()> {
+        record::encode(
+            &mut self.buf,
+            RecordKind::Commit,
+            commit_lsn.as_u64(),
+            end_lsn.as_u64(),
+            b"",
+        );
+        self.write_buffer()?;
+        let last = {
+            let mut index = log.index();
+            for (offset, pos) in self.pending.drain(..) {
+                index.note_entry(offset, pos);
+            }
+            index.note_commit(commit_lsn, self.pos);
+            index.last_offset()
+        };
+        log.latest.send_replace(last);
+        Ok(())
+    }
+
+    /// Drops the open transaction (its entries were never visible).
+    pub fn abandon(&mut self, log: &ShapeLog) -> io::Result<()> {
+        self.buf.clear();
+        self.pending.clear();
+        self.pos = log.index().visible_len();
+        self.file.set_len(self.pos)
+    }
+
+    /// fdatasync of everything written so far.
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn write_buffer(&mut self) -> io::Result<()> {
+        if let Err(err) = (&self.file).write_all(&self.buf) {
+            // Leave the file as it was: a full disk must not leave half a record.
+            let _ = self.file.set_len(self.pos);
+            self.buf.clear();
+            return Err(err);
+        }
+        self.pos += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn off(tx: u64, op: u64) -> Offset {
+        Offset::At { tx, op }
+    }
+
+    fn read_all(log: &ShapeLog, after: Offset) -> (String, ReadOutcome) {
+        let plan = log.plan_read(after).expect("something to read");
+        let mut out = Vec::new();
+        let outcome = log.read(&plan, &mut out, true).unwrap();
+        (String::from_utf8(out).unwrap(), outcome)
+    }
+
+    #[test]
+    fn committed_entries_are_served_after_an_offset_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = ShapeLog::create(dir.path(), 1 << 20).unwrap();
+        let mut rx = log.subscribe();
+        let mut appender = LogAppender::open(&log).unwrap();
+        appender.append(off(100, 0), b"{\"a\":1}").unwrap();
+        appender.append(off(100, 2), b"{\"a\":2}").unwrap();
+        assert_eq!(
+            log.plan_read(Offset::SNAPSHOT_END),
+            None,
+            "invisible before commit"
+        );
+        appender.commit(&log, Lsn(100), Lsn(120)).unwrap();
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(*rx.borrow_and_update(), Some(off(100, 2)));
+
+        let (body, outcome) = read_all(&log, Offset::SNAPSHOT_END);
+        assert_eq!(body, "{\"a\":1},{\"a\":2}");
+        assert_eq!(outcome.last_offset, Some(off(100, 2)));
+        assert!(outcome.at_end);
+        let (body, _) = read_all(&log, off(100, 0));
+        assert_eq!(body, "{\"a\":2}");
+
+        // A transaction cut short by a crash is gone after reopening.
+        appender.append(off(200, 0), b"{\"a\":3}").unwrap();
+        appender.write_buffer().unwrap();
+        drop(appender);
+        let reopened = ShapeLog::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(reopened.last_offset(), Some(off(100, 2)));
+        assert_eq!(reopened.last_commit(), Lsn(100));
+        let len = std::fs::metadata(dir.path().join(CHANGES_FILE))
+            .unwrap()
+            .len();
+        assert_eq!(len, reopened.index().visible_len());
+        let (body, _) = read_all(&reopened, Offset::BeforeAll);
+        assert_eq!(body, "{\"a\":1},{\"a\":2}");
+    }
+
+    #[test]
+    fn an_abandoned_transaction_leaves_no_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = ShapeLog::create(dir.path(), 1 << 20).unwrap();
+        let mut appender = LogAppender::open(&log).unwrap();
+        appender.append(off(100, 0), b"{}").unwrap();
+        appender.abandon(&log).unwrap();
+        appender.append(off(300, 0), b"{\"b\":1}").unwrap();
+        appender.commit(&log, Lsn(300), Lsn(310)).unwrap();
+        let (body, _) = read_all(&log, Offset::BeforeAll);
+        assert_eq!(body, "{\"b\":1}");
+    }
+
+    #[test]
+    fn snapshot_chunks_are_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = ShapeLog::create(dir.path(), 1 << 20).unwrap();
+        let mut writer = snapshot_file::SnapshotWriter::create(dir.path(), 1 << 20).unwrap();
+        writer.push_row(b"{\"r\":1}").unwrap();
+        writer.push_row(b"{\"r\":2}").unwrap();
+        log.set_snapshot(writer.finish(b"{\"end\":true}").unwrap());
+        let mut out = Vec::new();
+        assert_eq!(log.read_snapshot_chunk(0, &mut out).unwrap(), Some(3));
+        assert_eq!(out, b"{\"r\":1},{\"r\":2},{\"end\":true}");
+        assert_eq!(log.read_snapshot_chunk(1, &mut out).unwrap(), None);
+        let reopened = ShapeLog::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(reopened.snapshot().map(SnapshotChunks::count), Some(1));
+    }
+}

@@ -1,0 +1,451 @@
+//! The messages of the Electric HTTP Shape API v1, encoded as the JSON clients expect.
+//!
+//! Shape logs store messages pre-encoded, so encoding happens once per change per shape and
+//! never again per request. Everything here writes straight into a byte buffer.
+
+use std::io::Write as _;
+
+use crate::lsn::{Lsn, Xid};
+use crate::schema::{Column, QualifiedName, TableSchema, TypeKind};
+
+/// `insert`, `update` or `delete`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Insert,
+    Update,
+    Delete,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Insert => "insert",
+            Operation::Update => "update",
+            Operation::Delete => "delete",
+        }
+    }
+}
+
+/// The message key of a row: `"<schema>"."<table>"/"<pk1>"/"<pk2>"`.
+///
+/// `/` is doubled inside values and `.`/`/` doubled inside the relation's names; a NULL key
+/// part is `_`. Tables without a primary key use every column, in name order.
+///
+/// ```
+/// use shapes::schema::QualifiedName;
+/// use shapes::wire::message_key;
+/// let key = message_key(&QualifiedName::new("public", "items"), [Some("a/b"), None]);
+/// assert_eq!(key, r#""public"."items"/"a//b"/_"#);
+/// ```
+pub fn message_key<'a>(
+    table: &QualifiedName,
+    key_values: impl IntoIterator<Item = Option<&'a str>>,
+) -> String {
+    let mut key = String::with_capacity(table.schema.len() + table.name.len() + 48);
+    key.push('"');
+    push_doubled(&mut key, &table.schema, &['/', '.']);
+    key.push_str("\".\"");
+    push_doubled(&mut key, &table.name, &['/', '.']);
+    key.push('"');
+    for value in key_values {
+        match value {
+            None => key.push_str("/_"),
+            Some(v) => {
+                key.push_str("/\"");
+                push_doubled(&mut key, v, &['/']);
+                key.push('"');
+            }
+        }
+    }
+    key
+}
+
+fn push_doubled(out: &mut String, text: &str, doubled: &[char]) {
+    for c in text.chars() {
+        if doubled.contains(&c) {
+            out.push(c);
+        }
+        out.push(c);
+    }
+}
+
+/// Positions of the columns that make a row's key: the primary key, or every column in name
+/// order when the table has none.
+pub fn key_columns(table: &TableSchema) -> Vec<usize> {
+    let pk = table.primary_key();
+    if !pk.is_empty() {
+        return pk;
+    }
+    let mut all: Vec<usize> = (0..table.columns.len()).collect();
+    all.sort_by(|a, b| table.columns[*a].name.cmp(&table.columns[*b].name));
+    all
+}
+
+/// Writes `s` as a JSON string (quoted and escaped).
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => {
+                out.extend_from_slice(&bytes[start..i]);
+                let _ = write!(out, "\\u{b:04x}");
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escape);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Writes `{"col":"text",…}` for the given (column name, value) pairs.
+pub fn write_row_object<'a>(
+    out: &mut Vec<u8>,
+    values: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) {
+    out.push(b'{');
+    let mut first = true;
+    for (name, value) in values {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_json_str(out, name);
+        out.push(b':');
+        match value {
+            Some(v) => write_json_str(out, v),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    out.push(b'}');
+}
+
+/// Headers of a change in the log (absent for snapshot rows).
+#[derive(Debug, Clone, Copy)]
+pub struct LogPosition {
+    pub txid: u64,
+    pub lsn: Lsn,
+    pub op_position: u64,
+    /// The shape's last op of this transaction.
+    pub last: bool,
+}
+
+/// A change message under construction: call [`ChangeMessage::write`].
+#[derive(Debug, Clone, Copy)]
+pub struct ChangeMessage<'a> {
+    pub key: &'a str,
+    pub operation: Operation,
+    pub relation: &'a QualifiedName,
+    pub log: Option<LogPosition>,
+    /// For the two halves of a primary-key change: (`key_change_to` | `key_change_from`, key).
+    pub key_change: Option<(&'static str, &'a str)>,
+}
+
+impl ChangeMessage<'_> {
+    /// Writes `{"key":…,"value":{…},"old_value"?:{…},"headers":{…}}`.
+    pub fn write<'v>(
+        &self,
+        out: &mut Vec<u8>,
+        value: impl IntoIterator<Item = (&'v str, Option<&'v str>)>,
+        old_value: Option<&mut dyn Iterator<Item = (&'v str, Option<&'v str>)>>,
+    ) {
+        out.extend_from_slice(b"{\"key\":");
+        write_json_str(out, self.key);
+        out.extend_from_slice(b",\"value\":");
+        write_row_object(out, value);
+        if let Some(old) = old_value {
+            out.extend_from_slice(b",\"old_value\":");
+            write_row_object(out, old);
+        }
+        out.extend_from_slice(b",\"headers\":{\"operation\":\"");
+        out.extend_from_slice(self.operation.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"relation\":[");
+        write_json_str(out, &self.relation.schema);
+        out.push(b',');
+        write_json_str(out, &self.relation.name);
+        out.push(b']');
+        if let Some(log) = self.log {
+            let _ = write!(
+                out,
+                ",\"txids\":[{}],\"lsn\":\"{}\",\"op_position\":{}",
+                log.txid,
+                log.lsn.as_u64(),
+                log.op_position
+            );
+            if log.last {
+                out.extend_from_slice(b",\"last\":true");
+            }
+        }
+        if let Some((name, key)) = self.key_change {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+            write_json_str(out, key);
+        }
+        out.extend_from_slice(b"}}");
+    }
+}
+
+/// `{"headers":{"control":"up-to-date","global_last_seen_lsn":"…"}}`.
+pub fn up_to_date(global_last_seen_lsn: Lsn) -> String {
+    format!(
+        r#"{{"headers":{{"control":"up-to-date","global_last_seen_lsn":"{}"}}}}"#,
+        global_last_seen_lsn.as_u64()
+    )
+}
+
+/// `{"headers":{"control":"must-refetch"}}`.
+pub const MUST_REFETCH: &str = r#"{"headers":{"control":"must-refetch"}}"#;
+
+/// The snapshot a shape's initial rows were read in, as `pg_current_snapshot()` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotInfo {
+    pub xmin: Xid,
+    pub xmax: Xid,
+    pub xip: Vec<Xid>,
+}
+
+impl SnapshotInfo {
+    /// Parses `pg_current_snapshot()`'s text form `xmin:xmax:xip,xip,…`.
+    ///
+    /// ```
+    /// use shapes::wire::SnapshotInfo;
+    /// let s = SnapshotInfo::parse("755:757:756").unwrap();
+    /// assert_eq!((s.xmin.0, s.xmax.0, s.xip.len()), (755, 757, 1));
+    /// ```
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.split(':');
+        let xmin = Xid(parts.next()?.parse().ok()?);
+        let xmax = Xid(parts.next()?.parse().ok()?);
+        let xip = match parts.next()? {
+            "" => Vec::new(),
+            list => list
+                .split(',')
+                .map(|x| x.parse().map(Xid))
+                .collect::<Result<_, _>>()
+                .ok()?,
+        };
+        parts.next().is_none().then_some(Self { xmin, xmax, xip })
+    }
+
+    /// Whether transaction `xid` had committed when the snapshot was taken (its effects are in
+    /// the snapshot): `xid < xmin`, or `xid < xmax` and not in progress.
+    pub fn sees(&self, xid: Xid) -> bool {
+        xid < self.xmin || (xid < self.xmax && !self.xip.contains(&xid))
+    }
+
+    /// `{"headers":{"control":"snapshot-end","xmin":"…","xmax":"…","xip_list":[…]}}`.
+    pub fn snapshot_end_message(&self) -> String {
+        let xip: Vec<String> = self.xip.iter().map(|x| format!("\"{}\"", x.0)).collect();
+        format!(
+            r#"{{"headers":{{"control":"snapshot-end","xmin":"{}","xmax":"{}","xip_list":[{}]}}}}"#,
+            self.xmin.0,
+            self.xmax.0,
+            xip.join(",")
+        )
+    }
+}
+
+impl serde::Serialize for Xid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Xid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u64::deserialize(d).map(Xid)
+    }
+}
+
+/// The `electric-schema` header: `{"id":{"type":"int4","not_null":true,"pk_index":0},…}` for
+/// the selected columns, in table order.
+pub fn schema_header(table: &TableSchema, selected: &[usize]) -> String {
+    let mut out = Vec::with_capacity(64 * selected.len());
+    out.push(b'{');
+    for (n, &i) in selected.iter().enumerate() {
+        let column = &table.columns[i];
+        if n > 0 {
+            out.push(b',');
+        }
+        write_json_str(&mut out, &column.name);
+        out.push(b':');
+        write_column_schema(&mut out, column);
+    }
+    out.push(b'}');
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn write_column_schema(out: &mut Vec<u8>, column: &Column) {
+    let base = match &column.ty.kind {
+        TypeKind::Array { element } => element.as_ref(),
+        _ => &column.ty,
+    };
+    out.extend_from_slice(b"{\"type\":");
+    write_json_str(out, &base.name);
+    let is_array = matches!(column.ty.kind, TypeKind::Array { .. });
+    if is_array {
+        let _ = write!(out, ",\"dims\":{}", column.dims.max(1));
+    }
+    if let Some(pk) = column.pk_index {
+        let _ = write!(out, ",\"pk_index\":{pk}");
+    }
+    if column.not_null {
+        out.extend_from_slice(b",\"not_null\":true");
+    }
+    write_type_modifier(out, &base.name, column.type_mod);
+    out.push(b'}');
+}
+
+fn write_type_modifier(out: &mut Vec<u8>, type_name: &str, type_mod: i32) {
+    const TIME_TYPES: [&str; 5] = ["time", "timetz", "timestamp", "timestamptz", "date"];
+    match type_name {
+        "varchar" | "text" if type_mod > 0 => {
+            let _ = write!(out, ",\"max_length\":{}", type_mod - 4);
+        }
+        "bpchar" if type_mod > 0 => {
+            let _ = write!(out, ",\"length\":{}", type_mod - 4);
+        }
+        "bit" | "varbit" => {
+            let _ = write!(out, ",\"length\":{type_mod}");
+        }
+        "numeric" if type_mod > -1 => {
+            let packed = type_mod - 4;
+            let _ = write!(
+                out,
+                ",\"precision\":{},\"scale\":{}",
+                (packed >> 16) as i16,
+                (packed & 0xffff) as i16
+            );
+        }
+        "interval" if type_mod > -1 => {
+            let precision = (type_mod & 0xffff) as i16;
+            if precision != -1 {
+                let _ = write!(out, ",\"precision\":{precision}");
+            }
+        }
+        t if TIME_TYPES.contains(&t) && type_mod > 0 => {
+            let _ = write!(out, ",\"precision\":{type_mod}");
+        }
+        _ if type_mod > -1 => {
+            let _ = write!(out, ",\"type_mod\":{type_mod}");
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::PgType;
+
+    fn column(name: &str, ty: &str, type_mod: i32, pk: Option<usize>) -> Column {
+        Column {
+            name: name.into(),
+            ty: PgType {
+                oid: 0,
+                name: ty.into(),
+                kind: TypeKind::Base,
+            },
+            type_mod,
+            dims: 0,
+            not_null: pk.is_some(),
+            pk_index: pk,
+            generated: false,
+        }
+    }
+
+    #[test]
+    fn keys_escape_slashes_dots_and_nulls_like_electric() {
+        let rel = QualifiedName::new("a\".\"b", "c");
+        assert_eq!(message_key(&rel, [Some("")]), r#""a".."b"."c"/"""#);
+        let rel = QualifiedName::new("a", "b\"/\"");
+        assert_eq!(message_key(&rel, [Some("")]), r#""a"."b"//""/"""#);
+        let rel = QualifiedName::new("public", "items");
+        assert_eq!(
+            message_key(&rel, [Some("1"), None]),
+            r#""public"."items"/"1"/_"#
+        );
+    }
+
+    #[test]
+    fn json_strings_escape_control_characters_quotes_and_keep_unicode() {
+        let mut out = Vec::new();
+        write_json_str(&mut out, "a\"b\\c\n\u{1}é✓");
+        assert_eq!(String::from_utf8(out).unwrap(), r#""a\"b\\c\n\u0001é✓""#);
+    }
+
+    #[test]
+    fn change_messages_match_the_protocol() {
+        let rel = QualifiedName::new("public", "items");
+        let key = message_key(&rel, [Some("2")]);
+        let mut out = Vec::new();
+        ChangeMessage {
+            key: &key,
+            operation: Operation::Insert,
+            relation: &rel,
+            log: Some(LogPosition {
+                txid: 756,
+                lsn: Lsn(24_155_000),
+                op_position: 0,
+                last: true,
+            }),
+            key_change: None,
+        }
+        .write(&mut out, [("id", Some("2")), ("title", Some("b"))], None);
+        let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::json!({"key":"\"public\".\"items\"/\"2\"","value":{"id":"2","title":"b"},
+                "headers":{"operation":"insert","relation":["public","items"],"txids":[756],
+                "lsn":"24155000","op_position":0,"last":true}})
+        );
+    }
+
+    #[test]
+    fn snapshot_visibility_follows_xmin_xmax_and_in_progress_list() {
+        let s = SnapshotInfo::parse("100:105:101,103").unwrap();
+        assert!(s.sees(Xid(99)));
+        assert!(s.sees(Xid(100)));
+        assert!(!s.sees(Xid(101)));
+        assert!(s.sees(Xid(102)));
+        assert!(!s.sees(Xid(105)));
+        assert_eq!(
+            s.snapshot_end_message(),
+            r#"{"headers":{"control":"snapshot-end","xmin":"100","xmax":"105","xip_list":["101","103"]}}"#
+        );
+        assert!(SnapshotInfo::parse("1:2").is_none());
+        assert!(SnapshotInfo::parse("1:2:x").is_none());
+    }
+
+    #[test]
+    fn schema_header_carries_types_keys_and_modifiers() {
+        let table = TableSchema {
+            name: QualifiedName::new("public", "t"),
+            oid: 1,
+            columns: vec![
+                column("id", "int4", -1, Some(0)),
+                column("name", "varchar", 14, None),
+                column("price", "numeric", (10 << 16 | 2) + 4, None),
+                column("code", "bpchar", 7, None),
+            ],
+        };
+        assert_eq!(
+            schema_header(&table, &[0, 1, 2, 3]),
+            r#"{"id":{"type":"int4","pk_index":0,"not_null":true},"name":{"type":"varchar","max_length":10},"price":{"type":"numeric","precision":10,"scale":2},"code":{"type":"bpchar","length":3}}"#
+        );
+    }
+}
