@@ -6,3 +6,4 @@
 pub mod lsn;
 pub mod offset;
 pub mod schema;
+pub mod where_clause;

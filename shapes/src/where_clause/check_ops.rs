@@ -1,0 +1,379 @@
+//! Type checking of operators, functions and casts (the rest of [`super::typecheck`]).
+
+use sqlparser::ast::{
+    BinaryOperator, DataType, Expr as SqlExpr, Function, FunctionArg, FunctionArgExpr,
+    FunctionArguments,
+};
+
+use super::ast::{ArithOp, ArrayOp, CmpOp, Expr, Func};
+use super::cast;
+use super::error::WhereError;
+use super::json::JsonKey;
+use super::typecheck::{Checked, Checker, fold_ident, implicit_cast, make_cast};
+use super::types::SqlType;
+use super::value::Datum;
+
+fn invalid<T>(message: impl Into<String>) -> Result<T, WhereError> {
+    Err(WhereError::invalid(message))
+}
+
+/// The type two operands are compared in, as Postgres' operator resolution picks it.
+pub(crate) fn common_type(a: &SqlType, b: &SqlType) -> Option<SqlType> {
+    use SqlType::*;
+    if a == b {
+        return Some(a.clone());
+    }
+    Some(match (a, b) {
+        (x, y) if x.is_string() && y.is_string() => Text,
+        (x, y) if x.is_number() && y.is_number() => {
+            if x.is_float() || y.is_float() {
+                Float8
+            } else if *x == Numeric || *y == Numeric {
+                Numeric
+            } else if *x == Int8 || *y == Int8 {
+                Int8
+            } else {
+                Int4
+            }
+        }
+        (Array(x), Array(y)) if x.is_integer() && y.is_integer() => {
+            Array(Box::new(common_type(x, y)?))
+        }
+        _ => return None,
+    })
+}
+
+const VOLATILE_HINT: &str = "a shape's where clause must give the same answer whenever it is evaluated";
+
+impl Checker<'_> {
+    /// The common type of several operands (unknown literals take the others' type).
+    fn unify(&self, items: &[&Checked]) -> Result<SqlType, WhereError> {
+        let mut ty: Option<SqlType> = None;
+        for item in items {
+            if let Checked::Typed(e) = item {
+                let t = e.ty();
+                ty = Some(match ty {
+                    None => t,
+                    Some(prev) => common_type(&prev, &t).ok_or_else(|| {
+                        WhereError::invalid(format!("cannot compare {prev} with {t}"))
+                    })?,
+                });
+            }
+        }
+        Ok(ty.unwrap_or(SqlType::Text))
+    }
+
+    fn comparable(&self, items: &[&Checked]) -> Result<SqlType, WhereError> {
+        let ty = self.unify(items)?;
+        if !ty.is_comparable() {
+            return invalid(format!(
+                "values of type {ty} cannot be compared; use ->> to compare a member as text"
+            ));
+        }
+        Ok(ty)
+    }
+
+    pub(crate) fn compare(&self, op: CmpOp, a: Checked, b: Checked) -> Result<Expr, WhereError> {
+        let ty = self.comparable(&[&a, &b])?;
+        let left = self.coerce(a, &ty)?;
+        let right = self.coerce(b, &ty)?;
+        Ok(Expr::Compare { op, left: Box::new(left), right: Box::new(right), ty })
+    }
+
+    pub(crate) fn distinct(&mut self, a: &SqlExpr, b: &SqlExpr, negated: bool) -> Result<Expr, WhereError> {
+        let (a, b) = (self.check(a)?, self.check(b)?);
+        let ty = self.comparable(&[&a, &b])?;
+        let left = self.coerce(a, &ty)?;
+        let right = self.coerce(b, &ty)?;
+        Ok(Expr::Distinct { left: Box::new(left), right: Box::new(right), ty, negated })
+    }
+
+    pub(crate) fn in_list(&mut self, e: &SqlExpr, list: &[SqlExpr], negated: bool) -> Result<Expr, WhereError> {
+        let head = self.check(e)?;
+        let items = list.iter().map(|x| self.check(x)).collect::<Result<Vec<_>, _>>()?;
+        let mut all: Vec<&Checked> = vec![&head];
+        all.extend(items.iter());
+        let ty = self.comparable(&all)?;
+        let expr = self.coerce(head, &ty)?;
+        let list = items
+            .into_iter()
+            .map(|c| self.coerce(c, &ty))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Expr::InList { expr: Box::new(expr), list, ty, negated })
+    }
+
+    /// `x BETWEEN a AND b` is `x >= a AND x <= b` (each comparison typed on its own), as in
+    /// Postgres' parser.
+    pub(crate) fn between(&mut self, x: &SqlExpr, lo: &SqlExpr, hi: &SqlExpr, negated: bool) -> Result<Expr, WhereError> {
+        let (op_lo, op_hi) = if negated { (CmpOp::Lt, CmpOp::Gt) } else { (CmpOp::GtEq, CmpOp::LtEq) };
+        let (x1, l) = (self.check(x)?, self.check(lo)?);
+        let first = self.compare(op_lo, x1, l)?;
+        let (x2, h) = (self.check(x)?, self.check(hi)?);
+        let second = self.compare(op_hi, x2, h)?;
+        Ok(if negated { Expr::Or(vec![first, second]) } else { Expr::And(vec![first, second]) })
+    }
+
+    pub(crate) fn like(
+        &mut self,
+        e: &SqlExpr,
+        pattern: &SqlExpr,
+        escape: Option<&SqlExpr>,
+        case_insensitive: bool,
+        negated: bool,
+    ) -> Result<Expr, WhereError> {
+        let subject = match self.check(e)? {
+            Checked::Typed(t) if !t.ty().is_string() => {
+                return invalid(format!("LIKE needs a text operand, not {} (cast with ::text)", t.ty()));
+            }
+            Checked::Typed(t) => t,
+            c => self.coerce(c, &SqlType::Text)?,
+        };
+        let pattern = match self.check(pattern)? {
+            c @ Checked::Unknown { .. } => self.coerce(c, &SqlType::Text)?,
+            Checked::Typed(Expr::Const(c)) if c.ty.is_string() => Expr::Const(c),
+            Checked::Typed(_) => {
+                return invalid("the LIKE pattern must be a constant (a literal or a $n parameter)");
+            }
+        };
+        let Expr::Const(pattern) = pattern else {
+            return invalid("the LIKE pattern must be a constant");
+        };
+        let escape = match escape {
+            None => Some('\\'),
+            Some(x) => match self.check(x)? {
+                Checked::Unknown { text: Some(t), .. } => {
+                    let mut chars = t.chars();
+                    match (chars.next(), chars.next()) {
+                        (None, _) => None,
+                        (Some(c), None) => Some(c),
+                        _ => return invalid("ESCAPE must be one character (or empty for none)"),
+                    }
+                }
+                _ => return invalid("ESCAPE must be a string literal of one character"),
+            },
+        };
+        if let (Datum::Text(p), Some(esc)) = (&pattern.value, escape) {
+            if ends_with_lone_escape(p, esc) {
+                return match pattern.param {
+                    Some(index) => Err(WhereError::Param {
+                        index,
+                        message: "LIKE pattern must not end with escape character".into(),
+                    }),
+                    None => invalid("LIKE pattern must not end with escape character"),
+                };
+            }
+        }
+        Ok(Expr::Like { expr: Box::new(subject), pattern: Box::new(*pattern), escape, case_insensitive, negated })
+    }
+
+    pub(crate) fn quantified(&mut self, l: &SqlExpr, op: &BinaryOperator, r: &SqlExpr, all: bool) -> Result<Expr, WhereError> {
+        let Some(op) = super::typecheck::cmp_op_pub(op) else {
+            return invalid(format!("operator {op} is not supported with ANY/ALL"));
+        };
+        let left = self.check(l)?;
+        let right = self.check(r)?;
+        let (left, right, ty) = match (left, right) {
+            (left, Checked::Typed(arr)) => {
+                let SqlType::Array(elem) = arr.ty() else {
+                    return invalid(format!("ANY/ALL need an array, not {}", arr.ty()));
+                };
+                let ty = match &left {
+                    Checked::Typed(l) => common_type(&l.ty(), &elem).ok_or_else(|| {
+                        WhereError::invalid(format!("cannot compare {} with elements of {}", l.ty(), arr.ty()))
+                    })?,
+                    Checked::Unknown { .. } => *elem.clone(),
+                };
+                if !ty.is_comparable() {
+                    return invalid(format!("values of type {ty} cannot be compared"));
+                }
+                let left = self.coerce(left, &ty)?;
+                let right = implicit_cast(arr, &SqlType::Array(Box::new(ty.clone())))?;
+                (left, right, ty)
+            }
+            (left, right) => {
+                let ty = self.comparable(&[&left])?;
+                let left = self.coerce(left, &ty)?;
+                let right = self.coerce(right, &SqlType::Array(Box::new(ty.clone())))?;
+                (left, right, ty)
+            }
+        };
+        Ok(Expr::Quantified { op, left: Box::new(left), right: Box::new(right), ty, all })
+    }
+
+    pub(crate) fn array_op(&mut self, op: ArrayOp, l: &SqlExpr, r: &SqlExpr) -> Result<Expr, WhereError> {
+        let (a, b) = (self.check(l)?, self.check(r)?);
+        let ty = self.unify(&[&a, &b])?;
+        if !matches!(ty, SqlType::Array(_)) {
+            return invalid(format!("@>, <@ and && need arrays, not {ty}"));
+        }
+        let left = self.coerce(a, &ty)?;
+        let right = self.coerce(b, &ty)?;
+        Ok(Expr::ArrayOp { op, left: Box::new(left), right: Box::new(right), ty })
+    }
+
+    pub(crate) fn arith(&mut self, op: ArithOp, l: &SqlExpr, r: &SqlExpr) -> Result<Expr, WhereError> {
+        let (a, b) = (self.check(l)?, self.check(r)?);
+        let (a, b) = match (a, b) {
+            (Checked::Typed(x), Checked::Typed(y)) => (x, y),
+            (Checked::Typed(x), u) => {
+                let ty = x.ty();
+                (x, self.coerce(u, &ty)?)
+            }
+            (u, Checked::Typed(y)) => {
+                let ty = y.ty();
+                (self.coerce(u, &ty)?, y)
+            }
+            _ => return invalid("cannot do arithmetic on two untyped literals; add a cast"),
+        };
+        let (ta, tb) = (a.ty(), b.ty());
+        if !ta.is_number() || !tb.is_number() {
+            return invalid(format!("arithmetic needs numbers, not {ta} and {tb}"));
+        }
+        if ta.is_float() || tb.is_float() {
+            return invalid(
+                "arithmetic on float4/float8 is not supported (Postgres raises an error on overflow); cast to numeric first",
+            );
+        }
+        let op = if op == ArithOp::Div && ta.is_integer() && tb.is_integer() { ArithOp::IntDiv } else { op };
+        let left = make_cast(a, ta, SqlType::Numeric)?;
+        let right = make_cast(b, tb, SqlType::Numeric)?;
+        Ok(Expr::Arith { op, left: Box::new(left), right: Box::new(right) })
+    }
+
+    pub(crate) fn json_get(&mut self, l: &SqlExpr, r: &SqlExpr, as_text: bool) -> Result<Expr, WhereError> {
+        let doc = match self.check(l)? {
+            Checked::Typed(e) if matches!(e.ty(), SqlType::Json | SqlType::Jsonb) => e,
+            Checked::Typed(e) => return invalid(format!("-> and ->> need json or jsonb, not {}", e.ty())),
+            Checked::Unknown { .. } => return invalid("-> and ->> apply to json/jsonb columns, not literals"),
+        };
+        let key = match self.check(r)? {
+            Checked::Unknown { text: Some(t), .. } => JsonKey::Field(t),
+            Checked::Typed(Expr::Const(c)) => match (&c.ty, &c.value) {
+                (t, Datum::Int(i)) if t.is_integer() && i32::try_from(*i).is_ok() => JsonKey::Index(*i),
+                (t, Datum::Text(s)) if t.is_string() => JsonKey::Field(s.to_string()),
+                _ => return invalid("the key of -> / ->> must be a text or integer constant"),
+            },
+            _ => return invalid("the key of -> / ->> must be a text or integer constant"),
+        };
+        let jsonb = doc.ty() == SqlType::Jsonb;
+        Ok(Expr::JsonGet { expr: Box::new(doc), key, as_text, jsonb })
+    }
+
+    pub(crate) fn cast_target(&self, dt: &DataType) -> Result<SqlType, WhereError> {
+        let name = dt.to_string().to_ascii_lowercase();
+        if name.contains('(') {
+            return invalid(format!("type modifiers in casts ({name}) are not supported"));
+        }
+        SqlType::from_name(&name).ok_or_else(|| WhereError::invalid(format!("unsupported type {name} in a cast")))
+    }
+
+    pub(crate) fn explicit_cast(&mut self, e: &SqlExpr, dt: &DataType) -> Result<Checked, WhereError> {
+        let to = self.cast_target(dt)?;
+        Ok(Checked::Typed(match self.check(e)? {
+            c @ Checked::Unknown { .. } => self.coerce(c, &to)?,
+            Checked::Typed(expr) => {
+                let from = expr.ty();
+                if from == to {
+                    expr
+                } else if matches!(expr, Expr::Const(_)) || cast::infallible(&from, &to) {
+                    make_cast(expr, from, to)?
+                } else {
+                    return invalid(format!(
+                        "cannot cast {from} to {to} here: the conversion can fail on some values, \
+                         and a shape must never fail (compare with a constant of the column's type instead)"
+                    ));
+                }
+            }
+        }))
+    }
+
+    pub(crate) fn function(&mut self, f: &Function) -> Result<Checked, WhereError> {
+        let parts: Vec<String> = f
+            .name
+            .0
+            .iter()
+            .filter_map(|p| p.as_ident().map(fold_ident))
+            .collect();
+        let name = parts.last().cloned().unwrap_or_default();
+        let qualified = parts.join(".");
+        if VOLATILE.contains(&name.as_str()) {
+            return invalid(format!("{qualified}() is not deterministic: {VOLATILE_HINT}"));
+        }
+        let args = match &f.args {
+            FunctionArguments::List(list) if list.duplicate_treatment.is_none() && list.clauses.is_empty() => list
+                .args
+                .iter()
+                .map(|a| match a {
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
+                    _ => invalid(format!("unsupported argument in {qualified}()")),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            FunctionArguments::None => Vec::new(),
+            _ => return invalid(format!("unsupported arguments in {qualified}()")),
+        };
+        if f.filter.is_some() || f.over.is_some() || !f.within_group.is_empty() || parts.len() > 2
+            || (parts.len() == 2 && parts[0] != "pg_catalog")
+        {
+            return invalid(format!("function {qualified}() is not supported"));
+        }
+        let one = |args: &[&SqlExpr]| -> Result<(), WhereError> {
+            if args.len() == 1 { Ok(()) } else { invalid(format!("{name}() takes one argument")) }
+        };
+        Ok(Checked::Typed(match name.as_str() {
+            "lower" | "upper" | "length" | "char_length" | "character_length" => {
+                one(&args)?;
+                let arg = self.string_operand_pub(args[0], &format!("{name}()"))?;
+                let arg = implicit_cast(arg, &SqlType::Text)?;
+                let func = match name.as_str() {
+                    "lower" => Func::Lower,
+                    "upper" => Func::Upper,
+                    _ => Func::Length,
+                };
+                Expr::Func { func, arg: Box::new(arg) }
+            }
+            "coalesce" if !args.is_empty() => {
+                let checked = args.iter().map(|a| self.check(a)).collect::<Result<Vec<_>, _>>()?;
+                let refs: Vec<&Checked> = checked.iter().collect();
+                let ty = self.unify(&refs)?;
+                let args = checked.into_iter().map(|c| self.coerce(c, &ty)).collect::<Result<Vec<_>, _>>()?;
+                Expr::Coalesce { args, ty }
+            }
+            _ => {
+                return invalid(format!(
+                    "unknown function {qualified}(); supported: lower, upper, length, coalesce"
+                ));
+            }
+        }))
+    }
+
+    pub(crate) fn array_ctor(&mut self, items: &[SqlExpr]) -> Result<Expr, WhereError> {
+        if items.is_empty() {
+            return invalid("cannot determine the type of an empty ARRAY[]; write '{}'::int4[] instead");
+        }
+        let checked = items.iter().map(|a| self.check(a)).collect::<Result<Vec<_>, _>>()?;
+        let refs: Vec<&Checked> = checked.iter().collect();
+        let ty = self.unify(&refs)?;
+        if matches!(ty, SqlType::Array(_) | SqlType::Json) {
+            return invalid(format!("ARRAY[] of {ty} is not supported"));
+        }
+        let items = checked.into_iter().map(|c| self.coerce(c, &ty)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Expr::ArrayCtor { items, ty })
+    }
+}
+
+/// Whether `p` ends in an escape character that escapes nothing.
+fn ends_with_lone_escape(p: &str, esc: char) -> bool {
+    let mut escaped = false;
+    for c in p.chars() {
+        escaped = !escaped && c == esc;
+    }
+    escaped
+}
+
+const VOLATILE: &[&str] = &[
+    "now", "random", "current_timestamp", "current_date", "current_time", "localtime",
+    "localtimestamp", "clock_timestamp", "statement_timestamp", "transaction_timestamp",
+    "timeofday", "nextval", "currval", "lastval", "setval", "gen_random_uuid", "uuid_generate_v4",
+    "txid_current", "pg_current_xact_id", "current_user", "session_user", "user",
+    "current_setting", "inet_client_addr", "pg_backend_pid", "random_normal", "current_schema",
+];
