@@ -7,3 +7,6 @@ pub mod lsn;
 pub mod offset;
 pub mod schema;
 pub mod where_clause;
+pub mod definition;
+pub mod routing;
+pub mod table_name;

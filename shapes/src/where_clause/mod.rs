@@ -55,6 +55,7 @@
 
 pub mod array_text;
 mod ast;
+pub mod ast_access;
 mod cast;
 mod check_ops;
 pub mod datetime;
