@@ -16,6 +16,7 @@ pub fn infallible(from: &SqlType, to: &SqlType) -> bool {
         return true;
     }
     match (from, to) {
+        (Array(a), Array(b)) => infallible(a, b),
         (f, Text | Varchar | Bpchar) if f.is_string() => true,
         (Int2, Int4 | Int8) | (Int4, Int8) => true,
         (f, Numeric | Float4 | Float8) if f.is_integer() => true,
@@ -91,6 +92,13 @@ pub fn cast<'a>(from: &SqlType, to: &SqlType, v: Datum<'a>) -> Result<Datum<'a>,
         return Ok(v);
     }
     Ok(match (from, to, v) {
+        (Array(a), Array(b), Datum::Array(arr)) => {
+            let mut items = Vec::with_capacity(arr.items.len());
+            for item in arr.items {
+                items.push(cast(a, b, item)?);
+            }
+            Datum::Array(Box::new(super::value::ArrayDatum { dims: arr.dims, items }))
+        }
         (Bpchar, Text | Varchar, Datum::Text(t)) => Datum::Text(match t {
             Cow::Borrowed(s) => Cow::Borrowed(bpchar_trim(s)),
             Cow::Owned(s) => Cow::Owned(bpchar_trim(&s).to_owned()),

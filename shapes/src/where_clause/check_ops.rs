@@ -131,6 +131,7 @@ impl Checker<'_> {
         let pattern = match self.check(pattern)? {
             c @ Checked::Unknown { .. } => self.coerce(c, &SqlType::Text)?,
             Checked::Typed(Expr::Const(c)) if c.ty.is_string() => Expr::Const(c),
+            Checked::Typed(e) if e.ty().is_string() && !uses_columns(&e) => fold(e),
             Checked::Typed(_) => {
                 return invalid("the LIKE pattern must be a constant (a literal or a $n parameter)");
             }
@@ -359,6 +360,19 @@ impl Checker<'_> {
         let items = checked.into_iter().map(|c| self.coerce(c, &ty)).collect::<Result<Vec<_>, _>>()?;
         Ok(Expr::ArrayCtor { items, ty })
     }
+}
+
+fn uses_columns(e: &Expr) -> bool {
+    let mut found = matches!(e, Expr::Column { .. });
+    e.for_each_child(&mut |c| found |= uses_columns(c));
+    found
+}
+
+/// Evaluates an expression without columns now, into a constant.
+fn fold(e: Expr) -> Expr {
+    let ty = e.ty();
+    let value = super::eval::eval(&e, &[]).into_owned();
+    Expr::Const(Box::new(super::ast::Constant { ty, value, param: None }))
 }
 
 /// Whether `p` ends in an escape character that escapes nothing.

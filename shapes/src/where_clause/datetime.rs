@@ -4,7 +4,7 @@
 //! reads back identically whatever the session settings.
 //!
 //! Dates are days from 1970-01-01 in the proleptic Gregorian calendar (year 0 is 1 BC, as in
-//! Postgres); timestamps are microseconds from 1970-01-01 00:00 (UTC for `timestamptz`);
+//! Postgres); timestamps are microseconds from 2000-01-01 00:00 (UTC for `timestamptz`);
 //! `±infinity` are the extreme `i64` values, which order them as Postgres does.
 
 /// Why a text is not a date/time value of the expected type.
@@ -24,12 +24,14 @@ pub enum DateTimeError {
 
 const USECS_PER_DAY: i64 = 86_400_000_000;
 const USECS_PER_SEC: i64 = 1_000_000;
-/// 4713-11-24 BC (Julian day 0), the first date Postgres accepts.
+/// Timestamps count from 2000-01-01, as Postgres does (from 1970 the last one overflows i64).
+const PG_EPOCH_DAYS: i64 = 10_957;
+/// 4714-11-24 BC (Julian day 0), the first date Postgres accepts.
 const MIN_DATE_DAYS: i64 = -2_440_588;
 /// 5874897-12-31, the last date.
-const MAX_DATE_DAYS: i64 = 2_145_031_948;
+const MAX_DATE_DAYS: i64 = 2_145_042_905;
 /// 294276-12-31 23:59:59.999999 is the last timestamp.
-const MAX_TS_DAYS: i64 = 106_751_616;
+const MAX_TS_DAYS: i64 = 106_762_939;
 
 /// Days from 1970-01-01 of a proleptic Gregorian (year, month, day); year 0 = 1 BC.
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
@@ -273,14 +275,21 @@ pub fn parse_timestamp(text: &str, with_tz: bool) -> Result<i64, DateTimeError> 
     }
     let days = civil_days(y, m, d, bc).ok_or_else(err)?;
     let offset = if with_tz { offset } else { 0 };
-    let value = days * USECS_PER_DAY + micros - offset * USECS_PER_SEC;
-    if value < MIN_DATE_DAYS * USECS_PER_DAY || value >= (MAX_TS_DAYS + 1) * USECS_PER_DAY {
+    let days = days - PG_EPOCH_DAYS;
+    let value = i128::from(days) * i128::from(USECS_PER_DAY) + i128::from(micros)
+        - i128::from(offset) * i128::from(USECS_PER_SEC);
+    let range = i128::from(MIN_DATE_DAYS - PG_EPOCH_DAYS) * i128::from(USECS_PER_DAY)
+        ..i128::from(MAX_TS_DAYS + 1 - PG_EPOCH_DAYS) * i128::from(USECS_PER_DAY);
+    if !range.contains(&value) {
         return Err(DateTimeError::OutOfRange {
             ty,
             text: text.to_owned(),
         });
     }
-    Ok(value)
+    i64::try_from(value).map_err(|_| DateTimeError::OutOfRange {
+        ty,
+        text: text.to_owned(),
+    })
 }
 
 fn format_ymd(days: i64) -> (String, bool) {
@@ -324,7 +333,7 @@ pub fn format_timestamp(micros: i64, with_tz: bool) -> String {
         i64::MAX => "infinity".into(),
         i64::MIN => "-infinity".into(),
         _ => {
-            let days = micros.div_euclid(USECS_PER_DAY);
+            let days = micros.div_euclid(USECS_PER_DAY) + PG_EPOCH_DAYS;
             let (ymd, bc) = format_ymd(days);
             let clock = format_clock(micros.rem_euclid(USECS_PER_DAY));
             let tz = if with_tz { "+00" } else { "" };
@@ -498,6 +507,11 @@ mod tests {
         assert!(parse_date("2000-02-30").is_err());
         assert!(parse_date("today").is_err());
         assert!(parse_date("4714-11-23 BC").is_err());
+        assert!(parse_date("4714-11-24 BC").is_ok());
+        assert!(parse_date("5874897-12-31").is_ok());
+        assert!(parse_date("5874898-01-01").is_err());
+        assert!(parse_timestamp("294276-12-31 23:59:59.999999", false).is_ok());
+        assert!(parse_timestamp("294277-01-01 00:00:00", false).is_err());
     }
 
     #[test]

@@ -43,6 +43,7 @@ fn any_of(values: impl Iterator<Item = Option<bool>>) -> Option<bool> {
 }
 
 /// Evaluates `e` on `row`.
+#[recursive::recursive]
 pub fn eval<'a>(e: &'a Expr, row: &'a [Option<String>]) -> Datum<'a> {
     match e {
         Expr::Column { index, ty, .. } => match row.get(*index) {

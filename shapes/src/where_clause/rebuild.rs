@@ -92,6 +92,7 @@ impl SqlWriter {
         }
     }
 
+    #[recursive::recursive]
     pub fn write(&mut self, e: &Expr) {
         match e {
             Expr::Column { name, ty, .. } => {

@@ -70,9 +70,10 @@ impl Checker<'_> {
     pub fn check_root(&mut self, e: &SqlExpr) -> Result<Expr, WhereError> {
         let checked = self.check(e)?;
         self.coerce(checked, &SqlType::Bool)
-            .map_err(|err| err.at(self.location(sql::Spanned::span(e))))
+            .map_err(|err| self.locate(err, e))
     }
 
+    #[recursive::recursive]
     pub fn check(&mut self, e: &SqlExpr) -> Result<Checked, WhereError> {
         if self.depth >= MAX_DEPTH {
             return invalid("the where clause is nested too deeply");
@@ -80,7 +81,28 @@ impl Checker<'_> {
         self.depth += 1;
         let result = self.check_inner(e);
         self.depth -= 1;
-        result.map_err(|err| err.at(self.location(sql::Spanned::span(e))))
+        result.map_err(|err| self.locate(err, e))
+    }
+
+    /// Gives an error without a position the position of `e` (computed only then: a span
+    /// walks the whole subtree).
+    fn locate(&self, err: WhereError, e: &SqlExpr) -> WhereError {
+        match err {
+            WhereError::Invalid { location: None, .. } => {
+                // the leftmost token: walk down left operands without recursing
+                let mut node = e;
+                while let SqlExpr::BinaryOp { left, .. } = node {
+                    node = left;
+                }
+                let start = match node {
+                    SqlExpr::Identifier(i) => i.span,
+                    SqlExpr::Value(v) => v.span,
+                    other => sql::Spanned::span(other),
+                };
+                err.at(self.location(start))
+            }
+            other => other,
+        }
     }
 
     pub(crate) fn typed(&mut self, e: &SqlExpr) -> Result<Expr, WhereError> {
@@ -100,10 +122,10 @@ impl Checker<'_> {
 
     /// An operand on its own: `unknown` becomes text, as in Postgres.
     fn default_type(&self, c: Checked) -> Result<Expr, WhereError> {
-        self.coerce(c, &SqlType::Text).or_else(|e| match e {
-            WhereError::Invalid { .. } => invalid("cannot determine the type of a literal"),
-            e => Err(e),
-        })
+        match c {
+            Checked::Typed(e) => Ok(e),
+            unknown => self.coerce(unknown, &SqlType::Text),
+        }
     }
 
     fn check_inner(&mut self, e: &SqlExpr) -> Result<Checked, WhereError> {
@@ -263,6 +285,9 @@ pub(crate) fn implicit_cast(e: Expr, ty: &SqlType) -> Result<Expr, WhereError> {
 
 /// A conversion node, folded right away for constants (so a bad constant fails now).
 pub(crate) fn make_cast(e: Expr, from: SqlType, to: SqlType) -> Result<Expr, WhereError> {
+    if from == to {
+        return Ok(e);
+    }
     if let Expr::Const(c) = e {
         let Constant { value, param, .. } = *c;
         let value = cast_constant(&from, &to, value).map_err(|m| match param {
@@ -301,7 +326,8 @@ fn is_null(e: Expr, negated: bool) -> Expr {
 
 /// A numeric literal typed as Postgres types it: int4, else int8, else numeric.
 fn number_literal(n: &str) -> Result<(SqlType, Datum<'static>), WhereError> {
-    if n.bytes().all(|b| b.is_ascii_digit()) {
+    let digits = n.strip_prefix('-').unwrap_or(n);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         if let Ok(v) = n.parse::<i64>() {
             let ty = if i32::try_from(v).is_ok() { SqlType::Int4 } else { SqlType::Int8 };
             return Ok((ty, Datum::Int(v)));

@@ -27,7 +27,7 @@ pub enum Datum<'a> {
     Date(i64),
     /// Microseconds since midnight.
     Time(i64),
-    /// Microseconds from 1970-01-01 (UTC for timestamptz); `i64::MIN/MAX` are `∓infinity`.
+    /// Microseconds from 2000-01-01 (UTC for timestamptz); `i64::MIN/MAX` are `∓infinity`.
     Timestamp(i64),
     Interval(Interval),
     /// json/jsonb text.
