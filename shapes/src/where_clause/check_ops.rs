@@ -36,7 +36,7 @@ pub(crate) fn common_type(a: &SqlType, b: &SqlType) -> Option<SqlType> {
                 Int4
             }
         }
-        (Array(x), Array(y)) if x.is_integer() && y.is_integer() => {
+        (Array(x), Array(y)) if (x.is_integer() && y.is_integer()) || (x.is_string() && y.is_string()) => {
             Array(Box::new(common_type(x, y)?))
         }
         _ => return None,

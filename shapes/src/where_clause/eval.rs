@@ -190,9 +190,10 @@ fn json_get<'a>(doc: Datum<'a>, key: &json::JsonKey, as_text: bool, jsonb: bool)
     if !jsonb && doc.contains(JSON_NUL_ESCAPE) {
         return Datum::Null;
     }
+    let get = if jsonb { json::get_jsonb } else { json::get };
     let member = match &doc {
-        Cow::Borrowed(s) => json::get(s, key).map(Cow::Borrowed),
-        Cow::Owned(s) => json::get(s, key).map(|m| Cow::Owned(m.to_owned())),
+        Cow::Borrowed(s) => get(s, key).map(Cow::Borrowed),
+        Cow::Owned(s) => get(s, key).map(|m| Cow::Owned(m.to_owned())),
     };
     match member {
         None => Datum::Null,

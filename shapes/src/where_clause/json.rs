@@ -224,6 +224,17 @@ pub fn get<'a>(doc: &'a str, key: &JsonKey) -> Option<&'a str> {
     }
 }
 
+/// `doc -> key` for `jsonb`, where a scalar document behaves as a one-element array
+/// (Postgres stores it so): `'42'::jsonb -> 0` is `42`.
+pub fn get_jsonb<'a>(doc: &'a str, key: &JsonKey) -> Option<&'a str> {
+    let t = doc.trim();
+    let scalar = !(t.starts_with('{') || t.starts_with('['));
+    match key {
+        JsonKey::Index(0 | -1) if scalar && !t.is_empty() => Some(t),
+        _ => get(doc, key),
+    }
+}
+
 /// `doc ->> key` from `doc -> key`: strings are decoded, JSON `null` is SQL NULL, anything
 /// else is its text.
 pub fn as_text(member: &str) -> Option<String> {
