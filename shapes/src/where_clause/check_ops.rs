@@ -47,17 +47,44 @@ const VOLATILE_HINT: &str = "a shape's where clause must give the same answer wh
 
 impl Checker<'_> {
     /// The common type of several operands (unknown literals take the others' type).
+    ///
+    /// An integer constant that fits the other operands' integer type takes that type
+    /// (`int2_col = 5` compares as int2): equality and order of integers do not depend on
+    /// their width, and it keeps `int2_col = 5` and `int2_col = '5'` one shape.
     fn unify(&self, items: &[&Checked]) -> Result<SqlType, WhereError> {
+        let merge = |ty: Option<SqlType>, t: SqlType| -> Result<Option<SqlType>, WhereError> {
+            Ok(Some(match ty {
+                None => t,
+                Some(prev) => common_type(&prev, &t)
+                    .ok_or_else(|| WhereError::invalid(format!("cannot compare {prev} with {t}")))?,
+            }))
+        };
+        let int_const = |e: &Expr| match e {
+            Expr::Const(c) if c.ty.is_integer() => match c.value {
+                Datum::Int(v) => Some(v),
+                _ => Some(0),
+            },
+            _ => None,
+        };
         let mut ty: Option<SqlType> = None;
+        let mut consts = Vec::new();
         for item in items {
             if let Checked::Typed(e) = item {
-                let t = e.ty();
-                ty = Some(match ty {
-                    None => t,
-                    Some(prev) => common_type(&prev, &t).ok_or_else(|| {
-                        WhereError::invalid(format!("cannot compare {prev} with {t}"))
-                    })?,
-                });
+                match int_const(e) {
+                    Some(v) => consts.push((v, e.ty())),
+                    None => ty = merge(ty, e.ty())?,
+                }
+            }
+        }
+        for (v, t) in consts {
+            let fits = match &ty {
+                Some(SqlType::Int2) => i16::try_from(v).is_ok(),
+                Some(SqlType::Int4) => i32::try_from(v).is_ok(),
+                Some(SqlType::Int8) => true,
+                _ => false,
+            };
+            if !fits {
+                ty = merge(ty, t)?;
             }
         }
         Ok(ty.unwrap_or(SqlType::Text))
@@ -241,6 +268,25 @@ impl Checker<'_> {
         Ok(Expr::Arith { op, left: Box::new(left), right: Box::new(right) })
     }
 
+    /// `div(a, b)`/`mod(a, b)`: both operands as numeric.
+    fn numeric_pair(&mut self, op: ArithOp, l: &SqlExpr, r: &SqlExpr) -> Result<Expr, WhereError> {
+        let mut operand = |e: &SqlExpr| -> Result<Expr, WhereError> {
+            let c = self.check(e)?;
+            let e = match c {
+                Checked::Typed(e) => e,
+                u => self.coerce(u, &SqlType::Numeric)?,
+            };
+            let ty = e.ty();
+            if !(ty.is_integer() || ty == SqlType::Numeric) {
+                return invalid(format!("div() and mod() need integers or numeric, not {ty}"));
+            }
+            make_cast(e, ty, SqlType::Numeric)
+        };
+        let left = operand(l)?;
+        let right = operand(r)?;
+        Ok(Expr::Arith { op, left: Box::new(left), right: Box::new(right) })
+    }
+
     pub(crate) fn json_get(&mut self, l: &SqlExpr, r: &SqlExpr, as_text: bool) -> Result<Expr, WhereError> {
         let doc = match self.check(l)? {
             Checked::Typed(e) if matches!(e.ty(), SqlType::Json | SqlType::Jsonb) => e,
@@ -332,6 +378,13 @@ impl Checker<'_> {
                 };
                 Expr::Func { func, arg: Box::new(arg) }
             }
+            "div" | "mod" => {
+                if args.len() != 2 {
+                    return invalid(format!("{name}() takes two arguments"));
+                }
+                let op = if name == "div" { ArithOp::IntDiv } else { ArithOp::Mod };
+                self.numeric_pair(op, args[0], args[1])?
+            }
             "coalesce" if !args.is_empty() => {
                 let checked = args.iter().map(|a| self.check(a)).collect::<Result<Vec<_>, _>>()?;
                 let refs: Vec<&Checked> = checked.iter().collect();
@@ -341,7 +394,7 @@ impl Checker<'_> {
             }
             _ => {
                 return invalid(format!(
-                    "unknown function {qualified}(); supported: lower, upper, length, coalesce"
+                    "unknown function {qualified}(); supported: lower, upper, length, coalesce, div, mod"
                 ));
             }
         }))

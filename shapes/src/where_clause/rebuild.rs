@@ -62,7 +62,7 @@ impl SqlWriter {
 
     /// `(e) COLLATE "C"` when the comparison type orders by collation.
     fn collated(&mut self, e: &Expr, ty: &SqlType) {
-        if ty.is_collatable() {
+        if ty.is_collatable() && !self.canonical {
             self.push("(");
             self.write(e);
             self.push(") COLLATE \"C\"");
@@ -169,7 +169,12 @@ impl SqlWriter {
                 self.push(op);
                 self.constant(pattern);
                 self.push(" ESCAPE ");
-                self.param(escape.map(String::from).unwrap_or_default(), "text");
+                let escape = escape.map(String::from).unwrap_or_default();
+                if self.canonical {
+                    self.push(&quote_literal(&escape));
+                } else {
+                    self.param(escape, "text");
+                }
                 self.push(")");
             }
             Expr::Arith { op, left, right } => self.arith(*op, left, right),
@@ -224,19 +229,29 @@ impl SqlWriter {
     }
 
     fn arith(&mut self, op: ArithOp, left: &Expr, right: &Expr) {
-        let (prefix, mid, suffix) = match op {
-            ArithOp::Add => ("(", " + ", ")"),
-            ArithOp::Sub => ("(", " - ", ")"),
-            ArithOp::Mul => ("(", " * ", ")"),
-            ArithOp::Div => ("(", " / NULLIF(", ", 0))"),
-            ArithOp::IntDiv => ("div(", ", NULLIF(", ", 0))"),
-            ArithOp::Mod => ("mod(", ", NULLIF(", ", 0))"),
+        // canonical text must read back as the same tree: `div(a, b)` is integer division
+        let (prefix, mid, suffix) = match (op, self.canonical) {
+            (ArithOp::Div, true) => ("(", " / ", ")"),
+            (ArithOp::IntDiv, true) => ("div(", ", ", ")"),
+            (ArithOp::Mod, true) => ("mod(", ", ", ")"),
+            (op, _) => Self::sql_arith(op),
         };
         self.push(prefix);
         self.write(left);
         self.push(mid);
         self.write(right);
         self.push(suffix);
+    }
+
+    fn sql_arith(op: ArithOp) -> (&'static str, &'static str, &'static str) {
+        match op {
+            ArithOp::Add => ("(", " + ", ")"),
+            ArithOp::Sub => ("(", " - ", ")"),
+            ArithOp::Mul => ("(", " * ", ")"),
+            ArithOp::Div => ("(", " / NULLIF(", ", 0))"),
+            ArithOp::IntDiv => ("div(", ", NULLIF(", ", 0))"),
+            ArithOp::Mod => ("mod(", ", NULLIF(", ", 0))"),
+        }
     }
 
     fn cast(&mut self, expr: &Expr, from: &SqlType, to: &SqlType) {

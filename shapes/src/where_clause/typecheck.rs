@@ -271,8 +271,11 @@ pub(crate) fn implicit_cast(e: Expr, ty: &SqlType) -> Result<Expr, WhereError> {
     if from == *ty {
         return Ok(e);
     }
-    // a constant numeric can be read as a float (checked now: it cannot fail later)
-    let const_numeric_to_float = from == SqlType::Numeric && ty.is_float() && matches!(e, Expr::Const(_));
+    let is_const = matches!(e, Expr::Const(_));
+    // a constant numeric can be read as a float, an integer constant as a narrower integer
+    // (checked now: it cannot fail later)
+    let const_numeric_to_float = is_const
+        && ((from == SqlType::Numeric && ty.is_float()) || (from.is_integer() && ty.is_integer()));
     let elementwise = match (&from, ty) {
         (SqlType::Array(a), SqlType::Array(b)) => cast::implicit(a, b) && cast::infallible(a, b),
         _ => false,
