@@ -126,6 +126,15 @@ fn integer_arithmetic_is_exact_and_never_fails() {
     is!("i4 + NULL = 1", [("i4", "7")] => N);
     is!("+i4 = 7", [("i4", "7")] => T);
     is!("i2 * 1000 = 32767000", [("i2", "32767")] => T);
+    is!("(i8 % 10) / 3 = 1", [("i8", "-9223372036854775808")] => F);
+    is!("(i8 % 10) / 3 = -2", [("i8", "-9223372036854775808")] => T);
+    is!("-i4 / 2 = -3", [("i4", "7")] => T);
+    is!("(i8 * 2) / 4 = 4611686018427387903", [("i8", "9223372036854775807")] => T);
+    is!("(i8 + 1)::text = '9223372036854775808'", [("i8", "9223372036854775807")] => T);
+    is!("div(i4, 2) = 3", [("i4", "7")] => T);
+    is!("div(n, 2) = 1", [("n", "3.5")] => T);
+    is!("mod(i4, -3) = 1", [("i4", "7")] => T);
+    is!("coalesce(i4 + 1, 0) / 2 = 4", [("i4", "7")] => T);
 }
 
 #[test]
@@ -168,6 +177,15 @@ fn floats_order_nan_last_and_equal_to_itself() {
     is!("f8 = 1.5e300", [("f8", "1.5e+300")] => T);
     is!("-f8 = -2.5", [("f8", "2.5")] => T);
     is!("f8 IN (1, 2, 'NaN')", [("f8", "NaN")] => T);
+    is!("f4 IN (0.1, 7)", [("f4", "0.1")] => T);
+    is!("f4 IN (0.1::float8)", [("f4", "0.1")] => F);
+    is!("f4 IN (0.1)", [("f4", "0.1")] => F);
+    is!("f4 IN (0.1, f8)", [("f4", "0.1")] => N);
+    is!("f4 IN (0.1, f8)", [("f4", "0.1"), ("f8", "0.1")] => F);
+    is!("vc IN ('ab'::bpchar)", [("vc", "ab ")] => T);
+    is!("vc IN ('ab'::bpchar, 'x'::bpchar)", [("vc", "ab ")] => F);
+    is!("c IN (t, 'ab')", [("c", "ab  "), ("t", "ab ")] => T);
+    is!("c IN (t, 'x')", [("c", "ab  "), ("t", "ab ")] => F);
     is!("f8::numeric = 0.1", [("f8", "0.1")] => T);
     is!("f8::numeric = 0.333333333333333", [("f8", "0.3333333333333333")] => T);
     is!("f4::numeric = 0.1", [("f4", "0.1")] => T);
@@ -218,6 +236,8 @@ fn bpchar_ignores_trailing_spaces_except_in_like() {
     is!("c < 'ab!'", [("c", "ab  ")] => T);
     is!("c = t", [("c", "ab  "), ("t", "ab")] => T);
     is!("c = t", [("c", "ab  "), ("t", "ab ")] => F);
+    is!("c = vc", [("c", "ab  "), ("vc", "ab ")] => T);
+    is!("vc <> c", [("c", "ab  "), ("vc", "ab")] => F);
     is!("length(c) = 2", [("c", "ab  ")] => T);
     is!("c LIKE 'ab'", [("c", "ab  ")] => F);
     is!("c LIKE 'ab  '", [("c", "ab  ")] => T);
@@ -510,6 +530,8 @@ fn unknown_and_unsupported_things_are_refused_by_name() {
     rejects!("i4 = ANY(i4)", "array");
     rejects!("ai @> 1", "cannot compare int4[] with int4");
     rejects!("ARRAY[] = ai", "empty ARRAY");
+    rejects!("ai @> ARRAY[i4 + 1]", "arithmetic inside ARRAY");
+    rejects!("i4 IN ()", "");
     rejects!("f8::text = '1'", "can fail");
     rejects!("ts::text = '1'", "can fail");
     rejects!("$0 = 1", "placeholder");
@@ -578,10 +600,11 @@ fn rebuilt_sql_quotes_identifiers_and_binds_every_constant() {
     sql!("i4 = 3000000000", r#"(("i4")::int8 = $1::int8)"#);
     sql!("t = 'a'", r#"(("t") COLLATE "C" = $1::text)"#);
     sql!("\"Mixed Case\" < 'a'", r#"(("Mixed Case") COLLATE "C" < $1::text)"#);
-    sql!("i4 + 1 > 2", r#"((("i4")::numeric + $1::numeric) > $2::numeric)"#);
-    sql!("i4 / i2 = 1", r#"(div(("i4")::numeric, NULLIF(("i2")::numeric, 0)) = $1::numeric)"#);
-    sql!("n / 2 = 1", r#"(("n" / NULLIF($1::numeric, 0)) = $2::numeric)"#);
-    sql!("i4 % 2 = 1", r#"(mod(("i4")::numeric, NULLIF($1::numeric, 0)) = $2::numeric)"#);
+    sql!("i4 + 1 > 2", r#"((("i4")::numeric + ($1::int4)::numeric) > $2::int4)"#);
+    sql!("i4 / i2 = 1", r#"(div(("i4")::numeric, NULLIF(("i2")::numeric, 0)) = $1::int4)"#);
+    sql!("n / 2 = 1", r#"(("n" / NULLIF(($1::int4)::numeric, 0)) = $2::numeric)"#);
+    sql!("i4 % 2 = 1", r#"(mod(("i4")::numeric, NULLIF(($1::int4)::numeric, 0)) = $2::int4)"#);
+    sql!("(i2 * i2 * i2)::int8 > 0", r#"(((("i2")::numeric * ("i2")::numeric) * ("i2")::numeric) > $1::int8)"#);
     sql!("e > 'sad'", r#"(array_position(enum_range("e"), "e") > $1::int4)"#);
     sql!("lower(t) = 'a'", r#"((lower(("t") COLLATE "C")) COLLATE "C" = $1::text)"#);
     sql!("b IS NOT TRUE", r#"("b" IS NOT TRUE)"#);

@@ -44,7 +44,8 @@ impl CmpOp {
     }
 }
 
-/// `+ - * / %` (on numeric; integer operands are widened to numeric first).
+/// `+ - * / %`. Integer arithmetic keeps Postgres' integer types (so `/` truncates) but is
+/// computed exactly, in numeric: it never overflows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ArithOp {
     Add,
@@ -140,10 +141,13 @@ pub enum Expr {
         case_insensitive: bool,
         negated: bool,
     },
+    /// Operands are integers or numeric; `ty` is Postgres' result type (the wider integer,
+    /// or numeric).
     Arith {
         op: ArithOp,
         left: Box<Expr>,
         right: Box<Expr>,
+        ty: SqlType,
     },
     Neg {
         expr: Box<Expr>,
@@ -183,13 +187,27 @@ pub enum Expr {
 }
 
 impl Expr {
+    /// Whether the rebuilt SQL computes this integer-typed value in numeric (arithmetic and
+    /// negation do, so they cannot overflow).
+    pub fn computed_in_numeric(&self) -> bool {
+        match self {
+            Expr::Arith { .. } => true,
+            Expr::Neg { ty, .. } => ty.is_integer(),
+            Expr::Cast { expr, from, to } => from.is_integer() && to.is_integer() && expr.computed_in_numeric(),
+            Expr::Coalesce { args, .. } => args.iter().any(Expr::computed_in_numeric),
+            _ => false,
+        }
+    }
+
     /// The type of the expression's value.
     pub fn ty(&self) -> SqlType {
         match self {
-            Expr::Column { ty, .. } | Expr::Neg { ty, .. } | Expr::Coalesce { ty, .. } => ty.clone(),
+            Expr::Column { ty, .. }
+            | Expr::Neg { ty, .. }
+            | Expr::Coalesce { ty, .. }
+            | Expr::Arith { ty, .. } => ty.clone(),
             Expr::Const(c) => c.ty.clone(),
             Expr::Cast { to, .. } => to.clone(),
-            Expr::Arith { .. } => SqlType::Numeric,
             Expr::Concat(..) => SqlType::Text,
             Expr::Func { func: Func::Length, .. } => SqlType::Int4,
             Expr::Func { .. } => SqlType::Text,

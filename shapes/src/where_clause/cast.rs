@@ -39,6 +39,7 @@ pub fn implicit(from: &SqlType, to: &SqlType) -> bool {
                 | (Float4, Float8)
                 | (Varchar | Bpchar, Text)
                 | (Text, Varchar)
+                | (Varchar, Bpchar)
         )
 }
 
@@ -91,6 +92,22 @@ pub fn cast<'a>(from: &SqlType, to: &SqlType, v: Datum<'a>) -> Result<Datum<'a>,
     if v.is_null() || from == to {
         return Ok(v);
     }
+    // integer arithmetic can exceed i64 (it is exact): such values stay numeric
+    let v = match v {
+        Datum::Numeric(n) if from.is_integer() => match n.to_i64_exact() {
+            Some(i) => Datum::Int(i),
+            None => {
+                return match to {
+                    t if t.is_integer() || *t == Numeric => Ok(Datum::Numeric(n)),
+                    Text | Varchar => Ok(Datum::Text(Cow::Owned(n.to_string()))),
+                    Float8 => Ok(Datum::Float(n.to_f64())),
+                    Float4 => Ok(Datum::Float(f64::from(n.to_f64() as f32))),
+                    t => Err(format!("cannot cast type {from} to {t}")),
+                };
+            }
+        },
+        v => v,
+    };
     Ok(match (from, to, v) {
         (Array(a), Array(b), Datum::Array(arr)) => {
             let mut items = Vec::with_capacity(arr.items.len());

@@ -24,6 +24,8 @@ pub(crate) fn common_type(a: &SqlType, b: &SqlType) -> Option<SqlType> {
         return Some(a.clone());
     }
     Some(match (a, b) {
+        // bpchar = varchar resolves to bpchar's operator; with text, to text's
+        (Bpchar, Varchar) | (Varchar, Bpchar) => Bpchar,
         (x, y) if x.is_string() && y.is_string() => Text,
         (x, y) if x.is_number() && y.is_number() => {
             if x.is_float() || y.is_float() {
@@ -43,6 +45,37 @@ pub(crate) fn common_type(a: &SqlType, b: &SqlType) -> Option<SqlType> {
     })
 }
 
+fn wider_integer(a: &SqlType, b: &SqlType) -> SqlType {
+    if *a == SqlType::Int8 || *b == SqlType::Int8 {
+        SqlType::Int8
+    } else if *a == SqlType::Int4 || *b == SqlType::Int4 {
+        SqlType::Int4
+    } else {
+        SqlType::Int2
+    }
+}
+
+/// The type of a list of values (`IN (…)` items, `COALESCE`, `ARRAY[]`), as Postgres'
+/// `select_common_type` picks it: numbers go to the highest of int2 < int4 < int8 < numeric <
+/// float4 < float8; among strings text wins, else the first one's type.
+pub(crate) fn list_type(a: &SqlType, b: &SqlType) -> Option<SqlType> {
+    use SqlType::*;
+    let rank = |t: &SqlType| [Int2, Int4, Int8, Numeric, Float4, Float8].iter().position(|x| x == t);
+    if a == b {
+        return Some(a.clone());
+    }
+    Some(match (a, b) {
+        (x, y) if x.is_number() && y.is_number() => {
+            if rank(x) >= rank(y) { x.clone() } else { y.clone() }
+        }
+        (x, y) if x.is_string() && y.is_string() => {
+            if *x == Text || *y == Text { Text } else { x.clone() }
+        }
+        (Array(x), Array(y)) => Array(Box::new(list_type(x, y)?)),
+        _ => return None,
+    })
+}
+
 const VOLATILE_HINT: &str = "a shape's where clause must give the same answer whenever it is evaluated";
 
 impl Checker<'_> {
@@ -52,10 +85,18 @@ impl Checker<'_> {
     /// (`int2_col = 5` compares as int2): equality and order of integers do not depend on
     /// their width, and it keeps `int2_col = 5` and `int2_col = '5'` one shape.
     fn unify(&self, items: &[&Checked]) -> Result<SqlType, WhereError> {
+        self.unify_with(items, common_type)
+    }
+
+    fn unify_with(
+        &self,
+        items: &[&Checked],
+        pair: fn(&SqlType, &SqlType) -> Option<SqlType>,
+    ) -> Result<SqlType, WhereError> {
         let merge = |ty: Option<SqlType>, t: SqlType| -> Result<Option<SqlType>, WhereError> {
             Ok(Some(match ty {
                 None => t,
-                Some(prev) => common_type(&prev, &t)
+                Some(prev) => pair(&prev, &t)
                     .ok_or_else(|| WhereError::invalid(format!("cannot compare {prev} with {t}")))?,
             }))
         };
@@ -115,18 +156,67 @@ impl Checker<'_> {
         Ok(Expr::Distinct { left: Box::new(left), right: Box::new(right), ty, negated })
     }
 
+    /// `x IN (…)` typed exactly as Postgres' `transformAExprIn` does: when more than one item
+    /// has no column in it, those items take the common type of the list (the left side
+    /// included) and are compared with the left side by one operator; every other item is
+    /// compared on its own, `x = item`, by operator resolution. When the comparisons end up in
+    /// different types, the list becomes the equivalent `x = a OR x = b …`.
     pub(crate) fn in_list(&mut self, e: &SqlExpr, list: &[SqlExpr], negated: bool) -> Result<Expr, WhereError> {
-        let head = self.check(e)?;
         let items = list.iter().map(|x| self.check(x)).collect::<Result<Vec<_>, _>>()?;
-        let mut all: Vec<&Checked> = vec![&head];
-        all.extend(items.iter());
-        let ty = self.comparable(&all)?;
-        let expr = self.coerce(head, &ty)?;
-        let list = items
-            .into_iter()
-            .map(|c| self.coerce(c, &ty))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Expr::InList { expr: Box::new(expr), list, ty, negated })
+        let constant = |c: &Checked| match c {
+            Checked::Typed(e) => !uses_columns(e),
+            Checked::Unknown { .. } => true,
+        };
+        let constants = items.iter().filter(|c| constant(c)).count();
+        let mut array_type: Option<(SqlType, SqlType)> = None;
+        if constants > 1 {
+            let head = self.check(e)?;
+            let mut all: Vec<&Checked> = vec![&head];
+            all.extend(items.iter().filter(|c| constant(c)));
+            if let Ok(elem) = self.unify_with(&all, list_type) {
+                let head_ty = match &head {
+                    Checked::Typed(h) => h.ty(),
+                    Checked::Unknown { .. } => elem.clone(),
+                };
+                if let Some(cmp) = common_type(&head_ty, &elem) {
+                    array_type = Some((elem, cmp));
+                }
+            }
+        }
+        let mut comparisons: Vec<(Expr, Expr, SqlType)> = Vec::with_capacity(items.len());
+        for item in items {
+            let head = self.check(e)?;
+            let (lhs, rhs, ty) = match (&array_type, constant(&item)) {
+                (Some((elem, cmp)), true) => {
+                    let rhs = implicit_cast(self.coerce(item, elem)?, cmp)?;
+                    (self.coerce(head, cmp)?, rhs, cmp.clone())
+                }
+                _ => {
+                    let ty = self.comparable(&[&head, &item])?;
+                    (self.coerce(head, &ty)?, self.coerce(item, &ty)?, ty)
+                }
+            };
+            if !ty.is_comparable() {
+                return invalid(format!("values of type {ty} cannot be compared"));
+            }
+            comparisons.push((lhs, rhs, ty));
+        }
+        let same_type = comparisons.windows(2).all(|w| w[0].2 == w[1].2 && w[0].0 == w[1].0);
+        if same_type {
+            let (expr, ty) = match comparisons.first() {
+                Some((lhs, _, ty)) => (lhs.clone(), ty.clone()),
+                None => return invalid("IN () needs at least one value"),
+            };
+            let list = comparisons.into_iter().map(|(_, rhs, _)| rhs).collect();
+            return Ok(Expr::InList { expr: Box::new(expr), list, ty, negated });
+        }
+        let any = Expr::Or(
+            comparisons
+                .into_iter()
+                .map(|(l, r, ty)| Expr::Compare { op: CmpOp::Eq, left: Box::new(l), right: Box::new(r), ty })
+                .collect(),
+        );
+        Ok(if negated { Expr::Not(Box::new(any)) } else { any })
     }
 
     /// `x BETWEEN a AND b` is `x >= a AND x <= b` (each comparison typed on its own), as in
@@ -262,10 +352,9 @@ impl Checker<'_> {
                 "arithmetic on float4/float8 is not supported (Postgres raises an error on overflow); cast to numeric first",
             );
         }
-        let op = if op == ArithOp::Div && ta.is_integer() && tb.is_integer() { ArithOp::IntDiv } else { op };
-        let left = make_cast(a, ta, SqlType::Numeric)?;
-        let right = make_cast(b, tb, SqlType::Numeric)?;
-        Ok(Expr::Arith { op, left: Box::new(left), right: Box::new(right) })
+        let ty = if ta.is_integer() && tb.is_integer() { wider_integer(&ta, &tb) } else { SqlType::Numeric };
+        let op = if op == ArithOp::Div && ty.is_integer() { ArithOp::IntDiv } else { op };
+        Ok(Expr::Arith { op, left: Box::new(a), right: Box::new(b), ty })
     }
 
     /// `div(a, b)`/`mod(a, b)`: both operands as numeric.
@@ -280,11 +369,18 @@ impl Checker<'_> {
             if !(ty.is_integer() || ty == SqlType::Numeric) {
                 return invalid(format!("div() and mod() need integers or numeric, not {ty}"));
             }
-            make_cast(e, ty, SqlType::Numeric)
+            Ok(e)
         };
         let left = operand(l)?;
         let right = operand(r)?;
-        Ok(Expr::Arith { op, left: Box::new(left), right: Box::new(right) })
+        // div() is numeric in Postgres even on integers; mod() keeps integer types
+        let (ta, tb) = (left.ty(), right.ty());
+        let ty = if op == ArithOp::Mod && ta.is_integer() && tb.is_integer() {
+            wider_integer(&ta, &tb)
+        } else {
+            SqlType::Numeric
+        };
+        Ok(Expr::Arith { op, left: Box::new(left), right: Box::new(right), ty })
     }
 
     pub(crate) fn json_get(&mut self, l: &SqlExpr, r: &SqlExpr, as_text: bool) -> Result<Expr, WhereError> {
@@ -388,7 +484,7 @@ impl Checker<'_> {
             "coalesce" if !args.is_empty() => {
                 let checked = args.iter().map(|a| self.check(a)).collect::<Result<Vec<_>, _>>()?;
                 let refs: Vec<&Checked> = checked.iter().collect();
-                let ty = self.unify(&refs)?;
+                let ty = self.unify_with(&refs, list_type)?;
                 let args = checked.into_iter().map(|c| self.coerce(c, &ty)).collect::<Result<Vec<_>, _>>()?;
                 Expr::Coalesce { args, ty }
             }
@@ -406,7 +502,11 @@ impl Checker<'_> {
         }
         let checked = items.iter().map(|a| self.check(a)).collect::<Result<Vec<_>, _>>()?;
         let refs: Vec<&Checked> = checked.iter().collect();
-        let ty = self.unify(&refs)?;
+        let ty = self.unify_with(&refs, list_type)?;
+        let computed = checked.iter().any(|c| matches!(c, Checked::Typed(e) if e.computed_in_numeric()));
+        if computed {
+            return invalid("integer arithmetic inside ARRAY[] is not supported");
+        }
         if matches!(ty, SqlType::Array(_) | SqlType::Json) {
             return invalid(format!("ARRAY[] of {ty} is not supported"));
         }

@@ -9,6 +9,7 @@ use super::ast::{ArithOp, ArrayOp, CmpOp, Expr, Func};
 use super::cast;
 use super::json;
 use super::like::like;
+use super::numeric::Numeric;
 use super::types::SqlType;
 use super::value::{self, ArrayDatum, Datum, compare};
 
@@ -94,11 +95,13 @@ pub fn eval<'a>(e: &'a Expr, row: &'a [Option<String>]) -> Datum<'a> {
                 _ => Datum::Null,
             }
         }
-        Expr::Arith { op, left, right } => arith(*op, eval(left, row), eval(right, row)),
+        Expr::Arith { op, left, right, ty } => arith(*op, ty, eval(left, row), eval(right, row)),
         Expr::Neg { expr, .. } => match eval(expr, row) {
             Datum::Numeric(n) => Datum::Numeric(n.neg()),
             Datum::Float(f) => Datum::Float(-f),
-            Datum::Int(i) => Datum::Numeric(super::numeric::Numeric::from_i64(i).neg()),
+            Datum::Int(i) => i
+                .checked_neg()
+                .map_or_else(|| Datum::Numeric(Numeric::from_i64(i).neg()), Datum::Int),
             _ => Datum::Null,
         },
         Expr::Concat(a, b) => match (eval(a, row), eval(b, row)) {
@@ -139,8 +142,17 @@ fn quantified<'a>(op: CmpOp, ty: &SqlType, all: bool, x: Datum<'a>, arr: Datum<'
     }
 }
 
-fn arith<'a>(op: ArithOp, a: Datum<'a>, b: Datum<'a>) -> Datum<'a> {
-    let (Datum::Numeric(x), Datum::Numeric(y)) = (a, b) else {
+fn as_numeric(d: Datum<'_>) -> Option<Numeric> {
+    match d {
+        Datum::Int(i) => Some(Numeric::from_i64(i)),
+        Datum::Numeric(n) => Some(n),
+        _ => None,
+    }
+}
+
+/// Exact arithmetic; an integer-typed result that fits an i64 is kept as an integer.
+fn arith<'a>(op: ArithOp, ty: &SqlType, a: Datum<'a>, b: Datum<'a>) -> Datum<'a> {
+    let (Some(x), Some(y)) = (as_numeric(a), as_numeric(b)) else {
         return Datum::Null;
     };
     let r = match op {
@@ -151,7 +163,11 @@ fn arith<'a>(op: ArithOp, a: Datum<'a>, b: Datum<'a>) -> Datum<'a> {
         ArithOp::IntDiv => x.div_trunc(&y),
         ArithOp::Mod => x.rem(&y),
     };
-    r.map_or(Datum::Null, Datum::Numeric)
+    match r {
+        None => Datum::Null,
+        Some(n) if ty.is_integer() => n.to_i64_exact().map_or(Datum::Numeric(n), Datum::Int),
+        Some(n) => Datum::Numeric(n),
+    }
 }
 
 /// Whether every non-null element of `needles` equals some element of `hay` (a NULL needle

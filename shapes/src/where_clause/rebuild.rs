@@ -177,10 +177,10 @@ impl SqlWriter {
                 }
                 self.push(")");
             }
-            Expr::Arith { op, left, right } => self.arith(*op, left, right),
+            Expr::Arith { op, left, right, ty } => self.arith(*op, ty, left, right),
             Expr::Neg { expr, .. } => {
                 self.push("(- ");
-                self.write(expr);
+                self.numeric_operand(expr);
                 self.push(")");
             }
             Expr::Concat(a, b) => {
@@ -228,18 +228,30 @@ impl SqlWriter {
         }
     }
 
-    fn arith(&mut self, op: ArithOp, left: &Expr, right: &Expr) {
-        // canonical text must read back as the same tree: `div(a, b)` is integer division
+    /// An arithmetic operand: integers go to numeric in SQL (no overflow).
+    fn numeric_operand(&mut self, e: &Expr) {
+        if !self.canonical && e.ty().is_integer() && !e.computed_in_numeric() {
+            self.push("(");
+            self.write(e);
+            self.push(")::numeric");
+        } else {
+            self.write(e);
+        }
+    }
+
+    fn arith(&mut self, op: ArithOp, ty: &SqlType, left: &Expr, right: &Expr) {
+        // canonical text must read back as the same tree: integer `/` is `/` on integers and
+        // `div()` on numeric
         let (prefix, mid, suffix) = match (op, self.canonical) {
-            (ArithOp::Div, true) => ("(", " / ", ")"),
-            (ArithOp::IntDiv, true) => ("div(", ", ", ")"),
-            (ArithOp::Mod, true) => ("mod(", ", ", ")"),
+            (ArithOp::IntDiv, true) if !ty.is_integer() => ("div(", ", ", ")"),
+            (ArithOp::Div | ArithOp::IntDiv, true) => ("(", " / ", ")"),
+            (ArithOp::Mod, true) => ("(", " % ", ")"),
             (op, _) => Self::sql_arith(op),
         };
         self.push(prefix);
-        self.write(left);
+        self.numeric_operand(left);
         self.push(mid);
-        self.write(right);
+        self.numeric_operand(right);
         self.push(suffix);
     }
 
@@ -255,6 +267,11 @@ impl SqlWriter {
     }
 
     fn cast(&mut self, expr: &Expr, from: &SqlType, to: &SqlType) {
+        if !self.canonical && from.is_integer() && to.is_integer() && expr.computed_in_numeric() {
+            // already numeric in SQL, and exact: a cast could only overflow
+            self.write(expr);
+            return;
+        }
         if let (SqlType::Enum(e), false) = (from, self.canonical) {
             // enums are handled as positions in SQL; a label is looked up by position
             let labels = super::array_text::format_array(&super::array_text::ArrayText {

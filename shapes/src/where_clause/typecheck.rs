@@ -450,13 +450,10 @@ impl Checker<'_> {
     }
 }
 
-/// Unary minus: integers become numeric (so `-(-9223372036854775808)` cannot overflow).
+/// Unary minus (on integers computed in numeric, so `-(-9223372036854775808)` cannot
+/// overflow).
 fn negate(operand: Expr) -> Result<Expr, WhereError> {
     let ty = operand.ty();
-    if ty.is_integer() {
-        let as_numeric = make_cast(operand, ty, SqlType::Numeric)?;
-        return Ok(Expr::Neg { expr: Box::new(as_numeric), ty: SqlType::Numeric });
-    }
     if ty.is_number() {
         return Ok(Expr::Neg { expr: Box::new(operand), ty });
     }

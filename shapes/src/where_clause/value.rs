@@ -226,6 +226,9 @@ pub fn compare(ty: &SqlType, a: &Datum<'_>, b: &Datum<'_>) -> Option<Ordering> {
         (Datum::Null, _) | (_, Datum::Null) => return None,
         (Datum::Bool(x), Datum::Bool(y)) => x.cmp(y),
         (Datum::Int(x), Datum::Int(y)) => x.cmp(y),
+        // integer arithmetic beyond i64 (computed exactly) against plain integers
+        (Datum::Int(x), Datum::Numeric(y)) => super::numeric::Numeric::from_i64(*x).cmp(y),
+        (Datum::Numeric(x), Datum::Int(y)) => x.cmp(&super::numeric::Numeric::from_i64(*y)),
         (Datum::Numeric(x), Datum::Numeric(y)) => x.cmp(y),
         (Datum::Float(x), Datum::Float(y)) => float::cmp_float(*x, *y),
         (Datum::Text(x), Datum::Text(y)) => {
