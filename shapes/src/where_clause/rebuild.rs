@@ -76,6 +76,7 @@ impl SqlWriter {
             match &c.value {
                 Datum::Enum(i) if !self.canonical => self.param((i + 1).to_string(), "int4"),
                 Datum::Enum(_) => self.push(&quote_literal(&to_input_text(&c.ty, &c.value).unwrap_or_default())),
+                _ if self.canonical => self.push("NULL"),
                 _ => self.push("NULL::int4"),
             }
             return;
