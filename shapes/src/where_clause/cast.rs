@@ -40,6 +40,7 @@ pub fn implicit(from: &SqlType, to: &SqlType) -> bool {
                 | (Varchar | Bpchar, Text)
                 | (Text, Varchar)
                 | (Varchar, Bpchar)
+                | (Bpchar, Varchar)
         )
 }
 

@@ -83,7 +83,9 @@ impl Gen<'_> {
             4 | 5 => {
                 let x = self.operand(family, depth);
                 let n = self.rng.random_range(1..5);
-                let items: Vec<String> = (0..n).map(|_| self.literal_or_null(family)).collect();
+                let items: Vec<String> = (0..n)
+                    .map(|_| if self.chance(0.25) { self.operand(family, 0) } else { self.literal_or_null(family) })
+                    .collect();
                 let not = if self.chance(0.3) { "NOT " } else { "" };
                 format!("{x} {not}IN ({})", items.join(", "))
             }
