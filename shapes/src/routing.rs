@@ -4,7 +4,8 @@
 //! `col IN (constants…)` is filed in a hash index under that column's value(s); every other
 //! shape (no `where`, or nothing hashable) is on the table's *fallback* list. Routing a change
 //! looks up the old and new rows' values in each indexed column (a handful of hash lookups,
-//! however many shapes there are), evaluates the full `where` of the shapes found there and of
+//! however many shapes there are), evaluates the full `where` of the shapes found there (not
+//! even that when the conjunct is the whole `where`: finding the shape is the answer) and of
 //! the fallback shapes on the old and new rows, and reports per shape:
 //!
 //! | old row matched | new row matches | change |
@@ -14,15 +15,17 @@
 //! | yes | no  | [`RowChange::Delete`] |
 //!
 //! Hash keys are normalised through the column's type ([`value::equality_key`]), so `id = '01'`
-//! and a row with `1`, or a uuid written in capitals, cannot miss.
+//! and a row with `1`, or a uuid written in capitals, cannot miss. Integer columns are keyed
+//! by the integer itself.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::schema::{QualifiedName, TableSchema};
+use crate::where_clause::WhereClause;
 use crate::where_clause::ast_access::{Conjunct, indexable_conjunct};
 use crate::where_clause::types::SqlType;
 use crate::where_clause::value;
-use crate::where_clause::WhereClause;
 
 /// A shape's id in the index (the proxy's own numbering).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -36,12 +39,131 @@ pub enum RowChange {
     Delete,
 }
 
+/// A shape filed under a key; `exact` when having the key is the whole condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Filed {
+    id: ShapeId,
+    exact: bool,
+}
+
+/// The shapes under one key: one inline (the common case, no extra allocation), or several.
+#[derive(Debug)]
+enum Slot {
+    One(Filed),
+    Many(Vec<Filed>),
+}
+
+impl Slot {
+    fn as_slice(&self) -> &[Filed] {
+        match self {
+            Slot::One(f) => std::slice::from_ref(f),
+            Slot::Many(v) => v,
+        }
+    }
+
+    fn add(&mut self, f: Filed) {
+        match self {
+            Slot::One(one) if one.id == f.id => *one = f,
+            Slot::One(one) => *self = Slot::Many(vec![*one, f]),
+            Slot::Many(v) => {
+                v.retain(|x| x.id != f.id);
+                v.push(f);
+            }
+        }
+    }
+
+    /// Removes `id`; `true` when nothing is left.
+    fn remove(&mut self, id: ShapeId) -> bool {
+        match self {
+            Slot::One(one) => one.id == id,
+            Slot::Many(v) => {
+                v.retain(|x| x.id != id);
+                let empty = v.is_empty();
+                if let [only] = v[..] {
+                    *self = Slot::One(only);
+                }
+                empty
+            }
+        }
+    }
+}
+
+/// An integer key's shapes packed in 4 bytes, so that with the key a hash bucket is 8 bytes
+/// and a 100,000-shape index stays in the processor's cache: one shape (id < 2^30) with its
+/// `exact` flag inline, or an index into [`ColumnIndex::overflow`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Packed(u32);
+
+const PACKED_OVERFLOW: u32 = 1 << 31;
+const PACKED_EXACT: u32 = 1 << 30;
+
+impl Packed {
+    fn one(f: Filed) -> Option<Packed> {
+        let id = u32::try_from(f.id.0).ok().filter(|id| *id < PACKED_EXACT)?;
+        Some(Packed(id | if f.exact { PACKED_EXACT } else { 0 }))
+    }
+
+    fn single(self) -> Option<Filed> {
+        (self.0 & PACKED_OVERFLOW == 0).then(|| Filed {
+            id: ShapeId(u64::from(self.0 & (PACKED_EXACT - 1))),
+            exact: self.0 & PACKED_EXACT != 0,
+        })
+    }
+
+    fn overflow_index(self) -> usize {
+        (self.0 & !PACKED_OVERFLOW) as usize
+    }
+}
+
+/// Integer keys: those that fit 32 bits (nearly all) in a compact map, the others apart.
+#[derive(Debug, Default)]
+struct IntKeys {
+    small: HashMap<i32, Packed>,
+    big: HashMap<i64, Packed>,
+}
+
+impl IntKeys {
+    fn get(&self, k: i64) -> Option<Packed> {
+        match i32::try_from(k) {
+            Ok(small) => self.small.get(&small).copied(),
+            Err(_) => self.big.get(&k).copied(),
+        }
+    }
+
+    fn insert(&mut self, k: i64, p: Packed) {
+        match i32::try_from(k) {
+            Ok(small) => self.small.insert(small, p),
+            Err(_) => self.big.insert(k, p),
+        };
+    }
+
+    fn remove(&mut self, k: i64) {
+        match i32::try_from(k) {
+            Ok(small) => self.small.remove(&small),
+            Err(_) => self.big.remove(&k),
+        };
+    }
+
+    fn is_empty(&self) -> bool {
+        self.small.is_empty() && self.big.is_empty()
+    }
+}
+
+/// Keys of one hashed column: integers as integers, anything else as normalised text.
+#[derive(Debug)]
+enum Keys {
+    Int(IntKeys),
+    Text(HashMap<Box<str>, Slot>),
+}
+
 /// One hashed column of a table.
 #[derive(Debug)]
 struct ColumnIndex {
     column: usize,
     ty: SqlType,
-    by_value: HashMap<Box<str>, Vec<ShapeId>>,
+    keys: Keys,
+    /// Integer keys with several shapes (or huge ids); free entries are empty.
+    overflow: Vec<Slot>,
 }
 
 #[derive(Debug, Default)]
@@ -74,21 +196,71 @@ struct TableIndex {
 /// ```
 #[derive(Debug, Default)]
 pub struct ShapeIndex {
-    tables: HashMap<QualifiedName, TableIndex>,
-    table_of: HashMap<ShapeId, QualifiedName>,
+    tables: HashMap<Arc<QualifiedName>, TableIndex>,
+    table_of: HashMap<ShapeId, Arc<QualifiedName>>,
+}
+
+/// Candidate flags: found by the old row, found by the new row, match known without evaluating.
+const OLD: u8 = 1;
+const NEW: u8 = 2;
+const EXACT: u8 = 4;
+
+/// Candidates of one change, on the stack unless there are many.
+struct Candidates {
+    inline: [(ShapeId, u8); 8],
+    len: usize,
+    spill: Vec<(ShapeId, u8)>,
+}
+
+impl Candidates {
+    fn new() -> Self {
+        Candidates { inline: [(ShapeId(0), 0); 8], len: 0, spill: Vec::new() }
+    }
+
+    fn push(&mut self, c: (ShapeId, u8)) {
+        if self.len < self.inline.len() {
+            self.inline[self.len] = c;
+            self.len += 1;
+        } else {
+            if self.spill.is_empty() {
+                self.spill.extend_from_slice(&self.inline);
+            }
+            self.spill.push(c);
+        }
+    }
+
+    /// Sorted by id, flags of the same id merged.
+    fn merged(&mut self) -> &[(ShapeId, u8)] {
+        let list: &mut [(ShapeId, u8)] = if self.spill.is_empty() { &mut self.inline[..self.len] } else { &mut self.spill };
+        list.sort_unstable_by_key(|c| c.0);
+        let mut w = 0;
+        for r in 0..list.len() {
+            if w > 0 && list[w - 1].0 == list[r].0 {
+                list[w - 1].1 |= list[r].1;
+            } else {
+                list[w] = list[r];
+                w += 1;
+            }
+        }
+        &list[..w]
+    }
 }
 
 impl ShapeIndex {
     /// Registers (or re-registers) shape `id` on `table`; `None` = every row.
     pub fn insert(&mut self, id: ShapeId, table: &TableSchema, where_: Option<&WhereClause>) {
         self.remove(id);
-        let ti = self.tables.entry(table.name.clone()).or_default();
+        let name = match self.tables.get_key_value(&table.name) {
+            Some((k, _)) => Arc::clone(k),
+            None => Arc::new(table.name.clone()),
+        };
+        let ti = self.tables.entry(Arc::clone(&name)).or_default();
         match where_.and_then(|w| indexable_conjunct(w.root())) {
             Some(conjunct) => ti.file(id, conjunct),
             None => ti.fallback.push(id),
         }
         ti.shapes.insert(id, where_.cloned());
-        self.table_of.insert(id, table.name.clone());
+        self.table_of.insert(id, name);
     }
 
     /// Unregisters shape `id`; `false` if it was not registered.
@@ -128,25 +300,26 @@ impl ShapeIndex {
         let Some(ti) = self.tables.get(table) else {
             return;
         };
-        let mut candidates: Vec<ShapeId> = Vec::with_capacity(ti.fallback.len() + 4);
+        let mut candidates = Candidates::new();
         for ci in &ti.columns {
-            for row in [old, new].into_iter().flatten() {
-                if let Some(ids) = ci.lookup(row) {
-                    candidates.extend_from_slice(ids);
-                }
-            }
+            ci.lookup_both(old, new, |f, flag| candidates.push((f.id, flag | if f.exact { EXACT } else { 0 })));
         }
-        candidates.extend_from_slice(&ti.fallback);
-        candidates.sort_unstable();
-        candidates.dedup();
-        for id in candidates {
-            let Some(where_) = ti.shapes.get(&id) else {
-                continue;
+        for id in &ti.fallback {
+            candidates.push((*id, 0));
+        }
+        for &(id, flags) in candidates.merged() {
+            let (was, is) = if flags & EXACT != 0 {
+                (flags & OLD != 0, flags & NEW != 0)
+            } else {
+                let Some(where_) = ti.shapes.get(&id) else {
+                    continue;
+                };
+                let matches = |row: Option<&[Option<String>]>| {
+                    row.is_some_and(|r| where_.as_ref().is_none_or(|w| w.matches(r)))
+                };
+                (matches(old), matches(new))
             };
-            let matches = |row: Option<&[Option<String>]>| {
-                row.is_some_and(|r| where_.as_ref().is_none_or(|w| w.matches(r)))
-            };
-            let change = match (matches(old), matches(new)) {
+            let change = match (was, is) {
                 (false, true) => RowChange::Insert,
                 (true, true) => RowChange::Update,
                 (true, false) => RowChange::Delete,
@@ -158,17 +331,140 @@ impl ShapeIndex {
 }
 
 impl ColumnIndex {
-    fn lookup(&self, row: &[Option<String>]) -> Option<&Vec<ShapeId>> {
-        let text = row.get(self.column)?.as_deref()?;
-        // the row's text is Postgres output (already canonical for most types): try it as is
-        if let Some(ids) = self.by_value.get(text) {
-            return Some(ids);
+    /// Calls `f` with the shapes filed under the old and the new row's values (flagged [`OLD`]
+    /// and [`NEW`]). For integer keys both probes are issued before either result is used, so
+    /// that their cache misses overlap.
+    fn lookup_both(
+        &self,
+        old: Option<&[Option<String>]>,
+        new: Option<&[Option<String>]>,
+        mut f: impl FnMut(Filed, u8),
+    ) {
+        if let Keys::Int(map) = &self.keys {
+            let key = |row: Option<&[Option<String>]>| -> Option<i64> {
+                row?.get(self.column)?.as_deref()?.trim().parse().ok()
+            };
+            let (k_old, k_new) = (key(old), key(new));
+            let found = [k_old.and_then(|k| map.get(k)), k_new.and_then(|k| map.get(k))];
+            for (packed, flag) in found.into_iter().zip([OLD, NEW]) {
+                let Some(packed) = packed else { continue };
+                match packed.single() {
+                    Some(one) => f(one, flag),
+                    None => {
+                        let slot = self.overflow.get(packed.overflow_index());
+                        for filed in slot.map(Slot::as_slice).unwrap_or_default() {
+                            f(*filed, flag);
+                        }
+                    }
+                }
+            }
+            return;
         }
-        let key = value::equality_key(&self.ty, &value::parse_value(&self.ty, text).ok()?)?;
-        if key == text {
-            return None;
+        for (row, flag) in [(old, OLD), (new, NEW)] {
+            if let Some(row) = row {
+                self.lookup(row, |filed| f(filed, flag));
+            }
         }
-        self.by_value.get(key.as_str())
+    }
+
+    /// Calls `f` with the shapes filed under the row's value.
+    fn lookup(&self, row: &[Option<String>], mut f: impl FnMut(Filed)) {
+        let Some(Some(text)) = row.get(self.column) else {
+            return;
+        };
+        let slot = match &self.keys {
+            Keys::Int(map) => {
+                let Some(packed) = text.trim().parse::<i64>().ok().and_then(|k| map.get(k)) else {
+                    return;
+                };
+                match packed.single() {
+                    Some(one) => return f(one),
+                    None => self.overflow.get(packed.overflow_index()),
+                }
+            }
+            // the row's text is Postgres output, already the key for most types
+            Keys::Text(map) => map.get(text.as_str()).or_else(|| {
+                let key = value::equality_key(&self.ty, &value::parse_value(&self.ty, text).ok()?)?;
+                if key == *text { None } else { map.get(key.as_str()) }
+            }),
+        };
+        for filed in slot.map(Slot::as_slice).unwrap_or_default() {
+            f(*filed);
+        }
+    }
+
+    fn add_int(&mut self, key: i64, filed: Filed) {
+        let Keys::Int(map) = &mut self.keys else {
+            return;
+        };
+        let current = map.get(key);
+        let packed = match current {
+            None => Packed::one(filed),
+            Some(p) => match p.single() {
+                Some(one) if one.id == filed.id => Packed::one(filed),
+                _ => None,
+            },
+        };
+        if let Some(p) = packed {
+            map.insert(key, p);
+            return;
+        }
+        // several shapes (or an id too big to pack): keep them in an overflow slot
+        let index = match current.filter(|p| p.single().is_none()) {
+            Some(p) => p.overflow_index(),
+            None => {
+                let mut slot = match current.and_then(Packed::single) {
+                    Some(one) => Slot::One(one),
+                    None => Slot::Many(Vec::new()),
+                };
+                slot.add(filed);
+                let free = self.overflow.iter().position(|s| matches!(s, Slot::Many(v) if v.is_empty()));
+                let index = match free {
+                    Some(i) => {
+                        self.overflow[i] = slot;
+                        i
+                    }
+                    None => {
+                        self.overflow.push(slot);
+                        self.overflow.len() - 1
+                    }
+                };
+                let Ok(index32) = u32::try_from(index) else {
+                    return; // more than 2^31 overflow slots: not reachable in practice
+                };
+                map.insert(key, Packed(PACKED_OVERFLOW | index32));
+                return;
+            }
+        };
+        self.overflow[index].add(filed);
+    }
+
+    fn remove_int(&mut self, key: i64, id: ShapeId) {
+        let Keys::Int(map) = &mut self.keys else {
+            return;
+        };
+        let Some(p) = map.get(key) else {
+            return;
+        };
+        match p.single() {
+            Some(one) if one.id == id => map.remove(key),
+            Some(_) => {}
+            None => {
+                if let Some(slot) = self.overflow.get_mut(p.overflow_index()) {
+                    if slot.remove(id) {
+                        *slot = Slot::Many(Vec::new());
+                        map.remove(key);
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match &self.keys {
+            Keys::Int(m) => m.is_empty(),
+            Keys::Text(m) => m.is_empty(),
+        }
     }
 }
 
@@ -177,7 +473,8 @@ impl TableIndex {
         let pos = match self.columns.iter().position(|c| c.column == column && c.ty == *ty) {
             Some(p) => p,
             None => {
-                self.columns.push(ColumnIndex { column, ty: ty.clone(), by_value: HashMap::new() });
+                let keys = if ty.is_integer() { Keys::Int(IntKeys::default()) } else { Keys::Text(HashMap::new()) };
+                self.columns.push(ColumnIndex { column, ty: ty.clone(), keys, overflow: Vec::new() });
                 self.columns.len() - 1
             }
         };
@@ -185,11 +482,19 @@ impl TableIndex {
     }
 
     fn file(&mut self, id: ShapeId, c: Conjunct) {
+        let filed = Filed { id, exact: c.exact };
         let slot = self.column_slot(c.column, &c.ty);
         for key in c.keys {
-            let ids = slot.by_value.entry(key.into_boxed_str()).or_default();
-            if !ids.contains(&id) {
-                ids.push(id);
+            match &mut slot.keys {
+                Keys::Int(_) => {
+                    // integer keys are the integer's text; a key that is no i64 matches no row
+                    if let Ok(k) = key.parse::<i64>() {
+                        slot.add_int(k, filed);
+                    }
+                }
+                Keys::Text(map) => {
+                    map.entry(key.into_boxed_str()).and_modify(|s| s.add(filed)).or_insert(Slot::One(filed));
+                }
             }
         }
     }
@@ -200,15 +505,21 @@ impl TableIndex {
             Some(c) => {
                 if let Some(slot) = self.columns.iter_mut().find(|s| s.column == c.column && s.ty == c.ty) {
                     for key in c.keys {
-                        if let Some(ids) = slot.by_value.get_mut(key.as_str()) {
-                            ids.retain(|x| *x != id);
-                            if ids.is_empty() {
-                                slot.by_value.remove(key.as_str());
+                        match &mut slot.keys {
+                            Keys::Int(_) => {
+                                if let Ok(k) = key.parse::<i64>() {
+                                    slot.remove_int(k, id);
+                                }
+                            }
+                            Keys::Text(map) => {
+                                if map.get_mut(key.as_str()).is_some_and(|s| s.remove(id)) {
+                                    map.remove(key.as_str());
+                                }
                             }
                         }
                     }
                 }
-                self.columns.retain(|s| !s.by_value.is_empty());
+                self.columns.retain(|s| !s.is_empty());
             }
         }
     }

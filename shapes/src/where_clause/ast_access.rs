@@ -12,6 +12,9 @@ pub struct Conjunct {
     /// The column's own type (keys are computed in it).
     pub ty: SqlType,
     pub keys: Vec<String>,
+    /// Whether the conjunct is the whole `where`: then a row matches exactly when its value
+    /// has one of the keys, and the routing index need not evaluate anything.
+    pub exact: bool,
 }
 
 /// The column read by `e` when `e` is a bare column, or one widened between integer types
@@ -43,7 +46,7 @@ fn single(e: &Expr) -> Option<Conjunct> {
             if !(col_ty == ty || (col_ty.is_integer() && ty.is_integer())) {
                 return None;
             }
-            Some(Conjunct { column, ty: col_ty.clone(), keys: vec![const_key(other, col_ty)?] })
+            Some(Conjunct { column, ty: col_ty.clone(), keys: vec![const_key(other, col_ty)?], exact: true })
         }
         Expr::InList { expr, list, ty, negated: false } => {
             let (column, col_ty) = column_of(expr)?;
@@ -58,7 +61,7 @@ fn single(e: &Expr) -> Option<Conjunct> {
                 .collect::<Option<_>>()?;
             keys.sort();
             keys.dedup();
-            Some(Conjunct { column, ty: col_ty.clone(), keys })
+            Some(Conjunct { column, ty: col_ty.clone(), keys, exact: true })
         }
         _ => None,
     }
@@ -68,7 +71,7 @@ fn single(e: &Expr) -> Option<Conjunct> {
 /// `AND` operands), if any.
 pub fn indexable_conjunct(root: &Expr) -> Option<Conjunct> {
     match root {
-        Expr::And(items) => items.iter().find_map(single),
+        Expr::And(items) => items.iter().find_map(single).map(|c| Conjunct { exact: false, ..c }),
         e => single(e),
     }
 }
