@@ -35,7 +35,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         // SAFETY: same contract as ours.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -47,7 +50,11 @@ static ALLOCATOR: Counting = Counting;
 fn column(name: &str, ty: &str, pk: bool) -> Column {
     Column {
         name: name.into(),
-        ty: PgType { oid: 0, name: ty.into(), kind: TypeKind::Base },
+        ty: PgType {
+            oid: 0,
+            name: ty.into(),
+            kind: TypeKind::Base,
+        },
         type_mod: -1,
         dims: 0,
         not_null: pk,
@@ -94,10 +101,16 @@ impl XorShift {
 
 fn bench_eval() {
     let t = table();
-    let w = WhereClause::parse("owner_id = 42 AND status = 'open' AND priority > 2", &BTreeMap::new(), &t)
-        .expect("where");
+    let w = WhereClause::parse(
+        "owner_id = 42 AND status = 'open' AND priority > 2",
+        &BTreeMap::new(),
+        &t,
+    )
+    .expect("where");
     let statuses = ["open", "closed", "open", "triage"];
-    let rows: Vec<_> = (0..1024u64).map(|i| row(i, 40 + i % 4, statuses[(i % 4) as usize], (i % 5) as u32)).collect();
+    let rows: Vec<_> = (0..1024u64)
+        .map(|i| row(i, 40 + i % 4, statuses[(i % 4) as usize], (i % 5) as u32))
+        .collect();
     let n = 2_000_000;
     let start = Instant::now();
     let mut hits = 0u64;
@@ -107,7 +120,9 @@ fn bench_eval() {
         }
     }
     let ns = start.elapsed().as_nanos() as f64 / n as f64;
-    println!("evaluate `owner_id = 42 AND status = 'open' AND priority > 2`: {ns:.1} ns/row ({hits} matches)");
+    println!(
+        "evaluate `owner_id = 42 AND status = 'open' AND priority > 2`: {ns:.1} ns/row ({hits} matches)"
+    );
 }
 
 /// Writes `v` into `s` without going through `fmt` (what a decoder hands over is text).
@@ -139,7 +154,8 @@ fn bench_route(shapes: u64, changes: usize, extra: &str) -> (f64, f64, f64) {
     let before = LIVE.load(Ordering::Relaxed);
     let mut index = ShapeIndex::default();
     for k in 0..shapes {
-        let w = WhereClause::parse(&format!("owner_id = {k}{extra}"), &BTreeMap::new(), &t).expect("where");
+        let w = WhereClause::parse(&format!("owner_id = {k}{extra}"), &BTreeMap::new(), &t)
+            .expect("where");
         index.insert(ShapeId(k), &t, Some(&w));
     }
     let per_shape = (LIVE.load(Ordering::Relaxed) - before) as f64 / shapes as f64;
@@ -176,7 +192,10 @@ fn bench_route(shapes: u64, changes: usize, extra: &str) -> (f64, f64, f64) {
 
 fn main() {
     bench_eval();
-    for (what, extra) in [("owner_id = k", ""), ("owner_id = k AND priority > 2", " AND priority > 2")] {
+    for (what, extra) in [
+        ("owner_id = k", ""),
+        ("owner_id = k AND priority > 2", " AND priority > 2"),
+    ] {
         let mut base = 0.0;
         println!("shapes `{what}`:");
         for shapes in [10u64, 1_000, 100_000] {

@@ -44,7 +44,10 @@ impl FromStr for ReplicaMode {
         match s {
             "default" => Ok(ReplicaMode::Default),
             "full" => Ok(ReplicaMode::Full),
-            _ => Err(ModeError { value: s.to_owned(), expected: "default, full" }),
+            _ => Err(ModeError {
+                value: s.to_owned(),
+                expected: "default, full",
+            }),
         }
     }
 }
@@ -64,7 +67,10 @@ impl FromStr for LogMode {
         match s {
             "full" => Ok(LogMode::Full),
             "changes_only" => Ok(LogMode::ChangesOnly),
-            _ => Err(ModeError { value: s.to_owned(), expected: "full, changes_only" }),
+            _ => Err(ModeError {
+                value: s.to_owned(),
+                expected: "full, changes_only",
+            }),
         }
     }
 }
@@ -157,10 +163,14 @@ impl ShapeDefinition {
     ) -> Result<ShapeDefinition, DefinitionError> {
         let where_clause = match where_.filter(|w| !w.trim().is_empty()) {
             None => None,
-            Some(text) => Some(WhereClause::parse(text, params, table).map_err(|e| match e {
-                WhereError::Param { .. } | WhereError::MissingParam(_) => DefinitionError::Params(e),
-                e => DefinitionError::Where(e),
-            })?),
+            Some(text) => Some(
+                WhereClause::parse(text, params, table).map_err(|e| match e {
+                    WhereError::Param { .. } | WhereError::MissingParam(_) => {
+                        DefinitionError::Params(e)
+                    }
+                    e => DefinitionError::Where(e),
+                })?,
+            ),
         };
         let selected = match columns {
             None => (0..table.columns.len()).collect(),
@@ -223,7 +233,8 @@ impl ShapeDefinition {
 }
 
 fn select_columns(table: &TableSchema, list: &str) -> Result<Vec<usize>, DefinitionError> {
-    let names = parse_column_list(list).map_err(|e| DefinitionError::Columns(format!("invalid column list: {e}")))?;
+    let names = parse_column_list(list)
+        .map_err(|e| DefinitionError::Columns(format!("invalid column list: {e}")))?;
     let mut selected = Vec::with_capacity(names.len());
     for name in &names {
         let Some(i) = table.column_index(name) else {
@@ -234,7 +245,9 @@ fn select_columns(table: &TableSchema, list: &str) -> Result<Vec<usize>, Definit
             )));
         };
         if selected.contains(&i) {
-            return Err(DefinitionError::Columns(format!("column \"{name}\" is listed twice")));
+            return Err(DefinitionError::Columns(format!(
+                "column \"{name}\" is listed twice"
+            )));
         }
         selected.push(i);
     }

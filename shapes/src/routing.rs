@@ -214,7 +214,11 @@ struct Candidates {
 
 impl Candidates {
     fn new() -> Self {
-        Candidates { inline: [(ShapeId(0), 0); 8], len: 0, spill: Vec::new() }
+        Candidates {
+            inline: [(ShapeId(0), 0); 8],
+            len: 0,
+            spill: Vec::new(),
+        }
     }
 
     fn push(&mut self, c: (ShapeId, u8)) {
@@ -231,7 +235,11 @@ impl Candidates {
 
     /// Sorted by id, flags of the same id merged.
     fn merged(&mut self) -> &[(ShapeId, u8)] {
-        let list: &mut [(ShapeId, u8)] = if self.spill.is_empty() { &mut self.inline[..self.len] } else { &mut self.spill };
+        let list: &mut [(ShapeId, u8)] = if self.spill.is_empty() {
+            &mut self.inline[..self.len]
+        } else {
+            &mut self.spill
+        };
         list.sort_unstable_by_key(|c| c.0);
         let mut w = 0;
         for r in 0..list.len() {
@@ -302,7 +310,9 @@ impl ShapeIndex {
         };
         let mut candidates = Candidates::new();
         for ci in &ti.columns {
-            ci.lookup_both(old, new, |f, flag| candidates.push((f.id, flag | if f.exact { EXACT } else { 0 })));
+            ci.lookup_both(old, new, |f, flag| {
+                candidates.push((f.id, flag | if f.exact { EXACT } else { 0 }))
+            });
         }
         for id in &ti.fallback {
             candidates.push((*id, 0));
@@ -345,7 +355,10 @@ impl ColumnIndex {
                 row?.get(self.column)?.as_deref()?.trim().parse().ok()
             };
             let (k_old, k_new) = (key(old), key(new));
-            let found = [k_old.and_then(|k| map.get(k)), k_new.and_then(|k| map.get(k))];
+            let found = [
+                k_old.and_then(|k| map.get(k)),
+                k_new.and_then(|k| map.get(k)),
+            ];
             for (packed, flag) in found.into_iter().zip([OLD, NEW]) {
                 let Some(packed) = packed else { continue };
                 match packed.single() {
@@ -385,7 +398,11 @@ impl ColumnIndex {
             // the row's text is Postgres output, already the key for most types
             Keys::Text(map) => map.get(text.as_str()).or_else(|| {
                 let key = value::equality_key(&self.ty, &value::parse_value(&self.ty, text).ok()?)?;
-                if key == *text { None } else { map.get(key.as_str()) }
+                if key == *text {
+                    None
+                } else {
+                    map.get(key.as_str())
+                }
             }),
         };
         for filed in slot.map(Slot::as_slice).unwrap_or_default() {
@@ -418,7 +435,10 @@ impl ColumnIndex {
                     None => Slot::Many(Vec::new()),
                 };
                 slot.add(filed);
-                let free = self.overflow.iter().position(|s| matches!(s, Slot::Many(v) if v.is_empty()));
+                let free = self
+                    .overflow
+                    .iter()
+                    .position(|s| matches!(s, Slot::Many(v) if v.is_empty()));
                 let index = match free {
                     Some(i) => {
                         self.overflow[i] = slot;
@@ -450,11 +470,11 @@ impl ColumnIndex {
             Some(one) if one.id == id => map.remove(key),
             Some(_) => {}
             None => {
-                if let Some(slot) = self.overflow.get_mut(p.overflow_index()) {
-                    if slot.remove(id) {
-                        *slot = Slot::Many(Vec::new());
-                        map.remove(key);
-                    }
+                if let Some(slot) = self.overflow.get_mut(p.overflow_index())
+                    && slot.remove(id)
+                {
+                    *slot = Slot::Many(Vec::new());
+                    map.remove(key);
                 }
             }
         }
@@ -470,11 +490,24 @@ impl ColumnIndex {
 
 impl TableIndex {
     fn column_slot(&mut self, column: usize, ty: &SqlType) -> &mut ColumnIndex {
-        let pos = match self.columns.iter().position(|c| c.column == column && c.ty == *ty) {
+        let pos = match self
+            .columns
+            .iter()
+            .position(|c| c.column == column && c.ty == *ty)
+        {
             Some(p) => p,
             None => {
-                let keys = if ty.is_integer() { Keys::Int(IntKeys::default()) } else { Keys::Text(HashMap::new()) };
-                self.columns.push(ColumnIndex { column, ty: ty.clone(), keys, overflow: Vec::new() });
+                let keys = if ty.is_integer() {
+                    Keys::Int(IntKeys::default())
+                } else {
+                    Keys::Text(HashMap::new())
+                };
+                self.columns.push(ColumnIndex {
+                    column,
+                    ty: ty.clone(),
+                    keys,
+                    overflow: Vec::new(),
+                });
                 self.columns.len() - 1
             }
         };
@@ -493,7 +526,9 @@ impl TableIndex {
                     }
                 }
                 Keys::Text(map) => {
-                    map.entry(key.into_boxed_str()).and_modify(|s| s.add(filed)).or_insert(Slot::One(filed));
+                    map.entry(key.into_boxed_str())
+                        .and_modify(|s| s.add(filed))
+                        .or_insert(Slot::One(filed));
                 }
             }
         }
@@ -503,7 +538,11 @@ impl TableIndex {
         match where_.and_then(|w| indexable_conjunct(w.root())) {
             None => self.fallback.retain(|x| *x != id),
             Some(c) => {
-                if let Some(slot) = self.columns.iter_mut().find(|s| s.column == c.column && s.ty == c.ty) {
+                if let Some(slot) = self
+                    .columns
+                    .iter_mut()
+                    .find(|s| s.column == c.column && s.ty == c.ty)
+                {
                     for key in c.keys {
                         match &mut slot.keys {
                             Keys::Int(_) => {

@@ -182,13 +182,19 @@ mod tests {
             ("Été", "public", "Été"),
         ];
         for (input, schema, name) in cases {
-            assert_eq!(parse_table_name(input).unwrap(), QualifiedName::new(schema, name), "{input}");
+            assert_eq!(
+                parse_table_name(input).unwrap(),
+                QualifiedName::new(schema, name),
+                "{input}"
+            );
         }
     }
 
     #[test]
     fn bad_table_names_are_refused() {
-        for bad in ["", "a.b.c", "a b", "\"\"", "\"open", "1abc", "a.", ".a", "a;drop"] {
+        for bad in [
+            "", "a.b.c", "a b", "\"\"", "\"open", "1abc", "a.", ".a", "a;drop",
+        ] {
             assert!(parse_table_name(bad).is_err(), "{bad}");
         }
     }

@@ -561,20 +561,32 @@ fn spelling_variants_parse() {
 #[test]
 fn syntax_errors_point_where_postgres_does() {
     let err = parse("1 x 1").unwrap_err();
-    assert_eq!(err.to_electric_message(), "At location 18: syntax error at or near \"x\"");
+    assert_eq!(
+        err.to_electric_message(),
+        "At location 18: syntax error at or near \"x\""
+    );
     let err = parse("i4 = ").unwrap_err();
-    assert_eq!(err.to_electric_message(), "At location 21: syntax error at end of input");
+    assert_eq!(
+        err.to_electric_message(),
+        "At location 21: syntax error at end of input"
+    );
     let err = parse("(i4 = 1").unwrap_err();
     assert!(err.to_electric_message().contains("end of input"), "{err}");
     let err = parse("i4 = 1)").unwrap_err();
-    assert_eq!(err.to_electric_message(), "At location 22: syntax error at or near \")\"");
+    assert_eq!(
+        err.to_electric_message(),
+        "At location 22: syntax error at or near \")\""
+    );
     let err = parse("i4 = 1 i4").unwrap_err();
     assert_eq!(err.location(), Some(23));
     assert!(err.to_string().contains("expected"), "{err}");
     let err = parse("").unwrap_err();
     assert!(err.to_electric_message().contains("end of input"), "{err}");
     let err = parse("i4 = 'unterminated").unwrap_err();
-    assert!(err.to_electric_message().starts_with("At location"), "{err}");
+    assert!(
+        err.to_electric_message().starts_with("At location"),
+        "{err}"
+    );
     let err = parse("t = 'é' AND x").unwrap_err();
     assert!(err.to_string().contains("unknown column \"x\""), "{err}");
     assert_eq!(err.location(), Some(28), "{err}");
@@ -589,7 +601,13 @@ fn deep_and_long_inputs_are_refused_or_handled_without_crashing() {
     assert!(w.matches(&row(&[("i4", "1")])));
     let long_sum = format!("{} = 1", vec!["i4"; 2000].join(" + "));
     assert!(parse(&long_sum).is_err());
-    let many_in = format!("i4 IN ({})", (0..5000).map(|i| i.to_string()).collect::<Vec<_>>().join(","));
+    let many_in = format!(
+        "i4 IN ({})",
+        (0..5000)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     assert!(parse(&many_in).unwrap().matches(&row(&[("i4", "4999")])));
 }
 
@@ -599,20 +617,50 @@ fn rebuilt_sql_quotes_identifiers_and_binds_every_constant() {
     sql!("i8 = 5", r#"("i8" = $1::int8)"#);
     sql!("i4 = 3000000000", r#"(("i4")::int8 = $1::int8)"#);
     sql!("t = 'a'", r#"(("t") COLLATE "C" = $1::text)"#);
-    sql!("\"Mixed Case\" < 'a'", r#"(("Mixed Case") COLLATE "C" < $1::text)"#);
-    sql!("i4 + 1 > 2", r#"((("i4")::numeric + ($1::int4)::numeric) > $2::int4)"#);
-    sql!("i4 / i2 = 1", r#"(div(("i4")::numeric, NULLIF(("i2")::numeric, 0)) = $1::int4)"#);
-    sql!("n / 2 = 1", r#"(("n" / NULLIF(($1::int4)::numeric, 0)) = $2::numeric)"#);
-    sql!("i4 % 2 = 1", r#"(mod(("i4")::numeric, NULLIF(($1::int4)::numeric, 0)) = $2::int4)"#);
-    sql!("(i2 * i2 * i2)::int8 > 0", r#"(((("i2")::numeric * ("i2")::numeric) * ("i2")::numeric) > $1::int8)"#);
-    sql!("e > 'sad'", r#"(array_position(enum_range("e"), "e") > $1::int4)"#);
-    sql!("lower(t) = 'a'", r#"((lower(("t") COLLATE "C")) COLLATE "C" = $1::text)"#);
+    sql!(
+        "\"Mixed Case\" < 'a'",
+        r#"(("Mixed Case") COLLATE "C" < $1::text)"#
+    );
+    sql!(
+        "i4 + 1 > 2",
+        r#"((("i4")::numeric + ($1::int4)::numeric) > $2::int4)"#
+    );
+    sql!(
+        "i4 / i2 = 1",
+        r#"(div(("i4")::numeric, NULLIF(("i2")::numeric, 0)) = $1::int4)"#
+    );
+    sql!(
+        "n / 2 = 1",
+        r#"(("n" / NULLIF(($1::int4)::numeric, 0)) = $2::numeric)"#
+    );
+    sql!(
+        "i4 % 2 = 1",
+        r#"(mod(("i4")::numeric, NULLIF(($1::int4)::numeric, 0)) = $2::int4)"#
+    );
+    sql!(
+        "(i2 * i2 * i2)::int8 > 0",
+        r#"(((("i2")::numeric * ("i2")::numeric) * ("i2")::numeric) > $1::int8)"#
+    );
+    sql!(
+        "e > 'sad'",
+        r#"(array_position(enum_range("e"), "e") > $1::int4)"#
+    );
+    sql!(
+        "lower(t) = 'a'",
+        r#"((lower(("t") COLLATE "C")) COLLATE "C" = $1::text)"#
+    );
     sql!("b IS NOT TRUE", r#"("b" IS NOT TRUE)"#);
     sql!("i4 IN (1, 2)", r#"("i4" IN ($1::int4, $2::int4))"#);
     sql!("i4 = ANY(ai)", r#"("i4" = ANY ("ai"))"#);
     sql!("ai @> '{1}'", r#"("ai" @> $1::int4[])"#);
-    sql!("j->>'a' = 'b'", r#"((CASE WHEN strpos(("j")::text, E'\\u0000') = 0 THEN ("j" ->> $1::text) END) COLLATE "C" = $2::text)"#);
-    sql!("jb->'a'->>0 = 'b'", r#"(((("jb" -> $1::text) ->> $2::int4)) COLLATE "C" = $3::text)"#);
+    sql!(
+        "j->>'a' = 'b'",
+        r#"((CASE WHEN strpos(("j")::text, E'\\u0000') = 0 THEN ("j" ->> $1::text) END) COLLATE "C" = $2::text)"#
+    );
+    sql!(
+        "jb->'a'->>0 = 'b'",
+        r#"(((("jb" -> $1::text) ->> $2::int4)) COLLATE "C" = $3::text)"#
+    );
     sql!("i4 IS NULL", r#"("i4" IS NULL)"#);
     sql!("d = '2024-01-01'", r#"("d" = $1::date)"#);
     sql!("tz = '2024-01-01 02:00+02'", r#"("tz" = $1::timestamptz)"#);
@@ -621,8 +669,14 @@ fn rebuilt_sql_quotes_identifiers_and_binds_every_constant() {
 #[test]
 fn constants_are_sent_in_a_form_postgres_reads_the_same_way() {
     let values = |w: &str| parse(w).unwrap().to_sql().1;
-    assert_eq!(values("tz = '2024-01-01 02:00+02'"), ["2024-01-01 00:00:00+00"]);
-    assert_eq!(values("u = '{A0EEBC999C0B4EF8BB6D6BB9BD380A11}'"), ["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"]);
+    assert_eq!(
+        values("tz = '2024-01-01 02:00+02'"),
+        ["2024-01-01 00:00:00+00"]
+    );
+    assert_eq!(
+        values("u = '{A0EEBC999C0B4EF8BB6D6BB9BD380A11}'"),
+        ["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"]
+    );
     assert_eq!(values("i4 = '007'"), ["7"]);
     assert_eq!(values("b = 'yes'"), ["true"]);
     assert_eq!(values("iv = '1 day 2 hours'"), ["P0M1DT7200S"]);
@@ -649,8 +703,13 @@ fn canonical_form_ignores_spelling() {
     for w in &same[1..] {
         assert_eq!(parse(w).unwrap().canonical(), first, "{w}");
     }
-    let p = parse_with("i4 = $1 AND t = $2", &[(1, "1"), (2, "x")]).unwrap().canonical();
+    let p = parse_with("i4 = $1 AND t = $2", &[(1, "1"), (2, "x")])
+        .unwrap()
+        .canonical();
     assert_eq!(p, first);
     assert_ne!(parse("i4 = 2 AND t = 'x'").unwrap().canonical(), first);
-    assert_ne!(parse("f4 = 0.1").unwrap().canonical(), parse("f4 = '0.1'").unwrap().canonical());
+    assert_ne!(
+        parse("f4 = 0.1").unwrap().canonical(),
+        parse("f4 = '0.1'").unwrap().canonical()
+    );
 }

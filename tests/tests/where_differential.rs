@@ -53,31 +53,54 @@ fn seed() -> u64 {
 }
 
 async fn open(db: &TestDb, name: &str) -> Client {
-    let client = proxy::database::connect(&db.cluster.url(name)).await.expect("connect");
-    client.batch_execute(SESSION).await.expect("session settings");
+    let client = proxy::database::connect(&db.cluster.url(name))
+        .await
+        .expect("connect");
+    client
+        .batch_execute(SESSION)
+        .await
+        .expect("session settings");
     client
 }
 
 async fn load_rows(client: &Client, rows: &[Row]) {
     client.batch_execute(data::SETUP_SQL).await.expect("enum");
-    client.batch_execute(&data::create_table_sql()).await.expect("table");
+    client
+        .batch_execute(&data::create_table_sql())
+        .await
+        .expect("table");
     let n = data::COLUMNS.len() + 1;
     let placeholders: Vec<String> = std::iter::once("$1::int8".to_string())
-        .chain(data::COLUMNS.iter().enumerate().map(|(i, c)| format!("${}::{}", i + 2, c.sql_type)))
+        .chain(
+            data::COLUMNS
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("${}::{}", i + 2, c.sql_type)),
+        )
         .collect();
     let sql = format!("INSERT INTO t VALUES ({})", placeholders.join(", "));
-    let stmt = client.prepare_typed(&sql, &vec![Type::TEXT; n]).await.expect("prepare insert");
+    let stmt = client
+        .prepare_typed(&sql, &vec![Type::TEXT; n])
+        .await
+        .expect("prepare insert");
     for (id, row) in rows.iter().enumerate() {
         let mut values: Vec<Option<String>> = vec![Some(id.to_string())];
         values.extend(row.iter().cloned());
-        let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        client.execute(&stmt, &params).await.unwrap_or_else(|e| panic!("insert {values:?}: {e:?}"));
+        let params: Vec<&(dyn ToSql + Sync)> =
+            values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        client
+            .execute(&stmt, &params)
+            .await
+            .unwrap_or_else(|e| panic!("insert {values:?}: {e:?}"));
     }
 }
 
 /// The rows as the live stream sees them: every column's text output, in column order.
 async fn read_rows(client: &Client) -> Vec<Row> {
-    let messages = client.simple_query("SELECT * FROM t ORDER BY id").await.expect("select rows");
+    let messages = client
+        .simple_query("SELECT * FROM t ORDER BY id")
+        .await
+        .expect("select rows");
     messages
         .iter()
         .filter_map(|m| match m {
@@ -90,7 +113,11 @@ async fn read_rows(client: &Client) -> Vec<Row> {
 }
 
 /// Runs `SELECT id, (e1), (e2)… FROM t ORDER BY id`; `Err` with the message on failure.
-async fn run_batch(client: &Client, exprs: &[String], params: &[String]) -> Result<Vec<Vec<Option<bool>>>, String> {
+async fn run_batch(
+    client: &Client,
+    exprs: &[String],
+    params: &[String],
+) -> Result<Vec<Vec<Option<bool>>>, String> {
     let cols: Vec<String> = exprs.iter().map(|e| format!("({e})")).collect();
     let sql = format!("SELECT id, {} FROM t ORDER BY id", cols.join(", "));
     let stmt = client
@@ -98,9 +125,16 @@ async fn run_batch(client: &Client, exprs: &[String], params: &[String]) -> Resu
         .await
         .map_err(|e| format!("{e:?}"))?;
     let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-    let rows = client.query(&stmt, &refs).await.map_err(|e| format!("{e:?}"))?;
+    let rows = client
+        .query(&stmt, &refs)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
     rows.iter()
-        .map(|r| (1..r.len()).map(|i| r.try_get::<_, Option<bool>>(i).map_err(|e| e.to_string())).collect())
+        .map(|r| {
+            (1..r.len())
+                .map(|i| r.try_get::<_, Option<bool>>(i).map_err(|e| e.to_string()))
+                .collect()
+        })
         .collect()
 }
 
@@ -114,7 +148,15 @@ struct Report {
 }
 
 impl Report {
-    fn compare(&mut self, what: &str, case: &Case, row: &Row, sql: &str, params: &[String], pg: Option<bool>) {
+    fn compare(
+        &mut self,
+        what: &str,
+        case: &Case,
+        row: &Row,
+        sql: &str,
+        params: &[String],
+        pg: Option<bool>,
+    ) {
         let ours = case.clause.evaluate(row);
         if ours != pg && self.disagreements.len() < 30 {
             self.disagreements.push(format!(
@@ -152,7 +194,9 @@ async fn check_rebuilt(client: &Client, cases: &[Case], rows: &[Row], report: &m
                 for case in chunk {
                     let (sql, p) = case.clause.to_sql();
                     if let Err(e) = run_batch(client, std::slice::from_ref(&sql), &p).await {
-                        report.rebuilt_errors.push(format!("where {}\n  sql {sql} {p:?}\n  {e}", case.text));
+                        report
+                            .rebuilt_errors
+                            .push(format!("where {}\n  sql {sql} {p:?}\n  {e}", case.text));
                     }
                 }
             }
@@ -166,25 +210,36 @@ async fn check_rebuilt(client: &Client, cases: &[Case], rows: &[Row], report: &m
 /// be NaN (a numeric or float operand) are left out of the original-text comparison.
 fn same_meaning_as_postgres(case: &Case) -> bool {
     let divides = case.text.contains(" / ") || case.text.contains(" % ");
-    let nan_source = case.text.contains("NaN") || ["n", "f4", "f8"].iter().any(|c| {
-        let table = data::table_schema();
-        let index = table.column_index(c);
-        case.clause.columns_used().any(|u| Some(u) == index)
-    });
+    let nan_source = case.text.contains("NaN")
+        || ["n", "f4", "f8"].iter().any(|c| {
+            let table = data::table_schema();
+            let index = table.column_index(c);
+            case.clause.columns_used().any(|u| Some(u) == index)
+        });
     !(divides && nan_source)
 }
 
 /// The user's own text on the C database, where Postgres does not raise an error.
 async fn check_original(client: &Client, cases: &[Case], rows: &[Row], report: &mut Report) {
-    let cases: Vec<&Case> = cases.iter().filter(|c| same_meaning_as_postgres(c)).collect();
+    let cases: Vec<&Case> = cases
+        .iter()
+        .filter(|c| same_meaning_as_postgres(c))
+        .collect();
     for chunk in cases.chunks(BATCH) {
         let texts: Vec<String> = chunk.iter().map(|c| c.text.clone()).collect();
         let results: Vec<Option<Vec<Option<bool>>>> = match run_batch(client, &texts, &[]).await {
-            Ok(result) => (0..chunk.len()).map(|k| Some(result.iter().map(|r| r[k]).collect())).collect(),
+            Ok(result) => (0..chunk.len())
+                .map(|k| Some(result.iter().map(|r| r[k]).collect()))
+                .collect(),
             Err(_) => {
                 let mut one_by_one = Vec::new();
                 for text in &texts {
-                    one_by_one.push(run_batch(client, std::slice::from_ref(text), &[]).await.ok().map(|r| r.iter().map(|x| x[0]).collect()));
+                    one_by_one.push(
+                        run_batch(client, std::slice::from_ref(text), &[])
+                            .await
+                            .ok()
+                            .map(|r| r.iter().map(|x| x[0]).collect()),
+                    );
                 }
                 one_by_one
             }
@@ -206,26 +261,89 @@ async fn check_original(client: &Client, cases: &[Case], rows: &[Row], report: &
 /// Syntax error positions agree with the ones Postgres reports for `SELECT 1 WHERE …`.
 async fn check_syntax_positions(client: &Client) {
     let table = data::table_schema();
-    for text in ["i4 x 1", "i4 = ", "(i4 = 1", "i4 = 1)", "i4 = 1 i4", "t = 'é' AND AND", "i4 IN ()"] {
+    for text in [
+        "i4 x 1",
+        "i4 = ",
+        "(i4 = 1",
+        "i4 = 1)",
+        "i4 = 1 i4",
+        "t = 'é' AND AND",
+        "i4 IN ()",
+    ] {
         let ours = WhereClause::parse(text, &BTreeMap::new(), &table).expect_err(text);
-        let err = client.simple_query(&format!("SELECT 1 FROM t WHERE {text}")).await.expect_err(text);
+        let err = client
+            .simple_query(&format!("SELECT 1 FROM t WHERE {text}"))
+            .await
+            .expect_err(text);
         let db = err.as_db_error().expect("a database error");
         let position = match db.position() {
             Some(tokio_postgres::error::ErrorPosition::Original(p)) => *p as usize,
             other => panic!("{text}: position {other:?}"),
         };
         // we report positions in `SELECT 1 WHERE …`; this query has `FROM t ` (7 chars) more
-        assert_eq!(ours.location(), Some(position - 7), "{text}: ours {ours}, postgres {}", db.message());
-        assert!(db.message().starts_with("syntax error"), "{text}: {}", db.message());
+        assert_eq!(
+            ours.location(),
+            Some(position - 7),
+            "{text}: ours {ours}, postgres {}",
+            db.message()
+        );
+        assert!(
+            db.message().starts_with("syntax error"),
+            "{text}: {}",
+            db.message()
+        );
     }
 }
 
 const OPERATORS: &[&str] = &[
-    " AND ", " OR ", "NOT ", "IS NULL", "IS NOT NULL", "IS TRUE", "IS NOT TRUE", "IS FALSE", "IS NOT FALSE",
-    "IS DISTINCT FROM", "IS NOT DISTINCT FROM", " IN (", "NOT IN (", "BETWEEN", "NOT BETWEEN", " LIKE ",
-    "NOT LIKE", "ILIKE", "ESCAPE", " = ", " <> ", " != ", " < ", " <= ", " > ", " >= ", " + ", " - ", " * ",
-    " / ", " % ", "-i", " || ", "lower(", "upper(", "length(", "coalesce(", "::", "CAST(", "ANY(", "ALL(",
-    " @> ", " <@ ", " && ", "->>", "->'", "ARRAY[", "NULL",
+    " AND ",
+    " OR ",
+    "NOT ",
+    "IS NULL",
+    "IS NOT NULL",
+    "IS TRUE",
+    "IS NOT TRUE",
+    "IS FALSE",
+    "IS NOT FALSE",
+    "IS DISTINCT FROM",
+    "IS NOT DISTINCT FROM",
+    " IN (",
+    "NOT IN (",
+    "BETWEEN",
+    "NOT BETWEEN",
+    " LIKE ",
+    "NOT LIKE",
+    "ILIKE",
+    "ESCAPE",
+    " = ",
+    " <> ",
+    " != ",
+    " < ",
+    " <= ",
+    " > ",
+    " >= ",
+    " + ",
+    " - ",
+    " * ",
+    " / ",
+    " % ",
+    "-i",
+    " || ",
+    "lower(",
+    "upper(",
+    "length(",
+    "coalesce(",
+    "::",
+    "CAST(",
+    "ANY(",
+    "ALL(",
+    " @> ",
+    " <@ ",
+    " && ",
+    "->>",
+    "->'",
+    "ARRAY[",
+    "NULL",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,24 +359,41 @@ async fn evaluator_and_rebuilt_sql_agree_with_postgres_on_random_rows_and_expres
         "CREATE DATABASE icu TEMPLATE template0 ENCODING 'UTF8' LOCALE_PROVIDER icu ICU_LOCALE 'und' LOCALE 'C.UTF-8'",
         "CREATE DATABASE cdb TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C'",
     ] {
-        admin.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        admin
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
     let icu = open(&db, "icu").await;
     let cdb = open(&db, "cdb").await;
-    let icu_order: bool = icu.query_one("SELECT 'a' < 'B' AND 'é' < 'f'", &[]).await.unwrap().get(0);
-    assert!(icu_order, "the ICU database must not sort byte-wise, or it proves nothing");
+    let icu_order: bool = icu
+        .query_one("SELECT 'a' < 'B' AND 'é' < 'f'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        icu_order,
+        "the ICU database must not sort byte-wise, or it proves nothing"
+    );
 
     let inputs: Vec<Row> = (0..ROWS).map(|_| data::random_row(&mut rng)).collect();
     load_rows(&icu, &inputs).await;
     load_rows(&cdb, &inputs).await;
     let rows = read_rows(&icu).await;
     assert_eq!(rows.len(), ROWS);
-    assert_eq!(read_rows(&cdb).await, rows, "both databases print the same rows");
+    assert_eq!(
+        read_rows(&cdb).await,
+        rows,
+        "both databases print the same rows"
+    );
 
     check_syntax_positions(&icu).await;
 
     let table = data::table_schema();
-    let wanted: usize = std::env::var("SHAPESYNC_DIFF_EXPRS").ok().and_then(|s| s.parse().ok()).unwrap_or(2500);
+    let wanted: usize = std::env::var("SHAPESYNC_DIFF_EXPRS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2500);
     let mut cases = Vec::new();
     let mut refused: BTreeMap<String, usize> = BTreeMap::new();
     let mut generator = Gen { rng: &mut rng };
@@ -270,7 +405,13 @@ async fn evaluator_and_rebuilt_sql_agree_with_postgres_on_random_rows_and_expres
             Ok(clause) => cases.push(Case { text, clause }),
             Err(e) => {
                 let msg = e.to_string();
-                let key: String = msg.split(':').next_back().unwrap_or(&msg).chars().take(60).collect();
+                let key: String = msg
+                    .split(':')
+                    .next_back()
+                    .unwrap_or(&msg)
+                    .chars()
+                    .take(60)
+                    .collect();
                 *refused.entry(key).or_default() += 1;
             }
         }
@@ -280,7 +421,10 @@ async fn evaluator_and_rebuilt_sql_agree_with_postgres_on_random_rows_and_expres
     check_rebuilt(&icu, &cases, &rows, &mut report).await;
     check_original(&cdb, &cases, &rows, &mut report).await;
 
-    let missing: Vec<&&str> = OPERATORS.iter().filter(|op| !cases.iter().any(|c| c.text.contains(**op))).collect();
+    let missing: Vec<&&str> = OPERATORS
+        .iter()
+        .filter(|op| !cases.iter().any(|c| c.text.contains(**op)))
+        .collect();
     let nulls = rows.iter().flatten().filter(|v| v.is_none()).count();
     eprintln!(
         "where_differential: seed {seed}: {} expressions accepted of {generated} generated; {} (expression, row) \
@@ -296,10 +440,26 @@ async fn evaluator_and_rebuilt_sql_agree_with_postgres_on_random_rows_and_expres
     top.sort_by(|a, b| b.1.cmp(a.1));
     eprintln!("most common refusals: {:?}", &top[..top.len().min(8)]);
 
-    assert!(report.rebuilt_errors.is_empty(), "seed {seed}: rebuilt SQL raised errors:\n{}", report.rebuilt_errors.join("\n"));
-    assert!(report.disagreements.is_empty(), "seed {seed}: disagreements:\n{}", report.disagreements.join("\n"));
-    assert!(report.compared >= 20_000, "only {} cases compared", report.compared);
-    assert!(cases.len() * 10 >= generated * 6, "the generator is mostly refused: {} of {generated}", cases.len());
+    assert!(
+        report.rebuilt_errors.is_empty(),
+        "seed {seed}: rebuilt SQL raised errors:\n{}",
+        report.rebuilt_errors.join("\n")
+    );
+    assert!(
+        report.disagreements.is_empty(),
+        "seed {seed}: disagreements:\n{}",
+        report.disagreements.join("\n")
+    );
+    assert!(
+        report.compared >= 20_000,
+        "only {} cases compared",
+        report.compared
+    );
+    assert!(
+        cases.len() * 10 >= generated * 6,
+        "the generator is mostly refused: {} of {generated}",
+        cases.len()
+    );
     assert!(missing.is_empty(), "operators never generated: {missing:?}");
     assert!(nulls > 0);
 }

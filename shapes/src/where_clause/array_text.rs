@@ -49,7 +49,11 @@ pub fn parse_array(text: &str) -> Result<ArrayText, ArrayTextError> {
     let mut lower_bounds = Vec::new();
     let mut declared_len = Vec::new();
     while p.s.get(p.at) == Some(&b'[') {
-        let close = p.s[p.at..].iter().position(|b| *b == b']').ok_or_else(err)? + p.at;
+        let close = p.s[p.at..]
+            .iter()
+            .position(|b| *b == b']')
+            .ok_or_else(err)?
+            + p.at;
         let inner = std::str::from_utf8(&p.s[p.at + 1..close]).map_err(|_| err())?;
         let (lo, hi) = inner.split_once(':').ok_or_else(err)?;
         let lo: i64 = lo.trim().parse().map_err(|_| err())?;
@@ -223,7 +227,13 @@ pub fn format_array(array: &ArrayText) -> String {
     out
 }
 
-fn write_level(out: &mut String, dims: &[(i64, usize)], d: usize, items: &[Option<String>], next: &mut usize) {
+fn write_level(
+    out: &mut String,
+    dims: &[(i64, usize)],
+    d: usize,
+    items: &[Option<String>],
+    next: &mut usize,
+) {
     out.push('{');
     for i in 0..dims[d].1 {
         if i > 0 {
@@ -286,7 +296,13 @@ mod tests {
 
     #[test]
     fn format_round_trips() {
-        for t in ["{1,2}", r#"{"a,b","c\\d",NULL}"#, "[0:1]={7,8}", "{{1,2},{3,4}}", "{}"] {
+        for t in [
+            "{1,2}",
+            r#"{"a,b","c\\d",NULL}"#,
+            "[0:1]={7,8}",
+            "{{1,2},{3,4}}",
+            "{}",
+        ] {
             let a = parse_array(t).unwrap();
             assert_eq!(parse_array(&format_array(&a)).unwrap(), a, "{t}");
         }

@@ -193,7 +193,9 @@ impl Expr {
         match self {
             Expr::Arith { .. } => true,
             Expr::Neg { ty, .. } => ty.is_integer(),
-            Expr::Cast { expr, from, to } => from.is_integer() && to.is_integer() && expr.computed_in_numeric(),
+            Expr::Cast { expr, from, to } => {
+                from.is_integer() && to.is_integer() && expr.computed_in_numeric()
+            }
             Expr::Coalesce { args, .. } => args.iter().any(Expr::computed_in_numeric),
             _ => false,
         }
@@ -209,7 +211,9 @@ impl Expr {
             Expr::Const(c) => c.ty.clone(),
             Expr::Cast { to, .. } => to.clone(),
             Expr::Concat(..) => SqlType::Text,
-            Expr::Func { func: Func::Length, .. } => SqlType::Int4,
+            Expr::Func {
+                func: Func::Length, ..
+            } => SqlType::Int4,
             Expr::Func { .. } => SqlType::Text,
             Expr::ArrayCtor { ty, .. } => SqlType::Array(Box::new(ty.clone())),
             Expr::JsonGet { as_text: true, .. } => SqlType::Text,
@@ -236,9 +240,10 @@ impl Expr {
             | Expr::Func { arg: e, .. }
             | Expr::Cast { expr: e, .. }
             | Expr::JsonGet { expr: e, .. } => f(e),
-            Expr::And(v) | Expr::Or(v) | Expr::Coalesce { args: v, .. } | Expr::ArrayCtor { items: v, .. } => {
-                v.iter().for_each(f)
-            }
+            Expr::And(v)
+            | Expr::Or(v)
+            | Expr::Coalesce { args: v, .. }
+            | Expr::ArrayCtor { items: v, .. } => v.iter().for_each(f),
             Expr::Compare { left, right, .. }
             | Expr::Distinct { left, right, .. }
             | Expr::Quantified { left, right, .. }

@@ -36,7 +36,12 @@ fn const_key(e: &Expr, column_ty: &SqlType) -> Option<String> {
 
 fn single(e: &Expr) -> Option<Conjunct> {
     match e {
-        Expr::Compare { op: CmpOp::Eq, left, right, ty } => {
+        Expr::Compare {
+            op: CmpOp::Eq,
+            left,
+            right,
+            ty,
+        } => {
             let (col, other) = match (column_of(left), column_of(right)) {
                 (Some(c), None) => (c, right),
                 (None, Some(c)) => (c, left),
@@ -46,9 +51,19 @@ fn single(e: &Expr) -> Option<Conjunct> {
             if !(col_ty == ty || (col_ty.is_integer() && ty.is_integer())) {
                 return None;
             }
-            Some(Conjunct { column, ty: col_ty.clone(), keys: vec![const_key(other, col_ty)?], exact: true })
+            Some(Conjunct {
+                column,
+                ty: col_ty.clone(),
+                keys: vec![const_key(other, col_ty)?],
+                exact: true,
+            })
         }
-        Expr::InList { expr, list, ty, negated: false } => {
+        Expr::InList {
+            expr,
+            list,
+            ty,
+            negated: false,
+        } => {
             let (column, col_ty) = column_of(expr)?;
             if !(col_ty == ty || (col_ty.is_integer() && ty.is_integer())) {
                 return None;
@@ -61,7 +76,12 @@ fn single(e: &Expr) -> Option<Conjunct> {
                 .collect::<Option<_>>()?;
             keys.sort();
             keys.dedup();
-            Some(Conjunct { column, ty: col_ty.clone(), keys, exact: true })
+            Some(Conjunct {
+                column,
+                ty: col_ty.clone(),
+                keys,
+                exact: true,
+            })
         }
         _ => None,
     }
@@ -71,7 +91,10 @@ fn single(e: &Expr) -> Option<Conjunct> {
 /// `AND` operands), if any.
 pub fn indexable_conjunct(root: &Expr) -> Option<Conjunct> {
     match root {
-        Expr::And(items) => items.iter().find_map(single).map(|c| Conjunct { exact: false, ..c }),
+        Expr::And(items) => items
+            .iter()
+            .find_map(single)
+            .map(|c| Conjunct { exact: false, ..c }),
         e => single(e),
     }
 }

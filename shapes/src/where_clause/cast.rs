@@ -21,7 +21,9 @@ pub fn infallible(from: &SqlType, to: &SqlType) -> bool {
         (Int2, Int4 | Int8) | (Int4, Int8) => true,
         (f, Numeric | Float4 | Float8) if f.is_integer() => true,
         (Float4, Float8) | (Float4 | Float8, Numeric) => true,
-        (Bool | Int2 | Int4 | Int8 | Numeric | Uuid | Enum(_) | Json | Jsonb, Text | Varchar) => true,
+        (Bool | Int2 | Int4 | Int8 | Numeric | Uuid | Enum(_) | Json | Jsonb, Text | Varchar) => {
+            true
+        }
         (Jsonb, Json) => true,
         _ => false,
     }
@@ -78,12 +80,24 @@ fn float_to_numeric(f: f64, single: bool) -> Numeric {
         return Numeric::NaN;
     }
     if f.is_infinite() {
-        return if f > 0.0 { Numeric::PosInf } else { Numeric::NegInf };
+        return if f > 0.0 {
+            Numeric::PosInf
+        } else {
+            Numeric::NegInf
+        };
     }
     // Postgres prints FLT_DIG/DBL_DIG significant digits (`%.*g`), then reads that back
-    let sci = if single { format!("{:.5e}", f as f32) } else { format!("{f:.14e}") };
+    let sci = if single {
+        format!("{:.5e}", f as f32)
+    } else {
+        format!("{f:.14e}")
+    };
     let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let mant = if mant.contains('.') { mant.trim_end_matches('0').trim_end_matches('.') } else { mant };
+    let mant = if mant.contains('.') {
+        mant.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        mant
+    };
     format!("{mant}e{exp}").parse().unwrap_or(Numeric::NaN)
 }
 
@@ -115,22 +129,40 @@ pub fn cast<'a>(from: &SqlType, to: &SqlType, v: Datum<'a>) -> Result<Datum<'a>,
             for item in arr.items {
                 items.push(cast(a, b, item)?);
             }
-            Datum::Array(Box::new(super::value::ArrayDatum { dims: arr.dims, items }))
+            Datum::Array(Box::new(super::value::ArrayDatum {
+                dims: arr.dims,
+                items,
+            }))
         }
         (Bpchar, Text | Varchar, Datum::Text(t)) => Datum::Text(match t {
             Cow::Borrowed(s) => Cow::Borrowed(bpchar_trim(s)),
             Cow::Owned(s) => Cow::Owned(bpchar_trim(&s).to_owned()),
         }),
         (f, Text | Varchar | Bpchar, v @ Datum::Text(_)) if f.is_string() => v,
-        (f, t, Datum::Int(i)) if f.is_integer() && t.is_integer() => Datum::Int(int_in_range(i, t)?),
-        (f, Numeric, Datum::Int(i)) if f.is_integer() => Datum::Numeric(super::numeric::Numeric::from_i64(i)),
+        (f, t, Datum::Int(i)) if f.is_integer() && t.is_integer() => {
+            Datum::Int(int_in_range(i, t)?)
+        }
+        (f, Numeric, Datum::Int(i)) if f.is_integer() => {
+            Datum::Numeric(super::numeric::Numeric::from_i64(i))
+        }
         (f, Float8, Datum::Int(i)) if f.is_integer() => Datum::Float(i as f64),
         (f, Float4, Datum::Int(i)) if f.is_integer() => Datum::Float(f64::from(i as f32)),
         (Float4, Float8, v) => v,
-        (Float4 | Float8, Numeric, Datum::Float(f)) => Datum::Numeric(float_to_numeric(f, *from == Float4)),
+        (Float4 | Float8, Numeric, Datum::Float(f)) => {
+            Datum::Numeric(float_to_numeric(f, *from == Float4))
+        }
         (Numeric, Float8 | Float4, Datum::Numeric(n)) => {
-            let f = if *to == Float4 { f64::from(n.to_f64() as f32) } else { n.to_f64() };
-            if f.is_infinite() && !matches!(n, super::numeric::Numeric::PosInf | super::numeric::Numeric::NegInf) {
+            let f = if *to == Float4 {
+                f64::from(n.to_f64() as f32)
+            } else {
+                n.to_f64()
+            };
+            if f.is_infinite()
+                && !matches!(
+                    n,
+                    super::numeric::Numeric::PosInf | super::numeric::Numeric::NegInf
+                )
+            {
                 return Err(out_of_range(to));
             }
             Datum::Float(f)
@@ -138,20 +170,23 @@ pub fn cast<'a>(from: &SqlType, to: &SqlType, v: Datum<'a>) -> Result<Datum<'a>,
         (Numeric, t, Datum::Numeric(n)) if t.is_integer() => Datum::Int(numeric_to_int(&n, t)?),
         (Float4 | Float8, t, Datum::Float(f)) if t.is_integer() => {
             let r = f.round_ties_even();
-            if !r.is_finite() || r < -9.223_372_036_854_776e18 || r >= 9.223_372_036_854_776e18 {
+            if !r.is_finite() || !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&r)
+            {
                 return Err(out_of_range(t));
             }
             Datum::Int(int_in_range(r as i64, t)?)
         }
-        (Bool, Text | Varchar, Datum::Bool(b)) => Datum::Text(Cow::Borrowed(if b { "true" } else { "false" })),
+        (Bool, Text | Varchar, Datum::Bool(b)) => {
+            Datum::Text(Cow::Borrowed(if b { "true" } else { "false" }))
+        }
         (Jsonb, Json, v) => v,
         (Json | Jsonb, Text | Varchar, Datum::Json(t)) => Datum::Text(t),
         (f, Text | Varchar, v) if infallible(f, to) => {
             Datum::Text(Cow::Owned(to_input_text(f, &v).unwrap_or_default()))
         }
-        (f, t, Datum::Text(s)) if f.is_string() => value::parse_value(t, &s)
-            .map_err(|e| e.0)?
-            .into_owned(),
+        (f, t, Datum::Text(s)) if f.is_string() => {
+            value::parse_value(t, &s).map_err(|e| e.0)?.into_owned()
+        }
         (f, t, _) => return Err(format!("cannot cast type {f} to {t}")),
     })
 }
@@ -166,23 +201,43 @@ mod tests {
 
     #[test]
     fn numeric_to_int_rounds_half_away_from_zero() {
-        assert_eq!(cast(&SqlType::Numeric, &SqlType::Int4, n("2.5")), Ok(Datum::Int(3)));
-        assert_eq!(cast(&SqlType::Numeric, &SqlType::Int4, n("-2.5")), Ok(Datum::Int(-3)));
-        assert_eq!(cast(&SqlType::Numeric, &SqlType::Int4, n("2.4")), Ok(Datum::Int(2)));
+        assert_eq!(
+            cast(&SqlType::Numeric, &SqlType::Int4, n("2.5")),
+            Ok(Datum::Int(3))
+        );
+        assert_eq!(
+            cast(&SqlType::Numeric, &SqlType::Int4, n("-2.5")),
+            Ok(Datum::Int(-3))
+        );
+        assert_eq!(
+            cast(&SqlType::Numeric, &SqlType::Int4, n("2.4")),
+            Ok(Datum::Int(2))
+        );
         assert!(cast(&SqlType::Numeric, &SqlType::Int2, n("40000")).is_err());
     }
 
     #[test]
     fn float_to_numeric_keeps_fifteen_digits() {
         assert_eq!(float_to_numeric(0.1, false).to_string(), "0.1");
-        assert_eq!(float_to_numeric(1.0 / 3.0, false).to_string(), "0.333333333333333");
-        assert_eq!(float_to_numeric(1.5e20, false).to_string(), "150000000000000000000");
+        assert_eq!(
+            float_to_numeric(1.0 / 3.0, false).to_string(),
+            "0.333333333333333"
+        );
+        assert_eq!(
+            float_to_numeric(1.5e20, false).to_string(),
+            "150000000000000000000"
+        );
         assert_eq!(float_to_numeric(1e-5, false).to_string(), "0.00001");
     }
 
     #[test]
     fn bpchar_to_text_drops_padding() {
-        let v = cast(&SqlType::Bpchar, &SqlType::Text, Datum::Text(Cow::Borrowed("ab  "))).unwrap();
+        let v = cast(
+            &SqlType::Bpchar,
+            &SqlType::Text,
+            Datum::Text(Cow::Borrowed("ab  ")),
+        )
+        .unwrap();
         assert_eq!(v, Datum::Text(Cow::Borrowed("ab")));
     }
 }

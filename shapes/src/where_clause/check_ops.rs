@@ -38,7 +38,9 @@ pub(crate) fn common_type(a: &SqlType, b: &SqlType) -> Option<SqlType> {
                 Int4
             }
         }
-        (Array(x), Array(y)) if (x.is_integer() && y.is_integer()) || (x.is_string() && y.is_string()) => {
+        (Array(x), Array(y))
+            if (x.is_integer() && y.is_integer()) || (x.is_string() && y.is_string()) =>
+        {
             Array(Box::new(common_type(x, y)?))
         }
         _ => return None,
@@ -60,23 +62,36 @@ fn wider_integer(a: &SqlType, b: &SqlType) -> SqlType {
 /// float4 < float8; among strings text wins, else the first one's type.
 pub(crate) fn list_type(a: &SqlType, b: &SqlType) -> Option<SqlType> {
     use SqlType::*;
-    let rank = |t: &SqlType| [Int2, Int4, Int8, Numeric, Float4, Float8].iter().position(|x| x == t);
+    let rank = |t: &SqlType| {
+        [Int2, Int4, Int8, Numeric, Float4, Float8]
+            .iter()
+            .position(|x| x == t)
+    };
     if a == b {
         return Some(a.clone());
     }
     Some(match (a, b) {
         (x, y) if x.is_number() && y.is_number() => {
-            if rank(x) >= rank(y) { x.clone() } else { y.clone() }
+            if rank(x) >= rank(y) {
+                x.clone()
+            } else {
+                y.clone()
+            }
         }
         (x, y) if x.is_string() && y.is_string() => {
-            if *x == Text || *y == Text { Text } else { x.clone() }
+            if *x == Text || *y == Text {
+                Text
+            } else {
+                x.clone()
+            }
         }
         (Array(x), Array(y)) => Array(Box::new(list_type(x, y)?)),
         _ => return None,
     })
 }
 
-const VOLATILE_HINT: &str = "a shape's where clause must give the same answer whenever it is evaluated";
+const VOLATILE_HINT: &str =
+    "a shape's where clause must give the same answer whenever it is evaluated";
 
 impl Checker<'_> {
     /// The common type of several operands (unknown literals take the others' type).
@@ -96,8 +111,9 @@ impl Checker<'_> {
         let merge = |ty: Option<SqlType>, t: SqlType| -> Result<Option<SqlType>, WhereError> {
             Ok(Some(match ty {
                 None => t,
-                Some(prev) => pair(&prev, &t)
-                    .ok_or_else(|| WhereError::invalid(format!("cannot compare {prev} with {t}")))?,
+                Some(prev) => pair(&prev, &t).ok_or_else(|| {
+                    WhereError::invalid(format!("cannot compare {prev} with {t}"))
+                })?,
             }))
         };
         let int_const = |e: &Expr| match e {
@@ -145,15 +161,30 @@ impl Checker<'_> {
         let ty = self.comparable(&[&a, &b])?;
         let left = self.coerce(a, &ty)?;
         let right = self.coerce(b, &ty)?;
-        Ok(Expr::Compare { op, left: Box::new(left), right: Box::new(right), ty })
+        Ok(Expr::Compare {
+            op,
+            left: Box::new(left),
+            right: Box::new(right),
+            ty,
+        })
     }
 
-    pub(crate) fn distinct(&mut self, a: &SqlExpr, b: &SqlExpr, negated: bool) -> Result<Expr, WhereError> {
+    pub(crate) fn distinct(
+        &mut self,
+        a: &SqlExpr,
+        b: &SqlExpr,
+        negated: bool,
+    ) -> Result<Expr, WhereError> {
         let (a, b) = (self.check(a)?, self.check(b)?);
         let ty = self.comparable(&[&a, &b])?;
         let left = self.coerce(a, &ty)?;
         let right = self.coerce(b, &ty)?;
-        Ok(Expr::Distinct { left: Box::new(left), right: Box::new(right), ty, negated })
+        Ok(Expr::Distinct {
+            left: Box::new(left),
+            right: Box::new(right),
+            ty,
+            negated,
+        })
     }
 
     /// `x IN (…)` typed exactly as Postgres' `transformAExprIn` does: when more than one item
@@ -161,8 +192,16 @@ impl Checker<'_> {
     /// included) and are compared with the left side by one operator; every other item is
     /// compared on its own, `x = item`, by operator resolution. When the comparisons end up in
     /// different types, the list becomes the equivalent `x = a OR x = b …`.
-    pub(crate) fn in_list(&mut self, e: &SqlExpr, list: &[SqlExpr], negated: bool) -> Result<Expr, WhereError> {
-        let items = list.iter().map(|x| self.check(x)).collect::<Result<Vec<_>, _>>()?;
+    pub(crate) fn in_list(
+        &mut self,
+        e: &SqlExpr,
+        list: &[SqlExpr],
+        negated: bool,
+    ) -> Result<Expr, WhereError> {
+        let items = list
+            .iter()
+            .map(|x| self.check(x))
+            .collect::<Result<Vec<_>, _>>()?;
         let constant = |c: &Checked| match c {
             Checked::Typed(e) => !uses_columns(e),
             Checked::Unknown { .. } => true,
@@ -201,33 +240,63 @@ impl Checker<'_> {
             }
             comparisons.push((lhs, rhs, ty));
         }
-        let same_type = comparisons.windows(2).all(|w| w[0].2 == w[1].2 && w[0].0 == w[1].0);
+        let same_type = comparisons
+            .windows(2)
+            .all(|w| w[0].2 == w[1].2 && w[0].0 == w[1].0);
         if same_type {
             let (expr, ty) = match comparisons.first() {
                 Some((lhs, _, ty)) => (lhs.clone(), ty.clone()),
                 None => return invalid("IN () needs at least one value"),
             };
             let list = comparisons.into_iter().map(|(_, rhs, _)| rhs).collect();
-            return Ok(Expr::InList { expr: Box::new(expr), list, ty, negated });
+            return Ok(Expr::InList {
+                expr: Box::new(expr),
+                list,
+                ty,
+                negated,
+            });
         }
         let any = Expr::Or(
             comparisons
                 .into_iter()
-                .map(|(l, r, ty)| Expr::Compare { op: CmpOp::Eq, left: Box::new(l), right: Box::new(r), ty })
+                .map(|(l, r, ty)| Expr::Compare {
+                    op: CmpOp::Eq,
+                    left: Box::new(l),
+                    right: Box::new(r),
+                    ty,
+                })
                 .collect(),
         );
-        Ok(if negated { Expr::Not(Box::new(any)) } else { any })
+        Ok(if negated {
+            Expr::Not(Box::new(any))
+        } else {
+            any
+        })
     }
 
     /// `x BETWEEN a AND b` is `x >= a AND x <= b` (each comparison typed on its own), as in
     /// Postgres' parser.
-    pub(crate) fn between(&mut self, x: &SqlExpr, lo: &SqlExpr, hi: &SqlExpr, negated: bool) -> Result<Expr, WhereError> {
-        let (op_lo, op_hi) = if negated { (CmpOp::Lt, CmpOp::Gt) } else { (CmpOp::GtEq, CmpOp::LtEq) };
+    pub(crate) fn between(
+        &mut self,
+        x: &SqlExpr,
+        lo: &SqlExpr,
+        hi: &SqlExpr,
+        negated: bool,
+    ) -> Result<Expr, WhereError> {
+        let (op_lo, op_hi) = if negated {
+            (CmpOp::Lt, CmpOp::Gt)
+        } else {
+            (CmpOp::GtEq, CmpOp::LtEq)
+        };
         let (x1, l) = (self.check(x)?, self.check(lo)?);
         let first = self.compare(op_lo, x1, l)?;
         let (x2, h) = (self.check(x)?, self.check(hi)?);
         let second = self.compare(op_hi, x2, h)?;
-        Ok(if negated { Expr::Or(vec![first, second]) } else { Expr::And(vec![first, second]) })
+        Ok(if negated {
+            Expr::Or(vec![first, second])
+        } else {
+            Expr::And(vec![first, second])
+        })
     }
 
     pub(crate) fn like(
@@ -240,7 +309,10 @@ impl Checker<'_> {
     ) -> Result<Expr, WhereError> {
         let subject = match self.check(e)? {
             Checked::Typed(t) if !t.ty().is_string() => {
-                return invalid(format!("LIKE needs a text operand, not {} (cast with ::text)", t.ty()));
+                return invalid(format!(
+                    "LIKE needs a text operand, not {} (cast with ::text)",
+                    t.ty()
+                ));
             }
             Checked::Typed(t) => t,
             c => self.coerce(c, &SqlType::Text)?,
@@ -250,7 +322,9 @@ impl Checker<'_> {
             Checked::Typed(Expr::Const(c)) if c.ty.is_string() => Expr::Const(c),
             Checked::Typed(e) if e.ty().is_string() && !uses_columns(&e) => fold(e),
             Checked::Typed(_) => {
-                return invalid("the LIKE pattern must be a constant (a literal or a $n parameter)");
+                return invalid(
+                    "the LIKE pattern must be a constant (a literal or a $n parameter)",
+                );
             }
         };
         let Expr::Const(pattern) = pattern else {
@@ -270,21 +344,33 @@ impl Checker<'_> {
                 _ => return invalid("ESCAPE must be a string literal of one character"),
             },
         };
-        if let (Datum::Text(p), Some(esc)) = (&pattern.value, escape) {
-            if ends_with_lone_escape(p, esc) {
-                return match pattern.param {
-                    Some(index) => Err(WhereError::Param {
-                        index,
-                        message: "LIKE pattern must not end with escape character".into(),
-                    }),
-                    None => invalid("LIKE pattern must not end with escape character"),
-                };
-            }
+        if let (Datum::Text(p), Some(esc)) = (&pattern.value, escape)
+            && ends_with_lone_escape(p, esc)
+        {
+            return match pattern.param {
+                Some(index) => Err(WhereError::Param {
+                    index,
+                    message: "LIKE pattern must not end with escape character".into(),
+                }),
+                None => invalid("LIKE pattern must not end with escape character"),
+            };
         }
-        Ok(Expr::Like { expr: Box::new(subject), pattern: Box::new(*pattern), escape, case_insensitive, negated })
+        Ok(Expr::Like {
+            expr: Box::new(subject),
+            pattern: Box::new(*pattern),
+            escape,
+            case_insensitive,
+            negated,
+        })
     }
 
-    pub(crate) fn quantified(&mut self, l: &SqlExpr, op: &BinaryOperator, r: &SqlExpr, all: bool) -> Result<Expr, WhereError> {
+    pub(crate) fn quantified(
+        &mut self,
+        l: &SqlExpr,
+        op: &BinaryOperator,
+        r: &SqlExpr,
+        all: bool,
+    ) -> Result<Expr, WhereError> {
         let Some(op) = super::typecheck::cmp_op_pub(op) else {
             return invalid(format!("operator {op} is not supported with ANY/ALL"));
         };
@@ -297,7 +383,11 @@ impl Checker<'_> {
                 };
                 let ty = match &left {
                     Checked::Typed(l) => common_type(&l.ty(), &elem).ok_or_else(|| {
-                        WhereError::invalid(format!("cannot compare {} with elements of {}", l.ty(), arr.ty()))
+                        WhereError::invalid(format!(
+                            "cannot compare {} with elements of {}",
+                            l.ty(),
+                            arr.ty()
+                        ))
                     })?,
                     Checked::Unknown { .. } => *elem.clone(),
                 };
@@ -315,10 +405,21 @@ impl Checker<'_> {
                 (left, right, ty)
             }
         };
-        Ok(Expr::Quantified { op, left: Box::new(left), right: Box::new(right), ty, all })
+        Ok(Expr::Quantified {
+            op,
+            left: Box::new(left),
+            right: Box::new(right),
+            ty,
+            all,
+        })
     }
 
-    pub(crate) fn array_op(&mut self, op: ArrayOp, l: &SqlExpr, r: &SqlExpr) -> Result<Expr, WhereError> {
+    pub(crate) fn array_op(
+        &mut self,
+        op: ArrayOp,
+        l: &SqlExpr,
+        r: &SqlExpr,
+    ) -> Result<Expr, WhereError> {
         let (a, b) = (self.check(l)?, self.check(r)?);
         let ty = self.unify(&[&a, &b])?;
         if !matches!(ty, SqlType::Array(_)) {
@@ -326,10 +427,20 @@ impl Checker<'_> {
         }
         let left = self.coerce(a, &ty)?;
         let right = self.coerce(b, &ty)?;
-        Ok(Expr::ArrayOp { op, left: Box::new(left), right: Box::new(right), ty })
+        Ok(Expr::ArrayOp {
+            op,
+            left: Box::new(left),
+            right: Box::new(right),
+            ty,
+        })
     }
 
-    pub(crate) fn arith(&mut self, op: ArithOp, l: &SqlExpr, r: &SqlExpr) -> Result<Expr, WhereError> {
+    pub(crate) fn arith(
+        &mut self,
+        op: ArithOp,
+        l: &SqlExpr,
+        r: &SqlExpr,
+    ) -> Result<Expr, WhereError> {
         let (a, b) = (self.check(l)?, self.check(r)?);
         let (a, b) = match (a, b) {
             (Checked::Typed(x), Checked::Typed(y)) => (x, y),
@@ -352,9 +463,22 @@ impl Checker<'_> {
                 "arithmetic on float4/float8 is not supported (Postgres raises an error on overflow); cast to numeric first",
             );
         }
-        let ty = if ta.is_integer() && tb.is_integer() { wider_integer(&ta, &tb) } else { SqlType::Numeric };
-        let op = if op == ArithOp::Div && ty.is_integer() { ArithOp::IntDiv } else { op };
-        Ok(Expr::Arith { op, left: Box::new(a), right: Box::new(b), ty })
+        let ty = if ta.is_integer() && tb.is_integer() {
+            wider_integer(&ta, &tb)
+        } else {
+            SqlType::Numeric
+        };
+        let op = if op == ArithOp::Div && ty.is_integer() {
+            ArithOp::IntDiv
+        } else {
+            op
+        };
+        Ok(Expr::Arith {
+            op,
+            left: Box::new(a),
+            right: Box::new(b),
+            ty,
+        })
     }
 
     /// `div(a, b)`/`mod(a, b)`: both operands as numeric.
@@ -367,7 +491,9 @@ impl Checker<'_> {
             };
             let ty = e.ty();
             if !(ty.is_integer() || ty == SqlType::Numeric) {
-                return invalid(format!("div() and mod() need integers or numeric, not {ty}"));
+                return invalid(format!(
+                    "div() and mod() need integers or numeric, not {ty}"
+                ));
             }
             Ok(e)
         };
@@ -380,37 +506,65 @@ impl Checker<'_> {
         } else {
             SqlType::Numeric
         };
-        Ok(Expr::Arith { op, left: Box::new(left), right: Box::new(right), ty })
+        Ok(Expr::Arith {
+            op,
+            left: Box::new(left),
+            right: Box::new(right),
+            ty,
+        })
     }
 
-    pub(crate) fn json_get(&mut self, l: &SqlExpr, r: &SqlExpr, as_text: bool) -> Result<Expr, WhereError> {
+    pub(crate) fn json_get(
+        &mut self,
+        l: &SqlExpr,
+        r: &SqlExpr,
+        as_text: bool,
+    ) -> Result<Expr, WhereError> {
         let doc = match self.check(l)? {
             Checked::Typed(e) if matches!(e.ty(), SqlType::Json | SqlType::Jsonb) => e,
-            Checked::Typed(e) => return invalid(format!("-> and ->> need json or jsonb, not {}", e.ty())),
-            Checked::Unknown { .. } => return invalid("-> and ->> apply to json/jsonb columns, not literals"),
+            Checked::Typed(e) => {
+                return invalid(format!("-> and ->> need json or jsonb, not {}", e.ty()));
+            }
+            Checked::Unknown { .. } => {
+                return invalid("-> and ->> apply to json/jsonb columns, not literals");
+            }
         };
         let key = match self.check(r)? {
             Checked::Unknown { text: Some(t), .. } => JsonKey::Field(t),
             Checked::Typed(Expr::Const(c)) => match (&c.ty, &c.value) {
-                (t, Datum::Int(i)) if t.is_integer() && i32::try_from(*i).is_ok() => JsonKey::Index(*i),
+                (t, Datum::Int(i)) if t.is_integer() && i32::try_from(*i).is_ok() => {
+                    JsonKey::Index(*i)
+                }
                 (t, Datum::Text(s)) if t.is_string() => JsonKey::Field(s.to_string()),
                 _ => return invalid("the key of -> / ->> must be a text or integer constant"),
             },
             _ => return invalid("the key of -> / ->> must be a text or integer constant"),
         };
         let jsonb = doc.ty() == SqlType::Jsonb;
-        Ok(Expr::JsonGet { expr: Box::new(doc), key, as_text, jsonb })
+        Ok(Expr::JsonGet {
+            expr: Box::new(doc),
+            key,
+            as_text,
+            jsonb,
+        })
     }
 
     pub(crate) fn cast_target(&self, dt: &DataType) -> Result<SqlType, WhereError> {
         let name = dt.to_string().to_ascii_lowercase();
         if name.contains('(') {
-            return invalid(format!("type modifiers in casts ({name}) are not supported"));
+            return invalid(format!(
+                "type modifiers in casts ({name}) are not supported"
+            ));
         }
-        SqlType::from_name(&name).ok_or_else(|| WhereError::invalid(format!("unsupported type {name} in a cast")))
+        SqlType::from_name(&name)
+            .ok_or_else(|| WhereError::invalid(format!("unsupported type {name} in a cast")))
     }
 
-    pub(crate) fn explicit_cast(&mut self, e: &SqlExpr, dt: &DataType) -> Result<Checked, WhereError> {
+    pub(crate) fn explicit_cast(
+        &mut self,
+        e: &SqlExpr,
+        dt: &DataType,
+    ) -> Result<Checked, WhereError> {
         let to = self.cast_target(dt)?;
         Ok(Checked::Typed(match self.check(e)? {
             c @ Checked::Unknown { .. } => self.coerce(c, &to)?,
@@ -440,27 +594,39 @@ impl Checker<'_> {
         let name = parts.last().cloned().unwrap_or_default();
         let qualified = parts.join(".");
         if VOLATILE.contains(&name.as_str()) {
-            return invalid(format!("{qualified}() is not deterministic: {VOLATILE_HINT}"));
+            return invalid(format!(
+                "{qualified}() is not deterministic: {VOLATILE_HINT}"
+            ));
         }
         let args = match &f.args {
-            FunctionArguments::List(list) if list.duplicate_treatment.is_none() && list.clauses.is_empty() => list
-                .args
-                .iter()
-                .map(|a| match a {
-                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
-                    _ => invalid(format!("unsupported argument in {qualified}()")),
-                })
-                .collect::<Result<Vec<_>, _>>()?,
+            FunctionArguments::List(list)
+                if list.duplicate_treatment.is_none() && list.clauses.is_empty() =>
+            {
+                list.args
+                    .iter()
+                    .map(|a| match a {
+                        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
+                        _ => invalid(format!("unsupported argument in {qualified}()")),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            }
             FunctionArguments::None => Vec::new(),
             _ => return invalid(format!("unsupported arguments in {qualified}()")),
         };
-        if f.filter.is_some() || f.over.is_some() || !f.within_group.is_empty() || parts.len() > 2
+        if f.filter.is_some()
+            || f.over.is_some()
+            || !f.within_group.is_empty()
+            || parts.len() > 2
             || (parts.len() == 2 && parts[0] != "pg_catalog")
         {
             return invalid(format!("function {qualified}() is not supported"));
         }
         let one = |args: &[&SqlExpr]| -> Result<(), WhereError> {
-            if args.len() == 1 { Ok(()) } else { invalid(format!("{name}() takes one argument")) }
+            if args.len() == 1 {
+                Ok(())
+            } else {
+                invalid(format!("{name}() takes one argument"))
+            }
         };
         Ok(Checked::Typed(match name.as_str() {
             "lower" | "upper" | "length" | "char_length" | "character_length" => {
@@ -472,20 +638,33 @@ impl Checker<'_> {
                     "upper" => Func::Upper,
                     _ => Func::Length,
                 };
-                Expr::Func { func, arg: Box::new(arg) }
+                Expr::Func {
+                    func,
+                    arg: Box::new(arg),
+                }
             }
             "div" | "mod" => {
                 if args.len() != 2 {
                     return invalid(format!("{name}() takes two arguments"));
                 }
-                let op = if name == "div" { ArithOp::IntDiv } else { ArithOp::Mod };
+                let op = if name == "div" {
+                    ArithOp::IntDiv
+                } else {
+                    ArithOp::Mod
+                };
                 self.numeric_pair(op, args[0], args[1])?
             }
             "coalesce" if !args.is_empty() => {
-                let checked = args.iter().map(|a| self.check(a)).collect::<Result<Vec<_>, _>>()?;
+                let checked = args
+                    .iter()
+                    .map(|a| self.check(a))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let refs: Vec<&Checked> = checked.iter().collect();
                 let ty = self.unify_with(&refs, list_type)?;
-                let args = checked.into_iter().map(|c| self.coerce(c, &ty)).collect::<Result<Vec<_>, _>>()?;
+                let args = checked
+                    .into_iter()
+                    .map(|c| self.coerce(c, &ty))
+                    .collect::<Result<Vec<_>, _>>()?;
                 Expr::Coalesce { args, ty }
             }
             _ => {
@@ -498,19 +677,29 @@ impl Checker<'_> {
 
     pub(crate) fn array_ctor(&mut self, items: &[SqlExpr]) -> Result<Expr, WhereError> {
         if items.is_empty() {
-            return invalid("cannot determine the type of an empty ARRAY[]; write '{}'::int4[] instead");
+            return invalid(
+                "cannot determine the type of an empty ARRAY[]; write '{}'::int4[] instead",
+            );
         }
-        let checked = items.iter().map(|a| self.check(a)).collect::<Result<Vec<_>, _>>()?;
+        let checked = items
+            .iter()
+            .map(|a| self.check(a))
+            .collect::<Result<Vec<_>, _>>()?;
         let refs: Vec<&Checked> = checked.iter().collect();
         let ty = self.unify_with(&refs, list_type)?;
-        let computed = checked.iter().any(|c| matches!(c, Checked::Typed(e) if e.computed_in_numeric()));
+        let computed = checked
+            .iter()
+            .any(|c| matches!(c, Checked::Typed(e) if e.computed_in_numeric()));
         if computed {
             return invalid("integer arithmetic inside ARRAY[] is not supported");
         }
         if matches!(ty, SqlType::Array(_) | SqlType::Json) {
             return invalid(format!("ARRAY[] of {ty} is not supported"));
         }
-        let items = checked.into_iter().map(|c| self.coerce(c, &ty)).collect::<Result<Vec<_>, _>>()?;
+        let items = checked
+            .into_iter()
+            .map(|c| self.coerce(c, &ty))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Expr::ArrayCtor { items, ty })
     }
 }
@@ -525,7 +714,11 @@ fn uses_columns(e: &Expr) -> bool {
 fn fold(e: Expr) -> Expr {
     let ty = e.ty();
     let value = super::eval::eval(&e, &[]).into_owned();
-    Expr::Const(Box::new(super::ast::Constant { ty, value, param: None }))
+    Expr::Const(Box::new(super::ast::Constant {
+        ty,
+        value,
+        param: None,
+    }))
 }
 
 /// Whether `p` ends in an escape character that escapes nothing.
@@ -538,9 +731,31 @@ fn ends_with_lone_escape(p: &str, esc: char) -> bool {
 }
 
 const VOLATILE: &[&str] = &[
-    "now", "random", "current_timestamp", "current_date", "current_time", "localtime",
-    "localtimestamp", "clock_timestamp", "statement_timestamp", "transaction_timestamp",
-    "timeofday", "nextval", "currval", "lastval", "setval", "gen_random_uuid", "uuid_generate_v4",
-    "txid_current", "pg_current_xact_id", "current_user", "session_user", "user",
-    "current_setting", "inet_client_addr", "pg_backend_pid", "random_normal", "current_schema",
+    "now",
+    "random",
+    "current_timestamp",
+    "current_date",
+    "current_time",
+    "localtime",
+    "localtimestamp",
+    "clock_timestamp",
+    "statement_timestamp",
+    "transaction_timestamp",
+    "timeofday",
+    "nextval",
+    "currval",
+    "lastval",
+    "setval",
+    "gen_random_uuid",
+    "uuid_generate_v4",
+    "txid_current",
+    "pg_current_xact_id",
+    "current_user",
+    "session_user",
+    "user",
+    "current_setting",
+    "inet_client_addr",
+    "pg_backend_pid",
+    "random_normal",
+    "current_schema",
 ];

@@ -75,7 +75,10 @@ struct Scan<'a> {
 
 impl<'a> Scan<'a> {
     fn new(s: &'a str) -> Self {
-        Scan { s: s.as_bytes(), at: 0 }
+        Scan {
+            s: s.as_bytes(),
+            at: 0,
+        }
     }
     fn peek(&self) -> Option<u8> {
         self.s.get(self.at).copied()
@@ -397,7 +400,11 @@ fn parse_iso_interval(text: &str) -> Option<Interval> {
     if !(sc.eat(b'P') || sc.eat(b'p')) || sc.done() {
         return None;
     }
-    let mut iv = Interval { months: 0, days: 0, micros: 0 };
+    let mut iv = Interval {
+        months: 0,
+        days: 0,
+        micros: 0,
+    };
     let mut in_time = false;
     let mut any = false;
     while !sc.done() {
@@ -413,14 +420,31 @@ fn parse_iso_interval(text: &str) -> Option<Interval> {
         }
         let w = sign * whole;
         match (in_time, unit) {
-            (false, b'Y') => iv.months = iv.months.checked_add(i32::try_from(w.checked_mul(12)?).ok()?)?,
+            (false, b'Y') => {
+                iv.months = iv
+                    .months
+                    .checked_add(i32::try_from(w.checked_mul(12)?).ok()?)?
+            }
             (false, b'M') => iv.months = iv.months.checked_add(i32::try_from(w).ok()?)?,
-            (false, b'W') => iv.days = iv.days.checked_add(i32::try_from(w.checked_mul(7)?).ok()?)?,
+            (false, b'W') => {
+                iv.days = iv
+                    .days
+                    .checked_add(i32::try_from(w.checked_mul(7)?).ok()?)?
+            }
             (false, b'D') => iv.days = iv.days.checked_add(i32::try_from(w).ok()?)?,
-            (true, b'H') => iv.micros = iv.micros.checked_add(w.checked_mul(3_600 * USECS_PER_SEC)?)?,
-            (true, b'M') => iv.micros = iv.micros.checked_add(w.checked_mul(60 * USECS_PER_SEC)?)?,
+            (true, b'H') => {
+                iv.micros = iv
+                    .micros
+                    .checked_add(w.checked_mul(3_600 * USECS_PER_SEC)?)?
+            }
+            (true, b'M') => {
+                iv.micros = iv.micros.checked_add(w.checked_mul(60 * USECS_PER_SEC)?)?
+            }
             (true, b'S') => {
-                iv.micros = iv.micros.checked_add(w.checked_mul(USECS_PER_SEC)?)?.checked_add(sign * frac)?
+                iv.micros = iv
+                    .micros
+                    .checked_add(w.checked_mul(USECS_PER_SEC)?)?
+                    .checked_add(sign * frac)?
             }
             _ => return None,
         }
@@ -430,9 +454,13 @@ fn parse_iso_interval(text: &str) -> Option<Interval> {
 
 /// `1 day 2 hours`, `-3 months`: integer quantities with Postgres' unit names.
 fn parse_verbose_interval(text: &str) -> Option<Interval> {
-    let mut iv = Interval { months: 0, days: 0, micros: 0 };
+    let mut iv = Interval {
+        months: 0,
+        days: 0,
+        micros: 0,
+    };
     let words: Vec<&str> = text.split_ascii_whitespace().collect();
-    if words.is_empty() || words.len() % 2 != 0 {
+    if words.is_empty() || !words.len().is_multiple_of(2) {
         return None;
     }
     for pair in words.chunks(2) {
@@ -451,13 +479,19 @@ fn parse_verbose_interval(text: &str) -> Option<Interval> {
             other => other,
         };
         let add_months = |iv: &mut Interval, k: i64| -> Option<()> {
-            iv.months = iv.months.checked_add(i32::try_from(n.checked_mul(k)?).ok()?)?;
+            iv.months = iv
+                .months
+                .checked_add(i32::try_from(n.checked_mul(k)?).ok()?)?;
             Some(())
         };
         match unit {
             "year" | "yr" => add_months(&mut iv, 12)?,
             "month" | "mon" => add_months(&mut iv, 1)?,
-            "week" => iv.days = iv.days.checked_add(i32::try_from(n.checked_mul(7)?).ok()?)?,
+            "week" => {
+                iv.days = iv
+                    .days
+                    .checked_add(i32::try_from(n.checked_mul(7)?).ok()?)?
+            }
             "day" => iv.days = iv.days.checked_add(i32::try_from(n).ok()?)?,
             _ => {
                 let per = match unit {
@@ -499,7 +533,13 @@ mod tests {
 
     #[test]
     fn reads_and_writes_dates_including_bc_and_leap_days() {
-        for d in ["2024-02-29", "0044-03-15 BC", "0001-01-01", "0001-12-31 BC", "10000-01-01"] {
+        for d in [
+            "2024-02-29",
+            "0044-03-15 BC",
+            "0001-01-01",
+            "0001-12-31 BC",
+            "10000-01-01",
+        ] {
             assert_eq!(format_date(parse_date(d).unwrap()), d);
         }
         assert_eq!(parse_date("1970-01-01").unwrap(), 0);
@@ -532,7 +572,14 @@ mod tests {
     #[test]
     fn interval_compares_by_span() {
         let iso = parse_interval("P1Y2M3DT4H5M6.5S").unwrap();
-        assert_eq!(iso, Interval { months: 14, days: 3, micros: 14_706_500_000 });
+        assert_eq!(
+            iso,
+            Interval {
+                months: 14,
+                days: 3,
+                micros: 14_706_500_000
+            }
+        );
         assert_eq!(parse_interval(&iso.to_iso()).unwrap(), iso);
         assert_eq!(parse_interval("PT-1.5S").unwrap().micros, -1_500_000);
         assert_eq!(parse_interval("-1 day 2 hours").unwrap().days, -1);

@@ -66,13 +66,23 @@ pub fn eval<'a>(e: &'a Expr, row: &'a [Option<String>]) -> Datum<'a> {
         }
         Expr::Or(items) => boolean(any_of(items.iter().map(|i| truth(&eval(i, row))))),
         Expr::IsNull { expr, negated } => Datum::Bool(eval(expr, row).is_null() != *negated),
-        Expr::IsBool { expr, value, negated } => {
-            Datum::Bool((truth(&eval(expr, row)) == Some(*value)) != *negated)
-        }
-        Expr::Compare { op, left, right, ty } => {
-            boolean(cmp_holds(*op, ty, &eval(left, row), &eval(right, row)))
-        }
-        Expr::Distinct { left, right, ty, negated } => {
+        Expr::IsBool {
+            expr,
+            value,
+            negated,
+        } => Datum::Bool((truth(&eval(expr, row)) == Some(*value)) != *negated),
+        Expr::Compare {
+            op,
+            left,
+            right,
+            ty,
+        } => boolean(cmp_holds(*op, ty, &eval(left, row), &eval(right, row))),
+        Expr::Distinct {
+            left,
+            right,
+            ty,
+            negated,
+        } => {
             let (a, b) = (eval(left, row), eval(right, row));
             let same = match (a.is_null(), b.is_null()) {
                 (true, true) => true,
@@ -81,21 +91,44 @@ pub fn eval<'a>(e: &'a Expr, row: &'a [Option<String>]) -> Datum<'a> {
             };
             Datum::Bool(same == *negated)
         }
-        Expr::InList { expr, list, ty, negated } => {
+        Expr::InList {
+            expr,
+            list,
+            ty,
+            negated,
+        } => {
             let x = eval(expr, row);
-            let found = any_of(list.iter().map(|i| cmp_holds(CmpOp::Eq, ty, &x, &eval(i, row))));
+            let found = any_of(
+                list.iter()
+                    .map(|i| cmp_holds(CmpOp::Eq, ty, &x, &eval(i, row))),
+            );
             boolean(found.map(|f| f != *negated))
         }
-        Expr::Quantified { op, left, right, ty, all } => quantified(*op, ty, *all, eval(left, row), eval(right, row)),
-        Expr::Like { expr, pattern, escape, case_insensitive, negated } => {
-            match (eval(expr, row), &pattern.value) {
-                (Datum::Text(s), Datum::Text(p)) => {
-                    Datum::Bool(like(&s, p, *escape, *case_insensitive) != *negated)
-                }
-                _ => Datum::Null,
+        Expr::Quantified {
+            op,
+            left,
+            right,
+            ty,
+            all,
+        } => quantified(*op, ty, *all, eval(left, row), eval(right, row)),
+        Expr::Like {
+            expr,
+            pattern,
+            escape,
+            case_insensitive,
+            negated,
+        } => match (eval(expr, row), &pattern.value) {
+            (Datum::Text(s), Datum::Text(p)) => {
+                Datum::Bool(like(&s, p, *escape, *case_insensitive) != *negated)
             }
-        }
-        Expr::Arith { op, left, right, ty } => arith(*op, ty, eval(left, row), eval(right, row)),
+            _ => Datum::Null,
+        },
+        Expr::Arith {
+            op,
+            left,
+            right,
+            ty,
+        } => arith(*op, ty, eval(left, row), eval(right, row)),
         Expr::Neg { expr, .. } => match eval(expr, row) {
             Datum::Numeric(n) => Datum::Numeric(n.neg()),
             Datum::Float(f) => Datum::Float(-f),
@@ -119,13 +152,25 @@ pub fn eval<'a>(e: &'a Expr, row: &'a [Option<String>]) -> Datum<'a> {
             .map(|a| eval(a, row))
             .find(|d| !d.is_null())
             .unwrap_or(Datum::Null),
-        Expr::Cast { expr, from, to } => cast::cast(from, to, eval(expr, row)).unwrap_or(Datum::Null),
-        Expr::ArrayOp { op, left, right, ty } => array_op(*op, ty, eval(left, row), eval(right, row)),
+        Expr::Cast { expr, from, to } => {
+            cast::cast(from, to, eval(expr, row)).unwrap_or(Datum::Null)
+        }
+        Expr::ArrayOp {
+            op,
+            left,
+            right,
+            ty,
+        } => array_op(*op, ty, eval(left, row), eval(right, row)),
         Expr::ArrayCtor { items, .. } => Datum::Array(Box::new(ArrayDatum {
             dims: vec![(1, items.len())],
             items: items.iter().map(|i| eval(i, row)).collect(),
         })),
-        Expr::JsonGet { expr, key, as_text, jsonb } => json_get(eval(expr, row), key, *as_text, *jsonb),
+        Expr::JsonGet {
+            expr,
+            key,
+            as_text,
+            jsonb,
+        } => json_get(eval(expr, row), key, *as_text, *jsonb),
     }
 }
 
@@ -174,7 +219,11 @@ fn arith<'a>(op: ArithOp, ty: &SqlType, a: Datum<'a>, b: Datum<'a>) -> Datum<'a>
 /// never does), as Postgres' `@>`.
 fn contains(elem: &SqlType, hay: &ArrayDatum<'_>, needles: &ArrayDatum<'_>) -> bool {
     needles.items.iter().all(|n| {
-        !n.is_null() && hay.items.iter().any(|h| compare(elem, h, n) == Some(Ordering::Equal))
+        !n.is_null()
+            && hay
+                .items
+                .iter()
+                .any(|h| compare(elem, h, n) == Some(Ordering::Equal))
     })
 }
 
@@ -190,7 +239,9 @@ fn array_op<'a>(op: ArrayOp, ty: &SqlType, a: Datum<'a>, b: Datum<'a>) -> Datum<
         ArrayOp::Contains => contains(elem, &a, &b),
         ArrayOp::ContainedBy => contains(elem, &b, &a),
         ArrayOp::Overlaps => a.items.iter().any(|x| {
-            b.items.iter().any(|y| compare(elem, x, y) == Some(Ordering::Equal))
+            b.items
+                .iter()
+                .any(|y| compare(elem, x, y) == Some(Ordering::Equal))
         }),
     })
 }

@@ -109,7 +109,11 @@ pub fn format_float(v: f64, single: bool) -> String {
         format!("{sign}{body}")
     } else {
         let (first, rest) = digits.split_at(1);
-        let dot = if rest.is_empty() { String::new() } else { format!(".{rest}") };
+        let dot = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
         let esign = if exp < 0 { '-' } else { '+' };
         format!("{sign}{first}{dot}e{esign}{:02}", exp.abs())
     }
@@ -136,7 +140,10 @@ mod tests {
         assert_eq!(format_float(f64::MAX, false), "1.7976931348623157e+308");
         assert_eq!(format_float(100.0, false), "100");
         assert_eq!(format_float(f64::from(0.1f32), true), "0.1");
-        assert_eq!(format_float(f64::from(3.4028235e38f32), true), "3.4028235e+38");
+        assert_eq!(
+            format_float(f64::from(3.4028235e38f32), true),
+            "3.4028235e+38"
+        );
         assert_eq!(format_float(123456789012345.0, false), "123456789012345");
         assert_eq!(format_float(-0.0, false), "-0");
     }

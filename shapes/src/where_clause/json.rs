@@ -267,18 +267,29 @@ mod tests {
         let doc = r#"{"a": {"b": [10, "x\"y", null]}, "c": "\u00e9"}"#;
         let a = get(doc, &JsonKey::Field("a".into())).unwrap();
         let b = get(a, &JsonKey::Field("b".into())).unwrap();
-        assert_eq!(get(b, &JsonKey::Index(1)).and_then(as_text).as_deref(), Some("x\"y"));
+        assert_eq!(
+            get(b, &JsonKey::Index(1)).and_then(as_text).as_deref(),
+            Some("x\"y")
+        );
         assert_eq!(get(b, &JsonKey::Index(2)).and_then(as_text), None);
         assert_eq!(get(b, &JsonKey::Index(3)), None);
         assert_eq!(get(b, &JsonKey::Index(-3)), Some("10"));
-        assert_eq!(get(doc, &JsonKey::Field("c".into())).and_then(as_text).as_deref(), Some("é"));
+        assert_eq!(
+            get(doc, &JsonKey::Field("c".into()))
+                .and_then(as_text)
+                .as_deref(),
+            Some("é")
+        );
         assert_eq!(get(doc, &JsonKey::Index(0)), None);
         assert_eq!(get("[1]", &JsonKey::Field("0".into())), None);
     }
 
     #[test]
     fn duplicate_keys_last_wins() {
-        assert_eq!(get(r#"{"a":1,"a":2}"#, &JsonKey::Field("a".into())), Some("2"));
+        assert_eq!(
+            get(r#"{"a":1,"a":2}"#, &JsonKey::Field("a".into())),
+            Some("2")
+        );
     }
 
     #[test]

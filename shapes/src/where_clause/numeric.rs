@@ -58,7 +58,11 @@ impl std::str::FromStr for Numeric {
             return Ok(Numeric::NaN);
         }
         if lower == "infinity" || lower == "inf" {
-            return Ok(if negative { Numeric::NegInf } else { Numeric::PosInf });
+            return Ok(if negative {
+                Numeric::NegInf
+            } else {
+                Numeric::PosInf
+            });
         }
         let (number, exponent) = match body.find(['e', 'E']) {
             Some(at) => {
@@ -144,7 +148,16 @@ impl Numeric {
             (NaN, _) | (_, NaN) | (PosInf, NegInf) | (NegInf, PosInf) => NaN,
             (PosInf | NegInf, _) => self.clone(),
             (_, PosInf | NegInf) => other.clone(),
-            (Finite { mantissa: a, scale: sa }, Finite { mantissa: b, scale: sb }) => {
+            (
+                Finite {
+                    mantissa: a,
+                    scale: sa,
+                },
+                Finite {
+                    mantissa: b,
+                    scale: sb,
+                },
+            ) => {
                 let scale = (*sa).max(*sb);
                 Finite {
                     mantissa: Self::rescaled(a, *sa, scale) + Self::rescaled(b, *sb, scale),
@@ -164,7 +177,16 @@ impl Numeric {
         use Numeric::*;
         match (self, other) {
             (NaN, _) | (_, NaN) => NaN,
-            (Finite { mantissa: a, scale: sa }, Finite { mantissa: b, scale: sb }) => Finite {
+            (
+                Finite {
+                    mantissa: a,
+                    scale: sa,
+                },
+                Finite {
+                    mantissa: b,
+                    scale: sb,
+                },
+            ) => Finite {
                 mantissa: a * b,
                 scale: sa + sb,
             },
@@ -221,7 +243,16 @@ impl Numeric {
                 }
             }
             (Finite { .. }, PosInf | NegInf) => Numeric::from_i64(0),
-            (Finite { mantissa: a, scale: sa }, Finite { mantissa: b, scale: sb }) => {
+            (
+                Finite {
+                    mantissa: a,
+                    scale: sa,
+                },
+                Finite {
+                    mantissa: b,
+                    scale: sb,
+                },
+            ) => {
                 let rscale = select_div_scale(a, *sa, b, *sb);
                 // a/10^sa ÷ b/10^sb = (a × 10^(sb + rscale + 1 - sa)) / b, in units of 10^-(rscale+1)
                 let num_exp = i64::from(*sb) + rscale + 1 - i64::from(*sa);
@@ -247,7 +278,16 @@ impl Numeric {
             return None;
         }
         Some(match (self, other) {
-            (Finite { mantissa: a, scale: sa }, Finite { mantissa: b, scale: sb }) => {
+            (
+                Finite {
+                    mantissa: a,
+                    scale: sa,
+                },
+                Finite {
+                    mantissa: b,
+                    scale: sb,
+                },
+            ) => {
                 let s = (*sa).max(*sb);
                 let a = Self::rescaled(a, *sa, s);
                 let b = Self::rescaled(b, *sb, s);
@@ -275,7 +315,16 @@ impl Numeric {
             return None;
         }
         Some(match (self, other) {
-            (Finite { mantissa: a, scale: sa }, Finite { mantissa: b, scale: sb }) => {
+            (
+                Finite {
+                    mantissa: a,
+                    scale: sa,
+                },
+                Finite {
+                    mantissa: b,
+                    scale: sb,
+                },
+            ) => {
                 let s = (*sa).max(*sb);
                 let a = Self::rescaled(a, *sa, s);
                 let b = Self::rescaled(b, *sb, s);
@@ -321,7 +370,11 @@ impl Numeric {
                     m /= &ten;
                     s -= 1;
                 }
-                Numeric::Finite { mantissa: m, scale: s }.to_string()
+                Numeric::Finite {
+                    mantissa: m,
+                    scale: s,
+                }
+                .to_string()
             }
             other => other.to_string(),
         }
@@ -334,7 +387,11 @@ fn round_last_digit_half_away(q: &BigInt) -> BigInt {
     let (whole, last) = (q / &ten, q % &ten);
     let last = last.abs().to_u8().unwrap_or(0);
     if last >= 5 {
-        if q.is_negative() { whole - 1 } else { whole + 1 }
+        if q.is_negative() {
+            whole - 1
+        } else {
+            whole + 1
+        }
     } else {
         whole
     }
@@ -389,7 +446,16 @@ impl Ord for Numeric {
             NaN => 3,
         };
         match (self, other) {
-            (Finite { mantissa: a, scale: sa }, Finite { mantissa: b, scale: sb }) => {
+            (
+                Finite {
+                    mantissa: a,
+                    scale: sa,
+                },
+                Finite {
+                    mantissa: b,
+                    scale: sb,
+                },
+            ) => {
                 let s = (*sa).max(*sb);
                 Self::rescaled(a, *sa, s).cmp(&Self::rescaled(b, *sb, s))
             }
@@ -452,19 +518,39 @@ mod tests {
         ] {
             assert_eq!(n(input).to_string(), out, "{input}");
         }
-        for bad in ["", ".", "1e", "e1", "1..2", "abc", "1 2", "-nan", "0x10", "1_000"] {
+        for bad in [
+            "", ".", "1e", "e1", "1..2", "abc", "1 2", "-nan", "0x10", "1_000",
+        ] {
             assert!(bad.parse::<Numeric>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn division_uses_postgres_result_scale() {
-        assert_eq!(n("1").div(&n("3")).unwrap().to_string(), "0.33333333333333333333");
-        assert_eq!(n("10").div(&n("4")).unwrap().to_string(), "2.5000000000000000");
-        assert_eq!(n("2").div(&n("3")).unwrap().to_string(), "0.66666666666666666667");
-        assert_eq!(n("-2").div(&n("3")).unwrap().to_string(), "-0.66666666666666666667");
-        assert_eq!(n("1.000").div(&n("8")).unwrap().to_string(), "0.12500000000000000000");
-        assert_eq!(n("123456789").div(&n("1")).unwrap().to_string(), "123456789.000000000000");
+        assert_eq!(
+            n("1").div(&n("3")).unwrap().to_string(),
+            "0.33333333333333333333"
+        );
+        assert_eq!(
+            n("10").div(&n("4")).unwrap().to_string(),
+            "2.5000000000000000"
+        );
+        assert_eq!(
+            n("2").div(&n("3")).unwrap().to_string(),
+            "0.66666666666666666667"
+        );
+        assert_eq!(
+            n("-2").div(&n("3")).unwrap().to_string(),
+            "-0.66666666666666666667"
+        );
+        assert_eq!(
+            n("1.000").div(&n("8")).unwrap().to_string(),
+            "0.12500000000000000000"
+        );
+        assert_eq!(
+            n("123456789").div(&n("1")).unwrap().to_string(),
+            "123456789.000000000000"
+        );
         assert!(n("1").div(&n("0.00")).is_none());
     }
 

@@ -29,11 +29,21 @@ fn quote_literal(s: &str) -> String {
 
 impl SqlWriter {
     pub fn sql(first_param: usize) -> Self {
-        SqlWriter { out: String::new(), params: Vec::new(), first_param, canonical: false }
+        SqlWriter {
+            out: String::new(),
+            params: Vec::new(),
+            first_param,
+            canonical: false,
+        }
     }
 
     pub fn canonical() -> Self {
-        SqlWriter { out: String::new(), params: Vec::new(), first_param: 1, canonical: true }
+        SqlWriter {
+            out: String::new(),
+            params: Vec::new(),
+            first_param: 1,
+            canonical: true,
+        }
     }
 
     fn push(&mut self, s: &str) {
@@ -43,7 +53,8 @@ impl SqlWriter {
     /// A parameter holding `text`, cast to `ty`; inline in canonical mode.
     fn param(&mut self, text: String, ty: &str) {
         if self.canonical {
-            self.out.push_str(&format!("{}::{ty}", quote_literal(&text)));
+            self.out
+                .push_str(&format!("{}::{ty}", quote_literal(&text)));
         } else {
             let n = self.first_param + self.params.len();
             self.params.push(text);
@@ -75,7 +86,9 @@ impl SqlWriter {
         if let SqlType::Enum(_) = &c.ty {
             match &c.value {
                 Datum::Enum(i) if !self.canonical => self.param((i + 1).to_string(), "int4"),
-                Datum::Enum(_) => self.push(&quote_literal(&to_input_text(&c.ty, &c.value).unwrap_or_default())),
+                Datum::Enum(_) => self.push(&quote_literal(
+                    &to_input_text(&c.ty, &c.value).unwrap_or_default(),
+                )),
                 _ if self.canonical => self.push("NULL"),
                 _ => self.push("NULL::int4"),
             }
@@ -111,7 +124,11 @@ impl SqlWriter {
                 self.push(")");
             }
             Expr::And(items) | Expr::Or(items) => {
-                let sep = if matches!(e, Expr::And(_)) { " AND " } else { " OR " };
+                let sep = if matches!(e, Expr::And(_)) {
+                    " AND "
+                } else {
+                    " OR "
+                };
                 self.push("(");
                 self.list(items, sep);
                 self.push(")");
@@ -119,9 +136,17 @@ impl SqlWriter {
             Expr::IsNull { expr, negated } => {
                 self.push("(");
                 self.write(expr);
-                self.push(if *negated { " IS NOT NULL)" } else { " IS NULL)" });
+                self.push(if *negated {
+                    " IS NOT NULL)"
+                } else {
+                    " IS NULL)"
+                });
             }
-            Expr::IsBool { expr, value, negated } => {
+            Expr::IsBool {
+                expr,
+                value,
+                negated,
+            } => {
                 self.push("(");
                 self.write(expr);
                 self.push(&format!(
@@ -130,35 +155,70 @@ impl SqlWriter {
                     if *value { "TRUE" } else { "FALSE" }
                 ));
             }
-            Expr::Compare { op, left, right, ty } => {
+            Expr::Compare {
+                op,
+                left,
+                right,
+                ty,
+            } => {
                 self.push("(");
                 self.collated(left, ty);
                 self.push(&format!(" {} ", op.sql()));
                 self.write(right);
                 self.push(")");
             }
-            Expr::Distinct { left, right, ty, negated } => {
+            Expr::Distinct {
+                left,
+                right,
+                ty,
+                negated,
+            } => {
                 self.push("(");
                 self.collated(left, ty);
-                self.push(if *negated { " IS NOT DISTINCT FROM " } else { " IS DISTINCT FROM " });
+                self.push(if *negated {
+                    " IS NOT DISTINCT FROM "
+                } else {
+                    " IS DISTINCT FROM "
+                });
                 self.write(right);
                 self.push(")");
             }
-            Expr::InList { expr, list, ty, negated } => {
+            Expr::InList {
+                expr,
+                list,
+                ty,
+                negated,
+            } => {
                 self.push("(");
                 self.collated(expr, ty);
                 self.push(if *negated { " NOT IN (" } else { " IN (" });
                 self.list(list, ", ");
                 self.push("))");
             }
-            Expr::Quantified { op, left, right, ty, all } => {
+            Expr::Quantified {
+                op,
+                left,
+                right,
+                ty,
+                all,
+            } => {
                 self.push("(");
                 self.collated(left, ty);
-                self.push(&format!(" {} {} (", op.sql(), if *all { "ALL" } else { "ANY" }));
+                self.push(&format!(
+                    " {} {} (",
+                    op.sql(),
+                    if *all { "ALL" } else { "ANY" }
+                ));
                 self.write(right);
                 self.push("))");
             }
-            Expr::Like { expr, pattern, escape, case_insensitive, negated } => {
+            Expr::Like {
+                expr,
+                pattern,
+                escape,
+                case_insensitive,
+                negated,
+            } => {
                 self.push("(");
                 self.collated(expr, &SqlType::Text);
                 let op = match (*negated, *case_insensitive) {
@@ -178,7 +238,12 @@ impl SqlWriter {
                 }
                 self.push(")");
             }
-            Expr::Arith { op, left, right, ty } => self.arith(*op, ty, left, right),
+            Expr::Arith {
+                op,
+                left,
+                right,
+                ty,
+            } => self.arith(*op, ty, left, right),
             Expr::Neg { expr, .. } => {
                 self.push("(- ");
                 self.numeric_operand(expr);
@@ -208,7 +273,9 @@ impl SqlWriter {
                 self.push(")");
             }
             Expr::Cast { expr, from, to } => self.cast(expr, from, to),
-            Expr::ArrayOp { op, left, right, .. } => {
+            Expr::ArrayOp {
+                op, left, right, ..
+            } => {
                 let op = match op {
                     ArrayOp::Contains => " @> ",
                     ArrayOp::ContainedBy => " <@ ",
@@ -225,7 +292,12 @@ impl SqlWriter {
                 self.list(items, ", ");
                 self.push(&format!("]::{}[]", ty.sql_name()));
             }
-            Expr::JsonGet { expr, key, as_text, jsonb } => self.json_get(expr, key, *as_text, *jsonb),
+            Expr::JsonGet {
+                expr,
+                key,
+                as_text,
+                jsonb,
+            } => self.json_get(expr, key, *as_text, *jsonb),
         }
     }
 
@@ -296,7 +368,10 @@ impl SqlWriter {
         if guard {
             self.push("CASE WHEN strpos((");
             self.write(doc);
-            self.push(&format!(")::text, E'{}') = 0 THEN ", JSON_NUL_ESCAPE.replace('\\', "\\\\")));
+            self.push(&format!(
+                ")::text, E'{}') = 0 THEN ",
+                JSON_NUL_ESCAPE.replace('\\', "\\\\")
+            ));
         }
         self.push("(");
         self.write(doc);

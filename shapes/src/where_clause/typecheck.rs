@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use sqlparser::ast::{self as sql, BinaryOperator, CastKind, Expr as SqlExpr, UnaryOperator, Value};
+use sqlparser::ast::{
+    self as sql, BinaryOperator, CastKind, Expr as SqlExpr, UnaryOperator, Value,
+};
 use sqlparser::tokenizer::Span;
 
 use super::ast::{ArithOp, ArrayOp, CmpOp, Constant, Expr};
@@ -107,15 +109,18 @@ impl Checker<'_> {
 
     pub(crate) fn typed(&mut self, e: &SqlExpr) -> Result<Expr, WhereError> {
         let c = self.check(e)?;
-        Ok(self.default_type(c)?)
+        self.default_type(c)
     }
 
     fn boolean(&mut self, e: &SqlExpr, context: &str) -> Result<Expr, WhereError> {
         let c = self.check(e)?;
-        if let Checked::Typed(t) = &c {
-            if t.ty() != SqlType::Bool {
-                return invalid(format!("argument of {context} must be type boolean, not type {}", t.ty()));
-            }
+        if let Checked::Typed(t) = &c
+            && t.ty() != SqlType::Bool
+        {
+            return invalid(format!(
+                "argument of {context} must be type boolean, not type {}",
+                t.ty()
+            ));
         }
         self.coerce(c, &SqlType::Bool)
     }
@@ -151,17 +156,48 @@ impl Checker<'_> {
             E::IsNotFalse(x) => self.is_bool(x, false, true)?,
             E::IsDistinctFrom(a, b) => self.distinct(a, b, false)?,
             E::IsNotDistinctFrom(a, b) => self.distinct(a, b, true)?,
-            E::InList { expr, list, negated } => self.in_list(expr, list, *negated)?,
-            E::Between { expr, negated, low, high } => self.between(expr, low, high, *negated)?,
-            E::Like { negated, any: false, expr, pattern, escape_char } => {
-                self.like(expr, pattern, escape_char.as_deref(), false, *negated)?
-            }
-            E::ILike { negated, any: false, expr, pattern, escape_char } => {
-                self.like(expr, pattern, escape_char.as_deref(), true, *negated)?
-            }
-            E::AnyOp { left, compare_op, right, .. } => self.quantified(left, compare_op, right, false)?,
-            E::AllOp { left, compare_op, right } => self.quantified(left, compare_op, right, true)?,
-            E::Cast { kind, expr, data_type, format: None } => {
+            E::InList {
+                expr,
+                list,
+                negated,
+            } => self.in_list(expr, list, *negated)?,
+            E::Between {
+                expr,
+                negated,
+                low,
+                high,
+            } => self.between(expr, low, high, *negated)?,
+            E::Like {
+                negated,
+                any: false,
+                expr,
+                pattern,
+                escape_char,
+            } => self.like(expr, pattern, escape_char.as_deref(), false, *negated)?,
+            E::ILike {
+                negated,
+                any: false,
+                expr,
+                pattern,
+                escape_char,
+            } => self.like(expr, pattern, escape_char.as_deref(), true, *negated)?,
+            E::AnyOp {
+                left,
+                compare_op,
+                right,
+                ..
+            } => self.quantified(left, compare_op, right, false)?,
+            E::AllOp {
+                left,
+                compare_op,
+                right,
+            } => self.quantified(left, compare_op, right, true)?,
+            E::Cast {
+                kind,
+                expr,
+                data_type,
+                format: None,
+            } => {
                 if matches!(kind, CastKind::TryCast | CastKind::SafeCast) {
                     return invalid("TRY_CAST/SAFE_CAST are not Postgres; use CAST or ::");
                 }
@@ -171,11 +207,19 @@ impl Checker<'_> {
                 let ty = self.cast_target(&ts.data_type)?;
                 let text = string_value(&ts.value.value)
                     .ok_or_else(|| WhereError::invalid("a typed literal needs a string"))?;
-                self.coerce(Checked::Unknown { text: Some(text), param: None }, &ty)?
+                self.coerce(
+                    Checked::Unknown {
+                        text: Some(text),
+                        param: None,
+                    },
+                    &ty,
+                )?
             }
             E::Interval(iv) => {
                 if iv.leading_field.is_some() || iv.last_field.is_some() {
-                    return invalid("INTERVAL with fields (YEAR TO MONTH…) is not supported; write INTERVAL 'P1Y2M'");
+                    return invalid(
+                        "INTERVAL with fields (YEAR TO MONTH…) is not supported; write INTERVAL 'P1Y2M'",
+                    );
                 }
                 let c = self.check(&iv.value)?;
                 self.coerce(c, &SqlType::Interval)?
@@ -183,7 +227,9 @@ impl Checker<'_> {
             E::Function(f) => return self.function(f),
             E::Array(arr) => self.array_ctor(&arr.elem)?,
             E::Collate { .. } => {
-                return invalid("COLLATE is not supported: text always compares byte-wise (COLLATE \"C\")");
+                return invalid(
+                    "COLLATE is not supported: text always compares byte-wise (COLLATE \"C\")",
+                );
             }
             E::Subquery(_) | E::Exists { .. } | E::InSubquery { .. } => {
                 return invalid("subqueries are not supported in a shape's where clause");
@@ -195,7 +241,12 @@ impl Checker<'_> {
             E::Like { any: true, .. } | E::ILike { any: true, .. } => {
                 return invalid("LIKE ANY is not supported");
             }
-            other => return invalid(format!("{} is not supported in a shape's where clause", describe(other))),
+            other => {
+                return invalid(format!(
+                    "{} is not supported in a shape's where clause",
+                    describe(other)
+                ));
+            }
         }))
     }
 
@@ -213,12 +264,20 @@ impl Checker<'_> {
                 "column \"{name}\" has type {t}, which shape where clauses do not support"
             ))
         })?;
-        Ok(Expr::Column { index, name: name.into(), ty })
+        Ok(Expr::Column {
+            index,
+            name: name.into(),
+            ty,
+        })
     }
 
     fn value(&self, v: &Value) -> Result<Checked, WhereError> {
         let constant = |ty: SqlType, value: Datum<'static>| {
-            Ok(Checked::Typed(Expr::Const(Box::new(Constant { ty, value, param: None }))))
+            Ok(Checked::Typed(Expr::Const(Box::new(Constant {
+                ty,
+                value,
+                param: None,
+            }))))
         };
         match v {
             Value::Number(n, _) => {
@@ -226,18 +285,32 @@ impl Checker<'_> {
                 constant(ty, value)
             }
             Value::Boolean(b) => constant(SqlType::Bool, Datum::Bool(*b)),
-            Value::Null => Ok(Checked::Unknown { text: None, param: None }),
+            Value::Null => Ok(Checked::Unknown {
+                text: None,
+                param: None,
+            }),
             Value::Placeholder(p) => {
                 let index: usize = p
                     .strip_prefix('$')
                     .and_then(|n| n.parse().ok())
                     .filter(|n| *n >= 1)
-                    .ok_or_else(|| WhereError::invalid(format!("unsupported placeholder {p}; use $1, $2, …")))?;
-                let text = self.params.get(&index).ok_or(WhereError::MissingParam(index))?;
-                Ok(Checked::Unknown { text: Some(text.clone()), param: Some(index) })
+                    .ok_or_else(|| {
+                        WhereError::invalid(format!("unsupported placeholder {p}; use $1, $2, …"))
+                    })?;
+                let text = self
+                    .params
+                    .get(&index)
+                    .ok_or(WhereError::MissingParam(index))?;
+                Ok(Checked::Unknown {
+                    text: Some(text.clone()),
+                    param: Some(index),
+                })
             }
             other => match string_value(other) {
-                Some(text) => Ok(Checked::Unknown { text: Some(text), param: None }),
+                Some(text) => Ok(Checked::Unknown {
+                    text: Some(text),
+                    param: None,
+                }),
                 None => invalid(format!("literal {other} is not supported")),
             },
         }
@@ -251,14 +324,24 @@ impl Checker<'_> {
                 value: Datum::Null,
                 param,
             }))),
-            Checked::Unknown { text: Some(text), param } => {
+            Checked::Unknown {
+                text: Some(text),
+                param,
+            } => {
                 let value = value::parse_value(ty, &text)
                     .map_err(|e| match param {
-                        Some(index) => WhereError::Param { index, message: e.0.clone() },
+                        Some(index) => WhereError::Param {
+                            index,
+                            message: e.0.clone(),
+                        },
                         None => WhereError::invalid(e.0.clone()),
                     })?
                     .into_owned();
-                Ok(Expr::Const(Box::new(Constant { ty: ty.clone(), value, param })))
+                Ok(Expr::Const(Box::new(Constant {
+                    ty: ty.clone(),
+                    value,
+                    param,
+                })))
             }
             Checked::Typed(e) => implicit_cast(e, ty),
         }
@@ -297,17 +380,29 @@ pub(crate) fn make_cast(e: Expr, from: SqlType, to: SqlType) -> Result<Expr, Whe
             Some(index) => WhereError::Param { index, message: m },
             None => WhereError::invalid(m),
         })?;
-        return Ok(Expr::Const(Box::new(Constant { ty: to, value, param })));
+        return Ok(Expr::Const(Box::new(Constant {
+            ty: to,
+            value,
+            param,
+        })));
     }
     if !cast::infallible(&from, &to) {
         return invalid(format!(
             "cannot cast a column value from {from} to {to}: the conversion can fail on some values"
         ));
     }
-    Ok(Expr::Cast { expr: Box::new(e), from, to })
+    Ok(Expr::Cast {
+        expr: Box::new(e),
+        from,
+        to,
+    })
 }
 
-fn cast_constant(from: &SqlType, to: &SqlType, v: Datum<'static>) -> Result<Datum<'static>, String> {
+fn cast_constant(
+    from: &SqlType,
+    to: &SqlType,
+    v: Datum<'static>,
+) -> Result<Datum<'static>, String> {
     match (from, to) {
         (SqlType::Array(a), SqlType::Array(b)) => match v {
             Datum::Array(arr) => {
@@ -315,7 +410,10 @@ fn cast_constant(from: &SqlType, to: &SqlType, v: Datum<'static>) -> Result<Datu
                 for item in arr.items {
                     items.push(cast_constant(a, b, item)?);
                 }
-                Ok(Datum::Array(Box::new(value::ArrayDatum { dims: arr.dims, items })))
+                Ok(Datum::Array(Box::new(value::ArrayDatum {
+                    dims: arr.dims,
+                    items,
+                })))
             }
             other => Ok(other),
         },
@@ -324,17 +422,25 @@ fn cast_constant(from: &SqlType, to: &SqlType, v: Datum<'static>) -> Result<Datu
 }
 
 fn is_null(e: Expr, negated: bool) -> Expr {
-    Expr::IsNull { expr: Box::new(e), negated }
+    Expr::IsNull {
+        expr: Box::new(e),
+        negated,
+    }
 }
 
 /// A numeric literal typed as Postgres types it: int4, else int8, else numeric.
 fn number_literal(n: &str) -> Result<(SqlType, Datum<'static>), WhereError> {
     let digits = n.strip_prefix('-').unwrap_or(n);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(v) = n.parse::<i64>() {
-            let ty = if i32::try_from(v).is_ok() { SqlType::Int4 } else { SqlType::Int8 };
-            return Ok((ty, Datum::Int(v)));
-        }
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(v) = n.parse::<i64>()
+    {
+        let ty = if i32::try_from(v).is_ok() {
+            SqlType::Int4
+        } else {
+            SqlType::Int8
+        };
+        return Ok((ty, Datum::Int(v)));
     }
     let v = n
         .parse()
@@ -344,9 +450,9 @@ fn number_literal(n: &str) -> Result<(SqlType, Datum<'static>), WhereError> {
 
 pub(crate) fn string_value(v: &Value) -> Option<String> {
     match v {
-        Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) | Value::UnicodeStringLiteral(s) => {
-            Some(s.clone())
-        }
+        Value::SingleQuotedString(s)
+        | Value::EscapedStringLiteral(s)
+        | Value::UnicodeStringLiteral(s) => Some(s.clone()),
         Value::DollarQuotedString(d) => Some(d.value.clone()),
         _ => None,
     }
@@ -355,7 +461,11 @@ pub(crate) fn string_value(v: &Value) -> Option<String> {
 fn describe(e: &SqlExpr) -> String {
     let text = e.to_string();
     let short: String = text.chars().take(40).collect();
-    if short.len() < text.len() { format!("`{short}…`") } else { format!("`{short}`") }
+    if short.len() < text.len() {
+        format!("`{short}…`")
+    } else {
+        format!("`{short}`")
+    }
 }
 
 impl Checker<'_> {
@@ -363,11 +473,15 @@ impl Checker<'_> {
         match op {
             UnaryOperator::Not => Ok(Expr::Not(Box::new(self.boolean(e, "NOT")?))),
             UnaryOperator::Minus => {
-                if let SqlExpr::Value(v) = e {
-                    if let Value::Number(n, _) = &v.value {
-                        let (ty, value) = number_literal(&format!("-{n}"))?;
-                        return Ok(Expr::Const(Box::new(Constant { ty, value, param: None })));
-                    }
+                if let SqlExpr::Value(v) = e
+                    && let Value::Number(n, _) = &v.value
+                {
+                    let (ty, value) = number_literal(&format!("-{n}"))?;
+                    return Ok(Expr::Const(Box::new(Constant {
+                        ty,
+                        value,
+                        param: None,
+                    })));
                 }
                 let operand = self.typed(e)?;
                 negate(operand)
@@ -385,10 +499,19 @@ impl Checker<'_> {
 
     fn is_bool(&mut self, e: &SqlExpr, value: bool, negated: bool) -> Result<Expr, WhereError> {
         let expr = self.boolean(e, "IS TRUE/FALSE")?;
-        Ok(Expr::IsBool { expr: Box::new(expr), value, negated })
+        Ok(Expr::IsBool {
+            expr: Box::new(expr),
+            value,
+            negated,
+        })
     }
 
-    fn binary(&mut self, l: &SqlExpr, op: &BinaryOperator, r: &SqlExpr) -> Result<Checked, WhereError> {
+    fn binary(
+        &mut self,
+        l: &SqlExpr,
+        op: &BinaryOperator,
+        r: &SqlExpr,
+    ) -> Result<Checked, WhereError> {
         if let Some(cmp) = cmp_op_pub(op) {
             let (a, b) = (self.check(l)?, self.check(r)?);
             return Ok(Checked::Typed(self.compare(cmp, a, b)?));
@@ -420,7 +543,11 @@ impl Checker<'_> {
         let mut left = l;
         loop {
             match left {
-                SqlExpr::BinaryOp { left: ll, op: o, right: lr } if o == op => {
+                SqlExpr::BinaryOp {
+                    left: ll,
+                    op: o,
+                    right: lr,
+                } if o == op => {
                     operands.push(lr);
                     left = ll;
                 }
@@ -431,12 +558,20 @@ impl Checker<'_> {
             }
         }
         operands.reverse();
-        let name = if *op == BinaryOperator::And { "AND" } else { "OR" };
+        let name = if *op == BinaryOperator::And {
+            "AND"
+        } else {
+            "OR"
+        };
         let checked = operands
             .into_iter()
             .map(|e| self.boolean(e, name))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(if *op == BinaryOperator::And { Expr::And(checked) } else { Expr::Or(checked) })
+        Ok(if *op == BinaryOperator::And {
+            Expr::And(checked)
+        } else {
+            Expr::Or(checked)
+        })
     }
 
     pub(crate) fn string_operand_pub(&mut self, e: &SqlExpr, op: &str) -> Result<Expr, WhereError> {
@@ -455,7 +590,10 @@ impl Checker<'_> {
 fn negate(operand: Expr) -> Result<Expr, WhereError> {
     let ty = operand.ty();
     if ty.is_number() {
-        return Ok(Expr::Neg { expr: Box::new(operand), ty });
+        return Ok(Expr::Neg {
+            expr: Box::new(operand),
+            ty,
+        });
     }
     invalid(format!("unary minus needs a number, not {ty}"))
 }

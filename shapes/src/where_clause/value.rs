@@ -68,7 +68,9 @@ fn parse_int(text: &str, ty: &SqlType) -> Result<i64, ValueError> {
         _ => (i64::MIN, i64::MAX),
     };
     if !(lo..=hi).contains(&v) {
-        return Err(ValueError(format!("value \"{text}\" is out of range for type {ty}")));
+        return Err(ValueError(format!(
+            "value \"{text}\" is out of range for type {ty}"
+        )));
     }
     Ok(v)
 }
@@ -95,7 +97,12 @@ fn parse_uuid(text: &str) -> Result<u128, ValueError> {
     let mut hex = String::with_capacity(32);
     let mut prev_hyphen = false;
     for c in inner.chars() {
-        if c == '-' && !prev_hyphen && hex.len() % 4 == 0 && !hex.is_empty() && hex.len() < 32 {
+        if c == '-'
+            && !prev_hyphen
+            && hex.len().is_multiple_of(4)
+            && !hex.is_empty()
+            && hex.len() < 32
+        {
             prev_hyphen = true;
             continue;
         }
@@ -116,7 +123,14 @@ fn parse_uuid(text: &str) -> Result<u128, ValueError> {
 
 fn format_uuid(v: u128) -> String {
     let h = format!("{v:032x}");
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// Reads `text` as a value of `ty`, with Postgres' input rules for the forms we accept.
@@ -131,16 +145,22 @@ pub fn parse_value<'a>(ty: &SqlType, text: &'a str) -> Result<Datum<'a>, ValueEr
     Ok(match ty {
         SqlType::Bool => Datum::Bool(parse_bool(text)?),
         SqlType::Int2 | SqlType::Int4 | SqlType::Int8 => Datum::Int(parse_int(text, ty)?),
-        SqlType::Numeric => Datum::Numeric(text.parse().map_err(|e: super::numeric::NumericParseError| ValueError(e.to_string()))?),
+        SqlType::Numeric => Datum::Numeric(
+            text.parse()
+                .map_err(|e: super::numeric::NumericParseError| ValueError(e.to_string()))?,
+        ),
         SqlType::Float4 | SqlType::Float8 => Datum::Float(
-            float::parse_float(text, *ty == SqlType::Float4).map_err(|e| ValueError(e.to_string()))?,
+            float::parse_float(text, *ty == SqlType::Float4)
+                .map_err(|e| ValueError(e.to_string()))?,
         ),
         SqlType::Text | SqlType::Varchar | SqlType::Bpchar => Datum::Text(Cow::Borrowed(text)),
         SqlType::Uuid => Datum::Uuid(parse_uuid(text)?),
         SqlType::Date => Datum::Date(datetime::parse_date(text).map_err(dt)?),
         SqlType::Time => Datum::Time(datetime::parse_time(text).map_err(dt)?),
         SqlType::Timestamp => Datum::Timestamp(datetime::parse_timestamp(text, false).map_err(dt)?),
-        SqlType::Timestamptz => Datum::Timestamp(datetime::parse_timestamp(text, true).map_err(dt)?),
+        SqlType::Timestamptz => {
+            Datum::Timestamp(datetime::parse_timestamp(text, true).map_err(dt)?)
+        }
         SqlType::Interval => Datum::Interval(datetime::parse_interval(text).map_err(dt)?),
         SqlType::Json | SqlType::Jsonb => {
             if super::json::is_valid(text) {
@@ -361,7 +381,10 @@ mod tests {
         ] {
             assert_eq!(parse_uuid(t).unwrap(), canonical, "{t}");
         }
-        assert_eq!(format_uuid(canonical), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+        assert_eq!(
+            format_uuid(canonical),
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
+        );
         assert!(parse_uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1").is_err());
         assert!(parse_uuid("-a0eebc999c0b4ef8bb6d6bb9bd380a11").is_err());
     }
@@ -373,6 +396,9 @@ mod tests {
         assert_eq!(key(&SqlType::Float8, "-0"), key(&SqlType::Float8, "0"));
         assert_eq!(key(&SqlType::Bpchar, "a  "), key(&SqlType::Bpchar, "a"));
         assert_eq!(key(&SqlType::Int8, "01"), key(&SqlType::Int8, "1"));
-        assert_eq!(key(&SqlType::Interval, "P1M"), key(&SqlType::Interval, "P30D"));
+        assert_eq!(
+            key(&SqlType::Interval, "P1M"),
+            key(&SqlType::Interval, "P30D")
+        );
     }
 }

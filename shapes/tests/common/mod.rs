@@ -8,7 +8,11 @@ use shapes::schema::{Column, PgType, QualifiedName, TableSchema, TypeKind};
 use shapes::where_clause::{WhereClause, WhereError};
 
 pub fn base(name: &str) -> PgType {
-    PgType { oid: 0, name: name.into(), kind: TypeKind::Base }
+    PgType {
+        oid: 0,
+        name: name.into(),
+        kind: TypeKind::Base,
+    }
 }
 
 pub fn column(name: &str, ty: PgType, pk: Option<usize>) -> Column {
@@ -27,12 +31,20 @@ pub fn mood() -> PgType {
     PgType {
         oid: 0,
         name: "mood".into(),
-        kind: TypeKind::Enum { labels: vec!["sad".into(), "ok".into(), "happy".into()] },
+        kind: TypeKind::Enum {
+            labels: vec!["sad".into(), "ok".into(), "happy".into()],
+        },
     }
 }
 
 pub fn array_of(elem: PgType) -> PgType {
-    PgType { oid: 0, name: elem.name.clone(), kind: TypeKind::Array { element: Box::new(elem) } }
+    PgType {
+        oid: 0,
+        name: elem.name.clone(),
+        kind: TypeKind::Array {
+            element: Box::new(elem),
+        },
+    }
 }
 
 /// `public.things`: one column per supported type (and a couple that are not).
@@ -61,14 +73,32 @@ pub fn table() -> TableSchema {
         column("ai", array_of(base("int4")), None),
         column("at", array_of(base("text")), None),
         column("Mixed Case", base("text"), None),
-        column("p", PgType { oid: 600, name: "point".into(), kind: TypeKind::Base }, None),
-        column("dom", PgType {
-            oid: 0,
-            name: "posint".into(),
-            kind: TypeKind::Domain { base: Box::new(base("int4")) },
-        }, None),
+        column(
+            "p",
+            PgType {
+                oid: 600,
+                name: "point".into(),
+                kind: TypeKind::Base,
+            },
+            None,
+        ),
+        column(
+            "dom",
+            PgType {
+                oid: 0,
+                name: "posint".into(),
+                kind: TypeKind::Domain {
+                    base: Box::new(base("int4")),
+                },
+            },
+            None,
+        ),
     ];
-    TableSchema { name: QualifiedName::new("public", "things"), oid: 1, columns: cols }
+    TableSchema {
+        name: QualifiedName::new("public", "things"),
+        oid: 1,
+        columns: cols,
+    }
 }
 
 /// A row with the given columns set (by name) and every other column NULL.
@@ -76,7 +106,9 @@ pub fn row(values: &[(&str, &str)]) -> Vec<Option<String>> {
     let t = table();
     let mut row = vec![None; t.columns.len()];
     for (name, v) in values {
-        let i = t.column_index(name).unwrap_or_else(|| panic!("no column {name}"));
+        let i = t
+            .column_index(name)
+            .unwrap_or_else(|| panic!("no column {name}"));
         row[i] = Some((*v).to_string());
     }
     row
@@ -87,6 +119,7 @@ pub fn parse(text: &str) -> Result<WhereClause, WhereError> {
 }
 
 pub fn parse_with(text: &str, params: &[(usize, &str)]) -> Result<WhereClause, WhereError> {
-    let params: BTreeMap<usize, String> = params.iter().map(|(k, v)| (*k, (*v).to_string())).collect();
+    let params: BTreeMap<usize, String> =
+        params.iter().map(|(k, v)| (*k, (*v).to_string())).collect();
     WhereClause::parse(text, &params, &table())
 }

@@ -35,9 +35,23 @@ enum Family {
 }
 
 const FAMILIES: &[Family] = &[
-    Family::Int, Family::Int, Family::Number, Family::Number, Family::Text, Family::Text, Family::Text,
-    Family::Bool, Family::Uuid, Family::Date, Family::Time, Family::Ts, Family::Tz, Family::Interval,
-    Family::Enum, Family::IntArray, Family::TextArray,
+    Family::Int,
+    Family::Int,
+    Family::Number,
+    Family::Number,
+    Family::Text,
+    Family::Text,
+    Family::Text,
+    Family::Bool,
+    Family::Uuid,
+    Family::Date,
+    Family::Time,
+    Family::Ts,
+    Family::Tz,
+    Family::Interval,
+    Family::Enum,
+    Family::IntArray,
+    Family::TextArray,
 ];
 
 impl Gen<'_> {
@@ -54,11 +68,30 @@ impl Gen<'_> {
         let leaf = depth == 0 || self.chance(0.35);
         if !leaf {
             match self.rng.random_range(0..6) {
-                0 => return format!("({} AND {})", self.boolean(depth - 1), self.boolean(depth - 1)),
-                1 => return format!("({} OR {})", self.boolean(depth - 1), self.boolean(depth - 1)),
+                0 => {
+                    return format!(
+                        "({} AND {})",
+                        self.boolean(depth - 1),
+                        self.boolean(depth - 1)
+                    );
+                }
+                1 => {
+                    return format!(
+                        "({} OR {})",
+                        self.boolean(depth - 1),
+                        self.boolean(depth - 1)
+                    );
+                }
                 2 => return format!("NOT ({})", self.boolean(depth - 1)),
                 3 => {
-                    let test = self.pick(&["IS TRUE", "IS NOT TRUE", "IS FALSE", "IS NOT FALSE", "IS NULL", "IS NOT NULL"]);
+                    let test = self.pick(&[
+                        "IS TRUE",
+                        "IS NOT TRUE",
+                        "IS FALSE",
+                        "IS NOT FALSE",
+                        "IS NULL",
+                        "IS NOT NULL",
+                    ]);
                     return format!("({}) {test}", self.boolean(depth - 1));
                 }
                 _ => {}
@@ -84,13 +117,23 @@ impl Gen<'_> {
                 let x = self.operand(family, depth);
                 let n = self.rng.random_range(1..5);
                 let items: Vec<String> = (0..n)
-                    .map(|_| if self.chance(0.25) { self.operand(family, 0) } else { self.literal_or_null(family) })
+                    .map(|_| {
+                        if self.chance(0.25) {
+                            self.operand(family, 0)
+                        } else {
+                            self.literal_or_null(family)
+                        }
+                    })
                     .collect();
                 let not = if self.chance(0.3) { "NOT " } else { "" };
                 format!("{x} {not}IN ({})", items.join(", "))
             }
             6 => {
-                let (x, lo, hi) = (self.operand(family, depth), self.literal(family), self.literal(family));
+                let (x, lo, hi) = (
+                    self.operand(family, depth),
+                    self.literal(family),
+                    self.literal(family),
+                );
                 let not = if self.chance(0.3) { "NOT " } else { "" };
                 format!("{x} {not}BETWEEN {lo} AND {hi}")
             }
@@ -106,9 +149,15 @@ impl Gen<'_> {
     }
 
     fn like(&mut self, depth: u32) -> String {
-        let subject = if self.chance(0.2) { "c".to_string() } else { self.operand(Family::Text, depth) };
+        let subject = if self.chance(0.2) {
+            "c".to_string()
+        } else {
+            self.operand(Family::Text, depth)
+        };
         let op = self.pick(&["LIKE", "NOT LIKE", "ILIKE", "NOT ILIKE"]);
-        let pieces = ["a", "A", "%", "_", "é", "b", " ", "\\%", "\\_", "x\\\\y", "ab", "Z"];
+        let pieces = [
+            "a", "A", "%", "_", "é", "b", " ", "\\%", "\\_", "x\\\\y", "ab", "Z",
+        ];
         let n = self.rng.random_range(0..4);
         let mut pattern: String = (0..n).map(|_| self.pick(&pieces)).collect();
         if self.chance(0.2) {
@@ -122,7 +171,14 @@ impl Gen<'_> {
         let q = self.pick(&["ANY", "ALL"]);
         let op = self.pick(CMP);
         if self.chance(0.5) {
-            let arr = self.pick(&["ai", "'{1,2,3}'", "ARRAY[1, i4]", "'{}'", "'{NULL,7}'", "ARRAY[i2, NULL]"]);
+            let arr = self.pick(&[
+                "ai",
+                "'{1,2,3}'",
+                "ARRAY[1, i4]",
+                "'{}'",
+                "'{NULL,7}'",
+                "ARRAY[i2, NULL]",
+            ]);
             format!("{} {op} {q}({arr})", self.operand(Family::Int, depth))
         } else {
             let arr = self.pick(&["at", "'{a,B,é}'", "ARRAY[t, 'x']", "'{}'"]);
@@ -133,8 +189,23 @@ impl Gen<'_> {
     fn array_op(&mut self) -> String {
         let op = self.pick(&["@>", "<@", "&&"]);
         if self.chance(0.6) {
-            let a = self.pick(&["ai", "'{1,2,3}'", "ARRAY[i4, 1]", "'{NULL}'", "'{}'", "'{3}'"]);
-            let b = self.pick(&["ai", "'{1}'", "'{7,8}'", "ARRAY[1, 2]", "'{NULL}'", "'{}'", "'{{1,2},{3,4}}'"]);
+            let a = self.pick(&[
+                "ai",
+                "'{1,2,3}'",
+                "ARRAY[i4, 1]",
+                "'{NULL}'",
+                "'{}'",
+                "'{3}'",
+            ]);
+            let b = self.pick(&[
+                "ai",
+                "'{1}'",
+                "'{7,8}'",
+                "ARRAY[1, 2]",
+                "'{NULL}'",
+                "'{}'",
+                "'{{1,2},{3,4}}'",
+            ]);
             format!("{a} {op} {b}")
         } else {
             let a = self.pick(&["at", "'{a,\"b c\"}'", "ARRAY[t]", "'{}'"]);
@@ -145,7 +216,19 @@ impl Gen<'_> {
 
     fn json_text(&mut self) -> String {
         let doc = self.pick(&["j", "jb"]);
-        let path = self.pick(&["->'a'->'b'->>1", "->>'s'", "->>'n'", "->>'k'", "->'a'->>0", "->>0", "->>-1", "->'a'->>'b'", "->>'a'", "->'a'->'b'->>-1", "->>2"]);
+        let path = self.pick(&[
+            "->'a'->'b'->>1",
+            "->>'s'",
+            "->>'n'",
+            "->>'k'",
+            "->'a'->>0",
+            "->>0",
+            "->>-1",
+            "->'a'->>'b'",
+            "->>'a'",
+            "->'a'->'b'->>-1",
+            "->>2",
+        ]);
         format!("({doc}{})", path.replace("->>-", "->> -"))
     }
 
@@ -153,21 +236,50 @@ impl Gen<'_> {
         let text = self.json_text();
         match self.rng.random_range(0..3) {
             0 => format!("{text} IS NULL"),
-            1 => format!("{text} = {}", quote(self.pick(&["x\"y", "1.50", "two", "1", "dup", "é", "v", "x", "10", "100", "s", "{\"b\": [1, \"two\", null]}"]))),
-            _ => format!("{text} {} {}", self.pick(CMP), quote(self.pick(&["a", "1", "t"]))),
+            1 => format!(
+                "{text} = {}",
+                quote(self.pick(&[
+                    "x\"y",
+                    "1.50",
+                    "two",
+                    "1",
+                    "dup",
+                    "é",
+                    "v",
+                    "x",
+                    "10",
+                    "100",
+                    "s",
+                    "{\"b\": [1, \"two\", null]}"
+                ]))
+            ),
+            _ => format!(
+                "{text} {} {}",
+                self.pick(CMP),
+                quote(self.pick(&["a", "1", "t"]))
+            ),
         }
     }
 
     fn literal_or_null(&mut self, family: Family) -> String {
-        if self.chance(0.1) { "NULL".into() } else { self.literal(family) }
+        if self.chance(0.1) {
+            "NULL".into()
+        } else {
+            self.literal(family)
+        }
     }
 
     /// A constant of the family.
     fn literal(&mut self, family: Family) -> String {
         match family {
-            Family::Int => self.pick(data::INT4).replace("-2147483648", "(-2147483648)").to_string(),
+            Family::Int => self
+                .pick(data::INT4)
+                .replace("-2147483648", "(-2147483648)")
+                .to_string(),
             Family::Number => match self.rng.random_range(0..4) {
-                0 => self.pick(&["1.5", "0.1", "1e20", "3.0", "0.5", "7", "-2.5", "100"]).to_string(),
+                0 => self
+                    .pick(&["1.5", "0.1", "1e20", "3.0", "0.5", "7", "-2.5", "100"])
+                    .to_string(),
                 1 => format!("{}::numeric", quote(self.pick(data::NUMERIC))),
                 2 => format!("{}::float8", quote(self.pick(data::FLOAT))),
                 _ => self.pick(data::INT8).to_string(),
@@ -194,11 +306,19 @@ impl Gen<'_> {
             Family::Int if compound => match self.rng.random_range(0..6) {
                 0 => {
                     let op = self.pick(&["+", "-", "*", "/", "%"]);
-                    format!("({} {op} {})", self.operand(Family::Int, depth - 1), self.operand(Family::Int, depth - 1))
+                    format!(
+                        "({} {op} {})",
+                        self.operand(Family::Int, depth - 1),
+                        self.operand(Family::Int, depth - 1)
+                    )
                 }
                 1 => format!("-{}", self.operand(Family::Int, depth - 1)),
                 2 => format!("length({})", self.operand(Family::Text, depth - 1)),
-                3 => format!("coalesce({}, {})", self.operand(Family::Int, depth - 1), self.literal(Family::Int)),
+                3 => format!(
+                    "coalesce({}, {})",
+                    self.operand(Family::Int, depth - 1),
+                    self.literal(Family::Int)
+                ),
                 4 => format!("{}::int8", self.operand(Family::Int, depth - 1)),
                 _ => format!("CAST({} AS bigint)", self.operand(Family::Int, depth - 1)),
             },
@@ -206,20 +326,41 @@ impl Gen<'_> {
             Family::Number if compound => match self.rng.random_range(0..5) {
                 0 => {
                     let op = self.pick(&["+", "-", "*", "/", "%"]);
-                    format!("({} {op} {})", self.numeric_operand(depth - 1), self.numeric_operand(depth - 1))
+                    format!(
+                        "({} {op} {})",
+                        self.numeric_operand(depth - 1),
+                        self.numeric_operand(depth - 1)
+                    )
                 }
                 1 => format!("-{}", self.operand(Family::Number, depth - 1)),
                 2 => format!("{}::numeric", self.pick(&["f8", "f4", "i4", "i8"])),
                 3 => format!("{}::float8", self.pick(&["f4", "i4", "i8", "i2"])),
-                _ => format!("coalesce({}, {})", self.numeric_operand(depth - 1), self.literal(Family::Int)),
+                _ => format!(
+                    "coalesce({}, {})",
+                    self.numeric_operand(depth - 1),
+                    self.literal(Family::Int)
+                ),
             },
-            Family::Number if column => self.pick(&["n", "f4", "f8", "i4", "i8", "n", "f8"]).to_string(),
+            Family::Number if column => self
+                .pick(&["n", "f4", "f8", "i4", "i8", "n", "f8"])
+                .to_string(),
             Family::Text if compound => match self.rng.random_range(0..7) {
                 0 => format!("lower({})", self.operand(Family::Text, depth - 1)),
                 1 => format!("upper({})", self.operand(Family::Text, depth - 1)),
-                2 => format!("({} || {})", self.operand(Family::Text, depth - 1), self.operand(Family::Text, depth - 1)),
-                3 => format!("coalesce({}, {})", self.operand(Family::Text, depth - 1), self.literal(Family::Text)),
-                4 => format!("{}::text", self.pick(&["i4", "n", "b", "u", "e", "c", "i8", "jb", "j", "vc"])),
+                2 => format!(
+                    "({} || {})",
+                    self.operand(Family::Text, depth - 1),
+                    self.operand(Family::Text, depth - 1)
+                ),
+                3 => format!(
+                    "coalesce({}, {})",
+                    self.operand(Family::Text, depth - 1),
+                    self.literal(Family::Text)
+                ),
+                4 => format!(
+                    "{}::text",
+                    self.pick(&["i4", "n", "b", "u", "e", "c", "i8", "jb", "j", "vc"])
+                ),
                 5 => self.json_text(),
                 _ => format!("CAST({} AS text)", self.pick(&["i2", "n", "c"])),
             },
@@ -244,7 +385,16 @@ impl Gen<'_> {
         } else if self.chance(0.5) {
             "n".to_string()
         } else {
-            self.pick(&["1.5", "0.1", "3", "'NaN'::numeric", "'Infinity'::numeric", "2.50", "0"]).to_string()
+            self.pick(&[
+                "1.5",
+                "0.1",
+                "3",
+                "'NaN'::numeric",
+                "'Infinity'::numeric",
+                "2.50",
+                "0",
+            ])
+            .to_string()
         }
     }
 }
