@@ -11,7 +11,8 @@
 //! - **Integer arithmetic is exact**: `+ - * / %` on integers run in `numeric` and never
 //!   overflow; `/` on two integers truncates, as in Postgres. Arithmetic on `float4`/`float8`
 //!   is refused (Postgres raises an error on overflow); cast to `numeric` first.
-//! - **Division or modulo by zero gives NULL** instead of an error.
+//! - **Division or modulo by zero gives NULL** instead of an error (for every dividend, NaN
+//!   included, where Postgres returns NaN).
 //! - **Casts of column values that could fail are refused** (`text_col::int4`): compare with
 //!   a constant of the column's type instead (`int_col = '42'`). Constants are checked when the
 //!   shape is created, and `params[n]` are typed by where `$n` is used.
