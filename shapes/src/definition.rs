@@ -1,0 +1,290 @@
+//! A shape's definition — table, `where` (with params substituted), columns, replica and log
+//! mode — validated against the table, with a canonical form and a stable hash that give the
+//! same shape the same identity however the request spelled it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use crate::schema::{QualifiedName, TableSchema, quote_identifier};
+use crate::table_name::parse_column_list;
+use crate::where_clause::{WhereClause, WhereError};
+
+/// `replica=default|full`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ReplicaMode {
+    /// Updates carry the primary key and changed columns.
+    #[default]
+    Default,
+    /// Updates carry the whole new row and the old values.
+    Full,
+}
+
+/// `log=full|changes_only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LogMode {
+    /// Initial rows, then changes.
+    #[default]
+    Full,
+    /// Changes only, no initial rows.
+    ChangesOnly,
+}
+
+/// An unknown `replica` or `log` value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown value \"{value}\"; expected one of: {expected}")]
+pub struct ModeError {
+    pub value: String,
+    pub expected: &'static str,
+}
+
+impl FromStr for ReplicaMode {
+    type Err = ModeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "default" => Ok(ReplicaMode::Default),
+            "full" => Ok(ReplicaMode::Full),
+            _ => Err(ModeError {
+                value: s.to_owned(),
+                expected: "default, full",
+            }),
+        }
+    }
+}
+
+impl fmt::Display for ReplicaMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReplicaMode::Default => "default",
+            ReplicaMode::Full => "full",
+        })
+    }
+}
+
+impl FromStr for LogMode {
+    type Err = ModeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "full" => Ok(LogMode::Full),
+            "changes_only" => Ok(LogMode::ChangesOnly),
+            _ => Err(ModeError {
+                value: s.to_owned(),
+                expected: "full, changes_only",
+            }),
+        }
+    }
+}
+
+impl fmt::Display for LogMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogMode::Full => "full",
+            LogMode::ChangesOnly => "changes_only",
+        })
+    }
+}
+
+/// A definition that cannot be served; [`DefinitionError::param`] names the request
+/// parameter at fault (`where`, `params` or `columns`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DefinitionError {
+    #[error("{0}")]
+    Where(WhereError),
+    #[error("{0}")]
+    Params(WhereError),
+    #[error("{0}")]
+    Columns(String),
+}
+
+impl DefinitionError {
+    /// `where`, `params` or `columns`.
+    pub fn param(&self) -> &'static str {
+        match self {
+            DefinitionError::Where(_) => "where",
+            DefinitionError::Params(_) => "params",
+            DefinitionError::Columns(_) => "columns",
+        }
+    }
+
+    /// The message for `{"errors":{"<param>":["<message>"]}}` (Postgres' wording for `where`
+    /// syntax errors).
+    pub fn message(&self) -> String {
+        match self {
+            DefinitionError::Where(e) | DefinitionError::Params(e) => e.to_electric_message(),
+            DefinitionError::Columns(m) => m.clone(),
+        }
+    }
+}
+
+/// A validated shape definition.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use shapes::definition::{LogMode, ReplicaMode, ShapeDefinition};
+/// use shapes::schema::{Column, PgType, QualifiedName, TableSchema, TypeKind};
+/// let col = |name: &str, ty: &str, pk: Option<usize>| Column {
+///     name: name.into(),
+///     ty: PgType { oid: 0, name: ty.into(), kind: TypeKind::Base },
+///     type_mod: -1, dims: 0, not_null: pk.is_some(), pk_index: pk, generated: false,
+/// };
+/// let table = TableSchema {
+///     name: QualifiedName::new("public", "todos"),
+///     oid: 1,
+///     columns: vec![col("id", "int8", Some(0)), col("title", "text", None), col("done", "bool", None)],
+/// };
+/// let a = ShapeDefinition::new(&table, Some("done = $1"), &BTreeMap::from([(1, "true".into())]),
+///     Some("title,id"), ReplicaMode::Default, LogMode::Full).unwrap();
+/// let b = ShapeDefinition::new(&table, Some("  \"done\"=TRUE "), &BTreeMap::new(),
+///     Some("ID, \"title\""), ReplicaMode::Default, LogMode::Full).unwrap();
+/// assert_eq!(a.canonical(), b.canonical());
+/// assert_eq!(a.identity_hash(), b.identity_hash());
+/// assert_eq!(a.selected_columns(), &[0, 1]);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShapeDefinition {
+    table: QualifiedName,
+    where_clause: Option<WhereClause>,
+    selected: Vec<usize>,
+    replica: ReplicaMode,
+    log: LogMode,
+    canonical: String,
+    hash: u64,
+}
+
+impl ShapeDefinition {
+    /// Validates a definition against `table`. An empty (or all-space) `where` means none.
+    pub fn new(
+        table: &TableSchema,
+        where_: Option<&str>,
+        params: &BTreeMap<usize, String>,
+        columns: Option<&str>,
+        replica: ReplicaMode,
+        log: LogMode,
+    ) -> Result<ShapeDefinition, DefinitionError> {
+        let where_clause = match where_.filter(|w| !w.trim().is_empty()) {
+            None => None,
+            Some(text) => Some(
+                WhereClause::parse(text, params, table).map_err(|e| match e {
+                    WhereError::Param { .. } | WhereError::MissingParam(_) => {
+                        DefinitionError::Params(e)
+                    }
+                    e => DefinitionError::Where(e),
+                })?,
+            ),
+        };
+        let selected = match columns {
+            None => (0..table.columns.len()).collect(),
+            Some(list) => select_columns(table, list)?,
+        };
+        let mut canonical = format!("table={}", table.name);
+        if let Some(w) = &where_clause {
+            canonical.push_str(&format!("\nwhere={}", w.canonical()));
+        }
+        if columns.is_some() {
+            let names: Vec<String> = selected
+                .iter()
+                .map(|i| quote_identifier(&table.columns[*i].name))
+                .collect();
+            canonical.push_str(&format!("\ncolumns={}", names.join(",")));
+        }
+        canonical.push_str(&format!("\nreplica={replica}\nlog={log}"));
+        let hash = fnv1a_64(canonical.as_bytes());
+        Ok(ShapeDefinition {
+            table: table.name.clone(),
+            where_clause,
+            selected,
+            replica,
+            log,
+            canonical,
+            hash,
+        })
+    }
+
+    pub fn table(&self) -> &QualifiedName {
+        &self.table
+    }
+
+    /// The canonical text of the definition (one `key=value` per line).
+    pub fn canonical(&self) -> &str {
+        &self.canonical
+    }
+
+    /// FNV-1a (64-bit) of [`ShapeDefinition::canonical`]: stable across builds and platforms.
+    pub fn identity_hash(&self) -> u64 {
+        self.hash
+    }
+
+    /// Positions of the selected columns in table order; every primary-key column is there.
+    pub fn selected_columns(&self) -> &[usize] {
+        &self.selected
+    }
+
+    pub fn where_clause(&self) -> Option<&WhereClause> {
+        self.where_clause.as_ref()
+    }
+
+    pub fn replica(&self) -> ReplicaMode {
+        self.replica
+    }
+
+    pub fn log(&self) -> LogMode {
+        self.log
+    }
+}
+
+fn select_columns(table: &TableSchema, list: &str) -> Result<Vec<usize>, DefinitionError> {
+    let names = parse_column_list(list)
+        .map_err(|e| DefinitionError::Columns(format!("invalid column list: {e}")))?;
+    let mut selected = Vec::with_capacity(names.len());
+    for name in &names {
+        let Some(i) = table.column_index(name) else {
+            return Err(DefinitionError::Columns(format!(
+                "unknown column \"{name}\"; the table {} has: {}",
+                table.name,
+                table.column_list()
+            )));
+        };
+        if selected.contains(&i) {
+            return Err(DefinitionError::Columns(format!(
+                "column \"{name}\" is listed twice"
+            )));
+        }
+        selected.push(i);
+    }
+    let missing: Vec<&str> = table
+        .primary_key()
+        .into_iter()
+        .filter(|pk| !selected.contains(pk))
+        .map(|pk| table.columns[pk].name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(DefinitionError::Columns(format!(
+            "the column list must include the primary key; missing: {}",
+            missing.join(", ")
+        )));
+    }
+    selected.sort_unstable();
+    Ok(selected)
+}
+
+/// FNV-1a, 64-bit: a tiny, fixed, platform-independent hash.
+pub fn fnv1a_64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fnv1a_64;
+
+    #[test]
+    fn fnv_matches_reference_vectors() {
+        assert_eq!(fnv1a_64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a_64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a_64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+}

@@ -1,0 +1,102 @@
+//! What can be wrong with a `where`, and where.
+
+/// The length of `SELECT 1 WHERE `, the query Postgres (and Electric) report positions in.
+pub(crate) const SELECT_PREFIX_CHARS: usize = 15;
+
+/// A `where` that cannot be used for a shape.
+///
+/// Positions (`location`) are 1-based character offsets in `SELECT 1 WHERE <where>`, as
+/// Postgres reports them for that query.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use shapes::schema::{Column, PgType, QualifiedName, TableSchema, TypeKind};
+/// use shapes::where_clause::{WhereClause, WhereError};
+/// let table = TableSchema {
+///     name: QualifiedName::new("public", "t"),
+///     oid: 1,
+///     columns: vec![Column {
+///         name: "id".into(),
+///         ty: PgType { oid: 23, name: "int4".into(), kind: TypeKind::Base },
+///         type_mod: -1, dims: 0, not_null: true, pk_index: Some(0), generated: false,
+///     }],
+/// };
+/// let err = WhereClause::parse("id x 1", &BTreeMap::new(), &table).unwrap_err();
+/// assert_eq!(err.to_electric_message(), r#"At location 19: syntax error at or near "x""#);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WhereError {
+    /// Not a well-formed expression.
+    #[error("At location {location}: syntax error at {near}; expected {expected}")]
+    Syntax {
+        location: usize,
+        /// `or near "x"` or `end of input`.
+        near: String,
+        expected: String,
+    },
+    /// Well-formed, but not a `where` we can evaluate (unknown column, type mismatch,
+    /// non-deterministic or unsupported construct).
+    #[error("{}{message}", location_prefix(*location))]
+    Invalid {
+        location: Option<usize>,
+        message: String,
+    },
+    /// A `params[n]` value does not fit where `$n` is used.
+    #[error("params[{index}]: {message}")]
+    Param { index: usize, message: String },
+    /// `$n` is used but `params[n]` was not given.
+    #[error("the where clause uses ${0} but params[{0}] is not given")]
+    MissingParam(usize),
+}
+
+fn location_prefix(location: Option<usize>) -> String {
+    location.map_or_else(String::new, |l| format!("At location {l}: "))
+}
+
+impl WhereError {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        WhereError::Invalid {
+            location: None,
+            message: message.into(),
+        }
+    }
+
+    /// The message as Electric (and Postgres) word it: for syntax errors
+    /// `At location N: syntax error at or near "x"`; other errors as displayed.
+    pub fn to_electric_message(&self) -> String {
+        match self {
+            WhereError::Syntax { location, near, .. } => {
+                format!("At location {location}: syntax error at {near}")
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// The position, when the error has one.
+    pub fn location(&self) -> Option<usize> {
+        match self {
+            WhereError::Syntax { location, .. } => Some(*location),
+            WhereError::Invalid { location, .. } => *location,
+            _ => None,
+        }
+    }
+
+    /// Whether the fault is in a `params[n]` value rather than in the `where` text.
+    pub fn is_param_error(&self) -> bool {
+        matches!(self, WhereError::Param { .. })
+    }
+
+    /// Adds a location to an error that has none.
+    pub(crate) fn at(self, loc: Option<usize>) -> Self {
+        match self {
+            WhereError::Invalid {
+                location: None,
+                message,
+            } => WhereError::Invalid {
+                location: loc,
+                message,
+            },
+            other => other,
+        }
+    }
+}

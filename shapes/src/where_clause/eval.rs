@@ -1,0 +1,270 @@
+//! Evaluation on a row as it arrives (the Postgres text output of each column), with
+//! Postgres' three-valued logic: NULL propagates through operators, `AND`/`OR` follow SQL's
+//! truth tables, and a `where` that is NULL does not match.
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+
+use super::ast::{ArithOp, ArrayOp, CmpOp, Expr, Func};
+use super::cast;
+use super::json;
+use super::like::like;
+use super::numeric::Numeric;
+use super::types::SqlType;
+use super::value::{self, ArrayDatum, Datum, compare};
+
+/// SQL's three-valued truth.
+fn truth(d: &Datum<'_>) -> Option<bool> {
+    match d {
+        Datum::Bool(b) => Some(*b),
+        _ => None,
+    }
+}
+
+fn boolean(v: Option<bool>) -> Datum<'static> {
+    v.map_or(Datum::Null, Datum::Bool)
+}
+
+/// `x op y` for one pair: `None` when either is NULL.
+fn cmp_holds(op: CmpOp, ty: &SqlType, a: &Datum<'_>, b: &Datum<'_>) -> Option<bool> {
+    compare(ty, a, b).map(|o| op.holds(o))
+}
+
+/// OR over SQL truths: true wins, then NULL.
+fn any_of(values: impl Iterator<Item = Option<bool>>) -> Option<bool> {
+    let mut saw_null = false;
+    for v in values {
+        match v {
+            Some(true) => return Some(true),
+            None => saw_null = true,
+            Some(false) => {}
+        }
+    }
+    if saw_null { None } else { Some(false) }
+}
+
+/// Evaluates `e` on `row`.
+#[recursive::recursive]
+pub fn eval<'a>(e: &'a Expr, row: &'a [Option<String>]) -> Datum<'a> {
+    match e {
+        Expr::Column { index, ty, .. } => match row.get(*index) {
+            Some(Some(text)) => value::parse_value(ty, text).unwrap_or(Datum::Null),
+            _ => Datum::Null,
+        },
+        Expr::Const(c) => c.value.borrowed(),
+        Expr::Not(x) => boolean(truth(&eval(x, row)).map(|b| !b)),
+        Expr::And(items) => {
+            let mut saw_null = false;
+            for item in items {
+                match truth(&eval(item, row)) {
+                    Some(false) => return Datum::Bool(false),
+                    None => saw_null = true,
+                    Some(true) => {}
+                }
+            }
+            boolean(if saw_null { None } else { Some(true) })
+        }
+        Expr::Or(items) => boolean(any_of(items.iter().map(|i| truth(&eval(i, row))))),
+        Expr::IsNull { expr, negated } => Datum::Bool(eval(expr, row).is_null() != *negated),
+        Expr::IsBool {
+            expr,
+            value,
+            negated,
+        } => Datum::Bool((truth(&eval(expr, row)) == Some(*value)) != *negated),
+        Expr::Compare {
+            op,
+            left,
+            right,
+            ty,
+        } => boolean(cmp_holds(*op, ty, &eval(left, row), &eval(right, row))),
+        Expr::Distinct {
+            left,
+            right,
+            ty,
+            negated,
+        } => {
+            let (a, b) = (eval(left, row), eval(right, row));
+            let same = match (a.is_null(), b.is_null()) {
+                (true, true) => true,
+                (false, false) => compare(ty, &a, &b) == Some(Ordering::Equal),
+                _ => false,
+            };
+            Datum::Bool(same == *negated)
+        }
+        Expr::InList {
+            expr,
+            list,
+            ty,
+            negated,
+        } => {
+            let x = eval(expr, row);
+            let found = any_of(
+                list.iter()
+                    .map(|i| cmp_holds(CmpOp::Eq, ty, &x, &eval(i, row))),
+            );
+            boolean(found.map(|f| f != *negated))
+        }
+        Expr::Quantified {
+            op,
+            left,
+            right,
+            ty,
+            all,
+        } => quantified(*op, ty, *all, eval(left, row), eval(right, row)),
+        Expr::Like {
+            expr,
+            pattern,
+            escape,
+            case_insensitive,
+            negated,
+        } => match (eval(expr, row), &pattern.value) {
+            (Datum::Text(s), Datum::Text(p)) => {
+                Datum::Bool(like(&s, p, *escape, *case_insensitive) != *negated)
+            }
+            _ => Datum::Null,
+        },
+        Expr::Arith {
+            op,
+            left,
+            right,
+            ty,
+        } => arith(*op, ty, eval(left, row), eval(right, row)),
+        Expr::Neg { expr, .. } => match eval(expr, row) {
+            Datum::Numeric(n) => Datum::Numeric(n.neg()),
+            Datum::Float(f) => Datum::Float(-f),
+            Datum::Int(i) => i
+                .checked_neg()
+                .map_or_else(|| Datum::Numeric(Numeric::from_i64(i).neg()), Datum::Int),
+            _ => Datum::Null,
+        },
+        Expr::Concat(a, b) => match (eval(a, row), eval(b, row)) {
+            (Datum::Text(x), Datum::Text(y)) => Datum::Text(Cow::Owned(format!("{x}{y}"))),
+            _ => Datum::Null,
+        },
+        Expr::Func { func, arg } => match (func, eval(arg, row)) {
+            (Func::Lower, Datum::Text(s)) => Datum::Text(Cow::Owned(s.to_ascii_lowercase())),
+            (Func::Upper, Datum::Text(s)) => Datum::Text(Cow::Owned(s.to_ascii_uppercase())),
+            (Func::Length, Datum::Text(s)) => Datum::Int(s.chars().count() as i64),
+            _ => Datum::Null,
+        },
+        Expr::Coalesce { args, .. } => args
+            .iter()
+            .map(|a| eval(a, row))
+            .find(|d| !d.is_null())
+            .unwrap_or(Datum::Null),
+        Expr::Cast { expr, from, to } => {
+            cast::cast(from, to, eval(expr, row)).unwrap_or(Datum::Null)
+        }
+        Expr::ArrayOp {
+            op,
+            left,
+            right,
+            ty,
+        } => array_op(*op, ty, eval(left, row), eval(right, row)),
+        Expr::ArrayCtor { items, .. } => Datum::Array(Box::new(ArrayDatum {
+            dims: vec![(1, items.len())],
+            items: items.iter().map(|i| eval(i, row)).collect(),
+        })),
+        Expr::JsonGet {
+            expr,
+            key,
+            as_text,
+            jsonb,
+        } => json_get(eval(expr, row), key, *as_text, *jsonb),
+    }
+}
+
+fn quantified<'a>(op: CmpOp, ty: &SqlType, all: bool, x: Datum<'a>, arr: Datum<'a>) -> Datum<'a> {
+    let Datum::Array(arr) = arr else {
+        return Datum::Null;
+    };
+    let results = arr.items.iter().map(|item| cmp_holds(op, ty, &x, item));
+    if all {
+        // ALL: NOT ANY(NOT …)
+        boolean(any_of(results.map(|r| r.map(|b| !b))).map(|b| !b))
+    } else {
+        boolean(any_of(results))
+    }
+}
+
+fn as_numeric(d: Datum<'_>) -> Option<Numeric> {
+    match d {
+        Datum::Int(i) => Some(Numeric::from_i64(i)),
+        Datum::Numeric(n) => Some(n),
+        _ => None,
+    }
+}
+
+/// Exact arithmetic; an integer-typed result that fits an i64 is kept as an integer.
+fn arith<'a>(op: ArithOp, ty: &SqlType, a: Datum<'a>, b: Datum<'a>) -> Datum<'a> {
+    let (Some(x), Some(y)) = (as_numeric(a), as_numeric(b)) else {
+        return Datum::Null;
+    };
+    let r = match op {
+        ArithOp::Add => Some(x.add(&y)),
+        ArithOp::Sub => Some(x.sub(&y)),
+        ArithOp::Mul => Some(x.mul(&y)),
+        ArithOp::Div => x.div(&y),
+        ArithOp::IntDiv => x.div_trunc(&y),
+        ArithOp::Mod => x.rem(&y),
+    };
+    match r {
+        None => Datum::Null,
+        Some(n) if ty.is_integer() => n.to_i64_exact().map_or(Datum::Numeric(n), Datum::Int),
+        Some(n) => Datum::Numeric(n),
+    }
+}
+
+/// Whether every non-null element of `needles` equals some element of `hay` (a NULL needle
+/// never does), as Postgres' `@>`.
+fn contains(elem: &SqlType, hay: &ArrayDatum<'_>, needles: &ArrayDatum<'_>) -> bool {
+    needles.items.iter().all(|n| {
+        !n.is_null()
+            && hay
+                .items
+                .iter()
+                .any(|h| compare(elem, h, n) == Some(Ordering::Equal))
+    })
+}
+
+fn array_op<'a>(op: ArrayOp, ty: &SqlType, a: Datum<'a>, b: Datum<'a>) -> Datum<'a> {
+    let (Datum::Array(a), Datum::Array(b)) = (a, b) else {
+        return Datum::Null;
+    };
+    let elem = match ty {
+        SqlType::Array(e) => e.as_ref(),
+        other => other,
+    };
+    Datum::Bool(match op {
+        ArrayOp::Contains => contains(elem, &a, &b),
+        ArrayOp::ContainedBy => contains(elem, &b, &a),
+        ArrayOp::Overlaps => a.items.iter().any(|x| {
+            b.items
+                .iter()
+                .any(|y| compare(elem, x, y) == Some(Ordering::Equal))
+        }),
+    })
+}
+
+/// `json` documents with a `\u0000` escape make Postgres' `->`/`->>` raise an error; the
+/// rebuilt SQL turns that case into NULL, and so do we.
+pub(crate) const JSON_NUL_ESCAPE: &str = "\\u0000";
+
+fn json_get<'a>(doc: Datum<'a>, key: &json::JsonKey, as_text: bool, jsonb: bool) -> Datum<'a> {
+    let Datum::Json(doc) = doc else {
+        return Datum::Null;
+    };
+    if !jsonb && doc.contains(JSON_NUL_ESCAPE) {
+        return Datum::Null;
+    }
+    let get = if jsonb { json::get_jsonb } else { json::get };
+    let member = match &doc {
+        Cow::Borrowed(s) => get(s, key).map(Cow::Borrowed),
+        Cow::Owned(s) => get(s, key).map(|m| Cow::Owned(m.to_owned())),
+    };
+    match member {
+        None => Datum::Null,
+        Some(m) if as_text => json::as_text(&m).map_or(Datum::Null, |t| Datum::Text(Cow::Owned(t))),
+        Some(m) => Datum::Json(m),
+    }
+}

@@ -1,0 +1,170 @@
+//! The `where` language of shapes: a Postgres boolean expression over one table's columns,
+//! with `$1…$n` placeholders.
+//!
+//! A `where` is used twice: the proxy's snapshot runs it as SQL on Postgres
+//! ([`WhereClause::to_sql`]), and the live stream evaluates it on each changed row
+//! ([`WhereClause::matches`]). Both must give the same answer on every database, or a device
+//! silently loses rows. So the language is Postgres' expression language with a few rules:
+//!
+//! - **Text compares byte-wise**, as under `COLLATE "C"`, whatever the database collation
+//!   (the SQL says `COLLATE "C"`). `lower`, `upper` and `ILIKE` fold ASCII letters only.
+//! - **Integer arithmetic is exact**: `+ - * / %` on integers run in `numeric` and never
+//!   overflow; `/` on two integers truncates, as in Postgres. Arithmetic on `float4`/`float8`
+//!   is refused (Postgres raises an error on overflow); cast to `numeric` first.
+//! - **Division or modulo by zero gives NULL** instead of an error (for every dividend, NaN
+//!   included, where Postgres returns NaN).
+//! - **Casts of column values that could fail are refused** (`text_col::int4`): compare with
+//!   a constant of the column's type instead (`int_col = '42'`). Constants are checked when the
+//!   shape is created, and `params[n]` are typed by where `$n` is used.
+//! - **Nothing non-deterministic**: `now()`, `random()`, subqueries, … are refused.
+//! - Date/time literals are ISO 8601 (`'2024-01-31'`, `'2024-01-31 10:00:00+02'`); a
+//!   `timestamptz` literal without an offset is UTC. Intervals are ISO 8601 (`'P1DT2H'`) or
+//!   integer quantities (`'1 day 2 hours'`).
+//! - `->`/`->>` on a `json` (not `jsonb`) document containing the escape `\u0000` give NULL
+//!   (Postgres would raise an error).
+//!
+//! Supported: `AND OR NOT`, `= <> != < <= > >=`, `IS [NOT] NULL`, `IS [NOT] TRUE/FALSE`,
+//! `IS [NOT] DISTINCT FROM`, `[NOT] IN (…)`, `[NOT] BETWEEN`, `[NOT] LIKE/ILIKE [ESCAPE]`
+//! (constant pattern), `+ - * / %`, unary minus, `||`, `lower`, `upper`, `length`,
+//! `coalesce`, `::type` and `CAST`, `op ANY/ALL (array)`, `@> <@ &&`, `ARRAY[…]`, `->`/`->>`;
+//! over int2/4/8, numeric, float4/8, bool, text/varchar/bpchar, uuid, date, time, timestamp,
+//! timestamptz, interval, json/jsonb, enums and arrays of these. `shapes/WHERE.md` is the
+//! user-facing version of this list.
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use shapes::schema::{Column, PgType, QualifiedName, TableSchema, TypeKind};
+//! use shapes::where_clause::WhereClause;
+//! let col = |name: &str, ty: &str, pk| Column {
+//!     name: name.into(),
+//!     ty: PgType { oid: 0, name: ty.into(), kind: TypeKind::Base },
+//!     type_mod: -1, dims: 0, not_null: pk, pk_index: pk.then_some(0), generated: false,
+//! };
+//! let table = TableSchema {
+//!     name: QualifiedName::new("public", "items"),
+//!     oid: 1,
+//!     columns: vec![col("id", "int8", true), col("title", "text", false)],
+//! };
+//! let params = BTreeMap::from([(1, "5".to_string())]);
+//! let w = WhereClause::parse("id > $1 AND title LIKE 'a%'", &params, &table).unwrap();
+//! assert!(w.matches(&[Some("7".into()), Some("apple".into())]));
+//! assert!(!w.matches(&[Some("7".into()), None]));
+//! let (sql, values) = w.to_sql();
+//! assert_eq!(sql, r#"(("id" > $1::int8) AND (("title") COLLATE "C" LIKE $2::text ESCAPE $3::text))"#);
+//! assert_eq!(values, ["5", "a%", "\\"]);
+//! ```
+
+pub mod array_text;
+mod ast;
+pub mod ast_access;
+mod cast;
+mod check_ops;
+pub mod datetime;
+mod error;
+mod eval;
+pub mod float;
+pub mod json;
+pub mod like;
+pub mod numeric;
+mod parse;
+mod rebuild;
+mod typecheck;
+pub mod types;
+pub mod value;
+
+use std::collections::BTreeMap;
+
+pub use ast::{CmpOp, Constant, Expr};
+pub use error::WhereError;
+
+use crate::schema::TableSchema;
+
+/// Longest `where` text accepted (a URL parameter; also bounds parser work).
+pub const MAX_WHERE_LEN: usize = 64 * 1024;
+
+/// A parsed, type-checked `where`, ready to evaluate, rebuild as SQL, or route on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WhereClause {
+    root: Expr,
+}
+
+impl WhereClause {
+    /// Parses and checks `text` against `table`, substituting `params` (`$n` → `params[n]`).
+    pub fn parse(
+        text: &str,
+        params: &BTreeMap<usize, String>,
+        table: &TableSchema,
+    ) -> Result<WhereClause, WhereError> {
+        if text.len() > MAX_WHERE_LEN {
+            return Err(WhereError::invalid(format!(
+                "the where clause is longer than {MAX_WHERE_LEN} bytes"
+            )));
+        }
+        let syntax = parse::parse_expression(text)?;
+        let mut checker = typecheck::Checker {
+            table,
+            params,
+            text,
+            depth: 0,
+        };
+        let root = checker.check_root(&syntax)?;
+        Ok(WhereClause { root })
+    }
+
+    /// Whether `row` (values in the table's column order, Postgres text output, `None` for
+    /// NULL) is in the shape. A NULL result does not match.
+    pub fn matches(&self, row: &[Option<String>]) -> bool {
+        matches!(eval::eval(&self.root, row), value::Datum::Bool(true))
+    }
+
+    /// The value of the whole expression: `Some(bool)`, or `None` for NULL.
+    pub fn evaluate(&self, row: &[Option<String>]) -> Option<bool> {
+        match eval::eval(&self.root, row) {
+            value::Datum::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// SQL for Postgres with parameters `$1…`, and their values as text (prepare every
+    /// parameter as `text`; the SQL casts each one).
+    pub fn to_sql(&self) -> (String, Vec<String>) {
+        self.to_sql_with_offset(1)
+    }
+
+    /// Like [`WhereClause::to_sql`], numbering parameters from `first_param`, so several
+    /// clauses can be ANDed into one statement.
+    pub fn to_sql_with_offset(&self, first_param: usize) -> (String, Vec<String>) {
+        let mut w = rebuild::SqlWriter::sql(first_param);
+        w.write(&self.root);
+        (w.out, w.params)
+    }
+
+    /// A canonical text: the same for the same condition however it was written (spacing,
+    /// keyword case, quoting, parameters or inline constants).
+    pub fn canonical(&self) -> String {
+        let mut w = rebuild::SqlWriter::canonical();
+        w.write(&self.root);
+        w.out
+    }
+
+    /// Positions of the columns the clause reads (each once, ascending).
+    pub fn columns_used(&self) -> impl Iterator<Item = usize> + use<> {
+        let mut used = Vec::new();
+        collect_columns(&self.root, &mut used);
+        used.sort_unstable();
+        used.dedup();
+        used.into_iter()
+    }
+
+    /// The checked tree (for the routing index).
+    pub fn root(&self) -> &Expr {
+        &self.root
+    }
+}
+
+fn collect_columns(e: &Expr, out: &mut Vec<usize>) {
+    if let Expr::Column { index, .. } = e {
+        out.push(*index);
+    }
+    e.for_each_child(&mut |c| collect_columns(c, out));
+}

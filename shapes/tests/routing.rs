@@ -1,0 +1,274 @@
+//! The routing index: moves in and out of shapes, IN lists, fallback shapes, add/remove.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{base, column, row, table};
+use shapes::routing::{RowChange, ShapeId, ShapeIndex};
+use shapes::schema::{QualifiedName, TableSchema};
+use shapes::where_clause::WhereClause;
+
+fn w(text: &str) -> WhereClause {
+    WhereClause::parse(text, &BTreeMap::new(), &table()).unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+fn route(
+    index: &ShapeIndex,
+    old: Option<&[(&str, &str)]>,
+    new: Option<&[(&str, &str)]>,
+) -> Vec<(ShapeId, RowChange)> {
+    let old = old.map(row);
+    let new = new.map(row);
+    let mut out = Vec::new();
+    index.route(&table().name, old.as_deref(), new.as_deref(), &mut out);
+    out
+}
+
+fn index_with(shapes: &[(u64, Option<&str>)]) -> ShapeIndex {
+    let t = table();
+    let mut index = ShapeIndex::default();
+    for (id, text) in shapes {
+        let clause = text.map(w);
+        index.insert(ShapeId(*id), &t, clause.as_ref());
+    }
+    index
+}
+
+use RowChange::{Delete, Insert, Update};
+
+#[test]
+fn insert_matching_row_is_an_insert_and_others_are_ignored() {
+    let index = index_with(&[(1, Some("i4 = 1")), (2, Some("i4 = 2"))]);
+    assert_eq!(
+        route(&index, None, Some(&[("i4", "1")])),
+        [(ShapeId(1), Insert)]
+    );
+    assert_eq!(route(&index, None, Some(&[("i4", "3")])), []);
+    assert_eq!(route(&index, None, Some(&[])), []);
+}
+
+#[test]
+fn delete_of_matching_row_is_a_delete() {
+    let index = index_with(&[(1, Some("i4 = 1"))]);
+    assert_eq!(
+        route(&index, Some(&[("i4", "1")]), None),
+        [(ShapeId(1), Delete)]
+    );
+}
+
+#[test]
+fn update_moving_row_out_of_shape_emits_delete_and_into_other_shape_emits_insert() {
+    let index = index_with(&[(1, Some("i4 = 1")), (2, Some("i4 = 2"))]);
+    let out = route(&index, Some(&[("i4", "1")]), Some(&[("i4", "2")]));
+    assert_eq!(out, [(ShapeId(1), Delete), (ShapeId(2), Insert)]);
+}
+
+#[test]
+fn update_staying_in_shape_is_an_update() {
+    let index = index_with(&[(1, Some("i4 = 1 AND t LIKE 'a%'"))]);
+    let out = route(
+        &index,
+        Some(&[("i4", "1"), ("t", "ab")]),
+        Some(&[("i4", "1"), ("t", "ac")]),
+    );
+    assert_eq!(out, [(ShapeId(1), Update)]);
+    let out = route(
+        &index,
+        Some(&[("i4", "1"), ("t", "ab")]),
+        Some(&[("i4", "1"), ("t", "b")]),
+    );
+    assert_eq!(out, [(ShapeId(1), Delete)]);
+    let out = route(
+        &index,
+        Some(&[("i4", "1"), ("t", "b")]),
+        Some(&[("i4", "1"), ("t", "b")]),
+    );
+    assert_eq!(out, []);
+}
+
+#[test]
+fn in_lists_are_indexed_under_every_value() {
+    let index = index_with(&[(1, Some("t IN ('a', 'b', NULL)")), (2, Some("t = 'b'"))]);
+    assert_eq!(
+        route(&index, None, Some(&[("t", "a")])),
+        [(ShapeId(1), Insert)]
+    );
+    assert_eq!(
+        route(&index, None, Some(&[("t", "b")])),
+        [(ShapeId(1), Insert), (ShapeId(2), Insert)]
+    );
+    assert_eq!(route(&index, None, Some(&[("t", "c")])), []);
+    assert_eq!(route(&index, None, Some(&[])), []);
+}
+
+#[test]
+fn fallback_shapes_are_evaluated_on_every_change() {
+    let index = index_with(&[
+        (1, None),
+        (2, Some("i4 > 5")),
+        (3, Some("i4 = 1 OR i4 = 9")),
+    ]);
+    assert_eq!(
+        route(&index, None, Some(&[("i4", "9")])),
+        [
+            (ShapeId(1), Insert),
+            (ShapeId(2), Insert),
+            (ShapeId(3), Insert)
+        ]
+    );
+    assert_eq!(
+        route(&index, None, Some(&[("i4", "1")])),
+        [(ShapeId(1), Insert), (ShapeId(3), Insert)]
+    );
+    assert_eq!(
+        route(&index, Some(&[("i4", "9")]), Some(&[("i4", "2")])),
+        [
+            (ShapeId(1), Update),
+            (ShapeId(2), Delete),
+            (ShapeId(3), Delete)
+        ]
+    );
+}
+
+#[test]
+fn keys_are_normalised_through_the_column_type() {
+    let uuid = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
+    let index = index_with(&[
+        (1, Some("i8 = '007'")),
+        (2, Some("u = 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11'")),
+        (3, Some("n = 1.50")),
+        (4, Some("c = 'ab'")),
+        (5, Some("i4 = 3000000000 OR i4 = 1")),
+        (6, Some("e = 'ok'")),
+        (7, Some("f8 = 0")),
+    ]);
+    assert_eq!(
+        route(&index, None, Some(&[("i8", "7")])),
+        [(ShapeId(1), Insert)]
+    );
+    assert_eq!(
+        route(&index, None, Some(&[("u", uuid)])),
+        [(ShapeId(2), Insert)]
+    );
+    assert_eq!(
+        route(&index, None, Some(&[("n", "1.5")])),
+        [(ShapeId(3), Insert)]
+    );
+    assert_eq!(
+        route(&index, None, Some(&[("n", "1.500")])),
+        [(ShapeId(3), Insert)]
+    );
+    assert_eq!(
+        route(&index, None, Some(&[("c", "ab  ")])),
+        [(ShapeId(4), Insert)]
+    );
+    assert_eq!(
+        route(&index, None, Some(&[("i4", "1")])),
+        [(ShapeId(5), Insert)]
+    );
+    assert_eq!(
+        route(&index, None, Some(&[("e", "ok")])),
+        [(ShapeId(6), Insert)]
+    );
+    assert_eq!(
+        route(&index, None, Some(&[("f8", "-0")])),
+        [(ShapeId(7), Insert)]
+    );
+}
+
+#[test]
+fn wider_integer_constants_still_use_the_index() {
+    let index = index_with(&[(1, Some("i2 = 3000000000")), (2, Some("i2 = 7"))]);
+    assert_eq!(
+        route(&index, None, Some(&[("i2", "7")])),
+        [(ShapeId(2), Insert)]
+    );
+}
+
+#[test]
+fn removing_a_shape_stops_routing_to_it() {
+    let mut index = index_with(&[
+        (1, Some("i4 = 1")),
+        (2, Some("i4 = 1")),
+        (3, None),
+        (4, Some("t IN ('x','y')")),
+    ]);
+    assert!(index.remove(ShapeId(1)));
+    assert!(!index.remove(ShapeId(1)));
+    assert!(index.remove(ShapeId(3)));
+    assert!(index.remove(ShapeId(4)));
+    assert_eq!(
+        route(&index, None, Some(&[("i4", "1"), ("t", "x")])),
+        [(ShapeId(2), Insert)]
+    );
+    assert!(index.remove(ShapeId(2)));
+    assert!(index.is_empty());
+    assert_eq!(route(&index, None, Some(&[("i4", "1")])), []);
+}
+
+#[test]
+fn reinserting_an_id_replaces_its_where() {
+    let t = table();
+    let mut index = index_with(&[(1, Some("i4 = 1"))]);
+    index.insert(ShapeId(1), &t, Some(&w("i4 = 2")));
+    assert_eq!(index.len(), 1);
+    assert_eq!(route(&index, None, Some(&[("i4", "1")])), []);
+    assert_eq!(
+        route(&index, None, Some(&[("i4", "2")])),
+        [(ShapeId(1), Insert)]
+    );
+}
+
+#[test]
+fn shapes_are_kept_per_table() {
+    let other = TableSchema {
+        name: QualifiedName::new("public", "other"),
+        oid: 2,
+        columns: vec![column("i4", base("int4"), Some(0))],
+    };
+    let mut index = index_with(&[(1, Some("i4 = 1"))]);
+    let clause = WhereClause::parse("i4 = 1", &BTreeMap::new(), &other).unwrap();
+    index.insert(ShapeId(2), &other, Some(&clause));
+    assert_eq!(
+        route(&index, None, Some(&[("i4", "1")])),
+        [(ShapeId(1), Insert)]
+    );
+    let mut out = Vec::new();
+    index.route(&other.name, None, Some(&[Some("1".to_string())]), &mut out);
+    assert_eq!(out, [(ShapeId(2), Insert)]);
+    index.route(
+        &QualifiedName::new("public", "nope"),
+        None,
+        Some(&[]),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+}
+
+#[test]
+fn many_indexed_shapes_route_to_exactly_the_matching_ones() {
+    let t = table();
+    let mut index = ShapeIndex::default();
+    for i in 0..2000u64 {
+        let clause = w(&format!("i8 = {} AND b", i % 500));
+        index.insert(ShapeId(i), &t, Some(&clause));
+    }
+    let out = route(
+        &index,
+        Some(&[("i8", "7"), ("b", "t")]),
+        Some(&[("i8", "8"), ("b", "t")]),
+    );
+    let deletes: Vec<u64> = out
+        .iter()
+        .filter(|(_, c)| *c == Delete)
+        .map(|(id, _)| id.0)
+        .collect();
+    let inserts: Vec<u64> = out
+        .iter()
+        .filter(|(_, c)| *c == Insert)
+        .map(|(id, _)| id.0)
+        .collect();
+    assert_eq!(deletes, [7, 507, 1007, 1507]);
+    assert_eq!(inserts, [8, 508, 1008, 1508]);
+}
