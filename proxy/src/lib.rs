@@ -13,5 +13,6 @@ pub mod http;
 pub mod local_cluster;
 pub mod migrations;
 pub mod proxy_schema;
+pub mod replication;
 pub mod server;
 pub mod telemetry;
