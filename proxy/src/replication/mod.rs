@@ -2,3 +2,4 @@
 pub mod assembly;
 pub mod event;
 pub mod pgoutput;
+pub mod setup;
