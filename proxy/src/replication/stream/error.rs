@@ -92,6 +92,10 @@ impl ReplicationError {
         match err {
             PgWireError::Io(io) => Self::Connection(io.to_string()),
             PgWireError::Task(text) => Self::Connection(text),
+            // The client reports "worker already joined" when a receive was abandoned while
+            // it collected the worker's result (our select on shutdown or acknowledgements
+            // can do that): the session is over, its own error lost; reconnecting finds out.
+            PgWireError::Internal(text) => Self::Connection(text),
             PgWireError::Auth(message) => Self::Authentication {
                 user: user.to_owned(),
                 message,

@@ -8,6 +8,7 @@ use pgwire_replication::{
 };
 use shapes::lsn::Lsn;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::time::MissedTickBehavior;
 use tracing::Instrument;
 
 use super::task::{SessionEnd, StreamTask};
@@ -19,6 +20,16 @@ use crate::replication::setup::{ensure_publication, ensure_slot};
 
 /// How long a clean close may take before the connection is dropped.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How often the consumer's flushed position is forwarded to the replication client: a
+/// fraction of the status interval, so an acknowledgement waits at most a little longer than
+/// one status interval.
+fn ack_period(status_interval: std::time::Duration) -> std::time::Duration {
+    (status_interval / 4).clamp(
+        std::time::Duration::from_millis(10),
+        std::time::Duration::from_millis(250),
+    )
+}
 
 /// What handling one event decided.
 enum Flow {
@@ -159,12 +170,18 @@ impl StreamTask {
         target: &Target,
     ) -> Result<SessionEnd, ReplicationError> {
         let mut unknown_tags = HashSet::new();
+        // The consumer's flushed position is picked up on a tick, not on every change: a
+        // wake-up per commit would cost more than the small transactions themselves.
+        let mut ack_tick = tokio::time::interval(ack_period(self.config.status_interval));
+        ack_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let cancelled = self.shutdown.clone().cancelled_owned();
+        tokio::pin!(cancelled);
         loop {
             let event = tokio::select! {
                 biased;
-                () = self.shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
-                changed = self.flushed.changed() => {
-                    if changed.is_err() {
+                () = &mut cancelled => return Ok(SessionEnd::Shutdown),
+                _ = ack_tick.tick() => {
+                    if self.flushed.has_changed().is_err() {
                         return Ok(SessionEnd::ConsumerGone);
                     }
                     self.publish_ack(client);
