@@ -776,3 +776,91 @@ async fn preparing_a_locked_table_times_out_as_a_transient_error() {
         .unwrap();
     assert!(!again.added_to_publication && !again.replica_identity_set);
 }
+
+#[tokio::test]
+async fn a_slot_held_by_another_stream_for_too_long_is_a_definite_error() {
+    let (db, _client) = prepared_db("busy", ClusterOptions::default()).await;
+    let (holder, mut first, _shutdown) = start_stream(&db.url, Lsn::ZERO, 64, |_| {});
+    first
+        .until("connected", WAIT, |c| !c.sessions.is_empty())
+        .await;
+
+    let (second, mut other, _shutdown) = start_stream(&db.url, Lsn::ZERO, 64, |c| {
+        c.slot_busy_timeout = Duration::from_secs(1);
+    });
+    let err = tokio::time::timeout(WAIT, second.join())
+        .await
+        .expect("gives up after the busy timeout")
+        .expect_err("a definite error");
+    assert!(
+        matches!(err, ReplicationError::SlotBusyTooLong { .. }),
+        "{err:?}"
+    );
+    assert!(!err.is_transient());
+    assert!(
+        err.to_string()
+            .contains("give this proxy a slot of its own"),
+        "{err}"
+    );
+    assert!(other.recv(WAIT).await.is_none());
+    assert!(!holder.is_finished(), "the holder keeps streaming");
+    stop_stream(holder).await;
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_a_definite_error() {
+    let (db, _client) = prepared_db("password", ClusterOptions::default()).await;
+    let url = format!(
+        "postgres://postgres:wrong@127.0.0.1:{}/password",
+        db.cluster.port()
+    );
+    let (stream, _consumer, _shutdown) = start_stream(&url, Lsn::ZERO, 64, |_| {});
+    let err = tokio::time::timeout(WAIT, stream.join())
+        .await
+        .expect("gives up at once")
+        .expect_err("a definite error");
+    assert!(
+        matches!(err, ReplicationError::Authentication { .. }),
+        "{err:?}"
+    );
+    assert!(!err.is_transient());
+    assert!(
+        err.to_string().contains("password authentication failed"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_consumer_that_stops_reading_keeps_its_session_alive() {
+    // A short sender timeout: without status updates under backpressure, the walsender
+    // would drop the session within it.
+    let options = ClusterOptions {
+        settings: vec![("wal_sender_timeout".into(), "2s".into())],
+        ..ClusterOptions::default()
+    };
+    let (db, client) = prepared_db("backpressure", options).await;
+    let (stream, mut consumer, _shutdown) = start_stream(&db.url, Lsn::ZERO, 4, |c| {
+        c.client_buffer = 16;
+    });
+    consumer
+        .until("connected", WAIT, |c| !c.sessions.is_empty())
+        .await;
+    for batch in 0..100 {
+        client
+            .execute(
+                "INSERT INTO items (id, body) SELECT g, repeat('x', 500)
+                 FROM generate_series($1::int, $1 + 49) g",
+                &[&(batch * 50)],
+            )
+            .await
+            .unwrap();
+    }
+    // Read nothing for three sender timeouts.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    consumer
+        .until("every row", WAIT, |c| c.inserts == 5_000)
+        .await;
+    assert_eq!(consumer.sessions.len(), 1, "{:?}", consumer.other);
+    assert!(consumer.other.is_empty(), "{:?}", consumer.other);
+    stop_stream(stream).await;
+}

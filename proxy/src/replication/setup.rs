@@ -63,7 +63,7 @@ pub enum SetupError {
         .pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
     )]
     SlotInUse { slot: String, pid: Option<i32> },
-    #[error("query failed: {0}")]
+    #[error("query failed: {}", describe(.0))]
     Query(#[from] tokio_postgres::Error),
 }
 
@@ -218,6 +218,15 @@ fn db_message(err: &tokio_postgres::Error) -> String {
     err.as_db_error()
         .map(|db| db.message().to_owned())
         .unwrap_or_else(|| err.to_string())
+}
+
+/// A driver error with the server's message and SQLSTATE (its `Display` says only "db
+/// error").
+pub(crate) fn describe(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => err.to_string(),
+    }
 }
 
 /// Whether [`ensure_publication`] had to create the publication.

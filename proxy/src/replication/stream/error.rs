@@ -86,6 +86,24 @@ impl ReplicationError {
         }
     }
 
+    /// Classifies a failure of the ordinary connection that prepares each session: server
+    /// errors are read like the replication connection's (a wrong password is the same
+    /// definite error on both).
+    pub(crate) fn from_database(err: DatabaseError, user: &str, slot: &str) -> Self {
+        let source = match &err {
+            DatabaseError::Connect { source, .. } | DatabaseError::Query(source) => source,
+            _ => return Self::Database(err),
+        };
+        match source.as_db_error() {
+            Some(db) => from_server_text(
+                format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+                user,
+                slot,
+            ),
+            None => Self::Database(err),
+        }
+    }
+
     /// Classifies an error of the replication client. Its server errors carry only
     /// `message (SQLSTATE code)`, so the SQLSTATE is read back from the text.
     pub(crate) fn from_pgwire(err: PgWireError, user: &str, slot: &str) -> Self {

@@ -18,6 +18,10 @@ use crate::replication::event::ReplicationEvent;
 use crate::replication::pgoutput::{self, PgOutputMessage};
 use crate::replication::setup::{ensure_publication, ensure_slot};
 
+/// How long connecting, identifying and starting may take before the attempt counts as a
+/// lost connection.
+const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How long a clean close may take before the connection is dropped.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -35,6 +39,15 @@ fn ack_period(status_interval: std::time::Duration) -> std::time::Duration {
 enum Flow {
     Continue,
     Stop(SessionEnd),
+}
+
+/// How opening a session ended.
+enum Opened {
+    Streaming {
+        client: ReplicationClient,
+        connected: ReplicationEvent,
+    },
+    Stopped(SessionEnd),
 }
 
 /// The connection target, read from the database URL.
@@ -56,43 +69,18 @@ impl StreamTask {
     ) -> Result<SessionEnd, ReplicationError> {
         self.sessions += 1;
         let span = tracing::info_span!("session", n = self.sessions);
+        let shutdown = self.shutdown.clone();
         async {
-            if let Flow::Stop(end) = self.prepare().await? {
-                return Ok(end);
-            }
             let target = target(&self.config.database_url)?;
-            let start = self.resume_from.max(*self.flushed.borrow());
-            let ack = self.acks.ack().max(start);
-            let mut client =
-                ReplicationClient::connect_gated(self.client_config(&target, start, ack))
-                    .await
-                    .map_err(|e| self.wire_error(e, &target))?;
-            let system = client
-                .identify_system()
-                .await
-                .map_err(|e| self.wire_error(e, &target))?;
-            let system_id = system.system_id.parse::<u64>().map_err(|_| {
-                ReplicationError::Protocol(format!(
-                    "IDENTIFY_SYSTEM returned system id {:?}",
-                    system.system_id
-                ))
-            })?;
-            client
-                .start()
-                .await
-                .map_err(|e| self.wire_error(e, &target))?;
-            client
-                .wait_started()
-                .await
-                .map_err(|e| self.wire_error(e, &target))?;
-            *streamed = true;
-            tracing::info!(system_id, timeline = system.timeline, %start, "replication streaming");
-            self.set_streaming(system_id, system.timeline);
-            let connected = ReplicationEvent::Connected {
-                system_id,
-                timeline: system.timeline,
-                start_lsn: start,
+            let opened = tokio::select! {
+                () = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+                opened = self.open(&target) => opened?,
             };
+            let (mut client, connected) = match opened {
+                Opened::Streaming { client, connected } => (client, connected),
+                Opened::Stopped(end) => return Ok(end),
+            };
+            *streamed = true;
             let result = match self.deliver(&client, connected).await {
                 Flow::Stop(end) => Ok(end),
                 Flow::Continue => self.pump(&mut client, &target).await,
@@ -106,9 +94,58 @@ impl StreamTask {
         .await
     }
 
+    /// Prepares the slot and publication, then starts streaming; returns the client and the
+    /// `Connected` event to send (or why not to go on).
+    async fn open(&mut self, target: &Target) -> Result<Opened, ReplicationError> {
+        if let Flow::Stop(end) = self.prepare(target).await? {
+            return Ok(Opened::Stopped(end));
+        }
+        let start = self.resume_from.max(*self.flushed.borrow());
+        let ack = self.acks.ack().max(start);
+        let config = self.client_config(target, start, ack);
+        let started = tokio::time::timeout(START_TIMEOUT, self.start(config, target)).await;
+        let (client, system_id, timeline) = started.map_err(|_| {
+            ReplicationError::Connection(format!(
+                "Postgres did not start streaming within {START_TIMEOUT:?}"
+            ))
+        })??;
+        tracing::info!(system_id, timeline, %start, "replication streaming");
+        self.set_streaming(system_id, timeline);
+        let connected = ReplicationEvent::Connected {
+            system_id,
+            timeline,
+            start_lsn: start,
+        };
+        Ok(Opened::Streaming { client, connected })
+    }
+
+    /// Connects, reads IDENTIFY_SYSTEM (system id and timeline), and starts streaming.
+    async fn start(
+        &self,
+        config: ReplicationConfig,
+        target: &Target,
+    ) -> Result<(ReplicationClient, u64, u32), ReplicationError> {
+        let wire = |e| self.wire_error(e, target);
+        let mut client = ReplicationClient::connect_gated(config)
+            .await
+            .map_err(wire)?;
+        let system = client.identify_system().await.map_err(wire)?;
+        let system_id = system.system_id.parse::<u64>().map_err(|_| {
+            ReplicationError::Protocol(format!(
+                "IDENTIFY_SYSTEM returned system id {:?}",
+                system.system_id
+            ))
+        })?;
+        client.start().await.map_err(wire)?;
+        client.wait_started().await.map_err(wire)?;
+        Ok((client, system_id, system.timeline))
+    }
+
     /// Publication and slot, over an ordinary connection.
-    async fn prepare(&mut self) -> Result<Flow, ReplicationError> {
-        let client = database::connect(&self.config.database_url).await?;
+    async fn prepare(&mut self, target: &Target) -> Result<Flow, ReplicationError> {
+        let client = database::connect(&self.config.database_url)
+            .await
+            .map_err(|e| ReplicationError::from_database(e, &target.user, &self.config.slot))?;
         ensure_publication(&client, &self.config.publication).await?;
         let state = ensure_slot(&client, &self.config.slot, self.force_recreate).await?;
         drop(client);
