@@ -32,15 +32,18 @@
 //!   never the slot's, because the slot may be ahead of what the consumer persisted (a
 //!   status update races a crash) or behind it (positions persist at checkpoints).
 //! - A standby status update goes out every `status_interval` (~1 s, well under
-//!   `wal_sender_timeout`), idle or busy, and at once when a keepalive asks for a reply. It
-//!   reports, as written, flushed and applied alike, the position of
-//!   [`stream`]'s acknowledgement tracker: the consumer's flushed commit end LSN, or the
-//!   WAL end of a keepalive that arrived between transactions once everything delivered
-//!   before it is flushed (so an idle slot does not hold WAL). Never a commit's start LSN
-//!   (that would make Postgres send the transaction once more), never anything not yet
-//!   durable.
-//! - The slot's `confirmed_flush_lsn` therefore trails the consumer's durable position by at
-//!   most one status interval, and a crash of either side loses nothing.
+//!   `wal_sender_timeout`), idle, busy or while the consumer is slow, and at once when a
+//!   keepalive asks for a reply. It reports, as written, flushed and applied alike, the
+//!   position of the stream's acknowledgement tracker: the consumer's flushed commit end
+//!   LSN, or the WAL end of a keepalive that arrived between transactions once everything
+//!   delivered before it is flushed (so an idle slot does not hold WAL). Never a commit's
+//!   start LSN (that would make Postgres send the transaction once more), never anything
+//!   not yet durable.
+//! - The task reads the consumer's watch every `status_interval / 4` (at most 250 ms), not
+//!   on every change: a wake-up per commit would cost more than a one-row transaction. So
+//!   the slot's `confirmed_flush_lsn` trails the consumer's durable position by about one
+//!   status interval, and a crash of either side loses nothing (the slot is behind, never
+//!   ahead).
 //! - A slot Postgres invalidated (`wal_status = 'lost'`, for exceeding
 //!   `max_slot_wal_keep_size`) cannot stream again: the stream logs an ERROR, drops and
 //!   recreates it, and sends `SlotLost`; the consumer must rotate every shape, since the

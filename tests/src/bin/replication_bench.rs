@@ -150,11 +150,24 @@ async fn write(client: &tokio_postgres::Client, workload: Workload) -> Lsn {
         .await
         .expect("lsn");
     let end: Lsn = row.get::<_, String>(0).parse().expect("an LSN");
+    // With synchronous_commit = off the WAL writer flushes a little later, and walsenders
+    // send only flushed WAL: wait for it, so that the first reader does not pay for it.
+    while flushed_lsn(client).await < end {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     println!(
         "  wrote {workload:?} in {:.2?} (WAL up to {end})",
         started.elapsed()
     );
     end
+}
+
+async fn flushed_lsn(client: &tokio_postgres::Client) -> Lsn {
+    let row = client
+        .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+        .await
+        .expect("flush lsn");
+    row.get::<_, String>(0).parse().expect("an LSN")
 }
 
 /// Reads the workload through a `ReplicationStream`, the consumer counting and discarding.
