@@ -45,8 +45,12 @@ pub enum ReplicationError {
     SlotInvalidated { slot: String, message: String },
     #[error("replication slot {slot} does not exist: {message}")]
     SlotMissing { slot: String, message: String },
-    #[error("decoding the replication stream: {0}")]
-    Decode(#[from] DecodeError),
+    #[error("decoding the replication stream at {at}: {source}")]
+    Decode {
+        /// Where the message starts in the WAL.
+        at: shapes::lsn::Lsn,
+        source: DecodeError,
+    },
     #[error("assembling the replication stream: {0}")]
     Assembly(#[from] AssemblyError),
     #[error("Postgres ended the replication session: {message}")]
@@ -79,7 +83,7 @@ impl ReplicationError {
             | Self::Authentication { .. }
             | Self::NotReplicationRole { .. }
             | Self::SlotBusyTooLong { .. }
-            | Self::Decode(_)
+            | Self::Decode { .. }
             | Self::Assembly(_)
             | Self::Protocol(_)
             | Self::Internal(_) => false,

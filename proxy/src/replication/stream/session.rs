@@ -246,8 +246,15 @@ impl StreamTask {
         // The client decodes Begin, Commit and logical messages itself and passes everything
         // else as raw XLogData.
         let message = match &event {
-            WireEvent::XLogData { data, .. } => {
-                let message = PgOutputMessage::try_from(&data[..])?;
+            WireEvent::XLogData {
+                data, wal_start, ..
+            } => {
+                let message = PgOutputMessage::try_from(&data[..]).map_err(|source| {
+                    ReplicationError::Decode {
+                        at: Lsn(wal_start.0),
+                        source,
+                    }
+                })?;
                 if let PgOutputMessage::Unknown { tag, .. } = message
                     && unknown_tags.insert(tag)
                 {
