@@ -13,6 +13,7 @@ pub mod http;
 pub mod local_cluster;
 pub mod migrations;
 pub mod proxy_schema;
+pub mod replication;
 pub mod server;
 pub mod shape_log;
 pub mod telemetry;

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use proxy::local_cluster::{ClusterOptions, LocalCluster};
 
+pub mod replication;
+
 /// A throwaway cluster with one fresh database. Dropping it stops the cluster and removes its
 /// directory.
 #[derive(Debug)]
