@@ -9,9 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::commit_watch::CommitWatch;
 use crate::config::ServeConfig;
+use crate::database::{self, DatabaseError};
 use crate::mutations::MutationService;
 use crate::mutations::gc::{self, GcPolicy};
-use crate::database::{self, DatabaseError};
 
 /// The proxy's readiness, as `/v1/health` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

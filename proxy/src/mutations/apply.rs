@@ -58,7 +58,9 @@ pub async fn run(conn: &mut PooledConnection<'_>, batch: &Batch) -> Result<Appli
     conn.in_transaction = true;
     conn.execute("BEGIN").await?;
     let head = conn.query(HEAD, &[]).await?;
-    let head = head.first().ok_or_else(|| MutationError::Internal("no xid".into()))?;
+    let head = head
+        .first()
+        .ok_or_else(|| MutationError::Internal("no xid".into()))?;
     let xid = u32::try_from(head.try_get::<_, i64>(0)?).unwrap_or_default();
     let now: i64 = head.try_get(1)?;
     conn.query(CLIENT_LOCK, &[&batch.client_id]).await?;
@@ -76,7 +78,10 @@ pub async fn run(conn: &mut PooledConnection<'_>, batch: &Batch) -> Result<Appli
     let mut by_table: BTreeMap<QualifiedName, Vec<usize>> = BTreeMap::new();
     for (index, mutation) in batch.pending() {
         if !replayed[index] {
-            by_table.entry(mutation.table.name().clone()).or_default().push(index);
+            by_table
+                .entry(mutation.table.name().clone())
+                .or_default()
+                .push(index);
         }
     }
     let mut budget = store::SAVEPOINT_BUDGET;
@@ -97,14 +102,28 @@ pub async fn run(conn: &mut PooledConnection<'_>, batch: &Batch) -> Result<Appli
         let outcomes = outcomes
             .into_iter()
             .enumerate()
-            .map(|(i, o)| if o.is_rejected() || replayed[i] { o } else { Outcome::Aborted })
+            .map(|(i, o)| {
+                if o.is_rejected() || replayed[i] {
+                    o
+                } else {
+                    Outcome::Aborted
+                }
+            })
             .collect();
-        return Ok(Applied { txid: None, wrote_rows: false, outcomes });
+        return Ok(Applied {
+            txid: None,
+            wrote_rows: false,
+            outcomes,
+        });
     }
     record(conn, batch, &outcomes, &replayed).await?;
     conn.execute("COMMIT").await?;
     conn.in_transaction = false;
-    Ok(Applied { txid: Some(xid), wrote_rows, outcomes })
+    Ok(Applied {
+        txid: Some(xid),
+        wrote_rows,
+        outcomes,
+    })
 }
 
 /// Fills the results of ids seen before; returns which slots were replayed.
@@ -114,7 +133,9 @@ async fn recorded(
     outcomes: &mut [Option<Outcome>],
 ) -> Result<Vec<bool>, MutationError> {
     let mut replayed = vec![false; batch.ids.len()];
-    let rows = conn.query(RECORDED, &[&batch.client_id, &batch.ids]).await?;
+    let rows = conn
+        .query(RECORDED, &[&batch.client_id, &batch.ids])
+        .await?;
     if rows.is_empty() {
         return Ok(replayed);
     }
@@ -155,7 +176,8 @@ async fn record(
         );
     }
     if !ids.is_empty() {
-        conn.query(RECORD, &[&batch.client_id, &ids, &results]).await?;
+        conn.query(RECORD, &[&batch.client_id, &ids, &results])
+            .await?;
     }
     Ok(())
 }
@@ -163,7 +185,9 @@ async fn record(
 fn mutation(batch: &Batch, index: usize) -> Result<&ValidMutation, MutationError> {
     match &batch.slots[index] {
         Slot::Pending(m) => Ok(m),
-        Slot::Done(_) => Err(MutationError::Internal("a decided mutation was planned".into())),
+        Slot::Done(_) => Err(MutationError::Internal(
+            "a decided mutation was planned".into(),
+        )),
     }
 }
 
@@ -229,7 +253,12 @@ async fn apply_table(
                         let state = states.entry(item.key_id).or_default();
                         state.row = row;
                         state.dirty = true;
-                        let outcome = outcome_of(&table, &item.plan, state.row.as_ref(), mutation(batch, item.slot)?);
+                        let outcome = outcome_of(
+                            &table,
+                            &item.plan,
+                            state.row.as_ref(),
+                            mutation(batch, item.slot)?,
+                        );
                         state.clocks = Some(item.plan.clocks);
                         outcome
                     }
@@ -253,9 +282,16 @@ fn plan_one(
 ) -> Result<Plan, Outcome> {
     let mut merged = Vec::with_capacity(m.merges.len());
     for (column, update) in &m.merges {
-        let stored = state.row.as_ref().and_then(|r| r.values[*column].as_deref());
+        let stored = state
+            .row
+            .as_ref()
+            .and_then(|r| r.values[*column].as_deref());
         let document = yjs::merge(stored, update).map_err(|message| {
-            Outcome::rejected(RefusalCode::InvalidValue, Some(table.column_name(*column)), message)
+            Outcome::rejected(
+                RefusalCode::InvalidValue,
+                Some(table.column_name(*column)),
+                message,
+            )
         })?;
         merged.push((*column, document));
     }
@@ -265,17 +301,34 @@ fn plan_one(
         values: &m.values,
         merged: &merged,
     };
-    let plan = lww::plan(table, state.row.as_ref(), state.clocks.as_ref(), &intent, now);
+    let plan = lww::plan(
+        table,
+        state.row.as_ref(),
+        state.clocks.as_ref(),
+        &intent,
+        now,
+    );
     debug_assert!(!matches!(plan.write, RowWrite::Update { .. }) || state.row.is_some());
     Ok(plan)
 }
 
 /// The result of a planned mutation, given the row as it is after it.
-fn outcome_of(table: &WritableTable, plan: &Plan, row: Option<&StoredRow>, m: &ValidMutation) -> Outcome {
-    let row = row.filter(|_| plan.live_after).map(|row| row_json(table, row));
+fn outcome_of(
+    table: &WritableTable,
+    plan: &Plan,
+    row: Option<&StoredRow>,
+    m: &ValidMutation,
+) -> Outcome {
+    let row = row
+        .filter(|_| plan.live_after)
+        .map(|row| row_json(table, row));
     let clamped_to = m.clamped_to.map(format_micros);
     if plan.conflict {
-        Outcome::Conflict { lost: plan.lost.clone(), row, clamped_to }
+        Outcome::Conflict {
+            lost: plan.lost.clone(),
+            row,
+            clamped_to,
+        }
     } else {
         Outcome::Applied { row, clamped_to }
     }

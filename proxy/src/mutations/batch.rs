@@ -71,6 +71,13 @@ pub async fn prepare(
             )));
             continue;
         };
+        let table = match tables.get(conn.client(), &name, config, tombstones).await? {
+            Ok(table) => table,
+            Err((code, message)) => {
+                slots.push(Slot::Done(Outcome::rejected(code, None, message)));
+                continue;
+            }
+        };
         if !config.is_writable(&name) {
             slots.push(Slot::Done(Outcome::rejected(
                 RefusalCode::NotWritable,
@@ -79,13 +86,6 @@ pub async fn prepare(
             )));
             continue;
         }
-        let table = match tables.get(conn.client(), &name, config, tombstones).await? {
-            Ok(table) => table,
-            Err((code, message)) => {
-                slots.push(Slot::Done(Outcome::rejected(code, None, message)));
-                continue;
-            }
-        };
         let slot = match validate(
             mutation,
             &table,

@@ -113,7 +113,10 @@ mod tests {
 
     #[test]
     fn parses_rfc3339_with_zones_to_microseconds() {
-        assert_eq!(parse_timestamp("1970-01-01T00:00:01.000002Z").unwrap(), 1_000_002);
+        assert_eq!(
+            parse_timestamp("1970-01-01T00:00:01.000002Z").unwrap(),
+            1_000_002
+        );
         assert_eq!(
             parse_timestamp("1970-01-01T01:00:00+01:00").unwrap(),
             0,

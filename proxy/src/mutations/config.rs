@@ -270,7 +270,9 @@ mod tests {
         assert!(WriteConfig::dev().is_writable(&notes));
         assert!(!WriteConfig::default().is_writable(&notes));
         assert_eq!(
-            WriteConfig::dev().yjs_columns_of(&notes).collect::<Vec<_>>(),
+            WriteConfig::dev()
+                .yjs_columns_of(&notes)
+                .collect::<Vec<_>>(),
             ["body"]
         );
     }

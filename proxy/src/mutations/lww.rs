@@ -149,10 +149,10 @@ pub fn effective_clocks(
     let mut clocks = stored.cloned().unwrap_or_default();
     let Some(row) = row else {
         if clocks.is_live() {
-            let deleted = clocks.existence_clock().cloned().map_or_else(
-                || Clock::plain_sql(now),
-                |c| c.max(Clock::plain_sql(now)),
-            );
+            let deleted = clocks
+                .existence_clock()
+                .cloned()
+                .map_or_else(|| Clock::plain_sql(now), |c| c.max(Clock::plain_sql(now)));
             erase_columns(table, &mut clocks, &deleted);
             clocks.existence = Some((false, deleted));
             clocks.lww_written = None;
@@ -227,6 +227,9 @@ fn plan_delete(
         };
     }
     clocks.existence = Some((false, clock.clone()));
+    if table.tombstone.is_none() {
+        erase_columns(table, &mut clocks, clock);
+    }
     let write = match row {
         None => RowWrite::Nothing,
         Some(_) if table.tombstone.is_some() => {
@@ -239,7 +242,6 @@ fn plan_delete(
             }
         }
         Some(_) => {
-            erase_columns(table, &mut clocks, clock);
             clocks.lww_written = None;
             RowWrite::Delete
         }
@@ -359,7 +361,11 @@ mod tests {
         }
     }
 
-    fn set_title<'a>(op: Op, clock: &'a Clock, values: &'a [(usize, Option<String>)]) -> Intent<'a> {
+    fn set_title<'a>(
+        op: Op,
+        clock: &'a Clock,
+        values: &'a [(usize, Option<String>)],
+    ) -> Intent<'a> {
         Intent {
             op,
             clock,
@@ -387,7 +393,13 @@ mod tests {
         let table = notes();
         let clock = Clock::new(10, "a");
         let values = title("x");
-        let plan = plan(&table, None, None, &set_title(Op::Insert, &clock, &values), 0);
+        let plan = plan(
+            &table,
+            None,
+            None,
+            &set_title(Op::Insert, &clock, &values),
+            0,
+        );
         assert_eq!(
             plan.write,
             RowWrite::Insert {
@@ -683,11 +695,14 @@ mod tests {
         match (current, write) {
             (current, RowWrite::Nothing) => current,
             (_, RowWrite::Delete) => None,
-            (_, RowWrite::Insert {
-                columns,
-                lww,
-                tombstone,
-            }) => {
+            (
+                _,
+                RowWrite::Insert {
+                    columns,
+                    lww,
+                    tombstone,
+                },
+            ) => {
                 let mut empty = vec![None; table.schema.columns.len()];
                 empty[0] = Some(key.to_owned());
                 empty[DELETED_AT] = tombstone.map(|t| t.to_string());
@@ -697,11 +712,14 @@ mod tests {
                 };
                 Some(set(fresh, columns, *lww))
             }
-            (Some(row), RowWrite::Update {
-                columns,
-                lww,
-                tombstone,
-            }) => {
+            (
+                Some(row),
+                RowWrite::Update {
+                    columns,
+                    lww,
+                    tombstone,
+                },
+            ) => {
                 let mut row = set(row, columns, *lww);
                 match tombstone {
                     TombstoneChange::Keep => {}

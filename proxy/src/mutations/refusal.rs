@@ -18,10 +18,9 @@ pub fn refusal_for(
     let code = code_for(db.code().code())?;
     let column = column_of(db, table, columns);
     let message = match (code, db.detail()) {
-        (
-            RefusalCode::UniqueViolation | RefusalCode::ForeignKeyViolation,
-            Some(detail),
-        ) => format!("{}: {detail}", db.message()),
+        (RefusalCode::UniqueViolation | RefusalCode::ForeignKeyViolation, Some(detail)) => {
+            format!("{}: {detail}", db.message())
+        }
         _ => db.message().to_owned(),
     };
     Some(Refusal {
@@ -82,7 +81,11 @@ mod tests {
         assert_eq!(code_for("23514"), Some(RefusalCode::CheckViolation));
         assert_eq!(code_for("22P02"), Some(RefusalCode::InvalidValue));
         assert_eq!(code_for("22001"), Some(RefusalCode::InvalidValue));
-        assert_eq!(code_for("40001"), None, "serialization failures are retried");
+        assert_eq!(
+            code_for("40001"),
+            None,
+            "serialization failures are retried"
+        );
         assert_eq!(code_for("42P01"), None);
     }
 }

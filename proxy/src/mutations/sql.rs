@@ -239,8 +239,7 @@ pub fn check_values(types: &[&str]) -> String {
 }
 
 /// The slow path of the value check: each value alone, with its error. Params: values, types.
-pub const CHECK_EACH_VALUE: &str =
-    "SELECT ord, canonical, err_code, err_message FROM shapesync.check_values($1::text[], $2::text[])";
+pub const CHECK_EACH_VALUE: &str = "SELECT ord, canonical, err_code, err_message FROM shapesync.check_values($1::text[], $2::text[])";
 
 #[cfg(test)]
 mod tests {
@@ -252,12 +251,20 @@ mod tests {
         let table = notes();
         let sql = update_rows(&table);
         assert!(sql.starts_with(r#"UPDATE "public"."notes" AS t SET "title" = CASE WHEN v.s0"#));
-        assert!(sql.contains(r#"WHERE t."id" = v.k0::uuid RETURNING"#), "{sql}");
+        assert!(
+            sql.contains(r#"WHERE t."id" = v.k0::uuid RETURNING"#),
+            "{sql}"
+        );
         assert!(sql.contains(r#""deleted_at" = CASE v.top WHEN 1"#), "{sql}");
-        assert!(!sql.contains(r#""slug" ="#), "generated columns are never set");
+        assert!(
+            !sql.contains(r#""slug" ="#),
+            "generated columns are never set"
+        );
         let sql = insert_rows(&table, &[1]);
         assert!(
-            sql.contains(r#"("id", "title", "updated_at", "deleted_at") SELECT v.k0::uuid, v.v0::text"#),
+            sql.contains(
+                r#"("id", "title", "updated_at", "deleted_at") SELECT v.k0::uuid, v.v0::text"#
+            ),
             "{sql}"
         );
         assert!(sql.contains(r#"ON CONFLICT ("id") DO NOTHING"#));

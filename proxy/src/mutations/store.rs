@@ -64,11 +64,19 @@ fn key_params(table: &WritableTable, keys: &[&[String]]) -> Params {
         .collect()
 }
 
-fn stored_row(table: &WritableTable, row: &tokio_postgres::Row) -> Result<(String, StoredRow), MutationError> {
+fn stored_row(
+    table: &WritableTable,
+    row: &tokio_postgres::Row,
+) -> Result<(String, StoredRow), MutationError> {
     let values: Vec<Option<String>> = row.try_get(0)?;
     let lww_micros: Option<i64> = row.try_get(1)?;
-    let key: Option<Vec<String>> = table.key.iter().map(|&i| values.get(i).cloned().flatten()).collect();
-    let key = key.ok_or_else(|| MutationError::Internal("a row came back without its key".into()))?;
+    let key: Option<Vec<String>> = table
+        .key
+        .iter()
+        .map(|&i| values.get(i).cloned().flatten())
+        .collect();
+    let key =
+        key.ok_or_else(|| MutationError::Internal("a row came back without its key".into()))?;
     Ok((key_id(&key), StoredRow { values, lww_micros }))
 }
 
@@ -82,8 +90,10 @@ pub async fn lock(
     let clock_rows = conn
         .query(sql::LOCK_CLOCKS, &[&table.schema.oid, &ids])
         .await?;
-    let mut states: HashMap<String, KeyState> =
-        keys.keys().map(|id| (id.clone(), KeyState::default())).collect();
+    let mut states: HashMap<String, KeyState> = keys
+        .keys()
+        .map(|id| (id.clone(), KeyState::default()))
+        .collect();
     for row in clock_rows {
         let id: String = row.try_get(0)?;
         let live: bool = row.try_get(1)?;
@@ -116,8 +126,14 @@ pub async fn write_clocks(
     states: &HashMap<String, KeyState>,
 ) -> Result<(), MutationError> {
     let mut ids = Vec::new();
-    let (mut live, mut micros, mut clients, mut columns, mut lww, mut versions) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut live, mut micros, mut clients, mut columns, mut lww, mut versions) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for (id, state) in states {
         let Some(clocks) = state.clocks.as_ref().filter(|_| state.dirty) else {
             continue;
@@ -142,7 +158,16 @@ pub async fn write_clocks(
     let written = conn
         .query(
             sql::WRITE_CLOCKS,
-            &[&table.schema.oid, &ids, &live, &micros, &clients, &columns, &lww, &versions],
+            &[
+                &table.schema.oid,
+                &ids,
+                &live,
+                &micros,
+                &clients,
+                &columns,
+                &lww,
+                &versions,
+            ],
         )
         .await?;
     if written.len() != ids.len() {
@@ -229,7 +254,11 @@ pub async fn write_group(
                 for (offset, item) in group.iter().enumerate() {
                     let written = match kind {
                         WriteKind::Delete => None,
-                        _ => Some(rows.get(&item.key_id).cloned().ok_or(MutationError::ConcurrentCreate)?),
+                        _ => Some(
+                            rows.get(&item.key_id)
+                                .cloned()
+                                .ok_or(MutationError::ConcurrentCreate)?,
+                        ),
                     };
                     outcomes[range.start + offset] = WriteOutcome::Written(written);
                 }
@@ -242,8 +271,10 @@ pub async fn write_group(
                 let Some(refusal) = refusal_for(&err, table, &columns) else {
                     return Err(err.into());
                 };
-                conn.execute("ROLLBACK TO SAVEPOINT shapesync_write; RELEASE SAVEPOINT shapesync_write")
-                    .await?;
+                conn.execute(
+                    "ROLLBACK TO SAVEPOINT shapesync_write; RELEASE SAVEPOINT shapesync_write",
+                )
+                .await?;
                 if range.len() == 1 {
                     outcomes[range.start] = WriteOutcome::Rejected(refusal);
                 } else {

@@ -59,7 +59,9 @@ impl WritableTable {
         if self.key.contains(&index) {
             ColumnRole::Key
         } else if Some(index) == self.lww {
-            ColumnRole::ReadOnly("it is the last-write-wins clock, set from the mutation's timestamp")
+            ColumnRole::ReadOnly(
+                "it is the last-write-wins clock, set from the mutation's timestamp",
+            )
         } else if Some(index) == self.tombstone {
             ColumnRole::ReadOnly("it is the tombstone column, set by a delete")
         } else if self.schema.columns[index].generated {
@@ -101,18 +103,21 @@ impl WritableTable {
         let lww = schema.column_index(&config.lww_column).filter(is_timestamp);
         let tombstone = match tombstone {
             None => None,
-            Some(column) => Some(schema.column_index(column).filter(is_timestamp).ok_or_else(
-                || {
-                    (
-                        RefusalCode::NotWritable,
-                        format!(
-                            "table {} is configured with tombstone column {column}, which it \
+            Some(column) => Some(
+                schema
+                    .column_index(column)
+                    .filter(is_timestamp)
+                    .ok_or_else(|| {
+                        (
+                            RefusalCode::NotWritable,
+                            format!(
+                                "table {} is configured with tombstone column {column}, which it \
                              lacks (or which is not a timestamp)",
-                            schema.name
-                        ),
-                    )
-                },
-            )?),
+                                schema.name
+                            ),
+                        )
+                    })?,
+            ),
         };
         let yjs = config
             .yjs_columns_of(&schema.name)
@@ -251,7 +256,9 @@ impl TableCache {
         self.lock().clear();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<QualifiedName, (Arc<WritableTable>, Instant)>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<QualifiedName, (Arc<WritableTable>, Instant)>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -252,7 +252,14 @@ pub(crate) mod tests {
             }],
             ..WriteConfig::default()
         };
-        let types = vec!["uuid", "text", "bytea", "text", "timestamptz", "timestamptz"];
+        let types = vec![
+            "uuid",
+            "text",
+            "bytea",
+            "text",
+            "timestamptz",
+            "timestamptz",
+        ];
         let types = types.into_iter().map(String::from).collect();
         Arc::new(WritableTable::new(schema, types, &config, Some("deleted_at")).unwrap())
     }

@@ -206,8 +206,10 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.field, "mutations[1].valuez");
         assert!(err.message.contains("unknown field `valuez`"), "{err}");
-        let err = parse_request(&body(json!({"client_id": "d", "mutations": [], "atomik": true})))
-            .unwrap_err();
+        let err = parse_request(&body(
+            json!({"client_id": "d", "mutations": [], "atomik": true}),
+        ))
+        .unwrap_err();
         assert_eq!(err.field, "atomik");
     }
 

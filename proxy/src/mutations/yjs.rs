@@ -75,7 +75,8 @@ mod tests {
         let body = doc.get_or_insert_text("body");
         let mut txn = doc.transact_mut();
         let bytes = decode_bytea(stored).unwrap();
-        txn.apply_update(Update::decode_v1(&bytes).unwrap()).unwrap();
+        txn.apply_update(Update::decode_v1(&bytes).unwrap())
+            .unwrap();
         body.get_string(&txn)
     }
 
