@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde_json::{Map, Value};
 use shapes::schema::QualifiedName;
+use tokio_postgres::types::ToSql;
 
 use super::batch::{Batch, Slot};
 use super::clock::format_micros;
@@ -56,14 +57,26 @@ pub struct Applied {
 /// Runs the transaction. On error the caller rolls back.
 pub async fn run(conn: &mut PooledConnection<'_>, batch: &Batch) -> Result<Applied, MutationError> {
     conn.in_transaction = true;
-    conn.execute("BEGIN").await?;
-    let head = conn.query(HEAD, &[]).await?;
+    let (head, lock, recorded) = (
+        conn.prepare(HEAD).await?,
+        conn.prepare(CLIENT_LOCK).await?,
+        conn.prepare(RECORDED).await?,
+    );
+    // Pipelined: one round trip.
+    let client = conn.client();
+    let lock_params: [&(dyn ToSql + Sync); 1] = [&batch.client_id];
+    let recorded_params: [&(dyn ToSql + Sync); 2] = [&batch.client_id, &batch.ids];
+    let (_, head, _, recorded) = tokio::try_join!(
+        client.batch_execute("BEGIN"),
+        client.query(&head, &[]),
+        client.query(&lock, &lock_params),
+        client.query(&recorded, &recorded_params),
+    )?;
     let head = head
         .first()
         .ok_or_else(|| MutationError::Internal("no xid".into()))?;
     let xid = u32::try_from(head.try_get::<_, i64>(0)?).unwrap_or_default();
     let now: i64 = head.try_get(1)?;
-    conn.query(CLIENT_LOCK, &[&batch.client_id]).await?;
 
     let mut outcomes: Vec<Option<Outcome>> = batch
         .slots
@@ -73,7 +86,7 @@ pub async fn run(conn: &mut PooledConnection<'_>, batch: &Batch) -> Result<Appli
             Slot::Pending(_) => None,
         })
         .collect();
-    let replayed = recorded(conn, batch, &mut outcomes).await?;
+    let replayed = replay_recorded(batch, &recorded, &mut outcomes)?;
 
     let mut by_table: BTreeMap<QualifiedName, Vec<usize>> = BTreeMap::new();
     for (index, mutation) in batch.pending() {
@@ -127,15 +140,12 @@ pub async fn run(conn: &mut PooledConnection<'_>, batch: &Batch) -> Result<Appli
 }
 
 /// Fills the results of ids seen before; returns which slots were replayed.
-async fn recorded(
-    conn: &mut PooledConnection<'_>,
+fn replay_recorded(
     batch: &Batch,
+    rows: &[tokio_postgres::Row],
     outcomes: &mut [Option<Outcome>],
 ) -> Result<Vec<bool>, MutationError> {
     let mut replayed = vec![false; batch.ids.len()];
-    let rows = conn
-        .query(RECORDED, &[&batch.client_id, &batch.ids])
-        .await?;
     if rows.is_empty() {
         return Ok(replayed);
     }

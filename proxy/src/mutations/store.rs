@@ -87,9 +87,18 @@ pub async fn lock(
     keys: &BTreeMap<String, Vec<String>>,
 ) -> Result<HashMap<String, KeyState>, MutationError> {
     let ids: Vec<&str> = keys.keys().map(String::as_str).collect();
-    let clock_rows = conn
-        .query(sql::LOCK_CLOCKS, &[&table.schema.oid, &ids])
-        .await?;
+    let key_lists: Vec<&[String]> = keys.values().map(Vec::as_slice).collect();
+    let params = key_params(table, &key_lists);
+    let lock_clocks = conn.prepare(sql::LOCK_CLOCKS).await?;
+    let lock_rows = conn.prepare(&sql::lock_rows(table)).await?;
+    // Registers first, then rows (the order every writer uses), pipelined.
+    let client = conn.client();
+    let clock_params: [&(dyn ToSql + Sync); 2] = [&table.schema.oid, &ids];
+    let row_params = refs(&params);
+    let (clock_rows, data_rows) = tokio::try_join!(
+        client.query(&lock_clocks, &clock_params),
+        client.query(&lock_rows, &row_params),
+    )?;
     let mut states: HashMap<String, KeyState> = keys
         .keys()
         .map(|id| (id.clone(), KeyState::default()))
@@ -110,9 +119,7 @@ pub async fn lock(
         });
         state.version = row.try_get(6)?;
     }
-    let key_lists: Vec<&[String]> = keys.values().map(Vec::as_slice).collect();
-    let params = key_params(table, &key_lists);
-    for row in conn.query(&sql::lock_rows(table), &refs(&params)).await? {
+    for row in data_rows {
         let (id, stored) = stored_row(table, &row)?;
         states.entry(id).or_default().row = Some(stored);
     }
@@ -246,10 +253,10 @@ pub async fn write_group(
             continue;
         }
         let group = &items[range.clone()];
-        conn.execute("SAVEPOINT shapesync_write").await?;
         match run_write(conn, table, kind, group).await {
             Ok(rows) => {
-                conn.execute("RELEASE SAVEPOINT shapesync_write").await?;
+                // Left unreleased: releasing costs a round trip and frees no subtransaction
+                // id (a released one stays in the cache until commit); COMMIT releases it.
                 *budget -= 1;
                 for (offset, item) in group.iter().enumerate() {
                     let written = match kind {
@@ -289,7 +296,8 @@ pub async fn write_group(
     Ok(outcomes)
 }
 
-/// One statement over `group`; the returned rows by key id.
+/// One statement over `group` in a new savepoint (pipelined with it); the returned rows by
+/// key id.
 async fn run_write(
     conn: &mut PooledConnection<'_>,
     table: &WritableTable,
@@ -309,7 +317,13 @@ async fn run_write(
             sql::insert_rows(table, columns)
         }
     };
-    let rows = conn.query(&statement, &refs(&params)).await?;
+    let statement = conn.prepare(&statement).await?;
+    let client = conn.client();
+    let params = refs(&params);
+    let (_, rows) = tokio::try_join!(
+        client.batch_execute("SAVEPOINT shapesync_write"),
+        client.query(&statement, &params),
+    )?;
     let mut by_key = HashMap::with_capacity(rows.len());
     for row in &rows {
         // A row without its key cannot be matched; it is reported missing by the caller.
