@@ -244,7 +244,8 @@ pub async fn write_group(
     budget: &mut u32,
 ) -> Result<Vec<WriteOutcome>, MutationError> {
     let mut outcomes = vec![WriteOutcome::Aborted; items.len()];
-    let mut todo: Vec<Range<usize>> = vec![0..items.len()];
+    let mut todo: Vec<Range<usize>> = Vec::new();
+    todo.push(0..items.len());
     while let Some(range) = todo.pop() {
         if range.is_empty() {
             continue;

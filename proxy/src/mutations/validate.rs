@@ -61,14 +61,14 @@ pub fn validate(
         .map_err(|message| refusal(RefusalCode::BadTimestamp, None, message))?;
     let (micros, clamped_to) = clock::clamp(micros, server_now, max_skew);
     let key = validate_key(&mutation.key, table)?;
-    if mutation.op == Op::Delete {
-        if let Some(column) = mutation.values.keys().chain(mutation.merge.keys()).next() {
-            return Err(refusal(
-                RefusalCode::InvalidValue,
-                Some(column),
-                "a delete carries no values or merges",
-            ));
-        }
+    if mutation.op == Op::Delete
+        && let Some(column) = mutation.values.keys().chain(mutation.merge.keys()).next()
+    {
+        return Err(refusal(
+            RefusalCode::InvalidValue,
+            Some(column),
+            "a delete carries no values or merges",
+        ));
     }
     let values = validate_values(&mutation.values, &key, table)?;
     let merges = validate_merges(&mutation.merge, table)?;

@@ -92,7 +92,7 @@ async fn serve(url: &str) -> String {
 fn upsert(id: String, row: u64, micros: u64) -> Value {
     json!({"id": id, "table": "todos", "op": "upsert",
            "key": {"id": format!("00000000-0000-4000-8000-{row:012}")},
-           "values": {"owner_id": "bench", "title": format!("title {micros}"), "done": micros % 2 == 0, "position": micros % 1000},
+           "values": {"owner_id": "bench", "title": format!("title {micros}"), "done": micros.is_multiple_of(2), "position": micros % 1000},
            "timestamp": format!("2026-01-01T00:00:00.{:06}Z", micros % 1_000_000)})
 }
 
