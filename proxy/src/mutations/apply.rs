@@ -56,28 +56,7 @@ pub struct Applied {
 
 /// Runs the transaction. On error the caller rolls back.
 pub async fn run(conn: &mut PooledConnection<'_>, batch: &Batch) -> Result<Applied, MutationError> {
-    conn.in_transaction = true;
-    let (head, lock, recorded) = (
-        conn.prepare(HEAD).await?,
-        conn.prepare(CLIENT_LOCK).await?,
-        conn.prepare(RECORDED).await?,
-    );
-    // Pipelined: one round trip.
-    let client = conn.client();
-    let lock_params: [&(dyn ToSql + Sync); 1] = [&batch.client_id];
-    let recorded_params: [&(dyn ToSql + Sync); 2] = [&batch.client_id, &batch.ids];
-    let (_, head, _, recorded) = tokio::try_join!(
-        client.batch_execute("BEGIN"),
-        client.query(&head, &[]),
-        client.query(&lock, &lock_params),
-        client.query(&recorded, &recorded_params),
-    )?;
-    let head = head
-        .first()
-        .ok_or_else(|| MutationError::Internal("no xid".into()))?;
-    let xid = u32::try_from(head.try_get::<_, i64>(0)?).unwrap_or_default();
-    let now: i64 = head.try_get(1)?;
-
+    let (xid, now, recorded) = begin(conn, batch).await?;
     let mut outcomes: Vec<Option<Outcome>> = batch
         .slots
         .iter()
@@ -108,7 +87,47 @@ pub async fn run(conn: &mut PooledConnection<'_>, batch: &Batch) -> Result<Appli
             outcomes[source].clone().unwrap_or(Outcome::Aborted)
         })
         .collect();
+    finish(conn, batch, outcomes, &replayed, xid, wrote_rows).await
+}
 
+/// Opens the transaction: its xid, server time (µs), and the rows of ids recorded before.
+async fn begin(
+    conn: &mut PooledConnection<'_>,
+    batch: &Batch,
+) -> Result<(u32, i64, Vec<tokio_postgres::Row>), MutationError> {
+    conn.in_transaction = true;
+    let (head, lock, recorded) = (
+        conn.prepare(HEAD).await?,
+        conn.prepare(CLIENT_LOCK).await?,
+        conn.prepare(RECORDED).await?,
+    );
+    // Pipelined: one round trip.
+    let client = conn.client();
+    let lock_params: [&(dyn ToSql + Sync); 1] = [&batch.client_id];
+    let recorded_params: [&(dyn ToSql + Sync); 2] = [&batch.client_id, &batch.ids];
+    let (_, head, _, recorded) = tokio::try_join!(
+        client.batch_execute("BEGIN"),
+        client.query(&head, &[]),
+        client.query(&lock, &lock_params),
+        client.query(&recorded, &recorded_params),
+    )?;
+    let head = head
+        .first()
+        .ok_or_else(|| MutationError::Internal("no xid".into()))?;
+    let xid = u32::try_from(head.try_get::<_, i64>(0)?).unwrap_or_default();
+    let now: i64 = head.try_get(1)?;
+    Ok((xid, now, recorded))
+}
+
+/// Commits (recording the results), or rolls back an atomic batch with a rejection.
+async fn finish(
+    conn: &mut PooledConnection<'_>,
+    batch: &Batch,
+    outcomes: Vec<Outcome>,
+    replayed: &[bool],
+    xid: u32,
+    wrote_rows: bool,
+) -> Result<Applied, MutationError> {
     if batch.atomic && outcomes.iter().any(Outcome::is_rejected) {
         conn.execute("ROLLBACK").await?;
         conn.in_transaction = false;
@@ -129,7 +148,7 @@ pub async fn run(conn: &mut PooledConnection<'_>, batch: &Batch) -> Result<Appli
             outcomes,
         });
     }
-    record(conn, batch, &outcomes, &replayed).await?;
+    record(conn, batch, &outcomes, replayed).await?;
     conn.execute("COMMIT").await?;
     conn.in_transaction = false;
     Ok(Applied {
@@ -229,58 +248,83 @@ async fn apply_table(
         if round.is_empty() {
             break;
         }
-        let mut groups: BTreeMap<WriteKind, Vec<Planned>> = BTreeMap::new();
-        for (id, index) in round {
-            let m = mutation(batch, index)?;
-            let state = states.entry(id.clone()).or_default();
-            let plan = match plan_one(&table, m, state, now) {
-                Ok(plan) => plan,
-                Err(outcome) => {
-                    outcomes[index] = Some(outcome);
-                    continue;
-                }
-            };
-            match WriteKind::of(&plan) {
-                None => {
-                    state.dirty |= state.clocks.as_ref() != Some(&plan.clocks);
-                    outcomes[index] = Some(outcome_of(&table, &plan, state.row.as_ref(), m));
-                    state.clocks = Some(plan.clocks);
-                }
-                Some(kind) => groups.entry(kind).or_default().push(Planned {
-                    slot: index,
-                    key: m.key.clone(),
-                    key_id: id,
-                    plan,
-                }),
-            }
-        }
+        let groups = plan_round(&table, batch, round, &mut states, now, outcomes)?;
         for (kind, items) in groups {
             let results = store::write_group(conn, &table, &kind, &items, budget).await?;
             for (item, result) in items.into_iter().zip(results) {
-                let outcome = match result {
-                    WriteOutcome::Written(row) => {
-                        wrote_rows = true;
-                        let state = states.entry(item.key_id).or_default();
-                        state.row = row;
-                        state.dirty = true;
-                        let outcome = outcome_of(
-                            &table,
-                            &item.plan,
-                            state.row.as_ref(),
-                            mutation(batch, item.slot)?,
-                        );
-                        state.clocks = Some(item.plan.clocks);
-                        outcome
-                    }
-                    WriteOutcome::Rejected(error) => Outcome::Rejected { error },
-                    WriteOutcome::Aborted => Outcome::Aborted,
-                };
-                outcomes[item.slot] = Some(outcome);
+                wrote_rows |= matches!(result, WriteOutcome::Written(_));
+                let slot = item.slot;
+                outcomes[slot] = Some(settle(&table, batch, item, result, &mut states)?);
             }
         }
     }
     store::write_clocks(conn, &table, &states).await?;
     Ok(wrote_rows)
+}
+
+/// Plans one round (one mutation per key); decides those that write nothing and groups the
+/// others by statement.
+fn plan_round(
+    table: &WritableTable,
+    batch: &Batch,
+    round: Vec<(String, usize)>,
+    states: &mut HashMap<String, KeyState>,
+    now: i64,
+    outcomes: &mut [Option<Outcome>],
+) -> Result<BTreeMap<WriteKind, Vec<Planned>>, MutationError> {
+    let mut groups: BTreeMap<WriteKind, Vec<Planned>> = BTreeMap::new();
+    for (id, index) in round {
+        let m = mutation(batch, index)?;
+        let state = states.entry(id.clone()).or_default();
+        let plan = match plan_one(table, m, state, now) {
+            Ok(plan) => plan,
+            Err(outcome) => {
+                outcomes[index] = Some(outcome);
+                continue;
+            }
+        };
+        match WriteKind::of(&plan) {
+            None => {
+                state.dirty |= state.clocks.as_ref() != Some(&plan.clocks);
+                outcomes[index] = Some(outcome_of(table, &plan, state.row.as_ref(), m));
+                state.clocks = Some(plan.clocks);
+            }
+            Some(kind) => groups.entry(kind).or_default().push(Planned {
+                slot: index,
+                key: m.key.clone(),
+                key_id: id,
+                plan,
+            }),
+        }
+    }
+    Ok(groups)
+}
+
+/// The result of a written (or refused) row, and the row's new state.
+fn settle(
+    table: &WritableTable,
+    batch: &Batch,
+    item: Planned,
+    result: WriteOutcome,
+    states: &mut HashMap<String, KeyState>,
+) -> Result<Outcome, MutationError> {
+    Ok(match result {
+        WriteOutcome::Written(row) => {
+            let state = states.entry(item.key_id).or_default();
+            state.row = row;
+            state.dirty = true;
+            let outcome = outcome_of(
+                table,
+                &item.plan,
+                state.row.as_ref(),
+                mutation(batch, item.slot)?,
+            );
+            state.clocks = Some(item.plan.clocks);
+            outcome
+        }
+        WriteOutcome::Rejected(error) => Outcome::Rejected { error },
+        WriteOutcome::Aborted => Outcome::Aborted,
+    })
 }
 
 /// Merges the mutation's Yjs updates into the row's documents and plans it.
