@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{ServeConfig, TombstoneSpec};
+use crate::mutations::WriteArgs;
+use crate::mutations::config::Retention;
 
 /// shapesync: sync Postgres to devices, live, over the ElectricSQL HTTP Shape API.
 #[derive(Debug, Parser)]
@@ -52,6 +54,28 @@ pub enum Command {
     Dev(DevArgs),
     /// Run the proxy beside an existing Postgres (wal_level must be `logical`).
     Serve(ServeArgs),
+    /// Purge old tombstones (rows deleted through /v1/mutations on tombstoned tables), the
+    /// clocks of deleted rows, and old mutation ids, in small batches, then exit.
+    Gc(GcArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GcArgs {
+    /// Postgres connection URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    /// Purge tombstones (and deleted rows' clocks) older than this, e.g. `30d`; `off` keeps them.
+    #[arg(long, default_value = "30d")]
+    pub older_than: Retention,
+
+    /// Tombstoned tables, as for `serve` (`table` or `table:column`).
+    #[arg(long, env = "SHAPESYNC_TOMBSTONES", value_delimiter = ',')]
+    pub tombstones: Vec<TombstoneSpec>,
+
+    /// Purge mutation ids recorded longer ago than this.
+    #[arg(long, env = "SHAPESYNC_MUTATION_ID_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub mutation_id_retention: std::time::Duration,
 }
 
 /// Where the HTTP API listens.
@@ -92,6 +116,9 @@ pub struct ProxyArgs {
     /// delete through /v1/mutations sets it. Default: none for `serve`; `todos,notes` for `dev`.
     #[arg(long, env = "SHAPESYNC_TOMBSTONES", value_delimiter = ',')]
     pub tombstones: Option<Vec<TombstoneSpec>>,
+
+    #[command(flatten)]
+    pub writes: WriteArgs,
 }
 
 impl ProxyArgs {
@@ -105,6 +132,7 @@ impl ProxyArgs {
         let mut config = ServeConfig::new(database_url, self.listen.addr(), storage_dir);
         config.slot = self.slot;
         config.publication = self.publication;
+        config.writes = self.writes.into_config(dev_defaults);
         config.tombstones = self.tombstones.unwrap_or_else(|| {
             if dev_defaults {
                 ["todos", "notes"]

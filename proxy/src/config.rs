@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use shapes::schema::QualifiedName;
 
+use crate::mutations::WriteConfig;
+
 /// Everything the proxy needs to run (`serve`, and `dev` once its cluster is up).
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -18,6 +20,8 @@ pub struct ServeConfig {
     pub publication: String,
     /// Tables whose rows are soft-deleted, and their tombstone column.
     pub tombstones: Vec<TombstoneSpec>,
+    /// The write path (`POST /v1/mutations`).
+    pub writes: WriteConfig,
 }
 
 impl ServeConfig {
@@ -30,6 +34,7 @@ impl ServeConfig {
             slot: "shapesync".to_owned(),
             publication: "shapesync".to_owned(),
             tombstones: Vec::new(),
+            writes: WriteConfig::default(),
         }
     }
 

@@ -12,6 +12,7 @@ pub mod dev;
 pub mod http;
 pub mod local_cluster;
 pub mod migrations;
+pub mod mutations;
 pub mod proxy_schema;
 pub mod replication;
 pub mod server;

@@ -13,6 +13,7 @@ async fn main() -> ExitCode {
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let result: anyhow::Result<()> = match cli.command {
         Command::Dev(args) => proxy::dev::run(args, shutdown).await.map_err(Into::into),
+        Command::Gc(args) => run_gc(args).await,
         Command::Serve(args) => {
             let config = args
                 .proxy
@@ -30,6 +31,21 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `shapesync gc`: one purge, with a summary on stdout.
+async fn run_gc(args: proxy::cli::GcArgs) -> anyhow::Result<()> {
+    let policy = proxy::mutations::gc::GcPolicy {
+        tombstones: args.tombstones,
+        tombstone_retention: args.older_than.0,
+        mutation_id_retention: args.mutation_id_retention,
+    };
+    let report = proxy::mutations::gc::collect_once(&args.database_url, &policy).await?;
+    println!(
+        "purged {} tombstoned rows, {} row clocks, {} mutation ids",
+        report.tombstones, report.clocks, report.mutation_ids
+    );
+    Ok(())
 }
 
 /// Ctrl-C (SIGINT) or SIGTERM: shut down in order.

@@ -11,10 +11,64 @@ use tokio_postgres::Client;
 const UPGRADE_LOCK: i64 = 0x7368_6170_6573_796e;
 
 /// (name, SQL) in the order they apply.
-const STEPS: &[(&str, &str)] = &[(
-    "0001_schema_steps",
-    "COMMENT ON SCHEMA shapesync IS 'shapesync proxy objects: managed by the proxy, removed by shapesync uninstall'",
-)];
+const STEPS: &[(&str, &str)] = &[
+    (
+        "0001_schema_steps",
+        "COMMENT ON SCHEMA shapesync IS 'shapesync proxy objects: managed by the proxy, removed by shapesync uninstall'",
+    ),
+    ("0002_mutations", MUTATIONS_STEP),
+];
+
+/// The write path's objects (see `mutations`): last-write-wins registers per row, mutation ids
+/// for idempotency, and the slow path of the value check.
+const MUTATIONS_STEP: &str = "
+CREATE TABLE shapesync.row_clocks (
+    rel           oid     NOT NULL,
+    key           text    NOT NULL,
+    live          boolean NOT NULL,
+    exists_us     bigint  NOT NULL,
+    exists_client text    NOT NULL,
+    columns       jsonb   NOT NULL DEFAULT '{}',
+    lww_written   bigint,
+    version       bigint  NOT NULL DEFAULT 1,
+    PRIMARY KEY (rel, key)
+) WITH (fillfactor = 80);
+CREATE INDEX row_clocks_deleted_idx ON shapesync.row_clocks (exists_us) WHERE NOT live;
+COMMENT ON TABLE shapesync.row_clocks IS 'last-write-wins registers of rows written through /v1/mutations: existence (live, exists_us, exists_client), columns (name -> [us, client]), and the LWW column value last written (to notice plain SQL writes)';
+
+CREATE TABLE shapesync.mutation_ids (
+    client_id   text        NOT NULL,
+    mutation_id text        NOT NULL,
+    result      jsonb       NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (client_id, mutation_id)
+);
+CREATE INDEX mutation_ids_recorded_at_idx ON shapesync.mutation_ids (recorded_at);
+COMMENT ON TABLE shapesync.mutation_ids IS 'first result of every mutation id, so that a retry returns it instead of applying again; purged after the retention';
+
+-- Casts each value to its type alone and reports its error. Read-only, so the exception
+-- blocks never get a transaction id (they do not fill the subtransaction cache).
+CREATE FUNCTION shapesync.check_values(vals text[], types text[])
+RETURNS TABLE (ord int, canonical text, err_code text, err_message text)
+LANGUAGE plpgsql STABLE AS $fn$
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(vals, 1), 0) LOOP
+        ord := i;
+        canonical := NULL;
+        err_code := NULL;
+        err_message := NULL;
+        BEGIN
+            EXECUTE format('SELECT format(''%%s'', $1::%s)', types[i]::regtype)
+                INTO canonical USING vals[i];
+        EXCEPTION WHEN OTHERS THEN
+            err_code := SQLSTATE;
+            err_message := SQLERRM;
+        END;
+        RETURN NEXT;
+    END LOOP;
+END
+$fn$;
+";
 
 /// Creates the schema if missing and applies the steps not yet applied.
 pub async fn upgrade(client: &mut Client) -> Result<Vec<&'static str>, tokio_postgres::Error> {

@@ -7,8 +7,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::commit_watch::CommitWatch;
 use crate::config::ServeConfig;
 use crate::database::{self, DatabaseError};
+use crate::mutations::MutationService;
+use crate::mutations::gc::{self, GcPolicy};
 
 /// The proxy's readiness, as `/v1/health` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +36,8 @@ impl Health {
 pub struct AppState {
     pub health: watch::Receiver<Health>,
     pub config: Arc<ServeConfig>,
+    /// The write path (`POST /v1/mutations`).
+    pub writes: Arc<MutationService>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,9 +91,24 @@ pub async fn run(
             source,
         })?;
     let local_addr = listener.local_addr().map_err(ServeError::Http)?;
+    // Replication records commits here once it runs; writes wait on it for their commit LSN.
+    let commits = Arc::new(CommitWatch::default());
+    let writes = Arc::new(MutationService::new(
+        &config.database_url,
+        config.writes.clone(),
+        config.tombstones.clone(),
+        commits,
+    ));
+    tokio::spawn(gc::run_periodically(
+        config.database_url.clone(),
+        GcPolicy::from_config(&config.writes, &config.tombstones),
+        config.writes.gc_interval,
+        shutdown.clone(),
+    ));
     let state = AppState {
         health,
         config: Arc::new(config),
+        writes,
     };
     let app = crate::http::router(state);
     health_tx.send_replace(Health::Active);

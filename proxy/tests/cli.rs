@@ -35,7 +35,7 @@ fn dev_serves_health_applies_migrations_once_and_leaves_no_postgres_behind() {
     let pgdata = pgdata_of(&data_dir);
     let pg_pid = postmaster_pid(&pgdata);
     let counts = query_counts(&data_dir, &pgdata);
-    assert_eq!(counts, (2, 3), "(migrations recorded, example todos)");
+    assert_eq!(counts, (3, 3), "(migrations recorded, example todos)");
 
     signal(&dev, libc::SIGINT);
     let status = wait_exit(&mut dev);
@@ -49,7 +49,7 @@ fn dev_serves_health_applies_migrations_once_and_leaves_no_postgres_behind() {
     let mut dev = spawn_dev(&data_dir, port);
     read_until(&mut dev, "/v1/health");
     assert_eq!(get(port, "/v1/health").0, 200);
-    assert_eq!(query_counts(&data_dir, &pgdata), (2, 3));
+    assert_eq!(query_counts(&data_dir, &pgdata), (3, 3));
     let pg_pid = postmaster_pid(&pgdata);
     signal(&dev, libc::SIGTERM);
     assert!(wait_exit(&mut dev).success());

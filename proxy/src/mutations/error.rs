@@ -1,0 +1,43 @@
+//! Errors of the write path that fail a whole request (a mutation's own problems are
+//! `rejected` results, not errors).
+
+use crate::database::{self, DatabaseError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MutationError {
+    /// Cannot reach Postgres (answered 503).
+    #[error(transparent)]
+    Connect(#[from] DatabaseError),
+    #[error("query failed: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    /// Another writer created a row or register this transaction believed absent; the
+    /// transaction is retried.
+    #[error("a row was created by a concurrent write")]
+    ConcurrentCreate,
+    /// A bug: the state of the database contradicts what the write path just read.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl MutationError {
+    /// Worth retrying the transaction: serialization failure, deadlock, a concurrent create,
+    /// a lost connection.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connect(err) => err.is_transient(),
+            Self::Query(err) => database::is_transient(err),
+            Self::ConcurrentCreate => true,
+            Self::Internal(_) => false,
+        }
+    }
+
+    /// Postgres' tables changed under cached statements or cached table descriptions.
+    pub fn is_schema_change(&self) -> bool {
+        let Self::Query(err) = self else {
+            return false;
+        };
+        err.code().is_some_and(|code| {
+            matches!(code.code(), "42703" | "42P01" | "0A000" | "42804" | "26000")
+        })
+    }
+}

@@ -1,0 +1,161 @@
+//! Writes: `POST /v1/mutations` (PROTOCOL.md Part 2, DESIGN.md decision 7).
+//!
+//! A batch goes through these steps, each in its own module:
+//! - `wire`: the JSON, parsed strictly (unknown fields are named with the mutation's index);
+//! - `batch` + `validate`: each mutation checked against its table (`table`: catalog and the
+//!   roles configuration gives columns) — exists, writable, primary key, columns writable,
+//!   timestamp parsed and clamped (`clock`);
+//! - `values`: every value cast by Postgres before the write transaction (read-only), so a bad
+//!   value rejects its mutation only;
+//! - `apply`: one transaction — idempotency, row locks, last-write-wins planning (`lww`, pure),
+//!   Yjs merges (`yjs`), set-based writes with a bounded number of savepoints (`store`, `sql`),
+//!   results recorded under their ids;
+//! - the commit's LSN, from the replication stream ([`CommitWatch`]), for a bounded time.
+//!
+//! `gc` purges old tombstones, the registers of deleted rows and old mutation ids.
+
+pub mod apply;
+pub mod batch;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod gc;
+pub mod lww;
+pub mod pool;
+pub mod refusal;
+pub mod sql;
+pub mod store;
+pub mod table;
+pub mod validate;
+pub mod values;
+pub mod wire;
+pub mod yjs;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::commit_watch::CommitWatch;
+use crate::config::TombstoneSpec;
+
+pub use config::{WriteArgs, WriteConfig};
+pub use error::MutationError;
+pub use wire::{MutationRequest, MutationResponse};
+
+use apply::Applied;
+use pool::{ConnectionPool, PooledConnection};
+use table::TableCache;
+
+/// Attempts of a transaction that fails transiently (deadlock, serialization, concurrent create).
+const ATTEMPTS: u32 = 5;
+
+/// The write path, shared by request handlers.
+#[derive(Debug)]
+pub struct MutationService {
+    pool: ConnectionPool,
+    tables: TableCache,
+    config: WriteConfig,
+    tombstones: Vec<TombstoneSpec>,
+    commits: Arc<CommitWatch>,
+}
+
+impl MutationService {
+    /// Connections are opened on first use.
+    pub fn new(
+        database_url: &str,
+        config: WriteConfig,
+        tombstones: Vec<TombstoneSpec>,
+        commits: Arc<CommitWatch>,
+    ) -> Self {
+        Self {
+            pool: ConnectionPool::new(database_url.to_owned(), config.max_connections),
+            tables: TableCache::default(),
+            config,
+            tombstones,
+            commits,
+        }
+    }
+
+    pub fn config(&self) -> &WriteConfig {
+        &self.config
+    }
+
+    pub fn tombstones(&self) -> &[TombstoneSpec] {
+        &self.tombstones
+    }
+
+    /// Applies a batch and answers it.
+    pub async fn apply(&self, request: MutationRequest) -> Result<MutationResponse, MutationError> {
+        let ids: Vec<String> = request.mutations.iter().map(|m| m.id.clone()).collect();
+        let mut conn = self.pool.get().await?;
+        let applied = match self.apply_on(&mut conn, request.clone()).await {
+            Err(err) if err.is_schema_change() => {
+                // A table changed under cached statements: read the catalog again, once.
+                self.tables.clear();
+                conn.forget_statements();
+                self.apply_on(&mut conn, request).await?
+            }
+            other => other?,
+        };
+        drop(conn);
+        let lsn = match (applied.txid, applied.wrote_rows) {
+            (Some(xid), true) => self
+                .commits
+                .wait_for(xid, self.config.lsn_wait)
+                .await
+                .map(|lsn| lsn.as_u64().to_string()),
+            _ => None,
+        };
+        let results = ids
+            .into_iter()
+            .zip(applied.outcomes)
+            .map(|(id, outcome)| wire::MutationResult { id, outcome })
+            .collect();
+        Ok(MutationResponse {
+            txid: applied.txid,
+            lsn,
+            results,
+        })
+    }
+
+    async fn apply_on(
+        &self,
+        conn: &mut PooledConnection<'_>,
+        request: MutationRequest,
+    ) -> Result<Applied, MutationError> {
+        let now = chrono::Utc::now().timestamp_micros();
+        let mut batch = batch::prepare(
+            request,
+            conn,
+            &self.tables,
+            &self.config,
+            &self.tombstones,
+            now,
+        )
+        .await?;
+        values::check(conn, &mut batch).await?;
+        let mut attempt = 1;
+        loop {
+            match apply::run(conn, &batch).await {
+                Ok(applied) => return Ok(applied),
+                Err(err) => {
+                    rollback(conn).await;
+                    if !err.is_transient() || attempt >= ATTEMPTS || conn.client().is_closed() {
+                        return Err(err);
+                    }
+                    tracing::debug!(error = %err, attempt, "retrying a write transaction");
+                    let jitter = rand::random_range(0..5 * u64::from(attempt));
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 5 + jitter))
+                        .await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Ends a failed transaction so the connection can be reused (it is dropped if that fails).
+async fn rollback(conn: &mut PooledConnection<'_>) {
+    if conn.in_transaction && conn.execute("ROLLBACK").await.is_ok() {
+        conn.in_transaction = false;
+    }
+}

@@ -1,0 +1,283 @@
+//! What the write path knows about a writable table: its columns and key from the catalog, and
+//! the roles the configuration gives columns (LWW clock, tombstone, Yjs documents). Loaded
+//! tables are cached briefly; a schema error from Postgres drops the entry.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shapes::schema::{QualifiedName, TableSchema};
+use tokio_postgres::Client;
+
+use super::config::WriteConfig;
+use super::wire::RefusalCode;
+use crate::catalog::{self, CatalogError};
+use crate::config::TombstoneSpec;
+
+/// How long a loaded table is trusted before the catalog is read again.
+const CACHE_TTL: Duration = Duration::from_secs(10);
+
+/// A table that accepts writes, with the role of each column.
+#[derive(Debug, Clone)]
+pub struct WritableTable {
+    pub schema: TableSchema,
+    /// Primary-key column positions, in key order.
+    pub key: Vec<usize>,
+    /// Per column, the type to cast client text to (`format_type` without modifier, so that
+    /// assignment applies the modifier and a too-long value is an error, not a truncation).
+    pub cast_types: Vec<String>,
+    /// The last-write-wins column (timestamp or timestamptz), if the table has it.
+    pub lww: Option<usize>,
+    /// The tombstone column on tombstoned tables.
+    pub tombstone: Option<usize>,
+    /// Yjs document columns (bytea).
+    pub yjs: Vec<usize>,
+}
+
+/// What a client may do with a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnRole {
+    Key,
+    /// An ordinary column, written by `values` under last-write-wins.
+    Plain,
+    /// Written by `merge` only.
+    Yjs,
+    /// Managed by shapesync (LWW clock, tombstone) or by Postgres (generated).
+    ReadOnly(&'static str),
+}
+
+impl WritableTable {
+    pub fn name(&self) -> &QualifiedName {
+        &self.schema.name
+    }
+
+    pub fn column_name(&self, index: usize) -> &str {
+        &self.schema.columns[index].name
+    }
+
+    pub fn role(&self, index: usize) -> ColumnRole {
+        if self.key.contains(&index) {
+            ColumnRole::Key
+        } else if Some(index) == self.lww {
+            ColumnRole::ReadOnly(
+                "it is the last-write-wins clock, set from the mutation's timestamp",
+            )
+        } else if Some(index) == self.tombstone {
+            ColumnRole::ReadOnly("it is the tombstone column, set by a delete")
+        } else if self.schema.columns[index].generated {
+            ColumnRole::ReadOnly("it is a generated column")
+        } else if self.yjs.contains(&index) {
+            ColumnRole::Yjs
+        } else {
+            ColumnRole::Plain
+        }
+    }
+
+    /// Columns whose clocks the sidecar keeps: plain columns.
+    pub fn lww_columns(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.schema.columns.len()).filter(|&i| self.role(i) == ColumnRole::Plain)
+    }
+
+    /// Builds the roles from a loaded schema; `None` for the tombstone column when the table is
+    /// not tombstoned.
+    pub fn new(
+        schema: TableSchema,
+        cast_types: Vec<String>,
+        config: &WriteConfig,
+        tombstone: Option<&str>,
+    ) -> Result<Self, (RefusalCode, String)> {
+        let key = schema.primary_key();
+        if key.is_empty() {
+            return Err((
+                RefusalCode::NotWritable,
+                format!(
+                    "table {} has no primary key, which writes need to find rows; add one",
+                    schema.name
+                ),
+            ));
+        }
+        let is_timestamp = |i: &usize| {
+            let ty = &schema.columns[*i].ty.name;
+            ty == "timestamptz" || ty == "timestamp"
+        };
+        let lww = schema.column_index(&config.lww_column).filter(is_timestamp);
+        let tombstone = match tombstone {
+            None => None,
+            Some(column) => Some(
+                schema
+                    .column_index(column)
+                    .filter(is_timestamp)
+                    .ok_or_else(|| {
+                        (
+                            RefusalCode::NotWritable,
+                            format!(
+                                "table {} is configured with tombstone column {column}, which it \
+                             lacks (or which is not a timestamp)",
+                                schema.name
+                            ),
+                        )
+                    })?,
+            ),
+        };
+        let yjs = config
+            .yjs_columns_of(&schema.name)
+            .filter_map(|name| schema.column_index(name))
+            .filter(|&i| schema.columns[i].ty.name == "bytea" && schema.columns[i].dims == 0)
+            .collect();
+        Ok(Self {
+            schema,
+            key,
+            cast_types,
+            lww,
+            tombstone,
+            yjs,
+        })
+    }
+}
+
+/// Parses a table name as the shape API takes it: `t`, `schema.t`, or quoted parts
+/// (`"My Schema"."my table"`). Unquoted parts fold to lower case; the schema defaults to public.
+pub fn parse_table_name(text: &str) -> Option<QualifiedName> {
+    let mut parts = Vec::new();
+    let mut chars = text.trim().chars().peekable();
+    loop {
+        let mut part = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '"' if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        part.push('"');
+                    }
+                    '"' => break,
+                    c => part.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == '.' {
+                    break;
+                }
+                if c == '"' || c.is_whitespace() {
+                    return None;
+                }
+                part.extend(c.to_lowercase());
+                chars.next();
+            }
+        }
+        if part.is_empty() {
+            return None;
+        }
+        parts.push(part);
+        match chars.next() {
+            None => break,
+            Some('.') => continue,
+            Some(_) => return None,
+        }
+    }
+    match <[String; 2]>::try_from(parts) {
+        Ok([schema, name]) => Some(QualifiedName::new(schema, name)),
+        Err(parts) => match <[String; 1]>::try_from(parts) {
+            Ok([name]) => Some(QualifiedName::new("public", name)),
+            Err(_) => None,
+        },
+    }
+}
+
+/// Loaded writable tables, each trusted for a few seconds.
+#[derive(Debug, Default)]
+pub struct TableCache {
+    entries: Mutex<HashMap<QualifiedName, (Arc<WritableTable>, Instant)>>,
+}
+
+impl TableCache {
+    /// The table, from the cache or the catalog. `Err` carries the refusal for mutations on it.
+    pub async fn get(
+        &self,
+        client: &Client,
+        name: &QualifiedName,
+        config: &WriteConfig,
+        tombstones: &[TombstoneSpec],
+    ) -> Result<Result<Arc<WritableTable>, (RefusalCode, String)>, tokio_postgres::Error> {
+        if let Some(table) = self.cached(name) {
+            return Ok(Ok(table));
+        }
+        let schema = match catalog::load_table(client, name).await {
+            Ok(schema) => schema,
+            Err(CatalogError::Query(err)) => return Err(err),
+            Err(err @ CatalogError::UnknownTable(_)) => {
+                return Ok(Err((RefusalCode::UnknownTable, err.to_string())));
+            }
+            Err(err @ CatalogError::NotATable(_)) => {
+                return Ok(Err((RefusalCode::NotWritable, err.to_string())));
+            }
+        };
+        let cast_types: Vec<String> = client
+            .query(
+                "SELECT format_type(a.atttypid, NULL) FROM pg_attribute a
+                 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+                 ORDER BY a.attnum",
+                &[&schema.oid],
+            )
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        if cast_types.len() != schema.columns.len() {
+            // The table changed between the two reads: let the next request load it again.
+            return Ok(Err((
+                RefusalCode::NotWritable,
+                format!("table {name} changed while being read; retry"),
+            )));
+        }
+        let tombstone = tombstones
+            .iter()
+            .find(|spec| &spec.table == name)
+            .map(|spec| spec.column.as_str());
+        Ok(
+            WritableTable::new(schema, cast_types, config, tombstone).map(|table| {
+                let table = Arc::new(table);
+                self.lock()
+                    .insert(name.clone(), (table.clone(), Instant::now()));
+                table
+            }),
+        )
+    }
+
+    fn cached(&self, name: &QualifiedName) -> Option<Arc<WritableTable>> {
+        let entries = self.lock();
+        let (table, loaded) = entries.get(name)?;
+        (loaded.elapsed() < CACHE_TTL).then(|| table.clone())
+    }
+
+    /// Forgets every table (after Postgres reported a schema mismatch).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<QualifiedName, (Arc<WritableTable>, Instant)>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_fold_unquoted_parts_and_keep_quoted_ones() {
+        let parse = |t| parse_table_name(t);
+        assert_eq!(parse("Todos"), Some(QualifiedName::new("public", "todos")));
+        assert_eq!(parse("app.todos"), Some(QualifiedName::new("app", "todos")));
+        assert_eq!(
+            parse(r#""My Schema"."my ""t"".x""#),
+            Some(QualifiedName::new("My Schema", r#"my "t".x"#))
+        );
+        for bad in ["", "a.b.c", "a b", "\"open", "a.", ".a", "\"\""] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The JSON of `POST /v1/mutations` (PROTOCOL.md Part 2): the request as clients send it, the
+//! response, and the per-mutation outcomes (which are also what the idempotency record keeps).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A batch of mutations from one client.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MutationRequest {
+    /// The device's id: the tie-break of equal timestamps, and the scope of mutation ids.
+    pub client_id: String,
+    /// All-or-nothing: if any mutation is rejected, none is applied.
+    #[serde(default)]
+    pub atomic: bool,
+    pub mutations: Vec<Mutation>,
+}
+
+/// One mutation as the client sends it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mutation {
+    /// Client-made id; a retried id returns its first result.
+    pub id: String,
+    /// `t`, `schema.t` or quoted `"My Schema"."my table"`.
+    pub table: String,
+    pub op: Op,
+    /// Primary-key column → value.
+    pub key: Map<String, Value>,
+    #[serde(default)]
+    pub values: Map<String, Value>,
+    /// Yjs column → base64 Yjs update (v1 encoding).
+    #[serde(default)]
+    pub merge: Map<String, Value>,
+    /// The client's clock: RFC 3339 with a zone, e.g. `2026-11-22T10:30:00.123456Z`.
+    pub timestamp: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Insert,
+    Update,
+    Upsert,
+    Delete,
+}
+
+/// The answer to a batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MutationResponse {
+    /// The transaction's 32-bit xid (as `headers.txids` carries it); null when nothing committed.
+    pub txid: Option<u32>,
+    /// The commit LSN as a decimal string, once replication has seen it.
+    pub lsn: Option<String>,
+    pub results: Vec<MutationResult>,
+}
+
+/// One mutation's result, in request order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MutationResult {
+    pub id: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// A row as shapes send it: column → Postgres text output, or null.
+pub type RowJson = Map<String, Value>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Outcome {
+    /// Every column was written (for a delete: the row is gone).
+    Applied {
+        row: Option<RowJson>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clamped_to: Option<String>,
+    },
+    /// Newer writes won `lost`; `row` is the current row (null when the row is deleted).
+    Conflict {
+        lost: Vec<String>,
+        row: Option<RowJson>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clamped_to: Option<String>,
+    },
+    /// Nothing was written.
+    Rejected { error: Refusal },
+    /// Not applied because the batch failed elsewhere; safe to send again.
+    Aborted,
+}
+
+impl Outcome {
+    pub fn rejected(code: RefusalCode, column: Option<&str>, message: impl Into<String>) -> Self {
+        Self::Rejected {
+            error: Refusal {
+                code,
+                column: column.map(str::to_owned),
+                message: message.into(),
+            },
+        }
+    }
+
+    pub fn is_rejected(&self) -> bool {
+        matches!(self, Self::Rejected { .. })
+    }
+}
+
+/// Why a mutation was rejected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub code: RefusalCode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalCode {
+    InvalidValue,
+    NotNullViolation,
+    CheckViolation,
+    UniqueViolation,
+    ForeignKeyViolation,
+    UnknownColumn,
+    ReadOnlyColumn,
+    UnknownTable,
+    NotWritable,
+    Forbidden,
+    BadTimestamp,
+}
+
+/// A request that is not a valid batch: answered 400 with the field that is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidRequest {
+    /// Where in the body: `body`, `mutations[2].valuez`, `client_id`, ….
+    pub field: String,
+    pub message: String,
+}
+
+/// Parses a request body, naming the offending field (with the mutation's index) on error.
+pub fn parse_request(body: &[u8]) -> Result<MutationRequest, InvalidRequest> {
+    let deserializer = &mut serde_json::Deserializer::from_slice(body);
+    let request: MutationRequest =
+        serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            let field = match path.as_str() {
+                "." | "" => "body".to_owned(),
+                path => path.to_owned(),
+            };
+            let message = match inner.classify() {
+                serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                    format!("not valid JSON: {inner}")
+                }
+                _ => inner.to_string(),
+            };
+            InvalidRequest { field, message }
+        })?;
+    if request.client_id.trim().is_empty() {
+        return Err(InvalidRequest {
+            field: "client_id".to_owned(),
+            message: "must not be empty".to_owned(),
+        });
+    }
+    if let Some(i) = request.mutations.iter().position(|m| m.id.is_empty()) {
+        return Err(InvalidRequest {
+            field: format!("mutations[{i}].id"),
+            message: "must not be empty".to_owned(),
+        });
+    }
+    Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(value: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&value).unwrap()
+    }
+
+    #[test]
+    fn parses_a_batch_with_defaults() {
+        let request = parse_request(&body(json!({
+            "client_id": "d1",
+            "mutations": [{"id": "m1", "table": "todos", "op": "upsert", "key": {"id": "1"},
+                           "values": {"title": "x"}, "timestamp": "2026-01-01T00:00:00Z"}]
+        })))
+        .unwrap();
+        assert!(!request.atomic);
+        assert_eq!(request.mutations[0].op, Op::Upsert);
+        assert!(request.mutations[0].merge.is_empty());
+    }
+
+    #[test]
+    fn unknown_fields_are_named_with_the_mutation_index() {
+        let err = parse_request(&body(json!({
+            "client_id": "d1",
+            "mutations": [
+                {"id": "m1", "table": "t", "op": "delete", "key": {"id": "1"}, "timestamp": "x"},
+                {"id": "m2", "table": "t", "op": "delete", "key": {"id": "1"}, "timestamp": "x",
+                 "valuez": {}}]
+        })))
+        .unwrap_err();
+        assert_eq!(err.field, "mutations[1].valuez");
+        assert!(err.message.contains("unknown field `valuez`"), "{err}");
+        let err = parse_request(&body(
+            json!({"client_id": "d", "mutations": [], "atomik": true}),
+        ))
+        .unwrap_err();
+        assert_eq!(err.field, "atomik");
+    }
+
+    #[test]
+    fn malformed_json_and_bad_ops_are_invalid_requests() {
+        let err = parse_request(b"{\"client_id\": ").unwrap_err();
+        assert!(err.message.starts_with("not valid JSON"), "{err}");
+        let err = parse_request(&body(json!({"client_id": "d", "mutations": [
+            {"id": "m", "table": "t", "op": "merge", "key": {}, "timestamp": "x"}]})))
+        .unwrap_err();
+        assert_eq!(err.field, "mutations[0].op");
+        let err = parse_request(&body(json!({"client_id": " ", "mutations": []}))).unwrap_err();
+        assert_eq!(err.field, "client_id");
+    }
+
+    #[test]
+    fn outcomes_serialize_with_a_status_tag() {
+        let result = MutationResult {
+            id: "m".into(),
+            outcome: Outcome::rejected(RefusalCode::InvalidValue, Some("id"), "bad"),
+        };
+        assert_eq!(
+            serde_json::to_value(&result).unwrap(),
+            json!({"id": "m", "status": "rejected",
+                   "error": {"code": "invalid_value", "column": "id", "message": "bad"}})
+        );
+        let aborted = serde_json::to_value(MutationResult {
+            id: "m".into(),
+            outcome: Outcome::Aborted,
+        })
+        .unwrap();
+        assert_eq!(aborted, json!({"id": "m", "status": "aborted"}));
+        let conflict = Outcome::Conflict {
+            lost: vec!["title".into()],
+            row: None,
+            clamped_to: None,
+        };
+        let text = serde_json::to_string(&conflict).unwrap();
+        assert_eq!(serde_json::from_str::<Outcome>(&text).unwrap(), conflict);
+    }
+}
