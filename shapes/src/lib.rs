@@ -3,7 +3,12 @@
 //! It decides which rows belong to which shape, so a wrong answer here is silent data loss on
 //! a device.
 
+pub mod definition;
+pub mod handle;
 pub mod lsn;
 pub mod offset;
+pub mod routing;
 pub mod schema;
+pub mod table_name;
+pub mod where_clause;
 pub mod wire;
