@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use shapes::schema::QualifiedName;
 
@@ -18,6 +19,17 @@ pub struct ServeConfig {
     pub publication: String,
     /// Tables whose rows are soft-deleted, and their tombstone column.
     pub tombstones: Vec<TombstoneSpec>,
+    /// `?secret=` required of every shape request when set.
+    pub secret: Option<String>,
+    pub long_poll_timeout: Duration,
+    pub sse_timeout: Duration,
+    /// Shape logs are split into chunks of about this many bytes.
+    pub chunk_bytes: u64,
+    /// Most shapes kept; the least recently used is evicted beyond.
+    pub max_shapes: usize,
+    pub max_concurrent_snapshots: usize,
+    /// `lock_timeout` for adding a table to the publication.
+    pub lock_timeout: Duration,
 }
 
 impl ServeConfig {
@@ -30,6 +42,13 @@ impl ServeConfig {
             slot: "shapesync".to_owned(),
             publication: "shapesync".to_owned(),
             tombstones: Vec::new(),
+            secret: None,
+            long_poll_timeout: Duration::from_secs(20),
+            sse_timeout: Duration::from_secs(60),
+            chunk_bytes: 10 * 1024 * 1024,
+            max_shapes: 100_000,
+            max_concurrent_snapshots: 4,
+            lock_timeout: Duration::from_secs(5),
         }
     }
 

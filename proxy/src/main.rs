@@ -1,52 +1,5 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-use tokio_util::sync::CancellationToken;
-
-use proxy::cli::{Cli, Command};
-
-#[tokio::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    proxy::telemetry::init_logging(cli.log_format);
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let result: anyhow::Result<()> = match cli.command {
-        Command::Dev(args) => proxy::dev::run(args, shutdown).await.map_err(Into::into),
-        Command::Serve(args) => {
-            let config = args
-                .proxy
-                .into_config(args.database_url, args.storage_dir, false);
-            proxy::server::run(config, shutdown, None)
-                .await
-                .map_err(Into::into)
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!("{err:#}");
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Ctrl-C (SIGINT) or SIGTERM: shut down in order.
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot listen for SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            shutdown.cancel();
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down");
-    shutdown.cancel();
+fn main() -> ExitCode {
+    proxy::cli::main()
 }

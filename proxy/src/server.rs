@@ -9,6 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeConfig;
 use crate::database::{self, DatabaseError};
+use crate::engine::Engine;
+use crate::http::error::ApiError;
 
 /// The proxy's readiness, as `/v1/health` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +34,28 @@ impl Health {
 #[derive(Clone)]
 pub struct AppState {
     pub health: watch::Receiver<Health>,
-    pub config: Arc<ServeConfig>,
+    pub settings: Arc<ServeConfig>,
+    pub engine: Arc<Engine>,
+    /// Cancelled when the proxy shuts down: live requests answer at once.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// With `--secret`, a shape request must carry it.
+    pub fn check_secret(&self, given: Option<&str>) -> Result<(), ApiError> {
+        match (&self.settings.secret, given) {
+            (None, _) => Ok(()),
+            (Some(expected), Some(given)) if constant_time_eq(expected.as_bytes(), given.as_bytes()) => Ok(()),
+            (Some(_), None) => Err(ApiError::Unauthorized(
+                "this shapesync requires a secret: add ?secret=…".into(),
+            )),
+            (Some(_), Some(_)) => Err(ApiError::Unauthorized("the secret is wrong".into())),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[derive(Debug, thiserror::Error)]

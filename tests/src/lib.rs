@@ -2,6 +2,9 @@
 //! PostgreSQL cluster per test (the same [`LocalCluster`] that runs `shapesync dev`), a fresh
 //! database in it, and waiting on conditions with a deadline instead of sleeping.
 
+pub mod electric;
+pub mod proxy_process;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 

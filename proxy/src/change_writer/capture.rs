@@ -162,7 +162,7 @@ mod tests {
 
         let plan = log.plan_read(Offset::BeforeAll).unwrap();
         let mut out = Vec::new();
-        log.read(&plan, &mut out, true).unwrap();
+        log.read(&plan, &mut out, crate::shape_log::Framing::JsonArray { first: true }).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "{\"xid\":101},{\"xid\":105}");
         assert_eq!(log.last_commit(), Lsn(30));
     }

@@ -31,7 +31,7 @@ impl Engine {
         let handle = Handle::new(definition.identity_hash(), created_micros);
         let dir = self.store.dir_for(&handle);
         let io_err = |e: std::io::Error| ShapeError::unavailable(format!("storage: {e}"));
-        let log = ShapeLog::create(&dir, self.limits.chunk_bytes).map_err(io_err)?;
+        let log = ShapeLog::create(&dir, self.config.chunk_bytes).map_err(io_err)?;
         let schema_header = wire::schema_header(&table, definition.selected_columns());
         let tombstone = self.tombstone_position_for(&table);
         let meta = ShapeMeta {
@@ -40,7 +40,7 @@ impl Engine {
             request: request.clone(),
             created_micros,
             start_lsn: 0,
-            chunk_bytes: self.limits.chunk_bytes,
+            chunk_bytes: self.config.chunk_bytes,
             schema_header: schema_header.clone(),
             snapshot: None,
         };
@@ -105,7 +105,7 @@ impl Engine {
             .await
             .map_err(|_| ShapeError::unavailable("shutting down"))?;
         let mut client = self.snapshot_client().await?;
-        let taken = snapshot::take(&mut client, shape, self.limits.chunk_bytes)
+        let taken = snapshot::take(&mut client, shape, self.config.chunk_bytes)
             .await
             .map_err(|e| {
                 if e.is_transient() {
@@ -180,7 +180,7 @@ impl Engine {
             &client,
             &self.config.publication,
             table,
-            self.limits.lock_timeout,
+            self.config.lock_timeout,
         )
         .await
         .map_err(|e| {
@@ -203,7 +203,7 @@ impl Engine {
 
     /// With `--max-shapes` reached, removes the least recently used ready shape.
     fn evict_if_full(&self) {
-        if self.store.len() < self.limits.max_shapes {
+        if self.store.len() < self.config.max_shapes {
             return;
         }
         let victim = self

@@ -16,7 +16,6 @@ pub mod tables;
 use std::collections::HashSet;
 use std::io;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use shapes::definition::{DefinitionError, ShapeDefinition};
 use shapes::handle::Handle;
@@ -112,31 +111,10 @@ impl ShapeError {
     }
 }
 
-/// Tuning of the read path.
-#[derive(Debug, Clone)]
-pub struct EngineLimits {
-    pub chunk_bytes: u64,
-    pub max_concurrent_snapshots: usize,
-    pub max_shapes: usize,
-    pub lock_timeout: Duration,
-}
-
-impl Default for EngineLimits {
-    fn default() -> Self {
-        Self {
-            chunk_bytes: 10 * 1024 * 1024,
-            max_concurrent_snapshots: 4,
-            max_shapes: 100_000,
-            lock_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
 /// The read path, shared by every request.
 #[derive(Debug)]
 pub struct Engine {
     pub config: Arc<ServeConfig>,
-    pub limits: EngineLimits,
     pub store: ShapeStore,
     pub metadata: MetadataClient,
     pub tables: TableCache,
@@ -151,16 +129,14 @@ pub struct Engine {
 impl Engine {
     pub fn new(
         config: Arc<ServeConfig>,
-        limits: EngineLimits,
         store: ShapeStore,
         commits: Arc<CommitWatch>,
         commands: mpsc::UnboundedSender<WriterCommand>,
     ) -> Self {
         Self {
             metadata: MetadataClient::new(config.database_url.clone()),
-            snapshot_permits: Semaphore::new(limits.max_concurrent_snapshots.max(1)),
+            snapshot_permits: Semaphore::new(config.max_concurrent_snapshots.max(1)),
             config,
-            limits,
             store,
             tables: TableCache::default(),
             commits,
