@@ -3,8 +3,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{ServeConfig, TombstoneSpec};
 use crate::mutations::WriteArgs;
@@ -119,6 +122,43 @@ pub struct ProxyArgs {
 
     #[command(flatten)]
     pub writes: WriteArgs,
+    /// Secret that shape requests must carry as `?secret=` (Electric's server-to-server
+    /// authentication). Without it (and without JWT auth), shapes are open to anyone who can
+    /// reach the proxy.
+    #[arg(long, env = "SHAPESYNC_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+
+    /// How long a live long-poll request waits for changes before answering up-to-date.
+    #[arg(long, env = "SHAPESYNC_LONG_POLL_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub long_poll_timeout: Duration,
+
+    /// How long a live SSE response stays open (the client reconnects after).
+    #[arg(long, env = "SHAPESYNC_SSE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub sse_timeout: Duration,
+
+    /// Shape logs are split into chunks of about this many bytes; a response never crosses a
+    /// chunk, so every client asks the same URLs (good for HTTP caches).
+    #[arg(long, env = "SHAPESYNC_CHUNK_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub chunk_bytes: u64,
+
+    /// Most shapes kept at once; beyond, the least recently used shape is removed (its
+    /// clients refetch).
+    #[arg(long, env = "SHAPESYNC_MAX_SHAPES", default_value_t = 100_000)]
+    pub max_shapes: usize,
+
+    /// Most initial snapshots taken at the same time (each holds a Postgres connection).
+    #[arg(long, env = "SHAPESYNC_MAX_CONCURRENT_SNAPSHOTS", default_value_t = 4)]
+    pub max_concurrent_snapshots: usize,
+
+    /// How long adding a table to the publication may wait for its lock (the ALTER needs an
+    /// ACCESS EXCLUSIVE lock); past it the request gets 503 and retries.
+    #[arg(long, env = "SHAPESYNC_LOCK_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub lock_timeout: Duration,
+
+    /// Log an ERROR (and expose it in `shapesync_slot_retained_wal_bytes`) while the
+    /// replication slot retains more WAL than this many bytes on the database server.
+    #[arg(long, env = "SHAPESYNC_MAX_LAG_BYTES", default_value_t = 1 << 30)]
+    pub max_lag_bytes: u64,
 }
 
 impl ProxyArgs {
@@ -133,6 +173,14 @@ impl ProxyArgs {
         config.slot = self.slot;
         config.publication = self.publication;
         config.writes = self.writes.into_config(dev_defaults);
+        config.secret = self.secret;
+        config.long_poll_timeout = self.long_poll_timeout;
+        config.sse_timeout = self.sse_timeout;
+        config.chunk_bytes = self.chunk_bytes;
+        config.max_shapes = self.max_shapes;
+        config.max_concurrent_snapshots = self.max_concurrent_snapshots;
+        config.lock_timeout = self.lock_timeout;
+        config.max_lag_bytes = self.max_lag_bytes;
         config.tombstones = self.tombstones.unwrap_or_else(|| {
             if dev_defaults {
                 ["todos", "notes"]
@@ -186,4 +234,77 @@ pub struct ServeArgs {
         default_value = "./.shapesync/storage"
     )]
     pub storage_dir: PathBuf,
+}
+
+/// The `shapesync` program: parse the command line, run the command, exit with its status.
+pub fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run())
+}
+
+async fn run() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init_logging(cli.log_format);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Dev(args) => crate::dev::run(args, shutdown).await.map_err(Into::into),
+        Command::Gc(args) => run_gc(args).await,
+        Command::Serve(args) => {
+            let config = args
+                .proxy
+                .into_config(args.database_url, args.storage_dir, false);
+            crate::server::run(config, shutdown, None)
+                .await
+                .map_err(Into::into)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `shapesync gc`: one purge, with a summary on stdout.
+async fn run_gc(args: GcArgs) -> anyhow::Result<()> {
+    let policy = crate::mutations::gc::GcPolicy {
+        tombstones: args.tombstones,
+        tombstone_retention: args.older_than.0,
+        mutation_id_retention: args.mutation_id_retention,
+    };
+    let report = crate::mutations::gc::collect_once(&args.database_url, &policy).await?;
+    println!(
+        "purged {} tombstoned rows, {} row clocks, {} mutation ids",
+        report.tombstones, report.clocks, report.mutation_ids
+    );
+    Ok(())
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM: shut down in order.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            shutdown.cancel();
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use shapes::schema::QualifiedName;
 
@@ -22,6 +23,19 @@ pub struct ServeConfig {
     pub tombstones: Vec<TombstoneSpec>,
     /// The write path (`POST /v1/mutations`).
     pub writes: WriteConfig,
+    /// `?secret=` required of every shape request when set.
+    pub secret: Option<String>,
+    pub long_poll_timeout: Duration,
+    pub sse_timeout: Duration,
+    /// Shape logs are split into chunks of about this many bytes.
+    pub chunk_bytes: u64,
+    /// Most shapes kept; the least recently used is evicted beyond.
+    pub max_shapes: usize,
+    pub max_concurrent_snapshots: usize,
+    /// `lock_timeout` for adding a table to the publication.
+    pub lock_timeout: Duration,
+    /// An ERROR is logged while the slot retains more WAL than this.
+    pub max_lag_bytes: u64,
 }
 
 impl ServeConfig {
@@ -35,6 +49,14 @@ impl ServeConfig {
             publication: "shapesync".to_owned(),
             tombstones: Vec::new(),
             writes: WriteConfig::default(),
+            secret: None,
+            long_poll_timeout: Duration::from_secs(20),
+            sse_timeout: Duration::from_secs(60),
+            chunk_bytes: 10 * 1024 * 1024,
+            max_shapes: 100_000,
+            max_concurrent_snapshots: 4,
+            lock_timeout: Duration::from_secs(5),
+            max_lag_bytes: 1 << 30,
         }
     }
 

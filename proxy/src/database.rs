@@ -93,3 +93,32 @@ pub async fn check_wal_level(client: &Client) -> Result<(), DatabaseError> {
         Err(DatabaseError::WalLevel { actual })
     }
 }
+
+/// A shared connection for catalog and setup queries, reconnected when it breaks.
+#[derive(Debug)]
+pub struct MetadataClient {
+    url: String,
+    client: tokio::sync::Mutex<Option<std::sync::Arc<Client>>>,
+}
+
+impl MetadataClient {
+    pub fn new(url: String) -> Self {
+        Self {
+            url,
+            client: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The connection, (re)connecting if it is missing or closed.
+    pub async fn get(&self) -> Result<std::sync::Arc<Client>, DatabaseError> {
+        let mut slot = self.client.lock().await;
+        if let Some(client) = slot.as_ref()
+            && !client.is_closed()
+        {
+            return Ok(client.clone());
+        }
+        let client = std::sync::Arc::new(connect(&self.url).await?);
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+}

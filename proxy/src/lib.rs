@@ -4,17 +4,23 @@
 //! The `shapesync` binary (`main.rs`) is a thin layer over this library.
 
 pub mod catalog;
+pub mod change_writer;
 pub mod cli;
 pub mod commit_watch;
 pub mod config;
 pub mod database;
 pub mod dev;
+pub mod durability;
+pub mod engine;
 pub mod http;
 pub mod local_cluster;
 pub mod migrations;
+pub mod monitoring;
 pub mod mutations;
 pub mod proxy_schema;
 pub mod replication;
 pub mod server;
 pub mod shape_log;
+pub mod shape_store;
+pub mod snapshot;
 pub mod telemetry;

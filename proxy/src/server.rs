@@ -10,6 +10,9 @@ use tokio_util::sync::CancellationToken;
 use crate::commit_watch::CommitWatch;
 use crate::config::ServeConfig;
 use crate::database::{self, DatabaseError};
+use crate::engine::Engine;
+use crate::engine::pipeline::{ReadPath, StartError};
+use crate::http::error::ApiError;
 use crate::mutations::MutationService;
 use crate::mutations::gc::{self, GcPolicy};
 
@@ -35,9 +38,30 @@ impl Health {
 #[derive(Clone)]
 pub struct AppState {
     pub health: watch::Receiver<Health>,
-    pub config: Arc<ServeConfig>,
     /// The write path (`POST /v1/mutations`).
     pub writes: Arc<MutationService>,
+    pub settings: Arc<ServeConfig>,
+    pub engine: Arc<Engine>,
+    /// Cancelled when the proxy shuts down: live requests answer at once.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// With `--secret`, a shape request must carry it.
+    pub fn check_secret(&self, given: Option<&str>) -> Result<(), ApiError> {
+        match (&self.settings.secret, given) {
+            (None, _) => Ok(()),
+            (Some(expected), Some(given)) if constant_time_eq(expected.as_bytes(), given.as_bytes()) => Ok(()),
+            (Some(_), None) => Err(ApiError::Unauthorized(
+                "this shapesync requires a secret: add ?secret=…".into(),
+            )),
+            (Some(_), Some(_)) => Err(ApiError::Unauthorized("the secret is wrong".into())),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +85,8 @@ pub enum ServeError {
     },
     #[error("serving HTTP: {0}")]
     Http(#[source] std::io::Error),
+    #[error(transparent)]
+    ReadPath(#[from] StartError),
 }
 
 /// Serves until `shutdown` is cancelled. `bound` (if given) receives the listening address
@@ -79,11 +105,11 @@ pub async fn run(
     if !steps.is_empty() {
         tracing::info!(?steps, "upgraded the shapesync schema");
     }
+    drop(client);
     std::fs::create_dir_all(&config.storage_dir).map_err(|source| ServeError::Storage {
         dir: config.storage_dir.display().to_string(),
         source,
     })?;
-
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -91,8 +117,13 @@ pub async fn run(
             source,
         })?;
     let local_addr = listener.local_addr().map_err(ServeError::Http)?;
-    // Replication records commits here once it runs; writes wait on it for their commit LSN.
+    let _ = crate::monitoring::handle();
+
+    let config = Arc::new(config);
+    // Replication records every commit here; writes wait on it for their commit LSN.
     let commits = Arc::new(CommitWatch::default());
+    let read_path = ReadPath::start(config.clone(), commits.clone(), health_tx, shutdown.clone())
+        .await?;
     let writes = Arc::new(MutationService::new(
         &config.database_url,
         config.writes.clone(),
@@ -107,20 +138,22 @@ pub async fn run(
     ));
     let state = AppState {
         health,
-        config: Arc::new(config),
         writes,
+        settings: config,
+        engine: read_path.engine.clone(),
+        shutdown: shutdown.clone(),
     };
     let app = crate::http::router(state);
-    health_tx.send_replace(Health::Active);
     tracing::info!(addr = %local_addr, "shapesync is serving");
     if let Some(bound) = bound {
         let _ = bound.send(local_addr);
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .map_err(ServeError::Http)?;
-    drop(client);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+    shutdown.cancel();
+    read_path.stopped().await;
+    served.map_err(ServeError::Http)?;
     tracing::info!("shapesync stopped");
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! a device.
 
 pub mod definition;
+pub mod handle;
 pub mod lsn;
 pub mod offset;
 pub mod routing;

@@ -2,6 +2,9 @@
 //! PostgreSQL cluster per test (the same [`LocalCluster`] that runs `shapesync dev`), a fresh
 //! database in it, and waiting on conditions with a deadline instead of sleeping.
 
+pub mod electric;
+pub mod proxy_process;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -69,4 +72,30 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The real router with the write path only (no replication, no shapes): for tests and
+/// benchmarks of `/v1/mutations` alone. Commit LSNs never arrive, so set a short
+/// `writes.lsn_wait`.
+pub fn writes_only_router(config: proxy::config::ServeConfig) -> axum::Router {
+    use std::sync::Arc;
+    let commits = Arc::new(proxy::commit_watch::CommitWatch::default());
+    let writes = Arc::new(proxy::mutations::MutationService::new(
+        &config.database_url,
+        config.writes.clone(),
+        config.tombstones.clone(),
+        commits.clone(),
+    ));
+    let (_, health) = tokio::sync::watch::channel(proxy::server::Health::Active);
+    let config = Arc::new(config);
+    let store = proxy::shape_store::ShapeStore::open(&config.storage_dir).expect("shape store");
+    let (commands, _) = tokio::sync::mpsc::unbounded_channel();
+    let engine = Arc::new(proxy::engine::Engine::new(config.clone(), store, commits, commands));
+    proxy::http::router(proxy::server::AppState {
+        health,
+        writes,
+        settings: config,
+        engine,
+        shutdown: tokio_util::sync::CancellationToken::new(),
+    })
 }

@@ -1,23 +1,41 @@
 //! The HTTP API. [`router`] builds it from the shared state, apart from any socket, so tests
 //! can drive it directly.
 
+pub mod error;
 mod health;
+mod metrics;
 mod mutations;
+pub mod shape;
 
 use std::convert::Infallible;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::{get, post};
+use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::server::AppState;
+
+/// Headers the Electric client reads from responses.
+const EXPOSED_HEADERS: &str = "electric-cursor,electric-handle,electric-has-data,electric-offset,\
+electric-schema,electric-up-to-date,electric-snapshot,retry-after";
 
 /// Every route of the proxy.
 pub fn router(state: AppState) -> Router {
     let max_body = state.writes.config().max_body_bytes;
     Router::new()
         .route("/v1/health", get(health::get_health))
+        .route("/metrics", get(metrics::get_metrics))
+        .route(
+            "/v1/shape",
+            get(shape::get_shape)
+                .delete(shape::delete_shape)
+                .options(shape::options_shape),
+        )
         .route(
             "/v1/mutations",
             post(mutations::post_mutations)
@@ -25,4 +43,26 @@ pub fn router(state: AppState) -> Router {
                 .layer::<_, Infallible>(RequestDecompressionLayer::new()),
         )
         .with_state(state)
+        // gzip when the client accepts it; never for SSE (the default predicate skips
+        // text/event-stream) or tiny bodies.
+        .layer(CompressionLayer::new())
+        .layer(middleware::from_fn(cors))
+}
+
+/// CORS on every response: the request's Origin (or `*`), and the headers clients read.
+async fn cors(request: Request, next: Next) -> Response {
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("*"));
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSED_HEADERS),
+    );
+    h.append(header::VARY, HeaderValue::from_static("origin"));
+    response
 }

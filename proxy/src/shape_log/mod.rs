@@ -44,6 +44,34 @@ pub struct ShapeLog {
     latest: watch::Sender<Option<Offset>>,
 }
 
+/// How entries are laid out in a response body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Elements of a JSON array: `a,b,c` (a leading comma unless first).
+    JsonArray { first: bool },
+    /// Server-sent events: `data: a\n\n` each.
+    Sse,
+}
+
+impl Framing {
+    fn push(&mut self, out: &mut Vec<u8>, payload: &[u8]) {
+        match self {
+            Framing::JsonArray { first } => {
+                if !*first {
+                    out.push(b',');
+                }
+                *first = false;
+                out.extend_from_slice(payload);
+            }
+            Framing::Sse => {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(payload);
+                out.extend_from_slice(b"\n\n");
+            }
+        }
+    }
+}
+
 /// What a read produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadOutcome {
@@ -141,12 +169,11 @@ impl ShapeLog {
         self.index().plan_read(after)
     }
 
-    /// Appends the entries of `plan` to `out` as JSON array elements (comma-separated,
-    /// with a leading comma when `out` already holds elements).
-    pub fn read(&self, plan: &ReadPlan, out: &mut Vec<u8>, first: bool) -> io::Result<ReadOutcome> {
+    /// Appends the entries of `plan` to `out`.
+    pub fn read(&self, plan: &ReadPlan, out: &mut Vec<u8>, framing: Framing) -> io::Result<ReadOutcome> {
         let file = File::open(self.dir.join(CHANGES_FILE))?;
         let (entries, last_offset) =
-            copy_payloads(&file, plan.start, plan.end, Some(plan.after), out, first)?;
+            copy_payloads(&file, plan.start, plan.end, Some(plan.after), out, framing)?;
         Ok(ReadOutcome {
             entries,
             last_offset,
@@ -155,12 +182,17 @@ impl ShapeLog {
     }
 
     /// Appends snapshot chunk `k`'s messages to `out`; `None` if there is no such chunk.
-    pub fn read_snapshot_chunk(&self, k: usize, out: &mut Vec<u8>) -> io::Result<Option<usize>> {
+    pub fn read_snapshot_chunk(
+        &self,
+        k: usize,
+        out: &mut Vec<u8>,
+        framing: Framing,
+    ) -> io::Result<Option<usize>> {
         let Some((start, end)) = self.snapshot.get().and_then(|s| s.range(k)) else {
             return Ok(None);
         };
         let file = File::open(self.dir.join(snapshot_file::SNAPSHOT_FILE))?;
-        let (entries, _) = copy_payloads(&file, start, end, None, out, true)?;
+        let (entries, _) = copy_payloads(&file, start, end, None, out, framing)?;
         Ok(Some(entries))
     }
 }
@@ -172,7 +204,7 @@ fn copy_payloads(
     end: u64,
     after: Option<Offset>,
     out: &mut Vec<u8>,
-    mut first: bool,
+    mut framing: Framing,
 ) -> io::Result<(usize, Option<Offset>)> {
     let len = usize::try_from(end.saturating_sub(start))
         .map_err(|_| io::Error::other("read range too large"))?;
@@ -192,11 +224,7 @@ fn copy_payloads(
         if after.is_some_and(|a| offset <= a) {
             continue;
         }
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        out.extend_from_slice(payload);
+        framing.push(out, payload);
         entries += 1;
         last = Some(offset);
     }
@@ -314,7 +342,7 @@ mod tests {
     fn read_all(log: &ShapeLog, after: Offset) -> (String, ReadOutcome) {
         let plan = log.plan_read(after).expect("something to read");
         let mut out = Vec::new();
-        let outcome = log.read(&plan, &mut out, true).unwrap();
+        let outcome = log.read(&plan, &mut out, Framing::JsonArray { first: true }).unwrap();
         (String::from_utf8(out).unwrap(), outcome)
     }
 
@@ -379,9 +407,9 @@ mod tests {
         writer.push_row(b"{\"r\":2}").unwrap();
         log.set_snapshot(writer.finish(b"{\"end\":true}").unwrap());
         let mut out = Vec::new();
-        assert_eq!(log.read_snapshot_chunk(0, &mut out).unwrap(), Some(3));
+        assert_eq!(log.read_snapshot_chunk(0, &mut out, Framing::JsonArray { first: true }).unwrap(), Some(3));
         assert_eq!(out, b"{\"r\":1},{\"r\":2},{\"end\":true}");
-        assert_eq!(log.read_snapshot_chunk(1, &mut out).unwrap(), None);
+        assert_eq!(log.read_snapshot_chunk(1, &mut out, Framing::Sse).unwrap(), None);
         let reopened = ShapeLog::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(reopened.snapshot().map(SnapshotChunks::count), Some(1));
     }

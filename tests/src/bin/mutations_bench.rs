@@ -6,13 +6,10 @@
 //! Run: `cargo run --release -p tests --bin mutations_bench` (`BENCH_SECONDS` per phase,
 //! default 10).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use proxy::commit_watch::CommitWatch;
 use proxy::config::ServeConfig;
-use proxy::mutations::{MutationService, WriteConfig};
-use proxy::server::{AppState, Health};
+use proxy::mutations::WriteConfig;
 use serde_json::{Value, json};
 use tests::TestDb;
 
@@ -69,18 +66,8 @@ async fn serve(url: &str) -> String {
         max_connections: 8,
         ..WriteConfig::dev()
     };
-    let writes = Arc::new(MutationService::new(
-        url,
-        config.writes.clone(),
-        config.tombstones.clone(),
-        Arc::new(CommitWatch::default()),
-    ));
-    let (_, health) = tokio::sync::watch::channel(Health::Active);
-    let router = proxy::http::router(AppState {
-        health,
-        config: Arc::new(config),
-        writes,
-    });
+    config.storage_dir = std::env::temp_dir().join(format!("shapesync-mutations-bench-{}", std::process::id()));
+    let router = tests::writes_only_router(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

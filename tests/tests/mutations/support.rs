@@ -1,15 +1,12 @@
 //! A database with the example app and the proxy's schema, and the real router in front of it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use proxy::commit_watch::CommitWatch;
 use proxy::config::ServeConfig;
-use proxy::mutations::{MutationService, WriteConfig};
-use proxy::server::{AppState, Health};
+use proxy::mutations::WriteConfig;
 use serde_json::{Value, json};
 use tests::TestDb;
 use tower::ServiceExt as _;
@@ -34,10 +31,11 @@ pub async fn harness_with(name: &str, adjust: impl FnOnce(&mut ServeConfig)) -> 
     proxy::proxy_schema::upgrade(&mut client)
         .await
         .expect("shapesync schema");
+    let storage = std::env::temp_dir().join(format!("shapesync-mutations-{name}-{}", std::process::id()));
     let mut config = ServeConfig::new(
         db.url.clone(),
         "127.0.0.1:0".parse().expect("address"),
-        std::env::temp_dir(),
+        storage,
     );
     config.tombstones = ["todos", "notes"]
         .iter()
@@ -48,18 +46,7 @@ pub async fn harness_with(name: &str, adjust: impl FnOnce(&mut ServeConfig)) -> 
         ..WriteConfig::dev()
     };
     adjust(&mut config);
-    let writes = Arc::new(MutationService::new(
-        &config.database_url,
-        config.writes.clone(),
-        config.tombstones.clone(),
-        Arc::new(CommitWatch::default()),
-    ));
-    let (_, health) = tokio::sync::watch::channel(Health::Active);
-    let router = proxy::http::router(AppState {
-        health,
-        config: Arc::new(config),
-        writes,
-    });
+    let router = tests::writes_only_router(config);
     Harness { db, router, client }
 }
 

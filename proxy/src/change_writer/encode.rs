@@ -1,0 +1,267 @@
+//! Turning one routed row change into the messages of one shape (pure code).
+//!
+//! - insert: the full row (selected columns);
+//! - update: key + changed columns (`replica=full`: the whole new row, and `old_value` with
+//!   the old values of the changed columns); an update that changes no selected column is
+//!   dropped; an update that changes the key is a delete of the old key at op `n` and an insert
+//!   of the new key at `n + 1`, linked by `key_change_to` / `key_change_from`;
+//! - delete: the key columns (`replica=full`: the whole old row).
+
+use shapes::definition::ReplicaMode;
+use shapes::lsn::Lsn;
+use shapes::routing::RowChange;
+use shapes::schema::{QualifiedName, Row};
+use shapes::wire::{self, ChangeMessage, LogPosition, Operation};
+
+/// What encoding needs to know of a shape, computed once per shape.
+#[derive(Debug, Clone)]
+pub struct ShapeEncoding {
+    pub table: QualifiedName,
+    pub column_names: Vec<String>,
+    pub selected: Vec<usize>,
+    pub key_columns: Vec<usize>,
+    pub replica: ReplicaMode,
+}
+
+/// A message at an op position of its transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub op: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// Where in the log the change goes.
+#[derive(Debug, Clone, Copy)]
+pub struct TxContext {
+    pub txid: u64,
+    pub lsn: Lsn,
+    /// Op position of this change (even); a key change also uses `op + 1`.
+    pub op: u64,
+}
+
+impl ShapeEncoding {
+    fn key(&self, row: &Row) -> String {
+        wire::message_key(
+            &self.table,
+            self.key_columns.iter().map(|&i| row[i].as_deref()),
+        )
+    }
+
+    fn pairs<'a>(
+        &'a self,
+        row: &'a Row,
+        columns: &'a [usize],
+    ) -> impl Iterator<Item = (&'a str, Option<&'a str>)> + 'a {
+        columns
+            .iter()
+            .map(move |&i| (self.column_names[i].as_str(), row[i].as_deref()))
+    }
+
+    fn message<'a>(
+        &'a self,
+        key: &'a str,
+        operation: Operation,
+        ctx: TxContext,
+        op: u64,
+    ) -> ChangeMessage<'a> {
+        ChangeMessage {
+            key,
+            operation,
+            relation: &self.table,
+            log: Some(LogPosition {
+                txid: ctx.txid,
+                lsn: ctx.lsn,
+                op_position: op,
+                last: false,
+            }),
+            key_change: None,
+        }
+    }
+
+    /// Appends the messages of `change` to `out`.
+    pub fn encode(
+        &self,
+        change: RowChange,
+        old: Option<&Row>,
+        new: Option<&Row>,
+        ctx: TxContext,
+        out: &mut Vec<Encoded>,
+    ) {
+        match (change, old, new) {
+            (RowChange::Insert, _, Some(new)) => out.push(self.insert(new, ctx, ctx.op, None)),
+            (RowChange::Delete, Some(old), _) => out.push(self.delete(old, ctx, ctx.op, None)),
+            (RowChange::Update, Some(old), Some(new)) => self.update(old, new, ctx, out),
+            _ => {}
+        }
+    }
+
+    fn insert(&self, new: &Row, ctx: TxContext, op: u64, from: Option<&str>) -> Encoded {
+        let key = self.key(new);
+        let mut message = self.message(&key, Operation::Insert, ctx, op);
+        message.key_change = from.map(|k| ("key_change_from", k));
+        let mut bytes = Vec::with_capacity(128);
+        message.write(&mut bytes, self.pairs(new, &self.selected), None);
+        Encoded { op, bytes }
+    }
+
+    fn delete(&self, old: &Row, ctx: TxContext, op: u64, to: Option<&str>) -> Encoded {
+        let key = self.key(old);
+        let mut message = self.message(&key, Operation::Delete, ctx, op);
+        message.key_change = to.map(|k| ("key_change_to", k));
+        let columns: &[usize] = match self.replica {
+            ReplicaMode::Full => &self.selected,
+            ReplicaMode::Default => &self.key_columns,
+        };
+        let mut bytes = Vec::with_capacity(96);
+        message.write(&mut bytes, self.pairs(old, columns), None);
+        Encoded { op, bytes }
+    }
+
+    fn update(&self, old: &Row, new: &Row, ctx: TxContext, out: &mut Vec<Encoded>) {
+        let old_key = self.key(old);
+        let new_key = self.key(new);
+        if old_key != new_key {
+            out.push(self.delete(old, ctx, ctx.op, Some(&new_key)));
+            out.push(self.insert(new, ctx, ctx.op + 1, Some(&old_key)));
+            return;
+        }
+        let changed: Vec<usize> = self
+            .selected
+            .iter()
+            .copied()
+            .filter(|&i| old[i] != new[i])
+            .collect();
+        if changed.is_empty() {
+            return;
+        }
+        let message = self.message(&new_key, Operation::Update, ctx, ctx.op);
+        let mut bytes = Vec::with_capacity(128);
+        match self.replica {
+            ReplicaMode::Full => {
+                let mut old_values = self.pairs(old, &changed);
+                message.write(&mut bytes, self.pairs(new, &self.selected), Some(&mut old_values));
+            }
+            ReplicaMode::Default => {
+                let mut columns: Vec<usize> = self.key_columns.clone();
+                columns.extend(changed.iter().filter(|i| !self.key_columns.contains(i)));
+                columns.sort_unstable();
+                message.write(&mut bytes, self.pairs(new, &columns), None);
+            }
+        }
+        out.push(Encoded {
+            op: ctx.op,
+            bytes,
+        });
+    }
+}
+
+/// Marks an encoded message as its shape's last of the transaction (`"last":true`).
+///
+/// Every message ends with the headers object and the message object closing (`}}`), so the
+/// flag is spliced in before them.
+pub fn mark_last(bytes: &mut Vec<u8>) {
+    debug_assert!(bytes.ends_with(b"}}"));
+    bytes.truncate(bytes.len() - 2);
+    bytes.extend_from_slice(b",\"last\":true}}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn encoding(replica: ReplicaMode) -> ShapeEncoding {
+        ShapeEncoding {
+            table: QualifiedName::new("public", "items"),
+            column_names: vec!["id".into(), "title".into(), "n".into()],
+            selected: vec![0, 1, 2],
+            key_columns: vec![0],
+            replica,
+        }
+    }
+
+    fn row(values: &[Option<&str>]) -> Row {
+        values.iter().map(|v| v.map(str::to_owned)).collect()
+    }
+
+    fn ctx() -> TxContext {
+        TxContext {
+            txid: 7,
+            lsn: Lsn(500),
+            op: 4,
+        }
+    }
+
+    fn run(enc: &ShapeEncoding, change: RowChange, old: Option<&Row>, new: Option<&Row>) -> Vec<Value> {
+        let mut out = Vec::new();
+        enc.encode(change, old, new, ctx(), &mut out);
+        out.iter()
+            .map(|e| serde_json::from_slice(&e.bytes).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn default_updates_carry_the_key_and_changed_columns_only() {
+        let old = row(&[Some("1"), Some("a"), Some("5")]);
+        let new = row(&[Some("1"), Some("b"), Some("5")]);
+        let out = run(&encoding(ReplicaMode::Default), RowChange::Update, Some(&old), Some(&new));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0]["value"], json!({"id":"1","title":"b"}));
+        assert_eq!(out[0]["headers"]["operation"], "update");
+        assert_eq!(out[0]["headers"]["op_position"], 4);
+        assert!(out[0].get("old_value").is_none());
+    }
+
+    #[test]
+    fn full_updates_carry_the_whole_row_and_old_values_of_changed_columns() {
+        let old = row(&[Some("1"), Some("a"), None]);
+        let new = row(&[Some("1"), Some("b"), None]);
+        let out = run(&encoding(ReplicaMode::Full), RowChange::Update, Some(&old), Some(&new));
+        assert_eq!(out[0]["value"], json!({"id":"1","title":"b","n":null}));
+        assert_eq!(out[0]["old_value"], json!({"title":"a"}));
+    }
+
+    #[test]
+    fn updates_that_change_no_selected_column_are_dropped() {
+        let mut enc = encoding(ReplicaMode::Default);
+        enc.selected = vec![0, 1];
+        let old = row(&[Some("1"), Some("a"), Some("5")]);
+        let new = row(&[Some("1"), Some("a"), Some("6")]);
+        assert!(run(&enc, RowChange::Update, Some(&old), Some(&new)).is_empty());
+    }
+
+    #[test]
+    fn key_changes_become_a_delete_and_an_insert_at_consecutive_ops() {
+        let old = row(&[Some("1"), Some("a"), None]);
+        let new = row(&[Some("2"), Some("a"), None]);
+        let out = run(&encoding(ReplicaMode::Default), RowChange::Update, Some(&old), Some(&new));
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0]["headers"]["operation"], "delete");
+        assert_eq!(out[0]["headers"]["op_position"], 4);
+        assert_eq!(out[0]["headers"]["key_change_to"], "\"public\".\"items\"/\"2\"");
+        assert_eq!(out[0]["value"], json!({"id":"1"}));
+        assert_eq!(out[1]["headers"]["operation"], "insert");
+        assert_eq!(out[1]["headers"]["op_position"], 5);
+        assert_eq!(out[1]["headers"]["key_change_from"], "\"public\".\"items\"/\"1\"");
+    }
+
+    #[test]
+    fn deletes_carry_the_key_or_the_whole_old_row() {
+        let old = row(&[Some("1"), Some("a"), None]);
+        let out = run(&encoding(ReplicaMode::Default), RowChange::Delete, Some(&old), None);
+        assert_eq!(out[0]["value"], json!({"id":"1"}));
+        let out = run(&encoding(ReplicaMode::Full), RowChange::Delete, Some(&old), None);
+        assert_eq!(out[0]["value"], json!({"id":"1","title":"a","n":null}));
+    }
+
+    #[test]
+    fn marking_last_adds_the_header() {
+        let new = row(&[Some("1"), Some("a"), None]);
+        let mut out = Vec::new();
+        encoding(ReplicaMode::Default).encode(RowChange::Insert, None, Some(&new), ctx(), &mut out);
+        mark_last(&mut out[0].bytes);
+        let value: Value = serde_json::from_slice(&out[0].bytes).unwrap();
+        assert_eq!(value["headers"]["last"], true);
+        assert_eq!(value["headers"]["txids"], json!([7]));
+    }
+}

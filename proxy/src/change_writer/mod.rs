@@ -1,0 +1,299 @@
+//! The single writer of every shape log: routes each change of the replication stream to the
+//! shapes it affects, encodes their messages and appends them, one Postgres transaction at a
+//! time.
+//!
+//! Driven by the engine's consumer task, one call per stream event: [`ChangeWriter::begin`],
+//! [`ChangeWriter::change`]…, [`ChangeWriter::commit`] (or [`ChangeWriter::abort`] when the
+//! connection drops mid-transaction). Shapes are registered and finished only between
+//! transactions, so a shape never sees half of one.
+//!
+//! - **Op positions** count the changes of the whole Postgres transaction in steps of 2 (a
+//!   key-changing update uses `n` and `n + 1`), so every shape of a transaction shares them.
+//! - **`last: true`** marks a shape's last message of a transaction: each shape holds back its
+//!   latest message until the next one (or the commit) arrives.
+//! - **Re-sent transactions** (Postgres re-sends from our flushed position after a restart)
+//!   are skipped per shape by commit LSN: a shape has decided everything at or below
+//!   `max(start_lsn, last commit in its log)`.
+//! - **Tombstones**: on tombstoned tables a row whose tombstone is set does not exist for
+//!   routing, so setting it is a delete and clearing it an insert.
+
+mod capture;
+pub mod encode;
+
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use shapes::lsn::Lsn;
+use shapes::offset::Offset;
+use shapes::routing::{RowChange, ShapeId, ShapeIndex};
+use shapes::schema::{QualifiedName, Row};
+use shapes::wire::{self, SnapshotInfo};
+
+use crate::shape_log::{LogAppender, ShapeLog};
+use crate::shape_store::Shape;
+use capture::Capture;
+use encode::{Encoded, ShapeEncoding, TxContext};
+
+/// Appenders kept open at most (each holds a file descriptor).
+const MAX_OPEN_APPENDERS: usize = 1024;
+
+#[derive(Debug)]
+struct WriterShape {
+    shape: Arc<Shape>,
+    encoding: ShapeEncoding,
+    appender: Option<LogAppender>,
+    /// The shape's latest message of the open transaction, held back for `last`.
+    held: Option<(Offset, Vec<u8>)>,
+    /// Present while the snapshot runs.
+    capture: Option<Capture>,
+    skip_through: Lsn,
+}
+
+#[derive(Debug)]
+struct OpenTxn {
+    xid: u32,
+    commit_lsn: Lsn,
+    next_op: u64,
+    touched: Vec<ShapeId>,
+}
+
+/// What a commit wrote, for the durability task.
+#[derive(Debug, Default)]
+pub struct CommitReport {
+    /// Shape log files that need an fsync.
+    pub to_sync: Vec<PathBuf>,
+    /// Shapes that got messages.
+    pub shapes_written: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct ChangeWriter {
+    index: ShapeIndex,
+    shapes: HashMap<ShapeId, WriterShape>,
+    tombstones: HashMap<QualifiedName, usize>,
+    txn: Option<OpenTxn>,
+    last_commit: Lsn,
+    routed: Vec<(ShapeId, RowChange)>,
+    encoded: Vec<Encoded>,
+}
+
+impl ChangeWriter {
+    pub fn new(last_commit: Lsn) -> Self {
+        Self {
+            last_commit,
+            ..Self::default()
+        }
+    }
+
+    /// Commit LSN of the last transaction processed.
+    pub fn last_commit(&self) -> Lsn {
+        self.last_commit
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.txn.is_some()
+    }
+
+    /// Starts routing changes to `shape`. With `capturing`, changes go to a capture file until
+    /// [`finish_snapshot`](Self::finish_snapshot); otherwise (a shape restored after a restart)
+    /// straight to its log. Returns the LSN the shape starts after.
+    pub fn register(&mut self, shape: Arc<Shape>, capturing: bool) -> io::Result<Lsn> {
+        let capture = if capturing {
+            Some(Capture::create(shape.log.dir())?)
+        } else {
+            None
+        };
+        let start = if capturing {
+            self.last_commit
+        } else {
+            Lsn(shape.meta.start_lsn).max(shape.log.last_commit())
+        };
+        let table = shape.definition.table().clone();
+        self.index
+            .insert(shape.id, &shape.table, shape.definition.where_clause());
+        if let Some(column) = shape.tombstone {
+            self.tombstones.insert(table.clone(), column);
+        }
+        let encoding = ShapeEncoding {
+            table,
+            column_names: shape.table.columns.iter().map(|c| c.name.clone()).collect(),
+            selected: shape.definition.selected_columns().to_vec(),
+            key_columns: wire::key_columns(&shape.table),
+            replica: shape.definition.replica(),
+        };
+        self.shapes.insert(
+            shape.id,
+            WriterShape {
+                shape,
+                encoding,
+                appender: None,
+                held: None,
+                capture,
+                skip_through: start,
+            },
+        );
+        Ok(start)
+    }
+
+    /// The snapshot of `id` is complete: keep the captured transactions it does not contain.
+    pub fn finish_snapshot(&mut self, id: ShapeId, snapshot: &SnapshotInfo) -> io::Result<()> {
+        let Some(ws) = self.shapes.get_mut(&id) else {
+            return Ok(());
+        };
+        let Some(capture) = ws.capture.take() else {
+            return Ok(());
+        };
+        let appender = open_appender(&mut ws.appender, &ws.shape.log)?;
+        let (kept, dropped) = capture.replay_into(snapshot, &ws.shape.log, appender)?;
+        tracing::debug!(handle = %ws.shape.handle, kept, dropped, "captured transactions replayed");
+        Ok(())
+    }
+
+    /// Stops routing to a shape (deleted, rotated or failed).
+    pub fn remove(&mut self, id: ShapeId) {
+        self.index.remove(id);
+        self.shapes.remove(&id);
+    }
+
+    pub fn begin(&mut self, xid: u32, commit_lsn: Lsn) {
+        self.txn = Some(OpenTxn {
+            xid,
+            commit_lsn,
+            next_op: 0,
+            touched: Vec::new(),
+        });
+    }
+
+    /// One row change of the open transaction (`old` for updates and deletes, `new` for
+    /// inserts and updates).
+    pub fn change(
+        &mut self,
+        table: &QualifiedName,
+        old: Option<&Row>,
+        new: Option<&Row>,
+    ) -> io::Result<()> {
+        let Some(txn) = self.txn.as_mut() else {
+            return Err(io::Error::other("change outside a transaction"));
+        };
+        let op = txn.next_op;
+        txn.next_op += 2;
+        let tombstone = self.tombstones.get(table).copied();
+        let (old, new) = (existing(old, tombstone), existing(new, tombstone));
+        self.routed.clear();
+        self.index.route(
+            table,
+            old.map(Vec::as_slice),
+            new.map(Vec::as_slice),
+            &mut self.routed,
+        );
+        let ctx = TxContext {
+            txid: u64::from(txn.xid),
+            lsn: txn.commit_lsn,
+            op,
+        };
+        for &(id, change) in &self.routed {
+            let Some(ws) = self.shapes.get_mut(&id) else {
+                continue;
+            };
+            if txn.commit_lsn <= ws.skip_through {
+                continue;
+            }
+            self.encoded.clear();
+            ws.encoding
+                .encode(change, old, new, ctx, &mut self.encoded);
+            for encoded in self.encoded.drain(..) {
+                let offset = Offset::log(txn.commit_lsn, encoded.op);
+                if let Some((held_offset, held)) = ws.held.replace((offset, encoded.bytes)) {
+                    write_entry(ws, held_offset, &held)?;
+                } else {
+                    txn.touched.push(id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the open transaction: its messages become visible.
+    pub fn commit(&mut self, commit_lsn: Lsn, end_lsn: Lsn) -> io::Result<CommitReport> {
+        let Some(txn) = self.txn.take() else {
+            return Ok(CommitReport::default());
+        };
+        let mut report = CommitReport::default();
+        for id in &txn.touched {
+            let Some(ws) = self.shapes.get_mut(id) else {
+                continue;
+            };
+            if let Some((offset, mut bytes)) = ws.held.take() {
+                encode::mark_last(&mut bytes);
+                write_entry(ws, offset, &bytes)?;
+            }
+            if let Some(capture) = ws.capture.as_mut() {
+                capture.commit(txn.xid, commit_lsn, end_lsn)?;
+            } else {
+                let appender = open_appender(&mut ws.appender, &ws.shape.log)?;
+                appender.commit(&ws.shape.log, commit_lsn, end_lsn)?;
+                report.to_sync.push(ws.shape.log.dir().to_owned());
+            }
+            report.shapes_written += 1;
+        }
+        self.last_commit = self.last_commit.max(commit_lsn);
+        self.close_idle_appenders(&txn.touched);
+        Ok(report)
+    }
+
+    /// Drops the open transaction (the stream broke; Postgres will send it again).
+    pub fn abort(&mut self) {
+        let Some(txn) = self.txn.take() else {
+            return;
+        };
+        for id in &txn.touched {
+            if let Some(ws) = self.shapes.get_mut(id) {
+                ws.held = None;
+                let result = match (ws.capture.as_mut(), ws.appender.as_mut()) {
+                    (Some(capture), _) => capture.abandon(),
+                    (None, Some(appender)) => appender.abandon(&ws.shape.log),
+                    (None, None) => Ok(()),
+                };
+                if let Err(err) = result {
+                    tracing::error!(handle = %ws.shape.handle, error = %err, "cannot roll back a shape log");
+                }
+            }
+        }
+    }
+
+    fn close_idle_appenders(&mut self, touched: &[ShapeId]) {
+        let open = self.shapes.values().filter(|w| w.appender.is_some()).count();
+        if open <= MAX_OPEN_APPENDERS {
+            return;
+        }
+        for (id, ws) in &mut self.shapes {
+            if !touched.contains(id) {
+                ws.appender = None;
+            }
+        }
+    }
+}
+
+fn open_appender<'a>(
+    slot: &'a mut Option<LogAppender>,
+    log: &ShapeLog,
+) -> io::Result<&'a mut LogAppender> {
+    if slot.is_none() {
+        *slot = Some(LogAppender::open(log)?);
+    }
+    Ok(slot.as_mut().expect("just opened"))
+}
+
+/// The row as routing sees it: absent when its tombstone is set.
+fn existing(row: Option<&Row>, tombstone: Option<usize>) -> Option<&Row> {
+    row.filter(|r| tombstone.is_none_or(|c| r[c].is_none()))
+}
+
+fn write_entry(ws: &mut WriterShape, offset: Offset, bytes: &[u8]) -> io::Result<()> {
+    if let Some(capture) = ws.capture.as_mut() {
+        return capture.append(offset, bytes);
+    }
+    open_appender(&mut ws.appender, &ws.shape.log)?.append(offset, bytes)
+}

@@ -1,0 +1,218 @@
+//! Making a new shape: prepare its table, register it with the writer (capturing), take the
+//! snapshot, then let the writer keep the captured transactions the snapshot lacks.
+
+use std::sync::Arc;
+
+use shapes::definition::ShapeDefinition;
+use shapes::handle::Handle;
+use shapes::lsn::Lsn;
+use shapes::schema::QualifiedName;
+use shapes::wire;
+use tokio::sync::oneshot;
+
+use super::{Engine, ShapeError, WriterCommand};
+use crate::shape_log::ShapeLog;
+use crate::shape_store::meta::{FORMAT_VERSION, ShapeMeta, ShapeRequest};
+use crate::shape_store::{Shape, ShapeState};
+use crate::snapshot;
+
+impl Engine {
+    pub(super) async fn create(
+        self: &Arc<Self>,
+        request: &ShapeRequest,
+        definition: ShapeDefinition,
+    ) -> Result<Arc<Shape>, ShapeError> {
+        let name = definition.table().clone();
+        let table = self.tables.get(&self.metadata, &name).await?;
+        self.ensure_prepared(&name).await?;
+        self.evict_if_full();
+
+        let (id, created_micros) = self.store.allocate();
+        let handle = Handle::new(definition.identity_hash(), created_micros);
+        let dir = self.store.dir_for(&handle);
+        let io_err = |e: std::io::Error| ShapeError::unavailable(format!("storage: {e}"));
+        let log = ShapeLog::create(&dir, self.config.chunk_bytes).map_err(io_err)?;
+        let schema_header = wire::schema_header(&table, definition.selected_columns());
+        let tombstone = self.tombstone_position_for(&table);
+        let meta = ShapeMeta {
+            format: FORMAT_VERSION,
+            handle: handle.to_string(),
+            request: request.clone(),
+            created_micros,
+            start_lsn: 0,
+            chunk_bytes: self.config.chunk_bytes,
+            schema_header: schema_header.clone(),
+            snapshot: None,
+        };
+        meta.save(&dir).map_err(io_err)?;
+        let shape = Arc::new(Shape::new(
+            id,
+            definition,
+            table,
+            schema_header,
+            log,
+            tombstone,
+            meta,
+            ShapeState::Creating,
+        ));
+        let (shape, is_new) = self.store.insert(shape);
+        if !is_new {
+            // Another request created the same shape meanwhile; share its snapshot.
+            let _ = std::fs::remove_dir_all(&dir);
+            return Ok(shape);
+        }
+        tracing::info!(handle = %shape.handle, table = %name, "creating shape");
+        let engine = self.clone();
+        let building = shape.clone();
+        tokio::spawn(async move { engine.build(building).await });
+        Ok(shape)
+    }
+
+    pub(super) fn tombstone_position_for(&self, table: &shapes::schema::TableSchema) -> Option<usize> {
+        let column = self.config.tombstone_column(&table.name)?;
+        let position = table.column_index(column);
+        if position.is_none() {
+            tracing::warn!(table = %table.name, column, "tombstone column not found; rows are served without tombstone handling");
+        }
+        position
+    }
+
+    async fn build(self: Arc<Self>, shape: Arc<Shape>) {
+        match self.register_and_snapshot(&shape).await {
+            Ok(rows) => {
+                tracing::info!(handle = %shape.handle, rows, "shape ready");
+                shape.set_state(ShapeState::Ready);
+            }
+            Err(err) => {
+                tracing::warn!(handle = %shape.handle, error = %err, "shape creation failed");
+                shape.set_state(ShapeState::Failed(err.to_string().into()));
+                self.remove(&shape.handle);
+            }
+        }
+    }
+
+    async fn register_and_snapshot(&self, shape: &Arc<Shape>) -> Result<u64, ShapeError> {
+        let start_lsn = self
+            .command(|reply| WriterCommand::Register {
+                shape: shape.clone(),
+                capturing: true,
+                reply,
+            })
+            .await?;
+        let _permit = self
+            .snapshot_permits
+            .acquire()
+            .await
+            .map_err(|_| ShapeError::unavailable("shutting down"))?;
+        let mut client = self.snapshot_client().await?;
+        let taken = snapshot::take(&mut client, shape, self.config.chunk_bytes)
+            .await
+            .map_err(|e| {
+                if e.is_transient() {
+                    ShapeError::unavailable(e.to_string())
+                } else {
+                    ShapeError::Internal(e.to_string())
+                }
+            })?;
+        let decided = self
+            .command(|reply| WriterCommand::FinishSnapshot {
+                id: shape.id,
+                info: taken.info.clone(),
+                reply,
+            })
+            .await?;
+        let mut meta = shape.meta.clone();
+        meta.start_lsn = decided.max(start_lsn).as_u64();
+        meta.snapshot = Some(taken.info);
+        meta.save(shape.log.dir())
+            .map_err(|e| ShapeError::unavailable(format!("storage: {e}")))?;
+        Ok(taken.rows)
+    }
+
+    pub(super) async fn command(
+        &self,
+        make: impl FnOnce(oneshot::Sender<std::io::Result<Lsn>>) -> WriterCommand,
+    ) -> Result<Lsn, ShapeError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .map_err(|_| ShapeError::unavailable("the change writer is not running"))?;
+        answer
+            .await
+            .map_err(|_| ShapeError::unavailable("the change writer stopped"))?
+            .map_err(|e| ShapeError::unavailable(format!("storage: {e}")))
+    }
+
+    async fn snapshot_client(&self) -> Result<tokio_postgres::Client, ShapeError> {
+        let mut config: tokio_postgres::Config = self
+            .config
+            .database_url
+            .parse()
+            .map_err(|e| ShapeError::Internal(format!("database URL: {e}")))?;
+        config.options(snapshot::DISPLAY_OPTIONS);
+        config.application_name("shapesync-snapshot");
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| ShapeError::unavailable(format!("cannot connect for a snapshot: {e}")))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
+    /// Adds the table to the publication with `REPLICA IDENTITY FULL`, once per table.
+    async fn ensure_prepared(&self, table: &QualifiedName) -> Result<(), ShapeError> {
+        if self
+            .prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(table)
+        {
+            return Ok(());
+        }
+        let mut client = crate::database::connect(&self.config.database_url)
+            .await
+            .map_err(|e| ShapeError::unavailable(e.to_string()))?;
+        crate::replication::setup::prepare_table(
+            &mut client,
+            &self.config.publication,
+            table,
+            self.config.lock_timeout,
+        )
+        .await
+        .map_err(|e| {
+            if e.is_transient() {
+                ShapeError::Unavailable {
+                    message: e.to_string(),
+                    retry_after: 2,
+                }
+            } else {
+                tracing::error!(table = %table, error = %e, "cannot prepare a table for replication");
+                ShapeError::unavailable(e.to_string())
+            }
+        })?;
+        self.prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(table.clone());
+        Ok(())
+    }
+
+    /// With `--max-shapes` reached, removes the least recently used ready shape.
+    fn evict_if_full(&self) {
+        if self.store.len() < self.config.max_shapes {
+            return;
+        }
+        let victim = self
+            .store
+            .all()
+            .into_iter()
+            .filter(|s| s.state() == ShapeState::Ready)
+            .min_by_key(|s| s.last_used_secs());
+        if let Some(victim) = victim {
+            tracing::info!(handle = %victim.handle, "evicting the least recently used shape (--max-shapes)");
+            self.remove(&victim.handle);
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The read path's moving parts, and the API the HTTP layer uses.
+//!
+//! ```text
+//! replication stream ──events──► consumer task (owns the ChangeWriter) ──Written──► durability
+//!                                     ▲ commands (register, finish snapshot, remove)
+//! HTTP ─► Engine::shape_for ─► create: prepare table → register (capturing) → snapshot → finish
+//! ```
+//! Commands reach the writer only between transactions, so a shape starts and stops at a
+//! transaction boundary.
+
+mod consumer;
+pub mod pipeline;
+mod create;
+mod restore;
+pub mod tables;
+
+use std::collections::HashSet;
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use shapes::definition::{DefinitionError, ShapeDefinition};
+use shapes::handle::Handle;
+use shapes::lsn::Lsn;
+use shapes::routing::ShapeId;
+use shapes::schema::QualifiedName;
+use shapes::wire::SnapshotInfo;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+
+use crate::commit_watch::CommitWatch;
+use crate::config::ServeConfig;
+use crate::database::MetadataClient;
+use crate::shape_store::meta::ShapeRequest;
+use crate::shape_store::{Shape, ShapeState, ShapeStore};
+use tables::{TableCache, TableError};
+
+pub use consumer::run_consumer;
+
+/// Requests to the change writer, applied between transactions.
+#[derive(Debug)]
+pub enum WriterCommand {
+    Register {
+        shape: Arc<Shape>,
+        capturing: bool,
+        reply: oneshot::Sender<io::Result<Lsn>>,
+    },
+    FinishSnapshot {
+        id: ShapeId,
+        info: SnapshotInfo,
+        /// Replies with the LSN through which the shape has decided every transaction.
+        reply: oneshot::Sender<io::Result<Lsn>>,
+    },
+    Remove {
+        id: ShapeId,
+    },
+}
+
+/// Why a shape cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ShapeError {
+    /// A request parameter is wrong: 400 naming it.
+    #[error("{message}")]
+    Invalid { param: &'static str, message: String },
+    /// Try again later: 503 with `retry-after`.
+    #[error("{message}")]
+    Unavailable { message: String, retry_after: u64 },
+    /// The handle no longer names this shape: 409.
+    #[error("shape was removed")]
+    Gone,
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<DefinitionError> for ShapeError {
+    fn from(err: DefinitionError) -> Self {
+        Self::Invalid {
+            param: err.param(),
+            message: err.message(),
+        }
+    }
+}
+
+impl From<TableError> for ShapeError {
+    fn from(err: TableError) -> Self {
+        match err {
+            TableError::Catalog(crate::catalog::CatalogError::Query(e))
+            | TableError::Database(crate::database::DatabaseError::Query(e))
+                if crate::database::is_transient(&e) =>
+            {
+                Self::unavailable(format!("database unavailable: {e}"))
+            }
+            TableError::Database(e) if e.is_transient() => {
+                Self::unavailable(format!("database unavailable: {e}"))
+            }
+            TableError::Catalog(e @ crate::catalog::CatalogError::UnknownTable(_))
+            | TableError::Catalog(e @ crate::catalog::CatalogError::NotATable(_)) => {
+                Self::Invalid {
+                    param: "table",
+                    message: e.to_string(),
+                }
+            }
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl ShapeError {
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            retry_after: 5,
+        }
+    }
+}
+
+/// The read path, shared by every request.
+#[derive(Debug)]
+pub struct Engine {
+    pub config: Arc<ServeConfig>,
+    pub store: ShapeStore,
+    pub metadata: MetadataClient,
+    pub tables: TableCache,
+    pub commits: Arc<CommitWatch>,
+    commands: mpsc::UnboundedSender<WriterCommand>,
+    snapshot_permits: Semaphore,
+    prepared: Mutex<HashSet<QualifiedName>>,
+    /// Commit LSN of the last transaction processed (any shape).
+    last_seen: watch::Sender<Lsn>,
+}
+
+impl Engine {
+    pub fn new(
+        config: Arc<ServeConfig>,
+        store: ShapeStore,
+        commits: Arc<CommitWatch>,
+        commands: mpsc::UnboundedSender<WriterCommand>,
+    ) -> Self {
+        Self {
+            metadata: MetadataClient::new(config.database_url.clone()),
+            snapshot_permits: Semaphore::new(config.max_concurrent_snapshots.max(1)),
+            config,
+            store,
+            tables: TableCache::default(),
+            commits,
+            commands,
+            prepared: Mutex::new(HashSet::new()),
+            last_seen: watch::channel(Lsn::ZERO).0,
+        }
+    }
+
+    /// `global_last_seen_lsn`: the commit LSN of the last transaction processed.
+    pub fn last_seen(&self) -> Lsn {
+        *self.last_seen.borrow()
+    }
+
+    pub fn watch_last_seen(&self) -> watch::Receiver<Lsn> {
+        self.last_seen.subscribe()
+    }
+
+    pub(crate) fn note_last_seen(&self, lsn: Lsn) {
+        self.last_seen.send_if_modified(|current| {
+            let advance = lsn > *current;
+            if advance {
+                *current = lsn;
+            }
+            advance
+        });
+    }
+
+    /// The definition a request names (validated against the table).
+    pub async fn definition(&self, request: &ShapeRequest) -> Result<ShapeDefinition, ShapeError> {
+        let name = QualifiedName::new(request.schema.clone(), request.table.clone());
+        let table = self.tables.get(&self.metadata, &name).await?;
+        Ok(ShapeDefinition::new(
+            &table,
+            request.where_.as_deref(),
+            &request.params,
+            request.columns.as_deref(),
+            request.replica(),
+            request.log_mode(),
+        )?)
+    }
+
+    /// The shape for a request: the existing one, or a new one (whose snapshot starts now).
+    /// Waits until it can be served.
+    pub async fn shape_for(
+        self: &Arc<Self>,
+        request: &ShapeRequest,
+    ) -> Result<Arc<Shape>, ShapeError> {
+        let definition = self.definition(request).await?;
+        let shape = match self.store.get_by_definition(definition.canonical()) {
+            Some(shape) => shape,
+            None => self.create(request, definition).await?,
+        };
+        shape.touch();
+        self.wait_ready(&shape).await?;
+        Ok(shape)
+    }
+
+    /// Waits for a shape's snapshot.
+    pub async fn wait_ready(&self, shape: &Arc<Shape>) -> Result<(), ShapeError> {
+        let mut state = shape.watch_state();
+        let state = state
+            .wait_for(|s| *s != ShapeState::Creating)
+            .await
+            .map_err(|_| ShapeError::Gone)?
+            .clone();
+        match state {
+            ShapeState::Ready => Ok(()),
+            ShapeState::Creating => Err(ShapeError::Gone),
+            ShapeState::Gone => Err(ShapeError::Gone),
+            ShapeState::Failed(message) => Err(ShapeError::unavailable(format!(
+                "the shape's snapshot failed: {message}"
+            ))),
+        }
+    }
+
+    /// Removes a shape: clients holding its handle get 409 and refetch.
+    pub fn remove(&self, handle: &Handle) -> Option<Arc<Shape>> {
+        let shape = self.store.remove(handle)?;
+        shape.set_state(ShapeState::Gone);
+        let _ = self.commands.send(WriterCommand::Remove { id: shape.id });
+        let dir = shape.log.dir().to_owned();
+        tokio::task::spawn_blocking(move || {
+            if let Err(err) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %err, "cannot remove a shape's directory");
+            }
+        });
+        tracing::info!(handle = %shape.handle, table = %shape.definition.table(), "shape removed");
+        Some(shape)
+    }
+
+    /// Removes every shape of a table (truncated, or its columns changed).
+    pub fn rotate_table(&self, table: &QualifiedName, why: &str) {
+        self.tables.invalidate(table);
+        for shape in self.store.on_table(table) {
+            tracing::info!(handle = %shape.handle, table = %table, why, "rotating shape");
+            self.remove(&shape.handle);
+        }
+    }
+
+    /// Removes every shape (the database changed, or the slot was lost).
+    pub fn rotate_all(&self, why: &str) {
+        for shape in self.store.all() {
+            tracing::info!(handle = %shape.handle, why, "rotating shape");
+            self.remove(&shape.handle);
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Starting and stopping the read path: the consumer task, group fsync, the replication
+//! stream (restarted when the consumer must replay a transaction), and the slot watch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shapes::lsn::Lsn;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::consumer::{ConsumerChannels, run_consumer};
+use super::{Engine, ShapeError};
+use crate::commit_watch::CommitWatch;
+use crate::config::ServeConfig;
+use crate::durability;
+use crate::monitoring;
+use crate::replication::stream::{ReplicationStream, StreamConfig, StreamStatus};
+use crate::server::Health;
+use crate::shape_store::ShapeStore;
+
+/// Events queued between the replication stream and the consumer.
+const EVENT_QUEUE: usize = 8192;
+
+/// The running read path.
+pub struct ReadPath {
+    pub engine: Arc<Engine>,
+    supervisor: JoinHandle<()>,
+    consumer: JoinHandle<()>,
+    durability: JoinHandle<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("opening the storage directory: {0}")]
+    Storage(#[source] std::io::Error),
+    #[error("restoring shapes: {0}")]
+    Restore(#[from] ShapeError),
+    #[error("replication cannot start: {0}")]
+    Replication(String),
+}
+
+impl ReadPath {
+    /// Restores stored shapes, then starts streaming from where the last run stopped. Returns
+    /// once the stream is up (or fails with the definite reason it cannot be).
+    pub async fn start(
+        config: Arc<ServeConfig>,
+        commits: Arc<CommitWatch>,
+        health: watch::Sender<Health>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, StartError> {
+        let store = ShapeStore::open(&config.storage_dir).map_err(StartError::Storage)?;
+        let root = store.root().to_owned();
+        let resume = durability::load_resume(&root);
+        let (commands_tx, commands) = mpsc::unbounded_channel();
+        let engine = Arc::new(Engine::new(config.clone(), store, commits, commands_tx));
+
+        let (written_tx, written) = mpsc::unbounded_channel();
+        let (flushed_tx, flushed) = watch::channel(resume);
+        let durability = tokio::spawn(durability::run(root, written, flushed_tx));
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let restart = Arc::new(Notify::new());
+        let consumer = tokio::spawn(run_consumer(
+            engine.clone(),
+            resume,
+            ConsumerChannels {
+                events,
+                commands,
+                written: written_tx,
+                restart_stream: restart.clone(),
+            },
+        ));
+        let restored = engine.restore().await?;
+        tracing::info!(restored, resume = %resume, "shape logs restored");
+
+        let stream_config = StreamConfig::new(
+            config.database_url.clone(),
+            config.slot.clone(),
+            config.publication.clone(),
+        );
+        let stream = ReplicationStream::spawn(
+            stream_config.clone(),
+            resume,
+            events_tx.clone(),
+            flushed.clone(),
+            shutdown.clone(),
+        );
+        wait_streaming(&stream).await?;
+        health.send_replace(Health::Active);
+        tokio::spawn({
+            let engine = engine.clone();
+            let flushed = flushed.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                monitoring::watch_slot(
+                    &engine.metadata,
+                    &engine.config.slot,
+                    flushed,
+                    engine.config.max_lag_bytes,
+                    Duration::from_secs(10),
+                    shutdown,
+                )
+                .await;
+            }
+        });
+        let supervisor = tokio::spawn(supervise(
+            stream,
+            stream_config,
+            events_tx,
+            flushed,
+            restart,
+            health,
+            shutdown,
+        ));
+        Ok(Self {
+            engine,
+            supervisor,
+            consumer,
+            durability,
+        })
+    }
+
+    /// Waits for the stream to stop (the shutdown token was cancelled), then for the consumer
+    /// to drain and the last flushed position to be saved.
+    pub async fn stopped(self) {
+        let _ = self.supervisor.await;
+        let _ = self.consumer.await;
+        let _ = self.durability.await;
+    }
+}
+
+/// Waits until the first session streams; a definite error before that stops the start.
+async fn wait_streaming(stream: &ReplicationStream) -> Result<(), StartError> {
+    let mut status = stream.status();
+    let reached = status
+        .wait_for(|s| {
+            matches!(
+                s,
+                StreamStatus::Streaming { .. } | StreamStatus::Failed { .. } | StreamStatus::Stopped
+            )
+        })
+        .await
+        .map_err(|_| StartError::Replication("the replication task ended".into()))?
+        .clone();
+    match reached {
+        StreamStatus::Failed { error } => Err(StartError::Replication(error)),
+        _ => Ok(()),
+    }
+}
+
+/// Keeps a stream running: mirrors its status into health, and starts a new one (from the
+/// flushed position) when the consumer asks for a replay or a definite error stopped it.
+async fn supervise(
+    mut stream: ReplicationStream,
+    config: StreamConfig,
+    events: mpsc::Sender<crate::replication::event::ReplicationEvent>,
+    flushed: watch::Receiver<Lsn>,
+    restart: Arc<Notify>,
+    health: watch::Sender<Health>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let mut status = stream.status();
+        let replace = tokio::select! {
+            () = shutdown.cancelled() => false,
+            () = restart.notified() => true,
+            changed = status.changed() => {
+                let current = status.borrow().clone();
+                match current {
+                    StreamStatus::Streaming { .. } => { health.send_replace(Health::Active); continue; }
+                    StreamStatus::Connecting | StreamStatus::Reconnecting { .. } => {
+                        health.send_replace(Health::Waiting);
+                        continue;
+                    }
+                    StreamStatus::Failed { error } => {
+                        tracing::error!(error, "replication stopped; retrying in 30 s");
+                        health.send_replace(Health::Waiting);
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                            () = shutdown.cancelled() => {}
+                        }
+                        true
+                    }
+                    StreamStatus::Stopped => {
+                        let _ = changed;
+                        false
+                    }
+                }
+            }
+        };
+        if let Err(err) = stream.shutdown().await {
+            tracing::warn!(error = %err, "replication stream ended with an error");
+        }
+        if !replace || shutdown.is_cancelled() {
+            return;
+        }
+        let start = *flushed.borrow();
+        tracing::info!(start = %start, "restarting replication");
+        stream = ReplicationStream::spawn(
+            config.clone(),
+            start,
+            events.clone(),
+            flushed.clone(),
+            shutdown.clone(),
+        );
+    }
+}

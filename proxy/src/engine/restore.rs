@@ -1,0 +1,102 @@
+//! Bringing back the shapes of an earlier run, with the same handles and offsets, so clients
+//! resume without refetching. A shape whose snapshot never completed, whose format is not
+//! ours, or whose table changed meanwhile is dropped (its clients get 409 and refetch).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use shapes::wire;
+
+use super::{Engine, ShapeError, WriterCommand};
+use crate::shape_log::ShapeLog;
+use crate::shape_store::meta::{FORMAT_VERSION, ShapeMeta};
+use crate::shape_store::{Shape, ShapeState};
+
+impl Engine {
+    /// Restores every persisted shape. Must run before the replication stream starts, so the
+    /// restored shapes see every transaction Postgres sends.
+    pub async fn restore(self: &Arc<Self>) -> Result<usize, ShapeError> {
+        let dirs = self
+            .store
+            .persisted_dirs()
+            .map_err(|e| ShapeError::Internal(format!("reading the storage directory: {e}")))?;
+        let mut restored = 0;
+        for dir in dirs {
+            match self.restore_one(&dir).await {
+                Ok(()) => restored += 1,
+                Err(Dropped::Because(reason)) => {
+                    tracing::info!(dir = %dir.display(), reason, "dropping a stored shape");
+                    if let Err(err) = std::fs::remove_dir_all(&dir) {
+                        tracing::warn!(dir = %dir.display(), error = %err, "cannot remove a stored shape");
+                    }
+                }
+                Err(Dropped::Transient(err)) => return Err(err),
+            }
+        }
+        Ok(restored)
+    }
+
+    async fn restore_one(&self, dir: &Path) -> Result<(), Dropped> {
+        let meta = ShapeMeta::load(dir).map_err(|e| Dropped::Because(format!("shape.json: {e}")))?;
+        if meta.format != FORMAT_VERSION {
+            return Err(Dropped::Because(format!("on-disk format {}", meta.format)));
+        }
+        if meta.snapshot.is_none() {
+            return Err(Dropped::Because("its snapshot never completed".into()));
+        }
+        self.store.note_existing_micros(meta.created_micros);
+        let definition = self.definition(&meta.request).await.map_err(|e| match e {
+            ShapeError::Unavailable { .. } => Dropped::Transient(e),
+            other => Dropped::Because(format!("its definition no longer holds: {other}")),
+        })?;
+        let table = self
+            .tables
+            .get(&self.metadata, definition.table())
+            .await
+            .map_err(|e| Dropped::Transient(e.into()))?;
+        let header = wire::schema_header(&table, definition.selected_columns());
+        if header != meta.schema_header {
+            return Err(Dropped::Because("the table's columns changed".into()));
+        }
+        let log = ShapeLog::open(dir, meta.chunk_bytes)
+            .map_err(|e| Dropped::Because(format!("its log cannot be read: {e}")))?;
+        if log.snapshot().is_none() {
+            return Err(Dropped::Because("its snapshot file is incomplete".into()));
+        }
+        let (id, _) = self.store.allocate();
+        let tombstone = self.tombstone_position_for(&table);
+        let shape = Arc::new(Shape::new(
+            id,
+            definition,
+            table,
+            header,
+            log,
+            tombstone,
+            meta,
+            ShapeState::Ready,
+        ));
+        if dir.file_name().and_then(|n| n.to_str()) != Some(shape.handle.as_str()) {
+            return Err(Dropped::Because("directory and handle disagree".into()));
+        }
+        let (stored, is_new) = self.store.insert(shape.clone());
+        if !is_new {
+            return Err(Dropped::Because(format!(
+                "a newer copy of the same shape exists ({})",
+                stored.handle
+            )));
+        }
+        self.command(|reply| WriterCommand::Register {
+            shape,
+            capturing: false,
+            reply,
+        })
+        .await
+        .map_err(Dropped::Transient)?;
+        Ok(())
+    }
+}
+
+enum Dropped {
+    Because(String),
+    Transient(ShapeError),
+}

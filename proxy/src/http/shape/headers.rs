@@ -1,0 +1,96 @@
+//! Caching headers of shape responses: `electric-cursor`, `cache-control`, `etag`.
+//!
+//! Responses for a (handle, offset) never change, so shared caches and CDNs can serve them.
+//! Live requests carry a cursor that changes every 20 seconds, so a cache collapses the live
+//! requests of many clients into one without serving a stale answer for long.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use shapes::handle::Handle;
+use shapes::offset::Offset;
+
+/// 2024-10-09T00:00:00Z in Unix seconds.
+const CURSOR_EPOCH: u64 = 1_728_432_000;
+const CURSOR_STEP: u64 = 20;
+
+/// The `electric-cursor` for a live response: seconds since 2024-10-09 rounded up to a
+/// multiple of 20; if that is not past the client's cursor, the client's cursor plus 1..3600
+/// (so a client never gets its own cursor back, which a cache would answer from itself).
+pub fn next_cursor(request_cursor: Option<u64>) -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(CURSOR_EPOCH);
+    cursor_at(now, request_cursor, rand::random_range(1..=3600))
+}
+
+fn cursor_at(now_secs: u64, request_cursor: Option<u64>, jitter: u64) -> u64 {
+    let since = now_secs.saturating_sub(CURSOR_EPOCH);
+    let cursor = since.div_ceil(CURSOR_STEP) * CURSOR_STEP;
+    match request_cursor {
+        Some(previous) if cursor <= previous => previous + jitter,
+        _ => cursor,
+    }
+}
+
+/// Which kind of response, for `cache-control`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheKind {
+    /// `offset=-1`: the first snapshot chunk.
+    Initial,
+    /// Any other non-live response.
+    Catchup,
+    LongPoll,
+    Sse,
+}
+
+/// `cache-control` for a successful shape response. Shapes that depend on a user's claims
+/// are `private`: shared caches must not hand them to someone else.
+pub fn cache_control(kind: CacheKind, private: bool) -> String {
+    let scope = if private { "private" } else { "public" };
+    match kind {
+        CacheKind::Initial => format!(
+            "{scope}, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746"
+        ),
+        CacheKind::Catchup => format!("{scope}, max-age=60, stale-while-revalidate=300"),
+        CacheKind::LongPoll => format!("{scope}, max-age=5, stale-while-revalidate=5"),
+        CacheKind::Sse => format!("{scope}, max-age=59"),
+    }
+}
+
+/// `"<handle>:<request offset>:<response offset>"`.
+pub fn etag(handle: &Handle, request: &str, response: Offset) -> String {
+    format!("\"{handle}:{request}:{response}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_up_to_twenty_seconds_and_never_repeat_the_clients() {
+        assert_eq!(cursor_at(CURSOR_EPOCH + 1, None, 7), 20);
+        assert_eq!(cursor_at(CURSOR_EPOCH + 20, None, 7), 20);
+        assert_eq!(cursor_at(CURSOR_EPOCH + 21, None, 7), 40);
+        assert_eq!(cursor_at(CURSOR_EPOCH + 21, Some(20), 7), 40);
+        assert_eq!(cursor_at(CURSOR_EPOCH + 21, Some(40), 7), 47);
+        assert_eq!(cursor_at(CURSOR_EPOCH + 21, Some(1000), 7), 1007);
+    }
+
+    #[test]
+    fn cache_control_values_match_the_protocol() {
+        assert_eq!(
+            cache_control(CacheKind::Initial, false),
+            "public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746"
+        );
+        assert_eq!(
+            cache_control(CacheKind::Catchup, false),
+            "public, max-age=60, stale-while-revalidate=300"
+        );
+        assert_eq!(
+            cache_control(CacheKind::LongPoll, false),
+            "public, max-age=5, stale-while-revalidate=5"
+        );
+        assert_eq!(cache_control(CacheKind::Sse, true), "private, max-age=59");
+    }
+}

@@ -1,0 +1,65 @@
+//! Long-polling: wait for the shape's next entries, the long-poll timeout, or its removal.
+
+use std::sync::Arc;
+
+use shapes::offset::Offset;
+
+use super::batch::{self, Batch};
+use super::up_to_date_batch;
+use crate::http::error::ApiError;
+use crate::server::AppState;
+use crate::shape_log::Framing;
+use crate::shape_store::{Shape, ShapeState};
+
+/// Waits up to the long-poll timeout for entries after `after`. On timeout: an up-to-date at
+/// the same offset (`electric-has-data: false`).
+pub(super) async fn wait(state: &AppState, shape: &Arc<Shape>, after: Offset) -> Result<Batch, ApiError> {
+    let deadline = tokio::time::Instant::now() + state.settings.long_poll_timeout;
+    let mut news = shape.log.subscribe();
+    let mut lifecycle = shape.watch_state();
+    loop {
+        news.borrow_and_update();
+        let last_seen = state.engine.last_seen();
+        let found = batch::read_after(shape, after, Framing::JsonArray { first: true }, last_seen)
+            .await
+            .map_err(|e| ApiError::Internal(format!("reading shape {}: {e}", shape.handle)))?;
+        if let Some(batch) = found {
+            return Ok(batch);
+        }
+        tokio::select! {
+            changed = news.changed() => {
+                if changed.is_err() {
+                    return Err(refetch(state, shape));
+                }
+            }
+            changed = lifecycle.changed() => {
+                if changed.is_err() || *lifecycle.borrow() == ShapeState::Gone {
+                    return Err(refetch(state, shape));
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                return Ok(up_to_date_batch(after, state.engine.last_seen()));
+            }
+            () = state.shutdown.cancelled() => {
+                return Ok(up_to_date_batch(after, state.engine.last_seen()));
+            }
+        }
+    }
+}
+
+/// The shape went away under a waiting client: 409, pointing at its successor if one exists.
+pub(super) fn refetch(state: &AppState, shape: &Shape) -> ApiError {
+    let successor = state
+        .engine
+        .store
+        .get_by_definition(shape.definition.canonical())
+        .map(|s| s.handle.clone());
+    match successor {
+        Some(handle) => ApiError::MustRefetch(handle),
+        None => ApiError::Unavailable {
+            code: "shape_rotated",
+            message: "the shape was rotated; request it again from offset -1".into(),
+            retry_after: 0,
+        },
+    }
+}

@@ -1,0 +1,216 @@
+//! `/v1/shape`: the Electric HTTP Shape API v1 (see ../shared/PROTOCOL.md, part 1).
+
+mod batch;
+pub mod headers;
+mod live;
+pub mod params;
+mod sse;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use shapes::lsn::Lsn;
+use shapes::offset::Offset;
+use shapes::wire;
+
+use crate::http::error::ApiError;
+use crate::server::AppState;
+use crate::shape_log::Framing;
+use crate::shape_store::Shape;
+use batch::Batch;
+use headers::CacheKind;
+use params::{RequestOffset, ShapeParams};
+
+/// GET (and HEAD) `/v1/shape`.
+pub(super) async fn get_shape(
+    State(state): State<AppState>,
+    request_headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = params::parse(query.as_deref().unwrap_or(""))?;
+    state.check_secret(params.secret.as_deref())?;
+    let shape = state.engine.shape_for(&params.shape).await?;
+    if let Some(handle) = &params.handle
+        && !params.is_initial()
+        && *handle != shape.handle
+    {
+        return Err(ApiError::MustRefetch(shape.handle.clone()));
+    }
+    let after = match params.offset {
+        RequestOffset::Now => return Ok(now_response(&state, &shape)),
+        RequestOffset::At(offset) => offset,
+    };
+    if params.sse {
+        return Ok(sse::respond(state, shape, after, params.cursor));
+    }
+    let last_seen = state.engine.last_seen();
+    check_in_bounds(&state, after, params.live).await?;
+    let batch = batch::read_after(&shape, after, Framing::JsonArray { first: true }, last_seen)
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading shape {}: {e}", shape.handle)))?;
+    let batch = match (batch, params.live) {
+        (Some(batch), _) => batch,
+        (None, false) => up_to_date_batch(after, state.engine.last_seen()),
+        (None, true) => live::wait(&state, &shape, after).await?,
+    };
+    Ok(respond(&params, &shape, after, batch, &request_headers))
+}
+
+/// An offset past everything the proxy has processed may become valid soon: wait like a live
+/// request; if it is still beyond afterwards, it is out of bounds.
+async fn check_in_bounds(state: &AppState, after: Offset, live: bool) -> Result<(), ApiError> {
+    let Some(lsn) = after.lsn() else {
+        return Ok(());
+    };
+    if lsn <= state.engine.last_seen() {
+        return Ok(());
+    }
+    let mut seen = state.engine.watch_last_seen();
+    let timeout = state.settings.long_poll_timeout;
+    let reached = tokio::time::timeout(timeout, seen.wait_for(|l| *l >= lsn)).await;
+    match reached {
+        Ok(Ok(_)) => Ok(()),
+        _ if live => Err(ApiError::invalid("offset", "out of bounds for this shape")),
+        _ => Err(ApiError::invalid("offset", "out of bounds for this shape")),
+    }
+}
+
+fn up_to_date_batch(after: Offset, last_seen: Lsn) -> Batch {
+    Batch {
+        body: wire::up_to_date(last_seen).into_bytes(),
+        offset: after,
+        up_to_date: true,
+    }
+}
+
+fn now_response(state: &AppState, shape: &Arc<Shape>) -> Response {
+    let offset = batch::latest_offset(shape);
+    let body = format!("[{}]", wire::up_to_date(state.engine.last_seen()));
+    let mut response = (StatusCode::OK, body).into_response();
+    let h = response.headers_mut();
+    shape_headers(h, shape, offset);
+    insert(h, "electric-schema", &shape.schema_header);
+    insert(h, "electric-up-to-date", "");
+    insert(h, "electric-has-data", "true");
+    insert(
+        h,
+        header::CACHE_CONTROL.as_str(),
+        "no-cache",
+    );
+    response
+}
+
+/// A JSON array response for a batch, with every header the client relies on.
+fn respond(
+    params: &ShapeParams,
+    shape: &Shape,
+    after: Offset,
+    batch: Batch,
+    request_headers: &HeaderMap,
+) -> Response {
+    let etag = headers::etag(&shape.handle, &after.to_string(), batch.offset);
+    let kind = if params.live {
+        CacheKind::LongPoll
+    } else if after == Offset::BeforeAll {
+        CacheKind::Initial
+    } else {
+        CacheKind::Catchup
+    };
+    let not_modified = request_headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes());
+    let has_data = !(params.live && batch.offset == after && batch.up_to_date);
+    let mut response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut body = Vec::with_capacity(batch.body.len() + 2);
+        body.push(b'[');
+        body.extend_from_slice(&batch.body);
+        body.push(b']');
+        (StatusCode::OK, Body::from(body)).into_response()
+    };
+    let h = response.headers_mut();
+    shape_headers(h, shape, batch.offset);
+    insert(h, header::CONTENT_TYPE.as_str(), "application/json; charset=utf-8");
+    insert(h, header::ETAG.as_str(), &etag);
+    insert(
+        h,
+        header::CACHE_CONTROL.as_str(),
+        &headers::cache_control(kind, false),
+    );
+    insert(h, "electric-has-data", if has_data { "true" } else { "false" });
+    if batch.up_to_date {
+        insert(h, "electric-up-to-date", "");
+    }
+    if params.live {
+        insert(h, "electric-cursor", &headers::next_cursor(params.cursor).to_string());
+    } else {
+        insert(h, "electric-schema", &shape.schema_header);
+    }
+    response
+}
+
+fn shape_headers(h: &mut HeaderMap, shape: &Shape, offset: Offset) {
+    insert(h, "electric-handle", shape.handle.as_str());
+    insert(h, "electric-offset", &offset.to_string());
+}
+
+fn insert(h: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        h.insert(name, value);
+    }
+}
+
+/// DELETE `/v1/shape`: by handle, or by definition (table, where, …). 202 `[]`, or 404.
+pub(super) async fn delete_shape(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = query.unwrap_or_default();
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let get = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    state.check_secret(get("secret").or_else(|| get("api_secret")).as_deref())?;
+    let by_handle = match get("handle") {
+        Some(text) => Some(
+            text.parse()
+                .map_err(|_| ApiError::invalid("handle", "is not a valid shape handle"))?,
+        ),
+        None => None,
+    };
+    let target = match (by_handle, get("table")) {
+        (Some(handle), _) => state.engine.store.get(&handle),
+        (None, Some(_)) => {
+            let mut with_offset = query.clone();
+            with_offset.push_str("&offset=-1");
+            let params = params::parse(&with_offset)?;
+            let definition = state.engine.definition(&params.shape).await?;
+            state.engine.store.get_by_definition(definition.canonical())
+        }
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "handle",
+                "give a handle, or the shape's table (and where, columns, …)",
+            ));
+        }
+    };
+    let Some(shape) = target else {
+        return Err(ApiError::NotFound("no such shape".into()));
+    };
+    state.engine.remove(&shape.handle);
+    Ok((StatusCode::ACCEPTED, [(header::CONTENT_TYPE, "application/json")], "[]").into_response())
+}
+
+/// OPTIONS `/v1/shape`: CORS preflight.
+pub(super) async fn options_shape() -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let h = response.headers_mut();
+    insert(h, "access-control-allow-methods", "GET, POST, HEAD, DELETE, OPTIONS");
+    insert(h, "access-control-allow-headers", "*");
+    insert(h, "access-control-max-age", "86400");
+    response
+}

@@ -1,0 +1,141 @@
+//! Server-sent events (`live_sse=true`): one long response that carries every new batch as
+//! `data:` events, each batch ending with up-to-date; a `: keep-alive` comment after 21 s
+//! without news; closed after the SSE timeout (the client reconnects from where it is).
+//! Never compressed, and `X-Accel-Buffering: no` keeps nginx from holding events back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream;
+use shapes::offset::Offset;
+use shapes::wire;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::batch;
+use super::headers::{self, CacheKind};
+use crate::server::AppState;
+use crate::shape_log::Framing;
+use crate::shape_store::{Shape, ShapeState};
+
+const KEEP_ALIVE: Duration = Duration::from_secs(21);
+
+struct Session {
+    state: AppState,
+    shape: Arc<Shape>,
+    offset: Offset,
+    closes_at: Instant,
+    last_sent: Instant,
+    news: watch::Receiver<Option<Offset>>,
+    lifecycle: watch::Receiver<ShapeState>,
+    announced_up_to_date: bool,
+    finished: bool,
+}
+
+pub(super) fn respond(state: AppState, shape: Arc<Shape>, after: Offset, cursor: Option<u64>) -> Response {
+    let now = Instant::now();
+    let session = Session {
+        closes_at: now + state.settings.sse_timeout,
+        last_sent: now,
+        news: shape.log.subscribe(),
+        lifecycle: shape.watch_state(),
+        state,
+        shape: shape.clone(),
+        offset: after,
+        announced_up_to_date: false,
+        finished: false,
+    };
+    let events = stream::unfold(session, |mut session| async move {
+        let chunk = session.next_chunk().await?;
+        Some((Ok::<Bytes, std::io::Error>(chunk), session))
+    });
+    let mut response = (StatusCode::OK, Body::from_stream(events)).into_response();
+    let h = response.headers_mut();
+    let set = |h: &mut axum::http::HeaderMap, name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    };
+    set(h, header::CONTENT_TYPE.as_str(), "text/event-stream");
+    set(h, header::CACHE_CONTROL.as_str(), &headers::cache_control(CacheKind::Sse, false));
+    set(h, "x-accel-buffering", "no");
+    set(h, "electric-handle", shape.handle.as_str());
+    set(h, "electric-offset", &after.to_string());
+    set(h, "electric-cursor", &headers::next_cursor(cursor).to_string());
+    response
+}
+
+impl Session {
+    /// The next piece of the stream, or `None` to close it.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            if self.finished || Instant::now() >= self.closes_at {
+                return None;
+            }
+            self.news.borrow_and_update();
+            let last_seen = self.state.engine.last_seen();
+            match batch::read_after(&self.shape, self.offset, Framing::Sse, last_seen).await {
+                Ok(Some(found)) => {
+                    self.offset = found.offset;
+                    self.last_sent = Instant::now();
+                    self.announced_up_to_date = found.up_to_date;
+                    return Some(Bytes::from(found.body));
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::error!(handle = %self.shape.handle, error = %err, "reading a shape log for SSE");
+                    return None;
+                }
+            }
+            if !self.announced_up_to_date {
+                self.announced_up_to_date = true;
+                self.last_sent = Instant::now();
+                return Some(event(&wire::up_to_date(self.state.engine.last_seen())));
+            }
+            if let Some(chunk) = self.wait().await {
+                return Some(chunk);
+            }
+        }
+    }
+
+    /// Waits for news; returns a chunk to send meanwhile (keep-alive, must-refetch) if any.
+    async fn wait(&mut self) -> Option<Bytes> {
+        let keep_alive_at = self.last_sent + KEEP_ALIVE;
+        tokio::select! {
+            changed = self.news.changed() => {
+                if changed.is_err() {
+                    return Some(self.must_refetch());
+                }
+                self.announced_up_to_date = false;
+                None
+            }
+            changed = self.lifecycle.changed() => {
+                if changed.is_err() || *self.lifecycle.borrow() == ShapeState::Gone {
+                    return Some(self.must_refetch());
+                }
+                None
+            }
+            () = tokio::time::sleep_until(keep_alive_at) => {
+                self.last_sent = Instant::now();
+                Some(Bytes::from_static(b": keep-alive\n\n"))
+            }
+            () = tokio::time::sleep_until(self.closes_at) => None,
+            () = self.state.shutdown.cancelled() => {
+                self.finished = true;
+                None
+            }
+        }
+    }
+
+    fn must_refetch(&mut self) -> Bytes {
+        self.finished = true;
+        event(wire::MUST_REFETCH)
+    }
+}
+
+fn event(message: &str) -> Bytes {
+    Bytes::from(format!("data: {message}\n\n"))
+}

@@ -1,0 +1,135 @@
+//! Prometheus metrics (`GET /metrics`) and the replication health checks behind them.
+//!
+//! | metric | kind | meaning |
+//! |---|---|---|
+//! | `shapesync_shapes` | gauge | shapes the proxy holds |
+//! | `shapesync_live_connections` | gauge | long-poll and SSE requests waiting for changes |
+//! | `shapesync_http_requests_total` | counter | shape requests answered |
+//! | `shapesync_transactions_total` | counter | transactions read from the WAL |
+//! | `shapesync_changes_total` | counter | row changes read from the WAL (rate = changes/s) |
+//! | `shapesync_snapshot_rows_total` | counter | rows written by initial snapshots |
+//! | `shapesync_replication_lag_bytes` | gauge | WAL written by Postgres but not yet durable in shape logs |
+//! | `shapesync_replication_lag_seconds` | gauge | commit → processed delay of the last transaction |
+//! | `shapesync_slot_retained_wal_bytes` | gauge | WAL the replication slot keeps on the database server |
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use shapes::lsn::Lsn;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::database::MetadataClient;
+
+pub const SHAPES: &str = "shapesync_shapes";
+pub const LIVE_CONNECTIONS: &str = "shapesync_live_connections";
+pub const HTTP_REQUESTS: &str = "shapesync_http_requests_total";
+pub const TRANSACTIONS: &str = "shapesync_transactions_total";
+pub const CHANGES: &str = "shapesync_changes_total";
+pub const SNAPSHOT_ROWS: &str = "shapesync_snapshot_rows_total";
+pub const LAG_BYTES: &str = "shapesync_replication_lag_bytes";
+pub const LAG_SECONDS: &str = "shapesync_replication_lag_seconds";
+pub const RETAINED_WAL: &str = "shapesync_slot_retained_wal_bytes";
+
+/// The process-wide recorder (installed on first use) and its handle for `/metrics`.
+pub fn handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder is installed (e.g. by an embedding program); then
+            // that one gets the metrics and ours renders nothing.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_gauge!(SHAPES, "Shapes the proxy holds");
+    metrics::describe_gauge!(LIVE_CONNECTIONS, "Live long-poll and SSE requests waiting for changes");
+    metrics::describe_counter!(HTTP_REQUESTS, "Shape requests answered");
+    metrics::describe_counter!(TRANSACTIONS, "Transactions read from the WAL");
+    metrics::describe_counter!(CHANGES, "Row changes read from the WAL");
+    metrics::describe_counter!(SNAPSHOT_ROWS, "Rows written by initial snapshots");
+    metrics::describe_gauge!(LAG_BYTES, "WAL bytes not yet durable in shape logs");
+    metrics::describe_gauge!(LAG_SECONDS, "Seconds from commit to processing of the last transaction");
+    metrics::describe_gauge!(RETAINED_WAL, "WAL bytes the replication slot retains on the server");
+}
+
+/// Counts a live request while it waits.
+pub struct LiveConnection;
+
+impl LiveConnection {
+    pub fn open() -> Self {
+        metrics::gauge!(LIVE_CONNECTIONS).increment(1.0);
+        Self
+    }
+}
+
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        metrics::gauge!(LIVE_CONNECTIONS).decrement(1.0);
+    }
+}
+
+/// Every `every`, measures replication lag and the slot's retained WAL; an ERROR log when the
+/// slot retains more than `max_lag_bytes` (a stuck or forgotten slot fills the server's disk).
+pub async fn watch_slot(
+    metadata: &MetadataClient,
+    slot: &str,
+    flushed: watch::Receiver<Lsn>,
+    max_lag_bytes: u64,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut warned_at: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let Ok(client) = metadata.get().await else {
+            continue;
+        };
+        let flushed = flushed.borrow().as_u64().to_string();
+        let row = client
+            .query_opt(
+                "SELECT (pg_current_wal_lsn() - $1::text::pg_lsn)::float8,
+                        (pg_current_wal_lsn() - restart_lsn)::float8
+                 FROM pg_replication_slots WHERE slot_name = $2",
+                &[&format_lsn(&flushed), &slot],
+            )
+            .await;
+        let Ok(Some(row)) = row else {
+            continue;
+        };
+        let lag: Option<f64> = row.get(0);
+        let retained: Option<f64> = row.get(1);
+        metrics::gauge!(LAG_BYTES).set(lag.unwrap_or(0.0).max(0.0));
+        let retained = retained.unwrap_or(0.0).max(0.0);
+        metrics::gauge!(RETAINED_WAL).set(retained);
+        if retained > max_lag_bytes as f64
+            && warned_at.is_none_or(|t| t.elapsed() > Duration::from_secs(60))
+        {
+            warned_at = Some(tokio::time::Instant::now());
+            tracing::error!(
+                slot,
+                retained_bytes = retained as u64,
+                max_lag_bytes,
+                "the replication slot retains more WAL than --max-lag-bytes: shapesync is falling behind or stuck; check its logs, or drop the slot with `shapesync uninstall` if this proxy is gone for good"
+            );
+        }
+    }
+}
+
+/// A decimal LSN as Postgres' `X/Y` text.
+fn format_lsn(decimal: &str) -> String {
+    decimal
+        .parse::<u64>()
+        .map(|v| Lsn(v).to_string())
+        .unwrap_or_else(|_| "0/0".to_owned())
+}

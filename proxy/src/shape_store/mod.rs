@@ -1,0 +1,148 @@
+//! Every shape the proxy knows, by handle and by definition, and their directories under
+//! `<storage>/v1/shapes/<handle>/`.
+//!
+//! The store only keeps the maps consistent; creating a shape's snapshot, routing changes to
+//! it and removing it are driven by the engine.
+
+pub mod meta;
+pub mod shape;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use shapes::handle::Handle;
+use shapes::routing::ShapeId;
+use shapes::schema::QualifiedName;
+
+pub use shape::{Shape, ShapeState};
+
+/// Root of on-disk format version 1.
+const LAYOUT: &str = "v1";
+
+#[derive(Debug)]
+pub struct ShapeStore {
+    root: PathBuf,
+    inner: Mutex<StoreState>,
+}
+
+#[derive(Debug, Default)]
+struct StoreState {
+    by_handle: HashMap<Handle, Arc<Shape>>,
+    by_canonical: HashMap<String, Arc<Shape>>,
+    next_id: u64,
+    last_micros: u64,
+}
+
+impl ShapeStore {
+    /// Opens (creating) the store under `storage_dir`.
+    pub fn open(storage_dir: &Path) -> std::io::Result<Self> {
+        let root = storage_dir.join(LAYOUT);
+        std::fs::create_dir_all(root.join("shapes"))?;
+        Ok(Self {
+            root,
+            inner: Mutex::new(StoreState::default()),
+        })
+    }
+
+    /// `<storage>/v1`: where the proxy keeps state of its own (`state.json`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Directories of shapes persisted by an earlier run.
+    pub fn persisted_dirs(&self) -> std::io::Result<Vec<PathBuf>> {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(self.root.join("shapes"))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        Ok(dirs)
+    }
+
+    fn state(&self) -> MutexGuard<'_, StoreState> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh shape id and a creation time later than every earlier one (so handles are
+    /// unique even when the clock stands still or steps back).
+    pub fn allocate(&self) -> (ShapeId, u64) {
+        let mut state = self.state();
+        state.next_id += 1;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        state.last_micros = now.max(state.last_micros + 1);
+        (ShapeId(state.next_id), state.last_micros)
+    }
+
+    /// Notes a creation time seen on disk, so new handles come after it.
+    pub fn note_existing_micros(&self, micros: u64) {
+        let mut state = self.state();
+        state.last_micros = state.last_micros.max(micros);
+    }
+
+    pub fn dir_for(&self, handle: &Handle) -> PathBuf {
+        self.root.join("shapes").join(handle.as_str())
+    }
+
+    pub fn get(&self, handle: &Handle) -> Option<Arc<Shape>> {
+        self.state().by_handle.get(handle).cloned()
+    }
+
+    pub fn get_by_definition(&self, canonical: &str) -> Option<Arc<Shape>> {
+        self.state().by_canonical.get(canonical).cloned()
+    }
+
+    /// Adds `shape` unless one with the same definition exists; returns the one in the store
+    /// and whether it is the new one.
+    pub fn insert(&self, shape: Arc<Shape>) -> (Arc<Shape>, bool) {
+        let mut state = self.state();
+        if let Some(existing) = state.by_canonical.get(shape.definition.canonical()) {
+            return (existing.clone(), false);
+        }
+        state
+            .by_canonical
+            .insert(shape.definition.canonical().to_owned(), shape.clone());
+        state.by_handle.insert(shape.handle.clone(), shape.clone());
+        (shape, true)
+    }
+
+    /// Takes a shape out of the store (its directory is the caller's to remove).
+    pub fn remove(&self, handle: &Handle) -> Option<Arc<Shape>> {
+        let mut state = self.state();
+        let shape = state.by_handle.remove(handle)?;
+        let canonical = shape.definition.canonical();
+        if state
+            .by_canonical
+            .get(canonical)
+            .is_some_and(|s| s.handle == *handle)
+        {
+            state.by_canonical.remove(canonical);
+        }
+        Some(shape)
+    }
+
+    pub fn all(&self) -> Vec<Arc<Shape>> {
+        self.state().by_handle.values().cloned().collect()
+    }
+
+    pub fn on_table(&self, table: &QualifiedName) -> Vec<Arc<Shape>> {
+        self.state()
+            .by_handle
+            .values()
+            .filter(|s| s.definition.table() == table)
+            .cloned()
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.state().by_handle.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,101 @@
+//! One live shape: its definition, its log, and whether it can be served yet.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use shapes::definition::ShapeDefinition;
+use shapes::handle::Handle;
+use shapes::routing::ShapeId;
+use shapes::schema::TableSchema;
+use tokio::sync::watch;
+
+use super::meta::ShapeMeta;
+use crate::shape_log::ShapeLog;
+
+/// Where a shape is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShapeState {
+    /// Registered and capturing changes; the snapshot is being taken.
+    Creating,
+    /// Snapshot complete: serve it.
+    Ready,
+    /// The snapshot failed; the shape is being removed.
+    Failed(Arc<str>),
+    /// Deleted or rotated: clients must refetch.
+    Gone,
+}
+
+#[derive(Debug)]
+pub struct Shape {
+    pub id: ShapeId,
+    pub handle: Handle,
+    pub definition: ShapeDefinition,
+    pub table: Arc<TableSchema>,
+    /// The `electric-schema` header value.
+    pub schema_header: String,
+    pub log: ShapeLog,
+    /// Position of the tombstone column, on tombstoned tables.
+    pub tombstone: Option<usize>,
+    pub meta: ShapeMeta,
+    state: watch::Sender<ShapeState>,
+    last_used_secs: AtomicU64,
+}
+
+impl Shape {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: ShapeId,
+        definition: ShapeDefinition,
+        table: Arc<TableSchema>,
+        schema_header: String,
+        log: ShapeLog,
+        tombstone: Option<usize>,
+        meta: ShapeMeta,
+        state: ShapeState,
+    ) -> Self {
+        let handle = meta
+            .handle
+            .parse()
+            .unwrap_or_else(|_| Handle::new(definition.identity_hash(), meta.created_micros));
+        Self {
+            id,
+            handle,
+            definition,
+            table,
+            schema_header,
+            log,
+            tombstone,
+            meta,
+            state: watch::channel(state).0,
+            last_used_secs: AtomicU64::new(now_secs()),
+        }
+    }
+
+    pub fn state(&self) -> ShapeState {
+        self.state.borrow().clone()
+    }
+
+    pub fn set_state(&self, state: ShapeState) {
+        self.state.send_replace(state);
+    }
+
+    pub fn watch_state(&self) -> watch::Receiver<ShapeState> {
+        self.state.subscribe()
+    }
+
+    /// Notes a request, for least-recently-used eviction.
+    pub fn touch(&self) {
+        self.last_used_secs.store(now_secs(), Ordering::Relaxed);
+    }
+
+    pub fn last_used_secs(&self) -> u64 {
+        self.last_used_secs.load(Ordering::Relaxed)
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,201 @@
+//! Initial snapshots: a shape's rows as of one consistent Postgres snapshot, streamed straight
+//! into its `snapshot.log`.
+//!
+//! The order of DESIGN.md decision 3 is the caller's: the table is in the publication and the
+//! shape registered with the change writer (capturing) before [`take`] runs. Here:
+//! `REPEATABLE READ READ ONLY`, `pg_current_snapshot()` as the first statement (so the
+//! captured transactions can be told apart by xid), then one query rebuilt from the parsed
+//! `where` with bound parameters. Values are read in each type's text output (the same
+//! function pgoutput uses) under the session settings of [`DISPLAY_OPTIONS`].
+
+use std::sync::Arc;
+
+use futures_util::{StreamExt, pin_mut};
+use shapes::definition::LogMode;
+use shapes::lsn::Lsn;
+use shapes::schema::quote_identifier;
+use shapes::wire::{self, ChangeMessage, Operation, SnapshotInfo};
+use tokio_postgres::Client;
+use tokio_postgres::types::Type;
+
+use crate::shape_log::snapshot_file::SnapshotWriter;
+use crate::shape_store::Shape;
+
+/// Session settings of snapshot connections: the replication connection's, so both paths
+/// print values identically.
+pub use crate::replication::stream::DISPLAY_OPTIONS;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot query failed: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("writing the snapshot: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("unexpected pg_current_snapshot() output {0:?}")]
+    BadSnapshot(String),
+}
+
+impl SnapshotError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Query(e) => crate::database::is_transient(e),
+            Self::Io(_) | Self::BadSnapshot(_) => false,
+        }
+    }
+}
+
+/// The result of a snapshot.
+#[derive(Debug, Clone)]
+pub struct SnapshotTaken {
+    pub info: SnapshotInfo,
+    /// `pg_current_wal_lsn()` right after the snapshot.
+    pub wal_lsn: Lsn,
+    pub rows: u64,
+}
+
+/// Table positions of the snapshot query's columns, in order: the selected ones plus the key.
+fn query_columns(shape: &Shape) -> Vec<usize> {
+    let mut columns: Vec<usize> = shape.definition.selected_columns().to_vec();
+    for k in wire::key_columns(&shape.table) {
+        if !columns.contains(&k) {
+            columns.push(k);
+        }
+    }
+    columns.sort_unstable();
+    columns
+}
+
+/// The SELECT for a shape's snapshot and its text parameters.
+pub fn snapshot_query(shape: &Shape) -> (String, Vec<String>) {
+    let table = &shape.table;
+    let columns = query_columns(shape);
+    let select: Vec<String> = columns
+        .iter()
+        .map(|&i| {
+            let col = quote_identifier(&table.columns[i].name);
+            // format('%s') applies the type's output function (what pgoutput prints), where a
+            // cast to text would not (bool → `true`, bpchar loses its padding).
+            format!("CASE WHEN {col} IS NULL THEN NULL ELSE format('%s', {col}) END")
+        })
+        .collect();
+    let mut conditions = Vec::new();
+    let mut params = Vec::new();
+    if let Some(column) = shape.tombstone {
+        conditions.push(format!(
+            "{} IS NULL",
+            quote_identifier(&table.columns[column].name)
+        ));
+    }
+    if let Some(where_clause) = shape.definition.where_clause() {
+        let (sql, values) = where_clause.to_sql_with_offset(1);
+        conditions.push(format!("({sql})"));
+        params = values;
+    }
+    let mut sql = format!("SELECT {} FROM {}", select.join(", "), table.name);
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    (sql, params)
+}
+
+/// Takes the snapshot of `shape` on `client` (a connection of its own, opened with
+/// [`DISPLAY_OPTIONS`]) and writes it to the shape's directory.
+pub async fn take(
+    client: &mut Client,
+    shape: &Arc<Shape>,
+    chunk_bytes: u64,
+) -> Result<SnapshotTaken, SnapshotError> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let row = tx
+        .query_one(
+            "SELECT pg_current_snapshot()::text, pg_current_wal_lsn()::text",
+            &[],
+        )
+        .await?;
+    let snapshot_text: String = row.get(0);
+    let info = SnapshotInfo::parse(&snapshot_text)
+        .ok_or_else(|| SnapshotError::BadSnapshot(snapshot_text.clone()))?;
+    let lsn_text: String = row.get(1);
+    let wal_lsn = lsn_text
+        .parse()
+        .map_err(|_| SnapshotError::BadSnapshot(lsn_text.clone()))?;
+
+    let mut writer = SnapshotWriter::create(shape.log.dir(), chunk_bytes)?;
+    let mut rows = 0;
+    if shape.definition.log() == LogMode::Full {
+        let (sql, params) = snapshot_query(shape);
+        let statement = tx.prepare_typed(&sql, &vec![Type::TEXT; params.len()]).await?;
+        let stream = tx.query_raw(&statement, params.iter()).await?;
+        pin_mut!(stream);
+        let mut encoder = RowEncoder::new(shape);
+        while let Some(row) = stream.next().await {
+            let row = row?;
+            encoder.encode(&row)?;
+            writer.push_row(&encoder.bytes)?;
+            rows += 1;
+        }
+    }
+    tx.commit().await?;
+    let chunks = writer.finish(info.snapshot_end_message().as_bytes())?;
+    shape.log.set_snapshot(chunks);
+    Ok(SnapshotTaken {
+        info,
+        wal_lsn,
+        rows,
+    })
+}
+
+/// Encodes snapshot rows (`operation: insert`, no log headers) of one shape.
+struct RowEncoder<'a> {
+    shape: &'a Shape,
+    /// Table positions of the query's columns, in query order.
+    columns: Vec<usize>,
+    key_columns: Vec<usize>,
+    row: Vec<Option<String>>,
+    bytes: Vec<u8>,
+}
+
+impl<'a> RowEncoder<'a> {
+    fn new(shape: &'a Shape) -> Self {
+        Self {
+            shape,
+            columns: query_columns(shape),
+            key_columns: wire::key_columns(&shape.table),
+            row: vec![None; shape.table.columns.len()],
+            bytes: Vec::with_capacity(256),
+        }
+    }
+
+    fn encode(&mut self, row: &tokio_postgres::Row) -> Result<(), tokio_postgres::Error> {
+        for (n, &i) in self.columns.iter().enumerate() {
+            self.row[i] = row.try_get::<_, Option<String>>(n)?;
+        }
+        let key = wire::message_key(
+            &self.shape.table.name,
+            self.key_columns.iter().map(|&i| self.row[i].as_deref()),
+        );
+        self.bytes.clear();
+        let names = &self.shape.table.columns;
+        let values = self
+            .shape
+            .definition
+            .selected_columns()
+            .iter()
+            .map(|&i| (names[i].name.as_str(), self.row[i].as_deref()));
+        ChangeMessage {
+            key: &key,
+            operation: Operation::Insert,
+            relation: &self.shape.table.name,
+            log: None,
+            key_change: None,
+        }
+        .write(&mut self.bytes, values, None);
+        Ok(())
+    }
+}

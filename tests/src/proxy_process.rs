@@ -1,0 +1,139 @@
+//! shapesync running as its own process beside a test database, as users run it: started,
+//! stopped with SIGTERM, killed with SIGKILL, restarted on the same port and storage.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use crate::TestDb;
+
+/// Path of the test build of the `shapesync` program (usable only in integration tests,
+/// where cargo sets `CARGO_BIN_EXE_*`).
+#[macro_export]
+macro_rules! shapesync_bin {
+    () => {
+        env!("CARGO_BIN_EXE_test-shapesync")
+    };
+}
+
+pub struct ProxyProcess {
+    bin: PathBuf,
+    child: Option<Child>,
+    args: Vec<String>,
+    pub port: u16,
+    pub url: String,
+    storage: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+impl ProxyProcess {
+    /// `shapesync serve` (the program at `bin`: pass [`shapesync_bin!`]) against `db`, plus
+    /// `extra` flags; returns once `/v1/health` is 200.
+    pub async fn start(bin: &str, db: &TestDb, extra: &[&str]) -> Self {
+        let storage = tempfile::tempdir().expect("storage dir");
+        let port = free_port();
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--database-url".into(),
+            db.url.clone(),
+            "--port".into(),
+            port.to_string(),
+            "--storage-dir".into(),
+            storage.path().display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut proxy = Self {
+            bin: PathBuf::from(bin),
+            child: None,
+            args,
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            storage,
+            http: reqwest::Client::new(),
+        };
+        proxy.spawn().await;
+        proxy
+    }
+
+    pub fn storage_dir(&self) -> PathBuf {
+        self.storage.path().to_owned()
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new(&self.bin)
+            .args(&self.args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn the proxy");
+        self.child = Some(child);
+        self.wait_healthy().await;
+    }
+
+    async fn wait_healthy(&mut self) {
+        let url = format!("{}/v1/health", self.url);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("the proxy exited during start-up: {status}");
+            }
+            if let Ok(response) = self.http.get(&url).send().await
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the proxy did not become healthy");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub async fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                }
+            }
+            let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .expect("the proxy stops within 30 s")
+                .expect("wait for the proxy");
+            assert!(status.success(), "the proxy exited with {status}");
+        }
+    }
+
+    /// Starts again on the same port and storage.
+    pub async fn restart(&mut self) {
+        if self.child.is_some() {
+            self.stop().await;
+        }
+        self.spawn().await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
