@@ -50,14 +50,23 @@ pub fn handle() -> PrometheusHandle {
 
 fn describe() {
     metrics::describe_gauge!(SHAPES, "Shapes the proxy holds");
-    metrics::describe_gauge!(LIVE_CONNECTIONS, "Live long-poll and SSE requests waiting for changes");
+    metrics::describe_gauge!(
+        LIVE_CONNECTIONS,
+        "Live long-poll and SSE requests waiting for changes"
+    );
     metrics::describe_counter!(HTTP_REQUESTS, "Shape requests answered");
     metrics::describe_counter!(TRANSACTIONS, "Transactions read from the WAL");
     metrics::describe_counter!(CHANGES, "Row changes read from the WAL");
     metrics::describe_counter!(SNAPSHOT_ROWS, "Rows written by initial snapshots");
     metrics::describe_gauge!(LAG_BYTES, "WAL bytes not yet durable in shape logs");
-    metrics::describe_gauge!(LAG_SECONDS, "Seconds from commit to processing of the last transaction");
-    metrics::describe_gauge!(RETAINED_WAL, "WAL bytes the replication slot retains on the server");
+    metrics::describe_gauge!(
+        LAG_SECONDS,
+        "Seconds from commit to processing of the last transaction"
+    );
+    metrics::describe_gauge!(
+        RETAINED_WAL,
+        "WAL bytes the replication slot retains on the server"
+    );
 }
 
 /// Counts a live request while it waits.

@@ -51,7 +51,11 @@ impl AppState {
     pub fn check_secret(&self, given: Option<&str>) -> Result<(), ApiError> {
         match (&self.settings.secret, given) {
             (None, _) => Ok(()),
-            (Some(expected), Some(given)) if constant_time_eq(expected.as_bytes(), given.as_bytes()) => Ok(()),
+            (Some(expected), Some(given))
+                if constant_time_eq(expected.as_bytes(), given.as_bytes()) =>
+            {
+                Ok(())
+            }
             (Some(_), None) => Err(ApiError::Unauthorized(
                 "this shapesync requires a secret: add ?secret=…".into(),
             )),
@@ -122,8 +126,8 @@ pub async fn run(
     let config = Arc::new(config);
     // Replication records every commit here; writes wait on it for their commit LSN.
     let commits = Arc::new(CommitWatch::default());
-    let read_path = ReadPath::start(config.clone(), commits.clone(), health_tx, shutdown.clone())
-        .await?;
+    let read_path =
+        ReadPath::start(config.clone(), commits.clone(), health_tx, shutdown.clone()).await?;
     let writes = Arc::new(MutationService::new(
         &config.database_url,
         config.writes.clone(),

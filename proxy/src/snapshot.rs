@@ -130,7 +130,9 @@ pub async fn take(
     let mut rows = 0;
     if shape.definition.log() == LogMode::Full {
         let (sql, params) = snapshot_query(shape);
-        let statement = tx.prepare_typed(&sql, &vec![Type::TEXT; params.len()]).await?;
+        let statement = tx
+            .prepare_typed(&sql, &vec![Type::TEXT; params.len()])
+            .await?;
         let stream = tx.query_raw(&statement, params.iter()).await?;
         pin_mut!(stream);
         let mut encoder = RowEncoder::new(shape);

@@ -72,7 +72,12 @@ impl ElectricClient {
     pub async fn next_event(&mut self, timeout: Duration) -> Value {
         let event = tokio::time::timeout(timeout, self.events.recv())
             .await
-            .unwrap_or_else(|_| panic!("no event from the Electric client within {timeout:?}; history: {:#?}", self.tail()))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no event from the Electric client within {timeout:?}; history: {:#?}",
+                    self.tail()
+                )
+            })
             .expect("the Electric client exited");
         self.history.push(event.clone());
         event
@@ -102,7 +107,11 @@ impl ElectricClient {
     }
 
     /// Waits for a delivered message satisfying `check`.
-    pub async fn wait_message(&mut self, timeout: Duration, mut check: impl FnMut(&Value) -> bool) -> Value {
+    pub async fn wait_message(
+        &mut self,
+        timeout: Duration,
+        mut check: impl FnMut(&Value) -> bool,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -128,7 +137,11 @@ impl ElectricClient {
 
     /// Errors reported so far.
     pub fn errors(&self) -> Vec<Value> {
-        self.history.iter().filter(|e| e["type"] == "error").cloned().collect()
+        self.history
+            .iter()
+            .filter(|e| e["type"] == "error")
+            .cloned()
+            .collect()
     }
 
     /// Sends a command (`requestSnapshot` / `fetchSnapshot`).

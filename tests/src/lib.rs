@@ -90,7 +90,12 @@ pub fn writes_only_router(config: proxy::config::ServeConfig) -> axum::Router {
     let config = Arc::new(config);
     let store = proxy::shape_store::ShapeStore::open(&config.storage_dir).expect("shape store");
     let (commands, _) = tokio::sync::mpsc::unbounded_channel();
-    let engine = Arc::new(proxy::engine::Engine::new(config.clone(), store, commits, commands));
+    let engine = Arc::new(proxy::engine::Engine::new(
+        config.clone(),
+        store,
+        commits,
+        commands,
+    ));
     proxy::http::router(proxy::server::AppState {
         health,
         writes,

@@ -68,7 +68,10 @@ impl ProxyProcess {
     async fn spawn(&mut self) {
         let child = Command::new(&self.bin)
             .args(&self.args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -92,7 +95,10 @@ impl ProxyProcess {
             {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "the proxy did not become healthy");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the proxy did not become healthy"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }

@@ -39,14 +39,23 @@ async fn live_insert_update_delete(sse: bool) {
     assert_eq!(titles(&rows), ["one", "two"]);
 
     let sql = db.connect().await;
-    sql.batch_execute("INSERT INTO items VALUES (3, 'three', 'ann')").await.unwrap();
+    sql.batch_execute("INSERT INTO items VALUES (3, 'three', 'ann')")
+        .await
+        .unwrap();
     client.wait_rows(WAIT, |rows| rows.len() == 3).await;
-    sql.batch_execute("UPDATE items SET title = 'ONE' WHERE id = 1").await.unwrap();
+    sql.batch_execute("UPDATE items SET title = 'ONE' WHERE id = 1")
+        .await
+        .unwrap();
     let rows = client
         .wait_rows(WAIT, |rows| titles(rows).contains(&"ONE".to_owned()))
         .await;
-    assert_eq!(rows["\"public\".\"items\"/\"1\""]["owner"], "ann", "update keeps other columns");
-    sql.batch_execute("DELETE FROM items WHERE id = 2").await.unwrap();
+    assert_eq!(
+        rows["\"public\".\"items\"/\"1\""]["owner"], "ann",
+        "update keeps other columns"
+    );
+    sql.batch_execute("DELETE FROM items WHERE id = 2")
+        .await
+        .unwrap();
     let rows = client.wait_rows(WAIT, |rows| rows.len() == 2).await;
     assert_eq!(titles(&rows), ["ONE", "three"]);
     assert!(client.errors().is_empty(), "{:?}", client.errors());
@@ -72,17 +81,23 @@ async fn rows_move_in_and_out_of_a_where_shape() {
     let rows = client.wait_rows(WAIT, |rows| rows.len() == 1).await;
     assert_eq!(titles(&rows), ["one"]);
     let sql = db.connect().await;
-    sql.batch_execute("UPDATE items SET owner = 'ann' WHERE id = 2").await.unwrap();
+    sql.batch_execute("UPDATE items SET owner = 'ann' WHERE id = 2")
+        .await
+        .unwrap();
     let rows = client.wait_rows(WAIT, |rows| rows.len() == 2).await;
     assert_eq!(titles(&rows), ["one", "two"]);
-    sql.batch_execute("UPDATE items SET owner = 'cid' WHERE id = 1").await.unwrap();
+    sql.batch_execute("UPDATE items SET owner = 'cid' WHERE id = 1")
+        .await
+        .unwrap();
     let rows = client.wait_rows(WAIT, |rows| rows.len() == 1).await;
     assert_eq!(titles(&rows), ["two"]);
-    let moved_out = client
-        .messages()
-        .into_iter()
-        .find(|m| m["key"] == "\"public\".\"items\"/\"1\"" && m["headers"]["operation"] == "delete");
-    assert!(moved_out.is_some(), "a row leaving the shape arrives as a delete");
+    let moved_out = client.messages().into_iter().find(|m| {
+        m["key"] == "\"public\".\"items\"/\"1\"" && m["headers"]["operation"] == "delete"
+    });
+    assert!(
+        moved_out.is_some(),
+        "a row leaving the shape arrives as a delete"
+    );
 }
 
 #[tokio::test]
@@ -110,14 +125,20 @@ async fn selected_columns_and_replica_full_are_honoured() {
     let update = full
         .wait_message(WAIT, |m| m["headers"]["operation"] == "update")
         .await;
-    assert_eq!(update["value"], json!({"id": "1", "title": "uno", "owner": "ann"}));
+    assert_eq!(
+        update["value"],
+        json!({"id": "1", "title": "uno", "owner": "ann"})
+    );
     assert_eq!(update["old_value"], json!({"title": "one"}));
 }
 
 #[tokio::test]
 async fn a_deleted_shape_makes_the_client_refetch() {
     let (db, proxy) = setup("ec_refetch", ITEMS).await;
-    let mut client = ElectricClient::start(&proxy.url, json!({"params": {"table": "items"}, "raw": true}));
+    let mut client = ElectricClient::start(
+        &proxy.url,
+        json!({"params": {"table": "items"}, "raw": true}),
+    );
     client.wait_rows(WAIT, |rows| rows.len() == 2).await;
     let handle = client
         .history
@@ -151,7 +172,10 @@ async fn a_deleted_shape_makes_the_client_refetch() {
 #[tokio::test]
 async fn a_client_resumes_after_a_proxy_restart_without_refetching() {
     let (db, mut proxy) = setup("ec_restart", ITEMS).await;
-    let mut client = ElectricClient::start(&proxy.url, json!({"params": {"table": "items"}, "raw": true}));
+    let mut client = ElectricClient::start(
+        &proxy.url,
+        json!({"params": {"table": "items"}, "raw": true}),
+    );
     client.wait_rows(WAIT, |rows| rows.len() == 2).await;
     proxy.restart().await;
     db.connect()

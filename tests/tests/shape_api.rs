@@ -73,7 +73,10 @@ async fn initial_sync_serves_the_snapshot_then_up_to_date() {
     assert_eq!(first.status, 200, "{:?}", first.body);
     assert_eq!(first.header("electric-offset"), Some("0_0"));
     let handle = first.header("electric-handle").expect("handle").to_owned();
-    assert!(first.header("electric-up-to-date").is_none(), "offset=-1 never carries up-to-date");
+    assert!(
+        first.header("electric-up-to-date").is_none(),
+        "offset=-1 never carries up-to-date"
+    );
     assert_eq!(
         first.header("cache-control"),
         Some("public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746")
@@ -108,7 +111,10 @@ async fn initial_sync_serves_the_snapshot_then_up_to_date() {
 
     let again = proxy
         .http()
-        .get(format!("{}/v1/shape?table=items&offset=0_0&handle={handle}", proxy.url))
+        .get(format!(
+            "{}/v1/shape?table=items&offset=0_0&handle={handle}",
+            proxy.url
+        ))
         .header("if-none-match", etag)
         .send()
         .await
@@ -165,7 +171,10 @@ async fn a_live_request_returns_the_next_transaction_with_log_headers() {
         .unwrap();
     assert!(global >= lsn.parse::<u64>().unwrap());
     assert!(headers.get("electric-cursor").is_some());
-    assert!(headers.get("electric-schema").is_none(), "live responses carry no schema");
+    assert!(
+        headers.get("electric-schema").is_none(),
+        "live responses carry no schema"
+    );
     assert_eq!(
         headers.get("cache-control").unwrap(),
         "public, max-age=5, stale-while-revalidate=5"
@@ -184,7 +193,10 @@ async fn bad_parameters_get_the_electric_error_shape() {
     assert_eq!(reply.header("cache-control"), Some("no-store"));
 
     let reply = get(&proxy, "table=items&offset=banana").await;
-    assert_eq!(reply.body["errors"]["offset"], json!(["has invalid format"]));
+    assert_eq!(
+        reply.body["errors"]["offset"],
+        json!(["has invalid format"])
+    );
 
     let reply = get(&proxy, "table=items&offset=0_0").await;
     assert_eq!(
@@ -195,11 +207,19 @@ async fn bad_parameters_get_the_electric_error_shape() {
     let reply = get(&proxy, "table=Items2&offset=-1").await;
     assert_eq!(reply.status, 400);
     let message = reply.body["errors"]["table"][0].as_str().unwrap();
-    assert!(message.contains("items2") && message.contains("quoted"), "{message}");
+    assert!(
+        message.contains("items2") && message.contains("quoted"),
+        "{message}"
+    );
 
     let reply = get(&proxy, "table=items&offset=-1&columns=title").await;
     assert_eq!(reply.status, 400);
-    assert!(reply.body["errors"]["columns"][0].as_str().unwrap().contains("id"));
+    assert!(
+        reply.body["errors"]["columns"][0]
+            .as_str()
+            .unwrap()
+            .contains("id")
+    );
 }
 
 #[tokio::test]
@@ -215,7 +235,10 @@ async fn a_stale_or_deleted_handle_gets_409_with_the_new_handle() {
 
     let deleted = proxy
         .http()
-        .delete(format!("{}/v1/shape?table=items&handle={handle}", proxy.url))
+        .delete(format!(
+            "{}/v1/shape?table=items&handle={handle}",
+            proxy.url
+        ))
         .send()
         .await
         .unwrap();
@@ -248,8 +271,16 @@ async fn every_response_carries_cors_headers_and_preflight_is_answered() {
         reply.headers()["access-control-allow-origin"],
         "https://app.example"
     );
-    let exposed = reply.headers()["access-control-expose-headers"].to_str().unwrap();
-    for name in ["electric-handle", "electric-offset", "electric-schema", "electric-cursor", "electric-up-to-date"] {
+    let exposed = reply.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap();
+    for name in [
+        "electric-handle",
+        "electric-offset",
+        "electric-schema",
+        "electric-cursor",
+        "electric-up-to-date",
+    ] {
         assert!(exposed.contains(name), "{exposed}");
     }
     let preflight = proxy
@@ -292,7 +323,11 @@ async fn a_restarted_proxy_serves_the_same_handle_and_offsets() {
         .await
         .unwrap();
     let after = tests::wait_for("the update after the restart", WAIT, || async {
-        let reply = get(&proxy, &format!("table=items&offset={offset}&handle={handle}")).await;
+        let reply = get(
+            &proxy,
+            &format!("table=items&offset={offset}&handle={handle}"),
+        )
+        .await;
         (reply.body.as_array().map(Vec::len) == Some(2)).then_some(reply)
     })
     .await;

@@ -147,11 +147,16 @@ mod tests {
         // xid 100 committed before the snapshot; 101 was in progress; 105 started after.
         for (xid, lsn) in [(100u32, 10u64), (101, 20), (105, 30)] {
             capture
-                .append(Offset::log(Lsn(lsn), 0), format!("{{\"xid\":{xid}}}").as_bytes())
+                .append(
+                    Offset::log(Lsn(lsn), 0),
+                    format!("{{\"xid\":{xid}}}").as_bytes(),
+                )
                 .unwrap();
             capture.commit(xid, Lsn(lsn), Lsn(lsn + 1)).unwrap();
         }
-        capture.append(Offset::log(Lsn(40), 0), b"{\"open\":1}").unwrap();
+        capture
+            .append(Offset::log(Lsn(40), 0), b"{\"open\":1}")
+            .unwrap();
         capture.abandon().unwrap();
 
         let snapshot = SnapshotInfo::parse("101:102:101").unwrap();
@@ -162,8 +167,16 @@ mod tests {
 
         let plan = log.plan_read(Offset::BeforeAll).unwrap();
         let mut out = Vec::new();
-        log.read(&plan, &mut out, crate::shape_log::Framing::JsonArray { first: true }).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "{\"xid\":101},{\"xid\":105}");
+        log.read(
+            &plan,
+            &mut out,
+            crate::shape_log::Framing::JsonArray { first: true },
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"xid\":101},{\"xid\":105}"
+        );
         assert_eq!(log.last_commit(), Lsn(30));
     }
 }

@@ -139,7 +139,11 @@ impl ShapeEncoding {
         match self.replica {
             ReplicaMode::Full => {
                 let mut old_values = self.pairs(old, &changed);
-                message.write(&mut bytes, self.pairs(new, &self.selected), Some(&mut old_values));
+                message.write(
+                    &mut bytes,
+                    self.pairs(new, &self.selected),
+                    Some(&mut old_values),
+                );
             }
             ReplicaMode::Default => {
                 let mut columns: Vec<usize> = self.key_columns.clone();
@@ -148,10 +152,7 @@ impl ShapeEncoding {
                 message.write(&mut bytes, self.pairs(new, &columns), None);
             }
         }
-        out.push(Encoded {
-            op: ctx.op,
-            bytes,
-        });
+        out.push(Encoded { op: ctx.op, bytes });
     }
 }
 
@@ -192,7 +193,12 @@ mod tests {
         }
     }
 
-    fn run(enc: &ShapeEncoding, change: RowChange, old: Option<&Row>, new: Option<&Row>) -> Vec<Value> {
+    fn run(
+        enc: &ShapeEncoding,
+        change: RowChange,
+        old: Option<&Row>,
+        new: Option<&Row>,
+    ) -> Vec<Value> {
         let mut out = Vec::new();
         enc.encode(change, old, new, ctx(), &mut out);
         out.iter()
@@ -204,7 +210,12 @@ mod tests {
     fn default_updates_carry_the_key_and_changed_columns_only() {
         let old = row(&[Some("1"), Some("a"), Some("5")]);
         let new = row(&[Some("1"), Some("b"), Some("5")]);
-        let out = run(&encoding(ReplicaMode::Default), RowChange::Update, Some(&old), Some(&new));
+        let out = run(
+            &encoding(ReplicaMode::Default),
+            RowChange::Update,
+            Some(&old),
+            Some(&new),
+        );
         assert_eq!(out.len(), 1);
         assert_eq!(out[0]["value"], json!({"id":"1","title":"b"}));
         assert_eq!(out[0]["headers"]["operation"], "update");
@@ -216,7 +227,12 @@ mod tests {
     fn full_updates_carry_the_whole_row_and_old_values_of_changed_columns() {
         let old = row(&[Some("1"), Some("a"), None]);
         let new = row(&[Some("1"), Some("b"), None]);
-        let out = run(&encoding(ReplicaMode::Full), RowChange::Update, Some(&old), Some(&new));
+        let out = run(
+            &encoding(ReplicaMode::Full),
+            RowChange::Update,
+            Some(&old),
+            Some(&new),
+        );
         assert_eq!(out[0]["value"], json!({"id":"1","title":"b","n":null}));
         assert_eq!(out[0]["old_value"], json!({"title":"a"}));
     }
@@ -234,23 +250,44 @@ mod tests {
     fn key_changes_become_a_delete_and_an_insert_at_consecutive_ops() {
         let old = row(&[Some("1"), Some("a"), None]);
         let new = row(&[Some("2"), Some("a"), None]);
-        let out = run(&encoding(ReplicaMode::Default), RowChange::Update, Some(&old), Some(&new));
+        let out = run(
+            &encoding(ReplicaMode::Default),
+            RowChange::Update,
+            Some(&old),
+            Some(&new),
+        );
         assert_eq!(out.len(), 2);
         assert_eq!(out[0]["headers"]["operation"], "delete");
         assert_eq!(out[0]["headers"]["op_position"], 4);
-        assert_eq!(out[0]["headers"]["key_change_to"], "\"public\".\"items\"/\"2\"");
+        assert_eq!(
+            out[0]["headers"]["key_change_to"],
+            "\"public\".\"items\"/\"2\""
+        );
         assert_eq!(out[0]["value"], json!({"id":"1"}));
         assert_eq!(out[1]["headers"]["operation"], "insert");
         assert_eq!(out[1]["headers"]["op_position"], 5);
-        assert_eq!(out[1]["headers"]["key_change_from"], "\"public\".\"items\"/\"1\"");
+        assert_eq!(
+            out[1]["headers"]["key_change_from"],
+            "\"public\".\"items\"/\"1\""
+        );
     }
 
     #[test]
     fn deletes_carry_the_key_or_the_whole_old_row() {
         let old = row(&[Some("1"), Some("a"), None]);
-        let out = run(&encoding(ReplicaMode::Default), RowChange::Delete, Some(&old), None);
+        let out = run(
+            &encoding(ReplicaMode::Default),
+            RowChange::Delete,
+            Some(&old),
+            None,
+        );
         assert_eq!(out[0]["value"], json!({"id":"1"}));
-        let out = run(&encoding(ReplicaMode::Full), RowChange::Delete, Some(&old), None);
+        let out = run(
+            &encoding(ReplicaMode::Full),
+            RowChange::Delete,
+            Some(&old),
+            None,
+        );
         assert_eq!(out[0]["value"], json!({"id":"1","title":"a","n":null}));
     }
 

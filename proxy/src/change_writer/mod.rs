@@ -201,8 +201,7 @@ impl ChangeWriter {
                 continue;
             }
             self.encoded.clear();
-            ws.encoding
-                .encode(change, old, new, ctx, &mut self.encoded);
+            ws.encoding.encode(change, old, new, ctx, &mut self.encoded);
             for encoded in self.encoded.drain(..) {
                 let offset = Offset::log(txn.commit_lsn, encoded.op);
                 if let Some((held_offset, held)) = ws.held.replace((offset, encoded.bytes)) {
@@ -264,7 +263,11 @@ impl ChangeWriter {
     }
 
     fn close_idle_appenders(&mut self, touched: &[ShapeId]) {
-        let open = self.shapes.values().filter(|w| w.appender.is_some()).count();
+        let open = self
+            .shapes
+            .values()
+            .filter(|w| w.appender.is_some())
+            .count();
         if open <= MAX_OPEN_APPENDERS {
             return;
         }

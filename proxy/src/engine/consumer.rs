@@ -59,7 +59,14 @@ pub async fn run_consumer(engine: Arc<Engine>, start: Lsn, mut io: ConsumerChann
             }
             discarding = false;
         }
-        match apply_event(&engine, &mut writer, &mut relations, &identity_file, event, &io.written) {
+        match apply_event(
+            &engine,
+            &mut writer,
+            &mut relations,
+            &identity_file,
+            event,
+            &io.written,
+        ) {
             Ok(()) => {}
             Err(err) => {
                 tracing::error!(error = %err, "cannot write shape logs; dropping the transaction and reconnecting to replay it");
@@ -107,7 +114,11 @@ fn apply_event(
         } => {
             writer.abort();
             if database_changed(identity_file, system_id, timeline) {
-                tracing::warn!(system_id, timeline, "connected to a different database (restore, failover or upgrade): every shape is rotated");
+                tracing::warn!(
+                    system_id,
+                    timeline,
+                    "connected to a different database (restore, failover or upgrade): every shape is rotated"
+                );
                 rotate_all(engine, writer, "the database changed");
             }
         }
@@ -133,11 +144,18 @@ fn apply_event(
         }
         ReplicationEvent::LogicalMessage { .. } => {}
         ReplicationEvent::Disconnected { reason, .. } => {
-            tracing::debug!(reason, "replication disconnected; the open transaction will be sent again");
+            tracing::debug!(
+                reason,
+                "replication disconnected; the open transaction will be sent again"
+            );
             writer.abort();
         }
         ReplicationEvent::SlotLost { slot, reason, .. } => {
-            tracing::error!(slot, reason, "the replication slot was lost; every shape is rotated and clients refetch");
+            tracing::error!(
+                slot,
+                reason,
+                "the replication slot was lost; every shape is rotated and clients refetch"
+            );
             writer.abort();
             rotate_all(engine, writer, "the replication slot was lost");
         }
@@ -161,13 +179,20 @@ fn apply_change(
         } => {
             if !unfilled_toast.is_empty() && !engine.store.on_table(&relation.name).is_empty() {
                 tracing::error!(table = %relation.name, "an update lacks unchanged TOAST values (the table lost REPLICA IDENTITY FULL); its shapes are rotated");
-                rotate_table(engine, writer, &relation.name, "replica identity is not FULL");
+                rotate_table(
+                    engine,
+                    writer,
+                    &relation.name,
+                    "replica identity is not FULL",
+                );
                 return Ok(());
             }
             (relation, old.as_ref(), Some(new))
         }
         WalChange::Delete { relation, old } => (relation, Some(old), None),
-        WalChange::Truncate { relations: tables, .. } => {
+        WalChange::Truncate {
+            relations: tables, ..
+        } => {
             for relation in tables {
                 rotate_table(engine, writer, &relation.name, "it was truncated");
             }

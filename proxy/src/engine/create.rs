@@ -68,7 +68,10 @@ impl Engine {
         Ok(shape)
     }
 
-    pub(super) fn tombstone_position_for(&self, table: &shapes::schema::TableSchema) -> Option<usize> {
+    pub(super) fn tombstone_position_for(
+        &self,
+        table: &shapes::schema::TableSchema,
+    ) -> Option<usize> {
         let column = self.config.tombstone_column(&table.name)?;
         let position = table.column_index(column);
         if position.is_none() {

@@ -9,8 +9,8 @@
 //! transaction boundary.
 
 mod consumer;
-pub mod pipeline;
 mod create;
+pub mod pipeline;
 mod restore;
 pub mod tables;
 
@@ -59,7 +59,10 @@ pub enum WriterCommand {
 pub enum ShapeError {
     /// A request parameter is wrong: 400 naming it.
     #[error("{message}")]
-    Invalid { param: &'static str, message: String },
+    Invalid {
+        param: &'static str,
+        message: String,
+    },
     /// Try again later: 503 with `retry-after`.
     #[error("{message}")]
     Unavailable { message: String, retry_after: u64 },

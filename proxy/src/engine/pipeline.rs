@@ -136,7 +136,9 @@ async fn wait_streaming(stream: &ReplicationStream) -> Result<(), StartError> {
         .wait_for(|s| {
             matches!(
                 s,
-                StreamStatus::Streaming { .. } | StreamStatus::Failed { .. } | StreamStatus::Stopped
+                StreamStatus::Streaming { .. }
+                    | StreamStatus::Failed { .. }
+                    | StreamStatus::Stopped
             )
         })
         .await

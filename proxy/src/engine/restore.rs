@@ -37,7 +37,8 @@ impl Engine {
     }
 
     async fn restore_one(&self, dir: &Path) -> Result<(), Dropped> {
-        let meta = ShapeMeta::load(dir).map_err(|e| Dropped::Because(format!("shape.json: {e}")))?;
+        let meta =
+            ShapeMeta::load(dir).map_err(|e| Dropped::Because(format!("shape.json: {e}")))?;
         if meta.format != FORMAT_VERSION {
             return Err(Dropped::Because(format!("on-disk format {}", meta.format)));
         }

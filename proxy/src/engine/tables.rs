@@ -35,7 +35,9 @@ impl TableCache {
             return Ok(table);
         }
         let client = metadata.get().await?;
-        let table = Arc::new(replicated_columns(catalog::load_table(&client, name).await?));
+        let table = Arc::new(replicated_columns(
+            catalog::load_table(&client, name).await?,
+        ));
         self.tables
             .lock()
             .unwrap_or_else(|e| e.into_inner())

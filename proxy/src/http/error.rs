@@ -74,9 +74,11 @@ impl IntoResponse for ApiError {
                 Json(json!({"message": "Invalid request", "errors": errors})),
             )
                 .into_response(),
-            ApiError::Unauthorized(message) => {
-                (StatusCode::UNAUTHORIZED, Json(json!({ "message": message }))).into_response()
-            }
+            ApiError::Unauthorized(message) => (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({ "message": message })),
+            )
+                .into_response(),
             ApiError::Forbidden(message) => {
                 (StatusCode::FORBIDDEN, Json(json!({ "message": message }))).into_response()
             }
@@ -123,10 +125,9 @@ impl IntoResponse for ApiError {
                     .into_response()
             }
         };
-        response.headers_mut().insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        );
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response
     }
 }

@@ -170,7 +170,12 @@ impl ShapeLog {
     }
 
     /// Appends the entries of `plan` to `out`.
-    pub fn read(&self, plan: &ReadPlan, out: &mut Vec<u8>, framing: Framing) -> io::Result<ReadOutcome> {
+    pub fn read(
+        &self,
+        plan: &ReadPlan,
+        out: &mut Vec<u8>,
+        framing: Framing,
+    ) -> io::Result<ReadOutcome> {
         let file = File::open(self.dir.join(CHANGES_FILE))?;
         let (entries, last_offset) =
             copy_payloads(&file, plan.start, plan.end, Some(plan.after), out, framing)?;
@@ -251,8 +256,9 @@ pub struct LogAppender {
 
 impl LogAppender {
     pub fn open(log: &ShapeLog) -> io::Result<Self> {
+        // O_APPEND: every write lands at the end, also after `set_len` cut a transaction off.
         let file = OpenOptions::new()
-            .write(true)
+            .append(true)
             .open(log.dir.join(CHANGES_FILE))?;
         let pos = log.index().visible_len();
         file.set_len(pos)?;
@@ -342,7 +348,9 @@ mod tests {
     fn read_all(log: &ShapeLog, after: Offset) -> (String, ReadOutcome) {
         let plan = log.plan_read(after).expect("something to read");
         let mut out = Vec::new();
-        let outcome = log.read(&plan, &mut out, Framing::JsonArray { first: true }).unwrap();
+        let outcome = log
+            .read(&plan, &mut out, Framing::JsonArray { first: true })
+            .unwrap();
         (String::from_utf8(out).unwrap(), outcome)
     }
 
@@ -386,6 +394,22 @@ mod tests {
     }
 
     #[test]
+    fn a_reopened_appender_appends_after_what_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = ShapeLog::create(dir.path(), 1 << 20).unwrap();
+        let mut appender = LogAppender::open(&log).unwrap();
+        appender.append(off(100, 0), b"{\"a\":1}").unwrap();
+        appender.commit(&log, Lsn(100), Lsn(110)).unwrap();
+        drop(appender);
+        let log = ShapeLog::open(dir.path(), 1 << 20).unwrap();
+        let mut appender = LogAppender::open(&log).unwrap();
+        appender.append(off(200, 0), b"{\"a\":2}").unwrap();
+        appender.commit(&log, Lsn(200), Lsn(210)).unwrap();
+        let (body, _) = read_all(&log, Offset::BeforeAll);
+        assert_eq!(body, "{\"a\":1},{\"a\":2}");
+    }
+
+    #[test]
     fn an_abandoned_transaction_leaves_no_trace() {
         let dir = tempfile::tempdir().unwrap();
         let log = ShapeLog::create(dir.path(), 1 << 20).unwrap();
@@ -407,9 +431,16 @@ mod tests {
         writer.push_row(b"{\"r\":2}").unwrap();
         log.set_snapshot(writer.finish(b"{\"end\":true}").unwrap());
         let mut out = Vec::new();
-        assert_eq!(log.read_snapshot_chunk(0, &mut out, Framing::JsonArray { first: true }).unwrap(), Some(3));
+        assert_eq!(
+            log.read_snapshot_chunk(0, &mut out, Framing::JsonArray { first: true })
+                .unwrap(),
+            Some(3)
+        );
         assert_eq!(out, b"{\"r\":1},{\"r\":2},{\"end\":true}");
-        assert_eq!(log.read_snapshot_chunk(1, &mut out, Framing::Sse).unwrap(), None);
+        assert_eq!(
+            log.read_snapshot_chunk(1, &mut out, Framing::Sse).unwrap(),
+            None
+        );
         let reopened = ShapeLog::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(reopened.snapshot().map(SnapshotChunks::count), Some(1));
     }

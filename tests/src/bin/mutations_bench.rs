@@ -66,7 +66,8 @@ async fn serve(url: &str) -> String {
         max_connections: 8,
         ..WriteConfig::dev()
     };
-    config.storage_dir = std::env::temp_dir().join(format!("shapesync-mutations-bench-{}", std::process::id()));
+    config.storage_dir =
+        std::env::temp_dir().join(format!("shapesync-mutations-bench-{}", std::process::id()));
     let router = tests::writes_only_router(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

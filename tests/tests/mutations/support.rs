@@ -31,7 +31,8 @@ pub async fn harness_with(name: &str, adjust: impl FnOnce(&mut ServeConfig)) -> 
     proxy::proxy_schema::upgrade(&mut client)
         .await
         .expect("shapesync schema");
-    let storage = std::env::temp_dir().join(format!("shapesync-mutations-{name}-{}", std::process::id()));
+    let storage =
+        std::env::temp_dir().join(format!("shapesync-mutations-{name}-{}", std::process::id()));
     let mut config = ServeConfig::new(
         db.url.clone(),
         "127.0.0.1:0".parse().expect("address"),

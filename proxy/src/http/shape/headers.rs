@@ -49,9 +49,9 @@ pub enum CacheKind {
 pub fn cache_control(kind: CacheKind, private: bool) -> String {
     let scope = if private { "private" } else { "public" };
     match kind {
-        CacheKind::Initial => format!(
-            "{scope}, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746"
-        ),
+        CacheKind::Initial => {
+            format!("{scope}, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746")
+        }
         CacheKind::Catchup => format!("{scope}, max-age=60, stale-while-revalidate=300"),
         CacheKind::LongPoll => format!("{scope}, max-age=5, stale-while-revalidate=5"),
         CacheKind::Sse => format!("{scope}, max-age=59"),

@@ -13,7 +13,11 @@ use crate::shape_store::{Shape, ShapeState};
 
 /// Waits up to the long-poll timeout for entries after `after`. On timeout: an up-to-date at
 /// the same offset (`electric-has-data: false`).
-pub(super) async fn wait(state: &AppState, shape: &Arc<Shape>, after: Offset) -> Result<Batch, ApiError> {
+pub(super) async fn wait(
+    state: &AppState,
+    shape: &Arc<Shape>,
+    after: Offset,
+) -> Result<Batch, ApiError> {
     let deadline = tokio::time::Instant::now() + state.settings.long_poll_timeout;
     let mut news = shape.log.subscribe();
     let mut lifecycle = shape.watch_state();

@@ -95,11 +95,7 @@ fn now_response(state: &AppState, shape: &Arc<Shape>) -> Response {
     insert(h, "electric-schema", &shape.schema_header);
     insert(h, "electric-up-to-date", "");
     insert(h, "electric-has-data", "true");
-    insert(
-        h,
-        header::CACHE_CONTROL.as_str(),
-        "no-cache",
-    );
+    insert(h, header::CACHE_CONTROL.as_str(), "no-cache");
     response
 }
 
@@ -134,19 +130,31 @@ fn respond(
     };
     let h = response.headers_mut();
     shape_headers(h, shape, batch.offset);
-    insert(h, header::CONTENT_TYPE.as_str(), "application/json; charset=utf-8");
+    insert(
+        h,
+        header::CONTENT_TYPE.as_str(),
+        "application/json; charset=utf-8",
+    );
     insert(h, header::ETAG.as_str(), &etag);
     insert(
         h,
         header::CACHE_CONTROL.as_str(),
         &headers::cache_control(kind, false),
     );
-    insert(h, "electric-has-data", if has_data { "true" } else { "false" });
+    insert(
+        h,
+        "electric-has-data",
+        if has_data { "true" } else { "false" },
+    );
     if batch.up_to_date {
         insert(h, "electric-up-to-date", "");
     }
     if params.live {
-        insert(h, "electric-cursor", &headers::next_cursor(params.cursor).to_string());
+        insert(
+            h,
+            "electric-cursor",
+            &headers::next_cursor(params.cursor).to_string(),
+        );
     } else {
         insert(h, "electric-schema", &shape.schema_header);
     }
@@ -173,7 +181,12 @@ pub(super) async fn delete_shape(
     let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect();
-    let get = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
     state.check_secret(get("secret").or_else(|| get("api_secret")).as_deref())?;
     let by_handle = match get("handle") {
         Some(text) => Some(
@@ -202,14 +215,23 @@ pub(super) async fn delete_shape(
         return Err(ApiError::NotFound("no such shape".into()));
     };
     state.engine.remove(&shape.handle);
-    Ok((StatusCode::ACCEPTED, [(header::CONTENT_TYPE, "application/json")], "[]").into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::CONTENT_TYPE, "application/json")],
+        "[]",
+    )
+        .into_response())
 }
 
 /// OPTIONS `/v1/shape`: CORS preflight.
 pub(super) async fn options_shape() -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let h = response.headers_mut();
-    insert(h, "access-control-allow-methods", "GET, POST, HEAD, DELETE, OPTIONS");
+    insert(
+        h,
+        "access-control-allow-methods",
+        "GET, POST, HEAD, DELETE, OPTIONS",
+    );
     insert(h, "access-control-allow-headers", "*");
     insert(h, "access-control-max-age", "86400");
     response

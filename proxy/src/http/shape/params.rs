@@ -56,12 +56,18 @@ pub fn parse(query: &str) -> Result<ShapeParams, ApiError> {
         errors.entry(param.to_owned()).or_default().push(message);
     };
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        if let Some(index) = key.strip_prefix("params[").and_then(|k| k.strip_suffix(']')) {
+        if let Some(index) = key
+            .strip_prefix("params[")
+            .and_then(|k| k.strip_suffix(']'))
+        {
             match index.parse::<usize>() {
                 Ok(n) if n >= 1 => {
                     params.insert(n, value.into_owned());
                 }
-                _ => fail("params", format!("params[{index}]: placeholders are numbered from 1")),
+                _ => fail(
+                    "params",
+                    format!("params[{index}]: placeholders are numbered from 1"),
+                ),
             }
         } else if let Some(name) = key.strip_prefix("subset__") {
             subset.insert(name.to_owned(), value.into_owned());
@@ -77,7 +83,10 @@ pub fn parse(query: &str) -> Result<ShapeParams, ApiError> {
                         Ok(n) if n >= 1 => {
                             params.insert(n, v);
                         }
-                        _ => fail("params", format!("\"{k}\": placeholders are numbered from 1")),
+                        _ => fail(
+                            "params",
+                            format!("\"{k}\": placeholders are numbered from 1"),
+                        ),
                     }
                 }
             }
@@ -159,7 +168,9 @@ pub fn parse(query: &str) -> Result<ShapeParams, ApiError> {
         Some(other) => {
             fail(
                 "replica",
-                format!("Invalid value for replica: {other:?}. Expecting one of `full` or `default`"),
+                format!(
+                    "Invalid value for replica: {other:?}. Expecting one of `full` or `default`"
+                ),
             );
             false
         }
@@ -170,7 +181,9 @@ pub fn parse(query: &str) -> Result<ShapeParams, ApiError> {
         Some(other) => {
             fail(
                 "log",
-                format!("Invalid value for log: {other:?}. Expecting one of `full` or `changes_only`"),
+                format!(
+                    "Invalid value for log: {other:?}. Expecting one of `full` or `changes_only`"
+                ),
             );
             false
         }
@@ -198,7 +211,10 @@ pub fn parse(query: &str) -> Result<ShapeParams, ApiError> {
             live,
             sse,
             cursor,
-            secret: raw.get("secret").cloned().or_else(|| raw.get("api_secret").cloned()),
+            secret: raw
+                .get("secret")
+                .cloned()
+                .or_else(|| raw.get("api_secret").cloned()),
             subset,
         }),
         _ => Err(ApiError::Invalid(errors)),
@@ -219,22 +235,35 @@ mod tests {
     #[test]
     fn a_first_request_needs_only_table_and_offset() {
         let p = parse("table=items&offset=-1&cache-buster=x").unwrap();
-        assert_eq!((p.shape.schema.as_str(), p.shape.table.as_str()), ("public", "items"));
+        assert_eq!(
+            (p.shape.schema.as_str(), p.shape.table.as_str()),
+            ("public", "items")
+        );
         assert_eq!(p.offset, RequestOffset::At(Offset::BeforeAll));
         assert!(!p.live && !p.sse);
     }
 
     #[test]
     fn later_requests_need_a_handle_and_live_rules_hold() {
-        assert_eq!(errors("table=t&offset=0_0")["handle"], ["can't be blank when offset != -1"]);
-        assert_eq!(errors("table=t&offset=-1&live=true")["live"], ["can't be true when offset == -1"]);
+        assert_eq!(
+            errors("table=t&offset=0_0")["handle"],
+            ["can't be blank when offset != -1"]
+        );
+        assert_eq!(
+            errors("table=t&offset=-1&live=true")["live"],
+            ["can't be true when offset == -1"]
+        );
         assert_eq!(
             errors("table=t&offset=0_0&handle=h&live_sse=true")["live_sse"],
             ["can't be true unless live is also true"]
         );
         let p = parse("table=t&offset=5_2&handle=h&live=1&experimental_live_sse=true").unwrap();
         assert!(p.live && p.sse);
-        assert!(!parse("table=t&offset=5_2&handle=h&live=false").unwrap().live);
+        assert!(
+            !parse("table=t&offset=5_2&handle=h&live=false")
+                .unwrap()
+                .live
+        );
     }
 
     #[test]
@@ -259,7 +288,10 @@ mod tests {
     #[test]
     fn quoted_and_qualified_tables_keep_their_case() {
         let p = parse("table=%22My%20Schema%22.%22Items%22&offset=-1").unwrap();
-        assert_eq!((p.shape.schema.as_str(), p.shape.table.as_str()), ("My Schema", "Items"));
+        assert_eq!(
+            (p.shape.schema.as_str(), p.shape.table.as_str()),
+            ("My Schema", "Items")
+        );
         let p = parse("table=Items&offset=now").unwrap();
         assert_eq!(p.shape.table, "items");
         assert_eq!(p.offset, RequestOffset::Now);

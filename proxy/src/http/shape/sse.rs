@@ -35,7 +35,12 @@ struct Session {
     finished: bool,
 }
 
-pub(super) fn respond(state: AppState, shape: Arc<Shape>, after: Offset, cursor: Option<u64>) -> Response {
+pub(super) fn respond(
+    state: AppState,
+    shape: Arc<Shape>,
+    after: Offset,
+    cursor: Option<u64>,
+) -> Response {
     let now = Instant::now();
     let session = Session {
         closes_at: now + state.settings.sse_timeout,
@@ -60,11 +65,19 @@ pub(super) fn respond(state: AppState, shape: Arc<Shape>, after: Offset, cursor:
         }
     };
     set(h, header::CONTENT_TYPE.as_str(), "text/event-stream");
-    set(h, header::CACHE_CONTROL.as_str(), &headers::cache_control(CacheKind::Sse, false));
+    set(
+        h,
+        header::CACHE_CONTROL.as_str(),
+        &headers::cache_control(CacheKind::Sse, false),
+    );
     set(h, "x-accel-buffering", "no");
     set(h, "electric-handle", shape.handle.as_str());
     set(h, "electric-offset", &after.to_string());
-    set(h, "electric-cursor", &headers::next_cursor(cursor).to_string());
+    set(
+        h,
+        "electric-cursor",
+        &headers::next_cursor(cursor).to_string(),
+    );
     response
 }
 
