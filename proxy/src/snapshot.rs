@@ -65,8 +65,16 @@ fn query_columns(shape: &Shape) -> Vec<usize> {
     columns
 }
 
-/// The SELECT for a shape's snapshot and its text parameters.
-pub fn snapshot_query(shape: &Shape) -> (String, Vec<String>) {
+/// Extra conditions of a subset snapshot: SQL with `$n` placeholders numbered after the
+/// shape's own, their text values, and an `ORDER BY … LIMIT … OFFSET …` tail.
+#[derive(Debug, Clone, Default)]
+pub struct Narrowing {
+    pub condition: Option<(String, Vec<String>)>,
+    pub tail: String,
+}
+
+/// The SELECT for a shape's rows (narrowed for a subset snapshot) and its text parameters.
+pub fn snapshot_query(shape: &Shape, narrowing: Option<&Narrowing>) -> (String, Vec<String>) {
     let table = &shape.table;
     let columns = query_columns(shape);
     let select: Vec<String> = columns
@@ -91,21 +99,25 @@ pub fn snapshot_query(shape: &Shape) -> (String, Vec<String>) {
         conditions.push(format!("({sql})"));
         params = values;
     }
+    if let Some((sql, values)) = narrowing.and_then(|n| n.condition.as_ref()) {
+        conditions.push(format!("({sql})"));
+        params.extend(values.iter().cloned());
+    }
     let mut sql = format!("SELECT {} FROM {}", select.join(", "), table.name);
     if !conditions.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(&conditions.join(" AND "));
     }
+    if let Some(narrowing) = narrowing {
+        sql.push_str(&narrowing.tail);
+    }
     (sql, params)
 }
 
-/// Takes the snapshot of `shape` on `client` (a connection of its own, opened with
-/// [`DISPLAY_OPTIONS`]) and writes it to the shape's directory.
-pub async fn take(
+/// Starts a `REPEATABLE READ READ ONLY` transaction and records its snapshot first.
+pub async fn begin(
     client: &mut Client,
-    shape: &Arc<Shape>,
-    chunk_bytes: u64,
-) -> Result<SnapshotTaken, SnapshotError> {
+) -> Result<(tokio_postgres::Transaction<'_>, SnapshotInfo, Lsn), SnapshotError> {
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -125,23 +137,46 @@ pub async fn take(
     let wal_lsn = lsn_text
         .parse()
         .map_err(|_| SnapshotError::BadSnapshot(lsn_text.clone()))?;
+    Ok((tx, info, wal_lsn))
+}
 
+/// Runs the shape's query in `tx` and hands each encoded row message to `sink`.
+pub async fn stream_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    shape: &Shape,
+    narrowing: Option<&Narrowing>,
+    snapshot_mark: Option<u64>,
+    mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<u64, SnapshotError> {
+    let (sql, params) = snapshot_query(shape, narrowing);
+    let statement = tx
+        .prepare_typed(&sql, &vec![Type::TEXT; params.len()])
+        .await?;
+    let stream = tx.query_raw(&statement, params.iter()).await?;
+    pin_mut!(stream);
+    let mut encoder = RowEncoder::new(shape, snapshot_mark);
+    let mut rows = 0;
+    while let Some(row) = stream.next().await {
+        encoder.encode(&row?)?;
+        sink(&encoder.bytes)?;
+        rows += 1;
+    }
+    Ok(rows)
+}
+
+/// Takes the snapshot of `shape` on `client` (a connection of its own, opened with
+/// [`DISPLAY_OPTIONS`]) and writes it to the shape's directory.
+pub async fn take(
+    client: &mut Client,
+    shape: &Arc<Shape>,
+    chunk_bytes: u64,
+) -> Result<SnapshotTaken, SnapshotError> {
+    let (tx, info, wal_lsn) = begin(client).await?;
     let mut writer = SnapshotWriter::create(shape.log.dir(), chunk_bytes)?;
     let mut rows = 0;
     if shape.definition.log() == LogMode::Full {
-        let (sql, params) = snapshot_query(shape);
-        let statement = tx
-            .prepare_typed(&sql, &vec![Type::TEXT; params.len()])
-            .await?;
-        let stream = tx.query_raw(&statement, params.iter()).await?;
-        pin_mut!(stream);
-        let mut encoder = RowEncoder::new(shape);
-        while let Some(row) = stream.next().await {
-            let row = row?;
-            encoder.encode(&row)?;
-            writer.push_row(&encoder.bytes)?;
-            rows += 1;
-        }
+        rows = stream_rows(&tx, shape, None, None, |message| writer.push_row(message)).await?;
+        metrics::counter!(crate::monitoring::SNAPSHOT_ROWS).increment(rows);
     }
     tx.commit().await?;
     let chunks = writer.finish(info.snapshot_end_message().as_bytes())?;
@@ -156,6 +191,7 @@ pub async fn take(
 /// Encodes snapshot rows (`operation: insert`, no log headers) of one shape.
 struct RowEncoder<'a> {
     shape: &'a Shape,
+    snapshot_mark: Option<u64>,
     /// Table positions of the query's columns, in query order.
     columns: Vec<usize>,
     key_columns: Vec<usize>,
@@ -164,9 +200,10 @@ struct RowEncoder<'a> {
 }
 
 impl<'a> RowEncoder<'a> {
-    fn new(shape: &'a Shape) -> Self {
+    fn new(shape: &'a Shape, snapshot_mark: Option<u64>) -> Self {
         Self {
             shape,
+            snapshot_mark,
             columns: query_columns(shape),
             key_columns: wire::key_columns(&shape.table),
             row: vec![None; shape.table.columns.len()],
@@ -196,6 +233,7 @@ impl<'a> RowEncoder<'a> {
             relation: &self.shape.table.name,
             log: None,
             key_change: None,
+            snapshot_mark: self.snapshot_mark,
         }
         .write(&mut self.bytes, values, None);
         Ok(())

@@ -152,6 +152,8 @@ pub struct ChangeMessage<'a> {
     pub log: Option<LogPosition>,
     /// For the two halves of a primary-key change: (`key_change_to` | `key_change_from`, key).
     pub key_change: Option<(&'static str, &'a str)>,
+    /// Rows of a subset snapshot carry the snapshot's mark.
+    pub snapshot_mark: Option<u64>,
 }
 
 impl ChangeMessage<'_> {
@@ -188,6 +190,9 @@ impl ChangeMessage<'_> {
             if log.last {
                 out.extend_from_slice(b",\"last\":true");
             }
+        }
+        if let Some(mark) = self.snapshot_mark {
+            let _ = write!(out, ",\"snapshot_mark\":{mark}");
         }
         if let Some((name, key)) = self.key_change {
             out.extend_from_slice(b",\"");
@@ -404,6 +409,7 @@ mod tests {
                 last: true,
             }),
             key_change: None,
+            snapshot_mark: None,
         }
         .write(&mut out, [("id", Some("2")), ("title", Some("b"))], None);
         let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();

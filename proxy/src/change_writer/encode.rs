@@ -75,6 +75,7 @@ impl ShapeEncoding {
                 last: false,
             }),
             key_change: None,
+            snapshot_mark: None,
         }
     }
 

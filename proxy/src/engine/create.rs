@@ -146,7 +146,8 @@ impl Engine {
             .map_err(|e| ShapeError::unavailable(format!("storage: {e}")))
     }
 
-    async fn snapshot_client(&self) -> Result<tokio_postgres::Client, ShapeError> {
+    /// A connection for snapshots, with the display settings both paths share.
+    pub async fn snapshot_client(&self) -> Result<tokio_postgres::Client, ShapeError> {
         let mut config: tokio_postgres::Config = self
             .config
             .database_url

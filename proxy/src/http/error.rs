@@ -15,6 +15,8 @@ use crate::engine::ShapeError;
 pub enum ApiError {
     /// 400 `{"message":"Invalid request","errors":{"<param>":["…"]}}`.
     Invalid(BTreeMap<String, Vec<String>>),
+    /// 400 `{"message":"Invalid request","errors":{"subset":{"<field>":["…"]}}}`.
+    InvalidSubset(BTreeMap<String, Vec<String>>),
     /// 401 `{"message":"…"}`.
     Unauthorized(String),
     /// 403 `{"message":"…"}`.
@@ -72,6 +74,11 @@ impl IntoResponse for ApiError {
             ApiError::Invalid(errors) => (
                 StatusCode::BAD_REQUEST,
                 Json(json!({"message": "Invalid request", "errors": errors})),
+            )
+                .into_response(),
+            ApiError::InvalidSubset(errors) => (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"message": "Invalid request", "errors": {"subset": errors}})),
             )
                 .into_response(),
             ApiError::Unauthorized(message) => (

@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/shape",
             get(shape::get_shape)
+                .post(shape::post_shape)
                 .delete(shape::delete_shape)
                 .options(shape::options_shape),
         )

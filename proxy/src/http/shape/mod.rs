@@ -5,6 +5,7 @@ pub mod headers;
 mod live;
 pub mod params;
 mod sse;
+mod subset;
 
 use std::sync::Arc;
 
@@ -24,6 +25,20 @@ use batch::Batch;
 use headers::CacheKind;
 use params::{RequestOffset, ShapeParams};
 
+/// The shape a request names, checked against the handle it holds (409 when they differ).
+async fn requested_shape(state: &AppState, params: &ShapeParams) -> Result<Arc<Shape>, ApiError> {
+    state.check_secret(params.secret.as_deref())?;
+    metrics::counter!(crate::monitoring::HTTP_REQUESTS).increment(1);
+    let shape = state.engine.shape_for(&params.shape).await?;
+    if let Some(handle) = &params.handle
+        && !params.is_initial()
+        && *handle != shape.handle
+    {
+        return Err(ApiError::MustRefetch(shape.handle.clone()));
+    }
+    Ok(shape)
+}
+
 /// GET (and HEAD) `/v1/shape`.
 pub(super) async fn get_shape(
     State(state): State<AppState>,
@@ -31,13 +46,10 @@ pub(super) async fn get_shape(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let params = params::parse(query.as_deref().unwrap_or(""))?;
-    state.check_secret(params.secret.as_deref())?;
-    let shape = state.engine.shape_for(&params.shape).await?;
-    if let Some(handle) = &params.handle
-        && !params.is_initial()
-        && *handle != shape.handle
-    {
-        return Err(ApiError::MustRefetch(shape.handle.clone()));
+    let shape = requested_shape(&state, &params).await?;
+    if !params.subset.is_empty() {
+        let request = subset::SubsetRequest::from_query(&params.subset)?;
+        return subset_response(&state, &shape, &params, &request).await;
     }
     let after = match params.offset {
         RequestOffset::Now => return Ok(now_response(&state, &shape)),
@@ -170,6 +182,49 @@ fn insert(h: &mut HeaderMap, name: &'static str, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         h.insert(name, value);
     }
+}
+
+/// POST `/v1/shape`: a subset snapshot with its parameters in a JSON body.
+pub(super) async fn post_shape(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let params = params::parse(query.as_deref().unwrap_or(""))?;
+    let request: subset::SubsetRequest = if body.is_empty() {
+        subset::SubsetRequest::from_query(&params.subset)?
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::invalid("subset", format!("the body must be a JSON object: {e}"))
+        })?
+    };
+    let shape = requested_shape(&state, &params).await?;
+    subset_response(&state, &shape, &params, &request).await
+}
+
+async fn subset_response(
+    state: &AppState,
+    shape: &Arc<Shape>,
+    params: &ShapeParams,
+    request: &subset::SubsetRequest,
+) -> Result<Response, ApiError> {
+    let body = subset::run(state, shape, request).await?;
+    let offset = match params.offset {
+        RequestOffset::At(offset) => offset,
+        RequestOffset::Now => batch::latest_offset(shape),
+    };
+    let mut response = (StatusCode::OK, Body::from(body)).into_response();
+    let h = response.headers_mut();
+    shape_headers(h, shape, offset);
+    insert(
+        h,
+        header::CONTENT_TYPE.as_str(),
+        "application/json; charset=utf-8",
+    );
+    insert(h, "electric-schema", &shape.schema_header);
+    insert(h, "electric-snapshot", "true");
+    insert(h, header::CACHE_CONTROL.as_str(), "no-cache");
+    Ok(response)
 }
 
 /// DELETE `/v1/shape`: by handle, or by definition (table, where, …). 202 `[]`, or 404.

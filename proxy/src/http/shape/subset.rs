@@ -1,0 +1,349 @@
+//! Subset snapshots: part of a shape on demand (`requestSnapshot` / `fetchSnapshot` of the
+//! Electric client), as `POST /v1/shape` with a JSON body or `subset__*` query parameters.
+//!
+//! `SELECT … WHERE <shape where> AND (<subset where>) ORDER BY … LIMIT … OFFSET …` runs in a
+//! `REPEATABLE READ READ ONLY` transaction whose snapshot comes back as metadata, so the client
+//! can skip log changes its snapshot already contains.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value;
+use shapes::schema::{TableSchema, quote_identifier};
+use shapes::where_clause::WhereClause;
+
+use crate::http::error::ApiError;
+use crate::server::AppState;
+use crate::shape_store::Shape;
+use crate::snapshot::{self, Narrowing};
+
+/// Most rows one subset snapshot returns when it sets no `limit`.
+const MAX_ROWS: u64 = 100_000;
+
+/// The subset request, from a JSON body or `subset__*` parameters. Other fields (the
+/// client's structured `where_expr` / `order_by_expr`) are ignored: the text forms are used.
+#[derive(Debug, Default, Deserialize)]
+pub struct SubsetRequest {
+    #[serde(rename = "where")]
+    pub where_: Option<String>,
+    #[serde(default)]
+    pub params: BTreeMap<String, Value>,
+    pub order_by: Option<String>,
+    pub limit: Option<u64>,
+    pub offset: Option<u64>,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    let mut errors = BTreeMap::new();
+    errors.insert(field.to_owned(), vec![message.into()]);
+    ApiError::InvalidSubset(errors)
+}
+
+impl SubsetRequest {
+    /// From `subset__where`, `subset__params` (a JSON object), `subset__order_by`,
+    /// `subset__limit`, `subset__offset`.
+    pub fn from_query(subset: &BTreeMap<String, String>) -> Result<Self, ApiError> {
+        let number = |key: &str| -> Result<Option<u64>, ApiError> {
+            subset
+                .get(key)
+                .map(|v| {
+                    v.parse()
+                        .map_err(|_| invalid(key, "must be a non-negative integer"))
+                })
+                .transpose()
+        };
+        let params = match subset.get("params") {
+            None => BTreeMap::new(),
+            Some(text) => serde_json::from_str(text).map_err(|_| {
+                invalid("params", "must be a JSON object such as {\"1\":\"value\"}")
+            })?,
+        };
+        Ok(Self {
+            where_: subset.get("where").cloned(),
+            params,
+            order_by: subset.get("order_by").cloned(),
+            limit: number("limit")?,
+            offset: number("offset")?,
+        })
+    }
+
+    fn narrowing(&self, shape: &Shape) -> Result<Narrowing, ApiError> {
+        if (self.limit.is_some() || self.offset.is_some()) && self.order_by.is_none() {
+            return Err(invalid(
+                "order_by",
+                "order_by is required when limit or offset is present",
+            ));
+        }
+        let mut params = BTreeMap::new();
+        for (key, value) in &self.params {
+            let index: usize = key.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                invalid(
+                    "params",
+                    format!("\"{key}\": placeholders are numbered from 1"),
+                )
+            })?;
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Null => return Err(invalid("params", format!("${index} is null"))),
+                other => other.to_string(),
+            };
+            params.insert(index, text);
+        }
+        let first = shape
+            .definition
+            .where_clause()
+            .map_or(1, |w| w.to_sql_with_offset(1).1.len() + 1);
+        let condition = match self.where_.as_deref().filter(|w| !w.trim().is_empty()) {
+            None => None,
+            Some(text) => {
+                let clause = WhereClause::parse(text, &params, &shape.table)
+                    .map_err(|e| invalid("where", e.to_electric_message()))?;
+                Some(clause.to_sql_with_offset(first))
+            }
+        };
+        let mut tail = String::new();
+        if let Some(order_by) = &self.order_by {
+            tail.push_str(" ORDER BY ");
+            tail.push_str(
+                &order_by_sql(order_by, &shape.table).map_err(|m| invalid("order_by", m))?,
+            );
+        }
+        tail.push_str(&format!(
+            " LIMIT {}",
+            self.limit.unwrap_or(MAX_ROWS).min(MAX_ROWS)
+        ));
+        if let Some(offset) = self.offset {
+            tail.push_str(&format!(" OFFSET {offset}"));
+        }
+        Ok(Narrowing { condition, tail })
+    }
+}
+
+/// Runs a subset snapshot: `{"metadata":{…},"data":[…]}`.
+pub(super) async fn run(
+    state: &AppState,
+    shape: &Arc<Shape>,
+    request: &SubsetRequest,
+) -> Result<Vec<u8>, ApiError> {
+    let narrowing = request.narrowing(shape)?;
+    let mut client = state
+        .engine
+        .snapshot_client()
+        .await
+        .map_err(ApiError::from)?;
+    let query_error = |e: snapshot::SnapshotError| {
+        if e.is_transient() {
+            ApiError::Unavailable {
+                code: "database_unavailable",
+                message: e.to_string(),
+                retry_after: 1,
+            }
+        } else {
+            ApiError::Internal(format!("subset snapshot of {}: {e}", shape.handle))
+        }
+    };
+    let (tx, info, wal_lsn) = snapshot::begin(&mut client).await.map_err(query_error)?;
+    let mark: u64 = rand::random_range(1..=u64::from(u32::MAX));
+    let mut data = Vec::new();
+    snapshot::stream_rows(&tx, shape, Some(&narrowing), Some(mark), |message| {
+        if !data.is_empty() {
+            data.push(b',');
+        }
+        data.extend_from_slice(message);
+        Ok(())
+    })
+    .await
+    .map_err(query_error)?;
+    tx.commit()
+        .await
+        .map_err(|e| query_error(snapshot::SnapshotError::Query(e)))?;
+    let xip: Vec<String> = info.xip.iter().map(|x| format!("\"{}\"", x.0)).collect();
+    let mut body = format!(
+        r#"{{"metadata":{{"xmin":"{}","xmax":"{}","xip_list":[{}],"database_lsn":"{}","snapshot_mark":{mark}}},"data":["#,
+        info.xmin.0,
+        info.xmax.0,
+        xip.join(","),
+        wal_lsn.as_u64()
+    )
+    .into_bytes();
+    body.extend_from_slice(&data);
+    body.extend_from_slice(b"]}");
+    Ok(body)
+}
+
+/// `col [ASC|DESC] [NULLS FIRST|LAST], …` over the table's columns, rebuilt with quoted
+/// identifiers (text columns in byte order, as everywhere else).
+pub fn order_by_sql(text: &str, table: &TableSchema) -> Result<String, String> {
+    let mut items = Vec::new();
+    for item in split_top_level(text)? {
+        let mut tokens = tokenize(&item)?.into_iter();
+        let Some(Token::Ident(name)) = tokens.next() else {
+            return Err(format!("expected a column name in {:?}", item.trim()));
+        };
+        let column = table
+            .column_index(&name)
+            .map(|i| &table.columns[i])
+            .ok_or_else(|| {
+                format!(
+                    "unknown column {name:?}; the table has: {}",
+                    table.column_list()
+                )
+            })?;
+        let mut sql = quote_identifier(&column.name);
+        if matches!(column.ty.name.as_str(), "text" | "varchar" | "bpchar") {
+            sql.push_str(" COLLATE \"C\"");
+        }
+        let rest: Vec<String> = tokens
+            .map(|t| match t {
+                Token::Word(w) => w,
+                Token::Ident(i) => i,
+            })
+            .collect();
+        let words: Vec<&str> = rest.iter().map(String::as_str).collect();
+        let suffix = match words.as_slice() {
+            [] => "",
+            ["asc"] => " ASC",
+            ["desc"] => " DESC",
+            ["nulls", "first"] => " NULLS FIRST",
+            ["nulls", "last"] => " NULLS LAST",
+            ["asc", "nulls", "first"] => " ASC NULLS FIRST",
+            ["asc", "nulls", "last"] => " ASC NULLS LAST",
+            ["desc", "nulls", "first"] => " DESC NULLS FIRST",
+            ["desc", "nulls", "last"] => " DESC NULLS LAST",
+            _ => {
+                return Err(format!(
+                    "expected ASC, DESC, NULLS FIRST or NULLS LAST after {name:?}"
+                ));
+            }
+        };
+        sql.push_str(suffix);
+        items.push(sql);
+    }
+    if items.is_empty() {
+        return Err("is empty".into());
+    }
+    Ok(items.join(", "))
+}
+
+enum Token {
+    /// A column name: unquoted (folded to lower case) or quoted.
+    Ident(String),
+    /// A keyword, lower case.
+    Word(String),
+}
+
+fn split_top_level(text: &str) -> Result<Vec<String>, String> {
+    let mut items = vec![String::new()];
+    let mut quoted = false;
+    for c in text.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                items.last_mut().expect("non-empty").push(c);
+            }
+            ',' if !quoted => items.push(String::new()),
+            _ => items.last_mut().expect("non-empty").push(c),
+        }
+    }
+    if quoted {
+        return Err("has an unterminated quoted identifier".into());
+    }
+    Ok(items)
+}
+
+fn tokenize(item: &str) -> Result<Vec<Token>, String> {
+    let mut tokens = Vec::new();
+    let mut chars = item.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+        } else if c == '"' {
+            chars.next();
+            let mut name = String::new();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        name.push('"');
+                    }
+                    Some('"') => break,
+                    Some(other) => name.push(other),
+                    None => return Err("has an unterminated quoted identifier".into()),
+                }
+            }
+            tokens.push(Token::Ident(name));
+        } else if c.is_alphanumeric() || c == '_' {
+            let mut word = String::new();
+            while let Some(&c) = chars.peek() {
+                if c.is_alphanumeric() || c == '_' || c == '$' {
+                    word.push(c);
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            let folded = word.to_lowercase();
+            if tokens.is_empty() {
+                tokens.push(Token::Ident(folded));
+            } else {
+                tokens.push(Token::Word(folded));
+            }
+        } else {
+            return Err(format!(
+                "unexpected {c:?}: only column names with ASC/DESC and NULLS FIRST/LAST are allowed"
+            ));
+        }
+    }
+    Ok(tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shapes::schema::{Column, PgType, QualifiedName, TypeKind};
+
+    fn table() -> TableSchema {
+        let column = |name: &str, ty: &str| Column {
+            name: name.into(),
+            ty: PgType {
+                oid: 0,
+                name: ty.into(),
+                kind: TypeKind::Base,
+            },
+            type_mod: -1,
+            dims: 0,
+            not_null: false,
+            pk_index: None,
+            generated: false,
+        };
+        TableSchema {
+            name: QualifiedName::new("public", "t"),
+            oid: 1,
+            columns: vec![column("id", "int4"), column("Title", "text")],
+        }
+    }
+
+    #[test]
+    fn order_by_is_rebuilt_with_quoted_identifiers() {
+        assert_eq!(
+            order_by_sql("id DESC, \"Title\" nulls last", &table()).unwrap(),
+            "\"id\" DESC, \"Title\" COLLATE \"C\" NULLS LAST"
+        );
+        assert_eq!(order_by_sql("ID", &table()).unwrap(), "\"id\"");
+    }
+
+    #[test]
+    fn order_by_refuses_anything_but_columns_and_directions() {
+        assert!(
+            order_by_sql("title", &table())
+                .unwrap_err()
+                .contains("unknown column")
+        );
+        assert!(order_by_sql("id; DROP TABLE t", &table()).is_err());
+        assert!(order_by_sql("id DESC DESC", &table()).is_err());
+        assert!(order_by_sql("(select 1)", &table()).is_err());
+        assert!(order_by_sql("", &table()).is_err());
+        assert!(order_by_sql("\"id", &table()).is_err());
+    }
+}
