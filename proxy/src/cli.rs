@@ -60,6 +60,47 @@ pub enum Command {
     /// Purge old tombstones (rows deleted through /v1/mutations on tombstoned tables), the
     /// clocks of deleted rows, and old mutation ids, in small batches, then exit.
     Gc(GcArgs),
+    /// Add tables to the publication with REPLICA IDENTITY FULL ahead of time.
+    ///
+    /// The first shape of a table otherwise does this itself, which takes an ACCESS EXCLUSIVE
+    /// lock on the table for a moment. Run it at deploy time, as the table owner.
+    Prepare(PrepareArgs),
+    /// Remove what shapesync created in the database: the replication slot, the publication
+    /// and the `shapesync` schema.
+    ///
+    /// A forgotten slot keeps WAL on the server forever and can fill its disk: run this when
+    /// you retire a proxy. Stop the proxy first.
+    Uninstall(UninstallArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PrepareArgs {
+    /// Postgres connection URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// The publication shapesync streams (as for `serve`).
+    #[arg(long, env = "SHAPESYNC_PUBLICATION", default_value = "shapesync")]
+    pub publication: String,
+    /// How long to wait for each table's lock.
+    #[arg(long, env = "SHAPESYNC_LOCK_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lock_timeout: Duration,
+    /// Tables: `name`, `schema.name`, or quoted identifiers.
+    #[arg(required = true)]
+    pub tables: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UninstallArgs {
+    /// Postgres connection URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    #[arg(long, env = "SHAPESYNC_SLOT", default_value = "shapesync")]
+    pub slot: String,
+    #[arg(long, env = "SHAPESYNC_PUBLICATION", default_value = "shapesync")]
+    pub publication: String,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -259,6 +300,35 @@ async fn run() -> ExitCode {
     let result: anyhow::Result<()> = match cli.command {
         Command::Dev(args) => crate::dev::run(args, shutdown).await.map_err(Into::into),
         Command::Gc(args) => run_gc(args).await,
+        Command::Prepare(args) => crate::operations::prepare(
+            &args.database_url,
+            &args.publication,
+            &args.tables,
+            args.lock_timeout,
+        )
+        .await
+        .map(|tables| {
+            for table in tables {
+                println!("prepared {table}");
+            }
+        })
+        .map_err(Into::into),
+        Command::Uninstall(args) => crate::operations::uninstall(
+            &args.database_url,
+            &args.slot,
+            &args.publication,
+            args.yes,
+        )
+        .await
+        .map(|removed| {
+            println!(
+                "removed: slot {}, publication {}, schema shapesync {}",
+                if removed.slot { "yes" } else { "(none)" },
+                if removed.publication { "yes" } else { "(none)" },
+                if removed.schema { "yes" } else { "(none)" },
+            );
+        })
+        .map_err(Into::into),
         Command::Serve(args) => {
             let config = args
                 .proxy

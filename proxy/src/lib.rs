@@ -17,6 +17,7 @@ pub mod local_cluster;
 pub mod migrations;
 pub mod monitoring;
 pub mod mutations;
+pub mod operations;
 pub mod proxy_schema;
 pub mod replication;
 pub mod server;
