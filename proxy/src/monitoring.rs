@@ -96,11 +96,15 @@ pub async fn watch_slot(
     shutdown: CancellationToken,
 ) {
     let mut warned_at: Option<tokio::time::Instant> = None;
+    let mut first = true;
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            () = shutdown.cancelled() => return,
+        if !first {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = shutdown.cancelled() => return,
+            }
         }
+        first = false;
         let Ok(client) = metadata.get().await else {
             continue;
         };

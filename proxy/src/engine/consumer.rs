@@ -18,6 +18,7 @@ use tokio::sync::{Notify, mpsc};
 use super::{Engine, WriterCommand};
 use crate::change_writer::ChangeWriter;
 use crate::durability::Written;
+use crate::monitoring;
 use crate::replication::event::{Relation, ReplicationEvent, WalChange};
 
 /// What the consumer needs besides the engine.
@@ -123,9 +124,18 @@ fn apply_event(
             }
         }
         ReplicationEvent::Begin {
-            xid, commit_lsn, ..
-        } => writer.begin(xid, commit_lsn),
-        ReplicationEvent::Change(change) => apply_change(engine, writer, relations, change)?,
+            xid,
+            commit_lsn,
+            commit_time_micros,
+        } => {
+            writer.begin(xid, commit_lsn);
+            metrics::gauge!(monitoring::LAG_SECONDS)
+                .set(seconds_since_pg_epoch(commit_time_micros));
+        }
+        ReplicationEvent::Change(change) => {
+            metrics::counter!(monitoring::CHANGES).increment(1);
+            apply_change(engine, writer, relations, change)?;
+        }
         ReplicationEvent::Commit {
             xid,
             commit_lsn,
@@ -138,6 +148,7 @@ fn apply_event(
             });
             engine.commits.record(xid, commit_lsn);
             engine.note_last_seen(commit_lsn);
+            metrics::counter!(monitoring::TRANSACTIONS).increment(1);
         }
         ReplicationEvent::RelationChanged { relation } => {
             rotate_table(engine, writer, &relation.name, "its columns changed");
@@ -240,6 +251,16 @@ fn rotate_all(engine: &Engine, writer: &mut ChangeWriter, why: &str) {
         writer.remove(shape.id);
     }
     engine.rotate_all(why);
+}
+
+/// How long ago a commit happened; its time is in microseconds since 2000-01-01 UTC.
+fn seconds_since_pg_epoch(commit_micros: i64) -> f64 {
+    const PG_EPOCH_UNIX_SECS: f64 = 946_684_800.0;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    (now - PG_EPOCH_UNIX_SECS - commit_micros as f64 / 1e6).max(0.0)
 }
 
 /// Compares (and records) the database's identity; true when it differs from the last one.

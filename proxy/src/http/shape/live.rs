@@ -18,6 +18,7 @@ pub(super) async fn wait(
     shape: &Arc<Shape>,
     after: Offset,
 ) -> Result<Batch, ApiError> {
+    let _live = crate::monitoring::LiveConnection::open();
     let deadline = tokio::time::Instant::now() + state.settings.long_poll_timeout;
     let mut news = shape.log.subscribe();
     let mut lifecycle = shape.watch_state();

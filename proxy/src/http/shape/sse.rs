@@ -33,6 +33,7 @@ struct Session {
     lifecycle: watch::Receiver<ShapeState>,
     announced_up_to_date: bool,
     finished: bool,
+    _live: crate::monitoring::LiveConnection,
 }
 
 pub(super) fn respond(
@@ -52,6 +53,7 @@ pub(super) fn respond(
         offset: after,
         announced_up_to_date: false,
         finished: false,
+        _live: crate::monitoring::LiveConnection::open(),
     };
     let events = stream::unfold(session, |mut session| async move {
         let chunk = session.next_chunk().await?;
