@@ -14,7 +14,7 @@ pub enum CatalogError {
     UnknownTable(QualifiedName),
     #[error("{0} is not a table (views, sequences and foreign tables cannot be synced)")]
     NotATable(QualifiedName),
-    #[error("query failed: {0}")]
+    #[error("query failed: {}", crate::database::describe(.0))]
     Query(#[from] tokio_postgres::Error),
 }
 

@@ -7,7 +7,7 @@ use tokio_postgres::{Client, NoTls};
 pub enum DatabaseError {
     #[error("invalid database URL: {0}")]
     InvalidUrl(#[source] tokio_postgres::Error),
-    #[error("cannot connect to Postgres at {target}: {source}")]
+    #[error("cannot connect to Postgres at {target}: {}", describe(.source))]
     Connect {
         target: String,
         #[source]
@@ -20,7 +20,7 @@ pub enum DatabaseError {
          its settings)"
     )]
     WalLevel { actual: String },
-    #[error("query failed: {0}")]
+    #[error("query failed: {}", describe(.0))]
     Query(#[from] tokio_postgres::Error),
 }
 
@@ -32,6 +32,25 @@ impl DatabaseError {
             Self::Connect { source, .. } | Self::Query(source) => is_transient(source),
             Self::InvalidUrl(_) | Self::WalLevel { .. } => false,
         }
+    }
+}
+
+/// A driver error as a person needs it: Postgres' own message, detail, hint and SQLSTATE
+/// (the driver's `Display` says only "db error"), or the I/O cause.
+pub fn describe(err: &tokio_postgres::Error) -> String {
+    if let Some(db) = err.as_db_error() {
+        let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!("; {detail}"));
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!("; hint: {hint}"));
+        }
+        return text;
+    }
+    match std::error::Error::source(err) {
+        Some(source) => format!("{err}: {source}"),
+        None => err.to_string(),
     }
 }
 

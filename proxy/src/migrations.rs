@@ -38,13 +38,13 @@ pub enum MigrationError {
         #[source]
         source: std::io::Error,
     },
-    #[error("migration {name} failed: {source}")]
+    #[error("migration {name} failed: {}", crate::database::describe(.source))]
     Apply {
         name: String,
         #[source]
         source: tokio_postgres::Error,
     },
-    #[error("recording migrations: {0}")]
+    #[error("recording migrations: {}", crate::database::describe(.0))]
     Bookkeeping(#[from] tokio_postgres::Error),
 }
 

@@ -27,7 +27,7 @@ pub use crate::replication::stream::DISPLAY_OPTIONS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("snapshot query failed: {0}")]
+    #[error("snapshot query failed: {}", crate::database::describe(.0))]
     Query(#[from] tokio_postgres::Error),
     #[error("writing the snapshot: {0}")]
     Io(#[from] std::io::Error),
