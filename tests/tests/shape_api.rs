@@ -220,10 +220,15 @@ async fn bad_parameters_get_the_electric_error_shape() {
     );
     let reply = get(&proxy, "table=items&offset=-1&where=nope%20%3D%201").await;
     let message = reply.body["errors"]["where"][0].as_str().unwrap();
-    assert!(message.contains("nope") && message.contains("title"), "{message}");
+    assert!(
+        message.contains("nope") && message.contains("title"),
+        "{message}"
+    );
     let reply = get(&proxy, "table=items&offset=-1&where=id%20%3D%20%241").await;
     assert_eq!(reply.status, 400);
-    assert!(reply.body["errors"].get("params").is_some() || reply.body["errors"].get("where").is_some());
+    assert!(
+        reply.body["errors"].get("params").is_some() || reply.body["errors"].get("where").is_some()
+    );
 
     let reply = get(&proxy, "table=items&offset=-1&columns=title").await;
     assert_eq!(reply.status, 400);

@@ -20,7 +20,7 @@
 mod capture;
 pub mod encode;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -77,6 +77,8 @@ pub struct ChangeWriter {
     last_commit: Lsn,
     routed: Vec<(ShapeId, RowChange)>,
     encoded: Vec<Encoded>,
+    /// Shapes whose appender may be open (written since the last sweep).
+    recently_written: HashSet<ShapeId>,
 }
 
 impl ChangeWriter {
@@ -262,20 +264,21 @@ impl ChangeWriter {
         }
     }
 
+    /// Keeps at most about [`MAX_OPEN_APPENDERS`] files open: when more shapes have been
+    /// written since the last sweep, those not in this transaction close theirs.
     fn close_idle_appenders(&mut self, touched: &[ShapeId]) {
-        let open = self
-            .shapes
-            .values()
-            .filter(|w| w.appender.is_some())
-            .count();
-        if open <= MAX_OPEN_APPENDERS {
+        self.recently_written.extend(touched.iter().copied());
+        if self.recently_written.len() <= MAX_OPEN_APPENDERS {
             return;
         }
-        for (id, ws) in &mut self.shapes {
-            if !touched.contains(id) {
+        for id in self.recently_written.drain() {
+            if !touched.contains(&id)
+                && let Some(ws) = self.shapes.get_mut(&id)
+            {
                 ws.appender = None;
             }
         }
+        self.recently_written.extend(touched.iter().copied());
     }
 }
 
