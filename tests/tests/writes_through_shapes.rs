@@ -1,0 +1,105 @@
+//! Writes come back out: a mutation applied through `/v1/mutations` reaches a subscribed
+//! Electric client, with the response's `txid` in `headers.txids` and an up-to-date whose
+//! `global_last_seen_lsn` is at or past the response's `lsn`; a tombstone arrives as a delete.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tests::electric::ElectricClient;
+use tests::proxy_process::ProxyProcess;
+use tests::{TestDb, shapesync_bin};
+
+const WAIT: Duration = Duration::from_secs(30);
+const TODO: &str = "11111111-2222-4333-8444-555555555555";
+
+async fn post(proxy: &ProxyProcess, body: Value) -> Value {
+    let response = proxy
+        .http()
+        .post(format!("{}/v1/mutations", proxy.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn an_applied_mutation_reaches_the_client_with_its_txid_and_lsn() {
+    let db = TestDb::new("writes_out").await;
+    let mut sql = db.connect().await;
+    proxy::migrations::apply(&mut sql, &proxy::migrations::embedded())
+        .await
+        .unwrap();
+    let proxy = ProxyProcess::start(
+        shapesync_bin!(),
+        &db,
+        &["--writable", "todos,notes", "--tombstones", "todos,notes"],
+    )
+    .await;
+    let mut client = ElectricClient::start(
+        &proxy.url,
+        json!({"params": {"table": "todos", "where": "owner_id = 'carol'"}, "raw": true}),
+    );
+    client.wait_rows(WAIT, |rows| rows.is_empty()).await;
+
+    let response = post(
+        &proxy,
+        json!({"client_id": "device-1", "mutations": [{
+            "id": "m-1", "table": "todos", "op": "insert", "key": {"id": TODO},
+            "values": {"owner_id": "carol", "title": "from a device"},
+            "timestamp": "2026-11-22T10:00:00Z"}]}),
+    )
+    .await;
+    assert_eq!(response["results"][0]["status"], "applied", "{response}");
+    let txid = response["txid"].as_u64().expect("txid");
+    let lsn: u64 = response["lsn"]
+        .as_str()
+        .expect("the commit LSN, learned from replication")
+        .parse()
+        .unwrap();
+
+    let insert = client
+        .wait_message(WAIT, |m| m["headers"]["operation"] == "insert")
+        .await;
+    assert_eq!(insert["headers"]["txids"], json!([txid]));
+    assert_eq!(
+        insert["headers"]["lsn"],
+        lsn.to_string(),
+        "the response's lsn is the offset's tx"
+    );
+    assert_eq!(insert["value"]["title"], "from a device");
+    let covers = |m: &Value| {
+        m["headers"]["control"] == "up-to-date"
+            && m["headers"]["global_last_seen_lsn"]
+                .as_str()
+                .and_then(|l| l.parse::<u64>().ok())
+                .is_some_and(|l| l >= lsn)
+    };
+    if !client.messages().iter().any(covers) {
+        client.wait_message(WAIT, covers).await;
+    }
+
+    let response = post(
+        &proxy,
+        json!({"client_id": "device-1", "mutations": [{
+            "id": "m-2", "table": "todos", "op": "delete", "key": {"id": TODO},
+            "timestamp": "2026-11-22T10:00:05Z"}]}),
+    )
+    .await;
+    assert_eq!(response["results"][0]["status"], "applied", "{response}");
+    let delete = client
+        .wait_message(WAIT, |m| m["headers"]["operation"] == "delete")
+        .await;
+    assert_eq!(delete["key"], format!("\"public\".\"todos\"/\"{TODO}\""));
+    client.wait_rows(WAIT, |rows| rows.is_empty()).await;
+    let tombstone: Option<String> = sql
+        .query_one(
+            "SELECT deleted_at::text FROM todos WHERE id = $1::text::uuid",
+            &[&TODO],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(tombstone.is_some(), "the row stays, tombstoned");
+}
