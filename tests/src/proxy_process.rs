@@ -40,9 +40,11 @@ impl ProxyProcess {
             db.url.clone(),
             "--port".into(),
             port.to_string(),
-            "--storage-dir".into(),
-            storage.path().display().to_string(),
         ];
+        // `extra` may put the shape logs elsewhere (a small filesystem, say).
+        if !extra.contains(&"--storage-dir") {
+            args.extend(["--storage-dir".into(), storage.path().display().to_string()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut proxy = Self {
             bin: PathBuf::from(bin),

@@ -2,6 +2,7 @@
 //! snapshot, then let the writer keep the captured transactions the snapshot lacks.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use shapes::definition::ShapeDefinition;
 use shapes::handle::Handle;
@@ -16,6 +17,9 @@ use crate::shape_store::meta::{FORMAT_VERSION, ShapeMeta, ShapeRequest};
 use crate::shape_store::{Shape, ShapeState};
 use crate::snapshot;
 
+/// New shapes beyond this many per snapshot slot are refused with 503 until the queue drains.
+const SNAPSHOT_QUEUE_FACTOR: usize = 16;
+
 impl Engine {
     pub(super) async fn create(
         self: &Arc<Self>,
@@ -23,6 +27,15 @@ impl Engine {
         definition: ShapeDefinition,
     ) -> Result<Arc<Shape>, ShapeError> {
         let name = definition.table().clone();
+        let queued = self.creating.load(Ordering::Relaxed);
+        if queued >= self.config.max_concurrent_snapshots.max(1) * SNAPSHOT_QUEUE_FACTOR {
+            return Err(ShapeError::Unavailable {
+                message: format!(
+                    "{queued} shapes are being created; try again shortly (--max-concurrent-snapshots)"
+                ),
+                retry_after: 2,
+            });
+        }
         let table = self.tables.get(&self.metadata, &name).await?;
         self.ensure_prepared(&name).await?;
         self.evict_if_full();
@@ -81,7 +94,10 @@ impl Engine {
     }
 
     async fn build(self: Arc<Self>, shape: Arc<Shape>) {
-        match self.register_and_snapshot(&shape).await {
+        self.creating.fetch_add(1, Ordering::Relaxed);
+        let outcome = self.register_and_snapshot(&shape).await;
+        self.creating.fetch_sub(1, Ordering::Relaxed);
+        match outcome {
             Ok(rows) => {
                 tracing::info!(handle = %shape.handle, rows, "shape ready");
                 shape.set_state(ShapeState::Ready);

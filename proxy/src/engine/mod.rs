@@ -125,6 +125,8 @@ pub struct Engine {
     pub commits: Arc<CommitWatch>,
     commands: mpsc::UnboundedSender<WriterCommand>,
     snapshot_permits: Semaphore,
+    /// Shapes being created (registered, snapshot queued or running).
+    creating: std::sync::atomic::AtomicUsize,
     prepared: Mutex<HashSet<QualifiedName>>,
     /// Commit LSN of the last transaction processed (any shape).
     last_seen: watch::Sender<Lsn>,
@@ -140,6 +142,7 @@ impl Engine {
         Self {
             metadata: MetadataClient::new(config.database_url.clone()),
             snapshot_permits: Semaphore::new(config.max_concurrent_snapshots.max(1)),
+            creating: std::sync::atomic::AtomicUsize::new(0),
             config,
             store,
             tables: TableCache::default(),
