@@ -1,5 +1,6 @@
 //! `/v1/shape`: the Electric HTTP Shape API v1 (see ../shared/PROTOCOL.md, part 1).
 
+mod authorize;
 mod batch;
 pub mod headers;
 mod live;
@@ -30,9 +31,16 @@ pub(super) async fn get_shape(
     request_headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = params::parse(query.as_deref().unwrap_or(""))?;
-    state.check_secret(params.secret.as_deref())?;
-    let shape = state.engine.shape_for(&params.shape).await?;
+    let query = query.as_deref().unwrap_or("");
+    let access = authorize::authenticate(&state, &request_headers, query)?;
+    let mut params = params::parse(query)?;
+    let authorized = authorize::authorize(&state, access, &mut params).await?;
+    let shape = state
+        .engine
+        .shape_for_admitting(&params.shape, || {
+            state.auth.admit_new_shape(&authorized.access)
+        })
+        .await?;
     if let Some(handle) = &params.handle
         && !params.is_initial()
         && *handle != shape.handle
@@ -43,8 +51,20 @@ pub(super) async fn get_shape(
         RequestOffset::Now => return Ok(now_response(&state, &shape)),
         RequestOffset::At(offset) => offset,
     };
+    let private = authorized.scope.private;
+    // Held until the response is done (for SSE, until the stream ends).
+    let live_connection = if params.live {
+        state.auth.live_connection(&authorized.access)?
+    } else {
+        None
+    };
     if params.sse {
-        return Ok(sse::respond(state, shape, after, params.cursor));
+        let stream = sse::Stream {
+            cursor: params.cursor,
+            private,
+            live_connection,
+        };
+        return Ok(sse::respond(state, shape, after, stream));
     }
     let last_seen = state.engine.last_seen();
     check_in_bounds(&state, after, params.live).await?;
@@ -56,7 +76,15 @@ pub(super) async fn get_shape(
         (None, false) => up_to_date_batch(after, state.engine.last_seen()),
         (None, true) => live::wait(&state, &shape, after).await?,
     };
-    Ok(respond(&params, &shape, after, batch, &request_headers))
+    drop(live_connection);
+    Ok(respond(
+        &params,
+        &shape,
+        after,
+        batch,
+        &request_headers,
+        private,
+    ))
 }
 
 /// An offset past everything the proxy has processed may become valid soon: wait like a live
@@ -106,6 +134,7 @@ fn respond(
     after: Offset,
     batch: Batch,
     request_headers: &HeaderMap,
+    private: bool,
 ) -> Response {
     let etag = headers::etag(&shape.handle, &after.to_string(), batch.offset);
     let kind = if params.live {
@@ -139,8 +168,11 @@ fn respond(
     insert(
         h,
         header::CACHE_CONTROL.as_str(),
-        &headers::cache_control(kind, false),
+        &headers::cache_control(kind, private),
     );
+    if private {
+        headers::vary_on_credentials(h);
+    }
     insert(
         h,
         "electric-has-data",
@@ -173,11 +205,19 @@ fn insert(h: &mut HeaderMap, name: &'static str, value: &str) {
 }
 
 /// DELETE `/v1/shape`: by handle, or by definition (table, where, …). 202 `[]`, or 404.
+/// With auth on, only the secret may delete.
 pub(super) async fn delete_shape(
     State(state): State<AppState>,
+    request_headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = query.unwrap_or_default();
+    let access = authorize::authenticate(&state, &request_headers, &query)?;
+    if let crate::auth::Access::Token(_) = access {
+        return Err(ApiError::Forbidden(
+            "deleting shapes needs the secret (?secret=…); a token is not enough".into(),
+        ));
+    }
     let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect();
@@ -187,7 +227,6 @@ pub(super) async fn delete_shape(
             .find(|(key, _)| key == k)
             .map(|(_, v)| v.clone())
     };
-    state.check_secret(get("secret").or_else(|| get("api_secret")).as_deref())?;
     let by_handle = match get("handle") {
         Some(text) => Some(
             text.parse()
