@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde_json::{Map, Value};
+use shapes::where_clause::array_text::{ArrayText, format_array};
+
+use crate::mutations::validate::value_text;
 
 /// A token's claims, as its JSON payload holds them.
 pub type Claims = Map<String, Value>;
@@ -138,42 +141,17 @@ impl ClaimTemplate {
 }
 
 /// A claim as Postgres text: strings as they are, numbers and booleans as JSON writes them,
-/// arrays as array literals (`{"a","b"}`), objects as JSON text; `None` for null.
+/// objects as JSON text (as writes take values), arrays as one-dimensional array literals
+/// (`{"a","b"}`, nested arrays as JSON text elements); `None` for null.
 pub fn claim_text(value: &Value) -> Option<String> {
-    match value {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Array(items) => Some(array_literal(items)),
-        Value::Object(_) => Some(value.to_string()),
-    }
-}
-
-fn array_literal(items: &[Value]) -> String {
-    let mut out = String::from("{");
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        match item {
-            Value::Null => out.push_str("NULL"),
-            Value::Array(inner) => out.push_str(&array_literal(inner)),
-            other => {
-                let text = claim_text(other).unwrap_or_default();
-                out.push('"');
-                for c in text.chars() {
-                    if c == '"' || c == '\\' {
-                        out.push('\\');
-                    }
-                    out.push(c);
-                }
-                out.push('"');
-            }
-        }
-    }
-    out.push('}');
-    out
+    let Value::Array(items) = value else {
+        return value_text(value);
+    };
+    let items: Vec<Option<String>> = items.iter().map(value_text).collect();
+    Some(format_array(&ArrayText {
+        dims: vec![(1, items.len())],
+        items,
+    }))
 }
 
 fn is_ident_start(c: char) -> bool {
@@ -489,9 +467,10 @@ mod tests {
         assert_eq!(claim_text(&json!(true)).as_deref(), Some("true"));
         assert_eq!(claim_text(&json!(null)), None);
         assert_eq!(
-            claim_text(&json!([1, null, ["a\\b"]])).as_deref(),
-            Some(r#"{"1",NULL,{"a\\b"}}"#)
+            claim_text(&json!([1, null, "a\\b\""])).as_deref(),
+            Some(r#"{"1",NULL,"a\\b\""}"#)
         );
+        assert_eq!(claim_text(&json!([])).as_deref(), Some("{}"));
         assert_eq!(
             claim_text(&json!({"a": [1]})).as_deref(),
             Some(r#"{"a":[1]}"#)

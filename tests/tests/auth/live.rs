@@ -119,6 +119,12 @@ async fn first_chunk(proxy: &ProxyProcess, table: &str, cred: &Cred) -> Reply {
     .await
 }
 
+/// The todos shape `handle` after its snapshot (`offset=0_0`).
+async fn after_snapshot(proxy: &ProxyProcess, handle: &str, cred: &Cred) -> Reply {
+    let path = format!("/v1/shape?table=todos&offset=0_0&handle={handle}");
+    send(proxy, Method::GET, &path, cred, None).await
+}
+
 #[tokio::test]
 async fn claims_decide_the_handle_and_caching_and_a_restart_keeps_both() {
     let world = World::new("auth_identity").await;
@@ -172,26 +178,29 @@ async fn claims_decide_the_handle_and_caching_and_a_restart_keeps_both() {
 
     // Catching up, then the live SSE stream, stay private.
     let h = handle(&a);
-    let catch_up = send(
-        &proxy,
-        Method::GET,
-        &format!("/v1/shape?table=todos&offset=0_0&handle={h}"),
-        &alice,
-        None,
-    )
-    .await;
+    let catch_up = after_snapshot(&proxy, &h, &alice).await;
     assert_eq!(catch_up.status, 200, "{}", catch_up.text);
     assert!(cache(&catch_up).starts_with("private, "));
+    let sse = proxy
+        .http()
+        .get(format!(
+            "{}/v1/shape?table=todos&offset=0_0&handle={h}&live=true&live_sse=true",
+            proxy.url
+        ))
+        .bearer_auth(hs256(&claims("alice")))
+        .send()
+        .await
+        .expect("SSE stream");
+    assert_eq!(sse.status(), 200);
+    let sse_cache = sse
+        .headers()
+        .get("cache-control")
+        .and_then(|v| v.to_str().ok());
+    assert_eq!(sse_cache, Some("private, max-age=59"));
+    drop(sse);
 
     // Bob with alice's handle is sent to his own shape, and sees none of hers.
-    let stolen = send(
-        &proxy,
-        Method::GET,
-        &format!("/v1/shape?table=todos&offset=0_0&handle={h}"),
-        &bob,
-        None,
-    )
-    .await;
+    let stolen = after_snapshot(&proxy, &h, &bob).await;
     assert_eq!(stolen.status, 409, "{}", stolen.text);
     assert_eq!(stolen.header("electric-handle"), Some(handle(&b).as_str()));
     assert!(stolen.leaks(forbidden_for(Viewer::Bob)).is_empty());
@@ -199,14 +208,7 @@ async fn claims_decide_the_handle_and_caching_and_a_restart_keeps_both() {
     proxy.restart().await;
     let after = first_chunk(&proxy, "todos", &alice).await;
     assert_eq!(handle(&after), h, "the filter was kept on disk");
-    let resumed = send(
-        &proxy,
-        Method::GET,
-        &format!("/v1/shape?table=todos&offset=0_0&handle={h}"),
-        &alice,
-        None,
-    )
-    .await;
+    let resumed = after_snapshot(&proxy, &h, &alice).await;
     assert_eq!(resumed.status, 200, "{}", resumed.text);
     assert_eq!(
         handle(&first_chunk(&proxy, "todos", &bob).await),
@@ -462,31 +464,15 @@ async fn rules_that_do_not_fit_the_database_stop_the_start() {
         "[tables.todos]\nread = \"true\"\ncolumns = [\"title\"]\n",
     );
     let typo = write_rules("f.toml", "[tables.todos]\nreed = \"true\"\n");
-    refuses_to_start(
-        &world,
-        &["--jwt-secret", "k", "--rules", &unknown_table],
-        "todoz",
-    )
-    .await;
-    refuses_to_start(
-        &world,
-        &["--jwt-secret", "k", "--rules", &unknown_column],
-        "\"titel\"",
-    )
-    .await;
-    refuses_to_start(
-        &world,
-        &["--jwt-secret", "k", "--rules", &unknown_column],
-        "owner",
-    )
-    .await;
-    refuses_to_start(
-        &world,
-        &["--jwt-secret", "k", "--rules", &no_key],
-        "primary key",
-    )
-    .await;
-    refuses_to_start(&world, &["--jwt-secret", "k", "--rules", &typo], "reed").await;
+    for (rules, expected) in [
+        (&unknown_table, "todoz"),
+        (&unknown_column, "\"titel\""),
+        (&unknown_column, "owner"),
+        (&no_key, "primary key"),
+        (&typo, "reed"),
+    ] {
+        refuses_to_start(&world, &["--jwt-secret", "k", "--rules", rules], expected).await;
+    }
     refuses_to_start(&world, &["--jwt-secret", "k"], "--rules").await;
     refuses_to_start(&world, &["--rules", &no_key], "--jwt-secret").await;
     refuses_to_start(

@@ -134,6 +134,20 @@ fn secret() -> Cred {
     Cred::Secret(SECRET.into())
 }
 
+/// A mutation of alice's on `table`, at `ts`.
+fn alice_write(
+    name: &'static str,
+    table: &str,
+    op: &str,
+    key: Value,
+    values: Value,
+    ts: &str,
+    result: &'static str,
+) -> Attempt {
+    let m = mutation(name, table, op, key, values, ts);
+    write(name, alice(), batch("alice-phone", m), result)
+}
+
 /// A mutation of alice's on todos.
 fn todo_write(
     id: &'static str,
@@ -523,116 +537,67 @@ fn writes() -> Vec<Attempt> {
             json!({"title\"; DROP TABLE todos; --": "x"}),
             "unknown_column",
         ),
-        write(
+        alice_write(
             "SQL in the table name",
-            alice(),
-            batch(
-                "alice-phone",
-                mutation(
-                    "sql-table",
-                    "todos; DROP TABLE todos",
-                    "update",
-                    json!({"id": ALICE_TODO}),
-                    json!({"title": "x"}),
-                    NOW,
-                ),
-            ),
+            "todos; DROP TABLE todos",
+            "update",
+            json!({"id": ALICE_TODO}),
+            json!({"title": "x"}),
+            NOW,
             "unknown_table",
         ),
-        write(
+        alice_write(
             "table without rules",
-            alice(),
-            batch(
-                "alice-phone",
-                mutation(
-                    "secrets",
-                    "secrets",
-                    "update",
-                    json!({"id": 1}),
-                    json!({"code": "x"}),
-                    NOW,
-                ),
-            ),
+            "secrets",
+            "update",
+            json!({"id": 1}),
+            json!({"code": "x"}),
+            NOW,
             "forbidden",
         ),
-        write(
+        alice_write(
             "op the rules do not allow (insert note)",
-            alice(),
-            batch(
-                "alice-phone",
-                mutation(
-                    "note-insert",
-                    "notes",
-                    "insert",
-                    json!({"id": "a11ce000-0000-4000-8000-0000000000b1"}),
-                    json!({"owner_id": "alice", "title": "n"}),
-                    NOW,
-                ),
-            ),
+            "notes",
+            "insert",
+            json!({"id": "a11ce000-0000-4000-8000-0000000000b1"}),
+            json!({"owner_id": "alice", "title": "n"}),
+            NOW,
             "forbidden",
         ),
-        write(
+        alice_write(
             "op the rules do not allow (delete own note)",
-            alice(),
-            batch(
-                "alice-phone",
-                mutation(
-                    "note-delete",
-                    "notes",
-                    "delete",
-                    json!({"id": ALICE_NOTE}),
-                    json!({}),
-                    NOW,
-                ),
-            ),
+            "notes",
+            "delete",
+            json!({"id": ALICE_NOTE}),
+            json!({}),
+            NOW,
             "forbidden",
         ),
-        write(
+        alice_write(
             "update other's note (check defaults to read)",
-            alice(),
-            batch(
-                "alice-phone",
-                mutation(
-                    "note-other",
-                    "notes",
-                    "update",
-                    json!({"id": BOB_NOTE}),
-                    json!({"title": "hijacked"}),
-                    NOW,
-                ),
-            ),
+            "notes",
+            "update",
+            json!({"id": BOB_NOTE}),
+            json!({"title": "hijacked"}),
+            NOW,
             "forbidden",
         ),
-        write(
+        alice_write(
             "update own note",
-            alice(),
-            batch(
-                "alice-phone",
-                mutation(
-                    "note-own",
-                    "notes",
-                    "update",
-                    json!({"id": ALICE_NOTE}),
-                    json!({"title": "Shopping (oat milk)"}),
-                    NOW,
-                ),
-            ),
+            "notes",
+            "update",
+            json!({"id": ALICE_NOTE}),
+            json!({"title": "Shopping (oat milk)"}),
+            NOW,
             "applied",
         ),
-        write(
+        alice_write(
             "losing write shows the row without hidden columns",
-            alice(),
-            batch(
-                "alice-phone",
-                mutation(
-                    "old-write",
-                    "todos",
-                    "update",
-                    json!({"id": ALICE_PLAN}),
-                    json!({"title": "stale"}),
-                    "2000-01-01T00:00:00Z",
-                ),
-            ),
+            "todos",
+            "update",
+            json!({"id": ALICE_PLAN}),
+            json!({"title": "stale"}),
+            "2000-01-01T00:00:00Z",
             "conflict",
         ),
         todo_write(
