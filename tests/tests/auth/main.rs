@@ -6,6 +6,7 @@
 mod live;
 mod matrix;
 mod support;
+mod writes;
 
 use support::*;
 

@@ -1,4 +1,4 @@
-//! The attack matrix: every attempt with its exact expected status (and, for writes, the
+//! The attack matrix (reads and credentials here, writes in `writes`): every attempt with its exact expected status (and, for writes, the
 //! result of its first mutation), run in order against one proxy; every response body is
 //! scanned for values its viewer must never see.
 
@@ -6,6 +6,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::*;
+use crate::writes;
 
 /// What an attempt must produce besides its status.
 #[derive(Debug, Clone)]
@@ -33,17 +34,17 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    fn rows(mut self, n: usize) -> Self {
+    pub(crate) fn rows(mut self, n: usize) -> Self {
         self.expect = Expect::Rows(n);
         self
     }
 
-    fn says(mut self, text: &'static str) -> Self {
+    pub(crate) fn says(mut self, text: &'static str) -> Self {
         self.expect = Expect::Says(text);
         self
     }
 
-    fn seen_by(mut self, viewer: Viewer) -> Self {
+    pub(crate) fn seen_by(mut self, viewer: Viewer) -> Self {
         self.viewer = viewer;
         self
     }
@@ -77,7 +78,7 @@ fn todos(name: &'static str, where_: &str, cred: Cred, status: u16) -> Attempt {
     shape(name, &[("table", "todos"), ("where", where_)], cred, status)
 }
 
-fn write(name: &'static str, cred: Cred, body: Value, result: &'static str) -> Attempt {
+pub(crate) fn write(name: &'static str, cred: Cred, body: Value, result: &'static str) -> Attempt {
     Attempt {
         name,
         method: Method::POST,
@@ -90,7 +91,7 @@ fn write(name: &'static str, cred: Cred, body: Value, result: &'static str) -> A
     }
 }
 
-fn refused_write(name: &'static str, cred: Cred, status: u16) -> Attempt {
+pub(crate) fn refused_write(name: &'static str, cred: Cred, status: u16) -> Attempt {
     let body = batch(
         "d",
         mutation(
@@ -109,7 +110,12 @@ fn refused_write(name: &'static str, cred: Cred, status: u16) -> Attempt {
     }
 }
 
-fn delete(name: &'static str, params: &[(&str, &str)], cred: Cred, status: u16) -> Attempt {
+pub(crate) fn delete(
+    name: &'static str,
+    params: &[(&str, &str)],
+    cred: Cred,
+    status: u16,
+) -> Attempt {
     Attempt {
         name,
         method: Method::DELETE,
@@ -122,20 +128,20 @@ fn delete(name: &'static str, params: &[(&str, &str)], cred: Cred, status: u16) 
     }
 }
 
-fn alice() -> Cred {
+pub(crate) fn alice() -> Cred {
     Cred::Bearer(hs256(&claims("alice")))
 }
 
-fn bob() -> Cred {
+pub(crate) fn bob() -> Cred {
     Cred::Bearer(hs256(&claims("bob")))
 }
 
-fn secret() -> Cred {
+pub(crate) fn secret() -> Cred {
     Cred::Secret(SECRET.into())
 }
 
 /// A mutation of alice's on `table`, at `ts`.
-fn alice_write(
+pub(crate) fn alice_write(
     name: &'static str,
     table: &str,
     op: &str,
@@ -149,7 +155,7 @@ fn alice_write(
 }
 
 /// A mutation of alice's on todos.
-fn todo_write(
+pub(crate) fn todo_write(
     id: &'static str,
     op: &str,
     key: &str,
@@ -463,280 +469,12 @@ fn credentials() -> Vec<Attempt> {
     ]
 }
 
-fn writes() -> Vec<Attempt> {
-    let alice_new = "a11ce000-0000-4000-8000-0000000000a7";
-    vec![
-        todo_write(
-            "update own",
-            "update",
-            ALICE_TODO,
-            json!({"title": "milk, oat"}),
-            "applied",
-        ),
-        todo_write(
-            "update other's",
-            "update",
-            BOB_TODO,
-            json!({"title": "hijacked"}),
-            "forbidden",
-        ),
-        todo_write("delete other's", "delete", BOB_TODO, json!({}), "forbidden"),
-        todo_write(
-            "insert for another owner",
-            "insert",
-            "a11ce000-0000-4000-8000-0000000000a4",
-            json!({"owner_id": "bob", "title": "planted for bob"}),
-            "forbidden",
-        ),
-        todo_write(
-            "move own row to another owner",
-            "update",
-            ALICE_TODO,
-            json!({"owner_id": "bob"}),
-            "forbidden",
-        ),
-        todo_write(
-            "upsert over other's row",
-            "upsert",
-            BOB_TODO,
-            json!({"owner_id": "alice", "title": "mine now"}),
-            "forbidden",
-        ),
-        todo_write(
-            "insert own",
-            "insert",
-            alice_new,
-            json!({"owner_id": "alice", "title": "new for alice"}),
-            "applied",
-        ),
-        todo_write(
-            "upsert own new row",
-            "upsert",
-            "a11ce000-0000-4000-8000-0000000000a8",
-            json!({"owner_id": "alice", "title": "upserted"}),
-            "applied",
-        ),
-        todo_write(
-            "write a hidden column",
-            "update",
-            ALICE_TODO,
-            json!({"position": 99}),
-            "forbidden",
-        ),
-        todo_write(
-            "SQL in a value",
-            "update",
-            ALICE_TODO,
-            json!({"title": "x'); DROP TABLE todos; --"}),
-            "applied",
-        ),
-        todo_write(
-            "SQL in a column name",
-            "update",
-            ALICE_TODO,
-            json!({"title\"; DROP TABLE todos; --": "x"}),
-            "unknown_column",
-        ),
-        alice_write(
-            "SQL in the table name",
-            "todos; DROP TABLE todos",
-            "update",
-            json!({"id": ALICE_TODO}),
-            json!({"title": "x"}),
-            NOW,
-            "unknown_table",
-        ),
-        alice_write(
-            "table without rules",
-            "secrets",
-            "update",
-            json!({"id": 1}),
-            json!({"code": "x"}),
-            NOW,
-            "forbidden",
-        ),
-        alice_write(
-            "op the rules do not allow (insert note)",
-            "notes",
-            "insert",
-            json!({"id": "a11ce000-0000-4000-8000-0000000000b1"}),
-            json!({"owner_id": "alice", "title": "n"}),
-            NOW,
-            "forbidden",
-        ),
-        alice_write(
-            "op the rules do not allow (delete own note)",
-            "notes",
-            "delete",
-            json!({"id": ALICE_NOTE}),
-            json!({}),
-            NOW,
-            "forbidden",
-        ),
-        alice_write(
-            "update other's note (check defaults to read)",
-            "notes",
-            "update",
-            json!({"id": BOB_NOTE}),
-            json!({"title": "hijacked"}),
-            NOW,
-            "forbidden",
-        ),
-        alice_write(
-            "update own note",
-            "notes",
-            "update",
-            json!({"id": ALICE_NOTE}),
-            json!({"title": "Shopping (oat milk)"}),
-            NOW,
-            "applied",
-        ),
-        alice_write(
-            "losing write shows the row without hidden columns",
-            "todos",
-            "update",
-            json!({"id": ALICE_PLAN}),
-            json!({"title": "stale"}),
-            "2000-01-01T00:00:00Z",
-            "conflict",
-        ),
-        todo_write(
-            "applied write shows the row without hidden columns",
-            "update",
-            ALICE_PLAN,
-            json!({"done": true}),
-            "applied",
-        ),
-        write(
-            "atomic batch with a forbidden mutation",
-            alice(),
-            json!({"client_id": "alice-phone", "atomic": true, "mutations": [
-                mutation("atomic-own", "todos", "update", json!({"id": ALICE_TODO}),
-                         json!({"title": "atomic-ok"}), NOW),
-                mutation("atomic-other", "todos", "update", json!({"id": BOB_TODO}),
-                         json!({"title": "atomic-hijack"}), NOW),
-            ]}),
-            "aborted",
-        ),
-        write(
-            "token in the query",
-            Cred::Query(hs256(&claims("alice"))),
-            batch(
-                "alice-phone",
-                mutation(
-                    "query-token",
-                    "todos",
-                    "update",
-                    json!({"id": ALICE_TODO}),
-                    json!({"done": true}),
-                    NOW,
-                ),
-            ),
-            "applied",
-        ),
-        write(
-            "bob updates alice's row",
-            bob(),
-            batch(
-                "bob-phone",
-                mutation(
-                    "bob-hijack",
-                    "todos",
-                    "update",
-                    json!({"id": ALICE_TODO}),
-                    json!({"title": "bob was here"}),
-                    NOW,
-                ),
-            ),
-            "forbidden",
-        )
-        .seen_by(Viewer::Bob),
-        write(
-            "the secret writes any row",
-            secret(),
-            batch(
-                "server",
-                mutation(
-                    "secret-update",
-                    "todos",
-                    "update",
-                    json!({"id": BOB_DENTIST}),
-                    json!({"title": "dentist moved"}),
-                    NOW,
-                ),
-            ),
-            "applied",
-        )
-        .seen_by(Viewer::Anyone),
-        write(
-            "the secret writes a table without rules",
-            secret(),
-            batch(
-                "server",
-                mutation(
-                    "secret-secrets",
-                    "secrets",
-                    "update",
-                    json!({"id": 2}),
-                    json!({"code": "SECRET-CODE-BOB-3"}),
-                    NOW,
-                ),
-            ),
-            "applied",
-        )
-        .seen_by(Viewer::Anyone),
-        refused_write("write without credentials", Cred::None, 401),
-        refused_write(
-            "write with an expired token",
-            Cred::Bearer(hs256(&claims_with(
-                "alice",
-                json!({"exp": jsonwebtoken::get_current_timestamp() - 60}),
-            ))),
-            401,
-        ),
-        refused_write(
-            "write with alg none",
-            Cred::Bearer(alg_none(&claims("alice"))),
-            401,
-        ),
-        refused_write(
-            "write with a wrong secret",
-            Cred::Secret("guess".into()),
-            401,
-        ),
-    ]
-}
-
-fn deletes() -> Vec<Attempt> {
-    vec![
-        delete(
-            "delete a shape with a token",
-            &[("table", "announcements")],
-            alice(),
-            403,
-        )
-        .says("secret"),
-        delete(
-            "delete a shape without credentials",
-            &[("table", "announcements")],
-            Cred::None,
-            401,
-        ),
-        delete(
-            "delete a shape with the secret",
-            &[("table", "announcements")],
-            secret(),
-            202,
-        ),
-    ]
-}
-
 /// Every attempt, in the order they run.
 pub fn attempts() -> Vec<Attempt> {
     let mut all = reads();
     all.extend(credentials());
-    all.extend(writes());
-    all.extend(deletes());
+    all.extend(writes::writes());
+    all.extend(writes::deletes());
     all
 }
 
