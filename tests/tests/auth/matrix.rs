@@ -1,6 +1,7 @@
-//! The attack matrix (reads and credentials here, writes in `writes`): every attempt with its exact expected status (and, for writes, the
+//! The attack matrix: every attempt with its exact expected status (and, for writes, the
 //! result of its first mutation), run in order against one proxy; every response body is
-//! scanned for values its viewer must never see.
+//! scanned for values its viewer must never see. Reads and credentials are here, writes and
+//! deletes in `writes`.
 
 use reqwest::Method;
 use serde_json::{Value, json};
