@@ -17,6 +17,7 @@ use shapes::lsn::Lsn;
 use shapes::offset::Offset;
 use shapes::wire;
 
+use crate::auth::Credentials;
 use crate::http::error::ApiError;
 use crate::server::AppState;
 use crate::shape_log::Framing;
@@ -212,12 +213,15 @@ pub(super) async fn delete_shape(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = query.unwrap_or_default();
-    let access = authorize::authenticate(&state, &request_headers, &query)?;
-    if let crate::auth::Access::Token(_) = access {
-        return Err(ApiError::Forbidden(
-            "deleting shapes needs the secret (?secret=…); a token is not enough".into(),
-        ));
-    }
+    let found = params::credentials(&query);
+    let credentials = Credentials::of(
+        &request_headers,
+        found.secret.as_deref(),
+        found.token.as_deref(),
+    );
+    state
+        .auth
+        .require_full_access(credentials, "deleting shapes")?;
     let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect();
