@@ -287,6 +287,13 @@ fn reads() -> Vec<Attempt> {
             403,
         ),
         todos(
+            "SQL in a quoted identifier",
+            "\"owner_id\"\" OR 1=1 --\" = 'x'",
+            alice(),
+            400,
+        )
+        .says("unknown column"),
+        todos(
             "SQL after the where",
             "owner_id = 'alice'; DROP TABLE todos",
             alice(),
