@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::config::AuthArgs;
 use crate::config::{ServeConfig, TombstoneSpec};
 use crate::mutations::WriteArgs;
 use crate::mutations::config::Retention;
@@ -163,11 +164,14 @@ pub struct ProxyArgs {
 
     #[command(flatten)]
     pub writes: WriteArgs,
-    /// Secret that shape requests must carry as `?secret=` (Electric's server-to-server
-    /// authentication). Without it (and without JWT auth), shapes are open to anyone who can
-    /// reach the proxy.
+    /// Secret for server-to-server callers, as `?secret=` (Electric's): full access to shapes,
+    /// DELETE and writes. Without it and without JWT auth, shapes and writes are open to
+    /// anyone who can reach the proxy.
     #[arg(long, env = "SHAPESYNC_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
 
     /// How long a live long-poll request waits for changes before answering up-to-date.
     #[arg(long, env = "SHAPESYNC_LONG_POLL_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
@@ -215,6 +219,7 @@ impl ProxyArgs {
         config.publication = self.publication;
         config.writes = self.writes.into_config(dev_defaults);
         config.secret = self.secret;
+        config.auth = self.auth.into();
         config.long_poll_timeout = self.long_poll_timeout;
         config.sse_timeout = self.sse_timeout;
         config.chunk_bytes = self.chunk_bytes;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use shapes::schema::QualifiedName;
 
+use crate::auth::config::AuthConfig;
 use crate::mutations::WriteConfig;
 
 /// Everything the proxy needs to run (`serve`, and `dev` once its cluster is up).
@@ -23,8 +24,11 @@ pub struct ServeConfig {
     pub tombstones: Vec<TombstoneSpec>,
     /// The write path (`POST /v1/mutations`).
     pub writes: WriteConfig,
-    /// `?secret=` required of every shape request when set.
+    /// `?secret=`: full access (server to server). With it or JWT auth, every request must
+    /// authenticate.
     pub secret: Option<String>,
+    /// JWT bearer tokens, rules and per-token limits.
+    pub auth: AuthConfig,
     pub long_poll_timeout: Duration,
     pub sse_timeout: Duration,
     /// Shape logs are split into chunks of about this many bytes.
@@ -50,6 +54,7 @@ impl ServeConfig {
             tombstones: Vec::new(),
             writes: WriteConfig::default(),
             secret: None,
+            auth: AuthConfig::default(),
             long_poll_timeout: Duration::from_secs(20),
             sse_timeout: Duration::from_secs(60),
             chunk_bytes: 10 * 1024 * 1024,

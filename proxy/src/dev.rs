@@ -84,10 +84,14 @@ async fn serve_on(
         .proxy
         .clone()
         .into_config(url.clone(), storage_dir, true);
+    let auth_on = config.auth.any_given(config.secret.as_deref());
     let (bound_tx, bound_rx) = oneshot::channel();
     let server = tokio::spawn(server::run(config, shutdown, Some(bound_tx)));
     if let Ok(addr) = bound_rx.await {
         print_banner(addr, cluster, &url);
+        if !auth_on {
+            print_auth_warning(addr);
+        }
     }
     server.await??;
     Ok(())
@@ -172,6 +176,17 @@ fn print_banner(addr: SocketAddr, cluster: &LocalCluster, url: &str) {
          \x20 psql       psql '{url}'\n\
          \x20 data       {}\n",
         cluster.pgdata().display()
+    );
+    let _ = std::io::stdout().flush();
+}
+
+/// `dev` runs open unless auth flags are given: say so where the developer looks.
+fn print_auth_warning(addr: SocketAddr) {
+    println!(
+        "WARNING: auth is off. Anyone who can reach {addr} reads every table and writes the \
+         example tables.\n\
+         \x20        To try auth: --jwt-secret KEY --rules rules.example.toml (see the README's \
+         Auth section).\n"
     );
     let _ = std::io::stdout().flush();
 }

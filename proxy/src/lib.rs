@@ -3,6 +3,7 @@
 //!
 //! The `shapesync` binary (`main.rs`) is a thin layer over this library.
 
+pub mod auth;
 pub mod catalog;
 pub mod change_writer;
 pub mod cli;

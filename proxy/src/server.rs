@@ -7,6 +7,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Auth, AuthSetupError, Credentials};
 use crate::commit_watch::CommitWatch;
 use crate::config::ServeConfig;
 use crate::database::{self, DatabaseError};
@@ -42,30 +43,22 @@ pub struct AppState {
     pub writes: Arc<MutationService>,
     pub settings: Arc<ServeConfig>,
     pub engine: Arc<Engine>,
+    /// Who may read and write what.
+    pub auth: Arc<Auth>,
     /// Cancelled when the proxy shuts down: live requests answer at once.
     pub shutdown: CancellationToken,
 }
 
 impl AppState {
-    /// With `--secret`, a shape request must carry it.
+    /// Full access only: auth is off, or `given` is the secret (a token is not enough; use
+    /// [`Auth::access`] and the rules for requests a token may make).
     pub fn check_secret(&self, given: Option<&str>) -> Result<(), ApiError> {
-        match (&self.settings.secret, given) {
-            (None, _) => Ok(()),
-            (Some(expected), Some(given))
-                if constant_time_eq(expected.as_bytes(), given.as_bytes()) =>
-            {
-                Ok(())
-            }
-            (Some(_), None) => Err(ApiError::Unauthorized(
-                "this shapesync requires a secret: add ?secret=…".into(),
-            )),
-            (Some(_), Some(_)) => Err(ApiError::Unauthorized("the secret is wrong".into())),
-        }
+        let credentials = Credentials {
+            secret: given,
+            ..Credentials::default()
+        };
+        self.auth.require_full_access(credentials, "this request")
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +84,8 @@ pub enum ServeError {
     Http(#[source] std::io::Error),
     #[error(transparent)]
     ReadPath(#[from] StartError),
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
 }
 
 /// Serves until `shutdown` is cancelled. `bound` (if given) receives the listening address
@@ -108,6 +103,13 @@ pub async fn run(
         .map_err(DatabaseError::Query)?;
     if !steps.is_empty() {
         tracing::info!(?steps, "upgraded the shapesync schema");
+    }
+    let auth = Arc::new(Auth::load(&config.auth, config.secret.as_deref(), &client).await?);
+    if !auth.is_on() {
+        tracing::warn!(
+            "auth is off: anyone who can reach the proxy reads every table and writes the \
+             --writable ones (set --secret, or --jwt-secret/--jwt-public-key with --rules)"
+        );
     }
     drop(client);
     std::fs::create_dir_all(&config.storage_dir).map_err(|source| ServeError::Storage {
@@ -145,6 +147,7 @@ pub async fn run(
         writes,
         settings: config,
         engine: read_path.engine.clone(),
+        auth,
         shutdown: shutdown.clone(),
     };
     let app = crate::http::router(state);

@@ -22,7 +22,8 @@ fn dev_serves_health_applies_migrations_once_and_leaves_no_postgres_behind() {
 
     let port = free_port();
     let mut dev = spawn_dev(&data_dir, port);
-    let banner = read_until(&mut dev, "/v1/health");
+    // The banner, then (without auth flags) the warning that the proxy is open.
+    let banner = read_until(&mut dev, "auth is off");
     assert!(
         banner.contains(&format!("http://127.0.0.1:{port}/v1/health")),
         "{banner}"
@@ -118,7 +119,16 @@ fn help_explains_the_commands() {
     }
     let out = Command::new(BIN).args(["dev", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for needle in ["--data-dir", "--port", "--migrations", "SHAPESYNC_DATA_DIR"] {
+    for needle in [
+        "--data-dir",
+        "--port",
+        "--migrations",
+        "SHAPESYNC_DATA_DIR",
+        "--jwt-secret",
+        "--jwt-public-key",
+        "--rules",
+        "SHAPESYNC_RULES",
+    ] {
         assert!(
             text.contains(needle),
             "dev --help lacks {needle:?}:\n{text}"

@@ -230,6 +230,50 @@ impl ShapeDefinition {
     pub fn log(&self) -> LogMode {
         self.log
     }
+
+    /// The definition with a server-side row `filter` ANDed into its `where`: rows must match
+    /// both, whatever the request's `where` says. The filter is part of the identity (a
+    /// `filter=` line of the canonical form, so the hash differs from every unfiltered
+    /// definition), and [`ShapeDefinition::where_clause`] is the conjunction.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use shapes::definition::{LogMode, ReplicaMode, ShapeDefinition};
+    /// use shapes::schema::{Column, PgType, QualifiedName, TableSchema, TypeKind};
+    /// use shapes::where_clause::WhereClause;
+    /// let col = |name: &str, ty: &str, pk: Option<usize>| Column {
+    ///     name: name.into(),
+    ///     ty: PgType { oid: 0, name: ty.into(), kind: TypeKind::Base },
+    ///     type_mod: -1, dims: 0, not_null: pk.is_some(), pk_index: pk, generated: false,
+    /// };
+    /// let table = TableSchema {
+    ///     name: QualifiedName::new("public", "todos"),
+    ///     oid: 1,
+    ///     columns: vec![col("id", "int8", Some(0)), col("owner", "text", None)],
+    /// };
+    /// let none = BTreeMap::new();
+    /// let plain = ShapeDefinition::new(&table, Some("id > 1"), &none, None,
+    ///     ReplicaMode::Default, LogMode::Full).unwrap();
+    /// let alice = WhereClause::parse("owner = 'alice'", &none, &table).unwrap();
+    /// let bob = WhereClause::parse("owner = 'bob'", &none, &table).unwrap();
+    /// let for_alice = plain.clone().with_filter(&alice);
+    /// let for_bob = plain.clone().with_filter(&bob);
+    /// assert_ne!(for_alice.identity_hash(), for_bob.identity_hash());
+    /// assert_ne!(for_alice.identity_hash(), plain.identity_hash());
+    /// let w = for_alice.where_clause().unwrap();
+    /// assert!(!w.matches(&[Some("2".into()), Some("bob".into())]));
+    /// assert!(w.matches(&[Some("2".into()), Some("alice".into())]));
+    /// ```
+    pub fn with_filter(mut self, filter: &WhereClause) -> ShapeDefinition {
+        self.canonical
+            .push_str(&format!("\nfilter={}", filter.canonical()));
+        self.hash = fnv1a_64(self.canonical.as_bytes());
+        self.where_clause = Some(match &self.where_clause {
+            Some(requested) => filter.and(requested),
+            None => filter.clone(),
+        });
+        self
+    }
 }
 
 fn select_columns(table: &TableSchema, list: &str) -> Result<Vec<usize>, DefinitionError> {

@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::table;
+use common::{parse, row, table};
 use shapes::definition::{DefinitionError, LogMode, ReplicaMode, ShapeDefinition};
 
 fn def(
@@ -170,4 +170,56 @@ fn blank_where_means_no_where() {
             .where_clause()
             .is_none()
     );
+}
+
+#[test]
+fn a_filter_holds_whatever_the_where_says() {
+    let filter = parse("t = 'alice'").unwrap();
+    for widening in [
+        "i4 = 1 OR true",
+        "NOT (t = 'alice')",
+        "t IS DISTINCT FROM 'alice'",
+        "true OR t = 'bob'",
+    ] {
+        let d = def(Some(widening), &[], None).unwrap().with_filter(&filter);
+        let w = d.where_clause().unwrap();
+        assert!(
+            !w.matches(&row(&[("id", "1"), ("i4", "1"), ("t", "bob")])),
+            "{widening}"
+        );
+        let (sql, _) = w.to_sql();
+        assert!(
+            sql.starts_with(r#"((("t") COLLATE "C" = $1::text) AND "#),
+            "{sql}"
+        );
+    }
+    let plain = def(None, &[], None).unwrap().with_filter(&filter);
+    assert_eq!(plain.where_clause(), Some(&filter));
+}
+
+#[test]
+fn a_filtered_shape_never_shares_an_identity_with_an_unfiltered_one() {
+    let filter = parse("t = 'alice'").unwrap();
+    let filtered = def(None, &[], Some("id,t")).unwrap().with_filter(&filter);
+    let same_rows_unfiltered = def(Some("t = 'alice'"), &[], Some("id,t")).unwrap();
+    assert_ne!(filtered.canonical(), same_rows_unfiltered.canonical());
+    assert_ne!(
+        filtered.identity_hash(),
+        same_rows_unfiltered.identity_hash()
+    );
+    assert!(
+        filtered
+            .canonical()
+            .ends_with("\nfilter=(\"t\" = 'alice'::text)"),
+        "{}",
+        filtered.canonical()
+    );
+    let bob = def(None, &[], Some("id,t"))
+        .unwrap()
+        .with_filter(&parse("t = 'bob'").unwrap());
+    assert_ne!(filtered.identity_hash(), bob.identity_hash());
+    let again = def(None, &[], Some("t, id"))
+        .unwrap()
+        .with_filter(&parse("\"t\" = $$alice$$").unwrap());
+    assert_eq!(again.identity_hash(), filtered.identity_hash());
 }

@@ -101,6 +101,7 @@ pub fn writes_only_router(config: proxy::config::ServeConfig) -> axum::Router {
         writes,
         settings: config,
         engine,
+        auth: Arc::new(proxy::auth::Auth::off()),
         shutdown: tokio_util::sync::CancellationToken::new(),
     })
 }

@@ -23,6 +23,7 @@ use shapes::handle::Handle;
 use shapes::lsn::Lsn;
 use shapes::routing::ShapeId;
 use shapes::schema::QualifiedName;
+use shapes::where_clause::WhereClause;
 use shapes::wire::SnapshotInfo;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
@@ -172,18 +173,26 @@ impl Engine {
         });
     }
 
-    /// The definition a request names (validated against the table).
+    /// The definition a request names (validated against the table), with the row filter
+    /// of the auth rules, if any, ANDed in.
     pub async fn definition(&self, request: &ShapeRequest) -> Result<ShapeDefinition, ShapeError> {
         let name = QualifiedName::new(request.schema.clone(), request.table.clone());
         let table = self.tables.get(&self.metadata, &name).await?;
-        Ok(ShapeDefinition::new(
+        let definition = ShapeDefinition::new(
             &table,
             request.where_.as_deref(),
             &request.params,
             request.columns.as_deref(),
             request.replica(),
             request.log_mode(),
-        )?)
+        )?;
+        let Some(filter) = &request.filter else {
+            return Ok(definition);
+        };
+        let filter = WhereClause::parse(&filter.where_, &filter.params, &table).map_err(|e| {
+            ShapeError::Internal(format!("the row filter of the rules of {name}: {e}"))
+        })?;
+        Ok(definition.with_filter(&filter))
     }
 
     /// The shape for a request: the existing one, or a new one (whose snapshot starts now).
@@ -192,10 +201,24 @@ impl Engine {
         self: &Arc<Self>,
         request: &ShapeRequest,
     ) -> Result<Arc<Shape>, ShapeError> {
+        self.shape_for_admitting(request, || Ok::<(), ShapeError>(()))
+            .await
+    }
+
+    /// Like [`Engine::shape_for`], asking `admit` before a new shape is made (a per-client
+    /// limit may refuse it).
+    pub async fn shape_for_admitting<E: From<ShapeError>>(
+        self: &Arc<Self>,
+        request: &ShapeRequest,
+        admit: impl FnOnce() -> Result<(), E>,
+    ) -> Result<Arc<Shape>, E> {
         let definition = self.definition(request).await?;
         let shape = match self.store.get_by_definition(definition.canonical()) {
             Some(shape) => shape,
-            None => self.create(request, definition).await?,
+            None => {
+                admit()?;
+                self.create(request, definition).await?
+            }
         };
         shape.touch();
         self.wait_ready(&shape).await?;

@@ -27,6 +27,10 @@ pub enum ApiError {
     MustRefetch(Handle),
     /// 413.
     TooLarge(String),
+    /// 414 `{"message":"…"}`.
+    UriTooLong(String),
+    /// 429 `{"message":"…"}` + `retry-after`: a per-token limit.
+    TooManyRequests { message: String, retry_after: u64 },
     /// 503 `{"code":…,"message":…}` + `retry-after`.
     Unavailable {
         code: &'static str,
@@ -97,6 +101,25 @@ impl IntoResponse for ApiError {
                 Json(json!({ "message": message })),
             )
                 .into_response(),
+            ApiError::UriTooLong(message) => (
+                StatusCode::URI_TOO_LONG,
+                Json(json!({ "message": message })),
+            )
+                .into_response(),
+            ApiError::TooManyRequests {
+                message,
+                retry_after,
+            } => {
+                let mut response = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(json!({ "message": message })),
+                )
+                    .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                response
+            }
             ApiError::MustRefetch(handle) => {
                 let mut response = (
                     StatusCode::CONFLICT,

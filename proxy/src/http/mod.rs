@@ -13,12 +13,13 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::server::AppState;
+use error::ApiError;
 
 /// Headers the Electric client reads from responses.
 const EXPOSED_HEADERS: &str = "electric-cursor,electric-handle,electric-has-data,electric-offset,\
@@ -27,6 +28,7 @@ electric-schema,electric-up-to-date,electric-snapshot,retry-after";
 /// Every route of the proxy.
 pub fn router(state: AppState) -> Router {
     let max_body = state.writes.config().max_body_bytes;
+    let max_url = state.auth.max_url_bytes;
     Router::new()
         .route("/v1/health", get(health::get_health))
         .route("/metrics", get(metrics::get_metrics))
@@ -47,7 +49,25 @@ pub fn router(state: AppState) -> Router {
         // gzip when the client accepts it; never for SSE (the default predicate skips
         // text/event-stream) or tiny bodies.
         .layer(CompressionLayer::new())
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            limit_url(max_url, request, next)
+        }))
         .layer(middleware::from_fn(cors))
+}
+
+/// 414 for a URL longer than `--max-url-bytes`, before any work is done for it.
+async fn limit_url(max_bytes: usize, request: Request, next: Next) -> Response {
+    let len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
+    if len > max_bytes {
+        return ApiError::UriTooLong(format!(
+            "the URL is {len} bytes, longer than the {max_bytes} allowed (--max-url-bytes)"
+        ))
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// CORS on every response: the request's Origin (or `*`), and the headers clients read.

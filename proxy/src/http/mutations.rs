@@ -1,21 +1,40 @@
 //! `POST /v1/mutations`: a batch of writes (PROTOCOL.md Part 2). The body may be gzipped
 //! (`Content-Encoding: gzip`); its size limit applies after decompression.
+//!
+//! With auth on, the request authenticates first (401); the secret writes what `--writable`
+//! allows, a token what the rules allow too (per mutation: `forbidden`), and the rows in its
+//! results show only the columns it may read.
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::mutations::wire::{self, InvalidRequest};
+use crate::auth::{Access, Credentials, TokenAccess};
+use crate::http::shape::params::credentials;
+use crate::mutations::guard::WriteGuard;
+use crate::mutations::table::parse_table_name;
+use crate::mutations::wire::{self, InvalidRequest, MutationResponse, Outcome};
 use crate::server::AppState;
 
 pub(super) async fn post_mutations(
     State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let found = credentials(query.as_deref().unwrap_or(""));
+    let access = match state.auth.access(Credentials::of(
+        &headers,
+        found.secret.as_deref(),
+        found.token.as_deref(),
+    )) {
+        Ok(access) => access,
+        Err(err) => return err.into_response(),
+    };
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -28,16 +47,36 @@ pub(super) async fn post_mutations(
             });
         }
     };
-    let request = match wire::parse_request(&body) {
+    let mut request = match wire::parse_request(&body) {
         Ok(request) => request,
         Err(err) => return invalid(&err),
     };
+    let token = match access {
+        Access::Token(token) => Some(token),
+        Access::Open | Access::Secret => None,
+    };
+    if let Some(subject) = token.as_ref().and_then(|t| t.subject()) {
+        // Idempotency records are per client id: keep one user's from answering another's
+        // retries (a token refresh keeps the subject, so retries still find theirs).
+        request.client_id = format!("{subject}\u{1f}{}", request.client_id);
+    }
+    let tables: Vec<String> = request.mutations.iter().map(|m| m.table.clone()).collect();
     // The batch runs to its end even if the client goes away, so that a retry finds it
     // recorded instead of half done.
     let writes = state.writes.clone();
-    let outcome = tokio::spawn(async move { writes.apply(request).await }).await;
+    let guard = token.clone();
+    let outcome = tokio::spawn(async move {
+        let guard = guard.as_deref().map(|t| t as &dyn WriteGuard);
+        writes.apply_guarded(request, guard).await
+    })
+    .await;
     match outcome {
-        Ok(Ok(response)) => no_store((StatusCode::OK, Json(response)).into_response()),
+        Ok(Ok(mut response)) => {
+            if let Some(token) = &token {
+                hide_unreadable_columns(token, &tables, &mut response);
+            }
+            no_store((StatusCode::OK, Json(response)).into_response())
+        }
         Ok(Err(err)) if err.is_transient() => {
             tracing::warn!(error = %err, "write failed: database unavailable");
             let mut response = no_store(
@@ -55,6 +94,27 @@ pub(super) async fn post_mutations(
         }
         Ok(Err(err)) => internal(&err),
         Err(join) => internal(&join),
+    }
+}
+
+/// The rows in results show only what the token may read of their table.
+fn hide_unreadable_columns(
+    token: &TokenAccess,
+    tables: &[String],
+    response: &mut MutationResponse,
+) {
+    for (result, table) in response.results.iter_mut().zip(tables) {
+        let row = match &mut result.outcome {
+            Outcome::Applied { row, .. } | Outcome::Conflict { row, .. } => row,
+            _ => continue,
+        };
+        let Some(values) = row.as_mut() else {
+            continue;
+        };
+        match parse_table_name(table) {
+            Some(name) => values.retain(|column, _| token.can_read_column(&name, column)),
+            None => *row = None,
+        }
     }
 }
 

@@ -20,6 +20,7 @@ use tokio_postgres::types::ToSql;
 use super::batch::{Batch, Slot};
 use super::clock::format_micros;
 use super::error::MutationError;
+use super::guard;
 use super::lww::{self, Intent, Plan, RowWrite, StoredRow};
 use super::pool::PooledConnection;
 use super::store::{self, KeyState, Planned, WriteKind, WriteOutcome};
@@ -250,7 +251,8 @@ async fn apply_table(
         }
         let groups = plan_round(&table, batch, round, &mut states, now, outcomes)?;
         for (kind, items) in groups {
-            let results = store::write_group(conn, &table, &kind, &items, budget).await?;
+            let check = batch.check_of(table.name());
+            let results = store::write_group(conn, &table, &kind, &items, check, budget).await?;
             for (item, result) in items.into_iter().zip(results) {
                 wrote_rows |= matches!(result, WriteOutcome::Written(_));
                 let slot = item.slot;
@@ -276,6 +278,12 @@ fn plan_round(
     for (id, index) in round {
         let m = mutation(batch, index)?;
         let state = states.entry(id.clone()).or_default();
+        if let (Some(check), Some(row)) = (batch.check_of(table.name()), &state.row)
+            && !check.matches(&row.values)
+        {
+            outcomes[index] = Some(guard::forbidden(guard::check_failed(table, false)));
+            continue;
+        }
         let plan = match plan_one(table, m, state, now) {
             Ok(plan) => plan,
             Err(outcome) => {

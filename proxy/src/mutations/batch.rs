@@ -2,9 +2,14 @@
 //! validation) or pending, checked against its table.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use shapes::schema::QualifiedName;
+use shapes::where_clause::WhereClause;
 
 use super::config::WriteConfig;
 use super::error::MutationError;
+use super::guard::{self, WriteGuard};
 use super::pool::PooledConnection;
 use super::table::{TableCache, parse_table_name};
 use super::validate::{ValidMutation, validate};
@@ -26,6 +31,8 @@ pub struct Batch {
     pub slots: Vec<Slot>,
     /// For a mutation id repeated within the batch, the index of its first occurrence.
     pub repeat_of: Vec<Option<usize>>,
+    /// Per table, the condition the [`WriteGuard`] puts on rows before and after a write.
+    pub checks: HashMap<QualifiedName, Arc<WhereClause>>,
 }
 
 impl Batch {
@@ -39,9 +46,16 @@ impl Batch {
     pub fn reject(&mut self, index: usize, outcome: Outcome) {
         self.slots[index] = Slot::Done(outcome);
     }
+
+    /// The row check of `table`, if the request has one.
+    pub fn check_of(&self, table: &QualifiedName) -> Option<&WhereClause> {
+        self.checks.get(table).map(|c| c.as_ref())
+    }
 }
 
-/// Validates every mutation; `server_now` (µs) bounds timestamps.
+/// Validates every mutation; `server_now` (µs) bounds timestamps; `guard` (auth rules)
+/// admits each mutation and gives each table's row check.
+#[allow(clippy::too_many_arguments)]
 pub async fn prepare(
     request: MutationRequest,
     conn: &mut PooledConnection<'_>,
@@ -49,7 +63,10 @@ pub async fn prepare(
     config: &WriteConfig,
     tombstones: &[TombstoneSpec],
     server_now: i64,
+    guard: Option<&dyn WriteGuard>,
 ) -> Result<Batch, MutationError> {
+    let mut checks: HashMap<QualifiedName, Result<Option<Arc<WhereClause>>, String>> =
+        HashMap::new();
     let mut first_index: HashMap<&str, usize> = HashMap::new();
     let mut repeat_of = Vec::with_capacity(request.mutations.len());
     let mut slots = Vec::with_capacity(request.mutations.len());
@@ -93,7 +110,18 @@ pub async fn prepare(
             server_now,
             config.max_clock_skew,
         ) {
-            Ok(valid) => Slot::Pending(valid),
+            Ok(valid) => match guard {
+                None => Slot::Pending(valid),
+                Some(guard) => {
+                    let check = checks
+                        .entry(name)
+                        .or_insert_with(|| guard.row_check(&table).map(|c| c.map(Arc::new)));
+                    match check.clone().and_then(|_| guard.admit(&table, &valid)) {
+                        Ok(()) => Slot::Pending(valid),
+                        Err(reason) => Slot::Done(guard::forbidden(reason)),
+                    }
+                }
+            },
             Err(error) => Slot::Done(Outcome::Rejected { error }),
         };
         slots.push(slot);
@@ -104,5 +132,9 @@ pub async fn prepare(
         atomic: request.atomic,
         slots,
         repeat_of,
+        checks: checks
+            .into_iter()
+            .filter_map(|(name, check)| Some((name, check.ok()??)))
+            .collect(),
     })
 }

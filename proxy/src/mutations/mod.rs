@@ -4,7 +4,9 @@
 //! - `wire`: the JSON, parsed strictly (unknown fields are named with the mutation's index);
 //! - `batch` + `validate`: each mutation checked against its table (`table`: catalog and the
 //!   roles configuration gives columns) — exists, writable, primary key, columns writable,
-//!   timestamp parsed and clamped (`clock`);
+//!   timestamp parsed and clamped (`clock`) — and, with auth, admitted by the request's
+//!   `guard` (the rules' ops and columns; their row check runs inside the transaction, on the
+//!   locked row before and the written row after);
 //! - `values`: every value cast by Postgres before the write transaction (read-only), so a bad
 //!   value rejects its mutation only;
 //! - `apply`: one transaction — idempotency, row locks, last-write-wins planning (`lww`, pure),
@@ -20,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod gc;
+pub mod guard;
 pub mod lww;
 pub mod pool;
 pub mod refusal;
@@ -42,6 +45,7 @@ pub use error::MutationError;
 pub use wire::{MutationRequest, MutationResponse};
 
 use apply::Applied;
+use guard::WriteGuard;
 use pool::{ConnectionPool, PooledConnection};
 use table::TableCache;
 
@@ -85,14 +89,23 @@ impl MutationService {
 
     /// Applies a batch and answers it.
     pub async fn apply(&self, request: MutationRequest) -> Result<MutationResponse, MutationError> {
+        self.apply_guarded(request, None).await
+    }
+
+    /// Applies a batch that `guard` (the auth rules of the request) must also allow.
+    pub async fn apply_guarded(
+        &self,
+        request: MutationRequest,
+        guard: Option<&dyn WriteGuard>,
+    ) -> Result<MutationResponse, MutationError> {
         let ids: Vec<String> = request.mutations.iter().map(|m| m.id.clone()).collect();
         let mut conn = self.pool.get().await?;
-        let applied = match self.apply_on(&mut conn, request.clone()).await {
+        let applied = match self.apply_on(&mut conn, request.clone(), guard).await {
             Err(err) if err.is_schema_change() => {
                 // A table changed under cached statements: read the catalog again, once.
                 self.tables.clear();
                 conn.forget_statements();
-                self.apply_on(&mut conn, request).await?
+                self.apply_on(&mut conn, request, guard).await?
             }
             other => other?,
         };
@@ -121,6 +134,7 @@ impl MutationService {
         &self,
         conn: &mut PooledConnection<'_>,
         request: MutationRequest,
+        guard: Option<&dyn WriteGuard>,
     ) -> Result<Applied, MutationError> {
         let now = chrono::Utc::now().timestamp_micros();
         let mut batch = batch::prepare(
@@ -130,6 +144,7 @@ impl MutationService {
             &self.config,
             &self.tombstones,
             now,
+            guard,
         )
         .await?;
         values::check(conn, &mut batch).await?;

@@ -11,18 +11,19 @@
 //! undecided past that are answered `aborted` (not recorded: a retry applies them).
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Range;
 
+use shapes::where_clause::WhereClause;
 use tokio_postgres::types::ToSql;
 
 use super::clock::Clock;
 use super::error::MutationError;
+use super::guard::check_failed;
 use super::lww::{Plan, RowClocks, RowWrite, StoredRow, TombstoneChange};
 use super::pool::PooledConnection;
 use super::refusal::refusal_for;
 use super::sql;
 use super::table::WritableTable;
-use super::wire::Refusal;
+use super::wire::{Refusal, RefusalCode};
 
 /// Savepoints released (holding a subtransaction id) per transaction, well under Postgres'
 /// cache of 64.
@@ -235,31 +236,51 @@ impl WriteKind {
     }
 }
 
-/// Writes a group, splitting it on data errors (see the module doc).
+/// Writes a group, splitting it on data errors (see the module doc). With a `check`, every
+/// row the statement leaves must satisfy it: the rows that do not are rejected (`forbidden`),
+/// the savepoint rolled back, and the others written again without them.
 pub async fn write_group(
     conn: &mut PooledConnection<'_>,
     table: &WritableTable,
     kind: &WriteKind,
     items: &[Planned],
+    check: Option<&WhereClause>,
     budget: &mut u32,
 ) -> Result<Vec<WriteOutcome>, MutationError> {
     let mut outcomes = vec![WriteOutcome::Aborted; items.len()];
-    let mut todo: Vec<Range<usize>> = Vec::new();
-    todo.push(0..items.len());
-    while let Some(range) = todo.pop() {
-        if range.is_empty() {
+    let mut todo: Vec<Vec<usize>> = vec![(0..items.len()).collect()];
+    while let Some(indices) = todo.pop() {
+        if indices.is_empty() || *budget == 0 {
             continue;
         }
-        if *budget == 0 {
-            continue;
-        }
-        let group = &items[range.clone()];
-        match run_write(conn, table, kind, group).await {
+        let group: Vec<&Planned> = indices.iter().map(|&i| &items[i]).collect();
+        match run_write(conn, table, kind, &group).await {
             Ok(rows) => {
+                let refused = refused_rows(check, &group, &rows);
+                if !refused.is_empty() {
+                    conn.execute(
+                        "ROLLBACK TO SAVEPOINT shapesync_write; RELEASE SAVEPOINT shapesync_write",
+                    )
+                    .await?;
+                    let mut rest = Vec::with_capacity(indices.len());
+                    for (position, &index) in indices.iter().enumerate() {
+                        if refused.contains(&position) {
+                            outcomes[index] = WriteOutcome::Rejected(Refusal {
+                                code: RefusalCode::Forbidden,
+                                column: None,
+                                message: check_failed(table, true),
+                            });
+                        } else {
+                            rest.push(index);
+                        }
+                    }
+                    todo.push(rest);
+                    continue;
+                }
                 // Left unreleased: releasing costs a round trip and frees no subtransaction
                 // id (a released one stays in the cache until commit); COMMIT releases it.
                 *budget -= 1;
-                for (offset, item) in group.iter().enumerate() {
+                for (item, &index) in group.iter().zip(&indices) {
                     let written = match kind {
                         WriteKind::Delete => None,
                         _ => Some(
@@ -268,14 +289,14 @@ pub async fn write_group(
                                 .ok_or(MutationError::ConcurrentCreate)?,
                         ),
                     };
-                    outcomes[range.start + offset] = WriteOutcome::Written(written);
+                    outcomes[index] = WriteOutcome::Written(written);
                 }
                 if matches!(kind, WriteKind::Delete) && rows.len() != group.len() {
                     return Err(MutationError::Internal("a locked row vanished".into()));
                 }
             }
             Err(err) => {
-                let columns = group.first().map(Planned::columns).unwrap_or_default();
+                let columns = group.first().map(|p| p.columns()).unwrap_or_default();
                 let Some(refusal) = refusal_for(&err, table, &columns) else {
                     return Err(err.into());
                 };
@@ -283,18 +304,38 @@ pub async fn write_group(
                     "ROLLBACK TO SAVEPOINT shapesync_write; RELEASE SAVEPOINT shapesync_write",
                 )
                 .await?;
-                if range.len() == 1 {
-                    outcomes[range.start] = WriteOutcome::Rejected(refusal);
+                if let [index] = indices[..] {
+                    outcomes[index] = WriteOutcome::Rejected(refusal);
                 } else {
-                    let middle = range.start + range.len() / 2;
                     // Popped from the end: the first half runs first.
-                    todo.push(middle..range.end);
-                    todo.push(range.start..middle);
+                    let (first, second) = indices.split_at(indices.len() / 2);
+                    todo.push(second.to_vec());
+                    todo.push(first.to_vec());
                 }
             }
         }
     }
     Ok(outcomes)
+}
+
+/// Positions in `group` of the rows written that fail `check` (a delete leaves no row).
+fn refused_rows(
+    check: Option<&WhereClause>,
+    group: &[&Planned],
+    rows: &HashMap<String, StoredRow>,
+) -> Vec<usize> {
+    let Some(check) = check else {
+        return Vec::new();
+    };
+    group
+        .iter()
+        .enumerate()
+        .filter(|(_, item)| {
+            rows.get(&item.key_id)
+                .is_some_and(|row| !check.matches(&row.values))
+        })
+        .map(|(position, _)| position)
+        .collect()
 }
 
 /// One statement over `group` in a new savepoint (pipelined with it); the returned rows by
@@ -303,7 +344,7 @@ async fn run_write(
     conn: &mut PooledConnection<'_>,
     table: &WritableTable,
     kind: &WriteKind,
-    group: &[Planned],
+    group: &[&Planned],
 ) -> Result<HashMap<String, StoredRow>, tokio_postgres::Error> {
     let keys: Vec<&[String]> = group.iter().map(|p| p.key.as_slice()).collect();
     let mut params = key_params(table, &keys);
@@ -335,7 +376,7 @@ async fn run_write(
     Ok(by_key)
 }
 
-fn update_params(table: &WritableTable, group: &[Planned]) -> Params {
+fn update_params(table: &WritableTable, group: &[&Planned]) -> Params {
     let columns = sql::data_columns(table);
     let mut sets = vec![Vec::with_capacity(group.len()); columns.len()];
     let mut values: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(group.len()); columns.len()];
@@ -374,7 +415,7 @@ fn update_params(table: &WritableTable, group: &[Planned]) -> Params {
     params
 }
 
-fn insert_params(columns: &[usize], group: &[Planned]) -> Params {
+fn insert_params(columns: &[usize], group: &[&Planned]) -> Params {
     let mut values: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(group.len()); columns.len()];
     let mut lww = Vec::with_capacity(group.len());
     let mut tombstones = Vec::with_capacity(group.len());

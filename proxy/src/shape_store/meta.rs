@@ -23,6 +23,18 @@ pub struct ShapeRequest {
     pub columns: Option<String>,
     pub replica_full: bool,
     pub changes_only: bool,
+    /// The row filter of the auth rules (claims bound), ANDed into `where`: part of the
+    /// shape's identity, kept so a restart rebuilds the same shape. Never from the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<RowFilter>,
+}
+
+/// A server-side row filter: `where` text with `$n` placeholders and their values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowFilter {
+    #[serde(rename = "where")]
+    pub where_: String,
+    pub params: BTreeMap<usize, String>,
 }
 
 impl ShapeRequest {

@@ -160,6 +160,48 @@ impl WhereClause {
     pub fn root(&self) -> &Expr {
         &self.root
     }
+
+    /// `self AND other`: rows must match both. Both clauses must have been parsed against the
+    /// same table. Each keeps its own constants, so `other` cannot change what `self` means
+    /// (this is how a server-side row filter is added to a client's `where`).
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use shapes::schema::{Column, PgType, QualifiedName, TableSchema, TypeKind};
+    /// use shapes::where_clause::WhereClause;
+    /// let col = |name: &str, ty: &str, pk| Column {
+    ///     name: name.into(),
+    ///     ty: PgType { oid: 0, name: ty.into(), kind: TypeKind::Base },
+    ///     type_mod: -1, dims: 0, not_null: pk, pk_index: pk.then_some(0), generated: false,
+    /// };
+    /// let table = TableSchema {
+    ///     name: QualifiedName::new("public", "items"),
+    ///     oid: 1,
+    ///     columns: vec![col("id", "int8", true), col("owner", "text", false)],
+    /// };
+    /// let none = BTreeMap::new();
+    /// let filter = WhereClause::parse("owner = 'alice'", &none, &table).unwrap();
+    /// let wide = WhereClause::parse("id > 0 OR true", &none, &table).unwrap();
+    /// let both = filter.and(&wide);
+    /// assert!(both.matches(&[Some("1".into()), Some("alice".into())]));
+    /// assert!(!both.matches(&[Some("1".into()), Some("bob".into())]));
+    /// assert_eq!(
+    ///     both.to_sql().0,
+    ///     r#"((("owner") COLLATE "C" = $1::text) AND (("id" > $2::int8) OR $3::boolean))"#
+    /// );
+    /// ```
+    pub fn and(&self, other: &WhereClause) -> WhereClause {
+        let mut conjuncts = Vec::with_capacity(2);
+        for clause in [self, other] {
+            match &clause.root {
+                Expr::And(items) => conjuncts.extend(items.iter().cloned()),
+                single => conjuncts.push(single.clone()),
+            }
+        }
+        WhereClause {
+            root: Expr::And(conjuncts),
+        }
+    }
 }
 
 fn collect_columns(e: &Expr, out: &mut Vec<usize>) {

@@ -58,6 +58,16 @@ pub fn cache_control(kind: CacheKind, private: bool) -> String {
     }
 }
 
+/// For a shape that depends on the caller's claims: besides `private` (no shared cache may
+/// keep it), a browser's own cache must not hand one user's response to the next user of
+/// the same browser for the same URL.
+pub fn vary_on_credentials(headers: &mut axum::http::HeaderMap) {
+    headers.append(
+        axum::http::header::VARY,
+        axum::http::HeaderValue::from_static("authorization"),
+    );
+}
+
 /// `"<handle>:<request offset>:<response offset>"`.
 pub fn etag(handle: &Handle, request: &str, response: Offset) -> String {
     format!("\"{handle}:{request}:{response}\"")

@@ -1,5 +1,6 @@
 //! `/v1/shape`: the Electric HTTP Shape API v1 (see ../shared/PROTOCOL.md, part 1).
 
+mod authorize;
 mod batch;
 pub mod headers;
 mod live;
@@ -17,6 +18,7 @@ use shapes::lsn::Lsn;
 use shapes::offset::Offset;
 use shapes::wire;
 
+use crate::auth::Credentials;
 use crate::http::error::ApiError;
 use crate::server::AppState;
 use crate::shape_log::Framing;
@@ -26,17 +28,30 @@ use headers::CacheKind;
 use params::{RequestOffset, ShapeParams};
 
 /// The shape a request names, checked against the handle it holds (409 when they differ).
-async fn requested_shape(state: &AppState, params: &ShapeParams) -> Result<Arc<Shape>, ApiError> {
-    state.check_secret(params.secret.as_deref())?;
+/// Authenticates the request, narrows it to what its credentials may read, and finds (or
+/// makes) the shape it names, checked against the handle it holds (409 when they differ).
+async fn requested_shape(
+    state: &AppState,
+    request_headers: &HeaderMap,
+    query: &str,
+) -> Result<(ShapeParams, authorize::Authorized, Arc<Shape>), ApiError> {
+    let access = authorize::authenticate(state, request_headers, query)?;
+    let mut params = params::parse(query)?;
+    let authorized = authorize::authorize(state, access, &mut params).await?;
     metrics::counter!(crate::monitoring::HTTP_REQUESTS).increment(1);
-    let shape = state.engine.shape_for(&params.shape).await?;
+    let shape = state
+        .engine
+        .shape_for_admitting(&params.shape, || {
+            state.auth.admit_new_shape(&authorized.access)
+        })
+        .await?;
     if let Some(handle) = &params.handle
         && !params.is_initial()
         && *handle != shape.handle
     {
         return Err(ApiError::MustRefetch(shape.handle.clone()));
     }
-    Ok(shape)
+    Ok((params, authorized, shape))
 }
 
 /// GET (and HEAD) `/v1/shape`.
@@ -45,8 +60,8 @@ pub(super) async fn get_shape(
     request_headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = params::parse(query.as_deref().unwrap_or(""))?;
-    let shape = requested_shape(&state, &params).await?;
+    let query = query.as_deref().unwrap_or("");
+    let (params, authorized, shape) = requested_shape(&state, &request_headers, query).await?;
     if !params.subset.is_empty() {
         let request = subset::SubsetRequest::from_query(&params.subset)?;
         return subset_response(&state, &shape, &params, &request).await;
@@ -55,8 +70,20 @@ pub(super) async fn get_shape(
         RequestOffset::Now => return Ok(now_response(&state, &shape)),
         RequestOffset::At(offset) => offset,
     };
+    let private = authorized.scope.private;
+    // Held until the response is done (for SSE, until the stream ends).
+    let live_connection = if params.live {
+        state.auth.live_connection(&authorized.access)?
+    } else {
+        None
+    };
     if params.sse {
-        return Ok(sse::respond(state, shape, after, params.cursor));
+        let stream = sse::Stream {
+            cursor: params.cursor,
+            private,
+            live_connection,
+        };
+        return Ok(sse::respond(state, shape, after, stream));
     }
     let last_seen = state.engine.last_seen();
     check_in_bounds(&state, after, params.live).await?;
@@ -68,7 +95,15 @@ pub(super) async fn get_shape(
         (None, false) => up_to_date_batch(after, state.engine.last_seen()),
         (None, true) => live::wait(&state, &shape, after).await?,
     };
-    Ok(respond(&params, &shape, after, batch, &request_headers))
+    drop(live_connection);
+    Ok(respond(
+        &params,
+        &shape,
+        after,
+        batch,
+        &request_headers,
+        private,
+    ))
 }
 
 /// An offset past everything the proxy has processed may become valid soon: wait like a live
@@ -118,6 +153,7 @@ fn respond(
     after: Offset,
     batch: Batch,
     request_headers: &HeaderMap,
+    private: bool,
 ) -> Response {
     let etag = headers::etag(&shape.handle, &after.to_string(), batch.offset);
     let kind = if params.live {
@@ -151,8 +187,11 @@ fn respond(
     insert(
         h,
         header::CACHE_CONTROL.as_str(),
-        &headers::cache_control(kind, false),
+        &headers::cache_control(kind, private),
     );
+    if private {
+        headers::vary_on_credentials(h);
+    }
     insert(
         h,
         "electric-has-data",
@@ -187,10 +226,12 @@ fn insert(h: &mut HeaderMap, name: &'static str, value: &str) {
 /// POST `/v1/shape`: a subset snapshot with its parameters in a JSON body.
 pub(super) async fn post_shape(
     State(state): State<AppState>,
+    request_headers: HeaderMap,
     RawQuery(query): RawQuery,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let params = params::parse(query.as_deref().unwrap_or(""))?;
+    let query = query.as_deref().unwrap_or("");
+    let (params, _authorized, shape) = requested_shape(&state, &request_headers, query).await?;
     let request: subset::SubsetRequest = if body.is_empty() {
         subset::SubsetRequest::from_query(&params.subset)?
     } else {
@@ -198,7 +239,6 @@ pub(super) async fn post_shape(
             ApiError::invalid("subset", format!("the body must be a JSON object: {e}"))
         })?
     };
-    let shape = requested_shape(&state, &params).await?;
     subset_response(&state, &shape, &params, &request).await
 }
 
@@ -228,11 +268,22 @@ async fn subset_response(
 }
 
 /// DELETE `/v1/shape`: by handle, or by definition (table, where, …). 202 `[]`, or 404.
+/// With auth on, only the secret may delete.
 pub(super) async fn delete_shape(
     State(state): State<AppState>,
+    request_headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = query.unwrap_or_default();
+    let found = params::credentials(&query);
+    let credentials = Credentials::of(
+        &request_headers,
+        found.secret.as_deref(),
+        found.token.as_deref(),
+    );
+    state
+        .auth
+        .require_full_access(credentials, "deleting shapes")?;
     let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect();
@@ -242,7 +293,6 @@ pub(super) async fn delete_shape(
             .find(|(key, _)| key == k)
             .map(|(_, v)| v.clone())
     };
-    state.check_secret(get("secret").or_else(|| get("api_secret")).as_deref())?;
     let by_handle = match get("handle") {
         Some(text) => Some(
             text.parse()

@@ -17,14 +17,26 @@ use tokio::time::Instant;
 
 use super::batch;
 use super::headers::{self, CacheKind};
+use crate::auth::limits::LiveGuard;
 use crate::server::AppState;
 use crate::shape_log::Framing;
 use crate::shape_store::{Shape, ShapeState};
 
 const KEEP_ALIVE: Duration = Duration::from_secs(21);
 
+/// What an SSE response carries besides the shape.
+pub(super) struct Stream {
+    /// The request's `cursor`.
+    pub cursor: Option<u64>,
+    /// The shape depends on the caller's claims (`cache-control: private`).
+    pub private: bool,
+    /// The caller's live-connection slot, freed when the stream ends.
+    pub live_connection: Option<LiveGuard>,
+}
+
 struct Session {
     state: AppState,
+    _live_connection: Option<LiveGuard>,
     shape: Arc<Shape>,
     offset: Offset,
     closes_at: Instant,
@@ -40,10 +52,16 @@ pub(super) fn respond(
     state: AppState,
     shape: Arc<Shape>,
     after: Offset,
-    cursor: Option<u64>,
+    stream: Stream,
 ) -> Response {
     let now = Instant::now();
+    let Stream {
+        cursor,
+        private,
+        live_connection,
+    } = stream;
     let session = Session {
+        _live_connection: live_connection,
         closes_at: now + state.settings.sse_timeout,
         last_sent: now,
         news: shape.log.subscribe(),
@@ -70,8 +88,11 @@ pub(super) fn respond(
     set(
         h,
         header::CACHE_CONTROL.as_str(),
-        &headers::cache_control(CacheKind::Sse, false),
+        &headers::cache_control(CacheKind::Sse, private),
     );
+    if private {
+        headers::vary_on_credentials(h);
+    }
     set(h, "x-accel-buffering", "no");
     set(h, "electric-handle", shape.handle.as_str());
     set(h, "electric-offset", &after.to_string());
