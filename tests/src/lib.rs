@@ -4,6 +4,7 @@
 
 pub mod electric;
 pub mod proxy_process;
+pub mod shape_consumer;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
