@@ -11,6 +11,7 @@ use shapes::wire;
 use tokio::sync::oneshot;
 
 use super::{Engine, ShapeError, WriterCommand};
+use crate::change_writer::SnapshotHolds;
 use crate::shape_log::ShapeLog;
 use crate::shape_store::meta::{FORMAT_VERSION, ShapeMeta, ShapeRequest};
 use crate::shape_store::{Shape, ShapeState};
@@ -43,6 +44,7 @@ impl Engine {
             chunk_bytes: self.config.chunk_bytes,
             schema_header: schema_header.clone(),
             snapshot: None,
+            snapshot_lsn: None,
         };
         meta.save(&dir).map_err(io_err)?;
         let shape = Arc::new(Shape::new(
@@ -120,13 +122,17 @@ impl Engine {
         let decided = self
             .command(|reply| WriterCommand::FinishSnapshot {
                 id: shape.id,
-                info: taken.info.clone(),
+                holds: SnapshotHolds {
+                    snapshot: taken.info.clone(),
+                    below: taken.wal_lsn,
+                },
                 reply,
             })
             .await?;
         let mut meta = shape.meta.clone();
         meta.start_lsn = decided.max(start_lsn).as_u64();
         meta.snapshot = Some(taken.info);
+        meta.snapshot_lsn = Some(taken.wal_lsn.as_u64());
         meta.save(shape.log.dir())
             .map_err(|e| ShapeError::unavailable(format!("storage: {e}")))?;
         Ok(taken.rows)

@@ -23,9 +23,9 @@ use shapes::handle::Handle;
 use shapes::lsn::Lsn;
 use shapes::routing::ShapeId;
 use shapes::schema::QualifiedName;
-use shapes::wire::SnapshotInfo;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
+use crate::change_writer::SnapshotHolds;
 use crate::commit_watch::CommitWatch;
 use crate::config::ServeConfig;
 use crate::database::MetadataClient;
@@ -45,7 +45,7 @@ pub enum WriterCommand {
     },
     FinishSnapshot {
         id: ShapeId,
-        info: SnapshotInfo,
+        holds: SnapshotHolds,
         /// Replies with the LSN through which the shape has decided every transaction.
         reply: oneshot::Sender<io::Result<Lsn>>,
     },
