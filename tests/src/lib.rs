@@ -5,6 +5,7 @@
 pub mod electric;
 pub mod proxy_process;
 pub mod shape_consumer;
+pub mod shape_http;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

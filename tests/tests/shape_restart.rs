@@ -1,0 +1,112 @@
+//! Shapes across proxy restarts: the same handles and offsets, nothing served twice, deleted
+//! shapes gone for good, and clients resuming where they were without a refetch.
+
+use std::time::Duration;
+
+use tests::proxy_process::ProxyProcess;
+use tests::shape_consumer::{ConsumerOptions, ShapeConsumer, ShapeSpec};
+use tests::shape_http::{self, EventStream};
+use tests::{TestDb, shapesync_bin, wait_for};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn setup(name: &str, flags: &[&str]) -> (TestDb, ProxyProcess) {
+    let db = TestDb::new(name).await;
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY, title text);
+             CREATE TABLE other (id int PRIMARY KEY);
+             INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 20) g;",
+        )
+        .await
+        .unwrap();
+    let proxy = ProxyProcess::start(shapesync_bin!(), &db, flags).await;
+    (db, proxy)
+}
+
+fn catch_up_consumer(proxy: &ProxyProcess, spec: ShapeSpec) -> ShapeConsumer {
+    ShapeConsumer::new(
+        &proxy.url,
+        spec,
+        ConsumerOptions {
+            live: false,
+            ..Default::default()
+        },
+    )
+}
+
+/// Before a restart a client got offset `L_0` (its last change) and, from an up-to-date, a
+/// `global_last_seen_lsn` G above it (a later transaction touched no shape). Right after the
+/// restart, with nothing written since, both must still be valid positions: a long-poll at
+/// `L_0` times out normally, and an SSE stream at `G_0` (what the Electric client continues
+/// from) says up-to-date at G or later, never earlier.
+#[tokio::test]
+async fn after_a_restart_known_offsets_are_served_and_global_last_seen_never_goes_back() {
+    let (db, mut proxy) = setup("restart_offsets", &["--long-poll-timeout", "1s"]).await;
+    let items = ShapeSpec::table("items", &["id"]);
+    let consumer = catch_up_consumer(&proxy, items.clone());
+    consumer.catch_up().await;
+    // `other` joins the publication; its rows are in no shape.
+    catch_up_consumer(
+        &proxy,
+        ShapeSpec::table("other", &["id"]).filter("id < 0", &[]),
+    )
+    .catch_up()
+    .await;
+    let sql = db.connect().await;
+    sql.batch_execute("UPDATE items SET title = 'changed' WHERE id = 1")
+        .await
+        .unwrap();
+    sql.batch_execute("INSERT INTO other VALUES (5)")
+        .await
+        .unwrap();
+    let handle = consumer.state().handle.unwrap();
+    let before_restart = wait_for("the update, and then the insert's LSN", WAIT, || async {
+        consumer.catch_up().await;
+        let state = consumer.state();
+        let offset = state.offset.clone()?;
+        let lsn: u64 = offset.split('_').next()?.parse().ok()?;
+        (state.changes == 1 && state.global_last_seen > lsn)
+            .then_some((offset, state.global_last_seen))
+    })
+    .await;
+    let (offset, global) = before_restart;
+
+    proxy.restart().await;
+
+    let http = proxy.http().clone();
+    let reply = shape_http::get(
+        &http,
+        &proxy.url,
+        &format!("table=items&handle={handle}&offset={offset}&live=true"),
+    )
+    .await;
+    assert_eq!(
+        reply.status, 200,
+        "a live request at the offset of a change the restarted proxy holds: {:?}",
+        reply.body
+    );
+    assert_eq!(reply.header("electric-has-data"), Some("false"));
+    assert_eq!(reply.header("electric-offset"), Some(offset.as_str()));
+    let after = shape_http::global_last_seen(reply.body.as_array().unwrap()).unwrap();
+    assert!(
+        after >= global,
+        "global_last_seen_lsn went back from {global} to {after}"
+    );
+
+    let mut stream = EventStream::open(
+        &http,
+        &proxy.url,
+        &format!("table=items&handle={handle}&offset={global}_0&live=true&live_sse=true"),
+    )
+    .await;
+    assert_eq!(stream.status, 200);
+    let messages = stream.until_up_to_date(WAIT).await;
+    assert_eq!(messages.len(), 1, "nothing new: {messages:?}");
+    let after = shape_http::global_last_seen(&messages).unwrap();
+    assert!(
+        after >= global,
+        "SSE up-to-date at {after} after the client had {global}: it would continue from {after}_0 and get changes again"
+    );
+}
