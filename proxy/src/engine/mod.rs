@@ -126,7 +126,8 @@ pub struct Engine {
     commands: mpsc::UnboundedSender<WriterCommand>,
     snapshot_permits: Semaphore,
     prepared: Mutex<HashSet<QualifiedName>>,
-    /// Commit LSN of the last transaction processed (any shape).
+    /// Commit LSN of the last transaction processed (any shape); after a restart, until the
+    /// stream passes it, the position below which the last run processed everything.
     last_seen: watch::Sender<Lsn>,
 }
 
