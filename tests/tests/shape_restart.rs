@@ -110,3 +110,90 @@ async fn after_a_restart_known_offsets_are_served_and_global_last_seen_never_goe
         "SSE up-to-date at {after} after the client had {global}: it would continue from {after}_0 and get changes again"
     );
 }
+
+fn shape_dirs(proxy: &ProxyProcess) -> Vec<String> {
+    let mut dirs: Vec<String> = std::fs::read_dir(proxy.storage_dir().join("v1/shapes"))
+        .expect("shapes directory")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// A restart keeps every shape under its handle, and a client walking it from `-1` asks the
+/// same offsets as before; a deleted shape's directory is gone and its handle gets a 409.
+#[tokio::test]
+async fn a_restarted_proxy_keeps_handles_and_offsets_and_forgets_deleted_shapes() {
+    let (db, mut proxy) = setup("restart_keep", &["--chunk-bytes", "1024"]).await;
+    let sql = db.connect().await;
+    for t in 0..20 {
+        sql.batch_execute(&format!(
+            "INSERT INTO items VALUES ({}, 'later {t}'); UPDATE items SET title = 'u{t}' WHERE id = {}",
+            100 + t,
+            1 + t % 20
+        ))
+        .await
+        .unwrap();
+    }
+    let kept = ShapeSpec::table("items", &["id"]);
+    let deleted = ShapeSpec::table("items", &["id"]).filter("id > 10", &[]);
+    let proxy_url = proxy.url.clone();
+    let walk = |spec: ShapeSpec| {
+        let proxy_url = proxy_url.clone();
+        async move {
+            let consumer = ShapeConsumer::new(
+                &proxy_url,
+                spec,
+                ConsumerOptions {
+                    live: false,
+                    ..Default::default()
+                },
+            );
+            consumer.catch_up().await;
+            consumer.state()
+        }
+    };
+    let before = walk(kept.clone()).await;
+    let gone = walk(deleted.clone()).await;
+    assert!(before.violations.is_empty(), "{:?}", before.violations);
+    assert!(
+        before.exchanges.len() > 3,
+        "several chunks: {:?}",
+        before.exchanges
+    );
+    let kept_handle = before.handle.clone().unwrap();
+    let gone_handle = gone.handle.clone().unwrap();
+    assert_eq!(shape_dirs(&proxy).len(), 2);
+
+    let http = proxy.http().clone();
+    let deletion = http
+        .delete(format!("{}/v1/shape?handle={gone_handle}", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deletion.status(), 202);
+    proxy.restart().await;
+
+    assert_eq!(shape_dirs(&proxy), [kept_handle.clone()]);
+    let after = walk(kept).await;
+    assert!(after.violations.is_empty(), "{:?}", after.violations);
+    assert_eq!(after.handle.as_deref(), Some(kept_handle.as_str()));
+    assert_eq!(
+        after.exchanges, before.exchanges,
+        "the same URLs after the restart"
+    );
+    assert_eq!(after.rows, before.rows);
+
+    let reply = shape_http::get(
+        &http,
+        &proxy.url,
+        &format!(
+            "table=items&where=id%20%3E%2010&handle={gone_handle}&offset={}",
+            gone.offset.unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, 409, "{:?}", reply.body);
+    assert_ne!(reply.header("electric-handle"), Some(gone_handle.as_str()));
+}
