@@ -218,7 +218,7 @@ impl Engine {
             .all()
             .into_iter()
             .filter(|s| s.state() == ShapeState::Ready)
-            .min_by_key(|s| s.last_used_secs());
+            .min_by_key(|s| s.last_used());
         if let Some(victim) = victim {
             tracing::info!(handle = %victim.handle, "evicting the least recently used shape (--max-shapes)");
             self.remove(&victim.handle);
