@@ -108,3 +108,44 @@ async fn concurrent_requests_for_a_new_shape_share_one_snapshot() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(shape_dirs(&proxy), 1);
 }
+
+/// At the limit, many clients asking at once for one new shape make one shape, so they evict
+/// one other shape, not one each.
+#[tokio::test]
+async fn concurrent_requests_for_a_new_shape_at_the_limit_evict_one_shape() {
+    let (_db, proxy) = setup("capacity_shared_lru", &["--max-shapes", "4"]).await;
+    let http = proxy.http().clone();
+    let shape = |id: u32| format!("table=items&where=id%20%3D%20{id}");
+    let mut handles = Vec::new();
+    for id in 1..=4 {
+        let reply = shape_http::get(&http, &proxy.url, &format!("{}&offset=-1", shape(id))).await;
+        handles.push(reply.header("electric-handle").unwrap().to_owned());
+    }
+    let requests: Vec<_> = (0..20)
+        .map(|_| {
+            let http = http.clone();
+            let url = proxy.url.clone();
+            let query = format!("{}&offset=-1", shape(5));
+            tokio::spawn(async move { shape_http::get(&http, &url, &query).await.status })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    // Shapes 2, 3 and 4 stay (1 was the least recently used). Asking for an evicted one
+    // would make it again, so look at the store from outside: the directories.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let dirs: Vec<String> = std::fs::read_dir(proxy.storage_dir().join("v1/shapes"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    for (i, handle) in handles.iter().enumerate().skip(1) {
+        assert!(
+            dirs.contains(handle),
+            "shape {} was evicted although one eviction made room: {dirs:?}",
+            i + 1
+        );
+    }
+    assert_eq!(dirs.len(), 4, "{dirs:?}");
+}
