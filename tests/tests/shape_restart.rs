@@ -175,7 +175,7 @@ async fn a_restarted_proxy_keeps_handles_and_offsets_and_forgets_deleted_shapes(
     assert_eq!(deletion.status(), 202);
     proxy.restart().await;
 
-    assert_eq!(shape_dirs(&proxy), [kept_handle.clone()]);
+    assert_eq!(shape_dirs(&proxy), std::slice::from_ref(&kept_handle));
     let after = walk(kept).await;
     assert!(after.violations.is_empty(), "{:?}", after.violations);
     assert_eq!(after.handle.as_deref(), Some(kept_handle.as_str()));
