@@ -197,3 +197,59 @@ async fn a_restarted_proxy_keeps_handles_and_offsets_and_forgets_deleted_shapes(
     assert_eq!(reply.status, 409, "{:?}", reply.body);
     assert_ne!(reply.header("electric-handle"), Some(gone_handle.as_str()));
 }
+
+/// A kill -9 while the proxy writes a 40k-row transaction to a shape log: after the restart
+/// the log holds the transaction whole, once (the torn part is cut off, Postgres sends the
+/// transaction again), and a client that had the earlier changes resumes without a refetch.
+#[tokio::test]
+async fn a_proxy_killed_in_the_middle_of_a_big_transaction_serves_it_whole_and_once() {
+    let (db, mut proxy) = setup("restart_torn", &[]).await;
+    let follower = ShapeConsumer::new(
+        &proxy.url,
+        ShapeSpec::table("items", &["id"]),
+        ConsumerOptions::default(),
+    );
+    follower.catch_up().await;
+    let handle = follower.state().handle.unwrap();
+    let log = proxy
+        .storage_dir()
+        .join("v1/shapes")
+        .join(&handle)
+        .join("changes.log");
+    let sql = db.connect().await;
+    sql.batch_execute(
+        "INSERT INTO items SELECT g, 'bulk ' || g FROM generate_series(1000, 40999) g",
+    )
+    .await
+    .unwrap();
+    wait_for("the proxy writing the transaction", WAIT, || async {
+        let len = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        (len > 1_000_000).then_some(())
+    })
+    .await;
+    proxy.kill9().await;
+    let torn = std::fs::metadata(&log).unwrap().len();
+    proxy.restart().await;
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    follower.spawn(stop.clone());
+    let state = wait_for("the follower with every row", WAIT, || async {
+        let state = follower.state();
+        (state.rows.len() == 40_020).then_some(state)
+    })
+    .await;
+    stop.cancel();
+    assert!(
+        state.violations.is_empty(),
+        "{:?}",
+        &state.violations[..3.min(state.violations.len())]
+    );
+    assert_eq!(state.refetches, 0, "a restart must not force a refetch");
+    assert_eq!(state.changes, 40_000, "every insert once");
+    assert_eq!(state.handle.as_deref(), Some(handle.as_str()));
+    let whole = std::fs::metadata(&log).unwrap().len();
+    assert!(
+        whole > torn,
+        "the log was {torn} bytes at the kill, {whole} after"
+    );
+}
