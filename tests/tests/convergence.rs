@@ -183,6 +183,30 @@ async fn run(scenario: Scenario) {
     for (case, consumer) in &consumers {
         let expected = case.expected(&sql).await;
         wait_converged(case, consumer, &expected).await;
+        // What the proxy keeps, not only what it streamed: a client reading the shape from
+        // the start now gets the same rows.
+        let late = ShapeConsumer::new(
+            &proxy.url,
+            case.spec.clone(),
+            ConsumerOptions {
+                live: false,
+                ..Default::default()
+            },
+        );
+        late.catch_up().await;
+        let state = late.state();
+        assert!(
+            state.violations.is_empty(),
+            "{} (read from the start): {:?}",
+            case.name,
+            &state.violations[..state.violations.len().min(5)]
+        );
+        assert!(
+            state.rows == expected,
+            "{} (read from the start): {}",
+            case.name,
+            shapes::diff(&state.rows, &expected)
+        );
     }
     for (case, sse, client) in &mut electrics {
         let expected = case.expected(&sql).await;
