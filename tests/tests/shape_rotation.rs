@@ -214,3 +214,53 @@ async fn adding_a_column_rotates_the_tables_shapes_and_refetched_rows_have_it() 
     assert_eq!(rows.len(), 5);
     stop.cancel();
 }
+
+/// The replication slot is dropped under the proxy: changes made meanwhile never reach the
+/// stream, so every shape is rotated and clients refetch rows that include them.
+#[tokio::test]
+async fn a_lost_slot_rotates_every_shape_and_clients_converge() {
+    let (db, proxy) = setup("rotate_slot_lost").await;
+    let stop = CancellationToken::new();
+    let items = follow(&proxy, ShapeSpec::table("items", &["id"]), &stop);
+    let keep = follow(&proxy, ShapeSpec::table("keep", &["id"]), &stop);
+    up_to_date(&[&items, &keep]).await;
+
+    let sql = db.connect().await;
+    wait_for("the slot dropped", WAIT, || async {
+        // The proxy reconnects quickly: end its session and drop the slot in one statement.
+        sql.query(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
+             WHERE slot_name = 'shapesync' AND active_pid IS NOT NULL",
+            &[],
+        )
+        .await
+        .ok()?;
+        sql.batch_execute(
+            "SELECT pg_drop_replication_slot('shapesync')
+             WHERE EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'shapesync')",
+        )
+        .await
+        .ok()?;
+        sql.batch_execute("INSERT INTO items VALUES (6, 'in the gap'); INSERT INTO keep VALUES (2)")
+            .await
+            .ok()
+    })
+    .await;
+
+    let mut expected: BTreeMap<_, _> = (1..=5)
+        .map(|id| {
+            let id = id.to_string();
+            let title = format!("item {id}");
+            (item_key(&id), row(&[("id", &id), ("title", &title)]))
+        })
+        .collect();
+    expected.insert(item_key("6"), row(&[("id", "6"), ("title", "in the gap")]));
+    wait_rows("the items consumer after the slot loss", &items, &expected).await;
+    let keep_rows = BTreeMap::from([
+        ("\"public\".\"keep\"/\"1\"".to_owned(), row(&[("id", "1")])),
+        ("\"public\".\"keep\"/\"2\"".to_owned(), row(&[("id", "2")])),
+    ]);
+    wait_rows("the keep consumer after the slot loss", &keep, &keep_rows).await;
+    assert!(items.state().refetches >= 1 && keep.state().refetches >= 1);
+    stop.cancel();
+}
