@@ -48,7 +48,10 @@ impl SnapshotError {
 #[derive(Debug, Clone)]
 pub struct SnapshotTaken {
     pub info: SnapshotInfo,
-    /// `pg_current_wal_lsn()` right after the snapshot.
+    /// `pg_current_wal_insert_lsn()` right after the snapshot was taken: every transaction the
+    /// snapshot holds committed below it (a commit is visible only once its record is
+    /// inserted; with `synchronous_commit=off` possibly before it is written, so not
+    /// `pg_current_wal_lsn()`).
     pub wal_lsn: Lsn,
     pub rows: u64,
 }
@@ -126,7 +129,7 @@ pub async fn begin(
         .await?;
     let row = tx
         .query_one(
-            "SELECT pg_current_snapshot()::text, pg_current_wal_lsn()::text",
+            "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text",
             &[],
         )
         .await?;

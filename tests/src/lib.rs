@@ -4,6 +4,8 @@
 
 pub mod electric;
 pub mod proxy_process;
+pub mod shape_consumer;
+pub mod shape_http;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

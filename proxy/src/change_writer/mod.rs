@@ -14,6 +14,10 @@
 //! - **Re-sent transactions** (Postgres re-sends from our flushed position after a restart)
 //!   are skipped per shape by commit LSN: a shape has decided everything at or below
 //!   `max(start_lsn, last commit in its log)`.
+//! - **Transactions a snapshot holds** are skipped by xid, in the capture and also after it:
+//!   replication may deliver a transaction the snapshot saw only after the snapshot finished
+//!   (the stream lags behind the database), so each shape keeps [`SnapshotHolds`] until the
+//!   stream passes the WAL position read right after its snapshot.
 //! - **Tombstones**: on tombstoned tables a row whose tombstone is set does not exist for
 //!   routing, so setting it is a delete and clearing it an insert.
 
@@ -25,7 +29,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use shapes::lsn::Lsn;
+use shapes::lsn::{Lsn, Xid};
 use shapes::offset::Offset;
 use shapes::routing::{RowChange, ShapeId, ShapeIndex};
 use shapes::schema::{QualifiedName, Row};
@@ -49,6 +53,23 @@ struct WriterShape {
     /// Present while the snapshot runs.
     capture: Option<Capture>,
     skip_through: Lsn,
+    /// Present from the end of the snapshot until the stream passes it.
+    snapshot_holds: Option<SnapshotHolds>,
+}
+
+/// Which transactions a shape's snapshot already holds: those whose xid it sees. Every one of
+/// them committed below `below`, the WAL insert position read right after the snapshot was
+/// taken, so past it there is nothing left to skip (and no xid to misjudge after wraparound).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotHolds {
+    pub snapshot: SnapshotInfo,
+    pub below: Lsn,
+}
+
+impl SnapshotHolds {
+    fn holds(&self, xid: u32, commit_lsn: Lsn) -> bool {
+        commit_lsn < self.below && self.snapshot.sees(Xid::widen(xid, self.snapshot.xmax))
+    }
 }
 
 #[derive(Debug)]
@@ -112,6 +133,17 @@ impl ChangeWriter {
         } else {
             Lsn(shape.meta.start_lsn).max(shape.log.last_commit())
         };
+        // A restored shape may still meet transactions its snapshot holds, re-sent after the
+        // restart.
+        let snapshot_holds = match (&shape.meta.snapshot, shape.meta.snapshot_lsn) {
+            (Some(snapshot), Some(below)) if !capturing && Lsn(below) > start => {
+                Some(SnapshotHolds {
+                    snapshot: snapshot.clone(),
+                    below: Lsn(below),
+                })
+            }
+            _ => None,
+        };
         let table = shape.definition.table().clone();
         self.index
             .insert(shape.id, &shape.table, shape.definition.where_clause());
@@ -134,13 +166,15 @@ impl ChangeWriter {
                 held: None,
                 capture,
                 skip_through: start,
+                snapshot_holds,
             },
         );
         Ok(start)
     }
 
-    /// The snapshot of `id` is complete: keep the captured transactions it does not contain.
-    pub fn finish_snapshot(&mut self, id: ShapeId, snapshot: &SnapshotInfo) -> io::Result<()> {
+    /// The snapshot of `id` is complete: keep the captured transactions it does not contain,
+    /// and skip those it holds that the stream has yet to deliver.
+    pub fn finish_snapshot(&mut self, id: ShapeId, holds: SnapshotHolds) -> io::Result<()> {
         let Some(ws) = self.shapes.get_mut(&id) else {
             return Ok(());
         };
@@ -148,8 +182,9 @@ impl ChangeWriter {
             return Ok(());
         };
         let appender = open_appender(&mut ws.appender, &ws.shape.log)?;
-        let (kept, dropped) = capture.replay_into(snapshot, &ws.shape.log, appender)?;
+        let (kept, dropped) = capture.replay_into(&holds.snapshot, &ws.shape.log, appender)?;
         tracing::debug!(handle = %ws.shape.handle, kept, dropped, "captured transactions replayed");
+        ws.snapshot_holds = (holds.below > self.last_commit).then_some(holds);
         Ok(())
     }
 
@@ -201,6 +236,13 @@ impl ChangeWriter {
             };
             if txn.commit_lsn <= ws.skip_through {
                 continue;
+            }
+            if let Some(holds) = &ws.snapshot_holds {
+                if txn.commit_lsn >= holds.below {
+                    ws.snapshot_holds = None;
+                } else if holds.holds(txn.xid, txn.commit_lsn) {
+                    continue;
+                }
             }
             self.encoded.clear();
             ws.encoding.encode(change, old, new, ctx, &mut self.encoded);
@@ -302,4 +344,25 @@ fn write_entry(ws: &mut WriterShape, offset: Offset, bytes: &[u8]) -> io::Result
         return capture.append(offset, bytes);
     }
     open_appender(&mut ws.appender, &ws.shape.log)?.append(offset, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_holds_the_transactions_it_sees_below_its_wal_position() {
+        let holds = SnapshotHolds {
+            snapshot: SnapshotInfo::parse("100:105:102").unwrap(),
+            below: Lsn(1000),
+        };
+        assert!(holds.holds(99, Lsn(500)), "committed before the snapshot");
+        assert!(holds.holds(103, Lsn(900)), "finished before the snapshot");
+        assert!(!holds.holds(102, Lsn(900)), "in progress at the snapshot");
+        assert!(!holds.holds(105, Lsn(990)), "started after the snapshot");
+        assert!(
+            !holds.holds(99, Lsn(1000)),
+            "past the snapshot's WAL position"
+        );
+    }
 }

@@ -89,9 +89,9 @@ fn apply_command(writer: &mut ChangeWriter, command: WriterCommand) {
         } => {
             let _ = reply.send(writer.register(shape, capturing));
         }
-        WriterCommand::FinishSnapshot { id, info, reply } => {
+        WriterCommand::FinishSnapshot { id, holds, reply } => {
             let result = writer
-                .finish_snapshot(id, &info)
+                .finish_snapshot(id, holds)
                 .map(|()| writer.last_commit());
             let _ = reply.send(result);
         }

@@ -12,6 +12,7 @@ use shapes::wire;
 use tokio::sync::oneshot;
 
 use super::{Engine, ShapeError, WriterCommand};
+use crate::change_writer::SnapshotHolds;
 use crate::shape_log::ShapeLog;
 use crate::shape_store::meta::{FORMAT_VERSION, ShapeMeta, ShapeRequest};
 use crate::shape_store::{Shape, ShapeState};
@@ -56,6 +57,7 @@ impl Engine {
             chunk_bytes: self.config.chunk_bytes,
             schema_header: schema_header.clone(),
             snapshot: None,
+            snapshot_lsn: None,
         };
         meta.save(&dir).map_err(io_err)?;
         let shape = Arc::new(Shape::new(
@@ -136,13 +138,17 @@ impl Engine {
         let decided = self
             .command(|reply| WriterCommand::FinishSnapshot {
                 id: shape.id,
-                info: taken.info.clone(),
+                holds: SnapshotHolds {
+                    snapshot: taken.info.clone(),
+                    below: taken.wal_lsn,
+                },
                 reply,
             })
             .await?;
         let mut meta = shape.meta.clone();
         meta.start_lsn = decided.max(start_lsn).as_u64();
         meta.snapshot = Some(taken.info);
+        meta.snapshot_lsn = Some(taken.wal_lsn.as_u64());
         meta.save(shape.log.dir())
             .map_err(|e| ShapeError::unavailable(format!("storage: {e}")))?;
         Ok(taken.rows)
@@ -229,7 +235,7 @@ impl Engine {
             .all()
             .into_iter()
             .filter(|s| s.state() == ShapeState::Ready)
-            .min_by_key(|s| s.last_used_secs());
+            .min_by_key(|s| s.last_used());
         if let Some(victim) = victim {
             tracing::info!(handle = %victim.handle, "evicting the least recently used shape (--max-shapes)");
             self.remove(&victim.handle);

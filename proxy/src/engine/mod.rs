@@ -24,9 +24,9 @@ use shapes::lsn::Lsn;
 use shapes::routing::ShapeId;
 use shapes::schema::QualifiedName;
 use shapes::where_clause::WhereClause;
-use shapes::wire::SnapshotInfo;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
+use crate::change_writer::SnapshotHolds;
 use crate::commit_watch::CommitWatch;
 use crate::config::ServeConfig;
 use crate::database::MetadataClient;
@@ -46,7 +46,7 @@ pub enum WriterCommand {
     },
     FinishSnapshot {
         id: ShapeId,
-        info: SnapshotInfo,
+        holds: SnapshotHolds,
         /// Replies with the LSN through which the shape has decided every transaction.
         reply: oneshot::Sender<io::Result<Lsn>>,
     },
@@ -129,7 +129,8 @@ pub struct Engine {
     /// Shapes being created (registered, snapshot queued or running).
     creating: std::sync::atomic::AtomicUsize,
     prepared: Mutex<HashSet<QualifiedName>>,
-    /// Commit LSN of the last transaction processed (any shape).
+    /// Commit LSN of the last transaction processed (any shape); after a restart, until the
+    /// stream passes it, the position below which the last run processed everything.
     last_seen: watch::Sender<Lsn>,
 }
 

@@ -72,6 +72,11 @@ impl ReadPath {
         ));
         let restored = engine.restore().await?;
         tracing::info!(restored, resume = %resume, "shape logs restored");
+        // What clients of the last run saw stays in bounds before anything is streamed again.
+        engine.note_last_seen(resume);
+        if let Some(confirmed) = slot_confirmed(&engine).await {
+            engine.note_last_seen(confirmed);
+        }
 
         let stream_config = StreamConfig::new(
             config.database_url.clone(),
@@ -127,6 +132,22 @@ impl ReadPath {
         let _ = self.consumer.await;
         let _ = self.durability.await;
     }
+}
+
+/// The slot's confirmed position: every transaction that ended before it is in the shape logs
+/// (it advances only with what this proxy acknowledged as durable), also when `resume.lsn`
+/// (saved at most every 500 ms) lags behind after a crash. `None` if there is no slot yet.
+async fn slot_confirmed(engine: &Engine) -> Option<Lsn> {
+    let client = engine.metadata.get().await.ok()?;
+    let row = client
+        .query_opt(
+            "SELECT (confirmed_flush_lsn - '0/0')::text FROM pg_replication_slots
+             WHERE slot_name = $1 AND confirmed_flush_lsn IS NOT NULL",
+            &[&engine.config.slot],
+        )
+        .await
+        .ok()??;
+    row.get::<_, String>(0).parse().ok().map(Lsn)
 }
 
 /// Waits until the first session streams; a definite error before that stops the start.

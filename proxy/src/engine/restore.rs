@@ -86,6 +86,8 @@ impl Engine {
                 stored.handle
             )));
         }
+        // Clients may hold offsets up to its last transaction.
+        self.note_last_seen(shape.log.last_commit());
         self.command(|reply| WriterCommand::Register {
             shape,
             capturing: false,

@@ -70,6 +70,10 @@ pub struct ShapeMeta {
     pub schema_header: String,
     /// Set once the initial snapshot is complete.
     pub snapshot: Option<SnapshotInfo>,
+    /// The WAL insert position right after the snapshot: every transaction it holds committed
+    /// below it (absent in directories of earlier versions).
+    #[serde(default)]
+    pub snapshot_lsn: Option<u64>,
 }
 
 impl ShapeMeta {

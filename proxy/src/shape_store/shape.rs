@@ -38,7 +38,16 @@ pub struct Shape {
     pub tombstone: Option<usize>,
     pub meta: ShapeMeta,
     state: watch::Sender<ShapeState>,
-    last_used_secs: AtomicU64,
+    /// When the shape was last asked for, on the process-wide [`USE_CLOCK`].
+    last_used: AtomicU64,
+}
+
+/// Orders uses of shapes for least-recently-used eviction. A counter, not a clock: many
+/// requests fall within one clock tick, and every one of them must count.
+static USE_CLOCK: AtomicU64 = AtomicU64::new(0);
+
+fn next_use() -> u64 {
+    USE_CLOCK.fetch_add(1, Ordering::Relaxed)
 }
 
 impl Shape {
@@ -67,7 +76,7 @@ impl Shape {
             tombstone,
             meta,
             state: watch::channel(state).0,
-            last_used_secs: AtomicU64::new(now_secs()),
+            last_used: AtomicU64::new(next_use()),
         }
     }
 
@@ -85,17 +94,11 @@ impl Shape {
 
     /// Notes a request, for least-recently-used eviction.
     pub fn touch(&self) {
-        self.last_used_secs.store(now_secs(), Ordering::Relaxed);
+        self.last_used.store(next_use(), Ordering::Relaxed);
     }
 
-    pub fn last_used_secs(&self) -> u64 {
-        self.last_used_secs.load(Ordering::Relaxed)
+    /// Orders shapes by their last use: lower was used longer ago.
+    pub fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
     }
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

@@ -70,6 +70,7 @@ pub(super) async fn get_shape(
         RequestOffset::Now => return Ok(now_response(&state, &shape)),
         RequestOffset::At(offset) => offset,
     };
+    check_in_bounds(&state, after, params.live).await?;
     let private = authorized.scope.private;
     // Held until the response is done (for SSE, until the stream ends).
     let live_connection = if params.live {
@@ -86,7 +87,6 @@ pub(super) async fn get_shape(
         return Ok(sse::respond(state, shape, after, stream));
     }
     let last_seen = state.engine.last_seen();
-    check_in_bounds(&state, after, params.live).await?;
     let batch = batch::read_after(&shape, after, Framing::JsonArray { first: true }, last_seen)
         .await
         .map_err(|e| ApiError::Internal(format!("reading shape {}: {e}", shape.handle)))?;
@@ -107,7 +107,9 @@ pub(super) async fn get_shape(
 }
 
 /// An offset past everything the proxy has processed may become valid soon: wait like a live
-/// request; if it is still beyond afterwards, it is out of bounds.
+/// request; if it is still beyond afterwards, it is out of bounds. Once it passed, every
+/// up-to-date this request sends carries a `global_last_seen_lsn` at or past the offset, so a
+/// client continuing from `<global_last_seen_lsn>_0` (SSE) never goes back.
 async fn check_in_bounds(state: &AppState, after: Offset, live: bool) -> Result<(), ApiError> {
     let Some(lsn) = after.lsn() else {
         return Ok(());

@@ -1,0 +1,151 @@
+//! How many shapes a proxy keeps: `--max-shapes` evicts the least recently used one, and many
+//! clients asking at once for the same new shape share one snapshot.
+
+use std::time::Duration;
+
+use tests::proxy_process::ProxyProcess;
+use tests::shape_http;
+use tests::{TestDb, shapesync_bin};
+
+async fn setup(name: &str, flags: &[&str]) -> (TestDb, ProxyProcess) {
+    let db = TestDb::new(name).await;
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY, title text);
+             INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 2000) g;",
+        )
+        .await
+        .unwrap();
+    let proxy = ProxyProcess::start(shapesync_bin!(), &db, flags).await;
+    (db, proxy)
+}
+
+fn shape_dirs(proxy: &ProxyProcess) -> usize {
+    std::fs::read_dir(proxy.storage_dir().join("v1/shapes"))
+        .expect("shapes directory")
+        .count()
+}
+
+/// With room for four shapes, using A, B and C again after D was made leaves D the least
+/// recently used (though the newest): a fifth shape evicts D, and the others carry on. All of
+/// it happens within a second or two.
+#[tokio::test]
+async fn max_shapes_evicts_the_least_recently_used_shape() {
+    let (_db, proxy) = setup("capacity_lru", &["--max-shapes", "4"]).await;
+    let http = proxy.http().clone();
+    let url = &proxy.url;
+    let shape = |id: u32| format!("table=items&where=id%20%3D%20{id}");
+    let mut handles = Vec::new();
+    for id in 1..=4 {
+        let reply = shape_http::get(&http, url, &format!("{}&offset=-1", shape(id))).await;
+        assert_eq!(reply.status, 200);
+        handles.push(reply.header("electric-handle").unwrap().to_owned());
+    }
+    let follow = |id: u32| {
+        let handle = handles[id as usize - 1].clone();
+        let http = http.clone();
+        async move {
+            shape_http::get(
+                &http,
+                url,
+                &format!("{}&offset=0_0&handle={handle}", shape(id)),
+            )
+            .await
+            .status
+        }
+    };
+    for id in [3, 1, 2] {
+        assert_eq!(follow(id).await, 200);
+    }
+
+    let fifth = shape_http::get(&http, url, &format!("{}&offset=-1", shape(5))).await;
+    assert_eq!(fifth.status, 200);
+    // (A request for an evicted shape makes it again, evicting another: check D last.)
+    for id in [1, 2, 3] {
+        assert_eq!(
+            follow(id).await,
+            200,
+            "shape {id} was used after D: it stays"
+        );
+    }
+    assert_eq!(
+        follow(4).await,
+        409,
+        "D was the least recently used: evicted"
+    );
+}
+
+/// Twenty clients ask for the same new shape at once: one snapshot, one directory, one handle,
+/// the same body for all.
+#[tokio::test]
+async fn concurrent_requests_for_a_new_shape_share_one_snapshot() {
+    let (_db, proxy) = setup("capacity_shared", &[]).await;
+    let requests: Vec<_> = (0..20)
+        .map(|_| {
+            let http = proxy.http().clone();
+            let url = proxy.url.clone();
+            tokio::spawn(async move {
+                shape_http::get(&http, &url, "table=items&where=id%20%3C%201500&offset=-1").await
+            })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for request in requests {
+        replies.push(request.await.unwrap());
+    }
+    let first = &replies[0];
+    assert_eq!(first.status, 200);
+    for reply in &replies {
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.header("electric-handle"),
+            first.header("electric-handle")
+        );
+        assert_eq!(reply.body, first.body);
+    }
+    // Directories of losing creators are removed at once.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(shape_dirs(&proxy), 1);
+}
+
+/// At the limit, many clients asking at once for one new shape make one shape, so they evict
+/// one other shape, not one each.
+#[tokio::test]
+async fn concurrent_requests_for_a_new_shape_at_the_limit_evict_one_shape() {
+    let (_db, proxy) = setup("capacity_shared_lru", &["--max-shapes", "4"]).await;
+    let http = proxy.http().clone();
+    let shape = |id: u32| format!("table=items&where=id%20%3D%20{id}");
+    let mut handles = Vec::new();
+    for id in 1..=4 {
+        let reply = shape_http::get(&http, &proxy.url, &format!("{}&offset=-1", shape(id))).await;
+        handles.push(reply.header("electric-handle").unwrap().to_owned());
+    }
+    let requests: Vec<_> = (0..20)
+        .map(|_| {
+            let http = http.clone();
+            let url = proxy.url.clone();
+            let query = format!("{}&offset=-1", shape(5));
+            tokio::spawn(async move { shape_http::get(&http, &url, &query).await.status })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    // Shapes 2, 3 and 4 stay (1 was the least recently used). Asking for an evicted one
+    // would make it again, so look at the store from outside: the directories.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let dirs: Vec<String> = std::fs::read_dir(proxy.storage_dir().join("v1/shapes"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    for (i, handle) in handles.iter().enumerate().skip(1) {
+        assert!(
+            dirs.contains(handle),
+            "shape {} was evicted although one eviction made room: {dirs:?}",
+            i + 1
+        );
+    }
+    assert_eq!(dirs.len(), 4, "{dirs:?}");
+}

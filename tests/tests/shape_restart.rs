@@ -1,0 +1,255 @@
+//! Shapes across proxy restarts: the same handles and offsets, nothing served twice, deleted
+//! shapes gone for good, and clients resuming where they were without a refetch.
+
+use std::time::Duration;
+
+use tests::proxy_process::ProxyProcess;
+use tests::shape_consumer::{ConsumerOptions, ShapeConsumer, ShapeSpec};
+use tests::shape_http::{self, EventStream};
+use tests::{TestDb, shapesync_bin, wait_for};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn setup(name: &str, flags: &[&str]) -> (TestDb, ProxyProcess) {
+    let db = TestDb::new(name).await;
+    db.connect()
+        .await
+        .batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY, title text);
+             CREATE TABLE other (id int PRIMARY KEY);
+             INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 20) g;",
+        )
+        .await
+        .unwrap();
+    let proxy = ProxyProcess::start(shapesync_bin!(), &db, flags).await;
+    (db, proxy)
+}
+
+fn catch_up_consumer(proxy: &ProxyProcess, spec: ShapeSpec) -> ShapeConsumer {
+    ShapeConsumer::new(
+        &proxy.url,
+        spec,
+        ConsumerOptions {
+            live: false,
+            ..Default::default()
+        },
+    )
+}
+
+/// Before a restart a client got offset `L_0` (its last change) and, from an up-to-date, a
+/// `global_last_seen_lsn` G above it (a later transaction touched no shape). Right after the
+/// restart, with nothing written since, both must still be valid positions: a long-poll at
+/// `L_0` times out normally, and an SSE stream at `G_0` (what the Electric client continues
+/// from) says up-to-date at G or later, never earlier.
+#[tokio::test]
+async fn after_a_restart_known_offsets_are_served_and_global_last_seen_never_goes_back() {
+    let (db, mut proxy) = setup("restart_offsets", &["--long-poll-timeout", "1s"]).await;
+    let items = ShapeSpec::table("items", &["id"]);
+    let consumer = catch_up_consumer(&proxy, items.clone());
+    consumer.catch_up().await;
+    // `other` joins the publication; its rows are in no shape.
+    catch_up_consumer(
+        &proxy,
+        ShapeSpec::table("other", &["id"]).filter("id < 0", &[]),
+    )
+    .catch_up()
+    .await;
+    let sql = db.connect().await;
+    sql.batch_execute("UPDATE items SET title = 'changed' WHERE id = 1")
+        .await
+        .unwrap();
+    sql.batch_execute("INSERT INTO other VALUES (5)")
+        .await
+        .unwrap();
+    let handle = consumer.state().handle.unwrap();
+    let before_restart = wait_for("the update, and then the insert's LSN", WAIT, || async {
+        consumer.catch_up().await;
+        let state = consumer.state();
+        let offset = state.offset.clone()?;
+        let lsn: u64 = offset.split('_').next()?.parse().ok()?;
+        (state.changes == 1 && state.global_last_seen > lsn)
+            .then_some((offset, state.global_last_seen))
+    })
+    .await;
+    let (offset, global) = before_restart;
+
+    proxy.restart().await;
+
+    let http = proxy.http().clone();
+    let reply = shape_http::get(
+        &http,
+        &proxy.url,
+        &format!("table=items&handle={handle}&offset={offset}&live=true"),
+    )
+    .await;
+    assert_eq!(
+        reply.status, 200,
+        "a live request at the offset of a change the restarted proxy holds: {:?}",
+        reply.body
+    );
+    assert_eq!(reply.header("electric-has-data"), Some("false"));
+    assert_eq!(reply.header("electric-offset"), Some(offset.as_str()));
+    let after = shape_http::global_last_seen(reply.body.as_array().unwrap()).unwrap();
+    assert!(
+        after >= global,
+        "global_last_seen_lsn went back from {global} to {after}"
+    );
+
+    let mut stream = EventStream::open(
+        &http,
+        &proxy.url,
+        &format!("table=items&handle={handle}&offset={global}_0&live=true&live_sse=true"),
+    )
+    .await;
+    assert_eq!(stream.status, 200);
+    let messages = stream.until_up_to_date(WAIT).await;
+    assert_eq!(messages.len(), 1, "nothing new: {messages:?}");
+    let after = shape_http::global_last_seen(&messages).unwrap();
+    assert!(
+        after >= global,
+        "SSE up-to-date at {after} after the client had {global}: it would continue from {after}_0 and get changes again"
+    );
+}
+
+fn shape_dirs(proxy: &ProxyProcess) -> Vec<String> {
+    let mut dirs: Vec<String> = std::fs::read_dir(proxy.storage_dir().join("v1/shapes"))
+        .expect("shapes directory")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// A restart keeps every shape under its handle, and a client walking it from `-1` asks the
+/// same offsets as before; a deleted shape's directory is gone and its handle gets a 409.
+#[tokio::test]
+async fn a_restarted_proxy_keeps_handles_and_offsets_and_forgets_deleted_shapes() {
+    let (db, mut proxy) = setup("restart_keep", &["--chunk-bytes", "1024"]).await;
+    let sql = db.connect().await;
+    for t in 0..20 {
+        sql.batch_execute(&format!(
+            "INSERT INTO items VALUES ({}, 'later {t}'); UPDATE items SET title = 'u{t}' WHERE id = {}",
+            100 + t,
+            1 + t % 20
+        ))
+        .await
+        .unwrap();
+    }
+    let kept = ShapeSpec::table("items", &["id"]);
+    let deleted = ShapeSpec::table("items", &["id"]).filter("id > 10", &[]);
+    let proxy_url = proxy.url.clone();
+    let walk = |spec: ShapeSpec| {
+        let proxy_url = proxy_url.clone();
+        async move {
+            let consumer = ShapeConsumer::new(
+                &proxy_url,
+                spec,
+                ConsumerOptions {
+                    live: false,
+                    ..Default::default()
+                },
+            );
+            consumer.catch_up().await;
+            consumer.state()
+        }
+    };
+    let before = walk(kept.clone()).await;
+    let gone = walk(deleted.clone()).await;
+    assert!(before.violations.is_empty(), "{:?}", before.violations);
+    assert!(
+        before.exchanges.len() > 3,
+        "several chunks: {:?}",
+        before.exchanges
+    );
+    let kept_handle = before.handle.clone().unwrap();
+    let gone_handle = gone.handle.clone().unwrap();
+    assert_eq!(shape_dirs(&proxy).len(), 2);
+
+    let http = proxy.http().clone();
+    let deletion = http
+        .delete(format!("{}/v1/shape?handle={gone_handle}", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deletion.status(), 202);
+    proxy.restart().await;
+
+    assert_eq!(shape_dirs(&proxy), std::slice::from_ref(&kept_handle));
+    let after = walk(kept).await;
+    assert!(after.violations.is_empty(), "{:?}", after.violations);
+    assert_eq!(after.handle.as_deref(), Some(kept_handle.as_str()));
+    assert_eq!(
+        after.exchanges, before.exchanges,
+        "the same URLs after the restart"
+    );
+    assert_eq!(after.rows, before.rows);
+
+    let reply = shape_http::get(
+        &http,
+        &proxy.url,
+        &format!(
+            "table=items&where=id%20%3E%2010&handle={gone_handle}&offset={}",
+            gone.offset.unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, 409, "{:?}", reply.body);
+    assert_ne!(reply.header("electric-handle"), Some(gone_handle.as_str()));
+}
+
+/// A kill -9 while the proxy writes a 40k-row transaction to a shape log: after the restart
+/// the log holds the transaction whole, once (the torn part is cut off, Postgres sends the
+/// transaction again), and a client that had the earlier changes resumes without a refetch.
+#[tokio::test]
+async fn a_proxy_killed_in_the_middle_of_a_big_transaction_serves_it_whole_and_once() {
+    let (db, mut proxy) = setup("restart_torn", &[]).await;
+    let follower = ShapeConsumer::new(
+        &proxy.url,
+        ShapeSpec::table("items", &["id"]),
+        ConsumerOptions::default(),
+    );
+    follower.catch_up().await;
+    let handle = follower.state().handle.unwrap();
+    let log = proxy
+        .storage_dir()
+        .join("v1/shapes")
+        .join(&handle)
+        .join("changes.log");
+    let sql = db.connect().await;
+    sql.batch_execute(
+        "INSERT INTO items SELECT g, 'bulk ' || g FROM generate_series(1000, 40999) g",
+    )
+    .await
+    .unwrap();
+    wait_for("the proxy writing the transaction", WAIT, || async {
+        let len = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        (len > 1_000_000).then_some(())
+    })
+    .await;
+    proxy.kill9().await;
+    let torn = std::fs::metadata(&log).unwrap().len();
+    proxy.restart().await;
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    follower.spawn(stop.clone());
+    let state = wait_for("the follower with every row", WAIT, || async {
+        let state = follower.state();
+        (state.rows.len() == 40_020).then_some(state)
+    })
+    .await;
+    stop.cancel();
+    assert!(
+        state.violations.is_empty(),
+        "{:?}",
+        &state.violations[..3.min(state.violations.len())]
+    );
+    assert_eq!(state.refetches, 0, "a restart must not force a refetch");
+    assert_eq!(state.changes, 40_000, "every insert once");
+    assert_eq!(state.handle.as_deref(), Some(handle.as_str()));
+    let whole = std::fs::metadata(&log).unwrap().len();
+    assert!(
+        whole > torn,
+        "the log was {torn} bytes at the kill, {whole} after"
+    );
+}
