@@ -1,0 +1,115 @@
+//! The proxy as a process of its own: this binary re-executed as `bench proxy serve …`
+//! (`proxy::cli::main_with_args`: the same program as `shapesync`, built with the same
+//! profile), so that its CPU and memory are its own and `/proc/<pid>/status` tells its RSS.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
+
+use crate::cluster::Database;
+use crate::http_wire;
+
+pub struct ProxyChild {
+    child: Child,
+    pid: u32,
+    pub addr: SocketAddr,
+    _storage: tempfile::TempDir,
+}
+
+/// A process's memory, from `/proc/<pid>/status`.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    /// `VmRSS`: resident now.
+    pub rss_kb: u64,
+    /// `VmHWM`: the most ever resident.
+    pub peak_kb: u64,
+}
+
+impl ProxyChild {
+    /// `serve` against `db` with `extra` flags; returns once `/v1/health` answers 200. SSE
+    /// responses stay open for an hour (the default minute would close the bench's streams).
+    pub async fn start(db: &Database, extra: &[&str]) -> anyhow::Result<Self> {
+        let storage = tempfile::tempdir().context("a storage directory for the proxy")?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let exe = std::env::current_exe().context("locating the bench binary")?;
+        let mut command = Command::new(exe);
+        command
+            .args(["proxy", "serve", "--database-url", &db.url, "--port"])
+            .arg(port.to_string())
+            .arg("--storage-dir")
+            .arg(storage.path())
+            .args(["--sse-timeout", "1h"])
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = command.spawn().context("starting the proxy")?;
+        let pid = child.id().context("the proxy's pid")?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!("the proxy exited during start-up: {status}");
+            }
+            if let Ok((head, _)) = http_wire::get_all(addr, "/v1/health").await
+                && head.status == 200
+            {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("the proxy did not become healthy within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Self {
+            child,
+            pid,
+            addr,
+            _storage: storage,
+        })
+    }
+
+    pub fn memory(&self) -> anyhow::Result<Memory> {
+        memory_of(self.pid)
+    }
+
+    /// SIGTERM, and wait (at most 30 s, then SIGKILL).
+    pub async fn stop(mut self) {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+        unsafe {
+            libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
+        }
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!("bench: the proxy did not stop within 30 s; killing it");
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+pub fn memory_of(pid: u32) -> anyhow::Result<Memory> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no {name} in {path}"))
+    };
+    Ok(Memory {
+        rss_kb: field("VmRSS:")?,
+        peak_kb: field("VmHWM:")?,
+    })
+}
