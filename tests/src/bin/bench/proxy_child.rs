@@ -31,6 +31,7 @@ pub struct Memory {
 impl ProxyChild {
     /// `serve` against `db` with `extra` flags; returns once `/v1/health` answers 200. SSE
     /// responses stay open for an hour (the default minute would close the bench's streams).
+    /// The slot is named after the database: slot names are cluster-wide.
     pub async fn start(db: &Database, extra: &[&str]) -> anyhow::Result<Self> {
         let storage = tempfile::tempdir().context("a storage directory for the proxy")?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -41,7 +42,7 @@ impl ProxyChild {
             .arg(port.to_string())
             .arg("--storage-dir")
             .arg(storage.path())
-            .args(["--sse-timeout", "1h"])
+            .args(["--sse-timeout", "1h", "--slot", &db.name])
             .args(extra)
             .env(
                 "RUST_LOG",

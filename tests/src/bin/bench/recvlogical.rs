@@ -214,13 +214,18 @@ struct Counts {
 fn frame(bytes: &[u8], counts: &mut Counts) -> Result<usize, String> {
     let mut used = 0;
     while let Some(len) = message_len(&bytes[used..])? {
+        match bytes.get(used + len) {
+            Some(b'\n') => {}
+            Some(_) => {
+                return Err(format!("no newline after a {:?} message", bytes[used] as char));
+            }
+            // The newline comes with the next read.
+            None => break,
+        }
         match bytes[used] {
             b'I' | b'U' | b'D' => counts.rows += 1,
             b'C' => counts.commits += 1,
             _ => {}
-        }
-        if bytes.get(used + len) != Some(&b'\n') {
-            return Err(format!("no newline after a {:?} message", bytes[used] as char));
         }
         used += len + 1;
     }

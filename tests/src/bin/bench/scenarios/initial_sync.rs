@@ -39,7 +39,7 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
         .execute(
             "INSERT INTO items (id, owner_id, title, done, position)
              SELECT g, 'owner ' || (g % 1000), 'item number ' || g, g % 3 = 0, g / 7.0
-             FROM generate_series(1, $1) g",
+             FROM generate_series(1::int8, $1) g",
             &[&rows],
         )
         .await?;

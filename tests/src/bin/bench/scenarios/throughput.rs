@@ -137,12 +137,14 @@ pub async fn run(bench: &mut Bench, workload: Workload) -> anyhow::Result<()> {
         )
         .await?;
     }
-    recvlogical::create_slot(&client, "stream_catch_up").await?;
-    recvlogical::create_slot(&client, "recvlogical_catch_up").await?;
+    // Slot names are cluster-wide.
+    let slot = |what: &str| format!("{}_{what}", workload.name());
+    recvlogical::create_slot(&client, &slot("stream_catch_up")).await?;
+    recvlogical::create_slot(&client, &slot("recvlogical_catch_up")).await?;
     let timeout = Duration::from_secs(120);
 
     // The baseline, live, alone on the database.
-    let live = LiveRecvlogical::start(&bench.cluster, &db, &client, "recvlogical_live").await?;
+    let live = LiveRecvlogical::start(&bench.cluster, &db, &client, &slot("recvlogical_live")).await?;
     let baseline_write = write(&db, workload, TABLES[0], rows).await?;
     let seen = live.wait_for(rows, commits, timeout).await?;
     live.stop(&client).await;
@@ -178,7 +180,7 @@ pub async fn run(bench: &mut Bench, workload: Workload) -> anyhow::Result<()> {
     proxy.stop().await;
     let ours = elapsed(proxied_write.origin(workload), last);
 
-    let rate = |d: Duration| commits.max(rows) as f64 / d.as_secs_f64();
+    let rate = |d: Duration| rows as f64 / d.as_secs_f64();
     let writer_rate = |w: &Written| rows as f64 / (w.acked - w.started).as_secs_f64();
     let size = match workload {
         Workload::BigTxn => format!("one {rows}-row transaction, commit ack → last row"),
@@ -200,12 +202,16 @@ pub async fn run(bench: &mut Bench, workload: Workload) -> anyhow::Result<()> {
     );
 
     // Catch-up: both readers on slots that hold the baseline's workload.
-    let stream_time = stream_catch_up(&db, "stream_catch_up", rows, commits).await?;
-    let recv_time =
-        recvlogical::catch_up(&bench.cluster, &db, "recvlogical_catch_up", baseline_write.end)
-            .await?;
-    recvlogical::drop_slot(&client, "stream_catch_up").await;
-    recvlogical::drop_slot(&client, "recvlogical_catch_up").await;
+    let stream_time = stream_catch_up(&db, &slot("stream_catch_up"), rows, commits).await?;
+    let recv_time = recvlogical::catch_up(
+        &bench.cluster,
+        &db,
+        &slot("recvlogical_catch_up"),
+        baseline_write.end,
+    )
+    .await?;
+    recvlogical::drop_slot(&client, &slot("stream_catch_up")).await;
+    recvlogical::drop_slot(&client, &slot("recvlogical_catch_up")).await;
     bench.report.add(
         Figure::new(
             format!("{}.catch_up", workload.name()),
