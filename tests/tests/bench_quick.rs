@@ -72,7 +72,10 @@ fn quick_suite_produces_every_figure_the_json_and_the_plot() {
         "load_average_start",
         "load_average_end",
     ] {
-        assert!(!machine[field].is_null(), "machine.{field} missing: {machine}");
+        assert!(
+            !machine[field].is_null(),
+            "machine.{field} missing: {machine}"
+        );
     }
     let figures = report["figures"].as_array().expect("figures");
     for name in FIGURES {
@@ -85,12 +88,18 @@ fn quick_suite_produces_every_figure_the_json_and_the_plot() {
         }
         if PENDING.contains(name) {
             assert!(
-                figure["note"].as_str().unwrap_or("").starts_with("not measured"),
+                figure["note"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("not measured"),
                 "{figure}"
             );
         } else {
             let value = figure["value"].as_f64();
-            assert!(value.is_some_and(f64::is_finite), "{name} has no value: {figure}");
+            assert!(
+                value.is_some_and(f64::is_finite),
+                "{name} has no value: {figure}"
+            );
         }
     }
     let unexpected: Vec<_> = figures
@@ -98,12 +107,18 @@ fn quick_suite_produces_every_figure_the_json_and_the_plot() {
         .filter_map(|f| f["name"].as_str())
         .filter(|name| !FIGURES.contains(name))
         .collect();
-    assert!(unexpected.is_empty(), "figures the test does not know: {unexpected:?}");
+    assert!(
+        unexpected.is_empty(),
+        "figures the test does not know: {unexpected:?}"
+    );
     for name in ["throughput_big_txn", "throughput_small_txn", "routing_100k"] {
         let figure = figures.iter().find(|f| f["name"] == name).expect("figure");
         assert!(figure["ratio"].as_f64().is_some(), "{name} has no ratio");
     }
 
     let png = std::fs::read(&plot).expect("the plot");
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "the plot is not a PNG");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "the plot is not a PNG"
+    );
 }

@@ -169,7 +169,11 @@ fn line(f: &Figure) -> String {
         f.unit
     );
     if let (Some(b), Some(r)) = (f.baseline, f.ratio) {
-        out.push_str(&format!(" (baseline {} {}, ratio {r:.2})", number(b), f.unit));
+        out.push_str(&format!(
+            " (baseline {} {}, ratio {r:.2})",
+            number(b),
+            f.unit
+        ));
     }
     if !f.note.is_empty() {
         out.push_str(&format!(" — {}", f.note));

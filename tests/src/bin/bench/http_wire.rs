@@ -52,7 +52,8 @@ pub async fn get(addr: SocketAddr, path: &str, keep_open: bool) -> anyhow::Resul
         .with_context(|| format!("connecting to {addr}"))?;
     stream.set_nodelay(true)?;
     let connection = if keep_open { "keep-alive" } else { "close" };
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: {connection}\r\n\r\n");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: {connection}\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut read = Vec::new();
@@ -90,14 +91,20 @@ pub async fn get(addr: SocketAddr, path: &str, keep_open: bool) -> anyhow::Resul
 pub async fn get_all(addr: SocketAddr, path: &str) -> anyhow::Result<(Head, Vec<u8>)> {
     let mut response = get(addr, path, false).await?;
     let mut body = Vec::new();
-    while response.read_body(|bytes, _| body.extend_from_slice(bytes)).await? {}
+    while response
+        .read_body(|bytes, _| body.extend_from_slice(bytes))
+        .await?
+    {}
     Ok((response.head.clone(), body))
 }
 
 impl Response {
     /// Reads once from the socket and hands the body bytes it carried to `sink`, with the
     /// time the read returned. `false` once the body has ended.
-    pub async fn read_body(&mut self, mut sink: impl FnMut(&[u8], Instant)) -> anyhow::Result<bool> {
+    pub async fn read_body(
+        &mut self,
+        mut sink: impl FnMut(&[u8], Instant),
+    ) -> anyhow::Result<bool> {
         if !self.pending.is_empty() {
             let pending = std::mem::take(&mut self.pending);
             return Ok(self.deliver(&pending, Instant::now(), &mut sink));
@@ -127,7 +134,12 @@ impl Response {
         }
     }
 
-    fn deliver(&mut self, bytes: &[u8], at: Instant, sink: &mut impl FnMut(&[u8], Instant)) -> bool {
+    fn deliver(
+        &mut self,
+        bytes: &[u8],
+        at: Instant,
+        sink: &mut impl FnMut(&[u8], Instant),
+    ) -> bool {
         match &mut self.body {
             BodyFraming::Chunked(decoder) => decoder.feed(bytes, |data| sink(data, at)),
             BodyFraming::Length(left) => {
@@ -172,14 +184,25 @@ enum ChunkState {
     /// Reading the hex size; `extension` once past a `;`.
     #[default]
     Size,
-    SizeValue { size: u64, extension: bool },
+    SizeValue {
+        size: u64,
+        extension: bool,
+    },
     /// Expecting the `\n` of the size line.
-    SizeLf { size: u64 },
-    Data { left: u64 },
+    SizeLf {
+        size: u64,
+    },
+    Data {
+        left: u64,
+    },
     /// The `\r\n` after a chunk's data; `seen` of them read.
-    DataEnd { seen: u8 },
+    DataEnd {
+        seen: u8,
+    },
     /// After the last (empty) chunk: trailers until an empty line. `line_len` of this line.
-    Trailer { line_len: usize },
+    Trailer {
+        line_len: usize,
+    },
     Done,
 }
 
@@ -211,10 +234,8 @@ impl ChunkedDecoder {
             bytes = &bytes[1..];
             self.state = match self.state {
                 ChunkState::Size => Self::size_byte(0, false, byte),
-                ChunkState::SizeValue { size, extension } => {
-                    Self::size_byte(size, extension, byte)
-                }
-                ChunkState::SizeLf { size } if size == 0 => ChunkState::Trailer { line_len: 0 },
+                ChunkState::SizeValue { size, extension } => Self::size_byte(size, extension, byte),
+                ChunkState::SizeLf { size: 0 } => ChunkState::Trailer { line_len: 0 },
                 ChunkState::SizeLf { size } => ChunkState::Data { left: size },
                 ChunkState::DataEnd { seen: 0 } => ChunkState::DataEnd { seen: 1 },
                 ChunkState::DataEnd { .. } => ChunkState::Size,

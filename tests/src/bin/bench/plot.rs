@@ -86,7 +86,9 @@ fn render(
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))?
             .label(format!("{name} (n={})", sorted.len()))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()

@@ -133,7 +133,12 @@ impl LiveRecvlogical {
 
     /// Waits until `rows` rows and `commits` commits have arrived and the stream has been
     /// quiet for `quiet`; returns what arrived (its `last_bytes_at` is the end).
-    pub async fn wait_for(&self, rows: u64, commits: u64, timeout: Duration) -> anyhow::Result<Progress> {
+    pub async fn wait_for(
+        &self,
+        rows: u64,
+        commits: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<Progress> {
         const QUIET: Duration = Duration::from_millis(300);
         let deadline = Instant::now() + timeout;
         loop {
@@ -217,7 +222,10 @@ fn frame(bytes: &[u8], counts: &mut Counts) -> Result<usize, String> {
         match bytes.get(used + len) {
             Some(b'\n') => {}
             Some(_) => {
-                return Err(format!("no newline after a {:?} message", bytes[used] as char));
+                return Err(format!(
+                    "no newline after a {:?} message",
+                    bytes[used] as char
+                ));
             }
             // The newline comes with the next read.
             None => break,
@@ -277,7 +285,8 @@ impl<'a> Cursor<'a> {
         self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
     fn cstr(&mut self) -> Option<()> {
         let len = self.bytes.get(self.at..)?.iter().position(|b| *b == 0)?;
@@ -318,7 +327,12 @@ impl<'a> Cursor<'a> {
 }
 
 /// Reads `slot` with pg_recvlogical to `/dev/null` up to `end`; how long that took.
-pub async fn catch_up(cluster: &BenchCluster, db: &Database, slot: &str, end: Lsn) -> anyhow::Result<Duration> {
+pub async fn catch_up(
+    cluster: &BenchCluster,
+    db: &Database,
+    slot: &str,
+    end: Lsn,
+) -> anyhow::Result<Duration> {
     let mut command = cluster.cluster.program_command("pg_recvlogical");
     command
         .args(base_args(db, slot))
@@ -335,4 +349,3 @@ pub async fn catch_up(cluster: &BenchCluster, db: &Database, slot: &str, end: Ls
     }
     Ok(elapsed)
 }
-

@@ -77,8 +77,15 @@ pub async fn fetch(
         }
         let head = response.head.clone();
         while response.read_body(|b, _| body(b)).await? {}
-        handle = Some(head.header("electric-handle").context("no electric-handle")?.to_owned());
-        offset = head.header("electric-offset").context("no electric-offset")?.to_owned();
+        handle = Some(
+            head.header("electric-handle")
+                .context("no electric-handle")?
+                .to_owned(),
+        );
+        offset = head
+            .header("electric-offset")
+            .context("no electric-offset")?
+            .to_owned();
         if head.header("electric-up-to-date").is_some() {
             return Ok(Subscription {
                 query: query.to_owned(),
@@ -130,7 +137,10 @@ impl Live {
 
     /// Reads once from the socket; hands each complete `data:` message to `on_message` with
     /// the time the read returned. `false` once the stream has ended.
-    pub async fn next(&mut self, mut on_message: impl FnMut(&[u8], Instant)) -> anyhow::Result<bool> {
+    pub async fn next(
+        &mut self,
+        mut on_message: impl FnMut(&[u8], Instant),
+    ) -> anyhow::Result<bool> {
         let events = &mut self.events;
         self.response
             .read_body(|bytes, at| events.feed(bytes, |m| on_message(m, at)))

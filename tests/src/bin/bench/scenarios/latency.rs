@@ -104,7 +104,11 @@ pub async fn run(bench: &mut Bench, spread: Spread) -> anyhow::Result<()> {
         commits - warm_up,
         stats::quantile(&latencies, 1.0)
     );
-    for (quantile, label, target) in [(0.5, "p50", 2.0), (0.95, "p95", f64::NAN), (0.99, "p99", 10.0)] {
+    for (quantile, label, target) in [
+        (0.5, "p50", 2.0),
+        (0.95, "p95", f64::NAN),
+        (0.99, "p99", 10.0),
+    ] {
         let mut figure = Figure::new(
             format!("{name}.{label}"),
             stats::quantile(&latencies, quantile),
@@ -116,9 +120,10 @@ pub async fn run(bench: &mut Bench, spread: Spread) -> anyhow::Result<()> {
         }
         bench.report.add(figure);
     }
-    bench
-        .report
-        .distribution(format!("{name}: commit → client ({clients} shape(s))"), latencies);
+    bench.report.distribution(
+        format!("{name}: commit → client ({clients} shape(s))"),
+        latencies,
+    );
     Ok(())
 }
 

@@ -55,7 +55,12 @@ pub async fn run(bench: &mut Bench, mode: Mode) -> anyhow::Result<()> {
     result
 }
 
-async fn batches(bench: &mut Bench, http: &reqwest::Client, url: &str, duration: Duration) -> anyhow::Result<()> {
+async fn batches(
+    bench: &mut Bench,
+    http: &reqwest::Client,
+    url: &str,
+    duration: Duration,
+) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
@@ -82,17 +87,26 @@ async fn batches(bench: &mut Bench, http: &reqwest::Client, url: &str, duration:
     }
     let elapsed = start.elapsed();
     bench.report.add(
-        Figure::new("mutations_batch", total as f64 / elapsed.as_secs_f64(), "mutations/s")
-            .target(Target::AtLeast(10_000.0))
-            .note(format!(
-                "{total} upserts in batches of {BATCH} from {CLIENTS} clients in {:.1} s",
-                elapsed.as_secs_f64()
-            )),
+        Figure::new(
+            "mutations_batch",
+            total as f64 / elapsed.as_secs_f64(),
+            "mutations/s",
+        )
+        .target(Target::AtLeast(10_000.0))
+        .note(format!(
+            "{total} upserts in batches of {BATCH} from {CLIENTS} clients in {:.1} s",
+            elapsed.as_secs_f64()
+        )),
     );
     Ok(())
 }
 
-async fn single(bench: &mut Bench, http: &reqwest::Client, url: &str, duration: Duration) -> anyhow::Result<()> {
+async fn single(
+    bench: &mut Bench,
+    http: &reqwest::Client,
+    url: &str,
+    duration: Duration,
+) -> anyhow::Result<()> {
     let mut ticker =
         tokio::time::interval(Duration::from_micros(1_000_000 / SINGLE_RATE_PER_SECOND));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -121,13 +135,21 @@ async fn single(bench: &mut Bench, http: &reqwest::Client, url: &str, duration: 
         stats::quantile(&latencies, 1.0)
     );
     bench.report.add(
-        Figure::new("mutations_single.p50", stats::quantile(&latencies, 0.5), "ms")
-            .note(note.clone()),
+        Figure::new(
+            "mutations_single.p50",
+            stats::quantile(&latencies, 0.5),
+            "ms",
+        )
+        .note(note.clone()),
     );
     bench.report.add(
-        Figure::new("mutations_single.p99", stats::quantile(&latencies, 0.99), "ms")
-            .target(Target::AtMost(10.0))
-            .note(note),
+        Figure::new(
+            "mutations_single.p99",
+            stats::quantile(&latencies, 0.99),
+            "ms",
+        )
+        .target(Target::AtMost(10.0))
+        .note(note),
     );
     bench
         .report
@@ -143,7 +165,12 @@ fn upsert(id: String, row: u64, micros: u64) -> Value {
            "timestamp": format!("2026-01-01T00:00:00.{:06}Z", micros % 1_000_000)})
 }
 
-async fn post(http: &reqwest::Client, url: &str, client_id: &str, mutations: Vec<Value>) -> anyhow::Result<()> {
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    client_id: &str,
+    mutations: Vec<Value>,
+) -> anyhow::Result<()> {
     let response = http
         .post(url)
         .json(&json!({"client_id": client_id, "mutations": mutations}))

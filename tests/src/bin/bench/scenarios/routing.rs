@@ -36,13 +36,16 @@ pub fn run(bench: &mut Bench, size: Size) -> anyhow::Result<()> {
     match size {
         Size::Ten => {
             bench.report.add(
-                Figure::new("routing_10", ten.rate, "changes/s")
-                    .note(format!("10 shapes `owner_id = k`, {changes} updates moving a row")),
+                Figure::new("routing_10", ten.rate, "changes/s").note(format!(
+                    "10 shapes `owner_id = k`, {changes} updates moving a row"
+                )),
             );
             let ns = bench_eval(bench.scale.of(2_000_000))?;
-            bench.report.add(Figure::new("where_eval", ns, "ns/row").note(
-                "evaluate `owner_id = 42 AND status = 'open' AND priority > 2` on one row",
-            ));
+            bench.report.add(
+                Figure::new("where_eval", ns, "ns/row").note(
+                    "evaluate `owner_id = 42 AND status = 'open' AND priority > 2` on one row",
+                ),
+            );
         }
         Size::HundredThousand => {
             let shapes = bench.scale.of(100_000) as u64;
@@ -57,9 +60,13 @@ pub fn run(bench: &mut Bench, size: Size) -> anyhow::Result<()> {
                     )),
             );
             bench.report.add(
-                Figure::new("routing_100k.bytes_per_shape", many.bytes_per_shape, "bytes")
-                    .target(Target::AtMost(2048.0))
-                    .note("heap growth of the index per shape inserted"),
+                Figure::new(
+                    "routing_100k.bytes_per_shape",
+                    many.bytes_per_shape,
+                    "bytes",
+                )
+                .target(Target::AtMost(2048.0))
+                .note("heap growth of the index per shape inserted"),
             );
             let residual = route(shapes, changes, " AND priority > 2")?;
             let residual_ten = route(10, changes, " AND priority > 2")?;

@@ -37,12 +37,12 @@ use shapes::schema::QualifiedName;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::Bench;
 use crate::cluster::Database;
 use crate::figures::{Figure, Target};
 use crate::proxy_child::ProxyChild;
 use crate::recvlogical::{self, LiveRecvlogical};
 use crate::sse::{self, Kind};
-use crate::Bench;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Workload {
@@ -144,11 +144,14 @@ pub async fn run(bench: &mut Bench, workload: Workload) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(120);
 
     // The baseline, live, alone on the database.
-    let live = LiveRecvlogical::start(&bench.cluster, &db, &client, &slot("recvlogical_live")).await?;
+    let live =
+        LiveRecvlogical::start(&bench.cluster, &db, &client, &slot("recvlogical_live")).await?;
     let baseline_write = write(&db, workload, TABLES[0], rows).await?;
     let seen = live.wait_for(rows, commits, timeout).await?;
     live.stop(&client).await;
-    let baseline_end = seen.last_bytes_at.context("pg_recvlogical received nothing")?;
+    let baseline_end = seen
+        .last_bytes_at
+        .context("pg_recvlogical received nothing")?;
     let baseline = elapsed(baseline_write.origin(workload), baseline_end);
 
     // The proxy, live, with one SSE client.
@@ -228,11 +231,17 @@ pub async fn run(bench: &mut Bench, workload: Workload) -> anyhow::Result<()> {
 }
 
 fn elapsed(from: Instant, to: Instant) -> Duration {
-    to.saturating_duration_since(from).max(Duration::from_micros(1))
+    to.saturating_duration_since(from)
+        .max(Duration::from_micros(1))
 }
 
 /// Writes the workload into `table` on a connection of its own.
-async fn write(db: &Database, workload: Workload, table: &str, rows: u64) -> anyhow::Result<Written> {
+async fn write(
+    db: &Database,
+    workload: Workload,
+    table: &str,
+    rows: u64,
+) -> anyhow::Result<Written> {
     let client = db.connect().await?;
     let rows = i32::try_from(rows)?;
     let started;
@@ -288,7 +297,12 @@ async fn write(db: &Database, workload: Workload, table: &str, rows: u64) -> any
 
 /// Reads `slot` with the proxy's `ReplicationStream`, discarding rows, until `rows` inserts
 /// and `commits` commits have arrived.
-async fn stream_catch_up(db: &Database, slot: &str, rows: u64, commits: u64) -> anyhow::Result<Duration> {
+async fn stream_catch_up(
+    db: &Database,
+    slot: &str,
+    rows: u64,
+    commits: u64,
+) -> anyhow::Result<Duration> {
     let config = StreamConfig::new(db.url.clone(), slot.to_owned(), "shapesync".to_owned());
     let (events_tx, mut events) = mpsc::channel(4096);
     let (flushed_tx, flushed_rx) = watch::channel(Lsn::ZERO);
