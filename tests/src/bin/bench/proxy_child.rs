@@ -36,7 +36,18 @@ impl ProxyChild {
         let storage = tempfile::tempdir().context("a storage directory for the proxy")?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let exe = std::env::current_exe().context("locating the bench binary")?;
-        let mut command = Command::new(exe);
+        // For profiling: BENCH_PROXY_WRAPPER="valgrind --tool=dhat" runs the proxy under a
+        // tool that execs it in place (so the pid, and /proc/<pid>/status, stay the proxy's).
+        let wrapper = std::env::var("BENCH_PROXY_WRAPPER").unwrap_or_default();
+        let mut wrapper = wrapper.split_whitespace();
+        let mut command = match wrapper.next() {
+            Some(tool) => {
+                let mut command = Command::new(tool);
+                command.args(wrapper).arg(exe);
+                command
+            }
+            None => Command::new(exe),
+        };
         command
             .args(["proxy", "serve", "--database-url", &db.url, "--port"])
             .arg(port.to_string())
@@ -55,7 +66,7 @@ impl ProxyChild {
         let mut child = command.spawn().context("starting the proxy")?;
         let pid = child.id().context("the proxy's pid")?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(status) = child.try_wait()? {
                 bail!("the proxy exited during start-up: {status}");
@@ -66,7 +77,7 @@ impl ProxyChild {
                 break;
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("the proxy did not become healthy within 60 s");
+                bail!("the proxy did not become healthy within 120 s");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
