@@ -93,8 +93,30 @@ impl ProxyChild {
         memory_of(self.pid)
     }
 
-    /// SIGTERM, and wait (at most 30 s, then SIGKILL).
+    /// CPU time (user + system) the proxy has used so far, from `/proc/<pid>/stat`.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let path = format!("/proc/{}/stat", self.pid);
+        let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        // Fields after the command name (which may hold spaces) start at `state` (field 3).
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // utime and stime are fields 14 and 15, i.e. 11 and 12 after `state`.
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        Ok((ticks(11) + ticks(12)) as f64 / per_second)
+    }
+
+    /// SIGTERM, and wait (at most 30 s, then SIGKILL). Prints the CPU time it used.
     pub async fn stop(mut self) {
+        if let Ok(cpu) = self.cpu_seconds() {
+            println!("   (the proxy used {cpu:.2} s of CPU)");
+        }
         // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
         unsafe {
             libc::kill(self.pid as libc::pid_t, libc::SIGTERM);

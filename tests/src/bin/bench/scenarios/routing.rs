@@ -33,7 +33,11 @@ pub enum Size {
 pub fn run(bench: &mut Bench, size: Size) -> anyhow::Result<()> {
     // How long each rate is sampled: not a size, so the quick run samples briefly (a debug
     // build routes a few hundred thousand changes a second).
-    let changes = if bench.scale.quick { 100_000 } else { 4_000_000 };
+    let changes = if bench.scale.quick {
+        100_000
+    } else {
+        4_000_000
+    };
     let ten = route(10, changes, "")?;
     match size {
         Size::Ten => {
@@ -42,7 +46,11 @@ pub fn run(bench: &mut Bench, size: Size) -> anyhow::Result<()> {
                     "10 shapes `owner_id = k`, {changes} updates moving a row"
                 )),
             );
-            let ns = bench_eval(if bench.scale.quick { 100_000 } else { 2_000_000 })?;
+            let ns = bench_eval(if bench.scale.quick {
+                100_000
+            } else {
+                2_000_000
+            })?;
             bench.report.add(
                 Figure::new("where_eval", ns, "ns/row").note(
                     "evaluate `owner_id = 42 AND status = 'open' AND priority > 2` on one row",
