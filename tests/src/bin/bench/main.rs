@@ -61,6 +61,9 @@ struct Options {
     /// Draw the latency distributions (CDFs) as a PNG to this file.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Rounds of the throughput scenarios (the median is reported; `--quick`: 1).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -113,6 +116,8 @@ impl Scale {
 /// What every scenario gets: the cluster, the sizes, the report to add figures to.
 pub struct Bench {
     pub machine: machine::Machine,
+    /// Rounds of the throughput scenarios.
+    pub rounds: usize,
     pub cluster: BenchCluster,
     pub scale: Scale,
     pub report: Report,
@@ -160,6 +165,11 @@ async fn run(options: Options) -> anyhow::Result<bool> {
         machine: machine::Machine::describe(&cluster, machine_start).await,
         cluster,
         scale,
+        rounds: if scale.quick {
+            1
+        } else {
+            options.rounds.max(1)
+        },
         report: Report::default(),
     };
     println!(

@@ -33,6 +33,12 @@ impl ProxyChild {
     /// responses stay open for an hour (the default minute would close the bench's streams).
     /// The slot is named after the database: slot names are cluster-wide.
     pub async fn start(db: &Database, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_on_slot(db, &db.name, extra).await
+    }
+
+    /// [`start`](Self::start) with a slot of this name: a fresh slot starts at the current
+    /// WAL position, so the proxy never decodes what was written before it.
+    pub async fn start_on_slot(db: &Database, slot: &str, extra: &[&str]) -> anyhow::Result<Self> {
         let storage = tempfile::tempdir().context("a storage directory for the proxy")?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let exe = std::env::current_exe().context("locating the bench binary")?;
@@ -53,7 +59,7 @@ impl ProxyChild {
             .arg(port.to_string())
             .arg("--storage-dir")
             .arg(storage.path())
-            .args(["--sse-timeout", "1h", "--slot", &db.name])
+            .args(["--sse-timeout", "1h", "--slot", slot])
             .args(extra)
             .env(
                 "RUST_LOG",

@@ -7,13 +7,15 @@
 //!   `synchronous_commit = on`, so that it flushes the WAL of all of them (walsenders send only
 //!   flushed WAL) instead of waiting for the WAL writer.
 //!
-//! Each scenario has a database of its own with two identical tables in the `shapesync`
+//! Each scenario has a database of its own and runs `--rounds` rounds (default 3; the median
+//! is reported, every round in the note), each on two identical new tables in the `shapesync`
 //! publication. First the baseline: `pg_recvlogical` (pgoutput v1, its own slot, live,
 //! started before the workload; see [`crate::recvlogical`]) while the workload is written to
-//! the first table; no proxy exists yet, so no other walsender decodes it. Then the proxy is
-//! started (its slot begins after the baseline's writes, so it never decodes them), a client
-//! takes the (empty) shape of the second table and follows it over SSE, counting change
-//! messages, and the same workload is written to the second table.
+//! the first table; no proxy runs then, so no other walsender decodes it. Then a proxy is
+//! started on a new slot (which begins after the baseline's writes, so it never decodes
+//! them), a client takes the (empty) shape of the second table and follows it over SSE,
+//! counting change messages, the same workload is written to the second table, and the proxy
+//! is stopped.
 //!
 //! Timing, the same for both: the big transaction from its commit acknowledgement (the INSERT
 //! returned) to the last row received (for `pg_recvlogical`, the last bytes read from its
@@ -112,51 +114,136 @@ impl Written {
     }
 }
 
-const TABLES: [&str; 2] = ["baseline_rows", "proxied_rows"];
+/// One round's measured times.
+struct Round {
+    baseline: Duration,
+    ours: Duration,
+    baseline_write: Written,
+    proxied_write: Written,
+}
 
 pub async fn run(bench: &mut Bench, workload: Workload) -> anyhow::Result<()> {
     let rows = workload.rows(bench);
     let commits = workload.commits(rows);
     let db = bench.cluster.database(workload.name()).await?;
     let mut client = db.connect().await?;
-    for table in TABLES {
+    ensure_publication(&client, "shapesync").await?;
+    // Slot names are cluster-wide.
+    let slot = |what: &str| format!("{}_{what}", workload.name());
+    // Created before any write: they hold the first round's baseline workload for catch-up.
+    recvlogical::create_slot(&client, &slot("stream_catch_up")).await?;
+    recvlogical::create_slot(&client, &slot("recvlogical_catch_up")).await?;
+
+    let mut rounds = Vec::new();
+    for round in 0..bench.rounds {
+        rounds.push(run_round(bench, &db, &mut client, workload, round).await?);
+    }
+    let rate = |d: Duration| rows as f64 / d.as_secs_f64();
+    let median = |times: Vec<Duration>| {
+        let mut rates: Vec<f64> = times.into_iter().map(rate).collect();
+        crate::stats::sort(&mut rates);
+        (crate::stats::quantile(&rates, 0.5), rates)
+    };
+    let (ours, our_rates) = median(rounds.iter().map(|r| r.ours).collect());
+    let (theirs, their_rates) = median(rounds.iter().map(|r| r.baseline).collect());
+    let list = |rates: &[f64]| {
+        rates
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    let writer_rate = |w: &Written| rows as f64 / (w.acked - w.started).as_secs_f64();
+    let size = match workload {
+        Workload::BigTxn => format!("one {rows}-row transaction, commit ack → last row"),
+        Workload::SmallTxns => format!(
+            "{rows} one-row transactions, first write → last row; writer alone {:.0} tx/s (proxied, first round)",
+            writer_rate(&rounds[0].proxied_write),
+        ),
+    };
+    bench.report.add(
+        Figure::new(workload.name(), ours, workload.unit())
+            .baseline(theirs)
+            .target(Target::RatioAtLeast(workload.target()))
+            .note(format!(
+                "live: proxy → 1 SSE client vs pg_recvlogical live; {size}; median of {} rounds (ours {}, baseline {})",
+                rounds.len(),
+                list(&our_rates),
+                list(&their_rates)
+            )),
+    );
+
+    // Catch-up: both readers on slots that hold the first round's baseline workload.
+    let stream_time = stream_catch_up(&db, &slot("stream_catch_up"), rows, commits).await?;
+    let recv_time = recvlogical::catch_up(
+        &bench.cluster,
+        &db,
+        &slot("recvlogical_catch_up"),
+        rounds[0].baseline_write.end,
+    )
+    .await?;
+    recvlogical::drop_slot(&client, &slot("stream_catch_up")).await;
+    recvlogical::drop_slot(&client, &slot("recvlogical_catch_up")).await;
+    bench.report.add(
+        Figure::new(
+            format!("{}.catch_up", workload.name()),
+            rate(stream_time),
+            workload.unit(),
+        )
+        .baseline(rate(recv_time))
+        .note(
+            "catch-up: the proxy's ReplicationStream (decode + assemble, no shape logs, no HTTP) \
+             vs pg_recvlogical --endpos, slots read after the writes",
+        ),
+    );
+    Ok(())
+}
+
+/// One round on tables of its own: the baseline alone, then a fresh proxy on a fresh slot.
+async fn run_round(
+    bench: &Bench,
+    db: &Database,
+    client: &mut tokio_postgres::Client,
+    workload: Workload,
+    round: usize,
+) -> anyhow::Result<Round> {
+    let rows = workload.rows(bench);
+    let commits = workload.commits(rows);
+    let tables = [
+        format!("baseline_rows_{round}"),
+        format!("proxied_rows_{round}"),
+    ];
+    for table in &tables {
         client
             .batch_execute(&format!(
                 "CREATE TABLE {table} (id int PRIMARY KEY, title text NOT NULL, n int,
                                        at timestamptz NOT NULL DEFAULT now())"
             ))
             .await?;
-    }
-    ensure_publication(&client, "shapesync").await?;
-    for table in TABLES {
         prepare_table(
-            &mut client,
+            client,
             "shapesync",
             &QualifiedName::new("public", table),
             Duration::from_secs(5),
         )
         .await?;
     }
-    // Slot names are cluster-wide.
-    let slot = |what: &str| format!("{}_{what}", workload.name());
-    recvlogical::create_slot(&client, &slot("stream_catch_up")).await?;
-    recvlogical::create_slot(&client, &slot("recvlogical_catch_up")).await?;
+    let slot = |what: &str| format!("{}_{what}_{round}", workload.name());
     let timeout = Duration::from_secs(120);
 
     // The baseline, live, alone on the database.
     let live =
-        LiveRecvlogical::start(&bench.cluster, &db, &client, &slot("recvlogical_live")).await?;
-    let baseline_write = write(&db, workload, TABLES[0], rows).await?;
+        LiveRecvlogical::start(&bench.cluster, db, client, &slot("recvlogical_live")).await?;
+    let baseline_write = write(db, workload, &tables[0], rows).await?;
     let seen = live.wait_for(rows, commits, timeout).await?;
-    live.stop(&client).await;
+    live.stop(client).await;
     let baseline_end = seen
         .last_bytes_at
         .context("pg_recvlogical received nothing")?;
-    let baseline = elapsed(baseline_write.origin(workload), baseline_end);
 
     // The proxy, live, with one SSE client.
-    let proxy = ProxyChild::start(&db, &[]).await?;
-    let subscription = sse::fetch(proxy.addr, &format!("table={}", TABLES[1]), |_| {}).await?;
+    let proxy = ProxyChild::start_on_slot(db, &slot("proxy"), &[]).await?;
+    let subscription = sse::fetch(proxy.addr, &format!("table={}", tables[1]), |_| {}).await?;
     let mut stream = sse::Live::open(proxy.addr, &subscription).await?;
     let counter = tokio::spawn(async move {
         let (mut count, mut last) = (0u64, None);
@@ -175,59 +262,18 @@ pub async fn run(bench: &mut Bench, workload: Workload) -> anyhow::Result<()> {
         }
         anyhow::Ok(last)
     });
-    let proxied_write = write(&db, workload, TABLES[1], rows).await?;
+    let proxied_write = write(db, workload, &tables[1], rows).await?;
     let last = tokio::time::timeout(timeout, counter)
         .await
         .context("the SSE client did not receive every row in time")???
         .context("no rows")?;
     proxy.stop().await;
-    let ours = elapsed(proxied_write.origin(workload), last);
-
-    let rate = |d: Duration| rows as f64 / d.as_secs_f64();
-    let writer_rate = |w: &Written| rows as f64 / (w.acked - w.started).as_secs_f64();
-    let size = match workload {
-        Workload::BigTxn => format!("one {rows}-row transaction, commit ack → last row"),
-        Workload::SmallTxns => format!(
-            "{rows} one-row transactions, first write → last row; writer alone {:.0}/{:.0} tx/s",
-            writer_rate(&proxied_write),
-            writer_rate(&baseline_write)
-        ),
-    };
-    bench.report.add(
-        Figure::new(workload.name(), rate(ours), workload.unit())
-            .baseline(rate(baseline))
-            .target(Target::RatioAtLeast(workload.target()))
-            .note(format!(
-                "live: proxy → 1 SSE client vs pg_recvlogical live; {size} ({:.2} s vs {:.2} s)",
-                ours.as_secs_f64(),
-                baseline.as_secs_f64()
-            )),
-    );
-
-    // Catch-up: both readers on slots that hold the baseline's workload.
-    let stream_time = stream_catch_up(&db, &slot("stream_catch_up"), rows, commits).await?;
-    let recv_time = recvlogical::catch_up(
-        &bench.cluster,
-        &db,
-        &slot("recvlogical_catch_up"),
-        baseline_write.end,
-    )
-    .await?;
-    recvlogical::drop_slot(&client, &slot("stream_catch_up")).await;
-    recvlogical::drop_slot(&client, &slot("recvlogical_catch_up")).await;
-    bench.report.add(
-        Figure::new(
-            format!("{}.catch_up", workload.name()),
-            rate(stream_time),
-            workload.unit(),
-        )
-        .baseline(rate(recv_time))
-        .note(
-            "catch-up: the proxy's ReplicationStream (decode + assemble, no shape logs, no HTTP) \
-             vs pg_recvlogical --endpos, slots read after the writes",
-        ),
-    );
-    Ok(())
+    Ok(Round {
+        baseline: elapsed(baseline_write.origin(workload), baseline_end),
+        ours: elapsed(proxied_write.origin(workload), last),
+        baseline_write,
+        proxied_write,
+    })
 }
 
 fn elapsed(from: Instant, to: Instant) -> Duration {
