@@ -1,6 +1,7 @@
 //! Command-line interface of the `shapesync` binary. Every flag has a `SHAPESYNC_*`
 //! environment equivalent (and `DATABASE_URL` for the database).
 
+use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -284,6 +285,14 @@ pub struct ServeArgs {
 
 /// The `shapesync` program: parse the command line, run the command, exit with its status.
 pub fn main() -> ExitCode {
+    main_with_args(std::env::args_os())
+}
+
+/// The `shapesync` program on an argument list (the program name first, as in `argv`): for
+/// programs that embed it, e.g. the benchmark suite, which runs the proxy as a process of its
+/// own by re-executing itself.
+pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let cli = Cli::parse_from(args);
     raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -295,11 +304,10 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run())
+    runtime.block_on(run(cli))
 }
 
-async fn run() -> ExitCode {
-    let cli = Cli::parse();
+async fn run(cli: Cli) -> ExitCode {
     crate::telemetry::init_logging(cli.log_format);
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));

@@ -67,6 +67,11 @@ impl ProxyProcess {
         &self.http
     }
 
+    /// The running proxy's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     async fn spawn(&mut self) {
         let child = Command::new(&self.bin)
             .args(&self.args)

@@ -182,34 +182,33 @@ async fn supervise(
     health: watch::Sender<Health>,
     shutdown: CancellationToken,
 ) {
+    // One receiver per stream, kept across iterations: `status()` hands out a clone of the
+    // stream's own receiver, which never marks a value seen, so a fresh clone in every
+    // iteration would see the same status as changed again at once and spin.
+    let mut status = stream.status();
     loop {
-        let mut status = stream.status();
         let replace = tokio::select! {
             () = shutdown.cancelled() => false,
             () = restart.notified() => true,
-            changed = status.changed() => {
-                let current = status.borrow().clone();
-                match current {
-                    StreamStatus::Streaming { .. } => { health.send_replace(Health::Active); continue; }
-                    StreamStatus::Connecting | StreamStatus::Reconnecting { .. } => {
-                        health.send_replace(Health::Waiting);
-                        continue;
-                    }
-                    StreamStatus::Failed { error } => {
-                        tracing::error!(error, "replication stopped; retrying in 30 s");
-                        health.send_replace(Health::Waiting);
-                        tokio::select! {
-                            () = tokio::time::sleep(Duration::from_secs(30)) => {}
-                            () = shutdown.cancelled() => {}
-                        }
-                        true
-                    }
-                    StreamStatus::Stopped => {
-                        let _ = changed;
-                        false
-                    }
+            changed = status.changed() => match changed.map(|()| status.borrow_and_update().clone()) {
+                // The stream's task is gone without saying Stopped: replace it.
+                Err(_) => true,
+                Ok(StreamStatus::Streaming { .. }) => { health.send_replace(Health::Active); continue; }
+                Ok(StreamStatus::Connecting | StreamStatus::Reconnecting { .. }) => {
+                    health.send_replace(Health::Waiting);
+                    continue;
                 }
-            }
+                Ok(StreamStatus::Failed { error }) => {
+                    tracing::error!(error, "replication stopped; retrying in 30 s");
+                    health.send_replace(Health::Waiting);
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                        () = shutdown.cancelled() => {}
+                    }
+                    true
+                }
+                Ok(StreamStatus::Stopped) => false,
+            },
         };
         if let Err(err) = stream.shutdown().await {
             tracing::warn!(error = %err, "replication stream ended with an error");
@@ -226,5 +225,6 @@ async fn supervise(
             flushed.clone(),
             shutdown.clone(),
         );
+        status = stream.status();
     }
 }

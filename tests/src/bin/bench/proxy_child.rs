@@ -1,0 +1,155 @@
+//! The proxy as a process of its own: this binary re-executed as `bench proxy serve …`
+//! (`proxy::cli::main_with_args`: the same program as `shapesync`, built with the same
+//! profile), so that its CPU and memory are its own and `/proc/<pid>/status` tells its RSS.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
+
+use crate::cluster::Database;
+use crate::http_wire;
+
+pub struct ProxyChild {
+    child: Child,
+    pid: u32,
+    pub addr: SocketAddr,
+    _storage: tempfile::TempDir,
+}
+
+/// A process's memory, from `/proc/<pid>/status`.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    /// `VmRSS`: resident now.
+    pub rss_kb: u64,
+    /// `VmHWM`: the most ever resident.
+    pub peak_kb: u64,
+}
+
+impl ProxyChild {
+    /// `serve` against `db` with `extra` flags; returns once `/v1/health` answers 200. SSE
+    /// responses stay open for an hour (the default minute would close the bench's streams).
+    /// The slot is named after the database: slot names are cluster-wide.
+    pub async fn start(db: &Database, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_on_slot(db, &db.name, extra).await
+    }
+
+    /// [`start`](Self::start) with a slot of this name: a fresh slot starts at the current
+    /// WAL position, so the proxy never decodes what was written before it.
+    pub async fn start_on_slot(db: &Database, slot: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        let storage = tempfile::tempdir().context("a storage directory for the proxy")?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let exe = std::env::current_exe().context("locating the bench binary")?;
+        // For profiling: BENCH_PROXY_WRAPPER="valgrind --tool=dhat" runs the proxy under a
+        // tool that execs it in place (so the pid, and /proc/<pid>/status, stay the proxy's).
+        let wrapper = std::env::var("BENCH_PROXY_WRAPPER").unwrap_or_default();
+        let mut wrapper = wrapper.split_whitespace();
+        let mut command = match wrapper.next() {
+            Some(tool) => {
+                let mut command = Command::new(tool);
+                command.args(wrapper).arg(exe);
+                command
+            }
+            None => Command::new(exe),
+        };
+        command
+            .args(["proxy", "serve", "--database-url", &db.url, "--port"])
+            .arg(port.to_string())
+            .arg("--storage-dir")
+            .arg(storage.path())
+            .args(["--sse-timeout", "1h", "--slot", slot])
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = command.spawn().context("starting the proxy")?;
+        let pid = child.id().context("the proxy's pid")?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!("the proxy exited during start-up: {status}");
+            }
+            if let Ok((head, _)) = http_wire::get_all(addr, "/v1/health").await
+                && head.status == 200
+            {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("the proxy did not become healthy within 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Self {
+            child,
+            pid,
+            addr,
+            _storage: storage,
+        })
+    }
+
+    pub fn memory(&self) -> anyhow::Result<Memory> {
+        memory_of(self.pid)
+    }
+
+    /// CPU time (user + system) the proxy has used so far, from `/proc/<pid>/stat`.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let path = format!("/proc/{}/stat", self.pid);
+        let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        // Fields after the command name (which may hold spaces) start at `state` (field 3).
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // utime and stime are fields 14 and 15, i.e. 11 and 12 after `state`.
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        Ok((ticks(11) + ticks(12)) as f64 / per_second)
+    }
+
+    /// SIGTERM, and wait (at most 30 s, then SIGKILL). Prints the CPU time it used.
+    pub async fn stop(mut self) {
+        if let Ok(cpu) = self.cpu_seconds() {
+            println!("   (the proxy used {cpu:.2} s of CPU)");
+        }
+        // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+        unsafe {
+            libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
+        }
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!("bench: the proxy did not stop within 30 s; killing it");
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+pub fn memory_of(pid: u32) -> anyhow::Result<Memory> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no {name} in {path}"))
+    };
+    Ok(Memory {
+        rss_kb: field("VmRSS:")?,
+        peak_kb: field("VmHWM:")?,
+    })
+}

@@ -1,0 +1,147 @@
+//! `initial_sync_1m`: a 1,000,000-row shape synced from scratch into SQLite by the
+//! client-sqlite library: rows/s, and the peak RSS of the client and of the proxy.
+//!
+//! **Partly a stub.** The SQLite client is being written in parallel (client-sqlite); until it
+//! is wired in here, the client-side figures (`initial_sync_1m`, `….client_rss`) are reported
+//! as "not measured: client-sqlite pending". The proxy side is real: the table is created and
+//! filled, the proxy started, and the shape fetched from offset -1 to its first up-to-date by
+//! the bench's own HTTP client, which counts the rows and discards them (`….http`: what the
+//! proxy serves, snapshot included, with no SQLite behind it). The proxy's memory growth is
+//! its peak resident set during the sync (`VmHWM`) minus its resident set before (`VmRSS`).
+//!
+//! To wire the client: replace [`sync_into_sqlite`] with a run of the client library (in a
+//! process of its own, so that its `VmHWM` can be read the same way) and report its rows/s
+//! and peak RSS.
+
+use std::time::Instant;
+
+use anyhow::bail;
+
+use crate::Bench;
+use crate::figures::{Figure, Target};
+use crate::proxy_child::ProxyChild;
+use crate::sse;
+
+const PENDING: &str = "client-sqlite pending";
+
+pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
+    let rows = bench.scale.of(1_000_000) as i64;
+    let db = bench.cluster.database("initial_sync_1m").await?;
+    let client = db.connect().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE items (id int8 PRIMARY KEY, owner_id text NOT NULL, title text NOT NULL,
+                                 done boolean NOT NULL, position float8 NOT NULL,
+                                 updated_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+    client
+        .execute(
+            "INSERT INTO items (id, owner_id, title, done, position)
+             SELECT g, 'owner ' || (g % 1000), 'item number ' || g, g % 3 = 0, g / 7.0
+             FROM generate_series(1::int8, $1) g",
+            &[&rows],
+        )
+        .await?;
+    client.batch_execute("VACUUM ANALYZE items").await?;
+    let proxy = ProxyChild::start(&db, &[]).await?;
+    let before = proxy.memory()?;
+
+    let started = Instant::now();
+    let mut counter = PatternCounter::new(br#"{"key":"#);
+    sse::fetch(proxy.addr, "table=items", |bytes| counter.feed(bytes)).await?;
+    let elapsed = started.elapsed();
+    let after = proxy.memory()?;
+    proxy.stop().await;
+    if counter.count != rows as u64 {
+        bail!("the shape had {} rows, not {rows}", counter.count);
+    }
+
+    for figure in sync_into_sqlite() {
+        bench.report.add(figure);
+    }
+    bench.report.add(
+        Figure::new(
+            "initial_sync_1m.proxy_rss_growth",
+            (after.peak_kb as f64 - before.rss_kb as f64) / 1024.0,
+            "MB",
+        )
+        .target(Target::AtMost(50.0))
+        .note(format!(
+            "proxy VmHWM during the sync − VmRSS before ({} → peak {} MB), {rows} rows served to the bench's HTTP client",
+            before.rss_kb / 1024,
+            after.peak_kb / 1024
+        )),
+    );
+    bench.report.add(
+        Figure::new(
+            "initial_sync_1m.http",
+            rows as f64 / elapsed.as_secs_f64(),
+            "rows/s",
+        )
+        .note(format!(
+            "{rows} rows, snapshot + HTTP to a client that discards them (no SQLite), {:.2} s",
+            elapsed.as_secs_f64()
+        )),
+    );
+    Ok(())
+}
+
+/// STUB until client-sqlite is wired in: the client-side figures, not measured.
+fn sync_into_sqlite() -> [Figure; 2] {
+    [
+        Figure::not_measured("initial_sync_1m", "rows/s", PENDING)
+            .target(Target::AtLeast(150_000.0)),
+        Figure::not_measured("initial_sync_1m.client_rss", "MB", PENDING)
+            .target(Target::AtMost(100.0)),
+    ]
+}
+
+/// Counts a pattern in a byte stream that arrives in pieces.
+struct PatternCounter {
+    pattern: &'static [u8],
+    /// The last bytes seen, which may start a match completed by the next piece.
+    tail: Vec<u8>,
+    count: u64,
+}
+
+impl PatternCounter {
+    fn new(pattern: &'static [u8]) -> Self {
+        Self {
+            pattern,
+            tail: Vec::new(),
+            count: 0,
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        let keep = self.pattern.len() - 1;
+        // Matches across the boundary: the tail joined with the start of this piece.
+        let mut joint = std::mem::take(&mut self.tail);
+        joint.extend_from_slice(&bytes[..bytes.len().min(keep)]);
+        self.count += count(&joint, self.pattern) as u64;
+        self.count += count(bytes, self.pattern) as u64;
+        let from = bytes.len().saturating_sub(keep);
+        if bytes.len() >= keep {
+            self.tail = bytes[from..].to_vec();
+        } else {
+            // A piece shorter than the pattern: keep the end of tail + piece.
+            let start = joint.len().saturating_sub(keep);
+            self.tail = joint[start..].to_vec();
+        }
+    }
+}
+
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    let first = needle[0];
+    let mut n = 0;
+    let mut i = 0;
+    while let Some(at) = haystack[i..].iter().position(|b| *b == first) {
+        let start = i + at;
+        if haystack[start..].starts_with(needle) {
+            n += 1;
+        }
+        i = start + 1;
+    }
+    n
+}

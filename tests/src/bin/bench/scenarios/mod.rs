@@ -1,0 +1,9 @@
+//! One module per scenario; each documents what it measures and how.
+
+pub mod fanout;
+pub mod initial_sync;
+pub mod latency;
+pub mod mutations;
+pub mod routing;
+pub mod sse_idle;
+pub mod throughput;
