@@ -294,6 +294,11 @@ impl Client {
             .await
     }
 
+    /// Each subscription's table, position and row count.
+    pub async fn shapes(&self) -> Result<Vec<crate::store::export::ShapeSummary>, ClientError> {
+        self.store.call(|core| core.shape_summaries()).await
+    }
+
     /// Writes every mirrored table as one JSON object `{table: [row, …], …}`, streaming.
     pub async fn export_json<W: Write + Send + 'static>(&self, out: W) -> Result<W, ClientError> {
         self.store.call(move |core| core.export_json(out)).await

@@ -24,6 +24,8 @@ pub mod subscription;
 pub mod yjs_doc;
 
 pub use client::{Client, ClientConfig, Clock};
+/// The SQLite binding the client is built on (its types appear in [`Client::read`]).
+pub use rusqlite;
 pub use error::ClientError;
 pub use shape_spec::ShapeSpec;
 pub use status::{ShapePhase, Status, SyncState};

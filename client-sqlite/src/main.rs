@@ -1,11 +1,8 @@
-//! The `shapesync-client` program: see `cli` for the commands.
+//! The `shapesync-client` program: a thin command line over the `client_sqlite` library.
+
+mod cli;
+mod progress;
 
 fn main() -> std::process::ExitCode {
-    client_sqlite_cli::main()
-}
-
-mod client_sqlite_cli {
-    pub fn main() -> std::process::ExitCode {
-        std::process::ExitCode::SUCCESS
-    }
+    cli::main()
 }

@@ -110,3 +110,45 @@ impl StoreCore {
         Ok(millis.map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)))
     }
 }
+
+/// What `status` shows about one subscription.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ShapeSummary {
+    pub name: String,
+    pub table: String,
+    pub handle: Option<String>,
+    pub offset: String,
+    pub rows: i64,
+}
+
+impl StoreCore {
+    pub fn shape_summaries(&self) -> Result<Vec<ShapeSummary>, ClientError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT name, pg_table, handle, \"offset\", schema IS NOT NULL
+             FROM _shapesync_shapes ORDER BY name",
+        )?;
+        let shapes: Vec<(String, String, Option<String>, String, bool)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::new();
+        for (name, table, handle, offset, synced) in shapes {
+            let rows = if synced {
+                self.conn
+                    .query_row(&format!("SELECT count(*) FROM {}", quote(&name)), [], |r| {
+                        r.get(0)
+                    })
+                    .unwrap_or(0)
+            } else {
+                0
+            };
+            out.push(ShapeSummary {
+                name,
+                table,
+                handle,
+                offset,
+                rows,
+            });
+        }
+        Ok(out)
+    }
+}

@@ -36,6 +36,8 @@ impl WriteOp {
 /// A write through the client: to the local table `shape`, sent to the shape's Postgres table.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct LocalWrite {
+    /// The local table; may be left out in JSON when the caller names it otherwise.
+    #[serde(default)]
     pub shape: String,
     pub op: WriteOp,
     /// Primary-key column → value (for inserts, taken from `values` when absent here).
