@@ -58,6 +58,8 @@ pub struct ClientConfig {
     pub headers: Vec<(String, String)>,
     /// Timestamps of local writes (default: the system clock, strictly increasing).
     pub clock: Option<Clock>,
+    /// Start with the network on (see [`Client::set_online`]).
+    pub online: bool,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -84,6 +86,7 @@ impl ClientConfig {
             ack_grace: Duration::from_secs(30),
             headers: Vec::new(),
             clock: None,
+            online: true,
         }
     }
 
@@ -147,7 +150,7 @@ impl Client {
             store,
             status,
             events,
-            online: watch::Sender::new(true),
+            online: watch::Sender::new(config.online),
             shutdown: CancellationToken::new(),
             tasks: Vec::new(),
             wake_push: Arc::new(Notify::new()),

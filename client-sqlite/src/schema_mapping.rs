@@ -263,7 +263,7 @@ impl ShapeSchema {
             sql.push_str(&quote(&c.name));
             sql.push(' ');
             sql.push_str(c.storage.sqlite_type());
-            if c.pk_index.is_some() && c.not_null {
+            if with_pk && c.pk_index.is_some() && c.not_null {
                 sql.push_str(" NOT NULL");
             }
         }

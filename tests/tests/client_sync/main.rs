@@ -2,6 +2,7 @@
 //! changes, optimistic writes and their settlement, rollback of stale writes, resume after a
 //! restart, 409 refetch with pending writes, schema migration, Yjs, and the seeded simulation.
 
+mod simulation;
 mod support;
 
 use client_sqlite::{ClientEvent, ShapeSpec, SyncState};
@@ -238,4 +239,9 @@ async fn offline_yjs_edits_on_two_devices_both_survive() {
         })
         .await;
     }
+}
+
+#[tokio::test]
+async fn seeded_simulation_converges_with_every_write_applied_once() {
+    simulation::run("client_simulation").await;
 }
