@@ -1,0 +1,135 @@
+//! Benchmark (not a test) of the SQLite client: initial sync of a large shape and the apply
+//! rate of live changes, through the real `shapesync-client` binary as a separate process
+//! (so its peak RSS is its own), against a proxy in this process and a throwaway Postgres.
+//!
+//! ```text
+//! cargo build --release -p client-sqlite --bin shapesync-client
+//! cargo run --release -p client-sqlite --example initial_sync_bench -- [ROWS] [LIVE_ROWS]
+//! ```
+//! Defaults: 1,000,000 rows, then 100,000 live rows in one transaction.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let rows: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1_000_000);
+    let live: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(100_000);
+    let client_bin = client_binary()?;
+    let db = tests::TestDb::new("client_bench").await;
+    let pg = db.connect().await;
+    let started = Instant::now();
+    pg.batch_execute(&format!(
+        "CREATE TABLE items (id int8 PRIMARY KEY, title text NOT NULL, n int8, done bool, at timestamptz);
+         INSERT INTO items SELECT g, 'item number ' || g, g * 7, g % 2 = 0, now() FROM generate_series(1, {rows}) g;"
+    ))
+    .await?;
+    eprintln!("loaded {rows} rows into Postgres in {:.1?}", started.elapsed());
+
+    let storage = tempfile::tempdir()?;
+    let config = proxy::config::ServeConfig::new(
+        db.url.clone(),
+        "127.0.0.1:0".parse()?,
+        storage.path().to_owned(),
+    );
+    let shutdown = CancellationToken::new();
+    let (tx, bound) = tokio::sync::oneshot::channel();
+    tokio::spawn(proxy::server::run(config, shutdown.clone(), Some(tx)));
+    let url = format!("http://{}", bound.await?);
+
+    // The proxy writes the snapshot on the first request: do it first, so the figure below
+    // is the client's.
+    let started = Instant::now();
+    let warm = reqwest::get(format!("{url}/v1/shape?table=items&offset=-1")).await?;
+    warm.bytes().await?;
+    eprintln!("proxy snapshot (first request): {:.1?}", started.elapsed());
+
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("bench.db");
+    let file = file.to_str().unwrap_or_default().to_owned();
+    let sync = |once: bool| {
+        let mut command = Command::new(&client_bin);
+        command.args(["sync", "--url", &url, "--db", &file, "--shape", "items"]);
+        if once {
+            command.arg("--once");
+        }
+        command.kill_on_drop(true);
+        command
+    };
+    let started = Instant::now();
+    let status = sync(true).status().await?;
+    let elapsed = started.elapsed();
+    anyhow::ensure!(status.success(), "sync failed: {status}");
+    let count = count_rows(&file)?;
+    anyhow::ensure!(count == rows, "{count} rows mirrored, expected {rows}");
+    eprintln!(
+        "initial sync: {rows} rows in {elapsed:.2?} = {:.0} rows/s; client peak RSS {} MB",
+        rows as f64 / elapsed.as_secs_f64(),
+        peak_child_rss_mb()
+    );
+
+    let mut follower = sync(false).spawn()?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = Instant::now();
+    pg.batch_execute(&format!(
+        "INSERT INTO items SELECT g, 'live ' || g, g, true, now() FROM generate_series({}, {}) g",
+        rows + 1,
+        rows + live
+    ))
+    .await?;
+    let committed = started.elapsed();
+    while count_rows(&file)? < rows + live {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(300), "live rows did not arrive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "live: {live} rows in one transaction (commit took {committed:.2?}) mirrored {elapsed:.2?} after the insert began = {:.0} rows/s end to end",
+        live as f64 / elapsed.as_secs_f64()
+    );
+    follower.kill().await?;
+    follower.wait().await?;
+    eprintln!("client peak RSS over both runs: {} MB", peak_child_rss_mb());
+    shutdown.cancel();
+    Ok(())
+}
+
+fn client_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|examples| examples.parent())
+        .ok_or_else(|| anyhow::anyhow!("cannot locate the target directory"))?;
+    let bin = dir.join("shapesync-client");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} not found: build it first (cargo build --release -p client-sqlite --bin shapesync-client)",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+fn count_rows(file: &str) -> anyhow::Result<u64> {
+    let conn = client_sqlite::rusqlite::Connection::open_with_flags(
+        file,
+        client_sqlite::rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?;
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM items", [], |r| r.get(0))
+        .unwrap_or(0);
+    Ok(n as u64)
+}
+
+/// The largest resident set of any finished child process, in MB.
+fn peak_child_rss_mb() -> u64 {
+    // SAFETY: getrusage writes into the struct we own.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+    }
+    usage.ru_maxrss as u64 / 1024
+}
