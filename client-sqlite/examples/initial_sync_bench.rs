@@ -17,8 +17,16 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let rows: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1_000_000);
-    let live: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(100_000);
+    let rows: u64 = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
+    let live: u64 = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(100_000);
     let client_bin = client_binary()?;
     let db = tests::TestDb::new("client_bench").await;
     let pg = db.connect().await;
@@ -28,7 +36,10 @@ async fn main() -> anyhow::Result<()> {
          INSERT INTO items SELECT g, 'item number ' || g, g * 7, g % 2 = 0, now() FROM generate_series(1, {rows}) g;"
     ))
     .await?;
-    eprintln!("loaded {rows} rows into Postgres in {:.1?}", started.elapsed());
+    eprintln!(
+        "loaded {rows} rows into Postgres in {:.1?}",
+        started.elapsed()
+    );
 
     let storage = tempfile::tempdir()?;
     let config = proxy::config::ServeConfig::new(
@@ -83,7 +94,10 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let committed = started.elapsed();
     while count_rows(&file)? < rows + live {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(300), "live rows did not arrive");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "live rows did not arrive"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed();

@@ -110,7 +110,9 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("store", &self.store).finish()
+        f.debug_struct("Client")
+            .field("store", &self.store)
+            .finish()
     }
 }
 
@@ -176,7 +178,10 @@ impl Client {
         };
         for spec in &config.shapes {
             let registered = spec.clone();
-            let cursor = self.store.call(move |core| core.register(&registered)).await?;
+            let cursor = self
+                .store
+                .call(move |core| core.register(&registered))
+                .await?;
             self.status
                 .set_phase(&spec.name, crate::status::ShapePhase::Connecting);
             let task = subscription::run(ctx.clone(), spec.clone(), cursor, network.clone());
@@ -222,12 +227,20 @@ impl Client {
         Ok(queued)
     }
 
-    pub async fn insert(&self, shape: &str, values: Map<String, Json>) -> Result<Queued, ClientError> {
+    pub async fn insert(
+        &self,
+        shape: &str,
+        values: Map<String, Json>,
+    ) -> Result<Queued, ClientError> {
         self.write(local(shape, WriteOp::Insert, Map::new(), values))
             .await
     }
 
-    pub async fn upsert(&self, shape: &str, values: Map<String, Json>) -> Result<Queued, ClientError> {
+    pub async fn upsert(
+        &self,
+        shape: &str,
+        values: Map<String, Json>,
+    ) -> Result<Queued, ClientError> {
         self.write(local(shape, WriteOp::Upsert, Map::new(), values))
             .await
     }
@@ -330,7 +343,12 @@ impl Client {
     }
 }
 
-fn local(shape: &str, op: WriteOp, key: Map<String, Json>, values: Map<String, Json>) -> LocalWrite {
+fn local(
+    shape: &str,
+    op: WriteOp,
+    key: Map<String, Json>,
+    values: Map<String, Json>,
+) -> LocalWrite {
     LocalWrite {
         shape: shape.to_owned(),
         op,

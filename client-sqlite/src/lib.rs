@@ -24,9 +24,9 @@ pub mod subscription;
 pub mod yjs_doc;
 
 pub use client::{Client, ClientConfig, Clock};
+pub use error::ClientError;
 /// The SQLite binding the client is built on (its types appear in [`Client::read`]).
 pub use rusqlite;
-pub use error::ClientError;
 pub use shape_spec::ShapeSpec;
 pub use status::{ShapePhase, Status, SyncState};
 pub use store::{ClientEvent, Conflict, LocalWrite, WriteOp};

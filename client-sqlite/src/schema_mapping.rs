@@ -268,7 +268,11 @@ impl ShapeSchema {
             }
         }
         if with_pk {
-            let pk: Vec<String> = self.pk.iter().map(|&i| quote(&self.columns[i].name)).collect();
+            let pk: Vec<String> = self
+                .pk
+                .iter()
+                .map(|&i| quote(&self.columns[i].name))
+                .collect();
             sql.push_str(&format!(", PRIMARY KEY ({})", pk.join(", ")));
         }
         sql.push(')');

@@ -156,7 +156,10 @@ mod tests {
         assert_eq!(s.where_clause.as_deref(), Some("owner_id = 'alice'"));
         assert_eq!(s.columns.as_deref(), Some("id,title"));
         let plain: ShapeSpec = "public.notes".parse().unwrap();
-        assert_eq!((plain.name.as_str(), plain.table.as_str()), ("notes", "public.notes"));
+        assert_eq!(
+            (plain.name.as_str(), plain.table.as_str()),
+            ("notes", "public.notes")
+        );
     }
 
     #[test]

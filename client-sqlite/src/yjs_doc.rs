@@ -125,6 +125,9 @@ mod tests {
         let text = doc.doc().get_or_insert_text("body");
         let s = text.get_string(&doc.doc().transact());
         assert!(s.contains("left") && s.contains("right"), "{s}");
-        assert!(doc.local_update().len() <= 2, "nothing edited since loading");
+        assert!(
+            doc.local_update().len() <= 2,
+            "nothing edited since loading"
+        );
     }
 }

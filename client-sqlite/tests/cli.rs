@@ -55,7 +55,7 @@ async fn server(name: &str) -> Server {
 }
 
 async fn run(args: &[&str]) -> Output {
-    let output = tokio::time::timeout(
+    tokio::time::timeout(
         Duration::from_secs(60),
         Command::new(BIN)
             .args(args)
@@ -65,8 +65,7 @@ async fn run(args: &[&str]) -> Output {
     )
     .await
     .expect("the command finishes")
-    .expect("run shapesync-client");
-    output
+    .expect("run shapesync-client")
 }
 
 fn stdout(output: &Output) -> String {
@@ -96,7 +95,17 @@ async fn sync_once_then_offline_write_status_export_and_push() {
     let db = dir.path().join("app.db");
     let db = db.to_str().expect("utf-8 path");
     let shape = "mine=todos?where=owner_id = 'alice'";
-    let synced = run(&["sync", "--url", &server.url, "--db", db, "--shape", shape, "--once"]).await;
+    let synced = run(&[
+        "sync",
+        "--url",
+        &server.url,
+        "--db",
+        db,
+        "--shape",
+        shape,
+        "--once",
+    ])
+    .await;
     assert!(synced.status.success(), "{}", stderr(&synced));
 
     let exported = run(&["export", "--db", db, "--format", "json"]).await;
@@ -111,15 +120,29 @@ async fn sync_once_then_offline_write_status_export_and_push() {
     assert_eq!(titles, ["Buy milk", "Water the plants"]);
 
     let id = "8f1d7a0e-0c1e-4a53-9a55-0a4f6f0b0001";
-    let write = format!(r#"{{"op":"update","key":{{"id":"{id}"}},"values":{{"title":"Buy oat milk"}}}}"#);
+    let write =
+        format!(r#"{{"op":"update","key":{{"id":"{id}"}},"values":{{"title":"Buy oat milk"}}}}"#);
     let queued = run(&["write", "--db", db, "--shape", "mine", &write]).await;
     assert!(queued.status.success(), "{}", stderr(&queued));
     let status = stdout(&run(&["status", "--db", db]).await);
     assert!(status.contains("pending(1)"), "{status}");
     let exported = stdout(&run(&["export", "--db", db]).await);
-    assert!(exported.contains("Buy oat milk"), "the local write shows at once: {exported}");
+    assert!(
+        exported.contains("Buy oat milk"),
+        "the local write shows at once: {exported}"
+    );
 
-    let pushed = run(&["sync", "--url", &server.url, "--db", db, "--shape", shape, "--once"]).await;
+    let pushed = run(&[
+        "sync",
+        "--url",
+        &server.url,
+        "--db",
+        db,
+        "--shape",
+        shape,
+        "--once",
+    ])
+    .await;
     assert!(pushed.status.success(), "{}", stderr(&pushed));
     let status = stdout(&run(&["status", "--db", db, "--json"]).await);
     let status: serde_json::Value = serde_json::from_str(&status).expect("json status");
@@ -140,12 +163,41 @@ async fn bad_input_is_refused_with_a_message() {
     let dir = tempfile::tempdir().expect("dir");
     let db = dir.path().join("app.db");
     let db = db.to_str().expect("utf-8 path");
-    let refused = run(&["write", "--db", db, "--shape", "todos", "{\"op\":\"update\"}"]).await;
+    let refused = run(&[
+        "write",
+        "--db",
+        db,
+        "--shape",
+        "todos",
+        "{\"op\":\"update\"}",
+    ])
+    .await;
     assert!(!refused.status.success());
-    assert!(stderr(&refused).contains("not subscribed"), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("not subscribed"),
+        "{}",
+        stderr(&refused)
+    );
     let refused = run(&["write", "--db", db, "not json"]).await;
-    assert!(stderr(&refused).contains("not valid JSON"), "{}", stderr(&refused));
-    let refused = run(&["sync", "--url", "http://127.0.0.1:1", "--db", db, "--shape", "_shapesync_x=todos"]).await;
+    assert!(
+        stderr(&refused).contains("not valid JSON"),
+        "{}",
+        stderr(&refused)
+    );
+    let refused = run(&[
+        "sync",
+        "--url",
+        "http://127.0.0.1:1",
+        "--db",
+        db,
+        "--shape",
+        "_shapesync_x=todos",
+    ])
+    .await;
     assert!(!refused.status.success());
-    assert!(stderr(&refused).contains("must not start with"), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("must not start with"),
+        "{}",
+        stderr(&refused)
+    );
 }

@@ -19,7 +19,11 @@ async fn a_wrong_key_is_a_clear_error_and_the_right_key_opens_the_data() {
         .await
         .expect("create an encrypted database");
     client
-        .read(|c| c.execute_batch("CREATE TABLE notes (t TEXT); INSERT INTO notes VALUES ('plaintext-marker');"))
+        .read(|c| {
+            c.execute_batch(
+                "CREATE TABLE notes (t TEXT); INSERT INTO notes VALUES ('plaintext-marker');",
+            )
+        })
         .await
         .expect("write");
     client.close().await;
@@ -43,7 +47,10 @@ async fn a_wrong_key_is_a_clear_error_and_the_right_key_opens_the_data() {
     client.close().await;
     let bytes = std::fs::read(&path).expect("file");
     let needle = b"plaintext-marker";
-    assert!(!bytes.windows(needle.len()).any(|w| w == needle), "the file is encrypted");
+    assert!(
+        !bytes.windows(needle.len()).any(|w| w == needle),
+        "the file is encrypted"
+    );
 
     let cli = std::process::Command::new(env!("CARGO_BIN_EXE_shapesync-client"))
         .args(["status", "--db", path.to_str().expect("utf-8")])

@@ -102,11 +102,11 @@ impl StoreCore {
 
     /// When every shape was last up to date (as recorded by the last commits).
     pub fn last_sync(&self) -> Result<Option<SystemTime>, ClientError> {
-        let millis: Option<i64> = self.conn.query_row(
-            "SELECT min(last_sync) FROM _shapesync_shapes",
-            [],
-            |r| r.get(0),
-        )?;
+        let millis: Option<i64> =
+            self.conn
+                .query_row("SELECT min(last_sync) FROM _shapesync_shapes", [], |r| {
+                    r.get(0)
+                })?;
         Ok(millis.map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)))
     }
 }
@@ -128,7 +128,9 @@ impl StoreCore {
              FROM _shapesync_shapes ORDER BY name",
         )?;
         let shapes: Vec<(String, String, Option<String>, String, bool)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
             .collect::<Result<_, _>>()?;
         let mut out = Vec::new();
         for (name, table, handle, offset, synced) in shapes {

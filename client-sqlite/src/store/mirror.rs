@@ -33,7 +33,9 @@ pub struct Change {
 #[derive(Debug)]
 pub enum BatchStep {
     /// A fetch from scratch begins: `electric-schema` of the new snapshot.
-    Reset { schema_json: String },
+    Reset {
+        schema_json: String,
+    },
     Apply(Vec<Change>),
     /// Up-to-date: record the position and commit.
     Commit {
@@ -58,7 +60,9 @@ impl StoreCore {
             )
             .optional()?;
         match stored {
-            Some((stored_definition, handle, offset, schema)) if stored_definition == definition => {
+            Some((stored_definition, handle, offset, schema))
+                if stored_definition == definition =>
+            {
                 Ok(Cursor {
                     handle,
                     offset,
@@ -111,11 +115,9 @@ impl StoreCore {
     fn claim_table_name(&self, name: &str) -> Result<(), ClientError> {
         let exists: Option<i64> = self
             .conn
-            .query_row(
-                "SELECT 1 FROM sqlite_master WHERE name = ?1",
-                [name],
-                |r| r.get(0),
-            )
+            .query_row("SELECT 1 FROM sqlite_master WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
             .optional()?;
         match exists {
             Some(_) => Err(ClientError::Shape {
@@ -212,7 +214,10 @@ impl StoreCore {
         schema: &ShapeSchema,
     ) -> Result<(), ClientError> {
         if state.schema.is_some() {
-            tracing::info!(shape, "the shape's columns changed: recreating the local table");
+            tracing::info!(
+                shape,
+                "the shape's columns changed: recreating the local table"
+            );
         }
         let shadow = sync_tables::shadow_table(shape);
         self.conn.execute_batch(&format!(
@@ -310,8 +315,9 @@ impl StoreCore {
                     ),
                     None => {
                         params.drain(..first - 1);
-                        let holes: Vec<String> =
-                            (1..=schema.columns.len()).map(|i| format!("?{i}")).collect();
+                        let holes: Vec<String> = (1..=schema.columns.len())
+                            .map(|i| format!("?{i}"))
+                            .collect();
                         format!(
                             "INSERT OR REPLACE INTO {table} ({}) VALUES ({})",
                             schema.column_list(),

@@ -106,7 +106,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("client_id", &self.client_id).finish()
+        f.debug_struct("Store")
+            .field("client_id", &self.client_id)
+            .finish()
     }
 }
 
@@ -249,9 +251,9 @@ fn run(mut core: StoreCore, mut jobs: mpsc::UnboundedReceiver<Job>) {
 
 impl StoreCore {
     fn load(&mut self) -> Result<(), ClientError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, definition, pg_table, schema, global_lsn FROM _shapesync_shapes")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT name, definition, pg_table, schema, global_lsn FROM _shapesync_shapes",
+        )?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -325,10 +327,7 @@ impl StoreCore {
         drop(stmt);
         self.acked_by_txid.clear();
         for (seq, txid) in rows {
-            self.acked_by_txid
-                .entry(txid as u64)
-                .or_default()
-                .push(seq);
+            self.acked_by_txid.entry(txid as u64).or_default().push(seq);
         }
         Ok(())
     }

@@ -130,7 +130,12 @@ impl StoreCore {
         let merge: Map<String, Json> = write
             .merge
             .iter()
-            .map(|(c, u)| (c.clone(), json!(base64::engine::general_purpose::STANDARD.encode(u))))
+            .map(|(c, u)| {
+                (
+                    c.clone(),
+                    json!(base64::engine::general_purpose::STANDARD.encode(u)),
+                )
+            })
             .collect();
         let mut body = json!({"id": mutation_id, "table": table, "op": write.op.as_str(),
             "key": key_json, "timestamp": timestamp});
@@ -143,7 +148,13 @@ impl StoreCore {
         self.conn.execute(
             "INSERT INTO _shapesync_outbox (mutation_id, shape, row_key, body, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5)",
-            (&mutation_id, &write.shape, &key, body.to_string(), super::mirror::now_millis()),
+            (
+                &mutation_id,
+                &write.shape,
+                &key,
+                body.to_string(),
+                super::mirror::now_millis(),
+            ),
         )?;
         let seq = self.conn.last_insert_rowid();
         self.add_entries(seq, write, &schema, &key, &key_json)?;
@@ -197,7 +208,11 @@ impl StoreCore {
         )?;
         let rows = stmt
             .query_map([limit as i64], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter()

@@ -19,7 +19,10 @@ use crate::schema_mapping::{ShapeSchema, quote};
 
 impl StoreCore {
     /// The key values of a row key, typed as the key columns are stored.
-    pub(crate) fn key_values(schema: &ShapeSchema, key: &str) -> Result<Vec<SqlValue>, ClientError> {
+    pub(crate) fn key_values(
+        schema: &ShapeSchema,
+        key: &str,
+    ) -> Result<Vec<SqlValue>, ClientError> {
         let parts: Vec<serde_json::Value> = serde_json::from_str(key)
             .map_err(|e| ClientError::InvalidWrite(format!("bad row key {key}: {e}")))?;
         Ok(schema
@@ -182,7 +185,10 @@ impl StoreCore {
                 .iter()
                 .map(|c| format!("'{}'", c.replace('\'', "''")))
                 .collect();
-            filter.push_str(&format!(" AND kind IN ('set', 'merge') AND col IN ({})", list.join(",")));
+            filter.push_str(&format!(
+                " AND kind IN ('set', 'merge') AND col IN ({})",
+                list.join(",")
+            ));
         }
         sql.push_str(&filter);
         let key_param = key.unwrap_or("");

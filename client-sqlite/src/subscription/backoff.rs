@@ -54,7 +54,10 @@ mod tests {
             assert!(b.next_delay(None) <= Duration::from_secs(1));
         }
         assert!(b.next_delay(None) >= Duration::from_millis(500));
-        assert_eq!(b.next_delay(Some(Duration::from_secs(5))), Duration::from_secs(5));
+        assert_eq!(
+            b.next_delay(Some(Duration::from_secs(5))),
+            Duration::from_secs(5)
+        );
         b.reset();
         assert!(b.next_delay(None) <= Duration::from_millis(100));
     }

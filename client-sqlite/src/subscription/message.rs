@@ -18,7 +18,9 @@ use crate::store::Change;
 pub enum Message {
     /// A row change, with its log offset when it has one (snapshot rows have none).
     Change(Change, Option<Offset>),
-    UpToDate { global_last_seen_lsn: Option<u64> },
+    UpToDate {
+        global_last_seen_lsn: Option<u64>,
+    },
     MustRefetch,
     /// `snapshot-end` and controls this client does not use.
     Other,
@@ -53,9 +55,7 @@ pub fn decode(bytes: &[u8], schema: &ShapeSchema) -> Result<Message, DecodeError
     if let Some(control) = headers.control.as_deref() {
         return Ok(match control {
             "up-to-date" => Message::UpToDate {
-                global_last_seen_lsn: headers
-                    .global_last_seen_lsn
-                    .and_then(|l| l.parse().ok()),
+                global_last_seen_lsn: headers.global_last_seen_lsn.and_then(|l| l.parse().ok()),
             },
             "must-refetch" => Message::MustRefetch,
             _ => Message::Other,
@@ -67,7 +67,10 @@ pub fn decode(bytes: &[u8], schema: &ShapeSchema) -> Result<Message, DecodeError
         Some("delete") => Operation::Delete,
         other => return Err(DecodeError(format!("unknown operation {other:?}"))),
     };
-    let offset = match (headers.lsn.and_then(|l| l.parse::<u64>().ok()), headers.op_position) {
+    let offset = match (
+        headers.lsn.and_then(|l| l.parse::<u64>().ok()),
+        headers.op_position,
+    ) {
         (Some(tx), Some(op)) if tx > 0 => Some(Offset::At { tx, op }),
         _ => None,
     };
@@ -196,7 +199,13 @@ mod tests {
             vec![Some(SqlValue::Integer(2)), None, Some(SqlValue::Integer(1))]
         );
         assert_eq!(change.txid, Some(756));
-        assert_eq!(offset, Some(Offset::At { tx: 24155000, op: 4 }));
+        assert_eq!(
+            offset,
+            Some(Offset::At {
+                tx: 24155000,
+                op: 4
+            })
+        );
     }
 
     #[test]

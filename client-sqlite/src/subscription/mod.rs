@@ -14,10 +14,10 @@
 //! keeps pending local writes); definite ones (400, 401, 403) show as `error` and retry slowly.
 
 pub mod backoff;
+mod fetch;
 pub mod json_array;
 pub mod message;
 pub mod request;
-mod fetch;
 mod sse;
 
 use std::sync::Arc;
@@ -177,10 +177,7 @@ pub async fn run(ctx: Arc<SyncContext>, spec: ShapeSpec, cursor: Cursor, network
 
 impl ShapeSync {
     async fn run(&mut self) {
-        let mut backoff = Backoff::new(
-            self.ctx.options.backoff_base,
-            self.ctx.options.backoff_max,
-        );
+        let mut backoff = Backoff::new(self.ctx.options.backoff_base, self.ctx.options.backoff_max);
         let name = self.spec.name.clone();
         loop {
             if !self.network.online.borrow().to_owned() {
@@ -237,7 +234,9 @@ impl ShapeSync {
             }
             SyncError::Client(e) => {
                 tracing::warn!(shape = name, error = %e, "shape request refused");
-                self.ctx.status.set_phase(&name, ShapePhase::Error(e.to_string()));
+                self.ctx
+                    .status
+                    .set_phase(&name, ShapePhase::Error(e.to_string()));
                 backoff.next_delay(None).max(self.ctx.options.backoff_max)
             }
         }
@@ -258,5 +257,4 @@ impl ShapeSync {
             self.up_to_date = self.offset != "-1" && self.up_to_date;
         }
     }
-
 }

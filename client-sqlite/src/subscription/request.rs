@@ -110,8 +110,9 @@ mod tests {
             "http://h:1/prefix/v1/shape?table=todos&where=done+%3D+false&offset=-1"
         );
         let url = shape_url(&base, &spec, "5_2", Some("h1"), Mode::Sse, Some("20"));
-        assert!(url
-            .as_str()
-            .ends_with("offset=5_2&handle=h1&live=true&cursor=20&live_sse=true"));
+        assert!(
+            url.as_str()
+                .ends_with("offset=5_2&handle=h1&live=true&cursor=20&live_sse=true")
+        );
     }
 }

@@ -25,7 +25,10 @@ async fn initial_sync_mirrors_the_shape_and_live_changes_follow() {
     insert_todos(&env, 0..50).await;
     let client = env.open("a.db", &[todos()]).await;
     client.wait_synced(support::WAIT).await.expect("synced");
-    assert_eq!(rows(&client, CLIENT_TODOS).await, env.pg_rows(PG_TODOS).await);
+    assert_eq!(
+        rows(&client, CLIENT_TODOS).await,
+        env.pg_rows(PG_TODOS).await
+    );
     env.sql(&format!(
         "UPDATE todos SET title = 'changed' WHERE id = '{}'; DELETE FROM todos WHERE id = '{}';",
         uuid(1),
@@ -54,17 +57,27 @@ async fn a_local_update_shows_at_once_and_settles_after_the_echo() {
         .await
         .expect("queued");
     let title = format!("SELECT title FROM todos WHERE id = '{}'", uuid(1));
-    assert_eq!(rows(&client, &title).await, vec![vec![Some("local".into())]]);
+    assert_eq!(
+        rows(&client, &title).await,
+        vec![vec![Some("local".into())]]
+    );
     assert_eq!(client.status().pending, 1);
     // A server change of another column does not erase the local value (the local write is
     // newer: its clock runs ahead).
-    env.sql(&format!("UPDATE todos SET done = true WHERE id = '{}'", uuid(1)))
-        .await;
+    env.sql(&format!(
+        "UPDATE todos SET done = true WHERE id = '{}'",
+        uuid(1)
+    ))
+    .await;
     client.set_online(true);
     eventually("the server's change arrives under the overlay", || async {
         let row = format!("SELECT title, done FROM todos WHERE id = '{}'", uuid(1));
         let now = rows(&client, &row).await;
-        assert_eq!(now[0][0].as_deref(), Some("local"), "the overlay never goes");
+        assert_eq!(
+            now[0][0].as_deref(),
+            Some("local"),
+            "the overlay never goes"
+        );
         now[0][1].as_deref() == Some("1")
     })
     .await;
@@ -78,7 +91,10 @@ async fn a_local_update_shows_at_once_and_settles_after_the_echo() {
     })
     .await;
     let pg = env
-        .pg_rows(&format!("SELECT title, done FROM todos WHERE id = '{}'", uuid(1)))
+        .pg_rows(&format!(
+            "SELECT title, done FROM todos WHERE id = '{}'",
+            uuid(1)
+        ))
         .await;
     assert_eq!(pg, vec![vec![Some("local".into()), Some("t".into())]]);
 }
@@ -98,8 +114,11 @@ async fn a_stale_local_update_ends_as_the_server_row_plus_one_conflict() {
         .expect("queued");
     // A newer write on the server (plain SQL counts at now(), after the local timestamp).
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    env.sql(&format!("UPDATE todos SET title = 'newer' WHERE id = '{}'", uuid(1)))
-        .await;
+    env.sql(&format!(
+        "UPDATE todos SET title = 'newer' WHERE id = '{}'",
+        uuid(1)
+    ))
+    .await;
     client.set_online(true);
     let event = tokio::time::timeout(support::WAIT, events.recv())
         .await
@@ -134,7 +153,10 @@ async fn a_restarted_client_resumes_from_its_offset_without_refetching() {
     })
     .await;
     let status = client.status();
-    assert_eq!(status.rows_received, 1, "only the new row came, not the shape again");
+    assert_eq!(
+        status.rows_received, 1,
+        "only the new row came, not the shape again"
+    );
     assert_eq!(status.refetches, 0);
 }
 
@@ -146,7 +168,11 @@ async fn a_must_refetch_replaces_the_rows_and_keeps_pending_writes() {
     client.wait_synced(support::WAIT).await.expect("synced");
     client.set_online(false);
     client
-        .update("todos", object(json!({"id": uuid(1)})), object(json!({"title": "mine"})))
+        .update(
+            "todos",
+            object(json!({"id": uuid(1)})),
+            object(json!({"title": "mine"})),
+        )
         .await
         .expect("queued");
     // TRUNCATE rotates the shape: the client gets a 409 and fetches it again.
@@ -173,16 +199,17 @@ async fn a_schema_change_migrates_the_local_table() {
     client.wait_synced(support::WAIT).await.expect("synced");
     env.sql("ALTER TABLE todos ADD COLUMN priority int NOT NULL DEFAULT 7")
         .await;
-    env.sql(&format!("UPDATE todos SET priority = 1 WHERE id = '{}'", uuid(1)))
-        .await;
+    env.sql(&format!(
+        "UPDATE todos SET priority = 1 WHERE id = '{}'",
+        uuid(1)
+    ))
+    .await;
     eventually("the new column arrives", || async {
         let read = client
             .read(|c| {
-                c.query_row(
-                    "SELECT sum(priority), count(*) FROM todos",
-                    [],
-                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
-                )
+                c.query_row("SELECT sum(priority), count(*) FROM todos", [], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                })
             })
             .await;
         read.ok() == Some((15, 3))
@@ -208,8 +235,8 @@ async fn offline_yjs_edits_on_two_devices_both_survive() {
     ))
     .await;
     let notes = ShapeSpec::table("notes");
-    let a = env.open("a.db", &[notes.clone()]).await;
-    let b = env.open("b.db", &[notes.clone()]).await;
+    let a = env.open("a.db", std::slice::from_ref(&notes)).await;
+    let b = env.open("b.db", std::slice::from_ref(&notes)).await;
     a.wait_synced(support::WAIT).await.expect("a synced");
     b.wait_synced(support::WAIT).await.expect("b synced");
     let key = object(json!({"id": uuid(1)}));
@@ -219,16 +246,25 @@ async fn offline_yjs_edits_on_two_devices_both_survive() {
         .get_or_insert_text("body")
         .insert(&mut doc.doc().transact_mut(), 0, "base.");
     a.save_yjs_doc(&mut doc).await.expect("saved");
-    eventually("b has the base", || async { body_of(&b, key.clone()).await == "base." }).await;
+    eventually("b has the base", || async {
+        body_of(&b, key.clone()).await == "base."
+    })
+    .await;
     a.set_online(false);
     b.set_online(false);
     for (client, word) in [(&a, " from a"), (&b, " from b")] {
-        let mut doc = client.yjs_doc("notes", key.clone(), "body").await.expect("doc");
+        let mut doc = client
+            .yjs_doc("notes", key.clone(), "body")
+            .await
+            .expect("doc");
         let text = doc.doc().get_or_insert_text("body");
         let len = text.get_string(&doc.doc().transact()).len() as u32;
         text.insert(&mut doc.doc().transact_mut(), len, word);
         client.save_yjs_doc(&mut doc).await.expect("saved");
-        assert!(body_of(client, key.clone()).await.contains(word), "shown locally at once");
+        assert!(
+            body_of(client, key.clone()).await.contains(word),
+            "shown locally at once"
+        );
     }
     a.set_online(true);
     b.set_online(true);

@@ -36,7 +36,10 @@ impl RowModel {
             self.live = Some((at, live));
         }
         for (column, value) in values {
-            let register = self.columns.entry(column).or_insert((i64::MIN, Value::Null));
+            let register = self
+                .columns
+                .entry(column)
+                .or_insert((i64::MIN, Value::Null));
             if at >= register.0 {
                 *register = (at, value.clone());
             }
@@ -82,7 +85,10 @@ pub async fn run(name: &str) {
     }
     for i in 0..sim.devices.len() {
         let client = sim.devices[i].client.as_ref().expect("open");
-        client.wait_synced(crate::support::WAIT).await.expect("initial sync");
+        client
+            .wait_synced(crate::support::WAIT)
+            .await
+            .expect("initial sync");
         if sim.devices[i].away {
             client.set_online(false);
             sim.devices[i].online = false;
@@ -97,7 +103,11 @@ pub async fn run(name: &str) {
     }
     let queued_offline = sim.devices[2].writes;
     sim.converge().await;
-    let writes: Vec<String> = sim.devices.iter().map(|d| format!("{}: {}", d.name, d.writes)).collect();
+    let writes: Vec<String> = sim
+        .devices
+        .iter()
+        .map(|d| format!("{}: {}", d.name, d.writes))
+        .collect();
     eprintln!(
         "client simulation: SHAPESYNC_SEED={seed} converged; writes {writes:?} ({queued_offline} queued offline by c); {} proxy restarts",
         sim.proxy_restarts
@@ -147,7 +157,11 @@ impl Sim {
             self.model.entry(uuid(n)).or_default().write(
                 at,
                 true,
-                &[("title", json!(format!("seed {n}"))), ("done", json!(false)), ("position", json!(n))],
+                &[
+                    ("title", json!(format!("seed {n}"))),
+                    ("done", json!(false)),
+                    ("position", json!(n)),
+                ],
             );
         }
         for _ in 0..20 {
@@ -169,12 +183,17 @@ impl Sim {
 
     async fn open_device(&mut self, i: usize) {
         let device = &self.devices[i];
-        let mut config = self.env.config(&format!("{}.db", device.name), &[self.shape.clone()]);
+        let mut config = self.env.config(
+            &format!("{}.db", device.name),
+            std::slice::from_ref(&self.shape),
+        );
         config.client_id = Some(format!("sim-{}", device.name));
         config.online = device.online;
         config.sync.sse = i != 1; // one device long-polls
         let clock = self.clock.clone();
-        config.clock = Some(Arc::new(move || clock.fetch_add(1_000, Ordering::SeqCst) + 1_000));
+        config.clock = Some(Arc::new(move || {
+            clock.fetch_add(1_000, Ordering::SeqCst) + 1_000
+        }));
         let client = Client::open(config).await.expect("open a device");
         self.devices[i].client = Some(client);
     }
@@ -194,7 +213,11 @@ impl Sim {
         match roll {
             0..40 => {
                 let i = self.pick_device();
-                let burst = if self.devices[i].away { self.rng.random_range(1..12) } else { 1 };
+                let burst = if self.devices[i].away {
+                    self.rng.random_range(1..12)
+                } else {
+                    1
+                };
                 for _ in 0..burst {
                     self.device_write(i).await;
                 }
@@ -224,7 +247,11 @@ impl Sim {
 
     fn pick_device(&mut self) -> usize {
         // The away device writes as much as both others.
-        if self.rng.random_bool(0.5) { 2 } else { self.rng.random_range(0..2) }
+        if self.rng.random_bool(0.5) {
+            2
+        } else {
+            self.rng.random_range(0..2)
+        }
     }
 
     async fn device_write(&mut self, i: usize) {
@@ -235,28 +262,44 @@ impl Sim {
     }
 
     async fn write_through(&mut self, client: &Client) {
-        let visible: Vec<String> = rows(client, "SELECT id FROM todos WHERE owner_id = 'c' ORDER BY id")
-            .await
-            .into_iter()
-            .filter_map(|r| r[0].clone())
-            .collect();
+        let visible: Vec<String> = rows(
+            client,
+            "SELECT id FROM todos WHERE owner_id = 'c' ORDER BY id",
+        )
+        .await
+        .into_iter()
+        .filter_map(|r| r[0].clone())
+        .collect();
         let kind = self.rng.random_range(0..10);
         let at = self.clock.load(Ordering::SeqCst) + 1_000;
         let write = if kind < 2 || visible.is_empty() {
             let n = self.next_row();
-            let values = vec![("title", json!(format!("new {n}"))), ("done", json!(false)), ("position", json!(n))];
-            self.model.entry(uuid(n)).or_default().write(at, true, &values);
+            let values = vec![
+                ("title", json!(format!("new {n}"))),
+                ("done", json!(false)),
+                ("position", json!(n)),
+            ];
+            self.model
+                .entry(uuid(n))
+                .or_default()
+                .write(at, true, &values);
             client.insert("todos", object(json!({"id": uuid(n), "owner_id": "c", "title": format!("new {n}"), "done": false, "position": n}))).await
         } else {
             let id = visible[self.rng.random_range(0..visible.len())].clone();
             let key = object(json!({"id": id}));
             if kind == 2 {
-                self.model.entry(id.clone()).or_default().write(at, false, &[]);
+                self.model
+                    .entry(id.clone())
+                    .or_default()
+                    .write(at, false, &[]);
                 client.delete("todos", key).await
             } else {
                 let mut values = Vec::new();
                 if self.rng.random_bool(0.6) {
-                    values.push(("title", json!(format!("t{}", self.rng.random_range(0..1000)))));
+                    values.push((
+                        "title",
+                        json!(format!("t{}", self.rng.random_range(0..1000))),
+                    ));
                 }
                 if self.rng.random_bool(0.5) {
                     values.push(("done", json!(self.rng.random_bool(0.5))));
@@ -264,8 +307,14 @@ impl Sim {
                 if values.is_empty() || self.rng.random_bool(0.3) {
                     values.push(("position", json!(self.rng.random_range(0..100))));
                 }
-                self.model.entry(id.clone()).or_default().write(at, true, &values);
-                let map = values.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+                self.model
+                    .entry(id.clone())
+                    .or_default()
+                    .write(at, true, &values);
+                let map = values
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect();
                 client.update("todos", key, map).await
             }
         };
@@ -290,10 +339,17 @@ impl Sim {
             let n = self.server_rows[self.rng.random_range(0..self.server_rows.len())];
             let id = uuid(n);
             let statement = match kind {
-                2 => format!("UPDATE todos SET owner_id = CASE owner_id WHEN 'srv' THEN 'hidden' ELSE 'srv' END WHERE id = '{id}';"),
+                2 => format!(
+                    "UPDATE todos SET owner_id = CASE owner_id WHEN 'srv' THEN 'hidden' ELSE 'srv' END WHERE id = '{id}';"
+                ),
                 3 => format!("DELETE FROM todos WHERE id = '{id}';"),
-                4 => format!("UPDATE todos SET deleted_at = CASE WHEN deleted_at IS NULL THEN now() END WHERE id = '{id}';"),
-                5 => "UPDATE todos SET position = position + 1 WHERE owner_id IN ('srv', 'hidden');".to_owned(),
+                4 => format!(
+                    "UPDATE todos SET deleted_at = CASE WHEN deleted_at IS NULL THEN now() END WHERE id = '{id}';"
+                ),
+                5 => {
+                    "UPDATE todos SET position = position + 1 WHERE owner_id IN ('srv', 'hidden');"
+                        .to_owned()
+                }
                 _ => format!(
                     "UPDATE todos SET title = 'server {}', done = NOT done WHERE id = '{id}';",
                     self.rng.random_range(0..1000)
@@ -341,15 +397,24 @@ impl Sim {
         )
         .await;
         let mine = rows(client, CLIENT_TODOS).await;
-        let theirs = self.env.pg_rows(&PG_TODOS.replace("WHERE", "WHERE owner_id <> 'hidden' AND")).await;
+        let theirs = self
+            .env
+            .pg_rows(&PG_TODOS.replace("WHERE", "WHERE owner_id <> 'hidden' AND"))
+            .await;
         let differing: Vec<String> = mine
             .iter()
             .filter(|r| !theirs.contains(r))
             .map(|r| format!("device {r:?}"))
-            .chain(theirs.iter().filter(|r| !mine.contains(r)).map(|r| format!("pg {r:?}")))
+            .chain(
+                theirs
+                    .iter()
+                    .filter(|r| !mine.contains(r))
+                    .map(|r| format!("pg {r:?}")),
+            )
             .take(6)
             .collect();
-        let clean = leftovers[0][0].as_deref() == Some("0") && leftovers[0][1].as_deref() == Some("0");
+        let clean =
+            leftovers[0][0].as_deref() == Some("0") && leftovers[0][1].as_deref() == Some("0");
         let converged = status.pending == 0 && clean && mine == theirs;
         let report = format!(
             "status {:?}; overlays/outbox/acked {:?}; {} vs {} rows; differing: {differing:?}",
@@ -387,13 +452,22 @@ impl Sim {
         let mut seen = 0;
         for row in actual {
             let id = row[0].clone().unwrap_or_default();
-            let model = self.model.get(&id).unwrap_or_else(|| panic!("unknown row {id}"));
+            let model = self
+                .model
+                .get(&id)
+                .unwrap_or_else(|| panic!("unknown row {id}"));
             let live = model.live.map(|(_, l)| l).unwrap_or(false);
             assert_eq!(row[1].as_deref() == Some("t"), live, "row {id}: existence");
             let text = |c: &str| -> Option<String> {
                 model.columns.get(c).map(|(_, v)| match v {
                     Value::String(s) => s.clone(),
-                    Value::Bool(b) => if *b { "t".into() } else { "f".into() },
+                    Value::Bool(b) => {
+                        if *b {
+                            "t".into()
+                        } else {
+                            "f".into()
+                        }
+                    }
                     other => other.to_string(),
                 })
             };
@@ -402,7 +476,11 @@ impl Sim {
             assert_eq!(row[4], text("position"), "row {id}: position");
             seen += 1;
         }
-        assert_eq!(seen, self.model.len(), "every row the devices made exists on the server");
+        assert_eq!(
+            seen,
+            self.model.len(),
+            "every row the devices made exists on the server"
+        );
     }
 }
 

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use client_sqlite::{Client, ClientConfig, ShapeSpec, SyncOptions};
 use client_sqlite::rusqlite::types::Value as SqlValue;
+use client_sqlite::{Client, ClientConfig, ShapeSpec, SyncOptions};
 use serde_json::{Map, Value};
 use tests::proxy_process::ProxyProcess;
 use tests::{TestDb, shapesync_bin};
@@ -80,9 +80,7 @@ impl Env {
     pub async fn open_ahead(&self, file: &str, shapes: &[ShapeSpec], seconds: i64) -> Client {
         let mut config = self.config(file, shapes);
         let offset = seconds * 1_000_000;
-        config.clock = Some(std::sync::Arc::new(move || {
-            chrono_micros() + offset
-        }));
+        config.clock = Some(std::sync::Arc::new(move || chrono_micros() + offset));
         Client::open(config).await.expect("open the client")
     }
 
