@@ -11,7 +11,6 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -59,31 +58,42 @@ async fn main() -> anyhow::Result<()> {
     warm.bytes().await?;
     eprintln!("proxy snapshot (first request): {:.1?}", started.elapsed());
 
+    if let Ok(seconds) = std::env::var("BENCH_HOLD_SECONDS") {
+        // For profiling by hand: keep the server up and say where it is.
+        eprintln!("serving {url} (shape `items`) for {seconds} s");
+        tokio::time::sleep(Duration::from_secs(seconds.parse()?)).await;
+        return Ok(());
+    }
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("bench.db");
     let file = file.to_str().unwrap_or_default().to_owned();
+    let gzip = std::env::var("BENCH_GZIP")
+        .map(|v| v != "0")
+        .unwrap_or(true);
     let sync = |once: bool| {
-        let mut command = Command::new(&client_bin);
+        let mut command = std::process::Command::new(&client_bin);
         command.args(["sync", "--url", &url, "--db", &file, "--shape", "items"]);
         if once {
             command.arg("--once");
         }
-        command.kill_on_drop(true);
+        if !gzip {
+            command.arg("--no-gzip");
+        }
         command
     };
     let started = Instant::now();
-    let status = sync(true).status().await?;
+    let child = sync(true).spawn()?;
+    let usage = tokio::task::spawn_blocking(move || wait_with_usage(child)).await??;
     let elapsed = started.elapsed();
-    anyhow::ensure!(status.success(), "sync failed: {status}");
     let count = count_rows(&file)?;
     anyhow::ensure!(count == rows, "{count} rows mirrored, expected {rows}");
     eprintln!(
-        "initial sync: {rows} rows in {elapsed:.2?} = {:.0} rows/s; client peak RSS {} MB",
-        rows as f64 / elapsed.as_secs_f64(),
-        peak_child_rss_mb()
+        "initial sync (gzip {gzip}): {rows} rows in {elapsed:.2?} = {:.0} rows/s; client {usage}",
+        rows as f64 / elapsed.as_secs_f64()
     );
 
-    let mut follower = sync(false).spawn()?;
+    let follower = sync(false).spawn()?;
+    let follower_pid = follower.id();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let started = Instant::now();
     pg.batch_execute(&format!(
@@ -101,15 +111,33 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed();
+    // SAFETY: SIGINT to the child we started; its Ctrl-C handler exits cleanly.
+    unsafe {
+        libc::kill(follower_pid as libc::pid_t, libc::SIGINT);
+    }
+    let usage = tokio::task::spawn_blocking(move || wait_with_usage(follower)).await??;
     eprintln!(
-        "live: {live} rows in one transaction (commit took {committed:.2?}) mirrored {elapsed:.2?} after the insert began = {:.0} rows/s end to end",
+        "live: {live} rows in one transaction (commit took {committed:.2?}) mirrored {elapsed:.2?} after the insert began = {:.0} rows/s end to end; client (whole run incl. 2 s idle) {usage}",
         live as f64 / elapsed.as_secs_f64()
     );
-    follower.kill().await?;
-    follower.wait().await?;
-    eprintln!("client peak RSS over both runs: {} MB", peak_child_rss_mb());
     shutdown.cancel();
     Ok(())
+}
+
+/// Waits for a child and reports its own peak RSS and CPU time (`wait4`).
+fn wait_with_usage(child: std::process::Child) -> anyhow::Result<String> {
+    let mut status = 0;
+    // SAFETY: wait4 writes into the status and rusage we own.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    anyhow::ensure!(pid > 0, "wait4 failed");
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(format!(
+        "peak RSS {} MB, CPU {:.2}s user + {:.2}s system",
+        usage.ru_maxrss / 1024,
+        secs(usage.ru_utime),
+        secs(usage.ru_stime)
+    ))
 }
 
 fn client_binary() -> anyhow::Result<PathBuf> {
@@ -136,14 +164,4 @@ fn count_rows(file: &str) -> anyhow::Result<u64> {
         .query_row("SELECT count(*) FROM items", [], |r| r.get(0))
         .unwrap_or(0);
     Ok(n as u64)
-}
-
-/// The largest resident set of any finished child process, in MB.
-fn peak_child_rss_mb() -> u64 {
-    // SAFETY: getrusage writes into the struct we own.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe {
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
-    }
-    usage.ru_maxrss as u64 / 1024
 }

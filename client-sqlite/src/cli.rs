@@ -66,6 +66,10 @@ struct SyncArgs {
     /// Use long-polling instead of Server-Sent Events for live updates.
     #[arg(long)]
     long_poll: bool,
+    /// Do not ask for gzip-compressed responses (faster on a local link, where compressing
+    /// can cost the server more than sending).
+    #[arg(long)]
+    no_gzip: bool,
     /// Longest wait between retries when the server is unreachable.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     max_backoff: Duration,
@@ -181,6 +185,7 @@ async fn sync(args: SyncArgs) -> anyhow::Result<()> {
     config.sync = SyncOptions {
         sse: !args.long_poll,
         backoff_max: args.max_backoff,
+        gzip: !args.no_gzip,
         ..SyncOptions::default()
     };
     for header in &args.headers {

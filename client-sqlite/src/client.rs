@@ -165,8 +165,13 @@ impl Client {
             name: config.url.clone(),
             message: format!("not a URL: {e}"),
         })?;
+        if base_url.scheme() == "https" && !cfg!(feature = "tls") {
+            return Err(ClientError::TlsUnavailable {
+                url: config.url.clone(),
+            });
+        }
         let ctx = Arc::new(SyncContext {
-            http: http_client(&config.headers)?,
+            http: http_client(&config.headers, config.sync.gzip)?,
             base_url,
             store: self.store.clone(),
             status: self.status.clone(),
@@ -372,7 +377,7 @@ fn system_clock() -> Clock {
     })
 }
 
-fn http_client(headers: &[(String, String)]) -> Result<reqwest::Client, ClientError> {
+fn http_client(headers: &[(String, String)], gzip: bool) -> Result<reqwest::Client, ClientError> {
     #[cfg(feature = "tls")]
     {
         // Process-wide and idempotent: the first caller installs ring.
@@ -388,6 +393,7 @@ fn http_client(headers: &[(String, String)]) -> Result<reqwest::Client, ClientEr
     }
     reqwest::Client::builder()
         .default_headers(map)
+        .gzip(gzip)
         .connect_timeout(Duration::from_secs(10))
         .build()
         .map_err(ClientError::from)

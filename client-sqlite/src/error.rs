@@ -38,6 +38,9 @@ pub enum ClientError {
          `--features encryption`"
     )]
     EncryptionUnavailable,
+    /// An https:// URL but this build has no TLS.
+    #[error("{url} needs TLS but this build has none: rebuild with `--features tls`")]
+    TlsUnavailable { url: String },
     /// A shape definition or name the client does not know or cannot use.
     #[error("shape {name:?}: {message}")]
     Shape { name: String, message: String },

@@ -79,7 +79,7 @@ impl StorageKind {
                 "f" | "false" | "FALSE" | "0" => Some(SqlValue::Integer(0)),
                 _ => None,
             },
-            Self::Blob => decode_bytea(text).map(SqlValue::Blob),
+            Self::Blob => shapes::bytea::decode(text).map(SqlValue::Blob),
             Self::Text => None,
         };
         parsed.unwrap_or_else(|| SqlValue::Text(text.to_owned()))
@@ -117,31 +117,9 @@ impl StorageKind {
                 .map(Json::Number)
                 .unwrap_or(Json::Null),
             SqlValue::Text(t) => Json::String(t.clone()),
-            SqlValue::Blob(b) => Json::String(encode_bytea(b)),
+            SqlValue::Blob(b) => Json::String(shapes::bytea::encode(b)),
         }
     }
-}
-
-/// `\x00ff` → bytes.
-pub fn decode_bytea(text: &str) -> Option<Vec<u8>> {
-    let hex = text.strip_prefix("\\x")?;
-    if hex.len() % 2 != 0 {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-/// bytes → `\x00ff`.
-pub fn encode_bytea(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(2 + bytes.len() * 2);
-    out.push_str("\\x");
-    for b in bytes {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
 }
 
 /// One column of a shape.
@@ -284,7 +262,7 @@ impl ShapeSchema {
         let parts: Vec<Json> = values
             .into_iter()
             .map(|v| match v {
-                SqlValue::Blob(b) => Json::String(encode_bytea(b)),
+                SqlValue::Blob(b) => Json::String(shapes::bytea::encode(b)),
                 other => StorageKind::Text.to_json(other),
             })
             .collect();

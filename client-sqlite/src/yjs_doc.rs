@@ -78,7 +78,7 @@ pub fn merge_values(base: &SqlValue, update: &SqlValue) -> Result<SqlValue, Clie
         match value {
             SqlValue::Blob(bytes) if !bytes.is_empty() => apply(&doc, bytes)?,
             SqlValue::Text(text) => {
-                if let Some(bytes) = crate::schema_mapping::decode_bytea(text) {
+                if let Some(bytes) = shapes::bytea::decode(text) {
                     apply(&doc, &bytes)?;
                 }
             }

@@ -68,6 +68,13 @@ async fn run(args: &[&str]) -> Output {
     .expect("run shapesync-client")
 }
 
+/// `sync --once` of one shape; asserts success.
+async fn sync_once(url: &str, db: &str, shape: &str) -> Output {
+    let output = run(&["sync", "--url", url, "--db", db, "--shape", shape, "--once"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    output
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -95,18 +102,7 @@ async fn sync_once_then_offline_write_status_export_and_push() {
     let db = dir.path().join("app.db");
     let db = db.to_str().expect("utf-8 path");
     let shape = "mine=todos?where=owner_id = 'alice'";
-    let synced = run(&[
-        "sync",
-        "--url",
-        &server.url,
-        "--db",
-        db,
-        "--shape",
-        shape,
-        "--once",
-    ])
-    .await;
-    assert!(synced.status.success(), "{}", stderr(&synced));
+    sync_once(&server.url, db, shape).await;
 
     let exported = run(&["export", "--db", db, "--format", "json"]).await;
     assert!(exported.status.success(), "{}", stderr(&exported));
@@ -132,18 +128,7 @@ async fn sync_once_then_offline_write_status_export_and_push() {
         "the local write shows at once: {exported}"
     );
 
-    let pushed = run(&[
-        "sync",
-        "--url",
-        &server.url,
-        "--db",
-        db,
-        "--shape",
-        shape,
-        "--once",
-    ])
-    .await;
-    assert!(pushed.status.success(), "{}", stderr(&pushed));
+    sync_once(&server.url, db, shape).await;
     let status = stdout(&run(&["status", "--db", db, "--json"]).await);
     let status: serde_json::Value = serde_json::from_str(&status).expect("json status");
     assert_eq!(status["pending"], 0);

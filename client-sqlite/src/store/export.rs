@@ -95,7 +95,7 @@ impl StoreCore {
             .optional()?;
         Ok(match value {
             Some(SqlValue::Blob(b)) => Some(b),
-            Some(SqlValue::Text(t)) => crate::schema_mapping::decode_bytea(&t),
+            Some(SqlValue::Text(t)) => shapes::bytea::decode(&t),
             _ => None,
         })
     }

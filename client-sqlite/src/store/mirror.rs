@@ -286,73 +286,15 @@ impl StoreCore {
         key_values: &[&SqlValue],
         shadow: bool,
     ) -> Result<(), ClientError> {
-        let key = shadow.then(|| ShapeSchema::row_key(key_values.iter().copied()));
-        let (table, pred) = match &key {
-            Some(_) => (sync_tables::shadow_table(shape), "_key = ?1".to_owned()),
-            None => (shape.to_owned(), schema.key_predicate(1)),
+        let key = shadow.then(|| SqlValue::Text(ShapeSchema::row_key(key_values.iter().copied())));
+        let (sql, params) = match &key {
+            Some(key) => shadow_sql(&sync_tables::shadow_table(shape), schema, change, key),
+            None => mirror_sql(shape, schema, change, key_values),
         };
-        let table = quote(&table);
-        let mut params: Vec<&SqlValue> = Vec::with_capacity(schema.columns.len() + 2);
-        let key_text = key.as_ref().map(|k| SqlValue::Text(k.clone()));
-        match &key_text {
-            Some(k) => params.push(k),
-            None => params.extend_from_slice(key_values),
+        if let Some(sql) = sql {
+            let mut stmt = self.conn.prepare_cached(&sql)?;
+            stmt.execute(rusqlite::params_from_iter(params))?;
         }
-        let first = params.len() + 1;
-        let sql = match change.op {
-            Operation::Insert => {
-                let holes: Vec<String> = (0..schema.columns.len())
-                    .map(|i| format!("?{}", first + i))
-                    .collect();
-                for value in &change.values {
-                    params.push(value.as_ref().unwrap_or(&SqlValue::Null));
-                }
-                match &key {
-                    Some(_) => format!(
-                        "INSERT OR REPLACE INTO {table} (_key, _present, {}) VALUES (?1, 1, {})",
-                        schema.column_list(),
-                        holes.join(", ")
-                    ),
-                    None => {
-                        params.drain(..first - 1);
-                        let holes: Vec<String> = (1..=schema.columns.len())
-                            .map(|i| format!("?{i}"))
-                            .collect();
-                        format!(
-                            "INSERT OR REPLACE INTO {table} ({}) VALUES ({})",
-                            schema.column_list(),
-                            holes.join(", ")
-                        )
-                    }
-                }
-            }
-            Operation::Update => {
-                let mut sets = Vec::new();
-                for (i, value) in change.values.iter().enumerate() {
-                    if let Some(value) = value {
-                        sets.push(format!(
-                            "{} = ?{}",
-                            quote(&schema.columns[i].name),
-                            params.len() + 1
-                        ));
-                        params.push(value);
-                    }
-                }
-                if sets.is_empty() {
-                    return Ok(());
-                }
-                if key.is_some() {
-                    sets.push("_present = 1".into());
-                }
-                format!("UPDATE {table} SET {} WHERE {pred}", sets.join(", "))
-            }
-            Operation::Delete => match &key {
-                Some(_) => format!("UPDATE {table} SET _present = 0 WHERE {pred}"),
-                None => format!("DELETE FROM {table} WHERE {pred}"),
-            },
-        };
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        stmt.execute(rusqlite::params_from_iter(params))?;
         Ok(())
     }
 
@@ -381,4 +323,109 @@ impl StoreCore {
 
 pub(crate) fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+type Statement<'a> = (Option<String>, Vec<&'a SqlValue>);
+
+/// A server change as SQL on the app's table (`None`: nothing to write).
+fn mirror_sql<'a>(
+    table: &str,
+    schema: &ShapeSchema,
+    change: &'a Change,
+    key_values: &[&'a SqlValue],
+) -> Statement<'a> {
+    let table = quote(table);
+    match change.op {
+        Operation::Insert => {
+            let holes = placeholders(1, schema.columns.len());
+            let sql = format!(
+                "INSERT OR REPLACE INTO {table} ({}) VALUES ({holes})",
+                schema.column_list()
+            );
+            (Some(sql), every_value(change))
+        }
+        Operation::Update => {
+            let (sets, mut params) = assignments(schema, change, 1);
+            if sets.is_empty() {
+                return (None, params);
+            }
+            let pred = schema.key_predicate(params.len() + 1);
+            params.extend_from_slice(key_values);
+            let sql = format!("UPDATE {table} SET {} WHERE {pred}", sets.join(", "));
+            (Some(sql), params)
+        }
+        Operation::Delete => {
+            let sql = format!("DELETE FROM {table} WHERE {}", schema.key_predicate(1));
+            (Some(sql), key_values.to_vec())
+        }
+    }
+}
+
+/// A server change as SQL on the shadow table (the server's version of rows with overlays).
+fn shadow_sql<'a>(
+    table: &str,
+    schema: &ShapeSchema,
+    change: &'a Change,
+    key: &'a SqlValue,
+) -> Statement<'a> {
+    let table = quote(table);
+    match change.op {
+        Operation::Insert => {
+            let holes = placeholders(2, schema.columns.len());
+            let sql = format!(
+                "INSERT OR REPLACE INTO {table} (_key, _present, {}) VALUES (?1, 1, {holes})",
+                schema.column_list()
+            );
+            let mut params = vec![key];
+            params.extend(every_value(change));
+            (Some(sql), params)
+        }
+        Operation::Update => {
+            let (mut sets, values) = assignments(schema, change, 2);
+            sets.push("_present = 1".into());
+            let sql = format!("UPDATE {table} SET {} WHERE _key = ?1", sets.join(", "));
+            let mut params = vec![key];
+            params.extend(values);
+            (Some(sql), params)
+        }
+        Operation::Delete => {
+            let sql = format!("UPDATE {table} SET _present = 0 WHERE _key = ?1");
+            (Some(sql), vec![key])
+        }
+    }
+}
+
+/// `"col" = ?n, …` for the columns an update carries, numbering from `first`.
+fn assignments<'a>(
+    schema: &ShapeSchema,
+    change: &'a Change,
+    first: usize,
+) -> (Vec<String>, Vec<&'a SqlValue>) {
+    let mut sets = Vec::new();
+    let mut params = Vec::new();
+    for (i, value) in change.values.iter().enumerate() {
+        if let Some(value) = value {
+            sets.push(format!(
+                "{} = ?{}",
+                quote(&schema.columns[i].name),
+                first + params.len()
+            ));
+            params.push(value);
+        }
+    }
+    (sets, params)
+}
+
+fn every_value(change: &Change) -> Vec<&SqlValue> {
+    change
+        .values
+        .iter()
+        .map(|v| v.as_ref().unwrap_or(&SqlValue::Null))
+        .collect()
+}
+
+/// `?first, …, ?(first + n - 1)`.
+fn placeholders(first: usize, n: usize) -> String {
+    let holes: Vec<String> = (first..first + n).map(|i| format!("?{i}")).collect();
+    holes.join(", ")
 }

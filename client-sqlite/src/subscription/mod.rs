@@ -46,6 +46,9 @@ pub struct SyncOptions {
     pub chunk_rows: usize,
     /// Longest silence on a live connection before it is considered dead.
     pub idle_timeout: Duration,
+    /// Ask for gzip-compressed responses (worth it over real networks; on a fast local link
+    /// the server's compression can be the bottleneck of an initial sync).
+    pub gzip: bool,
 }
 
 impl Default for SyncOptions {
@@ -56,6 +59,7 @@ impl Default for SyncOptions {
             backoff_max: Duration::from_secs(30),
             chunk_rows: 5_000,
             idle_timeout: Duration::from_secs(90),
+            gzip: true,
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Encryption at rest (feature `encryption`, SQLCipher): the right key opens the data, a wrong
-//! or missing key is a clear error, and the file holds no plaintext. Without the feature, a
-//! key is refused with a hint.
+//! The optional features. Encryption at rest (`encryption`, SQLCipher): the right key opens
+//! the data, a wrong or missing key is a clear error, and the file holds no plaintext; without
+//! the feature a key is refused with a hint. TLS (`tls`): an https:// server is tried (here an
+//! unreachable one: the client reports itself offline); without it, https is refused.
 
 use client_sqlite::{Client, ClientConfig, ClientError};
 
@@ -71,4 +72,32 @@ async fn a_key_without_the_encryption_feature_is_refused_with_a_hint() {
         .expect_err("no encryption in this build");
     assert!(matches!(err, ClientError::EncryptionUnavailable), "{err}");
     assert!(err.to_string().contains("--features encryption"), "{err}");
+}
+
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn with_tls_an_https_server_is_tried_and_unreachable_means_offline() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut config = ClientConfig::new("https://127.0.0.1:1", dir.path().join("t.db"));
+    config.shapes.push(client_sqlite::ShapeSpec::table("todos"));
+    let client = Client::open(config).await.expect("https is accepted");
+    let mut status = client.watch_status();
+    let offline = status.wait_for(|s| s.state == client_sqlite::SyncState::Offline);
+    tokio::time::timeout(std::time::Duration::from_secs(20), offline)
+        .await
+        .expect("reported offline")
+        .expect("status");
+    client.close().await;
+}
+
+#[cfg(not(feature = "tls"))]
+#[tokio::test]
+async fn without_tls_an_https_url_is_refused_with_a_hint() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = ClientConfig::new("https://example.invalid", dir.path().join("t.db"));
+    let err = Client::open(config)
+        .await
+        .expect_err("no TLS in this build");
+    assert!(matches!(err, ClientError::TlsUnavailable { .. }), "{err}");
+    assert!(err.to_string().contains("--features tls"), "{err}");
 }
