@@ -66,33 +66,66 @@ async fn main() -> anyhow::Result<()> {
     }
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("bench.db");
-    let file = file.to_str().unwrap_or_default().to_owned();
-    let gzip = std::env::var("BENCH_GZIP")
-        .map(|v| v != "0")
-        .unwrap_or(true);
-    let sync = |once: bool| {
-        let mut command = std::process::Command::new(&client_bin);
-        command.args(["sync", "--url", &url, "--db", &file, "--shape", "items"]);
+    let sync = SyncCommand {
+        bin: client_bin,
+        url,
+        file: file.to_str().unwrap_or_default().to_owned(),
+        gzip: std::env::var("BENCH_GZIP")
+            .map(|v| v != "0")
+            .unwrap_or(true),
+    };
+    initial_sync(&sync, rows).await?;
+    live_changes(&sync, &pg, rows, live).await?;
+    shutdown.cancel();
+    Ok(())
+}
+
+/// `shapesync-client sync` of the shape `items` into one file.
+struct SyncCommand {
+    bin: PathBuf,
+    url: String,
+    file: String,
+    gzip: bool,
+}
+
+impl SyncCommand {
+    fn command(&self, once: bool) -> std::process::Command {
+        let mut command = std::process::Command::new(&self.bin);
+        command.args([
+            "sync", "--url", &self.url, "--db", &self.file, "--shape", "items",
+        ]);
         if once {
             command.arg("--once");
         }
-        if !gzip {
+        if !self.gzip {
             command.arg("--no-gzip");
         }
         command
-    };
+    }
+}
+
+async fn initial_sync(sync: &SyncCommand, rows: u64) -> anyhow::Result<()> {
     let started = Instant::now();
-    let child = sync(true).spawn()?;
+    let child = sync.command(true).spawn()?;
     let usage = tokio::task::spawn_blocking(move || wait_with_usage(child)).await??;
     let elapsed = started.elapsed();
-    let count = count_rows(&file)?;
+    let count = count_rows(&sync.file)?;
     anyhow::ensure!(count == rows, "{count} rows mirrored, expected {rows}");
     eprintln!(
-        "initial sync (gzip {gzip}): {rows} rows in {elapsed:.2?} = {:.0} rows/s; client {usage}",
+        "initial sync (gzip {}): {rows} rows in {elapsed:.2?} = {:.0} rows/s; client {usage}",
+        sync.gzip,
         rows as f64 / elapsed.as_secs_f64()
     );
+    Ok(())
+}
 
-    let follower = sync(false).spawn()?;
+async fn live_changes(
+    sync: &SyncCommand,
+    pg: &tokio_postgres::Client,
+    rows: u64,
+    live: u64,
+) -> anyhow::Result<()> {
+    let follower = sync.command(false).spawn()?;
     let follower_pid = follower.id();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let started = Instant::now();
@@ -103,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
     ))
     .await?;
     let committed = started.elapsed();
-    while count_rows(&file)? < rows + live {
+    while count_rows(&sync.file)? < rows + live {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(300),
             "live rows did not arrive"
@@ -117,10 +150,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let usage = tokio::task::spawn_blocking(move || wait_with_usage(follower)).await??;
     eprintln!(
-        "live: {live} rows in one transaction (commit took {committed:.2?}) mirrored {elapsed:.2?} after the insert began = {:.0} rows/s end to end; client (whole run incl. 2 s idle) {usage}",
+        "live: {live} rows in one transaction (commit took {committed:.2?}) mirrored {elapsed:.2?} \
+         after the insert began = {:.0} rows/s end to end; client (whole run incl. 2 s idle) {usage}",
         live as f64 / elapsed.as_secs_f64()
     );
-    shutdown.cancel();
     Ok(())
 }
 

@@ -99,52 +99,10 @@ impl StoreCore {
     fn enqueue_in_tx(&mut self, write: &LocalWrite, at: i64) -> Result<Queued, ClientError> {
         let schema = self.schema(&write.shape)?;
         let table = self.shape(&write.shape)?.table.clone();
-        let mut key_json = Map::new();
-        let mut key_values = Vec::new();
-        for &i in &schema.pk {
-            let name = &schema.columns[i].name;
-            let value = write
-                .key
-                .get(name)
-                .or_else(|| write.values.get(name))
-                .ok_or_else(|| {
-                    ClientError::InvalidWrite(format!("the key column {name:?} is missing"))
-                })?;
-            key_json.insert(name.clone(), value.clone());
-            key_values.push(schema.columns[i].storage.from_json(value));
-        }
-        for column in write.values.keys().chain(write.merge.keys()) {
-            if schema.index_of(column).is_none() {
-                return Err(ClientError::InvalidWrite(format!(
-                    "the shape {:?} has no column {column:?}",
-                    write.shape
-                )));
-            }
-        }
-        let key = ShapeSchema::row_key(&key_values);
+        let (key_json, key) = checked_key(write, &schema)?;
         self.ensure_shadow(&write.shape, &schema, &key)?;
         let mutation_id = format!("{}-{:032x}", self.client_id, rand::random::<u128>());
-        let timestamp = chrono::DateTime::from_timestamp_micros(at)
-            .ok_or_else(|| ClientError::InvalidWrite(format!("bad timestamp {at}")))?
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let merge: Map<String, Json> = write
-            .merge
-            .iter()
-            .map(|(c, u)| {
-                (
-                    c.clone(),
-                    json!(base64::engine::general_purpose::STANDARD.encode(u)),
-                )
-            })
-            .collect();
-        let mut body = json!({"id": mutation_id, "table": table, "op": write.op.as_str(),
-            "key": key_json, "timestamp": timestamp});
-        if !write.values.is_empty() {
-            body["values"] = Json::Object(write.values.clone());
-        }
-        if !merge.is_empty() {
-            body["merge"] = Json::Object(merge);
-        }
+        let body = mutation_body(write, &mutation_id, &table, &key_json, at)?;
         self.conn.execute(
             "INSERT INTO _shapesync_outbox (mutation_id, shape, row_key, body, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -316,6 +274,64 @@ impl StoreCore {
             Ok(())
         })
     }
+}
+
+/// The write's primary key (as given, and as a row key), after checking its columns exist.
+fn checked_key(
+    write: &LocalWrite,
+    schema: &ShapeSchema,
+) -> Result<(Map<String, Json>, String), ClientError> {
+    let mut key_json = Map::new();
+    let mut key_values = Vec::new();
+    for &i in &schema.pk {
+        let name = &schema.columns[i].name;
+        let value = write
+            .key
+            .get(name)
+            .or_else(|| write.values.get(name))
+            .ok_or_else(|| {
+                ClientError::InvalidWrite(format!("the key column {name:?} is missing"))
+            })?;
+        key_json.insert(name.clone(), value.clone());
+        key_values.push(schema.columns[i].storage.from_json(value));
+    }
+    for column in write.values.keys().chain(write.merge.keys()) {
+        if schema.index_of(column).is_none() {
+            return Err(ClientError::InvalidWrite(format!(
+                "the shape {:?} has no column {column:?}",
+                write.shape
+            )));
+        }
+    }
+    Ok((key_json, ShapeSchema::row_key(&key_values)))
+}
+
+/// The mutation as `/v1/mutations` takes it; stored as is, so a retry sends the same bytes.
+fn mutation_body(
+    write: &LocalWrite,
+    mutation_id: &str,
+    table: &str,
+    key: &Map<String, Json>,
+    at: i64,
+) -> Result<Json, ClientError> {
+    let timestamp = chrono::DateTime::from_timestamp_micros(at)
+        .ok_or_else(|| ClientError::InvalidWrite(format!("bad timestamp {at}")))?
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let mut body = json!({"id": mutation_id, "table": table, "op": write.op.as_str(),
+        "key": key, "timestamp": timestamp});
+    if !write.values.is_empty() {
+        body["values"] = Json::Object(write.values.clone());
+    }
+    if !write.merge.is_empty() {
+        let base64 = &base64::engine::general_purpose::STANDARD;
+        let merge: Map<String, Json> = write
+            .merge
+            .iter()
+            .map(|(c, u)| (c.clone(), json!(base64.encode(u))))
+            .collect();
+        body["merge"] = Json::Object(merge);
+    }
+    Ok(body)
 }
 
 fn storage(schema: &ShapeSchema, column: &str) -> crate::schema_mapping::StorageKind {
