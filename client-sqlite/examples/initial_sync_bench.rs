@@ -60,7 +60,10 @@ async fn main() -> anyhow::Result<()> {
 
     if let Ok(seconds) = std::env::var("BENCH_HOLD_SECONDS") {
         // For profiling by hand: keep the server up and say where it is.
-        eprintln!("serving {url} (shape `items`) for {seconds} s; database {}", db.url);
+        eprintln!(
+            "serving {url} (shape `items`) for {seconds} s; database {}",
+            db.url
+        );
         tokio::time::sleep(Duration::from_secs(seconds.parse()?)).await;
         return Ok(());
     }

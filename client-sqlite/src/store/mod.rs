@@ -212,20 +212,7 @@ fn open_connection(path: &Path, key: Option<&str>) -> Result<Connection, ClientE
 
 fn run(mut core: StoreCore, mut jobs: mpsc::UnboundedReceiver<Job>) {
     let mut deferred: VecDeque<Job> = VecDeque::new();
-    loop {
-        let job = match core.open_batch {
-            None => match deferred.pop_front() {
-                Some(job) => job,
-                None => match jobs.blocking_recv() {
-                    Some(job) => job,
-                    None => break,
-                },
-            },
-            Some(_) => match jobs.blocking_recv() {
-                Some(job) => job,
-                None => break,
-            },
-        };
+    while let Some(job) = next_job(&core, &mut deferred, &mut jobs) {
         match job {
             Job::Batch { shape, step, reply } => {
                 let other_batch = core.open_batch.as_ref().is_some_and(|open| *open != shape);
@@ -247,6 +234,24 @@ fn run(mut core: StoreCore, mut jobs: mpsc::UnboundedReceiver<Job>) {
     if core.open_batch.is_some() {
         let _ = core.conn.execute_batch("ROLLBACK");
     }
+}
+
+/// The next job to run: while a batch is open, the open shape's own deferred steps first (they
+/// may have been queued behind another shape's batch); with none open, deferred jobs in order;
+/// else the channel.
+fn next_job(
+    core: &StoreCore,
+    deferred: &mut VecDeque<Job>,
+    jobs: &mut mpsc::UnboundedReceiver<Job>,
+) -> Option<Job> {
+    let waiting = match &core.open_batch {
+        Some(open) => deferred
+            .iter()
+            .position(|job| matches!(job, Job::Batch { shape, .. } if shape == open))
+            .and_then(|i| deferred.remove(i)),
+        None => deferred.pop_front(),
+    };
+    waiting.or_else(|| jobs.blocking_recv())
 }
 
 impl StoreCore {

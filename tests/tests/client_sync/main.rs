@@ -45,6 +45,30 @@ async fn initial_sync_mirrors_the_shape_and_live_changes_follow() {
 }
 
 #[tokio::test]
+async fn two_shapes_sync_side_by_side_each_in_its_own_transactions() {
+    let env = env("client_two_shapes").await;
+    insert_todos(&env, 0..300).await;
+    env.sql(
+        "INSERT INTO notes (id, owner_id, title)
+         SELECT ('00000000-0000-4000-9000-' || lpad(g::text, 12, '0'))::uuid, 'bob', 'note ' || g
+         FROM generate_series(1, 300) g",
+    )
+    .await;
+    let mine = ShapeSpec::new("mine", "todos").with_where("position < 100");
+    let client = env.open("a.db", &[mine, ShapeSpec::table("notes")]).await;
+    client.wait_synced(support::WAIT).await.expect("synced");
+    env.sql("UPDATE todos SET position = position - 50; UPDATE notes SET title = 'edited'")
+        .await;
+    eventually("both shapes follow", || async {
+        let todos = rows(&client, "SELECT count(*) FROM mine").await;
+        let notes = rows(&client, "SELECT count(*) FROM notes WHERE title = 'edited'").await;
+        todos == vec![vec![Some("150".into())]] && notes == vec![vec![Some("300".into())]]
+    })
+    .await;
+    assert!(client.status().rows_received >= 100 + 300 + 50 + 300);
+}
+
+#[tokio::test]
 async fn a_local_update_shows_at_once_and_settles_after_the_echo() {
     let env = env("client_local_update").await;
     insert_todos(&env, 0..3).await;

@@ -183,10 +183,8 @@ impl Sim {
 
     async fn open_device(&mut self, i: usize) {
         let device = &self.devices[i];
-        let mut config = self.env.config(
-            &format!("{}.db", device.name),
-            std::slice::from_ref(&self.shape),
-        );
+        let shapes = [self.shape.clone(), ShapeSpec::table("notes")];
+        let mut config = self.env.config(&format!("{}.db", device.name), &shapes);
         config.client_id = Some(format!("sim-{}", device.name));
         config.online = device.online;
         config.sync.sse = i != 1; // one device long-polls
@@ -325,6 +323,19 @@ impl Sim {
     /// and back into the shape, hard and tombstone deletes, and now and then a bigger one.
     async fn sql_write(&mut self) {
         let mut sql = String::from("BEGIN;");
+        // The devices' second shape: notes, written only here (its batches interleave with
+        // the todos shape's in each device's database).
+        if self.rng.random_bool(0.3) {
+            let n = self.rng.random_range(0..30);
+            sql.push_str(&format!(
+                "INSERT INTO notes (id, owner_id, title) VALUES ('{}', 'srv', 'note')
+                 ON CONFLICT (id) DO UPDATE SET title = 'note ' || {}, deleted_at = NULL;
+                 DELETE FROM notes WHERE id = '{}';",
+                uuid(n),
+                self.rng.random_range(0..1000),
+                uuid(self.rng.random_range(0..30))
+            ));
+        }
         for _ in 0..self.rng.random_range(1..4) {
             let kind = self.rng.random_range(0..10);
             if kind < 2 || self.server_rows.is_empty() {
@@ -415,9 +426,15 @@ impl Sim {
             .collect();
         let clean =
             leftovers[0][0].as_deref() == Some("0") && leftovers[0][1].as_deref() == Some("0");
-        let converged = status.pending == 0 && clean && mine == theirs;
+        let notes = "SELECT id, title FROM notes ORDER BY id";
+        let notes_match = rows(client, notes).await
+            == self
+                .env
+                .pg_rows("SELECT id::text, title FROM notes WHERE deleted_at IS NULL ORDER BY id")
+                .await;
+        let converged = status.pending == 0 && clean && mine == theirs && notes_match;
         let report = format!(
-            "status {:?}; overlays/outbox/acked {:?}; {} vs {} rows; differing: {differing:?}",
+            "status {:?}; overlays/outbox/acked {:?}; {} vs {} rows; notes match: {notes_match}; differing: {differing:?}",
             status.state,
             leftovers[0],
             mine.len(),

@@ -12,8 +12,11 @@ use tests::{TestDb, shapesync_bin};
 pub const WAIT: Duration = Duration::from_secs(40);
 
 /// Proxy flags for the example app: writable, tombstoned todos and notes; Yjs `notes.body`;
-/// short live timeouts so tests see up-to-date messages often.
+/// short live timeouts so tests see up-to-date messages often; small log chunks so that a
+/// snapshot or a catch-up spans several responses (one batch across requests).
 pub const PROXY_FLAGS: &[&str] = &[
+    "--chunk-bytes",
+    "4096",
     "--writable",
     "todos,notes",
     "--tombstones",
