@@ -1,5 +1,5 @@
-//! Against a scripted server: a 503 with `retry-after` is waited out (longer than the backoff
-//! would wait), then the shape syncs.
+//! Against scripted servers: a 503 with `retry-after` is waited out (longer than the backoff
+//! would wait); a refused event stream falls back to long-polling.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -95,6 +95,127 @@ async fn a_503_with_retry_after_is_waited_out_then_the_shape_syncs() {
     assert!(
         waited >= Duration::from_millis(950),
         "waited {waited:?}, not retry-after"
+    );
+    client.close().await;
+}
+
+/// A server whose SSE requests are refused (as by a proxy that does not pass event streams):
+/// the client falls back to long-polling and still gets live changes.
+async fn no_sse(
+    State(log): State<Log>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> impl IntoResponse {
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let offset = get("offset").unwrap_or_default();
+    let sse = get("live_sse").is_some();
+    let live = get("live").is_some();
+    let previous = {
+        let mut log = log.lock().expect("log");
+        let seen = log.iter().filter(|(_, o)| o.starts_with("poll")).count();
+        let kind = match (sse, live) {
+            (true, _) => "sse".to_owned(),
+            (false, true) => format!("poll {offset}"),
+            (false, false) => offset.clone(),
+        };
+        log.push((Instant::now(), kind));
+        seen
+    };
+    let mut headers = HeaderMap::new();
+    if sse {
+        return (
+            StatusCode::BAD_REQUEST,
+            headers,
+            "{\"message\":\"no SSE here\"}".to_owned(),
+        );
+    }
+    headers.insert("electric-handle", HeaderValue::from_static("h-1"));
+    headers.insert("electric-schema", HeaderValue::from_static(SCHEMA));
+    headers.insert("electric-cursor", HeaderValue::from_static("1"));
+    let body = match (offset.as_str(), live) {
+        ("-1", _) => {
+            headers.insert("electric-offset", HeaderValue::from_static("0_0"));
+            "[]".to_owned()
+        }
+        (_, true) if previous == 0 => {
+            headers.insert("electric-offset", HeaderValue::from_static("200_0"));
+            headers.insert("electric-up-to-date", HeaderValue::from_static(""));
+            r#"[{"key":"k","value":{"id":"2","title":"live"},"headers":{"operation":"insert","txids":[7],"lsn":"200","op_position":0,"last":true}},
+                {"headers":{"control":"up-to-date","global_last_seen_lsn":"200"}}]"#
+                .to_owned()
+        }
+        _ => {
+            if live {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            headers.insert(
+                "electric-offset",
+                HeaderValue::from_str(&offset).expect("offset"),
+            );
+            headers.insert("electric-up-to-date", HeaderValue::from_static(""));
+            r#"[{"headers":{"control":"up-to-date","global_last_seen_lsn":"200"}}]"#.to_owned()
+        }
+    };
+    (StatusCode::OK, headers, body)
+}
+
+#[tokio::test]
+async fn a_refused_event_stream_falls_back_to_long_polling() {
+    let log: Log = Arc::default();
+    let app = Router::new()
+        .route("/v1/shape", axum::routing::get(no_sse))
+        .with_state(log.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().expect("dir");
+    let mut config = ClientConfig::new(&format!("http://{addr}"), dir.path().join("s.db"));
+    config.shapes.push(ShapeSpec::table("t"));
+    let client = Client::open(config).await.expect("open");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows: i64 = client
+            .read(|c| {
+                c.query_row("SELECT count(*) FROM t WHERE title = 'live'", [], |r| {
+                    r.get(0)
+                })
+            })
+            .await
+            .unwrap_or(0); // no table before the first sync
+        if rows == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the live row never came: {:?}",
+            log.lock().expect("log")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let kinds: Vec<String> = log
+        .lock()
+        .expect("log")
+        .iter()
+        .map(|(_, k)| k.clone())
+        .collect();
+    let sse = kinds
+        .iter()
+        .position(|k| k == "sse")
+        .expect("SSE was tried first");
+    assert!(
+        kinds[sse + 1..].iter().all(|k| k != "sse"),
+        "no SSE after the refusal: {kinds:?}"
+    );
+    assert!(
+        kinds[sse + 1..].iter().any(|k| k.starts_with("poll")),
+        "{kinds:?}"
     );
     client.close().await;
 }
