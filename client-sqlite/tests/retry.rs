@@ -53,17 +53,25 @@ async fn shape(
     (StatusCode::OK, headers, body.to_owned())
 }
 
-#[tokio::test]
-async fn a_503_with_retry_after_is_waited_out_then_the_shape_syncs() {
-    let log: Log = Arc::default();
-    let app = Router::new()
-        .route("/v1/shape", axum::routing::get(shape))
-        .with_state(log.clone());
+/// Serves `app` on a free loopback port.
+async fn serve(app: Router) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test]
+async fn a_503_with_retry_after_is_waited_out_then_the_shape_syncs() {
+    let log: Log = Arc::default();
+    let addr = serve(
+        Router::new()
+            .route("/v1/shape", axum::routing::get(shape))
+            .with_state(log.clone()),
+    )
+    .await;
 
     let dir = tempfile::tempdir().expect("dir");
     let mut config = ClientConfig::new(&format!("http://{addr}"), dir.path().join("r.db"));
@@ -166,14 +174,12 @@ async fn no_sse(
 #[tokio::test]
 async fn a_refused_event_stream_falls_back_to_long_polling() {
     let log: Log = Arc::default();
-    let app = Router::new()
-        .route("/v1/shape", axum::routing::get(no_sse))
-        .with_state(log.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve(
+        Router::new()
+            .route("/v1/shape", axum::routing::get(no_sse))
+            .with_state(log.clone()),
+    )
+    .await;
 
     let dir = tempfile::tempdir().expect("dir");
     let mut config = ClientConfig::new(&format!("http://{addr}"), dir.path().join("s.db"));
