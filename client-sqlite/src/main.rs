@@ -1,11 +1,8 @@
-use clap::Parser;
+//! The `shapesync-client` program: a thin command line over the `client_sqlite` library.
 
-/// shapesync-client: mirror shapes from a shapesync server into a local SQLite database.
-#[derive(Debug, Parser)]
-#[command(name = "shapesync-client", version)]
-struct Cli {}
+mod cli;
+mod progress;
 
-fn main() {
-    let _cli = Cli::parse();
-    eprintln!("shapesync-client: no commands yet");
+fn main() -> std::process::ExitCode {
+    cli::main()
 }

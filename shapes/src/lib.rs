@@ -3,6 +3,7 @@
 //! It decides which rows belong to which shape, so a wrong answer here is silent data loss on
 //! a device.
 
+pub mod bytea;
 pub mod definition;
 pub mod handle;
 pub mod lsn;

@@ -1,0 +1,118 @@
+//! Sends the outbox to `POST /v1/mutations`: in order, in batches, one batch at a time. Each
+//! mutation keeps the id it was queued with, so a batch retried after a timeout or a crash is
+//! applied once (the server answers a known id with its first result).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::error::ClientError;
+use crate::store::outbox::{MutationResponse, MutationResult, OutboxEntry};
+use crate::subscription::backoff::Backoff;
+use crate::subscription::request::{self, Refusal};
+use crate::subscription::{Network, SyncContext};
+
+/// How often an idle pusher looks again (and settles writes answered without an LSN).
+const IDLE_TICK: Duration = Duration::from_millis(1000);
+
+/// Pushes until shutdown. `wake` is notified on every local write.
+pub async fn run(ctx: Arc<SyncContext>, mut network: Network, wake: Arc<Notify>, batch: usize) {
+    let mut backoff = Backoff::new(ctx.options.backoff_base, ctx.options.backoff_max);
+    loop {
+        if !network.wait_online().await {
+            break;
+        }
+        let entries = match ctx.store.call(move |core| core.outbox_batch(batch)).await {
+            Ok(entries) => entries,
+            Err(_) => break,
+        };
+        if entries.is_empty() {
+            let _ = ctx.store.call(|core| core.sweep_all()).await;
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(IDLE_TICK) => {}
+                _ = network.shutdown.cancelled() => break,
+            }
+            continue;
+        }
+        let client_id = ctx.store.client_id().to_owned();
+        let sent = network.guard(send(&ctx, &client_id, &entries)).await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(e) if e.is_transient() => {
+                tracing::debug!(error = %e, "pushing the outbox failed; retrying");
+                network.sleep(backoff.next_delay(e.retry_after())).await;
+                continue;
+            }
+            Err(ClientError::Refused { status, message }) if status != 401 && status != 403 => {
+                tracing::warn!(status, message, "the server refused a batch of writes");
+                refused_batch(&entries, status, &message)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the server refused the writes");
+                network.sleep(backoff.next_delay(None)).await;
+                continue;
+            }
+        };
+        backoff.reset();
+        let recorded = ctx
+            .store
+            .call(move |core| core.record_results(&entries, &response))
+            .await;
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, "recording the server's answer failed");
+        }
+    }
+}
+
+async fn send(
+    ctx: &SyncContext,
+    client_id: &str,
+    entries: &[OutboxEntry],
+) -> Result<MutationResponse, ClientError> {
+    let mut url = ctx.base_url.clone();
+    url.set_path(&format!(
+        "{}/v1/mutations",
+        ctx.base_url.path().trim_end_matches('/')
+    ));
+    let mutations: Vec<&serde_json::Value> = entries.iter().map(|e| &e.body).collect();
+    let body = json!({"client_id": client_id, "mutations": mutations});
+    let response = ctx
+        .http
+        .post(url)
+        .json(&body)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await?;
+    let response = match request::check(response).await {
+        Ok(response) => response,
+        Err(Refusal::MustRefetch) => {
+            return Err(ClientError::Protocol("409 from /v1/mutations".into()));
+        }
+        Err(Refusal::Error(e)) => return Err(e),
+    };
+    let bytes = response.bytes().await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ClientError::Protocol(format!("the answer to a batch of writes: {e}")))
+}
+
+/// A whole batch refused for good (400, 413): every write in it is rejected, so the outbox
+/// does not stay stuck behind it.
+fn refused_batch(entries: &[OutboxEntry], status: u16, message: &str) -> MutationResponse {
+    MutationResponse {
+        txid: None,
+        lsn: None,
+        results: entries
+            .iter()
+            .map(|e| MutationResult {
+                id: e.mutation_id.clone(),
+                status: "rejected".into(),
+                lost: Vec::new(),
+                row: None,
+                error: Some(json!({"code": format!("http_{status}"), "message": message})),
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,171 @@
+//! What the user subscribes to: a shape (table, `where`, columns, params) and the name of the
+//! local table that mirrors it.
+
+use std::str::FromStr;
+
+use crate::error::ClientError;
+
+/// A subscription: the server-side shape and its local table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapeSpec {
+    /// The local SQLite table the app reads (also the shape's name in the client's API).
+    pub name: String,
+    /// The Postgres table (`todos`, `public.todos`, `"My Schema"."t"`).
+    pub table: String,
+    pub where_clause: Option<String>,
+    /// Comma-separated column list, as the `columns` parameter takes it.
+    pub columns: Option<String>,
+    /// Values of `$1…$n` in `where`.
+    pub params: Vec<String>,
+}
+
+impl ShapeSpec {
+    /// A whole table mirrored into a local table of the same (unqualified) name.
+    pub fn table(table: &str) -> Self {
+        let name = table.rsplit('.').next().unwrap_or(table).trim_matches('"');
+        Self::new(name, table)
+    }
+
+    pub fn new(name: &str, table: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            table: table.to_owned(),
+            where_clause: None,
+            columns: None,
+            params: Vec::new(),
+        }
+    }
+
+    pub fn with_where(mut self, clause: &str) -> Self {
+        self.where_clause = Some(clause.to_owned());
+        self
+    }
+
+    pub fn with_columns(mut self, columns: &str) -> Self {
+        self.columns = Some(columns.to_owned());
+        self
+    }
+
+    /// The shape's query parameters (without offsets and handles).
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        let mut pairs = vec![("table".to_owned(), self.table.clone())];
+        if let Some(w) = &self.where_clause {
+            pairs.push(("where".into(), w.clone()));
+        }
+        if let Some(c) = &self.columns {
+            pairs.push(("columns".into(), c.clone()));
+        }
+        for (i, p) in self.params.iter().enumerate() {
+            pairs.push((format!("params[{}]", i + 1), p.clone()));
+        }
+        pairs
+    }
+
+    /// A stable text of the definition: a stored shape whose definition changed is fetched
+    /// again from scratch.
+    pub fn definition(&self) -> String {
+        let pairs: Vec<String> = self
+            .query_pairs()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        pairs.join("&")
+    }
+
+    fn check_name(&self) -> Result<(), ClientError> {
+        let bad = self.name.is_empty()
+            || self.name.starts_with("_shapesync")
+            || self.name.starts_with("sqlite_");
+        if bad {
+            return Err(ClientError::Shape {
+                name: self.name.clone(),
+                message: "a local table name must be non-empty and must not start with \
+                          `_shapesync` or `sqlite_`"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for ShapeSpec {
+    type Err = ClientError;
+
+    /// `NAME=TABLE[?where=…&columns=…&params[1]=…]` (query part URL-encoded or plain), or just
+    /// `TABLE`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (head, query) = s.split_once('?').unwrap_or((s, ""));
+        let mut spec = match head.split_once('=') {
+            Some((name, table)) => ShapeSpec::new(name.trim(), table.trim()),
+            None => ShapeSpec::table(head.trim()),
+        };
+        if spec.table.is_empty() {
+            return Err(ClientError::Shape {
+                name: s.to_owned(),
+                message: "expected NAME=TABLE[?where=…&columns=…]".into(),
+            });
+        }
+        let mut params = Vec::new();
+        for (key, value) in reqwest::Url::parse(&format!("x:?{query}"))
+            .map_err(|e| ClientError::Shape {
+                name: s.to_owned(),
+                message: e.to_string(),
+            })?
+            .query_pairs()
+        {
+            match key.as_ref() {
+                "where" => spec.where_clause = Some(value.into_owned()),
+                "columns" => spec.columns = Some(value.into_owned()),
+                k if k.starts_with("params[") => {
+                    let n: usize = k
+                        .trim_start_matches("params[")
+                        .trim_end_matches(']')
+                        .parse()
+                        .map_err(|_| ClientError::Shape {
+                            name: s.to_owned(),
+                            message: format!("bad parameter name {k}"),
+                        })?;
+                    params.push((n, value.into_owned()));
+                }
+                other => {
+                    return Err(ClientError::Shape {
+                        name: s.to_owned(),
+                        message: format!("unknown option {other:?} (where, columns, params[n])"),
+                    });
+                }
+            }
+        }
+        params.sort();
+        spec.params = params.into_iter().map(|(_, v)| v).collect();
+        spec.check_name()?;
+        Ok(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_name_table_and_options() {
+        let s: ShapeSpec = "mine=todos?where=owner_id%20%3D%20'alice'&columns=id,title"
+            .parse()
+            .unwrap();
+        assert_eq!(s.name, "mine");
+        assert_eq!(s.table, "todos");
+        assert_eq!(s.where_clause.as_deref(), Some("owner_id = 'alice'"));
+        assert_eq!(s.columns.as_deref(), Some("id,title"));
+        let plain: ShapeSpec = "public.notes".parse().unwrap();
+        assert_eq!(
+            (plain.name.as_str(), plain.table.as_str()),
+            ("notes", "public.notes")
+        );
+    }
+
+    #[test]
+    fn rejects_reserved_names_and_unknown_options() {
+        assert!("_shapesync_x=todos".parse::<ShapeSpec>().is_err());
+        assert!("t=todos?limit=3".parse::<ShapeSpec>().is_err());
+        assert!("t=".parse::<ShapeSpec>().is_err());
+    }
+}

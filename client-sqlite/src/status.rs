@@ -1,0 +1,217 @@
+//! The sync status the app shows: one of `offline | connecting | syncing | up-to-date |
+//! pending(n) | conflicts(n) | error`, with the last time every shape was up to date.
+//!
+//! Each subscription reports its own [`ShapePhase`]; the outbox and the conflict table report
+//! their counts. [`StatusBoard`] folds them into one [`Status`] and publishes it on a
+//! `tokio::sync::watch`, so the app can both query it and await changes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::SystemTime;
+
+use tokio::sync::watch;
+
+/// Where one subscription is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShapePhase {
+    /// Not reachable (network down, server restarting, or [`crate::Client::set_online`]).
+    Offline,
+    /// A request is under way and nothing came back yet.
+    Connecting,
+    /// Receiving rows that are not yet up to date.
+    Syncing,
+    UpToDate,
+    /// A definite error (the message says what to change).
+    Error(String),
+}
+
+/// The one-word summary, by precedence: `error` > `offline` > `connecting` > `syncing` >
+/// `conflicts(n)` > `pending(n)` > `up-to-date`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncState {
+    Offline,
+    Connecting,
+    Syncing,
+    UpToDate,
+    /// Local writes not yet acknowledged by the server.
+    Pending(u64),
+    /// Conflicts recorded and not yet resolved by the app.
+    Conflicts(u64),
+    Error(String),
+}
+
+impl fmt::Display for SyncState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Offline => f.write_str("offline"),
+            Self::Connecting => f.write_str("connecting"),
+            Self::Syncing => f.write_str("syncing"),
+            Self::UpToDate => f.write_str("up-to-date"),
+            Self::Pending(n) => write!(f, "pending({n})"),
+            Self::Conflicts(n) => write!(f, "conflicts({n})"),
+            Self::Error(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
+/// Everything about the client's sync, at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    pub state: SyncState,
+    /// Each subscription's phase, by local table name.
+    pub shapes: BTreeMap<String, ShapePhase>,
+    /// Local writes in the outbox (not yet answered by the server).
+    pub pending: u64,
+    /// Unresolved conflicts.
+    pub conflicts: u64,
+    /// The last time every shape was up to date at once.
+    pub last_sync: Option<SystemTime>,
+    /// Rows (changes) received from the server since the client started.
+    pub rows_received: u64,
+    /// How many times a shape had to be fetched again from scratch (409 / must-refetch).
+    pub refetches: u64,
+}
+
+impl Status {
+    fn new() -> Self {
+        Self {
+            state: SyncState::Connecting,
+            shapes: BTreeMap::new(),
+            pending: 0,
+            conflicts: 0,
+            last_sync: None,
+            rows_received: 0,
+            refetches: 0,
+        }
+    }
+
+    fn summarize(&mut self) {
+        let phases = self.shapes.values();
+        let mut state = SyncState::UpToDate;
+        let rank = |s: &SyncState| match s {
+            SyncState::Error(_) => 5,
+            SyncState::Offline => 4,
+            SyncState::Connecting => 3,
+            SyncState::Syncing => 2,
+            _ => 0,
+        };
+        for phase in phases {
+            let candidate = match phase {
+                ShapePhase::Offline => SyncState::Offline,
+                ShapePhase::Connecting => SyncState::Connecting,
+                ShapePhase::Syncing => SyncState::Syncing,
+                ShapePhase::UpToDate => SyncState::UpToDate,
+                ShapePhase::Error(e) => SyncState::Error(e.clone()),
+            };
+            if rank(&candidate) > rank(&state) {
+                state = candidate;
+            }
+        }
+        if state == SyncState::UpToDate && self.conflicts > 0 {
+            state = SyncState::Conflicts(self.conflicts);
+        } else if state == SyncState::UpToDate && self.pending > 0 {
+            state = SyncState::Pending(self.pending);
+        }
+        self.state = state;
+    }
+
+    /// Every subscribed shape is up to date.
+    pub fn all_up_to_date(&self) -> bool {
+        self.shapes.values().all(|p| *p == ShapePhase::UpToDate)
+    }
+}
+
+/// Publishes the status; cheap to clone into every task.
+#[derive(Debug, Clone)]
+pub struct StatusBoard {
+    tx: watch::Sender<Status>,
+}
+
+impl Default for StatusBoard {
+    fn default() -> Self {
+        Self {
+            tx: watch::Sender::new(Status::new()),
+        }
+    }
+}
+
+impl StatusBoard {
+    pub fn subscribe(&self) -> watch::Receiver<Status> {
+        self.tx.subscribe()
+    }
+
+    pub fn current(&self) -> Status {
+        self.tx.borrow().clone()
+    }
+
+    pub fn set_phase(&self, shape: &str, phase: ShapePhase) {
+        self.tx.send_if_modified(|s| {
+            if s.shapes.get(shape) == Some(&phase) {
+                return false;
+            }
+            s.shapes.insert(shape.to_owned(), phase);
+            if s.all_up_to_date() {
+                s.last_sync = Some(SystemTime::now());
+            }
+            s.summarize();
+            true
+        });
+    }
+
+    /// Records that `shape` reached up-to-date again (refreshes the last sync time).
+    pub fn up_to_date(&self, shape: &str) {
+        self.set_phase(shape, ShapePhase::UpToDate);
+        self.tx.send_modify(|s| {
+            if s.all_up_to_date() {
+                s.last_sync = Some(SystemTime::now());
+            }
+        });
+    }
+
+    pub fn set_counts(&self, pending: u64, conflicts: u64) {
+        self.tx.send_if_modified(|s| {
+            if (s.pending, s.conflicts) == (pending, conflicts) {
+                return false;
+            }
+            s.pending = pending;
+            s.conflicts = conflicts;
+            s.summarize();
+            true
+        });
+    }
+
+    pub fn add_rows(&self, n: u64) {
+        self.tx.send_modify(|s| s.rows_received += n);
+    }
+
+    pub fn add_refetch(&self) {
+        self.tx.send_modify(|s| s.refetches += 1);
+    }
+
+    pub fn set_last_sync(&self, at: Option<SystemTime>) {
+        self.tx.send_modify(|s| s.last_sync = s.last_sync.max(at));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_prefers_errors_then_offline_then_counts() {
+        let board = StatusBoard::default();
+        board.set_phase("a", ShapePhase::UpToDate);
+        board.set_phase("b", ShapePhase::Syncing);
+        assert_eq!(board.current().state, SyncState::Syncing);
+        board.set_phase("b", ShapePhase::UpToDate);
+        board.set_counts(3, 0);
+        assert_eq!(board.current().state.to_string(), "pending(3)");
+        board.set_counts(3, 1);
+        assert_eq!(board.current().state.to_string(), "conflicts(1)");
+        board.set_phase("a", ShapePhase::Offline);
+        assert_eq!(board.current().state, SyncState::Offline);
+        board.set_phase("b", ShapePhase::Error("bad where".into()));
+        assert_eq!(board.current().state.to_string(), "error: bad where");
+        assert!(board.current().last_sync.is_some());
+    }
+}

@@ -1,0 +1,264 @@
+//! One task per subscribed shape: fetch, stream into the store, stay live.
+//!
+//! The cycle (PROTOCOL.md part 1): catch-up requests (`offset=-1` or the stored offset) until a
+//! response ends with up-to-date, then live requests — SSE when the server speaks it, long-poll
+//! otherwise (a server or proxy that refuses SSE switches the subscription to long-poll). Each
+//! response body is split into messages as it arrives ([`json_array`]), decoded straight into
+//! typed rows ([`message`]) and handed to the store in chunks; the store applies them inside
+//! one transaction per up-to-date batch and records (handle, offset) with the commit. So after
+//! a restart the subscription resumes from its last up-to-date, never from scratch.
+//!
+//! Failures: transient ones (network, 5xx, 429) roll back the open batch and retry from the
+//! last committed offset after an exponential backoff with jitter (`retry-after` wins when
+//! longer); a 409 or `must-refetch` rolls back and fetches from scratch ([`BatchStep::Reset`]
+//! keeps pending local writes); definite ones (400, 401, 403) show as `error` and retry slowly.
+
+pub mod backoff;
+mod fetch;
+pub mod json_array;
+pub mod message;
+pub mod request;
+mod sse;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Url;
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ClientError;
+use crate::schema_mapping::ShapeSchema;
+use crate::shape_spec::ShapeSpec;
+use crate::status::{ShapePhase, StatusBoard};
+use crate::store::{BatchStep, Change, Cursor, Store};
+use backoff::Backoff;
+use request::Mode;
+
+/// Settings shared by every subscription.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Prefer SSE for live updates (else long-poll only).
+    pub sse: bool,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Rows handed to the store per step.
+    pub chunk_rows: usize,
+    /// Longest silence on a live connection before it is considered dead.
+    pub idle_timeout: Duration,
+    /// Ask for gzip-compressed responses (worth it over real networks; on a fast local link
+    /// the server's compression can be the bottleneck of an initial sync).
+    pub gzip: bool,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        Self {
+            sse: true,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(30),
+            chunk_rows: 5_000,
+            idle_timeout: Duration::from_secs(90),
+            gzip: true,
+        }
+    }
+}
+
+/// Whether the client may use the network, and when to stop.
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub online: watch::Receiver<bool>,
+    pub shutdown: CancellationToken,
+}
+
+impl Network {
+    /// Waits until online; `false` when shutting down.
+    pub async fn wait_online(&mut self) -> bool {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => false,
+            r = self.online.wait_for(|online| *online) => r.is_ok(),
+        }
+    }
+
+    /// Resolves when the network is switched off or the client shuts down.
+    pub async fn interrupted(&self) {
+        let mut online = self.online.clone();
+        tokio::select! {
+            _ = self.shutdown.cancelled() => {}
+            _ = online.wait_for(|online| !*online) => {}
+        }
+    }
+
+    /// Runs `f`, or fails with [`ClientError::Offline`] when interrupted first.
+    pub async fn guard<T, E: From<ClientError>>(
+        &self,
+        f: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        tokio::select! {
+            r = f => r,
+            _ = self.interrupted() => Err(ClientError::Offline.into()),
+        }
+    }
+
+    /// Sleeps `d` unless interrupted first.
+    pub async fn sleep(&self, d: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = self.shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// What every subscription task shares.
+#[derive(Debug)]
+pub struct SyncContext {
+    pub http: reqwest::Client,
+    pub base_url: Url,
+    pub store: Store,
+    pub status: StatusBoard,
+    pub options: SyncOptions,
+}
+
+pub(crate) enum SyncError {
+    MustRefetch,
+    SseUnsupported,
+    Client(ClientError),
+}
+
+impl From<ClientError> for SyncError {
+    fn from(e: ClientError) -> Self {
+        Self::Client(e)
+    }
+}
+
+impl From<json_array::SplitError> for SyncError {
+    fn from(e: json_array::SplitError) -> Self {
+        Self::Client(ClientError::Protocol(e.to_string()))
+    }
+}
+
+/// One subscription's state.
+pub(crate) struct ShapeSync {
+    ctx: Arc<SyncContext>,
+    spec: ShapeSpec,
+    network: Network,
+    handle: Option<String>,
+    offset: String,
+    committed: (Option<String>, String),
+    schema: Option<ShapeSchema>,
+    cursor: Option<String>,
+    up_to_date: bool,
+    sse: bool,
+    pending: Vec<Change>,
+    /// The store's answer to the last step sent (one step in flight while the next is read).
+    in_flight: Option<oneshot::Receiver<Result<(), ClientError>>>,
+    batch_open: bool,
+}
+
+/// Runs a subscription until shutdown.
+pub async fn run(ctx: Arc<SyncContext>, spec: ShapeSpec, cursor: Cursor, network: Network) {
+    let schema = cursor
+        .schema_json
+        .as_deref()
+        .and_then(|s| ShapeSchema::parse(s).ok());
+    let mut sync = ShapeSync {
+        sse: ctx.options.sse,
+        handle: cursor.handle.clone(),
+        offset: cursor.offset.clone(),
+        committed: (cursor.handle, cursor.offset),
+        schema,
+        cursor: None,
+        up_to_date: false,
+        pending: Vec::new(),
+        in_flight: None,
+        batch_open: false,
+        ctx,
+        spec,
+        network,
+    };
+    sync.run().await;
+}
+
+impl ShapeSync {
+    async fn run(&mut self) {
+        let mut backoff = Backoff::new(self.ctx.options.backoff_base, self.ctx.options.backoff_max);
+        let name = self.spec.name.clone();
+        loop {
+            if !self.network.online.borrow().to_owned() {
+                self.ctx.status.set_phase(&name, ShapePhase::Offline);
+            }
+            if !self.network.wait_online().await {
+                break;
+            }
+            if !self.up_to_date {
+                self.ctx.status.set_phase(&name, ShapePhase::Connecting);
+            }
+            let mode = match (self.up_to_date, self.sse) {
+                (false, _) => Mode::CatchUp,
+                (true, true) => Mode::Sse,
+                (true, false) => Mode::LongPoll,
+            };
+            let network = self.network.clone();
+            let result = network.guard(self.request(mode)).await;
+            if let Err(err) = result {
+                let delay = self.fail(err, &mut backoff).await;
+                self.network.sleep(delay).await;
+            } else {
+                backoff.reset();
+            }
+            if self.network.shutdown.is_cancelled() {
+                break;
+            }
+        }
+        self.abort().await;
+    }
+
+    async fn fail(&mut self, err: SyncError, backoff: &mut Backoff) -> Duration {
+        self.abort().await;
+        let name = self.spec.name.clone();
+        match err {
+            SyncError::MustRefetch => {
+                tracing::info!(shape = name, "the server asks to fetch the shape again");
+                self.ctx.status.add_refetch();
+                self.handle = None;
+                self.offset = "-1".into();
+                self.up_to_date = false;
+                Duration::ZERO
+            }
+            SyncError::SseUnsupported => {
+                tracing::warn!(shape = name, "SSE unavailable: falling back to long-poll");
+                self.sse = false;
+                Duration::ZERO
+            }
+            SyncError::Client(ClientError::Offline) => Duration::ZERO,
+            SyncError::Client(e) if e.is_transient() => {
+                tracing::debug!(shape = name, error = %e, "shape request failed; retrying");
+                self.ctx.status.set_phase(&name, ShapePhase::Offline);
+                backoff.next_delay(e.retry_after())
+            }
+            SyncError::Client(e) => {
+                tracing::warn!(shape = name, error = %e, "shape request refused");
+                self.ctx
+                    .status
+                    .set_phase(&name, ShapePhase::Error(e.to_string()));
+                backoff.next_delay(None).max(self.ctx.options.backoff_max)
+            }
+        }
+    }
+
+    /// Rolls back the open batch and returns to the last committed position.
+    async fn abort(&mut self) {
+        self.pending.clear();
+        if let Some(rx) = self.in_flight.take() {
+            let _ = rx.await;
+        }
+        if self.batch_open {
+            if let Ok(rx) = self.ctx.store.batch(&self.spec.name, BatchStep::Abort) {
+                let _ = rx.await;
+            }
+            self.batch_open = false;
+            (self.handle, self.offset) = self.committed.clone();
+            self.up_to_date = self.offset != "-1" && self.up_to_date;
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! One shape request: its URL, and what its status and headers mean.
+
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use reqwest::{Response, StatusCode, Url};
+
+use crate::error::ClientError;
+use crate::shape_spec::ShapeSpec;
+
+/// How the next request waits for news.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Catch-up: answer at once.
+    CatchUp,
+    LongPoll,
+    Sse,
+}
+
+/// `GET /v1/shape?…` for the shape at `offset`.
+pub fn shape_url(
+    base: &Url,
+    spec: &ShapeSpec,
+    offset: &str,
+    handle: Option<&str>,
+    mode: Mode,
+    cursor: Option<&str>,
+) -> Url {
+    let mut url = base.clone();
+    url.set_path(&format!("{}/v1/shape", base.path().trim_end_matches('/')));
+    {
+        let mut q = url.query_pairs_mut();
+        for (k, v) in spec.query_pairs() {
+            q.append_pair(&k, &v);
+        }
+        q.append_pair("offset", offset);
+        if let Some(handle) = handle.filter(|_| offset != "-1") {
+            q.append_pair("handle", handle);
+        }
+        if mode != Mode::CatchUp {
+            q.append_pair("live", "true");
+            q.append_pair("cursor", cursor.unwrap_or(""));
+        }
+        if mode == Mode::Sse {
+            q.append_pair("live_sse", "true");
+        }
+    }
+    url
+}
+
+/// What a non-2xx answer means.
+pub enum Refusal {
+    /// 409 / must-refetch: start again from scratch.
+    MustRefetch,
+    Error(ClientError),
+}
+
+/// Splits a response into success or a [`Refusal`], reading the body of errors.
+pub async fn check(response: Response) -> Result<Response, Refusal> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    if status == StatusCode::CONFLICT {
+        return Err(Refusal::MustRefetch);
+    }
+    let retry_after = header(response.headers(), "retry-after")
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let message = response.text().await.unwrap_or_default();
+    let message: String = message.chars().take(500).collect();
+    let code = status.as_u16();
+    Err(Refusal::Error(
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            ClientError::Unavailable {
+                status: code,
+                message,
+                retry_after,
+            }
+        } else {
+            ClientError::Refused {
+                status: code,
+                message,
+            }
+        },
+    ))
+}
+
+pub fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A header the protocol requires.
+pub fn required<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, ClientError> {
+    header(headers, name)
+        .ok_or_else(|| ClientError::Protocol(format!("the response has no {name} header")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_carry_the_definition_offset_handle_and_live_flags() {
+        let base: Url = "http://h:1/prefix/".parse().unwrap();
+        let spec = ShapeSpec::table("todos").with_where("done = false");
+        let url = shape_url(&base, &spec, "-1", Some("h1"), Mode::CatchUp, None);
+        assert_eq!(
+            url.as_str(),
+            "http://h:1/prefix/v1/shape?table=todos&where=done+%3D+false&offset=-1"
+        );
+        let url = shape_url(&base, &spec, "5_2", Some("h1"), Mode::Sse, Some("20"));
+        assert!(
+            url.as_str()
+                .ends_with("offset=5_2&handle=h1&live=true&cursor=20&live_sse=true")
+        );
+    }
+}

@@ -1,0 +1,71 @@
+//! Live updates over Server-Sent Events: one `data:` event per message, each batch ending
+//! with up-to-date. Events carry no offset header, so the position is the newest change's
+//! `<lsn>_<op>` or `<global_last_seen_lsn>_0`, whichever is later (PROTOCOL.md: re-sent
+//! suffixes are harmless because changes apply as upserts).
+
+use eventsource_stream::Eventsource as _;
+use futures_util::StreamExt as _;
+use reqwest::Response;
+use shapes::offset::Offset;
+
+use super::message::{self, Message};
+use super::request;
+use super::{ShapeSync, SyncError};
+use crate::error::ClientError;
+
+impl ShapeSync {
+    pub(super) async fn read_sse(
+        &mut self,
+        response: Response,
+        handle: String,
+    ) -> Result<(), SyncError> {
+        let is_sse = request::header(response.headers(), "content-type")
+            .is_some_and(|t| t.starts_with("text/event-stream"));
+        if !is_sse {
+            return Err(SyncError::SseUnsupported);
+        }
+        let schema = self
+            .schema
+            .clone()
+            .ok_or_else(|| ClientError::Protocol("no electric-schema yet".into()))?;
+        let mut position: Option<Offset> = self.offset.parse().ok();
+        let mut events = response.bytes_stream().eventsource();
+        let idle = self.ctx.options.idle_timeout;
+        while let Some(event) = tokio::time::timeout(idle, events.next())
+            .await
+            .map_err(|_| ClientError::Network("the event stream went silent".into()))?
+        {
+            let event = event.map_err(|e| ClientError::Network(e.to_string()))?;
+            if event.data.is_empty() {
+                continue;
+            }
+            let decoded = message::decode(event.data.as_bytes(), &schema)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            match decoded {
+                Message::Change(change, offset) => {
+                    position = position.max(offset);
+                    self.pending.push(change);
+                    if self.pending.len() >= self.ctx.options.chunk_rows {
+                        self.flush().await?;
+                    }
+                }
+                Message::UpToDate {
+                    global_last_seen_lsn,
+                } => {
+                    let seen = global_last_seen_lsn.map(|lsn| Offset::At { tx: lsn, op: 0 });
+                    position = position.max(seen);
+                    let offset = position.map(|o| o.to_string()).unwrap_or_default();
+                    self.commit(handle.clone(), offset, global_last_seen_lsn)
+                        .await?;
+                }
+                Message::MustRefetch => return Err(SyncError::MustRefetch),
+                Message::Other => {}
+            }
+        }
+        // The server closed the stream (its SSE timeout); a batch cut short is rolled back.
+        if self.batch_open {
+            return Err(ClientError::Network("the event stream ended mid-batch".into()).into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,188 @@
+//! `shapesync-client` as users run it: the binary, against a real proxy (in this process, on a
+//! real socket) and a throwaway Postgres with the example app.
+
+use std::process::Output;
+use std::time::Duration;
+
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+const BIN: &str = env!("CARGO_BIN_EXE_shapesync-client");
+
+struct Server {
+    _db: tests::TestDb,
+    pg: tokio_postgres::Client,
+    url: String,
+    shutdown: CancellationToken,
+    _storage: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn server(name: &str) -> Server {
+    let db = tests::TestDb::new(name).await;
+    let mut pg = db.connect().await;
+    proxy::migrations::apply(&mut pg, &proxy::migrations::embedded())
+        .await
+        .expect("example migrations");
+    let storage = tempfile::tempdir().expect("storage");
+    let mut config = proxy::config::ServeConfig::new(
+        db.url.clone(),
+        "127.0.0.1:0".parse().expect("address"),
+        storage.path().to_owned(),
+    );
+    config.tombstones = ["todos", "notes"]
+        .iter()
+        .map(|t| t.parse().expect("tombstone spec"))
+        .collect();
+    config.writes = proxy::mutations::WriteConfig::dev();
+    config.long_poll_timeout = Duration::from_secs(2);
+    let shutdown = CancellationToken::new();
+    let (bound_tx, bound) = tokio::sync::oneshot::channel();
+    tokio::spawn(proxy::server::run(config, shutdown.clone(), Some(bound_tx)));
+    let addr = bound.await.expect("the proxy listens");
+    Server {
+        _db: db,
+        pg,
+        url: format!("http://{addr}"),
+        shutdown,
+        _storage: storage,
+    }
+}
+
+async fn run(args: &[&str]) -> Output {
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        Command::new(BIN)
+            .args(args)
+            .env_remove("SHAPESYNC_CLIENT_KEY")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the command finishes")
+    .expect("run shapesync-client")
+}
+
+/// `sync --once` of one shape; asserts success.
+async fn sync_once(url: &str, db: &str, shape: &str) -> Output {
+    let output = run(&["sync", "--url", url, "--db", db, "--shape", shape, "--once"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    output
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn help_explains_every_command() {
+    let help = stdout(&run(&["--help"]).await);
+    for command in ["sync", "status", "write", "conflicts", "export"] {
+        assert!(help.contains(command), "{command} missing from:\n{help}");
+    }
+    let sync = stdout(&run(&["sync", "--help"]).await);
+    for flag in ["--url", "--db", "--shape", "--once", "NAME=TABLE"] {
+        assert!(sync.contains(flag), "{flag} missing from:\n{sync}");
+    }
+}
+
+#[tokio::test]
+async fn sync_once_then_offline_write_status_export_and_push() {
+    let server = server("cli_sync").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("app.db");
+    let db = db.to_str().expect("utf-8 path");
+    let shape = "mine=todos?where=owner_id = 'alice'";
+    sync_once(&server.url, db, shape).await;
+
+    let exported = run(&["export", "--db", db, "--format", "json"]).await;
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    let data: serde_json::Value = serde_json::from_slice(&exported.stdout).expect("json");
+    let titles: Vec<&str> = data["mine"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["title"].as_str())
+        .collect();
+    assert_eq!(titles, ["Buy milk", "Water the plants"]);
+
+    let id = "8f1d7a0e-0c1e-4a53-9a55-0a4f6f0b0001";
+    let write =
+        format!(r#"{{"op":"update","key":{{"id":"{id}"}},"values":{{"title":"Buy oat milk"}}}}"#);
+    let queued = run(&["write", "--db", db, "--shape", "mine", &write]).await;
+    assert!(queued.status.success(), "{}", stderr(&queued));
+    let status = stdout(&run(&["status", "--db", db]).await);
+    assert!(status.contains("pending(1)"), "{status}");
+    let exported = stdout(&run(&["export", "--db", db]).await);
+    assert!(
+        exported.contains("Buy oat milk"),
+        "the local write shows at once: {exported}"
+    );
+
+    sync_once(&server.url, db, shape).await;
+    let status = stdout(&run(&["status", "--db", db, "--json"]).await);
+    let status: serde_json::Value = serde_json::from_str(&status).expect("json status");
+    assert_eq!(status["pending"], 0);
+    assert_eq!(status["shapes"][0]["rows"], 2);
+    let row = server
+        .pg
+        .query_one("SELECT title FROM todos WHERE id = $1::text::uuid", &[&id])
+        .await
+        .expect("row");
+    assert_eq!(row.get::<_, String>(0), "Buy oat milk");
+    let conflicts = run(&["conflicts", "--db", db]).await;
+    assert!(conflicts.status.success() && conflicts.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_message() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("app.db");
+    let db = db.to_str().expect("utf-8 path");
+    let refused = run(&[
+        "write",
+        "--db",
+        db,
+        "--shape",
+        "todos",
+        "{\"op\":\"update\"}",
+    ])
+    .await;
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("not subscribed"),
+        "{}",
+        stderr(&refused)
+    );
+    let refused = run(&["write", "--db", db, "not json"]).await;
+    assert!(
+        stderr(&refused).contains("not valid JSON"),
+        "{}",
+        stderr(&refused)
+    );
+    let refused = run(&[
+        "sync",
+        "--url",
+        "http://127.0.0.1:1",
+        "--db",
+        db,
+        "--shape",
+        "_shapesync_x=todos",
+    ])
+    .await;
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("must not start with"),
+        "{}",
+        stderr(&refused)
+    );
+}

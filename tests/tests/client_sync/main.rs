@@ -1,0 +1,307 @@
+//! The SQLite client against a real proxy process and a real Postgres: initial sync and live
+//! changes, optimistic writes and their settlement, rollback of stale writes, resume after a
+//! restart, 409 refetch with pending writes, schema migration, Yjs, and the seeded simulation.
+
+mod simulation;
+mod support;
+
+use client_sqlite::{ClientEvent, ShapeSpec, SyncState};
+use serde_json::json;
+use support::{CLIENT_TODOS, PG_TODOS, env, eventually, object, rows, todos, uuid};
+
+async fn insert_todos(env: &support::Env, ids: std::ops::Range<u32>) {
+    for n in ids {
+        env.sql(&format!(
+            "INSERT INTO todos (id, owner_id, title, position) VALUES ('{}', 'alice', 'todo {n}', {n})",
+            uuid(n)
+        ))
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn initial_sync_mirrors_the_shape_and_live_changes_follow() {
+    let env = env("client_initial").await;
+    insert_todos(&env, 0..50).await;
+    let client = env.open("a.db", &[todos()]).await;
+    client.wait_synced(support::WAIT).await.expect("synced");
+    assert_eq!(
+        rows(&client, CLIENT_TODOS).await,
+        env.pg_rows(PG_TODOS).await
+    );
+    env.sql(&format!(
+        "UPDATE todos SET title = 'changed' WHERE id = '{}'; DELETE FROM todos WHERE id = '{}';",
+        uuid(1),
+        uuid(2)
+    ))
+    .await;
+    insert_todos(&env, 50..52).await;
+    eventually("live changes reach the mirror", || async {
+        rows(&client, CLIENT_TODOS).await == env.pg_rows(PG_TODOS).await
+    })
+    .await;
+    assert_eq!(client.status().state, SyncState::UpToDate);
+    assert!(client.status().last_sync.is_some());
+}
+
+#[tokio::test]
+async fn two_shapes_sync_side_by_side_each_in_its_own_transactions() {
+    let env = env("client_two_shapes").await;
+    insert_todos(&env, 0..300).await;
+    env.sql(
+        "INSERT INTO notes (id, owner_id, title)
+         SELECT ('00000000-0000-4000-9000-' || lpad(g::text, 12, '0'))::uuid, 'bob', 'note ' || g
+         FROM generate_series(1, 300) g",
+    )
+    .await;
+    let mine = ShapeSpec::new("mine", "todos").with_where("position < 100");
+    let client = env.open("a.db", &[mine, ShapeSpec::table("notes")]).await;
+    client.wait_synced(support::WAIT).await.expect("synced");
+    env.sql("UPDATE todos SET position = position - 50; UPDATE notes SET title = 'edited'")
+        .await;
+    eventually("both shapes follow", || async {
+        let todos = rows(&client, "SELECT count(*) FROM mine").await;
+        let notes = rows(&client, "SELECT count(*) FROM notes WHERE title = 'edited'").await;
+        todos == vec![vec![Some("150".into())]] && notes == vec![vec![Some("300".into())]]
+    })
+    .await;
+    assert!(client.status().rows_received >= 100 + 300 + 50 + 300);
+}
+
+#[tokio::test]
+async fn a_local_update_shows_at_once_and_settles_after_the_echo() {
+    let env = env("client_local_update").await;
+    insert_todos(&env, 0..3).await;
+    let client = env.open_ahead("a.db", &[todos()], 20).await;
+    client.wait_synced(support::WAIT).await.expect("synced");
+    client.set_online(false);
+    let key = object(json!({"id": uuid(1)}));
+    client
+        .update("todos", key.clone(), object(json!({"title": "local"})))
+        .await
+        .expect("queued");
+    let title = format!("SELECT title FROM todos WHERE id = '{}'", uuid(1));
+    assert_eq!(
+        rows(&client, &title).await,
+        vec![vec![Some("local".into())]]
+    );
+    assert_eq!(client.status().pending, 1);
+    // A server change of another column does not erase the local value (the local write is
+    // newer: its clock runs ahead).
+    env.sql(&format!(
+        "UPDATE todos SET done = true WHERE id = '{}'",
+        uuid(1)
+    ))
+    .await;
+    client.set_online(true);
+    eventually("the server's change arrives under the overlay", || async {
+        let row = format!("SELECT title, done FROM todos WHERE id = '{}'", uuid(1));
+        let now = rows(&client, &row).await;
+        assert_eq!(
+            now[0][0].as_deref(),
+            Some("local"),
+            "the overlay never goes"
+        );
+        now[0][1].as_deref() == Some("1")
+    })
+    .await;
+    eventually("the write is sent and echoed", || async {
+        let overlays = rows(&client, "SELECT count(*) FROM _shapesync_overlays").await;
+        client.status().pending == 0 && overlays == vec![vec![Some("0".into())]]
+    })
+    .await;
+    eventually("mirror equals Postgres", || async {
+        rows(&client, CLIENT_TODOS).await == env.pg_rows(PG_TODOS).await
+    })
+    .await;
+    let pg = env
+        .pg_rows(&format!(
+            "SELECT title, done FROM todos WHERE id = '{}'",
+            uuid(1)
+        ))
+        .await;
+    assert_eq!(pg, vec![vec![Some("local".into()), Some("t".into())]]);
+}
+
+#[tokio::test]
+async fn a_stale_local_update_ends_as_the_server_row_plus_one_conflict() {
+    let env = env("client_rollback").await;
+    insert_todos(&env, 0..2).await;
+    let client = env.open("a.db", &[todos()]).await;
+    client.wait_synced(support::WAIT).await.expect("synced");
+    let mut events = client.events();
+    client.set_online(false);
+    let key = object(json!({"id": uuid(1)}));
+    client
+        .update("todos", key, object(json!({"title": "stale"})))
+        .await
+        .expect("queued");
+    // A newer write on the server (plain SQL counts at now(), after the local timestamp).
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    env.sql(&format!(
+        "UPDATE todos SET title = 'newer' WHERE id = '{}'",
+        uuid(1)
+    ))
+    .await;
+    client.set_online(true);
+    let event = tokio::time::timeout(support::WAIT, events.recv())
+        .await
+        .expect("a conflict event")
+        .expect("event");
+    let ClientEvent::Conflict(conflict) = event;
+    assert_eq!(conflict.status, "conflict");
+    assert_eq!(conflict.lost, vec!["title".to_owned()]);
+    assert_eq!(conflict.server["title"], "newer");
+    assert_eq!(conflict.local["values"]["title"], "stale");
+    eventually("the mirror shows the server's row", || async {
+        rows(&client, CLIENT_TODOS).await == env.pg_rows(PG_TODOS).await
+    })
+    .await;
+    let recorded = client.conflicts(false).await.expect("conflicts");
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(client.status().state, SyncState::Conflicts(1));
+}
+
+#[tokio::test]
+async fn a_restarted_client_resumes_from_its_offset_without_refetching() {
+    let env = env("client_resume").await;
+    insert_todos(&env, 0..20).await;
+    let client = env.open("a.db", &[todos()]).await;
+    client.wait_synced(support::WAIT).await.expect("synced");
+    assert_eq!(client.status().rows_received, 20);
+    client.close().await;
+    insert_todos(&env, 20..21).await;
+    let client = env.open("a.db", &[todos()]).await;
+    eventually("the new row arrives", || async {
+        rows(&client, CLIENT_TODOS).await == env.pg_rows(PG_TODOS).await
+    })
+    .await;
+    let status = client.status();
+    assert_eq!(
+        status.rows_received, 1,
+        "only the new row came, not the shape again"
+    );
+    assert_eq!(status.refetches, 0);
+}
+
+#[tokio::test]
+async fn a_must_refetch_replaces_the_rows_and_keeps_pending_writes() {
+    let env = env("client_refetch").await;
+    insert_todos(&env, 0..5).await;
+    let client = env.open_ahead("a.db", &[todos()], 20).await;
+    client.wait_synced(support::WAIT).await.expect("synced");
+    client.set_online(false);
+    client
+        .update(
+            "todos",
+            object(json!({"id": uuid(1)})),
+            object(json!({"title": "mine"})),
+        )
+        .await
+        .expect("queued");
+    // TRUNCATE rotates the shape: the client gets a 409 and fetches it again.
+    env.sql("TRUNCATE todos").await;
+    insert_todos(&env, 1..3).await;
+    client.set_online(true);
+    eventually("refetched, with the write applied", || async {
+        client.status().refetches >= 1
+            && client.status().pending == 0
+            && rows(&client, CLIENT_TODOS).await == env.pg_rows(PG_TODOS).await
+    })
+    .await;
+    let title = env
+        .pg_rows(&format!("SELECT title FROM todos WHERE id = '{}'", uuid(1)))
+        .await;
+    assert_eq!(title, vec![vec![Some("mine".into())]]);
+}
+
+#[tokio::test]
+async fn a_schema_change_migrates_the_local_table() {
+    let env = env("client_migrate").await;
+    insert_todos(&env, 0..3).await;
+    let client = env.open("a.db", &[todos()]).await;
+    client.wait_synced(support::WAIT).await.expect("synced");
+    env.sql("ALTER TABLE todos ADD COLUMN priority int NOT NULL DEFAULT 7")
+        .await;
+    env.sql(&format!(
+        "UPDATE todos SET priority = 1 WHERE id = '{}'",
+        uuid(1)
+    ))
+    .await;
+    eventually("the new column arrives", || async {
+        let read = client
+            .read(|c| {
+                c.query_row("SELECT sum(priority), count(*) FROM todos", [], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                })
+            })
+            .await;
+        read.ok() == Some((15, 3))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn offline_yjs_edits_on_two_devices_both_survive() {
+    use yrs::{GetString, Text, Transact};
+    async fn body_of(
+        client: &client_sqlite::Client,
+        key: serde_json::Map<String, serde_json::Value>,
+    ) -> String {
+        let doc = client.yjs_doc("notes", key, "body").await.expect("doc");
+        let text = doc.doc().get_or_insert_text("body");
+        text.get_string(&doc.doc().transact())
+    }
+    let env = env("client_yjs").await;
+    env.sql(&format!(
+        "INSERT INTO notes (id, owner_id, title) VALUES ('{}', 'alice', 'shared')",
+        uuid(1)
+    ))
+    .await;
+    let notes = ShapeSpec::table("notes");
+    let a = env.open("a.db", std::slice::from_ref(&notes)).await;
+    let b = env.open("b.db", std::slice::from_ref(&notes)).await;
+    a.wait_synced(support::WAIT).await.expect("a synced");
+    b.wait_synced(support::WAIT).await.expect("b synced");
+    let key = object(json!({"id": uuid(1)}));
+    // A base text everyone has.
+    let mut doc = a.yjs_doc("notes", key.clone(), "body").await.expect("doc");
+    doc.doc()
+        .get_or_insert_text("body")
+        .insert(&mut doc.doc().transact_mut(), 0, "base.");
+    a.save_yjs_doc(&mut doc).await.expect("saved");
+    eventually("b has the base", || async {
+        body_of(&b, key.clone()).await == "base."
+    })
+    .await;
+    a.set_online(false);
+    b.set_online(false);
+    for (client, word) in [(&a, " from a"), (&b, " from b")] {
+        let mut doc = client
+            .yjs_doc("notes", key.clone(), "body")
+            .await
+            .expect("doc");
+        let text = doc.doc().get_or_insert_text("body");
+        let len = text.get_string(&doc.doc().transact()).len() as u32;
+        text.insert(&mut doc.doc().transact_mut(), len, word);
+        client.save_yjs_doc(&mut doc).await.expect("saved");
+        assert!(
+            body_of(client, key.clone()).await.contains(word),
+            "shown locally at once"
+        );
+    }
+    a.set_online(true);
+    b.set_online(true);
+    for client in [&a, &b] {
+        eventually("both edits on both devices", || async {
+            let body = body_of(client, key.clone()).await;
+            client.status().pending == 0 && body.contains("from a") && body.contains("from b")
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn seeded_simulation_converges_with_every_write_applied_once() {
+    simulation::run("client_simulation").await;
+}

@@ -1,0 +1,514 @@
+//! The seeded simulation (STYLE.md #12): three devices with their own SQLite files, random
+//! writes on Postgres and through the devices, random disconnects, device restarts and proxy
+//! restarts (SIGTERM and kill -9); one device stays offline the whole run and comes back with
+//! hundreds of queued writes. At the end every mirror equals the shape evaluated on Postgres,
+//! every outbox and overlay is empty, every mutation was applied exactly once, and the rows the
+//! devices wrote hold the last-write-wins winners the rules say.
+//!
+//! `SHAPESYNC_SEED=<n>` replays a run's schedule (the seed is printed at the start);
+//! `SHAPESYNC_SIM_STEPS` changes its length.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use client_sqlite::{Client, ShapeSpec};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+use crate::support::{CLIENT_TODOS, Env, PG_TODOS, object, rows, uuid};
+
+/// A register: the clock (µs) of the write that set it, and the value.
+type Register = (i64, Value);
+
+/// Last-write-wins model of one row written by devices (DESIGN.md decision 7).
+#[derive(Debug, Default)]
+struct RowModel {
+    live: Option<(i64, bool)>,
+    columns: BTreeMap<&'static str, Register>,
+}
+
+impl RowModel {
+    fn write(&mut self, at: i64, live: bool, values: &[(&'static str, Value)]) {
+        if self.live.is_none_or(|(t, _)| at >= t) {
+            self.live = Some((at, live));
+        }
+        for (column, value) in values {
+            let register = self
+                .columns
+                .entry(column)
+                .or_insert((i64::MIN, Value::Null));
+            if at >= register.0 {
+                *register = (at, value.clone());
+            }
+        }
+    }
+}
+
+struct Device {
+    name: &'static str,
+    client: Option<Client>,
+    online: bool,
+    /// Offline from the start until the end of the run.
+    away: bool,
+    writes: usize,
+}
+
+struct Sim {
+    rng: StdRng,
+    env: Env,
+    clock: Arc<AtomicI64>,
+    devices: Vec<Device>,
+    model: BTreeMap<String, RowModel>,
+    next_row: u32,
+    server_rows: Vec<u32>,
+    shape: ShapeSpec,
+    proxy_restarts: usize,
+}
+
+pub async fn run(name: &str) {
+    let seed = std::env::var("SHAPESYNC_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    let steps: usize = std::env::var("SHAPESYNC_SIM_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    eprintln!("client simulation: SHAPESYNC_SEED={seed} ({steps} steps)");
+    let mut sim = Sim::new(name, seed).await;
+    sim.seed_rows().await;
+    for i in 0..sim.devices.len() {
+        sim.open_device(i).await;
+    }
+    for i in 0..sim.devices.len() {
+        let client = sim.devices[i].client.as_ref().expect("open");
+        client
+            .wait_synced(crate::support::WAIT)
+            .await
+            .expect("initial sync");
+        if sim.devices[i].away {
+            client.set_online(false);
+            sim.devices[i].online = false;
+        }
+    }
+    for step in 0..steps {
+        // Two proxy restarts per run, at random points: one crash (kill -9), one clean stop.
+        if step == steps / 3 || step == 2 * steps / 3 {
+            sim.restart_proxy(step == steps / 3).await;
+        }
+        sim.step().await;
+    }
+    let queued_offline = sim.devices[2].writes;
+    sim.converge().await;
+    let writes: Vec<String> = sim
+        .devices
+        .iter()
+        .map(|d| format!("{}: {}", d.name, d.writes))
+        .collect();
+    eprintln!(
+        "client simulation: SHAPESYNC_SEED={seed} converged; writes {writes:?} ({queued_offline} queued offline by c); {} proxy restarts",
+        sim.proxy_restarts
+    );
+}
+
+impl Sim {
+    async fn new(name: &str, seed: u64) -> Self {
+        let env = crate::support::env(name).await;
+        let start = chrono_now_micros() - 20_000_000;
+        let devices = ["a", "b", "c"]
+            .into_iter()
+            .map(|name| Device {
+                name,
+                client: None,
+                online: true,
+                away: name == "c",
+                writes: 0,
+            })
+            .collect();
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+            env,
+            clock: Arc::new(AtomicI64::new(start)),
+            devices,
+            model: BTreeMap::new(),
+            next_row: 0,
+            server_rows: Vec::new(),
+            shape: ShapeSpec::table("todos").with_where("owner_id <> 'hidden'"),
+            proxy_restarts: 0,
+        }
+    }
+
+    /// Rows for devices to write (owner `c`, written at a clock older than every device
+    /// write) and rows only plain SQL touches (owner `srv`).
+    async fn seed_rows(&mut self) {
+        let at = self.clock.load(Ordering::SeqCst) - 10_000_000;
+        let stamp = micros_to_text(at);
+        let mut sql = String::from("BEGIN;");
+        for _ in 0..20 {
+            let n = self.next_row();
+            sql.push_str(&format!(
+                "INSERT INTO todos (id, owner_id, title, done, position, updated_at)
+                 VALUES ('{}', 'c', 'seed {n}', false, {n}, {stamp});",
+                uuid(n)
+            ));
+            self.model.entry(uuid(n)).or_default().write(
+                at,
+                true,
+                &[
+                    ("title", json!(format!("seed {n}"))),
+                    ("done", json!(false)),
+                    ("position", json!(n)),
+                ],
+            );
+        }
+        for _ in 0..20 {
+            let n = self.next_row();
+            self.server_rows.push(n);
+            sql.push_str(&format!(
+                "INSERT INTO todos (id, owner_id, title, position) VALUES ('{}', 'srv', 'server {n}', {n});",
+                uuid(n)
+            ));
+        }
+        sql.push_str("COMMIT;");
+        self.env.sql(&sql).await;
+    }
+
+    fn next_row(&mut self) -> u32 {
+        self.next_row += 1;
+        self.next_row
+    }
+
+    async fn open_device(&mut self, i: usize) {
+        let device = &self.devices[i];
+        let shapes = [self.shape.clone(), ShapeSpec::table("notes")];
+        let mut config = self.env.config(&format!("{}.db", device.name), &shapes);
+        config.client_id = Some(format!("sim-{}", device.name));
+        config.online = device.online;
+        config.sync.sse = i != 1; // one device long-polls
+        let clock = self.clock.clone();
+        config.clock = Some(Arc::new(move || {
+            clock.fetch_add(1_000, Ordering::SeqCst) + 1_000
+        }));
+        let client = Client::open(config).await.expect("open a device");
+        self.devices[i].client = Some(client);
+    }
+
+    async fn restart_proxy(&mut self, crash: bool) {
+        let pause = self.rng.random_range(0..300);
+        if crash {
+            self.env.proxy.kill9().await;
+        }
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        self.env.proxy.restart().await;
+        self.proxy_restarts += 1;
+    }
+
+    async fn step(&mut self) {
+        let roll = self.rng.random_range(0..100);
+        match roll {
+            0..40 => {
+                let i = self.pick_device();
+                let burst = if self.devices[i].away {
+                    self.rng.random_range(1..12)
+                } else {
+                    1
+                };
+                for _ in 0..burst {
+                    self.device_write(i).await;
+                }
+            }
+            40..62 => self.sql_write().await,
+            62..74 => {
+                let i = self.rng.random_range(0..2);
+                let online = !self.devices[i].online;
+                self.devices[i].online = online;
+                if let Some(c) = &self.devices[i].client {
+                    c.set_online(online);
+                }
+            }
+            74..78 => {
+                let i = self.rng.random_range(0..self.devices.len());
+                if let Some(client) = self.devices[i].client.take() {
+                    client.close().await;
+                }
+                self.open_device(i).await;
+            }
+            _ => {
+                let ms = self.rng.random_range(0..40);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+        }
+    }
+
+    fn pick_device(&mut self) -> usize {
+        // The away device writes as much as both others.
+        if self.rng.random_bool(0.5) {
+            2
+        } else {
+            self.rng.random_range(0..2)
+        }
+    }
+
+    async fn device_write(&mut self, i: usize) {
+        let client = self.devices[i].client.take().expect("open");
+        self.write_through(&client).await;
+        self.devices[i].client = Some(client);
+        self.devices[i].writes += 1;
+    }
+
+    async fn write_through(&mut self, client: &Client) {
+        let visible: Vec<String> = rows(
+            client,
+            "SELECT id FROM todos WHERE owner_id = 'c' ORDER BY id",
+        )
+        .await
+        .into_iter()
+        .filter_map(|r| r[0].clone())
+        .collect();
+        let kind = self.rng.random_range(0..10);
+        let at = self.clock.load(Ordering::SeqCst) + 1_000;
+        let write = if kind < 2 || visible.is_empty() {
+            let n = self.next_row();
+            let values = vec![
+                ("title", json!(format!("new {n}"))),
+                ("done", json!(false)),
+                ("position", json!(n)),
+            ];
+            self.model
+                .entry(uuid(n))
+                .or_default()
+                .write(at, true, &values);
+            client.insert("todos", object(json!({"id": uuid(n), "owner_id": "c", "title": format!("new {n}"), "done": false, "position": n}))).await
+        } else {
+            let id = visible[self.rng.random_range(0..visible.len())].clone();
+            let key = object(json!({"id": id}));
+            if kind == 2 {
+                self.model
+                    .entry(id.clone())
+                    .or_default()
+                    .write(at, false, &[]);
+                client.delete("todos", key).await
+            } else {
+                let mut values = Vec::new();
+                if self.rng.random_bool(0.6) {
+                    values.push((
+                        "title",
+                        json!(format!("t{}", self.rng.random_range(0..1000))),
+                    ));
+                }
+                if self.rng.random_bool(0.5) {
+                    values.push(("done", json!(self.rng.random_bool(0.5))));
+                }
+                if values.is_empty() || self.rng.random_bool(0.3) {
+                    values.push(("position", json!(self.rng.random_range(0..100))));
+                }
+                self.model
+                    .entry(id.clone())
+                    .or_default()
+                    .write(at, true, &values);
+                let map = values
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect();
+                client.update("todos", key, map).await
+            }
+        };
+        write.expect("a local write is queued");
+    }
+
+    /// One transaction of plain SQL on the server-only rows: inserts, updates, moves out of
+    /// and back into the shape, hard and tombstone deletes, and now and then a bigger one.
+    async fn sql_write(&mut self) {
+        let mut sql = String::from("BEGIN;");
+        // The devices' second shape: notes, written only here (its batches interleave with
+        // the todos shape's in each device's database).
+        if self.rng.random_bool(0.3) {
+            let n = self.rng.random_range(0..30);
+            sql.push_str(&format!(
+                "INSERT INTO notes (id, owner_id, title) VALUES ('{}', 'srv', 'note')
+                 ON CONFLICT (id) DO UPDATE SET title = 'note ' || {}, deleted_at = NULL;
+                 DELETE FROM notes WHERE id = '{}';",
+                uuid(n),
+                self.rng.random_range(0..1000),
+                uuid(self.rng.random_range(0..30))
+            ));
+        }
+        for _ in 0..self.rng.random_range(1..4) {
+            let kind = self.rng.random_range(0..10);
+            if kind < 2 || self.server_rows.is_empty() {
+                let n = self.next_row();
+                self.server_rows.push(n);
+                sql.push_str(&format!(
+                    "INSERT INTO todos (id, owner_id, title, position) VALUES ('{}', 'srv', 'server {n}', {n});",
+                    uuid(n)
+                ));
+                continue;
+            }
+            let n = self.server_rows[self.rng.random_range(0..self.server_rows.len())];
+            let id = uuid(n);
+            let statement = match kind {
+                2 => format!(
+                    "UPDATE todos SET owner_id = CASE owner_id WHEN 'srv' THEN 'hidden' ELSE 'srv' END WHERE id = '{id}';"
+                ),
+                3 => format!("DELETE FROM todos WHERE id = '{id}';"),
+                4 => format!(
+                    "UPDATE todos SET deleted_at = CASE WHEN deleted_at IS NULL THEN now() END WHERE id = '{id}';"
+                ),
+                5 => {
+                    "UPDATE todos SET position = position + 1 WHERE owner_id IN ('srv', 'hidden');"
+                        .to_owned()
+                }
+                _ => format!(
+                    "UPDATE todos SET title = 'server {}', done = NOT done WHERE id = '{id}';",
+                    self.rng.random_range(0..1000)
+                ),
+            };
+            sql.push_str(&statement);
+        }
+        sql.push_str("COMMIT;");
+        self.env.sql(&sql).await;
+    }
+
+    async fn converge(&mut self) {
+        for device in &mut self.devices {
+            device.online = true;
+            if let Some(c) = &device.client {
+                c.set_online(true);
+            }
+        }
+        for device in &self.devices {
+            let client = device.client.as_ref().expect("open");
+            let deadline = tokio::time::Instant::now() + crate::support::WAIT;
+            loop {
+                let (converged, report) = self.compare(client).await;
+                if converged {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "device {} did not converge: {report}",
+                    device.name
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        self.check_exactly_once().await;
+        self.check_last_writer_wins().await;
+    }
+
+    /// Whether a device's mirror equals Postgres with nothing pending, and what differs.
+    async fn compare(&self, client: &Client) -> (bool, String) {
+        let status = client.status();
+        let leftovers = rows(
+            client,
+            "SELECT (SELECT count(*) FROM _shapesync_overlays), (SELECT count(*) FROM _shapesync_outbox), (SELECT count(*) FROM _shapesync_acked)",
+        )
+        .await;
+        let mine = rows(client, CLIENT_TODOS).await;
+        let theirs = self
+            .env
+            .pg_rows(&PG_TODOS.replace("WHERE", "WHERE owner_id <> 'hidden' AND"))
+            .await;
+        let differing: Vec<String> = mine
+            .iter()
+            .filter(|r| !theirs.contains(r))
+            .map(|r| format!("device {r:?}"))
+            .chain(
+                theirs
+                    .iter()
+                    .filter(|r| !mine.contains(r))
+                    .map(|r| format!("pg {r:?}")),
+            )
+            .take(6)
+            .collect();
+        let clean =
+            leftovers[0][0].as_deref() == Some("0") && leftovers[0][1].as_deref() == Some("0");
+        let notes = "SELECT id, title FROM notes ORDER BY id";
+        let notes_match = rows(client, notes).await
+            == self
+                .env
+                .pg_rows("SELECT id::text, title FROM notes WHERE deleted_at IS NULL ORDER BY id")
+                .await;
+        let converged = status.pending == 0 && clean && mine == theirs && notes_match;
+        let report = format!(
+            "status {:?}; overlays/outbox/acked {:?}; {} vs {} rows; notes match: {notes_match}; differing: {differing:?}",
+            status.state,
+            leftovers[0],
+            mine.len(),
+            theirs.len()
+        );
+        (converged, report)
+    }
+
+    async fn check_exactly_once(&self) {
+        for device in &self.devices {
+            let count = self
+                .env
+                .pg_rows(&format!(
+                    "SELECT count(*) FROM shapesync.mutation_ids WHERE client_id = 'sim-{}'",
+                    device.name
+                ))
+                .await;
+            assert_eq!(
+                count[0][0].as_deref(),
+                Some(device.writes.to_string().as_str()),
+                "device {}: every write recorded once",
+                device.name
+            );
+        }
+    }
+
+    async fn check_last_writer_wins(&self) {
+        let actual = self
+            .env
+            .pg_rows("SELECT id::text, deleted_at IS NULL, title, done, position::int8 FROM todos WHERE owner_id = 'c' ORDER BY id")
+            .await;
+        let mut seen = 0;
+        for row in actual {
+            let id = row[0].clone().unwrap_or_default();
+            let model = self
+                .model
+                .get(&id)
+                .unwrap_or_else(|| panic!("unknown row {id}"));
+            let live = model.live.map(|(_, l)| l).unwrap_or(false);
+            assert_eq!(row[1].as_deref() == Some("t"), live, "row {id}: existence");
+            let text = |c: &str| -> Option<String> {
+                model.columns.get(c).map(|(_, v)| match v {
+                    Value::String(s) => s.clone(),
+                    Value::Bool(b) => {
+                        if *b {
+                            "t".into()
+                        } else {
+                            "f".into()
+                        }
+                    }
+                    other => other.to_string(),
+                })
+            };
+            assert_eq!(row[2], text("title"), "row {id}: title");
+            assert_eq!(row[3], text("done"), "row {id}: done");
+            assert_eq!(row[4], text("position"), "row {id}: position");
+            seen += 1;
+        }
+        assert_eq!(
+            seen,
+            self.model.len(),
+            "every row the devices made exists on the server"
+        );
+    }
+}
+
+fn chrono_now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// µs since the epoch as a `timestamptz` literal.
+fn micros_to_text(micros: i64) -> String {
+    format!("'epoch'::timestamptz + {micros} * interval '1 microsecond'")
+}
