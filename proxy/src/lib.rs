@@ -14,6 +14,7 @@ pub mod dev;
 pub mod durability;
 pub mod engine;
 pub mod http;
+pub mod http_server;
 pub mod local_cluster;
 pub mod migrations;
 pub mod monitoring;

@@ -155,12 +155,9 @@ pub async fn run(
     if let Some(bound) = bound {
         let _ = bound.send(local_addr);
     }
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+    crate::http_server::serve(listener, app, shutdown.clone()).await;
     shutdown.cancel();
     read_path.stopped().await;
-    served.map_err(ServeError::Http)?;
     tracing::info!("shapesync stopped");
     Ok(())
 }

@@ -230,6 +230,31 @@ async fn bad_parameters_get_the_electric_error_shape() {
         reply.body["errors"].get("params").is_some() || reply.body["errors"].get("where").is_some()
     );
 
+    let reply = get(
+        &proxy,
+        &format!("table=items&offset=-1&where={}", "a".repeat(5000)),
+    )
+    .await;
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply.body["errors"]["where"][0]
+            .as_str()
+            .unwrap()
+            .contains("longer than")
+    );
+    let reply = get(
+        &proxy,
+        &format!("table=items&offset=-1&where={}", "a".repeat(7000)),
+    )
+    .await;
+    assert_eq!(reply.status, 414, "URLs over --max-url-bytes");
+    let reply = get(
+        &proxy,
+        &format!("table=items&offset=-1&where={}", "a".repeat(9000)),
+    )
+    .await;
+    assert_eq!(reply.status, 431, "request heads over 8 KiB");
+
     let reply = get(&proxy, "table=items&offset=-1&columns=title").await;
     assert_eq!(reply.status, 400);
     assert!(

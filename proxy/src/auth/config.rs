@@ -48,8 +48,11 @@ pub struct AuthArgs {
     )]
     pub max_live_connections_per_token: u32,
 
-    /// Longest request URL (path and query) accepted, in bytes; longer ones get 414.
-    #[arg(long, env = "SHAPESYNC_MAX_URL_BYTES", default_value_t = 64 * 1024)]
+    /// Longest request URL (path and query) accepted, in bytes; longer ones get 414. Request
+    /// heads (URL and headers) beyond 8 KiB are refused by the HTTP layer itself (431), as
+    /// nginx and most proxies do: keeping that buffer small is what keeps idle live
+    /// connections cheap.
+    #[arg(long, env = "SHAPESYNC_MAX_URL_BYTES", default_value_t = 6 * 1024)]
     pub max_url_bytes: usize,
 }
 
@@ -76,7 +79,7 @@ impl Default for AuthConfig {
             rules: None,
             max_new_shapes_per_minute: 60,
             max_live_connections_per_token: 64,
-            max_url_bytes: 64 * 1024,
+            max_url_bytes: 6 * 1024,
         }
     }
 }

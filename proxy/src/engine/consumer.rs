@@ -30,6 +30,23 @@ pub struct ConsumerChannels {
     pub restart_stream: Arc<Notify>,
 }
 
+/// Metric handles, looked up once (a lookup per change costs more than the count).
+struct Counters {
+    changes: metrics::Counter,
+    transactions: metrics::Counter,
+    lag_seconds: metrics::Gauge,
+}
+
+impl Counters {
+    fn new() -> Self {
+        Self {
+            changes: metrics::counter!(monitoring::CHANGES),
+            transactions: metrics::counter!(monitoring::TRANSACTIONS),
+            lag_seconds: metrics::gauge!(monitoring::LAG_SECONDS),
+        }
+    }
+}
+
 /// Whether a relation's columns are the ones its shapes were built for, cached per `Arc`.
 #[derive(Default)]
 struct RelationCheck {
@@ -40,6 +57,7 @@ struct RelationCheck {
 pub async fn run_consumer(engine: Arc<Engine>, start: Lsn, mut io: ConsumerChannels) {
     let mut writer = ChangeWriter::new(start);
     let mut relations = RelationCheck::default();
+    let counters = Counters::new();
     let identity_file = engine.store.root().join("database.json");
     let mut discarding = false;
     loop {
@@ -67,6 +85,7 @@ pub async fn run_consumer(engine: Arc<Engine>, start: Lsn, mut io: ConsumerChann
             &identity_file,
             event,
             &io.written,
+            &counters,
         ) {
             Ok(()) => {}
             Err(err) => {
@@ -106,6 +125,7 @@ fn apply_event(
     identity_file: &PathBuf,
     event: ReplicationEvent,
     written: &mpsc::UnboundedSender<Written>,
+    counters: &Counters,
 ) -> std::io::Result<()> {
     match event {
         ReplicationEvent::Connected {
@@ -129,11 +149,12 @@ fn apply_event(
             commit_time_micros,
         } => {
             writer.begin(xid, commit_lsn);
-            metrics::gauge!(monitoring::LAG_SECONDS)
+            counters
+                .lag_seconds
                 .set(seconds_since_pg_epoch(commit_time_micros));
         }
         ReplicationEvent::Change(change) => {
-            metrics::counter!(monitoring::CHANGES).increment(1);
+            counters.changes.increment(1);
             apply_change(engine, writer, relations, change)?;
         }
         ReplicationEvent::Commit {
@@ -148,7 +169,7 @@ fn apply_event(
             });
             engine.commits.record(xid, commit_lsn);
             engine.note_last_seen(commit_lsn);
-            metrics::counter!(monitoring::TRANSACTIONS).increment(1);
+            counters.transactions.increment(1);
         }
         ReplicationEvent::RelationChanged { relation } => {
             rotate_table(engine, writer, &relation.name, "its columns changed");

@@ -15,6 +15,7 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tower_http::CompressionLevel;
 use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 
@@ -47,8 +48,9 @@ pub fn router(state: AppState) -> Router {
         )
         .with_state(state)
         // gzip when the client accepts it; never for SSE (the default predicate skips
-        // text/event-stream) or tiny bodies.
-        .layer(CompressionLayer::new())
+        // text/event-stream) or tiny bodies. The fastest level: shape chunks are megabytes,
+        // and at the default level compressing them costs more than sending them.
+        .layer(CompressionLayer::new().quality(CompressionLevel::Fastest))
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             limit_url(max_url, request, next)
         }))

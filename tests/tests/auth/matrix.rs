@@ -316,7 +316,7 @@ fn reads() -> Vec<Attempt> {
             alice(),
             400,
         ),
-        todos("where too long", &"a".repeat(20_000), alice(), 400),
+        todos("where too long", &"a".repeat(5_000), alice(), 400),
         shape("array claim", &[("table", "team_docs")], alice(), 200).rows(1),
         shape(
             "array claim, where for the other team",

@@ -10,7 +10,7 @@ mod subset;
 
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -172,11 +172,17 @@ fn respond(
     let mut response = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let mut body = Vec::with_capacity(batch.body.len() + 2);
-        body.push(b'[');
-        body.extend_from_slice(&batch.body);
-        body.push(b']');
-        (StatusCode::OK, Body::from(body)).into_response()
+        // The brackets go around the batch without copying it (it can be megabytes).
+        let parts: [Result<Bytes, std::io::Error>; 3] = [
+            Ok(Bytes::from_static(b"[")),
+            Ok(Bytes::from(batch.body)),
+            Ok(Bytes::from_static(b"]")),
+        ];
+        (
+            StatusCode::OK,
+            Body::from_stream(futures_util::stream::iter(parts)),
+        )
+            .into_response()
     };
     let h = response.headers_mut();
     shape_headers(h, shape, batch.offset);

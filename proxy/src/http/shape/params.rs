@@ -11,7 +11,7 @@ use crate::http::error::ApiError;
 use crate::shape_store::meta::ShapeRequest;
 
 /// Longest `where` accepted, in bytes.
-pub const MAX_WHERE_BYTES: usize = 16 * 1024;
+pub const MAX_WHERE_BYTES: usize = 4 * 1024;
 /// Most placeholders accepted.
 pub const MAX_PARAMS: usize = 256;
 
