@@ -36,8 +36,6 @@ const FIGURES: &[&str] = &[
 ];
 
 /// Figures that stay unmeasured until client-sqlite is wired into the suite.
-const PENDING: &[&str] = &["initial_sync_1m", "initial_sync_1m.client_rss"];
-
 #[test]
 fn quick_suite_produces_every_figure_the_json_and_the_plot() {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -86,21 +84,11 @@ fn quick_suite_produces_every_figure_the_json_and_the_plot() {
         for key in ["value", "unit", "baseline", "ratio"] {
             assert!(figure.get(key).is_some(), "{name} has no {key}: {figure}");
         }
-        if PENDING.contains(name) {
-            assert!(
-                figure["note"]
-                    .as_str()
-                    .unwrap_or("")
-                    .starts_with("not measured"),
-                "{figure}"
-            );
-        } else {
-            let value = figure["value"].as_f64();
-            assert!(
-                value.is_some_and(f64::is_finite),
-                "{name} has no value: {figure}"
-            );
-        }
+        let value = figure["value"].as_f64();
+        assert!(
+            value.is_some_and(f64::is_finite),
+            "{name} has no value: {figure}"
+        );
     }
     let unexpected: Vec<_> = figures
         .iter()

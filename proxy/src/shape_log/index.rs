@@ -40,6 +40,9 @@ pub struct ReadPlan {
     pub after: Offset,
     /// The range ends at the visible end of the log (no entry after it yet).
     pub to_visible_end: bool,
+    /// Offset of the last entry in the range (known before reading it, so a response's
+    /// headers can go out before its body is read).
+    pub last: Offset,
 }
 
 impl LogIndex {
@@ -154,11 +157,18 @@ impl LogIndex {
             .rev()
             .find(|(o, p)| *o <= after && *p >= chunk.start_pos && *p < chunk_end)
             .map_or(chunk.start_pos, |(_, p)| *p);
+        let to_visible_end = chunk_end == self.visible_len;
+        let last = if to_visible_end {
+            last
+        } else {
+            chunk.last_offset?
+        };
         Some(ReadPlan {
             start,
             end: chunk_end,
             after,
-            to_visible_end: chunk_end == self.visible_len,
+            to_visible_end,
+            last,
         })
     }
 }

@@ -14,6 +14,7 @@
 pub mod index;
 pub mod record;
 pub mod snapshot_file;
+mod stream;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Write};
@@ -184,6 +185,37 @@ impl ShapeLog {
             last_offset,
             at_end: plan.to_visible_end,
         })
+    }
+
+    /// The entries of `plan`, framed, as a stream of pieces read while the socket drains.
+    pub fn stream(
+        &self,
+        plan: &ReadPlan,
+        framing: Framing,
+    ) -> tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>> {
+        stream::stream_range(
+            self.dir.join(CHANGES_FILE),
+            plan.start,
+            plan.end,
+            Some(plan.after),
+            framing,
+        )
+    }
+
+    /// Snapshot chunk `k`, framed, as a stream; `None` if there is no such chunk.
+    pub fn stream_snapshot_chunk(
+        &self,
+        k: usize,
+        framing: Framing,
+    ) -> Option<tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>>> {
+        let (start, end) = self.snapshot.get().and_then(|s| s.range(k))?;
+        Some(stream::stream_range(
+            self.dir.join(snapshot_file::SNAPSHOT_FILE),
+            start,
+            end,
+            None,
+            framing,
+        ))
     }
 
     /// Appends snapshot chunk `k`'s messages to `out`; `None` if there is no such chunk.

@@ -17,9 +17,15 @@ use crate::shape_store::Shape;
 /// Reads larger than this run on the blocking pool.
 const BLOCKING_READ: u64 = 256 * 1024;
 
+/// A large read, streamed from the file while the socket drains.
+pub type Pieces = tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>;
+
 /// Messages for one response.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Batch {
+    /// Large reads: the messages as pieces (framed, without brackets); `body` then holds
+    /// only what follows them (`,{up-to-date}`).
+    pub pieces: Option<Pieces>,
     /// The messages, framed as asked (without the array brackets).
     pub body: Vec<u8>,
     /// `electric-offset`: the last offset covered.
@@ -44,16 +50,34 @@ fn snapshot_chunk_after(shape: &Shape, after: Offset) -> Option<usize> {
 /// The messages after `after`, or `None` when there are none yet (the caller answers
 /// up-to-date, or waits). `last_seen` must be read before calling: every transaction at or
 /// below it is already visible, so an up-to-date carrying it tells no lie.
+///
+/// With `stream_large` (JSON responses), reads of more than [`BLOCKING_READ`] bytes come back
+/// as [`Pieces`] instead of one buffer.
 pub async fn read_after(
     shape: &Arc<Shape>,
     after: Offset,
     framing: Framing,
     last_seen: Lsn,
+    stream_large: bool,
 ) -> std::io::Result<Option<Batch>> {
     if let Some(chunk) = snapshot_chunk_after(shape, after) {
+        let large = shape
+            .log
+            .snapshot()
+            .and_then(|s| s.range(chunk))
+            .is_some_and(|(start, end)| end - start > BLOCKING_READ);
+        if stream_large && large {
+            return Ok(Some(Batch {
+                pieces: shape.log.stream_snapshot_chunk(chunk, framing),
+                body: Vec::new(),
+                offset: Offset::snapshot_chunk(chunk as u64),
+                up_to_date: false,
+            }));
+        }
         let mut body = Vec::new();
         shape.log.read_snapshot_chunk(chunk, &mut body, framing)?;
         return Ok(Some(Batch {
+            pieces: None,
             body,
             offset: Offset::snapshot_chunk(chunk as u64),
             up_to_date: false,
@@ -63,6 +87,20 @@ pub async fn read_after(
     let Some(plan) = shape.log.plan_read(log_after) else {
         return Ok(None);
     };
+    if stream_large && plan.end - plan.start > BLOCKING_READ {
+        let mut body = Vec::new();
+        if plan.to_visible_end {
+            let global = last_seen.max(plan.last.lsn().unwrap_or(Lsn::ZERO));
+            body.push(b',');
+            body.extend_from_slice(wire::up_to_date(global).as_bytes());
+        }
+        return Ok(Some(Batch {
+            pieces: Some(shape.log.stream(&plan, framing)),
+            body,
+            offset: plan.last,
+            up_to_date: plan.to_visible_end,
+        }));
+    }
     let read = {
         let shape = shape.clone();
         move || {
@@ -85,6 +123,7 @@ pub async fn read_after(
         push_message(&mut body, framing, wire::up_to_date(global).as_bytes());
     }
     Ok(Some(Batch {
+        pieces: None,
         body,
         offset,
         up_to_date: outcome.at_end,

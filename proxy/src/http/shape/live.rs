@@ -25,9 +25,15 @@ pub(super) async fn wait(
     loop {
         news.borrow_and_update();
         let last_seen = state.engine.last_seen();
-        let found = batch::read_after(shape, after, Framing::JsonArray { first: true }, last_seen)
-            .await
-            .map_err(|e| ApiError::Internal(format!("reading shape {}: {e}", shape.handle)))?;
+        let found = batch::read_after(
+            shape,
+            after,
+            Framing::JsonArray { first: true },
+            last_seen,
+            true,
+        )
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading shape {}: {e}", shape.handle)))?;
         if let Some(batch) = found {
             return Ok(batch);
         }

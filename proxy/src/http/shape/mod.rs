@@ -10,6 +10,8 @@ mod subset;
 
 use std::sync::Arc;
 
+use futures_util::StreamExt as _;
+
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -87,9 +89,15 @@ pub(super) async fn get_shape(
         return Ok(sse::respond(state, shape, after, stream));
     }
     let last_seen = state.engine.last_seen();
-    let batch = batch::read_after(&shape, after, Framing::JsonArray { first: true }, last_seen)
-        .await
-        .map_err(|e| ApiError::Internal(format!("reading shape {}: {e}", shape.handle)))?;
+    let batch = batch::read_after(
+        &shape,
+        after,
+        Framing::JsonArray { first: true },
+        last_seen,
+        true,
+    )
+    .await
+    .map_err(|e| ApiError::Internal(format!("reading shape {}: {e}", shape.handle)))?;
     let batch = match (batch, params.live) {
         (Some(batch), _) => batch,
         (None, false) => up_to_date_batch(after, state.engine.last_seen()),
@@ -129,6 +137,7 @@ async fn check_in_bounds(state: &AppState, after: Offset, live: bool) -> Result<
 
 fn up_to_date_batch(after: Offset, last_seen: Lsn) -> Batch {
     Batch {
+        pieces: None,
         body: wire::up_to_date(last_seen).into_bytes(),
         offset: after,
         up_to_date: true,
@@ -172,17 +181,7 @@ fn respond(
     let mut response = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        // The brackets go around the batch without copying it (it can be megabytes).
-        let parts: [Result<Bytes, std::io::Error>; 3] = [
-            Ok(Bytes::from_static(b"[")),
-            Ok(Bytes::from(batch.body)),
-            Ok(Bytes::from_static(b"]")),
-        ];
-        (
-            StatusCode::OK,
-            Body::from_stream(futures_util::stream::iter(parts)),
-        )
-            .into_response()
+        (StatusCode::OK, json_array_body(batch.pieces, batch.body)).into_response()
     };
     let h = response.headers_mut();
     shape_headers(h, shape, batch.offset);
@@ -218,6 +217,18 @@ fn respond(
         insert(h, "electric-schema", &shape.schema_header);
     }
     response
+}
+
+/// `[` + the pieces (if streamed) + `rest` + `]`, without copying the messages.
+fn json_array_body(pieces: Option<batch::Pieces>, rest: Vec<u8>) -> Body {
+    let open = futures_util::stream::once(async { Ok(Bytes::from_static(b"[")) });
+    let close = futures_util::stream::iter([Ok(Bytes::from(rest)), Ok(Bytes::from_static(b"]"))]);
+    let middle = futures_util::stream::unfold(pieces, |pieces| async move {
+        let mut pieces = pieces?;
+        let piece = pieces.recv().await?;
+        Some((piece, Some(pieces)))
+    });
+    Body::from_stream(open.chain(middle).chain(close))
 }
 
 fn shape_headers(h: &mut HeaderMap, shape: &Shape, offset: Offset) {

@@ -113,7 +113,8 @@ impl Session {
             }
             self.news.borrow_and_update();
             let last_seen = self.state.engine.last_seen();
-            match batch::read_after(&self.shape, self.offset, Framing::Sse, last_seen).await {
+            match batch::read_after(&self.shape, self.offset, Framing::Sse, last_seen, false).await
+            {
                 Ok(Some(found)) => {
                     self.offset = found.offset;
                     self.last_sent = Instant::now();

@@ -22,6 +22,7 @@
 //! scenario could not run.
 
 mod alloc_count;
+mod client_child;
 mod cluster;
 mod figures;
 mod http_wire;
@@ -128,6 +129,14 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "proxy") {
         let args = std::iter::once(OsString::from("shapesync")).chain(std::env::args_os().skip(2));
         return proxy::cli::main_with_args(args);
+    }
+    // `bench client-sync …`: this process is the SQLite client (see `client_child`).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "client-sync")
+    {
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        return client_child::main(&args);
     }
     let options = Options::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()

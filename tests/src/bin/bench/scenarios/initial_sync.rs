@@ -1,28 +1,23 @@
 //! `initial_sync_1m`: a 1,000,000-row shape synced from scratch into SQLite by the
 //! client-sqlite library: rows/s, and the peak RSS of the client and of the proxy.
 //!
-//! **Partly a stub.** The SQLite client is being written in parallel (client-sqlite); until it
-//! is wired in here, the client-side figures (`initial_sync_1m`, `….client_rss`) are reported
-//! as "not measured: client-sqlite pending". The proxy side is real: the table is created and
-//! filled, the proxy started, and the shape fetched from offset -1 to its first up-to-date by
-//! the bench's own HTTP client, which counts the rows and discards them (`….http`: what the
-//! proxy serves, snapshot included, with no SQLite behind it). The proxy's memory growth is
-//! its peak resident set during the sync (`VmHWM`) minus its resident set before (`VmRSS`).
-//!
-//! To wire the client: replace [`sync_into_sqlite`] with a run of the client library (in a
-//! process of its own, so that its `VmHWM` can be read the same way) and report its rows/s
-//! and peak RSS.
+//! First the bench's own HTTP client fetches the shape from offset -1 to its first
+//! up-to-date, counting the rows and discarding them (`….http`: what the proxy serves,
+//! snapshot included, with no SQLite behind it). Then the client-sqlite library, in a process
+//! of its own (`client_child`), syncs the same shape into a fresh SQLite file
+//! (`initial_sync_1m`: rows/s from process start to the first up-to-date committed, and its
+//! peak RSS from `wait4`). The proxy's memory growth is its peak resident set over both
+//! (`VmHWM`) minus its resident set before (`VmRSS`).
 
 use std::time::Instant;
 
 use anyhow::bail;
 
 use crate::Bench;
+use crate::client_child;
 use crate::figures::{Figure, Target};
 use crate::proxy_child::ProxyChild;
 use crate::sse;
-
-const PENDING: &str = "client-sqlite pending";
 
 pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     let rows = bench.scale.of(1_000_000) as i64;
@@ -51,15 +46,34 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     let mut counter = PatternCounter::new(br#"{"key":"#);
     sse::fetch(proxy.addr, "table=items", |bytes| counter.feed(bytes)).await?;
     let elapsed = started.elapsed();
-    let after = proxy.memory()?;
-    proxy.stop().await;
     if counter.count != rows as u64 {
         bail!("the shape had {} rows, not {rows}", counter.count);
     }
-
-    for figure in sync_into_sqlite() {
-        bench.report.add(figure);
-    }
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("mirror.db");
+    let url = format!("http://{}", proxy.addr);
+    let run =
+        tokio::task::spawn_blocking(move || client_child::run(&url, &file, "items")).await??;
+    let after = proxy.memory()?;
+    proxy.stop().await;
+    bench.report.add(
+        Figure::new(
+            "initial_sync_1m",
+            rows as f64 / run.elapsed.as_secs_f64(),
+            "rows/s",
+        )
+        .target(Target::AtLeast(150_000.0))
+        .note(format!(
+            "{rows} rows into SQLite by client-sqlite (gzip on) in {:.2} s, client CPU {:.2} s",
+            run.elapsed.as_secs_f64(),
+            run.cpu_seconds
+        )),
+    );
+    bench.report.add(
+        Figure::new("initial_sync_1m.client_rss", run.peak_rss_mb, "MB")
+            .target(Target::AtMost(100.0))
+            .note("peak RSS of the client process (wait4)".to_owned()),
+    );
     bench.report.add(
         Figure::new(
             "initial_sync_1m.proxy_rss_growth",
@@ -85,16 +99,6 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
         )),
     );
     Ok(())
-}
-
-/// STUB until client-sqlite is wired in: the client-side figures, not measured.
-fn sync_into_sqlite() -> [Figure; 2] {
-    [
-        Figure::not_measured("initial_sync_1m", "rows/s", PENDING)
-            .target(Target::AtLeast(150_000.0)),
-        Figure::not_measured("initial_sync_1m.client_rss", "MB", PENDING)
-            .target(Target::AtMost(100.0)),
-    ]
 }
 
 /// Counts a pattern in a byte stream that arrives in pieces.
