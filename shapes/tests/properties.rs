@@ -37,6 +37,7 @@ const CORPUS: &[&str] = &[
     "f8::numeric = 0.1 AND f4 < f8 AND i8::float8 = 1",
     "NULL::int4 IS NULL AND TRUE AND 'yes'",
     "at = '{a,\"b c\",NULL}' AND ai = '[0:1]={1,2}'",
+    "CAST(2 AS bigint) = 5 OR 1::int2 + 1 = i4 OR i2 = -3 OR -3::int8 = i8",
 ];
 
 const TOKENS: &[&str] = &[

@@ -97,7 +97,11 @@ impl SqlWriter {
         let ty = c.ty.sql_name();
         match (&c.value, self.canonical) {
             (Datum::Null, _) => self.push(&format!("NULL::{ty}")),
-            (Datum::Int(i), true) => self.push(&i.to_string()),
+            // a bare integer reads back as int4 (int8 when it does not fit): any other type is
+            // spelled out, or `2::int8 = 5` would read back as `2 = 5` on int4
+            (Datum::Int(i), true) if ty == literal_type(*i) => self.push(&i.to_string()),
+            (Datum::Int(i), true) if *i >= 0 => self.push(&format!("{i}::{ty}")),
+            (Datum::Int(i), true) => self.push(&format!("({i})::{ty}")),
             (Datum::Bool(b), true) => self.push(if *b { "TRUE" } else { "FALSE" }),
             (v, _) => {
                 let text = to_input_text(&c.ty, v).unwrap_or_default();
@@ -384,5 +388,14 @@ impl SqlWriter {
         if guard {
             self.push(" END");
         }
+    }
+}
+
+/// The type Postgres gives a bare integer literal.
+fn literal_type(i: i64) -> &'static str {
+    if i32::try_from(i).is_ok() {
+        "int4"
+    } else {
+        "int8"
     }
 }
