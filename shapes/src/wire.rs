@@ -81,34 +81,65 @@ pub fn key_columns(table: &TableSchema) -> Vec<usize> {
     all
 }
 
+/// Bytes that JSON strings must escape: control characters, `"` and `\\`.
+const NEEDS_ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
 /// Writes `s` as a JSON string (quoted and escaped).
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    out.reserve(s.len() + 2);
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0..=0x1f => {
-                out.extend_from_slice(&bytes[start..i]);
-                let _ = write!(out, "\\u{b:04x}");
-                start = i + 1;
-                continue;
-            }
-            _ => continue,
-        };
+    while let Some(at) = bytes[start..]
+        .iter()
+        .position(|&b| NEEDS_ESCAPE[b as usize])
+    {
+        let i = start + at;
         out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(escape);
+        match bytes[i] {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            b => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            }
+        }
         start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Writes an unsigned integer in decimal (without the formatting machinery).
+pub fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// Writes `{"col":"text",…}` for the given (column name, value) pairs.
@@ -180,13 +211,12 @@ impl ChangeMessage<'_> {
         write_json_str(out, &self.relation.name);
         out.push(b']');
         if let Some(log) = self.log {
-            let _ = write!(
-                out,
-                ",\"txids\":[{}],\"lsn\":\"{}\",\"op_position\":{}",
-                log.txid,
-                log.lsn.as_u64(),
-                log.op_position
-            );
+            out.extend_from_slice(b",\"txids\":[");
+            write_u64(out, log.txid);
+            out.extend_from_slice(b"],\"lsn\":\"");
+            write_u64(out, log.lsn.as_u64());
+            out.extend_from_slice(b"\",\"op_position\":");
+            write_u64(out, log.op_position);
             if log.last {
                 out.extend_from_slice(b",\"last\":true");
             }
@@ -391,6 +421,25 @@ mod tests {
         let mut out = Vec::new();
         write_json_str(&mut out, "a\"b\\c\n\u{1}é✓");
         assert_eq!(String::from_utf8(out).unwrap(), r#""a\"b\\c\n\u0001é✓""#);
+    }
+
+    #[test]
+    fn json_strings_round_trip_every_character_class() {
+        let mut text: String = (0u8..0x80).map(char::from).collect();
+        text.push_str("é✓日本😀\u{7f}\u{2028}");
+        let mut out = Vec::new();
+        write_json_str(&mut out, &text);
+        let back: String = serde_json::from_slice(&out).unwrap();
+        assert_eq!(back, text);
+    }
+
+    #[test]
+    fn integers_are_written_in_decimal() {
+        for n in [0u64, 7, 10, 999, 1_000_000, u64::MAX] {
+            let mut out = Vec::new();
+            write_u64(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+        }
     }
 
     #[test]

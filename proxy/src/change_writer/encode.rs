@@ -47,6 +47,16 @@ impl ShapeEncoding {
         )
     }
 
+    /// About the encoded size of a message carrying `columns` of `row`, so its buffer is
+    /// allocated once.
+    fn size_hint(&self, key: &str, row: &Row, columns: &[usize]) -> usize {
+        let values: usize = columns
+            .iter()
+            .map(|&i| self.column_names[i].len() + row[i].as_ref().map_or(4, String::len) + 6)
+            .sum();
+        key.len() + values + self.table.schema.len() + self.table.name.len() + 160
+    }
+
     fn pairs<'a>(
         &'a self,
         row: &'a Row,
@@ -100,7 +110,7 @@ impl ShapeEncoding {
         let key = self.key(new);
         let mut message = self.message(&key, Operation::Insert, ctx, op);
         message.key_change = from.map(|k| ("key_change_from", k));
-        let mut bytes = Vec::with_capacity(128);
+        let mut bytes = Vec::with_capacity(self.size_hint(&key, new, &self.selected));
         message.write(&mut bytes, self.pairs(new, &self.selected), None);
         Encoded { op, bytes }
     }
@@ -113,7 +123,7 @@ impl ShapeEncoding {
             ReplicaMode::Full => &self.selected,
             ReplicaMode::Default => &self.key_columns,
         };
-        let mut bytes = Vec::with_capacity(96);
+        let mut bytes = Vec::with_capacity(self.size_hint(&key, old, columns));
         message.write(&mut bytes, self.pairs(old, columns), None);
         Encoded { op, bytes }
     }
@@ -136,7 +146,7 @@ impl ShapeEncoding {
             return;
         }
         let message = self.message(&new_key, Operation::Update, ctx, ctx.op);
-        let mut bytes = Vec::with_capacity(128);
+        let mut bytes = Vec::with_capacity(2 * self.size_hint(&new_key, new, &self.selected));
         match self.replica {
             ReplicaMode::Full => {
                 let mut old_values = self.pairs(old, &changed);

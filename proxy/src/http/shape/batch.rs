@@ -91,8 +91,12 @@ pub async fn read_after(
         let mut body = Vec::new();
         if plan.to_visible_end {
             let global = last_seen.max(plan.last.lsn().unwrap_or(Lsn::ZERO));
-            body.push(b',');
-            body.extend_from_slice(wire::up_to_date(global).as_bytes());
+            // After the pieces: never the first element.
+            let framing = match framing {
+                Framing::JsonArray { .. } => Framing::JsonArray { first: false },
+                sse => sse,
+            };
+            push_message(&mut body, framing, wire::up_to_date(global).as_bytes());
         }
         return Ok(Some(Batch {
             pieces: Some(shape.log.stream(&plan, framing)),
@@ -133,8 +137,8 @@ pub async fn read_after(
 /// Appends one more message in the batch's framing.
 pub fn push_message(body: &mut Vec<u8>, framing: Framing, message: &[u8]) {
     match framing {
-        Framing::JsonArray { .. } => {
-            if !body.is_empty() {
+        Framing::JsonArray { first } => {
+            if !body.is_empty() || !first {
                 body.push(b',');
             }
             body.extend_from_slice(message);

@@ -45,6 +45,8 @@ struct Session {
     lifecycle: watch::Receiver<ShapeState>,
     announced_up_to_date: bool,
     finished: bool,
+    /// A large batch being sent: its remaining pieces, then what follows them.
+    draining: Option<(batch::Pieces, Vec<u8>)>,
     _live: crate::monitoring::LiveConnection,
 }
 
@@ -71,6 +73,7 @@ pub(super) fn respond(
         offset: after,
         announced_up_to_date: false,
         finished: false,
+        draining: None,
         _live: crate::monitoring::LiveConnection::open(),
     };
     let events = stream::unfold(session, |mut session| async move {
@@ -108,18 +111,40 @@ impl Session {
     /// The next piece of the stream, or `None` to close it.
     async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
+            // A large batch goes out in pieces as they are read, then what follows them.
+            if let Some((pieces, rest)) = self.draining.as_mut() {
+                match pieces.recv().await {
+                    Some(Ok(piece)) => return Some(piece),
+                    Some(Err(err)) => {
+                        tracing::error!(handle = %self.shape.handle, error = %err, "reading a shape log for SSE");
+                        return None;
+                    }
+                    None => {
+                        let rest = std::mem::take(rest);
+                        self.draining = None;
+                        if !rest.is_empty() {
+                            return Some(Bytes::from(rest));
+                        }
+                    }
+                }
+            }
             if self.finished || Instant::now() >= self.closes_at {
                 return None;
             }
             self.news.borrow_and_update();
             let last_seen = self.state.engine.last_seen();
-            match batch::read_after(&self.shape, self.offset, Framing::Sse, last_seen, false).await
-            {
+            match batch::read_after(&self.shape, self.offset, Framing::Sse, last_seen, true).await {
                 Ok(Some(found)) => {
                     self.offset = found.offset;
                     self.last_sent = Instant::now();
                     self.announced_up_to_date = found.up_to_date;
-                    return Some(Bytes::from(found.body));
+                    match found.pieces {
+                        Some(pieces) => {
+                            self.draining = Some((pieces, found.body));
+                            continue;
+                        }
+                        None => return Some(Bytes::from(found.body)),
+                    }
                 }
                 Ok(None) => {}
                 Err(err) => {

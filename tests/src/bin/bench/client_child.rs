@@ -32,7 +32,13 @@ pub fn main(args: &[String]) -> ExitCode {
         }
     };
     match runtime.block_on(sync_once(url, file, table)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            // The peak of this process since exec, read by the parent from stdout (a wait4
+            // figure would also count the parent's pages the child shared before exec).
+            let peak = crate::proxy_child::memory_of(std::process::id()).map_or(0, |m| m.peak_kb);
+            println!("peak_kb {peak}");
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             eprintln!("client-sync: {err:#}");
             ExitCode::FAILURE
@@ -49,16 +55,24 @@ async fn sync_once(url: &str, file: &str, table: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs a client to completion; its peak RSS and CPU come from `wait4`.
+/// Runs a client to completion; its CPU time comes from `wait4`, its peak RSS from what it
+/// reports of itself.
 pub fn run(url: &str, file: &Path, table: &str) -> anyhow::Result<ClientRun> {
     let started = Instant::now();
-    let child = std::process::Command::new(std::env::current_exe()?)
+    let mut child = std::process::Command::new(std::env::current_exe()?)
         .arg("client-sync")
         .arg(url)
         .arg(file)
         .arg(table)
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .context("starting the client process")?;
+    let mut stdout = child.stdout.take().context("client stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+        text
+    });
     let mut status = 0;
     // SAFETY: wait4 writes into the status and the rusage we own.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -70,9 +84,15 @@ pub fn run(url: &str, file: &Path, table: &str) -> anyhow::Result<ClientRun> {
         "the client process failed ({status})"
     );
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let report = reader.join().unwrap_or_default();
+    let peak_kb: f64 = report
+        .lines()
+        .find_map(|l| l.strip_prefix("peak_kb "))
+        .and_then(|v| v.trim().parse().ok())
+        .context("the client did not report its peak memory")?;
     Ok(ClientRun {
         elapsed,
-        peak_rss_mb: usage.ru_maxrss as f64 / 1024.0,
+        peak_rss_mb: peak_kb / 1024.0,
         cpu_seconds: secs(usage.ru_utime) + secs(usage.ru_stime),
     })
 }

@@ -6,7 +6,7 @@
 //! snapshot included, with no SQLite behind it). Then the client-sqlite library, in a process
 //! of its own (`client_child`), syncs the same shape into a fresh SQLite file
 //! (`initial_sync_1m`: rows/s from process start to the first up-to-date committed, and its
-//! peak RSS from `wait4`). The proxy's memory growth is its peak resident set over both
+//! peak RSS, VmHWM as it reports it). The proxy's memory growth is its peak resident set over both
 //! (`VmHWM`) minus its resident set before (`VmRSS`).
 
 use std::time::Instant;
@@ -72,7 +72,7 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     bench.report.add(
         Figure::new("initial_sync_1m.client_rss", run.peak_rss_mb, "MB")
             .target(Target::AtMost(100.0))
-            .note("peak RSS of the client process (wait4)".to_owned()),
+            .note("peak RSS (VmHWM) of the client process".to_owned()),
     );
     bench.report.add(
         Figure::new(
