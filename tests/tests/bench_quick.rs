@@ -35,7 +35,6 @@ const FIGURES: &[&str] = &[
     "mutations_single.p99",
 ];
 
-/// Figures that stay unmeasured until client-sqlite is wired into the suite.
 #[test]
 fn quick_suite_produces_every_figure_the_json_and_the_plot() {
     let dir = tempfile::tempdir().expect("temporary directory");
