@@ -22,6 +22,7 @@ const FIGURES: &[&str] = &[
     "fanout_1000.max",
     "routing_10",
     "where_eval",
+    "routing_1k",
     "routing_100k",
     "routing_100k.bytes_per_shape",
     "routing_100k.residual",

@@ -1,5 +1,6 @@
 //! `routing_10` and `routing_100k`: the routing index (`shapes::routing::ShapeIndex`) in
-//! process, with 10 and 100,000 equality shapes (`owner_id = k`) on one table.
+//! process, with 10 and 100,000 equality shapes (`owner_id = k`) on one table (and 1,000 on the
+//! way, `routing_1k`).
 //!
 //! Each change is an update moving a row between two random owners (so it is looked up on the
 //! old and the new row), made fresh in the row buffers as a just-decoded change would be, with
@@ -58,6 +59,16 @@ pub fn run(bench: &mut Bench, size: Size) -> anyhow::Result<()> {
             );
         }
         Size::HundredThousand => {
+            let thousand = bench.scale.of(1_000) as u64;
+            let middle = route(thousand, changes, "")?;
+            bench.report.add(
+                Figure::new("routing_1k", middle.rate, "changes/s")
+                    .baseline(ten.rate)
+                    .note(format!(
+                        "{thousand} shapes `owner_id = k` vs 10; {:.0} ns/change",
+                        1e9 / middle.rate
+                    )),
+            );
             let shapes = bench.scale.of(100_000) as u64;
             let many = route(shapes, changes, "")?;
             bench.report.add(
