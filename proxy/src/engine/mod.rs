@@ -67,6 +67,10 @@ pub enum ShapeError {
     /// Try again later: 503 with `retry-after`.
     #[error("{message}")]
     Unavailable { message: String, retry_after: u64 },
+    /// A concurrency limit of this proxy is reached (its message names the flag): 503 with
+    /// `retry-after`, code `concurrent_request_limit_exceeded` as Electric says it.
+    #[error("{message}")]
+    LimitReached { message: String, retry_after: u64 },
     /// The handle no longer names this shape: 409.
     #[error("shape was removed")]
     Gone,
