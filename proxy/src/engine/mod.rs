@@ -24,7 +24,7 @@ use shapes::lsn::Lsn;
 use shapes::routing::ShapeId;
 use shapes::schema::QualifiedName;
 use shapes::where_clause::WhereClause;
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, SemaphorePermit, mpsc, oneshot, watch};
 
 use crate::change_writer::SnapshotHolds;
 use crate::commit_watch::CommitWatch;
@@ -176,6 +176,21 @@ impl Engine {
             }
             advance
         });
+    }
+
+    /// A snapshot connection slot (`--max-concurrent-snapshots`) for a subset snapshot, if one
+    /// is free now: a subset never waits behind queued initial snapshots, the client retries.
+    pub fn try_snapshot_permit(&self) -> Result<SemaphorePermit<'_>, ShapeError> {
+        self.snapshot_permits
+            .try_acquire()
+            .map_err(|_| ShapeError::LimitReached {
+                message: format!(
+                    "concurrent snapshot limit exceeded (limit: {}, set by \
+                     --max-concurrent-snapshots); retry shortly",
+                    self.config.max_concurrent_snapshots.max(1)
+                ),
+                retry_after: 1,
+            })
     }
 
     /// The definition a request names (validated against the table), with the row filter
