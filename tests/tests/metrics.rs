@@ -96,3 +96,50 @@ async fn metrics_count_shapes_changes_snapshots_and_live_connections() {
         "{text}"
     );
 }
+
+/// `GET /metrics` over a connection of its own, read to the end.
+async fn scrape(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: proxy\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    socket.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+/// `shapesync_clients` counts open client connections, idle keep-alive ones and those still
+/// to send a request included, from accept to close.
+#[tokio::test]
+async fn clients_count_open_connections_from_accept_to_close() {
+    let db = TestDb::new("metrics_clients").await;
+    let proxy = ProxyProcess::start(shapesync_bin!(), &db, &[]).await;
+    let addr = format!("127.0.0.1:{}", proxy.port);
+    let clients = |text: &str| value(text, "shapesync_clients").expect("shapesync_clients");
+    // The scraping connection counts itself; others (the start-up health checks) may be open.
+    let before = clients(&scrape(&addr).await);
+    assert!(before >= 1.0);
+
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let during = tests::wait_for("three more clients", Duration::from_secs(20), || {
+        let addr = addr.clone();
+        async move {
+            let n = clients(&scrape(&addr).await);
+            (n == before + 3.0).then_some(n)
+        }
+    })
+    .await;
+    assert_eq!(during, before + 3.0);
+
+    drop(idle);
+    tests::wait_for("the clients gone", Duration::from_secs(20), || {
+        let addr = addr.clone();
+        async move { (clients(&scrape(&addr).await) == before).then_some(()) }
+    })
+    .await;
+}
