@@ -32,12 +32,24 @@ impl ProxyProcess {
     /// `shapesync serve` (the program at `bin`: pass [`shapesync_bin!`]) against `db`, plus
     /// `extra` flags; returns once `/v1/health` is 200.
     pub async fn start(bin: &str, db: &TestDb, extra: &[&str]) -> Self {
+        Self::start_as(bin, &db.url, extra).await
+    }
+
+    /// `shapesync serve` against `database_url` (a role other than the test database's
+    /// superuser, say).
+    pub async fn start_as(bin: &str, database_url: &str, extra: &[&str]) -> Self {
+        let mut proxy = Self::new(bin, database_url, extra);
+        proxy.spawn().await;
+        proxy
+    }
+
+    fn new(bin: &str, database_url: &str, extra: &[&str]) -> Self {
         let storage = tempfile::tempdir().expect("storage dir");
         let port = free_port();
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--database-url".into(),
-            db.url.clone(),
+            database_url.to_owned(),
             "--port".into(),
             port.to_string(),
         ];
@@ -46,7 +58,7 @@ impl ProxyProcess {
             args.extend(["--storage-dir".into(), storage.path().display().to_string()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut proxy = Self {
+        Self {
             bin: PathBuf::from(bin),
             child: None,
             args,
@@ -54,9 +66,7 @@ impl ProxyProcess {
             url: format!("http://127.0.0.1:{port}"),
             storage,
             http: reqwest::Client::new(),
-        };
-        proxy.spawn().await;
-        proxy
+        }
     }
 
     pub fn storage_dir(&self) -> PathBuf {

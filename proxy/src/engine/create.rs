@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use super::{Engine, ShapeError, WriterCommand};
 use crate::change_writer::SnapshotHolds;
+use crate::replication::SetupError;
 use crate::shape_log::ShapeLog;
 use crate::shape_store::meta::{FORMAT_VERSION, ShapeMeta, ShapeRequest};
 use crate::shape_store::{Shape, ShapeState};
@@ -20,6 +21,31 @@ use crate::snapshot;
 
 /// New shapes beyond this many per snapshot slot are refused with 503 until the queue drains.
 const SNAPSHOT_QUEUE_FACTOR: usize = 16;
+
+/// What a client is told when its table cannot be prepared for replication.
+fn preparation_error(table: &QualifiedName, err: SetupError) -> ShapeError {
+    if err.is_transient() {
+        // A lock not taken within --lock-timeout, or the connection broke.
+        return ShapeError::Unavailable {
+            message: err.to_string(),
+            retry_after: 2,
+        };
+    }
+    match err {
+        SetupError::UnknownTable(_) | SetupError::NotATable(_) => ShapeError::Invalid {
+            param: "table",
+            message: err.to_string(),
+        },
+        SetupError::MissingPrivilege { .. } => {
+            tracing::error!(table = %table, error = %err, "cannot prepare a table for replication");
+            ShapeError::MissingPrivilege(err.to_string())
+        }
+        other => {
+            tracing::error!(table = %table, error = %other, "cannot prepare a table for replication");
+            ShapeError::Internal(other.to_string())
+        }
+    }
+}
 
 /// One shape counted in [`Engine`]'s `creating` until dropped.
 pub(super) struct CreationTicket(Arc<Engine>);
@@ -228,17 +254,7 @@ impl Engine {
             self.config.lock_timeout,
         )
         .await
-        .map_err(|e| {
-            if e.is_transient() {
-                ShapeError::Unavailable {
-                    message: e.to_string(),
-                    retry_after: 2,
-                }
-            } else {
-                tracing::error!(table = %table, error = %e, "cannot prepare a table for replication");
-                ShapeError::unavailable(e.to_string())
-            }
-        })?;
+        .map_err(|e| preparation_error(table, e))?;
         self.prepared
             .lock()
             .unwrap_or_else(|e| e.into_inner())

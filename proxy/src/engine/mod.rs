@@ -71,6 +71,10 @@ pub enum ShapeError {
     /// `retry-after`, code `concurrent_request_limit_exceeded` as Electric says it.
     #[error("{message}")]
     LimitReached { message: String, retry_after: u64 },
+    /// The proxy's database role lacks a privilege: retrying cannot help until an
+    /// administrator acts, so 403 with the statement to run (never a 503 retried forever).
+    #[error("{0}")]
+    MissingPrivilege(String),
     /// The handle no longer names this shape: 409.
     #[error("shape was removed")]
     Gone,

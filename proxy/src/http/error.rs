@@ -70,6 +70,7 @@ impl From<ShapeError> for ApiError {
                 message,
                 retry_after,
             },
+            ShapeError::MissingPrivilege(message) => Self::Forbidden(message),
             ShapeError::Gone => Self::Unavailable {
                 code: "shape_rotated",
                 message: "the shape was removed while the request waited; retry".into(),
