@@ -83,6 +83,38 @@ async fn preparing_a_locked_table_times_out_as_a_transient_error() {
 }
 
 #[tokio::test]
+async fn a_table_locked_past_the_lock_timeout_gets_503_with_retry_after() {
+    let db = TestDb::new("locked_http").await;
+    let client = db.connect().await;
+    client
+        .batch_execute("CREATE TABLE todos (id int PRIMARY KEY); INSERT INTO todos VALUES (1)")
+        .await
+        .unwrap();
+    let proxy = ProxyProcess::start(shapesync_bin!(), &db, &["--lock-timeout", "200ms"]).await;
+    let mut holder = db.connect().await;
+    let tx = holder.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE todos IN ACCESS SHARE MODE")
+        .await
+        .unwrap();
+
+    let reply = shape_http::get(proxy.http(), &proxy.url, "table=todos&offset=-1").await;
+    assert_eq!(reply.status, 503, "{:?}", reply.body);
+    assert_eq!(reply.header("retry-after"), Some("2"));
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    let message = reply.body["message"].as_str().unwrap();
+    assert!(
+        message.contains("could not lock table \"public\".\"todos\" within 200ms"),
+        "{message}"
+    );
+    assert!(reply.body["code"].is_string());
+
+    tx.rollback().await.unwrap();
+    let reply = shape_http::get(proxy.http(), &proxy.url, "table=todos&offset=-1").await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(reply.changes().len(), 1);
+}
+
+#[tokio::test]
 async fn a_role_that_may_not_alter_the_table_gets_403_naming_the_statements_to_run() {
     let db = TestDb::new("owner_http").await;
     let admin = db.connect().await;
