@@ -25,6 +25,8 @@ pub struct ProxyProcess {
     pub port: u16,
     pub url: String,
     storage: tempfile::TempDir,
+    /// Where the proxy's log (stderr) goes, when captured.
+    log: Option<PathBuf>,
     http: reqwest::Client,
 }
 
@@ -33,6 +35,15 @@ impl ProxyProcess {
     /// `extra` flags; returns once `/v1/health` is 200.
     pub async fn start(bin: &str, db: &TestDb, extra: &[&str]) -> Self {
         Self::start_as(bin, &db.url, extra).await
+    }
+
+    /// Like [`ProxyProcess::start`], with the log (stderr) kept in a file for
+    /// [`ProxyProcess::log`] instead of the test's output.
+    pub async fn start_logging(bin: &str, db: &TestDb, extra: &[&str]) -> Self {
+        let mut proxy = Self::new(bin, &db.url, extra);
+        proxy.log = Some(proxy.storage.path().join("proxy.log"));
+        proxy.spawn().await;
+        proxy
     }
 
     /// `shapesync serve` against `database_url` (a role other than the test database's
@@ -65,8 +76,18 @@ impl ProxyProcess {
             port,
             url: format!("http://127.0.0.1:{port}"),
             storage,
+            log: None,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// What the proxy has logged so far (empty unless started with
+    /// [`ProxyProcess::start_logging`]).
+    pub fn log(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .unwrap_or_default()
     }
 
     pub fn storage_dir(&self) -> PathBuf {
@@ -83,6 +104,16 @@ impl ProxyProcess {
     }
 
     async fn spawn(&mut self) {
+        let stderr = match &self.log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("open the proxy's log file"),
+            ),
+            None => Stdio::inherit(),
+        };
         let child = Command::new(&self.bin)
             .args(&self.args)
             .env(
@@ -90,7 +121,7 @@ impl ProxyProcess {
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .expect("spawn the proxy");

@@ -143,3 +143,61 @@ async fn clients_count_open_connections_from_accept_to_close() {
     })
     .await;
 }
+
+/// A slot that retains more WAL than `--max-lag-bytes` (here: held back by a transaction left
+/// open, so it cannot advance) is an ERROR log line and shows in
+/// `shapesync_slot_retained_wal_bytes`.
+#[tokio::test]
+async fn a_slot_retaining_more_than_max_lag_bytes_logs_an_error_and_shows_in_the_gauge() {
+    let db = TestDb::new("metrics_lag").await;
+    let sql = db.connect().await;
+    sql.batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    sql.batch_execute("SELECT pg_create_logical_replication_slot('shapesync', 'pgoutput')")
+        .await
+        .unwrap();
+    // A transaction with an xid that stays open: the slot must keep the WAL from its start.
+    let mut holder = db.connect().await;
+    let open = holder.transaction().await.unwrap();
+    open.batch_execute("INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    sql.batch_execute(
+        "CREATE TABLE filler AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 10000) g",
+    )
+    .await
+    .unwrap();
+
+    let proxy =
+        ProxyProcess::start_logging(shapesync_bin!(), &db, &["--max-lag-bytes", "1000000"]).await;
+    let metrics_url = format!("{}/metrics", proxy.url);
+    let retained = tests::wait_for(
+        "the retained WAL in the metrics",
+        Duration::from_secs(30),
+        || {
+            let http = proxy.http().clone();
+            let url = metrics_url.clone();
+            async move {
+                let text = http.get(url).send().await.ok()?.text().await.ok()?;
+                value(&text, "shapesync_slot_retained_wal_bytes").filter(|v| *v > 1_000_000.0)
+            }
+        },
+    )
+    .await;
+    assert!(retained > 1_000_000.0);
+    let line = tests::wait_for("the ERROR log line", Duration::from_secs(30), || async {
+        proxy
+            .log()
+            .lines()
+            .find(|l| l.contains("ERROR") && l.contains("--max-lag-bytes"))
+            .map(str::to_owned)
+    })
+    .await;
+    // (Field names may be wrapped in terminal colour codes.)
+    assert!(
+        line.contains("retained_bytes") && line.contains("1000000"),
+        "{line}"
+    );
+    open.rollback().await.unwrap();
+}
