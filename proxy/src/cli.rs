@@ -192,7 +192,9 @@ pub struct ProxyArgs {
     #[arg(long, env = "SHAPESYNC_MAX_SHAPES", default_value_t = 100_000)]
     pub max_shapes: usize,
 
-    /// Most initial snapshots taken at the same time (each holds a Postgres connection).
+    /// Most snapshots (initial and subset) taken at the same time, each on a Postgres
+    /// connection of its own. New shapes queue for them, up to 16 per slot (beyond: 503 with
+    /// `retry-after`); a subset snapshot that finds no free slot gets 503 at once.
     #[arg(long, env = "SHAPESYNC_MAX_CONCURRENT_SNAPSHOTS", default_value_t = 4)]
     pub max_concurrent_snapshots: usize,
 

@@ -57,7 +57,9 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
+        let client = crate::monitoring::ClientConnection::open();
         tokio::spawn(async move {
+            let _client = client;
             if let Err(err) = connection.await {
                 tracing::debug!(%peer, error = %err, "connection ended with an error");
             }

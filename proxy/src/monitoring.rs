@@ -3,6 +3,7 @@
 //! | metric | kind | meaning |
 //! |---|---|---|
 //! | `shapesync_shapes` | gauge | shapes the proxy holds |
+//! | `shapesync_clients` | gauge | open HTTP connections from clients (idle keep-alive ones too) |
 //! | `shapesync_live_connections` | gauge | long-poll and SSE requests waiting for changes |
 //! | `shapesync_http_requests_total` | counter | shape requests answered |
 //! | `shapesync_transactions_total` | counter | transactions read from the WAL |
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::database::MetadataClient;
 
 pub const SHAPES: &str = "shapesync_shapes";
+pub const CLIENTS: &str = "shapesync_clients";
 pub const LIVE_CONNECTIONS: &str = "shapesync_live_connections";
 pub const HTTP_REQUESTS: &str = "shapesync_http_requests_total";
 pub const TRANSACTIONS: &str = "shapesync_transactions_total";
@@ -51,6 +53,10 @@ pub fn handle() -> PrometheusHandle {
 fn describe() {
     metrics::describe_gauge!(SHAPES, "Shapes the proxy holds");
     metrics::describe_gauge!(
+        CLIENTS,
+        "Open HTTP connections from clients, idle keep-alive ones included"
+    );
+    metrics::describe_gauge!(
         LIVE_CONNECTIONS,
         "Live long-poll and SSE requests waiting for changes"
     );
@@ -67,6 +73,22 @@ fn describe() {
         RETAINED_WAL,
         "WAL bytes the replication slot retains on the server"
     );
+}
+
+/// Counts an open client connection, from accept to close.
+pub struct ClientConnection;
+
+impl ClientConnection {
+    pub fn open() -> Self {
+        metrics::gauge!(CLIENTS).increment(1.0);
+        Self
+    }
+}
+
+impl Drop for ClientConnection {
+    fn drop(&mut self) {
+        metrics::gauge!(CLIENTS).decrement(1.0);
+    }
 }
 
 /// Counts a live request while it waits.

@@ -25,6 +25,8 @@ pub struct ProxyProcess {
     pub port: u16,
     pub url: String,
     storage: tempfile::TempDir,
+    /// Where the proxy's log (stderr) goes, when captured.
+    log: Option<PathBuf>,
     http: reqwest::Client,
 }
 
@@ -32,12 +34,33 @@ impl ProxyProcess {
     /// `shapesync serve` (the program at `bin`: pass [`shapesync_bin!`]) against `db`, plus
     /// `extra` flags; returns once `/v1/health` is 200.
     pub async fn start(bin: &str, db: &TestDb, extra: &[&str]) -> Self {
+        Self::start_as(bin, &db.url, extra).await
+    }
+
+    /// Like [`ProxyProcess::start`], with the log (stderr) kept in a file for
+    /// [`ProxyProcess::log`] instead of the test's output.
+    pub async fn start_logging(bin: &str, db: &TestDb, extra: &[&str]) -> Self {
+        let mut proxy = Self::new(bin, &db.url, extra);
+        proxy.log = Some(proxy.storage.path().join("proxy.log"));
+        proxy.spawn().await;
+        proxy
+    }
+
+    /// `shapesync serve` against `database_url` (a role other than the test database's
+    /// superuser, say).
+    pub async fn start_as(bin: &str, database_url: &str, extra: &[&str]) -> Self {
+        let mut proxy = Self::new(bin, database_url, extra);
+        proxy.spawn().await;
+        proxy
+    }
+
+    fn new(bin: &str, database_url: &str, extra: &[&str]) -> Self {
         let storage = tempfile::tempdir().expect("storage dir");
         let port = free_port();
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--database-url".into(),
-            db.url.clone(),
+            database_url.to_owned(),
             "--port".into(),
             port.to_string(),
         ];
@@ -46,17 +69,25 @@ impl ProxyProcess {
             args.extend(["--storage-dir".into(), storage.path().display().to_string()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut proxy = Self {
+        Self {
             bin: PathBuf::from(bin),
             child: None,
             args,
             port,
             url: format!("http://127.0.0.1:{port}"),
             storage,
+            log: None,
             http: reqwest::Client::new(),
-        };
-        proxy.spawn().await;
-        proxy
+        }
+    }
+
+    /// What the proxy has logged so far (empty unless started with
+    /// [`ProxyProcess::start_logging`]).
+    pub fn log(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .unwrap_or_default()
     }
 
     pub fn storage_dir(&self) -> PathBuf {
@@ -73,6 +104,16 @@ impl ProxyProcess {
     }
 
     async fn spawn(&mut self) {
+        let stderr = match &self.log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("open the proxy's log file"),
+            ),
+            None => Stdio::inherit(),
+        };
         let child = Command::new(&self.bin)
             .args(&self.args)
             .env(
@@ -80,7 +121,7 @@ impl ProxyProcess {
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .expect("spawn the proxy");

@@ -96,3 +96,108 @@ async fn metrics_count_shapes_changes_snapshots_and_live_connections() {
         "{text}"
     );
 }
+
+/// `GET /metrics` over a connection of its own, read to the end.
+async fn scrape(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: proxy\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    socket.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+/// `shapesync_clients` counts open client connections, idle keep-alive ones and those still
+/// to send a request included, from accept to close.
+#[tokio::test]
+async fn clients_count_open_connections_from_accept_to_close() {
+    let db = TestDb::new("metrics_clients").await;
+    let proxy = ProxyProcess::start(shapesync_bin!(), &db, &[]).await;
+    let addr = format!("127.0.0.1:{}", proxy.port);
+    let clients = |text: &str| value(text, "shapesync_clients").expect("shapesync_clients");
+    // The scraping connection counts itself; others (the start-up health checks) may be open.
+    let before = clients(&scrape(&addr).await);
+    assert!(before >= 1.0);
+
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let during = tests::wait_for("three more clients", Duration::from_secs(20), || {
+        let addr = addr.clone();
+        async move {
+            let n = clients(&scrape(&addr).await);
+            (n == before + 3.0).then_some(n)
+        }
+    })
+    .await;
+    assert_eq!(during, before + 3.0);
+
+    drop(idle);
+    tests::wait_for("the clients gone", Duration::from_secs(20), || {
+        let addr = addr.clone();
+        async move { (clients(&scrape(&addr).await) == before).then_some(()) }
+    })
+    .await;
+}
+
+/// A slot that retains more WAL than `--max-lag-bytes` (here: held back by a transaction left
+/// open, so it cannot advance) is an ERROR log line and shows in
+/// `shapesync_slot_retained_wal_bytes`.
+#[tokio::test]
+async fn a_slot_retaining_more_than_max_lag_bytes_logs_an_error_and_shows_in_the_gauge() {
+    let db = TestDb::new("metrics_lag").await;
+    let sql = db.connect().await;
+    sql.batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    sql.batch_execute("SELECT pg_create_logical_replication_slot('shapesync', 'pgoutput')")
+        .await
+        .unwrap();
+    // A transaction with an xid that stays open: the slot must keep the WAL from its start.
+    let mut holder = db.connect().await;
+    let open = holder.transaction().await.unwrap();
+    open.batch_execute("INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    sql.batch_execute(
+        "CREATE TABLE filler AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 10000) g",
+    )
+    .await
+    .unwrap();
+
+    let proxy =
+        ProxyProcess::start_logging(shapesync_bin!(), &db, &["--max-lag-bytes", "1000000"]).await;
+    let metrics_url = format!("{}/metrics", proxy.url);
+    let retained = tests::wait_for(
+        "the retained WAL in the metrics",
+        Duration::from_secs(30),
+        || {
+            let http = proxy.http().clone();
+            let url = metrics_url.clone();
+            async move {
+                let text = http.get(url).send().await.ok()?.text().await.ok()?;
+                value(&text, "shapesync_slot_retained_wal_bytes").filter(|v| *v > 1_000_000.0)
+            }
+        },
+    )
+    .await;
+    assert!(retained > 1_000_000.0);
+    let line = tests::wait_for("the ERROR log line", Duration::from_secs(30), || async {
+        proxy
+            .log()
+            .lines()
+            .find(|l| l.contains("ERROR") && l.contains("--max-lag-bytes"))
+            .map(str::to_owned)
+    })
+    .await;
+    // (Field names may be wrapped in terminal colour codes.)
+    assert!(
+        line.contains("retained_bytes") && line.contains("1000000"),
+        "{line}"
+    );
+    open.rollback().await.unwrap();
+}

@@ -377,3 +377,88 @@ async fn a_restarted_proxy_serves_the_same_handle_and_offsets() {
     assert_eq!(after.body[0]["headers"]["operation"], "update");
     assert_eq!(after.body[0]["value"], json!({"id":"5","title":"E"}));
 }
+
+/// HEAD answers what GET would, headers only: the handle, offset, schema and etag of the same
+/// request, and no body.
+#[tokio::test]
+async fn head_answers_the_headers_of_get_without_a_body() {
+    let (_db, proxy) = setup("api_head").await;
+    let url = format!("{}/v1/shape?table=items&offset=-1", proxy.url);
+    let head = proxy.http().head(&url).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    let headers = head.headers().clone();
+    assert_eq!(head.bytes().await.unwrap().len(), 0);
+    let get = get(&proxy, "table=items&offset=-1").await;
+    for name in [
+        "electric-handle",
+        "electric-offset",
+        "electric-schema",
+        "etag",
+        "cache-control",
+    ] {
+        assert_eq!(
+            headers.get(name).and_then(|v| v.to_str().ok()),
+            get.header(name),
+            "{name}"
+        );
+    }
+    assert_eq!(headers["electric-offset"], "0_0");
+    assert_eq!(
+        headers["access-control-allow-origin"], "*",
+        "CORS on HEAD too"
+    );
+
+    let handle = get.header("electric-handle").unwrap();
+    let stale = proxy
+        .http()
+        .head(format!(
+            "{}/v1/shape?table=items&offset=0_0&handle=nonsense-1",
+            proxy.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 409);
+    assert_eq!(stale.headers()["electric-handle"], handle);
+}
+
+/// `0_inf` is the end of the initial snapshot: the client has every snapshot row, so it gets
+/// none of them, only what the log holds after the snapshot, then up-to-date.
+#[tokio::test]
+async fn offset_0_inf_skips_the_snapshot_and_serves_the_log_after_it() {
+    let (db, proxy) = setup("api_0_inf").await;
+    let first = get(&proxy, "table=items&offset=-1").await;
+    assert_eq!(
+        first.body.as_array().unwrap().len(),
+        3,
+        "two rows and snapshot-end"
+    );
+    let handle = first.header("electric-handle").unwrap().to_owned();
+    let at_end = format!("table=items&offset=0_inf&handle={handle}");
+
+    let nothing_yet = get(&proxy, &at_end).await;
+    assert_eq!(nothing_yet.status, 200, "{:?}", nothing_yet.body);
+    assert_eq!(controls(&nothing_yet.body), ["up-to-date"]);
+    assert_eq!(nothing_yet.body.as_array().unwrap().len(), 1);
+    assert_eq!(nothing_yet.header("electric-offset"), Some("0_inf"));
+    assert_eq!(nothing_yet.header("electric-up-to-date"), Some(""));
+
+    db.connect()
+        .await
+        .batch_execute("INSERT INTO items VALUES (3, 'c', 30)")
+        .await
+        .unwrap();
+    let reply = tests::wait_for("the insert after the snapshot", WAIT, || async {
+        let reply = get(&proxy, &at_end).await;
+        (reply.body.as_array().map(Vec::len) == Some(2)).then_some(reply)
+    })
+    .await;
+    assert_eq!(reply.status, 200);
+    let insert = &reply.body[0];
+    assert_eq!(insert["headers"]["operation"], "insert");
+    assert_eq!(insert["value"], json!({"id": "3", "title": "c", "n": "30"}));
+    assert_eq!(controls(&reply.body), ["up-to-date"]);
+    let offset = reply.header("electric-offset").unwrap();
+    assert_ne!(offset, "0_inf");
+    assert!(!offset.starts_with("0_"), "a log offset: {offset}");
+}

@@ -149,3 +149,79 @@ async fn concurrent_requests_for_a_new_shape_at_the_limit_evict_one_shape() {
     }
     assert_eq!(dirs.len(), 4, "{dirs:?}");
 }
+
+/// With `--max-concurrent-snapshots 1`, at most 16 new shapes may be in the making at once.
+/// A burst of 24 distinct new shapes arrives while the table cannot be prepared yet (another
+/// session holds a lock on it), so none of them can finish: exactly 8 are refused at once with
+/// 503 and `retry-after`, however close together they arrive (counting and checking are one
+/// step), and every one of them is served once retried.
+#[tokio::test]
+async fn a_burst_of_new_shapes_beyond_the_creation_queue_gets_503_and_succeeds_on_retry() {
+    let (db, proxy) = setup(
+        "capacity_burst",
+        &["--max-concurrent-snapshots", "1", "--lock-timeout", "60s"],
+    )
+    .await;
+    let mut holder = db.connect().await;
+    let lock = holder.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE items IN ACCESS SHARE MODE")
+        .await
+        .unwrap();
+    let query = |id: usize| format!("table=items&where=id%20%3C%3E%20{id}&offset=-1");
+    let mut burst = tokio::task::JoinSet::new();
+    for id in 0..24 {
+        let http = proxy.http().clone();
+        let url = proxy.url.clone();
+        let query = query(id);
+        burst.spawn(async move { (id, shape_http::get(&http, &url, &query).await) });
+    }
+    let mut refused = Vec::new();
+    while refused.len() < 8 {
+        let (id, reply) = tokio::time::timeout(Duration::from_secs(30), burst.join_next())
+            .await
+            .expect("8 of the burst refused while the table is locked")
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply.status, 503, "{:?}", reply.body);
+        assert_eq!(reply.header("retry-after"), Some("2"));
+        assert_eq!(reply.body["code"], "concurrent_request_limit_exceeded");
+        let message = reply.body["message"].as_str().unwrap();
+        assert!(
+            message.contains("--max-concurrent-snapshots 1"),
+            "{message}"
+        );
+        refused.push(id);
+    }
+    lock.rollback().await.unwrap();
+    let mut handles = std::collections::HashSet::new();
+    while let Some(done) = burst.join_next().await {
+        let (id, reply) = done.unwrap();
+        assert_eq!(reply.status, 200, "shape {id}: {:?}", reply.body);
+        handles.insert(reply.header("electric-handle").unwrap().to_owned());
+    }
+    assert_eq!(handles.len(), 16);
+    for id in refused {
+        let reply = tests::wait_for(
+            "a refused shape served on retry",
+            Duration::from_secs(30),
+            || {
+                let http = proxy.http().clone();
+                let url = proxy.url.clone();
+                let query = query(id);
+                async move {
+                    let reply = shape_http::get(&http, &url, &query).await;
+                    assert!(
+                        matches!(reply.status, 200 | 503),
+                        "shape {id}: {} {:?}",
+                        reply.status,
+                        reply.body
+                    );
+                    (reply.status == 200).then_some(reply)
+                }
+            },
+        )
+        .await;
+        handles.insert(reply.header("electric-handle").unwrap().to_owned());
+    }
+    assert_eq!(handles.len(), 24, "24 distinct shapes");
+}

@@ -1,6 +1,7 @@
 //! Shapes that can no longer be continued are rotated: after a TRUNCATE or a change of the
 //! table's columns every client gets a 409 (or must-refetch), refetches a new shape and
-//! converges; shapes of other tables carry on.
+//! converges; shapes of other tables carry on. A lost slot or a different database rotates
+//! every shape.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use serde_json::{Map, Value, json};
 use tests::electric::ElectricClient;
 use tests::proxy_process::ProxyProcess;
 use tests::shape_consumer::{ConsumerOptions, ShapeConsumer, ShapeSpec};
-use tests::{TestDb, shapesync_bin, wait_for};
+use tests::{TestDb, shape_http, shapesync_bin, wait_for};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -263,4 +264,49 @@ async fn a_lost_slot_rotates_every_shape_and_clients_converge() {
     wait_rows("the keep consumer after the slot loss", &keep, &keep_rows).await;
     assert!(items.state().refetches >= 1 && keep.state().refetches >= 1);
     stop.cancel();
+}
+
+/// The proxy comes back to a database with another system identifier (a restore, a failover,
+/// a pg_upgrade; here the identity it recorded is edited while it is stopped): no shape log
+/// can be continued, so every shape is rotated and each old handle gets 409 with a new one.
+#[tokio::test]
+async fn a_changed_system_identifier_rotates_every_shape() {
+    let (_db, mut proxy) = setup("rotate_identity").await;
+    let http = proxy.http().clone();
+    let mut handles = Vec::new();
+    for table in ["items", "keep"] {
+        let reply = shape_http::get(&http, &proxy.url, &format!("table={table}&offset=-1")).await;
+        assert_eq!(reply.status, 200);
+        handles.push((table, reply.header("electric-handle").unwrap().to_owned()));
+    }
+    proxy.stop().await;
+    let identity_file = proxy.storage_dir().join("v1/database.json");
+    let mut identity: Value =
+        serde_json::from_slice(&std::fs::read(&identity_file).expect("the recorded identity"))
+            .unwrap();
+    assert!(identity["system_id"].is_string(), "{identity}");
+    identity["system_id"] = json!("1");
+    std::fs::write(&identity_file, identity.to_string()).unwrap();
+    proxy.restart().await;
+
+    for (table, old) in handles {
+        let query = format!("table={table}&offset=0_0&handle={old}");
+        let reply = wait_for("409 for a shape of the old database", WAIT, || async {
+            let reply = shape_http::get(&http, &proxy.url, &query).await;
+            (reply.status == 409).then_some(reply)
+        })
+        .await;
+        assert_eq!(
+            reply.body,
+            json!([{"headers": {"control": "must-refetch"}}])
+        );
+        let new = reply.header("electric-handle").unwrap();
+        assert_ne!(new, old, "{table}: handles are never reused");
+        let fresh = shape_http::get(&http, &proxy.url, &format!("table={table}&offset=-1")).await;
+        assert_eq!(fresh.status, 200);
+        assert_eq!(fresh.header("electric-handle"), Some(new));
+    }
+    // The identity on record is the real one again: the next restart rotates nothing.
+    let recorded: Value = serde_json::from_slice(&std::fs::read(&identity_file).unwrap()).unwrap();
+    assert_ne!(recorded["system_id"], "1");
 }

@@ -1,6 +1,6 @@
 //! How shapes are served, behaviour by behaviour: chunked logs whose URLs are the same for
 //! every client, `offset=now`, `log=changes_only`, offsets beyond the log, SSE keep-alives
-//! and timeouts, and compression.
+//! and timeouts, compression, and tombstones.
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -395,5 +395,71 @@ async fn responses_are_gzipped_when_accepted() {
         "gzip saves: {} of {}",
         bytes.len(),
         text.len()
+    );
+}
+
+/// On a table in `--tombstones`, a row whose tombstone column is set is absent: the snapshot
+/// skips it, the update that sets it is a `delete`, updates while it is set send nothing, and
+/// the update that clears it is an `insert` of the whole row.
+#[tokio::test]
+async fn setting_a_tombstone_is_a_delete_and_clearing_it_an_insert() {
+    let db = TestDb::new("serve_tombstones").await;
+    let sql = db.connect().await;
+    sql.batch_execute(
+        "CREATE TABLE notes (id int PRIMARY KEY, title text, deleted_at timestamptz);
+         INSERT INTO notes VALUES (1, 'a', NULL), (2, 'b', now()), (3, 'c', NULL);",
+    )
+    .await
+    .unwrap();
+    let proxy = ProxyProcess::start(shapesync_bin!(), &db, &["--tombstones", "notes"]).await;
+    let http = proxy.http().clone();
+    let first = shape_http::get(&http, &proxy.url, "table=notes&offset=-1").await;
+    assert_eq!(first.status, 200);
+    let ids: Vec<Value> = first
+        .changes()
+        .iter()
+        .map(|m| m["value"]["id"].clone())
+        .collect();
+    assert_eq!(
+        ids,
+        [json!("1"), json!("3")],
+        "the tombstoned row is absent"
+    );
+    let handle = first.header("electric-handle").unwrap().to_owned();
+
+    for statement in [
+        "UPDATE notes SET deleted_at = now() WHERE id = 1",
+        "UPDATE notes SET title = 'A' WHERE id = 1",
+        "UPDATE notes SET deleted_at = NULL WHERE id = 2",
+        "UPDATE notes SET title = 'C' WHERE id = 3",
+    ] {
+        sql.batch_execute(statement).await.unwrap();
+    }
+    let changes = wait_for("the changes", WAIT, || async {
+        let reply = shape_http::get(
+            &http,
+            &proxy.url,
+            &format!("table=notes&handle={handle}&offset=0_0"),
+        )
+        .await;
+        let changes = reply.changes();
+        (changes.len() >= 3).then_some(changes)
+    })
+    .await;
+    let seen: Vec<(&str, &Value)> = changes
+        .iter()
+        .map(|m| (m["headers"]["operation"].as_str().unwrap(), &m["value"]))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("delete", &json!({"id": "1"})),
+            (
+                "insert",
+                &json!({"id": "2", "title": "b", "deleted_at": null})
+            ),
+            ("update", &json!({"id": "3", "title": "C"})),
+        ],
+        "{changes:?}"
     );
 }

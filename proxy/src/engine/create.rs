@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use super::{Engine, ShapeError, WriterCommand};
 use crate::change_writer::SnapshotHolds;
+use crate::replication::SetupError;
 use crate::shape_log::ShapeLog;
 use crate::shape_store::meta::{FORMAT_VERSION, ShapeMeta, ShapeRequest};
 use crate::shape_store::{Shape, ShapeState};
@@ -21,6 +22,40 @@ use crate::snapshot;
 /// New shapes beyond this many per snapshot slot are refused with 503 until the queue drains.
 const SNAPSHOT_QUEUE_FACTOR: usize = 16;
 
+/// What a client is told when its table cannot be prepared for replication.
+fn preparation_error(table: &QualifiedName, err: SetupError) -> ShapeError {
+    if err.is_transient() {
+        // A lock not taken within --lock-timeout, or the connection broke.
+        return ShapeError::Unavailable {
+            message: err.to_string(),
+            retry_after: 2,
+        };
+    }
+    match err {
+        SetupError::UnknownTable(_) | SetupError::NotATable(_) => ShapeError::Invalid {
+            param: "table",
+            message: err.to_string(),
+        },
+        SetupError::MissingPrivilege { .. } => {
+            tracing::error!(table = %table, error = %err, "cannot prepare a table for replication");
+            ShapeError::MissingPrivilege(err.to_string())
+        }
+        other => {
+            tracing::error!(table = %table, error = %other, "cannot prepare a table for replication");
+            ShapeError::Internal(other.to_string())
+        }
+    }
+}
+
+/// One shape counted in [`Engine`]'s `creating` until dropped.
+pub(super) struct CreationTicket(Arc<Engine>);
+
+impl Drop for CreationTicket {
+    fn drop(&mut self) {
+        self.0.creating.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Engine {
     pub(super) async fn create(
         self: &Arc<Self>,
@@ -28,15 +63,7 @@ impl Engine {
         definition: ShapeDefinition,
     ) -> Result<Arc<Shape>, ShapeError> {
         let name = definition.table().clone();
-        let queued = self.creating.load(Ordering::Relaxed);
-        if queued >= self.config.max_concurrent_snapshots.max(1) * SNAPSHOT_QUEUE_FACTOR {
-            return Err(ShapeError::Unavailable {
-                message: format!(
-                    "{queued} shapes are being created; try again shortly (--max-concurrent-snapshots)"
-                ),
-                retry_after: 2,
-            });
-        }
+        let ticket = self.take_creation_ticket()?;
         let table = self.tables.get(&self.metadata, &name).await?;
         self.ensure_prepared(&name).await?;
         self.evict_if_full();
@@ -79,8 +106,29 @@ impl Engine {
         tracing::info!(handle = %shape.handle, table = %name, "creating shape");
         let engine = self.clone();
         let building = shape.clone();
-        tokio::spawn(async move { engine.build(building).await });
+        tokio::spawn(async move { engine.build(building, ticket).await });
         Ok(shape)
+    }
+
+    /// A place among the shapes being created, taken before any work is done for the new
+    /// shape and held until its snapshot is done: the check and the count are one atomic step,
+    /// so a burst of requests cannot all pass the check before any of them is counted.
+    fn take_creation_ticket(self: &Arc<Self>) -> Result<CreationTicket, ShapeError> {
+        let snapshots = self.config.max_concurrent_snapshots.max(1);
+        let limit = snapshots * SNAPSHOT_QUEUE_FACTOR;
+        self.creating
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .map_err(|queued| ShapeError::LimitReached {
+                message: format!(
+                    "concurrent shape creation limit exceeded ({queued} shapes are being \
+                     created; limit: {limit}, {SNAPSHOT_QUEUE_FACTOR} per snapshot connection \
+                     of --max-concurrent-snapshots {snapshots}); retry shortly"
+                ),
+                retry_after: 2,
+            })?;
+        Ok(CreationTicket(self.clone()))
     }
 
     pub(super) fn tombstone_position_for(
@@ -95,10 +143,9 @@ impl Engine {
         position
     }
 
-    async fn build(self: Arc<Self>, shape: Arc<Shape>) {
-        self.creating.fetch_add(1, Ordering::Relaxed);
+    async fn build(self: Arc<Self>, shape: Arc<Shape>, ticket: CreationTicket) {
         let outcome = self.register_and_snapshot(&shape).await;
-        self.creating.fetch_sub(1, Ordering::Relaxed);
+        drop(ticket);
         match outcome {
             Ok(rows) => {
                 tracing::info!(handle = %shape.handle, rows, "shape ready");
@@ -207,17 +254,7 @@ impl Engine {
             self.config.lock_timeout,
         )
         .await
-        .map_err(|e| {
-            if e.is_transient() {
-                ShapeError::Unavailable {
-                    message: e.to_string(),
-                    retry_after: 2,
-                }
-            } else {
-                tracing::error!(table = %table, error = %e, "cannot prepare a table for replication");
-                ShapeError::unavailable(e.to_string())
-            }
-        })?;
+        .map_err(|e| preparation_error(table, e))?;
         self.prepared
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -24,7 +24,7 @@ use shapes::lsn::Lsn;
 use shapes::routing::ShapeId;
 use shapes::schema::QualifiedName;
 use shapes::where_clause::WhereClause;
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, SemaphorePermit, mpsc, oneshot, watch};
 
 use crate::change_writer::SnapshotHolds;
 use crate::commit_watch::CommitWatch;
@@ -67,6 +67,14 @@ pub enum ShapeError {
     /// Try again later: 503 with `retry-after`.
     #[error("{message}")]
     Unavailable { message: String, retry_after: u64 },
+    /// A concurrency limit of this proxy is reached (its message names the flag): 503 with
+    /// `retry-after`, code `concurrent_request_limit_exceeded` as Electric says it.
+    #[error("{message}")]
+    LimitReached { message: String, retry_after: u64 },
+    /// The proxy's database role lacks a privilege: retrying cannot help until an
+    /// administrator acts, so 403 with the statement to run (never a 503 retried forever).
+    #[error("{0}")]
+    MissingPrivilege(String),
     /// The handle no longer names this shape: 409.
     #[error("shape was removed")]
     Gone,
@@ -172,6 +180,21 @@ impl Engine {
             }
             advance
         });
+    }
+
+    /// A snapshot connection slot (`--max-concurrent-snapshots`) for a subset snapshot, if one
+    /// is free now: a subset never waits behind queued initial snapshots, the client retries.
+    pub fn try_snapshot_permit(&self) -> Result<SemaphorePermit<'_>, ShapeError> {
+        self.snapshot_permits
+            .try_acquire()
+            .map_err(|_| ShapeError::LimitReached {
+                message: format!(
+                    "concurrent snapshot limit exceeded (limit: {}, set by \
+                     --max-concurrent-snapshots); retry shortly",
+                    self.config.max_concurrent_snapshots.max(1)
+                ),
+                retry_after: 1,
+            })
     }
 
     /// The definition a request names (validated against the table), with the row filter

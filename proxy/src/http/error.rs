@@ -62,6 +62,15 @@ impl From<ShapeError> for ApiError {
                 message,
                 retry_after,
             },
+            ShapeError::LimitReached {
+                message,
+                retry_after,
+            } => Self::Unavailable {
+                code: "concurrent_request_limit_exceeded",
+                message,
+                retry_after,
+            },
+            ShapeError::MissingPrivilege(message) => Self::Forbidden(message),
             ShapeError::Gone => Self::Unavailable {
                 code: "shape_rotated",
                 message: "the shape was removed while the request waited; retry".into(),

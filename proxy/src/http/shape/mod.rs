@@ -272,7 +272,7 @@ async fn subset_response(
         RequestOffset::At(offset) => offset,
         RequestOffset::Now => batch::latest_offset(shape),
     };
-    let mut response = (StatusCode::OK, Body::from(body)).into_response();
+    let mut response = (StatusCode::OK, body).into_response();
     let h = response.headers_mut();
     shape_headers(h, shape, offset);
     insert(

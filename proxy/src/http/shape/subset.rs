@@ -4,10 +4,18 @@
 //! `SELECT … WHERE <shape where> AND (<subset where>) ORDER BY … LIMIT … OFFSET …` runs in a
 //! `REPEATABLE READ READ ONLY` transaction whose snapshot comes back as metadata, so the client
 //! can skip log changes its snapshot already contains.
+//!
+//! A subset takes one of the `--max-concurrent-snapshots` connection slots (503 with
+//! `retry-after` when none is free) for as long as its query runs. There is no row cap: with
+//! no `limit`, every matching row is returned, through a [`spool::Spool`] so that neither
+//! memory nor the snapshot transaction depends on the size of the answer or the client's speed.
+
+mod spool;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use axum::body::Body;
 use serde::Deserialize;
 use serde_json::Value;
 use shapes::schema::{TableSchema, quote_identifier};
@@ -17,9 +25,6 @@ use crate::http::error::ApiError;
 use crate::server::AppState;
 use crate::shape_store::Shape;
 use crate::snapshot::{self, Narrowing};
-
-/// Most rows one subset snapshot returns when it sets no `limit`.
-const MAX_ROWS: u64 = 100_000;
 
 /// The subset request, from a JSON body or `subset__*` parameters. Other fields (the
 /// client's structured `where_expr` / `order_by_expr`) are ignored: the text forms are used.
@@ -109,10 +114,9 @@ impl SubsetRequest {
                 &order_by_sql(order_by, &shape.table).map_err(|m| invalid("order_by", m))?,
             );
         }
-        tail.push_str(&format!(
-            " LIMIT {}",
-            self.limit.unwrap_or(MAX_ROWS).min(MAX_ROWS)
-        ));
+        if let Some(limit) = self.limit {
+            tail.push_str(&format!(" LIMIT {limit}"));
+        }
         if let Some(offset) = self.offset {
             tail.push_str(&format!(" OFFSET {offset}"));
         }
@@ -125,51 +129,59 @@ pub(super) async fn run(
     state: &AppState,
     shape: &Arc<Shape>,
     request: &SubsetRequest,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<Body, ApiError> {
     let narrowing = request.narrowing(shape)?;
-    let mut client = state
-        .engine
-        .snapshot_client()
-        .await
-        .map_err(ApiError::from)?;
-    let query_error = |e: snapshot::SnapshotError| {
-        if e.is_transient() {
-            ApiError::Unavailable {
-                code: "database_unavailable",
-                message: e.to_string(),
-                retry_after: 1,
-            }
-        } else {
-            ApiError::Internal(format!("subset snapshot of {}: {e}", shape.handle))
-        }
+    let permit = state.engine.try_snapshot_permit()?;
+    let mut client = state.engine.snapshot_client().await?;
+    let query_error = |e: snapshot::SnapshotError| match e {
+        snapshot::SnapshotError::Io(e) => storage_error(e),
+        e if e.is_transient() => ApiError::Unavailable {
+            code: "database_unavailable",
+            message: e.to_string(),
+            retry_after: 1,
+        },
+        e => ApiError::Internal(format!("subset snapshot of {}: {e}", shape.handle)),
     };
     let (tx, info, wal_lsn) = snapshot::begin(&mut client).await.map_err(query_error)?;
     let mark: u64 = rand::random_range(1..=u64::from(u32::MAX));
-    let mut data = Vec::new();
+    let xip: Vec<String> = info.xip.iter().map(|x| format!("\"{}\"", x.0)).collect();
+    let head = format!(
+        r#"{{"metadata":{{"xmin":"{}","xmax":"{}","xip_list":[{}],"database_lsn":"{}","snapshot_mark":{mark}}},"data":["#,
+        info.xmin.0,
+        info.xmax.0,
+        xip.join(","),
+        wal_lsn.as_u64()
+    );
+    let mut body = spool::Spool::new(&state.engine.store.root().join(SPOOL_DIR));
+    body.write(head.as_bytes()).map_err(storage_error)?;
+    let mut first = true;
     snapshot::stream_rows(&tx, shape, Some(&narrowing), Some(mark), |message| {
-        if !data.is_empty() {
-            data.push(b',');
+        if !std::mem::take(&mut first) {
+            body.write(b",")?;
         }
-        data.extend_from_slice(message);
-        Ok(())
+        body.write(message)
     })
     .await
     .map_err(query_error)?;
     tx.commit()
         .await
         .map_err(|e| query_error(snapshot::SnapshotError::Query(e)))?;
-    let xip: Vec<String> = info.xip.iter().map(|x| format!("\"{}\"", x.0)).collect();
-    let mut body = format!(
-        r#"{{"metadata":{{"xmin":"{}","xmax":"{}","xip_list":[{}],"database_lsn":"{}","snapshot_mark":{mark}}},"data":["#,
-        info.xmin.0,
-        info.xmax.0,
-        xip.join(","),
-        wal_lsn.as_u64()
-    )
-    .into_bytes();
-    body.extend_from_slice(&data);
-    body.extend_from_slice(b"]}");
-    Ok(body)
+    drop(client);
+    drop(permit);
+    body.write(b"]}").map_err(storage_error)?;
+    body.into_body().map_err(storage_error)
+}
+
+/// Where large subset bodies wait for the socket, under the storage directory.
+const SPOOL_DIR: &str = "tmp";
+
+fn storage_error(err: std::io::Error) -> ApiError {
+    tracing::error!(error = %err, "cannot write a subset snapshot to the storage directory");
+    ApiError::Unavailable {
+        code: "storage_unavailable",
+        message: format!("storage: {err}"),
+        retry_after: 5,
+    }
 }
 
 /// `col [ASC|DESC] [NULLS FIRST|LAST], …` over the table's columns, rebuilt with quoted
