@@ -194,10 +194,13 @@ async fn a_slot_retaining_more_than_max_lag_bytes_logs_an_error_and_shows_in_the
             .map(str::to_owned)
     })
     .await;
-    // (Field names may be wrapped in terminal colour codes.)
     assert!(
-        line.contains("retained_bytes") && line.contains("1000000"),
+        line.contains("retained_bytes=") && line.contains("max_lag_bytes=1000000"),
         "{line}"
+    );
+    assert!(
+        !line.contains('\x1b'),
+        "no colour codes in a log file: {line}"
     );
     open.rollback().await.unwrap();
 }
