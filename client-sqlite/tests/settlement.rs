@@ -3,7 +3,8 @@
 //! is forced rather than raced: an up-to-date whose `global_last_seen_lsn` passes the write's
 //! LSN (the only way a write to a row outside every shape settles); the echo arriving before
 //! the answer; an answer without an LSN (the `ack_grace` sweep); `rejected` results and a batch
-//! refused as a whole (rolled back, one conflict and one event per write).
+//! refused as a whole (rolled back, one conflict and one event per write); `aborted` answers
+//! (sent again after a backoff, not in a tight loop).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +32,7 @@ struct Batch {
 /// A mutation request held by the server until the test answers it.
 struct Push {
     body: Value,
+    at: Instant,
     answer: oneshot::Sender<(StatusCode, Value)>,
 }
 
@@ -170,7 +172,11 @@ async fn shape(
 async fn mutations(State(script): State<Arc<Script>>, body: String) -> impl IntoResponse {
     let (answer, answered) = oneshot::channel();
     let body: Value = serde_json::from_str(&body).expect("a JSON batch");
-    let push = Push { body, answer };
+    let push = Push {
+        body,
+        at: Instant::now(),
+        answer,
+    };
     if script.pushes.send(push).is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "{}".to_owned());
     }
@@ -524,5 +530,51 @@ async fn a_batch_refused_as_a_whole_rolls_back_each_write_with_a_conflict_of_its
     })
     .await;
     assert_eq!(title(&client, 2).await.as_deref(), Some("ok"));
+    client.close().await;
+}
+
+#[tokio::test]
+async fn aborted_answers_are_sent_again_after_a_backoff_not_in_a_tight_loop() {
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let client = client(&server, &dir, Duration::from_secs(600)).await;
+    let queued = client
+        .update(
+            "t",
+            object(json!({"id": 1})),
+            object(json!({"title": "local"})),
+        )
+        .await
+        .expect("queued");
+    let mut times = Vec::new();
+    for _ in 0..4 {
+        let push = server.next_push().await;
+        assert_eq!(
+            push.ids(),
+            vec![queued.mutation_id.clone()],
+            "the same id again"
+        );
+        times.push(push.at);
+        push.answer_all("aborted", None, None);
+    }
+    let push = server.next_push().await;
+    times.push(push.at);
+    push.answer_all("applied", Some(900), Some("500"));
+    server.send(500, vec![change("update", 1, Some("local"), Some(900))]);
+    eventually("applied and settled", || async {
+        leftovers(&client).await == [0, 0, 0, 0]
+    })
+    .await;
+    // Backoff base 100 ms with equal jitter: every pause is at least 50 ms.
+    let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter().all(|g| *g >= Duration::from_millis(50)),
+        "resent without pausing: {gaps:?}"
+    );
+    assert_eq!(
+        query_i64(&client, "SELECT count(*) FROM _shapesync_conflicts").await,
+        0
+    );
+    assert_eq!(title(&client, 1).await.as_deref(), Some("local"));
     client.close().await;
 }
