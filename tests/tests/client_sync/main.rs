@@ -2,12 +2,17 @@
 //! changes, optimistic writes and their settlement, rollback of stale writes, resume after a
 //! restart, 409 refetch with pending writes, schema migration, Yjs, and the seeded simulation.
 
+mod gate;
+mod settlement;
 mod simulation;
 mod support;
 
-use client_sqlite::{ClientEvent, ShapeSpec, SyncState};
+use client_sqlite::{Client, ClientEvent, ShapeSpec, SyncState};
+use gate::{Gate, Hold};
 use serde_json::json;
-use support::{CLIENT_TODOS, PG_TODOS, env, eventually, object, rows, todos, uuid};
+use support::{
+    CLIENT_TODOS, PG_TODOS, clock_ahead, count, env, eventually, object, rows, todos, uuid,
+};
 
 async fn insert_todos(env: &support::Env, ids: std::ops::Range<u32>) {
     for n in ids {
@@ -188,9 +193,14 @@ async fn a_restarted_client_resumes_from_its_offset_without_refetching() {
 async fn a_must_refetch_replaces_the_rows_and_keeps_pending_writes() {
     let env = env("client_refetch").await;
     insert_todos(&env, 0..5).await;
-    let client = env.open_ahead("a.db", &[todos()], 20).await;
+    // The write is held before it reaches the proxy until the refetch has committed.
+    let gate = Gate::start(&env.proxy.url).await;
+    gate.hold(Hold::Requests);
+    let mut config = env.config("a.db", &[todos()]);
+    config.url = gate.url.clone();
+    config.clock = Some(clock_ahead(20));
+    let client = Client::open(config).await.expect("open");
     client.wait_synced(support::WAIT).await.expect("synced");
-    client.set_online(false);
     client
         .update(
             "todos",
@@ -199,13 +209,47 @@ async fn a_must_refetch_replaces_the_rows_and_keeps_pending_writes() {
         )
         .await
         .expect("queued");
+    eventually("the write is sent (and held)", || async {
+        gate.requests() == 1
+    })
+    .await;
     // TRUNCATE rotates the shape: the client gets a 409 and fetches it again.
-    env.sql("TRUNCATE todos").await;
-    insert_todos(&env, 1..3).await;
-    client.set_online(true);
-    eventually("refetched, with the write applied", || async {
+    env.sql(&format!(
+        "BEGIN; TRUNCATE todos;
+         INSERT INTO todos (id, owner_id, title, position) VALUES
+             ('{}', 'alice', 'todo 1', 1), ('{}', 'alice', 'todo 2', 2);
+         COMMIT;",
+        uuid(1),
+        uuid(2)
+    ))
+    .await;
+    let ids = "SELECT id FROM todos ORDER BY id";
+    eventually("refetched: the old rows are gone", || async {
         client.status().refetches >= 1
-            && client.status().pending == 0
+            && rows(&client, ids).await == vec![vec![Some(uuid(1))], vec![Some(uuid(2))]]
+    })
+    .await;
+    // Right after the refetch: the new rows, with the pending write still on top, and the
+    // write still queued.
+    let titles = rows(&client, "SELECT title FROM todos ORDER BY id").await;
+    assert_eq!(
+        titles,
+        vec![vec![Some("mine".into())], vec![Some("todo 2".into())]]
+    );
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM _shapesync_outbox").await,
+        1
+    );
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM _shapesync_overlays").await,
+        1
+    );
+    assert_eq!(client.status().pending, 1);
+
+    gate.release();
+    eventually("pushed, echoed and settled", || async {
+        client.status().pending == 0
+            && count(&client, "SELECT count(*) FROM _shapesync_overlays").await == 0
             && rows(&client, CLIENT_TODOS).await == env.pg_rows(PG_TODOS).await
     })
     .await;
