@@ -27,9 +27,10 @@ enum Command {
     /// Show the sync status stored in the database: pending writes, conflicts, last sync,
     /// and each shape's position and row count.
     Status(StatusArgs),
-    /// Queue a local write (JSON) to be sent by the next `sync`; it shows in the local table
-    /// at once. JSON: {"shape":"todos","op":"insert|update|upsert|delete","key":{…},
-    /// "values":{…}}; from the argument, or standard input when it is `-`.
+    /// Queue a local write (JSON); it shows in the local table at once and is sent by `sync`
+    /// (a `sync` already running on the same file sends it within a second). JSON:
+    /// {"shape":"todos","op":"insert|update|upsert|delete","key":{…},"values":{…}}; from the
+    /// argument, or standard input when it is `-`.
     Write(WriteArgs),
     /// List the local writes that lost (conflicts and rejections), with both versions.
     Conflicts(ConflictsArgs),

@@ -1,7 +1,7 @@
 //! How local writes settle against the real proxy (the scripted-server tests of client-sqlite
 //! force each ordering in isolation; these show the proxy's txids and LSNs drive them): writes
-//! to a row outside the shape and out of it, and an echo that overtakes its answer (held at
-//! the gate).
+//! to a row outside the shape and out of it, an echo that overtakes its answer (held at the
+//! gate), and a write queued by another connection to the same file while a client syncs.
 
 use std::time::Duration;
 
@@ -125,5 +125,64 @@ async fn an_echo_that_overtakes_its_answer_settles_the_write_when_the_answer_lan
     assert_eq!(
         rows(&client, CLIENT_TODOS).await,
         env.pg_rows(PG_TODOS).await
+    );
+}
+
+#[tokio::test]
+async fn a_write_queued_by_another_connection_stays_over_server_changes_and_is_sent() {
+    let env = env("client_settle_other_writer").await;
+    insert_todos(&env, 0..3).await;
+    let gate = Gate::start(&env.proxy.url).await;
+    gate.hold(Hold::Requests);
+    let mut config = env.config("a.db", &[todos()]);
+    config.url = gate.url.clone();
+    let syncing = Client::open(config.clone()).await.expect("open");
+    syncing.wait_synced(WAIT).await.expect("synced");
+
+    // Another connection to the same file queues a write (as `shapesync-client write` does
+    // while `sync` runs), with a clock ahead of the SQL below so the write wins.
+    config.clock = Some(clock_ahead(20));
+    let writer = Client::open_offline(&config).await.expect("open offline");
+    writer
+        .update(
+            "todos",
+            object(json!({"id": uuid(1)})),
+            object(json!({"title": "from cli"})),
+        )
+        .await
+        .expect("queued");
+    writer.close().await;
+
+    // The server changes the same row: it must go under the overlay, not over it.
+    env.sql(&format!(
+        "UPDATE todos SET title = 'server', done = true WHERE id = '{}'",
+        uuid(1)
+    ))
+    .await;
+    eventually("the change lands in the shadow", || async {
+        rows(&syncing, "SELECT title FROM _shapesync_shadow_todos").await
+            == vec![vec![Some("server".into())]]
+    })
+    .await;
+    let row = format!("SELECT title, done FROM todos WHERE id = '{}'", uuid(1));
+    assert_eq!(
+        rows(&syncing, &row).await,
+        vec![vec![Some("from cli".into()), Some("1".into())]]
+    );
+    eventually("the running client sends it", || async {
+        gate.requests() == 1
+    })
+    .await;
+
+    gate.release();
+    eventually("settled and converged", || async {
+        syncing.status().pending == 0
+            && leftovers(&syncing).await == [0, 0, 0]
+            && rows(&syncing, CLIENT_TODOS).await == env.pg_rows(PG_TODOS).await
+    })
+    .await;
+    assert_eq!(
+        rows(&syncing, &row).await,
+        vec![vec![Some("from cli".into()), Some("1".into())]]
     );
 }
