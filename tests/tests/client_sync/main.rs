@@ -2,6 +2,7 @@
 //! changes, optimistic writes and their settlement, rollback of stale writes, resume after a
 //! restart, 409 refetch with pending writes, schema migration, Yjs, and the seeded simulation.
 
+mod atomicity;
 mod gate;
 mod settlement;
 mod simulation;
