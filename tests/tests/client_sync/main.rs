@@ -287,6 +287,106 @@ async fn a_schema_change_migrates_the_local_table() {
 }
 
 #[tokio::test]
+async fn a_type_change_and_a_dropped_column_keep_pending_writes_on_the_new_table() {
+    let env = env("client_migrate_pending").await;
+    insert_todos(&env, 0..3).await;
+    // The writes are held before the proxy until the migration has committed.
+    let gate = Gate::start(&env.proxy.url).await;
+    gate.hold(Hold::Requests);
+    let mut config = env.config("a.db", &[todos()]);
+    config.url = gate.url.clone();
+    config.clock = Some(clock_ahead(20));
+    let client = Client::open(config).await.expect("open");
+    client.wait_synced(support::WAIT).await.expect("synced");
+    let mut events = client.events();
+    client
+        .update(
+            "todos",
+            object(json!({"id": uuid(1)})),
+            object(json!({"title": "mine", "position": 41.5})),
+        )
+        .await
+        .expect("queued");
+    client
+        .update(
+            "todos",
+            object(json!({"id": uuid(2)})),
+            object(json!({"done": true})),
+        )
+        .await
+        .expect("queued");
+    eventually("the writes are sent (and held)", || async {
+        gate.requests() >= 1
+    })
+    .await;
+    env.sql(
+        "ALTER TABLE todos ALTER COLUMN position TYPE numeric USING position::numeric;
+         ALTER TABLE todos DROP COLUMN done;",
+    )
+    .await;
+    // The next change shows the proxy the new columns: the shape is fetched again.
+    env.sql(&format!(
+        "UPDATE todos SET title = 'after' WHERE id = '{}'",
+        uuid(0)
+    ))
+    .await;
+    let columns = "SELECT name, type FROM pragma_table_info('todos') ORDER BY name";
+    let title_0 = format!("SELECT title FROM todos WHERE id = '{}'", uuid(0));
+    eventually("the local table is migrated and refilled", || async {
+        let columns = rows(&client, columns).await;
+        client.status().refetches >= 1
+            && !columns.iter().any(|c| c[0].as_deref() == Some("done"))
+            && columns.contains(&vec![Some("position".into()), Some("TEXT".into())])
+            && rows(&client, &title_0).await == vec![vec![Some("after".into())]]
+    })
+    .await;
+    // The pending writes are still on top of the new rows: the changed column shows the local
+    // value, the dropped one is simply gone; both writes are still queued.
+    let row_1 = format!(
+        "SELECT title, CAST(position AS REAL) FROM todos WHERE id = '{}'",
+        uuid(1)
+    );
+    assert_eq!(
+        rows(&client, &row_1).await,
+        vec![vec![Some("mine".into()), Some("41.5".into())]]
+    );
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM _shapesync_outbox").await,
+        2
+    );
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM _shapesync_overlays").await,
+        3
+    );
+
+    gate.release();
+    // The write to the dropped column is refused and rolled back; the other one is applied.
+    let ClientEvent::Conflict(conflict) = tokio::time::timeout(support::WAIT, events.recv())
+        .await
+        .expect("a conflict event")
+        .expect("event");
+    assert_eq!(conflict.status, "rejected");
+    assert_eq!(conflict.row_key, format!("[\"{}\"]", uuid(2)));
+    assert!(conflict.reason.contains("done"), "{}", conflict.reason);
+    let client_rows = "SELECT id, title, position FROM todos ORDER BY id";
+    let pg_rows =
+        "SELECT id::text, title, position::text FROM todos WHERE deleted_at IS NULL ORDER BY id";
+    eventually("converged on the new columns", || async {
+        client.status().pending == 0
+            && count(&client, "SELECT count(*) FROM _shapesync_overlays").await == 0
+            && rows(&client, client_rows).await == env.pg_rows(pg_rows).await
+    })
+    .await;
+    let pg = env
+        .pg_rows(&format!(
+            "SELECT title, position::text FROM todos WHERE id = '{}'",
+            uuid(1)
+        ))
+        .await;
+    assert_eq!(pg, vec![vec![Some("mine".into()), Some("41.5".into())]]);
+}
+
+#[tokio::test]
 async fn offline_yjs_edits_on_two_devices_both_survive() {
     use yrs::{GetString, Text, Transact};
     async fn body_of(
