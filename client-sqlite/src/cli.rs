@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use client_sqlite::{Client, ClientConfig, LocalWrite, ShapeSpec, SyncOptions};
+use client_sqlite::{Client, ClientConfig, LocalWrite, ShapePhase, ShapeSpec, SyncOptions};
 
 /// shapesync-client: mirror shapes from a shapesync (or Electric) server into a local SQLite
 /// database, keep working offline, and push local writes back.
@@ -21,14 +21,16 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Subscribe to shapes and keep the database in sync (until Ctrl-C, or with --once until
-    /// everything is up to date and every local write is sent).
+    /// everything is up to date and every local write is sent; --once fails at once when the
+    /// server refuses a shape).
     Sync(SyncArgs),
     /// Show the sync status stored in the database: pending writes, conflicts, last sync,
     /// and each shape's position and row count.
     Status(StatusArgs),
-    /// Queue a local write (JSON) to be sent by the next `sync`; it shows in the local table
-    /// at once. JSON: {"shape":"todos","op":"insert|update|upsert|delete","key":{…},
-    /// "values":{…}}; from the argument, or standard input when it is `-`.
+    /// Queue a local write (JSON); it shows in the local table at once and is sent by `sync`
+    /// (a `sync` already running on the same file sends it within a second). JSON:
+    /// {"shape":"todos","op":"insert|update|upsert|delete","key":{…},"values":{…}}; from the
+    /// argument, or standard input when it is `-`.
     Write(WriteArgs),
     /// List the local writes that lost (conflicts and rejections), with both versions.
     Conflicts(ConflictsArgs),
@@ -57,7 +59,8 @@ struct SyncArgs {
     /// Repeatable.
     #[arg(long = "shape", required = true)]
     shapes: Vec<ShapeSpec>,
-    /// Exit once every shape is up to date and the outbox is empty.
+    /// Exit once every shape is up to date and the outbox is empty (exit 1 at once if the
+    /// server refuses a shape: a bad `where`, unknown table, missing rights).
     #[arg(long)]
     once: bool,
     /// With --once: give up after this long (e.g. 30s, 5m).
@@ -199,13 +202,37 @@ async fn sync(args: SyncArgs) -> anyhow::Result<()> {
     let client = Client::open(config).await?;
     let progress = crate::progress::show(&client);
     let outcome = if args.once {
-        client.wait_synced(args.timeout).await.map_err(Into::into)
+        wait_synced_or_refused(&client, args.timeout).await
     } else {
         tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")
     };
     progress.finish(&client.status());
     client.close().await;
     outcome
+}
+
+/// `--once`: until everything is up to date and sent, or the first shape in `error` (a refusal
+/// the client would retry only slowly, in vain until someone changes the shape or the server).
+async fn wait_synced_or_refused(client: &Client, timeout: Duration) -> anyhow::Result<()> {
+    let mut status = client.watch_status();
+    let done = status.wait_for(|s| {
+        (s.all_up_to_date() && s.pending == 0)
+            || s.shapes.values().any(|p| matches!(p, ShapePhase::Error(_)))
+    });
+    let status = match tokio::time::timeout(timeout, done).await {
+        Ok(Ok(status)) => status.clone(),
+        Ok(Err(_)) => bail!("the client stopped"),
+        Err(_) => bail!(
+            "not in sync after {timeout:?}: {} (see --timeout)",
+            client.status().state
+        ),
+    };
+    for (name, phase) in &status.shapes {
+        if let ShapePhase::Error(message) = phase {
+            bail!("shape {name:?}: {message}");
+        }
+    }
+    Ok(())
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<()> {

@@ -56,7 +56,7 @@ pub async fn run(ctx: Arc<SyncContext>, mut network: Network, wake: Arc<Notify>,
                 continue;
             }
         };
-        backoff.reset();
+        let progress = settles_some(&entries, &response);
         let recorded = ctx
             .store
             .call(move |core| core.record_results(&entries, &response))
@@ -64,7 +64,23 @@ pub async fn run(ctx: Arc<SyncContext>, mut network: Network, wake: Arc<Notify>,
         if let Err(e) = recorded {
             tracing::warn!(error = %e, "recording the server's answer failed");
         }
+        if progress {
+            backoff.reset();
+        } else {
+            // Every write came back `aborted` (the server ran out of room in its transaction)
+            // or unanswered: sending the same batch again at once would spin.
+            tracing::debug!("the server settled none of the writes sent; retrying later");
+            network.sleep(backoff.next_delay(None)).await;
+        }
     }
+}
+
+/// Whether the answer settles at least one of the writes sent (anything but `aborted`).
+fn settles_some(sent: &[OutboxEntry], response: &MutationResponse) -> bool {
+    response
+        .results
+        .iter()
+        .any(|r| r.status != "aborted" && sent.iter().any(|e| e.mutation_id == r.id))
 }
 
 async fn send(

@@ -186,3 +186,48 @@ async fn bad_input_is_refused_with_a_message() {
         stderr(&refused)
     );
 }
+
+#[tokio::test]
+async fn sync_once_fails_at_once_when_the_server_refuses_a_shape() {
+    // A server that refuses the shape as shapesync does a bad `where`.
+    let app = axum::Router::new().route(
+        "/v1/shape",
+        axum::routing::get(|| async {
+            (
+                axum::http::StatusCode::BAD_REQUEST,
+                r#"{"message":"Invalid request","errors":{"where":["unknown column nope"]}}"#,
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("app.db");
+    let started = std::time::Instant::now();
+    // The default --timeout (10 minutes) is what it would otherwise wait.
+    let refused = run(&[
+        "sync",
+        "--url",
+        &url,
+        "--db",
+        db.to_str().expect("utf-8 path"),
+        "--shape",
+        "mine=todos?where=nope = 1",
+        "--once",
+    ])
+    .await;
+    assert!(!refused.status.success());
+    let message = stderr(&refused);
+    assert!(message.contains("shape \"mine\""), "{message}");
+    assert!(message.contains("HTTP 400"), "{message}");
+    assert!(message.contains("unknown column nope"), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+}

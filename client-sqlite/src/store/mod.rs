@@ -9,6 +9,11 @@
 //! belong to other shapes or to the app (local writes, queries) wait in a queue and run right
 //! after the commit; a subscription that fails mid-batch sends [`BatchStep::Abort`].
 //!
+//! Another connection may write to the same file (the CLI's `write` while a `sync` runs): every
+//! transaction this thread opens first checks SQLite's `data_version`, and reloads the in-memory
+//! state (which rows have overlays, answered writes) when someone else committed since, so a
+//! server change never lands in the app's table over an overlay this thread has not seen.
+//!
 //! The parts: [`mirror`] (server rows into the app's tables, resets, migrations), [`overlay`]
 //! (pending local values on top of server rows), [`outbox`] (local writes and their results),
 //! [`conflicts`], and [`sync_tables`] (the `_shapesync_*` tables).
@@ -74,6 +79,8 @@ pub struct StoreCore {
     open_batch: Option<String>,
     /// Milliseconds after which an answered write with no known LSN stops overlaying.
     pub(crate) ack_grace_ms: i64,
+    /// `PRAGMA data_version` as of the last look: it changes when another connection commits.
+    data_version: i64,
 }
 
 type Call = Box<dyn FnOnce(&mut StoreCore) + Send>;
@@ -131,7 +138,9 @@ impl Store {
             status,
             open_batch: None,
             ack_grace_ms: options.ack_grace_ms,
+            data_version: 0,
         };
+        core.data_version = core.read_data_version()?;
         core.load()?;
         let (jobs, rx) = mpsc::unbounded_channel();
         std::thread::Builder::new()
@@ -377,6 +386,25 @@ impl StoreCore {
         if self.open_batch.is_none() {
             self.conn.execute_batch("BEGIN IMMEDIATE")?;
             self.open_batch = Some(shape.to_owned());
+            self.follow_other_writers()?;
+        }
+        Ok(())
+    }
+
+    fn read_data_version(&self) -> Result<i64, ClientError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
+    /// Inside a write transaction (so nobody else can commit meanwhile): reloads the
+    /// in-memory state if another connection committed since the last look.
+    fn follow_other_writers(&mut self) -> Result<(), ClientError> {
+        let version = self.read_data_version()?;
+        if version != self.data_version {
+            tracing::debug!("another connection wrote to the database: reloading its state");
+            self.load()?;
+            self.data_version = version;
         }
         Ok(())
     }
@@ -395,7 +423,7 @@ impl StoreCore {
         f: impl FnOnce(&mut StoreCore) -> Result<R, ClientError>,
     ) -> Result<R, ClientError> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        match f(self) {
+        match self.follow_other_writers().and_then(|()| f(self)) {
             Ok(r) => {
                 self.conn.execute_batch("COMMIT")?;
                 Ok(r)

@@ -190,7 +190,8 @@ impl ShapeSync {
             if !self.network.wait_online().await {
                 break;
             }
-            if !self.up_to_date {
+            // A batch open across requests (a snapshot in many responses) is still syncing.
+            if !self.up_to_date && !self.batch_open {
                 self.ctx.status.set_phase(&name, ShapePhase::Connecting);
             }
             let mode = match (self.up_to_date, self.sse) {

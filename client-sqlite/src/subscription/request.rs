@@ -1,6 +1,6 @@
 //! One shape request: its URL, and what its status and headers mean.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::header::HeaderMap;
 use reqwest::{Response, StatusCode, Url};
@@ -65,8 +65,7 @@ pub async fn check(response: Response) -> Result<Response, Refusal> {
         return Err(Refusal::MustRefetch);
     }
     let retry_after = header(response.headers(), "retry-after")
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(|value| parse_retry_after(value, SystemTime::now()));
     let message = response.text().await.unwrap_or_default();
     let message: String = message.chars().take(500).collect();
     let code = status.as_u16();
@@ -84,6 +83,28 @@ pub async fn check(response: Response) -> Result<Response, Refusal> {
             }
         },
     ))
+}
+
+/// `retry-after` as seconds or as an HTTP date (RFC 9110 §10.2.3: IMF-fixdate, and the obsolete
+/// RFC 850 and asctime forms every recipient must accept), as a wait from `now`. A date in the
+/// past means "now".
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value)
+        .map(|d| d.to_utc())
+        .or_else(|_| {
+            ["%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"]
+                .iter()
+                .find_map(|format| chrono::NaiveDateTime::parse_from_str(value, format).ok())
+                .map(|naive| naive.and_utc())
+                .ok_or(())
+        })
+        .ok()?;
+    let now = chrono::DateTime::<chrono::Utc>::from(now);
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
 }
 
 pub fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -114,5 +135,38 @@ mod tests {
             url.as_str()
                 .ends_with("offset=5_2&handle=h1&live=true&cursor=20&live_sse=true")
         );
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_as_an_http_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_450); // 07:27:30 GMT
+        let wait = |value| parse_retry_after(value, now);
+        assert_eq!(wait("120"), Some(Duration::from_secs(120)));
+        assert_eq!(wait(" 0 "), Some(Duration::ZERO));
+        assert_eq!(
+            wait("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            wait("Wednesday, 21-Oct-15 07:28:00 GMT"),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            wait("Wed Oct 21 07:28:00 2015"),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            wait("Wed, 21 Oct 2015 07:00:00 GMT"),
+            Some(Duration::ZERO),
+            "a date in the past: retry now"
+        );
+        let november = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_747); // 1994-11-06 08:49:07
+        assert_eq!(
+            parse_retry_after("Sun Nov  6 08:49:37 1994", november),
+            Some(Duration::from_secs(30)),
+            "asctime pads the day with a space"
+        );
+        assert_eq!(wait("soon"), None);
+        assert_eq!(wait("-5"), None);
     }
 }

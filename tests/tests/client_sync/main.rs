@@ -2,12 +2,18 @@
 //! changes, optimistic writes and their settlement, rollback of stale writes, resume after a
 //! restart, 409 refetch with pending writes, schema migration, Yjs, and the seeded simulation.
 
+mod atomicity;
+mod gate;
+mod settlement;
 mod simulation;
 mod support;
 
-use client_sqlite::{ClientEvent, ShapeSpec, SyncState};
+use client_sqlite::{Client, ClientEvent, ShapeSpec, SyncState};
+use gate::{Gate, Hold};
 use serde_json::json;
-use support::{CLIENT_TODOS, PG_TODOS, env, eventually, object, rows, todos, uuid};
+use support::{
+    CLIENT_TODOS, PG_TODOS, clock_ahead, count, env, eventually, object, rows, todos, uuid,
+};
 
 async fn insert_todos(env: &support::Env, ids: std::ops::Range<u32>) {
     for n in ids {
@@ -188,9 +194,14 @@ async fn a_restarted_client_resumes_from_its_offset_without_refetching() {
 async fn a_must_refetch_replaces_the_rows_and_keeps_pending_writes() {
     let env = env("client_refetch").await;
     insert_todos(&env, 0..5).await;
-    let client = env.open_ahead("a.db", &[todos()], 20).await;
+    // The write is held before it reaches the proxy until the refetch has committed.
+    let gate = Gate::start(&env.proxy.url).await;
+    gate.hold(Hold::Requests);
+    let mut config = env.config("a.db", &[todos()]);
+    config.url = gate.url.clone();
+    config.clock = Some(clock_ahead(20));
+    let client = Client::open(config).await.expect("open");
     client.wait_synced(support::WAIT).await.expect("synced");
-    client.set_online(false);
     client
         .update(
             "todos",
@@ -199,13 +210,47 @@ async fn a_must_refetch_replaces_the_rows_and_keeps_pending_writes() {
         )
         .await
         .expect("queued");
+    eventually("the write is sent (and held)", || async {
+        gate.requests() == 1
+    })
+    .await;
     // TRUNCATE rotates the shape: the client gets a 409 and fetches it again.
-    env.sql("TRUNCATE todos").await;
-    insert_todos(&env, 1..3).await;
-    client.set_online(true);
-    eventually("refetched, with the write applied", || async {
+    env.sql(&format!(
+        "BEGIN; TRUNCATE todos;
+         INSERT INTO todos (id, owner_id, title, position) VALUES
+             ('{}', 'alice', 'todo 1', 1), ('{}', 'alice', 'todo 2', 2);
+         COMMIT;",
+        uuid(1),
+        uuid(2)
+    ))
+    .await;
+    let ids = "SELECT id FROM todos ORDER BY id";
+    eventually("refetched: the old rows are gone", || async {
         client.status().refetches >= 1
-            && client.status().pending == 0
+            && rows(&client, ids).await == vec![vec![Some(uuid(1))], vec![Some(uuid(2))]]
+    })
+    .await;
+    // Right after the refetch: the new rows, with the pending write still on top, and the
+    // write still queued.
+    let titles = rows(&client, "SELECT title FROM todos ORDER BY id").await;
+    assert_eq!(
+        titles,
+        vec![vec![Some("mine".into())], vec![Some("todo 2".into())]]
+    );
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM _shapesync_outbox").await,
+        1
+    );
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM _shapesync_overlays").await,
+        1
+    );
+    assert_eq!(client.status().pending, 1);
+
+    gate.release();
+    eventually("pushed, echoed and settled", || async {
+        client.status().pending == 0
+            && count(&client, "SELECT count(*) FROM _shapesync_overlays").await == 0
             && rows(&client, CLIENT_TODOS).await == env.pg_rows(PG_TODOS).await
     })
     .await;
@@ -239,6 +284,106 @@ async fn a_schema_change_migrates_the_local_table() {
         read.ok() == Some((15, 3))
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_type_change_and_a_dropped_column_keep_pending_writes_on_the_new_table() {
+    let env = env("client_migrate_pending").await;
+    insert_todos(&env, 0..3).await;
+    // The writes are held before the proxy until the migration has committed.
+    let gate = Gate::start(&env.proxy.url).await;
+    gate.hold(Hold::Requests);
+    let mut config = env.config("a.db", &[todos()]);
+    config.url = gate.url.clone();
+    config.clock = Some(clock_ahead(20));
+    let client = Client::open(config).await.expect("open");
+    client.wait_synced(support::WAIT).await.expect("synced");
+    let mut events = client.events();
+    client
+        .update(
+            "todos",
+            object(json!({"id": uuid(1)})),
+            object(json!({"title": "mine", "position": 41.5})),
+        )
+        .await
+        .expect("queued");
+    client
+        .update(
+            "todos",
+            object(json!({"id": uuid(2)})),
+            object(json!({"done": true})),
+        )
+        .await
+        .expect("queued");
+    eventually("the writes are sent (and held)", || async {
+        gate.requests() >= 1
+    })
+    .await;
+    env.sql(
+        "ALTER TABLE todos ALTER COLUMN position TYPE numeric USING position::numeric;
+         ALTER TABLE todos DROP COLUMN done;",
+    )
+    .await;
+    // The next change shows the proxy the new columns: the shape is fetched again.
+    env.sql(&format!(
+        "UPDATE todos SET title = 'after' WHERE id = '{}'",
+        uuid(0)
+    ))
+    .await;
+    let columns = "SELECT name, type FROM pragma_table_info('todos') ORDER BY name";
+    let title_0 = format!("SELECT title FROM todos WHERE id = '{}'", uuid(0));
+    eventually("the local table is migrated and refilled", || async {
+        let columns = rows(&client, columns).await;
+        client.status().refetches >= 1
+            && !columns.iter().any(|c| c[0].as_deref() == Some("done"))
+            && columns.contains(&vec![Some("position".into()), Some("TEXT".into())])
+            && rows(&client, &title_0).await == vec![vec![Some("after".into())]]
+    })
+    .await;
+    // The pending writes are still on top of the new rows: the changed column shows the local
+    // value, the dropped one is simply gone; both writes are still queued.
+    let row_1 = format!(
+        "SELECT title, CAST(position AS REAL) FROM todos WHERE id = '{}'",
+        uuid(1)
+    );
+    assert_eq!(
+        rows(&client, &row_1).await,
+        vec![vec![Some("mine".into()), Some("41.5".into())]]
+    );
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM _shapesync_outbox").await,
+        2
+    );
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM _shapesync_overlays").await,
+        3
+    );
+
+    gate.release();
+    // The write to the dropped column is refused and rolled back; the other one is applied.
+    let ClientEvent::Conflict(conflict) = tokio::time::timeout(support::WAIT, events.recv())
+        .await
+        .expect("a conflict event")
+        .expect("event");
+    assert_eq!(conflict.status, "rejected");
+    assert_eq!(conflict.row_key, format!("[\"{}\"]", uuid(2)));
+    assert!(conflict.reason.contains("done"), "{}", conflict.reason);
+    let client_rows = "SELECT id, title, position FROM todos ORDER BY id";
+    let pg_rows =
+        "SELECT id::text, title, position::text FROM todos WHERE deleted_at IS NULL ORDER BY id";
+    eventually("converged on the new columns", || async {
+        client.status().pending == 0
+            && count(&client, "SELECT count(*) FROM _shapesync_overlays").await == 0
+            && rows(&client, client_rows).await == env.pg_rows(pg_rows).await
+    })
+    .await;
+    let pg = env
+        .pg_rows(&format!(
+            "SELECT title, position::text FROM todos WHERE id = '{}'",
+            uuid(1)
+        ))
+        .await;
+    assert_eq!(pg, vec![vec![Some("mine".into()), Some("41.5".into())]]);
 }
 
 #[tokio::test]

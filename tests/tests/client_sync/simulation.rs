@@ -1,11 +1,15 @@
 //! The seeded simulation (STYLE.md #12): three devices with their own SQLite files, random
-//! writes on Postgres and through the devices, random disconnects, device restarts and proxy
-//! restarts (SIGTERM and kill -9); one device stays offline the whole run and comes back with
-//! hundreds of queued writes. At the end every mirror equals the shape evaluated on Postgres,
-//! every outbox and overlay is empty, every mutation was applied exactly once, and the rows the
-//! devices wrote hold the last-write-wins winners the rules say.
+//! writes on Postgres and through the devices, random disconnects, device restarts and two
+//! proxy restarts at steps drawn from the seed (one kill -9, one SIGTERM); one device stays
+//! offline the whole run and comes back with at least [`MIN_QUEUED_OFFLINE`] queued writes.
+//! Plain SQL writes the devices' rows too, with `updated_at` taken from the devices' clock, so
+//! last-write-wins between SQL and device writes is exercised. At the end every mirror equals
+//! the shape evaluated on Postgres, every outbox, overlay and answered-write list is empty,
+//! every mutation was applied exactly once, and the rows the devices wrote hold the
+//! last-write-wins winners the model says.
 //!
-//! `SHAPESYNC_SEED=<n>` replays a run's schedule (the seed is printed at the start);
+//! `SHAPESYNC_SEED=<n>` replays a run's schedule (the seed is printed at the start and the
+//! end; rows a device picks come from its mirror, so timing can still vary a replay);
 //! `SHAPESYNC_SIM_STEPS` changes its length.
 
 use std::collections::BTreeMap;
@@ -19,6 +23,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
 use crate::support::{CLIENT_TODOS, Env, PG_TODOS, object, rows, uuid};
+
+/// Writes the offline device queues before it comes back (it usually queues more).
+const MIN_QUEUED_OFFLINE: usize = 100;
 
 /// A register: the clock (µs) of the write that set it, and the value.
 type Register = (i64, Value);
@@ -66,6 +73,8 @@ struct Sim {
     server_rows: Vec<u32>,
     shape: ShapeSpec,
     proxy_restarts: usize,
+    /// Plain SQL writes that hit a device-written row.
+    sql_device_writes: usize,
 }
 
 pub async fn run(name: &str) {
@@ -94,14 +103,30 @@ pub async fn run(name: &str) {
             sim.devices[i].online = false;
         }
     }
+    // Two proxy restarts per run, at steps drawn from the seed: one crash (kill -9), one clean
+    // stop.
+    let crash_at = sim.rng.random_range(0..steps.max(2));
+    let stop_at = loop {
+        let step = sim.rng.random_range(0..steps.max(2));
+        if step != crash_at {
+            break step;
+        }
+    };
     for step in 0..steps {
-        // Two proxy restarts per run, at random points: one crash (kill -9), one clean stop.
-        if step == steps / 3 || step == 2 * steps / 3 {
-            sim.restart_proxy(step == steps / 3).await;
+        if step == crash_at || step == stop_at {
+            sim.restart_proxy(step == crash_at).await;
         }
         sim.step().await;
     }
-    let queued_offline = sim.devices[2].writes;
+    while sim.devices[2].writes < MIN_QUEUED_OFFLINE {
+        sim.device_write(2).await;
+    }
+    let queued_offline = sim.queued(2).await;
+    assert_eq!(
+        queued_offline, sim.devices[2].writes,
+        "every write of the offline device is queued"
+    );
+    assert!(queued_offline >= MIN_QUEUED_OFFLINE, "{queued_offline}");
     sim.converge().await;
     let writes: Vec<String> = sim
         .devices
@@ -109,9 +134,10 @@ pub async fn run(name: &str) {
         .map(|d| format!("{}: {}", d.name, d.writes))
         .collect();
     eprintln!(
-        "client simulation: SHAPESYNC_SEED={seed} converged; writes {writes:?} ({queued_offline} queued offline by c); {} proxy restarts",
-        sim.proxy_restarts
+        "client simulation: SHAPESYNC_SEED={seed} converged; writes {writes:?} ({queued_offline} queued offline by c); {} plain SQL writes of device rows; proxy restarts at steps {crash_at} (kill -9) and {stop_at}",
+        sim.sql_device_writes
     );
+    assert_eq!(sim.proxy_restarts, 2.min(steps));
 }
 
 impl Sim {
@@ -138,6 +164,7 @@ impl Sim {
             server_rows: Vec::new(),
             shape: ShapeSpec::table("todos").with_where("owner_id <> 'hidden'"),
             proxy_restarts: 0,
+            sql_device_writes: 0,
         }
     }
 
@@ -220,7 +247,8 @@ impl Sim {
                     self.device_write(i).await;
                 }
             }
-            40..62 => self.sql_write().await,
+            40..54 => self.sql_write().await,
+            54..62 => self.sql_write_device_row().await,
             62..74 => {
                 let i = self.rng.random_range(0..2);
                 let online = !self.devices[i].online;
@@ -372,6 +400,73 @@ impl Sim {
         self.env.sql(&sql).await;
     }
 
+    /// Plain SQL on a row the devices write, setting every column the model follows and the
+    /// tombstone, at an `updated_at` from the devices' clock: it counts as a write of every
+    /// column and of existence at that time (DESIGN.md decision 7), whatever the row held, so
+    /// the model knows the winner whichever order device writes reach the server in. (A device
+    /// write made later has a later clock and beats it; one made earlier loses.)
+    async fn sql_write_device_row(&mut self) {
+        // Rows still only in an offline device's outbox are not on the server yet: a few tries.
+        for _ in 0..3 {
+            if self.sql_write_device_row_once().await {
+                return;
+            }
+        }
+    }
+
+    /// Whether the row picked was on the server.
+    async fn sql_write_device_row_once(&mut self) -> bool {
+        if self.model.is_empty() {
+            return false;
+        }
+        let id = self
+            .model
+            .keys()
+            .nth(self.rng.random_range(0..self.model.len()))
+            .cloned()
+            .expect("a row");
+        let at = self.clock.fetch_add(1_000, Ordering::SeqCst) + 1_000;
+        let title = format!("sql {}", self.rng.random_range(0..1000));
+        let done = self.rng.random_bool(0.5);
+        let position = self.rng.random_range(0..100);
+        let live = !self.rng.random_bool(0.15);
+        let stamp = micros_to_text(at);
+        let deleted_at = if live {
+            "NULL".to_owned()
+        } else {
+            stamp.clone()
+        };
+        let updated = self
+            .env
+            .pg_rows(&format!(
+                "UPDATE todos SET title = '{title}', done = {done}, position = {position},
+                        deleted_at = {deleted_at}, updated_at = {stamp}
+                 WHERE id = '{id}' RETURNING id"
+            ))
+            .await;
+        if updated.is_empty() {
+            return false;
+        }
+        self.sql_device_writes += 1;
+        self.model.entry(id).or_default().write(
+            at,
+            live,
+            &[
+                ("title", json!(title)),
+                ("done", json!(done)),
+                ("position", json!(position)),
+            ],
+        );
+        true
+    }
+
+    /// The writes waiting in device `i`'s outbox.
+    async fn queued(&self, i: usize) -> usize {
+        let client = self.devices[i].client.as_ref().expect("open");
+        let n = rows(client, "SELECT count(*) FROM _shapesync_outbox").await;
+        n[0][0].as_deref().and_then(|n| n.parse().ok()).unwrap_or(0)
+    }
+
     async fn converge(&mut self) {
         for device in &mut self.devices {
             device.online = true;
@@ -424,8 +519,7 @@ impl Sim {
             )
             .take(6)
             .collect();
-        let clean =
-            leftovers[0][0].as_deref() == Some("0") && leftovers[0][1].as_deref() == Some("0");
+        let clean = leftovers[0].iter().all(|n| n.as_deref() == Some("0"));
         let notes = "SELECT id, title FROM notes ORDER BY id";
         let notes_match = rows(client, notes).await
             == self

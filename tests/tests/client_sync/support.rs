@@ -82,8 +82,7 @@ impl Env {
     /// are newer than plain SQL writes made meanwhile, within the server's allowed skew).
     pub async fn open_ahead(&self, file: &str, shapes: &[ShapeSpec], seconds: i64) -> Client {
         let mut config = self.config(file, shapes);
-        let offset = seconds * 1_000_000;
-        config.clock = Some(std::sync::Arc::new(move || chrono_micros() + offset));
+        config.clock = Some(clock_ahead(seconds));
         Client::open(config).await.expect("open the client")
     }
 
@@ -172,6 +171,21 @@ pub fn uuid(n: u32) -> String {
 
 pub fn todos() -> ShapeSpec {
     ShapeSpec::table("todos")
+}
+
+/// A write clock `seconds` ahead of the real one (see [`Env::open_ahead`]).
+pub fn clock_ahead(seconds: i64) -> client_sqlite::Clock {
+    let offset = seconds * 1_000_000;
+    std::sync::Arc::new(move || chrono_micros() + offset)
+}
+
+/// A number from a query of one value on the client.
+pub async fn count(client: &Client, sql: &str) -> i64 {
+    let sql = sql.to_owned();
+    client
+        .read(move |c| c.query_row(&sql, [], |r| r.get(0)))
+        .await
+        .expect("a number from the client's database")
 }
 
 fn chrono_micros() -> i64 {
