@@ -29,6 +29,7 @@ const FIGURES: &[&str] = &[
     "initial_sync_1m",
     "initial_sync_1m.client_rss",
     "initial_sync_1m.proxy_rss_growth",
+    "initial_sync_1m.live_apply",
     "initial_sync_1m.http",
     "sse_10k",
     "mutations_batch",

@@ -138,6 +138,14 @@ fn main() -> ExitCode {
         let args: Vec<String> = std::env::args().skip(2).collect();
         return client_child::main(&args);
     }
+    // `bench client-follow …`: this process follows a shape live (see `client_child`).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "client-follow")
+    {
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        return client_child::follow_main(&args);
+    }
     let options = Options::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
