@@ -213,7 +213,8 @@ pub(crate) mod tests {
     use serde_json::json;
     use shapes::schema::{Column, PgType, QualifiedName, TableSchema, TypeKind};
 
-    fn column(name: &str, ty: &str, pk: Option<usize>) -> Column {
+    /// A column of type `ty`, part of the primary key at `pk`; `slug` is generated.
+    pub(crate) fn column(name: &str, ty: &str, pk: Option<usize>) -> Column {
         Column {
             name: name.into(),
             ty: PgType {

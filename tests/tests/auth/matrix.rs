@@ -222,21 +222,30 @@ fn reads() -> Vec<Attempt> {
             403,
         )
         .says("\"position\""),
-        // fails to type-check even on the whole table: answered as an unknown column,
-        // saying nothing of its type
+        // would not type-check even on the whole table (a float cast to text): still a
+        // hidden column, named, and nothing said of its type
         todos(
             "hidden column behind a cast",
             "position::text = '4242.125'",
             alice(),
-            400,
+            403,
         )
-        .says("unknown column \"position\""),
+        .says("\"position\""),
         todos(
             "hidden column with a type error",
             "position = 'x'",
             alice(),
-            400,
-        ),
+            403,
+        )
+        .says("\"position\""),
+        todos(
+            "two hidden columns, one behind a cast",
+            "deleted_at IS NULL AND position::text = '1'",
+            alice(),
+            403,
+        )
+        .says("columns \"deleted_at\", \"position\""),
+        todos("unknown column", "colour = 'red'", alice(), 400).says("unknown column \"colour\""),
         shape(
             "hidden column requested",
             &[("table", "todos"), ("columns", "id,position")],
