@@ -137,7 +137,7 @@ impl Preparation<'_> {
             return Ok(Slot::Done(Outcome::rejected(
                 RefusalCode::NotWritable,
                 None,
-                format!("table {name} does not accept writes (see --writable)"),
+                not_writable(&name, self.guard.is_some()),
             )));
         }
         if let Some(guard) = self.guard {
@@ -165,5 +165,18 @@ impl Preparation<'_> {
                 Err(error) => Slot::Done(Outcome::Rejected { error }),
             },
         )
+    }
+}
+
+/// Why a table outside `--writable` refuses a mutation; for a `guarded` request (a token),
+/// also that its rules are not what refuses it.
+fn not_writable(name: &QualifiedName, guarded: bool) -> String {
+    if guarded {
+        format!(
+            "table {name} does not accept writes: the rules allow this one, but the proxy's \
+             --writable does not list {name} (both must allow a write; add it to --writable)"
+        )
+    } else {
+        format!("table {name} does not accept writes: add it to the proxy's --writable")
     }
 }

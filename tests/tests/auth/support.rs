@@ -47,7 +47,8 @@ const SEED: &str = "
 ";
 
 /// The rules of the tests: those of rules.example.toml, with `position` of todos hidden and
-/// notes update-only, plus a claim-free table and one read through an array claim.
+/// notes update-only, plus a claim-free table and one read through an array claim, whose
+/// rules allow updates that `--writable` does not.
 pub const RULES: &str = r#"
 [tables.todos]
 read = "owner_id = $claims.sub"
@@ -67,6 +68,8 @@ read = "true"
 
 [tables.team_docs]
 read = "team = ANY($claims.teams)"
+write = ["update"]
+writable_columns = ["body"]
 "#;
 
 /// Column names a token must never find in a response unless its request named them: the

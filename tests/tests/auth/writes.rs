@@ -185,6 +185,20 @@ pub(crate) fn writes() -> Vec<Attempt> {
         )
         .says("table \"public\".\"no_such_table\" has no rules, so tokens cannot write it"),
         alice_write(
+            "rules allow the write, --writable does not",
+            "team_docs",
+            "update",
+            json!({"id": 1}),
+            json!({"body": "rewritten by alice"}),
+            NOW,
+            "not_writable",
+        )
+        .says(
+            "table \"public\".\"team_docs\" does not accept writes: the rules allow this one, \
+             but the proxy's --writable does not list \"public\".\"team_docs\" (both must \
+             allow a write; add it to --writable)",
+        ),
+        alice_write(
             "op the rules do not allow (insert note)",
             "notes",
             "insert",
