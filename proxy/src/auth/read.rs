@@ -7,6 +7,8 @@
 //! - the client's `where` may use readable columns only (403 naming the others, even inside
 //!   a cast); it is type-checked against the readable columns alone, so its errors never
 //!   describe others;
+//! - a subset snapshot's `where` and `order_by` obey the same rule, and are checked against
+//!   the readable columns alone ([`TokenAccess::scope_subset`]);
 //! - the rule's row filter, claims bound as parameters, becomes the request's `filter`, which
 //!   the engine ANDs into the `where` and puts into the shape's identity.
 
@@ -90,6 +92,50 @@ impl TokenAccess {
         Ok(ReadScope {
             private: read.uses_claims(),
         })
+    }
+
+    /// The columns a subset snapshot of a shape of `table` may use: 403 when its `where`
+    /// (with `params`) or its `order_by` columns use others. Otherwise the table as this
+    /// token sees it (readable columns only), for the subset to be checked against, so that
+    /// its errors describe no other column.
+    pub fn scope_subset(
+        &self,
+        table: &TableSchema,
+        where_: Option<&str>,
+        params: &BTreeMap<usize, String>,
+        order_by: &[String],
+    ) -> Result<TableSchema, ApiError> {
+        let (rule, _) = self.read_rule(&table.name)?;
+        if rule.columns.is_none() {
+            return Ok(table.clone());
+        }
+        if let Some(text) = where_.filter(|w| !w.trim().is_empty())
+            && let Err(WhereProblem::Hidden(hidden)) =
+                check_readable_where(rule, table, text, params)
+        {
+            // Other mistakes are found (and described) by the subset's own checks.
+            return Err(hidden_columns(
+                "the subset's where (`subset__where`, or `where` in the body)",
+                &hidden,
+                rule,
+                table,
+            ));
+        }
+        // Columns the table lacks are left to the subset's own check (400), as in `where`.
+        let hidden: Vec<String> = order_by
+            .iter()
+            .filter(|n| !rule.readable(n) && table.column_index(n).is_some())
+            .map(|n| quote_identifier(n))
+            .collect();
+        if !hidden.is_empty() {
+            return Err(hidden_columns(
+                "the subset's order_by (`subset__order_by`, or `order_by` in the body)",
+                &hidden,
+                rule,
+                table,
+            ));
+        }
+        Ok(readable_view(rule, table))
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod live;
 mod matrix;
+mod subsets;
 mod support;
 mod writes;
 

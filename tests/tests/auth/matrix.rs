@@ -1,14 +1,14 @@
 //! The attack matrix: every attempt with its exact expected status (and, for writes, the
 //! result of its first mutation), run in order against one proxy; every response body is
 //! scanned for values its viewer must never see, and (unless the secret asked) for names of
-//! hidden columns the request did not give. Reads and credentials are here, writes and
-//! deletes in `writes`.
+//! hidden columns the request did not give. Reads and credentials are here, subset
+//! snapshots in `subsets`, writes and deletes in `writes`.
 
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::*;
-use crate::writes;
+use crate::{subsets, writes};
 
 /// What an attempt must produce besides its status.
 #[derive(Debug, Clone)]
@@ -60,7 +60,12 @@ pub fn query(params: &[(&str, &str)]) -> String {
         .join("&")
 }
 
-fn shape(name: &'static str, params: &[(&str, &str)], cred: Cred, status: u16) -> Attempt {
+pub(crate) fn shape(
+    name: &'static str,
+    params: &[(&str, &str)],
+    cred: Cred,
+    status: u16,
+) -> Attempt {
     let mut all = vec![("offset", "-1")];
     all.extend_from_slice(params);
     Attempt {
@@ -489,6 +494,7 @@ fn credentials() -> Vec<Attempt> {
 /// Every attempt, in the order they run.
 pub fn attempts() -> Vec<Attempt> {
     let mut all = reads();
+    all.extend(subsets::subsets());
     all.extend(credentials());
     all.extend(writes::writes());
     all.extend(writes::deletes());

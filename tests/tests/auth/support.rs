@@ -283,9 +283,12 @@ impl Reply {
         serde_json::from_str(&self.text).unwrap_or(Value::Null)
     }
 
-    /// Data rows of a shape response (messages with a `key`).
+    /// Data rows of a shape response (messages with a `key`), or of a subset snapshot
+    /// (`{"metadata": …, "data": [...]}`).
     pub fn rows(&self) -> Vec<Value> {
-        self.json()
+        let json = self.json();
+        let messages = json.get("data").unwrap_or(&json);
+        messages
             .as_array()
             .into_iter()
             .flatten()
