@@ -285,7 +285,15 @@ async fn subset_response(
     );
     insert(h, "electric-schema", &shape.schema_header);
     insert(h, "electric-snapshot", "true");
-    insert(h, header::CACHE_CONTROL.as_str(), "no-cache");
+    let private = authorized.scope.private;
+    insert(
+        h,
+        header::CACHE_CONTROL.as_str(),
+        headers::subset_cache_control(private),
+    );
+    if private {
+        headers::vary_on_credentials(h);
+    }
     Ok(response)
 }
 
