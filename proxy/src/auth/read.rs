@@ -4,11 +4,15 @@
 //!   table is looked up;
 //! - requested `columns` must all be readable (403 naming the others); no `columns` means the
 //!   readable ones;
-//! - the client's `where` may use readable columns only (403 naming the others); it is
-//!   type-checked against the readable columns alone, so its errors never describe others;
+//! - the client's `where` may use readable columns only (403 naming the others, even inside
+//!   a cast); it is type-checked against the readable columns alone, so its errors never
+//!   describe others;
+//! - a subset snapshot's `where` and `order_by` obey the same rule, and are checked against
+//!   the readable columns alone ([`TokenAccess::scope_subset`]);
 //! - the rule's row filter, claims bound as parameters, becomes the request's `filter`, which
 //!   the engine ANDs into the `where` and puts into the shape's identity.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use shapes::definition::DefinitionError;
@@ -17,6 +21,7 @@ use shapes::table_name::parse_column_list;
 use shapes::where_clause::{WhereClause, WhereError};
 
 use super::TokenAccess;
+use super::claims::ClaimTemplate;
 use super::rules::TableRule;
 use crate::engine::{Engine, ShapeError};
 use crate::http::error::ApiError;
@@ -30,6 +35,22 @@ pub struct ReadScope {
 }
 
 impl TokenAccess {
+    /// The rule of `name` when it lets tokens read (403 otherwise, before anything about the
+    /// table is looked up).
+    fn read_rule(&self, name: &QualifiedName) -> Result<(&TableRule, &ClaimTemplate), ApiError> {
+        let rule = self.rules.table(name).ok_or_else(|| {
+            ApiError::Forbidden(format!(
+                "table {name} has no rules, so tokens cannot read it"
+            ))
+        })?;
+        match &rule.read {
+            Some(read) => Ok((rule, read)),
+            None => Err(ApiError::Forbidden(format!(
+                "the rules of {name} allow no reads with a token"
+            ))),
+        }
+    }
+
     /// Narrows `request` to what this token may read of its table.
     pub async fn scope_shape(
         &self,
@@ -37,16 +58,7 @@ impl TokenAccess {
         request: &mut ShapeRequest,
     ) -> Result<ReadScope, ApiError> {
         let name = QualifiedName::new(request.schema.clone(), request.table.clone());
-        let rule = self.rules.table(&name).ok_or_else(|| {
-            ApiError::Forbidden(format!(
-                "table {name} has no rules, so tokens cannot read it"
-            ))
-        })?;
-        let Some(read) = &rule.read else {
-            return Err(ApiError::Forbidden(format!(
-                "the rules of {name} allow no reads with a token"
-            )));
-        };
+        let (rule, read) = self.read_rule(&name)?;
         let table = engine
             .tables
             .get(&engine.metadata, &name)
@@ -81,6 +93,85 @@ impl TokenAccess {
             private: read.uses_claims(),
         })
     }
+
+    /// The columns a subset snapshot of a shape of `table` may use: 403 when its `where`
+    /// (with `params`) or its `order_by` columns use others. Otherwise the table as this
+    /// token sees it (readable columns only), for the subset to be checked against, so that
+    /// its errors describe no other column.
+    pub fn scope_subset(
+        &self,
+        table: &TableSchema,
+        where_: Option<&str>,
+        params: &BTreeMap<usize, String>,
+        order_by: &[String],
+    ) -> Result<TableSchema, ApiError> {
+        let (rule, _) = self.read_rule(&table.name)?;
+        if rule.columns.is_none() {
+            return Ok(table.clone());
+        }
+        if let Some(text) = where_.filter(|w| !w.trim().is_empty())
+            && let Err(WhereProblem::Hidden(hidden)) =
+                check_readable_where(rule, table, text, params)
+        {
+            // Other mistakes are found (and described) by the subset's own checks.
+            return Err(hidden_columns(
+                "the subset's where (`subset__where`, or `where` in the body)",
+                &hidden,
+                rule,
+                table,
+            ));
+        }
+        // Columns the table lacks are left to the subset's own check (400), as in `where`.
+        let hidden: Vec<String> = order_by
+            .iter()
+            .filter(|n| !rule.readable(n) && table.column_index(n).is_some())
+            .map(|n| quote_identifier(n))
+            .collect();
+        if !hidden.is_empty() {
+            return Err(hidden_columns(
+                "the subset's order_by (`subset__order_by`, or `order_by` in the body)",
+                &hidden,
+                rule,
+                table,
+            ));
+        }
+        Ok(readable_view(rule, table))
+    }
+}
+
+/// `table` with only the columns `rule` allows reading.
+fn readable_view(rule: &TableRule, table: &TableSchema) -> TableSchema {
+    let mut visible = table.clone();
+    visible.columns.retain(|c| rule.readable(&c.name));
+    visible
+}
+
+/// 403 for a request part (`what`) that uses columns the rules hide (`hidden`, quoted); it
+/// names them and the columns that may be used instead.
+fn hidden_columns(
+    what: &str,
+    hidden: &[String],
+    rule: &TableRule,
+    table: &TableSchema,
+) -> ApiError {
+    ApiError::Forbidden(format!(
+        "{what} uses column{} {} of {}, which the rules do not allow reading; use only \
+         readable columns: {}",
+        if hidden.len() == 1 { "" } else { "s" },
+        hidden.join(", "),
+        table.name,
+        readable_names(rule, table).join(", ")
+    ))
+}
+
+/// The readable columns of `table`, quoted, in table order.
+fn readable_names(rule: &TableRule, table: &TableSchema) -> Vec<String> {
+    table
+        .columns
+        .iter()
+        .filter(|c| rule.readable(&c.name))
+        .map(|c| quote_identifier(&c.name))
+        .collect()
 }
 
 /// Requested columns must be readable; none requested means the readable ones.
@@ -99,26 +190,59 @@ fn scope_columns(
                 .map(|n| quote_identifier(&n))
                 .collect();
             if !refused.is_empty() {
-                return Err(ApiError::Forbidden(format!(
-                    "the rules of {} do not allow reading column{} {}",
-                    table.name,
-                    if refused.len() == 1 { "" } else { "s" },
-                    refused.join(", ")
-                )));
+                return Err(hidden_columns("`columns`", &refused, rule, table));
             }
         }
         None if rule.columns.is_some() => {
-            let readable: Vec<String> = table
-                .columns
-                .iter()
-                .filter(|c| rule.readable(&c.name))
-                .map(|c| quote_identifier(&c.name))
-                .collect();
-            request.columns = Some(readable.join(","));
+            request.columns = Some(readable_names(rule, table).join(","));
         }
         None => {}
     }
     Ok(())
+}
+
+/// What is wrong with a `where` a token sent.
+enum WhereProblem {
+    /// It uses these columns (quoted), which the rules do not allow reading.
+    Hidden(Vec<String>),
+    /// Another mistake, described in terms of the readable columns alone.
+    Invalid(WhereError),
+}
+
+/// Checks a token's `where` against the readable columns of `table`. Hidden columns are
+/// found even where the `where` would not type-check with them (`position::text = '1'`,
+/// `position = 'x'`): each one the check stumbles on is added to the columns it may see and
+/// the check runs again, so every hidden column used is named and none is described.
+fn check_readable_where(
+    rule: &TableRule,
+    table: &TableSchema,
+    text: &str,
+    params: &BTreeMap<usize, String>,
+) -> Result<(), WhereProblem> {
+    let mut probe = readable_view(rule, table);
+    let Err(first) = WhereClause::parse(text, params, &probe) else {
+        return Ok(());
+    };
+    let mut hidden = Vec::new();
+    let mut error = first.clone();
+    while let Some(column) = error
+        .unknown_column()
+        .and_then(|name| table.column_index(name))
+        .map(|index| &table.columns[index])
+        .filter(|column| probe.column_index(&column.name).is_none())
+    {
+        hidden.push(quote_identifier(&column.name));
+        probe.columns.push(column.clone());
+        match WhereClause::parse(text, params, &probe) {
+            Ok(_) => break,
+            Err(e) => error = e,
+        }
+    }
+    if hidden.is_empty() {
+        Err(WhereProblem::Invalid(first))
+    } else {
+        Err(WhereProblem::Hidden(hidden))
+    }
 }
 
 /// The client's `where` may read readable columns only.
@@ -133,35 +257,94 @@ fn check_where_columns(
     if rule.columns.is_none() {
         return Ok(());
     }
-    let mut visible = table.clone();
-    visible.columns.retain(|c| rule.readable(&c.name));
-    let Err(visible_error) = WhereClause::parse(text, &request.params, &visible) else {
-        return Ok(());
-    };
-    // Fails on the readable columns: either a plain mistake (answered as such, naming only
-    // readable columns), or a use of columns that are not readable.
-    let refused: Vec<String> = match WhereClause::parse(text, &request.params, table) {
-        Ok(full) => full
-            .columns_used()
-            .map(|i| &table.columns[i].name)
-            .filter(|n| !rule.readable(n))
-            .map(|n| quote_identifier(n))
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    if refused.is_empty() {
-        let error = match visible_error {
-            e @ (WhereError::Param { .. } | WhereError::MissingParam(_)) => {
-                DefinitionError::Params(e)
-            }
-            e => DefinitionError::Where(e),
-        };
-        return Err(ShapeError::from(error).into());
+    match check_readable_where(rule, table, text, &request.params) {
+        Ok(()) => Ok(()),
+        Err(WhereProblem::Hidden(hidden)) => Err(hidden_columns(
+            "the where clause (`where`)",
+            &hidden,
+            rule,
+            table,
+        )),
+        Err(WhereProblem::Invalid(e)) => {
+            let error = match e {
+                e @ (WhereError::Param { .. } | WhereError::MissingParam(_)) => {
+                    DefinitionError::Params(e)
+                }
+                e => DefinitionError::Where(e),
+            };
+            Err(ShapeError::from(error).into())
+        }
     }
-    Err(ApiError::Forbidden(format!(
-        "the where clause uses column{} {} of {}, which the rules do not allow reading",
-        if refused.len() == 1 { "" } else { "s" },
-        refused.join(", "),
-        table.name
-    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::rules::Rules;
+    use crate::mutations::validate::tests::column;
+
+    /// `todos(id int4, title text, position float8, deleted_at timestamptz)`, with
+    /// `position` and `deleted_at` hidden by the rules.
+    fn todos() -> (TableRule, TableSchema) {
+        let table = TableSchema {
+            name: QualifiedName::new("public", "todos"),
+            oid: 1,
+            columns: vec![
+                column("id", "int4", Some(0)),
+                column("title", "text", None),
+                column("position", "float8", None),
+                column("deleted_at", "timestamptz", None),
+            ],
+        };
+        let rules =
+            Rules::parse("[tables.todos]\nread = \"true\"\ncolumns = [\"id\", \"title\"]\n")
+                .unwrap();
+        let rule = rules.table(&table.name).unwrap().clone();
+        (rule, table)
+    }
+
+    fn check(text: &str) -> Result<(), WhereProblem> {
+        let (rule, table) = todos();
+        check_readable_where(&rule, &table, text, &BTreeMap::new())
+    }
+
+    fn hidden(text: &str) -> Vec<String> {
+        match check(text) {
+            Err(WhereProblem::Hidden(names)) => names,
+            Err(WhereProblem::Invalid(e)) => panic!("{text}: not refused as hidden: {e}"),
+            Ok(()) => panic!("{text}: accepted"),
+        }
+    }
+
+    #[test]
+    fn readable_columns_pass() {
+        assert!(check("title <> '' AND id > 3").is_ok());
+    }
+
+    #[test]
+    fn hidden_columns_are_named_even_where_they_would_not_type_check() {
+        assert_eq!(hidden("position > 4"), ["\"position\""]);
+        assert_eq!(hidden("position::text = '4242.125'"), ["\"position\""]);
+        assert_eq!(hidden("position = 'x'"), ["\"position\""]);
+        assert_eq!(
+            hidden("deleted_at IS NULL OR position::text = '1'"),
+            ["\"deleted_at\"", "\"position\""]
+        );
+        assert_eq!(hidden("title = 'a' OR Position > 1"), ["\"position\""]);
+    }
+
+    #[test]
+    fn other_mistakes_describe_only_readable_columns() {
+        let Err(WhereProblem::Invalid(e)) = check("colour = 'red'") else {
+            panic!("an unknown column is a mistake, not a hidden column");
+        };
+        let message = e.to_string();
+        assert!(message.contains("unknown column \"colour\""), "{message}");
+        assert!(message.contains("id, title"), "{message}");
+        assert!(
+            !message.contains("position") && !message.contains("deleted_at"),
+            "{message}"
+        );
+        assert!(matches!(check("title ="), Err(WhereProblem::Invalid(_))));
+    }
 }

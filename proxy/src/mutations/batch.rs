@@ -13,7 +13,7 @@ use super::guard::{self, WriteGuard};
 use super::pool::PooledConnection;
 use super::table::{TableCache, parse_table_name};
 use super::validate::{ValidMutation, validate};
-use super::wire::{MutationRequest, Outcome, RefusalCode};
+use super::wire::{Mutation, MutationRequest, Outcome, RefusalCode};
 use crate::config::TombstoneSpec;
 
 /// One mutation of the batch.
@@ -53,32 +53,67 @@ impl Batch {
     }
 }
 
-/// Validates every mutation; `server_now` (µs) bounds timestamps; `guard` (auth rules)
-/// admits each mutation and gives each table's row check.
-#[allow(clippy::too_many_arguments)]
-pub async fn prepare(
-    request: MutationRequest,
-    conn: &mut PooledConnection<'_>,
-    tables: &TableCache,
-    config: &WriteConfig,
-    tombstones: &[TombstoneSpec],
-    server_now: i64,
-    guard: Option<&dyn WriteGuard>,
-) -> Result<Batch, MutationError> {
-    let mut checks: HashMap<QualifiedName, Result<Option<Arc<WhereClause>>, String>> =
-        HashMap::new();
-    let mut first_index: HashMap<&str, usize> = HashMap::new();
-    let mut repeat_of = Vec::with_capacity(request.mutations.len());
-    let mut slots = Vec::with_capacity(request.mutations.len());
-    for (index, mutation) in request.mutations.iter().enumerate() {
-        let first = *first_index.entry(mutation.id.as_str()).or_insert(index);
-        repeat_of.push((first != index).then_some(first));
-        if first != index {
-            slots.push(Slot::Done(Outcome::Aborted));
-            continue;
+/// What deciding each mutation of a request needs.
+pub struct Preparation<'a> {
+    pub tables: &'a TableCache,
+    pub config: &'a WriteConfig,
+    pub tombstones: &'a [TombstoneSpec],
+    /// Bounds timestamps (µs).
+    pub server_now: i64,
+    /// The auth rules of the request: admit each mutation and give each table's row check.
+    pub guard: Option<&'a dyn WriteGuard>,
+}
+
+/// Per table, its row check, or why the guard refuses the table.
+type Checks = HashMap<QualifiedName, Result<Option<Arc<WhereClause>>, String>>;
+
+impl Preparation<'_> {
+    /// Validates every mutation of `request`.
+    pub async fn prepare(
+        &self,
+        request: MutationRequest,
+        conn: &mut PooledConnection<'_>,
+    ) -> Result<Batch, MutationError> {
+        let mut checks = Checks::new();
+        let mut first_index: HashMap<&str, usize> = HashMap::new();
+        let mut repeat_of = Vec::with_capacity(request.mutations.len());
+        let mut slots = Vec::with_capacity(request.mutations.len());
+        for (index, mutation) in request.mutations.iter().enumerate() {
+            let first = *first_index.entry(mutation.id.as_str()).or_insert(index);
+            repeat_of.push((first != index).then_some(first));
+            let slot = if first == index {
+                self.slot(mutation, &request.client_id, conn, &mut checks)
+                    .await?
+            } else {
+                Slot::Done(Outcome::Aborted)
+            };
+            slots.push(slot);
         }
+        Ok(Batch {
+            ids: request.mutations.into_iter().map(|m| m.id).collect(),
+            client_id: request.client_id,
+            atomic: request.atomic,
+            slots,
+            repeat_of,
+            checks: checks
+                .into_iter()
+                .filter_map(|(name, check)| Some((name, check.ok()??)))
+                .collect(),
+        })
+    }
+
+    /// Decides one mutation, or leaves it pending. With a guard, its checks come first (the
+    /// table and op before the table is looked up, the columns before validation), so
+    /// nothing the guard hides shapes an answer.
+    async fn slot(
+        &self,
+        mutation: &Mutation,
+        client_id: &str,
+        conn: &mut PooledConnection<'_>,
+        checks: &mut Checks,
+    ) -> Result<Slot, MutationError> {
         let Some(name) = parse_table_name(&mutation.table) else {
-            slots.push(Slot::Done(Outcome::rejected(
+            return Ok(Slot::Done(Outcome::rejected(
                 RefusalCode::UnknownTable,
                 None,
                 format!(
@@ -86,55 +121,62 @@ pub async fn prepare(
                     mutation.table
                 ),
             )));
-            continue;
         };
-        let table = match tables.get(conn.client(), &name, config, tombstones).await? {
+        if let Some(Err(reason)) = self.guard.map(|g| g.admit_op(&name, mutation.op)) {
+            return Ok(Slot::Done(guard::forbidden(reason)));
+        }
+        let loaded = self
+            .tables
+            .get(conn.client(), &name, self.config, self.tombstones)
+            .await?;
+        let table = match loaded {
             Ok(table) => table,
-            Err((code, message)) => {
-                slots.push(Slot::Done(Outcome::rejected(code, None, message)));
-                continue;
-            }
+            Err((code, message)) => return Ok(Slot::Done(Outcome::rejected(code, None, message))),
         };
-        if !config.is_writable(&name) {
-            slots.push(Slot::Done(Outcome::rejected(
+        if !self.config.is_writable(&name) {
+            return Ok(Slot::Done(Outcome::rejected(
                 RefusalCode::NotWritable,
                 None,
-                format!("table {name} does not accept writes (see --writable)"),
+                not_writable(&name, self.guard.is_some()),
             )));
-            continue;
         }
-        let slot = match validate(
-            mutation,
-            &table,
-            &request.client_id,
-            server_now,
-            config.max_clock_skew,
-        ) {
-            Ok(valid) => match guard {
-                None => Slot::Pending(valid),
-                Some(guard) => {
-                    let check = checks
-                        .entry(name)
-                        .or_insert_with(|| guard.row_check(&table).map(|c| c.map(Arc::new)));
-                    match check.clone().and_then(|_| guard.admit(&table, &valid)) {
-                        Ok(()) => Slot::Pending(valid),
-                        Err(reason) => Slot::Done(guard::forbidden(reason)),
-                    }
-                }
+        if let Some(guard) = self.guard {
+            let check = checks
+                .entry(name.clone())
+                .or_insert_with(|| guard.row_check(&table).map(|c| c.map(Arc::new)));
+            let admitted = check
+                .clone()
+                .and_then(|_| guard.admit_columns(&table, mutation));
+            if let Err(reason) = admitted {
+                return Ok(Slot::Done(guard::forbidden(reason)));
+            }
+        }
+        let shown = |column: &str| self.guard.is_none_or(|g| g.shows_column(&name, column));
+        Ok(
+            match validate(
+                mutation,
+                &table,
+                client_id,
+                self.server_now,
+                self.config.max_clock_skew,
+                &shown,
+            ) {
+                Ok(valid) => Slot::Pending(valid),
+                Err(error) => Slot::Done(Outcome::Rejected { error }),
             },
-            Err(error) => Slot::Done(Outcome::Rejected { error }),
-        };
-        slots.push(slot);
+        )
     }
-    Ok(Batch {
-        ids: request.mutations.into_iter().map(|m| m.id).collect(),
-        client_id: request.client_id,
-        atomic: request.atomic,
-        slots,
-        repeat_of,
-        checks: checks
-            .into_iter()
-            .filter_map(|(name, check)| Some((name, check.ok()??)))
-            .collect(),
-    })
+}
+
+/// Why a table outside `--writable` refuses a mutation; for a `guarded` request (a token),
+/// also that its rules are not what refuses it.
+fn not_writable(name: &QualifiedName, guarded: bool) -> String {
+    if guarded {
+        format!(
+            "table {name} does not accept writes: the rules allow this one, but the proxy's \
+             --writable does not list {name} (both must allow a write; add it to --writable)"
+        )
+    } else {
+        format!("table {name} does not accept writes: add it to the proxy's --writable")
+    }
 }

@@ -137,16 +137,14 @@ impl MutationService {
         guard: Option<&dyn WriteGuard>,
     ) -> Result<Applied, MutationError> {
         let now = chrono::Utc::now().timestamp_micros();
-        let mut batch = batch::prepare(
-            request,
-            conn,
-            &self.tables,
-            &self.config,
-            &self.tombstones,
-            now,
+        let preparation = batch::Preparation {
+            tables: &self.tables,
+            config: &self.config,
+            tombstones: &self.tombstones,
+            server_now: now,
             guard,
-        )
-        .await?;
+        };
+        let mut batch = preparation.prepare(request, conn).await?;
         values::check(conn, &mut batch).await?;
         let mut attempt = 1;
         loop {

@@ -49,14 +49,17 @@ pub fn value_text(value: &Value) -> Option<String> {
     }
 }
 
-/// Checks `mutation` against `table`; `server_now` (µs) bounds its timestamp.
+/// Checks `mutation` against `table`; `server_now` (µs) bounds its timestamp. A refusal
+/// lists only columns `shown` allows (those the caller may know of).
 pub fn validate(
     mutation: &Mutation,
     table: &Arc<WritableTable>,
     client_id: &str,
     server_now: i64,
     max_skew: Duration,
+    shown: &dyn Fn(&str) -> bool,
 ) -> Result<ValidMutation, Refusal> {
+    let columns = Columns { table, shown };
     let micros = clock::parse_timestamp(&mutation.timestamp)
         .map_err(|message| refusal(RefusalCode::BadTimestamp, None, message))?;
     let (micros, clamped_to) = clock::clamp(micros, server_now, max_skew);
@@ -70,8 +73,8 @@ pub fn validate(
             "a delete carries no values or merges",
         ));
     }
-    let values = validate_values(&mutation.values, &key, table)?;
-    let merges = validate_merges(&mutation.merge, table)?;
+    let values = validate_values(&mutation.values, &key, &columns)?;
+    let merges = validate_merges(&mutation.merge, &columns)?;
     Ok(ValidMutation {
         table: table.clone(),
         op: mutation.op,
@@ -83,30 +86,51 @@ pub fn validate(
     })
 }
 
-fn column_index(table: &WritableTable, name: &str) -> Result<usize, Refusal> {
-    table.schema.column_index(name).ok_or_else(|| {
-        refusal(
-            RefusalCode::UnknownColumn,
-            Some(name),
-            format!(
-                "table {} has no column {name} (columns: {})",
-                table.name(),
-                table.schema.column_list()
-            ),
-        )
-    })
+/// A table's columns as one caller may know them.
+struct Columns<'a> {
+    table: &'a WritableTable,
+    shown: &'a dyn Fn(&str) -> bool,
 }
 
-fn validate_key(key: &Map<String, Value>, table: &WritableTable) -> Result<Vec<String>, Refusal> {
-    for name in key.keys() {
-        let index = column_index(table, name)?;
-        if !table.key.contains(&index) {
-            return Err(refusal(
-                RefusalCode::InvalidValue,
+impl Columns<'_> {
+    /// The position of column `name`; `unknown_column` listing the columns shown.
+    fn index(&self, name: &str) -> Result<usize, Refusal> {
+        let table = self.table;
+        table.schema.column_index(name).ok_or_else(|| {
+            let shown: Vec<&str> = table
+                .schema
+                .columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .filter(|c| (self.shown)(c))
+                .collect();
+            refusal(
+                RefusalCode::UnknownColumn,
                 Some(name),
-                format!("{name} is not part of the primary key of {}", table.name()),
-            ));
-        }
+                format!(
+                    "table {} has no column {name}; use one of: {}",
+                    table.name(),
+                    shown.join(", ")
+                ),
+            )
+        })
+    }
+}
+
+/// The key must give every primary-key column and nothing else. Names are compared with the
+/// key's columns only, so the answer says nothing of the table's other columns.
+fn validate_key(key: &Map<String, Value>, table: &WritableTable) -> Result<Vec<String>, Refusal> {
+    let key_names: Vec<&str> = table.key.iter().map(|&i| table.column_name(i)).collect();
+    if let Some(name) = key.keys().find(|name| !key_names.contains(&name.as_str())) {
+        return Err(refusal(
+            RefusalCode::InvalidValue,
+            Some(name),
+            format!(
+                "{name} is not part of the primary key of {}; the key names {}",
+                table.name(),
+                key_names.join(", ")
+            ),
+        ));
     }
     table
         .key
@@ -133,11 +157,12 @@ fn validate_key(key: &Map<String, Value>, table: &WritableTable) -> Result<Vec<S
 fn validate_values(
     values: &Map<String, Value>,
     key: &[String],
-    table: &WritableTable,
+    columns: &Columns<'_>,
 ) -> Result<Vec<(usize, Option<String>)>, Refusal> {
+    let table = columns.table;
     let mut out = Vec::with_capacity(values.len());
     for (name, value) in values {
-        let index = column_index(table, name)?;
+        let index = columns.index(name)?;
         let text = value_text(value);
         match table.role(index) {
             ColumnRole::Plain => out.push((index, text)),
@@ -178,13 +203,13 @@ fn validate_values(
 
 fn validate_merges(
     merges: &Map<String, Value>,
-    table: &WritableTable,
+    columns: &Columns<'_>,
 ) -> Result<Vec<(usize, Vec<u8>)>, Refusal> {
     merges
         .iter()
         .map(|(name, value)| {
-            let index = column_index(table, name)?;
-            if table.role(index) != ColumnRole::Yjs {
+            let index = columns.index(name)?;
+            if columns.table.role(index) != ColumnRole::Yjs {
                 return Err(refusal(
                     RefusalCode::InvalidValue,
                     Some(name),
@@ -213,7 +238,8 @@ pub(crate) mod tests {
     use serde_json::json;
     use shapes::schema::{Column, PgType, QualifiedName, TableSchema, TypeKind};
 
-    fn column(name: &str, ty: &str, pk: Option<usize>) -> Column {
+    /// A column of type `ty`, part of the primary key at `pk`; `slug` is generated.
+    pub(crate) fn column(name: &str, ty: &str, pk: Option<usize>) -> Column {
         Column {
             name: name.into(),
             ty: PgType {
@@ -274,7 +300,14 @@ pub(crate) mod tests {
     }
 
     fn check(value: serde_json::Value) -> Result<ValidMutation, Refusal> {
-        validate(&mutation(value), &notes(), "c", 0, Duration::from_secs(60))
+        validate(
+            &mutation(value),
+            &notes(),
+            "c",
+            0,
+            Duration::from_secs(60),
+            &|_| true,
+        )
     }
 
     fn code(value: serde_json::Value) -> (RefusalCode, Option<String>) {
@@ -314,6 +347,39 @@ pub(crate) mod tests {
             RefusalCode::InvalidValue
         );
         assert!(check(json!({"merge": {"body": "AAA="}})).is_ok());
+    }
+
+    #[test]
+    fn unknown_columns_list_only_the_columns_shown() {
+        let shown = |c: &str| c == "id" || c == "title";
+        let refusal = validate(
+            &mutation(json!({"values": {"nope": 1}})),
+            &notes(),
+            "c",
+            0,
+            Duration::from_secs(60),
+            &shown,
+        )
+        .unwrap_err();
+        assert_eq!(refusal.code, RefusalCode::UnknownColumn);
+        assert!(
+            refusal.message.ends_with("use one of: id, title"),
+            "{}",
+            refusal.message
+        );
+    }
+
+    #[test]
+    fn a_key_naming_another_column_is_answered_alike_whether_it_exists_or_not() {
+        let message = |key: serde_json::Value| check(json!({"key": key})).unwrap_err().message;
+        assert_eq!(
+            message(json!({"id": "k", "title": "x"})),
+            "title is not part of the primary key of \"public\".\"notes\"; the key names id"
+        );
+        assert_eq!(
+            message(json!({"id": "k", "nope": "x"})),
+            "nope is not part of the primary key of \"public\".\"notes\"; the key names id"
+        );
     }
 
     #[test]

@@ -34,11 +34,19 @@ pub enum WhereError {
         near: String,
         expected: String,
     },
-    /// Well-formed, but not a `where` we can evaluate (unknown column, type mismatch,
-    /// non-deterministic or unsupported construct).
+    /// Well-formed, but not a `where` we can evaluate (type mismatch, non-deterministic or
+    /// unsupported construct).
     #[error("{}{message}", location_prefix(*location))]
     Invalid {
         location: Option<usize>,
+        message: String,
+    },
+    /// A name that is not a column of the table (`name` folded as Postgres folds it); the
+    /// message lists the table's columns.
+    #[error("{}{message}", location_prefix(*location))]
+    UnknownColumn {
+        location: Option<usize>,
+        name: String,
         message: String,
     },
     /// A `params[n]` value does not fit where `$n` is used.
@@ -76,7 +84,34 @@ impl WhereError {
     pub fn location(&self) -> Option<usize> {
         match self {
             WhereError::Syntax { location, .. } => Some(*location),
-            WhereError::Invalid { location, .. } => *location,
+            WhereError::Invalid { location, .. } | WhereError::UnknownColumn { location, .. } => {
+                *location
+            }
+            _ => None,
+        }
+    }
+
+    /// The column name, when the error is that the table has no such column.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use shapes::schema::{Column, PgType, QualifiedName, TableSchema, TypeKind};
+    /// use shapes::where_clause::WhereClause;
+    /// let table = TableSchema {
+    ///     name: QualifiedName::new("public", "t"),
+    ///     oid: 1,
+    ///     columns: vec![Column {
+    ///         name: "id".into(),
+    ///         ty: PgType { oid: 23, name: "int4".into(), kind: TypeKind::Base },
+    ///         type_mod: -1, dims: 0, not_null: true, pk_index: Some(0), generated: false,
+    ///     }],
+    /// };
+    /// let err = WhereClause::parse("Secret::text = 'x'", &BTreeMap::new(), &table).unwrap_err();
+    /// assert_eq!(err.unknown_column(), Some("secret"));
+    /// ```
+    pub fn unknown_column(&self) -> Option<&str> {
+        match self {
+            WhereError::UnknownColumn { name, .. } => Some(name),
             _ => None,
         }
     }
@@ -94,6 +129,15 @@ impl WhereError {
                 message,
             } => WhereError::Invalid {
                 location: loc,
+                message,
+            },
+            WhereError::UnknownColumn {
+                location: None,
+                name,
+                message,
+            } => WhereError::UnknownColumn {
+                location: loc,
+                name,
                 message,
             },
             other => other,

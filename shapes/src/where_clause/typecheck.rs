@@ -90,7 +90,8 @@ impl Checker<'_> {
     /// walks the whole subtree).
     fn locate(&self, err: WhereError, e: &SqlExpr) -> WhereError {
         match err {
-            WhereError::Invalid { location: None, .. } => {
+            WhereError::Invalid { location: None, .. }
+            | WhereError::UnknownColumn { location: None, .. } => {
                 // the leftmost token: walk down left operands without recursing
                 let mut node = e;
                 while let SqlExpr::BinaryOp { left, .. } = node {
@@ -252,11 +253,15 @@ impl Checker<'_> {
 
     fn column(&self, name: &str) -> Result<Expr, WhereError> {
         let Some(index) = self.table.column_index(name) else {
-            return invalid(format!(
-                "unknown column \"{name}\"; the table {} has: {}",
-                self.table.name,
-                self.table.column_list()
-            ));
+            return Err(WhereError::UnknownColumn {
+                location: None,
+                name: name.to_owned(),
+                message: format!(
+                    "unknown column \"{name}\"; the table {} has: {}",
+                    self.table.name,
+                    self.table.column_list()
+                ),
+            });
         };
         let col = &self.table.columns[index];
         let ty = SqlType::from_pg(&col.ty).map_err(|t| {

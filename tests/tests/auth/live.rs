@@ -199,6 +199,64 @@ async fn claims_decide_the_handle_and_caching_and_a_restart_keeps_both() {
     assert_eq!(sse_cache, Some("private, max-age=59"));
     drop(sse);
 
+    // Subset snapshots of her shape are private too (GET and POST forms); those of shapes
+    // without claims stay shareable.
+    let subset = |table: &str, handle: &str| {
+        format!(
+            "/v1/shape?{}",
+            query(&[
+                ("table", table),
+                ("handle", handle),
+                ("offset", "0_0"),
+                ("subset__where", "true"),
+            ])
+        )
+    };
+    let varies = |r: &Reply| {
+        r.headers
+            .get_all("vary")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("authorization"))
+    };
+    let own_subset = send(&proxy, Method::GET, &subset("todos", &h), &alice, None).await;
+    let own_post = send(
+        &proxy,
+        Method::POST,
+        &format!("/v1/shape?table=todos&handle={h}&offset=0_0"),
+        &alice,
+        Some(&json!({"where": "true", "order_by": "title", "limit": 10})),
+    )
+    .await;
+    for reply in [&own_subset, &own_post] {
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert_eq!(reply.header("electric-snapshot"), Some("true"));
+        assert_eq!(cache(reply), "private, no-cache");
+        assert!(varies(reply), "{:?}", reply.headers);
+        assert_eq!(reply.rows().len(), 3);
+    }
+    let secret_subset = send(
+        &proxy,
+        Method::GET,
+        &subset("todos", &handle(&s)),
+        &secret,
+        None,
+    )
+    .await;
+    let public_subset = send(
+        &proxy,
+        Method::GET,
+        &subset("announcements", &handle(&public)),
+        &alice,
+        None,
+    )
+    .await;
+    for reply in [&secret_subset, &public_subset] {
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert_eq!(cache(reply), "no-cache");
+        assert!(!varies(reply), "{:?}", reply.headers);
+    }
+
     // Bob with alice's handle is sent to his own shape, and sees none of hers.
     let stolen = after_snapshot(&proxy, &h, &bob).await;
     assert_eq!(stolen.status, 409, "{}", stolen.text);

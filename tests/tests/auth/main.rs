@@ -5,6 +5,7 @@
 
 mod live;
 mod matrix;
+mod subsets;
 mod support;
 mod writes;
 
@@ -94,4 +95,13 @@ async fn database_kept_every_other_owners_row(world: &World) {
         .expect("secret 1")
         .get(0);
     assert_eq!(code, "SECRET-CODE-ALICE-1");
+    let doc: String = sql
+        .query_one("SELECT body FROM team_docs WHERE id = 1", &[])
+        .await
+        .expect("team doc 1")
+        .get(0);
+    assert_eq!(
+        doc, "RED-TEAM-DOC",
+        "--writable refused what the rules allow"
+    );
 }

@@ -1,19 +1,19 @@
 //! The attack matrix: every attempt with its exact expected status (and, for writes, the
 //! result of its first mutation), run in order against one proxy; every response body is
-//! scanned for values its viewer must never see. Reads and credentials are here, writes and
-//! deletes in `writes`.
+//! scanned for values its viewer must never see, and (unless the secret asked) for names of
+//! hidden columns the request did not give. Reads and credentials are here, subset
+//! snapshots in `subsets`, writes and deletes in `writes`.
 
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::*;
-use crate::writes;
+use crate::{subsets, writes};
 
 /// What an attempt must produce besides its status.
 #[derive(Debug, Clone)]
 pub enum Expect {
-    Nothing,
-    /// A shape response with exactly this many rows.
+    /// A shape response (or subset snapshot) with exactly this many rows.
     Rows(usize),
     /// A mutation response whose first result has this status (`applied`, `conflict`,
     /// `aborted`) or this error code (`forbidden`, `unknown_table`, …).
@@ -30,18 +30,18 @@ pub struct Attempt {
     pub cred: Cred,
     pub body: Option<Value>,
     pub status: u16,
-    pub expect: Expect,
+    pub expect: Vec<Expect>,
     pub viewer: Viewer,
 }
 
 impl Attempt {
     pub(crate) fn rows(mut self, n: usize) -> Self {
-        self.expect = Expect::Rows(n);
+        self.expect.push(Expect::Rows(n));
         self
     }
 
     pub(crate) fn says(mut self, text: &'static str) -> Self {
-        self.expect = Expect::Says(text);
+        self.expect.push(Expect::Says(text));
         self
     }
 
@@ -60,7 +60,12 @@ pub fn query(params: &[(&str, &str)]) -> String {
         .join("&")
 }
 
-fn shape(name: &'static str, params: &[(&str, &str)], cred: Cred, status: u16) -> Attempt {
+pub(crate) fn shape(
+    name: &'static str,
+    params: &[(&str, &str)],
+    cred: Cred,
+    status: u16,
+) -> Attempt {
     let mut all = vec![("offset", "-1")];
     all.extend_from_slice(params);
     Attempt {
@@ -70,7 +75,7 @@ fn shape(name: &'static str, params: &[(&str, &str)], cred: Cred, status: u16) -
         cred,
         body: None,
         status,
-        expect: Expect::Nothing,
+        expect: Vec::new(),
         viewer: Viewer::Alice,
     }
 }
@@ -87,7 +92,7 @@ pub(crate) fn write(name: &'static str, cred: Cred, body: Value, result: &'stati
         cred,
         body: Some(body),
         status: 200,
-        expect: Expect::Result(result),
+        expect: vec![Expect::Result(result)],
         viewer: Viewer::Alice,
     }
 }
@@ -105,7 +110,7 @@ pub(crate) fn refused_write(name: &'static str, cred: Cred, status: u16) -> Atte
         ),
     );
     Attempt {
-        expect: Expect::Nothing,
+        expect: Vec::new(),
         status,
         ..write(name, cred, body, "")
     }
@@ -124,7 +129,7 @@ pub(crate) fn delete(
         cred,
         body: None,
         status,
-        expect: Expect::Nothing,
+        expect: Vec::new(),
         viewer: Viewer::Alice,
     }
 }
@@ -222,21 +227,30 @@ fn reads() -> Vec<Attempt> {
             403,
         )
         .says("\"position\""),
-        // fails to type-check even on the whole table: answered as an unknown column,
-        // saying nothing of its type
+        // would not type-check even on the whole table (a float cast to text): still a
+        // hidden column, named, and nothing said of its type
         todos(
             "hidden column behind a cast",
             "position::text = '4242.125'",
             alice(),
-            400,
+            403,
         )
-        .says("unknown column \"position\""),
+        .says("\"position\""),
         todos(
             "hidden column with a type error",
             "position = 'x'",
             alice(),
-            400,
-        ),
+            403,
+        )
+        .says("\"position\""),
+        todos(
+            "two hidden columns, one behind a cast",
+            "deleted_at IS NULL AND position::text = '1'",
+            alice(),
+            403,
+        )
+        .says("columns \"deleted_at\", \"position\""),
+        todos("unknown column", "colour = 'red'", alice(), 400).says("unknown column \"colour\""),
         shape(
             "hidden column requested",
             &[("table", "todos"), ("columns", "id,position")],
@@ -480,6 +494,7 @@ fn credentials() -> Vec<Attempt> {
 /// Every attempt, in the order they run.
 pub fn attempts() -> Vec<Attempt> {
     let mut all = reads();
+    all.extend(subsets::subsets());
     all.extend(credentials());
     all.extend(writes::writes());
     all.extend(writes::deletes());
@@ -509,13 +524,44 @@ pub async fn run(proxy: &tests::proxy_process::ProxyProcess, attempt: &Attempt) 
     if !leaks.is_empty() {
         problems.push(format!("the body shows {leaks:?}"));
     }
-    match &attempt.expect {
-        Expect::Nothing => {}
+    if !matches!(attempt.cred, Cred::Secret(_)) {
+        let request = format!(
+            "{} {}",
+            attempt.path,
+            attempt
+                .body
+                .as_ref()
+                .map(Value::to_string)
+                .unwrap_or_default()
+        );
+        let unasked: Vec<&str> = HIDDEN_COLUMNS
+            .iter()
+            .copied()
+            .filter(|name| !request.contains(name))
+            .collect();
+        let shown = reply.names_shown(&unasked);
+        if !shown.is_empty() {
+            problems.push(format!(
+                "the body names hidden columns {shown:?}: {}",
+                reply.text
+            ));
+        }
+    }
+    for expect in &attempt.expect {
+        problems.extend(unmet(expect, &reply));
+    }
+    problems
+        .into_iter()
+        .map(|p| format!("{}: {p}", attempt.name))
+        .collect()
+}
+
+/// What `reply` lacks of `expect`, if anything.
+fn unmet(expect: &Expect, reply: &Reply) -> Option<String> {
+    match expect {
         Expect::Rows(n) => {
             let rows = reply.rows().len();
-            if rows != *n {
-                problems.push(format!("{rows} rows instead of {n}"));
-            }
+            (rows != *n).then(|| format!("{rows} rows instead of {n}"))
         }
         Expect::Result(expected) => {
             let first = &reply.json()["results"][0];
@@ -523,19 +569,12 @@ pub async fn run(proxy: &tests::proxy_process::ProxyProcess, attempt: &Attempt) 
                 .as_str()
                 .or_else(|| first["status"].as_str())
                 .unwrap_or("none");
-            if got != *expected {
-                problems.push(format!("result {got} instead of {expected}: {first}"));
-            }
+            (got != *expected).then(|| format!("result {got} instead of {expected}: {first}"))
         }
         Expect::Says(text) => {
             let said = reply.json().to_string().replace("\\\"", "\"");
-            if !said.contains(text) {
-                problems.push(format!("the body does not say {text:?}: {}", reply.text));
-            }
+            (!said.contains(text))
+                .then(|| format!("the body does not say {text:?}: {}", reply.text))
         }
     }
-    problems
-        .into_iter()
-        .map(|p| format!("{}: {p}", attempt.name))
-        .collect()
 }

@@ -37,7 +37,8 @@ const SEED: &str = "
         ('a11ce000-0000-4000-8000-000000000001', 'alice', 'alice private plan', false, 4242.125);
     INSERT INTO notes (id, owner_id, title, tags) VALUES
         ('b0b00000-0000-4000-8000-0000000000f1', 'bob', 'BOB-NOTE-TITLE-9913', '{bob-tag-3390}');
-    CREATE TABLE secrets (id int PRIMARY KEY, owner_id text NOT NULL, code text NOT NULL);
+    CREATE TABLE secrets (id int PRIMARY KEY, owner_id text NOT NULL, code text NOT NULL,
+                          vault_pin text);
     INSERT INTO secrets VALUES (1, 'alice', 'SECRET-CODE-ALICE-1'), (2, 'bob', 'SECRET-CODE-BOB-2');
     CREATE TABLE announcements (id int PRIMARY KEY, body text NOT NULL);
     INSERT INTO announcements VALUES (1, 'welcome everyone');
@@ -46,7 +47,8 @@ const SEED: &str = "
 ";
 
 /// The rules of the tests: those of rules.example.toml, with `position` of todos hidden and
-/// notes update-only, plus a claim-free table and one read through an array claim.
+/// notes update-only, plus a claim-free table and one read through an array claim, whose
+/// rules allow updates that `--writable` does not.
 pub const RULES: &str = r#"
 [tables.todos]
 read = "owner_id = $claims.sub"
@@ -66,7 +68,13 @@ read = "true"
 
 [tables.team_docs]
 read = "team = ANY($claims.teams)"
+write = ["update"]
+writable_columns = ["body"]
 "#;
+
+/// Column names a token must never find in a response unless its request named them: the
+/// columns the rules hide in todos and notes, and a column of the table without rules.
+pub const HIDDEN_COLUMNS: &[&str] = &["position", "deleted_at", "vault_pin"];
 
 /// What a viewer must never find in a response.
 pub fn forbidden_for(viewer: Viewer) -> &'static [&'static str] {
@@ -275,14 +283,27 @@ impl Reply {
         serde_json::from_str(&self.text).unwrap_or(Value::Null)
     }
 
-    /// Data rows of a shape response (messages with a `key`).
+    /// Data rows of a shape response (messages with a `key`), or of a subset snapshot
+    /// (`{"metadata": …, "data": [...]}`).
     pub fn rows(&self) -> Vec<Value> {
-        self.json()
+        let json = self.json();
+        let messages = json.get("data").unwrap_or(&json);
+        messages
             .as_array()
             .into_iter()
             .flatten()
             .filter(|m| m.get("key").is_some())
             .cloned()
+            .collect()
+    }
+
+    /// The names in `names` that the body shows as words (`op_position` does not show
+    /// `position`).
+    pub fn names_shown(&self, names: &[&str]) -> Vec<String> {
+        names
+            .iter()
+            .filter(|name| shows_word(&self.text, name))
+            .map(|name| (*name).to_owned())
             .collect()
     }
 
@@ -332,6 +353,21 @@ pub async fn send(
         headers,
         text,
     }
+}
+
+/// Whether `word` occurs in `text` with no letter, digit or `_` right before or after it.
+/// `position 5` is prose (where a name's parser stopped), not the column.
+pub fn shows_word(text: &str, word: &str) -> bool {
+    let part_of_name = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    text.match_indices(word).any(|(at, _)| {
+        let after = &text[at + word.len()..];
+        let prose = after
+            .strip_prefix(' ')
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+        !part_of_name(text[..at].chars().next_back())
+            && !part_of_name(after.chars().next())
+            && !prose
+    })
 }
 
 pub fn encode_query(text: &str) -> String {

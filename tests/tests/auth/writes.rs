@@ -81,8 +81,60 @@ pub(crate) fn writes() -> Vec<Attempt> {
             "update",
             ALICE_TODO,
             json!({"title\"; DROP TABLE todos; --": "x"}),
-            "unknown_column",
+            "forbidden",
         ),
+        // A column the table lacks is answered as a hidden one, and no answer lists the
+        // columns the rules hide.
+        todo_write(
+            "write a column the table lacks",
+            "update",
+            ALICE_TODO,
+            json!({"colour": "red"}),
+            "forbidden",
+        )
+        .says("do not allow writing column \"colour\"; a token may write: \"owner_id\", \"title\", \"done\""),
+        alice_write(
+            "key naming a column the table lacks",
+            "todos",
+            "update",
+            json!({"id": ALICE_TODO, "colour": "red"}),
+            json!({"title": "x"}),
+            NOW,
+            "invalid_value",
+        )
+        .says("colour is not part of the primary key of \"public\".\"todos\"; the key names id"),
+        alice_write(
+            "key naming a hidden column",
+            "todos",
+            "update",
+            json!({"id": ALICE_TODO, "position": 1}),
+            json!({"title": "x"}),
+            NOW,
+            "invalid_value",
+        )
+        .says("position is not part of the primary key of \"public\".\"todos\"; the key names id"),
+        write(
+            "merge into a column the table lacks",
+            alice(),
+            batch(
+                "alice-phone",
+                json!({"id": "merge-colour", "table": "notes", "op": "update",
+                       "key": {"id": ALICE_NOTE}, "merge": {"colour": "AAA="},
+                       "timestamp": NOW}),
+            ),
+            "forbidden",
+        )
+        .says("\"colour\""),
+        alice_write(
+            "op the rules do not allow, with a column the table lacks",
+            "notes",
+            "insert",
+            json!({"id": "a11ce000-0000-4000-8000-0000000000b2"}),
+            json!({"colour": "red"}),
+            NOW,
+            "forbidden",
+        )
+        .says("do not allow insert"),
         alice_write(
             "SQL in the table name",
             "todos; DROP TABLE todos",
@@ -100,6 +152,51 @@ pub(crate) fn writes() -> Vec<Attempt> {
             json!({"code": "x"}),
             NOW,
             "forbidden",
+        )
+        .says("table \"public\".\"secrets\" has no rules, so tokens cannot write it"),
+        alice_write(
+            "table without rules, a column it lacks",
+            "secrets",
+            "update",
+            json!({"id": 1}),
+            json!({"colour": "x"}),
+            NOW,
+            "forbidden",
+        )
+        .says("table \"public\".\"secrets\" has no rules, so tokens cannot write it"),
+        alice_write(
+            "table without rules, a key it lacks",
+            "secrets",
+            "delete",
+            json!({"colour": 1}),
+            json!({}),
+            NOW,
+            "forbidden",
+        )
+        .says("table \"public\".\"secrets\" has no rules, so tokens cannot write it"),
+        alice_write(
+            "table that does not exist",
+            "no_such_table",
+            "insert",
+            json!({"id": 1}),
+            json!({"colour": "x"}),
+            NOW,
+            "forbidden",
+        )
+        .says("table \"public\".\"no_such_table\" has no rules, so tokens cannot write it"),
+        alice_write(
+            "rules allow the write, --writable does not",
+            "team_docs",
+            "update",
+            json!({"id": 1}),
+            json!({"body": "rewritten by alice"}),
+            NOW,
+            "not_writable",
+        )
+        .says(
+            "table \"public\".\"team_docs\" does not accept writes: the rules allow this one, \
+             but the proxy's --writable does not list \"public\".\"team_docs\" (both must \
+             allow a write; add it to --writable)",
         ),
         alice_write(
             "op the rules do not allow (insert note)",

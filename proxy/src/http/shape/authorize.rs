@@ -1,8 +1,12 @@
 //! Auth for `/v1/shape`: who the request is, and the shape narrowed to what it may read.
 
+use std::borrow::Cow;
+
 use axum::http::HeaderMap;
+use shapes::schema::TableSchema;
 
 use super::params::{self, ShapeParams};
+use super::subset::{SubsetParts, SubsetRequest};
 use crate::auth::read::ReadScope;
 use crate::auth::{Access, Credentials};
 use crate::http::error::ApiError;
@@ -41,4 +45,26 @@ pub(crate) async fn authorize(
         Access::Token(token) => token.scope_shape(&state.engine, &mut params.shape).await?,
     };
     Ok(Authorized { access, scope })
+}
+
+/// The columns a subset snapshot of a shape of `table` may use: all of them with full
+/// access; with a token, its readable ones (403 when the subset's `where` or `order_by` uses
+/// others).
+pub(crate) fn subset_columns<'a>(
+    access: &Access,
+    table: &'a TableSchema,
+    request: &SubsetRequest,
+    parts: &SubsetParts,
+) -> Result<Cow<'a, TableSchema>, ApiError> {
+    match access {
+        Access::Open | Access::Secret => Ok(Cow::Borrowed(table)),
+        Access::Token(token) => token
+            .scope_subset(
+                table,
+                request.where_text(),
+                &parts.params,
+                &parts.order_by_columns(),
+            )
+            .map(Cow::Owned),
+    }
 }

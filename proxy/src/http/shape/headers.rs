@@ -58,6 +58,17 @@ pub fn cache_control(kind: CacheKind, private: bool) -> String {
     }
 }
 
+/// `cache-control` for a subset snapshot: made for one request, so never reused without
+/// asking; for a shape that depends on the caller's claims also `private`, as the shape's
+/// own responses are.
+pub fn subset_cache_control(private: bool) -> &'static str {
+    if private {
+        "private, no-cache"
+    } else {
+        "no-cache"
+    }
+}
+
 /// For a shape that depends on the caller's claims: besides `private` (no shared cache may
 /// keep it), a browser's own cache must not hand one user's response to the next user of
 /// the same browser for the same URL.
@@ -102,5 +113,7 @@ mod tests {
             "public, max-age=5, stale-while-revalidate=5"
         );
         assert_eq!(cache_control(CacheKind::Sse, true), "private, max-age=59");
+        assert_eq!(subset_cache_control(false), "no-cache");
+        assert_eq!(subset_cache_control(true), "private, no-cache");
     }
 }

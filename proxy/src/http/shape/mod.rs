@@ -66,7 +66,7 @@ pub(super) async fn get_shape(
     let (params, authorized, shape) = requested_shape(&state, &request_headers, query).await?;
     if !params.subset.is_empty() {
         let request = subset::SubsetRequest::from_query(&params.subset)?;
-        return subset_response(&state, &shape, &params, &request).await;
+        return subset_response(&state, &shape, &params, &authorized, &request).await;
     }
     let after = match params.offset {
         RequestOffset::Now => return Ok(now_response(&state, &shape)),
@@ -250,7 +250,7 @@ pub(super) async fn post_shape(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let query = query.as_deref().unwrap_or("");
-    let (params, _authorized, shape) = requested_shape(&state, &request_headers, query).await?;
+    let (params, authorized, shape) = requested_shape(&state, &request_headers, query).await?;
     let request: subset::SubsetRequest = if body.is_empty() {
         subset::SubsetRequest::from_query(&params.subset)?
     } else {
@@ -258,16 +258,19 @@ pub(super) async fn post_shape(
             ApiError::invalid("subset", format!("the body must be a JSON object: {e}"))
         })?
     };
-    subset_response(&state, &shape, &params, &request).await
+    subset_response(&state, &shape, &params, &authorized, &request).await
 }
 
 async fn subset_response(
     state: &AppState,
     shape: &Arc<Shape>,
     params: &ShapeParams,
+    authorized: &authorize::Authorized,
     request: &subset::SubsetRequest,
 ) -> Result<Response, ApiError> {
-    let body = subset::run(state, shape, request).await?;
+    let parts = request.parts()?;
+    let columns = authorize::subset_columns(&authorized.access, &shape.table, request, &parts)?;
+    let body = subset::run(state, shape, request, &parts, &columns).await?;
     let offset = match params.offset {
         RequestOffset::At(offset) => offset,
         RequestOffset::Now => batch::latest_offset(shape),
@@ -282,7 +285,15 @@ async fn subset_response(
     );
     insert(h, "electric-schema", &shape.schema_header);
     insert(h, "electric-snapshot", "true");
-    insert(h, header::CACHE_CONTROL.as_str(), "no-cache");
+    let private = authorized.scope.private;
+    insert(
+        h,
+        header::CACHE_CONTROL.as_str(),
+        headers::subset_cache_control(private),
+    );
+    if private {
+        headers::vary_on_credentials(h);
+    }
     Ok(response)
 }
 

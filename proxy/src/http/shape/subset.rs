@@ -73,7 +73,14 @@ impl SubsetRequest {
         })
     }
 
-    fn narrowing(&self, shape: &Shape) -> Result<Narrowing, ApiError> {
+    /// The `where` text, unless blank.
+    pub fn where_text(&self) -> Option<&str> {
+        self.where_.as_deref().filter(|w| !w.trim().is_empty())
+    }
+
+    /// Checks what needs no table: `params` numbered from 1 and not null, `order_by` a list
+    /// of columns with directions (and present with `limit`/`offset`).
+    pub fn parts(&self) -> Result<SubsetParts, ApiError> {
         if (self.limit.is_some() || self.offset.is_some()) && self.order_by.is_none() {
             return Err(invalid(
                 "order_by",
@@ -95,24 +102,39 @@ impl SubsetRequest {
             };
             params.insert(index, text);
         }
+        let order_by = self
+            .order_by
+            .as_deref()
+            .map(parse_order_by)
+            .transpose()
+            .map_err(|m| invalid("order_by", m))?;
+        Ok(SubsetParts { params, order_by })
+    }
+
+    /// The condition and tail of the subset's query; its `where` and `order_by` may use the
+    /// columns of `table` (the shape's table, or the part of it the caller may read).
+    fn narrowing(
+        &self,
+        shape: &Shape,
+        parts: &SubsetParts,
+        table: &TableSchema,
+    ) -> Result<Narrowing, ApiError> {
         let first = shape
             .definition
             .where_clause()
             .map_or(1, |w| w.to_sql_with_offset(1).1.len() + 1);
-        let condition = match self.where_.as_deref().filter(|w| !w.trim().is_empty()) {
+        let condition = match self.where_text() {
             None => None,
             Some(text) => {
-                let clause = WhereClause::parse(text, &params, &shape.table)
+                let clause = WhereClause::parse(text, &parts.params, table)
                     .map_err(|e| invalid("where", e.to_electric_message()))?;
                 Some(clause.to_sql_with_offset(first))
             }
         };
         let mut tail = String::new();
-        if let Some(order_by) = &self.order_by {
+        if let Some(order_by) = &parts.order_by {
             tail.push_str(" ORDER BY ");
-            tail.push_str(
-                &order_by_sql(order_by, &shape.table).map_err(|m| invalid("order_by", m))?,
-            );
+            tail.push_str(&order_by_sql(order_by, table).map_err(|m| invalid("order_by", m))?);
         }
         if let Some(limit) = self.limit {
             tail.push_str(&format!(" LIMIT {limit}"));
@@ -124,13 +146,35 @@ impl SubsetRequest {
     }
 }
 
+/// A subset request's `params` and `order_by`, checked for their form.
+#[derive(Debug, Default)]
+pub struct SubsetParts {
+    pub params: BTreeMap<usize, String>,
+    pub order_by: Option<Vec<OrderItem>>,
+}
+
+impl SubsetParts {
+    /// The columns `order_by` names.
+    pub fn order_by_columns(&self) -> Vec<String> {
+        self.order_by
+            .iter()
+            .flatten()
+            .map(|item| item.column.clone())
+            .collect()
+    }
+}
+
 /// Runs a subset snapshot: `{"metadata":{…},"data":[…]}`.
+/// `table` is what its `where` and `order_by` may use: the shape's table, or the part of it
+/// the caller may read.
 pub(super) async fn run(
     state: &AppState,
     shape: &Arc<Shape>,
     request: &SubsetRequest,
+    parts: &SubsetParts,
+    table: &TableSchema,
 ) -> Result<Body, ApiError> {
-    let narrowing = request.narrowing(shape)?;
+    let narrowing = request.narrowing(shape, parts, table)?;
     let permit = state.engine.try_snapshot_permit()?;
     let mut client = state.engine.snapshot_client().await?;
     let query_error = |e: snapshot::SnapshotError| match e {
@@ -184,28 +228,21 @@ fn storage_error(err: std::io::Error) -> ApiError {
     }
 }
 
-/// `col [ASC|DESC] [NULLS FIRST|LAST], …` over the table's columns, rebuilt with quoted
-/// identifiers (text columns in byte order, as everywhere else).
-pub fn order_by_sql(text: &str, table: &TableSchema) -> Result<String, String> {
+/// One `order_by` item: a column (folded, or as quoted) and its direction in SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderItem {
+    pub column: String,
+    suffix: &'static str,
+}
+
+/// Splits `col [ASC|DESC] [NULLS FIRST|LAST], …` into its items.
+pub fn parse_order_by(text: &str) -> Result<Vec<OrderItem>, String> {
     let mut items = Vec::new();
     for item in split_top_level(text)? {
         let mut tokens = tokenize(&item)?.into_iter();
         let Some(Token::Ident(name)) = tokens.next() else {
             return Err(format!("expected a column name in {:?}", item.trim()));
         };
-        let column = table
-            .column_index(&name)
-            .map(|i| &table.columns[i])
-            .ok_or_else(|| {
-                format!(
-                    "unknown column {name:?}; the table has: {}",
-                    table.column_list()
-                )
-            })?;
-        let mut sql = quote_identifier(&column.name);
-        if matches!(column.ty.name.as_str(), "text" | "varchar" | "bpchar") {
-            sql.push_str(" COLLATE \"C\"");
-        }
         let rest: Vec<String> = tokens
             .map(|t| match t {
                 Token::Word(w) => w,
@@ -229,13 +266,40 @@ pub fn order_by_sql(text: &str, table: &TableSchema) -> Result<String, String> {
                 ));
             }
         };
-        sql.push_str(suffix);
-        items.push(sql);
+        items.push(OrderItem {
+            column: name,
+            suffix,
+        });
     }
     if items.is_empty() {
         return Err("is empty".into());
     }
-    Ok(items.join(", "))
+    Ok(items)
+}
+
+/// The items over the columns of `table`, rebuilt with quoted identifiers (text columns in
+/// byte order, as everywhere else).
+pub fn order_by_sql(items: &[OrderItem], table: &TableSchema) -> Result<String, String> {
+    let mut sql = Vec::with_capacity(items.len());
+    for item in items {
+        let column = table
+            .column_index(&item.column)
+            .map(|i| &table.columns[i])
+            .ok_or_else(|| {
+                format!(
+                    "unknown column {:?}; the table has: {}",
+                    item.column,
+                    table.column_list()
+                )
+            })?;
+        let mut one = quote_identifier(&column.name);
+        if matches!(column.ty.name.as_str(), "text" | "varchar" | "bpchar") {
+            one.push_str(" COLLATE \"C\"");
+        }
+        one.push_str(item.suffix);
+        sql.push(one);
+    }
+    Ok(sql.join(", "))
 }
 
 enum Token {
@@ -336,26 +400,32 @@ mod tests {
         }
     }
 
+    fn sql(text: &str) -> Result<String, String> {
+        order_by_sql(&parse_order_by(text)?, &table())
+    }
+
     #[test]
     fn order_by_is_rebuilt_with_quoted_identifiers() {
         assert_eq!(
-            order_by_sql("id DESC, \"Title\" nulls last", &table()).unwrap(),
+            sql("id DESC, \"Title\" nulls last").unwrap(),
             "\"id\" DESC, \"Title\" COLLATE \"C\" NULLS LAST"
         );
-        assert_eq!(order_by_sql("ID", &table()).unwrap(), "\"id\"");
+        assert_eq!(sql("ID").unwrap(), "\"id\"");
+        let columns: Vec<String> = parse_order_by("ID desc, \"Title\"")
+            .unwrap()
+            .into_iter()
+            .map(|item| item.column)
+            .collect();
+        assert_eq!(columns, ["id", "Title"]);
     }
 
     #[test]
     fn order_by_refuses_anything_but_columns_and_directions() {
-        assert!(
-            order_by_sql("title", &table())
-                .unwrap_err()
-                .contains("unknown column")
-        );
-        assert!(order_by_sql("id; DROP TABLE t", &table()).is_err());
-        assert!(order_by_sql("id DESC DESC", &table()).is_err());
-        assert!(order_by_sql("(select 1)", &table()).is_err());
-        assert!(order_by_sql("", &table()).is_err());
-        assert!(order_by_sql("\"id", &table()).is_err());
+        assert!(sql("title").unwrap_err().contains("unknown column"));
+        assert!(sql("id; DROP TABLE t").is_err());
+        assert!(sql("id DESC DESC").is_err());
+        assert!(sql("(select 1)").is_err());
+        assert!(sql("").is_err());
+        assert!(sql("\"id").is_err());
     }
 }
