@@ -265,6 +265,7 @@ async fn an_atomic_batch_rejected_by_a_constraint_applies_nothing() {
     assert_eq!(response["txid"], json!(null), "{response}");
     assert_eq!(status(&response["results"][0]), "aborted");
     assert_eq!(response["results"][1]["error"]["code"], "check_violation");
+    assert_eq!(response["results"][1]["error"]["column"], "owner_id");
     assert_eq!(h.todo(&todo_id(1), "title").await, None);
 }
 
@@ -294,6 +295,7 @@ async fn a_non_atomic_batch_applies_everything_but_the_bad_mutations() {
     assert_eq!(results[6]["error"]["code"], "invalid_value");
     assert_eq!(results[6]["error"]["column"], "done");
     assert_eq!(results[12]["error"]["code"], "check_violation");
+    assert_eq!(results[12]["error"]["column"], "title");
     assert_eq!(results[20]["error"]["code"], "not_null_violation");
     assert_eq!(results[20]["error"]["column"], "title");
     let count: i64 = h
