@@ -3,6 +3,7 @@
 
 mod determinism;
 mod http;
+mod savepoints;
 mod support;
 mod validation;
 mod yjs;
