@@ -5,6 +5,7 @@ mod determinism;
 mod http;
 mod savepoints;
 mod support;
+mod ties;
 mod validation;
 mod yjs;
 
