@@ -3,6 +3,7 @@
 
 mod determinism;
 mod http;
+mod lww_column;
 mod savepoints;
 mod support;
 mod ties;
