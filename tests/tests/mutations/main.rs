@@ -2,6 +2,7 @@
 //! tombstones, idempotency, atomic batches, validation, HTTP details, Yjs, determinism.
 
 mod determinism;
+mod gc;
 mod http;
 mod lww_column;
 mod savepoints;
