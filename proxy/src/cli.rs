@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -115,13 +116,30 @@ pub struct GcArgs {
     #[arg(long, default_value = "30d")]
     pub older_than: Retention,
 
-    /// Tombstoned tables, as for `serve` (`table` or `table:column`).
+    /// Tombstoned tables, as for `serve` (`table` or `table:column`), or `none` if no table
+    /// has tombstones. Required unless --older-than is `off`: only these tables' tombstones
+    /// are purged.
     #[arg(long, env = "SHAPESYNC_TOMBSTONES", value_delimiter = ',')]
-    pub tombstones: Vec<TombstoneSpec>,
+    pub tombstones: Vec<GcTombstones>,
 
     /// Purge mutation ids recorded longer ago than this.
     #[arg(long, env = "SHAPESYNC_MUTATION_ID_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
     pub mutation_id_retention: std::time::Duration,
+}
+
+/// One value of `gc --tombstones`: a tombstoned table, or `none`.
+#[derive(Debug, Clone)]
+pub struct GcTombstones(Option<TombstoneSpec>);
+
+impl FromStr for GcTombstones {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim() == "none" {
+            return Ok(Self(None));
+        }
+        s.parse().map(|spec| Self(Some(spec)))
+    }
 }
 
 /// Where the HTTP API listens.
@@ -383,8 +401,18 @@ fn raise_open_file_limit() {
 
 /// `shapesync gc`: one purge, with a summary on stdout.
 async fn run_gc(args: GcArgs) -> anyhow::Result<()> {
+    if let (Some(older_than), true) = (args.older_than.0, args.tombstones.is_empty()) {
+        // Purging nothing while saying "purged 0" would look like success, every night.
+        anyhow::bail!(
+            "no tombstoned tables given, so `--older-than {}` would purge no tombstones: pass \
+             the tables `serve` has in --tombstones (e.g. `--tombstones todos,notes:deleted_at`, \
+             or SHAPESYNC_TOMBSTONES), `--tombstones none` if no table has tombstones, or \
+             `--older-than off` to purge only old mutation ids",
+            humantime::format_duration(older_than)
+        );
+    }
     let policy = crate::mutations::gc::GcPolicy {
-        tombstones: args.tombstones,
+        tombstones: args.tombstones.into_iter().filter_map(|t| t.0).collect(),
         tombstone_retention: args.older_than.0,
         mutation_id_retention: args.mutation_id_retention,
     };

@@ -136,6 +136,12 @@ pub async fn run(
         config.tombstones.clone(),
         commits,
     ));
+    if config.writes.tombstone_retention.is_some() && config.tombstones.is_empty() {
+        tracing::warn!(
+            "--tombstone-retention is set but --tombstones names no table: no tombstoned row \
+             will be purged (only the clocks of deleted rows and old mutation ids)"
+        );
+    }
     tokio::spawn(gc::run_periodically(
         config.database_url.clone(),
         GcPolicy::from_config(&config.writes, &config.tombstones),

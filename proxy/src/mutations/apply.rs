@@ -7,7 +7,8 @@
 //! 3. Per table (in name order): rows and registers locked, then *rounds*: round r holds the
 //!    r-th mutation of every key, so each statement touches a row at most once and later
 //!    mutations of a row are planned on what the earlier ones left. Each round is planned in
-//!    pure code (`lww`) and written set-based (`store`).
+//!    pure code (`lww`) and written set-based (`store`), without savepoints unless a run of
+//!    the transaction before found a group that needs them.
 //! 4. Registers written, results recorded under their ids, `COMMIT` — or, for an atomic batch
 //!    with a rejection, `ROLLBACK` and every other result `aborted`.
 
@@ -55,8 +56,13 @@ pub struct Applied {
     pub outcomes: Vec<Outcome>,
 }
 
-/// Runs the transaction. On error the caller rolls back.
-pub async fn run(conn: &mut PooledConnection<'_>, batch: &Batch) -> Result<Applied, MutationError> {
+/// Runs the transaction, with savepoints for the groups of writes from `guarded_from` on
+/// (see `store`). On error the caller rolls back.
+pub async fn run(
+    conn: &mut PooledConnection<'_>,
+    batch: &Batch,
+    guarded_from: Option<usize>,
+) -> Result<Applied, MutationError> {
     let (xid, now, recorded) = begin(conn, batch).await?;
     let mut outcomes: Vec<Option<Outcome>> = batch
         .slots
@@ -77,10 +83,11 @@ pub async fn run(conn: &mut PooledConnection<'_>, batch: &Batch) -> Result<Appli
                 .push(index);
         }
     }
-    let mut budget = store::SAVEPOINT_BUDGET;
+    let mut savepoints = store::Savepoints::new(guarded_from);
     let mut wrote_rows = false;
     for indices in by_table.values() {
-        wrote_rows |= apply_table(conn, batch, indices, now, &mut outcomes, &mut budget).await?;
+        wrote_rows |=
+            apply_table(conn, batch, indices, now, &mut outcomes, &mut savepoints).await?;
     }
     let outcomes: Vec<Outcome> = (0..outcomes.len())
         .map(|i| {
@@ -121,6 +128,8 @@ async fn begin(
 }
 
 /// Commits (recording the results), or rolls back an atomic batch with a rejection.
+/// An atomic batch left with undecided (`aborted`) mutations and no rejection fails with
+/// [`MutationError::OutOfSavepoints`]: it must not commit in part.
 async fn finish(
     conn: &mut PooledConnection<'_>,
     batch: &Batch,
@@ -148,6 +157,9 @@ async fn finish(
             wrote_rows: false,
             outcomes,
         });
+    }
+    if batch.atomic && outcomes.contains(&Outcome::Aborted) {
+        return Err(MutationError::OutOfSavepoints);
     }
     record(conn, batch, &outcomes, replayed).await?;
     conn.execute("COMMIT").await?;
@@ -228,7 +240,7 @@ async fn apply_table(
     indices: &[usize],
     now: i64,
     outcomes: &mut [Option<Outcome>],
-    budget: &mut u32,
+    savepoints: &mut store::Savepoints,
 ) -> Result<bool, MutationError> {
     let table = mutation(batch, indices[0])?.table.clone();
     let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -252,7 +264,8 @@ async fn apply_table(
         let groups = plan_round(&table, batch, round, &mut states, now, outcomes)?;
         for (kind, items) in groups {
             let check = batch.check_of(table.name());
-            let results = store::write_group(conn, &table, &kind, &items, check, budget).await?;
+            let results =
+                store::write_group(conn, &table, &kind, &items, check, savepoints).await?;
             for (item, result) in items.into_iter().zip(results) {
                 wrote_rows |= matches!(result, WriteOutcome::Written(_));
                 let slot = item.slot;

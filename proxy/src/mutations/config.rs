@@ -40,6 +40,11 @@ pub struct WriteArgs {
     #[arg(long, env = "SHAPESYNC_TOMBSTONE_RETENTION")]
     pub tombstone_retention: Option<Retention>,
 
+    /// How often the background job purges old tombstones (with --tombstone-retention) and
+    /// old mutation ids; it also runs at start.
+    #[arg(long, env = "SHAPESYNC_GC_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub gc_interval: Duration,
+
     /// How long mutation ids are remembered, so that a retried mutation returns its first
     /// result instead of applying again.
     #[arg(long, env = "SHAPESYNC_MUTATION_ID_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
@@ -74,6 +79,7 @@ impl WriteArgs {
             mutation_id_retention: self.mutation_id_retention,
             max_body_bytes: self.max_body_bytes,
             lsn_wait: self.lsn_wait,
+            gc_interval: self.gc_interval,
             ..defaults
         }
     }

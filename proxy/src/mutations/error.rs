@@ -14,6 +14,15 @@ pub enum MutationError {
     /// transaction is retried.
     #[error("a row was created by a concurrent write")]
     ConcurrentCreate,
+    /// A group of writes ran without savepoints (see `store`) and Postgres refused it for one
+    /// row's data: the transaction is aborted and runs again with savepoints from that group
+    /// (numbered in write order) on.
+    #[error("a write needs savepoints to find the mutation at fault")]
+    NeedsSavepoints { group: usize },
+    /// An atomic batch ran out of savepoints without a rejection (possible only when the data
+    /// changed between two runs of its transaction); the transaction is retried.
+    #[error("an atomic batch ran out of savepoints")]
+    OutOfSavepoints,
     /// A bug: the state of the database contradicts what the write path just read.
     #[error("{0}")]
     Internal(String),
@@ -26,8 +35,8 @@ impl MutationError {
         match self {
             Self::Connect(err) => err.is_transient(),
             Self::Query(err) => database::is_transient(err),
-            Self::ConcurrentCreate => true,
-            Self::Internal(_) => false,
+            Self::ConcurrentCreate | Self::OutOfSavepoints => true,
+            Self::NeedsSavepoints { .. } | Self::Internal(_) => false,
         }
     }
 

@@ -10,8 +10,8 @@
 //! - `values`: every value cast by Postgres before the write transaction (read-only), so a bad
 //!   value rejects its mutation only;
 //! - `apply`: one transaction — idempotency, row locks, last-write-wins planning (`lww`, pure),
-//!   Yjs merges (`yjs`), set-based writes with a bounded number of savepoints (`store`, `sql`),
-//!   results recorded under their ids;
+//!   Yjs merges (`yjs`), set-based writes (`store`, `sql`: without savepoints, or, when Postgres
+//!   refuses a row, run again with a bounded number of them), results recorded under their ids;
 //! - the commit's LSN, from the replication stream ([`CommitWatch`]), for a bounded time.
 //!
 //! `gc` purges old tombstones, the registers of deleted rows and old mutation ids.
@@ -147,11 +147,20 @@ impl MutationService {
         let mut batch = preparation.prepare(request, conn).await?;
         values::check(conn, &mut batch).await?;
         let mut attempt = 1;
+        let mut guarded_from = None;
         loop {
-            match apply::run(conn, &batch).await {
+            match apply::run(conn, &batch, guarded_from).await {
                 Ok(applied) => return Ok(applied),
+                // Runs again at once with savepoints from that group on; the group is before
+                // the first guarded one, so this ends.
+                Err(MutationError::NeedsSavepoints { group }) => {
+                    rollback(conn).await;
+                    tracing::debug!(group, "a write was refused; running it in savepoints");
+                    guarded_from = Some(group);
+                }
                 Err(err) => {
                     rollback(conn).await;
+                    guarded_from = None;
                     if !err.is_transient() || attempt >= ATTEMPTS || conn.client().is_closed() {
                         return Err(err);
                     }

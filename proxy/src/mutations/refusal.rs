@@ -46,10 +46,18 @@ pub fn code_for(sqlstate: &str) -> Option<RefusalCode> {
 }
 
 /// The column: Postgres names it for NOT NULL; unique and foreign keys name theirs in the
-/// detail (`Key (owner_id)=(x) …`); a type error names the type, which one written column has.
+/// detail (`Key (owner_id)=(x) …`); a check constraint over one column is known by name; a
+/// type error names the type, which one written column has.
 fn column_of(db: &DbError, table: &WritableTable, columns: &[usize]) -> Option<String> {
     if let Some(column) = db.column() {
         return Some(column.to_owned());
+    }
+    if let Some(&index) = db
+        .constraint()
+        .filter(|_| db.code().code() == "23514")
+        .and_then(|name| table.check_columns.get(name))
+    {
+        return Some(table.column_name(index).to_owned());
     }
     if let Some(names) = db
         .detail()

@@ -2,13 +2,21 @@
 //!
 //! Rows and registers are locked (`FOR UPDATE`, in key order, so concurrent batches do not
 //! deadlock each other) before planning. Writes are set-based: one statement per kind (update,
-//! delete, insert per column set) for the whole batch, inside a savepoint. If Postgres refuses
-//! the statement for one row's data (a constraint, a too-long value), the savepoint is rolled
-//! back and the rows are split in halves and retried, down to the single mutation that fails
-//! (which is rejected). Released savepoints each hold a subtransaction id, and more than 64 per
-//! transaction overflow Postgres' subtransaction cache, which slows every snapshot in the
-//! database; so at most [`SAVEPOINT_BUDGET`] are released per transaction, and mutations still
-//! undecided past that are answered `aborted` (not recorded: a retry applies them).
+//! delete, insert per column set) and round, a *group*, for the whole batch.
+//!
+//! A transaction first runs every group as a plain statement: a batch that breaks no
+//! constraint takes no savepoint at all, however many groups it has. If Postgres refuses a
+//! group for one row's data (a constraint, a too-long value, a trigger), the transaction is
+//! aborted; it is rolled back and run again with the groups from that one on each in a
+//! savepoint ([`Savepoints`]; groups before it succeeded and run plain again). A refused group
+//! is then rolled back to its savepoint, split in halves and retried, down to the single
+//! mutation that fails (which is rejected).
+//!
+//! Savepoints that succeed each hold a subtransaction id until the commit, and more than 64
+//! per transaction overflow Postgres' subtransaction cache, which slows every snapshot in the
+//! database; so at most [`SAVEPOINT_BUDGET`] are kept per transaction, and mutations still
+//! undecided past that are answered `aborted` (not recorded: a retry applies them). Savepoints
+//! rolled back free their id. An atomic batch never commits with such an `aborted` result.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -25,9 +33,36 @@ use super::sql;
 use super::table::WritableTable;
 use super::wire::{Refusal, RefusalCode};
 
-/// Savepoints released (holding a subtransaction id) per transaction, well under Postgres'
-/// cache of 64.
+/// Savepoints kept (holding a subtransaction id) per transaction, well under Postgres' cache
+/// of 64.
 pub const SAVEPOINT_BUDGET: u32 = 40;
+
+/// Which groups of a transaction run in savepoints, and how many savepoints are left.
+#[derive(Debug)]
+pub struct Savepoints {
+    /// Groups are numbered in the order they are written; those from this one on run in
+    /// savepoints (`None`: none do).
+    guarded_from: Option<usize>,
+    next_group: usize,
+    budget: u32,
+}
+
+impl Savepoints {
+    pub fn new(guarded_from: Option<usize>) -> Self {
+        Self {
+            guarded_from,
+            next_group: 0,
+            budget: SAVEPOINT_BUDGET,
+        }
+    }
+
+    /// Numbers the next group; whether it runs in savepoints.
+    fn next(&mut self) -> (usize, bool) {
+        let group = self.next_group;
+        self.next_group += 1;
+        (group, self.guarded_from.is_some_and(|from| group >= from))
+    }
+}
 
 /// The identity of a row in maps and in `shapesync.row_clocks.key`: its key texts as a JSON
 /// array.
@@ -236,25 +271,41 @@ impl WriteKind {
     }
 }
 
-/// Writes a group, splitting it on data errors (see the module doc). With a `check`, every
-/// row the statement leaves must satisfy it: the rows that do not are rejected (`forbidden`),
-/// the savepoint rolled back, and the others written again without them.
+/// Writes a group, in savepoints split on data errors if [`Savepoints`] says so (see the
+/// module doc); otherwise a data error is [`MutationError::NeedsSavepoints`]. With a `check`,
+/// every row the statement leaves must satisfy it: the rows that do not are rejected
+/// (`forbidden`), the savepoint rolled back, and the others written again without them.
 pub async fn write_group(
     conn: &mut PooledConnection<'_>,
     table: &WritableTable,
     kind: &WriteKind,
     items: &[Planned],
     check: Option<&WhereClause>,
-    budget: &mut u32,
+    savepoints: &mut Savepoints,
 ) -> Result<Vec<WriteOutcome>, MutationError> {
+    let (group, guarded) = savepoints.next();
+    if !guarded {
+        let all: Vec<&Planned> = items.iter().collect();
+        return match run_write(conn, table, kind, &all, false).await {
+            Ok(rows) if refused_rows(check, &all, &rows).is_empty() => written(kind, &all, &rows),
+            Ok(_) => Err(MutationError::NeedsSavepoints { group }),
+            Err(err) => {
+                let columns = items.first().map(|p| p.columns()).unwrap_or_default();
+                match refusal_for(&err, table, &columns) {
+                    Some(_) => Err(MutationError::NeedsSavepoints { group }),
+                    None => Err(err.into()),
+                }
+            }
+        };
+    }
     let mut outcomes = vec![WriteOutcome::Aborted; items.len()];
     let mut todo: Vec<Vec<usize>> = vec![(0..items.len()).collect()];
     while let Some(indices) = todo.pop() {
-        if indices.is_empty() || *budget == 0 {
+        if indices.is_empty() || savepoints.budget == 0 {
             continue;
         }
         let group: Vec<&Planned> = indices.iter().map(|&i| &items[i]).collect();
-        match run_write(conn, table, kind, &group).await {
+        match run_write(conn, table, kind, &group, true).await {
             Ok(rows) => {
                 let refused = refused_rows(check, &group, &rows);
                 if !refused.is_empty() {
@@ -279,20 +330,9 @@ pub async fn write_group(
                 }
                 // Left unreleased: releasing costs a round trip and frees no subtransaction
                 // id (a released one stays in the cache until commit); COMMIT releases it.
-                *budget -= 1;
-                for (item, &index) in group.iter().zip(&indices) {
-                    let written = match kind {
-                        WriteKind::Delete => None,
-                        _ => Some(
-                            rows.get(&item.key_id)
-                                .cloned()
-                                .ok_or(MutationError::ConcurrentCreate)?,
-                        ),
-                    };
-                    outcomes[index] = WriteOutcome::Written(written);
-                }
-                if matches!(kind, WriteKind::Delete) && rows.len() != group.len() {
-                    return Err(MutationError::Internal("a locked row vanished".into()));
+                savepoints.budget -= 1;
+                for (&index, outcome) in indices.iter().zip(written(kind, &group, &rows)?) {
+                    outcomes[index] = outcome;
                 }
             }
             Err(err) => {
@@ -318,6 +358,29 @@ pub async fn write_group(
     Ok(outcomes)
 }
 
+/// The outcomes of a statement that wrote `group`, from the rows it returned.
+fn written(
+    kind: &WriteKind,
+    group: &[&Planned],
+    rows: &HashMap<String, StoredRow>,
+) -> Result<Vec<WriteOutcome>, MutationError> {
+    if matches!(kind, WriteKind::Delete) {
+        if rows.len() != group.len() {
+            return Err(MutationError::Internal("a locked row vanished".into()));
+        }
+        return Ok(vec![WriteOutcome::Written(None); group.len()]);
+    }
+    group
+        .iter()
+        .map(|item| {
+            rows.get(&item.key_id)
+                .cloned()
+                .map(|row| WriteOutcome::Written(Some(row)))
+                .ok_or(MutationError::ConcurrentCreate)
+        })
+        .collect()
+}
+
 /// Positions in `group` of the rows written that fail `check` (a delete leaves no row).
 fn refused_rows(
     check: Option<&WhereClause>,
@@ -338,13 +401,14 @@ fn refused_rows(
         .collect()
 }
 
-/// One statement over `group` in a new savepoint (pipelined with it); the returned rows by
-/// key id.
+/// One statement over `group`, in a new savepoint (pipelined with it) if `savepoint`; the
+/// returned rows by key id.
 async fn run_write(
     conn: &mut PooledConnection<'_>,
     table: &WritableTable,
     kind: &WriteKind,
     group: &[&Planned],
+    savepoint: bool,
 ) -> Result<HashMap<String, StoredRow>, tokio_postgres::Error> {
     let keys: Vec<&[String]> = group.iter().map(|p| p.key.as_slice()).collect();
     let mut params = key_params(table, &keys);
@@ -362,10 +426,15 @@ async fn run_write(
     let statement = conn.prepare(&statement).await?;
     let client = conn.client();
     let params = refs(&params);
-    let (_, rows) = tokio::try_join!(
-        client.batch_execute("SAVEPOINT shapesync_write"),
-        client.query(&statement, &params),
-    )?;
+    let rows = if savepoint {
+        let (_, rows) = tokio::try_join!(
+            client.batch_execute("SAVEPOINT shapesync_write"),
+            client.query(&statement, &params),
+        )?;
+        rows
+    } else {
+        client.query(&statement, &params).await?
+    };
     let mut by_key = HashMap::with_capacity(rows.len());
     for row in &rows {
         // A row without its key cannot be matched; it is reported missing by the caller.

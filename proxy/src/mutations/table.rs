@@ -32,6 +32,9 @@ pub struct WritableTable {
     pub tombstone: Option<usize>,
     /// Yjs document columns (bytea).
     pub yjs: Vec<usize>,
+    /// Check constraints over one column, by name: Postgres names the constraint a row
+    /// breaks, not its column.
+    pub check_columns: HashMap<String, usize>,
 }
 
 /// What a client may do with a column.
@@ -131,6 +134,7 @@ impl WritableTable {
             lww,
             tombstone,
             yjs,
+            check_columns: HashMap::new(),
         })
     }
 }
@@ -231,12 +235,29 @@ impl TableCache {
                 format!("table {name} changed while being read; retry"),
             )));
         }
+        let check_columns: Vec<(String, String)> = client
+            .query(
+                "SELECT c.conname::text, a.attname::text FROM pg_constraint c
+                 JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+                 WHERE c.conrelid = $1 AND c.contype = 'c' AND cardinality(c.conkey) = 1",
+                &[&schema.oid],
+            )
+            .await?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
         let tombstone = tombstones
             .iter()
             .find(|spec| &spec.table == name)
             .map(|spec| spec.column.as_str());
         Ok(
-            WritableTable::new(schema, cast_types, config, tombstone).map(|table| {
+            WritableTable::new(schema, cast_types, config, tombstone).map(|mut table| {
+                table.check_columns = check_columns
+                    .into_iter()
+                    .filter_map(|(constraint, column)| {
+                        Some((constraint, table.schema.column_index(&column)?))
+                    })
+                    .collect();
                 let table = Arc::new(table);
                 self.lock()
                     .insert(name.clone(), (table.clone(), Instant::now()));

@@ -1,6 +1,8 @@
-//! 8 writers hammering 20 rows with random timestamps and column subsets: every final column
-//! is the value of the newest (timestamp, client id) write of it, and the same mutations,
-//! shuffled, give the same rows in a fresh table. Seeded: `SHAPESYNC_SEED` replays a run.
+//! 8 writers hammering 20 rows of a tombstoned table with random timestamps, column subsets
+//! and deletes: every final column is the value of the newest (timestamp, client id) write of
+//! it, a row is deleted exactly when its newest write is a delete, and the same mutations,
+//! shuffled, give the same rows in a fresh table. Timestamps come from a small pool, so
+//! writers often tie and the client id decides. Seeded: `SHAPESYNC_SEED` replays a run.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -15,12 +17,18 @@ const WRITERS: u32 = 8;
 const ROWS: u32 = 20;
 const BATCHES_PER_WRITER: usize = 12;
 const COLUMNS: [&str; 3] = ["title", "done", "position"];
+/// Distinct timestamps (whole seconds) the writers draw from: fewer than the writes of all
+/// writers together, so that different writers often share one.
+const INSTANTS: i64 = 96;
+/// 2026-01-01T00:00:00Z, where `at(0)` is, in µs.
+const BASE_MICROS: i64 = 1_767_225_600_000_000;
 
 #[derive(Debug, Clone)]
 struct Write {
     client: String,
     row: u32,
     micros: i64,
+    /// Empty for a delete.
     values: BTreeMap<&'static str, String>,
 }
 
@@ -31,8 +39,13 @@ impl Write {
             &at(self.micros / 1_000_000)[..19],
             self.micros % 1_000_000
         );
-        json!({"id": id, "table": table, "op": "upsert", "key": {"id": todo_id(self.row)},
+        let op = if self.is_delete() { "delete" } else { "upsert" };
+        json!({"id": id, "table": table, "op": op, "key": {"id": todo_id(self.row)},
                "values": self.values, "timestamp": timestamp})
+    }
+
+    fn is_delete(&self) -> bool {
+        self.values.is_empty()
     }
 }
 
@@ -46,21 +59,24 @@ fn seed() -> u64 {
 }
 
 fn random_writes(rng: &mut StdRng) -> Vec<Vec<Vec<Write>>> {
-    let mut used = HashSet::new();
     (0..WRITERS)
         .map(|w| {
+            // A writer never uses an instant twice: its equal clocks would be ordered by
+            // arrival, which the shuffled replay does not keep.
+            let mut used = HashSet::new();
             (0..BATCHES_PER_WRITER)
                 .map(|_| {
                     (0..rng.random_range(1..=6))
                         .map(|_| {
                             let micros = loop {
-                                let m = rng.random_range(1_000_000..86_400_000_000_i64);
+                                let m = rng.random_range(1..=INSTANTS) * 1_000_000;
                                 if used.insert(m) {
                                     break m;
                                 }
                             };
                             let mut values = BTreeMap::new();
-                            while values.is_empty() {
+                            // About one write in six is a delete.
+                            while values.is_empty() && !rng.random_bool(1.0 / 6.0) {
                                 for column in COLUMNS {
                                     if rng.random_bool(0.5) {
                                         values.insert(column, random_value(rng, column));
@@ -106,6 +122,47 @@ fn expected(writes: &[Write]) -> BTreeMap<(u32, &'static str), String> {
         }
     }
     newest.into_iter().map(|(k, (_, _, v))| (k, v)).collect()
+}
+
+/// Per row, (`updated_at`, `deleted_at`) in µs since `at(0)`: the newest clock of any write
+/// of the row, and the time of that write if it is a delete.
+fn expected_times(writes: &[Write]) -> BTreeMap<u32, (i64, Option<i64>)> {
+    let mut newest: BTreeMap<u32, &Write> = BTreeMap::new();
+    for write in writes {
+        let entry = newest.entry(write.row).or_insert(write);
+        if (write.micros, &write.client) > (entry.micros, &entry.client) {
+            *entry = write;
+        }
+    }
+    newest
+        .into_iter()
+        .map(|(row, w)| (row, (w.micros, w.is_delete().then_some(w.micros))))
+        .collect()
+}
+
+/// Pairs of writes from different writers to one row at one instant.
+fn ties(writes: &[Write]) -> usize {
+    let mut seen: BTreeMap<(u32, i64), usize> = BTreeMap::new();
+    for write in writes.iter().filter(|w| w.client != "seed") {
+        *seen.entry((write.row, write.micros)).or_default() += 1;
+    }
+    seen.values().map(|n| n * (n - 1) / 2).sum()
+}
+
+/// Per row of `table` (by id), (`updated_at`, `deleted_at`) in µs since `at(0)`.
+async fn times(client: &tokio_postgres::Client, table: &str) -> Vec<(i64, Option<i64>)> {
+    let sql = format!(
+        "SELECT (extract(epoch FROM updated_at) * 1000000)::int8 - $1,
+                (extract(epoch FROM deleted_at) * 1000000)::int8 - $1
+         FROM {table} WHERE owner_id = 'sim' ORDER BY id"
+    );
+    client
+        .query(&sql, &[&BASE_MICROS])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
 }
 
 async fn rows(client: &tokio_postgres::Client, table: &str) -> Vec<Vec<Option<String>>> {
@@ -190,6 +247,19 @@ async fn concurrent_writers_converge_to_the_newest_write_of_every_column_in_any_
         .cloned()
         .chain(writers.into_iter().flatten().flatten())
         .collect();
+    assert!(
+        ties(&all) > 0,
+        "no two writers wrote a row at the same instant (seed {seed})"
+    );
+    assert!(all.iter().any(Write::is_delete), "no deletes (seed {seed})");
+    let expected_times = expected_times(&all);
+    let got_times = times(&h.client, "todos").await;
+    for (n, got) in (1..=ROWS).zip(&got_times) {
+        assert_eq!(
+            *got, expected_times[&n],
+            "row {n} (updated_at, deleted_at) (seed {seed})"
+        );
+    }
     let expected = expected(&all);
     let actual = rows(&h.client, "todos").await;
     assert_eq!(actual.len(), ROWS as usize);

@@ -2,13 +2,17 @@
 //! tombstones, idempotency, atomic batches, validation, HTTP details, Yjs, determinism.
 
 mod determinism;
+mod gc;
 mod http;
+mod lww_column;
+mod savepoints;
 mod support;
+mod ties;
 mod validation;
 mod yjs;
 
 use serde_json::json;
-use support::{at, harness, new_todo, status, todo, todo_id};
+use support::{at, from_now, harness, new_todo, status, todo, todo_id};
 
 #[tokio::test]
 async fn a_stale_update_is_a_conflict_with_the_winning_row_and_lost_columns() {
@@ -265,6 +269,7 @@ async fn an_atomic_batch_rejected_by_a_constraint_applies_nothing() {
     assert_eq!(response["txid"], json!(null), "{response}");
     assert_eq!(status(&response["results"][0]), "aborted");
     assert_eq!(response["results"][1]["error"]["code"], "check_violation");
+    assert_eq!(response["results"][1]["error"]["column"], "owner_id");
     assert_eq!(h.todo(&todo_id(1), "title").await, None);
 }
 
@@ -294,6 +299,7 @@ async fn a_non_atomic_batch_applies_everything_but_the_bad_mutations() {
     assert_eq!(results[6]["error"]["code"], "invalid_value");
     assert_eq!(results[6]["error"]["column"], "done");
     assert_eq!(results[12]["error"]["code"], "check_violation");
+    assert_eq!(results[12]["error"]["column"], "title");
     assert_eq!(results[20]["error"]["code"], "not_null_violation");
     assert_eq!(results[20]["error"]["column"], "title");
     let count: i64 = h
@@ -404,10 +410,16 @@ async fn a_plain_sql_update_between_mutations_is_respected_by_lww() {
     let h = harness("mut_plain_sql").await;
     h.send(
         "a",
-        vec![todo("m1", "insert", 1, new_todo("device"), &at(0))],
+        vec![todo(
+            "m1",
+            "insert",
+            1,
+            new_todo("device"),
+            &from_now(-7200),
+        )],
     )
     .await;
-    // A plain SQL write at (about) now: the trigger moves updated_at to now().
+    // A plain SQL write now: the trigger moves updated_at to now().
     h.client
         .execute(
             "UPDATE todos SET title = 'admin' WHERE id = $1::text::uuid",
@@ -415,8 +427,8 @@ async fn a_plain_sql_update_between_mutations_is_respected_by_lww() {
         )
         .await
         .unwrap();
-    // A device edit made before it (2026-01-01 + 10 s is in the past of this test run… unless
-    // the machine's clock is earlier; the admin's now() is what counts).
+    let admin_time = h.todo(&todo_id(1), "updated_at").await;
+    // A device edit made an hour ago, arriving after it, loses every column.
     let stale = h
         .send(
             "b",
@@ -425,23 +437,16 @@ async fn a_plain_sql_update_between_mutations_is_respected_by_lww() {
                 "update",
                 1,
                 json!({"position": 7, "title": "stale"}),
-                &at(10),
+                &from_now(-3600),
             )],
         )
         .await;
     let result = &stale["results"][0];
-    let now_is_later: bool = h
-        .client
-        .query_one("SELECT now() > '2026-01-01T00:00:10Z'::timestamptz", &[])
-        .await
-        .unwrap()
-        .get(0);
-    if now_is_later {
-        assert_eq!(status(result), "conflict", "{stale}");
-        assert_eq!(result["lost"], json!(["position", "title"]));
-        assert_eq!(result["row"]["title"], "admin");
-    }
-    // A write newer than the plain SQL one wins.
+    assert_eq!(status(result), "conflict", "{stale}");
+    assert_eq!(result["lost"], json!(["position", "title"]));
+    assert_eq!(result["row"]["title"], "admin");
+    assert_eq!(h.todo(&todo_id(1), "updated_at").await, admin_time);
+    // A device edit made after the plain SQL write (within the allowed skew) wins.
     let newer = h
         .send(
             "b",
@@ -450,14 +455,15 @@ async fn a_plain_sql_update_between_mutations_is_respected_by_lww() {
                 "update",
                 1,
                 json!({"title": "newest"}),
-                "2100-01-01T00:00:00Z",
+                &from_now(5),
             )],
         )
         .await;
     assert_eq!(status(&newer["results"][0]), "applied", "{newer}");
+    assert_eq!(newer["results"][0]["clamped_to"], json!(null), "{newer}");
     assert_eq!(
-        h.todo(&todo_id(1), "title").await,
-        Some(vec![Some("newest".into())])
+        h.todo(&todo_id(1), "title, position").await,
+        Some(vec![Some("newest".into()), Some("1".into())])
     );
 }
 

@@ -118,6 +118,16 @@ pub fn at(seconds: i64) -> String {
     chrono_free_rfc3339(base + seconds)
 }
 
+/// This machine's time (the test cluster's too) plus `seconds`, for writes that must fall
+/// before or after a plain SQL write made at `now()`.
+pub fn from_now(seconds: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    chrono_free_rfc3339(i64::try_from(now).expect("seconds fit") + seconds)
+}
+
 fn chrono_free_rfc3339(unix: i64) -> String {
     let days = unix.div_euclid(86_400);
     let secs = unix.rem_euclid(86_400);
