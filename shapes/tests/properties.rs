@@ -38,6 +38,7 @@ const CORPUS: &[&str] = &[
     "NULL::int4 IS NULL AND TRUE AND 'yes'",
     "at = '{a,\"b c\",NULL}' AND ai = '[0:1]={1,2}'",
     "CAST(2 AS bigint) = 5 OR 1::int2 + 1 = i4 OR i2 = -3 OR -3::int8 = i8",
+    "-i8 * - + 1 <= 10 OR - + 2.5 < n OR -(3) = i4",
 ];
 
 const TOKENS: &[&str] = &[

@@ -248,6 +248,13 @@ impl SqlWriter {
                 right,
                 ty,
             } => self.arith(*op, ty, left, right),
+            // a constant operand goes in parentheses: `- 1` would read back as the constant
+            // `-1`, not as this negation (`- + 1`)
+            Expr::Neg { expr, .. } if self.canonical && matches!(**expr, Expr::Const(_)) => {
+                self.push("(- (");
+                self.write(expr);
+                self.push("))");
+            }
             Expr::Neg { expr, .. } => {
                 self.push("(- ");
                 self.numeric_operand(expr);
