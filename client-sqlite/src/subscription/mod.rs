@@ -19,6 +19,7 @@ pub mod json_array;
 pub mod message;
 pub mod request;
 mod sse;
+mod sse_events;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,13 +3,13 @@
 //! `<lsn>_<op>` or `<global_last_seen_lsn>_0`, whichever is later (PROTOCOL.md: re-sent
 //! suffixes are harmless because changes apply as upserts).
 
-use eventsource_stream::Eventsource as _;
 use futures_util::StreamExt as _;
 use reqwest::Response;
 use shapes::offset::Offset;
 
 use super::message::{self, Message};
 use super::request;
+use super::sse_events::EventSplitter;
 use super::{ShapeSync, SyncError};
 use crate::error::ClientError;
 
@@ -29,17 +29,26 @@ impl ShapeSync {
             .clone()
             .ok_or_else(|| ClientError::Protocol("no electric-schema yet".into()))?;
         let mut position: Option<Offset> = self.offset.parse().ok();
-        let mut events = response.bytes_stream().eventsource();
+        let mut body = response.bytes_stream();
+        let mut events = EventSplitter::default();
         let idle = self.ctx.options.idle_timeout;
-        while let Some(event) = tokio::time::timeout(idle, events.next())
-            .await
-            .map_err(|_| ClientError::Network("the event stream went silent".into()))?
-        {
-            let event = event.map_err(|e| ClientError::Network(e.to_string()))?;
-            if event.data.is_empty() {
+        loop {
+            let Some(data) = events.next_event() else {
+                let read = tokio::time::timeout(idle, body.next())
+                    .await
+                    .map_err(|_| ClientError::Network("the event stream went silent".into()))?;
+                match read {
+                    Some(bytes) => {
+                        events.feed(&bytes.map_err(|e| ClientError::Network(e.to_string()))?);
+                        continue;
+                    }
+                    None => break,
+                }
+            };
+            if data.is_empty() {
                 continue;
             }
-            let decoded = message::decode(event.data.as_bytes(), &schema)
+            let decoded = message::decode(&data, &schema)
                 .map_err(|e| ClientError::Protocol(e.to_string()))?;
             match decoded {
                 Message::Change(change, offset) => {

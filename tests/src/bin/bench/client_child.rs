@@ -163,7 +163,20 @@ impl Follower {
     /// Starts the follower and returns once it is up to date.
     pub fn start(url: &str, file: &Path, table: &str, last_id: i64) -> anyhow::Result<Self> {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(std::env::current_exe()?)
+        // For profiling: BENCH_CLIENT_WRAPPER="perf record -g -o client.perf" runs the
+        // follower under a tool that execs it in place.
+        let wrapper = std::env::var("BENCH_CLIENT_WRAPPER").unwrap_or_default();
+        let mut wrapper = wrapper.split_whitespace();
+        let exe = std::env::current_exe()?;
+        let mut command = match wrapper.next() {
+            Some(tool) => {
+                let mut command = std::process::Command::new(tool);
+                command.args(wrapper).arg(exe);
+                command
+            }
+            None => std::process::Command::new(exe),
+        };
+        let mut child = command
             .arg("client-follow")
             .arg(url)
             .arg(file)
