@@ -336,14 +336,7 @@ async fn an_echo_before_the_answer_settles_the_overlay_when_the_answer_comes() {
     let server = Server::start().await;
     let dir = tempfile::tempdir().expect("dir");
     let client = client(&server, &dir, Duration::from_secs(600)).await;
-    client
-        .update(
-            "t",
-            object(json!({"id": 1})),
-            object(json!({"title": "local"})),
-        )
-        .await
-        .expect("queued");
+    set_title(&client, 1, "local").await;
     let push = server.next_push().await;
     // The write's transaction comes back through the shape before its answer does.
     server.send(500, vec![change("update", 1, Some("local"), Some(900))]);
@@ -380,14 +373,7 @@ async fn an_answer_without_an_lsn_keeps_the_overlay_for_the_grace_period() {
     let server = Server::start().await;
     let dir = tempfile::tempdir().expect("dir");
     let client = client(&server, &dir, grace).await;
-    client
-        .update(
-            "t",
-            object(json!({"id": 1})),
-            object(json!({"title": "local"})),
-        )
-        .await
-        .expect("queued");
+    set_title(&client, 1, "local").await;
     let push = server.next_push().await;
     let answered = Instant::now();
     push.answer_all("applied", Some(900), None);
@@ -512,14 +498,7 @@ async fn a_batch_refused_as_a_whole_rolls_back_each_write_with_a_conflict_of_its
     assert!(events.try_recv().is_err(), "one event per write");
 
     // The queue is not stuck behind the refused batch.
-    client
-        .update(
-            "t",
-            object(json!({"id": 2})),
-            object(json!({"title": "ok"})),
-        )
-        .await
-        .expect("queued");
+    set_title(&client, 2, "ok").await;
     server
         .next_push()
         .await
@@ -577,4 +556,16 @@ async fn aborted_answers_are_sent_again_after_a_backoff_not_in_a_tight_loop() {
     );
     assert_eq!(title(&client, 1).await.as_deref(), Some("local"));
     client.close().await;
+}
+
+/// Queues a local update of row `id`'s title.
+async fn set_title(client: &Client, id: i64, title: &str) {
+    client
+        .update(
+            "t",
+            object(json!({"id": id})),
+            object(json!({"title": title})),
+        )
+        .await
+        .expect("queued");
 }
