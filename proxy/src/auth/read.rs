@@ -4,9 +4,10 @@
 //!   table is looked up;
 //! - requested `columns` must all be readable (403 naming the others); no `columns` means the
 //!   readable ones;
-//! - the client's `where` may use readable columns only (403 naming the others, even inside
-//!   a cast); it is type-checked against the readable columns alone, so its errors never
-//!   describe others;
+//! - the client's `where` may use readable columns only: the first other column it names is
+//!   a 403 naming it, whether the table has such a column or not (so a token cannot tell a
+//!   hidden column from a missing one by the answer); it is type-checked against the readable
+//!   columns alone, so its errors never describe others;
 //! - a subset snapshot's `where` and `order_by` obey the same rule, and are checked against
 //!   the readable columns alone ([`TokenAccess::scope_subset`]);
 //! - the rule's row filter, claims bound as parameters, becomes the request's `filter`, which
@@ -121,10 +122,10 @@ impl TokenAccess {
                 table,
             ));
         }
-        // Columns the table lacks are left to the subset's own check (400), as in `where`.
+        // Columns the table lacks get the same 403 as hidden ones, as in `where`.
         let hidden: Vec<String> = order_by
             .iter()
-            .filter(|n| !rule.readable(n) && table.column_index(n).is_some())
+            .filter(|n| !rule.readable(n))
             .map(|n| quote_identifier(n))
             .collect();
         if !hidden.is_empty() {
@@ -155,10 +156,11 @@ fn hidden_columns(
     table: &TableSchema,
 ) -> ApiError {
     ApiError::Forbidden(format!(
-        "{what} uses column{} {} of {}, which the rules do not allow reading; use only \
-         readable columns: {}",
+        "{what} uses column{} {}, which {} not readable in {} (hidden by the rules, or not \
+         there at all); use only readable columns: {}",
         if hidden.len() == 1 { "" } else { "s" },
         hidden.join(", "),
+        if hidden.len() == 1 { "is" } else { "are" },
         table.name,
         readable_names(rule, table).join(", ")
     ))
@@ -209,39 +211,23 @@ enum WhereProblem {
     Invalid(WhereError),
 }
 
-/// Checks a token's `where` against the readable columns of `table`. Hidden columns are
-/// found even where the `where` would not type-check with them (`position::text = '1'`,
-/// `position = 'x'`): each one the check stumbles on is added to the columns it may see and
-/// the check runs again, so every hidden column used is named and none is described.
+/// Checks a token's `where` against the readable columns of `table`. The first column it
+/// names outside them is refused as not readable, whether the table has it or not: hidden
+/// and missing columns get the same answer, so the answer tells nothing about the table
+/// (and a hidden column is never described, not even by a type error).
 fn check_readable_where(
     rule: &TableRule,
     table: &TableSchema,
     text: &str,
     params: &BTreeMap<usize, String>,
 ) -> Result<(), WhereProblem> {
-    let mut probe = readable_view(rule, table);
-    let Err(first) = WhereClause::parse(text, params, &probe) else {
-        return Ok(());
-    };
-    let mut hidden = Vec::new();
-    let mut error = first.clone();
-    while let Some(column) = error
-        .unknown_column()
-        .and_then(|name| table.column_index(name))
-        .map(|index| &table.columns[index])
-        .filter(|column| probe.column_index(&column.name).is_none())
-    {
-        hidden.push(quote_identifier(&column.name));
-        probe.columns.push(column.clone());
-        match WhereClause::parse(text, params, &probe) {
-            Ok(_) => break,
-            Err(e) => error = e,
-        }
-    }
-    if hidden.is_empty() {
-        Err(WhereProblem::Invalid(first))
-    } else {
-        Err(WhereProblem::Hidden(hidden))
+    let probe = readable_view(rule, table);
+    match WhereClause::parse(text, params, &probe) {
+        Ok(_) => Ok(()),
+        Err(e) => match e.unknown_column() {
+            Some(name) => Err(WhereProblem::Hidden(vec![quote_identifier(name)])),
+            None => Err(WhereProblem::Invalid(e)),
+        },
     }
 }
 
@@ -328,23 +314,36 @@ mod tests {
         assert_eq!(hidden("position = 'x'"), ["\"position\""]);
         assert_eq!(
             hidden("deleted_at IS NULL OR position::text = '1'"),
-            ["\"deleted_at\"", "\"position\""]
+            ["\"deleted_at\""]
         );
         assert_eq!(hidden("title = 'a' OR Position > 1"), ["\"position\""]);
     }
 
     #[test]
+    fn a_missing_column_is_answered_as_a_hidden_one() {
+        assert_eq!(hidden("colour = 'red'"), ["\"colour\""]);
+        assert_eq!(hidden("colour::text = 'x'"), ["\"colour\""]);
+        assert_eq!(
+            hidden("position = 'x' OR colour = 1"),
+            ["\"position\""],
+            "the first column named, hidden or missing, and nothing after it"
+        );
+    }
+
+    #[test]
     fn other_mistakes_describe_only_readable_columns() {
-        let Err(WhereProblem::Invalid(e)) = check("colour = 'red'") else {
-            panic!("an unknown column is a mistake, not a hidden column");
+        let Err(WhereProblem::Invalid(e)) = check("title = 1 +") else {
+            panic!("a syntax error is a mistake, not a hidden column");
         };
         let message = e.to_string();
-        assert!(message.contains("unknown column \"colour\""), "{message}");
-        assert!(message.contains("id, title"), "{message}");
         assert!(
             !message.contains("position") && !message.contains("deleted_at"),
             "{message}"
         );
+        let Err(WhereProblem::Invalid(e)) = check("title > 3") else {
+            panic!("a type error on a readable column is a mistake");
+        };
+        assert!(!e.to_string().contains("position"), "{e}");
         assert!(matches!(check("title ="), Err(WhereProblem::Invalid(_))));
     }
 }

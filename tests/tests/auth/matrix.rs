@@ -249,8 +249,10 @@ fn reads() -> Vec<Attempt> {
             alice(),
             403,
         )
-        .says("columns \"deleted_at\", \"position\""),
-        todos("unknown column", "colour = 'red'", alice(), 400).says("unknown column \"colour\""),
+        .says("column \"deleted_at\", which is not readable"),
+        // answered as a hidden column: a token cannot tell which guessed names exist
+        todos("unknown column", "colour = 'red'", alice(), 403)
+            .says("column \"colour\", which is not readable in \"public\".\"todos\""),
         shape(
             "hidden column requested",
             &[("table", "todos"), ("columns", "id,position")],
@@ -304,9 +306,9 @@ fn reads() -> Vec<Attempt> {
             "SQL in a quoted identifier",
             "\"owner_id\"\" OR 1=1 --\" = 'x'",
             alice(),
-            400,
+            403,
         )
-        .says("unknown column"),
+        .says("which is not readable"),
         todos(
             "SQL after the where",
             "owner_id = 'alice'; DROP TABLE todos",

@@ -94,16 +94,16 @@ pub(crate) fn subsets() -> Vec<Attempt> {
             "subset: unknown column in where",
             &[("where", "colour = 'red'")],
             alice(),
-            400,
+            403,
         )
-        .says("colour"),
+        .says("\"colour\", which is not readable"),
         get(
             "subset: unknown column in order_by",
             &[("order_by", "colour"), ("limit", "1")],
             alice(),
-            400,
+            403,
         )
-        .says("colour"),
+        .says("\"colour\", which is not readable"),
         get(
             "subset: OR true",
             &[("where", "true OR true")],
@@ -177,9 +177,9 @@ pub(crate) fn subsets() -> Vec<Attempt> {
             "subset POST: unknown column",
             json!({"where": "colour = $1", "params": {"1": "red"}}),
             alice(),
-            400,
+            403,
         )
-        .says("colour"),
+        .says("\"colour\", which is not readable"),
         post(
             "subset POST: bob asks for alice's rows",
             json!({"where": "title = 'alice private plan' OR true"}),
