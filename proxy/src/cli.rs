@@ -127,7 +127,8 @@ pub struct GcArgs {
     pub mutation_id_retention: std::time::Duration,
 }
 
-/// One value of `gc --tombstones`: a tombstoned table, or `none`.
+/// One value of `--tombstones`: a tombstoned table, or `none` (so `SHAPESYNC_TOMBSTONES=none`
+/// works for `serve` and `gc` alike).
 #[derive(Debug, Clone)]
 pub struct GcTombstones(Option<TombstoneSpec>);
 
@@ -176,10 +177,11 @@ pub struct ProxyArgs {
     pub publication: String,
 
     /// Tables whose rows are soft-deleted, comma-separated: `table` or `table:column` (column
-    /// default `deleted_at`). A row whose tombstone is set is absent from every shape, and a
-    /// delete through /v1/mutations sets it. Default: none for `serve`; `todos,notes` for `dev`.
+    /// default `deleted_at`), or `none`. A row whose tombstone is set is absent from every
+    /// shape, and a delete through /v1/mutations sets it. Default: none for `serve`;
+    /// `todos,notes` for `dev`.
     #[arg(long, env = "SHAPESYNC_TOMBSTONES", value_delimiter = ',')]
-    pub tombstones: Option<Vec<TombstoneSpec>>,
+    pub tombstones: Option<Vec<GcTombstones>>,
 
     #[command(flatten)]
     pub writes: WriteArgs,
@@ -248,16 +250,19 @@ impl ProxyArgs {
         config.max_concurrent_snapshots = self.max_concurrent_snapshots;
         config.lock_timeout = self.lock_timeout;
         config.max_lag_bytes = self.max_lag_bytes;
-        config.tombstones = self.tombstones.unwrap_or_else(|| {
-            if dev_defaults {
-                ["todos", "notes"]
-                    .iter()
-                    .filter_map(|t| t.parse().ok())
-                    .collect()
-            } else {
-                Vec::new()
-            }
-        });
+        config.tombstones = self.tombstones.map_or_else(
+            || {
+                if dev_defaults {
+                    ["todos", "notes"]
+                        .iter()
+                        .filter_map(|t| t.parse().ok())
+                        .collect()
+                } else {
+                    Vec::new()
+                }
+            },
+            |tables| tables.into_iter().filter_map(|t| t.0).collect(),
+        );
         config
     }
 }
@@ -441,4 +446,30 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     }
     tracing::info!("shutting down");
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_tombstones(extra: &[&str]) -> Vec<String> {
+        let args = ["shapesync", "serve", "--database-url", "postgres://x/y"];
+        let cli = Cli::try_parse_from(args.iter().chain(extra)).expect("parses");
+        let Command::Serve(serve) = cli.command else {
+            panic!("not serve");
+        };
+        let config = serve
+            .proxy
+            .into_config("postgres://x/y".into(), "/tmp".into(), false);
+        config.tombstones.iter().map(|t| format!("{t:?}")).collect()
+    }
+
+    #[test]
+    fn tombstones_none_means_no_table_for_serve_too() {
+        assert!(serve_tombstones(&[]).is_empty());
+        assert!(serve_tombstones(&["--tombstones", "none"]).is_empty());
+        let tables = serve_tombstones(&["--tombstones", "todos,notes:gone_at"]);
+        assert_eq!(tables.len(), 2, "{tables:?}");
+        assert!(tables[1].contains("gone_at"), "{tables:?}");
+    }
 }
