@@ -164,3 +164,24 @@ fn plain(status: StatusCode, message: String) -> Response {
     *response.status_mut() = status;
     response
 }
+
+/// A synced client of `todos` whose requests go through a new gate that holds `hold`, with
+/// its clock 20 s ahead (so its writes win over the test's SQL); `tune` adjusts the rest.
+pub async fn gated_todos_client(
+    env: &crate::support::Env,
+    hold: Hold,
+    tune: impl FnOnce(&mut client_sqlite::ClientConfig),
+) -> (Gate, client_sqlite::Client) {
+    let gate = Gate::start(&env.proxy.url).await;
+    gate.hold(hold);
+    let mut config = env.config("a.db", &[crate::support::todos()]);
+    config.url = gate.url.clone();
+    config.clock = Some(crate::support::clock_ahead(20));
+    tune(&mut config);
+    let client = client_sqlite::Client::open(config).await.expect("open");
+    client
+        .wait_synced(crate::support::WAIT)
+        .await
+        .expect("synced");
+    (gate, client)
+}

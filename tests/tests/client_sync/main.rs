@@ -8,12 +8,10 @@ mod settlement;
 mod simulation;
 mod support;
 
-use client_sqlite::{Client, ClientEvent, ShapeSpec, SyncState};
-use gate::{Gate, Hold};
+use client_sqlite::{ClientEvent, ShapeSpec, SyncState};
+use gate::{Hold, gated_todos_client};
 use serde_json::json;
-use support::{
-    CLIENT_TODOS, PG_TODOS, clock_ahead, count, env, eventually, object, rows, todos, uuid,
-};
+use support::{CLIENT_TODOS, PG_TODOS, count, env, eventually, object, rows, todos, uuid};
 
 async fn insert_todos(env: &support::Env, ids: std::ops::Range<u32>) {
     for n in ids {
@@ -195,13 +193,7 @@ async fn a_must_refetch_replaces_the_rows_and_keeps_pending_writes() {
     let env = env("client_refetch").await;
     insert_todos(&env, 0..5).await;
     // The write is held before it reaches the proxy until the refetch has committed.
-    let gate = Gate::start(&env.proxy.url).await;
-    gate.hold(Hold::Requests);
-    let mut config = env.config("a.db", &[todos()]);
-    config.url = gate.url.clone();
-    config.clock = Some(clock_ahead(20));
-    let client = Client::open(config).await.expect("open");
-    client.wait_synced(support::WAIT).await.expect("synced");
+    let (gate, client) = gated_todos_client(&env, Hold::Requests, |_| {}).await;
     client
         .update(
             "todos",
@@ -291,13 +283,7 @@ async fn a_type_change_and_a_dropped_column_keep_pending_writes_on_the_new_table
     let env = env("client_migrate_pending").await;
     insert_todos(&env, 0..3).await;
     // The writes are held before the proxy until the migration has committed.
-    let gate = Gate::start(&env.proxy.url).await;
-    gate.hold(Hold::Requests);
-    let mut config = env.config("a.db", &[todos()]);
-    config.url = gate.url.clone();
-    config.clock = Some(clock_ahead(20));
-    let client = Client::open(config).await.expect("open");
-    client.wait_synced(support::WAIT).await.expect("synced");
+    let (gate, client) = gated_todos_client(&env, Hold::Requests, |_| {}).await;
     let mut events = client.events();
     client
         .update(

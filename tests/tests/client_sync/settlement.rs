@@ -8,7 +8,7 @@ use std::time::Duration;
 use client_sqlite::{Client, ShapeSpec};
 use serde_json::json;
 
-use crate::gate::{Gate, Hold};
+use crate::gate::{Gate, Hold, gated_todos_client};
 use crate::support::{
     CLIENT_TODOS, PG_TODOS, WAIT, clock_ahead, count, env, eventually, object, rows, todos, uuid,
 };
@@ -78,14 +78,8 @@ async fn writes_to_a_row_outside_the_shape_or_out_of_it_settle_and_leave_the_mir
 async fn an_echo_that_overtakes_its_answer_settles_the_write_when_the_answer_lands() {
     let env = env("client_settle_echo_first").await;
     insert_todos(&env, 0..3).await;
-    let gate = Gate::start(&env.proxy.url).await;
-    gate.hold(Hold::Answers);
-    let mut config = env.config("a.db", &[todos()]);
-    config.url = gate.url.clone();
-    config.ack_grace = NO_GRACE;
-    config.clock = Some(clock_ahead(20));
-    let client = Client::open(config).await.expect("open");
-    client.wait_synced(WAIT).await.expect("synced");
+    let (gate, client) =
+        gated_todos_client(&env, Hold::Answers, |config| config.ack_grace = NO_GRACE).await;
     client
         .update(
             "todos",
