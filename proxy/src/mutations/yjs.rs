@@ -2,6 +2,7 @@
 //! document encoded as one Yjs update (v1), in a bytea column; merging is commutative, so
 //! concurrent merges (serialized by the row lock) never lose an edit, in any order.
 
+use shapes::bytea;
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
@@ -12,7 +13,7 @@ pub fn merge(stored: Option<&str>, update: &[u8]) -> Result<String, String> {
     {
         let mut txn = doc.transact_mut();
         if let Some(stored) = stored {
-            let bytes = decode_bytea(stored)
+            let bytes = bytea::decode(stored)
                 .ok_or_else(|| "the stored document is not bytea text".to_owned())?;
             if !bytes.is_empty() {
                 let stored = Update::decode_v1(&bytes)
@@ -30,29 +31,7 @@ pub fn merge(stored: Option<&str>, update: &[u8]) -> Result<String, String> {
     let merged = doc
         .transact()
         .encode_state_as_update_v1(&StateVector::default());
-    Ok(encode_bytea(&merged))
-}
-
-/// Postgres' hex bytea text (`\x0a1b`) to bytes.
-pub fn decode_bytea(text: &str) -> Option<Vec<u8>> {
-    let hex = text.strip_prefix("\\x")?;
-    if hex.len() % 2 != 0 {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-/// Bytes as Postgres' hex bytea text.
-pub fn encode_bytea(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(2 + bytes.len() * 2);
-    out.push_str("\\x");
-    for b in bytes {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    Ok(bytea::encode(&merged))
 }
 
 #[cfg(test)]
@@ -74,7 +53,7 @@ mod tests {
         let doc = Doc::new();
         let body = doc.get_or_insert_text("body");
         let mut txn = doc.transact_mut();
-        let bytes = decode_bytea(stored).unwrap();
+        let bytes = bytea::decode(stored).unwrap();
         txn.apply_update(Update::decode_v1(&bytes).unwrap())
             .unwrap();
         body.get_string(&txn)
@@ -104,7 +83,7 @@ mod tests {
     fn garbage_is_refused() {
         assert!(merge(None, b"\xff\xff\xff").is_err());
         assert!(merge(Some("\\xzz"), &[0, 0]).is_err());
-        assert_eq!(decode_bytea("\\x0aff"), Some(vec![10, 255]));
-        assert_eq!(encode_bytea(&[10, 255]), "\\x0aff");
+        assert_eq!(bytea::decode("\\x0aff"), Some(vec![10, 255]));
+        assert_eq!(bytea::encode(&[10, 255]), "\\x0aff");
     }
 }
