@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use tests::proxy_process::ProxyProcess;
+use tests::shape_http::{self, Reply, controls};
 use tests::{TestDb, shapesync_bin};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -24,46 +24,8 @@ async fn setup(name: &str) -> (TestDb, ProxyProcess) {
     (db, proxy)
 }
 
-struct Reply {
-    status: u16,
-    headers: HeaderMap,
-    body: Value,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
 async fn get(proxy: &ProxyProcess, query: &str) -> Reply {
-    let response = proxy
-        .http()
-        .get(format!("{}/v1/shape?{query}", proxy.url))
-        .send()
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let text = response.text().await.expect("body");
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn controls(body: &Value) -> Vec<String> {
-    body.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m["headers"]["control"].as_str().map(str::to_owned))
-        .collect()
+    shape_http::get(proxy.http(), &proxy.url, query).await
 }
 
 #[tokio::test]
