@@ -12,6 +12,22 @@ fn value(text: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Polls `/metrics` on `proxy` until `found` picks what the test waits for out of its text.
+async fn wait_for_metrics<T>(
+    proxy: &ProxyProcess,
+    what: &str,
+    timeout: Duration,
+    found: impl Fn(&str) -> Option<T>,
+) -> T {
+    let url = format!("{}/metrics", proxy.url);
+    let (url, found) = (&url, &found);
+    tests::wait_for(what, timeout, move || async move {
+        let text = proxy.http().get(url).send().await.ok()?.text().await.ok()?;
+        found(&text)
+    })
+    .await
+}
+
 #[tokio::test]
 async fn metrics_count_shapes_changes_snapshots_and_live_connections() {
     let db = TestDb::new("metrics").await;
@@ -40,18 +56,11 @@ async fn metrics_count_shapes_changes_snapshots_and_live_connections() {
         );
         tokio::spawn(async move { http.get(url).send().await })
     };
-    let metrics_url = format!("{}/metrics", proxy.url);
-    let text = tests::wait_for(
+    let text = wait_for_metrics(
+        &proxy,
         "a live connection in the metrics",
         Duration::from_secs(20),
-        || {
-            let http = proxy.http().clone();
-            let url = metrics_url.clone();
-            async move {
-                let text = http.get(url).send().await.ok()?.text().await.ok()?;
-                (value(&text, "shapesync_live_connections") == Some(1.0)).then_some(text)
-            }
-        },
+        |text| (value(text, "shapesync_live_connections") == Some(1.0)).then(|| text.to_owned()),
     )
     .await;
     assert_eq!(value(&text, "shapesync_shapes"), Some(1.0), "{text}");
@@ -69,16 +78,12 @@ async fn metrics_count_shapes_changes_snapshots_and_live_connections() {
         .await
         .unwrap();
     live.await.unwrap().unwrap();
-    let text = tests::wait_for(
+    let text = wait_for_metrics(
+        &proxy,
         "the changes in the metrics",
         Duration::from_secs(20),
-        || {
-            let http = proxy.http().clone();
-            let url = metrics_url.clone();
-            async move {
-                let text = http.get(url).send().await.ok()?.text().await.ok()?;
-                (value(&text, "shapesync_changes_total").unwrap_or(0.0) >= 2.0).then_some(text)
-            }
+        |text| {
+            (value(text, "shapesync_changes_total").unwrap_or(0.0) >= 2.0).then(|| text.to_owned())
         },
     )
     .await;
@@ -171,18 +176,11 @@ async fn a_slot_retaining_more_than_max_lag_bytes_logs_an_error_and_shows_in_the
 
     let proxy =
         ProxyProcess::start_logging(shapesync_bin!(), &db, &["--max-lag-bytes", "1000000"]).await;
-    let metrics_url = format!("{}/metrics", proxy.url);
-    let retained = tests::wait_for(
+    let retained = wait_for_metrics(
+        &proxy,
         "the retained WAL in the metrics",
         Duration::from_secs(30),
-        || {
-            let http = proxy.http().clone();
-            let url = metrics_url.clone();
-            async move {
-                let text = http.get(url).send().await.ok()?.text().await.ok()?;
-                value(&text, "shapesync_slot_retained_wal_bytes").filter(|v| *v > 1_000_000.0)
-            }
-        },
+        |text| value(text, "shapesync_slot_retained_wal_bytes").filter(|v| *v > 1_000_000.0),
     )
     .await;
     assert!(retained > 1_000_000.0);
