@@ -137,6 +137,12 @@ impl Numeric {
         mantissa * pow10(to - from)
     }
 
+    /// Two mantissas brought to the larger of their scales, and that scale.
+    fn aligned(a: &BigInt, sa: u32, b: &BigInt, sb: u32) -> (BigInt, BigInt, u32) {
+        let s = sa.max(sb);
+        (Self::rescaled(a, sa, s), Self::rescaled(b, sb, s), s)
+    }
+
     pub fn is_nan(&self) -> bool {
         matches!(self, Numeric::NaN)
     }
@@ -158,9 +164,9 @@ impl Numeric {
                     scale: sb,
                 },
             ) => {
-                let scale = (*sa).max(*sb);
+                let (a, b, scale) = Self::aligned(a, *sa, b, *sb);
                 Finite {
-                    mantissa: Self::rescaled(a, *sa, scale) + Self::rescaled(b, *sb, scale),
+                    mantissa: a + b,
                     scale,
                 }
             }
@@ -288,9 +294,7 @@ impl Numeric {
                     scale: sb,
                 },
             ) => {
-                let s = (*sa).max(*sb);
-                let a = Self::rescaled(a, *sa, s);
-                let b = Self::rescaled(b, *sb, s);
+                let (a, b, _) = Self::aligned(a, *sa, b, *sb);
                 Finite {
                     mantissa: a / b,
                     scale: 0,
@@ -325,9 +329,7 @@ impl Numeric {
                     scale: sb,
                 },
             ) => {
-                let s = (*sa).max(*sb);
-                let a = Self::rescaled(a, *sa, s);
-                let b = Self::rescaled(b, *sb, s);
+                let (a, b, s) = Self::aligned(a, *sa, b, *sb);
                 Finite {
                     mantissa: a % b,
                     scale: s,
@@ -456,8 +458,8 @@ impl Ord for Numeric {
                     scale: sb,
                 },
             ) => {
-                let s = (*sa).max(*sb);
-                Self::rescaled(a, *sa, s).cmp(&Self::rescaled(b, *sb, s))
+                let (a, b, _) = Self::aligned(a, *sa, b, *sb);
+                a.cmp(&b)
             }
             _ => rank(self).cmp(&rank(other)),
         }
