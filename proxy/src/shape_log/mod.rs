@@ -252,17 +252,7 @@ fn copy_payloads(
     let mut scanner = RecordScanner::new(&bytes[..]);
     let mut entries = 0;
     let mut last = None;
-    while let Some((header, payload)) = scanner.next_record()? {
-        if header.kind != RecordKind::Entry {
-            continue;
-        }
-        let offset = Offset::At {
-            tx: header.tx,
-            op: header.op,
-        };
-        if after.is_some_and(|a| offset <= a) {
-            continue;
-        }
+    while let Some((offset, payload)) = scanner.next_entry_after(after)? {
         framing.push(out, payload);
         entries += 1;
         last = Some(offset);

@@ -12,6 +12,8 @@
 
 use std::io::{self, Read};
 
+use shapes::offset::Offset;
+
 pub const HEADER_LEN: usize = 25;
 
 /// Largest payload accepted when reading (a corrupt length must not allocate gigabytes).
@@ -141,6 +143,28 @@ impl<R: Read> RecordScanner<R> {
         }
         self.valid_len += parsed.total_len();
         Ok(Some((parsed, &self.payload)))
+    }
+
+    /// The next change entry past `after` (other records and earlier entries skipped): its
+    /// offset and payload, or `None` at the end or at damage.
+    pub fn next_entry_after(
+        &mut self,
+        after: Option<Offset>,
+    ) -> io::Result<Option<(Offset, &[u8])>> {
+        while let Some((header, _)) = self.next_record()? {
+            if header.kind != RecordKind::Entry {
+                continue;
+            }
+            let offset = Offset::At {
+                tx: header.tx,
+                op: header.op,
+            };
+            if after.is_some_and(|a| offset <= a) {
+                continue;
+            }
+            return Ok(Some((offset, &self.payload)));
+        }
+        Ok(None)
     }
 }
 

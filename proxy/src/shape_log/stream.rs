@@ -11,7 +11,7 @@ use shapes::offset::Offset;
 use tokio::sync::mpsc;
 
 use super::Framing;
-use super::record::{RecordKind, RecordScanner};
+use super::record::RecordScanner;
 
 /// Bytes per piece.
 const PIECE: usize = 256 * 1024;
@@ -49,17 +49,7 @@ fn pump(
     let len = end.saturating_sub(start);
     let mut scanner = RecordScanner::new(BufReader::with_capacity(PIECE, file.take(len)));
     let mut piece = Vec::with_capacity(PIECE + 4096);
-    while let Some((header, payload)) = scanner.next_record()? {
-        if header.kind != RecordKind::Entry {
-            continue;
-        }
-        let offset = Offset::At {
-            tx: header.tx,
-            op: header.op,
-        };
-        if after.is_some_and(|a| offset <= a) {
-            continue;
-        }
+    while let Some((_, payload)) = scanner.next_entry_after(after)? {
         framing.push(&mut piece, payload);
         if piece.len() >= PIECE {
             let full = std::mem::replace(&mut piece, Vec::with_capacity(PIECE + 4096));

@@ -377,26 +377,14 @@ fn tokenize(item: &str) -> Result<Vec<Token>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shapes::schema::{Column, PgType, QualifiedName, TypeKind};
+    use crate::mutations::validate::tests::column;
+    use shapes::schema::QualifiedName;
 
     fn table() -> TableSchema {
-        let column = |name: &str, ty: &str| Column {
-            name: name.into(),
-            ty: PgType {
-                oid: 0,
-                name: ty.into(),
-                kind: TypeKind::Base,
-            },
-            type_mod: -1,
-            dims: 0,
-            not_null: false,
-            pk_index: None,
-            generated: false,
-        };
         TableSchema {
             name: QualifiedName::new("public", "t"),
             oid: 1,
-            columns: vec![column("id", "int4"), column("Title", "text")],
+            columns: vec![column("id", "int4", None), column("Title", "text", None)],
         }
     }
 
