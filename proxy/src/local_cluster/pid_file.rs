@@ -2,12 +2,13 @@
 //!
 //! The file outlives its server when the machine loses power or the server is `SIGKILL`ed, and
 //! after a reboot its pid may name any process. So a live pid is only a server of ours when
-//! the process is a `postgres` whose working directory is the data directory (a postmaster
-//! changes into its data directory at start): only then may it be signalled. Any other live
-//! process means the file is stale; postgres itself would refuse to start over it, so it is
-//! removed.
+//! the process is a `postgres` run by the data directory's owner whose working directory is
+//! the data directory (a postmaster changes into it at start): only then may it be signalled.
+//! Any other live process means the file is stale; postgres itself would refuse to start over
+//! it, so it is removed.
 
 use std::io;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 /// What the pid in `postmaster.pid` is.
@@ -62,6 +63,16 @@ fn inspect(pid: u32, pgdata: &Path) -> io::Result<Option<bool>> {
     };
     if comm.trim_end() != "postgres" {
         return Ok(Some(false));
+    }
+    // A postmaster runs as the owner of its data directory (it refuses to start otherwise):
+    // a postgres of another user (the system's own cluster, say) is not ours, even where we
+    // may not look at its working directory.
+    let (process, owner) = (std::fs::metadata(&proc_dir), std::fs::metadata(pgdata)?);
+    match process {
+        Ok(process) if process.uid() != owner.uid() => return Ok(Some(false)),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
     }
     let cwd = match std::fs::read_link(proc_dir.join("cwd")) {
         Ok(cwd) => cwd,
@@ -121,7 +132,13 @@ mod tests {
         let cluster = crate::local_cluster::LocalCluster::temporary(Default::default()).unwrap();
         let pid = cluster.pid().unwrap();
         assert_eq!(holder(cluster.pgdata()), PidFileHolder::Server(pid));
+        // Another data directory: as root, owned by root, so the server's user tells them
+        // apart; then owned by the server's user, so only the working directory does.
         let elsewhere = tempfile::tempdir().unwrap();
+        pid_file(elsewhere.path(), pid);
+        assert_eq!(holder(elsewhere.path()), PidFileHolder::Stranger(pid));
+        let owner = std::fs::metadata(cluster.pgdata()).unwrap();
+        std::os::unix::fs::chown(elsewhere.path(), Some(owner.uid()), Some(owner.gid())).unwrap();
         pid_file(elsewhere.path(), pid);
         assert_eq!(holder(elsewhere.path()), PidFileHolder::Stranger(pid));
     }
