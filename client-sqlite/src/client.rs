@@ -56,7 +56,8 @@ pub struct ClientConfig {
     pub ack_grace: Duration,
     /// Extra headers on every request (e.g. `authorization: Bearer …`).
     pub headers: Vec<(String, String)>,
-    /// Timestamps of local writes (default: the system clock, strictly increasing).
+    /// Timestamps of local writes, and the clock `ack_grace` is measured on (default: the
+    /// system clock, strictly increasing).
     pub clock: Option<Clock>,
     /// Start with the network on (see [`Client::set_online`]).
     pub online: bool,
@@ -134,10 +135,12 @@ impl Client {
     pub async fn open_offline(config: &ClientConfig) -> Result<Self, ClientError> {
         let status = StatusBoard::default();
         let (events, _) = broadcast::channel(256);
+        let clock = config.clock.clone().unwrap_or_else(system_clock);
         let options = OpenOptions {
             key: config.key.clone(),
             client_id: config.client_id.clone(),
             ack_grace_ms: config.ack_grace.as_millis() as i64,
+            clock: clock.clone(),
         };
         let path = config.db_path.clone();
         let (store_status, store_events) = (status.clone(), events.clone());
@@ -156,7 +159,7 @@ impl Client {
             shutdown: CancellationToken::new(),
             tasks: Vec::new(),
             wake_push: Arc::new(Notify::new()),
-            clock: config.clock.clone().unwrap_or_else(system_clock),
+            clock,
         })
     }
 

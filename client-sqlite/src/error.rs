@@ -20,6 +20,14 @@ pub enum ClientError {
     /// The server refused the request for good (4xx other than 409/429).
     #[error("the server refused the request (HTTP {status}): {message}")]
     Refused { status: u16, message: String },
+    /// One message of a response (an event of the stream, an element of a JSON body) is
+    /// longer than the client accepts. Definite: asking again brings the same bytes.
+    #[error(
+        "the server sent a message of more than {limit} bytes in {what}, more than the client \
+         accepts (SyncOptions::max_message_bytes): raise the limit if rows that large are \
+         expected, or check what is between the client and the server"
+    )]
+    MessageTooLarge { limit: usize, what: &'static str },
     /// The server sent something that does not follow the protocol.
     #[error("the server broke the protocol: {0}")]
     Protocol(String),

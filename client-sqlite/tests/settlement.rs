@@ -2,18 +2,19 @@
 //! the test says so and serves exactly the live batches the test hands it, so every ordering
 //! is forced rather than raced: an up-to-date whose `global_last_seen_lsn` passes the write's
 //! LSN (the only way a write to a row outside every shape settles); the echo arriving before
-//! the answer; an answer without an LSN (the `ack_grace` sweep); `rejected` results and a batch
+//! the answer; an answer without an LSN (the `ack_grace` sweep, on the client's clock); `rejected` results and a batch
 //! refused as a whole (rolled back, one conflict and one event per write); `aborted` answers
 //! (sent again after a backoff, not in a tight loop).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
-use client_sqlite::{Client, ClientConfig, ClientEvent, ShapeSpec, SyncOptions, SyncState};
+use client_sqlite::{Client, ClientConfig, ClientEvent, Clock, ShapeSpec, SyncOptions, SyncState};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
@@ -201,6 +202,15 @@ fn change(op: &str, id: i64, title: Option<&str>, txid: Option<u64>) -> Value {
 
 /// A client of the shape `t` on the scripted server, synced.
 async fn client(server: &Server, dir: &tempfile::TempDir, ack_grace: Duration) -> Client {
+    client_with_clock(server, dir, ack_grace, None).await
+}
+
+async fn client_with_clock(
+    server: &Server,
+    dir: &tempfile::TempDir,
+    ack_grace: Duration,
+    clock: Option<Clock>,
+) -> Client {
     let mut config = ClientConfig::new(&server.url, dir.path().join("s.db"));
     config.shapes.push(ShapeSpec::table("t"));
     config.sync = SyncOptions {
@@ -210,6 +220,7 @@ async fn client(server: &Server, dir: &tempfile::TempDir, ack_grace: Duration) -
         ..SyncOptions::default()
     };
     config.ack_grace = ack_grace;
+    config.clock = clock;
     let client = Client::open(config).await.expect("open");
     client.wait_synced(WAIT).await.expect("synced");
     client
@@ -369,40 +380,85 @@ async fn an_echo_before_the_answer_settles_the_overlay_when_the_answer_comes() {
 
 #[tokio::test]
 async fn an_answer_without_an_lsn_keeps_the_overlay_for_the_grace_period() {
-    let grace = Duration::from_millis(1500);
+    // The grace is measured on the client's clock, which the test moves by hand: long enough
+    // that the machine's clock can never end it during the test.
+    let grace = Duration::from_secs(600);
+    let clock = ManualClock::starting_now();
     let server = Server::start().await;
     let dir = tempfile::tempdir().expect("dir");
-    let client = client(&server, &dir, grace).await;
+    let client = client_with_clock(&server, &dir, grace, Some(clock.clock())).await;
     set_title(&client, 1, "local").await;
     let push = server.next_push().await;
-    let answered = Instant::now();
     push.answer_all("applied", Some(900), None);
     eventually("the answer is recorded", || async {
         client.status().pending == 0
     })
     .await;
     // The row changes in another transaction (not this write's txid); its up-to-date passes
-    // any LSN, but the write has none, so only the grace period can settle it.
+    // any LSN, but the write has none, so only the grace period can settle it. Each committed
+    // batch sweeps in the same transaction, so once it is visible the sweep has run.
     server.send(500, vec![change("update", 1, Some("local"), Some(901))]);
     eventually("the batch is committed", || async {
         global_lsn(&client).await == 500
     })
     .await;
-    let overlays = leftovers(&client).await;
-    if answered.elapsed() < grace {
-        assert_eq!(overlays, [1, 0, 1, 1], "within the grace period");
-    }
-    eventually("the sweep settles the write", || async {
-        leftovers(&client).await == [0, 0, 0, 0]
+    assert_eq!(
+        leftovers(&client).await,
+        [1, 0, 1, 1],
+        "within the grace period"
+    );
+
+    clock.advance(grace - Duration::from_millis(100));
+    server.send(501, Vec::new());
+    eventually("the batch at 501 is committed", || async {
+        global_lsn(&client).await == 501
     })
     .await;
-    let settled_after = answered.elapsed();
-    assert!(
-        settled_after + Duration::from_millis(5) >= grace,
-        "settled after {settled_after:?}, before the grace of {grace:?}"
+    assert_eq!(
+        leftovers(&client).await,
+        [1, 0, 1, 1],
+        "settled 100 ms before the grace ended"
+    );
+
+    clock.advance(Duration::from_millis(200));
+    server.send(502, Vec::new());
+    eventually("the batch at 502 is committed", || async {
+        global_lsn(&client).await == 502
+    })
+    .await;
+    assert_eq!(
+        leftovers(&client).await,
+        [0, 0, 0, 0],
+        "not settled 100 ms after the grace ended"
     );
     assert_eq!(title(&client, 1).await.as_deref(), Some("local"));
     client.close().await;
+}
+
+/// A clock the test moves: µs since the epoch, one more on every reading (as the client's
+/// own clock never repeats a value).
+#[derive(Clone)]
+struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    fn starting_now() -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970");
+        Self(Arc::new(AtomicI64::new(
+            i64::try_from(now.as_micros()).expect("µs fit"),
+        )))
+    }
+
+    fn advance(&self, by: Duration) {
+        let micros = i64::try_from(by.as_micros()).expect("µs fit");
+        self.0.fetch_add(micros, Ordering::SeqCst);
+    }
+
+    fn clock(&self) -> Clock {
+        let now = self.0.clone();
+        Arc::new(move || now.fetch_add(1, Ordering::SeqCst) + 1)
+    }
 }
 
 #[tokio::test]

@@ -62,13 +62,17 @@ pub fn is_transient(err: &tokio_postgres::Error) -> bool {
             err.is_closed()
                 || std::error::Error::source(err).is_some_and(|s| s.is::<std::io::Error>())
         }
-        Some(code) => {
-            let class = &code.code()[..2];
-            // 08: connection exception, 57: operator intervention (shutdown, recovery),
-            // 53: insufficient resources, 40: transaction rollback (serialization, deadlock).
-            matches!(class, "08" | "57" | "53" | "40")
-        }
+        Some(code) => is_transient_sqlstate(code.code()),
     }
+}
+
+/// Whether a SQLSTATE's class is worth retrying: 08 connection exception, 57 operator
+/// intervention (shutdown, recovery), 53 insufficient resources, 40 transaction rollback
+/// (serialization, deadlock). The code comes from the server, so it may be anything.
+fn is_transient_sqlstate(code: &str) -> bool {
+    // `get`, not `[..2]`: a short code, or one whose second byte is inside a character, has no
+    // class (and must not panic).
+    matches!(code.get(..2), Some("08" | "57" | "53" | "40"))
 }
 
 /// Connects, driving the connection on its own task; the task ends when the client is dropped.
@@ -139,5 +143,30 @@ impl MetadataClient {
         let client = std::sync::Arc::new(connect(&self.url).await?);
         *slot = Some(client.clone());
         Ok(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_transient_sqlstate;
+
+    #[test]
+    fn sqlstate_classes_decide_what_is_retried() {
+        for code in ["08006", "57P01", "53300", "40001", "40P01"] {
+            assert!(is_transient_sqlstate(code), "{code}");
+        }
+        for code in ["23505", "42P01", "28P01", "XX000"] {
+            assert!(!is_transient_sqlstate(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn short_empty_and_non_ascii_sqlstates_are_definite_not_a_panic() {
+        for code in ["", "0", "4", "é", "0é", "€0001", "4\u{0}"] {
+            assert!(!is_transient_sqlstate(code), "{code:?}");
+        }
+        // A class is two bytes; what follows may be anything.
+        assert!(is_transient_sqlstate("08"));
+        assert!(is_transient_sqlstate("40é"));
     }
 }

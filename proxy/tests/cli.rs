@@ -64,6 +64,51 @@ fn dev_serves_health_applies_migrations_once_and_leaves_no_postgres_behind() {
     }
 }
 
+/// After a reboot the pid in a stale `postmaster.pid` may belong to any process: `dev` must
+/// neither signal it nor refuse to start.
+#[test]
+fn dev_starts_over_a_stale_postmaster_pid_naming_an_unrelated_process() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let data_dir = root.path().join("dev");
+    let port = free_port();
+    let mut dev = spawn_dev(&data_dir, port);
+    read_until(&mut dev, "/v1/health");
+    let pgdata = pgdata_of(&data_dir);
+    let pid_file = pgdata.join("postmaster.pid");
+    let recorded = std::fs::read_to_string(&pid_file).unwrap();
+    signal(&dev, libc::SIGTERM);
+    assert!(wait_exit(&mut dev).success());
+    assert!(!pid_file.exists(), "a clean stop removes postmaster.pid");
+
+    // What a server killed by a power cut leaves behind, with its pid now taken by a stranger.
+    let mut stranger = Command::new("sleep").arg("600").spawn().unwrap();
+    let (_, rest) = recorded.split_once('\n').unwrap();
+    std::fs::write(&pid_file, format!("{}\n{rest}", stranger.id())).unwrap();
+
+    let mut dev = spawn_dev(&data_dir, port);
+    read_until(&mut dev, "/v1/health");
+    assert_eq!(get(port, "/v1/health").0, 200);
+    assert!(
+        stranger.try_wait().unwrap().is_none(),
+        "the unrelated process {} was signalled",
+        stranger.id()
+    );
+    assert_ne!(postmaster_pid(&pgdata), stranger.id());
+    signal(&dev, libc::SIGTERM);
+    assert!(wait_exit(&mut dev).success());
+    assert!(
+        stranger.try_wait().unwrap().is_none(),
+        "the unrelated process {} was signalled at shutdown",
+        stranger.id()
+    );
+    stranger.kill().unwrap();
+    stranger.wait().unwrap();
+    if pgdata.starts_with("/var/lib/shapesync") {
+        std::fs::remove_dir_all(&pgdata).unwrap();
+    }
+}
+
 #[test]
 fn serve_refuses_a_database_without_logical_wal_level() {
     let cluster = LocalCluster::temporary(ClusterOptions {

@@ -37,6 +37,97 @@ const FIGURES: &[&str] = &[
     "mutations_single.p99",
 ];
 
+/// The figures measured against a baseline (`pg_recvlogical`, or the 10-shape routing rate):
+/// their `baseline` and `ratio` are positive numbers; every other figure's are `null`.
+const WITH_BASELINE: &[&str] = &[
+    "throughput_big_txn",
+    "throughput_big_txn.catch_up",
+    "throughput_small_txn",
+    "throughput_small_txn.catch_up",
+    "routing_1k",
+    "routing_100k",
+    "routing_100k.residual",
+];
+
+/// Checks every figure of a report: present, with a finite value, and with a positive
+/// baseline and a ratio of value / baseline exactly where a baseline is measured.
+fn check_figures(report: &Value) -> Result<(), String> {
+    let figures = report["figures"].as_array().ok_or("no figures")?;
+    for name in FIGURES {
+        let figure = figures
+            .iter()
+            .find(|f| f["name"] == *name)
+            .ok_or_else(|| format!("no figure {name} in {figures:?}"))?;
+        for key in ["value", "unit", "baseline", "ratio"] {
+            if figure.get(key).is_none() {
+                return Err(format!("{name} has no {key}: {figure}"));
+            }
+        }
+        let value = figure["value"]
+            .as_f64()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| format!("{name} has no value: {figure}"))?;
+        let positive = |key: &str| figure[key].as_f64().filter(|v| v.is_finite() && *v > 0.0);
+        if WITH_BASELINE.contains(name) {
+            let (Some(baseline), Some(ratio)) = (positive("baseline"), positive("ratio")) else {
+                return Err(format!(
+                    "{name} needs a positive baseline and ratio: {figure}"
+                ));
+            };
+            let expected = value / baseline;
+            if (ratio - expected).abs() > 1e-9 * expected.abs().max(1.0) {
+                return Err(format!(
+                    "{name}: ratio {ratio} is not value / baseline {expected}"
+                ));
+            }
+        } else if !figure["baseline"].is_null() || !figure["ratio"].is_null() {
+            return Err(format!(
+                "{name} has a baseline it does not measure: {figure}"
+            ));
+        }
+    }
+    let unexpected: Vec<_> = figures
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .filter(|name| !FIGURES.contains(name))
+        .collect();
+    if !unexpected.is_empty() {
+        return Err(format!("figures the test does not know: {unexpected:?}"));
+    }
+    Ok(())
+}
+
+/// The check itself, on the committed report of a full run: it passes, and it fails when a
+/// measured baseline or ratio is `null` or not positive.
+#[test]
+fn the_figure_check_needs_numbers_where_a_baseline_was_measured() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/bench-results/latest.json");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(path).expect("latest.json")).expect("JSON");
+    assert_eq!(check_figures(&report), Ok(()));
+    for (figure, key, bad) in [
+        ("throughput_big_txn", "baseline", Value::Null),
+        ("routing_100k.residual", "ratio", Value::Null),
+        ("throughput_small_txn", "baseline", serde_json::json!(0.0)),
+        ("routing_1k", "ratio", serde_json::json!(-1.0)),
+        ("latency_1.p50", "baseline", serde_json::json!(1.0)),
+    ] {
+        let mut broken = report.clone();
+        let entry = broken["figures"]
+            .as_array_mut()
+            .expect("figures")
+            .iter_mut()
+            .find(|f| f["name"] == figure)
+            .expect("figure");
+        entry[key] = bad.clone();
+        let verdict = check_figures(&broken);
+        assert!(
+            verdict.as_ref().is_err_and(|e| e.contains(figure)),
+            "{figure}.{key} = {bad}: {verdict:?}"
+        );
+    }
+}
+
 #[test]
 fn quick_suite_produces_every_figure_the_json_and_the_plot() {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -76,33 +167,8 @@ fn quick_suite_produces_every_figure_the_json_and_the_plot() {
             "machine.{field} missing: {machine}"
         );
     }
-    let figures = report["figures"].as_array().expect("figures");
-    for name in FIGURES {
-        let figure = figures
-            .iter()
-            .find(|f| f["name"] == *name)
-            .unwrap_or_else(|| panic!("no figure {name} in {figures:?}"));
-        for key in ["value", "unit", "baseline", "ratio"] {
-            assert!(figure.get(key).is_some(), "{name} has no {key}: {figure}");
-        }
-        let value = figure["value"].as_f64();
-        assert!(
-            value.is_some_and(f64::is_finite),
-            "{name} has no value: {figure}"
-        );
-    }
-    let unexpected: Vec<_> = figures
-        .iter()
-        .filter_map(|f| f["name"].as_str())
-        .filter(|name| !FIGURES.contains(name))
-        .collect();
-    assert!(
-        unexpected.is_empty(),
-        "figures the test does not know: {unexpected:?}"
-    );
-    for name in ["throughput_big_txn", "throughput_small_txn", "routing_100k"] {
-        let figure = figures.iter().find(|f| f["name"] == name).expect("figure");
-        assert!(figure["ratio"].as_f64().is_some(), "{name} has no ratio");
+    if let Err(problem) = check_figures(&report) {
+        panic!("{problem}");
     }
 
     let png = std::fs::read(&plot).expect("the plot");

@@ -12,15 +12,19 @@ use tests::{TestDb, shapesync_bin};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A small tmpfs to fill; `None` (the test is skipped) where we may not mount.
-fn small_filesystem(dir: &Path) -> Option<()> {
-    let ok = Command::new("mount")
+/// Mounts a small tmpfs to fill on `dir`. Needs root: the test is built to run only as root
+/// (`cfg(root_user)`, see `tests/build.rs`), so failing to mount is a failure, not a skip.
+fn mount_small_filesystem(dir: &Path) {
+    let status = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=8m", "shapesync-test"])
         .arg(dir)
         .status()
-        .ok()?
-        .success();
-    ok.then_some(())
+        .expect("run mount");
+    assert!(
+        status.success(),
+        "mounting a tmpfs on {} failed ({status}) although we run as root",
+        dir.display()
+    );
 }
 
 fn fill(path: &Path) {
@@ -31,12 +35,13 @@ fn fill(path: &Path) {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    not(root_user),
+    ignore = "needs root to mount a tmpfs: run the tests as root (as CI does)"
+)]
 async fn a_full_disk_delays_changes_without_losing_or_corrupting_them() {
     let mount = tempfile::tempdir().unwrap();
-    if small_filesystem(mount.path()).is_none() {
-        eprintln!("skipped: cannot mount a tmpfs (needs root)");
-        return;
-    }
+    mount_small_filesystem(mount.path());
     struct Unmount<'a>(&'a Path);
     impl Drop for Unmount<'_> {
         fn drop(&mut self) {

@@ -1,10 +1,9 @@
-//! Captures the pgoutput fixtures that `proxy/src/replication/pgoutput/tests.rs` decodes.
-//!
-//! Not part of the normal run: the fixtures are committed. To capture them again (for a new
-//! Postgres major version, or a new scenario):
+//! Captures the pgoutput fixtures that `proxy/src/replication/pgoutput/tests.rs` decodes, and
+//! checks that the committed ones still match what this machine's Postgres sends. To write
+//! them again (for a new Postgres major version, or a new scenario):
 //!
 //! ```text
-//! cargo nextest run -p tests --test pgoutput_fixtures --run-ignored only
+//! SHAPESYNC_WRITE_PGOUTPUT_FIXTURES=1 cargo nextest run -p tests --test pgoutput_fixtures
 //! ```
 //!
 //! Each scenario runs its SQL on a throwaway cluster, then reads what it produced with
@@ -15,6 +14,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+use proxy::replication::pgoutput::PgOutputMessage;
 use tests::TestDb;
 
 const SETUP: &str = "
@@ -101,9 +101,106 @@ const SCENARIOS: &[(&str, &str, bool)] = &[
     ),
 ];
 
+/// Set to `1` to write the capture over the committed fixtures instead of checking them.
+const WRITE_VAR: &str = "SHAPESYNC_WRITE_PGOUTPUT_FIXTURES";
+
+/// Captures every scenario afresh and checks that the committed fixtures are what this
+/// machine's Postgres sends: per scenario the same messages in the same order, each of the
+/// same kind and length (LSNs, xids, OIDs and times differ between captures; their sizes do
+/// not), and each decodes to a known message.
 #[tokio::test]
-#[ignore = "writes the committed fixtures; run explicitly to capture them again"]
-async fn capture_pgoutput_fixtures() {
+async fn committed_pgoutput_fixtures_are_what_postgres_sends() {
+    let write = std::env::var(WRITE_VAR).is_ok_and(|v| v == "1");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../proxy/src/replication/pgoutput/fixtures");
+    for (name, file) in capture().await {
+        let path = dir.join(format!("{name}.hex"));
+        if write {
+            std::fs::write(&path, file.text()).expect("write fixture");
+            continue;
+        }
+        let committed = Capture::parse(&std::fs::read_to_string(&path).expect("read fixture"));
+        assert_eq!(
+            committed.major_version(),
+            file.major_version(),
+            "{name}.hex was captured from another Postgres major version: capture the \
+             fixtures again ({WRITE_VAR}=1, see fixtures/README.md)"
+        );
+        let shape = |c: &Capture| -> Vec<(char, usize)> {
+            c.messages
+                .iter()
+                .map(|(_, m)| (char::from(m[0]), m.len()))
+                .collect()
+        };
+        assert_eq!(
+            shape(&committed),
+            shape(&file),
+            "{name}.hex: (tag, length) of each message, committed vs captured now"
+        );
+        for (_, bytes) in committed.messages.iter().chain(&file.messages) {
+            let message =
+                PgOutputMessage::try_from(&bytes[..]).unwrap_or_else(|err| panic!("{name}: {err}"));
+            assert!(
+                !matches!(message, PgOutputMessage::Unknown { .. }),
+                "{name}: {message:?}"
+            );
+        }
+    }
+}
+
+/// One scenario's capture: the header comments and the (lsn, message) rows.
+struct Capture {
+    header: Vec<String>,
+    messages: Vec<(String, Vec<u8>)>,
+}
+
+impl Capture {
+    fn parse(text: &str) -> Self {
+        let header = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .map(str::to_owned)
+            .collect();
+        let messages = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|line| {
+                let (lsn, hex) = line.split_once(' ').expect("<lsn> <hex>");
+                let bytes = hex
+                    .as_bytes()
+                    .chunks(2)
+                    .map(|pair| {
+                        u8::from_str_radix(std::str::from_utf8(pair).expect("hex"), 16)
+                            .expect("hex")
+                    })
+                    .collect();
+                (lsn.to_owned(), bytes)
+            })
+            .collect();
+        Self { header, messages }
+    }
+
+    /// `15` from `PostgreSQL 15.18 (Debian …`.
+    fn major_version(&self) -> Option<String> {
+        let version = self.header.first()?.strip_prefix("PostgreSQL ")?;
+        Some(version.split(['.', ' ']).next()?.to_owned())
+    }
+
+    fn text(&self) -> String {
+        let mut out = String::new();
+        for line in &self.header {
+            writeln!(out, "# {line}").unwrap();
+        }
+        for (lsn, data) in &self.messages {
+            let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
+            writeln!(out, "{lsn} {hex}").unwrap();
+        }
+        out
+    }
+}
+
+/// Runs every scenario on a throwaway cluster: (scenario name, what it produced).
+async fn capture() -> Vec<(&'static str, Capture)> {
     let db = TestDb::new("fixtures").await;
     let client = db.connect().await;
     client.batch_execute(SETUP).await.expect("setup");
@@ -120,8 +217,7 @@ async fn capture_pgoutput_fixtures() {
         .await
         .expect("version")
         .get(0);
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../proxy/src/replication/pgoutput/fixtures");
+    let mut captures = Vec::new();
     for (name, sql, binary) in SCENARIOS {
         // One statement at a time: a multi-statement query is one implicit transaction.
         for statement in sql.split(";\n").map(str::trim).filter(|s| !s.is_empty()) {
@@ -139,17 +235,14 @@ async fn capture_pgoutput_fixtures() {
             )
             .await
             .expect("read changes");
-        let mut out = format!("# {version}\n# scenario `{name}` (binary: {binary}):\n");
-        for line in sql.lines() {
-            writeln!(out, "#   {}", line.trim()).unwrap();
-        }
-        out.push_str("# one pgoutput message per line: <record lsn> <hex bytes>\n");
-        for row in rows {
-            let lsn: String = row.get(0);
-            let data: Vec<u8> = row.get(1);
-            let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
-            writeln!(out, "{lsn} {hex}").unwrap();
-        }
-        std::fs::write(dir.join(format!("{name}.hex")), out).expect("write fixture");
+        let mut header = vec![
+            version.clone(),
+            format!("scenario `{name}` (binary: {binary}):"),
+        ];
+        header.extend(sql.lines().map(|line| format!("  {}", line.trim())));
+        header.push("one pgoutput message per line: <record lsn> <hex bytes>".to_owned());
+        let messages = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+        captures.push((*name, Capture { header, messages }));
     }
+    captures
 }

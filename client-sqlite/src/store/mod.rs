@@ -31,6 +31,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::client::Clock;
 use crate::error::ClientError;
 use crate::schema_mapping::ShapeSchema;
 use crate::status::StatusBoard;
@@ -79,6 +80,8 @@ pub struct StoreCore {
     open_batch: Option<String>,
     /// Milliseconds after which an answered write with no known LSN stops overlaying.
     pub(crate) ack_grace_ms: i64,
+    /// The client's clock: the grace period is measured on it.
+    pub(crate) clock: Clock,
     /// `PRAGMA data_version` as of the last look: it changes when another connection commits.
     data_version: i64,
 }
@@ -95,13 +98,25 @@ enum Job {
 }
 
 /// How to open the database.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OpenOptions {
     /// SQLCipher key (needs the `encryption` feature).
     pub key: Option<String>,
     /// Overrides the stored device id (tests; normally made once and kept).
     pub client_id: Option<String>,
     pub ack_grace_ms: i64,
+    /// The client's clock (µs since the epoch).
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for OpenOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither the key (a secret) nor the clock (a function).
+        f.debug_struct("OpenOptions")
+            .field("client_id", &self.client_id)
+            .field("ack_grace_ms", &self.ack_grace_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The handle: cheap to clone; the thread stops when every handle is gone.
@@ -138,6 +153,7 @@ impl Store {
             status,
             open_batch: None,
             ack_grace_ms: options.ack_grace_ms,
+            clock: options.clock,
             data_version: 0,
         };
         core.data_version = core.read_data_version()?;

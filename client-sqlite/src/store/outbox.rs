@@ -250,7 +250,7 @@ impl StoreCore {
                 &shape,
                 response.txid.map(|t| t as i64),
                 lsn.map(|l| l as i64),
-                super::mirror::now_millis(),
+                self.clock_millis(),
             ),
         )?;
         if let Some(txid) = response.txid {

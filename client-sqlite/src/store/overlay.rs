@@ -254,9 +254,15 @@ impl StoreCore {
         self.settle(shape, &seqs)
     }
 
-    /// Settles answered writes that came back without an LSN once the grace period passed.
+    /// Now on the client's clock, in ms (the unit of `acked_at`).
+    pub(crate) fn clock_millis(&self) -> i64 {
+        (self.clock)().div_euclid(1000)
+    }
+
+    /// Settles answered writes that came back without an LSN once the grace period passed
+    /// (on the client's clock, which also stamped `acked_at`).
     pub(crate) fn sweep_unknown_lsn(&mut self, shape: &str) -> Result<(), ClientError> {
-        let before = super::mirror::now_millis() - self.ack_grace_ms;
+        let before = self.clock_millis() - self.ack_grace_ms;
         let seqs: Vec<i64> = self
             .conn
             .prepare_cached(

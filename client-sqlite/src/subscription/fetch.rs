@@ -74,7 +74,7 @@ impl ShapeSync {
             .schema
             .clone()
             .ok_or_else(|| ClientError::Protocol("no electric-schema yet".into()))?;
-        let mut splitter = ArraySplitter::default();
+        let mut splitter = ArraySplitter::with_limit(self.ctx.options.max_message_bytes);
         let mut stream = response.bytes_stream();
         let mut end = None;
         let idle = self.ctx.options.idle_timeout;

@@ -1,9 +1,14 @@
 //! Splits a JSON array arriving in pieces (an HTTP body) into its elements as they complete,
-//! so a 10 MB response is never held whole: memory is one network chunk plus one message.
+//! so a 10 MB response is never held whole: memory is one network chunk plus one message, and
+//! a message is capped ([`ArraySplitter::with_limit`]). Linear: each byte is scanned once.
 
 /// An incremental scanner over `[ {…}, {…}, … ]`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ArraySplitter {
+    /// Longest element accepted.
+    limit: usize,
+    /// Bytes examined so far (a measure of the work done).
+    scanned: u64,
     buf: Vec<u8>,
     /// Where scanning resumes in `buf`.
     pos: usize,
@@ -16,11 +21,43 @@ pub struct ArraySplitter {
     closed: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("the response body is not a JSON array of objects: {0}")]
-pub struct SplitError(&'static str);
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SplitError {
+    #[error("the response body is not a JSON array of objects: {0}")]
+    NotAnArray(&'static str),
+    /// One element is longer than the splitter may hold.
+    #[error("an element of the response body exceeds {limit} bytes")]
+    TooLarge { limit: usize },
+}
+
+impl Default for ArraySplitter {
+    fn default() -> Self {
+        Self::with_limit(super::DEFAULT_MAX_MESSAGE_BYTES)
+    }
+}
 
 impl ArraySplitter {
+    /// A splitter that refuses elements longer than `limit` bytes.
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            limit,
+            scanned: 0,
+            buf: Vec::new(),
+            pos: 0,
+            start: None,
+            depth: 0,
+            in_string: false,
+            escaped: false,
+            opened: false,
+            closed: false,
+        }
+    }
+
+    /// Bytes examined since the splitter was made: each byte fed counts once.
+    pub fn bytes_scanned(&self) -> u64 {
+        self.scanned
+    }
+
     /// Feeds bytes; calls `element` with each complete top-level element.
     pub fn feed<E>(
         &mut self,
@@ -34,6 +71,7 @@ impl ArraySplitter {
         while self.pos < self.buf.len() {
             let b = self.buf[self.pos];
             self.pos += 1;
+            self.scanned += 1;
             if self.in_string {
                 match (self.escaped, b) {
                     (true, _) => self.escaped = false,
@@ -47,7 +85,7 @@ impl ArraySplitter {
                 b'"' => self.in_string = true,
                 b'[' | b'{' if !self.opened => {
                     if b != b'[' {
-                        return Err(SplitError("expected `[`").into());
+                        return Err(SplitError::NotAnArray("expected `[`").into());
                     }
                     self.opened = true;
                 }
@@ -59,7 +97,7 @@ impl ArraySplitter {
                 }
                 b']' | b'}' if self.depth == 0 => {
                     if b != b']' || self.closed {
-                        return Err(SplitError("unbalanced brackets").into());
+                        return Err(SplitError::NotAnArray("unbalanced brackets").into());
                     }
                     self.closed = true;
                 }
@@ -68,13 +106,21 @@ impl ArraySplitter {
                     if self.depth == 0
                         && let Some(start) = self.start.take()
                     {
+                        if self.pos - start > self.limit {
+                            return Err(SplitError::TooLarge { limit: self.limit }.into());
+                        }
                         element(&self.buf[start..self.pos])?;
                     }
                 }
                 _ => {}
             }
         }
-        // Keep only the unfinished element.
+        // Keep only the unfinished element, unless it is already too long.
+        if let Some(start) = self.start
+            && self.buf.len() - start > self.limit
+        {
+            return Err(SplitError::TooLarge { limit: self.limit }.into());
+        }
         let keep_from = self.start.unwrap_or(self.pos);
         self.buf.drain(..keep_from);
         self.pos -= keep_from;
@@ -89,7 +135,7 @@ impl ArraySplitter {
         match (self.opened, self.closed, self.depth) {
             (false, _, _) if self.buf.iter().all(u8::is_ascii_whitespace) => Ok(()),
             (true, true, 0) => Ok(()),
-            _ => Err(SplitError("the body ended early")),
+            _ => Err(SplitError::NotAnArray("the body ended early")),
         }
     }
 }
@@ -132,5 +178,61 @@ mod tests {
         assert!(s.finish().is_err());
         let mut s = ArraySplitter::default();
         assert!(s.feed::<SplitError>(b"{}", |_| Ok(())).is_err());
+    }
+
+    /// Feeds `body` in pieces: (elements, the first error, bytes scanned).
+    fn split_limited(
+        body: &[u8],
+        piece: usize,
+        limit: usize,
+    ) -> (Vec<Vec<u8>>, Option<SplitError>, u64) {
+        let mut s = ArraySplitter::with_limit(limit);
+        let mut out = Vec::new();
+        for chunk in body.chunks(piece) {
+            if let Err(e) = s.feed::<SplitError>(chunk, |e| {
+                out.push(e.to_vec());
+                Ok(())
+            }) {
+                return (out, Some(e), s.bytes_scanned());
+            }
+        }
+        (out, None, s.bytes_scanned())
+    }
+
+    #[test]
+    fn an_element_past_the_limit_is_an_error_naming_the_limit() {
+        let mut body = br#"[{"a":1},{"b":""#.to_vec();
+        body.extend(std::iter::repeat_n(b'x', 5_000));
+        for piece in [1, 100, body.len()] {
+            let (elements, error, _) = split_limited(&body, piece, 1_000);
+            assert_eq!(elements, vec![br#"{"a":1}"#.to_vec()], "pieces of {piece}");
+            let error = error.unwrap_or_else(|| panic!("no error in pieces of {piece}"));
+            assert_eq!(error, SplitError::TooLarge { limit: 1_000 });
+            assert!(error.to_string().contains("1000 bytes"), "{error}");
+        }
+        // Right at the limit is fine.
+        let element = format!(r#"{{"c":"{}"}}"#, "y".repeat(992));
+        assert_eq!(element.len(), 1_000);
+        let body = format!("[{element},{element}]");
+        let (elements, error, _) = split_limited(body.as_bytes(), 3, 1_000);
+        assert_eq!(error, None);
+        assert_eq!(elements.len(), 2);
+    }
+
+    #[test]
+    fn feeding_n_bytes_in_small_pieces_scans_each_byte_a_bounded_number_of_times() {
+        let mut body = format!(r#"[{{"big":"{}"}}"#, "z".repeat(200_000));
+        for i in 0..10_000 {
+            body.push_str(&format!(r#",{{"n":{i}}}"#));
+        }
+        body.push(']');
+        let (elements, error, scanned) = split_limited(body.as_bytes(), 16, 1 << 20);
+        assert_eq!(error, None);
+        assert_eq!(elements.len(), 10_001);
+        let n = body.len() as u64;
+        assert!(
+            scanned <= 2 * n,
+            "scanned {scanned} bytes to split {n}: not linear"
+        );
     }
 }

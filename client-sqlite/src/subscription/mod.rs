@@ -19,7 +19,7 @@ pub mod json_array;
 pub mod message;
 pub mod request;
 mod sse;
-mod sse_events;
+pub mod sse_events;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +36,9 @@ use crate::store::{BatchStep, Change, Cursor, Store};
 use backoff::Backoff;
 use request::Mode;
 
+/// The default of [`SyncOptions::max_message_bytes`]: far above any row a shape carries.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
+
 /// Settings shared by every subscription.
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
@@ -50,6 +53,9 @@ pub struct SyncOptions {
     /// Ask for gzip-compressed responses (worth it over real networks; on a fast local link
     /// the server's compression can be the bottleneck of an initial sync).
     pub gzip: bool,
+    /// Longest message (an event, or an element of a response) the client accepts: a server
+    /// or a proxy that sends more gets a definite error naming this limit, not all the memory.
+    pub max_message_bytes: usize,
 }
 
 impl Default for SyncOptions {
@@ -61,6 +67,7 @@ impl Default for SyncOptions {
             chunk_rows: 5_000,
             idle_timeout: Duration::from_secs(90),
             gzip: true,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -134,7 +141,22 @@ impl From<ClientError> for SyncError {
 
 impl From<json_array::SplitError> for SyncError {
     fn from(e: json_array::SplitError) -> Self {
-        Self::Client(ClientError::Protocol(e.to_string()))
+        Self::Client(match e {
+            json_array::SplitError::TooLarge { limit } => ClientError::MessageTooLarge {
+                limit,
+                what: "a response body",
+            },
+            json_array::SplitError::NotAnArray(_) => ClientError::Protocol(e.to_string()),
+        })
+    }
+}
+
+impl From<sse_events::EventTooLarge> for SyncError {
+    fn from(e: sse_events::EventTooLarge) -> Self {
+        Self::Client(ClientError::MessageTooLarge {
+            limit: e.limit,
+            what: "the event stream",
+        })
     }
 }
 

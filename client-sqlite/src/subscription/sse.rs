@@ -30,7 +30,7 @@ impl ShapeSync {
             .ok_or_else(|| ClientError::Protocol("no electric-schema yet".into()))?;
         let mut position: Option<Offset> = self.offset.parse().ok();
         let mut body = response.bytes_stream();
-        let mut events = EventSplitter::default();
+        let mut events = EventSplitter::with_limit(self.ctx.options.max_message_bytes);
         let idle = self.ctx.options.idle_timeout;
         loop {
             let Some(data) = events.next_event() else {
@@ -39,7 +39,7 @@ impl ShapeSync {
                     .map_err(|_| ClientError::Network("the event stream went silent".into()))?;
                 match read {
                     Some(bytes) => {
-                        events.feed(&bytes.map_err(|e| ClientError::Network(e.to_string()))?);
+                        events.feed(&bytes.map_err(|e| ClientError::Network(e.to_string()))?)?;
                         continue;
                     }
                     None => break,

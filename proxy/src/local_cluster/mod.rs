@@ -14,6 +14,7 @@
 //! a cluster per test cheap (a copy and a start, well under a second).
 
 mod binaries;
+mod pid_file;
 mod postmaster;
 mod server_user;
 mod template;
@@ -25,6 +26,7 @@ use std::process::Stdio;
 pub use binaries::PgBinaries;
 pub use server_user::ServerUser;
 
+use pid_file::PidFileHolder;
 use postmaster::{Launch, Postmaster};
 
 /// The superuser of every private cluster.
@@ -63,6 +65,12 @@ pub enum ClusterError {
          (`kill {pid}`) and try again"
     )]
     StillRunning { pid: u32, pgdata: PathBuf },
+    #[error(
+        "{pgdata}/postmaster.pid names process {pid}, which cannot be inspected to tell whether \
+         it is a postgres server of this data directory: if it is, stop it (`kill {pid}`); if \
+         not, the file is stale: remove it. Then try again"
+    )]
+    UnknownPidFileHolder { pid: u32, pgdata: PathBuf },
 }
 
 impl ClusterError {
@@ -142,10 +150,28 @@ impl LocalCluster {
         if !pgdata.join("PG_VERSION").is_file() {
             template::initdb(&bins, &user, pgdata, password, false)?;
         }
-        if let Some(pid) = postmaster::live_pid_in(pgdata) {
-            tracing::warn!(pid, pgdata = %pgdata.display(), "stopping a postgres server left running by an earlier run");
-            if !postmaster::stop_foreign(pid, pgdata) {
-                return Err(ClusterError::StillRunning {
+        match pid_file::holder(pgdata) {
+            PidFileHolder::Nobody => {}
+            PidFileHolder::Server(pid) => {
+                tracing::warn!(pid, pgdata = %pgdata.display(), "stopping a postgres server left running by an earlier run");
+                if !postmaster::stop_foreign(pid, pgdata) {
+                    return Err(ClusterError::StillRunning {
+                        pid,
+                        pgdata: pgdata.to_owned(),
+                    });
+                }
+            }
+            PidFileHolder::Stranger(pid) => {
+                // Postgres would refuse to start while the pid is alive, and the process is
+                // none of ours to stop.
+                tracing::warn!(pid, pgdata = %pgdata.display(), "postmaster.pid is stale: its pid belongs to a process that is not a postgres server of this data directory (the machine restarted?); removing the file");
+                let file = pgdata.join("postmaster.pid");
+                std::fs::remove_file(&file).map_err(|source| {
+                    ClusterError::io(format!("removing the stale {}", file.display()), source)
+                })?;
+            }
+            PidFileHolder::Unknown(pid) => {
+                return Err(ClusterError::UnknownPidFileHolder {
                     pid,
                     pgdata: pgdata.to_owned(),
                 });
