@@ -40,7 +40,6 @@ async fn requested_shape(
     let access = authorize::authenticate(state, request_headers, query)?;
     let mut params = params::parse(query)?;
     let authorized = authorize::authorize(state, access, &mut params).await?;
-    metrics::counter!(crate::monitoring::HTTP_REQUESTS).increment(1);
     let shape = state
         .engine
         .shape_for_admitting(&params.shape, || {
