@@ -5,20 +5,25 @@
 //! | `shapesync_shapes` | gauge | shapes the proxy holds |
 //! | `shapesync_clients` | gauge | open HTTP connections from clients (idle keep-alive ones too) |
 //! | `shapesync_live_connections` | gauge | long-poll and SSE requests waiting for changes |
-//! | `shapesync_http_requests_total` | counter | shape requests answered |
+//! | `shapesync_http_requests_total` | counter | requests to `/v1/shape` answered, whatever their status |
 //! | `shapesync_transactions_total` | counter | transactions read from the WAL |
 //! | `shapesync_changes_total` | counter | row changes read from the WAL (rate = changes/s) |
 //! | `shapesync_snapshot_rows_total` | counter | rows written by initial snapshots |
-//! | `shapesync_replication_lag_bytes` | gauge | WAL written by Postgres but not yet durable in shape logs |
+//! | `shapesync_replication_lag_bytes` | gauge | WAL written by Postgres that the slot has not confirmed: `pg_current_wal_lsn() - confirmed_flush_lsn` |
 //! | `shapesync_replication_lag_seconds` | gauge | commit → processed delay of the last transaction |
-//! | `shapesync_slot_retained_wal_bytes` | gauge | WAL the replication slot keeps on the database server |
+//! | `shapesync_slot_retained_wal_bytes` | gauge | WAL the replication slot keeps on the database server: `pg_current_wal_lsn() - restart_lsn` |
+//!
+//! The two WAL gauges are measured every 10 s, both from `pg_replication_slots`: the proxy
+//! confirms a position once every shape log holds what came before it durably (or, idle, once
+//! nothing before it concerns a shape), so the slot's `confirmed_flush_lsn` is the proxy's
+//! durable position as Postgres knows it. (Measuring from the proxy's last durable *commit*
+//! instead made an idle proxy report the WAL written since, unrelated tables and checkpoints
+//! included, or the absolute LSN before its first transaction.)
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use shapes::lsn::Lsn;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::database::MetadataClient;
@@ -60,11 +65,17 @@ fn describe() {
         LIVE_CONNECTIONS,
         "Live long-poll and SSE requests waiting for changes"
     );
-    metrics::describe_counter!(HTTP_REQUESTS, "Shape requests answered");
+    metrics::describe_counter!(
+        HTTP_REQUESTS,
+        "Requests to /v1/shape answered, whatever their status"
+    );
     metrics::describe_counter!(TRANSACTIONS, "Transactions read from the WAL");
     metrics::describe_counter!(CHANGES, "Row changes read from the WAL");
     metrics::describe_counter!(SNAPSHOT_ROWS, "Rows written by initial snapshots");
-    metrics::describe_gauge!(LAG_BYTES, "WAL bytes not yet durable in shape logs");
+    metrics::describe_gauge!(
+        LAG_BYTES,
+        "WAL bytes written by the server that the replication slot has not confirmed"
+    );
     metrics::describe_gauge!(
         LAG_SECONDS,
         "Seconds from commit to processing of the last transaction"
@@ -112,7 +123,6 @@ impl Drop for LiveConnection {
 pub async fn watch_slot(
     metadata: &MetadataClient,
     slot: &str,
-    flushed: watch::Receiver<Lsn>,
     max_lag_bytes: u64,
     every: Duration,
     shutdown: CancellationToken,
@@ -130,13 +140,12 @@ pub async fn watch_slot(
         let Ok(client) = metadata.get().await else {
             continue;
         };
-        let flushed = flushed.borrow().as_u64().to_string();
         let row = client
             .query_opt(
-                "SELECT (pg_current_wal_lsn() - $1::text::pg_lsn)::float8,
+                "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::float8,
                         (pg_current_wal_lsn() - restart_lsn)::float8
-                 FROM pg_replication_slots WHERE slot_name = $2",
-                &[&format_lsn(&flushed), &slot],
+                 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
             )
             .await;
         let Ok(Some(row)) = row else {
@@ -159,12 +168,4 @@ pub async fn watch_slot(
             );
         }
     }
-}
-
-/// A decimal LSN as Postgres' `X/Y` text.
-fn format_lsn(decimal: &str) -> String {
-    decimal
-        .parse::<u64>()
-        .map(|v| Lsn(v).to_string())
-        .unwrap_or_else(|_| "0/0".to_owned())
 }

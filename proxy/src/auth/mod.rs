@@ -106,6 +106,17 @@ pub enum Access {
     Token(Arc<TokenAccess>),
 }
 
+impl Access {
+    /// When this access ends: a token's `exp` (live responses end there); never for the
+    /// secret or without auth.
+    pub fn expires_at(&self) -> Option<std::time::SystemTime> {
+        match self {
+            Access::Open | Access::Secret => None,
+            Access::Token(token) => token::expiry(&token.claims),
+        }
+    }
+}
+
 /// A verified token and the rules it is judged by.
 #[derive(Debug)]
 pub struct TokenAccess {

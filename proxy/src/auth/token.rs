@@ -4,9 +4,13 @@
 //! The algorithm a token names picks the key among the configured ones, never the other way
 //! round: an HS256 token is checked with the shared key only (so a token "signed" with the
 //! public key as an HMAC key fails), `none` and every other algorithm are refused. `exp` is
-//! required; `nbf`, and `iss`/`aud` when configured (then required too), are checked.
+//! required and exact: a token is refused from its `exp` on, as live responses made with it
+//! end then (the client must come back with a fresh token, and one that is still accepted
+//! would open another). `nbf` (with [`LEEWAY_SECS`]), and `iss`/`aud` when configured (then
+//! required too), are checked.
 
 use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
@@ -14,7 +18,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 use super::claims::Claims;
 
-/// Clock skew allowed when checking `exp` and `nbf`, in seconds.
+/// Clock skew allowed when checking `nbf`, in seconds (an issuer's clock a little ahead).
 pub const LEEWAY_SECS: u64 = 30;
 
 /// How tokens are verified.
@@ -141,7 +145,7 @@ impl TokenVerifier {
             None => validation.validate_aud = false,
         }
         validation.set_required_spec_claims(&required);
-        jsonwebtoken::decode::<Claims>(token, key, &validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map(|data| data.claims)
             .map_err(|e| {
                 match e.kind() {
@@ -159,8 +163,22 @@ impl TokenVerifier {
                     _ => "the token is malformed",
                 }
                 .to_owned()
-            })
+            })?;
+        // The decoder allows the leeway past `exp` too; a token is not used past it.
+        match expiry(&claims) {
+            Some(exp) if exp > SystemTime::now() => Ok(claims),
+            Some(_) => Err("the token has expired".to_owned()),
+            None => Err("the token's exp claim is malformed".to_owned()),
+        }
     }
+}
+
+/// When a token with these claims stops being accepted: its `exp` (seconds since the Unix
+/// epoch), `None` when it has none or one that is not a number of seconds.
+pub fn expiry(claims: &Claims) -> Option<SystemTime> {
+    let seconds = claims.get("exp")?.as_f64()?;
+    let since_epoch = Duration::try_from_secs_f64(seconds).ok()?;
+    UNIX_EPOCH.checked_add(since_epoch)
 }
 
 /// The `alg` of a token's header, read before anything is trusted (only to pick the key).
@@ -230,6 +248,9 @@ mod tests {
             verifier().verify(&hs(claims, "k")).unwrap_err()
         };
         assert_eq!(with(json!({"exp": now() - 600})), "the token has expired");
+        // No leeway past `exp`: live responses end there, so the token must not open more.
+        assert_eq!(with(json!({"exp": now() - 1})), "the token has expired");
+        assert_eq!(with(json!({"exp": now()})), "the token has expired");
         assert_eq!(
             with(json!({"nbf": now() + 600})),
             "the token is not valid yet (nbf)"

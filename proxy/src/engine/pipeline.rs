@@ -94,13 +94,11 @@ impl ReadPath {
         health.send_replace(Health::Active);
         tokio::spawn({
             let engine = engine.clone();
-            let flushed = flushed.clone();
             let shutdown = shutdown.clone();
             async move {
                 monitoring::watch_slot(
                     &engine.metadata,
                     &engine.config.slot,
-                    flushed,
                     engine.config.max_lag_bytes,
                     Duration::from_secs(10),
                     shutdown,

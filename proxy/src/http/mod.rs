@@ -38,7 +38,8 @@ pub fn router(state: AppState) -> Router {
             get(shape::get_shape)
                 .post(shape::post_shape)
                 .delete(shape::delete_shape)
-                .options(shape::options_shape),
+                .options(shape::options_shape)
+                .layer(middleware::from_fn(count_shape_request)),
         )
         .route(
             "/v1/mutations",
@@ -55,6 +56,14 @@ pub fn router(state: AppState) -> Router {
             limit_url(max_url, request, next)
         }))
         .layer(middleware::from_fn(cors))
+}
+
+/// Counts every request to `/v1/shape` once it is answered, whatever the answer
+/// (`shapesync_http_requests_total`).
+async fn count_shape_request(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    ::metrics::counter!(crate::monitoring::HTTP_REQUESTS).increment(1);
+    response
 }
 
 /// 414 for a URL longer than `--max-url-bytes`, before any work is done for it.

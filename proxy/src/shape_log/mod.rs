@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use index::{LogIndex, ReadPlan};
 use record::{RecordKind, RecordScanner};
 use snapshot_file::SnapshotChunks;
+pub use stream::blocking_pieces;
 
 pub const CHANGES_FILE: &str = "changes.log";
 

@@ -1,9 +1,15 @@
 //! Reading a range of a log file to a socket in pieces, so a response never holds a whole
-//! chunk (megabytes) in memory: a blocking task reads and frames about [`PIECE`] bytes at a
-//! time and hands them over a small channel, which the socket drains.
+//! chunk (megabytes) in memory: about [`PIECE`] bytes are read and framed at a time and handed
+//! over a small channel, which the socket drains.
+//!
+//! Each piece is one short call on the blocking pool ([`blocking_pieces`]); between pieces the
+//! reader waits for the socket as an async task, holding no thread. A client that stops
+//! reading therefore costs a little memory, never a blocking-pool thread: a thousand slow
+//! clients cannot crowd out the group fsync, which needs one.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Take};
+use std::path::Path;
 use std::path::PathBuf;
 
 use bytes::Bytes;
@@ -15,8 +21,10 @@ use super::record::RecordScanner;
 
 /// Bytes per piece.
 const PIECE: usize = 256 * 1024;
-/// Pieces buffered ahead of the socket.
-const AHEAD: usize = 4;
+/// The read buffer under the record scanner (pieces are framed from it).
+const READ_BUFFER: usize = 64 * 1024;
+/// Pieces buffered ahead of the socket: one, read while the socket sends the previous one.
+const AHEAD: usize = 1;
 
 /// Streams the framed payloads of the entries in `[start, end)` of `path` (those after
 /// `after`, when given).
@@ -27,46 +35,174 @@ pub fn stream_range(
     after: Option<Offset>,
     framing: Framing,
 ) -> mpsc::Receiver<io::Result<Bytes>> {
+    let mut range = None;
+    blocking_pieces(move || {
+        let range = match &mut range {
+            Some(range) => range,
+            None => range.insert(RangeReader::open(&path, start, end, after, framing)?),
+        };
+        range.next_piece()
+    })
+}
+
+/// The pieces `next_piece` returns (`Ok(None)` ends them), each produced by one call on the
+/// blocking pool; the calls run one after the other, each once the socket has taken all but
+/// [`AHEAD`] of the pieces before it. Stops calling when the receiver is dropped (the client
+/// went away) and after an error (sent on as the last item).
+pub fn blocking_pieces<F>(next_piece: F) -> mpsc::Receiver<io::Result<Bytes>>
+where
+    F: FnMut() -> io::Result<Option<Bytes>> + Send + 'static,
+{
     let (tx, rx) = mpsc::channel(AHEAD);
-    tokio::task::spawn_blocking(move || {
-        if let Err(err) = pump(&path, start, end, after, framing, &tx) {
-            let _ = tx.blocking_send(Err(err));
+    tokio::spawn(async move {
+        // Handed to each blocking call and back; lost only if the call panicked.
+        let mut source = Some(next_piece);
+        loop {
+            // Wait for room first: a client that stopped reading holds no thread.
+            let Ok(permit) = tx.reserve().await else {
+                return;
+            };
+            let Some(mut next_piece) = source.take() else {
+                return;
+            };
+            let read = tokio::task::spawn_blocking(move || {
+                let piece = next_piece();
+                (next_piece, piece)
+            })
+            .await;
+            let piece = match read {
+                Ok((next_piece, piece)) => {
+                    source = Some(next_piece);
+                    piece
+                }
+                Err(join) => Err(io::Error::other(join)),
+            };
+            match piece {
+                Ok(Some(piece)) => permit.send(Ok(piece)),
+                Ok(None) => return,
+                Err(err) => {
+                    permit.send(Err(err));
+                    return;
+                }
+            }
         }
     });
     rx
 }
 
-fn pump(
-    path: &PathBuf,
-    start: u64,
-    end: u64,
+/// A range of a log file being read piece by piece.
+struct RangeReader {
+    scanner: RecordScanner<BufReader<Take<File>>>,
+    len: u64,
     after: Option<Offset>,
-    mut framing: Framing,
-    tx: &mpsc::Sender<io::Result<Bytes>>,
-) -> io::Result<()> {
-    let mut file = File::open(path)?;
-    file.seek(SeekFrom::Start(start))?;
-    let len = end.saturating_sub(start);
-    let mut scanner = RecordScanner::new(BufReader::with_capacity(PIECE, file.take(len)));
-    let mut piece = Vec::with_capacity(PIECE + 4096);
-    while let Some((_, payload)) = scanner.next_entry_after(after)? {
-        framing.push(&mut piece, payload);
-        if piece.len() >= PIECE {
-            let full = std::mem::replace(&mut piece, Vec::with_capacity(PIECE + 4096));
-            if tx.blocking_send(Ok(Bytes::from(full))).is_err() {
-                // The client went away.
-                return Ok(());
-            }
+    framing: Framing,
+    done: bool,
+}
+
+impl RangeReader {
+    fn open(
+        path: &Path,
+        start: u64,
+        end: u64,
+        after: Option<Offset>,
+        framing: Framing,
+    ) -> io::Result<Self> {
+        let mut file = File::open(path)?;
+        file.seek(SeekFrom::Start(start))?;
+        let len = end.saturating_sub(start);
+        Ok(Self {
+            scanner: RecordScanner::new(BufReader::with_capacity(READ_BUFFER, file.take(len))),
+            len,
+            after,
+            framing,
+            done: false,
+        })
+    }
+
+    /// The next [`PIECE`] bytes or so of framed payloads; `None` after the last.
+    fn next_piece(&mut self) -> io::Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
         }
+        let mut piece = Vec::with_capacity(PIECE + 4096);
+        while piece.len() < PIECE {
+            let Some((_, payload)) = self.scanner.next_entry_after(self.after)? else {
+                self.done = true;
+                if self.scanner.valid_len() < self.len {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "shape log damaged inside its visible part",
+                    ));
+                }
+                break;
+            };
+            self.framing.push(&mut piece, payload);
+        }
+        Ok((!piece.is_empty()).then(|| Bytes::from(piece)))
     }
-    if scanner.valid_len() < len {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "shape log damaged inside its visible part",
-        ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn collect(mut rx: mpsc::Receiver<io::Result<Bytes>>) -> Vec<io::Result<Bytes>> {
+        let mut all = Vec::new();
+        while let Some(piece) = rx.recv().await {
+            all.push(piece);
+        }
+        all
     }
-    if !piece.is_empty() {
-        let _ = tx.blocking_send(Ok(Bytes::from(piece)));
+
+    #[tokio::test]
+    async fn pieces_come_in_order_and_end() {
+        let mut n = 0;
+        let rx = blocking_pieces(move || {
+            n += 1;
+            Ok((n <= 3).then(|| Bytes::from(vec![n as u8])))
+        });
+        let pieces: Vec<Bytes> = collect(rx).await.into_iter().map(Result::unwrap).collect();
+        assert_eq!(pieces, [vec![1u8], vec![2], vec![3]]);
     }
-    Ok(())
+
+    #[tokio::test]
+    async fn an_error_is_the_last_piece() {
+        let mut n = 0;
+        let rx = blocking_pieces(move || {
+            n += 1;
+            match n {
+                1 => Ok(Some(Bytes::from_static(b"a"))),
+                2 => Err(io::Error::other("disk")),
+                _ => panic!("called after an error"),
+            }
+        });
+        let all = collect(rx).await;
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].as_ref().unwrap_err().to_string(), "disk");
+    }
+
+    /// A reader nobody drains stops after filling the channel, and holds no blocking thread
+    /// meanwhile: with a pool of one thread, another blocking task still runs.
+    #[test]
+    fn an_undrained_reader_holds_no_blocking_thread() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let counted = calls.clone();
+            let _undrained = blocking_pieces(move || {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(Some(Bytes::from_static(b"piece")))
+            });
+            let other = tokio::task::spawn_blocking(|| "ran");
+            let ran = tokio::time::timeout(std::time::Duration::from_secs(30), other).await;
+            assert_eq!(ran.expect("the blocking pool is free").unwrap(), "ran");
+            // It reads a piece only when there is room for it.
+            assert!(calls.load(std::sync::atomic::Ordering::SeqCst) <= AHEAD);
+        });
+    }
 }

@@ -1,25 +1,41 @@
 //! Long-polling: wait for the shape's next entries, the long-poll timeout, or its removal.
+//! Every live response (long-poll and SSE) also ends by its token's `exp`: what is committed
+//! after it is not sent on the strength of that token, and the client comes back with a fresh
+//! one (the expired one is refused).
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use shapes::offset::Offset;
+use tokio::time::Instant;
 
 use super::batch::{self, Batch};
 use super::up_to_date_batch;
+use crate::auth::Access;
 use crate::http::error::ApiError;
 use crate::server::AppState;
 use crate::shape_log::Framing;
 use crate::shape_store::{Shape, ShapeState};
 
-/// Waits up to the long-poll timeout for entries after `after`. On timeout: an up-to-date at
-/// the same offset (`electric-has-data: false`).
+/// When a live response made with `access` must have ended: its token's `exp`, as an instant
+/// of the runtime's clock (`None`: no token, or an `exp` too far away to matter).
+pub(super) fn token_deadline(access: &Access) -> Option<Instant> {
+    let exp = access.expires_at()?;
+    let left = exp.duration_since(SystemTime::now()).unwrap_or_default();
+    Instant::now().checked_add(left)
+}
+
+/// Waits up to the long-poll timeout (and no later than `token_deadline`) for entries after
+/// `after`. On timeout: an up-to-date at the same offset (`electric-has-data: false`).
 pub(super) async fn wait(
     state: &AppState,
     shape: &Arc<Shape>,
     after: Offset,
+    token_deadline: Option<Instant>,
 ) -> Result<Batch, ApiError> {
     let _live = crate::monitoring::LiveConnection::open();
-    let deadline = tokio::time::Instant::now() + state.settings.long_poll_timeout;
+    let timeout = Instant::now() + state.settings.long_poll_timeout;
+    let deadline = token_deadline.map_or(timeout, |ends| ends.min(timeout));
     let mut news = shape.log.subscribe();
     let mut lifecycle = shape.watch_state();
     loop {

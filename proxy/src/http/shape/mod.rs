@@ -40,7 +40,6 @@ async fn requested_shape(
     let access = authorize::authenticate(state, request_headers, query)?;
     let mut params = params::parse(query)?;
     let authorized = authorize::authorize(state, access, &mut params).await?;
-    metrics::counter!(crate::monitoring::HTTP_REQUESTS).increment(1);
     let shape = state
         .engine
         .shape_for_admitting(&params.shape, || {
@@ -73,6 +72,11 @@ pub(super) async fn get_shape(
         RequestOffset::At(offset) => offset,
     };
     check_in_bounds(&state, after, params.live).await?;
+    let token_deadline = live::token_deadline(&authorized.access);
+    if params.live && token_deadline.is_some_and(|ends| ends <= tokio::time::Instant::now()) {
+        // It expired while the request waited for its offset: nothing more on this token.
+        return Err(ApiError::Unauthorized("the token has expired".into()));
+    }
     let private = authorized.scope.private;
     // Held until the response is done (for SSE, until the stream ends).
     let live_connection = if params.live {
@@ -85,6 +89,7 @@ pub(super) async fn get_shape(
             cursor: params.cursor,
             private,
             live_connection,
+            token_deadline,
         };
         return Ok(sse::respond(state, shape, after, stream));
     }
@@ -101,7 +106,7 @@ pub(super) async fn get_shape(
     let batch = match (batch, params.live) {
         (Some(batch), _) => batch,
         (None, false) => up_to_date_batch(after, state.engine.last_seen()),
-        (None, true) => live::wait(&state, &shape, after).await?,
+        (None, true) => live::wait(&state, &shape, after, token_deadline).await?,
     };
     drop(live_connection);
     Ok(respond(

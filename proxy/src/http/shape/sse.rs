@@ -1,6 +1,7 @@
 //! Server-sent events (`live_sse=true`): one long response that carries every new batch as
 //! `data:` events, each batch ending with up-to-date; a `: keep-alive` comment after 21 s
-//! without news; closed after the SSE timeout (the client reconnects from where it is).
+//! without news; closed after the SSE timeout (the client reconnects from where it is), and at
+//! the token's `exp` at the latest, even in the middle of a batch (see [`super::live`]).
 //! Never compressed, and `X-Accel-Buffering: no` keeps nginx from holding events back.
 
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub(super) struct Stream {
     pub private: bool,
     /// The caller's live-connection slot, freed when the stream ends.
     pub live_connection: Option<LiveGuard>,
+    /// The caller's token expires then: the stream ends.
+    pub token_deadline: Option<Instant>,
 }
 
 struct Session {
@@ -39,7 +42,10 @@ struct Session {
     _live_connection: Option<LiveGuard>,
     shape: Arc<Shape>,
     offset: Offset,
+    /// The SSE timeout, or the token's expiry if that is sooner.
     closes_at: Instant,
+    /// The token's expiry: nothing is sent from then on.
+    token_deadline: Option<Instant>,
     last_sent: Instant,
     news: watch::Receiver<Option<Offset>>,
     lifecycle: watch::Receiver<ShapeState>,
@@ -61,10 +67,13 @@ pub(super) fn respond(
         cursor,
         private,
         live_connection,
+        token_deadline,
     } = stream;
+    let timeout = now + state.settings.sse_timeout;
     let session = Session {
         _live_connection: live_connection,
-        closes_at: now + state.settings.sse_timeout,
+        closes_at: token_deadline.map_or(timeout, |ends| ends.min(timeout)),
+        token_deadline,
         last_sent: now,
         news: shape.log.subscribe(),
         lifecycle: shape.watch_state(),
@@ -111,6 +120,12 @@ impl Session {
     /// The next piece of the stream, or `None` to close it.
     async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
+            if self
+                .token_deadline
+                .is_some_and(|ends| Instant::now() >= ends)
+            {
+                return None;
+            }
             // A large batch goes out in pieces as they are read, then what follows them.
             if let Some((pieces, rest)) = self.draining.as_mut() {
                 match pieces.recv().await {

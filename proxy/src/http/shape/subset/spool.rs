@@ -5,7 +5,7 @@
 //! slowly the client reads. Small bodies stay in memory; past [`IN_MEMORY`] bytes they go to
 //! an unnamed temporary file under the storage directory (gone when the response is, or when
 //! the process dies) and are streamed from there in pieces, so memory stays flat whatever the
-//! number of rows.
+//! number of rows; each piece is one short blocking read, so a slow client holds no thread.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
@@ -13,14 +13,13 @@ use std::path::{Path, PathBuf};
 
 use axum::body::Body;
 use bytes::Bytes;
-use tokio::sync::mpsc;
+
+use crate::shape_log::blocking_pieces;
 
 /// Bodies up to this size are kept in memory.
 const IN_MEMORY: usize = 1024 * 1024;
 /// Bytes per piece read back from the file.
 const PIECE: usize = 256 * 1024;
-/// Pieces buffered ahead of the socket.
-const AHEAD: usize = 4;
 
 pub(super) struct Spool {
     dir: PathBuf,
@@ -66,30 +65,25 @@ impl Spool {
         };
         let mut file = file.into_inner().map_err(io::IntoInnerError::into_error)?;
         file.seek(SeekFrom::Start(0))?;
-        let (tx, mut rx) = mpsc::channel(AHEAD);
-        tokio::task::spawn_blocking(move || pump(file, &tx));
+        let mut rx = blocking_pieces(move || read_piece(&mut file));
         // (A closed channel keeps answering `None`: safe to poll after the end.)
         let pieces = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
         Ok(Body::from_stream(pieces))
     }
 }
 
-fn pump(mut file: File, tx: &mpsc::Sender<io::Result<Bytes>>) {
+/// The next piece of the file; `None` at its end.
+fn read_piece(file: &mut File) -> io::Result<Option<Bytes>> {
+    let mut piece = vec![0; PIECE];
     loop {
-        let mut piece = vec![0; PIECE];
-        let read = match file.read(&mut piece) {
-            Ok(0) => return,
-            Ok(n) => n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => {
-                let _ = tx.blocking_send(Err(err));
-                return;
+        match file.read(&mut piece) {
+            Ok(0) => return Ok(None),
+            Ok(n) => {
+                piece.truncate(n);
+                return Ok(Some(Bytes::from(piece)));
             }
-        };
-        piece.truncate(read);
-        if tx.blocking_send(Ok(Bytes::from(piece))).is_err() {
-            // The client went away.
-            return;
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
         }
     }
 }
