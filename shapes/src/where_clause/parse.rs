@@ -27,8 +27,15 @@ pub(crate) fn location_of(text: &str, loc: Location) -> usize {
     SELECT_PREFIX_CHARS + 1 + offset
 }
 
+/// Where a syntax error is reported, as Electric reports it: Postgres' error position in
+/// `SELECT 1 WHERE <text>` made zero-based (Electric's `pg_query` binding subtracts one from
+/// Postgres' one-based `cursorpos`), so `1 x 1` fails `At location 17`.
+fn syntax_location(text: &str, loc: Location) -> usize {
+    location_of(text, loc) - 1
+}
+
 fn end_location(text: &str) -> usize {
-    SELECT_PREFIX_CHARS + 1 + text.chars().count()
+    SELECT_PREFIX_CHARS + text.chars().count()
 }
 
 /// Splits sqlparser's "Expected: X, found: Y at Line: L, Column: C".
@@ -64,7 +71,7 @@ pub(crate) fn parse_expression(text: &str) -> Result<SqlExpr, WhereError> {
     let tokens = Tokenizer::new(&dialect, text)
         .tokenize_with_location()
         .map_err(|e| WhereError::Syntax {
-            location: location_of(text, e.location),
+            location: syntax_location(text, e.location),
             near: "or near the token".to_owned(),
             expected: e.message,
         })?;
@@ -75,7 +82,7 @@ pub(crate) fn parse_expression(text: &str) -> Result<SqlExpr, WhereError> {
                 .find(|t| t.span.start == l && !matches!(t.token, Token::Whitespace(_)))
         });
         match found {
-            Some(t) => (location_of(text, t.span.start), near_token(&t.token)),
+            Some(t) => (syntax_location(text, t.span.start), near_token(&t.token)),
             None => (end_location(text), near_token(&Token::EOF)),
         }
     };
@@ -88,7 +95,12 @@ pub(crate) fn parse_expression(text: &str) -> Result<SqlExpr, WhereError> {
         }
         ParserError::ParserError(msg) | ParserError::TokenizerError(msg) => {
             let (expected, loc) = split_message(&msg);
-            let (location, near) = token_at(loc);
+            // sqlparser may place "found: EOF" at the last token; Postgres at the end
+            let (location, near) = if msg.contains(", found: EOF") {
+                (end_location(text), near_token(&Token::EOF))
+            } else {
+                token_at(loc)
+            };
             WhereError::Syntax {
                 location,
                 near,
@@ -99,7 +111,7 @@ pub(crate) fn parse_expression(text: &str) -> Result<SqlExpr, WhereError> {
     let next = parser.peek_token();
     if next.token != Token::EOF {
         return Err(WhereError::Syntax {
-            location: location_of(text, next.span.start),
+            location: syntax_location(text, next.span.start),
             near: near_token(&next.token),
             expected: "end of the where clause (AND, OR or an operator)".to_owned(),
         });
