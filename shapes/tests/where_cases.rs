@@ -651,7 +651,7 @@ fn rebuilt_sql_quotes_identifiers_and_binds_every_constant() {
     );
     sql!(
         "lower(t) = 'a'",
-        r#"((lower(("t") COLLATE "C")) COLLATE "C" = $1::text)"#
+        r#"(((lower(("t") COLLATE "C")) COLLATE "C") COLLATE "C" = $1::text)"#
     );
     sql!("b IS NOT TRUE", r#"("b" IS NOT TRUE)"#);
     sql!("i4 IN (1, 2)", r#"("i4" IN ($1::int4, $2::int4))"#);
