@@ -462,6 +462,7 @@ async fn evaluator_and_rebuilt_sql_agree_with_postgres_on_random_rows_and_expres
         // every clause parsed now maps case as this database does
         let ctype = proxy::database_ctype::read(client).await.expect("ctype");
         assert!(ctype.unsupported().is_none(), "{name}: {ctype:?}");
+        eprintln!("where_differential: {name}: case mapping {ctype:?}");
         set_database_ctype(Arc::new(ctype));
         let cases: Vec<Case> = texts
             .iter()
