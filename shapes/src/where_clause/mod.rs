@@ -64,6 +64,7 @@ mod ast;
 pub mod ast_access;
 mod cast;
 mod check_datetime;
+mod check_jsonb;
 mod check_ops;
 pub mod ctype;
 pub mod datetime;
