@@ -717,3 +717,51 @@ fn canonical_form_ignores_spelling() {
         parse("f4 = '0.1'").unwrap().canonical()
     );
 }
+
+#[test]
+fn jsonb_equality_containment_and_keys() {
+    let doc = r#"{"a": [1, {"b": 2}], "n": 1.50, "k": null}"#;
+    is!("jb = '{\"n\": 1.5, \"k\": null, \"a\": [1, {\"b\": 2.0}]}'", [("jb", doc)] => T);
+    is!("jb <> '{\"n\": 1.5}'", [("jb", doc)] => T);
+    is!("jb @> '{\"a\": [{\"b\": 2}]}'", [("jb", doc)] => T);
+    is!("jb @> '{\"a\": 1}'", [("jb", doc)] => F);
+    is!("'{\"n\": 1.5}' <@ jb", [("jb", doc)] => T);
+    is!("jb @> '1'", [("jb", "[1, 2]")] => T);
+    is!("jb @> '[1]'", [("jb", "1")] => F);
+    is!("jb ? 'k'", [("jb", doc)] => T);
+    is!("jb ? 'b'", [("jb", doc)] => F);
+    is!("jb ? 's'", [("jb", r#"["s", 1]"#)] => T);
+    is!("jb ?| '{x,n}'", [("jb", doc)] => T);
+    is!("jb ?& '{a,NULL,x}'", [("jb", doc)] => F);
+    is!("jb ?& '{}'", [("jb", doc)] => T);
+    is!("jb ? 'k'" => N);
+    rejects!("jb > '{}'", "cannot be compared");
+}
+
+#[test]
+fn date_and_timestamp_arithmetic() {
+    is!("d + 1 = '2024-03-01'", [("d", "2024-02-29")] => T);
+    is!("1 + d = '2024-03-01'", [("d", "2024-02-29")] => T);
+    is!("d - i2 = '2024-02-28'", [("d", "2024-02-29"), ("i2", "1")] => T);
+    is!("d - '2024-01-01' = 59", [("d", "2024-02-29")] => T);
+    is!("d + 1 = d", [("d", "infinity")] => T);
+    is!("d + 1 IS NULL", [("d", "5874897-12-31")] => T);
+    is!("d - d IS NULL", [("d", "infinity")] => T);
+    is!("ts + interval 'P1M' = '2024-02-29 10:00:00'", [("ts", "2024-01-31 10:00:00")] => T);
+    is!("ts - '1 day' = '2024-01-30 10:00:00'", [("ts", "2024-01-31 10:00:00")] => T);
+    is!("tz + 'PT1H' = '2024-01-01 00:30:00+00'", [("tz", "2023-12-31 23:30:00+00")] => T);
+    is!("ts + 'P1D' IS NULL", [("ts", "294276-12-31 12:00:00")] => T);
+    is!("ts = tz", [("ts", "2024-01-01 00:00:00"), ("tz", "2024-01-01 00:00:00+00")] => T);
+    is!("tz > ts", [("ts", "2024-01-01 00:00:00"), ("tz", "2024-01-01 01:00:00+02")] => F);
+    sql!("ts = tz", r#"((("ts") AT TIME ZONE 'UTC') = "tz")"#);
+}
+
+#[test]
+fn case_mapping_is_ascii_without_a_database_ctype() {
+    is!("upper(t) = 'CAFé'", [("t", "café")] => T);
+    is!("t ILIKE 'É%'", [("t", "éa")] => F);
+    // the escape letter escapes before the pattern is lowered (as Postgres' like_escape)
+    is!("t ILIKE 'a%' ESCAPE 'A'", [("t", "a%x")] => T);
+    is!("t ILIKE 'aA%' ESCAPE 'A'", [("t", "A%")] => T);
+    is!("t ILIKE 'aA%' ESCAPE 'A'", [("t", "a%x")] => F);
+}
