@@ -587,9 +587,19 @@ fn syntax_errors_point_where_electric_does() {
     let err = parse("").unwrap_err();
     assert!(err.to_electric_message().contains("end of input"), "{err}");
     let err = parse("i4 = 'unterminated").unwrap_err();
-    assert!(
-        err.to_electric_message().starts_with("At location"),
-        "{err}"
+    assert_eq!(
+        err.to_electric_message(),
+        "At location 20: unterminated quoted string at or near \"'unterminated\""
+    );
+    let err = parse("NOT").unwrap_err();
+    assert_eq!(
+        err.to_electric_message(),
+        "At location 18: syntax error at end of input"
+    );
+    let err = parse("t = 'é' AND AND").unwrap_err();
+    assert_eq!(
+        err.to_electric_message(),
+        "At location 27: syntax error at or near \"AND\""
     );
     let err = parse("t = 'é' AND x").unwrap_err();
     assert!(err.to_string().contains("unknown column \"x\""), "{err}");

@@ -283,6 +283,9 @@ async fn check_syntax_positions(client: &Client) {
         "NOT",
         "i4 = 1 AND",
         "i4 = (1 + )",
+        "t = 'unterminated",
+        "t = 'é' AND t = 'x",
+        "\"unterminated = 1",
     ] {
         let ours = WhereClause::parse(text, &BTreeMap::new(), &table).expect_err(text);
         let err = client

@@ -35,6 +35,10 @@ pub enum WhereError {
         near: String,
         expected: String,
     },
+    /// A literal or quoted name that never ends, worded as Postgres words it
+    /// (`unterminated quoted string at or near "'abc"`).
+    #[error("At location {location}: {message}")]
+    Unterminated { location: usize, message: String },
     /// Well-formed, but not a `where` we can evaluate (type mismatch, non-deterministic or
     /// unsupported construct).
     #[error("{}{message}", location_prefix(*location))]
@@ -84,7 +88,9 @@ impl WhereError {
     /// The position, when the error has one.
     pub fn location(&self) -> Option<usize> {
         match self {
-            WhereError::Syntax { location, .. } => Some(*location),
+            WhereError::Syntax { location, .. } | WhereError::Unterminated { location, .. } => {
+                Some(*location)
+            }
             WhereError::Invalid { location, .. } | WhereError::UnknownColumn { location, .. } => {
                 *location
             }

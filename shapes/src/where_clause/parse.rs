@@ -58,6 +58,17 @@ fn split_message(msg: &str) -> (String, Option<Location>) {
     (expected.to_owned(), location)
 }
 
+/// What Postgres calls the unterminated thing sqlparser's tokenizer `message` is about.
+fn unterminated(message: &str) -> Option<&'static str> {
+    if message.starts_with("Unterminated string literal") {
+        Some("quoted string")
+    } else if message.starts_with("Expected close delimiter '\"'") {
+        Some("quoted identifier")
+    } else {
+        None
+    }
+}
+
 fn near_token(token: &Token) -> String {
     match token {
         Token::EOF => "end of input".to_owned(),
@@ -70,10 +81,25 @@ pub(crate) fn parse_expression(text: &str) -> Result<SqlExpr, WhereError> {
     let dialect = PostgreSqlDialect {};
     let tokens = Tokenizer::new(&dialect, text)
         .tokenize_with_location()
-        .map_err(|e| WhereError::Syntax {
-            location: syntax_location(text, e.location),
-            near: "or near the token".to_owned(),
-            expected: e.message,
+        .map_err(|e| {
+            let location = syntax_location(text, e.location);
+            match unterminated(&e.message) {
+                // Postgres quotes the rest of the input from where the literal starts
+                Some(what) => WhereError::Unterminated {
+                    location,
+                    message: format!(
+                        "unterminated {what} at or near \"{}\"",
+                        text.chars()
+                            .skip(location - SELECT_PREFIX_CHARS)
+                            .collect::<String>()
+                    ),
+                },
+                None => WhereError::Syntax {
+                    location,
+                    near: "or near the token".to_owned(),
+                    expected: e.message,
+                },
+            }
         })?;
     let token_at = |loc: Option<Location>| -> (usize, String) {
         let found = loc.and_then(|l| {
