@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commit_watch;
 pub mod config;
 pub mod database;
+pub mod database_ctype;
 pub mod dev;
 pub mod durability;
 pub mod engine;

@@ -98,6 +98,10 @@ pub async fn run(
     let (health_tx, health) = watch::channel(Health::Starting);
     let mut client = database::connect(&config.database_url).await?;
     database::check_wal_level(&client).await?;
+    // before anything parses a `where` (the rules below do)
+    shapes::where_clause::ctype::set_database_ctype(std::sync::Arc::new(
+        crate::database_ctype::read(&client).await?,
+    ));
     let steps = crate::proxy_schema::upgrade(&mut client)
         .await
         .map_err(DatabaseError::Query)?;

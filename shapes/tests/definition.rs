@@ -38,7 +38,7 @@ fn errors_name_the_request_parameter_at_fault() {
     let e = def(Some("i4 = "), &[], None).unwrap_err();
     assert_eq!(e.param(), "where");
     assert!(
-        e.message().starts_with("At location 21: syntax error"),
+        e.message().starts_with("At location 20: syntax error"),
         "{}",
         e.message()
     );

@@ -521,7 +521,11 @@ fn unknown_and_unsupported_things_are_refused_by_name() {
     rejects!("d = ts", "cannot compare date with timestamp");
     rejects!("e = t", "cannot compare");
     rejects!("j = '{}'", "cannot be compared");
-    rejects!("jb = '{}'", "cannot be compared");
+    rejects!("jb < '{}'", "cannot be compared");
+    rejects!("j @> '{}'", "need arrays or jsonb");
+    rejects!("ts + iv > ts", "constant interval");
+    rejects!("d + i8 > d", "int4");
+    rejects!("d + d > d", "date ± integer");
     rejects!("t->>'a' = 'b'", "json or jsonb");
     rejects!("j->t = 'b'", "constant");
     rejects!("i4 COLLATE \"C\" = 1", "COLLATE");
@@ -559,33 +563,43 @@ fn spelling_variants_parse() {
 }
 
 #[test]
-fn syntax_errors_point_where_postgres_does() {
+fn syntax_errors_point_where_electric_does() {
     let err = parse("1 x 1").unwrap_err();
     assert_eq!(
         err.to_electric_message(),
-        "At location 18: syntax error at or near \"x\""
+        "At location 17: syntax error at or near \"x\""
     );
     let err = parse("i4 = ").unwrap_err();
     assert_eq!(
         err.to_electric_message(),
-        "At location 21: syntax error at end of input"
+        "At location 20: syntax error at end of input"
     );
     let err = parse("(i4 = 1").unwrap_err();
     assert!(err.to_electric_message().contains("end of input"), "{err}");
     let err = parse("i4 = 1)").unwrap_err();
     assert_eq!(
         err.to_electric_message(),
-        "At location 22: syntax error at or near \")\""
+        "At location 21: syntax error at or near \")\""
     );
     let err = parse("i4 = 1 i4").unwrap_err();
-    assert_eq!(err.location(), Some(23));
+    assert_eq!(err.location(), Some(22));
     assert!(err.to_string().contains("expected"), "{err}");
     let err = parse("").unwrap_err();
     assert!(err.to_electric_message().contains("end of input"), "{err}");
     let err = parse("i4 = 'unterminated").unwrap_err();
-    assert!(
-        err.to_electric_message().starts_with("At location"),
-        "{err}"
+    assert_eq!(
+        err.to_electric_message(),
+        "At location 20: unterminated quoted string at or near \"'unterminated\""
+    );
+    let err = parse("NOT").unwrap_err();
+    assert_eq!(
+        err.to_electric_message(),
+        "At location 18: syntax error at end of input"
+    );
+    let err = parse("t = 'é' AND AND").unwrap_err();
+    assert_eq!(
+        err.to_electric_message(),
+        "At location 27: syntax error at or near \"AND\""
     );
     let err = parse("t = 'é' AND x").unwrap_err();
     assert!(err.to_string().contains("unknown column \"x\""), "{err}");
@@ -647,7 +661,7 @@ fn rebuilt_sql_quotes_identifiers_and_binds_every_constant() {
     );
     sql!(
         "lower(t) = 'a'",
-        r#"((lower(("t") COLLATE "C")) COLLATE "C" = $1::text)"#
+        r#"(((lower(("t") COLLATE "C")) COLLATE "C") COLLATE "C" = $1::text)"#
     );
     sql!("b IS NOT TRUE", r#"("b" IS NOT TRUE)"#);
     sql!("i4 IN (1, 2)", r#"("i4" IN ($1::int4, $2::int4))"#);
@@ -712,4 +726,52 @@ fn canonical_form_ignores_spelling() {
         parse("f4 = 0.1").unwrap().canonical(),
         parse("f4 = '0.1'").unwrap().canonical()
     );
+}
+
+#[test]
+fn jsonb_equality_containment_and_keys() {
+    let doc = r#"{"a": [1, {"b": 2}], "n": 1.50, "k": null}"#;
+    is!("jb = '{\"n\": 1.5, \"k\": null, \"a\": [1, {\"b\": 2.0}]}'", [("jb", doc)] => T);
+    is!("jb <> '{\"n\": 1.5}'", [("jb", doc)] => T);
+    is!("jb @> '{\"a\": [{\"b\": 2}]}'", [("jb", doc)] => T);
+    is!("jb @> '{\"a\": 1}'", [("jb", doc)] => F);
+    is!("'{\"n\": 1.5}' <@ jb", [("jb", doc)] => T);
+    is!("jb @> '1'", [("jb", "[1, 2]")] => T);
+    is!("jb @> '[1]'", [("jb", "1")] => F);
+    is!("jb ? 'k'", [("jb", doc)] => T);
+    is!("jb ? 'b'", [("jb", doc)] => F);
+    is!("jb ? 's'", [("jb", r#"["s", 1]"#)] => T);
+    is!("jb ?| '{x,n}'", [("jb", doc)] => T);
+    is!("jb ?& '{a,NULL,x}'", [("jb", doc)] => F);
+    is!("jb ?& '{}'", [("jb", doc)] => T);
+    is!("jb ? 'k'" => N);
+    rejects!("jb > '{}'", "cannot be compared");
+}
+
+#[test]
+fn date_and_timestamp_arithmetic() {
+    is!("d + 1 = '2024-03-01'", [("d", "2024-02-29")] => T);
+    is!("1 + d = '2024-03-01'", [("d", "2024-02-29")] => T);
+    is!("d - i2 = '2024-02-28'", [("d", "2024-02-29"), ("i2", "1")] => T);
+    is!("d - '2024-01-01' = 59", [("d", "2024-02-29")] => T);
+    is!("d + 1 = d", [("d", "infinity")] => T);
+    is!("d + 1 IS NULL", [("d", "5874897-12-31")] => T);
+    is!("d - d IS NULL", [("d", "infinity")] => T);
+    is!("ts + interval 'P1M' = '2024-02-29 10:00:00'", [("ts", "2024-01-31 10:00:00")] => T);
+    is!("ts - '1 day' = '2024-01-30 10:00:00'", [("ts", "2024-01-31 10:00:00")] => T);
+    is!("tz + 'PT1H' = '2024-01-01 00:30:00+00'", [("tz", "2023-12-31 23:30:00+00")] => T);
+    is!("ts + 'P1D' IS NULL", [("ts", "294276-12-31 12:00:00")] => T);
+    is!("ts = tz", [("ts", "2024-01-01 00:00:00"), ("tz", "2024-01-01 00:00:00+00")] => T);
+    is!("tz > ts", [("ts", "2024-01-01 00:00:00"), ("tz", "2024-01-01 01:00:00+02")] => F);
+    sql!("ts = tz", r#"((("ts") AT TIME ZONE 'UTC') = "tz")"#);
+}
+
+#[test]
+fn case_mapping_is_ascii_without_a_database_ctype() {
+    is!("upper(t) = 'CAFé'", [("t", "café")] => T);
+    is!("t ILIKE 'É%'", [("t", "éa")] => F);
+    // the escape letter escapes before the pattern is lowered (as Postgres' like_escape)
+    is!("t ILIKE 'a%' ESCAPE 'A'", [("t", "a%x")] => T);
+    is!("t ILIKE 'aA%' ESCAPE 'A'", [("t", "A%")] => T);
+    is!("t ILIKE 'aA%' ESCAPE 'A'", [("t", "a%x")] => F);
 }

@@ -174,11 +174,11 @@ async fn bad_parameters_get_the_electric_error_shape() {
         "{message}"
     );
 
-    // N counts characters of `SELECT 1 WHERE <where>`, as Postgres reports it.
+    // N counts characters of `SELECT 1 WHERE <where>` from zero, as Electric reports it.
     let reply = get(&proxy, "table=items&offset=-1&where=id%20%3D%201%20x%201").await;
     assert_eq!(
         reply.body["errors"]["where"],
-        json!(["At location 23: syntax error at or near \"x\""])
+        json!(["At location 22: syntax error at or near \"x\""])
     );
     let reply = get(&proxy, "table=items&offset=-1&where=nope%20%3D%201").await;
     let message = reply.body["errors"]["where"][0].as_str().unwrap();

@@ -4,6 +4,9 @@
 //! every constant carries its type and its canonical input text, so the evaluator and the
 //! rebuilt SQL read the same tree the same way.
 
+use std::sync::Arc;
+
+use super::ctype::Ctype;
 use super::json::JsonKey;
 use super::types::SqlType;
 use super::value::Datum;
@@ -58,12 +61,33 @@ pub enum ArithOp {
     Mod,
 }
 
-/// `@>`, `<@`, `&&`.
+/// `@>`, `<@`, `&&` on arrays; `@>`, `<@`, `?`, `?|`, `?&` on jsonb.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ArrayOp {
     Contains,
     ContainedBy,
     Overlaps,
+    /// jsonb `?` text.
+    HasKey,
+    /// jsonb `?|` text[].
+    HasAnyKey,
+    /// jsonb `?&` text[].
+    HasAllKeys,
+}
+
+/// Date and time arithmetic ([`super::datetime_arith`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DateTimeOp {
+    /// `date + int4` → date.
+    AddDays,
+    /// `date - int4` → date.
+    SubDays,
+    /// `date - date` → int4.
+    DateDiff,
+    /// `timestamp[tz] + interval` → the timestamp's type.
+    AddInterval,
+    /// `timestamp[tz] - interval`.
+    SubInterval,
 }
 
 /// `lower`, `upper`, `length`.
@@ -134,12 +158,14 @@ pub enum Expr {
         all: bool,
     },
     /// `LIKE`/`ILIKE` with a constant pattern; `escape` `None` = no escape character.
+    /// `ctype` is the database's case mapping (used by `ILIKE`).
     Like {
         expr: Box<Expr>,
         pattern: Box<Constant>,
         escape: Option<char>,
         case_insensitive: bool,
         negated: bool,
+        ctype: Arc<Ctype>,
     },
     /// Operands are integers or numeric; `ty` is Postgres' result type (the wider integer,
     /// or numeric).
@@ -154,9 +180,19 @@ pub enum Expr {
         ty: SqlType,
     },
     Concat(Box<Expr>, Box<Expr>),
+    /// `left` is the date or timestamp; `right` the integer, date, or constant interval.
+    /// `ty` is the result's type.
+    DateTime {
+        op: DateTimeOp,
+        left: Box<Expr>,
+        right: Box<Expr>,
+        ty: SqlType,
+    },
+    /// `ctype` is the database's case mapping (used by `lower`/`upper`).
     Func {
         func: Func,
         arg: Box<Expr>,
+        ctype: Arc<Ctype>,
     },
     Coalesce {
         args: Vec<Expr>,
@@ -207,7 +243,8 @@ impl Expr {
             Expr::Column { ty, .. }
             | Expr::Neg { ty, .. }
             | Expr::Coalesce { ty, .. }
-            | Expr::Arith { ty, .. } => ty.clone(),
+            | Expr::Arith { ty, .. }
+            | Expr::DateTime { ty, .. } => ty.clone(),
             Expr::Const(c) => c.ty.clone(),
             Expr::Cast { to, .. } => to.clone(),
             Expr::Concat(..) => SqlType::Text,
@@ -249,6 +286,7 @@ impl Expr {
             | Expr::Quantified { left, right, .. }
             | Expr::Arith { left, right, .. }
             | Expr::ArrayOp { left, right, .. }
+            | Expr::DateTime { left, right, .. }
             | Expr::Concat(left, right) => {
                 f(left);
                 f(right);

@@ -25,6 +25,8 @@ pub fn infallible(from: &SqlType, to: &SqlType) -> bool {
             true
         }
         (Jsonb, Json) => true,
+        // read as UTC (the session time zone of every proxy connection), so exact both ways
+        (Timestamp, Timestamptz) | (Timestamptz, Timestamp) => true,
         _ => false,
     }
 }
@@ -43,6 +45,7 @@ pub fn implicit(from: &SqlType, to: &SqlType) -> bool {
                 | (Text, Varchar)
                 | (Varchar, Bpchar)
                 | (Bpchar, Varchar)
+                | (Timestamp, Timestamptz)
         )
 }
 
@@ -180,6 +183,8 @@ pub fn cast<'a>(from: &SqlType, to: &SqlType, v: Datum<'a>) -> Result<Datum<'a>,
             Datum::Text(Cow::Borrowed(if b { "true" } else { "false" }))
         }
         (Jsonb, Json, v) => v,
+        // both count microseconds from 2000-01-01, a timestamp being read as UTC
+        (Timestamp, Timestamptz, v) | (Timestamptz, Timestamp, v) => v,
         (Json | Jsonb, Text | Varchar, Datum::Json(t)) => Datum::Text(t),
         (f, Text | Varchar, v) if infallible(f, to) => {
             Datum::Text(Cow::Owned(to_input_text(f, &v).unwrap_or_default()))

@@ -26,6 +26,9 @@ pub(crate) fn common_type(a: &SqlType, b: &SqlType) -> Option<SqlType> {
     Some(match (a, b) {
         // bpchar = varchar resolves to bpchar's operator; with text, to text's
         (Bpchar, Varchar) | (Varchar, Bpchar) => Bpchar,
+        // Postgres reads the timestamp in the session time zone, UTC on the proxy's
+        // connections (the snapshot's included)
+        (Timestamp, Timestamptz) | (Timestamptz, Timestamp) => Timestamptz,
         (x, y) if x.is_string() && y.is_string() => Text,
         (x, y) if x.is_number() && y.is_number() => {
             if x.is_float() || y.is_float() {
@@ -158,7 +161,11 @@ impl Checker<'_> {
     }
 
     pub(crate) fn compare(&self, op: CmpOp, a: Checked, b: Checked) -> Result<Expr, WhereError> {
-        let ty = self.comparable(&[&a, &b])?;
+        // jsonb has `=` and `<>` (no order we evaluate)
+        let ty = match self.unify(&[&a, &b]) {
+            Ok(SqlType::Jsonb) if matches!(op, CmpOp::Eq | CmpOp::NotEq) => SqlType::Jsonb,
+            _ => self.comparable(&[&a, &b])?,
+        };
         let left = self.coerce(a, &ty)?;
         let right = self.coerce(b, &ty)?;
         Ok(Expr::Compare {
@@ -355,12 +362,16 @@ impl Checker<'_> {
                 None => invalid("LIKE pattern must not end with escape character"),
             };
         }
+        if case_insensitive {
+            self.case_mapping_available("ILIKE")?;
+        }
         Ok(Expr::Like {
             expr: Box::new(subject),
             pattern: Box::new(*pattern),
             escape,
             case_insensitive,
             negated,
+            ctype: self.ctype.clone(),
         })
     }
 
@@ -422,8 +433,11 @@ impl Checker<'_> {
     ) -> Result<Expr, WhereError> {
         let (a, b) = (self.check(l)?, self.check(r)?);
         let ty = self.unify(&[&a, &b])?;
-        if !matches!(ty, SqlType::Array(_)) {
-            return invalid(format!("@>, <@ and && need arrays, not {ty}"));
+        let jsonb = ty == SqlType::Jsonb && op != ArrayOp::Overlaps;
+        if !matches!(ty, SqlType::Array(_)) && !jsonb {
+            return invalid(format!(
+                "@> and <@ need arrays or jsonb, && arrays, not {ty}"
+            ));
         }
         let left = self.coerce(a, &ty)?;
         let right = self.coerce(b, &ty)?;
@@ -638,9 +652,13 @@ impl Checker<'_> {
                     "upper" => Func::Upper,
                     _ => Func::Length,
                 };
+                if func != Func::Length {
+                    self.case_mapping_available(&format!("{name}()"))?;
+                }
                 Expr::Func {
                     func,
                     arg: Box::new(arg),
+                    ctype: self.ctype.clone(),
                 }
             }
             "div" | "mod" => {
@@ -675,6 +693,19 @@ impl Checker<'_> {
         }))
     }
 
+    /// Refuses `what` (`lower()`, `upper()`, `ILIKE`) on a database whose case mapping the
+    /// proxy cannot reproduce: the live path would disagree with the snapshot.
+    fn case_mapping_available(&self, what: &str) -> Result<(), WhereError> {
+        match self.ctype.unsupported() {
+            None => Ok(()),
+            Some(why) => invalid(format!(
+                "{what} is not available on this database: {why}, and shapesync cannot map case \
+                 exactly as it does (compare without changing case, or use a database with a C, \
+                 libc UTF-8 or ICU root locale)"
+            )),
+        }
+    }
+
     pub(crate) fn array_ctor(&mut self, items: &[SqlExpr]) -> Result<Expr, WhereError> {
         if items.is_empty() {
             return invalid(
@@ -704,14 +735,14 @@ impl Checker<'_> {
     }
 }
 
-fn uses_columns(e: &Expr) -> bool {
+pub(crate) fn uses_columns(e: &Expr) -> bool {
     let mut found = matches!(e, Expr::Column { .. });
     e.for_each_child(&mut |c| found |= uses_columns(c));
     found
 }
 
 /// Evaluates an expression without columns now, into a constant.
-fn fold(e: Expr) -> Expr {
+pub(crate) fn fold(e: Expr) -> Expr {
     let ty = e.ty();
     let value = super::eval::eval(&e, &[]).into_owned();
     Expr::Const(Box::new(super::ast::Constant {

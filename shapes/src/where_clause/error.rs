@@ -5,8 +5,9 @@ pub(crate) const SELECT_PREFIX_CHARS: usize = 15;
 
 /// A `where` that cannot be used for a shape.
 ///
-/// Positions (`location`) are 1-based character offsets in `SELECT 1 WHERE <where>`, as
-/// Postgres reports them for that query.
+/// Positions (`location`) are character offsets in `SELECT 1 WHERE <where>`: for syntax
+/// errors zero-based, as Electric reports them (Postgres' one-based position minus one);
+/// for the other errors one-based, as Postgres reports them.
 ///
 /// ```
 /// use std::collections::BTreeMap;
@@ -22,7 +23,7 @@ pub(crate) const SELECT_PREFIX_CHARS: usize = 15;
 ///     }],
 /// };
 /// let err = WhereClause::parse("id x 1", &BTreeMap::new(), &table).unwrap_err();
-/// assert_eq!(err.to_electric_message(), r#"At location 19: syntax error at or near "x""#);
+/// assert_eq!(err.to_electric_message(), r#"At location 18: syntax error at or near "x""#);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WhereError {
@@ -34,6 +35,10 @@ pub enum WhereError {
         near: String,
         expected: String,
     },
+    /// A literal or quoted name that never ends, worded as Postgres words it
+    /// (`unterminated quoted string at or near "'abc"`).
+    #[error("At location {location}: {message}")]
+    Unterminated { location: usize, message: String },
     /// Well-formed, but not a `where` we can evaluate (type mismatch, non-deterministic or
     /// unsupported construct).
     #[error("{}{message}", location_prefix(*location))]
@@ -83,7 +88,9 @@ impl WhereError {
     /// The position, when the error has one.
     pub fn location(&self) -> Option<usize> {
         match self {
-            WhereError::Syntax { location, .. } => Some(*location),
+            WhereError::Syntax { location, .. } | WhereError::Unterminated { location, .. } => {
+                Some(*location)
+            }
             WhereError::Invalid { location, .. } | WhereError::UnknownColumn { location, .. } => {
                 *location
             }

@@ -5,10 +5,12 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 
-use super::ast::{ArithOp, ArrayOp, CmpOp, Expr, Func};
+use super::ast::{ArithOp, ArrayOp, CmpOp, DateTimeOp, Expr, Func};
 use super::cast;
+use super::datetime_arith::{self as dt, IntervalGuard};
 use super::json;
-use super::like::like;
+use super::jsonb::Jsonb;
+use super::like::{ilike, like};
 use super::numeric::Numeric;
 use super::types::SqlType;
 use super::value::{self, ArrayDatum, Datum, compare};
@@ -117,10 +119,15 @@ pub fn eval<'a>(e: &'a Expr, row: &'a [Option<String>]) -> Datum<'a> {
             escape,
             case_insensitive,
             negated,
+            ctype,
         } => match (eval(expr, row), &pattern.value) {
-            (Datum::Text(s), Datum::Text(p)) => {
-                Datum::Bool(like(&s, p, *escape, *case_insensitive) != *negated)
-            }
+            (Datum::Text(s), Datum::Text(p)) => Datum::Bool(
+                if *case_insensitive {
+                    ilike(&s, p, *escape, ctype)
+                } else {
+                    like(&s, p, *escape, false)
+                } != *negated,
+            ),
             _ => Datum::Null,
         },
         Expr::Arith {
@@ -137,13 +144,16 @@ pub fn eval<'a>(e: &'a Expr, row: &'a [Option<String>]) -> Datum<'a> {
                 .map_or_else(|| Datum::Numeric(Numeric::from_i64(i).neg()), Datum::Int),
             _ => Datum::Null,
         },
+        Expr::DateTime {
+            op, left, right, ..
+        } => datetime(*op, eval(left, row), eval(right, row)),
         Expr::Concat(a, b) => match (eval(a, row), eval(b, row)) {
             (Datum::Text(x), Datum::Text(y)) => Datum::Text(Cow::Owned(format!("{x}{y}"))),
             _ => Datum::Null,
         },
-        Expr::Func { func, arg } => match (func, eval(arg, row)) {
-            (Func::Lower, Datum::Text(s)) => Datum::Text(Cow::Owned(s.to_ascii_lowercase())),
-            (Func::Upper, Datum::Text(s)) => Datum::Text(Cow::Owned(s.to_ascii_uppercase())),
+        Expr::Func { func, arg, ctype } => match (func, eval(arg, row)) {
+            (Func::Lower, Datum::Text(s)) => Datum::Text(Cow::Owned(ctype.lower(&s).into_owned())),
+            (Func::Upper, Datum::Text(s)) => Datum::Text(Cow::Owned(ctype.upper(&s).into_owned())),
             (Func::Length, Datum::Text(s)) => Datum::Int(s.chars().count() as i64),
             _ => Datum::Null,
         },
@@ -227,7 +237,49 @@ fn contains(elem: &SqlType, hay: &ArrayDatum<'_>, needles: &ArrayDatum<'_>) -> b
     })
 }
 
+/// jsonb `@>`, `<@`, `?`, `?|`, `?&` ([`jsonb`]); NULL elements of a key array are skipped,
+/// as in Postgres.
+fn jsonb_op(op: ArrayOp, a: Datum<'_>, b: Datum<'_>) -> Datum<'static> {
+    let Datum::Json(doc) = a else {
+        return Datum::Null;
+    };
+    let Some(doc) = Jsonb::parse(&doc) else {
+        return Datum::Null;
+    };
+    let keys = |b: &Datum<'_>| -> Vec<String> {
+        match b {
+            Datum::Array(arr) => arr
+                .items
+                .iter()
+                .filter_map(|k| match k {
+                    Datum::Text(t) => Some(t.to_string()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let other = |b: &Datum<'_>| match b {
+        Datum::Json(t) => Jsonb::parse(t),
+        _ => None,
+    };
+    match (op, &b) {
+        (_, Datum::Null) => Datum::Null,
+        (ArrayOp::Contains, b) => other(b).map_or(Datum::Null, |o| Datum::Bool(doc.contains(&o))),
+        (ArrayOp::ContainedBy, b) => {
+            other(b).map_or(Datum::Null, |o| Datum::Bool(o.contains(&doc)))
+        }
+        (ArrayOp::HasKey, Datum::Text(k)) => Datum::Bool(doc.has_key(k)),
+        (ArrayOp::HasAnyKey, b) => Datum::Bool(keys(b).iter().any(|k| doc.has_key(k))),
+        (ArrayOp::HasAllKeys, b) => Datum::Bool(keys(b).iter().all(|k| doc.has_key(k))),
+        _ => Datum::Null,
+    }
+}
+
 fn array_op<'a>(op: ArrayOp, ty: &SqlType, a: Datum<'a>, b: Datum<'a>) -> Datum<'a> {
+    if *ty == SqlType::Jsonb {
+        return jsonb_op(op, a, b);
+    }
     let (Datum::Array(a), Datum::Array(b)) = (a, b) else {
         return Datum::Null;
     };
@@ -243,6 +295,7 @@ fn array_op<'a>(op: ArrayOp, ty: &SqlType, a: Datum<'a>, b: Datum<'a>) -> Datum<
                 .iter()
                 .any(|y| compare(elem, x, y) == Some(Ordering::Equal))
         }),
+        ArrayOp::HasKey | ArrayOp::HasAnyKey | ArrayOp::HasAllKeys => return Datum::Null,
     })
 }
 
@@ -266,5 +319,31 @@ fn json_get<'a>(doc: Datum<'a>, key: &json::JsonKey, as_text: bool, jsonb: bool)
         None => Datum::Null,
         Some(m) if as_text => json::as_text(&m).map_or(Datum::Null, |t| Datum::Text(Cow::Owned(t))),
         Some(m) => Datum::Json(m),
+    }
+}
+
+/// Date and time arithmetic; NULL where Postgres raises an error ([`dt`]).
+fn datetime(op: DateTimeOp, a: Datum<'_>, b: Datum<'_>) -> Datum<'static> {
+    // the guard of the move actually made (the negated interval for `-`)
+    let moved = |ts: i64, iv: &super::datetime::Interval| {
+        dt::timestamp_plus_interval(ts, iv, &IntervalGuard::for_interval(iv))
+            .map_or(Datum::Null, Datum::Timestamp)
+    };
+    match (op, a, b) {
+        (DateTimeOp::AddDays, Datum::Date(d), Datum::Int(n)) => {
+            dt::date_plus_days(d, n).map_or(Datum::Null, Datum::Date)
+        }
+        (DateTimeOp::SubDays, Datum::Date(d), Datum::Int(n)) => n
+            .checked_neg()
+            .and_then(|n| dt::date_plus_days(d, n))
+            .map_or(Datum::Null, Datum::Date),
+        (DateTimeOp::DateDiff, Datum::Date(x), Datum::Date(y)) => {
+            dt::date_diff(x, y).map_or(Datum::Null, Datum::Int)
+        }
+        (DateTimeOp::AddInterval, Datum::Timestamp(t), Datum::Interval(iv)) => moved(t, &iv),
+        (DateTimeOp::SubInterval, Datum::Timestamp(t), Datum::Interval(iv)) => {
+            moved(t, &dt::negated(&iv))
+        }
+        _ => Datum::Null,
     }
 }

@@ -1,6 +1,12 @@
-//! `LIKE`/`ILIKE` matching as Postgres does it under `COLLATE "C"`: `_` is one character,
-//! `%` any run of characters, the escape character makes the next one literal, and `ILIKE`
-//! folds ASCII letters only (what `lower()` does under the C collation).
+//! `LIKE`/`ILIKE` matching as Postgres does it on a UTF-8 database: `_` is one character,
+//! `%` any run of characters, the escape character makes the next one literal. `ILIKE` is
+//! what Postgres does: the pattern is first rewritten to use a backslash as its escape
+//! (`like_escape`), then both sides go through the database's `lower()` ([`Ctype`]), then they
+//! are matched as `LIKE`.
+
+use std::borrow::Cow;
+
+use super::ctype::Ctype;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Token {
@@ -9,7 +15,7 @@ enum Token {
     Many,
 }
 
-fn tokens(pattern: &str, escape: Option<char>, fold: bool) -> Vec<Token> {
+fn tokens(pattern: &str, escape: Option<char>) -> Vec<Token> {
     let mut out = Vec::with_capacity(pattern.len());
     let mut chars = pattern.chars();
     while let Some(c) = chars.next() {
@@ -25,15 +31,13 @@ fn tokens(pattern: &str, escape: Option<char>, fold: bool) -> Vec<Token> {
         } else {
             Token::Lit(c)
         };
-        out.push(match t {
-            Token::Lit(c) if fold => Token::Lit(c.to_ascii_lowercase()),
-            t => t,
-        });
+        out.push(t);
     }
     out
 }
 
-/// Whether `text` matches `pattern`.
+/// Whether `text` matches `pattern`; `case_insensitive` folds as a `C` ctype does (ASCII
+/// letters only). [`ilike`] folds as a given database does.
 ///
 /// ```
 /// use shapes::where_clause::like::like;
@@ -43,12 +47,59 @@ fn tokens(pattern: &str, escape: Option<char>, fold: bool) -> Vec<Token> {
 /// assert!(!like("É", "é", Some('\\'), true));
 /// ```
 pub fn like(text: &str, pattern: &str, escape: Option<char>, case_insensitive: bool) -> bool {
-    let pat = tokens(pattern, escape, case_insensitive);
-    let s: Vec<char> = if case_insensitive {
-        text.chars().map(|c| c.to_ascii_lowercase()).collect()
-    } else {
-        text.chars().collect()
-    };
+    if case_insensitive {
+        return ilike(text, pattern, escape, &Ctype::Ascii);
+    }
+    matches(text, &tokens(pattern, escape))
+}
+
+/// `text ILIKE pattern ESCAPE escape` under `ctype`.
+///
+/// ```
+/// use shapes::where_clause::ctype::Ctype;
+/// use shapes::where_clause::like::ilike;
+/// let full = Ctype::Full { lower: Default::default(), upper: Default::default() };
+/// assert!(ilike("CAFÉ", "%é", Some('\\'), &full));
+/// assert!(!ilike("CAFÉ", "%é", Some('\\'), &Ctype::Ascii));
+/// ```
+pub fn ilike(text: &str, pattern: &str, escape: Option<char>, ctype: &Ctype) -> bool {
+    let pattern = backslash_escaped(pattern, escape);
+    let pattern = ctype.lower(&pattern);
+    let text = ctype.lower(text);
+    matches(&text, &tokens(&pattern, Some('\\')))
+}
+
+/// The pattern rewritten to use a backslash as its escape character, as Postgres' `like_escape()`
+/// does before `ILIKE` lowers it (so an escape letter is not lowered into something else).
+fn backslash_escaped(pattern: &str, escape: Option<char>) -> Cow<'_, str> {
+    match escape {
+        Some('\\') => Cow::Borrowed(pattern),
+        None => Cow::Owned(pattern.replace('\\', "\\\\")),
+        Some(e) => {
+            let mut out = String::with_capacity(pattern.len() + 4);
+            let mut after_escape = false;
+            for c in pattern.chars() {
+                if c == e && !after_escape {
+                    out.push('\\');
+                    after_escape = true;
+                } else if c == '\\' {
+                    out.push('\\');
+                    if !after_escape {
+                        out.push('\\');
+                    }
+                    after_escape = false;
+                } else {
+                    out.push(c);
+                    after_escape = false;
+                }
+            }
+            Cow::Owned(out)
+        }
+    }
+}
+
+fn matches(text: &str, pat: &[Token]) -> bool {
+    let s: Vec<char> = text.chars().collect();
     // iterative wildcard matching with backtracking to the last `%`
     let (mut si, mut pi) = (0, 0);
     let mut star: Option<(usize, usize)> = None;

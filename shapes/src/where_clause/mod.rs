@@ -7,7 +7,11 @@
 //! silently loses rows. So the language is Postgres' expression language with a few rules:
 //!
 //! - **Text compares byte-wise**, as under `COLLATE "C"`, whatever the database collation
-//!   (the SQL says `COLLATE "C"`). `lower`, `upper` and `ILIKE` fold ASCII letters only.
+//!   (the SQL says `COLLATE "C"`). `lower`, `upper` and `ILIKE` map case as the database's
+//!   ctype does ([`ctype`]; the SQL says `COLLATE "default"`), and are refused on a database
+//!   whose ctype cannot be reproduced.
+//! - **Date/time arithmetic that Postgres would reject gives NULL** (out of range, infinite
+//!   dates subtracted); timestamps move by constant intervals only, in UTC.
 //! - **Integer arithmetic is exact**: `+ - * / %` on integers run in `numeric` and never
 //!   overflow; `/` on two integers truncates, as in Postgres. Arithmetic on `float4`/`float8`
 //!   is refused (Postgres raises an error on overflow); cast to `numeric` first.
@@ -26,7 +30,8 @@
 //! Supported: `AND OR NOT`, `= <> != < <= > >=`, `IS [NOT] NULL`, `IS [NOT] TRUE/FALSE`,
 //! `IS [NOT] DISTINCT FROM`, `[NOT] IN (…)`, `[NOT] BETWEEN`, `[NOT] LIKE/ILIKE [ESCAPE]`
 //! (constant pattern), `+ - * / %`, unary minus, `||`, `lower`, `upper`, `length`,
-//! `coalesce`, `::type` and `CAST`, `op ANY/ALL (array)`, `@> <@ &&`, `ARRAY[…]`, `->`/`->>`;
+//! `coalesce`, `::type` and `CAST`, `op ANY/ALL (array)`, `@> <@ &&`, `ARRAY[…]`, `->`/`->>`,
+//! jsonb `= <> @> <@ ? ?| ?&`, `date ± int`, `date - date`, `timestamp[tz] ± interval`;
 //! over int2/4/8, numeric, float4/8, bool, text/varchar/bpchar, uuid, date, time, timestamp,
 //! timestamptz, interval, json/jsonb, enums and arrays of these. `shapes/WHERE.md` is the
 //! user-facing version of this list.
@@ -58,12 +63,17 @@ pub mod array_text;
 mod ast;
 pub mod ast_access;
 mod cast;
+mod check_datetime;
+mod check_jsonb;
 mod check_ops;
+pub mod ctype;
 pub mod datetime;
+pub mod datetime_arith;
 mod error;
 mod eval;
 pub mod float;
 pub mod json;
+pub mod jsonb;
 pub mod like;
 pub mod numeric;
 mod parse;
@@ -103,6 +113,7 @@ impl WhereClause {
         let syntax = parse::parse_expression(text)?;
         let mut checker = typecheck::Checker {
             table,
+            ctype: ctype::database_ctype(),
             params,
             text,
             depth: 0,

@@ -27,8 +27,15 @@ pub(crate) fn location_of(text: &str, loc: Location) -> usize {
     SELECT_PREFIX_CHARS + 1 + offset
 }
 
+/// Where a syntax error is reported, as Electric reports it: Postgres' error position in
+/// `SELECT 1 WHERE <text>` made zero-based (Electric's `pg_query` binding subtracts one from
+/// Postgres' one-based `cursorpos`), so `1 x 1` fails `At location 17`.
+fn syntax_location(text: &str, loc: Location) -> usize {
+    location_of(text, loc) - 1
+}
+
 fn end_location(text: &str) -> usize {
-    SELECT_PREFIX_CHARS + 1 + text.chars().count()
+    SELECT_PREFIX_CHARS + text.chars().count()
 }
 
 /// Splits sqlparser's "Expected: X, found: Y at Line: L, Column: C".
@@ -51,6 +58,17 @@ fn split_message(msg: &str) -> (String, Option<Location>) {
     (expected.to_owned(), location)
 }
 
+/// What Postgres calls the unterminated thing sqlparser's tokenizer `message` is about.
+fn unterminated(message: &str) -> Option<&'static str> {
+    if message.starts_with("Unterminated string literal") {
+        Some("quoted string")
+    } else if message.starts_with("Expected close delimiter '\"'") {
+        Some("quoted identifier")
+    } else {
+        None
+    }
+}
+
 fn near_token(token: &Token) -> String {
     match token {
         Token::EOF => "end of input".to_owned(),
@@ -63,10 +81,25 @@ pub(crate) fn parse_expression(text: &str) -> Result<SqlExpr, WhereError> {
     let dialect = PostgreSqlDialect {};
     let tokens = Tokenizer::new(&dialect, text)
         .tokenize_with_location()
-        .map_err(|e| WhereError::Syntax {
-            location: location_of(text, e.location),
-            near: "or near the token".to_owned(),
-            expected: e.message,
+        .map_err(|e| {
+            let location = syntax_location(text, e.location);
+            match unterminated(&e.message) {
+                // Postgres quotes the rest of the input from where the literal starts
+                Some(what) => WhereError::Unterminated {
+                    location,
+                    message: format!(
+                        "unterminated {what} at or near \"{}\"",
+                        text.chars()
+                            .skip(location - SELECT_PREFIX_CHARS)
+                            .collect::<String>()
+                    ),
+                },
+                None => WhereError::Syntax {
+                    location,
+                    near: "or near the token".to_owned(),
+                    expected: e.message,
+                },
+            }
         })?;
     let token_at = |loc: Option<Location>| -> (usize, String) {
         let found = loc.and_then(|l| {
@@ -75,7 +108,7 @@ pub(crate) fn parse_expression(text: &str) -> Result<SqlExpr, WhereError> {
                 .find(|t| t.span.start == l && !matches!(t.token, Token::Whitespace(_)))
         });
         match found {
-            Some(t) => (location_of(text, t.span.start), near_token(&t.token)),
+            Some(t) => (syntax_location(text, t.span.start), near_token(&t.token)),
             None => (end_location(text), near_token(&Token::EOF)),
         }
     };
@@ -88,7 +121,12 @@ pub(crate) fn parse_expression(text: &str) -> Result<SqlExpr, WhereError> {
         }
         ParserError::ParserError(msg) | ParserError::TokenizerError(msg) => {
             let (expected, loc) = split_message(&msg);
-            let (location, near) = token_at(loc);
+            // sqlparser may place "found: EOF" at the last token; Postgres at the end
+            let (location, near) = if msg.contains(", found: EOF") {
+                (end_location(text), near_token(&Token::EOF))
+            } else {
+                token_at(loc)
+            };
             WhereError::Syntax {
                 location,
                 near,
@@ -99,7 +137,7 @@ pub(crate) fn parse_expression(text: &str) -> Result<SqlExpr, WhereError> {
     let next = parser.peek_token();
     if next.token != Token::EOF {
         return Err(WhereError::Syntax {
-            location: location_of(text, next.span.start),
+            location: syntax_location(text, next.span.start),
             near: near_token(&next.token),
             expected: "end of the where clause (AND, OR or an operator)".to_owned(),
         });

@@ -7,7 +7,9 @@
 //! numeric, divisors go through `NULLIF(…, 0)`, enums compare by their position (so no enum
 //! type name is needed), and `->`/`->>` on a `json` document holding `\u0000` gives NULL.
 
-use super::ast::{ArithOp, ArrayOp, Constant, Expr, Func};
+use super::ast::{ArithOp, ArrayOp, Constant, DateTimeOp, Expr, Func};
+use super::ctype::Ctype;
+use super::datetime_arith::{self as dt, IntervalGuard};
 use super::eval::JSON_NUL_ESCAPE;
 use super::json::JsonKey;
 use super::types::SqlType;
@@ -80,6 +82,23 @@ impl SqlWriter {
         } else {
             self.write(e);
         }
+    }
+
+    /// The operand of a case mapping (`lower`, `upper`, `ILIKE`) under the collation whose
+    /// ctype the evaluator reproduces: the database's default one, or `"C"` (ASCII only)
+    /// when the clause was parsed without the database's ctype. An explicit collation also
+    /// keeps a column's own collation from changing the mapping.
+    fn case_collated(&mut self, e: &Expr, ctype: &Ctype) {
+        if self.canonical {
+            self.write(e);
+            return;
+        }
+        self.push("(");
+        self.write(e);
+        self.push(match ctype {
+            Ctype::Ascii | Ctype::Unsupported(_) => ") COLLATE \"C\"",
+            Ctype::Simple { .. } | Ctype::Full { .. } => ") COLLATE \"default\"",
+        });
     }
 
     fn constant(&mut self, c: &Constant) {
@@ -222,9 +241,14 @@ impl SqlWriter {
                 escape,
                 case_insensitive,
                 negated,
+                ctype,
             } => {
                 self.push("(");
-                self.collated(expr, &SqlType::Text);
+                if *case_insensitive {
+                    self.case_collated(expr, ctype);
+                } else {
+                    self.collated(expr, &SqlType::Text);
+                }
                 let op = match (*negated, *case_insensitive) {
                     (false, false) => " LIKE ",
                     (true, false) => " NOT LIKE ",
@@ -260,6 +284,12 @@ impl SqlWriter {
                 self.numeric_operand(expr);
                 self.push(")");
             }
+            Expr::DateTime {
+                op,
+                left,
+                right,
+                ty,
+            } => self.datetime(*op, left, right, ty),
             Expr::Concat(a, b) => {
                 self.push("(");
                 self.write(a);
@@ -267,16 +297,32 @@ impl SqlWriter {
                 self.write(b);
                 self.push(")");
             }
-            Expr::Func { func, arg } => {
+            Expr::Func { func, arg, ctype } => {
                 let name = match func {
                     Func::Lower => "lower",
                     Func::Upper => "upper",
                     Func::Length => "length",
                 };
-                self.push(name);
-                self.push("(");
-                self.collated(arg, &SqlType::Text);
-                self.push(")");
+                if *func == Func::Length {
+                    self.push(name);
+                    self.push("(");
+                    self.collated(arg, &SqlType::Text);
+                    self.push(")");
+                } else if self.canonical {
+                    self.push(name);
+                    self.push("(");
+                    self.write(arg);
+                    self.push(")");
+                } else {
+                    // the result says COLLATE "C" again: a COLLATE inside a function call
+                    // carries over to its result, and two explicit collations in one
+                    // comparison are an error
+                    self.push("(");
+                    self.push(name);
+                    self.push("(");
+                    self.case_collated(arg, ctype);
+                    self.push(")) COLLATE \"C\"");
+                }
             }
             Expr::Coalesce { args, .. } => {
                 self.push("COALESCE(");
@@ -291,6 +337,9 @@ impl SqlWriter {
                     ArrayOp::Contains => " @> ",
                     ArrayOp::ContainedBy => " <@ ",
                     ArrayOp::Overlaps => " && ",
+                    ArrayOp::HasKey => " ? ",
+                    ArrayOp::HasAnyKey => " ?| ",
+                    ArrayOp::HasAllKeys => " ?& ",
                 };
                 self.push("(");
                 self.write(left);
@@ -369,9 +418,119 @@ impl SqlWriter {
             self.push("]");
             return;
         }
+        if !self.canonical
+            && matches!(
+                (from, to),
+                (SqlType::Timestamp, SqlType::Timestamptz)
+                    | (SqlType::Timestamptz, SqlType::Timestamp)
+            )
+        {
+            // UTC whatever the session's time zone, as the evaluator reads it
+            self.push("((");
+            self.write(expr);
+            self.push(") AT TIME ZONE 'UTC')");
+            return;
+        }
         self.push("(");
         self.write(expr);
         self.push(&format!(")::{}", to.sql_name()));
+    }
+
+    /// Date and time arithmetic, guarded so that Postgres computes it exactly where the
+    /// evaluator does and gives NULL elsewhere, never an error ([`dt`]).
+    fn datetime(&mut self, op: DateTimeOp, left: &Expr, right: &Expr, ty: &SqlType) {
+        let sign = match op {
+            DateTimeOp::AddDays | DateTimeOp::AddInterval => " + ",
+            _ => " - ",
+        };
+        if self.canonical {
+            self.push("(");
+            self.write(left);
+            self.push(sign);
+            self.write(right);
+            self.push(")");
+            return;
+        }
+        match op {
+            DateTimeOp::AddDays | DateTimeOp::SubDays => {
+                // strict, as Postgres' operators are: NULL days give NULL, infinity or not (and
+                // the range test below is never reached with an infinite date)
+                self.push("(CASE WHEN (");
+                self.write(right);
+                self.push(") IS NULL THEN NULL WHEN NOT isfinite(");
+                self.write(left);
+                self.push(") THEN ");
+                self.write(left);
+                self.push(" WHEN ((");
+                self.write(left);
+                self.push(") - DATE '2000-01-01')::int8");
+                self.push(sign);
+                self.push("(");
+                self.write(right);
+                self.push(&format!(
+                    ")::int8 BETWEEN {} AND {} THEN (",
+                    dt::MIN_DATE - dt::DAYS_1970_TO_2000,
+                    dt::MAX_DATE - dt::DAYS_1970_TO_2000
+                ));
+                self.write(left);
+                self.push(")");
+                self.push(sign);
+                self.push("(");
+                self.write(right);
+                self.push(") END)");
+            }
+            DateTimeOp::DateDiff => {
+                self.push("(CASE WHEN isfinite(");
+                self.write(left);
+                self.push(") AND isfinite(");
+                self.write(right);
+                self.push(") THEN (");
+                self.write(left);
+                self.push(") - (");
+                self.write(right);
+                self.push(") END)");
+            }
+            DateTimeOp::AddInterval | DateTimeOp::SubInterval => {
+                let guard = match right {
+                    Expr::Const(c) => match &c.value {
+                        Datum::Interval(iv) if op == DateTimeOp::SubInterval => {
+                            IntervalGuard::for_interval(&dt::negated(iv))
+                        }
+                        Datum::Interval(iv) => IntervalGuard::for_interval(iv),
+                        _ => IntervalGuard::for_interval(&Default::default()),
+                    },
+                    _ => IntervalGuard::for_interval(&Default::default()),
+                };
+                let bound = |micros: i64| {
+                    super::datetime::format_timestamp(micros, *ty == SqlType::Timestamptz)
+                };
+                self.push("(CASE WHEN (");
+                self.write(right);
+                self.push(") IS NULL THEN NULL WHEN NOT isfinite(");
+                self.write(left);
+                self.push(") THEN ");
+                self.write(left);
+                self.push(" WHEN (");
+                self.write(left);
+                self.push(") BETWEEN ");
+                self.param(bound(guard.lowest), &ty.sql_name());
+                self.push(" AND ");
+                self.param(bound(guard.highest), &ty.sql_name());
+                self.push(" THEN ");
+                // timestamptz arithmetic in UTC whatever the session's time zone
+                let utc = *ty == SqlType::Timestamptz;
+                self.push(if utc { "(((" } else { "((" });
+                self.write(left);
+                self.push(if utc { ") AT TIME ZONE 'UTC')" } else { ")" });
+                self.push(sign);
+                self.write(right);
+                self.push(if utc {
+                    ") AT TIME ZONE 'UTC' END)"
+                } else {
+                    ") END)"
+                });
+            }
+        }
     }
 
     fn json_get(&mut self, doc: &Expr, key: &JsonKey, as_text: bool, jsonb: bool) {

@@ -33,6 +33,8 @@ pub(crate) enum Checked {
 
 pub(crate) struct Checker<'a> {
     pub table: &'a TableSchema,
+    /// The database's case mapping, carried by `lower`/`upper`/`ILIKE` nodes.
+    pub ctype: std::sync::Arc<super::ctype::Ctype>,
     pub params: &'a BTreeMap<usize, String>,
     pub text: &'a str,
     pub depth: usize,
@@ -52,6 +54,86 @@ pub(crate) fn cmp_op_pub(op: &BinaryOperator) -> Option<CmpOp> {
         BinaryOperator::GtEq => CmpOp::GtEq,
         _ => return None,
     })
+}
+
+/// Postgres' reserved key words (those no unquoted name may be), but for the SQL value
+/// functions (`current_user`, `localtime`…), which are refused by name elsewhere.
+const RESERVED: &[&str] = &[
+    "all",
+    "analyse",
+    "analyze",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "both",
+    "case",
+    "cast",
+    "check",
+    "collate",
+    "column",
+    "constraint",
+    "create",
+    "default",
+    "deferrable",
+    "desc",
+    "distinct",
+    "do",
+    "else",
+    "end",
+    "except",
+    "false",
+    "fetch",
+    "for",
+    "foreign",
+    "from",
+    "grant",
+    "group",
+    "having",
+    "in",
+    "initially",
+    "intersect",
+    "into",
+    "lateral",
+    "leading",
+    "limit",
+    "not",
+    "null",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "placing",
+    "primary",
+    "references",
+    "returning",
+    "select",
+    "some",
+    "symmetric",
+    "table",
+    "then",
+    "to",
+    "trailing",
+    "true",
+    "union",
+    "unique",
+    "using",
+    "variadic",
+    "when",
+    "where",
+    "window",
+    "with",
+];
+
+fn is_expression_start(word: &str) -> bool {
+    ["not", "case", "cast", "array"].contains(&word.to_ascii_lowercase().as_str())
+}
+
+fn is_reserved(word: &str) -> bool {
+    RESERVED.contains(&word.to_ascii_lowercase().as_str())
 }
 
 /// Identifier folding as Postgres does: unquoted names to lower case (ASCII letters only).
@@ -137,6 +219,28 @@ impl Checker<'_> {
     fn check_inner(&mut self, e: &SqlExpr) -> Result<Checked, WhereError> {
         use SqlExpr as E;
         Ok(Checked::Typed(match e {
+            E::Identifier(ident) if ident.quote_style.is_none() && is_reserved(&ident.value) => {
+                // Postgres' grammar never reads a reserved word as a name: `a = 1 AND AND`
+                // is a syntax error there, not an unknown column
+                let at_end = self.text.trim_end().ends_with(ident.value.as_str());
+                // a word that starts an expression (`NOT`) fails where its operand is missing
+                let (location, near) = if at_end && is_expression_start(&ident.value) {
+                    (
+                        super::error::SELECT_PREFIX_CHARS + self.text.chars().count(),
+                        "end of input".to_owned(),
+                    )
+                } else {
+                    (
+                        location_of(self.text, ident.span.start) - 1,
+                        format!("or near \"{}\"", ident.value),
+                    )
+                };
+                return Err(WhereError::Syntax {
+                    location,
+                    near,
+                    expected: "an expression".to_owned(),
+                });
+            }
             E::Identifier(ident) => self.column(&fold_ident(ident))?,
             E::CompoundIdentifier(parts) => {
                 let names: Vec<String> = parts.iter().map(fold_ident).collect();
@@ -523,8 +627,14 @@ impl Checker<'_> {
         }
         Ok(Checked::Typed(match op {
             BinaryOperator::And | BinaryOperator::Or => self.logic(l, op, r)?,
-            BinaryOperator::Plus => self.arith(ArithOp::Add, l, r)?,
-            BinaryOperator::Minus => self.arith(ArithOp::Sub, l, r)?,
+            BinaryOperator::Plus => match self.datetime_arith(true, l, r)? {
+                Some(e) => e,
+                None => self.arith(ArithOp::Add, l, r)?,
+            },
+            BinaryOperator::Minus => match self.datetime_arith(false, l, r)? {
+                Some(e) => e,
+                None => self.arith(ArithOp::Sub, l, r)?,
+            },
             BinaryOperator::Multiply => self.arith(ArithOp::Mul, l, r)?,
             BinaryOperator::Divide => self.arith(ArithOp::Div, l, r)?,
             BinaryOperator::Modulo => self.arith(ArithOp::Mod, l, r)?,
@@ -536,6 +646,9 @@ impl Checker<'_> {
             BinaryOperator::AtArrow => self.array_op(ArrayOp::Contains, l, r)?,
             BinaryOperator::ArrowAt => self.array_op(ArrayOp::ContainedBy, l, r)?,
             BinaryOperator::PGOverlap => self.array_op(ArrayOp::Overlaps, l, r)?,
+            BinaryOperator::Question => self.jsonb_key_op(ArrayOp::HasKey, l, r)?,
+            BinaryOperator::QuestionPipe => self.jsonb_key_op(ArrayOp::HasAnyKey, l, r)?,
+            BinaryOperator::QuestionAnd => self.jsonb_key_op(ArrayOp::HasAllKeys, l, r)?,
             BinaryOperator::Arrow => self.json_get(l, r, false)?,
             BinaryOperator::LongArrow => self.json_get(l, r, true)?,
             other => return invalid(format!("operator {other} is not supported")),

@@ -264,6 +264,18 @@ pub fn compare(ty: &SqlType, a: &Datum<'_>, b: &Datum<'_>) -> Option<Ordering> {
         | (Datum::Timestamp(x), Datum::Timestamp(y)) => x.cmp(y),
         (Datum::Interval(x), Datum::Interval(y)) => x.span().cmp(&y.span()),
         (Datum::Enum(x), Datum::Enum(y)) => x.cmp(y),
+        // jsonb is only compared for equality: unequal values are told apart, not ordered
+        (Datum::Json(x), Datum::Json(y)) if *ty == SqlType::Jsonb => {
+            let (x, y) = (
+                super::jsonb::Jsonb::parse(x)?,
+                super::jsonb::Jsonb::parse(y)?,
+            );
+            if super::jsonb::equal(&x, &y) {
+                Ordering::Equal
+            } else {
+                Ordering::Less
+            }
+        }
         (Datum::Array(x), Datum::Array(y)) => {
             let elem = match ty {
                 SqlType::Array(e) => e.as_ref(),

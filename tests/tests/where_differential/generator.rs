@@ -102,7 +102,9 @@ impl Gen<'_> {
 
     fn predicate(&mut self, depth: u32) -> String {
         let family = *FAMILIES.choose(self.rng).unwrap_or(&Family::Int);
-        match self.rng.random_range(0..20) {
+        match self.rng.random_range(0..24) {
+            20 | 21 => self.datetime(),
+            22 | 23 => self.jsonb(),
             0 => "b".into(),
             1 | 2 => {
                 let v = self.operand(family, depth);
@@ -156,13 +158,16 @@ impl Gen<'_> {
         };
         let op = self.pick(&["LIKE", "NOT LIKE", "ILIKE", "NOT ILIKE"]);
         let pieces = [
-            "a", "A", "%", "_", "é", "b", " ", "\\%", "\\_", "x\\\\y", "ab", "Z",
+            "a", "A", "%", "_", "é", "b", " ", "\\%", "\\_", "x\\\\y", "ab", "Z", "É", "ß", "SS",
+            "σ", "ς", "Σ", "İ", "ı", "i", "ǅ", "ǆ", "М", "к", "k",
         ];
         let n = self.rng.random_range(0..4);
         let mut pattern: String = (0..n).map(|_| self.pick(&pieces)).collect();
         if self.chance(0.2) {
-            pattern = pattern.replace('\\', "!");
-            return format!("{subject} {op} {} ESCAPE '!'", quote(&pattern));
+            // a letter as the escape character: ILIKE must not lower it before it escapes
+            let escape = self.pick(&["!", "!", "É"]);
+            pattern = pattern.replace('\\', escape);
+            return format!("{subject} {op} {} ESCAPE '{escape}'", quote(&pattern));
         }
         format!("{subject} {op} {}", quote(&pattern))
     }
@@ -211,6 +216,86 @@ impl Gen<'_> {
             let a = self.pick(&["at", "'{a,\"b c\"}'", "ARRAY[t]", "'{}'"]);
             let b = self.pick(&["at", "'{a}'", "'{A,B}'", "ARRAY['x,y', vc]", "'{\"\"}'"]);
             format!("{a} {op} {b}")
+        }
+    }
+
+    /// Date and time arithmetic, and timestamp compared with timestamptz.
+    fn datetime(&mut self) -> String {
+        let cmp = self.pick(CMP);
+        let days = self.pick(&[
+            "1",
+            "-1",
+            "i2",
+            "i4",
+            "0",
+            "2147483647",
+            "(-2147483647)",
+            "365",
+        ]);
+        let iv = quote(self.pick(data::INTERVAL));
+        let iv = match self.rng.random_range(0..3) {
+            0 => format!("{iv}::interval"),
+            1 => format!("interval {iv}"),
+            _ => iv,
+        };
+        let date = quote(self.pick(data::DATE));
+        let ts = quote(self.pick(data::TIMESTAMP));
+        let tz = quote(self.pick(data::TIMESTAMPTZ));
+        match self.rng.random_range(0..9) {
+            0 => format!("(d + {days}) {cmp} {date}"),
+            1 => format!("(d - {days}) {cmp} {date}"),
+            2 => format!("({days} + d) {cmp} d"),
+            3 => format!("(d - {date}) {cmp} {days}"),
+            4 => format!("(d - d) {cmp} 0"),
+            5 => format!("(ts {} {iv}) {cmp} {ts}", self.pick(&["+", "-"])),
+            6 => format!("(tz {} {iv}) {cmp} {tz}", self.pick(&["+", "-"])),
+            7 => format!("({iv} + ts) {cmp} ts"),
+            _ => match self.rng.random_range(0..4) {
+                0 => format!("ts {cmp} tz"),
+                1 => format!("tz {cmp} ts"),
+                2 => format!("ts {cmp} {tz}::timestamptz"),
+                _ => format!("tz {cmp} {ts}::timestamp"),
+            },
+        }
+    }
+
+    /// jsonb equality, containment and key existence.
+    fn jsonb(&mut self) -> String {
+        let doc = quote(self.pick(&[
+            r#"{"k": "v"}"#,
+            r#"{"a": [10]}"#,
+            r#"{"n": 100}"#,
+            r#"{"n": 1.5}"#,
+            "[1]",
+            r#"["s"]"#,
+            "1",
+            "42",
+            "{}",
+            "[]",
+            r#"{"a": {"b": [1]}}"#,
+            r#"[{"a": "x"}]"#,
+            r#"{"k": null, "n": 1e2}"#,
+            r#""s""#,
+        ]));
+        let key = quote(self.pick(&["k", "a", "n", "s", "x", "b", "é"]));
+        let keys = self.pick(&[
+            "'{k,a}'",
+            "'{x}'",
+            "'{}'",
+            "'{a,NULL}'",
+            "ARRAY['s', t]",
+            "at",
+        ]);
+        match self.rng.random_range(0..9) {
+            0 => format!("jb @> {doc}"),
+            1 => format!("jb <@ {doc}"),
+            2 => format!("{doc} @> jb"),
+            3 => format!("jb ? {key}"),
+            4 => format!("jb ?| {keys}"),
+            5 => format!("jb ?& {keys}"),
+            6 => format!("jb {} {doc}", self.pick(&["=", "<>", "!="])),
+            7 => format!("(jb -> 'a') @> {doc}"),
+            _ => "jb = jb".to_string(),
         }
     }
 
