@@ -23,6 +23,7 @@ use shapes::handle::Handle;
 use shapes::lsn::Lsn;
 use shapes::routing::ShapeId;
 use shapes::schema::QualifiedName;
+use shapes::table_name::reserved_table;
 use shapes::where_clause::WhereClause;
 use tokio::sync::{Semaphore, SemaphorePermit, mpsc, oneshot, watch};
 
@@ -201,6 +202,13 @@ impl Engine {
     /// of the auth rules, if any, ANDed in.
     pub async fn definition(&self, request: &ShapeRequest) -> Result<ShapeDefinition, ShapeError> {
         let name = QualifiedName::new(request.schema.clone(), request.table.clone());
+        // Before any SQL; this also drops a restored shape of such a table.
+        if let Some(reserved) = reserved_table(&name) {
+            return Err(ShapeError::Invalid {
+                param: "table",
+                message: reserved.to_string(),
+            });
+        }
         let table = self.tables.get(&self.metadata, &name).await?;
         let definition = ShapeDefinition::new(
             &table,

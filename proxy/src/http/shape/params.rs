@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use shapes::handle::Handle;
 use shapes::offset::Offset;
-use shapes::table_name::parse_table_name;
+use shapes::table_name::{parse_table_name, reserved_table};
 
 use crate::http::error::ApiError;
 use crate::shape_store::meta::ShapeRequest;
@@ -131,7 +131,14 @@ pub fn parse(query: &str) -> Result<ShapeParams, ApiError> {
             None
         }
         Some(text) => match parse_table_name(text) {
-            Ok(name) => Some(name),
+            // Refused here, before any SQL: not even the catalog is read for these.
+            Ok(name) => match reserved_table(&name) {
+                Some(reserved) => {
+                    fail("table", reserved.to_string());
+                    None
+                }
+                None => Some(name),
+            },
             Err(e) => {
                 fail(
                     "table",

@@ -359,7 +359,8 @@ fn tokenize(item: &str) -> Result<Vec<Token>, String> {
                     break;
                 }
             }
-            let folded = word.to_lowercase();
+            // Postgres folds only ASCII letters of an unquoted name (in UTF-8).
+            let folded = word.to_ascii_lowercase();
             if tokens.is_empty() {
                 tokens.push(Token::Ident(folded));
             } else {
