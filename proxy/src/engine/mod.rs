@@ -104,13 +104,18 @@ impl From<TableError> for ShapeError {
             TableError::Database(e) if e.is_transient() => {
                 Self::unavailable(format!("database unavailable: {e}"))
             }
-            TableError::Catalog(e @ crate::catalog::CatalogError::UnknownTable(_))
-            | TableError::Catalog(e @ crate::catalog::CatalogError::NotATable(_)) => {
-                Self::Invalid {
-                    param: "table",
-                    message: e.to_string(),
-                }
-            }
+            TableError::Catalog(
+                e @ (crate::catalog::CatalogError::UnknownTable(_)
+                | crate::catalog::CatalogError::NotATable { .. }
+                | crate::catalog::CatalogError::Unlogged(_)),
+            ) => Self::Invalid {
+                param: "table",
+                message: e.to_string(),
+            },
+            e @ TableError::NoPrimaryKey(_) => Self::Invalid {
+                param: "table",
+                message: e.to_string(),
+            },
             other => Self::Internal(other.to_string()),
         }
     }

@@ -163,7 +163,7 @@ impl TableCache {
             Err(err @ CatalogError::UnknownTable(_)) => {
                 return Ok(Err((RefusalCode::UnknownTable, err.to_string())));
             }
-            Err(err @ CatalogError::NotATable(_)) => {
+            Err(err @ (CatalogError::NotATable { .. } | CatalogError::Unlogged(_))) => {
                 return Ok(Err((RefusalCode::NotWritable, err.to_string())));
             }
         };
