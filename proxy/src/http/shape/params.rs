@@ -71,6 +71,9 @@ pub fn credentials(query: &str) -> QueryCredentials {
     found
 }
 
+/// Why a value holding `\0` is refused.
+pub const NUL_MESSAGE: &str = "must not contain the NUL character (Postgres text cannot hold it)";
+
 /// Parses a query string (unknown parameters are ignored: clients add cache busters).
 pub fn parse(query: &str) -> Result<ShapeParams, ApiError> {
     let mut raw: BTreeMap<String, String> = BTreeMap::new();
@@ -81,6 +84,17 @@ pub fn parse(query: &str) -> Result<ShapeParams, ApiError> {
         errors.entry(param.to_owned()).or_default().push(message);
     };
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        // Postgres text cannot hold NUL: such a `where` or parameter would fail in the
+        // snapshot query instead of here (the table name's own parser says it for `table`).
+        if value.contains('\0') && key != "table" {
+            let param = if key.starts_with("params[") {
+                "params"
+            } else {
+                key.as_ref()
+            };
+            fail(param, NUL_MESSAGE.to_owned());
+            continue;
+        }
         if let Some(index) = key
             .strip_prefix("params[")
             .and_then(|k| k.strip_suffix(']'))
