@@ -12,8 +12,14 @@ pub enum CatalogError {
          must be requested quoted, e.g. table=\"Todos\" (and schema-qualified when not in public)"
     )]
     UnknownTable(QualifiedName),
-    #[error("{0} is not a table (views, sequences and foreign tables cannot be synced)")]
-    NotATable(QualifiedName),
+    /// A view, sequence, foreign table, …: `relkind` says which.
+    #[error("{name} is {}", not_a_table(.relkind))]
+    NotATable { name: QualifiedName, relkind: char },
+    #[error(
+        "table {0} is unlogged: its changes are not written to the WAL, so shapesync can \
+         neither serve nor write it; make it logged with ALTER TABLE {0} SET LOGGED"
+    )]
+    Unlogged(QualifiedName),
     #[error("query failed: {}", crate::database::describe(.0))]
     Query(#[from] tokio_postgres::Error),
 }
@@ -25,7 +31,7 @@ pub async fn load_table(
 ) -> Result<TableSchema, CatalogError> {
     let row = client
         .query_opt(
-            "SELECT c.oid, c.relkind::text FROM pg_class c
+            "SELECT c.oid, c.relkind::text, c.relpersistence::text FROM pg_class c
              JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname = $1 AND c.relname = $2",
             &[&name.schema, &name.name],
@@ -33,9 +39,16 @@ pub async fn load_table(
         .await?
         .ok_or_else(|| CatalogError::UnknownTable(name.clone()))?;
     let oid: u32 = row.get(0);
-    let relkind: String = row.get(1);
-    if relkind != "r" && relkind != "p" {
-        return Err(CatalogError::NotATable(name.clone()));
+    let relkind = row.get::<_, String>(1).chars().next().unwrap_or('?');
+    if relkind != 'r' && relkind != 'p' {
+        return Err(CatalogError::NotATable {
+            name: name.clone(),
+            relkind,
+        });
+    }
+    // Temporary tables live in pg_temp_* schemas, which are refused before this.
+    if row.get::<_, String>(2) == "u" {
+        return Err(CatalogError::Unlogged(name.clone()));
     }
     let rows = client
         .query(
@@ -71,6 +84,29 @@ pub async fn load_table(
         oid,
         columns,
     })
+}
+
+/// What a relation that is not a table is, and why it cannot be synced (`pg_class.relkind`).
+fn not_a_table(relkind: &char) -> &'static str {
+    match relkind {
+        'v' => {
+            "a view: shapesync serves and writes tables only (a view's rows do not pass through \
+             the WAL); use the tables it reads"
+        }
+        'm' => {
+            "a materialized view: its refreshes are not replicated row by row, so shapesync \
+             serves and writes tables only; use the tables it is built from"
+        }
+        'f' => {
+            "a foreign table: its rows live on another server and never pass through this \
+             database's WAL, so shapesync cannot serve or write it"
+        }
+        'S' => "a sequence, not a table",
+        'i' | 'I' => "an index, not a table",
+        'c' => "a composite type, not a table",
+        't' => "a TOAST table, not a table",
+        _ => "not a table",
+    }
 }
 
 /// Resolves type oids (recursively for arrays and domains), caching within one load.

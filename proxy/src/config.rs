@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use shapes::schema::QualifiedName;
+use shapes::table_name::{parse_table_with_column, reserved_table};
 
 use crate::auth::config::AuthConfig;
 use crate::mutations::WriteConfig;
@@ -87,33 +88,19 @@ pub const DEFAULT_TOMBSTONE_COLUMN: &str = "deleted_at";
 impl FromStr for TombstoneSpec {
     type Err = String;
 
+    /// Names follow SQL's rules (`shapes::table_name`); the proxy's own and the system
+    /// tables are refused, so a typo fails at start instead of at the first write.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (table, column) = match s.split_once(':') {
-            Some((table, column)) => (table.trim(), column.trim()),
-            None => (s.trim(), DEFAULT_TOMBSTONE_COLUMN),
-        };
-        let table = parse_plain_table(table)
-            .ok_or_else(|| format!("`{s}`: expected `table`, `schema.table` or `table:column`"))?;
-        if column.is_empty() {
-            return Err(format!("`{s}`: the column after `:` is empty"));
+        let (table, column) = parse_table_with_column(s, ':').map_err(|e| {
+            format!("`{s}`: {e}; expected `table`, `schema.table` or `table:column`")
+        })?;
+        if let Some(reserved) = reserved_table(&table) {
+            return Err(format!("`{s}`: {reserved}"));
         }
         Ok(Self {
             table,
-            column: column.to_owned(),
+            column: column.unwrap_or_else(|| DEFAULT_TOMBSTONE_COLUMN.to_owned()),
         })
-    }
-}
-
-/// `name` or `schema.name` as written in flags (unquoted, folded to lower case like SQL).
-pub fn parse_plain_table(text: &str) -> Option<QualifiedName> {
-    let valid = |part: &str| !part.is_empty() && !part.contains(char::is_whitespace);
-    match text.split_once('.') {
-        Some((schema, name)) if valid(schema) && valid(name) => Some(QualifiedName::new(
-            schema.to_lowercase(),
-            name.to_lowercase(),
-        )),
-        None if valid(text) => Some(QualifiedName::new("public", text.to_lowercase())),
-        _ => None,
     }
 }
 
@@ -132,5 +119,24 @@ mod tests {
         assert!("todos:".parse::<TombstoneSpec>().is_err());
         assert!("".parse::<TombstoneSpec>().is_err());
         assert!("a b".parse::<TombstoneSpec>().is_err());
+    }
+
+    #[test]
+    fn tombstone_specs_read_names_as_sql_does() {
+        let spec: TombstoneSpec = "Ärger".parse().unwrap();
+        assert_eq!(spec.table, QualifiedName::new("public", "Ärger"));
+        let spec: TombstoneSpec = r#""My:Table":"Gone At""#.parse().unwrap();
+        assert_eq!(spec.table, QualifiedName::new("public", "My:Table"));
+        assert_eq!(spec.column, "Gone At");
+    }
+
+    #[test]
+    fn tombstones_on_the_proxy_schema_or_a_catalog_are_refused() {
+        let err = "shapesync.row_clocks".parse::<TombstoneSpec>().unwrap_err();
+        assert!(err.contains("belongs to shapesync itself"), "{err}");
+        let err = "pg_catalog.pg_class:relname"
+            .parse::<TombstoneSpec>()
+            .unwrap_err();
+        assert!(err.contains("system schema"), "{err}");
     }
 }

@@ -5,7 +5,7 @@ use std::io::{BufRead, Write};
 use std::time::Duration;
 
 use shapes::schema::QualifiedName;
-use shapes::table_name::parse_table_name;
+use shapes::table_name::{parse_table_name, reserved_table};
 
 use crate::database::{self, DatabaseError};
 use crate::replication::setup::{self, SetupError};
@@ -36,19 +36,28 @@ pub async fn prepare(
     tables: &[String],
     lock_timeout: Duration,
 ) -> Result<Vec<QualifiedName>, OperationError> {
+    // Every name is checked before anything is done, so a bad one changes nothing.
+    let names = tables
+        .iter()
+        .map(|text| {
+            let refused = |message: String| OperationError::TableName {
+                text: text.clone(),
+                message,
+            };
+            let name = parse_table_name(text).map_err(|e| refused(e.to_string()))?;
+            match reserved_table(&name) {
+                Some(reserved) => Err(refused(reserved.to_string())),
+                None => Ok(name),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mut client = database::connect(database_url).await?;
     database::check_wal_level(&client).await?;
     setup::ensure_publication(&client, publication).await?;
-    let mut prepared = Vec::new();
-    for text in tables {
-        let name = parse_table_name(text).map_err(|e| OperationError::TableName {
-            text: text.clone(),
-            message: e.to_string(),
-        })?;
-        setup::prepare_table(&mut client, publication, &name, lock_timeout).await?;
-        prepared.push(name);
+    for name in &names {
+        setup::prepare_table(&mut client, publication, name, lock_timeout).await?;
     }
-    Ok(prepared)
+    Ok(names)
 }
 
 /// What `uninstall` removed.

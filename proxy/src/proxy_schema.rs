@@ -104,3 +104,18 @@ pub async fn upgrade(client: &mut Client) -> Result<Vec<&'static str>, tokio_pos
     tx.commit().await?;
     Ok(applied)
 }
+
+#[cfg(test)]
+mod tests {
+    use shapes::table_name::PROXY_SCHEMA;
+
+    /// Clients are kept out of the proxy's objects by the schema name `shapes` knows them by.
+    #[test]
+    fn every_object_lives_in_the_schema_clients_are_refused() {
+        for (_, sql) in super::STEPS {
+            for object in sql.split("CREATE TABLE ").skip(1) {
+                assert!(object.starts_with(&format!("{PROXY_SCHEMA}.")), "{object}");
+            }
+        }
+    }
+}

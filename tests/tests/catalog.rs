@@ -90,5 +90,13 @@ async fn unknown_tables_and_views_are_refused_with_a_hint() {
     let err = catalog::load_table(&client, &QualifiedName::new("public", "v"))
         .await
         .unwrap_err();
-    assert!(matches!(err, CatalogError::NotATable(_)), "{err}");
+    assert!(
+        matches!(err, CatalogError::NotATable { relkind: 'v', .. }),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "\"public\".\"v\" is a view: shapesync serves and writes tables only (a view's rows \
+         do not pass through the WAL); use the tables it reads"
+    );
 }

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 use shapes::schema::{QualifiedName, TableSchema};
-use shapes::table_name::parse_table_name;
+use shapes::table_name::{parse_table_name, reserved_table};
 use shapes::where_clause::WhereClause;
 
 use super::claims::{ClaimTemplate, Claims};
@@ -161,6 +161,9 @@ impl Rules {
         for (name, section) in file.tables {
             let table = parse_table_name(&name)
                 .map_err(|e| format!("[tables.{name}]: not a table name: {e}"))?;
+            if let Some(reserved) = reserved_table(&table) {
+                return Err(format!("[tables.{name}]: {reserved}"));
+            }
             let template = |what: &str, text: Option<String>| match text {
                 None => Ok(None),
                 Some(t) if t.trim().is_empty() => Err(format!(
@@ -304,6 +307,15 @@ mod tests {
             ("[tables.todos]\nread = \"a = $1\"", "cannot use $1"),
             ("[tables.\"a b\"]\nread = \"true\"", "not a table name"),
             ("[tables.todos]\n[tables.Todos]", "two sections"),
+            (
+                "[tables.\"shapesync.row_clocks\"]\nread = \"true\"",
+                "[tables.shapesync.row_clocks]: table \"shapesync\".\"row_clocks\" belongs to \
+                 shapesync itself",
+            ),
+            (
+                "[tables.\"pg_catalog.pg_authid\"]\nread = \"true\"",
+                "is in the system schema \"pg_catalog\"",
+            ),
         ] {
             let err = Rules::parse(text).unwrap_err();
             assert!(err.contains(expected), "{text}: {err}");

@@ -23,6 +23,7 @@ use shapes::handle::Handle;
 use shapes::lsn::Lsn;
 use shapes::routing::ShapeId;
 use shapes::schema::QualifiedName;
+use shapes::table_name::reserved_table;
 use shapes::where_clause::WhereClause;
 use tokio::sync::{Semaphore, SemaphorePermit, mpsc, oneshot, watch};
 
@@ -103,13 +104,18 @@ impl From<TableError> for ShapeError {
             TableError::Database(e) if e.is_transient() => {
                 Self::unavailable(format!("database unavailable: {e}"))
             }
-            TableError::Catalog(e @ crate::catalog::CatalogError::UnknownTable(_))
-            | TableError::Catalog(e @ crate::catalog::CatalogError::NotATable(_)) => {
-                Self::Invalid {
-                    param: "table",
-                    message: e.to_string(),
-                }
-            }
+            TableError::Catalog(
+                e @ (crate::catalog::CatalogError::UnknownTable(_)
+                | crate::catalog::CatalogError::NotATable { .. }
+                | crate::catalog::CatalogError::Unlogged(_)),
+            ) => Self::Invalid {
+                param: "table",
+                message: e.to_string(),
+            },
+            e @ TableError::NoPrimaryKey(_) => Self::Invalid {
+                param: "table",
+                message: e.to_string(),
+            },
             other => Self::Internal(other.to_string()),
         }
     }
@@ -201,6 +207,13 @@ impl Engine {
     /// of the auth rules, if any, ANDed in.
     pub async fn definition(&self, request: &ShapeRequest) -> Result<ShapeDefinition, ShapeError> {
         let name = QualifiedName::new(request.schema.clone(), request.table.clone());
+        // Before any SQL; this also drops a restored shape of such a table.
+        if let Some(reserved) = reserved_table(&name) {
+            return Err(ShapeError::Invalid {
+                param: "table",
+                message: reserved.to_string(),
+            });
+        }
         let table = self.tables.get(&self.metadata, &name).await?;
         let definition = ShapeDefinition::new(
             &table,

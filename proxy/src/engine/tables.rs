@@ -18,6 +18,14 @@ pub enum TableError {
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     Database(#[from] DatabaseError),
+    /// Rows are keyed by their primary key: without one, two equal rows would share a key
+    /// and a client would show one where Postgres has two.
+    #[error(
+        "table {0} has no primary key, which shapes need to tell rows apart (two identical \
+         rows would be one row on the client); add one: ALTER TABLE {0} ADD PRIMARY KEY \
+         (column, …)"
+    )]
+    NoPrimaryKey(QualifiedName),
 }
 
 #[derive(Debug, Default)]
@@ -38,6 +46,9 @@ impl TableCache {
         let table = Arc::new(replicated_columns(
             catalog::load_table(&client, name).await?,
         ));
+        if table.primary_key().is_empty() {
+            return Err(TableError::NoPrimaryKey(name.clone()));
+        }
         self.tables
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -12,11 +12,11 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use shapes::table_name::parse_table_name;
 
 use crate::auth::{Access, Credentials, TokenAccess};
 use crate::http::shape::params::credentials;
 use crate::mutations::guard::WriteGuard;
-use crate::mutations::table::parse_table_name;
 use crate::mutations::wire::{self, InvalidRequest, MutationResponse, Outcome};
 use crate::server::AppState;
 
@@ -112,8 +112,8 @@ fn hide_unreadable_columns(
             continue;
         };
         match parse_table_name(table) {
-            Some(name) => values.retain(|column, _| token.can_read_column(&name, column)),
-            None => *row = None,
+            Ok(name) => values.retain(|column, _| token.can_read_column(&name, column)),
+            Err(_) => *row = None,
         }
     }
 }

@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use shapes::schema::QualifiedName;
+use shapes::table_name::{parse_table_name, reserved_table};
 use shapes::where_clause::WhereClause;
 
 use super::config::WriteConfig;
 use super::error::MutationError;
 use super::guard::{self, WriteGuard};
 use super::pool::PooledConnection;
-use super::table::{TableCache, parse_table_name};
+use super::table::TableCache;
 use super::validate::{ValidMutation, validate};
 use super::wire::{Mutation, MutationRequest, Outcome, RefusalCode};
 use crate::config::TombstoneSpec;
@@ -112,18 +113,30 @@ impl Preparation<'_> {
         conn: &mut PooledConnection<'_>,
         checks: &mut Checks,
     ) -> Result<Slot, MutationError> {
-        let Some(name) = parse_table_name(&mutation.table) else {
-            return Ok(Slot::Done(Outcome::rejected(
-                RefusalCode::UnknownTable,
-                None,
-                format!(
-                    "`{}` is not a table name: use `table`, `schema.table` or quoted parts",
-                    mutation.table
-                ),
-            )));
+        let name = match parse_table_name(&mutation.table) {
+            Ok(name) => name,
+            Err(err) => {
+                return Ok(Slot::Done(Outcome::rejected(
+                    RefusalCode::UnknownTable,
+                    None,
+                    format!(
+                        "`{}` is not a table name ({err}): use `table`, `schema.table` or \
+                         quoted parts",
+                        mutation.table
+                    ),
+                )));
+            }
         };
         if let Some(Err(reason)) = self.guard.map(|g| g.admit_op(&name, mutation.op)) {
             return Ok(Slot::Done(guard::forbidden(reason)));
+        }
+        // Before any SQL: not even the catalog is read for these.
+        if let Some(reserved) = reserved_table(&name) {
+            return Ok(Slot::Done(Outcome::rejected(
+                RefusalCode::NotWritable,
+                None,
+                reserved.to_string(),
+            )));
         }
         let loaded = self
             .tables

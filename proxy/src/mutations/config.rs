@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use shapes::schema::QualifiedName;
-
-use crate::config::parse_plain_table;
+use shapes::table_name::{parse_table_column, parse_table_list, reserved_table};
 
 /// Flags of `POST /v1/mutations`. Each has a `SHAPESYNC_*` environment equivalent.
 #[derive(Debug, Clone, Args)]
@@ -138,10 +137,11 @@ impl WriteConfig {
         }
     }
 
-    /// Whether the configuration lets clients write `table` at all.
+    /// Whether the configuration lets clients write `table` at all: `*` means the
+    /// application's tables, never the proxy's own or the system's.
     pub fn is_writable(&self, table: &QualifiedName) -> bool {
         match &self.writable {
-            Writable::All => true,
+            Writable::All => reserved_table(table).is_none(),
             Writable::Tables(tables) => tables.contains(table),
         }
     }
@@ -165,19 +165,18 @@ pub enum Writable {
 impl FromStr for Writable {
     type Err = String;
 
+    /// `*` or table names as SQL reads them (`shapes::table_name`); the proxy's own and the
+    /// system tables are refused at start (and `*` never reaches them).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.trim() == "*" {
             return Ok(Self::All);
         }
-        s.split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(|t| {
-                parse_plain_table(t)
-                    .ok_or_else(|| format!("`{t}`: expected `table` or `schema.table`, or `*`"))
-            })
-            .collect::<Result<_, _>>()
-            .map(Self::Tables)
+        let tables = parse_table_list(s)
+            .map_err(|e| format!("`{s}`: {e}; expected `table`, `schema.table`, or `*`"))?;
+        if let Some(reserved) = tables.iter().find_map(reserved_table) {
+            return Err(reserved.to_string());
+        }
+        Ok(Self::Tables(tables))
     }
 }
 
@@ -192,16 +191,12 @@ impl FromStr for YjsColumn {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        let invalid = || format!("`{s}`: expected `table.column` or `schema.table.column`");
-        let (table, column) = s.rsplit_once('.').ok_or_else(invalid)?;
-        if column.is_empty() || column.contains(char::is_whitespace) {
-            return Err(invalid());
+        let (table, column) = parse_table_column(s)
+            .map_err(|e| format!("`{s}`: {e}; expected `table.column` or `schema.table.column`"))?;
+        if let Some(reserved) = reserved_table(&table) {
+            return Err(reserved.to_string());
         }
-        Ok(Self {
-            table: parse_plain_table(table).ok_or_else(invalid)?,
-            column: column.to_lowercase(),
-        })
+        Ok(Self { table, column })
     }
 }
 
@@ -246,6 +241,34 @@ mod tests {
             ])
         );
         assert!("a b".parse::<Writable>().is_err());
+        assert_eq!(
+            r#"Ärger, "Odd,Name""#.parse::<Writable>().unwrap(),
+            Writable::Tables(vec![
+                QualifiedName::new("public", "Ärger"),
+                QualifiedName::new("public", "Odd,Name")
+            ])
+        );
+    }
+
+    #[test]
+    fn writable_refuses_the_proxy_schema_and_system_catalogs() {
+        let err = "todos, shapesync.mutation_ids"
+            .parse::<Writable>()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "table \"shapesync\".\"mutation_ids\" belongs to shapesync itself (schema \
+             shapesync holds its clocks and mutation ids): it is never served or written; name \
+             one of the application's tables"
+        );
+        for system in [
+            "pg_catalog.pg_description",
+            "information_schema.tables",
+            "pg_toast.pg_toast_1262",
+            "pg_temp_3.t",
+        ] {
+            assert!(system.parse::<Writable>().is_err(), "{system}");
+        }
     }
 
     #[test]

@@ -139,56 +139,6 @@ impl WritableTable {
     }
 }
 
-/// Parses a table name as the shape API takes it: `t`, `schema.t`, or quoted parts
-/// (`"My Schema"."my table"`). Unquoted parts fold to lower case; the schema defaults to public.
-pub fn parse_table_name(text: &str) -> Option<QualifiedName> {
-    let mut parts = Vec::new();
-    let mut chars = text.trim().chars().peekable();
-    loop {
-        let mut part = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            loop {
-                match chars.next()? {
-                    '"' if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        part.push('"');
-                    }
-                    '"' => break,
-                    c => part.push(c),
-                }
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c == '.' {
-                    break;
-                }
-                if c == '"' || c.is_whitespace() {
-                    return None;
-                }
-                part.extend(c.to_lowercase());
-                chars.next();
-            }
-        }
-        if part.is_empty() {
-            return None;
-        }
-        parts.push(part);
-        match chars.next() {
-            None => break,
-            Some('.') => continue,
-            Some(_) => return None,
-        }
-    }
-    match <[String; 2]>::try_from(parts) {
-        Ok([schema, name]) => Some(QualifiedName::new(schema, name)),
-        Err(parts) => match <[String; 1]>::try_from(parts) {
-            Ok([name]) => Some(QualifiedName::new("public", name)),
-            Err(_) => None,
-        },
-    }
-}
-
 /// Loaded writable tables, each trusted for a few seconds.
 #[derive(Debug, Default)]
 pub struct TableCache {
@@ -213,7 +163,7 @@ impl TableCache {
             Err(err @ CatalogError::UnknownTable(_)) => {
                 return Ok(Err((RefusalCode::UnknownTable, err.to_string())));
             }
-            Err(err @ CatalogError::NotATable(_)) => {
+            Err(err @ (CatalogError::NotATable { .. } | CatalogError::Unlogged(_))) => {
                 return Ok(Err((RefusalCode::NotWritable, err.to_string())));
             }
         };
@@ -281,24 +231,5 @@ impl TableCache {
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<QualifiedName, (Arc<WritableTable>, Instant)>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_names_fold_unquoted_parts_and_keep_quoted_ones() {
-        let parse = |t| parse_table_name(t);
-        assert_eq!(parse("Todos"), Some(QualifiedName::new("public", "todos")));
-        assert_eq!(parse("app.todos"), Some(QualifiedName::new("app", "todos")));
-        assert_eq!(
-            parse(r#""My Schema"."my ""t"".x""#),
-            Some(QualifiedName::new("My Schema", r#"my "t".x"#))
-        );
-        for bad in ["", "a.b.c", "a b", "\"open", "a.", ".a", "\"\""] {
-            assert_eq!(parse(bad), None, "{bad}");
-        }
     }
 }

@@ -169,7 +169,49 @@ pub fn parse_request(body: &[u8]) -> Result<MutationRequest, InvalidRequest> {
             message: "must not be empty".to_owned(),
         });
     }
+    if let Some(field) = field_with_nul(&request) {
+        return Err(InvalidRequest {
+            field,
+            message: "must not contain the NUL character (Postgres text cannot hold it)".to_owned(),
+        });
+    }
     Ok(request)
+}
+
+/// The first field holding a NUL character (`\u0000`), in a name or a value: no Postgres
+/// text, name or jsonb can hold one, and results (which echo names) are recorded as jsonb.
+fn field_with_nul(request: &MutationRequest) -> Option<String> {
+    fn in_value(value: &Value) -> bool {
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(in_value),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || in_value(v)),
+            Value::Null | Value::Bool(_) | Value::Number(_) => false,
+        }
+    }
+    if request.client_id.contains('\0') {
+        return Some("client_id".to_owned());
+    }
+    request.mutations.iter().enumerate().find_map(|(i, m)| {
+        let maps = [("key", &m.key), ("values", &m.values), ("merge", &m.merge)];
+        let texts = [
+            ("id", &m.id),
+            ("table", &m.table),
+            ("timestamp", &m.timestamp),
+        ];
+        texts
+            .iter()
+            .find(|(_, text)| text.contains('\0'))
+            .map(|(name, _)| (*name).to_owned())
+            .or_else(|| {
+                maps.iter().find_map(|(name, map)| {
+                    map.iter()
+                        .find(|(k, v)| k.contains('\0') || in_value(v))
+                        .map(|(k, _)| format!("{name}.{}", k.replace('\0', "\\u0000")))
+                })
+            })
+            .map(|field| format!("mutations[{i}].{field}"))
+    })
 }
 
 #[cfg(test)]

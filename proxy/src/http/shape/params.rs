@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use shapes::handle::Handle;
 use shapes::offset::Offset;
-use shapes::table_name::parse_table_name;
+use shapes::table_name::{parse_table_name, reserved_table};
 
 use crate::http::error::ApiError;
 use crate::shape_store::meta::ShapeRequest;
@@ -71,6 +71,9 @@ pub fn credentials(query: &str) -> QueryCredentials {
     found
 }
 
+/// Why a value holding `\0` is refused.
+pub const NUL_MESSAGE: &str = "must not contain the NUL character (Postgres text cannot hold it)";
+
 /// Parses a query string (unknown parameters are ignored: clients add cache busters).
 pub fn parse(query: &str) -> Result<ShapeParams, ApiError> {
     let mut raw: BTreeMap<String, String> = BTreeMap::new();
@@ -81,6 +84,17 @@ pub fn parse(query: &str) -> Result<ShapeParams, ApiError> {
         errors.entry(param.to_owned()).or_default().push(message);
     };
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        // Postgres text cannot hold NUL: such a `where` or parameter would fail in the
+        // snapshot query instead of here (the table name's own parser says it for `table`).
+        if value.contains('\0') && key != "table" {
+            let param = if key.starts_with("params[") {
+                "params"
+            } else {
+                key.as_ref()
+            };
+            fail(param, NUL_MESSAGE.to_owned());
+            continue;
+        }
         if let Some(index) = key
             .strip_prefix("params[")
             .and_then(|k| k.strip_suffix(']'))
@@ -131,7 +145,14 @@ pub fn parse(query: &str) -> Result<ShapeParams, ApiError> {
             None
         }
         Some(text) => match parse_table_name(text) {
-            Ok(name) => Some(name),
+            // Refused here, before any SQL: not even the catalog is read for these.
+            Ok(name) => match reserved_table(&name) {
+                Some(reserved) => {
+                    fail("table", reserved.to_string());
+                    None
+                }
+                None => Some(name),
+            },
             Err(e) => {
                 fail(
                     "table",

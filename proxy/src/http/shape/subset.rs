@@ -81,6 +81,19 @@ impl SubsetRequest {
     /// Checks what needs no table: `params` numbered from 1 and not null, `order_by` a list
     /// of columns with directions (and present with `limit`/`offset`).
     pub fn parts(&self) -> Result<SubsetParts, ApiError> {
+        let nul = |text: &Option<String>| text.as_deref().is_some_and(|t| t.contains('\0'));
+        for (field, text) in [("where", &self.where_), ("order_by", &self.order_by)] {
+            if nul(text) {
+                return Err(invalid(field, super::params::NUL_MESSAGE));
+            }
+        }
+        if self
+            .params
+            .values()
+            .any(|v| v.as_str().is_some_and(|t| t.contains('\0')))
+        {
+            return Err(invalid("params", super::params::NUL_MESSAGE));
+        }
         if (self.limit.is_some() || self.offset.is_some()) && self.order_by.is_none() {
             return Err(invalid(
                 "order_by",
@@ -359,7 +372,8 @@ fn tokenize(item: &str) -> Result<Vec<Token>, String> {
                     break;
                 }
             }
-            let folded = word.to_lowercase();
+            // Postgres folds only ASCII letters of an unquoted name (in UTF-8).
+            let folded = word.to_ascii_lowercase();
             if tokens.is_empty() {
                 tokens.push(Token::Ident(folded));
             } else {
