@@ -10,6 +10,7 @@
 
 mod consumer;
 mod create;
+pub mod partitions;
 pub mod pipeline;
 mod restore;
 pub mod tables;
