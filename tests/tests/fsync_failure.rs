@@ -97,20 +97,6 @@ async fn a_failed_fsync_rotates_its_shape_and_nothing_is_lost_or_doubled_after_a
     )
     .await
     .unwrap();
-    let log = wait_for("the ERROR about the failed fsync", WAIT, || async {
-        let log = proxy.log();
-        log.contains("rotating shape: its log's fsync failed")
-            .then_some(log)
-    })
-    .await;
-    assert!(
-        log.contains("ERROR") && log.contains("fsync of a shape log failed"),
-        "{log}"
-    );
-    assert!(
-        log.contains(&items_handle),
-        "names the rotated shape: {log}"
-    );
     // Wait until `other`'s shape has the later insert: everything has been processed.
     wait_for("the later insert into other", WAIT, || async {
         other.catch_up().await;
@@ -118,6 +104,28 @@ async fn a_failed_fsync_rotates_its_shape_and_nothing_is_lost_or_doubled_after_a
     })
     .await;
 
+    // And until the slot has confirmed everything written so far: the crash comes after.
+    let written: String = sql
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    wait_for(
+        "the slot to confirm the later transactions",
+        WAIT,
+        || async {
+            sql.query_one(
+                "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots
+             WHERE slot_name = 'shapesync'",
+                &[&written],
+            )
+            .await
+            .ok()
+            .and_then(|row| row.get::<_, Option<bool>>(0))
+            .filter(|confirmed| *confirmed)
+        },
+    )
+    .await;
     proxy.kill9().await;
     proxy.restart().await;
 
@@ -159,4 +167,15 @@ async fn a_failed_fsync_rotates_its_shape_and_nothing_is_lost_or_doubled_after_a
         "an unaffected shape keeps its log"
     );
     assert_eq!(other_state.handle.as_deref(), Some(other_handle.as_str()));
+    let log = proxy.log();
+    assert!(
+        log.contains("ERROR")
+            && log.contains("fsync of a shape log failed")
+            && log.contains("rotating shape: its log's fsync failed"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&items_handle),
+        "names the rotated shape: {log}"
+    );
 }
