@@ -121,7 +121,7 @@ pub async fn run_consumer(engine: Arc<Engine>, start: Lsn, mut io: ConsumerChann
         match applied {
             Ok(()) => {}
             Err(err) => {
-                tracing::error!(error = %err, "cannot write shape logs; dropping the transaction and reconnecting to replay it");
+                tracing::error!(error = %err, "cannot apply a transaction to the shape logs (a write or a catalog lookup failed); dropping it and reconnecting to replay it");
                 writer.abort();
                 discarding = true;
                 io.restart_stream.notify_one();
