@@ -191,7 +191,7 @@ async fn shapes_of_a_partitioned_table_and_of_its_partition_see_every_change_onc
     let db = TestDb::new("partitions").await;
     let sql = db.connect().await;
     sql.batch_execute(PARTITIONED).await.unwrap();
-    let proxy = ProxyProcess::start_logging(shapesync_bin!(), &db, &[]).await;
+    let proxy = ProxyProcess::start(shapesync_bin!(), &db, &[]).await;
     let key = ["id", "v"];
     let shapes = [
         (ShapeSpec::table("p", &key), "SELECT id::text, v, w FROM p"),

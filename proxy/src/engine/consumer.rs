@@ -88,6 +88,8 @@ pub async fn run_consumer(engine: Arc<Engine>, start: Lsn, mut io: ConsumerChann
     let counters = Counters::new();
     let identity_file = engine.store.root().join("database.json");
     let mut discarding = false;
+    // The transaction being applied, whose catalog changes lookups must see.
+    let mut open_xid = None;
     loop {
         let event = tokio::select! {
             biased;
@@ -106,7 +108,14 @@ pub async fn run_consumer(engine: Arc<Engine>, start: Lsn, mut io: ConsumerChann
             }
             discarding = false;
         }
-        let applied = match relations.learn(&engine, &event).await {
+        match &event {
+            ReplicationEvent::Begin { xid, .. } => open_xid = Some(*xid),
+            ReplicationEvent::Commit { .. }
+            | ReplicationEvent::Connected { .. }
+            | ReplicationEvent::Disconnected { .. } => open_xid = None,
+            _ => {}
+        }
+        let applied = match relations.learn(&engine, &event, open_xid).await {
             Ok(()) => apply_event(
                 &engine,
                 &mut writer,
@@ -350,7 +359,12 @@ fn watch_identity(
 impl Relations {
     /// Looks up what each relation `event` names that was not seen yet: the partitioned
     /// tables above it. Runs before the event is applied (the lookup needs the database).
-    async fn learn(&mut self, engine: &Engine, event: &ReplicationEvent) -> std::io::Result<()> {
+    async fn learn(
+        &mut self,
+        engine: &Engine,
+        event: &ReplicationEvent,
+        xid: Option<u32>,
+    ) -> std::io::Result<()> {
         let named: Vec<&Arc<Relation>> = match event {
             ReplicationEvent::Change(WalChange::Truncate { relations, .. }) => {
                 relations.iter().collect()
@@ -363,7 +377,7 @@ impl Relations {
             if self.get(relation).is_some() {
                 continue;
             }
-            let ancestors = partitions::ancestors(&engine.metadata, relation.oid).await?;
+            let ancestors = partitions::ancestors(&engine.metadata, relation.oid, xid).await?;
             let reshaped = self.by_oid.get(&relation.oid).is_none_or(|previous| {
                 let columns = |r: &Relation| {
                     r.columns

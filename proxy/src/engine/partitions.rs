@@ -9,16 +9,28 @@
 //! differently or have dropped ones). An update that moves a row to another partition arrives
 //! as a delete on one partition and an insert on the other.
 
+use std::time::Duration;
+
 use shapes::schema::{QualifiedName, Row};
+use tokio_postgres::Client;
 
 use crate::database::MetadataClient;
 use crate::replication::Relation;
 
+/// How long to wait for a decoded transaction to become visible to catalog queries.
+const VISIBLE_WITHIN: Duration = Duration::from_secs(10);
+
 /// The partitioned tables above relation `oid`, nearest first (empty for a table that is not
-/// a partition, or no longer exists).
+/// a partition, or no longer exists), as of transaction `xid` (the one being applied) or
+/// later.
+///
+/// A transaction's commit record reaches the WAL, and so the stream, a moment before other
+/// sessions see the transaction: a partition created or attached by it would look like a
+/// plain table to a query made at once. So the query waits until `xid` is visible.
 pub async fn ancestors(
     metadata: &MetadataClient,
     oid: u32,
+    xid: Option<u32>,
 ) -> Result<Vec<QualifiedName>, std::io::Error> {
     let failed = |e: &dyn std::fmt::Display| {
         std::io::Error::other(format!(
@@ -26,6 +38,23 @@ pub async fn ancestors(
         ))
     };
     let client = metadata.get().await.map_err(|e| failed(&e))?;
+    if let Some(xid) = xid {
+        let deadline = tokio::time::Instant::now() + VISIBLE_WITHIN;
+        while !visible(&client, xid)
+            .await
+            .map_err(|e| failed(&crate::database::describe(&e)))?
+        {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    xid,
+                    oid,
+                    "a decoded transaction is still not visible; reading the partitions as they are"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
     let rows = client
         .query(
             "SELECT n.nspname::text, c.relname::text
@@ -42,6 +71,23 @@ pub async fn ancestors(
         .iter()
         .map(|r| QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
         .collect())
+}
+
+/// Whether the (32-bit) `xid` of a committed transaction is visible to a new snapshot: widened
+/// against the snapshot's `xmax` (an xid at or past it has not completed for this session).
+async fn visible(client: &Client, xid: u32) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "WITH s AS (SELECT pg_current_snapshot() AS snap),
+                  x AS (SELECT snap, pg_snapshot_xmax(snap)::text::bigint AS xmax FROM s),
+                  d AS (SELECT snap, xmax, (xmax - $1::bigint) & 4294967295 AS back FROM x)
+             SELECT back BETWEEN 1 AND 2147483647
+                    AND pg_visible_in_snapshot((xmax - back)::text::xid8, snap)
+             FROM d",
+            &[&i64::from(xid)],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 /// For each column of a table (by name, in its order), its position in `relation`'s rows;
