@@ -27,6 +27,8 @@ pub struct ProxyProcess {
     storage: tempfile::TempDir,
     /// Where the proxy's log (stderr) goes, when captured.
     log: Option<PathBuf>,
+    /// Environment variables set for the proxy (on every start).
+    env: Vec<(String, String)>,
     http: reqwest::Client,
 }
 
@@ -42,6 +44,23 @@ impl ProxyProcess {
     pub async fn start_logging(bin: &str, db: &TestDb, extra: &[&str]) -> Self {
         let mut proxy = Self::new(bin, &db.url, extra);
         proxy.log = Some(proxy.storage.path().join("proxy.log"));
+        proxy.spawn().await;
+        proxy
+    }
+
+    /// Like [`ProxyProcess::start_logging`], with `env` set for the proxy on every start.
+    pub async fn start_logging_with_env(
+        bin: &str,
+        db: &TestDb,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut proxy = Self::new(bin, &db.url, extra);
+        proxy.log = Some(proxy.storage.path().join("proxy.log"));
+        proxy.env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         proxy.spawn().await;
         proxy
     }
@@ -77,6 +96,7 @@ impl ProxyProcess {
             url: format!("http://127.0.0.1:{port}"),
             storage,
             log: None,
+            env: Vec::new(),
             http: reqwest::Client::new(),
         }
     }
@@ -116,6 +136,7 @@ impl ProxyProcess {
         };
         let child = Command::new(&self.bin)
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

@@ -216,6 +216,35 @@ impl ChangeWriter {
         };
         let op = txn.next_op;
         txn.next_op += 2;
+        self.route_change(table, old, new, op)
+    }
+
+    /// The change just given to [`ChangeWriter::change`], for the shapes of another table it
+    /// belongs to (a partitioned table whose partition it was made on; rows in that table's
+    /// column order). It takes the same log position: one change of the WAL, one op.
+    pub fn same_change_on(
+        &mut self,
+        table: &QualifiedName,
+        old: Option<&Row>,
+        new: Option<&Row>,
+    ) -> io::Result<()> {
+        let Some(txn) = self.txn.as_mut() else {
+            return Err(io::Error::other("change outside a transaction"));
+        };
+        let op = txn.next_op.saturating_sub(2);
+        self.route_change(table, old, new, op)
+    }
+
+    fn route_change(
+        &mut self,
+        table: &QualifiedName,
+        old: Option<&Row>,
+        new: Option<&Row>,
+        op: u64,
+    ) -> io::Result<()> {
+        let Some(txn) = self.txn.as_mut() else {
+            return Err(io::Error::other("change outside a transaction"));
+        };
         let tombstone = self.tombstones.get(table).copied();
         let (old, new) = (existing(old, tombstone), existing(new, tombstone));
         self.routed.clear();

@@ -5,6 +5,12 @@
 //! from every log, the stream is asked to reconnect from the last flushed position, and the
 //! events already queued are discarded until the new session starts: Postgres sends the
 //! transaction again, and no log ever holds part of it.
+//!
+//! Shapes need whole old rows (REPLICA IDENTITY FULL) to see a row leave them. Each change
+//! carries its relation and what its old row holds, so a table that lost FULL is noticed on
+//! its first change: FULL is set again, and the shapes a change without the whole old row
+//! could have left stale are rotated. A change made on a partition also goes to the shapes of
+//! the partitioned tables above it ([`partitions`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,11 +21,11 @@ use shapes::lsn::Lsn;
 use shapes::schema::QualifiedName;
 use tokio::sync::{Notify, mpsc};
 
-use super::{Engine, WriterCommand};
+use super::{Engine, WriterCommand, partitions};
 use crate::change_writer::ChangeWriter;
 use crate::durability::Written;
 use crate::monitoring;
-use crate::replication::event::{Relation, ReplicationEvent, WalChange};
+use crate::replication::event::{Relation, ReplicaIdentity, ReplicationEvent, WalChange};
 
 /// What the consumer needs besides the engine.
 pub struct ConsumerChannels {
@@ -47,19 +53,43 @@ impl Counters {
     }
 }
 
-/// Whether a relation's columns are the ones its shapes were built for, cached per `Arc`.
+/// What the consumer knows of each relation, per `Arc` (a new Relation message is a new `Arc`).
 #[derive(Default)]
-struct RelationCheck {
-    by_oid: HashMap<u32, (Arc<Relation>, bool)>,
+struct Relations {
+    by_oid: HashMap<u32, KnownRelation>,
+}
+
+struct KnownRelation {
+    relation: Arc<Relation>,
+    /// Partitioned tables above it, nearest first (see [`partitions`]).
+    ancestors: Vec<QualifiedName>,
+    /// Its name or columns differ from the previous Relation message for the oid (or there
+    /// was none known): its shapes were built for another table.
+    reshaped: bool,
+    /// Whether its rows line up with the table its own shapes were built for.
+    own_columns_ok: Option<bool>,
+    /// How its rows map onto each ancestor's columns.
+    layouts: HashMap<QualifiedName, Layout>,
+    /// REPLICA IDENTITY FULL was found missing and its restoration asked for.
+    identity_restore_asked: bool,
+}
+
+enum Layout {
+    Same,
+    Rearranged(Vec<usize>),
+    /// A column of the ancestor is missing or of another type.
+    Mismatch,
 }
 
 /// Runs until the event and command channels close.
 pub async fn run_consumer(engine: Arc<Engine>, start: Lsn, mut io: ConsumerChannels) {
     let mut writer = ChangeWriter::new(start);
-    let mut relations = RelationCheck::default();
+    let mut relations = Relations::default();
     let counters = Counters::new();
     let identity_file = engine.store.root().join("database.json");
     let mut discarding = false;
+    // The transaction being applied, whose catalog changes lookups must see.
+    let mut open_xid = None;
     loop {
         let event = tokio::select! {
             biased;
@@ -78,18 +108,29 @@ pub async fn run_consumer(engine: Arc<Engine>, start: Lsn, mut io: ConsumerChann
             }
             discarding = false;
         }
-        match apply_event(
-            &engine,
-            &mut writer,
-            &mut relations,
-            &identity_file,
-            event,
-            &io.written,
-            &counters,
-        ) {
+        match &event {
+            ReplicationEvent::Begin { xid, .. } => open_xid = Some(*xid),
+            ReplicationEvent::Commit { .. }
+            | ReplicationEvent::Connected { .. }
+            | ReplicationEvent::Disconnected { .. } => open_xid = None,
+            _ => {}
+        }
+        let applied = match relations.learn(&engine, &event, open_xid).await {
+            Ok(()) => apply_event(
+                &engine,
+                &mut writer,
+                &mut relations,
+                &identity_file,
+                event,
+                &io.written,
+                &counters,
+            ),
+            Err(err) => Err(err),
+        };
+        match applied {
             Ok(()) => {}
             Err(err) => {
-                tracing::error!(error = %err, "cannot write shape logs; dropping the transaction and reconnecting to replay it");
+                tracing::error!(error = %err, "cannot apply a transaction to the shape logs (a write or a catalog lookup failed); dropping it and reconnecting to replay it");
                 writer.abort();
                 discarding = true;
                 io.restart_stream.notify_one();
@@ -119,9 +160,9 @@ fn apply_command(writer: &mut ChangeWriter, command: WriterCommand) {
 }
 
 fn apply_event(
-    engine: &Engine,
+    engine: &Arc<Engine>,
     writer: &mut ChangeWriter,
-    relations: &mut RelationCheck,
+    relations: &mut Relations,
     identity_file: &PathBuf,
     event: ReplicationEvent,
     written: &mpsc::UnboundedSender<Written>,
@@ -172,7 +213,15 @@ fn apply_event(
             counters.transactions.increment(1);
         }
         ReplicationEvent::RelationChanged { relation } => {
-            rotate_table(engine, writer, &relation.name, "its columns changed");
+            // A change of REPLICA IDENTITY alone is not a new table: the changes that follow
+            // say whether they still carry whole old rows.
+            if let Some(known) = relations.get(&relation)
+                && known.reshaped
+            {
+                for table in known.tables() {
+                    rotate_table(engine, writer, &table, "its columns changed");
+                }
+            }
         }
         ReplicationEvent::LogicalMessage { .. } => {}
         ReplicationEvent::Disconnected { reason, .. } => {
@@ -196,56 +245,192 @@ fn apply_event(
 }
 
 fn apply_change(
-    engine: &Engine,
+    engine: &Arc<Engine>,
     writer: &mut ChangeWriter,
-    relations: &mut RelationCheck,
+    relations: &mut Relations,
     change: WalChange,
 ) -> std::io::Result<()> {
     let (relation, old, new) = match &change {
         WalChange::Insert { relation, new } => (relation, None, Some(new)),
         WalChange::Update {
-            relation,
-            old,
-            new,
-            unfilled_toast,
-        } => {
-            if !unfilled_toast.is_empty() && !engine.store.on_table(&relation.name).is_empty() {
-                tracing::error!(table = %relation.name, "an update lacks unchanged TOAST values (the table lost REPLICA IDENTITY FULL); its shapes are rotated");
-                rotate_table(
-                    engine,
-                    writer,
-                    &relation.name,
-                    "replica identity is not FULL",
-                );
-                return Ok(());
-            }
-            (relation, old.as_ref(), Some(new))
-        }
-        WalChange::Delete { relation, old } => (relation, Some(old), None),
+            relation, old, new, ..
+        } => (relation, old.as_ref(), Some(new)),
+        WalChange::Delete { relation, old, .. } => (relation, Some(old), None),
         WalChange::Truncate {
             relations: tables, ..
         } => {
             for relation in tables {
-                rotate_table(engine, writer, &relation.name, "it was truncated");
+                let tables = relations
+                    .get(relation)
+                    .map_or_else(|| vec![relation.name.clone()], KnownRelation::tables);
+                for table in tables {
+                    rotate_table(engine, writer, &table, "it was truncated");
+                }
             }
             return Ok(());
         }
     };
-    if !relations.matches(engine, relation) {
-        rotate_table(engine, writer, &relation.name, "its columns changed");
-        return Ok(());
+    let Some(known) = relations.get_mut(relation) else {
+        return Err(std::io::Error::other(format!(
+            "relation {} was not looked up before its change",
+            relation.name
+        )));
+    };
+    let shaped: Vec<QualifiedName> = known
+        .tables()
+        .into_iter()
+        .filter(|table| !engine.store.on_table(table).is_empty())
+        .collect();
+    if !shaped.is_empty() {
+        watch_identity(engine, writer, known, &change, &shaped);
     }
-    writer.change(&relation.name, old, new)
+    if !known.own_columns_ok(engine) {
+        rotate_table(engine, writer, &relation.name, "its columns changed");
+    }
+    // Every change takes its op, whether or not a shape wants it: offsets stay a function
+    // of the WAL.
+    writer.change(&relation.name, old, new)?;
+    for ancestor in known.ancestors.clone() {
+        let ancestor = &ancestor;
+        if !shaped.contains(ancestor) {
+            continue;
+        }
+        match known.layout(engine, ancestor) {
+            Layout::Same => writer.same_change_on(ancestor, old, new)?,
+            Layout::Rearranged(map) => {
+                let old = old.map(|row| partitions::rearrange(row, map));
+                let new = new.map(|row| partitions::rearrange(row, map));
+                writer.same_change_on(ancestor, old.as_ref(), new.as_ref())?;
+            }
+            Layout::Mismatch => rotate_table(
+                engine,
+                writer,
+                ancestor,
+                "the columns of one of its partitions differ from its own",
+            ),
+        }
+    }
+    Ok(())
 }
 
-impl RelationCheck {
-    /// Whether rows of `relation` line up with the table its shapes were built for.
-    fn matches(&mut self, engine: &Engine, relation: &Arc<Relation>) -> bool {
-        if let Some((known, ok)) = self.by_oid.get(&relation.oid)
-            && Arc::ptr_eq(known, relation)
-        {
-            return *ok;
+/// A table whose shapes need whole old rows (REPLICA IDENTITY FULL) turned out not to have
+/// them: REPLICA IDENTITY FULL is restored (once per Relation message), and when this very
+/// change lacks the whole old row, the shapes that would miss a move or a delete are rotated.
+/// Never a silent gap.
+fn watch_identity(
+    engine: &Arc<Engine>,
+    writer: &mut ChangeWriter,
+    known: &mut KnownRelation,
+    change: &WalChange,
+    shaped: &[QualifiedName],
+) {
+    let relation = &known.relation;
+    if relation.replica_identity != ReplicaIdentity::Full && !known.identity_restore_asked {
+        known.identity_restore_asked = true;
+        tracing::error!(
+            table = %relation.name,
+            identity = ?relation.replica_identity,
+            "REPLICA IDENTITY of {} is no longer FULL (someone changed it): its updates and \
+             deletes lose the old row its shapes need; setting it back to FULL",
+            relation.name
+        );
+        for table in shaped {
+            engine.restore_identity(table.clone());
         }
+    }
+    if change.lacks_old_row() {
+        tracing::error!(
+            table = %relation.name,
+            "a change of {} arrived without its whole old row (REPLICA IDENTITY is not FULL): \
+             shapes cannot tell whether the row was in them; rotating the shapes of {}",
+            relation.name,
+            shaped
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for table in shaped {
+            rotate_table(engine, writer, table, "replica identity is not FULL");
+        }
+    }
+}
+
+impl Relations {
+    /// Looks up what each relation `event` names that was not seen yet: the partitioned
+    /// tables above it. Runs before the event is applied (the lookup needs the database).
+    async fn learn(
+        &mut self,
+        engine: &Engine,
+        event: &ReplicationEvent,
+        xid: Option<u32>,
+    ) -> std::io::Result<()> {
+        let named: Vec<&Arc<Relation>> = match event {
+            ReplicationEvent::Change(WalChange::Truncate { relations, .. }) => {
+                relations.iter().collect()
+            }
+            ReplicationEvent::Change(change) => change.relation().into_iter().collect(),
+            ReplicationEvent::RelationChanged { relation } => vec![relation],
+            _ => Vec::new(),
+        };
+        for relation in named {
+            if self.get(relation).is_some() {
+                continue;
+            }
+            let ancestors = partitions::ancestors(&engine.metadata, relation.oid, xid).await?;
+            let reshaped = self.by_oid.get(&relation.oid).is_none_or(|previous| {
+                let columns = |r: &Relation| {
+                    r.columns
+                        .iter()
+                        .map(|c| (c.name.clone(), c.type_oid, c.type_mod))
+                        .collect::<Vec<_>>()
+                };
+                previous.relation.name != relation.name
+                    || columns(&previous.relation) != columns(relation)
+            });
+            self.by_oid.insert(
+                relation.oid,
+                KnownRelation {
+                    relation: relation.clone(),
+                    ancestors,
+                    reshaped,
+                    own_columns_ok: None,
+                    layouts: HashMap::new(),
+                    identity_restore_asked: false,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn get(&self, relation: &Arc<Relation>) -> Option<&KnownRelation> {
+        self.by_oid
+            .get(&relation.oid)
+            .filter(|known| Arc::ptr_eq(&known.relation, relation))
+    }
+
+    fn get_mut(&mut self, relation: &Arc<Relation>) -> Option<&mut KnownRelation> {
+        self.by_oid
+            .get_mut(&relation.oid)
+            .filter(|known| Arc::ptr_eq(&known.relation, relation))
+    }
+}
+
+impl KnownRelation {
+    /// The tables whose shapes a change of this relation belongs to: its own, then its
+    /// partitioned ancestors.
+    fn tables(&self) -> Vec<QualifiedName> {
+        std::iter::once(self.relation.name.clone())
+            .chain(self.ancestors.iter().cloned())
+            .collect()
+    }
+
+    /// Whether its rows line up with the table its shapes were built for.
+    fn own_columns_ok(&mut self, engine: &Engine) -> bool {
+        if let Some(ok) = self.own_columns_ok {
+            return ok;
+        }
+        let relation = &self.relation;
         let ok = engine.store.on_table(&relation.name).iter().all(|shape| {
             shape.table.columns.len() == relation.columns.len()
                 && shape
@@ -255,8 +440,42 @@ impl RelationCheck {
                     .zip(&relation.columns)
                     .all(|(a, b)| a.name == b.name && a.ty.oid == b.type_oid)
         });
-        self.by_oid.insert(relation.oid, (relation.clone(), ok));
+        self.own_columns_ok = Some(ok);
         ok
+    }
+
+    /// How this partition's rows map onto `ancestor`'s columns (as its shapes have them).
+    fn layout(&mut self, engine: &Engine, ancestor: &QualifiedName) -> &Layout {
+        let relation = &self.relation;
+        self.layouts.entry(ancestor.clone()).or_insert_with(|| {
+            let Some(shape) = engine.store.on_table(ancestor).into_iter().next() else {
+                return Layout::Mismatch;
+            };
+            let names: Vec<&str> = shape
+                .table
+                .columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            let Some(map) = partitions::column_map(relation, &names) else {
+                return Layout::Mismatch;
+            };
+            let same_types = shape
+                .table
+                .columns
+                .iter()
+                .zip(&map)
+                .all(|(column, &i)| column.ty.oid == relation.columns[i].type_oid);
+            if !same_types {
+                Layout::Mismatch
+            } else if map.len() == relation.columns.len()
+                && map.iter().enumerate().all(|(i, &j)| i == j)
+            {
+                Layout::Same
+            } else {
+                Layout::Rearranged(map)
+            }
+        })
     }
 }
 

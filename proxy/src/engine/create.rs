@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use super::{Engine, ShapeError, WriterCommand};
 use crate::change_writer::SnapshotHolds;
 use crate::replication::SetupError;
+use crate::replication::setup::TablePrepared;
 use crate::shape_log::ShapeLog;
 use crate::shape_store::meta::{FORMAT_VERSION, ShapeMeta, ShapeRequest};
 use crate::shape_store::{Shape, ShapeState};
@@ -244,10 +245,16 @@ impl Engine {
         {
             return Ok(());
         }
+        self.prepare(table).await.map(|_| ())
+    }
+
+    /// Adds `table` to the publication and gives it (and each of its partitions) REPLICA
+    /// IDENTITY FULL, whatever is missing, under the lock timeout.
+    async fn prepare(&self, table: &QualifiedName) -> Result<TablePrepared, ShapeError> {
         let mut client = crate::database::connect(&self.config.database_url)
             .await
             .map_err(|e| ShapeError::unavailable(e.to_string()))?;
-        crate::replication::setup::prepare_table(
+        let prepared = crate::replication::setup::prepare_table(
             &mut client,
             &self.config.publication,
             table,
@@ -259,7 +266,34 @@ impl Engine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(table.clone());
-        Ok(())
+        Ok(prepared)
+    }
+
+    /// Sets REPLICA IDENTITY FULL again on a table that has shapes (someone changed it, or a
+    /// partition without it was attached), in the background. The consumer rotates the shapes
+    /// of every change that arrives without its whole old row meanwhile, so waiting for a lock
+    /// here costs refetches, never a gap.
+    pub(crate) fn restore_identity(self: &Arc<Self>, table: QualifiedName) {
+        self.prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&table);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            match engine.prepare(&table).await {
+                Ok(prepared) if prepared.replica_identity_set => {
+                    tracing::error!(table = %table, "REPLICA IDENTITY FULL was missing on the table or one of its partitions, and is set again");
+                }
+                Ok(_) => {}
+                Err(err) => tracing::error!(
+                    table = %table,
+                    error = %err,
+                    "cannot set REPLICA IDENTITY FULL again; the table's shapes are rotated at \
+                     every update or delete that lacks the whole old row until it is set \
+                     (ALTER TABLE … REPLICA IDENTITY FULL on it and its partitions)"
+                ),
+            }
+        });
     }
 
     /// With `--max-shapes` reached, removes the least recently used ready shape.

@@ -10,12 +10,14 @@
 
 mod consumer;
 mod create;
+pub mod partitions;
 pub mod pipeline;
 mod restore;
 pub mod tables;
 
 use std::collections::HashSet;
 use std::io;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use shapes::definition::{DefinitionError, ShapeDefinition};
@@ -293,6 +295,30 @@ impl Engine {
         });
         tracing::info!(handle = %shape.handle, table = %shape.definition.table(), "shape removed");
         Some(shape)
+    }
+
+    /// Drops the shapes whose logs are in `dirs` (an fsync of them failed: their contents
+    /// cannot be trusted) and removes the directories durably, so that no position confirmed
+    /// later depends on them. Their clients get 409 and refetch a new snapshot.
+    pub fn drop_lost_logs(&self, dirs: &[PathBuf]) -> io::Result<()> {
+        for shape in self.store.all() {
+            if !dirs.iter().any(|dir| dir == shape.log.dir())
+                || self.store.remove(&shape.handle).is_none()
+            {
+                continue;
+            }
+            shape.set_state(ShapeState::Gone);
+            let _ = self.commands.send(WriterCommand::Remove { id: shape.id });
+            tracing::error!(handle = %shape.handle, table = %shape.definition.table(), "rotating shape: its log's fsync failed");
+        }
+        for dir in dirs {
+            match std::fs::remove_dir_all(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        std::fs::File::open(self.store.root().join("shapes"))?.sync_all()
     }
 
     /// Removes every shape of a table (truncated, or its columns changed).

@@ -57,7 +57,11 @@ impl ReadPath {
 
         let (written_tx, written) = mpsc::unbounded_channel();
         let (flushed_tx, flushed) = watch::channel(resume);
-        let durability = tokio::spawn(durability::run(root, written, flushed_tx));
+        let lost: durability::LostLogs = {
+            let engine = engine.clone();
+            Arc::new(move |dirs| engine.drop_lost_logs(dirs))
+        };
+        let durability = tokio::spawn(durability::run(root, written, flushed_tx, lost));
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         let restart = Arc::new(Notify::new());
         let consumer = tokio::spawn(run_consumer(

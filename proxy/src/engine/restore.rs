@@ -33,6 +33,17 @@ impl Engine {
                 Err(Dropped::Transient(err)) => return Err(err),
             }
         }
+        // REPLICA IDENTITY may have been changed while the proxy was down: set it back now.
+        // Changes made meanwhile arrive without whole old rows, and rotate their shapes.
+        let tables: std::collections::BTreeSet<_> = self
+            .store
+            .all()
+            .iter()
+            .map(|shape| shape.definition.table().clone())
+            .collect();
+        for table in tables {
+            self.restore_identity(table);
+        }
         Ok(restored)
     }
 

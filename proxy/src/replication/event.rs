@@ -85,6 +85,8 @@ pub enum WalChange {
         /// [`ReplicaIdentity::Full`]; otherwise only the key columns carry values (the rest
         /// are `None`), and it is absent when the key did not change.
         old: Option<Row>,
+        /// What `old` holds, as pgoutput said.
+        old_kind: OldRowKind,
         /// The new row. Unchanged TOAST values (which Postgres does not send) are filled in
         /// from the old row.
         new: Row,
@@ -98,12 +100,53 @@ pub enum WalChange {
         relation: Arc<Relation>,
         /// Whole with REPLICA IDENTITY FULL, key columns only otherwise.
         old: Row,
+        /// What `old` holds, as pgoutput said ([`OldRowKind::Absent`] never).
+        old_kind: OldRowKind,
     },
     Truncate {
         relations: Vec<Arc<Relation>>,
         cascade: bool,
         restart_identity: bool,
     },
+}
+
+/// How much of the old row an update or delete carries (pgoutput's `K` or `O` tuple, or
+/// none). Only a whole old row tells a shape whether the row was in it before: with less, a
+/// shape whose `where` reads other columns cannot see a row move out or go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OldRowKind {
+    /// No old row (an update that kept the key, on a table whose identity is not FULL).
+    Absent,
+    /// The replica identity key's columns only (`K`); the others are `None`.
+    KeyOnly,
+    /// The whole row (`O`: REPLICA IDENTITY FULL).
+    Full,
+}
+
+impl WalChange {
+    /// The relation an insert, update or delete is about (`None` for a truncate).
+    pub fn relation(&self) -> Option<&Arc<Relation>> {
+        match self {
+            Self::Insert { relation, .. }
+            | Self::Update { relation, .. }
+            | Self::Delete { relation, .. } => Some(relation),
+            Self::Truncate { .. } => None,
+        }
+    }
+
+    /// Whether a shape of the table may miss what this change does to it: an update or
+    /// delete without the whole old row, or an update whose unchanged TOAST values are unknown.
+    pub fn lacks_old_row(&self) -> bool {
+        match self {
+            Self::Update {
+                old_kind,
+                unfilled_toast,
+                ..
+            } => *old_kind != OldRowKind::Full || !unfilled_toast.is_empty(),
+            Self::Delete { old_kind, .. } => *old_kind != OldRowKind::Full,
+            Self::Insert { .. } | Self::Truncate { .. } => false,
+        }
+    }
 }
 
 /// A table as the replication stream describes it (from its latest Relation message).

@@ -56,7 +56,9 @@ pub mod setup;
 pub mod stream;
 
 pub use assembly::{AssemblyError, TransactionAssembler};
-pub use event::{Relation, RelationColumn, ReplicaIdentity, ReplicationEvent, WalChange};
+pub use event::{
+    OldRowKind, Relation, RelationColumn, ReplicaIdentity, ReplicationEvent, WalChange,
+};
 pub use setup::{
     PublicationState, SetupError, SlotState, TablePrepared, ensure_publication, ensure_slot,
     prepare_table,

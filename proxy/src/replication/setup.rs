@@ -59,6 +59,17 @@ pub enum SetupError {
         missing: String,
     },
     #[error(
+        "publication {publication} publishes changes of partitions under their partitioned \
+         table (publish_via_partition_root = true), so shapes of a partition would miss them, \
+         and it cannot be changed: {message}. Run: ALTER PUBLICATION {quoted} SET \
+         (publish_via_partition_root = false);",
+        quoted = quote_identifier(.publication)
+    )]
+    PublicationViaRoot {
+        publication: String,
+        message: String,
+    },
+    #[error(
         "replication slot {slot} must be recreated but is in use by another process{}",
         .pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
     )]
@@ -77,7 +88,8 @@ impl SetupError {
             | Self::UnknownTable(_)
             | Self::NotATable(_)
             | Self::ForeignSlot { .. }
-            | Self::PublicationOmits { .. } => false,
+            | Self::PublicationOmits { .. }
+            | Self::PublicationViaRoot { .. } => false,
         }
     }
 }
@@ -245,11 +257,12 @@ pub async fn ensure_publication(
     let mut state = PublicationState::Existing;
     let mut row = publication_row(client, publication).await?;
     if row.is_none() {
-        // Partitioned tables then publish their changes under the table's own name, which
-        // is the one shapes ask for.
+        // Changes of a partition are published under the partition itself, so that shapes
+        // of the partition see them; the consumer hands them to the shapes of the
+        // partitioned tables above it too (see `engine::partitions`).
         let created = client
             .batch_execute(&format!(
-                "CREATE PUBLICATION {} WITH (publish_via_partition_root = true)",
+                "CREATE PUBLICATION {} WITH (publish_via_partition_root = false)",
                 quote_identifier(publication)
             ))
             .await;
@@ -275,6 +288,21 @@ pub async fn ensure_publication(
         }
         row = publication_row(client, publication).await?;
     }
+    if let Some([.., false]) = row {
+        // Created by an earlier version (publishing partitions as their root): shapes of a
+        // partition would see nothing. Transactions decoded before this ALTER still arrive
+        // under the root, whose shapes get them as before.
+        client
+            .batch_execute(&format!(
+                "ALTER PUBLICATION {} SET (publish_via_partition_root = false)",
+                quote_identifier(publication)
+            ))
+            .await
+            .map_err(|err| SetupError::PublicationViaRoot {
+                publication: publication.to_owned(),
+                message: db_message(&err),
+            })?;
+    }
     let missing: Vec<&str> = match row {
         Some(flags) => ["insert", "update", "delete", "truncate"]
             .into_iter()
@@ -294,18 +322,20 @@ pub async fn ensure_publication(
     }
 }
 
+/// The publication's `insert`, `update`, `delete`, `truncate` flags, and whether it publishes
+/// partitions as themselves (`publish_via_partition_root = false`).
 async fn publication_row(
     client: &Client,
     publication: &str,
-) -> Result<Option<[bool; 4]>, SetupError> {
+) -> Result<Option<[bool; 5]>, SetupError> {
     let row = client
         .query_opt(
-            "SELECT pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication
+            "SELECT pubinsert, pubupdate, pubdelete, pubtruncate, pubviaroot FROM pg_publication
              WHERE pubname = $1",
             &[&publication],
         )
         .await?;
-    Ok(row.map(|r| [r.get(0), r.get(1), r.get(2), r.get(3)]))
+    Ok(row.map(|r| [r.get(0), r.get(1), r.get(2), r.get(3), !r.get::<_, bool>(4)]))
 }
 
 async fn current_database(client: &Client) -> String {
@@ -378,10 +408,20 @@ async fn table_state(
 ) -> Result<TableState, SetupError> {
     let row = client
         .query_opt(
-            "SELECT c.relkind::text, c.relreplident = 'f', pg_get_userbyid(c.relowner)::text,
+            "SELECT c.relkind::text,
+                    c.relreplident = 'f'
+                    AND NOT EXISTS (SELECT 1 FROM pg_partition_tree(c.oid) t
+                                    JOIN pg_class m ON m.oid = t.relid
+                                    WHERE m.relkind IN ('r', 'p') AND m.relreplident <> 'f'),
+                    pg_get_userbyid(c.relowner)::text,
+                    -- A partitioned table is a member itself, but pg_publication_tables
+                    -- lists its partitions in its place.
                     EXISTS (SELECT 1 FROM pg_publication_tables p
                             WHERE p.pubname = $3 AND p.schemaname = n.nspname
-                              AND p.tablename = c.relname),
+                              AND p.tablename = c.relname)
+                    OR EXISTS (SELECT 1 FROM pg_publication_rel r
+                               JOIN pg_publication p ON p.oid = r.prpubid
+                               WHERE p.pubname = $3 AND r.prrelid = c.oid),
                     (SELECT pg_get_userbyid(pubowner)::text FROM pg_publication
                      WHERE pubname = $3),
                     current_user::text
@@ -418,8 +458,26 @@ async fn alter_table(
     ))
     .await?;
     if !state.identity_full {
-        tx.batch_execute(&format!("ALTER TABLE {table} REPLICA IDENTITY FULL"))
+        // A partitioned table's own setting does not reach its partitions (and a partition
+        // created or attached later starts with its own): every member of the tree needs it.
+        let members = tx
+            .query(
+                "SELECT format('%I.%I', n.nspname, m.relname)
+                 FROM (SELECT $1::text::regclass AS relid, 0 AS level
+                       UNION
+                       SELECT relid, level FROM pg_partition_tree($1::text::regclass)) t
+                 JOIN pg_class m ON m.oid = t.relid
+                 JOIN pg_namespace n ON n.oid = m.relnamespace
+                 WHERE m.relkind IN ('r', 'p') AND m.relreplident <> 'f'
+                 ORDER BY t.level",
+                &[&table.to_string()],
+            )
             .await?;
+        for member in members {
+            let member: String = member.get(0);
+            tx.batch_execute(&format!("ALTER TABLE {member} REPLICA IDENTITY FULL"))
+                .await?;
+        }
     }
     if !state.in_publication {
         tx.batch_execute(&format!(

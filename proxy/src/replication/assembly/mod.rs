@@ -16,7 +16,7 @@ use std::sync::Arc;
 use shapes::lsn::Lsn;
 use shapes::schema::{QualifiedName, Row};
 
-use super::event::{Relation, RelationColumn, ReplicationEvent, WalChange};
+use super::event::{OldRowKind, Relation, RelationColumn, ReplicationEvent, WalChange};
 use super::pgoutput::{self, ColumnValue, OldTuple, PgOutputMessage, TupleData};
 
 /// Messages that break the protocol's promises. All definite: resending the same stream
@@ -113,11 +113,15 @@ impl TransactionAssembler {
             PgOutputMessage::Delete(delete) => {
                 self.require_transaction("Delete")?;
                 let relation = self.lookup(delete.relation_oid)?;
-                let (OldTuple::Key(tuple) | OldTuple::Full(tuple)) = delete.old;
+                let (tuple, old_kind) = match delete.old {
+                    OldTuple::Key(tuple) => (tuple, OldRowKind::KeyOnly),
+                    OldTuple::Full(tuple) => (tuple, OldRowKind::Full),
+                };
                 let old = build_row(&relation, tuple)?;
                 Some(ReplicationEvent::Change(WalChange::Delete {
                     relation,
                     old,
+                    old_kind,
                 }))
             }
             PgOutputMessage::Truncate(truncate) => {
@@ -214,11 +218,12 @@ impl TransactionAssembler {
 
     fn update(&self, update: pgoutput::Update<'_>) -> Result<WalChange, AssemblyError> {
         let relation = self.lookup(update.relation_oid)?;
-        let (old, full_old) = match update.old {
-            None => (None, false),
-            Some(OldTuple::Key(tuple)) => (Some(build_row(&relation, tuple)?), false),
-            Some(OldTuple::Full(tuple)) => (Some(build_row(&relation, tuple)?), true),
+        let (old, old_kind) = match update.old {
+            None => (None, OldRowKind::Absent),
+            Some(OldTuple::Key(tuple)) => (Some(build_row(&relation, tuple)?), OldRowKind::KeyOnly),
+            Some(OldTuple::Full(tuple)) => (Some(build_row(&relation, tuple)?), OldRowKind::Full),
         };
+        let full_old = old_kind == OldRowKind::Full;
         let mut new = build_row(&relation, update.new)?;
         let mut unfilled_toast = Vec::new();
         for (i, value) in update.new.columns().enumerate() {
@@ -233,6 +238,7 @@ impl TransactionAssembler {
         Ok(WalChange::Update {
             relation,
             old,
+            old_kind,
             new,
             unfilled_toast,
         })

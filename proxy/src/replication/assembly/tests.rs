@@ -89,6 +89,7 @@ fn rows_hold_text_output_in_relation_column_order() {
     );
     let ReplicationEvent::Change(WalChange::Update {
         old,
+        old_kind,
         new,
         unfilled_toast,
         ..
@@ -96,12 +97,15 @@ fn rows_hold_text_output_in_relation_column_order() {
     else {
         panic!()
     };
+    assert_eq!(*old_kind, OldRowKind::Full);
     assert_eq!(old.as_ref().unwrap()[1], s("first"));
     assert_eq!(new[1], s("second"));
     assert!(unfilled_toast.is_empty());
-    let ReplicationEvent::Change(WalChange::Delete { old, .. }) = &events[8] else {
+    let ReplicationEvent::Change(WalChange::Delete { old, old_kind, .. }) = &events[8] else {
         panic!()
     };
+    // REPLICA IDENTITY FULL: the whole old row, whose other columns are NULL.
+    assert_eq!(*old_kind, OldRowKind::Full);
     assert_eq!(old[0], s("2"));
     assert_eq!(old[1], None);
 }
@@ -132,10 +136,14 @@ fn unchanged_toast_is_filled_from_a_whole_old_row() {
 fn unchanged_toast_without_a_whole_old_row_is_marked_unfilled() {
     let events = assemble(&mut TransactionAssembler::new(), "toast");
     // plain has the DEFAULT identity: no old row, then a key-only one.
-    for (i, expected_old) in [(10, None), (13, Some(vec![s("1"), None, None]))] {
-        let ReplicationEvent::Change(WalChange::Update {
+    for (i, expected_old, expected_kind) in [
+        (10, None, OldRowKind::Absent),
+        (13, Some(vec![s("1"), None, None]), OldRowKind::KeyOnly),
+    ] {
+        let change @ ReplicationEvent::Change(WalChange::Update {
             relation,
             old,
+            old_kind,
             new,
             unfilled_toast,
         }) = &events[i]
@@ -145,6 +153,11 @@ fn unchanged_toast_without_a_whole_old_row_is_marked_unfilled() {
         assert_eq!(relation.name.name, "plain");
         assert_eq!(relation.replica_identity, ReplicaIdentity::Default);
         assert_eq!(*old, expected_old);
+        assert_eq!(*old_kind, expected_kind);
+        let ReplicationEvent::Change(change) = change else {
+            unreachable!()
+        };
+        assert!(change.lacks_old_row());
         assert_eq!(new[1], None);
         assert_eq!(*unfilled_toast, [1]);
     }
