@@ -1,6 +1,7 @@
 //! Readers never see half a batch: a second SQLite connection polls the mirror while an initial
 //! snapshot arrives in many responses and while big Postgres transactions arrive in several
-//! (the proxy's log chunks are 4 KiB here) and are applied in many small steps.
+//! (the proxy's log chunks are 4 KiB here, and a chunk ends inside a transaction) and are
+//! applied in many small steps, live over SSE and over long-polls.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -110,8 +111,53 @@ fn whole(seen: &Seen) -> bool {
 }
 
 #[tokio::test]
-async fn a_second_connection_never_sees_half_a_snapshot_or_half_a_transaction() {
-    let env = env("client_atomicity").await;
+async fn a_second_connection_never_sees_half_a_snapshot_or_half_a_transaction_over_sse() {
+    never_half_a_batch("client_atomicity_sse", true).await;
+}
+
+#[tokio::test]
+async fn a_second_connection_never_sees_half_a_snapshot_or_half_a_transaction_over_long_polls() {
+    never_half_a_batch("client_atomicity_long_poll", false).await;
+}
+
+/// In how many responses of a walk of the shape `spec` (from `-1` to up-to-date) each
+/// transaction, by LSN, came.
+async fn responses_per_transaction(
+    base_url: &str,
+    spec: &client_sqlite::ShapeSpec,
+) -> std::collections::BTreeMap<String, usize> {
+    let http = reqwest::Client::new();
+    let mut per_lsn = std::collections::BTreeMap::new();
+    let (mut handle, mut offset) = (None::<String>, "-1".to_owned());
+    loop {
+        let mut url = reqwest::Url::parse(&format!("{base_url}/v1/shape")).unwrap();
+        url.query_pairs_mut()
+            .extend_pairs(spec.query_pairs())
+            .append_pair("offset", &offset);
+        if let Some(handle) = &handle {
+            url.query_pairs_mut().append_pair("handle", handle);
+        }
+        let response = http.get(url).send().await.expect("shape request");
+        assert_eq!(response.status(), 200);
+        let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+        (handle, offset) = (Some(header("electric-handle")), header("electric-offset"));
+        let up_to_date = response.headers().contains_key("electric-up-to-date");
+        let messages: Vec<serde_json::Value> = response.json().await.expect("JSON");
+        let lsns: std::collections::BTreeSet<String> = messages
+            .iter()
+            .filter_map(|m| m["headers"]["lsn"].as_str().map(str::to_owned))
+            .collect();
+        for lsn in lsns {
+            *per_lsn.entry(lsn).or_default() += 1;
+        }
+        if up_to_date {
+            return per_lsn;
+        }
+    }
+}
+
+async fn never_half_a_batch(name: &str, sse: bool) {
+    let env = env(name).await;
     env.sql(&format!(
         "INSERT INTO todos (id, owner_id, title, position)
          SELECT ('00000000-0000-4000-8000-' || lpad(g::text, 12, '0'))::uuid, 'alice', 'gen 0', g
@@ -121,6 +167,7 @@ async fn a_second_connection_never_sees_half_a_snapshot_or_half_a_transaction() 
     let mut config = env.config("a.db", &[todos()]);
     config.online = false; // the reader starts before the first byte arrives
     config.sync.chunk_rows = 50; // each batch is applied in many steps
+    config.sync.sse = sse;
     let client = Client::open(config).await.expect("open");
     let reader = Reader::start(env.dir.path().join("a.db"));
     let mut status = client.watch_status();
@@ -189,4 +236,9 @@ async fn a_second_connection_never_sees_half_a_snapshot_or_half_a_transaction() 
         rows(&client, CLIENT_TODOS).await,
         env.pg_rows(PG_TODOS).await
     );
+    // Each generation's transaction came in several responses: the client did hold a batch
+    // open across them.
+    let spread = responses_per_transaction(&env.proxy.url, &todos()).await;
+    assert_eq!(spread.len() as i64, GENERATIONS, "{spread:?}");
+    assert!(spread.values().all(|n| *n >= 10), "{spread:?}");
 }
