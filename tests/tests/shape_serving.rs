@@ -377,6 +377,59 @@ async fn an_idle_sse_stream_sends_nothing_and_closes_after_a_short_sse_timeout()
     );
 }
 
+/// `--cache-max-age` and `--cache-stale-age` set the `cache-control` of non-live responses
+/// after the first; `offset=-1` and live responses keep Electric's own values.
+#[tokio::test]
+async fn cache_ages_are_configurable_for_non_live_responses() {
+    let (_db, proxy) = setup(
+        "serve_cache_ages",
+        3,
+        &[
+            "--cache-max-age",
+            "7",
+            "--cache-stale-age",
+            "2m",
+            "--long-poll-timeout",
+            "1s",
+        ],
+    )
+    .await;
+    let http = proxy.http().clone();
+    let first = shape_http::get(&http, &proxy.url, "table=items&offset=-1").await;
+    assert_eq!(
+        first.header("cache-control"),
+        Some("public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746")
+    );
+    let handle = first.header("electric-handle").unwrap().to_owned();
+    let query = format!("table=items&handle={handle}&offset=0_0");
+    let catch_up = shape_http::get(&http, &proxy.url, &query).await;
+    assert_eq!(catch_up.status, 200);
+    assert_eq!(
+        catch_up.header("cache-control"),
+        Some("public, max-age=7, stale-while-revalidate=120")
+    );
+    let live = shape_http::get(&http, &proxy.url, &format!("{query}&live=true")).await;
+    assert_eq!(
+        live.header("cache-control"),
+        Some("public, max-age=5, stale-while-revalidate=5")
+    );
+
+    // Without the flags: Electric's defaults.
+    let (_db, proxy) = setup("serve_cache_default", 3, &[]).await;
+    let first = shape_http::get(&http, &proxy.url, "table=items&offset=-1").await;
+    let handle = first.header("electric-handle").unwrap().to_owned();
+    let catch_up = shape_http::get(
+        &http,
+        &proxy.url,
+        &format!("table=items&handle={handle}&offset=0_0"),
+    )
+    .await;
+    assert_eq!(
+        catch_up.header("cache-control"),
+        Some("public, max-age=60, stale-while-revalidate=300")
+    );
+}
+
 /// Bodies are gzipped when the client accepts it.
 #[tokio::test]
 async fn responses_are_gzipped_when_accepted() {
