@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use client_sqlite::rusqlite::{Connection, OpenFlags};
 use client_sqlite::{Client, ShapePhase};
 
-use crate::support::{CLIENT_TODOS, PG_TODOS, WAIT, env, eventually, rows, todos};
+use crate::gate::{Hold, gated_todos_client};
+use crate::support::{CLIENT_TODOS, PG_TODOS, WAIT, count, env, eventually, rows, todos};
 
 const ROWS: i64 = 2000;
 const ADDED_PER_GENERATION: i64 = 100;
@@ -241,4 +242,32 @@ async fn never_half_a_batch(name: &str, sse: bool) {
     let spread = responses_per_transaction(&env.proxy.url, &todos()).await;
     assert_eq!(spread.len() as i64, GENERATIONS, "{spread:?}");
     assert!(spread.values().all(|n| *n >= 10), "{spread:?}");
+}
+
+/// A transaction that takes longer to stream than one SSE response lasts comes over several
+/// streams, each going on from the last change the one before delivered, and is committed
+/// whole. Here a gate ends every SSE response after 64 KiB, as the proxy does at its SSE
+/// timeout: rolling back at the end of each stream would start every one from the same
+/// offset, forever.
+#[tokio::test]
+async fn a_transaction_longer_than_one_sse_stream_goes_on_in_the_next() {
+    const TODOS: i64 = 5_000;
+    let env = env("client_sse_resume").await;
+    let (gate, client) = gated_todos_client(&env, Hold::Nothing, |_| {}).await;
+    gate.cut_sse_after(64 * 1024);
+    env.sql(&format!(
+        "INSERT INTO todos (id, owner_id, title, position)
+         SELECT ('00000000-0000-4000-8000-' || lpad(g::text, 12, '0'))::uuid, 'alice', 'big', g
+         FROM generate_series(1, {TODOS}) g"
+    ))
+    .await;
+    eventually("the whole transaction", || async {
+        count(&client, "SELECT count(*) FROM todos").await == TODOS
+    })
+    .await;
+    assert_eq!(
+        rows(&client, CLIENT_TODOS).await,
+        env.pg_rows(PG_TODOS).await
+    );
+    assert_eq!(client.status().refetches, 0);
 }
