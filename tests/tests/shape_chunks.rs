@@ -187,17 +187,23 @@ async fn snapshot_and_log_responses_are_within_a_fifth_of_chunk_bytes_inside_a_t
             end.offset
         );
         tokio::spawn(async move {
-            let response = http
-                .get(format!("{url}/v1/shape?{query}"))
-                .send()
-                .await
-                .unwrap();
-            let up_to_date = response.headers().contains_key("electric-up-to-date");
-            let offset = response.headers()["electric-offset"]
-                .to_str()
-                .unwrap()
-                .to_owned();
-            (up_to_date, offset, response.bytes().await.unwrap().len())
+            loop {
+                let response = http
+                    .get(format!("{url}/v1/shape?{query}"))
+                    .send()
+                    .await
+                    .unwrap();
+                // A long-poll timeout answers up-to-date alone: ask again.
+                if response.headers()["electric-has-data"] == "false" {
+                    continue;
+                }
+                let up_to_date = response.headers().contains_key("electric-up-to-date");
+                let offset = response.headers()["electric-offset"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                return (up_to_date, offset, response.bytes().await.unwrap().len());
+            }
         })
     };
     sql.batch_execute(
@@ -238,12 +244,18 @@ async fn a_transaction_of_100k_rows_comes_in_many_responses() {
     )
     .await
     .unwrap();
-    let live = get(
-        &http,
-        &proxy,
-        &format!("handle={handle}&offset={}&live=true", end.offset),
-    )
-    .await;
+    // Long-polls until the transaction is there (a long-poll timeout answers up-to-date alone).
+    let live = loop {
+        let live = get(
+            &http,
+            &proxy,
+            &format!("handle={handle}&offset={}&live=true", end.offset),
+        )
+        .await;
+        if live.changes().count() > 0 {
+            break live;
+        }
+    };
     assert!(
         !live.up_to_date && live.bytes <= 1_048_576 * 12 / 10,
         "the live response: {} bytes, up-to-date {}",
