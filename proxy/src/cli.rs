@@ -202,6 +202,18 @@ pub struct ProxyArgs {
     #[arg(long, env = "SHAPESYNC_SSE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub sse_timeout: Duration,
 
+    /// `max-age` of the `cache-control` of non-live shape responses other than `offset=-1`
+    /// (Electric's `ELECTRIC_CACHE_MAX_AGE`): how long a browser or HTTP cache may reuse one
+    /// without asking. Seconds (`60`) or a duration (`1m`).
+    #[arg(long, env = "SHAPESYNC_CACHE_MAX_AGE", default_value = "60", value_parser = parse_seconds)]
+    pub cache_max_age: Duration,
+
+    /// `stale-while-revalidate` of the same responses (Electric's `ELECTRIC_CACHE_STALE_AGE`):
+    /// how long after `max-age` a cache may still serve one while it fetches a fresh copy.
+    /// Seconds (`300`) or a duration (`5m`).
+    #[arg(long, env = "SHAPESYNC_CACHE_STALE_AGE", default_value = "300", value_parser = parse_seconds)]
+    pub cache_stale_age: Duration,
+
     /// Shape logs are split into chunks of about this many bytes; a response never crosses a
     /// chunk, so every client asks the same URLs (good for HTTP caches).
     #[arg(long, env = "SHAPESYNC_CHUNK_BYTES", default_value_t = 10 * 1024 * 1024)]
@@ -245,6 +257,8 @@ impl ProxyArgs {
         config.auth = self.auth.into();
         config.long_poll_timeout = self.long_poll_timeout;
         config.sse_timeout = self.sse_timeout;
+        config.cache_max_age = self.cache_max_age;
+        config.cache_stale_age = self.cache_stale_age;
         config.chunk_bytes = self.chunk_bytes;
         config.max_shapes = self.max_shapes;
         config.max_concurrent_snapshots = self.max_concurrent_snapshots;
@@ -387,6 +401,22 @@ async fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// Whole seconds (`60`, as Electric's `ELECTRIC_CACHE_*` settings take them) or a duration
+/// (`1m`); `cache-control` carries whole seconds, so a fraction is refused rather than cut.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let duration = match text.trim().parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => humantime::parse_duration(text)
+            .map_err(|e| format!("{e}: give whole seconds (`60`) or a duration (`1m`, `5m`)"))?,
+    };
+    if duration.subsec_nanos() != 0 {
+        return Err(format!(
+            "{text} is not a whole number of seconds (cache-control counts seconds)"
+        ));
+    }
+    Ok(duration)
+}
+
 /// Shape logs, sockets of live clients and Postgres connections are all file descriptors:
 /// lift the soft limit (often 1024) to the hard one.
 fn raise_open_file_limit() {
@@ -452,16 +482,51 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
 mod tests {
     use super::*;
 
-    fn serve_tombstones(extra: &[&str]) -> Vec<String> {
+    fn serve_config(extra: &[&str]) -> Result<ServeConfig, clap::Error> {
         let args = ["shapesync", "serve", "--database-url", "postgres://x/y"];
-        let cli = Cli::try_parse_from(args.iter().chain(extra)).expect("parses");
+        let cli = Cli::try_parse_from(args.iter().chain(extra))?;
         let Command::Serve(serve) = cli.command else {
             panic!("not serve");
         };
-        let config = serve
+        Ok(serve
             .proxy
-            .into_config("postgres://x/y".into(), "/tmp".into(), false);
+            .into_config("postgres://x/y".into(), "/tmp".into(), false))
+    }
+
+    fn serve_tombstones(extra: &[&str]) -> Vec<String> {
+        let config = serve_config(extra).expect("parses");
         config.tombstones.iter().map(|t| format!("{t:?}")).collect()
+    }
+
+    #[test]
+    fn cache_ages_take_seconds_or_durations_and_default_to_electrics() {
+        let ages = |extra: &[&str]| {
+            let config = serve_config(extra).expect("parses");
+            (
+                config.cache_max_age.as_secs(),
+                config.cache_stale_age.as_secs(),
+            )
+        };
+        assert_eq!(ages(&[]), (60, 300));
+        assert_eq!(
+            ages(&["--cache-max-age", "5", "--cache-stale-age", "2m"]),
+            (5, 120)
+        );
+        assert_eq!(ages(&["--cache-max-age", "0"]), (0, 300));
+        let refused = serve_config(&["--cache-max-age", "1500ms"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("--cache-max-age") && refused.contains("whole number of seconds"),
+            "{refused}"
+        );
+        let refused = serve_config(&["--cache-stale-age", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("--cache-stale-age") && refused.contains("give whole seconds"),
+            "{refused}"
+        );
     }
 
     #[test]

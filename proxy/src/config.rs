@@ -32,6 +32,10 @@ pub struct ServeConfig {
     pub auth: AuthConfig,
     pub long_poll_timeout: Duration,
     pub sse_timeout: Duration,
+    /// `max-age` of non-live responses after the first (`offset=-1` has its own).
+    pub cache_max_age: Duration,
+    /// `stale-while-revalidate` of the same responses.
+    pub cache_stale_age: Duration,
     /// Shape logs are split into chunks of about this many bytes.
     pub chunk_bytes: u64,
     /// Most shapes kept; the least recently used is evicted beyond.
@@ -58,6 +62,8 @@ impl ServeConfig {
             auth: AuthConfig::default(),
             long_poll_timeout: Duration::from_secs(20),
             sse_timeout: Duration::from_secs(60),
+            cache_max_age: Duration::from_secs(60),
+            cache_stale_age: Duration::from_secs(300),
             chunk_bytes: 10 * 1024 * 1024,
             max_shapes: 100_000,
             max_concurrent_snapshots: 4,

@@ -316,9 +316,8 @@ async fn sse_streams_batches_keeps_alive_and_closes_after_the_sse_timeout() {
     assert!(response.headers().get("electric-cursor").is_some());
     drop(response);
 
+    // The client is up to date at 0_0: the first up-to-date comes with the first change.
     let mut stream = EventStream::open(&http, &proxy.url, &query).await;
-    let messages = stream.until_up_to_date(WAIT).await;
-    assert_eq!(shape_http::controls(&Value::from(messages)), ["up-to-date"]);
     db.connect()
         .await
         .batch_execute("INSERT INTO items VALUES (4, 'four')")
@@ -344,26 +343,90 @@ async fn sse_streams_batches_keeps_alive_and_closes_after_the_sse_timeout() {
     );
 }
 
-/// A short `--sse-timeout` closes an idle stream on time.
+/// SSE on an empty shape, as the Electric client walks it: `-1` (snapshot-end), a catch-up
+/// (one up-to-date), then a live SSE stream that sends nothing at all while nothing changes
+/// (Electric: keep-alive comments only), and closes after a short `--sse-timeout` on time.
 #[tokio::test]
-async fn an_idle_sse_stream_closes_after_a_short_sse_timeout() {
-    let (_db, proxy) = setup("serve_sse_short", 3, &["--sse-timeout", "1s"]).await;
+async fn an_idle_sse_stream_sends_nothing_and_closes_after_a_short_sse_timeout() {
+    let (_db, proxy) = setup("serve_sse_short", 0, &["--sse-timeout", "1s"]).await;
     let http = proxy.http().clone();
     let first = shape_http::get(&http, &proxy.url, "table=items&offset=-1").await;
+    assert_eq!(first.controls(), ["snapshot-end"]);
     let handle = first.header("electric-handle").unwrap().to_owned();
+    let offset = first.header("electric-offset").unwrap().to_owned();
+    let catch_up = shape_http::get(
+        &http,
+        &proxy.url,
+        &format!("table=items&handle={handle}&offset={offset}"),
+    )
+    .await;
+    assert_eq!(catch_up.controls(), ["up-to-date"]);
     let opened = Instant::now();
     let mut stream = EventStream::open(
         &http,
         &proxy.url,
-        &format!("table=items&handle={handle}&offset=0_0&live=true&live_sse=true"),
+        &format!("table=items&handle={handle}&offset={offset}&live=true&live_sse=true"),
     )
     .await;
-    stream.until_up_to_date(WAIT).await;
+    assert_eq!(stream.status, 200);
     assert_eq!(stream.next(Duration::from_secs(10)).await, Event::Closed);
     let lasted = opened.elapsed();
     assert!(
         lasted >= Duration::from_millis(900) && lasted < Duration::from_secs(5),
         "closed after {lasted:?}"
+    );
+}
+
+/// `--cache-max-age` and `--cache-stale-age` set the `cache-control` of non-live responses
+/// after the first; `offset=-1` and live responses keep Electric's own values.
+#[tokio::test]
+async fn cache_ages_are_configurable_for_non_live_responses() {
+    let (_db, proxy) = setup(
+        "serve_cache_ages",
+        3,
+        &[
+            "--cache-max-age",
+            "7",
+            "--cache-stale-age",
+            "2m",
+            "--long-poll-timeout",
+            "1s",
+        ],
+    )
+    .await;
+    let http = proxy.http().clone();
+    let first = shape_http::get(&http, &proxy.url, "table=items&offset=-1").await;
+    assert_eq!(
+        first.header("cache-control"),
+        Some("public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746")
+    );
+    let handle = first.header("electric-handle").unwrap().to_owned();
+    let query = format!("table=items&handle={handle}&offset=0_0");
+    let catch_up = shape_http::get(&http, &proxy.url, &query).await;
+    assert_eq!(catch_up.status, 200);
+    assert_eq!(
+        catch_up.header("cache-control"),
+        Some("public, max-age=7, stale-while-revalidate=120")
+    );
+    let live = shape_http::get(&http, &proxy.url, &format!("{query}&live=true")).await;
+    assert_eq!(
+        live.header("cache-control"),
+        Some("public, max-age=5, stale-while-revalidate=5")
+    );
+
+    // Without the flags: Electric's defaults.
+    let (_db, proxy) = setup("serve_cache_default", 3, &[]).await;
+    let first = shape_http::get(&http, &proxy.url, "table=items&offset=-1").await;
+    let handle = first.header("electric-handle").unwrap().to_owned();
+    let catch_up = shape_http::get(
+        &http,
+        &proxy.url,
+        &format!("table=items&handle={handle}&offset=0_0"),
+    )
+    .await;
+    assert_eq!(
+        catch_up.header("cache-control"),
+        Some("public, max-age=60, stale-while-revalidate=300")
     );
 }
 

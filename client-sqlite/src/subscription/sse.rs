@@ -71,9 +71,16 @@ impl ShapeSync {
                 Message::Other => {}
             }
         }
-        // The server closed the stream (its SSE timeout); a batch cut short is rolled back.
-        if self.batch_open {
-            return Err(ClientError::Network("the event stream ended mid-batch".into()).into());
+        // The server closed the stream (its SSE timeout), maybe inside a batch: a big
+        // transaction comes in many chunks and may take longer than one stream lasts. Keep what
+        // came, still uncommitted, and continue from the last change received; rolling back
+        // would start every stream from the same place again and never get through it.
+        if let Some(position) = position
+            && (self.batch_open || !self.pending.is_empty())
+        {
+            self.flush().await?;
+            self.handle = Some(handle);
+            self.offset = position.to_string();
         }
         Ok(())
     }

@@ -1,9 +1,13 @@
 //! In-memory index of a shape's change log: chunk boundaries and a sparse offset → file
 //! position map, so a request for "everything after offset X" reads only the bytes it serves.
 //!
-//! Chunks end only at transaction boundaries: after a commit, if the current chunk holds at
-//! least `chunk_bytes`, the next entry starts a new chunk. Every client walking the log thus
-//! asks for the same (handle, offset) pairs, which makes responses cacheable.
+//! A chunk ends after the entry whose payload brings it to `chunk_bytes` (the bytes a client
+//! receives, so every response but the last is within one message of `chunk_bytes`), also in
+//! the middle of a transaction: a client applies a transaction at up-to-date, which only the
+//! response reaching the end of the log carries, so a cut inside one is safe, and a
+//! transaction of a million rows is not one response. Boundaries depend only on the entries'
+//! sizes, in order: a log reopened after a crash puts them where they were, and every client
+//! walking the log asks for the same (handle, offset) pairs, which makes responses cacheable.
 
 use shapes::lsn::Lsn;
 use shapes::offset::Offset;
@@ -18,6 +22,17 @@ pub struct Chunk {
     pub last_offset: Option<Offset>,
 }
 
+/// The part of the index that entries change, as of the last commit: what a transaction that
+/// never committed is rolled back to.
+#[derive(Debug, Clone)]
+struct Committed {
+    chunks: usize,
+    last_chunk: Chunk,
+    sparse: usize,
+    chunk_full: bool,
+    chunk_payload: u64,
+}
+
 /// What a reader needs to know to serve entries after an offset.
 #[derive(Debug, Clone)]
 pub struct LogIndex {
@@ -30,6 +45,9 @@ pub struct LogIndex {
     last_commit: Lsn,
     /// A new chunk starts at the next entry.
     chunk_full: bool,
+    /// Payload bytes of the entries in the last chunk.
+    chunk_payload: u64,
+    committed: Committed,
 }
 
 /// Where to read: `[start, end)` of the file, skipping entries at or before `after`.
@@ -47,18 +65,27 @@ pub struct ReadPlan {
 
 impl LogIndex {
     pub fn new(chunk_bytes: u64) -> Self {
+        let first = Chunk {
+            start_pos: 0,
+            first_offset: None,
+            last_offset: None,
+        };
         Self {
             chunk_bytes: chunk_bytes.max(1),
-            chunks: vec![Chunk {
-                start_pos: 0,
-                first_offset: None,
-                last_offset: None,
-            }],
+            chunks: vec![first.clone()],
             sparse: Vec::new(),
             visible_len: 0,
             last_offset: None,
             last_commit: Lsn::ZERO,
             chunk_full: false,
+            chunk_payload: 0,
+            committed: Committed {
+                chunks: 1,
+                last_chunk: first,
+                sparse: 0,
+                chunk_full: false,
+                chunk_payload: 0,
+            },
         }
     }
 
@@ -80,8 +107,8 @@ impl LogIndex {
         self.chunks.len()
     }
 
-    /// Records an entry written at `pos` (not yet visible).
-    pub fn note_entry(&mut self, offset: Offset, pos: u64) {
+    /// Records an entry of `payload_len` bytes written at `pos` (not yet visible).
+    pub fn note_entry(&mut self, offset: Offset, pos: u64, payload_len: u64) {
         if self.chunk_full {
             self.chunks.push(Chunk {
                 start_pos: pos,
@@ -89,12 +116,17 @@ impl LogIndex {
                 last_offset: None,
             });
             self.chunk_full = false;
+            self.chunk_payload = 0;
         }
         let chunk = self.chunks.last_mut().expect("at least one chunk");
         if chunk.first_offset.is_none() {
             chunk.first_offset = Some(offset);
         }
         chunk.last_offset = Some(offset);
+        self.chunk_payload += payload_len;
+        if self.chunk_payload >= self.chunk_bytes {
+            self.chunk_full = true;
+        }
         let last_sparse = self.sparse.last().map_or(0, |(_, p)| *p);
         if pos >= last_sparse + SPARSE_EVERY {
             self.sparse.push((offset, pos));
@@ -107,31 +139,26 @@ impl LogIndex {
         self.last_commit = commit_lsn;
         let chunk = self.chunks.last().expect("at least one chunk");
         self.last_offset = chunk.last_offset.or(self.last_offset);
-        if end_pos - chunk.start_pos >= self.chunk_bytes && chunk.first_offset.is_some() {
-            self.chunk_full = true;
-        }
+        self.committed = Committed {
+            chunks: self.chunks.len(),
+            last_chunk: chunk.clone(),
+            sparse: self.sparse.len(),
+            chunk_full: self.chunk_full,
+            chunk_payload: self.chunk_payload,
+        };
     }
 
     /// Forgets entries noted after the last commit (a transaction abandoned mid-way).
     pub fn rollback_to_visible(&mut self) {
-        let visible = self.visible_len;
-        self.sparse.retain(|(_, pos)| *pos < visible);
-        while self.chunks.len() > 1 && self.chunks.last().is_some_and(|c| c.start_pos >= visible) {
-            self.chunks.pop();
+        let committed = &self.committed;
+        self.chunks.truncate(committed.chunks);
+        if let Some(last) = self.chunks.last_mut() {
+            *last = committed.last_chunk.clone();
         }
-        let last_visible = self.last_offset;
-        if let Some(chunk) = self.chunks.last_mut() {
-            if chunk.first_offset.is_some_and(|f| Some(f) > last_visible) {
-                chunk.first_offset = None;
-            }
-            if chunk.first_offset.is_none() {
-                chunk.last_offset = None;
-            } else {
-                chunk.last_offset = last_visible;
-            }
-        }
+        self.sparse.truncate(committed.sparse);
+        self.chunk_full = committed.chunk_full;
+        self.chunk_payload = committed.chunk_payload;
     }
-
     /// Where to read for "entries after `after`": within one chunk, never across.
     pub fn plan_read(&self, after: Offset) -> Option<ReadPlan> {
         let last = self.last_offset?;
@@ -181,19 +208,36 @@ mod tests {
         Offset::At { tx, op }
     }
 
-    /// Writes transactions of `entries` entries of `size` bytes each (+ a 10-byte commit).
-    fn build(chunk_bytes: u64, txns: &[(u64, u64)], size: u64) -> LogIndex {
-        let mut index = LogIndex::new(chunk_bytes);
-        let mut pos = 0;
+    /// Notes transactions of `entries` entries of `size` payload bytes each, as the log file
+    /// lays them out (a 25-byte header per record, a commit record after each transaction).
+    fn build_into(index: &mut LogIndex, mut pos: u64, txns: &[(u64, u64)], size: u64) -> u64 {
         for &(lsn, entries) in txns {
             for op in 0..entries {
-                index.note_entry(off(lsn, op * 2), pos);
-                pos += size;
+                index.note_entry(off(lsn, op * 2), pos, size);
+                pos += 25 + size;
             }
-            pos += 10;
+            pos += 25;
             index.note_commit(Lsn(lsn), pos);
         }
+        pos
+    }
+
+    fn build(chunk_bytes: u64, txns: &[(u64, u64)], size: u64) -> LogIndex {
+        let mut index = LogIndex::new(chunk_bytes);
+        build_into(&mut index, 0, txns, size);
         index
+    }
+
+    /// Every response a client walking the log from the snapshot's end gets: (last entry,
+    /// reaches the end).
+    fn walk(index: &LogIndex) -> Vec<(Offset, bool)> {
+        let mut after = Offset::SNAPSHOT_END;
+        let mut out = Vec::new();
+        while let Some(plan) = index.plan_read(after) {
+            out.push((plan.last, plan.to_visible_end));
+            after = plan.last;
+        }
+        out
     }
 
     #[test]
@@ -203,37 +247,80 @@ mod tests {
     }
 
     #[test]
-    fn reads_stop_at_chunk_boundaries_which_fall_between_transactions() {
-        // Each txn: 3 × 40 + 10 = 130 bytes; chunk_bytes 200 → two txns per chunk.
-        let index = build(200, &[(10, 3), (20, 3), (30, 3), (40, 3)], 40);
-        assert_eq!(index.chunk_count(), 2);
-        let first = index.plan_read(Offset::SNAPSHOT_END).unwrap();
+    fn a_chunk_ends_where_its_payload_reaches_chunk_bytes_even_inside_a_transaction() {
+        // 35 entries of 1000 bytes in one transaction, chunks of 10 000: 10, 10, 10, 5.
+        let index = build(10_000, &[(10, 35)], 1000);
         assert_eq!(
-            (first.start, first.end, first.to_visible_end),
-            (0, 260, false)
+            walk(&index),
+            [
+                (off(10, 18), false),
+                (off(10, 38), false),
+                (off(10, 58), false),
+                (off(10, 68), true),
+            ]
         );
-        let mid = index.plan_read(off(10, 2)).unwrap();
-        assert_eq!((mid.start, mid.end), (0, 260));
-        let second = index.plan_read(off(20, 4)).unwrap();
+        // From inside a chunk: to the same end.
+        let mid = index.plan_read(off(10, 26)).unwrap();
+        assert_eq!((mid.last, mid.to_visible_end), (off(10, 38), false));
+        assert_eq!(mid.start, 10 * 1025);
+        assert_eq!(mid.end, 20 * 1025);
+        // The last chunk holds the commit record and ends at the visible end.
+        let last = index.plan_read(off(10, 58)).unwrap();
+        assert_eq!(last.end, 35 * 1025 + 25);
+    }
+
+    #[test]
+    fn small_transactions_share_a_chunk_until_it_is_full() {
+        // 3 × 40 bytes per transaction; chunks of 200 end after the 5th entry.
+        let index = build(200, &[(10, 3), (20, 3), (30, 3), (40, 3)], 40);
+        assert_eq!(index.chunk_count(), 3);
         assert_eq!(
-            (second.start, second.end, second.to_visible_end),
-            (260, 520, true)
+            walk(&index),
+            [(off(20, 2), false), (off(40, 0), false), (off(40, 4), true),]
         );
         assert_eq!(index.plan_read(off(40, 4)), None);
         assert_eq!(index.plan_read(off(50, 0)), None);
     }
 
     #[test]
-    fn uncommitted_entries_are_invisible_and_can_be_rolled_back() {
-        let mut index = build(1000, &[(10, 2)], 40);
-        index.note_entry(off(20, 0), 90);
-        assert_eq!(index.last_offset(), Some(off(10, 2)));
-        assert_eq!(index.plan_read(off(10, 2)), None);
+    fn a_chunk_filled_by_the_last_transaction_ends_at_the_visible_end_until_more_comes() {
+        let mut index = LogIndex::new(100);
+        let pos = build_into(&mut index, 0, &[(10, 2)], 50);
+        let plan = index.plan_read(Offset::SNAPSHOT_END).unwrap();
+        assert_eq!(
+            (plan.last, plan.to_visible_end, plan.end),
+            (off(10, 2), true, pos)
+        );
+        build_into(&mut index, pos, &[(20, 1)], 50);
+        let plan = index.plan_read(Offset::SNAPSHOT_END).unwrap();
+        assert_eq!(
+            (plan.last, plan.to_visible_end, plan.end),
+            (off(10, 2), false, pos)
+        );
+        let next = index.plan_read(off(10, 2)).unwrap();
+        assert_eq!(
+            (next.start, next.last, next.to_visible_end),
+            (pos, off(20, 0), true)
+        );
+    }
+
+    #[test]
+    fn uncommitted_entries_are_invisible_and_a_rollback_restores_the_chunk_layout() {
+        let mut index = LogIndex::new(1000);
+        let pos = build_into(&mut index, 0, &[(10, 8)], 100);
+        // A transaction crossing two chunk boundaries, never committed.
+        for op in 0..25 {
+            index.note_entry(off(20, op * 2), pos + op * 125, 100);
+        }
+        assert_eq!(index.last_offset(), Some(off(10, 14)));
+        assert_eq!(index.plan_read(off(10, 14)), None);
         index.rollback_to_visible();
-        index.note_entry(off(30, 0), 90);
-        index.note_commit(Lsn(30), 140);
-        let plan = index.plan_read(off(10, 2)).unwrap();
-        assert_eq!((plan.start, plan.end), (0, 140));
+        // What Postgres sends again lands exactly where it would have without the crash.
+        build_into(&mut index, pos, &[(30, 25)], 100);
+        let fresh = build(1000, &[(10, 8), (30, 25)], 100);
+        assert_eq!(index.chunks, fresh.chunks);
+        assert_eq!(index.sparse, fresh.sparse);
+        assert_eq!(walk(&index), walk(&fresh));
         assert_eq!(index.last_commit(), Lsn(30));
     }
 
@@ -241,7 +328,7 @@ mod tests {
     fn sparse_points_let_reads_start_near_the_offset() {
         let index = build(1 << 40, &[(10, 5000)], 100);
         let plan = index.plan_read(off(10, 8000)).unwrap();
-        assert!(plan.start > 0 && plan.start <= 4000 * 100, "{plan:?}");
-        assert_eq!(plan.end, 500_010);
+        assert!(plan.start > 0 && plan.start <= 4000 * 125, "{plan:?}");
+        assert_eq!(plan.end, 5000 * 125 + 25);
     }
 }

@@ -108,6 +108,7 @@ impl ShapeLog {
                         op: header.op,
                     },
                     pos,
+                    u64::from(header.payload_len),
                 ),
                 RecordKind::Commit => index.note_commit(Lsn(header.tx), pos + len),
                 RecordKind::SnapshotComplete => break,
@@ -275,8 +276,9 @@ pub struct LogAppender {
     /// File length including what is buffered.
     pos: u64,
     buf: Vec<u8>,
-    /// Entries of the open transaction: noted in the index at commit.
-    pending: Vec<(Offset, u64)>,
+    /// Entries of the open transaction (offset, position, payload length): noted in the
+    /// index at commit.
+    pending: Vec<(Offset, u64, u64)>,
 }
 
 impl LogAppender {
@@ -302,7 +304,7 @@ impl LogAppender {
             return Err(io::Error::other("log entries need a log offset"));
         };
         record::encode(&mut self.buf, RecordKind::Entry, tx, op, message);
-        self.pending.push((offset, start));
+        self.pending.push((offset, start, message.len() as u64));
         if self.buf.len() >= WRITE_THROUGH {
             self.write_buffer()?;
         }
@@ -326,8 +328,8 @@ impl LogAppender {
         self.write_buffer()?;
         let last = {
             let mut index = log.index();
-            for (offset, pos) in self.pending.drain(..) {
-                index.note_entry(offset, pos);
+            for (offset, pos, len) in self.pending.drain(..) {
+                index.note_entry(offset, pos, len);
             }
             index.note_commit(commit_lsn, self.pos);
             index.last_offset()

@@ -42,6 +42,9 @@ pub struct SnapshotWriter {
     chunk: u64,
     starts: Vec<u64>,
     rows_in_chunk: u64,
+    /// Payload bytes of the rows in the current chunk: what a client receives, so a chunk is
+    /// as large as `chunk_bytes` asks whatever the size of the records' headers.
+    chunk_payload: u64,
     record: Vec<u8>,
 }
 
@@ -55,20 +58,22 @@ impl SnapshotWriter {
             chunk: 0,
             starts: vec![0],
             rows_in_chunk: 0,
+            chunk_payload: 0,
             record: Vec::with_capacity(1024),
         })
     }
 
     /// Appends one row message.
     pub fn push_row(&mut self, message: &[u8]) -> io::Result<()> {
-        let chunk_start = *self.starts.last().unwrap_or(&0);
-        if self.rows_in_chunk > 0 && self.pos - chunk_start >= self.chunk_bytes {
+        if self.rows_in_chunk > 0 && self.chunk_payload >= self.chunk_bytes {
             self.chunk += 1;
             self.starts.push(self.pos);
             self.rows_in_chunk = 0;
+            self.chunk_payload = 0;
         }
         self.write(RecordKind::Entry, message)?;
         self.rows_in_chunk += 1;
+        self.chunk_payload += message.len() as u64;
         Ok(())
     }
 
@@ -140,7 +145,10 @@ mod tests {
                 .unwrap();
         }
         let chunks = writer.finish(b"{\"end\":1}").unwrap();
-        assert!(chunks.count() > 1, "{chunks:?}");
+        // 48-byte rows: a chunk is full with its third (144 payload bytes ≥ 100).
+        assert_eq!(chunks.count(), 4, "{chunks:?}");
+        let record = 25 + 48;
+        assert_eq!(chunks.starts, [0, 3 * record, 6 * record, 9 * record]);
         assert_eq!(load(dir.path()).unwrap(), Some(chunks));
     }
 

@@ -1,6 +1,7 @@
 //! Readers never see half a batch: a second SQLite connection polls the mirror while an initial
 //! snapshot arrives in many responses and while big Postgres transactions arrive in several
-//! (the proxy's log chunks are 4 KiB here) and are applied in many small steps.
+//! (the proxy's log chunks are 4 KiB here, and a chunk ends inside a transaction) and are
+//! applied in many small steps, live over SSE and over long-polls.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,7 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use client_sqlite::rusqlite::{Connection, OpenFlags};
 use client_sqlite::{Client, ShapePhase};
 
-use crate::support::{CLIENT_TODOS, PG_TODOS, WAIT, env, eventually, rows, todos};
+use crate::gate::{Hold, gated_todos_client};
+use crate::support::{CLIENT_TODOS, PG_TODOS, WAIT, count, env, eventually, rows, todos};
 
 const ROWS: i64 = 2000;
 const ADDED_PER_GENERATION: i64 = 100;
@@ -110,8 +112,53 @@ fn whole(seen: &Seen) -> bool {
 }
 
 #[tokio::test]
-async fn a_second_connection_never_sees_half_a_snapshot_or_half_a_transaction() {
-    let env = env("client_atomicity").await;
+async fn a_second_connection_never_sees_half_a_snapshot_or_half_a_transaction_over_sse() {
+    never_half_a_batch("client_atomicity_sse", true).await;
+}
+
+#[tokio::test]
+async fn a_second_connection_never_sees_half_a_snapshot_or_half_a_transaction_over_long_polls() {
+    never_half_a_batch("client_atomicity_long_poll", false).await;
+}
+
+/// In how many responses of a walk of the shape `spec` (from `-1` to up-to-date) each
+/// transaction, by LSN, came.
+async fn responses_per_transaction(
+    base_url: &str,
+    spec: &client_sqlite::ShapeSpec,
+) -> std::collections::BTreeMap<String, usize> {
+    let http = reqwest::Client::new();
+    let mut per_lsn = std::collections::BTreeMap::new();
+    let (mut handle, mut offset) = (None::<String>, "-1".to_owned());
+    loop {
+        let mut url = reqwest::Url::parse(&format!("{base_url}/v1/shape")).unwrap();
+        url.query_pairs_mut()
+            .extend_pairs(spec.query_pairs())
+            .append_pair("offset", &offset);
+        if let Some(handle) = &handle {
+            url.query_pairs_mut().append_pair("handle", handle);
+        }
+        let response = http.get(url).send().await.expect("shape request");
+        assert_eq!(response.status(), 200);
+        let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+        (handle, offset) = (Some(header("electric-handle")), header("electric-offset"));
+        let up_to_date = response.headers().contains_key("electric-up-to-date");
+        let messages: Vec<serde_json::Value> = response.json().await.expect("JSON");
+        let lsns: std::collections::BTreeSet<String> = messages
+            .iter()
+            .filter_map(|m| m["headers"]["lsn"].as_str().map(str::to_owned))
+            .collect();
+        for lsn in lsns {
+            *per_lsn.entry(lsn).or_default() += 1;
+        }
+        if up_to_date {
+            return per_lsn;
+        }
+    }
+}
+
+async fn never_half_a_batch(name: &str, sse: bool) {
+    let env = env(name).await;
     env.sql(&format!(
         "INSERT INTO todos (id, owner_id, title, position)
          SELECT ('00000000-0000-4000-8000-' || lpad(g::text, 12, '0'))::uuid, 'alice', 'gen 0', g
@@ -121,6 +168,7 @@ async fn a_second_connection_never_sees_half_a_snapshot_or_half_a_transaction() 
     let mut config = env.config("a.db", &[todos()]);
     config.online = false; // the reader starts before the first byte arrives
     config.sync.chunk_rows = 50; // each batch is applied in many steps
+    config.sync.sse = sse;
     let client = Client::open(config).await.expect("open");
     let reader = Reader::start(env.dir.path().join("a.db"));
     let mut status = client.watch_status();
@@ -189,4 +237,37 @@ async fn a_second_connection_never_sees_half_a_snapshot_or_half_a_transaction() 
         rows(&client, CLIENT_TODOS).await,
         env.pg_rows(PG_TODOS).await
     );
+    // Each generation's transaction came in several responses: the client did hold a batch
+    // open across them.
+    let spread = responses_per_transaction(&env.proxy.url, &todos()).await;
+    assert_eq!(spread.len() as i64, GENERATIONS, "{spread:?}");
+    assert!(spread.values().all(|n| *n >= 10), "{spread:?}");
+}
+
+/// A transaction that takes longer to stream than one SSE response lasts comes over several
+/// streams, each going on from the last change the one before delivered, and is committed
+/// whole. Here a gate ends every SSE response after 64 KiB, as the proxy does at its SSE
+/// timeout: rolling back at the end of each stream would start every one from the same
+/// offset, forever.
+#[tokio::test]
+async fn a_transaction_longer_than_one_sse_stream_goes_on_in_the_next() {
+    const TODOS: i64 = 5_000;
+    let env = env("client_sse_resume").await;
+    let (gate, client) = gated_todos_client(&env, Hold::Nothing, |_| {}).await;
+    gate.cut_sse_after(64 * 1024);
+    env.sql(&format!(
+        "INSERT INTO todos (id, owner_id, title, position)
+         SELECT ('00000000-0000-4000-8000-' || lpad(g::text, 12, '0'))::uuid, 'alice', 'big', g
+         FROM generate_series(1, {TODOS}) g"
+    ))
+    .await;
+    eventually("the whole transaction", || async {
+        count(&client, "SELECT count(*) FROM todos").await == TODOS
+    })
+    .await;
+    assert_eq!(
+        rows(&client, CLIENT_TODOS).await,
+        env.pg_rows(PG_TODOS).await
+    );
+    assert_eq!(client.status().refetches, 0);
 }

@@ -2,7 +2,8 @@
 //! what reaches the client first instead of racing: shape requests (catch-up, long-poll, SSE)
 //! stream through untouched, while `POST /v1/mutations` can be held before it reaches the
 //! proxy ([`Hold::Requests`]) or after the proxy answered ([`Hold::Answers`]) until
-//! [`Gate::release`].
+//! [`Gate::release`]. It can also end every SSE response after a number of bytes
+//! ([`Gate::cut_sse_after`]), at an event boundary, as the proxy does at its SSE timeout.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,8 @@ struct GateState {
     requests: AtomicUsize,
     /// The proxy's answers held back so far (their JSON, for the txid and LSN).
     held_answers: Mutex<Vec<Value>>,
+    /// SSE responses end after the event that reaches this many bytes (0: never).
+    sse_cut: AtomicUsize,
 }
 
 impl Gate {
@@ -51,6 +54,7 @@ impl Gate {
             hold: watch::Sender::new(Hold::Nothing),
             requests: AtomicUsize::new(0),
             held_answers: Mutex::default(),
+            sse_cut: AtomicUsize::new(0),
         });
         let app = axum::Router::new()
             .fallback(forward)
@@ -78,6 +82,11 @@ impl Gate {
     /// Mutation requests received so far (held or not).
     pub fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Ends every SSE response from now on after the event that reaches `bytes` bytes.
+    pub fn cut_sse_after(&self, bytes: usize) {
+        self.state.sse_cut.store(bytes, Ordering::SeqCst);
     }
 
     /// The answers held back so far.
@@ -130,12 +139,24 @@ async fn forward(State(gate): State<Arc<GateState>>, request: Request) -> Respon
         Body::from(bytes)
     } else {
         // Streamed piece by piece: SSE events and long-polls must not wait for the end.
-        let pieces = futures_util::stream::unfold(Some(answer), |answer| async move {
-            let mut answer = answer?;
-            match answer.chunk().await {
-                Ok(Some(bytes)) => Some((Ok::<Bytes, std::io::Error>(bytes), Some(answer))),
-                Ok(None) => None,
-                Err(err) => Some((Err(std::io::Error::other(err)), None)),
+        let is_sse = parts
+            .uri
+            .query()
+            .is_some_and(|q| q.contains("live_sse=true"));
+        let cut = Some(gate.sse_cut.load(Ordering::SeqCst)).filter(|n| is_sse && *n > 0);
+        let state = Some((answer, Cut::new(cut)));
+        let pieces = futures_util::stream::unfold(state, |state| async move {
+            let (mut answer, mut cut) = state?;
+            loop {
+                match answer.chunk().await {
+                    Ok(Some(bytes)) => match cut.pass(bytes) {
+                        (piece, true) => return Some((Ok(piece), None)),
+                        (piece, false) if piece.is_empty() => continue,
+                        (piece, false) => return Some((Ok(piece), Some((answer, cut)))),
+                    },
+                    Ok(None) => return None,
+                    Err(err) => return Some((Err(std::io::Error::other(err)), None)),
+                }
             }
         });
         Body::from_stream(pieces)
@@ -144,6 +165,42 @@ async fn forward(State(gate): State<Arc<GateState>>, request: Request) -> Respon
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
+}
+
+/// Where an SSE response is cut: after the event that reaches `limit` bytes.
+struct Cut {
+    limit: Option<usize>,
+    sent: usize,
+    /// Bytes of an event not complete yet.
+    partial: Vec<u8>,
+}
+
+impl Cut {
+    fn new(limit: Option<usize>) -> Self {
+        Self {
+            limit,
+            sent: 0,
+            partial: Vec::new(),
+        }
+    }
+
+    /// What to pass on of `bytes`, and whether the response ends after it.
+    fn pass(&mut self, bytes: Bytes) -> (Bytes, bool) {
+        let Some(limit) = self.limit else {
+            return (bytes, false);
+        };
+        self.partial.extend_from_slice(&bytes);
+        let mut end = 0;
+        while let Some(at) = self.partial[end..].windows(2).position(|w| w == b"\n\n") {
+            end += at + 2;
+            if self.sent + end >= limit {
+                break;
+            }
+        }
+        let piece: Vec<u8> = self.partial.drain(..end).collect();
+        self.sent += piece.len();
+        (Bytes::from(piece), self.sent >= limit)
+    }
 }
 
 /// The proxy's headers minus those about this hop's framing.

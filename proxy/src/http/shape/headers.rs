@@ -4,7 +4,7 @@
 //! Live requests carry a cursor that changes every 20 seconds, so a cache collapses the live
 //! requests of many clients into one without serving a stale answer for long.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shapes::handle::Handle;
 use shapes::offset::Offset;
@@ -33,13 +33,30 @@ fn cursor_at(now_secs: u64, request_cursor: Option<u64>, jitter: u64) -> u64 {
     }
 }
 
+/// How long caches may keep a non-live response after the first (`--cache-max-age`,
+/// `--cache-stale-age`; Electric's `ELECTRIC_CACHE_MAX_AGE`/`_STALE_AGE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatchupAges {
+    pub max_age: Duration,
+    pub stale_age: Duration,
+}
+
+impl CatchupAges {
+    pub fn of(settings: &crate::config::ServeConfig) -> Self {
+        Self {
+            max_age: settings.cache_max_age,
+            stale_age: settings.cache_stale_age,
+        }
+    }
+}
+
 /// Which kind of response, for `cache-control`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheKind {
     /// `offset=-1`: the first snapshot chunk.
     Initial,
     /// Any other non-live response.
-    Catchup,
+    Catchup(CatchupAges),
     LongPoll,
     Sse,
 }
@@ -52,7 +69,11 @@ pub fn cache_control(kind: CacheKind, private: bool) -> String {
         CacheKind::Initial => {
             format!("{scope}, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746")
         }
-        CacheKind::Catchup => format!("{scope}, max-age=60, stale-while-revalidate=300"),
+        CacheKind::Catchup(ages) => format!(
+            "{scope}, max-age={}, stale-while-revalidate={}",
+            ages.max_age.as_secs(),
+            ages.stale_age.as_secs()
+        ),
         CacheKind::LongPoll => format!("{scope}, max-age=5, stale-while-revalidate=5"),
         CacheKind::Sse => format!("{scope}, max-age=59"),
     }
@@ -104,9 +125,21 @@ mod tests {
             cache_control(CacheKind::Initial, false),
             "public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746"
         );
+        let defaults = CatchupAges {
+            max_age: Duration::from_secs(60),
+            stale_age: Duration::from_secs(300),
+        };
         assert_eq!(
-            cache_control(CacheKind::Catchup, false),
+            cache_control(CacheKind::Catchup(defaults), false),
             "public, max-age=60, stale-while-revalidate=300"
+        );
+        let configured = CatchupAges {
+            max_age: Duration::from_secs(5),
+            stale_age: Duration::from_secs(0),
+        };
+        assert_eq!(
+            cache_control(CacheKind::Catchup(configured), true),
+            "private, max-age=5, stale-while-revalidate=0"
         );
         assert_eq!(
             cache_control(CacheKind::LongPoll, false),

@@ -116,6 +116,7 @@ pub(super) async fn get_shape(
         batch,
         &request_headers,
         private,
+        headers::CatchupAges::of(&state.settings),
     ))
 }
 
@@ -170,6 +171,7 @@ fn respond(
     batch: Batch,
     request_headers: &HeaderMap,
     private: bool,
+    catchup_ages: headers::CatchupAges,
 ) -> Response {
     let etag = headers::etag(&shape.handle, &after.to_string(), batch.offset);
     let kind = if params.live {
@@ -177,7 +179,7 @@ fn respond(
     } else if after == Offset::BeforeAll {
         CacheKind::Initial
     } else {
-        CacheKind::Catchup
+        CacheKind::Catchup(catchup_ages)
     };
     let not_modified = request_headers
         .get(header::IF_NONE_MATCH)

@@ -2,6 +2,9 @@
 //! `data:` events, each batch ending with up-to-date; a `: keep-alive` comment after 21 s
 //! without news; closed after the SSE timeout (the client reconnects from where it is), and at
 //! the token's `exp` at the latest, even in the middle of a batch (see [`super::live`]).
+//! A client asks for SSE once it is up to date, so a stream with nothing new after its offset
+//! sends nothing but keep-alives until a change comes, as Electric does: an up-to-date of its
+//! own would be one more than a client counting them expects.
 //! Never compressed, and `X-Accel-Buffering: no` keeps nginx from holding events back.
 
 use std::sync::Arc;
@@ -80,7 +83,9 @@ pub(super) fn respond(
         state,
         shape: shape.clone(),
         offset: after,
-        announced_up_to_date: false,
+        // The client holds `after` and is up to date there: nothing to announce until the log
+        // moves past it.
+        announced_up_to_date: true,
         finished: false,
         draining: None,
         _live: crate::monitoring::LiveConnection::open(),

@@ -103,7 +103,9 @@ pub struct Live {
 }
 
 impl Live {
-    /// Opens the live stream after `subscription` and reads up to its first up-to-date.
+    /// Opens the live stream after `subscription`. The subscription is up to date at its
+    /// offset, so the stream sends nothing until a change comes; the proxy reads the log after
+    /// that offset once the stream starts, so no change written from now on is missed.
     pub async fn open(addr: SocketAddr, subscription: &Subscription) -> anyhow::Result<Self> {
         let path = format!(
             "/v1/shape?{}&handle={}&offset={}&live=true&live_sse=true",
@@ -119,20 +121,10 @@ impl Live {
                 response.head.header("content-type")
             );
         }
-        let mut live = Self {
+        Ok(Self {
             response,
             events: EventSplitter::default(),
-        };
-        let mut up_to_date = false;
-        while !up_to_date {
-            let open = live
-                .next(|message, _| up_to_date |= kind(message) == Kind::UpToDate)
-                .await?;
-            if !open {
-                bail!("the SSE stream ended before its first up-to-date");
-            }
-        }
-        Ok(live)
+        })
     }
 
     /// Reads once from the socket; hands each complete `data:` message to `on_message` with
