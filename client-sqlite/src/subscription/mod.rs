@@ -19,7 +19,9 @@ pub mod json_array;
 pub mod message;
 pub mod request;
 mod sse;
-mod sse_events;
+// Public for the fuzz target (tests/fuzz), not an API.
+#[doc(hidden)]
+pub mod sse_events;
 
 use std::sync::Arc;
 use std::time::Duration;
