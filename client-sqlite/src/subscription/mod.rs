@@ -19,6 +19,8 @@ pub mod json_array;
 pub mod message;
 pub mod request;
 mod sse;
+// Public for the fuzz target (tests/fuzz), not an API.
+#[doc(hidden)]
 pub mod sse_events;
 
 use std::sync::Arc;
