@@ -7,13 +7,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Auth, AuthSetupError, Credentials};
+use crate::auth::{Auth, AuthSetupError};
 use crate::commit_watch::CommitWatch;
 use crate::config::ServeConfig;
 use crate::database::{self, DatabaseError};
 use crate::engine::Engine;
 use crate::engine::pipeline::{ReadPath, StartError};
-use crate::http::error::ApiError;
 use crate::mutations::MutationService;
 use crate::mutations::gc::{self, GcPolicy};
 
@@ -47,18 +46,6 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Cancelled when the proxy shuts down: live requests answer at once.
     pub shutdown: CancellationToken,
-}
-
-impl AppState {
-    /// Full access only: auth is off, or `given` is the secret (a token is not enough; use
-    /// [`Auth::access`] and the rules for requests a token may make).
-    pub fn check_secret(&self, given: Option<&str>) -> Result<(), ApiError> {
-        let credentials = Credentials {
-            secret: given,
-            ..Credentials::default()
-        };
-        self.auth.require_full_access(credentials, "this request")
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

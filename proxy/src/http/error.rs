@@ -25,8 +25,6 @@ pub enum ApiError {
     NotFound(String),
     /// 409 `[must-refetch]` with the handle to use instead.
     MustRefetch(Handle),
-    /// 413.
-    TooLarge(String),
     /// 414 `{"message":"…"}`.
     UriTooLong(String),
     /// 429 `{"message":"…"}` + `retry-after`: a per-token limit.
@@ -105,11 +103,6 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(message) => {
                 (StatusCode::NOT_FOUND, Json(json!({ "message": message }))).into_response()
             }
-            ApiError::TooLarge(message) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Json(json!({ "message": message })),
-            )
-                .into_response(),
             ApiError::UriTooLong(message) => (
                 StatusCode::URI_TOO_LONG,
                 Json(json!({ "message": message })),

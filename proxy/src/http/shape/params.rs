@@ -32,7 +32,6 @@ pub struct ShapeParams {
     pub live: bool,
     pub sse: bool,
     pub cursor: Option<u64>,
-    pub secret: Option<String>,
     /// `subset__*` parameters, when present.
     pub subset: BTreeMap<String, String>,
 }
@@ -237,10 +236,6 @@ pub fn parse(query: &str) -> Result<ShapeParams, ApiError> {
             live,
             sse,
             cursor,
-            secret: raw
-                .get("secret")
-                .cloned()
-                .or_else(|| raw.get("api_secret").cloned()),
             subset,
         }),
         _ => Err(ApiError::Invalid(errors)),
