@@ -11,42 +11,14 @@ use crate::auth::{Auth, AuthSetupError};
 use crate::commit_watch::CommitWatch;
 use crate::config::ServeConfig;
 use crate::database::{self, DatabaseError};
-use crate::engine::Engine;
 use crate::engine::pipeline::{ReadPath, StartError};
 use crate::mutations::MutationService;
 use crate::mutations::gc::{self, GcPolicy};
 
-/// The proxy's readiness, as `/v1/health` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Health {
-    Starting,
-    Waiting,
-    Active,
-}
-
-impl Health {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Starting => "starting",
-            Self::Waiting => "waiting",
-            Self::Active => "active",
-        }
-    }
-}
-
-/// State shared by every request handler.
-#[derive(Clone)]
-pub struct AppState {
-    pub health: watch::Receiver<Health>,
-    /// The write path (`POST /v1/mutations`).
-    pub writes: Arc<MutationService>,
-    pub settings: Arc<ServeConfig>,
-    pub engine: Arc<Engine>,
-    /// Who may read and write what.
-    pub auth: Arc<Auth>,
-    /// Cancelled when the proxy shuts down: live requests answer at once.
-    pub shutdown: CancellationToken,
-}
+// Their homes are the read path and the HTTP layer; re-exported here for code written
+// against the old paths (`proxy::server::Health`, `proxy::server::AppState`).
+pub use crate::engine::Health;
+pub use crate::http::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

@@ -14,11 +14,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::auth::{Access, Credentials, TokenAccess};
+use crate::http::AppState;
 use crate::http::shape::params::credentials;
 use crate::mutations::guard::WriteGuard;
 use crate::mutations::table::parse_table_name;
 use crate::mutations::wire::{self, InvalidRequest, MutationResponse, Outcome};
-use crate::server::AppState;
 
 pub(super) async fn post_mutations(
     State(state): State<AppState>,

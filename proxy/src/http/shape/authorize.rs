@@ -9,8 +9,8 @@ use super::params::{self, ShapeParams};
 use super::subset::{SubsetParts, SubsetRequest};
 use crate::auth::read::ReadScope;
 use crate::auth::{Access, Credentials};
+use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::server::AppState;
 
 /// A request's access, and how its shape was narrowed.
 pub(crate) struct Authorized {

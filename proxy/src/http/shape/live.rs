@@ -6,8 +6,8 @@ use shapes::offset::Offset;
 
 use super::batch::{self, Batch};
 use super::up_to_date_batch;
+use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::server::AppState;
 use crate::shape_log::Framing;
 use crate::shape_store::{Shape, ShapeState};
 

@@ -21,8 +21,8 @@ use shapes::offset::Offset;
 use shapes::wire;
 
 use crate::auth::Credentials;
+use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::server::AppState;
 use crate::shape_log::Framing;
 use crate::shape_store::Shape;
 use batch::Batch;
