@@ -14,7 +14,7 @@ use super::pool::PooledConnection;
 use super::table::{TableCache, parse_table_name};
 use super::validate::{ValidMutation, validate};
 use super::wire::{Mutation, MutationRequest, Outcome, RefusalCode};
-use crate::config::TombstoneSpec;
+use crate::tombstones::TombstoneSpec;
 
 /// One mutation of the batch.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use shapes::schema::QualifiedName;
 
-use crate::config::parse_plain_table;
+use crate::tombstones::parse_plain_table;
 
 /// Flags of `POST /v1/mutations`. Each has a `SHAPESYNC_*` environment equivalent.
 #[derive(Debug, Clone, Args)]

@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::WriteConfig;
 use crate::catalog::{self, CatalogError};
-use crate::config::TombstoneSpec;
 use crate::database::{self, DatabaseError};
+use crate::tombstones::TombstoneSpec;
 
 /// Rows deleted per transaction.
 const BATCH: i64 = 1000;

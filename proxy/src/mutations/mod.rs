@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::commit_watch::CommitWatch;
-use crate::config::TombstoneSpec;
+use crate::tombstones::TombstoneSpec;
 
 pub use config::{WriteArgs, WriteConfig};
 pub use error::MutationError;
