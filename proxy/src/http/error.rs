@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use shapes::handle::Handle;
 
+use crate::auth::AuthError;
 use crate::engine::ShapeError;
 
 #[derive(Debug)]
@@ -75,6 +76,24 @@ impl From<ShapeError> for ApiError {
                 retry_after: 1,
             },
             ShapeError::Internal(message) => Self::Internal(message),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::Unauthorized(message) => Self::Unauthorized(message),
+            AuthError::Forbidden(message) => Self::Forbidden(message),
+            AuthError::TooManyRequests {
+                message,
+                retry_after,
+            } => Self::TooManyRequests {
+                message,
+                retry_after,
+            },
+            AuthError::Invalid { param, message } => Self::invalid(param, message),
+            AuthError::Internal(message) => Self::Internal(message),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP API. [`router`] builds it from the shared state, apart from any socket, so tests
 //! can drive it directly.
 
+mod credentials;
 pub mod error;
 mod health;
 mod metrics;

@@ -13,9 +13,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::auth::{Access, Credentials, TokenAccess};
+use crate::auth::{Access, TokenAccess};
 use crate::http::AppState;
-use crate::http::shape::params::credentials;
+use crate::http::credentials::RequestCredentials;
 use crate::mutations::guard::WriteGuard;
 use crate::mutations::table::parse_table_name;
 use crate::mutations::wire::{self, InvalidRequest, MutationResponse, Outcome};
@@ -26,12 +26,8 @@ pub(super) async fn post_mutations(
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let found = credentials(query.as_deref().unwrap_or(""));
-    let access = match state.auth.access(Credentials::of(
-        &headers,
-        found.secret.as_deref(),
-        found.token.as_deref(),
-    )) {
+    let credentials = RequestCredentials::of(&headers, query.as_deref().unwrap_or(""));
+    let access = match credentials.authenticate(&state.auth) {
         Ok(access) => access,
         Err(err) => return err.into_response(),
     };

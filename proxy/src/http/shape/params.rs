@@ -45,31 +45,6 @@ impl ShapeParams {
     }
 }
 
-/// The credentials a query string carries.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct QueryCredentials {
-    /// `secret` (or Electric's old name `api_secret`).
-    pub secret: Option<String>,
-    /// `token`: a JWT, for clients that cannot set an Authorization header.
-    pub token: Option<String>,
-}
-
-/// Reads only `secret` and `token` from a query string (before anything else is judged).
-pub fn credentials(query: &str) -> QueryCredentials {
-    let mut found = QueryCredentials::default();
-    let mut api_secret = None;
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        match key.as_ref() {
-            "secret" => found.secret = Some(value.into_owned()),
-            "api_secret" => api_secret = Some(value.into_owned()),
-            "token" => found.token = Some(value.into_owned()),
-            _ => {}
-        }
-    }
-    found.secret = found.secret.or(api_secret);
-    found
-}
-
 /// Parses a query string (unknown parameters are ignored: clients add cache busters).
 pub fn parse(query: &str) -> Result<ShapeParams, ApiError> {
     let mut raw: BTreeMap<String, String> = BTreeMap::new();
