@@ -6,7 +6,8 @@
 //! `REPEATABLE READ READ ONLY`, `pg_current_snapshot()` as the first statement (so the
 //! captured transactions can be told apart by xid), then one query rebuilt from the parsed
 //! `where` with bound parameters. Values are read in each type's text output (the same
-//! function pgoutput uses) under the session settings of [`DISPLAY_OPTIONS`].
+//! function pgoutput uses) under the session settings of [`DISPLAY_OPTIONS`]
+//! ([`shapes::display`]).
 
 use std::sync::Arc;
 

@@ -5,6 +5,7 @@
 
 pub mod bytea;
 pub mod definition;
+pub mod display;
 pub mod handle;
 pub mod lsn;
 pub mod offset;
