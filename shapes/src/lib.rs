@@ -8,6 +8,7 @@ pub mod definition;
 pub mod display;
 pub mod handle;
 pub mod lsn;
+pub mod mutations;
 pub mod offset;
 pub mod routing;
 pub mod schema;
