@@ -1,7 +1,8 @@
 //! Initial snapshots: a shape's rows as of one consistent Postgres snapshot, streamed straight
 //! into its `snapshot.log`.
 //!
-//! The order of DESIGN.md decision 3 is the caller's: the table is in the publication and the
+//! The order of the snapshot/stream boundary (proxy/ARCHITECTURE.md) is the caller's: the
+//! table is in the publication and the
 //! shape registered with the change writer (capturing) before [`take`] runs. Here:
 //! `REPEATABLE READ READ ONLY`, `pg_current_snapshot()` as the first statement (so the
 //! captured transactions can be told apart by xid), then one query rebuilt from the parsed

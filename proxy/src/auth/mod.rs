@@ -1,4 +1,4 @@
-//! Who may read and write what (DESIGN.md decision 8).
+//! Who may read and write what (proxy/ARCHITECTURE.md, "Auth").
 //!
 //! Auth is on once `--secret`, or a JWT key with `--rules`, is configured. Every request then
 //! proves who it is:

@@ -1,4 +1,4 @@
-//! `POST /v1/mutations`: a batch of writes (PROTOCOL.md Part 2). The body may be gzipped
+//! `POST /v1/mutations`: a batch of writes (proxy/PROTOCOL.md, "Writes"). The body may be gzipped
 //! (`Content-Encoding: gzip`); its size limit applies after decompression.
 //!
 //! With auth on, the request authenticates first (401); the secret writes what `--writable`

@@ -1,4 +1,4 @@
-//! `/v1/shape`: the Electric HTTP Shape API v1 (see ../shared/PROTOCOL.md, part 1).
+//! `/v1/shape`: the Electric HTTP Shape API v1 (proxy/PROTOCOL.md, "Shapes").
 
 mod authorize;
 mod batch;
