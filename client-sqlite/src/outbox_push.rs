@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use shapes::mutations::{MutationResponse, Outcome};
 use tokio::sync::Notify;
 
 use crate::error::ClientError;
-use crate::store::outbox::{MutationResponse, MutationResult, OutboxEntry};
+use crate::store::outbox::{BatchAnswer, OutboxEntry};
 use crate::subscription::backoff::Backoff;
 use crate::subscription::request::{self, Refusal};
 use crate::subscription::{Network, SyncContext};
@@ -39,8 +40,8 @@ pub async fn run(ctx: Arc<SyncContext>, mut network: Network, wake: Arc<Notify>,
         }
         let client_id = ctx.store.client_id().to_owned();
         let sent = network.guard(send(&ctx, &client_id, &entries)).await;
-        let response = match sent {
-            Ok(response) => response,
+        let answer = match sent {
+            Ok(response) => BatchAnswer::Results(response),
             Err(e) if e.is_transient() => {
                 tracing::debug!(error = %e, "pushing the outbox failed; retrying");
                 network.sleep(backoff.next_delay(e.retry_after())).await;
@@ -48,7 +49,7 @@ pub async fn run(ctx: Arc<SyncContext>, mut network: Network, wake: Arc<Notify>,
             }
             Err(ClientError::Refused { status, message }) if status != 401 && status != 403 => {
                 tracing::warn!(status, message, "the server refused a batch of writes");
-                refused_batch(&entries, status, &message)
+                BatchAnswer::Refused { status, message }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "the server refused the writes");
@@ -56,10 +57,10 @@ pub async fn run(ctx: Arc<SyncContext>, mut network: Network, wake: Arc<Notify>,
                 continue;
             }
         };
-        let progress = settles_some(&entries, &response);
+        let progress = settles_some(&entries, &answer);
         let recorded = ctx
             .store
-            .call(move |core| core.record_results(&entries, &response))
+            .call(move |core| core.record_results(&entries, &answer))
             .await;
         if let Err(e) = recorded {
             tracing::warn!(error = %e, "recording the server's answer failed");
@@ -76,11 +77,13 @@ pub async fn run(ctx: Arc<SyncContext>, mut network: Network, wake: Arc<Notify>,
 }
 
 /// Whether the answer settles at least one of the writes sent (anything but `aborted`).
-fn settles_some(sent: &[OutboxEntry], response: &MutationResponse) -> bool {
-    response
-        .results
-        .iter()
-        .any(|r| r.status != "aborted" && sent.iter().any(|e| e.mutation_id == r.id))
+fn settles_some(sent: &[OutboxEntry], answer: &BatchAnswer) -> bool {
+    match answer {
+        BatchAnswer::Results(response) => response.results.iter().any(|r| {
+            !matches!(r.outcome, Outcome::Aborted) && sent.iter().any(|e| e.mutation_id == r.id)
+        }),
+        BatchAnswer::Refused { .. } => !sent.is_empty(),
+    }
 }
 
 async fn send(
@@ -112,23 +115,4 @@ async fn send(
     let bytes = response.bytes().await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ClientError::Protocol(format!("the answer to a batch of writes: {e}")))
-}
-
-/// A whole batch refused for good (400, 413): every write in it is rejected, so the outbox
-/// does not stay stuck behind it.
-fn refused_batch(entries: &[OutboxEntry], status: u16, message: &str) -> MutationResponse {
-    MutationResponse {
-        txid: None,
-        lsn: None,
-        results: entries
-            .iter()
-            .map(|e| MutationResult {
-                id: e.mutation_id.clone(),
-                status: "rejected".into(),
-                lost: Vec::new(),
-                row: None,
-                error: Some(json!({"code": format!("http_{status}"), "message": message})),
-            })
-            .collect(),
-    }
 }

@@ -8,13 +8,16 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::config::AuthArgs;
 use crate::config::{ServeConfig, TombstoneSpec};
+use crate::dev::DevOptions;
 use crate::mutations::WriteArgs;
 use crate::mutations::config::Retention;
+// Defined beside the logging it configures; `cli::LogFormat` is where callers know it.
+pub use crate::telemetry::LogFormat;
 
 /// shapesync: sync Postgres to devices, live, over the ElectricSQL HTTP Shape API.
 #[derive(Debug, Parser)]
@@ -41,12 +44,6 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -303,6 +300,21 @@ pub struct DevArgs {
     pub storage_dir: Option<PathBuf>,
 }
 
+impl DevArgs {
+    /// What `dev` runs; the proxy's database URL is filled in once the private cluster is up.
+    pub fn into_options(self) -> DevOptions {
+        let storage_dir = self
+            .storage_dir
+            .unwrap_or_else(|| self.data_dir.join("storage"));
+        DevOptions {
+            proxy: self.proxy.into_config(String::new(), storage_dir, true),
+            data_dir: self.data_dir,
+            pg_port: self.pg_port,
+            migrations: self.migrations,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Postgres connection URL, e.g. postgres://user:password@host:5432/db. The role needs the
@@ -351,7 +363,9 @@ async fn run(cli: Cli) -> ExitCode {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let result: anyhow::Result<()> = match cli.command {
-        Command::Dev(args) => crate::dev::run(args, shutdown).await.map_err(Into::into),
+        Command::Dev(args) => crate::dev::run(args.into_options(), shutdown)
+            .await
+            .map_err(Into::into),
         Command::Gc(args) => run_gc(args).await,
         Command::Prepare(args) => crate::operations::prepare(
             &args.database_url,

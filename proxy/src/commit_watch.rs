@@ -25,7 +25,6 @@ pub struct CommitWatch {
 struct Recent {
     by_xid: HashMap<u32, Lsn>,
     order: VecDeque<u32>,
-    last_seen: Lsn,
 }
 
 impl CommitWatch {
@@ -41,17 +40,8 @@ impl CommitWatch {
                     recent.by_xid.remove(&old);
                 }
             }
-            recent.last_seen = recent.last_seen.max(commit_lsn);
         }
         self.committed.notify_waiters();
-    }
-
-    /// The commit LSN of the last transaction the stream processed.
-    pub fn last_seen(&self) -> Lsn {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .last_seen
     }
 
     fn lookup(&self, xid: u32) -> Option<Lsn> {
@@ -92,7 +82,6 @@ mod tests {
         watch.record(41, Lsn(100));
         watch.record(42, Lsn(200));
         assert_eq!(waiter.await.unwrap(), Some(Lsn(200)));
-        assert_eq!(watch.last_seen(), Lsn(200));
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::DevArgs;
+use crate::config::ServeConfig;
 use crate::database::{self, DatabaseError};
 use crate::local_cluster::{self, ClusterError, ClusterOptions, LocalCluster};
 use crate::migrations::{self, MigrationError};
@@ -17,6 +17,19 @@ use crate::server::{self, ServeError};
 
 /// The database of the example app inside the private cluster.
 pub const DEV_DATABASE: &str = "shapesync_dev";
+
+/// What `shapesync dev` runs (resolved from its flags by `cli`).
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// Directory of the private cluster (and, by default, the shape logs).
+    pub data_dir: PathBuf,
+    /// Port of the private Postgres (`None`: a free one).
+    pub pg_port: Option<u16>,
+    /// `*.sql` files to apply instead of the built-in example app.
+    pub migrations: Option<PathBuf>,
+    /// The proxy's configuration; its `database_url` is replaced by the private cluster's.
+    pub proxy: ServeConfig,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
@@ -39,7 +52,7 @@ pub enum DevError {
 }
 
 /// Runs until `shutdown` is cancelled, then stops the proxy and the cluster.
-pub async fn run(args: DevArgs, shutdown: CancellationToken) -> Result<(), DevError> {
+pub async fn run(args: DevOptions, shutdown: CancellationToken) -> Result<(), DevError> {
     let data_dir = args.data_dir.clone();
     let cluster = tokio::task::spawn_blocking({
         let data_dir = data_dir.clone();
@@ -55,7 +68,7 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> Result<(), DevEr
 
 async fn serve_on(
     cluster: &LocalCluster,
-    args: &DevArgs,
+    args: &DevOptions,
     shutdown: CancellationToken,
 ) -> Result<(), DevError> {
     create_database(cluster).await?;
@@ -76,14 +89,8 @@ async fn serve_on(
         return Ok(());
     }
 
-    let storage_dir = args
-        .storage_dir
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("storage"));
-    let config = args
-        .proxy
-        .clone()
-        .into_config(url.clone(), storage_dir, true);
+    let mut config = args.proxy.clone();
+    config.database_url.clone_from(&url);
     let auth_on = config.auth.any_given(config.secret.as_deref());
     let (bound_tx, bound_rx) = oneshot::channel();
     let server = tokio::spawn(server::run(config, shutdown, Some(bound_tx)));

@@ -28,3 +28,4 @@ pub mod shape_log;
 pub mod shape_store;
 pub mod snapshot;
 pub mod telemetry;
+pub mod tombstones;

@@ -7,59 +7,18 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Auth, AuthSetupError, Credentials};
+use crate::auth::{Auth, AuthSetupError};
 use crate::commit_watch::CommitWatch;
 use crate::config::ServeConfig;
 use crate::database::{self, DatabaseError};
-use crate::engine::Engine;
 use crate::engine::pipeline::{ReadPath, StartError};
-use crate::http::error::ApiError;
 use crate::mutations::MutationService;
 use crate::mutations::gc::{self, GcPolicy};
 
-/// The proxy's readiness, as `/v1/health` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Health {
-    Starting,
-    Waiting,
-    Active,
-}
-
-impl Health {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Starting => "starting",
-            Self::Waiting => "waiting",
-            Self::Active => "active",
-        }
-    }
-}
-
-/// State shared by every request handler.
-#[derive(Clone)]
-pub struct AppState {
-    pub health: watch::Receiver<Health>,
-    /// The write path (`POST /v1/mutations`).
-    pub writes: Arc<MutationService>,
-    pub settings: Arc<ServeConfig>,
-    pub engine: Arc<Engine>,
-    /// Who may read and write what.
-    pub auth: Arc<Auth>,
-    /// Cancelled when the proxy shuts down: live requests answer at once.
-    pub shutdown: CancellationToken,
-}
-
-impl AppState {
-    /// Full access only: auth is off, or `given` is the secret (a token is not enough; use
-    /// [`Auth::access`] and the rules for requests a token may make).
-    pub fn check_secret(&self, given: Option<&str>) -> Result<(), ApiError> {
-        let credentials = Credentials {
-            secret: given,
-            ..Credentials::default()
-        };
-        self.auth.require_full_access(credentials, "this request")
-    }
-}
+// Their homes are the read path and the HTTP layer; re-exported here for code written
+// against the old paths (`proxy::server::Health`, `proxy::server::AppState`).
+pub use crate::engine::Health;
+pub use crate::http::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

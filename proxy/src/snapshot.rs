@@ -1,12 +1,14 @@
 //! Initial snapshots: a shape's rows as of one consistent Postgres snapshot, streamed straight
 //! into its `snapshot.log`.
 //!
-//! The order of DESIGN.md decision 3 is the caller's: the table is in the publication and the
+//! The order of the snapshot/stream boundary (proxy/ARCHITECTURE.md) is the caller's: the
+//! table is in the publication and the
 //! shape registered with the change writer (capturing) before [`take`] runs. Here:
 //! `REPEATABLE READ READ ONLY`, `pg_current_snapshot()` as the first statement (so the
 //! captured transactions can be told apart by xid), then one query rebuilt from the parsed
 //! `where` with bound parameters. Values are read in each type's text output (the same
-//! function pgoutput uses) under the session settings of [`DISPLAY_OPTIONS`].
+//! function pgoutput uses) under the session settings of [`DISPLAY_OPTIONS`]
+//! ([`shapes::display`]).
 
 use std::sync::Arc;
 

@@ -2,9 +2,15 @@
 
 use std::io::IsTerminal;
 
+use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::LogFormat;
+/// How logs are written: `text` for people, `json` for log collectors.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Installs the global subscriber. Logs go to stderr; stdout stays for what a person asked for.
 pub fn init_logging(format: LogFormat) {

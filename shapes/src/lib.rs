@@ -5,8 +5,10 @@
 
 pub mod bytea;
 pub mod definition;
+pub mod display;
 pub mod handle;
 pub mod lsn;
+pub mod mutations;
 pub mod offset;
 pub mod routing;
 pub mod schema;

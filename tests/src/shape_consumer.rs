@@ -1,4 +1,5 @@
-//! A reference consumer of `GET /v1/shape`, written from PROTOCOL.md alone, that checks every
+//! A reference consumer of `GET /v1/shape`, written from proxy/PROTOCOL.md alone, that checks
+//! every
 //! response against the protocol while it mirrors the shape.
 //!
 //! It applies messages exactly as the protocol says: `insert`/`update`/`delete` keyed by

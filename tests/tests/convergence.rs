@@ -1,4 +1,5 @@
-//! Convergence of the read path (DESIGN.md, correctness properties): concurrent writers on
+//! Convergence of the read path (proxy/ARCHITECTURE.md, "What the tests must show"):
+//! concurrent writers on
 //! Postgres (inserts, updates moving rows across shapes, deletes, tombstones, primary-key
 //! changes, TOASTed values, multi-statement and rolled-back transactions, a 100k-row
 //! transaction) while shapes with different `where`s, columns and replica modes are created

@@ -1,4 +1,5 @@
-//! The boundary between a shape's snapshot and its log (DESIGN.md decision 3): a transaction
+//! The boundary between a shape's snapshot and its log (proxy/ARCHITECTURE.md, "The
+//! snapshot/stream boundary"): a transaction
 //! the snapshot holds must not be sent again as log changes, whenever replication delivers it.
 
 use std::time::Duration;

@@ -6,7 +6,7 @@ use rusqlite::OptionalExtension;
 use serde::Serialize;
 use serde_json::{Map, Value as Json};
 
-use super::outbox::{MutationResult, OutboxEntry};
+use super::outbox::{Answer, OutboxEntry};
 use super::{StoreCore, sync_tables};
 use crate::error::ClientError;
 use crate::schema_mapping::quote;
@@ -39,27 +39,15 @@ impl StoreCore {
         shape: &str,
         key: &str,
         entry: &OutboxEntry,
-        result: &MutationResult,
+        answer: Answer<'_>,
     ) -> Result<Conflict, ClientError> {
-        let server = match &result.row {
+        let server = match answer.row() {
             Some(row) => Json::Object(row.clone()),
             None => self.server_row_json(shape, key)?,
         };
-        let reason = match (&result.error, result.status.as_str()) {
-            (Some(error), _) => format!(
-                "rejected: {} {}{}",
-                error["code"].as_str().unwrap_or("?"),
-                error["column"]
-                    .as_str()
-                    .map(|c| format!("(column {c}) "))
-                    .unwrap_or_default(),
-                error["message"].as_str().unwrap_or("")
-            ),
-            (None, "conflict") => format!("newer writes won {}", result.lost.join(", ")),
-            (None, status) => format!("{status} by the server"),
-        };
+        let reason = answer.reason();
         let at = super::mirror::now_millis();
-        let lost = serde_json::to_string(&result.lost).unwrap_or_default();
+        let lost = serde_json::to_string(answer.lost()).unwrap_or_default();
         self.conn.execute(
             "INSERT INTO _shapesync_conflicts
              (mutation_id, shape, row_key, status, local, server, lost, reason, at)
@@ -68,7 +56,7 @@ impl StoreCore {
                 &entry.mutation_id,
                 shape,
                 key,
-                &result.status,
+                answer.status(),
                 entry.body.to_string(),
                 server.to_string(),
                 &lost,
@@ -81,10 +69,10 @@ impl StoreCore {
             mutation_id: entry.mutation_id.clone(),
             shape: shape.to_owned(),
             row_key: key.to_owned(),
-            status: result.status.clone(),
+            status: answer.status().to_owned(),
             local: entry.body.clone(),
             server,
-            lost: result.lost.clone(),
+            lost: answer.lost().to_vec(),
             reason,
             at,
             resolved: false,

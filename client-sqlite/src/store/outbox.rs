@@ -7,31 +7,14 @@ use base64::Engine as _;
 use rusqlite::types::Value as SqlValue;
 use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
+use shapes::mutations::{Mutation, MutationResponse, Outcome, RowJson};
 
 use super::{ClientEvent, Conflict, StoreCore};
 use crate::error::ClientError;
 use crate::schema_mapping::ShapeSchema;
 
-/// The kind of a local write (as `/v1/mutations` names it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WriteOp {
-    Insert,
-    Update,
-    Upsert,
-    Delete,
-}
-
-impl WriteOp {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Insert => "insert",
-            Self::Update => "update",
-            Self::Upsert => "upsert",
-            Self::Delete => "delete",
-        }
-    }
-}
+/// The kind of a local write: the op of `/v1/mutations` (one definition, in `shapes`).
+pub use shapes::mutations::Op as WriteOp;
 
 /// A write through the client: to the local table `shape`, sent to the shape's Postgres table.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -58,24 +41,67 @@ pub struct Queued {
     pub seq: i64,
 }
 
-/// The server's answer to a batch (PROTOCOL.md part 2), read leniently.
-#[derive(Debug, Clone, Deserialize)]
-pub struct MutationResponse {
-    pub txid: Option<u64>,
-    pub lsn: Option<String>,
-    pub results: Vec<MutationResult>,
+/// How the server answered a batch of writes.
+#[derive(Debug, Clone)]
+pub enum BatchAnswer {
+    /// A result per write (`POST /v1/mutations`' response, the type the proxy sends).
+    Results(MutationResponse),
+    /// The whole batch was refused for good (400, 413): every write in it is rejected, so the
+    /// outbox does not stay stuck behind it.
+    Refused { status: u16, message: String },
 }
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct MutationResult {
-    pub id: String,
-    pub status: String,
-    #[serde(default)]
-    pub lost: Vec<String>,
-    #[serde(default)]
-    pub row: Option<Map<String, Json>>,
-    #[serde(default)]
-    pub error: Option<Json>,
+/// One write's answer, as the store settles it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Answer<'a> {
+    Outcome(&'a Outcome),
+    BatchRefused { status: u16, message: &'a str },
+}
+
+impl<'a> Answer<'a> {
+    /// `applied`, `conflict`, `rejected` or `aborted`, as recorded with a conflict.
+    pub(crate) fn status(self) -> &'static str {
+        match self {
+            Self::Outcome(outcome) => outcome.status(),
+            Self::BatchRefused { .. } => "rejected",
+        }
+    }
+
+    pub(crate) fn lost(self) -> &'a [String] {
+        match self {
+            Self::Outcome(outcome) => outcome.lost(),
+            Self::BatchRefused { .. } => &[],
+        }
+    }
+
+    pub(crate) fn row(self) -> Option<&'a RowJson> {
+        match self {
+            Self::Outcome(outcome) => outcome.row(),
+            Self::BatchRefused { .. } => None,
+        }
+    }
+
+    /// Why the write did not (fully) apply, in words for the conflict record.
+    pub(crate) fn reason(self) -> String {
+        let refusal = |code: &str, column: Option<&str>, message: &str| {
+            format!(
+                "rejected: {code} {}{message}",
+                column.map(|c| format!("(column {c}) ")).unwrap_or_default()
+            )
+        };
+        match self {
+            Self::BatchRefused { status, message } => {
+                refusal(&format!("http_{status}"), None, message)
+            }
+            Self::Outcome(Outcome::Rejected { error }) => {
+                refusal(error.code.as_str(), error.column.as_deref(), &error.message)
+            }
+            Self::Outcome(outcome @ Outcome::Conflict { .. }) => {
+                format!("newer writes won {}", outcome.lost().join(", "))
+            }
+            Self::Outcome(outcome) => format!("{} by the server", outcome.status()),
+        }
+    }
 }
 
 /// One outbox entry as sent.
@@ -190,16 +216,30 @@ impl StoreCore {
     pub fn record_results(
         &mut self,
         sent: &[OutboxEntry],
-        response: &MutationResponse,
+        answer: &BatchAnswer,
     ) -> Result<Vec<Conflict>, ClientError> {
         let conflicts = self.in_transaction(|core| {
             let mut conflicts = Vec::new();
-            for result in &response.results {
-                let Some(entry) = sent.iter().find(|e| e.mutation_id == result.id) else {
-                    continue;
-                };
-                if let Some(conflict) = core.settle_one(entry, result, response)? {
-                    conflicts.push(conflict);
+            match answer {
+                BatchAnswer::Results(response) => {
+                    for result in &response.results {
+                        let Some(entry) = sent.iter().find(|e| e.mutation_id == result.id) else {
+                            continue;
+                        };
+                        let answer = Answer::Outcome(&result.outcome);
+                        let settled =
+                            core.settle_one(entry, answer, response.txid, response.lsn.as_deref())?;
+                        conflicts.extend(settled);
+                    }
+                }
+                BatchAnswer::Refused { status, message } => {
+                    for entry in sent {
+                        let answer = Answer::BatchRefused {
+                            status: *status,
+                            message,
+                        };
+                        conflicts.extend(core.settle_one(entry, answer, None, None)?);
+                    }
                 }
             }
             core.refresh_counts()?;
@@ -214,10 +254,11 @@ impl StoreCore {
     fn settle_one(
         &mut self,
         entry: &OutboxEntry,
-        result: &MutationResult,
-        response: &MutationResponse,
+        answer: Answer<'_>,
+        txid: Option<u32>,
+        lsn: Option<&str>,
     ) -> Result<Option<Conflict>, ClientError> {
-        if result.status == "aborted" {
+        if answer.status() == "aborted" {
             return Ok(None);
         }
         let (shape, key): (String, String) = self.conn.query_row(
@@ -225,19 +266,19 @@ impl StoreCore {
             [entry.seq],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        let lsn = response.lsn.as_deref().and_then(|l| l.parse::<u64>().ok());
-        let conflict = match result.status.as_str() {
+        let lsn = lsn.and_then(|l| l.parse::<u64>().ok());
+        let conflict = match answer.status() {
             "applied" => None,
-            "conflict" if result.lost.is_empty() => None,
+            "conflict" if answer.lost().is_empty() => None,
             "conflict" => {
-                let whole = result.row.is_none() || entry.body["op"] == "delete";
-                let columns = (!whole).then_some(result.lost.as_slice());
-                let conflict = self.record_conflict(&shape, &key, entry, result)?;
+                let whole = answer.row().is_none() || entry.body["op"] == "delete";
+                let columns = (!whole).then_some(answer.lost());
+                let conflict = self.record_conflict(&shape, &key, entry, answer)?;
                 self.drop_overlays(&shape, entry.seq, None, columns)?;
                 Some(conflict)
             }
             _ => {
-                let conflict = self.record_conflict(&shape, &key, entry, result)?;
+                let conflict = self.record_conflict(&shape, &key, entry, answer)?;
                 self.drop_overlays(&shape, entry.seq, None, None)?;
                 Some(conflict)
             }
@@ -248,13 +289,16 @@ impl StoreCore {
             (
                 entry.seq,
                 &shape,
-                response.txid.map(|t| t as i64),
+                txid.map(i64::from),
                 lsn.map(|l| l as i64),
                 self.clock_millis(),
             ),
         )?;
-        if let Some(txid) = response.txid {
-            self.acked_by_txid.entry(txid).or_default().push(entry.seq);
+        if let Some(txid) = txid {
+            self.acked_by_txid
+                .entry(u64::from(txid))
+                .or_default()
+                .push(entry.seq);
         }
         let seen = self.shape(&shape)?.global_lsn;
         if lsn.is_some_and(|lsn| lsn <= seen) {
@@ -317,21 +361,22 @@ fn mutation_body(
     let timestamp = chrono::DateTime::from_timestamp_micros(at)
         .ok_or_else(|| ClientError::InvalidWrite(format!("bad timestamp {at}")))?
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let mut body = json!({"id": mutation_id, "table": table, "op": write.op.as_str(),
-        "key": key, "timestamp": timestamp});
-    if !write.values.is_empty() {
-        body["values"] = Json::Object(write.values.clone());
-    }
-    if !write.merge.is_empty() {
-        let base64 = &base64::engine::general_purpose::STANDARD;
-        let merge: Map<String, Json> = write
+    let base64 = &base64::engine::general_purpose::STANDARD;
+    let mutation = Mutation {
+        id: mutation_id.to_owned(),
+        table: table.to_owned(),
+        op: write.op,
+        key: key.clone(),
+        values: write.values.clone(),
+        merge: write
             .merge
             .iter()
             .map(|(c, u)| (c.clone(), json!(base64.encode(u))))
-            .collect();
-        body["merge"] = Json::Object(merge);
-    }
-    Ok(body)
+            .collect(),
+        timestamp,
+    };
+    serde_json::to_value(mutation)
+        .map_err(|e| ClientError::InvalidWrite(format!("encoding the mutation: {e}")))
 }
 
 fn storage(schema: &ShapeSchema, column: &str) -> crate::schema_mapping::StorageKind {

@@ -1,4 +1,4 @@
-//! Decoding one message of a shape log (PROTOCOL.md "Messages") straight into a
+//! Decoding one message of a shape log (proxy/PROTOCOL.md, "Messages") straight into a
 //! [`Change`] with typed SQLite values by column position: no intermediate JSON tree, so a
 //! large initial sync costs one small allocation per value.
 

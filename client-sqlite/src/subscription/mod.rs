@@ -1,6 +1,7 @@
 //! One task per subscribed shape: fetch, stream into the store, stay live.
 //!
-//! The cycle (PROTOCOL.md part 1): catch-up requests (`offset=-1` or the stored offset) until a
+//! The cycle (proxy/PROTOCOL.md, "Shapes"): catch-up requests (`offset=-1` or the stored
+//! offset) until a
 //! response ends with up-to-date, then live requests — SSE when the server speaks it, long-poll
 //! otherwise (a server or proxy that refuses SSE switches the subscription to long-poll). Each
 //! response body is split into messages as it arrives ([`json_array`]), decoded straight into

@@ -1,6 +1,7 @@
 //! Live updates over Server-Sent Events: one `data:` event per message, each batch ending
 //! with up-to-date. Events carry no offset header, so the position is the newest change's
-//! `<lsn>_<op>` or `<global_last_seen_lsn>_0`, whichever is later (PROTOCOL.md: re-sent
+//! `<lsn>_<op>` or `<global_last_seen_lsn>_0`, whichever is later (proxy/PROTOCOL.md,
+//! "Offsets": re-sent
 //! suffixes are harmless because changes apply as upserts).
 
 use futures_util::StreamExt as _;

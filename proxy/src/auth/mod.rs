@@ -1,4 +1,4 @@
-//! Who may read and write what (DESIGN.md decision 8).
+//! Who may read and write what (proxy/ARCHITECTURE.md, "Auth").
 //!
 //! Auth is on once `--secret`, or a JWT key with `--rules`, is configured. Every request then
 //! proves who it is:
@@ -17,6 +17,7 @@
 
 pub mod claims;
 pub mod config;
+pub mod error;
 pub mod limits;
 pub mod read;
 pub mod rules;
@@ -25,14 +26,13 @@ pub mod write;
 
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, header};
 use shapes::definition::fnv1a_64;
 use shapes::schema::QualifiedName;
 use tokio_postgres::Client;
 
-use crate::http::error::ApiError;
 use claims::Claims;
 use config::AuthConfig;
+pub use error::AuthError;
 use limits::{Limited, Limits, LiveGuard};
 use rules::{Rules, RulesError};
 use token::{KeyError, TokenVerifier};
@@ -62,7 +62,7 @@ pub struct Auth {
     pub max_url_bytes: usize,
 }
 
-/// Where a request's credentials were found.
+/// A request's credentials, as found by the HTTP layer (`http::credentials`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Credentials<'a> {
     /// `?secret=` (or Electric's old name `?api_secret=`).
@@ -71,28 +71,6 @@ pub struct Credentials<'a> {
     pub bearer: Option<Result<&'a str, ()>>,
     /// `?token=`.
     pub query_token: Option<&'a str>,
-}
-
-impl<'a> Credentials<'a> {
-    /// The credentials of a request: its query's `secret`/`token` and its headers.
-    pub fn of(
-        headers: &'a HeaderMap,
-        secret: Option<&'a str>,
-        query_token: Option<&'a str>,
-    ) -> Self {
-        let bearer = headers.get(header::AUTHORIZATION).map(|value| {
-            let text = value.to_str().map_err(|_| ())?.trim();
-            match text.split_once(' ') {
-                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(token.trim()),
-                _ => Err(()),
-            }
-        });
-        Self {
-            secret,
-            bearer,
-            query_token,
-        }
-    }
 }
 
 /// What a request may do.
@@ -222,7 +200,7 @@ impl Auth {
     }
 
     /// Who the request is: 401 when auth is on and its credentials are missing or wrong.
-    pub fn access(&self, credentials: Credentials<'_>) -> Result<Access, ApiError> {
+    pub fn access(&self, credentials: Credentials<'_>) -> Result<Access, AuthError> {
         if !self.is_on() {
             return Ok(Access::Open);
         }
@@ -231,12 +209,12 @@ impl Auth {
                 Some(expected) if constant_time_eq(expected.as_bytes(), given.as_bytes()) => {
                     Ok(Access::Secret)
                 }
-                _ => Err(ApiError::Unauthorized("the secret is wrong".into())),
+                _ => Err(AuthError::Unauthorized("the secret is wrong".into())),
             };
         }
         let bearer = match credentials.bearer {
             Some(Err(())) => {
-                return Err(ApiError::Unauthorized(
+                return Err(AuthError::Unauthorized(
                     "the Authorization header must be `Bearer <token>`".into(),
                 ));
             }
@@ -245,19 +223,19 @@ impl Auth {
         };
         let token = match (bearer, credentials.query_token) {
             (Some(a), Some(b)) if a != b => {
-                return Err(ApiError::Unauthorized(
+                return Err(AuthError::Unauthorized(
                     "two different tokens (Authorization header and ?token=): send one".into(),
                 ));
             }
             (Some(token), _) | (None, Some(token)) => token,
-            (None, None) => return Err(ApiError::Unauthorized(self.missing_credentials())),
+            (None, None) => return Err(AuthError::Unauthorized(self.missing_credentials())),
         };
         let Some(verifier) = &self.verifier else {
-            return Err(ApiError::Unauthorized(
+            return Err(AuthError::Unauthorized(
                 "this shapesync accepts no tokens, only its secret (?secret=…)".into(),
             ));
         };
-        let claims = verifier.verify(token).map_err(ApiError::Unauthorized)?;
+        let claims = verifier.verify(token).map_err(AuthError::Unauthorized)?;
         Ok(Access::Token(Arc::new(TokenAccess {
             claims,
             key: fnv1a_64(token.as_bytes()),
@@ -279,17 +257,17 @@ impl Auth {
         &self,
         credentials: Credentials<'_>,
         what: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), AuthError> {
         match self.access(credentials)? {
             Access::Open | Access::Secret => Ok(()),
-            Access::Token(_) => Err(ApiError::Forbidden(format!(
+            Access::Token(_) => Err(AuthError::Forbidden(format!(
                 "{what} needs the secret (?secret=…); a token is not enough"
             ))),
         }
     }
 
     /// Counts a new shape against the token's limit (other access is not limited).
-    pub fn admit_new_shape(&self, access: &Access) -> Result<(), ApiError> {
+    pub fn admit_new_shape(&self, access: &Access) -> Result<(), AuthError> {
         match access {
             Access::Token(token) => self.limits.admit_new_shape(token.key).map_err(too_many),
             _ => Ok(()),
@@ -297,7 +275,7 @@ impl Auth {
     }
 
     /// Holds a live connection against the token's limit until the guard drops.
-    pub fn live_connection(&self, access: &Access) -> Result<Option<LiveGuard>, ApiError> {
+    pub fn live_connection(&self, access: &Access) -> Result<Option<LiveGuard>, AuthError> {
         match access {
             Access::Token(token) => self
                 .limits
@@ -309,8 +287,8 @@ impl Auth {
     }
 }
 
-fn too_many(limited: Limited) -> ApiError {
-    ApiError::TooManyRequests {
+fn too_many(limited: Limited) -> AuthError {
+    AuthError::TooManyRequests {
         message: limited.message,
         retry_after: limited.retry_after,
     }
@@ -342,7 +320,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
 
     fn secret_only() -> Auth {
         Auth {
@@ -369,33 +346,13 @@ mod tests {
         assert!(matches!(with(Some("s3cret")), Ok(Access::Secret)));
         assert!(matches!(
             with(Some("s3cre")),
-            Err(ApiError::Unauthorized(_))
+            Err(AuthError::Unauthorized(_))
         ));
-        assert!(matches!(with(None), Err(ApiError::Unauthorized(m)) if m.contains("secret")));
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer s3cret"),
-        );
-        let as_token = auth.access(Credentials::of(&headers, None, None));
-        assert!(matches!(as_token, Err(ApiError::Unauthorized(m)) if m.contains("no tokens")));
-    }
-
-    #[test]
-    fn authorization_must_be_a_bearer_token() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Basic YTpi"),
-        );
-        assert_eq!(Credentials::of(&headers, None, None).bearer, Some(Err(())));
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("bearer  abc "),
-        );
-        assert_eq!(
-            Credentials::of(&headers, None, None).bearer,
-            Some(Ok("abc"))
-        );
+        assert!(matches!(with(None), Err(AuthError::Unauthorized(m)) if m.contains("secret")));
+        let as_token = auth.access(Credentials {
+            bearer: Some(Ok("s3cret")),
+            ..Credentials::default()
+        });
+        assert!(matches!(as_token, Err(AuthError::Unauthorized(m)) if m.contains("no tokens")));
     }
 }

@@ -14,6 +14,7 @@
 //!   the engine ANDs into the `where` and puts into the shape's identity.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 
 use shapes::definition::DefinitionError;
@@ -21,11 +22,10 @@ use shapes::schema::{QualifiedName, TableSchema, quote_identifier};
 use shapes::table_name::parse_column_list;
 use shapes::where_clause::{WhereClause, WhereError};
 
+use super::AuthError;
 use super::TokenAccess;
 use super::claims::ClaimTemplate;
 use super::rules::TableRule;
-use crate::engine::{Engine, ShapeError};
-use crate::http::error::ApiError;
 use crate::shape_store::meta::{RowFilter, ShapeRequest};
 
 /// How a request was narrowed.
@@ -38,33 +38,35 @@ pub struct ReadScope {
 impl TokenAccess {
     /// The rule of `name` when it lets tokens read (403 otherwise, before anything about the
     /// table is looked up).
-    fn read_rule(&self, name: &QualifiedName) -> Result<(&TableRule, &ClaimTemplate), ApiError> {
+    fn read_rule(&self, name: &QualifiedName) -> Result<(&TableRule, &ClaimTemplate), AuthError> {
         let rule = self.rules.table(name).ok_or_else(|| {
-            ApiError::Forbidden(format!(
+            AuthError::Forbidden(format!(
                 "table {name} has no rules, so tokens cannot read it"
             ))
         })?;
         match &rule.read {
             Some(read) => Ok((rule, read)),
-            None => Err(ApiError::Forbidden(format!(
+            None => Err(AuthError::Forbidden(format!(
                 "the rules of {name} allow no reads with a token"
             ))),
         }
     }
 
-    /// Narrows `request` to what this token may read of its table.
-    pub async fn scope_shape(
+    /// Narrows `request` to what this token may read of its table. `load_table` looks the
+    /// table up (the read path's catalog cache), only once the rules allow reading it.
+    pub async fn scope_shape<E, F, Fut>(
         &self,
-        engine: &Engine,
         request: &mut ShapeRequest,
-    ) -> Result<ReadScope, ApiError> {
+        load_table: F,
+    ) -> Result<ReadScope, E>
+    where
+        E: From<AuthError>,
+        F: FnOnce(QualifiedName) -> Fut,
+        Fut: Future<Output = Result<Arc<TableSchema>, E>>,
+    {
         let name = QualifiedName::new(request.schema.clone(), request.table.clone());
         let (rule, read) = self.read_rule(&name)?;
-        let table = engine
-            .tables
-            .get(&engine.metadata, &name)
-            .await
-            .map_err(|e| ApiError::from(ShapeError::from(e)))?;
+        let table = load_table(name.clone()).await?;
         scope_columns(rule, &table, request)?;
         check_where_columns(rule, &table, request)?;
         if read.is_true() {
@@ -74,16 +76,18 @@ impl TokenAccess {
         match WhereClause::parse(&bound.text, &bound.params, &table) {
             Ok(_) => {}
             Err(WhereError::Param { index, message }) => {
-                return Err(ApiError::Forbidden(format!(
+                return Err(AuthError::Forbidden(format!(
                     "the token's {} does not fit the rules of {name}: {message}",
                     bound.claim_of(index)
-                )));
+                ))
+                .into());
             }
             Err(e) => {
-                return Err(ApiError::Internal(format!(
+                return Err(AuthError::Internal(format!(
                     "the read rule of {name} ({:?}) does not apply: {e}",
                     read.source()
-                )));
+                ))
+                .into());
             }
         }
         request.filter = Some(RowFilter {
@@ -105,7 +109,7 @@ impl TokenAccess {
         where_: Option<&str>,
         params: &BTreeMap<usize, String>,
         order_by: &[String],
-    ) -> Result<TableSchema, ApiError> {
+    ) -> Result<TableSchema, AuthError> {
         let (rule, _) = self.read_rule(&table.name)?;
         if rule.columns.is_none() {
             return Ok(table.clone());
@@ -154,8 +158,8 @@ fn hidden_columns(
     hidden: &[String],
     rule: &TableRule,
     table: &TableSchema,
-) -> ApiError {
-    ApiError::Forbidden(format!(
+) -> AuthError {
+    AuthError::Forbidden(format!(
         "{what} uses column{} {}, which {} not readable in {} (hidden by the rules, or not \
          there at all); use only readable columns: {}",
         if hidden.len() == 1 { "" } else { "s" },
@@ -181,11 +185,13 @@ fn scope_columns(
     rule: &TableRule,
     table: &Arc<TableSchema>,
     request: &mut ShapeRequest,
-) -> Result<(), ApiError> {
+) -> Result<(), AuthError> {
     match &request.columns {
         Some(list) => {
-            let names = parse_column_list(list)
-                .map_err(|e| ApiError::invalid("columns", format!("invalid column list: {e}")))?;
+            let names = parse_column_list(list).map_err(|e| AuthError::Invalid {
+                param: "columns",
+                message: format!("invalid column list: {e}"),
+            })?;
             let refused: Vec<String> = names
                 .into_iter()
                 .filter(|n| !rule.readable(n))
@@ -236,7 +242,7 @@ fn check_where_columns(
     rule: &TableRule,
     table: &TableSchema,
     request: &ShapeRequest,
-) -> Result<(), ApiError> {
+) -> Result<(), AuthError> {
     let Some(text) = request.where_.as_deref().filter(|w| !w.trim().is_empty()) else {
         return Ok(());
     };
@@ -258,7 +264,10 @@ fn check_where_columns(
                 }
                 e => DefinitionError::Where(e),
             };
-            Err(ShapeError::from(error).into())
+            Err(AuthError::Invalid {
+                param: error.param(),
+                message: error.message(),
+            })
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Transactions captured for a shape while its snapshot is being taken (`capture.log`).
 //!
-//! DESIGN.md decision 3: a shape is registered before its snapshot starts, so every later
+//! The snapshot/stream boundary (proxy/ARCHITECTURE.md): a shape is registered before its
+//! snapshot starts, so every later
 //! transaction is captured here, in commit order, with its xid. When the snapshot is done, the
 //! transactions it already contains (xid visible in it) are dropped and the rest move to the
 //! shape's log.

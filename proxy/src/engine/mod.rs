@@ -10,6 +10,7 @@
 
 mod consumer;
 mod create;
+mod health;
 pub mod partitions;
 pub mod pipeline;
 mod restore;
@@ -38,6 +39,7 @@ use crate::shape_store::{Shape, ShapeState, ShapeStore};
 use tables::{TableCache, TableError};
 
 pub use consumer::run_consumer;
+pub use health::Health;
 
 /// Requests to the change writer, applied between transactions.
 #[derive(Debug)]

@@ -10,13 +10,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::consumer::{ConsumerChannels, run_consumer};
-use super::{Engine, ShapeError};
+use super::{Engine, Health, ShapeError};
 use crate::commit_watch::CommitWatch;
 use crate::config::ServeConfig;
 use crate::durability;
 use crate::monitoring;
 use crate::replication::stream::{ReplicationStream, StreamConfig, StreamStatus};
-use crate::server::Health;
 use crate::shape_store::ShapeStore;
 
 /// Events queued between the replication stream and the consumer.

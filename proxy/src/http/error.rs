@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use shapes::handle::Handle;
 
+use crate::auth::AuthError;
 use crate::engine::ShapeError;
 
 #[derive(Debug)]
@@ -25,8 +26,6 @@ pub enum ApiError {
     NotFound(String),
     /// 409 `[must-refetch]` with the handle to use instead.
     MustRefetch(Handle),
-    /// 413.
-    TooLarge(String),
     /// 414 `{"message":"…"}`.
     UriTooLong(String),
     /// 429 `{"message":"…"}` + `retry-after`: a per-token limit.
@@ -81,6 +80,24 @@ impl From<ShapeError> for ApiError {
     }
 }
 
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::Unauthorized(message) => Self::Unauthorized(message),
+            AuthError::Forbidden(message) => Self::Forbidden(message),
+            AuthError::TooManyRequests {
+                message,
+                retry_after,
+            } => Self::TooManyRequests {
+                message,
+                retry_after,
+            },
+            AuthError::Invalid { param, message } => Self::invalid(param, message),
+            AuthError::Internal(message) => Self::Internal(message),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = match self {
@@ -105,11 +122,6 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(message) => {
                 (StatusCode::NOT_FOUND, Json(json!({ "message": message }))).into_response()
             }
-            ApiError::TooLarge(message) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Json(json!({ "message": message })),
-            )
-                .into_response(),
             ApiError::UriTooLong(message) => (
                 StatusCode::URI_TOO_LONG,
                 Json(json!({ "message": message })),

@@ -4,8 +4,8 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
+use crate::http::AppState;
 use crate::monitoring;
-use crate::server::AppState;
 
 pub(super) async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::gauge!(monitoring::SHAPES).set(state.engine.store.len() as f64);

@@ -1,11 +1,13 @@
 //! The HTTP API. [`router`] builds it from the shared state, apart from any socket, so tests
 //! can drive it directly.
 
+mod credentials;
 pub mod error;
 mod health;
 mod metrics;
 mod mutations;
 pub mod shape;
+mod state;
 
 use std::convert::Infallible;
 
@@ -19,8 +21,8 @@ use tower_http::CompressionLevel;
 use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 
-use crate::server::AppState;
 use error::ApiError;
+pub use state::AppState;
 
 /// Headers the Electric client reads from responses.
 const EXPOSED_HEADERS: &str = "electric-cursor,electric-handle,electric-has-data,electric-offset,\

@@ -1,4 +1,4 @@
-//! `POST /v1/mutations`: a batch of writes (PROTOCOL.md Part 2). The body may be gzipped
+//! `POST /v1/mutations`: a batch of writes (proxy/PROTOCOL.md, "Writes"). The body may be gzipped
 //! (`Content-Encoding: gzip`); its size limit applies after decompression.
 //!
 //! With auth on, the request authenticates first (401); the secret writes what `--writable`
@@ -14,11 +14,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use shapes::table_name::parse_table_name;
 
-use crate::auth::{Access, Credentials, TokenAccess};
-use crate::http::shape::params::credentials;
+use crate::auth::{Access, TokenAccess};
+use crate::http::AppState;
+use crate::http::credentials::RequestCredentials;
 use crate::mutations::guard::WriteGuard;
 use crate::mutations::wire::{self, InvalidRequest, MutationResponse, Outcome};
-use crate::server::AppState;
 
 pub(super) async fn post_mutations(
     State(state): State<AppState>,
@@ -26,12 +26,8 @@ pub(super) async fn post_mutations(
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let found = credentials(query.as_deref().unwrap_or(""));
-    let access = match state.auth.access(Credentials::of(
-        &headers,
-        found.secret.as_deref(),
-        found.token.as_deref(),
-    )) {
+    let credentials = RequestCredentials::of(&headers, query.as_deref().unwrap_or(""));
+    let access = match credentials.authenticate(&state.auth) {
         Ok(access) => access,
         Err(err) => return err.into_response(),
     };

@@ -15,7 +15,7 @@ use super::pool::PooledConnection;
 use super::table::TableCache;
 use super::validate::{ValidMutation, validate};
 use super::wire::{Mutation, MutationRequest, Outcome, RefusalCode};
-use crate::config::TombstoneSpec;
+use crate::tombstones::TombstoneSpec;
 
 /// One mutation of the batch.
 #[derive(Debug, Clone)]

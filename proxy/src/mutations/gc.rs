@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::WriteConfig;
 use crate::catalog::{self, CatalogError};
-use crate::config::TombstoneSpec;
 use crate::database::{self, DatabaseError};
+use crate::tombstones::TombstoneSpec;
 
 /// Rows deleted per transaction.
 const BATCH: i64 = 1000;
@@ -192,7 +192,7 @@ pub async fn run_periodically(
 pub async fn collect_once(database_url: &str, policy: &GcPolicy) -> Result<GcReport, GcError> {
     let client = database::connect(database_url).await?;
     client
-        .batch_execute("SET DateStyle = 'ISO, DMY'; SET TimeZone = 'UTC'; SET bytea_output = 'hex'; SET extra_float_digits = 1; SET IntervalStyle = 'iso_8601'")
+        .batch_execute(shapes::display::SET_STATEMENTS)
         .await?;
     collect(&client, policy).await
 }

@@ -1,4 +1,5 @@
-//! Writes: `POST /v1/mutations` (PROTOCOL.md Part 2, DESIGN.md decision 7).
+//! Writes: `POST /v1/mutations` (proxy/PROTOCOL.md, "Writes";
+//! proxy/ARCHITECTURE.md, "The write path").
 //!
 //! A batch goes through these steps, each in its own module:
 //! - `wire`: the JSON, parsed strictly (unknown fields are named with the mutation's index);
@@ -38,7 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::commit_watch::CommitWatch;
-use crate::config::TombstoneSpec;
+use crate::tombstones::TombstoneSpec;
 
 pub use config::{WriteArgs, WriteConfig};
 pub use error::MutationError;

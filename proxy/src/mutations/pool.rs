@@ -12,8 +12,7 @@ use tokio_postgres::{Client, Row, Statement};
 use crate::database::{self, DatabaseError};
 
 /// Session settings that make text output match pgoutput's and snapshots'.
-const SESSION_SETTINGS: &str = "SET DateStyle = 'ISO, DMY'; SET TimeZone = 'UTC'; \
-     SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 1; SET bytea_output = 'hex'";
+const SESSION_SETTINGS: &str = shapes::display::SET_STATEMENTS;
 
 /// Prepared statements kept per connection before the cache is emptied.
 const MAX_CACHED_STATEMENTS: usize = 512;

@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 use super::config::WriteConfig;
 use super::wire::RefusalCode;
 use crate::catalog::{self, CatalogError};
-use crate::config::TombstoneSpec;
+use crate::tombstones::TombstoneSpec;
 
 /// How long a loaded table is trusted before the catalog is read again.
 const CACHE_TTL: Duration = Duration::from_secs(10);

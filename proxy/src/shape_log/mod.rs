@@ -311,11 +311,6 @@ impl LogAppender {
         Ok(())
     }
 
-    /// Whether the open transaction has entries.
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
     /// Closes the open transaction and makes its entries visible.
     pub fn commit(&mut self, log: &ShapeLog, commit_lsn: Lsn, end_lsn: Lsn) -> io::Result<()> {
         record::encode(
@@ -344,11 +339,6 @@ impl LogAppender {
         self.pending.clear();
         self.pos = log.index().visible_len();
         self.file.set_len(self.pos)
-    }
-
-    /// fdatasync of everything written so far.
-    pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
     }
 
     fn write_buffer(&mut self) -> io::Result<()> {

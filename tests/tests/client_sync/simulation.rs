@@ -1,4 +1,5 @@
-//! The seeded simulation (STYLE.md #12): three devices with their own SQLite files, random
+//! The seeded simulation (proxy/ARCHITECTURE.md, "Conventions"): three devices with their
+//! own SQLite files, random
 //! writes on Postgres and through the devices, random disconnects, device restarts and two
 //! proxy restarts at steps drawn from the seed (one kill -9, one SIGTERM); one device stays
 //! offline the whole run and comes back with at least [`MIN_QUEUED_OFFLINE`] queued writes.
@@ -30,7 +31,8 @@ const MIN_QUEUED_OFFLINE: usize = 100;
 /// A register: the clock (µs) of the write that set it, and the value.
 type Register = (i64, Value);
 
-/// Last-write-wins model of one row written by devices (DESIGN.md decision 7).
+/// Last-write-wins model of one row written by devices (proxy/ARCHITECTURE.md, "The write
+/// path").
 #[derive(Debug, Default)]
 struct RowModel {
     live: Option<(i64, bool)>,
@@ -402,7 +404,8 @@ impl Sim {
 
     /// Plain SQL on a row the devices write, setting every column the model follows and the
     /// tombstone, at an `updated_at` from the devices' clock: it counts as a write of every
-    /// column and of existence at that time (DESIGN.md decision 7), whatever the row held, so
+    /// column and of existence at that time (proxy/ARCHITECTURE.md, "The write path"),
+    /// whatever the row held, so
     /// the model knows the winner whichever order device writes reach the server in. (A device
     /// write made later has a later clock and beats it; one made earlier loses.)
     async fn sql_write_device_row(&mut self) {

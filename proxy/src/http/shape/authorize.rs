@@ -5,12 +5,14 @@ use std::borrow::Cow;
 use axum::http::HeaderMap;
 use shapes::schema::TableSchema;
 
-use super::params::{self, ShapeParams};
+use super::params::ShapeParams;
 use super::subset::{SubsetParts, SubsetRequest};
+use crate::auth::Access;
 use crate::auth::read::ReadScope;
-use crate::auth::{Access, Credentials};
+use crate::engine::ShapeError;
+use crate::http::AppState;
+use crate::http::credentials::RequestCredentials;
 use crate::http::error::ApiError;
-use crate::server::AppState;
 
 /// A request's access, and how its shape was narrowed.
 pub(crate) struct Authorized {
@@ -25,12 +27,7 @@ pub(crate) fn authenticate(
     headers: &HeaderMap,
     query: &str,
 ) -> Result<Access, ApiError> {
-    let found = params::credentials(query);
-    state.auth.access(Credentials::of(
-        headers,
-        found.secret.as_deref(),
-        found.token.as_deref(),
-    ))
+    RequestCredentials::of(headers, query).authenticate(&state.auth)
 }
 
 /// Narrows `params.shape` to what `access` may read (403 for tables, columns and `where`s the
@@ -42,7 +39,15 @@ pub(crate) async fn authorize(
 ) -> Result<Authorized, ApiError> {
     let scope = match &access {
         Access::Open | Access::Secret => ReadScope::default(),
-        Access::Token(token) => token.scope_shape(&state.engine, &mut params.shape).await?,
+        Access::Token(token) => {
+            let engine = &state.engine;
+            token
+                .scope_shape(&mut params.shape, |name| async move {
+                    let table = engine.tables.get(&engine.metadata, &name).await;
+                    table.map_err(|e| ApiError::from(ShapeError::from(e)))
+                })
+                .await?
+        }
     };
     Ok(Authorized { access, scope })
 }
@@ -65,6 +70,7 @@ pub(crate) fn subset_columns<'a>(
                 &parts.params,
                 &parts.order_by_columns(),
             )
-            .map(Cow::Owned),
+            .map(Cow::Owned)
+            .map_err(ApiError::from),
     }
 }

@@ -12,8 +12,8 @@ use tokio::time::Instant;
 use super::batch::{self, Batch};
 use super::up_to_date_batch;
 use crate::auth::Access;
+use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::server::AppState;
 use crate::shape_log::Framing;
 use crate::shape_store::{Shape, ShapeState};
 

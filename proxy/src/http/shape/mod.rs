@@ -1,4 +1,4 @@
-//! `/v1/shape`: the Electric HTTP Shape API v1 (see ../shared/PROTOCOL.md, part 1).
+//! `/v1/shape`: the Electric HTTP Shape API v1 (proxy/PROTOCOL.md, "Shapes").
 
 mod authorize;
 mod batch;
@@ -20,9 +20,9 @@ use shapes::lsn::Lsn;
 use shapes::offset::Offset;
 use shapes::wire;
 
-use crate::auth::Credentials;
+use crate::http::AppState;
+use crate::http::credentials::RequestCredentials;
 use crate::http::error::ApiError;
-use crate::server::AppState;
 use crate::shape_log::Framing;
 use crate::shape_store::Shape;
 use batch::Batch;
@@ -43,7 +43,10 @@ async fn requested_shape(
     let shape = state
         .engine
         .shape_for_admitting(&params.shape, || {
-            state.auth.admit_new_shape(&authorized.access)
+            state
+                .auth
+                .admit_new_shape(&authorized.access)
+                .map_err(ApiError::from)
         })
         .await?;
     if let Some(handle) = &params.handle
@@ -312,15 +315,8 @@ pub(super) async fn delete_shape(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = query.unwrap_or_default();
-    let found = params::credentials(&query);
-    let credentials = Credentials::of(
-        &request_headers,
-        found.secret.as_deref(),
-        found.token.as_deref(),
-    );
-    state
-        .auth
-        .require_full_access(credentials, "deleting shapes")?;
+    RequestCredentials::of(&request_headers, &query)
+        .require_full_access(&state.auth, "deleting shapes")?;
     let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect();

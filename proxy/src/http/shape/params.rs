@@ -32,7 +32,6 @@ pub struct ShapeParams {
     pub live: bool,
     pub sse: bool,
     pub cursor: Option<u64>,
-    pub secret: Option<String>,
     /// `subset__*` parameters, when present.
     pub subset: BTreeMap<String, String>,
 }
@@ -44,31 +43,6 @@ impl ShapeParams {
             RequestOffset::Now | RequestOffset::At(Offset::BeforeAll)
         )
     }
-}
-
-/// The credentials a query string carries.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct QueryCredentials {
-    /// `secret` (or Electric's old name `api_secret`).
-    pub secret: Option<String>,
-    /// `token`: a JWT, for clients that cannot set an Authorization header.
-    pub token: Option<String>,
-}
-
-/// Reads only `secret` and `token` from a query string (before anything else is judged).
-pub fn credentials(query: &str) -> QueryCredentials {
-    let mut found = QueryCredentials::default();
-    let mut api_secret = None;
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        match key.as_ref() {
-            "secret" => found.secret = Some(value.into_owned()),
-            "api_secret" => api_secret = Some(value.into_owned()),
-            "token" => found.token = Some(value.into_owned()),
-            _ => {}
-        }
-    }
-    found.secret = found.secret.or(api_secret);
-    found
 }
 
 /// Why a value holding `\0` is refused.
@@ -258,10 +232,6 @@ pub fn parse(query: &str) -> Result<ShapeParams, ApiError> {
             live,
             sse,
             cursor,
-            secret: raw
-                .get("secret")
-                .cloned()
-                .or_else(|| raw.get("api_secret").cloned()),
             subset,
         }),
         _ => Err(ApiError::Invalid(errors)),

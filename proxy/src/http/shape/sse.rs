@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use super::batch;
 use super::headers::{self, CacheKind};
 use crate::auth::limits::LiveGuard;
-use crate::server::AppState;
+use crate::http::AppState;
 use crate::shape_log::Framing;
 use crate::shape_store::{Shape, ShapeState};
 

@@ -21,8 +21,8 @@ use serde_json::Value;
 use shapes::schema::{TableSchema, quote_identifier};
 use shapes::where_clause::WhereClause;
 
+use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::server::AppState;
 use crate::shape_store::Shape;
 use crate::snapshot::{self, Narrowing};
 

@@ -54,9 +54,9 @@ use super::event::ReplicationEvent;
 
 /// Startup `options` of the replication connection. pgoutput formats values with the
 /// walsender's session settings, so these must match what snapshots set, or the same row
-/// would read differently from the two paths (e.g. a `timestamptz` in the server's zone).
-pub const DISPLAY_OPTIONS: &str = "-c DateStyle=ISO,DMY -c TimeZone=UTC \
-     -c IntervalStyle=iso_8601 -c extra_float_digits=1 -c bytea_output=hex";
+/// would read differently from the two paths (e.g. a `timestamptz` in the server's zone):
+/// both use the one list in [`shapes::display`].
+pub use shapes::display::STARTUP_OPTIONS as DISPLAY_OPTIONS;
 
 /// How the stream connects and behaves.
 #[derive(Debug, Clone)]

@@ -1,4 +1,5 @@
-//! Figures, their targets (DESIGN.md, "Performance targets"), the table and the JSON file.
+//! Figures, their targets (the README's Benchmarks table lists them), the table and the JSON
+//! file.
 
 use std::path::Path;
 

@@ -10,7 +10,8 @@
 //! database of its own, and runs the proxy as a separate process: this very binary re-executed
 //! as `bench proxy serve …` (see [`proxy_child`]), so that its memory is measured apart from
 //! the bench's clients. Each scenario module documents what it measures and how. Figures are
-//! printed as a table, with the target from DESIGN.md and whether the run met it; `--json`
+//! printed as a table, with the target (the README's Benchmarks table) and whether the run met
+//! it; `--json`
 //! writes them with a description of the machine (CPU, memory, kernel, Postgres version, load
 //! average at start and end: figures taken on a busy machine are not comparable), and `--plot`
 //! draws the latency distributions.
@@ -46,7 +47,7 @@ use figures::Report;
 #[global_allocator]
 static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
 
-/// shapesync's benchmark suite (see DESIGN.md, "Performance targets").
+/// shapesync's benchmark suite (targets and latest figures: the README's Benchmarks table).
 #[derive(Debug, Parser)]
 #[command(name = "bench")]
 struct Options {
