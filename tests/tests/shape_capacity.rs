@@ -225,3 +225,25 @@ async fn a_burst_of_new_shapes_beyond_the_creation_queue_gets_503_and_succeeds_o
     }
     assert_eq!(handles.len(), 24, "24 distinct shapes");
 }
+
+/// Many different shapes of a table no shape has used yet, asked for at once: every request
+/// prepares the table (publication, REPLICA IDENTITY FULL on it and its partitions) and all of
+/// them are answered; none gets a 503 from two preparations deadlocking on the table's lock.
+#[tokio::test]
+async fn concurrent_first_shapes_of_a_new_table_all_prepare_it() {
+    let (_db, proxy) = setup("capacity_first_prepare", &[]).await;
+    let http = proxy.http().clone();
+    let url = proxy.url.clone();
+    let requests = (1..=24).map(|id| {
+        let (http, url) = (http.clone(), url.clone());
+        tokio::spawn(async move {
+            let query = format!("table=items&where=id%20%3D%20{id}&offset=-1");
+            let reply = shape_http::get(&http, &url, &query).await;
+            (id, reply.status, reply.body)
+        })
+    });
+    for request in requests.collect::<Vec<_>>() {
+        let (id, status, body) = request.await.expect("request task");
+        assert_eq!(status, 200, "shape id = {id}: {body}");
+    }
+}

@@ -458,6 +458,11 @@ async fn alter_table(
     ))
     .await?;
     if !state.identity_full {
+        // The ALTERs below need this lock anyway; taking it first (LOCK recurses to the
+        // partitions) keeps the partition lookup's weaker lock from being upgraded later, which
+        // deadlocks two proxies' (or two requests') preparations of the same table.
+        tx.batch_execute(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+            .await?;
         // A partitioned table's own setting does not reach its partitions (and a partition
         // created or attached later starts with its own): every member of the tree needs it.
         let members = tx
