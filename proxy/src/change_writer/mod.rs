@@ -219,6 +219,16 @@ impl ChangeWriter {
         self.route_change(table, old, new, op)
     }
 
+    /// A change that no shape of its own table may see (its rows do not fit their columns):
+    /// it takes its op all the same, so later offsets do not depend on it being routed.
+    pub fn pass_over(&mut self) -> io::Result<()> {
+        let Some(txn) = self.txn.as_mut() else {
+            return Err(io::Error::other("change outside a transaction"));
+        };
+        txn.next_op += 2;
+        Ok(())
+    }
+
     /// The change just given to [`ChangeWriter::change`], for the shapes of another table it
     /// belongs to (a partitioned table whose partition it was made on; rows in that table's
     /// column order). It takes the same log position: one change of the WAL, one op.
@@ -365,7 +375,7 @@ fn open_appender<'a>(
 
 /// The row as routing sees it: absent when its tombstone is set.
 fn existing(row: Option<&Row>, tombstone: Option<usize>) -> Option<&Row> {
-    row.filter(|r| tombstone.is_none_or(|c| r[c].is_none()))
+    row.filter(|r| tombstone.is_none_or(|c| r.get(c).is_none_or(|v| v.is_none())))
 }
 
 fn write_entry(ws: &mut WriterShape, offset: Offset, bytes: &[u8]) -> io::Result<()> {

@@ -284,12 +284,15 @@ fn apply_change(
     if !shaped.is_empty() {
         watch_identity(engine, writer, known, &change, &shaped);
     }
-    if !known.own_columns_ok(engine) {
-        rotate_table(engine, writer, &relation.name, "its columns changed");
-    }
     // Every change takes its op, whether or not a shape wants it: offsets stay a function
-    // of the WAL.
-    writer.change(&relation.name, old, new)?;
+    // of the WAL. A change whose columns are not those the table's shapes were built for
+    // rotates them and reaches none of them (its row does not fit their layout).
+    if known.own_columns_ok(engine) {
+        writer.change(&relation.name, old, new)?;
+    } else {
+        rotate_table(engine, writer, &relation.name, "its columns changed");
+        writer.pass_over()?;
+    }
     for ancestor in known.ancestors.clone() {
         let ancestor = &ancestor;
         if !shaped.contains(ancestor) {
