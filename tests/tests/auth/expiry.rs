@@ -118,9 +118,9 @@ async fn an_sse_response_ends_at_the_tokens_exp() {
     );
     let mut stream = EventStream::open(proxy.http(), &proxy.url, &query).await;
     assert_eq!(stream.status, 200);
-    stream.until_up_to_date(WAIT).await;
 
-    // Before `exp` the stream carries changes.
+    // Before `exp` the stream carries changes (an SSE request at an up-to-date offset sends no
+    // up-to-date of its own: the first comes with this change).
     insert_todo(&world, "before exp").await;
     let before = stream.until_up_to_date(WAIT).await;
     assert_eq!(titles(&before), ["before exp"], "{before:?}");
