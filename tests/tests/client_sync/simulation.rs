@@ -218,9 +218,7 @@ impl Sim {
         config.online = device.online;
         config.sync.sse = i != 1; // one device long-polls
         let clock = self.clock.clone();
-        config.clock = Some(Arc::new(move || {
-            clock.fetch_add(1_000, Ordering::SeqCst) + 1_000
-        }));
+        config.clock = Some(Arc::new(move || device_tick(&clock)));
         let client = Client::open(config).await.expect("open a device");
         self.devices[i].client = Some(client);
     }
@@ -596,6 +594,20 @@ impl Sim {
             "every row the devices made exists on the server"
         );
     }
+}
+
+/// The devices' clock: 1 ms past its last reading, and never slower than the wall clock (kept
+/// the 20 s behind it that the simulation starts at), since a client also measures its
+/// `ack_grace` on this clock: a clock that only moved per write would never let an answered
+/// write without an LSN settle.
+fn device_tick(clock: &AtomicI64) -> i64 {
+    let wall = chrono_now_micros() - 20_000_000;
+    let previous = clock
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+            Some((c + 1_000).max(wall))
+        })
+        .expect("the update always answers Some");
+    (previous + 1_000).max(wall)
 }
 
 fn chrono_now_micros() -> i64 {
