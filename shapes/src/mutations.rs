@@ -176,6 +176,9 @@ pub enum RefusalCode {
     NotWritable,
     Forbidden,
     BadTimestamp,
+    /// Postgres refused the write for a reason of the application's own (an error raised by
+    /// one of its triggers or rules with a code of its choosing); the message is Postgres'.
+    DatabaseRefused,
 }
 
 impl RefusalCode {
@@ -193,6 +196,7 @@ impl RefusalCode {
             Self::NotWritable => "not_writable",
             Self::Forbidden => "forbidden",
             Self::BadTimestamp => "bad_timestamp",
+            Self::DatabaseRefused => "database_refused",
         }
     }
 }

@@ -45,8 +45,12 @@ impl MutationError {
         let Self::Query(err) = self else {
             return false;
         };
-        err.code().is_some_and(|code| {
-            matches!(code.code(), "42703" | "42P01" | "0A000" | "42804" | "26000")
-        })
+        err.code()
+            .is_some_and(|code| is_schema_change_code(code.code()))
     }
+}
+
+/// SQLSTATEs of statements planned against tables (or cached descriptions) that have changed.
+pub fn is_schema_change_code(sqlstate: &str) -> bool {
+    matches!(sqlstate, "42703" | "42P01" | "0A000" | "42804" | "26000")
 }

@@ -2,6 +2,7 @@
 //! from the SQLSTATE, the column where Postgres says (or where it can be inferred), and
 //! Postgres' own message.
 
+use super::error::is_schema_change_code;
 use tokio_postgres::error::DbError;
 
 use super::table::WritableTable;
@@ -41,7 +42,20 @@ pub fn code_for(sqlstate: &str) -> Option<RefusalCode> {
         // Row-level security refused the new row.
         "42501" => RefusalCode::Forbidden,
         _ if sqlstate.starts_with("22") || sqlstate.starts_with("23") => RefusalCode::InvalidValue,
-        _ => return None,
+        // Not the mutation's doing: retried (connection, resources, operator, serialization:
+        // see `database::is_transient`), a changed schema (the write is planned again), or
+        // the proxy's own SQL (a syntax error, an internal error) — a bug, answered 500.
+        _ if matches!(
+            sqlstate.get(..2),
+            None | Some("08" | "40" | "53" | "57" | "58" | "XX")
+        ) =>
+        {
+            return None;
+        }
+        _ if is_schema_change_code(sqlstate) || sqlstate == "42601" => return None,
+        // Anything else the write raised came from the application's triggers or rules, with
+        // a code of their own choosing: the mutation is refused with Postgres' message.
+        _ => RefusalCode::DatabaseRefused,
     })
 }
 

@@ -498,3 +498,51 @@ async fn gc_purges_old_tombstones_and_mutation_ids() {
         .unwrap();
     assert_eq!(report.mutation_ids, 3, "{report:?}");
 }
+
+/// An application's trigger that raises an error with a code of its own choosing refuses that
+/// mutation, `database_refused` with Postgres' message; the others of the batch are applied,
+/// and the request is never a 500.
+#[tokio::test]
+async fn a_trigger_raising_its_own_error_code_refuses_that_mutation_only() {
+    let h = harness("mut_trigger_codes").await;
+    h.client
+        .batch_execute(
+            "CREATE FUNCTION app_says_no() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 RAISE EXCEPTION 'the app says no to %', NEW.title
+                     USING ERRCODE = substr(NEW.title, 7);
+             END $$;
+             CREATE TRIGGER app_says_no BEFORE INSERT ON todos FOR EACH ROW
+                 WHEN (NEW.title LIKE 'raise %') EXECUTE FUNCTION app_says_no();",
+        )
+        .await
+        .unwrap();
+    let codes = [
+        "SS001", "P0002", "2F005", "09000", "42P17", "HV000", "72000",
+    ];
+    let mut mutations = vec![todo("m0", "insert", 100, new_todo("fine"), &at(0))];
+    for (n, code) in codes.iter().enumerate() {
+        let values = new_todo(&format!("raise {code}"));
+        let n = n as u32 + 1;
+        mutations.push(todo(&format!("m{n}"), "insert", n, values, &at(0)));
+    }
+    let response = h.send("a", mutations).await;
+    let results = response["results"].as_array().expect("results");
+    assert_eq!(status(&results[0]), "applied", "{response}");
+    for (result, code) in results[1..].iter().zip(codes) {
+        assert_eq!(status(result), "rejected", "{code}: {result}");
+        assert_eq!(
+            result["error"]["code"], "database_refused",
+            "{code}: {result}"
+        );
+        assert_eq!(
+            result["error"]["message"],
+            format!("the app says no to raise {code}"),
+            "{code}: {result}"
+        );
+    }
+    assert_eq!(
+        h.todo(&todo_id(100), "title").await,
+        Some(vec![Some("fine".to_owned())])
+    );
+}
