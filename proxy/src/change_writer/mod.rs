@@ -13,7 +13,9 @@
 //!   latest message until the next one (or the commit) arrives.
 //! - **Re-sent transactions** (Postgres re-sends from our flushed position after a restart)
 //!   are skipped per shape by commit LSN: a shape has decided everything at or below
-//!   `max(start_lsn, last commit in its log)`.
+//!   `max(start_lsn, last commit in its log)`. Within one run the writer skips them whole: a
+//!   transaction that commits at or before one it already applied is a re-send after a
+//!   reconnect (the logs, and captures replayed into them, may hold more than was flushed).
 //! - **Transactions a snapshot holds** are skipped by xid, in the capture and also after it:
 //!   replication may deliver a transaction the snapshot saw only after the snapshot finished
 //!   (the stream lags behind the database), so each shape keeps [`SnapshotHolds`] until the
@@ -78,6 +80,10 @@ struct OpenTxn {
     commit_lsn: Lsn,
     next_op: u64,
     touched: Vec<ShapeId>,
+    /// Committed at or before a transaction this writer already applied: Postgres sends it
+    /// again (it resumes from the flushed position, and the logs may hold more), and every
+    /// shape has already decided it.
+    resent: bool,
 }
 
 /// What a commit wrote, for the durability task.
@@ -200,7 +206,14 @@ impl ChangeWriter {
             commit_lsn,
             next_op: 0,
             touched: Vec::new(),
+            resent: commit_lsn <= self.last_commit,
         });
+    }
+
+    /// Forgets the position of the transactions applied so far: the stream now comes from
+    /// another database or slot (every shape was rotated), whose LSNs say nothing about them.
+    pub fn forget_position(&mut self) {
+        self.last_commit = Lsn::ZERO;
     }
 
     /// One row change of the open transaction (`old` for updates and deletes, `new` for
@@ -255,6 +268,9 @@ impl ChangeWriter {
         let Some(txn) = self.txn.as_mut() else {
             return Err(io::Error::other("change outside a transaction"));
         };
+        if txn.resent {
+            return Ok(());
+        }
         let tombstone = self.tombstones.get(table).copied();
         let (old, new) = (existing(old, tombstone), existing(new, tombstone));
         self.routed.clear();

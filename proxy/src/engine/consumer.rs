@@ -182,6 +182,7 @@ fn apply_event(
                     "connected to a different database (restore, failover or upgrade): every shape is rotated"
                 );
                 rotate_all(engine, writer, "the database changed");
+                writer.forget_position();
             }
         }
         ReplicationEvent::Begin {
