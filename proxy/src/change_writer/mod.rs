@@ -224,9 +224,7 @@ impl ChangeWriter {
         old: Option<&Row>,
         new: Option<&Row>,
     ) -> io::Result<()> {
-        let Some(txn) = self.txn.as_mut() else {
-            return Err(io::Error::other("change outside a transaction"));
-        };
+        let txn = open_txn(&mut self.txn)?;
         let op = txn.next_op;
         txn.next_op += 2;
         self.route_change(table, old, new, op)
@@ -235,9 +233,7 @@ impl ChangeWriter {
     /// A change that no shape of its own table may see (its rows do not fit their columns):
     /// it takes its op all the same, so later offsets do not depend on it being routed.
     pub fn pass_over(&mut self) -> io::Result<()> {
-        let Some(txn) = self.txn.as_mut() else {
-            return Err(io::Error::other("change outside a transaction"));
-        };
+        let txn = open_txn(&mut self.txn)?;
         txn.next_op += 2;
         Ok(())
     }
@@ -251,9 +247,7 @@ impl ChangeWriter {
         old: Option<&Row>,
         new: Option<&Row>,
     ) -> io::Result<()> {
-        let Some(txn) = self.txn.as_mut() else {
-            return Err(io::Error::other("change outside a transaction"));
-        };
+        let txn = open_txn(&mut self.txn)?;
         let op = txn.next_op.saturating_sub(2);
         self.route_change(table, old, new, op)
     }
@@ -265,9 +259,7 @@ impl ChangeWriter {
         new: Option<&Row>,
         op: u64,
     ) -> io::Result<()> {
-        let Some(txn) = self.txn.as_mut() else {
-            return Err(io::Error::other("change outside a transaction"));
-        };
+        let txn = open_txn(&mut self.txn)?;
         if txn.resent {
             return Ok(());
         }
@@ -377,6 +369,11 @@ impl ChangeWriter {
         }
         self.recently_written.extend(touched.iter().copied());
     }
+}
+
+fn open_txn(txn: &mut Option<OpenTxn>) -> io::Result<&mut OpenTxn> {
+    txn.as_mut()
+        .ok_or_else(|| io::Error::other("change outside a transaction"))
 }
 
 fn open_appender<'a>(
