@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use proxy::mutations::config::{WriteConfig, YjsColumn};
-use proxy::mutations::table::{self, WritableTable};
+use proxy::mutations::table::WritableTable;
 use proxy::mutations::{validate, wire, yjs};
 use shapes::schema::{Column, PgType, QualifiedName, TableSchema, TypeKind};
 
@@ -19,7 +19,6 @@ pub fn run(data: &[u8]) {
     };
     let notes = notes();
     for mutation in &request.mutations {
-        let _ = table::parse_table_name(&mutation.table);
         let _ = shapes::table_name::parse_table_name(&mutation.table);
         let shown = |c: &str| c != "slug";
         let Ok(valid) = validate::validate(
