@@ -85,6 +85,23 @@ impl Cursor {
         Ok(Self { chars, at: 0 })
     }
 
+    /// After an item of a comma-separated list: true past a `,` (another item follows),
+    /// false at the end, an error naming `expected` at anything else.
+    fn next_list_item(&mut self, expected: &'static str) -> Result<bool, NameError> {
+        match self.peek() {
+            None => Ok(false),
+            Some(',') => {
+                self.at += 1;
+                Ok(true)
+            }
+            Some(ch) => Err(NameError::Unexpected {
+                ch,
+                at: self.at,
+                expected,
+            }),
+        }
+    }
+
     fn peek(&self) -> Option<char> {
         self.chars.get(self.at).copied()
     }
@@ -218,16 +235,8 @@ pub fn parse_table_list(text: &str) -> Result<Vec<QualifiedName>, NameError> {
         let parts = cursor.chain()?;
         let spelled: String = cursor.chars[start..cursor.at].iter().collect();
         out.push(table_of(parts, spelled.trim())?);
-        match cursor.peek() {
-            None => return Ok(out),
-            Some(',') => cursor.at += 1,
-            Some(ch) => {
-                return Err(NameError::Unexpected {
-                    ch,
-                    at: cursor.at,
-                    expected: "`,`, `.` or the end of the list",
-                });
-            }
+        if !cursor.next_list_item("`,`, `.` or the end of the list")? {
+            return Ok(out);
         }
     }
 }
@@ -299,16 +308,8 @@ pub fn parse_column_list(text: &str) -> Result<Vec<String>, NameError> {
         cursor.skip_space();
         out.push(cursor.identifier()?);
         cursor.skip_space();
-        match cursor.peek() {
-            None => return Ok(out),
-            Some(',') => cursor.at += 1,
-            Some(ch) => {
-                return Err(NameError::Unexpected {
-                    ch,
-                    at: cursor.at,
-                    expected: "`,` or the end of the list",
-                });
-            }
+        if !cursor.next_list_item("`,` or the end of the list")? {
+            return Ok(out);
         }
     }
 }
