@@ -38,16 +38,22 @@ async fn setup(name: &str) -> (TestDb, tokio_postgres::Client, ProxyProcess) {
     (db, client, proxy)
 }
 
-async fn mutate(proxy: &ProxyProcess, mutation: Value) -> (u16, Value) {
+/// POSTs `body` to `path` (with its query); the status and the JSON answer (null if none).
+async fn post(proxy: &ProxyProcess, path: &str, body: &Value) -> (u16, Value) {
     let response = proxy
         .http()
-        .post(format!("{}/v1/mutations", proxy.url))
-        .json(&json!({"client_id": "kinds", "mutations": [mutation]}))
+        .post(format!("{}{path}", proxy.url))
+        .json(body)
         .send()
         .await
         .unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn mutate(proxy: &ProxyProcess, mutation: Value) -> (u16, Value) {
+    let body = json!({"client_id": "kinds", "mutations": [mutation]});
+    post(proxy, "/v1/mutations", &body).await
 }
 
 fn mutation(table: &str, op: &str, key: Value) -> Value {
@@ -71,15 +77,8 @@ async fn each_op(proxy: &ProxyProcess, table: &str) -> Vec<Value> {
 }
 
 async fn subset(proxy: &ProxyProcess, table: &str) -> (u16, Value) {
-    let response = proxy
-        .http()
-        .post(format!("{}/v1/shape?table={table}&offset=-1", proxy.url))
-        .json(&json!({"order_by": "id", "limit": 1}))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let path = format!("/v1/shape?table={table}&offset=-1");
+    post(proxy, &path, &json!({"order_by": "id", "limit": 1})).await
 }
 
 /// The relation is refused everywhere with `message`: a shape and a subset get 400 under
@@ -377,15 +376,8 @@ async fn a_nul_character_in_any_name_value_or_id_is_a_400_not_a_5xx() {
         json!({"where": "v = 'a\u{0}'"}),
         json!({"where": "v = $1", "params": {"1": "a\u{0}"}}),
     ] {
-        let response = proxy
-            .http()
-            .post(format!("{}/v1/shape?table=items&offset=-1", proxy.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 400, "{body}");
-        let answer: Value = response.json().await.unwrap();
+        let (status, answer) = post(&proxy, "/v1/shape?table=items&offset=-1", &body).await;
+        assert_eq!(status, 400, "{body}");
         let field = if body["params"].is_null() {
             "where"
         } else {
@@ -427,15 +419,8 @@ async fn a_nul_character_in_any_name_value_or_id_is_a_400_not_a_5xx() {
                  "values": {"v": "a\u{0}"}, "timestamp": "2026-11-22T10:30:00Z"}]}),
         ),
     ] {
-        let response = proxy
-            .http()
-            .post(format!("{}/v1/mutations", proxy.url))
-            .json(&request)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 400, "{field}");
-        let body: Value = response.json().await.unwrap();
+        let (status, body) = post(&proxy, "/v1/mutations", &request).await;
+        assert_eq!(status, 400, "{field}");
         assert_eq!(
             body,
             json!({"message": "Invalid request",

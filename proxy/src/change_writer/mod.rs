@@ -224,10 +224,9 @@ impl ChangeWriter {
         old: Option<&Row>,
         new: Option<&Row>,
     ) -> io::Result<()> {
-        let txn = open_txn(&mut self.txn)?;
-        let op = txn.next_op;
-        txn.next_op += 2;
-        self.route_change(table, old, new, op)
+        // Takes the next op, then routes at it.
+        self.pass_over()?;
+        self.same_change_on(table, old, new)
     }
 
     /// A change that no shape of its own table may see (its rows do not fit their columns):
