@@ -48,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let shutdown = CancellationToken::new();
     let (tx, bound) = tokio::sync::oneshot::channel();
-    tokio::spawn(proxy::server::run(config, shutdown.clone(), Some(tx)));
+    tokio::spawn(proxy::serve::run(config, shutdown.clone(), Some(tx)));
     let url = format!("http://{}", bound.await?);
 
     // The proxy writes the snapshot on the first request: do it first, so the figure below

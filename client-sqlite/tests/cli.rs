@@ -26,7 +26,7 @@ impl Drop for Server {
 async fn server(name: &str) -> Server {
     let db = tests::TestDb::new(name).await;
     let mut pg = db.connect().await;
-    proxy::migrations::apply(&mut pg, &proxy::migrations::embedded())
+    proxy::ops::migrations::apply(&mut pg, &proxy::ops::migrations::embedded())
         .await
         .expect("example migrations");
     let storage = tempfile::tempdir().expect("storage");
@@ -43,7 +43,7 @@ async fn server(name: &str) -> Server {
     config.long_poll_timeout = Duration::from_secs(2);
     let shutdown = CancellationToken::new();
     let (bound_tx, bound) = tokio::sync::oneshot::channel();
-    tokio::spawn(proxy::server::run(config, shutdown.clone(), Some(bound_tx)));
+    tokio::spawn(proxy::serve::run(config, shutdown.clone(), Some(bound_tx)));
     let addr = bound.await.expect("the proxy listens");
     Server {
         _db: db,

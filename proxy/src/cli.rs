@@ -13,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::config::AuthArgs;
 use crate::config::{ServeConfig, TombstoneSpec};
-use crate::dev::DevOptions;
 use crate::mutations::WriteArgs;
 use crate::mutations::config::Retention;
+use crate::ops::dev::DevOptions;
 // Defined beside the logging it configures; `cli::LogFormat` is where callers know it.
-pub use crate::telemetry::LogFormat;
+pub use crate::observability::logging::LogFormat;
 
 /// shapesync: sync Postgres to devices, live, over the ElectricSQL HTTP Shape API.
 #[derive(Debug, Parser)]
@@ -359,15 +359,15 @@ pub fn main_with_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
-    crate::telemetry::init_logging(cli.log_format);
+    crate::observability::logging::init_logging(cli.log_format);
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let result: anyhow::Result<()> = match cli.command {
-        Command::Dev(args) => crate::dev::run(args.into_options(), shutdown)
+        Command::Dev(args) => crate::ops::dev::run(args.into_options(), shutdown)
             .await
             .map_err(Into::into),
         Command::Gc(args) => run_gc(args).await,
-        Command::Prepare(args) => crate::operations::prepare(
+        Command::Prepare(args) => crate::ops::install::prepare(
             &args.database_url,
             &args.publication,
             &args.tables,
@@ -380,7 +380,7 @@ async fn run(cli: Cli) -> ExitCode {
             }
         })
         .map_err(Into::into),
-        Command::Uninstall(args) => crate::operations::uninstall(
+        Command::Uninstall(args) => crate::ops::install::uninstall(
             &args.database_url,
             &args.slot,
             &args.publication,
@@ -400,7 +400,7 @@ async fn run(cli: Cli) -> ExitCode {
             let config = args
                 .proxy
                 .into_config(args.database_url, args.storage_dir, false);
-            crate::server::run(config, shutdown, None)
+            crate::serve::run(config, shutdown, None)
                 .await
                 .map_err(Into::into)
         }

@@ -3,29 +3,20 @@
 //!
 //! The `shapesync` binary (`main.rs`) is a thin layer over this library.
 
-pub mod auth;
-pub mod catalog;
-pub mod change_writer;
-pub mod cli;
-pub mod commit_watch;
-pub mod config;
-pub mod database;
-pub mod database_ctype;
-pub mod dev;
-pub mod durability;
-pub mod engine;
+// The data path: the WAL in, shape logs on disk, HTTP out.
 pub mod http;
-pub mod http_server;
-pub mod local_cluster;
-pub mod migrations;
-pub mod monitoring;
-pub mod mutations;
-pub mod operations;
-pub mod proxy_schema;
+pub mod read_path;
 pub mod replication;
-pub mod server;
-pub mod shape_log;
-pub mod shape_store;
-pub mod snapshot;
-pub mod telemetry;
+pub mod storage;
+// The write path.
+pub mod auth;
+pub mod mutations;
+// Shared by both paths.
+pub mod config;
+pub mod postgres;
 pub mod tombstones;
+// Running it.
+pub mod cli;
+pub mod observability;
+pub mod ops;
+pub mod serve;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use proxy::local_cluster::{ClusterOptions, LocalCluster};
+use proxy::ops::local_cluster::{ClusterOptions, LocalCluster};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shapesync");
 
@@ -235,7 +235,7 @@ fn query_counts(data_dir: &Path, pgdata: &Path) -> (i64, i64) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let client = proxy::database::connect(&url).await.unwrap();
+        let client = proxy::postgres::connect(&url).await.unwrap();
         let m: i64 = client
             .query_one("SELECT count(*) FROM shapesync.dev_migrations", &[])
             .await

@@ -10,7 +10,7 @@ pub mod shape_http;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use proxy::local_cluster::{ClusterOptions, LocalCluster};
+use proxy::ops::local_cluster::{ClusterOptions, LocalCluster};
 
 pub mod replication;
 
@@ -34,7 +34,7 @@ impl TestDb {
             .await
             .expect("cluster start task")
             .unwrap_or_else(|err| panic!("starting a throwaway PostgreSQL cluster: {err}"));
-        let admin = proxy::database::connect(&cluster.url("postgres"))
+        let admin = proxy::postgres::connect(&cluster.url("postgres"))
             .await
             .expect("connect to the throwaway cluster");
         admin
@@ -51,7 +51,7 @@ impl TestDb {
 
     /// A new connection to the test database.
     pub async fn connect(&self) -> tokio_postgres::Client {
-        proxy::database::connect(&self.url)
+        proxy::postgres::connect(&self.url)
             .await
             .expect("connect to the test database")
     }
@@ -81,24 +81,25 @@ where
 /// `writes.lsn_wait`.
 pub fn writes_only_router(config: proxy::config::ServeConfig) -> axum::Router {
     use std::sync::Arc;
-    let commits = Arc::new(proxy::commit_watch::CommitWatch::default());
+    let commits = Arc::new(proxy::replication::commit_watch::CommitWatch::default());
     let writes = Arc::new(proxy::mutations::MutationService::new(
         &config.database_url,
         config.writes.clone(),
         config.tombstones.clone(),
         commits.clone(),
     ));
-    let (_, health) = tokio::sync::watch::channel(proxy::server::Health::Active);
+    let (_, health) = tokio::sync::watch::channel(proxy::serve::Health::Active);
     let config = Arc::new(config);
-    let store = proxy::shape_store::ShapeStore::open(&config.storage_dir).expect("shape store");
+    let store =
+        proxy::storage::shape_store::ShapeStore::open(&config.storage_dir).expect("shape store");
     let (commands, _) = tokio::sync::mpsc::unbounded_channel();
-    let engine = Arc::new(proxy::engine::Engine::new(
+    let engine = Arc::new(proxy::read_path::Engine::new(
         config.clone(),
         store,
         commits,
         commands,
     ));
-    proxy::http::router(proxy::server::AppState {
+    proxy::http::router(proxy::serve::AppState {
         health,
         writes,
         settings: config,

@@ -1,6 +1,6 @@
 //! Reading tables from the catalog, as shapes and mutations see them.
 
-use proxy::catalog::{self, CatalogError};
+use proxy::postgres::catalog::{self, CatalogError};
 use shapes::schema::{QualifiedName, TypeKind};
 use tests::TestDb;
 
@@ -8,7 +8,7 @@ use tests::TestDb;
 async fn loads_columns_types_primary_key_enums_arrays_and_domains() {
     let db = TestDb::new("catalog").await;
     let mut client = db.connect().await;
-    proxy::migrations::apply(&mut client, &proxy::migrations::embedded())
+    proxy::ops::migrations::apply(&mut client, &proxy::ops::migrations::embedded())
         .await
         .unwrap();
     client

@@ -197,7 +197,7 @@ async fn a_client_resumes_after_a_proxy_restart_without_refetching() {
 async fn types_arrive_identically_through_snapshot_and_stream() {
     let db = TestDb::with_options(
         "ec_types",
-        proxy::local_cluster::ClusterOptions {
+        proxy::ops::local_cluster::ClusterOptions {
             settings: vec![("timezone".into(), "America/St_Johns".into())],
             ..Default::default()
         },

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use proxy::local_cluster::ClusterOptions;
+use proxy::ops::local_cluster::ClusterOptions;
 use tests::TestDb;
 
 #[tokio::test]
@@ -110,7 +110,7 @@ async fn cluster_settings_can_be_overridden_and_survive_a_restart() {
 #[test]
 fn dropping_a_cluster_during_a_panic_stops_it() {
     let (pgdata, pid) = std::thread::spawn(|| {
-        let cluster = proxy::local_cluster::LocalCluster::temporary(ClusterOptions::default())
+        let cluster = proxy::ops::local_cluster::LocalCluster::temporary(ClusterOptions::default())
             .expect("start");
         let info = (cluster.pgdata().to_owned(), cluster.pid().expect("running"));
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {

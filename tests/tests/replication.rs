@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use proxy::local_cluster::ClusterOptions;
+use proxy::ops::local_cluster::ClusterOptions;
 use proxy::replication::{
     ReplicaIdentity, ReplicationError, ReplicationEvent, StreamStatus, WalChange,
     ensure_publication, prepare_table,

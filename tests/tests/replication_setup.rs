@@ -29,7 +29,7 @@ async fn preparing_a_table_one_does_not_own_names_the_statements_to_run() {
         "postgres://app:app-secret@127.0.0.1:{}/owner",
         db.cluster.port()
     );
-    let mut app = proxy::database::connect(&url).await.unwrap();
+    let mut app = proxy::postgres::connect(&url).await.unwrap();
     let err = prepare_table(
         &mut app,
         "shapesync",

@@ -168,7 +168,7 @@ async fn case_functions_are_refused_on_a_turkish_icu_database() {
         .await
         .unwrap();
     let url = db.cluster.url("trdb");
-    let tr = proxy::database::connect(&url).await.unwrap();
+    let tr = proxy::postgres::connect(&url).await.unwrap();
     tr.batch_execute(
         "CREATE TABLE words (id int PRIMARY KEY, t text); INSERT INTO words VALUES (1, 'I')",
     )

@@ -59,7 +59,7 @@ fn seed() -> u64 {
 }
 
 async fn open(db: &TestDb, name: &str) -> Client {
-    let client = proxy::database::connect(&db.cluster.url(name))
+    let client = proxy::postgres::connect(&db.cluster.url(name))
         .await
         .expect("connect");
     client
@@ -463,7 +463,7 @@ async fn evaluator_and_rebuilt_sql_agree_with_postgres_on_random_rows_and_expres
     let mut reports = Vec::new();
     for (name, client) in &clients {
         // every clause parsed now maps case as this database does
-        let ctype = proxy::database_ctype::read(client).await.expect("ctype");
+        let ctype = proxy::postgres::ctype::read(client).await.expect("ctype");
         assert!(ctype.unsupported().is_none(), "{name}: {ctype:?}");
         eprintln!("where_differential: {name}: case mapping {ctype:?}");
         set_database_ctype(Arc::new(ctype));

@@ -28,7 +28,7 @@ async fn post(proxy: &ProxyProcess, body: Value) -> Value {
 async fn an_applied_mutation_reaches_the_client_with_its_txid_and_lsn() {
     let db = TestDb::new("writes_out").await;
     let mut sql = db.connect().await;
-    proxy::migrations::apply(&mut sql, &proxy::migrations::embedded())
+    proxy::ops::migrations::apply(&mut sql, &proxy::ops::migrations::embedded())
         .await
         .unwrap();
     let proxy = ProxyProcess::start(

@@ -48,7 +48,7 @@ pub enum AuthSetupError {
     #[error("the rules do not fit the database:\n  {}", .0.join("\n  "))]
     Mismatch(Vec<String>),
     #[error("checking the rules against the database: {0}")]
-    Catalog(#[from] crate::catalog::CatalogError),
+    Catalog(#[from] crate::postgres::catalog::CatalogError),
 }
 
 /// The proxy's authentication and authorization, shared by every request.
@@ -298,10 +298,10 @@ fn too_many(limited: Limited) -> AuthError {
 async fn check_rules(rules: &Rules, client: &Client) -> Result<(), AuthSetupError> {
     let mut problems = Vec::new();
     for rule in rules.tables() {
-        match crate::catalog::load_table(client, &rule.table).await {
+        match crate::postgres::catalog::load_table(client, &rule.table).await {
             Ok(table) => problems.extend(Rules::check_against(rule, &table)),
-            Err(crate::catalog::CatalogError::Query(e)) => {
-                return Err(crate::catalog::CatalogError::Query(e).into());
+            Err(crate::postgres::catalog::CatalogError::Query(e)) => {
+                return Err(crate::postgres::catalog::CatalogError::Query(e).into());
             }
             Err(other) => problems.push(format!("[tables.{}] {other}", rule.table)),
         }

@@ -26,7 +26,7 @@ use super::AuthError;
 use super::TokenAccess;
 use super::claims::ClaimTemplate;
 use super::rules::TableRule;
-use crate::shape_store::meta::{RowFilter, ShapeRequest};
+use crate::storage::shape_store::meta::{RowFilter, ShapeRequest};
 
 /// How a request was narrowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -10,7 +10,7 @@ use serde_json::json;
 use shapes::handle::Handle;
 
 use crate::auth::AuthError;
-use crate::engine::ShapeError;
+use crate::read_path::ShapeError;
 
 #[derive(Debug)]
 pub enum ApiError {

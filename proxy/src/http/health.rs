@@ -7,8 +7,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::engine::Health;
 use crate::http::AppState;
+use crate::read_path::Health;
 
 pub(super) async fn get_health(State(state): State<AppState>) -> Response {
     let health = *state.health.borrow();

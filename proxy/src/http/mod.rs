@@ -4,6 +4,7 @@
 mod credentials;
 pub mod error;
 mod health;
+pub mod listener;
 mod metrics;
 mod mutations;
 pub mod shape;
@@ -64,7 +65,7 @@ pub fn router(state: AppState) -> Router {
 /// (`shapesync_http_requests_total`).
 async fn count_shape_request(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
-    ::metrics::counter!(crate::monitoring::HTTP_REQUESTS).increment(1);
+    ::metrics::counter!(crate::observability::prometheus::HTTP_REQUESTS).increment(1);
     response
 }
 

@@ -7,8 +7,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
 use crate::config::ServeConfig;
-use crate::engine::{Engine, Health};
 use crate::mutations::MutationService;
+use crate::read_path::{Engine, Health};
 
 /// State shared by every request handler.
 #[derive(Clone)]

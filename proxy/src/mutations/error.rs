@@ -1,7 +1,7 @@
 //! Errors of the write path that fail a whole request (a mutation's own problems are
 //! `rejected` results, not errors).
 
-use crate::database::{self, DatabaseError};
+use crate::postgres::{self, DatabaseError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MutationError {
@@ -34,7 +34,7 @@ impl MutationError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Connect(err) => err.is_transient(),
-            Self::Query(err) => database::is_transient(err),
+            Self::Query(err) => postgres::is_transient(err),
             Self::ConcurrentCreate | Self::OutOfSavepoints => true,
             Self::NeedsSavepoints { .. } | Self::Internal(_) => false,
         }

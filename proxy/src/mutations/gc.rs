@@ -16,8 +16,8 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use super::config::WriteConfig;
-use crate::catalog::{self, CatalogError};
-use crate::database::{self, DatabaseError};
+use crate::postgres::catalog::{self, CatalogError};
+use crate::postgres::{self, DatabaseError};
 use crate::tombstones::TombstoneSpec;
 
 /// Rows deleted per transaction.
@@ -190,7 +190,7 @@ pub async fn run_periodically(
 
 /// One collection on a fresh connection (with the display settings the keys are written in).
 pub async fn collect_once(database_url: &str, policy: &GcPolicy) -> Result<GcReport, GcError> {
-    let client = database::connect(database_url).await?;
+    let client = postgres::connect(database_url).await?;
     client
         .batch_execute(shapes::display::SET_STATEMENTS)
         .await?;

@@ -38,7 +38,7 @@ pub mod yjs;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::commit_watch::CommitWatch;
+use crate::replication::commit_watch::CommitWatch;
 use crate::tombstones::TombstoneSpec;
 
 pub use config::{WriteArgs, WriteConfig};

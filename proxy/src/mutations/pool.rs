@@ -9,7 +9,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
-use crate::database::{self, DatabaseError};
+use crate::postgres::{self, DatabaseError};
 
 /// Session settings that make text output match pgoutput's and snapshots'.
 const SESSION_SETTINGS: &str = shapes::display::SET_STATEMENTS;
@@ -65,7 +65,7 @@ impl ConnectionPool {
         let connection = match idle.filter(|c| !c.client.is_closed()) {
             Some(connection) => connection,
             None => {
-                let client = database::connect(&self.url).await?;
+                let client = postgres::connect(&self.url).await?;
                 client.batch_execute(SESSION_SETTINGS).await?;
                 Connection {
                     client,

@@ -11,7 +11,7 @@ use tokio_postgres::Client;
 
 use super::config::WriteConfig;
 use super::wire::RefusalCode;
-use crate::catalog::{self, CatalogError};
+use crate::postgres::catalog::{self, CatalogError};
 use crate::tombstones::TombstoneSpec;
 
 /// How long a loaded table is trusted before the catalog is read again.

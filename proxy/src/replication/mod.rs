@@ -50,6 +50,7 @@
 //!   changes in between are gone.
 
 pub mod assembly;
+pub mod commit_watch;
 pub mod event;
 pub mod pgoutput;
 pub mod setup;

@@ -83,7 +83,7 @@ impl SetupError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::LockTimeout { .. } | Self::SlotInUse { .. } => true,
-            Self::Query(err) => crate::database::is_transient(err),
+            Self::Query(err) => crate::postgres::is_transient(err),
             Self::MissingPrivilege { .. }
             | Self::UnknownTable(_)
             | Self::NotATable(_)

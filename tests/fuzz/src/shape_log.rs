@@ -12,9 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use proxy::shape_log::record::{RecordKind, RecordScanner};
-use proxy::shape_log::snapshot_file::SNAPSHOT_FILE;
-use proxy::shape_log::{CHANGES_FILE, Framing, ShapeLog};
+use proxy::storage::shape_log::record::{RecordKind, RecordScanner};
+use proxy::storage::shape_log::snapshot_file::SNAPSHOT_FILE;
+use proxy::storage::shape_log::{CHANGES_FILE, Framing, ShapeLog};
 use shapes::offset::Offset;
 
 pub fn run(data: &[u8]) {

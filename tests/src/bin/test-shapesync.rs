@@ -14,7 +14,7 @@ const FSYNC_FAULT_ENV: &str = "SHAPESYNC_TEST_FSYNC_FAULT";
 
 fn main() -> std::process::ExitCode {
     if std::env::var_os(FSYNC_FAULT_ENV).is_some() {
-        proxy::durability::inject_fsync_faults(fsync_fault);
+        proxy::read_path::durability::inject_fsync_faults(fsync_fault);
     }
     proxy::cli::main()
 }
@@ -25,7 +25,7 @@ static SYNCED: Mutex<Option<HashMap<PathBuf, u64>>> = Mutex::new(None);
 /// Fails one fsync the way Linux can: the dirty pages are dropped (the log is cut back to
 /// what its last fsync covered) and the error is reported once.
 fn fsync_fault(dir: &Path) -> io::Result<()> {
-    let log = dir.join(proxy::shape_log::CHANGES_FILE);
+    let log = dir.join(proxy::storage::shape_log::CHANGES_FILE);
     let len = std::fs::metadata(&log)?.len();
     let mut synced = SYNCED.lock().unwrap_or_else(|e| e.into_inner());
     let synced = synced.get_or_insert_with(HashMap::new);

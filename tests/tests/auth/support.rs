@@ -132,7 +132,7 @@ impl World {
     pub async fn new(name: &str) -> Self {
         let db = TestDb::new(name).await;
         let mut client = db.connect().await;
-        proxy::migrations::apply(&mut client, &proxy::migrations::embedded())
+        proxy::ops::migrations::apply(&mut client, &proxy::ops::migrations::embedded())
             .await
             .expect("example migrations");
         client.batch_execute(SEED).await.expect("seed rows");

@@ -42,7 +42,7 @@ pub struct Env {
 pub async fn env(name: &str) -> Env {
     let db = TestDb::new(name).await;
     let mut pg = db.connect().await;
-    proxy::migrations::apply(&mut pg, &proxy::migrations::embedded())
+    proxy::ops::migrations::apply(&mut pg, &proxy::ops::migrations::embedded())
         .await
         .expect("example migrations");
     pg.batch_execute("DELETE FROM todos; DELETE FROM notes; SET TimeZone = 'UTC';")

@@ -107,7 +107,7 @@ fn big_text(rng: &mut StdRng) -> String {
 pub async fn connect_retrying(url: &str) -> Client {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match proxy::database::connect(url).await {
+        match proxy::postgres::connect(url).await {
             Ok(client) => return client,
             Err(err) => {
                 assert!(

@@ -25,10 +25,10 @@ pub async fn harness(name: &str) -> Harness {
 pub async fn harness_with(name: &str, adjust: impl FnOnce(&mut ServeConfig)) -> Harness {
     let db = TestDb::new(name).await;
     let mut client = db.connect().await;
-    proxy::migrations::apply(&mut client, &proxy::migrations::embedded())
+    proxy::ops::migrations::apply(&mut client, &proxy::ops::migrations::embedded())
         .await
         .expect("example migrations");
-    proxy::proxy_schema::upgrade(&mut client)
+    proxy::postgres::proxy_schema::upgrade(&mut client)
         .await
         .expect("shapesync schema");
     let storage =

@@ -9,10 +9,10 @@ use super::params::ShapeParams;
 use super::subset::{SubsetParts, SubsetRequest};
 use crate::auth::Access;
 use crate::auth::read::ReadScope;
-use crate::engine::ShapeError;
 use crate::http::AppState;
 use crate::http::credentials::RequestCredentials;
 use crate::http::error::ApiError;
+use crate::read_path::ShapeError;
 
 /// A request's access, and how its shape was narrowed.
 pub(crate) struct Authorized {

@@ -11,8 +11,8 @@ use shapes::lsn::Lsn;
 use shapes::offset::Offset;
 use shapes::wire;
 
-use crate::shape_log::Framing;
-use crate::shape_store::Shape;
+use crate::storage::shape_log::Framing;
+use crate::storage::shape_store::Shape;
 
 /// Reads larger than this run on the blocking pool.
 const BLOCKING_READ: u64 = 256 * 1024;

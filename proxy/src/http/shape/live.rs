@@ -14,8 +14,8 @@ use super::up_to_date_batch;
 use crate::auth::Access;
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::shape_log::Framing;
-use crate::shape_store::{Shape, ShapeState};
+use crate::storage::shape_log::Framing;
+use crate::storage::shape_store::{Shape, ShapeState};
 
 /// When a live response made with `access` must have ended: its token's `exp`, as an instant
 /// of the runtime's clock (`None`: no token, or an `exp` too far away to matter).
@@ -33,7 +33,7 @@ pub(super) async fn wait(
     after: Offset,
     token_deadline: Option<Instant>,
 ) -> Result<Batch, ApiError> {
-    let _live = crate::monitoring::LiveConnection::open();
+    let _live = crate::observability::prometheus::LiveConnection::open();
     let timeout = Instant::now() + state.settings.long_poll_timeout;
     let deadline = token_deadline.map_or(timeout, |ends| ends.min(timeout));
     let mut news = shape.log.subscribe();

@@ -8,7 +8,7 @@ use shapes::offset::Offset;
 use shapes::table_name::{parse_table_name, reserved_table};
 
 use crate::http::error::ApiError;
-use crate::shape_store::meta::ShapeRequest;
+use crate::storage::shape_store::meta::ShapeRequest;
 
 /// Longest `where` accepted, in bytes.
 pub const MAX_WHERE_BYTES: usize = 4 * 1024;

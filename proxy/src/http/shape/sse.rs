@@ -23,8 +23,8 @@ use super::batch;
 use super::headers::{self, CacheKind};
 use crate::auth::limits::LiveGuard;
 use crate::http::AppState;
-use crate::shape_log::Framing;
-use crate::shape_store::{Shape, ShapeState};
+use crate::storage::shape_log::Framing;
+use crate::storage::shape_store::{Shape, ShapeState};
 
 const KEEP_ALIVE: Duration = Duration::from_secs(21);
 
@@ -56,7 +56,7 @@ struct Session {
     finished: bool,
     /// A large batch being sent: its remaining pieces, then what follows them.
     draining: Option<(batch::Pieces, Vec<u8>)>,
-    _live: crate::monitoring::LiveConnection,
+    _live: crate::observability::prometheus::LiveConnection,
 }
 
 pub(super) fn respond(
@@ -88,7 +88,7 @@ pub(super) fn respond(
         announced_up_to_date: true,
         finished: false,
         draining: None,
-        _live: crate::monitoring::LiveConnection::open(),
+        _live: crate::observability::prometheus::LiveConnection::open(),
     };
     let events = stream::unfold(session, |mut session| async move {
         let chunk = session.next_chunk().await?;

@@ -23,8 +23,8 @@ use shapes::where_clause::WhereClause;
 
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::shape_store::Shape;
-use crate::snapshot::{self, Narrowing};
+use crate::read_path::snapshot::{self, Narrowing};
+use crate::storage::shape_store::Shape;
 
 /// The subset request, from a JSON body or `subset__*` parameters. Other fields (the
 /// client's structured `where_expr` / `order_by_expr`) are ignored: the text forms are used.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use pgwire_replication::PgWireError;
 use shapes::schema::quote_identifier;
 
-use crate::database::DatabaseError;
+use crate::postgres::DatabaseError;
 use crate::replication::assembly::AssemblyError;
 use crate::replication::pgoutput::DecodeError;
 use crate::replication::setup::SetupError;

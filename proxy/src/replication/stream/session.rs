@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use super::task::{SessionEnd, StreamTask};
 use super::{DISPLAY_OPTIONS, ReplicationError};
-use crate::database;
+use crate::postgres;
 use crate::replication::event::ReplicationEvent;
 use crate::replication::pgoutput::{self, PgOutputMessage};
 use crate::replication::setup::{ensure_publication, ensure_slot};
@@ -143,7 +143,7 @@ impl StreamTask {
 
     /// Publication and slot, over an ordinary connection.
     async fn prepare(&mut self, target: &Target) -> Result<Flow, ReplicationError> {
-        let client = database::connect(&self.config.database_url)
+        let client = postgres::connect(&self.config.database_url)
             .await
             .map_err(|e| ReplicationError::from_database(e, &target.user, &self.config.slot))?;
         ensure_publication(&client, &self.config.publication).await?;

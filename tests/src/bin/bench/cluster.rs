@@ -2,7 +2,7 @@
 //! that a scenario's proxy (and its replication slot) never decodes another scenario's writes.
 
 use anyhow::Context;
-use proxy::local_cluster::{ClusterOptions, LocalCluster};
+use proxy::ops::local_cluster::{ClusterOptions, LocalCluster};
 
 pub struct BenchCluster {
     pub cluster: LocalCluster,
@@ -34,7 +34,7 @@ impl BenchCluster {
         let cluster = tokio::task::spawn_blocking(move || LocalCluster::temporary(options))
             .await?
             .context("starting a throwaway PostgreSQL cluster")?;
-        let admin = proxy::database::connect(&cluster.url("postgres"))
+        let admin = proxy::postgres::connect(&cluster.url("postgres"))
             .await
             .context("connecting to the bench cluster")?;
         Ok(Self { cluster, admin })
@@ -64,7 +64,7 @@ impl BenchCluster {
 
 impl Database {
     pub async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
-        proxy::database::connect(&self.url)
+        proxy::postgres::connect(&self.url)
             .await
             .with_context(|| format!("connecting to database {}", self.name))
     }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use axum::body::Body;
 use bytes::Bytes;
 
-use crate::shape_log::blocking_pieces;
+use crate::storage::shape_log::blocking_pieces;
 
 /// Bodies up to this size are kept in memory.
 const IN_MEMORY: usize = 1024 * 1024;

@@ -42,7 +42,7 @@ pub async fn run(bench: &mut Bench, mode: Mode) -> anyhow::Result<()> {
     let duration = Duration::from_millis(bench.scale.of(10_000) as u64);
     let db = bench.cluster.database(name).await?;
     let mut client = db.connect().await?;
-    proxy::migrations::apply(&mut client, &proxy::migrations::embedded()).await?;
+    proxy::ops::migrations::apply(&mut client, &proxy::ops::migrations::embedded()).await?;
     let proxy = ProxyChild::start(&db, &["--writable", "todos", "--tombstones", "todos"]).await?;
     sse::fetch(proxy.addr, "table=todos", |_| {}).await?;
     let url = format!("http://{}/v1/mutations", proxy.addr);

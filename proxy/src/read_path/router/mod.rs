@@ -37,8 +37,8 @@ use shapes::routing::{RowChange, ShapeId, ShapeIndex};
 use shapes::schema::{QualifiedName, Row};
 use shapes::wire::{self, SnapshotInfo};
 
-use crate::shape_log::{LogAppender, ShapeLog};
-use crate::shape_store::Shape;
+use crate::storage::shape_log::{LogAppender, ShapeLog};
+use crate::storage::shape_store::Shape;
 use capture::Capture;
 use encode::{Encoded, ShapeEncoding, TxContext};
 

@@ -5,7 +5,7 @@
 use shapes::where_clause::ctype::{CHAR_CASE_QUERY, CharCase, Ctype, DatabaseLocale};
 use tokio_postgres::Client;
 
-use crate::database::DatabaseError;
+use crate::postgres::DatabaseError;
 
 /// `pg_database`'s row for the current database as JSON: the column holding an ICU or
 /// builtin locale is `daticulocale` up to PG16 and `datlocale` from PG17.

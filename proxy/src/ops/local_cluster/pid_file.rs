@@ -129,7 +129,8 @@ mod tests {
 
     #[test]
     fn a_postgres_server_is_ours_only_in_its_own_data_directory() {
-        let cluster = crate::local_cluster::LocalCluster::temporary(Default::default()).unwrap();
+        let cluster =
+            crate::ops::local_cluster::LocalCluster::temporary(Default::default()).unwrap();
         let pid = cluster.pid().unwrap();
         assert_eq!(holder(cluster.pgdata()), PidFileHolder::Server(pid));
         // Another data directory: as root, owned by root, so the server's user tells them

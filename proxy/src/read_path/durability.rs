@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use shapes::lsn::Lsn;
 use tokio::sync::{mpsc, watch};
 
-use crate::shape_log::CHANGES_FILE;
+use crate::storage::shape_log::CHANGES_FILE;
 
 const RESUME_EVERY: Duration = Duration::from_millis(500);
 const RESUME_FILE: &str = "resume.lsn";

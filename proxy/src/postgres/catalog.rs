@@ -20,7 +20,7 @@ pub enum CatalogError {
          neither serve nor write it; make it logged with ALTER TABLE {0} SET LOGGED"
     )]
     Unlogged(QualifiedName),
-    #[error("query failed: {}", crate::database::describe(.0))]
+    #[error("query failed: {}", crate::postgres::describe(.0))]
     Query(#[from] tokio_postgres::Error),
 }
 

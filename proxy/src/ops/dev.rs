@@ -10,10 +10,10 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeConfig;
-use crate::database::{self, DatabaseError};
-use crate::local_cluster::{self, ClusterError, ClusterOptions, LocalCluster};
-use crate::migrations::{self, MigrationError};
-use crate::server::{self, ServeError};
+use crate::ops::local_cluster::{self, ClusterError, ClusterOptions, LocalCluster};
+use crate::ops::migrations::{self, MigrationError};
+use crate::postgres::{self, DatabaseError};
+use crate::serve::{self, ServeError};
 
 /// The database of the example app inside the private cluster.
 pub const DEV_DATABASE: &str = "shapesync_dev";
@@ -73,7 +73,7 @@ async fn serve_on(
 ) -> Result<(), DevError> {
     create_database(cluster).await?;
     let url = cluster.url(DEV_DATABASE);
-    let mut client = database::connect(&url).await?;
+    let mut client = postgres::connect(&url).await?;
     let files = match &args.migrations {
         Some(dir) => migrations::from_dir(dir)?,
         None => migrations::embedded(),
@@ -93,7 +93,7 @@ async fn serve_on(
     config.database_url.clone_from(&url);
     let auth_on = config.auth.any_given(config.secret.as_deref());
     let (bound_tx, bound_rx) = oneshot::channel();
-    let server = tokio::spawn(server::run(config, shutdown, Some(bound_tx)));
+    let server = tokio::spawn(serve::run(config, shutdown, Some(bound_tx)));
     if let Ok(addr) = bound_rx.await {
         print_banner(addr, cluster, &url);
         if !auth_on {
@@ -154,7 +154,7 @@ fn dev_password(data_dir: &Path) -> Result<String, DevError> {
 }
 
 async fn create_database(cluster: &LocalCluster) -> Result<(), DevError> {
-    let client = database::connect(&cluster.url("postgres")).await?;
+    let client = postgres::connect(&cluster.url("postgres")).await?;
     let exists = client
         .query_opt(
             "SELECT 1 FROM pg_database WHERE datname = $1",

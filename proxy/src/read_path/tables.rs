@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use shapes::schema::{QualifiedName, TableSchema};
 
-use crate::catalog::{self, CatalogError};
-use crate::database::{DatabaseError, MetadataClient};
+use crate::postgres::catalog::{self, CatalogError};
+use crate::postgres::{DatabaseError, MetadataClient};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {

@@ -57,7 +57,7 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
-        let client = crate::monitoring::ClientConnection::open();
+        let client = crate::observability::prometheus::ClientConnection::open();
         tokio::spawn(async move {
             let _client = client;
             if let Err(err) = connection.await {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use shapes::schema::QualifiedName;
 use shapes::table_name::{parse_table_name, reserved_table};
 
-use crate::database::{self, DatabaseError};
+use crate::postgres::{self, DatabaseError};
 use crate::replication::setup::{self, SetupError};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,8 +51,8 @@ pub async fn prepare(
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut client = database::connect(database_url).await?;
-    database::check_wal_level(&client).await?;
+    let mut client = postgres::connect(database_url).await?;
+    postgres::check_wal_level(&client).await?;
     setup::ensure_publication(&client, publication).await?;
     for name in &names {
         setup::prepare_table(&mut client, publication, name, lock_timeout).await?;
@@ -76,7 +76,7 @@ pub async fn uninstall(
     publication: &str,
     yes: bool,
 ) -> Result<Removed, OperationError> {
-    let client = database::connect(database_url).await?;
+    let client = postgres::connect(database_url).await?;
     if !yes {
         confirm(&format!(
             "This drops the replication slot {slot:?}, the publication {publication:?} and the \
@@ -135,7 +135,7 @@ pub async fn uninstall(
 
 fn client_target(url: &str) -> String {
     url.parse::<tokio_postgres::Config>()
-        .map(|c| database::describe_target(&c))
+        .map(|c| postgres::describe_target(&c))
         .unwrap_or_else(|_| "the database".to_owned())
 }
 

@@ -26,7 +26,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::database::MetadataClient;
+use crate::postgres::MetadataClient;
 
 pub const SHAPES: &str = "shapesync_shapes";
 pub const CLIENTS: &str = "shapesync_clients";

@@ -38,13 +38,13 @@ pub enum MigrationError {
         #[source]
         source: std::io::Error,
     },
-    #[error("migration {name} failed: {}", crate::database::describe(.source))]
+    #[error("migration {name} failed: {}", crate::postgres::describe(.source))]
     Apply {
         name: String,
         #[source]
         source: tokio_postgres::Error,
     },
-    #[error("recording migrations: {}", crate::database::describe(.0))]
+    #[error("recording migrations: {}", crate::postgres::describe(.0))]
     Bookkeeping(#[from] tokio_postgres::Error),
 }
 

@@ -1,6 +1,10 @@
 //! Ordinary (non-replication) connections to the user's Postgres, and the checks made before
 //! serving.
 
+pub mod catalog;
+pub mod ctype;
+pub mod proxy_schema;
+
 use tokio_postgres::{Client, NoTls};
 
 #[derive(Debug, thiserror::Error)]

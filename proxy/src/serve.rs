@@ -8,17 +8,17 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Auth, AuthSetupError};
-use crate::commit_watch::CommitWatch;
 use crate::config::ServeConfig;
-use crate::database::{self, DatabaseError};
-use crate::engine::pipeline::{ReadPath, StartError};
 use crate::mutations::MutationService;
 use crate::mutations::gc::{self, GcPolicy};
+use crate::postgres::{self, DatabaseError};
+use crate::read_path::start::{ReadPath, StartError};
+use crate::replication::commit_watch::CommitWatch;
 
 // Their homes are the read path and the HTTP layer; re-exported here for code written
-// against the old paths (`proxy::server::Health`, `proxy::server::AppState`).
-pub use crate::engine::Health;
+// against the old paths (`proxy::serve::Health`, `proxy::serve::AppState`).
 pub use crate::http::AppState;
+pub use crate::read_path::Health;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -55,13 +55,13 @@ pub async fn run(
     bound: Option<oneshot::Sender<SocketAddr>>,
 ) -> Result<(), ServeError> {
     let (health_tx, health) = watch::channel(Health::Starting);
-    let mut client = database::connect(&config.database_url).await?;
-    database::check_wal_level(&client).await?;
+    let mut client = postgres::connect(&config.database_url).await?;
+    postgres::check_wal_level(&client).await?;
     // before anything parses a `where` (the rules below do)
     shapes::where_clause::ctype::set_database_ctype(std::sync::Arc::new(
-        crate::database_ctype::read(&client).await?,
+        crate::postgres::ctype::read(&client).await?,
     ));
-    let steps = crate::proxy_schema::upgrade(&mut client)
+    let steps = crate::postgres::proxy_schema::upgrade(&mut client)
         .await
         .map_err(DatabaseError::Query)?;
     if !steps.is_empty() {
@@ -86,7 +86,7 @@ pub async fn run(
             source,
         })?;
     let local_addr = listener.local_addr().map_err(ServeError::Http)?;
-    let _ = crate::monitoring::handle();
+    let _ = crate::observability::prometheus::handle();
 
     let config = Arc::new(config);
     // Replication records every commit here; writes wait on it for their commit LSN.
@@ -124,7 +124,7 @@ pub async fn run(
     if let Some(bound) = bound {
         let _ = bound.send(local_addr);
     }
-    crate::http_server::serve(listener, app, shutdown.clone()).await;
+    crate::http::listener::serve(listener, app, shutdown.clone()).await;
     shutdown.cancel();
     read_path.stopped().await;
     tracing::info!("shapesync stopped");

@@ -14,7 +14,7 @@ use std::time::Duration;
 use shapes::schema::{QualifiedName, Row};
 use tokio_postgres::Client;
 
-use crate::database::MetadataClient;
+use crate::postgres::MetadataClient;
 use crate::replication::Relation;
 
 /// How long to wait for a decoded transaction to become visible to catalog queries.
@@ -42,7 +42,7 @@ pub async fn ancestors(
         let deadline = tokio::time::Instant::now() + VISIBLE_WITHIN;
         while !visible(&client, xid)
             .await
-            .map_err(|e| failed(&crate::database::describe(&e)))?
+            .map_err(|e| failed(&crate::postgres::describe(&e)))?
         {
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!(
@@ -66,7 +66,7 @@ pub async fn ancestors(
             &[&oid],
         )
         .await
-        .map_err(|e| failed(&crate::database::describe(&e)))?;
+        .map_err(|e| failed(&crate::postgres::describe(&e)))?;
     Ok(rows
         .iter()
         .map(|r| QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)))

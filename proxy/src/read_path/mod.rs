@@ -10,10 +10,13 @@
 
 mod consumer;
 mod create;
+pub mod durability;
 mod health;
 pub mod partitions;
-pub mod pipeline;
 mod restore;
+pub mod router;
+pub mod snapshot;
+pub mod start;
 pub mod tables;
 
 use std::collections::HashSet;
@@ -30,12 +33,12 @@ use shapes::table_name::reserved_table;
 use shapes::where_clause::WhereClause;
 use tokio::sync::{Semaphore, SemaphorePermit, mpsc, oneshot, watch};
 
-use crate::change_writer::SnapshotHolds;
-use crate::commit_watch::CommitWatch;
 use crate::config::ServeConfig;
-use crate::database::MetadataClient;
-use crate::shape_store::meta::ShapeRequest;
-use crate::shape_store::{Shape, ShapeState, ShapeStore};
+use crate::postgres::MetadataClient;
+use crate::read_path::router::SnapshotHolds;
+use crate::replication::commit_watch::CommitWatch;
+use crate::storage::shape_store::meta::ShapeRequest;
+use crate::storage::shape_store::{Shape, ShapeState, ShapeStore};
 use tables::{TableCache, TableError};
 
 pub use consumer::run_consumer;
@@ -99,9 +102,9 @@ impl From<DefinitionError> for ShapeError {
 impl From<TableError> for ShapeError {
     fn from(err: TableError) -> Self {
         match err {
-            TableError::Catalog(crate::catalog::CatalogError::Query(e))
-            | TableError::Database(crate::database::DatabaseError::Query(e))
-                if crate::database::is_transient(&e) =>
+            TableError::Catalog(crate::postgres::catalog::CatalogError::Query(e))
+            | TableError::Database(crate::postgres::DatabaseError::Query(e))
+                if crate::postgres::is_transient(&e) =>
             {
                 Self::unavailable(format!("database unavailable: {e}"))
             }
@@ -109,9 +112,9 @@ impl From<TableError> for ShapeError {
                 Self::unavailable(format!("database unavailable: {e}"))
             }
             TableError::Catalog(
-                e @ (crate::catalog::CatalogError::UnknownTable(_)
-                | crate::catalog::CatalogError::NotATable { .. }
-                | crate::catalog::CatalogError::Unlogged(_)),
+                e @ (crate::postgres::catalog::CatalogError::UnknownTable(_)
+                | crate::postgres::catalog::CatalogError::NotATable { .. }
+                | crate::postgres::catalog::CatalogError::Unlogged(_)),
             ) => Self::Invalid {
                 param: "table",
                 message: e.to_string(),

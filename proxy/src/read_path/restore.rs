@@ -8,9 +8,9 @@ use std::sync::Arc;
 use shapes::wire;
 
 use super::{Engine, ShapeError, WriterCommand};
-use crate::shape_log::ShapeLog;
-use crate::shape_store::meta::{FORMAT_VERSION, ShapeMeta};
-use crate::shape_store::{Shape, ShapeState};
+use crate::storage::shape_log::ShapeLog;
+use crate::storage::shape_store::meta::{FORMAT_VERSION, ShapeMeta};
+use crate::storage::shape_store::{Shape, ShapeState};
 
 impl Engine {
     /// Restores every persisted shape. Must run before the replication stream starts, so the

@@ -22,9 +22,9 @@ use shapes::schema::QualifiedName;
 use tokio::sync::{Notify, mpsc};
 
 use super::{Engine, WriterCommand, partitions};
-use crate::change_writer::ChangeWriter;
-use crate::durability::Written;
-use crate::monitoring;
+use crate::observability::prometheus;
+use crate::read_path::durability::Written;
+use crate::read_path::router::ChangeWriter;
 use crate::replication::event::{Relation, ReplicaIdentity, ReplicationEvent, WalChange};
 
 /// What the consumer needs besides the engine.
@@ -46,9 +46,9 @@ struct Counters {
 impl Counters {
     fn new() -> Self {
         Self {
-            changes: metrics::counter!(monitoring::CHANGES),
-            transactions: metrics::counter!(monitoring::TRANSACTIONS),
-            lag_seconds: metrics::gauge!(monitoring::LAG_SECONDS),
+            changes: metrics::counter!(prometheus::CHANGES),
+            transactions: metrics::counter!(prometheus::TRANSACTIONS),
+            lag_seconds: metrics::gauge!(prometheus::LAG_SECONDS),
         }
     }
 }

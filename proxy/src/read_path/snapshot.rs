@@ -20,8 +20,8 @@ use shapes::wire::{self, ChangeMessage, Operation, SnapshotInfo};
 use tokio_postgres::Client;
 use tokio_postgres::types::Type;
 
-use crate::shape_log::snapshot_file::SnapshotWriter;
-use crate::shape_store::Shape;
+use crate::storage::shape_log::snapshot_file::SnapshotWriter;
+use crate::storage::shape_store::Shape;
 
 /// Session settings of snapshot connections: the replication connection's, so both paths
 /// print values identically.
@@ -29,7 +29,7 @@ pub use crate::replication::stream::DISPLAY_OPTIONS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("snapshot query failed: {}", crate::database::describe(.0))]
+    #[error("snapshot query failed: {}", crate::postgres::describe(.0))]
     Query(#[from] tokio_postgres::Error),
     #[error("writing the snapshot: {0}")]
     Io(#[from] std::io::Error),
@@ -40,7 +40,7 @@ pub enum SnapshotError {
 impl SnapshotError {
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Query(e) => crate::database::is_transient(e),
+            Self::Query(e) => crate::postgres::is_transient(e),
             Self::Io(_) | Self::BadSnapshot(_) => false,
         }
     }
@@ -181,7 +181,7 @@ pub async fn take(
     let mut rows = 0;
     if shape.definition.log() == LogMode::Full {
         rows = stream_rows(&tx, shape, None, None, |message| writer.push_row(message)).await?;
-        metrics::counter!(crate::monitoring::SNAPSHOT_ROWS).increment(rows);
+        metrics::counter!(crate::observability::prometheus::SNAPSHOT_ROWS).increment(rows);
     }
     tx.commit().await?;
     let chunks = writer.finish(info.snapshot_end_message().as_bytes())?;

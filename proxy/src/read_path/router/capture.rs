@@ -14,8 +14,8 @@ use shapes::lsn::{Lsn, Xid};
 use shapes::offset::Offset;
 use shapes::wire::SnapshotInfo;
 
-use crate::shape_log::record::{self, RecordKind, RecordScanner};
-use crate::shape_log::{LogAppender, ShapeLog};
+use crate::storage::shape_log::record::{self, RecordKind, RecordScanner};
+use crate::storage::shape_log::{LogAppender, ShapeLog};
 
 pub const CAPTURE_FILE: &str = "capture.log";
 
@@ -171,7 +171,7 @@ mod tests {
         log.read(
             &plan,
             &mut out,
-            crate::shape_log::Framing::JsonArray { first: true },
+            crate::storage::shape_log::Framing::JsonArray { first: true },
         )
         .unwrap();
         assert_eq!(

@@ -10,7 +10,7 @@ use shapes::schema::TableSchema;
 use tokio::sync::watch;
 
 use super::meta::ShapeMeta;
-use crate::shape_log::ShapeLog;
+use crate::storage::shape_log::ShapeLog;
 
 /// Where a shape is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,12 +11,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::consumer::{ConsumerChannels, run_consumer};
 use super::{Engine, Health, ShapeError};
-use crate::commit_watch::CommitWatch;
 use crate::config::ServeConfig;
-use crate::durability;
-use crate::monitoring;
+use crate::observability::prometheus;
+use crate::read_path::durability;
+use crate::replication::commit_watch::CommitWatch;
 use crate::replication::stream::{ReplicationStream, StreamConfig, StreamStatus};
-use crate::shape_store::ShapeStore;
+use crate::storage::shape_store::ShapeStore;
 
 /// Events queued between the replication stream and the consumer.
 const EVENT_QUEUE: usize = 8192;
@@ -99,7 +99,7 @@ impl ReadPath {
             let engine = engine.clone();
             let shutdown = shutdown.clone();
             async move {
-                monitoring::watch_slot(
+                prometheus::watch_slot(
                     &engine.metadata,
                     &engine.config.slot,
                     engine.config.max_lag_bytes,

@@ -12,13 +12,13 @@ use shapes::wire;
 use tokio::sync::oneshot;
 
 use super::{Engine, ShapeError, WriterCommand};
-use crate::change_writer::SnapshotHolds;
+use crate::read_path::router::SnapshotHolds;
+use crate::read_path::snapshot;
 use crate::replication::SetupError;
 use crate::replication::setup::TablePrepared;
-use crate::shape_log::ShapeLog;
-use crate::shape_store::meta::{FORMAT_VERSION, ShapeMeta, ShapeRequest};
-use crate::shape_store::{Shape, ShapeState};
-use crate::snapshot;
+use crate::storage::shape_log::ShapeLog;
+use crate::storage::shape_store::meta::{FORMAT_VERSION, ShapeMeta, ShapeRequest};
+use crate::storage::shape_store::{Shape, ShapeState};
 
 /// New shapes beyond this many per snapshot slot are refused with 503 until the queue drains.
 const SNAPSHOT_QUEUE_FACTOR: usize = 16;
@@ -251,7 +251,7 @@ impl Engine {
     /// Adds `table` to the publication and gives it (and each of its partitions) REPLICA
     /// IDENTITY FULL, whatever is missing, under the lock timeout.
     async fn prepare(&self, table: &QualifiedName) -> Result<TablePrepared, ShapeError> {
-        let mut client = crate::database::connect(&self.config.database_url)
+        let mut client = crate::postgres::connect(&self.config.database_url)
             .await
             .map_err(|e| ShapeError::unavailable(e.to_string()))?;
         let prepared = crate::replication::setup::prepare_table(
