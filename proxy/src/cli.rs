@@ -12,12 +12,12 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::config::AuthArgs;
-use crate::config::{ServeConfig, TombstoneSpec};
+use crate::config::ServeConfig;
 use crate::mutations::WriteArgs;
 use crate::mutations::config::Retention;
+use crate::observability::logging::LogFormat;
 use crate::ops::dev::DevOptions;
-// Defined beside the logging it configures; `cli::LogFormat` is where callers know it.
-pub use crate::observability::logging::LogFormat;
+use crate::tombstones::TombstoneSpec;
 
 /// shapesync: sync Postgres to devices, live, over the ElectricSQL HTTP Shape API.
 #[derive(Debug, Parser)]

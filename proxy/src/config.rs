@@ -8,9 +8,7 @@ use shapes::schema::QualifiedName;
 
 use crate::auth::config::AuthConfig;
 use crate::mutations::WriteConfig;
-// Shared by the read and the write path, so they live in a module of their own; re-exported
-// here where the flags' code has always found them.
-pub use crate::tombstones::{DEFAULT_TOMBSTONE_COLUMN, TombstoneSpec};
+use crate::tombstones::TombstoneSpec;
 
 /// Everything the proxy needs to run (`serve`, and `dev` once its cluster is up).
 #[derive(Debug, Clone)]

@@ -15,10 +15,8 @@ use crate::postgres::{self, DatabaseError};
 use crate::read_path::start::{ReadPath, StartError};
 use crate::replication::commit_watch::CommitWatch;
 
-// Their homes are the read path and the HTTP layer; re-exported here for code written
-// against the old paths (`proxy::serve::Health`, `proxy::serve::AppState`).
-pub use crate::http::AppState;
-pub use crate::read_path::Health;
+use crate::http::AppState;
+use crate::read_path::Health;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -115,7 +113,7 @@ pub async fn run(
         health,
         writes,
         settings: config,
-        engine: read_path.engine.clone(),
+        shapes: read_path.shapes.clone(),
         auth,
         shutdown: shutdown.clone(),
     };

@@ -88,22 +88,22 @@ pub fn writes_only_router(config: proxy::config::ServeConfig) -> axum::Router {
         config.tombstones.clone(),
         commits.clone(),
     ));
-    let (_, health) = tokio::sync::watch::channel(proxy::serve::Health::Active);
+    let (_, health) = tokio::sync::watch::channel(proxy::read_path::Health::Active);
     let config = Arc::new(config);
     let store =
         proxy::storage::shape_store::ShapeStore::open(&config.storage_dir).expect("shape store");
     let (commands, _) = tokio::sync::mpsc::unbounded_channel();
-    let engine = Arc::new(proxy::read_path::Engine::new(
+    let shapes = Arc::new(proxy::read_path::Shapes::new(
         config.clone(),
         store,
         commits,
         commands,
     ));
-    proxy::http::router(proxy::serve::AppState {
+    proxy::http::router(proxy::http::AppState {
         health,
         writes,
         settings: config,
-        engine,
+        shapes,
         auth: Arc::new(proxy::auth::Auth::off()),
         shutdown: tokio_util::sync::CancellationToken::new(),
     })

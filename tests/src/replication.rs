@@ -70,7 +70,9 @@ pub fn start_stream(
 ) -> (ReplicationStream, Consumer, CancellationToken) {
     // The stream's logs show in the output of a failing test.
     static LOGGING: std::sync::Once = std::sync::Once::new();
-    LOGGING.call_once(|| proxy::observability::logging::init_logging(proxy::cli::LogFormat::Text));
+    LOGGING.call_once(|| {
+        proxy::observability::logging::init_logging(proxy::observability::logging::LogFormat::Text)
+    });
     let mut config = StreamConfig::new(url.to_owned(), "shapesync".into(), "shapesync".into());
     config.reconnect_initial = Duration::from_millis(50);
     config.reconnect_max = Duration::from_millis(500);

@@ -11,7 +11,7 @@
 //! - a subset snapshot's `where` and `order_by` obey the same rule, and are checked against
 //!   the readable columns alone ([`TokenAccess::scope_subset`]);
 //! - the rule's row filter, claims bound as parameters, becomes the request's `filter`, which
-//!   the engine ANDs into the `where` and puts into the shape's identity.
+//!   the read path ANDs into the `where` and puts into the shape's identity.
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -8,7 +8,7 @@ use crate::http::AppState;
 use crate::observability::prometheus;
 
 pub(super) async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
-    metrics::gauge!(prometheus::SHAPES).set(state.engine.store.len() as f64);
+    metrics::gauge!(prometheus::SHAPES).set(state.shapes.count() as f64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         prometheus::handle().render(),

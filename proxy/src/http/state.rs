@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Auth;
 use crate::config::ServeConfig;
 use crate::mutations::MutationService;
-use crate::read_path::{Engine, Health};
+use crate::read_path::{Health, Shapes};
 
 /// State shared by every request handler.
 #[derive(Clone)]
@@ -17,7 +17,8 @@ pub struct AppState {
     /// The write path (`POST /v1/mutations`).
     pub writes: Arc<MutationService>,
     pub settings: Arc<ServeConfig>,
-    pub engine: Arc<Engine>,
+    /// The read path (`/v1/shape`).
+    pub shapes: Arc<Shapes>,
     /// Who may read and write what.
     pub auth: Arc<Auth>,
     /// Cancelled when the proxy shuts down: live requests answer at once.

@@ -1,5 +1,12 @@
-//! The consumer task: owns the [`ChangeWriter`], applies the replication stream's events to
-//! it in order, and the engine's commands between transactions.
+//! The consumer task: owns the [`Router`], applies the replication stream's events to it in
+//! order, and the [`Command`]s of other tasks between transactions.
+//!
+//! It is the one place a shape is removed. It decides rotations itself (a truncate, changed
+//! columns, a change without its whole old row, another database, a lost slot), and
+//! everyone else asks it: `DELETE /v1/shape`, eviction and a failed creation
+//! ([`Command::Remove`]), the durability task for a log whose fsync failed
+//! ([`Command::DropLostLogs`]). Removing stops the router feeding the shape and takes it out
+//! of [`Shapes`]; nothing is sent back to the consumer.
 //!
 //! When a shape log cannot be written (disk full, I/O error) the open transaction is dropped
 //! from every log, the stream is asked to reconnect from the last flushed position, and the
@@ -13,24 +20,58 @@
 //! the partitioned tables above it ([`partitions`]).
 
 use std::collections::HashMap;
+use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shapes::handle::Handle;
 use shapes::lsn::Lsn;
+use shapes::routing::ShapeId;
 use shapes::schema::QualifiedName;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::{Engine, WriterCommand, partitions};
+use super::{Shapes, partitions};
 use crate::observability::prometheus;
 use crate::read_path::durability::Written;
-use crate::read_path::router::ChangeWriter;
+use crate::read_path::router::{Router, SnapshotHolds};
 use crate::replication::event::{Relation, ReplicaIdentity, ReplicationEvent, WalChange};
+use crate::storage::shape_store::{Shape, ShapeState};
 
-/// What the consumer needs besides the engine.
+/// What other tasks ask of the consumer; applied between transactions.
+#[derive(Debug)]
+pub enum Command {
+    /// Start routing to a shape: with `capturing`, into its capture file until its snapshot
+    /// is finished; otherwise (restored after a restart) straight into its log. Replies with
+    /// the LSN the shape starts after.
+    Register {
+        shape: Arc<Shape>,
+        capturing: bool,
+        reply: oneshot::Sender<io::Result<Lsn>>,
+    },
+    FinishSnapshot {
+        id: ShapeId,
+        holds: SnapshotHolds,
+        /// Replies with the LSN through which the shape has decided every transaction.
+        reply: oneshot::Sender<io::Result<Lsn>>,
+    },
+    /// Remove a shape (and its directory); replies with it, `None` if it was already gone.
+    Remove {
+        handle: Handle,
+        reply: oneshot::Sender<Option<Arc<Shape>>>,
+    },
+    /// Remove the shapes whose logs are in `dirs` (their fsync failed), leaving the
+    /// directories to the asker, which removes them durably; replies once they are out.
+    DropLostLogs {
+        dirs: Vec<PathBuf>,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// What the consumer needs besides [`Shapes`].
 pub struct ConsumerChannels {
     pub events: mpsc::Receiver<ReplicationEvent>,
-    pub commands: mpsc::UnboundedReceiver<WriterCommand>,
+    pub commands: mpsc::UnboundedReceiver<Command>,
     pub written: mpsc::UnboundedSender<Written>,
     /// Asks the replication stream to reconnect from the flushed position.
     pub restart_stream: Arc<Notify>,
@@ -68,10 +109,21 @@ struct KnownRelation {
     reshaped: bool,
     /// Whether its rows line up with the table its own shapes were built for.
     own_columns_ok: Option<bool>,
-    /// How its rows map onto each ancestor's columns.
-    layouts: HashMap<QualifiedName, Layout>,
+    /// How its rows map onto each ancestor's columns, by position in `ancestors`.
+    layouts: Vec<Option<Layout>>,
     /// REPLICA IDENTITY FULL was found missing and its restoration asked for.
     identity_restore_asked: bool,
+    /// Which of its tables the router has shapes on.
+    routed: Routed,
+}
+
+/// Which of a relation's tables (its own, then its ancestors) the router has shapes on, as of
+/// a router generation: asked again only when shapes came or went, not per change.
+struct Routed {
+    generation: Option<u64>,
+    own: bool,
+    /// By position in `ancestors`.
+    ancestors: Vec<bool>,
 }
 
 enum Layout {
@@ -82,19 +134,19 @@ enum Layout {
 }
 
 /// Runs until the event and command channels close.
-pub async fn run_consumer(engine: Arc<Engine>, start: Lsn, mut io: ConsumerChannels) {
-    let mut writer = ChangeWriter::new(start);
+pub async fn run_consumer(shapes: Arc<Shapes>, start: Lsn, mut io: ConsumerChannels) {
+    let mut router = Router::new(start);
     let mut relations = Relations::default();
     let counters = Counters::new();
-    let identity_file = engine.store.root().join("database.json");
+    let identity_file = shapes.storage_root().join("database.json");
     let mut discarding = false;
     // The transaction being applied, whose catalog changes lookups must see.
     let mut open_xid = None;
     loop {
         let event = tokio::select! {
             biased;
-            command = io.commands.recv(), if !writer.in_transaction() => match command {
-                Some(command) => { apply_command(&mut writer, command); continue; }
+            command = io.commands.recv(), if !router.in_transaction() => match command {
+                Some(command) => { apply_command(&shapes, &mut router, command); continue; }
                 None => break,
             },
             event = io.events.recv() => match event {
@@ -115,10 +167,10 @@ pub async fn run_consumer(engine: Arc<Engine>, start: Lsn, mut io: ConsumerChann
             | ReplicationEvent::Disconnected { .. } => open_xid = None,
             _ => {}
         }
-        let applied = match relations.learn(&engine, &event, open_xid).await {
+        let applied = match relations.learn(&shapes, &event, open_xid).await {
             Ok(()) => apply_event(
-                &engine,
-                &mut writer,
+                &shapes,
+                &mut router,
                 &mut relations,
                 &identity_file,
                 event,
@@ -131,7 +183,7 @@ pub async fn run_consumer(engine: Arc<Engine>, start: Lsn, mut io: ConsumerChann
             Ok(()) => {}
             Err(err) => {
                 tracing::error!(error = %err, "cannot apply a transaction to the shape logs (a write or a catalog lookup failed); dropping it and reconnecting to replay it");
-                writer.abort();
+                router.abort();
                 discarding = true;
                 io.restart_stream.notify_one();
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -140,28 +192,51 @@ pub async fn run_consumer(engine: Arc<Engine>, start: Lsn, mut io: ConsumerChann
     }
 }
 
-fn apply_command(writer: &mut ChangeWriter, command: WriterCommand) {
+fn apply_command(shapes: &Shapes, router: &mut Router, command: Command) {
     match command {
-        WriterCommand::Register {
+        Command::Register {
             shape,
             capturing,
             reply,
         } => {
-            let _ = reply.send(writer.register(shape, capturing));
+            // Removed while it waited for its turn (its table was rotated): never routed to.
+            let registered = if shape.state() == ShapeState::Gone {
+                Err(io::Error::other(
+                    "the shape was removed before it was registered",
+                ))
+            } else {
+                router.register(shape, capturing)
+            };
+            let _ = reply.send(registered);
         }
-        WriterCommand::FinishSnapshot { id, holds, reply } => {
-            let result = writer
+        Command::FinishSnapshot { id, holds, reply } => {
+            let result = router
                 .finish_snapshot(id, holds)
-                .map(|()| writer.last_commit());
+                .map(|()| router.last_commit());
             let _ = reply.send(result);
         }
-        WriterCommand::Remove { id } => writer.remove(id),
+        Command::Remove { handle, reply } => {
+            let removed = shapes
+                .by_handle(&handle)
+                .and_then(|shape| remove_shape(shapes, router, &shape, true));
+            let _ = reply.send(removed);
+        }
+        Command::DropLostLogs { dirs, reply } => {
+            for shape in shapes.all() {
+                if dirs.iter().any(|dir| dir == shape.log.dir())
+                    && remove_shape(shapes, router, &shape, false).is_some()
+                {
+                    tracing::error!(handle = %shape.handle, table = %shape.definition.table(), "rotating shape: its log's fsync failed");
+                }
+            }
+            let _ = reply.send(());
+        }
     }
 }
 
 fn apply_event(
-    engine: &Arc<Engine>,
-    writer: &mut ChangeWriter,
+    shapes: &Arc<Shapes>,
+    router: &mut Router,
     relations: &mut Relations,
     identity_file: &PathBuf,
     event: ReplicationEvent,
@@ -174,15 +249,15 @@ fn apply_event(
             timeline,
             ..
         } => {
-            writer.abort();
+            router.abort();
             if database_changed(identity_file, system_id, timeline) {
                 tracing::warn!(
                     system_id,
                     timeline,
                     "connected to a different database (restore, failover or upgrade): every shape is rotated"
                 );
-                rotate_all(engine, writer, "the database changed");
-                writer.forget_position();
+                rotate_all(shapes, router, "the database changed");
+                router.forget_position();
             }
         }
         ReplicationEvent::Begin {
@@ -190,27 +265,26 @@ fn apply_event(
             commit_lsn,
             commit_time_micros,
         } => {
-            writer.begin(xid, commit_lsn);
+            router.begin(xid, commit_lsn);
             counters
                 .lag_seconds
                 .set(seconds_since_pg_epoch(commit_time_micros));
         }
         ReplicationEvent::Change(change) => {
             counters.changes.increment(1);
-            apply_change(engine, writer, relations, change)?;
+            apply_change(shapes, router, relations, change)?;
         }
         ReplicationEvent::Commit {
             xid,
             commit_lsn,
             end_lsn,
         } => {
-            let report = writer.commit(commit_lsn, end_lsn)?;
+            let report = router.commit(commit_lsn, end_lsn)?;
             let _ = written.send(Written {
                 end_lsn,
                 dirs: report.to_sync,
             });
-            engine.commits.record(xid, commit_lsn);
-            engine.note_last_seen(commit_lsn);
+            shapes.note_commit(xid, commit_lsn);
             counters.transactions.increment(1);
         }
         ReplicationEvent::RelationChanged { relation } => {
@@ -220,7 +294,7 @@ fn apply_event(
                 && known.reshaped
             {
                 for table in known.tables() {
-                    rotate_table(engine, writer, &table, "its columns changed");
+                    rotate_table(shapes, router, &table, "its columns changed");
                 }
             }
         }
@@ -230,7 +304,7 @@ fn apply_event(
                 reason,
                 "replication disconnected; the open transaction will be sent again"
             );
-            writer.abort();
+            router.abort();
         }
         ReplicationEvent::SlotLost { slot, reason, .. } => {
             tracing::error!(
@@ -238,16 +312,16 @@ fn apply_event(
                 reason,
                 "the replication slot was lost; every shape is rotated and clients refetch"
             );
-            writer.abort();
-            rotate_all(engine, writer, "the replication slot was lost");
+            router.abort();
+            rotate_all(shapes, router, "the replication slot was lost");
         }
     }
     Ok(())
 }
 
 fn apply_change(
-    engine: &Arc<Engine>,
-    writer: &mut ChangeWriter,
+    shapes: &Arc<Shapes>,
+    router: &mut Router,
     relations: &mut Relations,
     change: WalChange,
 ) -> std::io::Result<()> {
@@ -265,7 +339,7 @@ fn apply_change(
                     .get(relation)
                     .map_or_else(|| vec![relation.name.clone()], KnownRelation::tables);
                 for table in tables {
-                    rotate_table(engine, writer, &table, "it was truncated");
+                    rotate_table(shapes, router, &table, "it was truncated");
                 }
             }
             return Ok(());
@@ -277,38 +351,35 @@ fn apply_change(
             relation.name
         )));
     };
-    let shaped: Vec<QualifiedName> = known
-        .tables()
-        .into_iter()
-        .filter(|table| !engine.store.on_table(table).is_empty())
-        .collect();
-    if !shaped.is_empty() {
-        watch_identity(engine, writer, known, &change, &shaped);
+    known.note_routes(router);
+    if known.routed.any() {
+        watch_identity(shapes, router, known, &change);
     }
     // Every change takes its op, whether or not a shape wants it: offsets stay a function
     // of the WAL. A change whose columns are not those the table's shapes were built for
     // rotates them and reaches none of them (its row does not fit their layout).
-    if known.own_columns_ok(engine) {
-        writer.change(&relation.name, old, new)?;
+    if known.own_columns_ok(shapes) {
+        router.change(&relation.name, old, new)?;
     } else {
-        rotate_table(engine, writer, &relation.name, "its columns changed");
-        writer.pass_over()?;
+        rotate_table(shapes, router, &relation.name, "its columns changed");
+        router.pass_over()?;
     }
-    for ancestor in known.ancestors.clone() {
-        let ancestor = &ancestor;
-        if !shaped.contains(ancestor) {
+    for i in 0..known.ancestors.len() {
+        if !known.routed.ancestors[i] {
             continue;
         }
-        match known.layout(engine, ancestor) {
-            Layout::Same => writer.same_change_on(ancestor, old, new)?,
-            Layout::Rearranged(map) => {
+        known.learn_layout(shapes, i);
+        let ancestor = &known.ancestors[i];
+        match &known.layouts[i] {
+            Some(Layout::Same) => router.same_change_on(ancestor, old, new)?,
+            Some(Layout::Rearranged(map)) => {
                 let old = old.map(|row| partitions::rearrange(row, map));
                 let new = new.map(|row| partitions::rearrange(row, map));
-                writer.same_change_on(ancestor, old.as_ref(), new.as_ref())?;
+                router.same_change_on(ancestor, old.as_ref(), new.as_ref())?;
             }
-            Layout::Mismatch => rotate_table(
-                engine,
-                writer,
+            Some(Layout::Mismatch) | None => rotate_table(
+                shapes,
+                router,
                 ancestor,
                 "the columns of one of its partitions differ from its own",
             ),
@@ -322,15 +393,20 @@ fn apply_change(
 /// change lacks the whole old row, the shapes that would miss a move or a delete are rotated.
 /// Never a silent gap.
 fn watch_identity(
-    engine: &Arc<Engine>,
-    writer: &mut ChangeWriter,
+    shapes: &Arc<Shapes>,
+    router: &mut Router,
     known: &mut KnownRelation,
     change: &WalChange,
-    shaped: &[QualifiedName],
 ) {
+    let restore =
+        known.relation.replica_identity != ReplicaIdentity::Full && !known.identity_restore_asked;
+    let lacks_old_row = change.lacks_old_row();
+    if !restore && !lacks_old_row {
+        return;
+    }
+    let shaped = known.routed_tables();
     let relation = &known.relation;
-    if relation.replica_identity != ReplicaIdentity::Full && !known.identity_restore_asked {
-        known.identity_restore_asked = true;
+    if restore {
         tracing::error!(
             table = %relation.name,
             identity = ?relation.replica_identity,
@@ -338,11 +414,12 @@ fn watch_identity(
              deletes lose the old row its shapes need; setting it back to FULL",
             relation.name
         );
-        for table in shaped {
-            engine.restore_identity(table.clone());
+        for table in &shaped {
+            shapes.restore_identity(table.clone());
         }
+        known.identity_restore_asked = true;
     }
-    if change.lacks_old_row() {
+    if lacks_old_row {
         tracing::error!(
             table = %relation.name,
             "a change of {} arrived without its whole old row (REPLICA IDENTITY is not FULL): \
@@ -354,8 +431,8 @@ fn watch_identity(
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        for table in shaped {
-            rotate_table(engine, writer, table, "replica identity is not FULL");
+        for table in &shaped {
+            rotate_table(shapes, router, table, "replica identity is not FULL");
         }
     }
 }
@@ -365,7 +442,7 @@ impl Relations {
     /// tables above it. Runs before the event is applied (the lookup needs the database).
     async fn learn(
         &mut self,
-        engine: &Engine,
+        shapes: &Shapes,
         event: &ReplicationEvent,
         xid: Option<u32>,
     ) -> std::io::Result<()> {
@@ -381,7 +458,7 @@ impl Relations {
             if self.get(relation).is_some() {
                 continue;
             }
-            let ancestors = partitions::ancestors(&engine.metadata, relation.oid, xid).await?;
+            let ancestors = shapes.partitioned_ancestors(relation.oid, xid).await?;
             let reshaped = self.by_oid.get(&relation.oid).is_none_or(|previous| {
                 let columns = |r: &Relation| {
                     r.columns
@@ -396,11 +473,16 @@ impl Relations {
                 relation.oid,
                 KnownRelation {
                     relation: relation.clone(),
-                    ancestors,
                     reshaped,
                     own_columns_ok: None,
-                    layouts: HashMap::new(),
+                    layouts: ancestors.iter().map(|_| None).collect(),
                     identity_restore_asked: false,
+                    routed: Routed {
+                        generation: None,
+                        own: false,
+                        ancestors: Vec::with_capacity(ancestors.len()),
+                    },
+                    ancestors,
                 },
             );
         }
@@ -429,13 +511,38 @@ impl KnownRelation {
             .collect()
     }
 
+    /// Brings [`Routed`] up to date, if shapes came or went since it was asked.
+    fn note_routes(&mut self, router: &Router) {
+        if self.routed.generation == Some(router.generation()) {
+            return;
+        }
+        self.routed.generation = Some(router.generation());
+        self.routed.own = router.routes_to(&self.relation.name);
+        self.routed.ancestors.clear();
+        self.routed
+            .ancestors
+            .extend(self.ancestors.iter().map(|table| router.routes_to(table)));
+    }
+
+    /// Its tables that the router has shapes on (as of [`KnownRelation::note_routes`]).
+    fn routed_tables(&self) -> Vec<QualifiedName> {
+        let own = self.routed.own.then(|| self.relation.name.clone());
+        let ancestors = self
+            .ancestors
+            .iter()
+            .zip(&self.routed.ancestors)
+            .filter(|(_, routed)| **routed)
+            .map(|(table, _)| table.clone());
+        own.into_iter().chain(ancestors).collect()
+    }
+
     /// Whether its rows line up with the table its shapes were built for.
-    fn own_columns_ok(&mut self, engine: &Engine) -> bool {
+    fn own_columns_ok(&mut self, shapes: &Shapes) -> bool {
         if let Some(ok) = self.own_columns_ok {
             return ok;
         }
         let relation = &self.relation;
-        let ok = engine.store.on_table(&relation.name).iter().all(|shape| {
+        let ok = shapes.on_table(&relation.name).iter().all(|shape| {
             shape.table.columns.len() == relation.columns.len()
                 && shape
                     .table
@@ -448,53 +555,80 @@ impl KnownRelation {
         ok
     }
 
-    /// How this partition's rows map onto `ancestor`'s columns (as its shapes have them).
-    fn layout(&mut self, engine: &Engine, ancestor: &QualifiedName) -> &Layout {
+    /// Works out, once, how this partition's rows map onto the columns of its `i`th
+    /// ancestor (as that table's shapes have them).
+    fn learn_layout(&mut self, shapes: &Shapes, i: usize) {
+        if self.layouts[i].is_some() {
+            return;
+        }
         let relation = &self.relation;
-        self.layouts.entry(ancestor.clone()).or_insert_with(|| {
-            let Some(shape) = engine.store.on_table(ancestor).into_iter().next() else {
-                return Layout::Mismatch;
+        let layout =
+            match shapes.on_table(&self.ancestors[i]).into_iter().next() {
+                None => Layout::Mismatch,
+                Some(shape) => {
+                    let names: Vec<&str> = shape
+                        .table
+                        .columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect();
+                    match partitions::column_map(relation, &names) {
+                        None => Layout::Mismatch,
+                        Some(map) => {
+                            let same_types =
+                                shape.table.columns.iter().zip(&map).all(|(column, &i)| {
+                                    column.ty.oid == relation.columns[i].type_oid
+                                });
+                            if !same_types {
+                                Layout::Mismatch
+                            } else if map.len() == relation.columns.len()
+                                && map.iter().enumerate().all(|(i, &j)| i == j)
+                            {
+                                Layout::Same
+                            } else {
+                                Layout::Rearranged(map)
+                            }
+                        }
+                    }
+                }
             };
-            let names: Vec<&str> = shape
-                .table
-                .columns
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect();
-            let Some(map) = partitions::column_map(relation, &names) else {
-                return Layout::Mismatch;
-            };
-            let same_types = shape
-                .table
-                .columns
-                .iter()
-                .zip(&map)
-                .all(|(column, &i)| column.ty.oid == relation.columns[i].type_oid);
-            if !same_types {
-                Layout::Mismatch
-            } else if map.len() == relation.columns.len()
-                && map.iter().enumerate().all(|(i, &j)| i == j)
-            {
-                Layout::Same
-            } else {
-                Layout::Rearranged(map)
-            }
-        })
+        self.layouts[i] = Some(layout);
     }
 }
 
-fn rotate_table(engine: &Engine, writer: &mut ChangeWriter, table: &QualifiedName, why: &str) {
-    for shape in engine.store.on_table(table) {
-        writer.remove(shape.id);
+impl Routed {
+    fn any(&self) -> bool {
+        self.own || self.ancestors.contains(&true)
     }
-    engine.rotate_table(table, why);
 }
 
-fn rotate_all(engine: &Engine, writer: &mut ChangeWriter, why: &str) {
-    for shape in engine.store.all() {
-        writer.remove(shape.id);
+/// Takes a shape out of service: the router stops feeding it, then [`Shapes`] forgets it
+/// (its clients get 409). `None` if it was already gone.
+fn remove_shape(
+    shapes: &Shapes,
+    router: &mut Router,
+    shape: &Shape,
+    remove_dir: bool,
+) -> Option<Arc<Shape>> {
+    router.remove(shape.id);
+    shapes.retire(&shape.handle, remove_dir)
+}
+
+/// Removes every shape of a table (truncated, or its columns changed).
+fn rotate_table(shapes: &Shapes, router: &mut Router, table: &QualifiedName, why: &str) {
+    shapes.table_changed(table);
+    for shape in shapes.on_table(table) {
+        tracing::info!(handle = %shape.handle, table = %table, why, "rotating shape");
+        remove_shape(shapes, router, &shape, true);
     }
-    engine.rotate_all(why);
+}
+
+/// Removes every shape (the database changed, or the slot was lost).
+fn rotate_all(shapes: &Shapes, router: &mut Router, why: &str) {
+    for shape in shapes.all() {
+        tracing::info!(handle = %shape.handle, why, "rotating shape");
+        remove_shape(shapes, router, &shape, true);
+    }
 }
 
 /// How long ago a commit happened; its time is in microseconds since 2000-01-01 UTC.

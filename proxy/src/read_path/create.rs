@@ -1,17 +1,16 @@
-//! Making a new shape: prepare its table, register it with the writer (capturing), take the
-//! snapshot, then let the writer keep the captured transactions the snapshot lacks.
+//! Making a new shape: prepare its table, register it with the router (capturing), take the
+//! snapshot, then let the router keep the captured transactions the snapshot lacks.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use shapes::definition::ShapeDefinition;
 use shapes::handle::Handle;
-use shapes::lsn::Lsn;
 use shapes::schema::QualifiedName;
 use shapes::wire;
 use tokio::sync::oneshot;
 
-use super::{Engine, ShapeError, WriterCommand};
+use super::{Command, ShapeError, Shapes};
 use crate::read_path::router::SnapshotHolds;
 use crate::read_path::snapshot;
 use crate::replication::SetupError;
@@ -48,8 +47,8 @@ fn preparation_error(table: &QualifiedName, err: SetupError) -> ShapeError {
     }
 }
 
-/// One shape counted in [`Engine`]'s `creating` until dropped.
-pub(super) struct CreationTicket(Arc<Engine>);
+/// One shape counted in [`Shapes`]'s `creating` until dropped.
+pub(super) struct CreationTicket(Arc<Shapes>);
 
 impl Drop for CreationTicket {
     fn drop(&mut self) {
@@ -57,7 +56,7 @@ impl Drop for CreationTicket {
     }
 }
 
-impl Engine {
+impl Shapes {
     pub(super) async fn create(
         self: &Arc<Self>,
         request: &ShapeRequest,
@@ -67,7 +66,7 @@ impl Engine {
         let ticket = self.take_creation_ticket()?;
         let table = self.tables.get(&self.metadata, &name).await?;
         self.ensure_prepared(&name).await?;
-        self.evict_if_full();
+        self.evict_if_full().await?;
 
         let (id, created_micros) = self.store.allocate();
         let handle = Handle::new(definition.identity_hash(), created_micros);
@@ -105,9 +104,9 @@ impl Engine {
             return Ok(shape);
         }
         tracing::info!(handle = %shape.handle, table = %name, "creating shape");
-        let engine = self.clone();
+        let shapes = self.clone();
         let building = shape.clone();
-        tokio::spawn(async move { engine.build(building, ticket).await });
+        tokio::spawn(async move { shapes.build(building, ticket).await });
         Ok(shape)
     }
 
@@ -155,19 +154,22 @@ impl Engine {
             Err(err) => {
                 tracing::warn!(handle = %shape.handle, error = %err, "shape creation failed");
                 shape.set_state(ShapeState::Failed(err.to_string().into()));
-                self.remove(&shape.handle);
+                if let Err(err) = self.remove(&shape.handle).await {
+                    tracing::warn!(handle = %shape.handle, error = %err, "cannot remove a failed shape");
+                }
             }
         }
     }
 
     async fn register_and_snapshot(&self, shape: &Arc<Shape>) -> Result<u64, ShapeError> {
         let start_lsn = self
-            .command(|reply| WriterCommand::Register {
+            .ask(|reply| Command::Register {
                 shape: shape.clone(),
                 capturing: true,
                 reply,
             })
-            .await?;
+            .await?
+            .map_err(storage_error)?;
         let _permit = self
             .snapshot_permits
             .acquire()
@@ -184,7 +186,7 @@ impl Engine {
                 }
             })?;
         let decided = self
-            .command(|reply| WriterCommand::FinishSnapshot {
+            .ask(|reply| Command::FinishSnapshot {
                 id: shape.id,
                 holds: SnapshotHolds {
                     snapshot: taken.info.clone(),
@@ -192,7 +194,8 @@ impl Engine {
                 },
                 reply,
             })
-            .await?;
+            .await?
+            .map_err(storage_error)?;
         let mut meta = shape.meta.clone();
         meta.start_lsn = decided.max(start_lsn).as_u64();
         meta.snapshot = Some(taken.info);
@@ -202,18 +205,18 @@ impl Engine {
         Ok(taken.rows)
     }
 
-    pub(super) async fn command(
+    /// Sends the consumer task a command and waits for its answer.
+    pub(super) async fn ask<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<std::io::Result<Lsn>>) -> WriterCommand,
-    ) -> Result<Lsn, ShapeError> {
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, ShapeError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(make(reply))
             .map_err(|_| ShapeError::unavailable("the change writer is not running"))?;
         answer
             .await
-            .map_err(|_| ShapeError::unavailable("the change writer stopped"))?
-            .map_err(|e| ShapeError::unavailable(format!("storage: {e}")))
+            .map_err(|_| ShapeError::unavailable("the change writer stopped"))
     }
 
     /// A connection for snapshots, with the display settings both paths share.
@@ -223,7 +226,7 @@ impl Engine {
             .database_url
             .parse()
             .map_err(|e| ShapeError::Internal(format!("database URL: {e}")))?;
-        config.options(snapshot::DISPLAY_OPTIONS);
+        config.options(shapes::display::STARTUP_OPTIONS);
         config.application_name("shapesync-snapshot");
         let (client, connection) = config
             .connect(tokio_postgres::NoTls)
@@ -278,9 +281,9 @@ impl Engine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&table);
-        let engine = self.clone();
+        let shapes = self.clone();
         tokio::spawn(async move {
-            match engine.prepare(&table).await {
+            match shapes.prepare(&table).await {
                 Ok(prepared) if prepared.replica_identity_set => {
                     tracing::error!(table = %table, "REPLICA IDENTITY FULL was missing on the table or one of its partitions, and is set again");
                 }
@@ -297,9 +300,9 @@ impl Engine {
     }
 
     /// With `--max-shapes` reached, removes the least recently used ready shape.
-    fn evict_if_full(&self) {
+    async fn evict_if_full(&self) -> Result<(), ShapeError> {
         if self.store.len() < self.config.max_shapes {
-            return;
+            return Ok(());
         }
         let victim = self
             .store
@@ -309,7 +312,13 @@ impl Engine {
             .min_by_key(|s| s.last_used());
         if let Some(victim) = victim {
             tracing::info!(handle = %victim.handle, "evicting the least recently used shape (--max-shapes)");
-            self.remove(&victim.handle);
+            self.remove(&victim.handle).await?;
         }
+        Ok(())
     }
+}
+
+/// A failed write of the router's, as a client hears of it.
+pub(super) fn storage_error(err: std::io::Error) -> ShapeError {
+    ShapeError::unavailable(format!("storage: {err}"))
 }

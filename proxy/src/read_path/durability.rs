@@ -1,6 +1,6 @@
 //! Group fsync of shape logs, and the flushed LSN the replication stream confirms.
 //!
-//! The change writer makes each transaction visible at once (page cache) and reports it here
+//! The router makes each transaction visible at once (page cache) and reports it here
 //! with the log files it touched. This task fsyncs them in groups — everything that arrived
 //! while the previous round ran goes into the next one, so a busy stream pays one fsync per
 //! file per round, not per transaction — and only then publishes the round's highest commit

@@ -1,12 +1,13 @@
-//! The read path's moving parts, and the API the HTTP layer uses.
+//! The read path's moving parts, and the API the HTTP layer uses ([`Shapes`]).
 //!
 //! ```text
-//! replication stream ──events──► consumer task (owns the ChangeWriter) ──Written──► durability
-//!                                     ▲ commands (register, finish snapshot, remove)
-//! HTTP ─► Engine::shape_for ─► create: prepare table → register (capturing) → snapshot → finish
+//! replication stream ──events──► consumer task (owns the Router) ──Written──► durability
+//!                                     ▲ commands (register, finish snapshot, remove, drop lost logs)
+//! HTTP ─► Shapes::shape_for ─► create: prepare table → register (capturing) → snapshot → finish
 //! ```
-//! Commands reach the writer only between transactions, so a shape starts and stops at a
-//! transaction boundary.
+//! Commands reach the consumer only between transactions, so a shape starts and stops at a
+//! transaction boundary. The consumer task is the one place a shape is removed: it decides
+//! rotations itself (it sees the WAL), and everyone else asks it with a [`Command`].
 
 mod consumer;
 mod create;
@@ -21,47 +22,26 @@ pub mod tables;
 
 use std::collections::HashSet;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use shapes::definition::{DefinitionError, ShapeDefinition};
 use shapes::handle::Handle;
 use shapes::lsn::Lsn;
-use shapes::routing::ShapeId;
-use shapes::schema::QualifiedName;
+use shapes::schema::{QualifiedName, TableSchema};
 use shapes::table_name::reserved_table;
 use shapes::where_clause::WhereClause;
 use tokio::sync::{Semaphore, SemaphorePermit, mpsc, oneshot, watch};
 
 use crate::config::ServeConfig;
 use crate::postgres::MetadataClient;
-use crate::read_path::router::SnapshotHolds;
 use crate::replication::commit_watch::CommitWatch;
 use crate::storage::shape_store::meta::ShapeRequest;
 use crate::storage::shape_store::{Shape, ShapeState, ShapeStore};
 use tables::{TableCache, TableError};
 
-pub use consumer::run_consumer;
+pub use consumer::{Command, run_consumer};
 pub use health::Health;
-
-/// Requests to the change writer, applied between transactions.
-#[derive(Debug)]
-pub enum WriterCommand {
-    Register {
-        shape: Arc<Shape>,
-        capturing: bool,
-        reply: oneshot::Sender<io::Result<Lsn>>,
-    },
-    FinishSnapshot {
-        id: ShapeId,
-        holds: SnapshotHolds,
-        /// Replies with the LSN through which the shape has decided every transaction.
-        reply: oneshot::Sender<io::Result<Lsn>>,
-    },
-    Remove {
-        id: ShapeId,
-    },
-}
 
 /// Why a shape cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -137,15 +117,17 @@ impl ShapeError {
     }
 }
 
-/// The read path, shared by every request.
+/// The shapes this proxy serves: finds or makes the shape a request names, and asks the
+/// consumer task to remove one. Shared by every request.
 #[derive(Debug)]
-pub struct Engine {
-    pub config: Arc<ServeConfig>,
-    pub store: ShapeStore,
-    pub metadata: MetadataClient,
-    pub tables: TableCache,
-    pub commits: Arc<CommitWatch>,
-    commands: mpsc::UnboundedSender<WriterCommand>,
+pub struct Shapes {
+    config: Arc<ServeConfig>,
+    store: ShapeStore,
+    metadata: MetadataClient,
+    tables: TableCache,
+    commits: Arc<CommitWatch>,
+    /// To the consumer task, which owns the router and is the one place shapes are removed.
+    commands: mpsc::UnboundedSender<Command>,
     snapshot_permits: Semaphore,
     /// Shapes being created (registered, snapshot queued or running).
     creating: std::sync::atomic::AtomicUsize,
@@ -155,12 +137,12 @@ pub struct Engine {
     last_seen: watch::Sender<Lsn>,
 }
 
-impl Engine {
+impl Shapes {
     pub fn new(
         config: Arc<ServeConfig>,
         store: ShapeStore,
         commits: Arc<CommitWatch>,
-        commands: mpsc::UnboundedSender<WriterCommand>,
+        commands: mpsc::UnboundedSender<Command>,
     ) -> Self {
         Self {
             metadata: MetadataClient::new(config.database_url.clone()),
@@ -249,7 +231,7 @@ impl Engine {
             .await
     }
 
-    /// Like [`Engine::shape_for`], asking `admit` before a new shape is made (a per-client
+    /// Like [`Shapes::shape_for`], asking `admit` before a new shape is made (a per-client
     /// limit may refuse it).
     pub async fn shape_for_admitting<E: From<ShapeError>>(
         self: &Arc<Self>,
@@ -287,35 +269,65 @@ impl Engine {
         }
     }
 
-    /// Removes a shape: clients holding its handle get 409 and refetch.
-    pub fn remove(&self, handle: &Handle) -> Option<Arc<Shape>> {
-        let shape = self.store.remove(handle)?;
-        shape.set_state(ShapeState::Gone);
-        let _ = self.commands.send(WriterCommand::Remove { id: shape.id });
-        let dir = shape.log.dir().to_owned();
-        tokio::task::spawn_blocking(move || {
-            if let Err(err) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(dir = %dir.display(), error = %err, "cannot remove a shape's directory");
-            }
-        });
-        tracing::info!(handle = %shape.handle, table = %shape.definition.table(), "shape removed");
-        Some(shape)
+    /// The table a shape of `name` would be built on (cached until the stream says it
+    /// changed).
+    pub async fn table(&self, name: &QualifiedName) -> Result<Arc<TableSchema>, TableError> {
+        self.tables.get(&self.metadata, name).await
+    }
+
+    /// The shape a handle names, if it is being served.
+    pub fn by_handle(&self, handle: &Handle) -> Option<Arc<Shape>> {
+        self.store.get(handle)
+    }
+
+    /// The shape served for a request, if there is one (none is made).
+    pub async fn existing(&self, request: &ShapeRequest) -> Result<Option<Arc<Shape>>, ShapeError> {
+        let definition = self.definition(request).await?;
+        Ok(self.store.get_by_definition(definition.canonical()))
+    }
+
+    /// The shape now served for `shape`'s definition: itself, or the one that replaced it
+    /// after a rotation (`None` if nobody asked for it since).
+    pub fn successor(&self, shape: &Shape) -> Option<Arc<Shape>> {
+        self.store.get_by_definition(shape.definition.canonical())
+    }
+
+    /// How many shapes are served.
+    pub fn count(&self) -> usize {
+        self.store.len()
+    }
+
+    /// `<storage>/v1`, where the read path keeps files of its own.
+    pub fn storage_root(&self) -> &Path {
+        self.store.root()
+    }
+
+    /// Removes a shape (`DELETE /v1/shape`, eviction, a failed creation): the consumer task
+    /// takes it out of the router and the store, and its clients get 409 and refetch. Returns
+    /// the shape once it is out, `None` if it was already gone.
+    pub async fn remove(&self, handle: &Handle) -> Result<Option<Arc<Shape>>, ShapeError> {
+        self.ask(|reply| Command::Remove {
+            handle: handle.clone(),
+            reply,
+        })
+        .await
     }
 
     /// Drops the shapes whose logs are in `dirs` (an fsync of them failed: their contents
     /// cannot be trusted) and removes the directories durably, so that no position confirmed
-    /// later depends on them. Their clients get 409 and refetch a new snapshot.
+    /// later depends on them. Their clients get 409 and refetch a new snapshot. Blocks: runs
+    /// on the blocking pool (see [`durability::LostLogs`]).
     pub fn drop_lost_logs(&self, dirs: &[PathBuf]) -> io::Result<()> {
-        for shape in self.store.all() {
-            if !dirs.iter().any(|dir| dir == shape.log.dir())
-                || self.store.remove(&shape.handle).is_none()
-            {
-                continue;
-            }
-            shape.set_state(ShapeState::Gone);
-            let _ = self.commands.send(WriterCommand::Remove { id: shape.id });
-            tracing::error!(handle = %shape.handle, table = %shape.definition.table(), "rotating shape: its log's fsync failed");
-        }
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::DropLostLogs {
+                dirs: dirs.to_vec(),
+                reply,
+            })
+            .map_err(|_| io::Error::other("the consumer task is not running"))?;
+        answer
+            .blocking_recv()
+            .map_err(|_| io::Error::other("the consumer task stopped"))?;
         for dir in dirs {
             match std::fs::remove_dir_all(dir) {
                 Ok(()) => {}
@@ -326,20 +338,52 @@ impl Engine {
         std::fs::File::open(self.store.root().join("shapes"))?.sync_all()
     }
 
-    /// Removes every shape of a table (truncated, or its columns changed).
-    pub fn rotate_table(&self, table: &QualifiedName, why: &str) {
-        self.tables.invalidate(table);
-        for shape in self.store.on_table(table) {
-            tracing::info!(handle = %shape.handle, table = %table, why, "rotating shape");
-            self.remove(&shape.handle);
-        }
+    /// Every shape served.
+    fn all(&self) -> Vec<Arc<Shape>> {
+        self.store.all()
     }
 
-    /// Removes every shape (the database changed, or the slot was lost).
-    pub fn rotate_all(&self, why: &str) {
-        for shape in self.store.all() {
-            tracing::info!(handle = %shape.handle, why, "rotating shape");
-            self.remove(&shape.handle);
+    /// The shapes served on `table`.
+    fn on_table(&self, table: &QualifiedName) -> Vec<Arc<Shape>> {
+        self.store.on_table(table)
+    }
+
+    /// Forgets what the catalog said of `table`: the stream says it changed.
+    fn table_changed(&self, table: &QualifiedName) {
+        self.tables.invalidate(table);
+    }
+
+    /// A transaction the consumer has processed: the write path learns its commit LSN, and
+    /// live requests may answer up to it.
+    fn note_commit(&self, xid: u32, commit_lsn: Lsn) {
+        self.commits.record(xid, commit_lsn);
+        self.note_last_seen(commit_lsn);
+    }
+
+    /// The partitioned tables above a relation, nearest first (see [`partitions`]).
+    async fn partitioned_ancestors(
+        &self,
+        oid: u32,
+        xid: Option<u32>,
+    ) -> io::Result<Vec<QualifiedName>> {
+        partitions::ancestors(&self.metadata, oid, xid).await
+    }
+
+    /// Takes a shape out of the store and marks it `Gone` (waiting requests wake up and
+    /// answer 409); with `remove_dir`, its directory goes too, in the background. Only the
+    /// consumer task calls it, after the router stopped feeding the shape.
+    fn retire(&self, handle: &Handle, remove_dir: bool) -> Option<Arc<Shape>> {
+        let shape = self.store.remove(handle)?;
+        shape.set_state(ShapeState::Gone);
+        if remove_dir {
+            let dir = shape.log.dir().to_owned();
+            tokio::task::spawn_blocking(move || {
+                if let Err(err) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %err, "cannot remove a shape's directory");
+                }
+            });
         }
+        tracing::info!(handle = %shape.handle, table = %shape.definition.table(), "shape removed");
+        Some(shape)
     }
 }

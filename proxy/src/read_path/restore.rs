@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use shapes::wire;
 
-use super::{Engine, ShapeError, WriterCommand};
+use super::create::storage_error;
+use super::{Command, ShapeError, Shapes};
 use crate::storage::shape_log::ShapeLog;
 use crate::storage::shape_store::meta::{FORMAT_VERSION, ShapeMeta};
 use crate::storage::shape_store::{Shape, ShapeState};
 
-impl Engine {
+impl Shapes {
     /// Restores every persisted shape. Must run before the replication stream starts, so the
     /// restored shapes see every transaction Postgres sends.
     pub async fn restore(self: &Arc<Self>) -> Result<usize, ShapeError> {
@@ -99,12 +100,13 @@ impl Engine {
         }
         // Clients may hold offsets up to its last transaction.
         self.note_last_seen(shape.log.last_commit());
-        self.command(|reply| WriterCommand::Register {
+        self.ask(|reply| Command::Register {
             shape,
             capturing: false,
             reply,
         })
         .await
+        .and_then(|registered| registered.map_err(storage_error))
         .map_err(Dropped::Transient)?;
         Ok(())
     }

@@ -3,12 +3,12 @@
 //!
 //! The order of the snapshot/stream boundary (proxy/ARCHITECTURE.md) is the caller's: the
 //! table is in the publication and the
-//! shape registered with the change writer (capturing) before [`take`] runs. Here:
+//! shape registered with the router (capturing) before [`take`] runs. Here:
 //! `REPEATABLE READ READ ONLY`, `pg_current_snapshot()` as the first statement (so the
 //! captured transactions can be told apart by xid), then one query rebuilt from the parsed
 //! `where` with bound parameters. Values are read in each type's text output (the same
-//! function pgoutput uses) under the session settings of [`DISPLAY_OPTIONS`]
-//! ([`shapes::display`]).
+//! function pgoutput uses) under the session settings of
+//! [`shapes::display::STARTUP_OPTIONS`], the replication connection's.
 
 use std::sync::Arc;
 
@@ -22,10 +22,6 @@ use tokio_postgres::types::Type;
 
 use crate::storage::shape_log::snapshot_file::SnapshotWriter;
 use crate::storage::shape_store::Shape;
-
-/// Session settings of snapshot connections: the replication connection's, so both paths
-/// print values identically.
-pub use crate::replication::stream::DISPLAY_OPTIONS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -170,7 +166,7 @@ pub async fn stream_rows(
 }
 
 /// Takes the snapshot of `shape` on `client` (a connection of its own, opened with
-/// [`DISPLAY_OPTIONS`]) and writes it to the shape's directory.
+/// [`shapes::display::STARTUP_OPTIONS`]) and writes it to the shape's directory.
 pub async fn take(
     client: &mut Client,
     shape: &Arc<Shape>,

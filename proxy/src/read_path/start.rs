@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::consumer::{ConsumerChannels, run_consumer};
-use super::{Engine, Health, ShapeError};
+use super::{Health, ShapeError, Shapes};
 use crate::config::ServeConfig;
 use crate::observability::prometheus;
 use crate::read_path::durability;
@@ -23,7 +23,7 @@ const EVENT_QUEUE: usize = 8192;
 
 /// The running read path.
 pub struct ReadPath {
-    pub engine: Arc<Engine>,
+    pub shapes: Arc<Shapes>,
     supervisor: JoinHandle<()>,
     consumer: JoinHandle<()>,
     durability: JoinHandle<()>,
@@ -52,19 +52,19 @@ impl ReadPath {
         let root = store.root().to_owned();
         let resume = durability::load_resume(&root);
         let (commands_tx, commands) = mpsc::unbounded_channel();
-        let engine = Arc::new(Engine::new(config.clone(), store, commits, commands_tx));
+        let shapes = Arc::new(Shapes::new(config.clone(), store, commits, commands_tx));
 
         let (written_tx, written) = mpsc::unbounded_channel();
         let (flushed_tx, flushed) = watch::channel(resume);
         let lost: durability::LostLogs = {
-            let engine = engine.clone();
-            Arc::new(move |dirs| engine.drop_lost_logs(dirs))
+            let shapes = shapes.clone();
+            Arc::new(move |dirs| shapes.drop_lost_logs(dirs))
         };
         let durability = tokio::spawn(durability::run(root, written, flushed_tx, lost));
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         let restart = Arc::new(Notify::new());
         let consumer = tokio::spawn(run_consumer(
-            engine.clone(),
+            shapes.clone(),
             resume,
             ConsumerChannels {
                 events,
@@ -73,12 +73,12 @@ impl ReadPath {
                 restart_stream: restart.clone(),
             },
         ));
-        let restored = engine.restore().await?;
+        let restored = shapes.restore().await?;
         tracing::info!(restored, resume = %resume, "shape logs restored");
         // What clients of the last run saw stays in bounds before anything is streamed again.
-        engine.note_last_seen(resume);
-        if let Some(confirmed) = slot_confirmed(&engine).await {
-            engine.note_last_seen(confirmed);
+        shapes.note_last_seen(resume);
+        if let Some(confirmed) = shapes.slot_confirmed().await {
+            shapes.note_last_seen(confirmed);
         }
 
         let stream_config = StreamConfig::new(
@@ -96,18 +96,9 @@ impl ReadPath {
         wait_streaming(&stream).await?;
         health.send_replace(Health::Active);
         tokio::spawn({
-            let engine = engine.clone();
+            let shapes = shapes.clone();
             let shutdown = shutdown.clone();
-            async move {
-                prometheus::watch_slot(
-                    &engine.metadata,
-                    &engine.config.slot,
-                    engine.config.max_lag_bytes,
-                    Duration::from_secs(10),
-                    shutdown,
-                )
-                .await;
-            }
+            async move { shapes.watch_slot(shutdown).await }
         });
         let supervisor = tokio::spawn(supervise(
             stream,
@@ -119,7 +110,7 @@ impl ReadPath {
             shutdown,
         ));
         Ok(Self {
-            engine,
+            shapes,
             supervisor,
             consumer,
             durability,
@@ -135,20 +126,35 @@ impl ReadPath {
     }
 }
 
-/// The slot's confirmed position: every transaction that ended before it is in the shape logs
-/// (it advances only with what this proxy acknowledged as durable), also when `resume.lsn`
-/// (saved at most every 500 ms) lags behind after a crash. `None` if there is no slot yet.
-async fn slot_confirmed(engine: &Engine) -> Option<Lsn> {
-    let client = engine.metadata.get().await.ok()?;
-    let row = client
-        .query_opt(
-            "SELECT (confirmed_flush_lsn - '0/0')::text FROM pg_replication_slots
-             WHERE slot_name = $1 AND confirmed_flush_lsn IS NOT NULL",
-            &[&engine.config.slot],
+impl Shapes {
+    /// The slot's confirmed position: every transaction that ended before it is in the shape
+    /// logs (it advances only with what this proxy acknowledged as durable), also when
+    /// `resume.lsn` (saved at most every 500 ms) lags behind after a crash. `None` if there is
+    /// no slot yet.
+    async fn slot_confirmed(&self) -> Option<Lsn> {
+        let client = self.metadata.get().await.ok()?;
+        let row = client
+            .query_opt(
+                "SELECT (confirmed_flush_lsn - '0/0')::text FROM pg_replication_slots
+                 WHERE slot_name = $1 AND confirmed_flush_lsn IS NOT NULL",
+                &[&self.config.slot],
+            )
+            .await
+            .ok()??;
+        row.get::<_, String>(0).parse().ok().map(Lsn)
+    }
+
+    /// Reports the slot's lag as a metric until shutdown.
+    async fn watch_slot(&self, shutdown: CancellationToken) {
+        prometheus::watch_slot(
+            &self.metadata,
+            &self.config.slot,
+            self.config.max_lag_bytes,
+            Duration::from_secs(10),
+            shutdown,
         )
-        .await
-        .ok()??;
-    row.get::<_, String>(0).parse().ok().map(Lsn)
+        .await;
+    }
 }
 
 /// Waits until the first session streams; a definite error before that stops the start.

@@ -64,6 +64,4 @@ pub use setup::{
     PublicationState, SetupError, SlotState, TablePrepared, ensure_publication, ensure_slot,
     prepare_table,
 };
-pub use stream::{
-    DISPLAY_OPTIONS, ReplicationError, ReplicationStream, StreamConfig, StreamStatus,
-};
+pub use stream::{ReplicationError, ReplicationStream, StreamConfig, StreamStatus};

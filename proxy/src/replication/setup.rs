@@ -259,7 +259,7 @@ pub async fn ensure_publication(
     if row.is_none() {
         // Changes of a partition are published under the partition itself, so that shapes
         // of the partition see them; the consumer hands them to the shapes of the
-        // partitioned tables above it too (see `engine::partitions`).
+        // partitioned tables above it too (see `read_path::partitions`).
         let created = client
             .batch_execute(&format!(
                 "CREATE PUBLICATION {} WITH (publish_via_partition_root = false)",

@@ -40,10 +40,10 @@ pub(crate) async fn authorize(
     let scope = match &access {
         Access::Open | Access::Secret => ReadScope::default(),
         Access::Token(token) => {
-            let engine = &state.engine;
+            let shapes = &state.shapes;
             token
                 .scope_shape(&mut params.shape, |name| async move {
-                    let table = engine.tables.get(&engine.metadata, &name).await;
+                    let table = shapes.table(&name).await;
                     table.map_err(|e| ApiError::from(ShapeError::from(e)))
                 })
                 .await?

@@ -40,7 +40,7 @@ pub(super) async fn wait(
     let mut lifecycle = shape.watch_state();
     loop {
         news.borrow_and_update();
-        let last_seen = state.engine.last_seen();
+        let last_seen = state.shapes.last_seen();
         let found = batch::read_after(
             shape,
             after,
@@ -65,10 +65,10 @@ pub(super) async fn wait(
                 }
             }
             () = tokio::time::sleep_until(deadline) => {
-                return Ok(up_to_date_batch(after, state.engine.last_seen()));
+                return Ok(up_to_date_batch(after, state.shapes.last_seen()));
             }
             () = state.shutdown.cancelled() => {
-                return Ok(up_to_date_batch(after, state.engine.last_seen()));
+                return Ok(up_to_date_batch(after, state.shapes.last_seen()));
             }
         }
     }
@@ -76,11 +76,7 @@ pub(super) async fn wait(
 
 /// The shape went away under a waiting client: 409, pointing at its successor if one exists.
 pub(super) fn refetch(state: &AppState, shape: &Shape) -> ApiError {
-    let successor = state
-        .engine
-        .store
-        .get_by_definition(shape.definition.canonical())
-        .map(|s| s.handle.clone());
+    let successor = state.shapes.successor(shape).map(|s| s.handle.clone());
     match successor {
         Some(handle) => ApiError::MustRefetch(handle),
         None => ApiError::Unavailable {

@@ -41,7 +41,7 @@ async fn requested_shape(
     let mut params = params::parse(query)?;
     let authorized = authorize::authorize(state, access, &mut params).await?;
     let shape = state
-        .engine
+        .shapes
         .shape_for_admitting(&params.shape, || {
             state
                 .auth
@@ -96,7 +96,7 @@ pub(super) async fn get_shape(
         };
         return Ok(sse::respond(state, shape, after, stream));
     }
-    let last_seen = state.engine.last_seen();
+    let last_seen = state.shapes.last_seen();
     let batch = batch::read_after(
         &shape,
         after,
@@ -108,7 +108,7 @@ pub(super) async fn get_shape(
     .map_err(|e| ApiError::Internal(format!("reading shape {}: {e}", shape.handle)))?;
     let batch = match (batch, params.live) {
         (Some(batch), _) => batch,
-        (None, false) => up_to_date_batch(after, state.engine.last_seen()),
+        (None, false) => up_to_date_batch(after, state.shapes.last_seen()),
         (None, true) => live::wait(&state, &shape, after, token_deadline).await?,
     };
     drop(live_connection);
@@ -131,10 +131,10 @@ async fn check_in_bounds(state: &AppState, after: Offset, live: bool) -> Result<
     let Some(lsn) = after.lsn() else {
         return Ok(());
     };
-    if lsn <= state.engine.last_seen() {
+    if lsn <= state.shapes.last_seen() {
         return Ok(());
     }
-    let mut seen = state.engine.watch_last_seen();
+    let mut seen = state.shapes.watch_last_seen();
     let timeout = state.settings.long_poll_timeout;
     let reached = tokio::time::timeout(timeout, seen.wait_for(|l| *l >= lsn)).await;
     match reached {
@@ -155,7 +155,7 @@ fn up_to_date_batch(after: Offset, last_seen: Lsn) -> Batch {
 
 fn now_response(state: &AppState, shape: &Arc<Shape>) -> Response {
     let offset = batch::latest_offset(shape);
-    let body = format!("[{}]", wire::up_to_date(state.engine.last_seen()));
+    let body = format!("[{}]", wire::up_to_date(state.shapes.last_seen()));
     let mut response = (StatusCode::OK, body).into_response();
     let h = response.headers_mut();
     shape_headers(h, shape, offset);
@@ -334,13 +334,12 @@ pub(super) async fn delete_shape(
         None => None,
     };
     let target = match (by_handle, get("table")) {
-        (Some(handle), _) => state.engine.store.get(&handle),
+        (Some(handle), _) => state.shapes.by_handle(&handle),
         (None, Some(_)) => {
             let mut with_offset = query.clone();
             with_offset.push_str("&offset=-1");
             let params = params::parse(&with_offset)?;
-            let definition = state.engine.definition(&params.shape).await?;
-            state.engine.store.get_by_definition(definition.canonical())
+            state.shapes.existing(&params.shape).await?
         }
         (None, None) => {
             return Err(ApiError::invalid(
@@ -352,7 +351,7 @@ pub(super) async fn delete_shape(
     let Some(shape) = target else {
         return Err(ApiError::NotFound("no such shape".into()));
     };
-    state.engine.remove(&shape.handle);
+    state.shapes.remove(&shape.handle).await?;
     Ok((
         StatusCode::ACCEPTED,
         [(header::CONTENT_TYPE, "application/json")],

@@ -152,7 +152,7 @@ impl Session {
                 return None;
             }
             self.news.borrow_and_update();
-            let last_seen = self.state.engine.last_seen();
+            let last_seen = self.state.shapes.last_seen();
             match batch::read_after(&self.shape, self.offset, Framing::Sse, last_seen, true).await {
                 Ok(Some(found)) => {
                     self.offset = found.offset;
@@ -175,7 +175,7 @@ impl Session {
             if !self.announced_up_to_date {
                 self.announced_up_to_date = true;
                 self.last_sent = Instant::now();
-                return Some(event(&wire::up_to_date(self.state.engine.last_seen())));
+                return Some(event(&wire::up_to_date(self.state.shapes.last_seen())));
             }
             if let Some(chunk) = self.wait().await {
                 return Some(chunk);

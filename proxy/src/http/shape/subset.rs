@@ -188,8 +188,8 @@ pub(super) async fn run(
     table: &TableSchema,
 ) -> Result<Body, ApiError> {
     let narrowing = request.narrowing(shape, parts, table)?;
-    let permit = state.engine.try_snapshot_permit()?;
-    let mut client = state.engine.snapshot_client().await?;
+    let permit = state.shapes.try_snapshot_permit()?;
+    let mut client = state.shapes.snapshot_client().await?;
     let query_error = |e: snapshot::SnapshotError| match e {
         snapshot::SnapshotError::Io(e) => storage_error(e),
         e if e.is_transient() => ApiError::Unavailable {
@@ -209,7 +209,7 @@ pub(super) async fn run(
         xip.join(","),
         wal_lsn.as_u64()
     );
-    let mut body = spool::Spool::new(&state.engine.store.root().join(SPOOL_DIR));
+    let mut body = spool::Spool::new(&state.shapes.storage_root().join(SPOOL_DIR));
     body.write(head.as_bytes()).map_err(storage_error)?;
     let mut first = true;
     snapshot::stream_rows(&tx, shape, Some(&narrowing), Some(mark), |message| {

@@ -2,8 +2,8 @@
 //! shapes it affects, encodes their messages and appends them, one Postgres transaction at a
 //! time.
 //!
-//! Driven by the engine's consumer task, one call per stream event: [`ChangeWriter::begin`],
-//! [`ChangeWriter::change`]…, [`ChangeWriter::commit`] (or [`ChangeWriter::abort`] when the
+//! Driven by the consumer task, one call per stream event: [`Router::begin`],
+//! [`Router::change`]…, [`Router::commit`] (or [`Router::abort`] when the
 //! connection drops mid-transaction). Shapes are registered and finished only between
 //! transactions, so a shape never sees half of one.
 //!
@@ -46,7 +46,7 @@ use encode::{Encoded, ShapeEncoding, TxContext};
 const MAX_OPEN_APPENDERS: usize = 1024;
 
 #[derive(Debug)]
-struct WriterShape {
+struct RoutedShape {
     shape: Arc<Shape>,
     encoding: ShapeEncoding,
     appender: Option<LogAppender>,
@@ -96,9 +96,13 @@ pub struct CommitReport {
 }
 
 #[derive(Debug, Default)]
-pub struct ChangeWriter {
+pub struct Router {
     index: ShapeIndex,
-    shapes: HashMap<ShapeId, WriterShape>,
+    shapes: HashMap<ShapeId, RoutedShape>,
+    /// How many shapes each table has.
+    tables: HashMap<QualifiedName, usize>,
+    /// Bumped whenever a shape comes or goes, so callers can cache what they asked.
+    generation: u64,
     tombstones: HashMap<QualifiedName, usize>,
     txn: Option<OpenTxn>,
     last_commit: Lsn,
@@ -108,7 +112,7 @@ pub struct ChangeWriter {
     recently_written: HashSet<ShapeId>,
 }
 
-impl ChangeWriter {
+impl Router {
     pub fn new(last_commit: Lsn) -> Self {
         Self {
             last_commit,
@@ -125,10 +129,21 @@ impl ChangeWriter {
         self.txn.is_some()
     }
 
+    /// Changes whenever a shape is registered or removed.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether any shape is registered on `table`.
+    pub fn routes_to(&self, table: &QualifiedName) -> bool {
+        self.tables.contains_key(table)
+    }
+
     /// Starts routing changes to `shape`. With `capturing`, changes go to a capture file until
     /// [`finish_snapshot`](Self::finish_snapshot); otherwise (a shape restored after a restart)
     /// straight to its log. Returns the LSN the shape starts after.
     pub fn register(&mut self, shape: Arc<Shape>, capturing: bool) -> io::Result<Lsn> {
+        self.remove(shape.id);
         let capture = if capturing {
             Some(Capture::create(shape.log.dir())?)
         } else {
@@ -153,6 +168,8 @@ impl ChangeWriter {
         let table = shape.definition.table().clone();
         self.index
             .insert(shape.id, &shape.table, shape.definition.where_clause());
+        *self.tables.entry(table.clone()).or_default() += 1;
+        self.generation += 1;
         if let Some(column) = shape.tombstone {
             self.tombstones.insert(table.clone(), column);
         }
@@ -165,7 +182,7 @@ impl ChangeWriter {
         };
         self.shapes.insert(
             shape.id,
-            WriterShape {
+            RoutedShape {
                 shape,
                 encoding,
                 appender: None,
@@ -197,7 +214,17 @@ impl ChangeWriter {
     /// Stops routing to a shape (deleted, rotated or failed).
     pub fn remove(&mut self, id: ShapeId) {
         self.index.remove(id);
-        self.shapes.remove(&id);
+        let Some(removed) = self.shapes.remove(&id) else {
+            return;
+        };
+        self.generation += 1;
+        let table = &removed.encoding.table;
+        if let Some(count) = self.tables.get_mut(table) {
+            *count -= 1;
+            if *count == 0 {
+                self.tables.remove(table);
+            }
+        }
     }
 
     pub fn begin(&mut self, xid: u32, commit_lsn: Lsn) {
@@ -237,7 +264,7 @@ impl ChangeWriter {
         Ok(())
     }
 
-    /// The change just given to [`ChangeWriter::change`], for the shapes of another table it
+    /// The change just given to [`Router::change`], for the shapes of another table it
     /// belongs to (a partitioned table whose partition it was made on; rows in that table's
     /// column order). It takes the same log position: one change of the WAL, one op.
     pub fn same_change_on(
@@ -390,7 +417,7 @@ fn existing(row: Option<&Row>, tombstone: Option<usize>) -> Option<&Row> {
     row.filter(|r| tombstone.is_none_or(|c| r.get(c).is_none_or(|v| v.is_none())))
 }
 
-fn write_entry(ws: &mut WriterShape, offset: Offset, bytes: &[u8]) -> io::Result<()> {
+fn write_entry(ws: &mut RoutedShape, offset: Offset, bytes: &[u8]) -> io::Result<()> {
     if let Some(capture) = ws.capture.as_mut() {
         return capture.append(offset, bytes);
     }

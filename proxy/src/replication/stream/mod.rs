@@ -10,7 +10,7 @@
 //! Each session: (1) over an ordinary connection, make sure the publication and the slot
 //! exist (recreating an invalidated slot, which the consumer hears as
 //! [`SlotLost`](super::ReplicationEvent::SlotLost)); (2) open a replication connection with
-//! the same display settings as snapshots ([`DISPLAY_OPTIONS`]), read `IDENTIFY_SYSTEM`,
+//! the same display settings as snapshots ([`shapes::display::STARTUP_OPTIONS`]), read `IDENTIFY_SYSTEM`,
 //! start streaming at the consumer's position and announce
 //! [`Connected`](super::ReplicationEvent::Connected); (3) pump messages until shutdown or
 //! an error. Transient errors (connection lost, Postgres restarting, the slot still held by
@@ -51,12 +51,6 @@ use tracing::Instrument;
 pub use error::ReplicationError;
 
 use super::event::ReplicationEvent;
-
-/// Startup `options` of the replication connection. pgoutput formats values with the
-/// walsender's session settings, so these must match what snapshots set, or the same row
-/// would read differently from the two paths (e.g. a `timestamptz` in the server's zone):
-/// both use the one list in [`shapes::display`].
-pub use shapes::display::STARTUP_OPTIONS as DISPLAY_OPTIONS;
 
 /// How the stream connects and behaves.
 #[derive(Debug, Clone)]

@@ -11,8 +11,8 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::MissedTickBehavior;
 use tracing::Instrument;
 
+use super::ReplicationError;
 use super::task::{SessionEnd, StreamTask};
-use super::{DISPLAY_OPTIONS, ReplicationError};
 use crate::postgres;
 use crate::replication::event::ReplicationEvent;
 use crate::replication::pgoutput::{self, PgOutputMessage};
@@ -189,7 +189,9 @@ impl StreamTask {
             .with_status_interval(self.config.status_interval)
             .with_wakeup_interval(self.config.status_interval)
             .with_buffer_size(self.config.client_buffer)
-            .with_options(DISPLAY_OPTIONS)
+            // pgoutput formats values with the walsender's session settings: the same as
+            // snapshots set, or a row would read differently from the two paths.
+            .with_options(shapes::display::STARTUP_OPTIONS)
             .with_application_name(&self.config.application_name)
     }
 
