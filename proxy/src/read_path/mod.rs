@@ -5,8 +5,8 @@
 //!                                     ▲ commands (register, finish snapshot, remove, drop lost logs)
 //! HTTP ─► Shapes::shape_for ─► create: prepare table → register (capturing) → snapshot → finish
 //! ```
-//! Commands reach the consumer only between transactions, so a shape starts and stops at a
-//! transaction boundary. The consumer task is the one place a shape is removed: it decides
+//! Commands reach the consumer only between transactions, so a shape starts, and a removal
+//! asked for stops it, at a transaction boundary. The consumer task is the one place a shape is removed: it decides
 //! rotations itself (it sees the WAL), and everyone else asks it with a [`Command`].
 
 mod consumer;

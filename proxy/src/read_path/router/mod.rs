@@ -13,7 +13,7 @@
 //!   latest message until the next one (or the commit) arrives.
 //! - **Re-sent transactions** (Postgres re-sends from our flushed position after a restart)
 //!   are skipped per shape by commit LSN: a shape has decided everything at or below
-//!   `max(start_lsn, last commit in its log)`. Within one run the writer skips them whole: a
+//!   `max(start_lsn, last commit in its log)`. Within one run the router skips them whole: a
 //!   transaction that commits at or before one it already applied is a re-send after a
 //!   reconnect (the logs, and captures replayed into them, may hold more than was flushed).
 //! - **Transactions a snapshot holds** are skipped by xid, in the capture and also after it:
@@ -80,7 +80,7 @@ struct OpenTxn {
     commit_lsn: Lsn,
     next_op: u64,
     touched: Vec<ShapeId>,
-    /// Committed at or before a transaction this writer already applied: Postgres sends it
+    /// Committed at or before a transaction this router already applied: Postgres sends it
     /// again (it resumes from the flushed position, and the logs may hold more), and every
     /// shape has already decided it.
     resent: bool,
@@ -426,7 +426,118 @@ fn write_entry(ws: &mut RoutedShape, offset: Offset, bytes: &[u8]) -> io::Result
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use shapes::definition::{LogMode, ReplicaMode, ShapeDefinition};
+    use shapes::schema::{Column, PgType, TableSchema, TypeKind};
+
     use super::*;
+    use crate::storage::shape_store::ShapeState;
+    use crate::storage::shape_store::meta::{FORMAT_VERSION, ShapeMeta, ShapeRequest};
+
+    /// A ready shape of every row of `public.<table>` (one `int8` key column), its log under
+    /// `root`.
+    fn shape(root: &Path, id: u64, table: &str) -> Arc<Shape> {
+        let schema = Arc::new(TableSchema {
+            name: QualifiedName::new("public", table),
+            oid: 1,
+            columns: vec![Column {
+                name: "id".into(),
+                ty: PgType {
+                    oid: 20,
+                    name: "int8".into(),
+                    kind: TypeKind::Base,
+                },
+                type_mod: -1,
+                dims: 0,
+                not_null: true,
+                pk_index: Some(0),
+                generated: false,
+            }],
+        });
+        let definition = ShapeDefinition::new(
+            &schema,
+            None,
+            &BTreeMap::new(),
+            None,
+            ReplicaMode::Default,
+            LogMode::Full,
+        )
+        .unwrap();
+        let log = ShapeLog::create(&root.join(id.to_string()), 1 << 20).unwrap();
+        let meta = ShapeMeta {
+            format: FORMAT_VERSION,
+            handle: String::new(),
+            request: ShapeRequest {
+                schema: "public".into(),
+                table: table.into(),
+                where_: None,
+                params: BTreeMap::new(),
+                columns: None,
+                replica_full: false,
+                changes_only: false,
+                filter: None,
+            },
+            created_micros: id,
+            start_lsn: 0,
+            chunk_bytes: 1 << 20,
+            schema_header: String::new(),
+            snapshot: None,
+            snapshot_lsn: None,
+        };
+        Arc::new(Shape::new(
+            ShapeId(id),
+            definition,
+            schema,
+            String::new(),
+            log,
+            None,
+            meta,
+            ShapeState::Ready,
+        ))
+    }
+
+    #[test]
+    fn the_router_knows_the_tables_it_routes_to_and_says_when_shapes_come_or_go() {
+        let root = tempfile::tempdir().unwrap();
+        let (t, u) = (
+            QualifiedName::new("public", "t"),
+            QualifiedName::new("public", "u"),
+        );
+        let mut router = Router::new(Lsn::ZERO);
+        assert!(!router.routes_to(&t));
+
+        let before = router.generation();
+        router.register(shape(root.path(), 1, "t"), false).unwrap();
+        assert_ne!(router.generation(), before, "a shape came");
+        router.register(shape(root.path(), 2, "t"), false).unwrap();
+        let u_shape = shape(root.path(), 3, "u");
+        router.register(u_shape.clone(), false).unwrap();
+        // Registered again (the same id): still one shape of `u`.
+        router.register(u_shape, false).unwrap();
+        assert!(router.routes_to(&t) && router.routes_to(&u));
+
+        let before = router.generation();
+        router.remove(ShapeId(1));
+        assert_ne!(router.generation(), before, "a shape went");
+        assert!(router.routes_to(&t), "the second shape of t remains");
+        router.remove(ShapeId(2));
+        assert!(!router.routes_to(&t));
+        router.remove(ShapeId(3));
+        assert!(
+            !router.routes_to(&u),
+            "u's one shape, registered twice, is gone"
+        );
+
+        let before = router.generation();
+        router.remove(ShapeId(2));
+        assert_eq!(
+            router.generation(),
+            before,
+            "removing an unknown shape changes nothing"
+        );
+    }
 
     #[test]
     fn a_snapshot_holds_the_transactions_it_sees_below_its_wal_position() {
