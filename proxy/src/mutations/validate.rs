@@ -236,24 +236,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::mutations::config::{WriteConfig, YjsColumn};
     use serde_json::json;
-    use shapes::schema::{Column, PgType, QualifiedName, TableSchema, TypeKind};
-
-    /// A column of type `ty`, part of the primary key at `pk`; `slug` is generated.
-    pub(crate) fn column(name: &str, ty: &str, pk: Option<usize>) -> Column {
-        Column {
-            name: name.into(),
-            ty: PgType {
-                oid: 0,
-                name: ty.into(),
-                kind: TypeKind::Base,
-            },
-            type_mod: -1,
-            dims: 0,
-            not_null: false,
-            pk_index: pk,
-            generated: name == "slug",
-        }
-    }
+    use shapes::schema::{QualifiedName, TableSchema};
+    use shapes::testing::{base, column};
 
     /// `notes(id uuid pk, title text, body bytea [yjs], slug [generated], updated_at,
     /// deleted_at [tombstone])`.
@@ -263,12 +247,12 @@ pub(crate) mod tests {
             name: name.clone(),
             oid: 1,
             columns: vec![
-                column("id", "uuid", Some(0)),
-                column("title", "text", None),
-                column("body", "bytea", None),
-                column("slug", "text", None),
-                column("updated_at", "timestamptz", None),
-                column("deleted_at", "timestamptz", None),
+                column("id", base("uuid")).pk(0),
+                column("title", base("text")),
+                column("body", base("bytea")),
+                column("slug", base("text")).generated(),
+                column("updated_at", base("timestamptz")),
+                column("deleted_at", base("timestamptz")),
             ],
         };
         let config = WriteConfig {
