@@ -386,6 +386,7 @@ fn write_type_modifier(out: &mut Vec<u8>, type_name: &str, type_mod: i32) {
 mod tests {
     use super::*;
     use crate::testing::{base, column, table};
+    use rstest::rstest;
 
     #[test]
     fn keys_escape_slashes_dots_and_nulls_like_electric() {
@@ -417,13 +418,11 @@ mod tests {
         assert_eq!(back, text);
     }
 
-    #[test]
-    fn integers_are_written_in_decimal() {
-        for n in [0u64, 7, 10, 999, 1_000_000, u64::MAX] {
-            let mut out = Vec::new();
-            write_u64(&mut out, n);
-            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
-        }
+    #[rstest]
+    fn integers_are_written_in_decimal(#[values(0u64, 7, 10, 999, 1_000_000, u64::MAX)] n: u64) {
+        let mut out = Vec::new();
+        write_u64(&mut out, n);
+        assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
     }
 
     #[test]
