@@ -13,5 +13,7 @@ pub mod offset;
 pub mod routing;
 pub mod schema;
 pub mod table_name;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod where_clause;
 pub mod wire;

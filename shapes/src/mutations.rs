@@ -204,13 +204,18 @@ impl RefusalCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rstest::rstest;
 
-    #[test]
-    fn names_on_the_wire_are_the_serialized_ones() {
-        for op in [Op::Insert, Op::Update, Op::Upsert, Op::Delete] {
-            assert_eq!(serde_json::to_value(op).unwrap(), op.as_str());
-        }
-        let codes = [
+    #[rstest]
+    fn op_names_on_the_wire_are_the_serialized_ones(
+        #[values(Op::Insert, Op::Update, Op::Upsert, Op::Delete)] op: Op,
+    ) {
+        assert_eq!(serde_json::to_value(op).unwrap(), op.as_str());
+    }
+
+    #[rstest]
+    fn refusal_code_names_on_the_wire_are_the_serialized_ones(
+        #[values(
             RefusalCode::InvalidValue,
             RefusalCode::NotNullViolation,
             RefusalCode::CheckViolation,
@@ -221,12 +226,16 @@ mod tests {
             RefusalCode::UnknownTable,
             RefusalCode::NotWritable,
             RefusalCode::Forbidden,
-            RefusalCode::BadTimestamp,
-        ];
-        for code in codes {
-            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
-        }
-        let outcomes = [
+            RefusalCode::BadTimestamp
+        )]
+        code: RefusalCode,
+    ) {
+        assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+    }
+
+    #[rstest]
+    fn outcome_statuses_on_the_wire_are_the_serialized_ones(
+        #[values(
             Outcome::Applied {
                 row: None,
                 clamped_to: None,
@@ -237,14 +246,14 @@ mod tests {
                 clamped_to: None,
             },
             Outcome::rejected(RefusalCode::Forbidden, None, "no"),
-            Outcome::Aborted,
-        ];
-        for outcome in outcomes {
-            assert_eq!(
-                serde_json::to_value(&outcome).unwrap()["status"],
-                outcome.status()
-            );
-        }
+            Outcome::Aborted
+        )]
+        outcome: Outcome,
+    ) {
+        assert_eq!(
+            serde_json::to_value(&outcome).unwrap()["status"],
+            outcome.status()
+        );
     }
 
     #[test]

@@ -96,25 +96,32 @@ impl FromStr for Offset {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rstest::rstest;
 
-    #[test]
-    fn parses_and_prints_every_form() {
-        for text in [
+    #[rstest]
+    fn parses_and_prints_every_form(
+        #[values(
             "-1",
             "0_0",
             "0_7",
             "0_inf",
             "24155000_0",
             "24155000_12",
-            "24155000_inf",
-        ] {
-            assert_eq!(text.parse::<Offset>().unwrap().to_string(), text);
-        }
-        for bad in [
-            "", "-2", "1", "_1", "1_", "a_1", "1_a", "+1_0", "1_-1", " 1_0", "1_0_0",
-        ] {
-            assert!(bad.parse::<Offset>().is_err(), "{bad:?} accepted");
-        }
+            "24155000_inf"
+        )]
+        text: &str,
+    ) {
+        assert_eq!(text.parse::<Offset>().unwrap().to_string(), text);
+    }
+
+    #[rstest]
+    fn refuses_every_malformed_form(
+        #[values(
+            "", "-2", "1", "_1", "1_", "a_1", "1_a", "+1_0", "1_-1", " 1_0", "1_0_0"
+        )]
+        bad: &str,
+    ) {
+        assert!(bad.parse::<Offset>().is_err(), "{bad:?} accepted");
     }
 
     #[test]

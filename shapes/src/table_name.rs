@@ -387,6 +387,7 @@ pub fn reserved_table(table: &QualifiedName) -> Option<ReservedTable> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rstest::rstest;
 
     /// Each case is its own test, named after what it shows.
     macro_rules! table_names {
@@ -478,9 +479,11 @@ mod tests {
                 QualifiedName::new("public", "x")
             ]
         );
-        for bad in ["", "a,,b", "a,", "a b", "a.b.c"] {
-            assert!(parse_table_list(bad).is_err(), "{bad}");
-        }
+    }
+
+    #[rstest]
+    fn bad_table_lists_are_refused(#[values("", "a,,b", "a,", "a b", "a.b.c")] bad: &str) {
+        assert!(parse_table_list(bad).is_err(), "{bad}");
     }
 
     #[test]
@@ -493,9 +496,13 @@ mod tests {
             parse_table_with_column("app.notes : \"Gone\"", ':').unwrap(),
             (QualifiedName::new("app", "notes"), Some("Gone".to_owned()))
         );
-        for bad in ["todos:", "todos:a b", ":x", "a.b.c:x"] {
-            assert!(parse_table_with_column(bad, ':').is_err(), "{bad}");
-        }
+    }
+
+    #[rstest]
+    fn bad_tables_with_columns_are_refused(
+        #[values("todos:", "todos:a b", ":x", "a.b.c:x")] bad: &str,
+    ) {
+        assert!(parse_table_with_column(bad, ':').is_err(), "{bad}");
     }
 
     #[test]
@@ -504,9 +511,11 @@ mod tests {
             parse_table_column("notes.Body").unwrap(),
             (QualifiedName::new("public", "notes"), "body".to_owned())
         );
-        for bad in ["body", "a.b.c.d", "notes.", ""] {
-            assert!(parse_table_column(bad).is_err(), "{bad}");
-        }
+    }
+
+    #[rstest]
+    fn bad_table_columns_are_refused(#[values("body", "a.b.c.d", "notes.", "")] bad: &str) {
+        assert!(parse_table_column(bad).is_err(), "{bad}");
     }
 
     #[test]
@@ -519,40 +528,43 @@ mod tests {
         assert!(parse_column_list("a b").is_err());
     }
 
+    fn reserved(schema: &str) -> Option<ReservedTable> {
+        reserved_table(&QualifiedName::new(schema, "t"))
+    }
+
     #[test]
-    fn the_proxy_schema_and_system_schemas_are_reserved() {
-        let reserved = |schema: &str| reserved_table(&QualifiedName::new(schema, "t"));
+    fn the_proxy_schema_is_reserved() {
         assert!(matches!(
             reserved("shapesync"),
             Some(ReservedTable::Proxy(_))
         ));
-        for system in [
-            "pg_catalog",
-            "information_schema",
-            "pg_toast",
-            "pg_anything",
-        ] {
-            assert!(
-                matches!(reserved(system), Some(ReservedTable::System(_))),
-                "{system}"
-            );
-        }
-        for temp in ["pg_temp", "pg_temp_3", "pg_toast_temp_12"] {
-            assert!(
-                matches!(reserved(temp), Some(ReservedTable::Temporary(_))),
-                "{temp}"
-            );
-        }
-        for user in [
-            "public",
-            "app",
-            "Shapesync",
-            "PG_catalog",
-            "pgx",
-            "shapesync_app",
-        ] {
-            assert_eq!(reserved(user), None, "{user}");
-        }
+    }
+
+    #[rstest]
+    fn system_schemas_are_reserved(
+        #[values("pg_catalog", "information_schema", "pg_toast", "pg_anything")] system: &str,
+    ) {
+        assert!(
+            matches!(reserved(system), Some(ReservedTable::System(_))),
+            "{system}"
+        );
+    }
+
+    #[rstest]
+    fn temporary_schemas_are_reserved(
+        #[values("pg_temp", "pg_temp_3", "pg_toast_temp_12")] temp: &str,
+    ) {
+        assert!(
+            matches!(reserved(temp), Some(ReservedTable::Temporary(_))),
+            "{temp}"
+        );
+    }
+
+    #[rstest]
+    fn application_schemas_are_not_reserved(
+        #[values("public", "app", "Shapesync", "PG_catalog", "pgx", "shapesync_app")] user: &str,
+    ) {
+        assert_eq!(reserved(user), None, "{user}");
     }
 
     #[test]

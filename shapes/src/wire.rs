@@ -385,23 +385,8 @@ fn write_type_modifier(out: &mut Vec<u8>, type_name: &str, type_mod: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::PgType;
-
-    fn column(name: &str, ty: &str, type_mod: i32, pk: Option<usize>) -> Column {
-        Column {
-            name: name.into(),
-            ty: PgType {
-                oid: 0,
-                name: ty.into(),
-                kind: TypeKind::Base,
-            },
-            type_mod,
-            dims: 0,
-            not_null: pk.is_some(),
-            pk_index: pk,
-            generated: false,
-        }
-    }
+    use crate::testing::{base, column, table};
+    use rstest::rstest;
 
     #[test]
     fn keys_escape_slashes_dots_and_nulls_like_electric() {
@@ -433,13 +418,11 @@ mod tests {
         assert_eq!(back, text);
     }
 
-    #[test]
-    fn integers_are_written_in_decimal() {
-        for n in [0u64, 7, 10, 999, 1_000_000, u64::MAX] {
-            let mut out = Vec::new();
-            write_u64(&mut out, n);
-            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
-        }
+    #[rstest]
+    fn integers_are_written_in_decimal(#[values(0u64, 7, 10, 999, 1_000_000, u64::MAX)] n: u64) {
+        let mut out = Vec::new();
+        write_u64(&mut out, n);
+        assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
     }
 
     #[test]
@@ -488,16 +471,16 @@ mod tests {
 
     #[test]
     fn schema_header_carries_types_keys_and_modifiers() {
-        let table = TableSchema {
-            name: QualifiedName::new("public", "t"),
-            oid: 1,
-            columns: vec![
-                column("id", "int4", -1, Some(0)),
-                column("name", "varchar", 14, None),
-                column("price", "numeric", (10 << 16 | 2) + 4, None),
-                column("code", "bpchar", 7, None),
+        let table = table(
+            "public",
+            "t",
+            vec![
+                column("id", base("int4")).pk(0).not_null(),
+                column("name", base("varchar")).type_mod(14),
+                column("price", base("numeric")).type_mod((10 << 16 | 2) + 4),
+                column("code", base("bpchar")).type_mod(7),
             ],
-        };
+        );
         assert_eq!(
             schema_header(&table, &[0, 1, 2, 3]),
             r#"{"id":{"type":"int4","pk_index":0,"not_null":true},"name":{"type":"varchar","max_length":10},"price":{"type":"numeric","precision":10,"scale":2},"code":{"type":"bpchar","length":3}}"#

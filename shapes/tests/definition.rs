@@ -5,6 +5,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{parse, row, table};
+use rstest::rstest;
 use shapes::definition::{DefinitionError, LogMode, ReplicaMode, ShapeDefinition};
 
 fn def(
@@ -33,48 +34,56 @@ fn selected_columns_are_in_table_order_and_default_to_all() {
     assert!(all.where_clause().is_none());
 }
 
-#[test]
-fn errors_name_the_request_parameter_at_fault() {
-    let e = def(Some("i4 = "), &[], None).unwrap_err();
-    assert_eq!(e.param(), "where");
-    assert!(
-        e.message().starts_with("At location 20: syntax error"),
-        "{}",
-        e.message()
-    );
-    assert_eq!(
-        def(Some("nope = 1"), &[], None).unwrap_err().param(),
-        "where"
-    );
-    assert_eq!(
-        def(Some("i4 = $1"), &[(1, "x")], None).unwrap_err().param(),
-        "params"
-    );
-    assert_eq!(
-        def(Some("i4 = $1"), &[], None).unwrap_err().param(),
-        "params"
-    );
-    let e = def(None, &[], Some("id,nope")).unwrap_err();
-    assert_eq!(e.param(), "columns");
-    assert!(
-        e.message().contains("unknown column \"nope\""),
-        "{}",
-        e.message()
-    );
-    let e = def(None, &[], Some("t")).unwrap_err();
-    assert!(
-        e.message().contains("primary key; missing: id"),
-        "{}",
-        e.message()
-    );
-    assert_eq!(
-        def(None, &[], Some("id,id")).unwrap_err().param(),
-        "columns"
-    );
-    assert_eq!(
-        def(None, &[], Some("id,\"t")).unwrap_err().param(),
-        "columns"
-    );
+/// What an error's message is expected to hold.
+enum Message {
+    Any,
+    StartsWith(&'static str),
+    Contains(&'static str),
+}
+
+#[rstest]
+#[case::where_syntax(
+    Some("i4 = "),
+    &[],
+    None,
+    Some("where"),
+    Message::StartsWith("At location 20: syntax error")
+)]
+#[case::where_unknown_column(Some("nope = 1"), &[], None, Some("where"), Message::Any)]
+#[case::param_of_the_wrong_type(Some("i4 = $1"), &[(1, "x")], None, Some("params"), Message::Any)]
+#[case::param_not_given(Some("i4 = $1"), &[], None, Some("params"), Message::Any)]
+#[case::unknown_column(
+    None,
+    &[],
+    Some("id,nope"),
+    Some("columns"),
+    Message::Contains("unknown column \"nope\"")
+)]
+#[case::columns_without_the_key(
+    None,
+    &[],
+    Some("t"),
+    None,
+    Message::Contains("primary key; missing: id")
+)]
+#[case::repeated_column(None, &[], Some("id,id"), Some("columns"), Message::Any)]
+#[case::unterminated_quote(None, &[], Some("id,\"t"), Some("columns"), Message::Any)]
+fn errors_name_the_request_parameter_at_fault(
+    #[case] where_: Option<&str>,
+    #[case] params: &[(usize, &str)],
+    #[case] columns: Option<&str>,
+    #[case] param: Option<&str>,
+    #[case] message: Message,
+) {
+    let e = def(where_, params, columns).unwrap_err();
+    if let Some(param) = param {
+        assert_eq!(e.param(), param);
+    }
+    match message {
+        Message::Any => {}
+        Message::StartsWith(start) => assert!(e.message().starts_with(start), "{}", e.message()),
+        Message::Contains(part) => assert!(e.message().contains(part), "{}", e.message()),
+    }
 }
 
 #[test]
@@ -172,27 +181,33 @@ fn blank_where_means_no_where() {
     );
 }
 
-#[test]
-fn a_filter_holds_whatever_the_where_says() {
-    let filter = parse("t = 'alice'").unwrap();
-    for widening in [
+#[rstest]
+fn a_filter_holds_whatever_the_where_says(
+    #[values(
         "i4 = 1 OR true",
         "NOT (t = 'alice')",
         "t IS DISTINCT FROM 'alice'",
-        "true OR t = 'bob'",
-    ] {
-        let d = def(Some(widening), &[], None).unwrap().with_filter(&filter);
-        let w = d.where_clause().unwrap();
-        assert!(
-            !w.matches(&row(&[("id", "1"), ("i4", "1"), ("t", "bob")])),
-            "{widening}"
-        );
-        let (sql, _) = w.to_sql();
-        assert!(
-            sql.starts_with(r#"((("t") COLLATE "C" = $1::text) AND "#),
-            "{sql}"
-        );
-    }
+        "true OR t = 'bob'"
+    )]
+    widening: &str,
+) {
+    let filter = parse("t = 'alice'").unwrap();
+    let d = def(Some(widening), &[], None).unwrap().with_filter(&filter);
+    let w = d.where_clause().unwrap();
+    assert!(
+        !w.matches(&row(&[("id", "1"), ("i4", "1"), ("t", "bob")])),
+        "{widening}"
+    );
+    let (sql, _) = w.to_sql();
+    assert!(
+        sql.starts_with(r#"((("t") COLLATE "C" = $1::text) AND "#),
+        "{sql}"
+    );
+}
+
+#[test]
+fn a_filter_alone_is_the_where() {
+    let filter = parse("t = 'alice'").unwrap();
     let plain = def(None, &[], None).unwrap().with_filter(&filter);
     assert_eq!(plain.where_clause(), Some(&filter));
 }

@@ -4,9 +4,10 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{base, column, row, table};
+use common::{row, table};
 use shapes::routing::{RowChange, ShapeId, ShapeIndex};
 use shapes::schema::{QualifiedName, TableSchema};
+use shapes::testing::{base, column};
 use shapes::where_clause::WhereClause;
 
 fn w(text: &str) -> WhereClause {
@@ -225,7 +226,7 @@ fn shapes_are_kept_per_table() {
     let other = TableSchema {
         name: QualifiedName::new("public", "other"),
         oid: 2,
-        columns: vec![column("i4", base("int4"), Some(0))],
+        columns: vec![column("i4", base("int4")).pk(0).not_null()],
     };
     let mut index = index_with(&[(1, Some("i4 = 1"))]);
     let clause = WhereClause::parse("i4 = 1", &BTreeMap::new(), &other).unwrap();

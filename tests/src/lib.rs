@@ -2,6 +2,7 @@
 //! PostgreSQL cluster per test (the same [`LocalCluster`] that runs `shapesync dev`), a fresh
 //! database in it, and waiting on conditions with a deadline instead of sleeping.
 
+pub mod cases;
 pub mod electric;
 pub mod proxy_process;
 pub mod shape_consumer;

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tests::cases::Cases;
 use tests::proxy_process::ProxyProcess;
 use tests::shape_http::{self, Reply, controls};
 use tests::{TestDb, shapesync_bin};
@@ -146,85 +147,127 @@ async fn a_live_request_returns_the_next_transaction_with_log_headers() {
 #[tokio::test]
 async fn bad_parameters_get_the_electric_error_shape() {
     let (_db, proxy) = setup("api_errors").await;
-    let reply = get(&proxy, "offset=-1").await;
-    assert_eq!(reply.status, 400);
-    assert_eq!(
-        reply.body,
-        json!({"message":"Invalid request","errors":{"table":["can't be blank"]}})
-    );
-    assert_eq!(reply.header("cache-control"), Some("no-store"));
-
-    let reply = get(&proxy, "table=items&offset=banana").await;
-    assert_eq!(
-        reply.body["errors"]["offset"],
-        json!(["has invalid format"])
-    );
-
-    let reply = get(&proxy, "table=items&offset=0_0").await;
-    assert_eq!(
-        reply.body["errors"]["handle"],
-        json!(["can't be blank when offset != -1"])
-    );
-
-    let reply = get(&proxy, "table=Items2&offset=-1").await;
-    assert_eq!(reply.status, 400);
-    let message = reply.body["errors"]["table"][0].as_str().unwrap();
-    assert!(
-        message.contains("items2") && message.contains("quoted"),
-        "{message}"
-    );
-
-    // N counts characters of `SELECT 1 WHERE <where>` from zero, as Electric reports it.
-    let reply = get(&proxy, "table=items&offset=-1&where=id%20%3D%201%20x%201").await;
-    assert_eq!(
-        reply.body["errors"]["where"],
-        json!(["At location 22: syntax error at or near \"x\""])
-    );
-    let reply = get(&proxy, "table=items&offset=-1&where=nope%20%3D%201").await;
-    let message = reply.body["errors"]["where"][0].as_str().unwrap();
-    assert!(
-        message.contains("nope") && message.contains("title"),
-        "{message}"
-    );
-    let reply = get(&proxy, "table=items&offset=-1&where=id%20%3D%20%241").await;
-    assert_eq!(reply.status, 400);
-    assert!(
-        reply.body["errors"].get("params").is_some() || reply.body["errors"].get("where").is_some()
-    );
-
-    let reply = get(
-        &proxy,
-        &format!("table=items&offset=-1&where={}", "a".repeat(5000)),
-    )
-    .await;
-    assert_eq!(reply.status, 400);
-    assert!(
-        reply.body["errors"]["where"][0]
-            .as_str()
-            .unwrap()
-            .contains("longer than")
-    );
-    let reply = get(
-        &proxy,
-        &format!("table=items&offset=-1&where={}", "a".repeat(7000)),
-    )
-    .await;
-    assert_eq!(reply.status, 414, "URLs over --max-url-bytes");
-    let reply = get(
-        &proxy,
-        &format!("table=items&offset=-1&where={}", "a".repeat(9000)),
-    )
-    .await;
-    assert_eq!(reply.status, 431, "request heads over 8 KiB");
-
-    let reply = get(&proxy, "table=items&offset=-1&columns=title").await;
-    assert_eq!(reply.status, 400);
-    assert!(
-        reply.body["errors"]["columns"][0]
-            .as_str()
-            .unwrap()
-            .contains("id")
-    );
+    let proxy = &proxy;
+    let mut cases = Cases::default();
+    cases
+        .check("no table", async {
+            let reply = get(proxy, "offset=-1").await;
+            assert_eq!(reply.status, 400);
+            assert_eq!(
+                reply.body,
+                json!({"message":"Invalid request","errors":{"table":["can't be blank"]}})
+            );
+            assert_eq!(reply.header("cache-control"), Some("no-store"));
+        })
+        .await;
+    cases
+        .check("offset not an offset", async {
+            let reply = get(proxy, "table=items&offset=banana").await;
+            assert_eq!(
+                reply.body["errors"]["offset"],
+                json!(["has invalid format"])
+            );
+        })
+        .await;
+    cases
+        .check("offset without a handle", async {
+            let reply = get(proxy, "table=items&offset=0_0").await;
+            assert_eq!(
+                reply.body["errors"]["handle"],
+                json!(["can't be blank when offset != -1"])
+            );
+        })
+        .await;
+    cases
+        .check("table name folded to a missing table", async {
+            let reply = get(proxy, "table=Items2&offset=-1").await;
+            assert_eq!(reply.status, 400);
+            let message = reply.body["errors"]["table"][0].as_str().unwrap();
+            assert!(
+                message.contains("items2") && message.contains("quoted"),
+                "{message}"
+            );
+        })
+        .await;
+    cases
+        .check("where syntax error at Electric's location", async {
+            // N counts characters of `SELECT 1 WHERE <where>` from zero, as Electric reports it.
+            let reply = get(proxy, "table=items&offset=-1&where=id%20%3D%201%20x%201").await;
+            assert_eq!(
+                reply.body["errors"]["where"],
+                json!(["At location 22: syntax error at or near \"x\""])
+            );
+        })
+        .await;
+    cases
+        .check("where with an unknown column", async {
+            let reply = get(proxy, "table=items&offset=-1&where=nope%20%3D%201").await;
+            let message = reply.body["errors"]["where"][0].as_str().unwrap();
+            assert!(
+                message.contains("nope") && message.contains("title"),
+                "{message}"
+            );
+        })
+        .await;
+    cases
+        .check("where with a missing param", async {
+            let reply = get(proxy, "table=items&offset=-1&where=id%20%3D%20%241").await;
+            assert_eq!(reply.status, 400);
+            assert!(
+                reply.body["errors"].get("params").is_some()
+                    || reply.body["errors"].get("where").is_some()
+            );
+        })
+        .await;
+    cases
+        .check("where over the length limit", async {
+            let reply = get(
+                proxy,
+                &format!("table=items&offset=-1&where={}", "a".repeat(5000)),
+            )
+            .await;
+            assert_eq!(reply.status, 400);
+            assert!(
+                reply.body["errors"]["where"][0]
+                    .as_str()
+                    .unwrap()
+                    .contains("longer than")
+            );
+        })
+        .await;
+    cases
+        .check("URL over --max-url-bytes", async {
+            let reply = get(
+                proxy,
+                &format!("table=items&offset=-1&where={}", "a".repeat(7000)),
+            )
+            .await;
+            assert_eq!(reply.status, 414, "URLs over --max-url-bytes");
+        })
+        .await;
+    cases
+        .check("request head over 8 KiB", async {
+            let reply = get(
+                proxy,
+                &format!("table=items&offset=-1&where={}", "a".repeat(9000)),
+            )
+            .await;
+            assert_eq!(reply.status, 431, "request heads over 8 KiB");
+        })
+        .await;
+    cases
+        .check("columns without the key", async {
+            let reply = get(proxy, "table=items&offset=-1&columns=title").await;
+            assert_eq!(reply.status, 400);
+            assert!(
+                reply.body["errors"]["columns"][0]
+                    .as_str()
+                    .unwrap()
+                    .contains("id")
+            );
+        })
+        .await;
+    cases.finish();
 }
 
 #[tokio::test]

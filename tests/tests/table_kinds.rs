@@ -6,6 +6,7 @@
 //! the proxy's own or the system's is read, written or published.
 
 use serde_json::{Value, json};
+use tests::cases::Cases;
 use tests::proxy_process::ProxyProcess;
 use tests::shape_http;
 use tests::{TestDb, shapesync_bin};
@@ -333,16 +334,22 @@ async fn partitioned_tables_and_unknown_tables_never_answer_500() {
 #[tokio::test]
 async fn a_nul_character_in_any_name_value_or_id_is_a_400_not_a_5xx() {
     let (_db, _client, proxy) = setup("kinds_nul").await;
-    let shape = shape_http::get(proxy.http(), &proxy.url, "table=a%00b&offset=-1").await;
-    assert_eq!(
-        (shape.status, &shape.body),
-        (
-            400,
-            &json!({"message": "Invalid request", "errors": {"table": [
-                "a name cannot contain the NUL character (position 1). Use `name`, \
-                 `schema.name`, or quoted identifiers such as \"My Table\""]}})
-        )
-    );
+    let proxy = &proxy;
+    let mut cases = Cases::default();
+    cases
+        .check("table", async {
+            let shape = shape_http::get(proxy.http(), &proxy.url, "table=a%00b&offset=-1").await;
+            assert_eq!(
+                (shape.status, &shape.body),
+                (
+                    400,
+                    &json!({"message": "Invalid request", "errors": {"table": [
+                        "a name cannot contain the NUL character (position 1). Use `name`, \
+                         `schema.name`, or quoted identifiers such as \"My Table\""]}})
+                )
+            );
+        })
+        .await;
     let nul = "must not contain the NUL character (Postgres text cannot hold it)";
     for (query, param) in [
         ("table=items&offset=-1&where=v%20%3D%20%27a%00%27", "where"),
@@ -355,38 +362,50 @@ async fn a_nul_character_in_any_name_value_or_id_is_a_400_not_a_5xx() {
             "subset__where",
         ),
     ] {
-        let reply = shape_http::get(proxy.http(), &proxy.url, query).await;
-        assert_eq!(
-            (reply.status, &reply.body),
-            (
-                400,
-                &json!({"message": "Invalid request", "errors": {param: [nul]}})
-            ),
-            "{query}"
-        );
+        cases
+            .check(&format!("GET {param}"), async {
+                let reply = shape_http::get(proxy.http(), &proxy.url, query).await;
+                assert_eq!(
+                    (reply.status, &reply.body),
+                    (
+                        400,
+                        &json!({"message": "Invalid request", "errors": {param: [nul]}})
+                    ),
+                    "{query}"
+                );
+            })
+            .await;
     }
-    let reply = shape_http::get(
-        proxy.http(),
-        &proxy.url,
-        "table=items&offset=-1&columns=id,v%00",
-    )
-    .await;
-    assert_eq!(reply.status, 400, "{:?}", reply.body);
+    cases
+        .check("GET columns", async {
+            let reply = shape_http::get(
+                proxy.http(),
+                &proxy.url,
+                "table=items&offset=-1&columns=id,v%00",
+            )
+            .await;
+            assert_eq!(reply.status, 400, "{:?}", reply.body);
+        })
+        .await;
     for body in [
         json!({"where": "v = 'a\u{0}'"}),
         json!({"where": "v = $1", "params": {"1": "a\u{0}"}}),
     ] {
-        let (status, answer) = post(&proxy, "/v1/shape?table=items&offset=-1", &body).await;
-        assert_eq!(status, 400, "{body}");
         let field = if body["params"].is_null() {
             "where"
         } else {
             "params"
         };
-        assert_eq!(
-            answer,
-            json!({"message": "Invalid request", "errors": {"subset": {field: [nul]}}}),
-        );
+        cases
+            .check(&format!("POST subset {field}"), async {
+                let (status, answer) = post(proxy, "/v1/shape?table=items&offset=-1", &body).await;
+                assert_eq!(status, 400, "{body}");
+                assert_eq!(
+                    answer,
+                    json!({"message": "Invalid request", "errors": {"subset": {field: [nul]}}}),
+                );
+            })
+            .await;
     }
     for (field, request) in [
         (
@@ -419,13 +438,18 @@ async fn a_nul_character_in_any_name_value_or_id_is_a_400_not_a_5xx() {
                  "values": {"v": "a\u{0}"}, "timestamp": "2026-11-22T10:30:00Z"}]}),
         ),
     ] {
-        let (status, body) = post(&proxy, "/v1/mutations", &request).await;
-        assert_eq!(status, 400, "{field}");
-        assert_eq!(
-            body,
-            json!({"message": "Invalid request",
-                   "errors": {field: ["must not contain the NUL character (Postgres text \
-                                       cannot hold it)"]}}),
-        );
+        cases
+            .check(&format!("POST mutations {field}"), async {
+                let (status, body) = post(proxy, "/v1/mutations", &request).await;
+                assert_eq!(status, 400, "{field}");
+                assert_eq!(
+                    body,
+                    json!({"message": "Invalid request",
+                           "errors": {field: ["must not contain the NUL character (Postgres \
+                                               text cannot hold it)"]}}),
+                );
+            })
+            .await;
     }
+    cases.finish();
 }

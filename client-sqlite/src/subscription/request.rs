@@ -137,36 +137,41 @@ mod tests {
         );
     }
 
-    #[test]
-    fn retry_after_is_read_as_seconds_or_as_an_http_date() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_450); // 07:27:30 GMT
-        let wait = |value| parse_retry_after(value, now);
-        assert_eq!(wait("120"), Some(Duration::from_secs(120)));
-        assert_eq!(wait(" 0 "), Some(Duration::ZERO));
-        assert_eq!(
-            wait("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            wait("Wednesday, 21-Oct-15 07:28:00 GMT"),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            wait("Wed Oct 21 07:28:00 2015"),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            wait("Wed, 21 Oct 2015 07:00:00 GMT"),
-            Some(Duration::ZERO),
-            "a date in the past: retry now"
-        );
-        let november = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_747); // 1994-11-06 08:49:07
-        assert_eq!(
-            parse_retry_after("Sun Nov  6 08:49:37 1994", november),
-            Some(Duration::from_secs(30)),
-            "asctime pads the day with a space"
-        );
-        assert_eq!(wait("soon"), None);
-        assert_eq!(wait("-5"), None);
+    /// 2015-10-21 07:27:30 GMT.
+    const OCT_21_2015: u64 = 1_445_412_450;
+    /// 1994-11-06 08:49:07 GMT.
+    const NOV_6_1994: u64 = 784_111_747;
+
+    #[rstest::rstest]
+    #[case::seconds("120", OCT_21_2015, Some(Duration::from_secs(120)))]
+    #[case::zero_seconds_with_spaces(" 0 ", OCT_21_2015, Some(Duration::ZERO))]
+    #[case::imf_fixdate(
+        "Wed, 21 Oct 2015 07:28:00 GMT",
+        OCT_21_2015,
+        Some(Duration::from_secs(30))
+    )]
+    #[case::rfc850_date(
+        "Wednesday, 21-Oct-15 07:28:00 GMT",
+        OCT_21_2015,
+        Some(Duration::from_secs(30))
+    )]
+    #[case::asctime_date("Wed Oct 21 07:28:00 2015", OCT_21_2015, Some(Duration::from_secs(30)))]
+    // a date in the past: retry now
+    #[case::date_in_the_past("Wed, 21 Oct 2015 07:00:00 GMT", OCT_21_2015, Some(Duration::ZERO))]
+    // asctime pads the day with a space
+    #[case::asctime_padded_day(
+        "Sun Nov  6 08:49:37 1994",
+        NOV_6_1994,
+        Some(Duration::from_secs(30))
+    )]
+    #[case::words("soon", OCT_21_2015, None)]
+    #[case::negative_seconds("-5", OCT_21_2015, None)]
+    fn retry_after_is_read_as_seconds_or_as_an_http_date(
+        #[case] value: &str,
+        #[case] now_secs: u64,
+        #[case] wait: Option<Duration>,
+    ) {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(now_secs);
+        assert_eq!(parse_retry_after(value, now), wait, "{value}");
     }
 }

@@ -383,6 +383,7 @@ impl<'a> Scanner<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rstest::rstest;
     use serde_json::json;
 
     fn claims(value: Value) -> Claims {
@@ -426,38 +427,32 @@ mod tests {
         assert_eq!(b.claim_of(2), "$claims.\"https://x.io/claims\".tenant");
     }
 
-    #[test]
-    fn claims_inside_strings_identifiers_and_comments_are_text() {
-        for rule in [
-            "a = '$claims.sub'",
-            "\"$claims.sub\" = 1",
-            "a = 1 -- $claims.sub",
-            "a = 1 /* $claims.sub /* nested */ */",
-            "a = $$ $claims.sub $$",
-            "a = $t$ $claims.sub $t$",
-            r"a = E'\' $claims.sub'",
-        ] {
-            let t = ClaimTemplate::parse(rule).unwrap();
-            assert!(!t.uses_claims(), "{rule}");
-            assert_eq!(t.bind(&Claims::new()).text, rule);
-        }
+    #[rstest]
+    #[case::string("a = '$claims.sub'")]
+    #[case::quoted_identifier("\"$claims.sub\" = 1")]
+    #[case::line_comment("a = 1 -- $claims.sub")]
+    #[case::nested_block_comment("a = 1 /* $claims.sub /* nested */ */")]
+    #[case::dollar_quoted("a = $$ $claims.sub $$")]
+    #[case::tagged_dollar_quoted("a = $t$ $claims.sub $t$")]
+    #[case::escape_string(r"a = E'\' $claims.sub'")]
+    fn claims_inside_strings_identifiers_and_comments_are_text(#[case] rule: &str) {
+        let t = ClaimTemplate::parse(rule).unwrap();
+        assert!(!t.uses_claims(), "{rule}");
+        assert_eq!(t.bind(&Claims::new()).text, rule);
     }
 
-    #[test]
-    fn positional_placeholders_and_bad_references_are_refused() {
-        for rule in [
-            "a = $1",
-            "a = $claims",
-            "a = $claims.",
-            "a = $other.x",
-            "a = 'open",
-            "a = \"open",
-            "/* open",
-            "a = $x$ open",
-            "a = $claims.\"open",
-        ] {
-            assert!(ClaimTemplate::parse(rule).is_err(), "{rule}");
-        }
+    #[rstest]
+    #[case::positional("a = $1")]
+    #[case::claims_alone("a = $claims")]
+    #[case::claims_dot("a = $claims.")]
+    #[case::other_variable("a = $other.x")]
+    #[case::open_string("a = 'open")]
+    #[case::open_identifier("a = \"open")]
+    #[case::open_comment("/* open")]
+    #[case::open_dollar_quote("a = $x$ open")]
+    #[case::open_quoted_claim("a = $claims.\"open")]
+    fn positional_placeholders_and_bad_references_are_refused(#[case] rule: &str) {
+        assert!(ClaimTemplate::parse(rule).is_err(), "{rule}");
     }
 
     #[test]

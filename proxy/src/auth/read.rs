@@ -276,7 +276,7 @@ fn check_where_columns(
 mod tests {
     use super::*;
     use crate::auth::rules::Rules;
-    use crate::mutations::validate::tests::column;
+    use shapes::testing::{base, column};
 
     /// `todos(id int4, title text, position float8, deleted_at timestamptz)`, with
     /// `position` and `deleted_at` hidden by the rules.
@@ -285,10 +285,10 @@ mod tests {
             name: QualifiedName::new("public", "todos"),
             oid: 1,
             columns: vec![
-                column("id", "int4", Some(0)),
-                column("title", "text", None),
-                column("position", "float8", None),
-                column("deleted_at", "timestamptz", None),
+                column("id", base("int4")).pk(0),
+                column("title", base("text")),
+                column("position", base("float8")),
+                column("deleted_at", base("timestamptz")),
             ],
         };
         let rules =

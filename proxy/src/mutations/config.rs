@@ -261,14 +261,19 @@ mod tests {
              shapesync holds its clocks and mutation ids): it is never served or written; name \
              one of the application's tables"
         );
-        for system in [
+    }
+
+    #[rstest::rstest]
+    fn system_and_temporary_tables_are_never_writable(
+        #[values(
             "pg_catalog.pg_description",
             "information_schema.tables",
             "pg_toast.pg_toast_1262",
-            "pg_temp_3.t",
-        ] {
-            assert!(system.parse::<Writable>().is_err(), "{system}");
-        }
+            "pg_temp_3.t"
+        )]
+        system: &str,
+    ) {
+        assert!(system.parse::<Writable>().is_err(), "{system}");
     }
 
     #[test]

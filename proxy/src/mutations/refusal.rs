@@ -94,20 +94,19 @@ fn column_of(db: &DbError, table: &WritableTable, columns: &[usize]) -> Option<S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rstest::rstest;
 
-    #[test]
-    fn sqlstates_map_to_refusal_codes() {
-        assert_eq!(code_for("23502"), Some(RefusalCode::NotNullViolation));
-        assert_eq!(code_for("23505"), Some(RefusalCode::UniqueViolation));
-        assert_eq!(code_for("23503"), Some(RefusalCode::ForeignKeyViolation));
-        assert_eq!(code_for("23514"), Some(RefusalCode::CheckViolation));
-        assert_eq!(code_for("22P02"), Some(RefusalCode::InvalidValue));
-        assert_eq!(code_for("22001"), Some(RefusalCode::InvalidValue));
-        assert_eq!(
-            code_for("40001"),
-            None,
-            "serialization failures are retried"
-        );
-        assert_eq!(code_for("42P01"), None);
+    #[rstest]
+    #[case::not_null("23502", Some(RefusalCode::NotNullViolation))]
+    #[case::unique("23505", Some(RefusalCode::UniqueViolation))]
+    #[case::foreign_key("23503", Some(RefusalCode::ForeignKeyViolation))]
+    #[case::check("23514", Some(RefusalCode::CheckViolation))]
+    #[case::invalid_text_representation("22P02", Some(RefusalCode::InvalidValue))]
+    #[case::string_too_long("22001", Some(RefusalCode::InvalidValue))]
+    // serialization failures are retried, not refused
+    #[case::serialization_failure("40001", None)]
+    #[case::undefined_table("42P01", None)]
+    fn sqlstates_map_to_refusal_codes(#[case] sqlstate: &str, #[case] code: Option<RefusalCode>) {
+        assert_eq!(code_for(sqlstate), code, "{sqlstate}");
     }
 }

@@ -236,24 +236,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::mutations::config::{WriteConfig, YjsColumn};
     use serde_json::json;
-    use shapes::schema::{Column, PgType, QualifiedName, TableSchema, TypeKind};
-
-    /// A column of type `ty`, part of the primary key at `pk`; `slug` is generated.
-    pub(crate) fn column(name: &str, ty: &str, pk: Option<usize>) -> Column {
-        Column {
-            name: name.into(),
-            ty: PgType {
-                oid: 0,
-                name: ty.into(),
-                kind: TypeKind::Base,
-            },
-            type_mod: -1,
-            dims: 0,
-            not_null: false,
-            pk_index: pk,
-            generated: name == "slug",
-        }
-    }
+    use shapes::schema::{QualifiedName, TableSchema};
+    use shapes::testing::{base, column};
 
     /// `notes(id uuid pk, title text, body bytea [yjs], slug [generated], updated_at,
     /// deleted_at [tombstone])`.
@@ -263,12 +247,12 @@ pub(crate) mod tests {
             name: name.clone(),
             oid: 1,
             columns: vec![
-                column("id", "uuid", Some(0)),
-                column("title", "text", None),
-                column("body", "bytea", None),
-                column("slug", "text", None),
-                column("updated_at", "timestamptz", None),
-                column("deleted_at", "timestamptz", None),
+                column("id", base("uuid")).pk(0),
+                column("title", base("text")),
+                column("body", base("bytea")),
+                column("slug", base("text")).generated(),
+                column("updated_at", base("timestamptz")),
+                column("deleted_at", base("timestamptz")),
             ],
         };
         let config = WriteConfig {
@@ -331,13 +315,6 @@ pub(crate) mod tests {
             code(json!({"values": {"nope": 1}})),
             (RefusalCode::UnknownColumn, unknown)
         );
-        for managed in ["updated_at", "deleted_at", "slug", "body"] {
-            assert_eq!(
-                code(json!({"values": {managed: "x"}})),
-                (RefusalCode::ReadOnlyColumn, Some(managed.to_owned())),
-                "{managed}"
-            );
-        }
         assert_eq!(
             code(json!({"merge": {"title": "AAA="}})).0,
             RefusalCode::InvalidValue
@@ -347,6 +324,19 @@ pub(crate) mod tests {
             RefusalCode::InvalidValue
         );
         assert!(check(json!({"merge": {"body": "AAA="}})).is_ok());
+    }
+
+    /// The clock and tombstone columns, the generated `slug` and the Yjs `body` are written
+    /// by shapesync only.
+    #[rstest::rstest]
+    fn managed_columns_are_read_only(
+        #[values("updated_at", "deleted_at", "slug", "body")] managed: &str,
+    ) {
+        assert_eq!(
+            code(json!({"values": {managed: "x"}})),
+            (RefusalCode::ReadOnlyColumn, Some(managed.to_owned())),
+            "{managed}"
+        );
     }
 
     #[test]

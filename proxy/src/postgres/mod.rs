@@ -153,22 +153,31 @@ impl MetadataClient {
 #[cfg(test)]
 mod tests {
     use super::is_transient_sqlstate;
+    use rstest::rstest;
 
-    #[test]
-    fn sqlstate_classes_decide_what_is_retried() {
-        for code in ["08006", "57P01", "53300", "40001", "40P01"] {
-            assert!(is_transient_sqlstate(code), "{code}");
-        }
-        for code in ["23505", "42P01", "28P01", "XX000"] {
-            assert!(!is_transient_sqlstate(code), "{code}");
-        }
+    #[rstest]
+    fn sqlstate_classes_of_lost_connections_shutdowns_and_conflicts_are_retried(
+        #[values("08006", "57P01", "53300", "40001", "40P01")] code: &str,
+    ) {
+        assert!(is_transient_sqlstate(code), "{code}");
+    }
+
+    #[rstest]
+    fn sqlstate_classes_of_definite_errors_are_not_retried(
+        #[values("23505", "42P01", "28P01", "XX000")] code: &str,
+    ) {
+        assert!(!is_transient_sqlstate(code), "{code}");
+    }
+
+    #[rstest]
+    fn short_empty_and_non_ascii_sqlstates_are_definite_not_a_panic(
+        #[values("", "0", "4", "é", "0é", "€0001", "4\u{0}")] code: &str,
+    ) {
+        assert!(!is_transient_sqlstate(code), "{code:?}");
     }
 
     #[test]
-    fn short_empty_and_non_ascii_sqlstates_are_definite_not_a_panic() {
-        for code in ["", "0", "4", "é", "0é", "€0001", "4\u{0}"] {
-            assert!(!is_transient_sqlstate(code), "{code:?}");
-        }
+    fn a_class_is_the_first_two_bytes() {
         // A class is two bytes; what follows may be anything.
         assert!(is_transient_sqlstate("08"));
         assert!(is_transient_sqlstate("40é"));

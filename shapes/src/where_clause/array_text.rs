@@ -264,6 +264,7 @@ fn write_level(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rstest::rstest;
 
     #[test]
     fn parses_quoting_escapes_and_nulls() {
@@ -294,17 +295,18 @@ mod tests {
         assert!(parse_array("1,2").is_err());
     }
 
-    #[test]
-    fn format_round_trips() {
-        for t in [
+    #[rstest]
+    fn format_round_trips(
+        #[values(
             "{1,2}",
             r#"{"a,b","c\\d",NULL}"#,
             "[0:1]={7,8}",
             "{{1,2},{3,4}}",
-            "{}",
-        ] {
-            let a = parse_array(t).unwrap();
-            assert_eq!(parse_array(&format_array(&a)).unwrap(), a, "{t}");
-        }
+            "{}"
+        )]
+        t: &str,
+    ) {
+        let a = parse_array(t).unwrap();
+        assert_eq!(parse_array(&format_array(&a)).unwrap(), a, "{t}");
     }
 }

@@ -497,34 +497,34 @@ impl fmt::Display for Numeric {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rstest::rstest;
 
     fn n(s: &str) -> Numeric {
         s.parse().unwrap()
     }
 
-    #[test]
-    fn parses_and_prints_like_numeric_in_and_out() {
-        for (input, out) in [
-            ("1", "1"),
-            ("1.50", "1.50"),
-            ("-0.00", "0.00"),
-            (" 1e2 ", "100"),
-            ("1.5e1", "15"),
-            ("1.50e1", "15.0"),
-            ("1e-2", "0.01"),
-            (".5", "0.5"),
-            ("5.", "5"),
-            ("nan", "NaN"),
-            ("-inf", "-Infinity"),
-            ("+Infinity", "Infinity"),
-        ] {
-            assert_eq!(n(input).to_string(), out, "{input}");
-        }
-        for bad in [
-            "", ".", "1e", "e1", "1..2", "abc", "1 2", "-nan", "0x10", "1_000",
-        ] {
-            assert!(bad.parse::<Numeric>().is_err(), "{bad}");
-        }
+    #[rstest]
+    #[case::integer("1", "1")]
+    #[case::scale_kept("1.50", "1.50")]
+    #[case::negative_zero("-0.00", "0.00")]
+    #[case::exponent_with_spaces(" 1e2 ", "100")]
+    #[case::fractional_exponent("1.5e1", "15")]
+    #[case::exponent_keeps_extra_scale("1.50e1", "15.0")]
+    #[case::negative_exponent("1e-2", "0.01")]
+    #[case::leading_dot(".5", "0.5")]
+    #[case::trailing_dot("5.", "5")]
+    #[case::nan("nan", "NaN")]
+    #[case::negative_infinity("-inf", "-Infinity")]
+    #[case::positive_infinity("+Infinity", "Infinity")]
+    fn parses_and_prints_like_numeric_in_and_out(#[case] input: &str, #[case] out: &str) {
+        assert_eq!(n(input).to_string(), out, "{input}");
+    }
+
+    #[rstest]
+    fn refuses_what_numeric_in_refuses(
+        #[values("", ".", "1e", "e1", "1..2", "abc", "1 2", "-nan", "0x10", "1_000")] bad: &str,
+    ) {
+        assert!(bad.parse::<Numeric>().is_err(), "{bad}");
     }
 
     #[test]

@@ -368,31 +368,44 @@ pub fn equality_key(ty: &SqlType, v: &Datum<'_>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rstest::rstest;
 
-    #[test]
-    fn bool_input_accepts_postgres_spellings() {
-        for t in ["t", "TRUE", "yes", "on", "1", " y "] {
-            assert_eq!(parse_bool(t), Ok(true), "{t}");
-        }
-        for t in ["f", "false", "no", "off", "0", "of"] {
-            assert_eq!(parse_bool(t), Ok(false), "{t}");
-        }
-        for t in ["o", "2", "", "truee"] {
-            assert!(parse_bool(t).is_err(), "{t}");
-        }
+    #[rstest]
+    fn bool_input_accepts_postgres_spellings_of_true(
+        #[values("t", "TRUE", "yes", "on", "1", " y ")] t: &str,
+    ) {
+        assert_eq!(parse_bool(t), Ok(true), "{t}");
     }
 
-    #[test]
-    fn uuid_input_accepts_postgres_forms() {
-        let canonical = parse_uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").unwrap();
-        for t in [
+    #[rstest]
+    fn bool_input_accepts_postgres_spellings_of_false(
+        #[values("f", "false", "no", "off", "0", "of")] t: &str,
+    ) {
+        assert_eq!(parse_bool(t), Ok(false), "{t}");
+    }
+
+    #[rstest]
+    fn bool_input_refuses_other_spellings(#[values("o", "2", "", "truee")] t: &str) {
+        assert!(parse_bool(t).is_err(), "{t}");
+    }
+
+    #[rstest]
+    fn uuid_input_accepts_postgres_forms(
+        #[values(
             "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
             "{a0eebc99-9c0b4ef8-bb6d6bb9-bd380a11}",
             "a0eebc999c0b4ef8bb6d6bb9bd380a11",
-            "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11",
-        ] {
-            assert_eq!(parse_uuid(t).unwrap(), canonical, "{t}");
-        }
+            "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11"
+        )]
+        t: &str,
+    ) {
+        let canonical = parse_uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").unwrap();
+        assert_eq!(parse_uuid(t).unwrap(), canonical, "{t}");
+    }
+
+    #[test]
+    fn uuid_output_and_refusals() {
+        let canonical = parse_uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").unwrap();
         assert_eq!(
             format_uuid(canonical),
             "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"

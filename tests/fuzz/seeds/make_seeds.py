@@ -31,7 +31,8 @@ def write(target, data):
 
 def where_seeds():
     cases = (ROOT / "shapes/tests/where_cases.rs").read_text()
-    for m in re.finditer(r'is!\(\s*' + STRING + r'\s*,\s*\[(.*?)\]\s*=>', cases, re.S):
+    # `#[case::name("where", is(&[("column", "value"), …], expected))]`
+    for m in re.finditer(r'#\[case::\w+\(\s*' + STRING + r'\s*,\s*is\(&\[(.*?)\]\s*,', cases, re.S):
         values = dict((unescape(c), unescape(v)) for c, v in
                       re.findall(STRING + r'\s*,\s*' + STRING, m.group(2)))
         row = [values.get(c, "\x01") for c in COLUMNS]

@@ -11,7 +11,8 @@ use std::time::Duration;
 use proxy::mutations::config::{WriteConfig, YjsColumn};
 use proxy::mutations::table::WritableTable;
 use proxy::mutations::{validate, wire, yjs};
-use shapes::schema::{Column, PgType, QualifiedName, TableSchema, TypeKind};
+use shapes::schema::QualifiedName;
+use shapes::testing::{base, column, table};
 
 pub fn run(data: &[u8]) {
     let Ok(request) = wire::parse_request(data) else {
@@ -43,45 +44,24 @@ pub fn run(data: &[u8]) {
     }
 }
 
-fn column(name: &str, ty: &str, pk: Option<usize>) -> Column {
-    Column {
-        name: name.into(),
-        ty: PgType {
-            oid: 0,
-            name: ty.into(),
-            kind: TypeKind::Base,
-        },
-        type_mod: -1,
-        dims: 0,
-        not_null: pk.is_some(),
-        pk_index: pk,
-        generated: name == "slug",
-    }
-}
-
 /// `notes(id uuid pk, title text, body bytea [yjs], slug [generated], updated_at,
 /// deleted_at [tombstone])`.
 fn notes() -> &'static Arc<WritableTable> {
     static NOTES: OnceLock<Arc<WritableTable>> = OnceLock::new();
     NOTES.get_or_init(|| {
         let name = QualifiedName::new("public", "notes");
-        let types = [
-            ("id", "uuid"),
-            ("title", "text"),
-            ("body", "bytea"),
-            ("slug", "text"),
-            ("updated_at", "timestamptz"),
-            ("deleted_at", "timestamptz"),
-        ];
-        let schema = TableSchema {
-            name: name.clone(),
-            oid: 1,
-            columns: types
-                .iter()
-                .enumerate()
-                .map(|(i, (c, ty))| column(c, ty, (i == 0).then_some(0)))
-                .collect(),
-        };
+        let schema = table(
+            "public",
+            "notes",
+            vec![
+                column("id", base("uuid")).pk(0).not_null(),
+                column("title", base("text")),
+                column("body", base("bytea")),
+                column("slug", base("text")).generated(),
+                column("updated_at", base("timestamptz")),
+                column("deleted_at", base("timestamptz")),
+            ],
+        );
         let config = WriteConfig {
             yjs_columns: vec![YjsColumn {
                 table: name,
@@ -89,7 +69,7 @@ fn notes() -> &'static Arc<WritableTable> {
             }],
             ..WriteConfig::default()
         };
-        let cast_types = types.iter().map(|(_, ty)| (*ty).to_owned()).collect();
+        let cast_types = schema.columns.iter().map(|c| c.ty.name.clone()).collect();
         let table = WritableTable::new(schema, cast_types, &config, Some("deleted_at"))
             .unwrap_or_else(|(_, e)| panic!("the notes table: {e}"));
         Arc::new(table)

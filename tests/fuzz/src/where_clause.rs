@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use shapes::schema::{Column, PgType, QualifiedName, TableSchema, TypeKind};
+use shapes::schema::TableSchema;
 use shapes::where_clause::WhereClause;
 
 const NULL: &str = "\u{1}";
@@ -59,118 +59,9 @@ pub fn run(data: &[u8]) {
     assert_eq!(second.to_sql(), sql, "{clause:?} → {canonical:?}");
 }
 
-fn base(name: &str) -> PgType {
-    PgType {
-        oid: 0,
-        name: name.into(),
-        kind: TypeKind::Base,
-    }
-}
-
-fn array_of(element: PgType) -> PgType {
-    PgType {
-        oid: 0,
-        name: element.name.clone(),
-        kind: TypeKind::Array {
-            element: Box::new(element),
-        },
-    }
-}
-
-/// A column of every kind the language knows (the table of `shapes/tests/common`), so
-/// that the column values of the input reach every type's parser.
-pub const COLUMNS: &[&str] = &[
-    "id",
-    "i2",
-    "i4",
-    "i8",
-    "n",
-    "f4",
-    "f8",
-    "b",
-    "t",
-    "vc",
-    "c",
-    "u",
-    "d",
-    "tm",
-    "ts",
-    "tz",
-    "iv",
-    "j",
-    "jb",
-    "e",
-    "ai",
-    "at",
-    "Mixed Case",
-    "p",
-    "dom",
-];
-
+/// The every-type table of the `where` tests (`shapes::testing::every_type_table`), so that
+/// the column values of the input reach every type's parser.
 pub fn table() -> &'static TableSchema {
     static TABLE: OnceLock<TableSchema> = OnceLock::new();
-    TABLE.get_or_init(|| {
-        let types = [
-            base("int8"),
-            base("int2"),
-            base("int4"),
-            base("int8"),
-            base("numeric"),
-            base("float4"),
-            base("float8"),
-            base("bool"),
-            base("text"),
-            base("varchar"),
-            base("bpchar"),
-            base("uuid"),
-            base("date"),
-            base("time"),
-            base("timestamp"),
-            base("timestamptz"),
-            base("interval"),
-            base("json"),
-            base("jsonb"),
-            PgType {
-                oid: 0,
-                name: "mood".into(),
-                kind: TypeKind::Enum {
-                    labels: vec!["sad".into(), "ok".into(), "happy".into()],
-                },
-            },
-            array_of(base("int4")),
-            array_of(base("text")),
-            base("text"),
-            PgType {
-                oid: 600,
-                name: "point".into(),
-                kind: TypeKind::Base,
-            },
-            PgType {
-                oid: 0,
-                name: "posint".into(),
-                kind: TypeKind::Domain {
-                    base: Box::new(base("int4")),
-                },
-            },
-        ];
-        let columns = COLUMNS
-            .iter()
-            .zip(types)
-            .enumerate()
-            .map(|(i, (name, ty))| Column {
-                name: (*name).into(),
-                ty,
-                type_mod: -1,
-                dims: 0,
-                not_null: i == 0,
-                pk_index: (i == 0).then_some(0),
-                generated: false,
-            })
-            .collect();
-        TableSchema {
-            name: QualifiedName::new("public", "things"),
-            oid: 1,
-            columns,
-        }
-    })
+    TABLE.get_or_init(shapes::testing::every_type_table)
 }

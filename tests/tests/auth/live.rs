@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use tests::cases::Cases;
 use tests::electric::ElectricClient;
 use tests::proxy_process::ProxyProcess;
 use tests::{shapesync_bin, wait_for};
@@ -522,26 +523,44 @@ async fn rules_that_do_not_fit_the_database_stop_the_start() {
         "[tables.todos]\nread = \"true\"\ncolumns = [\"title\"]\n",
     );
     let typo = write_rules("f.toml", "[tables.todos]\nreed = \"true\"\n");
-    for (rules, expected) in [
-        (&unknown_table, "todoz"),
-        (&unknown_column, "\"titel\""),
-        (&unknown_column, "owner"),
-        (&no_key, "primary key"),
-        (&typo, "reed"),
+    let world = &world;
+    let mut cases = Cases::default();
+    for (name, rules, expected) in [
+        ("unknown table", &unknown_table, "todoz"),
+        ("unknown column", &unknown_column, "\"titel\""),
+        ("read rule on an unknown column", &unknown_column, "owner"),
+        ("columns without the key", &no_key, "primary key"),
+        ("misspelt rule key", &typo, "reed"),
     ] {
-        refuses_to_start(&world, &["--jwt-secret", "k", "--rules", rules], expected).await;
+        cases
+            .check(
+                name,
+                refuses_to_start(world, &["--jwt-secret", "k", "--rules", rules], expected),
+            )
+            .await;
     }
-    refuses_to_start(&world, &["--jwt-secret", "k"], "--rules").await;
-    refuses_to_start(&world, &["--rules", &no_key], "--jwt-secret").await;
-    refuses_to_start(
-        &world,
-        &[
-            "--jwt-public-key",
-            &fixture("README.md").display().to_string(),
-            "--rules",
-            &unknown_table,
-        ],
-        "PEM",
-    )
-    .await;
+    cases
+        .check(
+            "a key without rules",
+            refuses_to_start(world, &["--jwt-secret", "k"], "--rules"),
+        )
+        .await;
+    cases
+        .check(
+            "rules without a key",
+            refuses_to_start(world, &["--rules", &no_key], "--jwt-secret"),
+        )
+        .await;
+    let not_a_key = fixture("README.md").display().to_string();
+    cases
+        .check(
+            "a public key that is not PEM",
+            refuses_to_start(
+                world,
+                &["--jwt-public-key", &not_a_key, "--rules", &unknown_table],
+                "PEM",
+            ),
+        )
+        .await;
+    cases.finish();
 }

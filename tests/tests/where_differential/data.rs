@@ -4,7 +4,8 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 
-use shapes::schema::{Column, PgType, QualifiedName, TableSchema, TypeKind};
+use shapes::schema::{PgType, TableSchema};
+use shapes::testing::{array_of, base, column, enum_of, table};
 
 /// (name, SQL type in CREATE TABLE, catalog type name, value pool).
 pub struct ColumnSpec {
@@ -390,60 +391,24 @@ pub fn create_table_sql() -> String {
 }
 
 fn pg_type(spec: &ColumnSpec) -> PgType {
-    let base = |name: &str| PgType {
-        oid: 0,
-        name: name.into(),
-        kind: TypeKind::Base,
-    };
     match spec.name {
-        "e" => PgType {
-            oid: 0,
-            name: "mood".into(),
-            kind: TypeKind::Enum {
-                labels: MOOD.iter().map(|s| s.to_string()).collect(),
-            },
-        },
-        "ai" | "at" => PgType {
-            oid: 0,
-            name: spec.type_name.into(),
-            kind: TypeKind::Array {
-                element: Box::new(base(spec.type_name)),
-            },
-        },
+        "e" => enum_of("mood", MOOD),
+        "ai" | "at" => array_of(base(spec.type_name)),
         _ => base(spec.type_name),
     }
 }
 
 /// The schema the proxy would read from the catalog for `t`.
 pub fn table_schema() -> TableSchema {
-    let mut columns = vec![Column {
-        name: "id".into(),
-        ty: PgType {
-            oid: 20,
-            name: "int8".into(),
-            kind: TypeKind::Base,
-        },
-        type_mod: -1,
-        dims: 0,
-        not_null: true,
-        pk_index: Some(0),
-        generated: false,
-    }];
-    for spec in COLUMNS {
-        columns.push(Column {
-            name: spec.name.into(),
-            ty: pg_type(spec),
-            type_mod: -1,
-            dims: 0,
-            not_null: false,
-            pk_index: None,
-            generated: false,
-        });
-    }
+    let id = PgType {
+        oid: 20,
+        ..base("int8")
+    };
+    let mut columns = vec![column("id", id).pk(0).not_null()];
+    columns.extend(COLUMNS.iter().map(|spec| column(spec.name, pg_type(spec))));
     TableSchema {
-        name: QualifiedName::new("public", "t"),
         oid: 0,
-        columns,
+        ..table("public", "t", columns)
     }
 }
 

@@ -391,14 +391,14 @@ fn tokenize(item: &str) -> Result<Vec<Token>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mutations::validate::tests::column;
     use shapes::schema::QualifiedName;
+    use shapes::testing::{base, column};
 
     fn table() -> TableSchema {
         TableSchema {
             name: QualifiedName::new("public", "t"),
             oid: 1,
-            columns: vec![column("id", "int4", None), column("Title", "text", None)],
+            columns: vec![column("id", base("int4")), column("Title", base("text"))],
         }
     }
 

@@ -18,7 +18,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use shapes::routing::{ShapeId, ShapeIndex};
-use shapes::schema::{Column, PgType, QualifiedName, TableSchema, TypeKind};
+use shapes::schema::TableSchema;
+use shapes::testing::{base, column, table};
 use shapes::where_clause::WhereClause;
 
 use crate::Bench;
@@ -104,34 +105,19 @@ pub fn run(bench: &mut Bench, size: Size) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn column(name: &str, ty: &str, pk: bool) -> Column {
-    Column {
-        name: name.into(),
-        ty: PgType {
-            oid: 0,
-            name: ty.into(),
-            kind: TypeKind::Base,
-        },
-        type_mod: -1,
-        dims: 0,
-        not_null: pk,
-        pk_index: pk.then_some(0),
-        generated: false,
-    }
-}
-
-fn table() -> TableSchema {
-    TableSchema {
-        name: QualifiedName::new("public", "issues"),
-        oid: 1,
-        columns: vec![
-            column("id", "int8", true),
-            column("owner_id", "int8", false),
-            column("status", "text", false),
-            column("priority", "int4", false),
-            column("title", "text", false),
+/// `public.issues(id int8 pk, owner_id int8, status text, priority int4, title text)`.
+fn issues() -> TableSchema {
+    table(
+        "public",
+        "issues",
+        vec![
+            column("id", base("int8")).pk(0).not_null(),
+            column("owner_id", base("int8")),
+            column("status", base("text")),
+            column("priority", base("int4")),
+            column("title", base("text")),
         ],
-    }
+    )
 }
 
 fn row(id: u64, owner: u64, status: &str, priority: u32) -> Vec<Option<String>> {
@@ -158,7 +144,7 @@ impl XorShift {
 
 /// ns per row to evaluate a three-conjunct `where`.
 fn bench_eval(rows_evaluated: usize) -> anyhow::Result<f64> {
-    let t = table();
+    let t = issues();
     let w = WhereClause::parse(
         "owner_id = 42 AND status = 'open' AND priority > 2",
         &BTreeMap::new(),
@@ -205,7 +191,7 @@ struct Routed {
 }
 
 fn route(shapes: u64, changes: usize, extra: &str) -> anyhow::Result<Routed> {
-    let t = table();
+    let t = issues();
     let wheres = (0..shapes)
         .map(|k| WhereClause::parse(&format!("owner_id = {k}{extra}"), &BTreeMap::new(), &t))
         .collect::<Result<Vec<_>, _>>()?;
