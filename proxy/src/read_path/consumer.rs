@@ -86,7 +86,7 @@ pub async fn run_consumer(engine: Arc<Engine>, start: Lsn, mut io: ConsumerChann
     let mut writer = ChangeWriter::new(start);
     let mut relations = Relations::default();
     let counters = Counters::new();
-    let identity_file = engine.store.root().join("database.json");
+    let identity_file = engine.store.identity_file();
     let mut discarding = false;
     // The transaction being applied, whose catalog changes lookups must see.
     let mut open_xid = None;
@@ -207,7 +207,7 @@ fn apply_event(
             let report = writer.commit(commit_lsn, end_lsn)?;
             let _ = written.send(Written {
                 end_lsn,
-                dirs: report.to_sync,
+                logs: report.to_sync,
             });
             engine.commits.record(xid, commit_lsn);
             engine.note_last_seen(commit_lsn);

@@ -101,7 +101,7 @@ impl Engine {
         let (shape, is_new) = self.store.insert(shape);
         if !is_new {
             // Another request created the same shape meanwhile; share its snapshot.
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = dir.remove();
             return Ok(shape);
         }
         tracing::info!(handle = %shape.handle, table = %name, "creating shape");

@@ -21,7 +21,6 @@ pub mod tables;
 
 use std::collections::HashSet;
 use std::io;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use shapes::definition::{DefinitionError, ShapeDefinition};
@@ -37,6 +36,7 @@ use crate::config::ServeConfig;
 use crate::postgres::MetadataClient;
 use crate::read_path::router::SnapshotHolds;
 use crate::replication::commit_watch::CommitWatch;
+use crate::storage::shape_dir::ShapeDir;
 use crate::storage::shape_store::meta::ShapeRequest;
 use crate::storage::shape_store::{Shape, ShapeState, ShapeStore};
 use tables::{TableCache, TableError};
@@ -292,10 +292,10 @@ impl Engine {
         let shape = self.store.remove(handle)?;
         shape.set_state(ShapeState::Gone);
         let _ = self.commands.send(WriterCommand::Remove { id: shape.id });
-        let dir = shape.log.dir().to_owned();
+        let dir = shape.log.dir().clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(err) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(dir = %dir.display(), error = %err, "cannot remove a shape's directory");
+            if let Err(err) = dir.remove() {
+                tracing::warn!(dir = %dir.path().display(), error = %err, "cannot remove a shape's directory");
             }
         });
         tracing::info!(handle = %shape.handle, table = %shape.definition.table(), "shape removed");
@@ -305,7 +305,7 @@ impl Engine {
     /// Drops the shapes whose logs are in `dirs` (an fsync of them failed: their contents
     /// cannot be trusted) and removes the directories durably, so that no position confirmed
     /// later depends on them. Their clients get 409 and refetch a new snapshot.
-    pub fn drop_lost_logs(&self, dirs: &[PathBuf]) -> io::Result<()> {
+    pub fn drop_lost_logs(&self, dirs: &[ShapeDir]) -> io::Result<()> {
         for shape in self.store.all() {
             if !dirs.iter().any(|dir| dir == shape.log.dir())
                 || self.store.remove(&shape.handle).is_none()
@@ -317,13 +317,13 @@ impl Engine {
             tracing::error!(handle = %shape.handle, table = %shape.definition.table(), "rotating shape: its log's fsync failed");
         }
         for dir in dirs {
-            match std::fs::remove_dir_all(dir) {
+            match dir.remove() {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
         }
-        std::fs::File::open(self.store.root().join("shapes"))?.sync_all()
+        self.store.sync_shapes_dir()
     }
 
     /// Removes every shape of a table (truncated, or its columns changed).

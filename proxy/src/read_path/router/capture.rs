@@ -8,16 +8,15 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use shapes::lsn::{Lsn, Xid};
 use shapes::offset::Offset;
 use shapes::wire::SnapshotInfo;
 
+use crate::storage::shape_dir::ShapeDir;
 use crate::storage::shape_log::record::{self, RecordKind, RecordScanner};
 use crate::storage::shape_log::{LogAppender, ShapeLog};
-
-pub const CAPTURE_FILE: &str = "capture.log";
 
 #[derive(Debug)]
 pub struct Capture {
@@ -30,8 +29,8 @@ pub struct Capture {
 }
 
 impl Capture {
-    pub fn create(dir: &Path) -> io::Result<Self> {
-        let path = dir.join(CAPTURE_FILE);
+    pub fn create(dir: &ShapeDir) -> io::Result<Self> {
+        let path = dir.capture_log();
         let file = BufWriter::with_capacity(64 * 1024, File::create(&path)?);
         Ok(Self {
             path,
@@ -142,9 +141,10 @@ mod tests {
 
     #[test]
     fn transactions_seen_by_the_snapshot_are_dropped_and_the_rest_kept_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = ShapeLog::create(dir.path(), 1 << 20).unwrap();
-        let mut capture = Capture::create(dir.path()).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ShapeDir::at(tmp.path());
+        let log = ShapeLog::create(&dir, 1 << 20).unwrap();
+        let mut capture = Capture::create(&dir).unwrap();
         // xid 100 committed before the snapshot; 101 was in progress; 105 started after.
         for (xid, lsn) in [(100u32, 10u64), (101, 20), (105, 30)] {
             capture
@@ -164,15 +164,16 @@ mod tests {
         let mut appender = LogAppender::open(&log).unwrap();
         let (kept, dropped) = capture.replay_into(&snapshot, &log, &mut appender).unwrap();
         assert_eq!((kept, dropped), (2, 1));
-        assert!(!dir.path().join(CAPTURE_FILE).exists());
+        assert!(!dir.capture_log().exists());
 
         let plan = log.plan_read(Offset::BeforeAll).unwrap();
         let mut out = Vec::new();
-        log.read(
-            &plan,
-            &mut out,
-            crate::storage::shape_log::Framing::JsonArray { first: true },
-        )
+        log.read(&plan, &mut out, |out: &mut Vec<u8>, message: &[u8]| {
+            if !out.is_empty() {
+                out.push(b',');
+            }
+            out.extend_from_slice(message);
+        })
         .unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),

@@ -28,7 +28,6 @@ pub mod encode;
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use shapes::lsn::{Lsn, Xid};
@@ -37,7 +36,7 @@ use shapes::routing::{RowChange, ShapeId, ShapeIndex};
 use shapes::schema::{QualifiedName, Row};
 use shapes::wire::{self, SnapshotInfo};
 
-use crate::storage::shape_log::{LogAppender, ShapeLog};
+use crate::storage::shape_log::{LogAppender, LogFile, ShapeLog};
 use crate::storage::shape_store::Shape;
 use capture::Capture;
 use encode::{Encoded, ShapeEncoding, TxContext};
@@ -89,8 +88,8 @@ struct OpenTxn {
 /// What a commit wrote, for the durability task.
 #[derive(Debug, Default)]
 pub struct CommitReport {
-    /// Shape log files that need an fsync.
-    pub to_sync: Vec<PathBuf>,
+    /// Shape logs that need an fsync.
+    pub to_sync: Vec<LogFile>,
     /// Shapes that got messages.
     pub shapes_written: usize,
 }
@@ -323,7 +322,7 @@ impl ChangeWriter {
             } else {
                 let appender = open_appender(&mut ws.appender, &ws.shape.log)?;
                 appender.commit(&ws.shape.log, commit_lsn, end_lsn)?;
-                report.to_sync.push(ws.shape.log.dir().to_owned());
+                report.to_sync.push(appender.log_file().clone());
             }
             report.shapes_written += 1;
         }
