@@ -36,9 +36,9 @@ use shapes::routing::{RowChange, ShapeId, ShapeIndex};
 use shapes::schema::{QualifiedName, Row};
 use shapes::wire::{self, SnapshotInfo};
 
+use crate::storage::shape_log::capture_file::CaptureFile;
 use crate::storage::shape_log::{LogAppender, LogFile, ShapeLog};
 use crate::storage::shape_store::Shape;
-use capture::Capture;
 use encode::{Encoded, ShapeEncoding, TxContext};
 
 /// Appenders kept open at most (each holds a file descriptor).
@@ -52,7 +52,7 @@ struct WriterShape {
     /// The shape's latest message of the open transaction, held back for `last`.
     held: Option<(Offset, Vec<u8>)>,
     /// Present while the snapshot runs.
-    capture: Option<Capture>,
+    capture: Option<CaptureFile>,
     skip_through: Lsn,
     /// Present from the end of the snapshot until the stream passes it.
     snapshot_holds: Option<SnapshotHolds>,
@@ -129,7 +129,7 @@ impl ChangeWriter {
     /// straight to its log. Returns the LSN the shape starts after.
     pub fn register(&mut self, shape: Arc<Shape>, capturing: bool) -> io::Result<Lsn> {
         let capture = if capturing {
-            Some(Capture::create(shape.log.dir())?)
+            Some(CaptureFile::create(shape.log.dir())?)
         } else {
             None
         };
@@ -187,7 +187,8 @@ impl ChangeWriter {
             return Ok(());
         };
         let appender = open_appender(&mut ws.appender, &ws.shape.log)?;
-        let (kept, dropped) = capture.replay_into(&holds.snapshot, &ws.shape.log, appender)?;
+        let (kept, dropped) =
+            capture::replay_into(capture, &holds.snapshot, &ws.shape.log, appender)?;
         tracing::debug!(handle = %ws.shape.handle, kept, dropped, "captured transactions replayed");
         ws.snapshot_holds = (holds.below > self.last_commit).then_some(holds);
         Ok(())

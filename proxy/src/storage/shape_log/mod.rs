@@ -15,6 +15,7 @@
 //! them out as a JSON array or as server-sent events), which appends it to the bytes being
 //! sent: the log keeps only messages, never the punctuation of a response.
 
+pub mod capture_file;
 pub mod index;
 pub mod record;
 pub mod snapshot_file;
