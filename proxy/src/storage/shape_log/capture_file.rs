@@ -4,7 +4,7 @@
 //! the router's decision (`read_path/router/capture.rs`); this file only keeps them.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 use shapes::lsn::Lsn;
@@ -73,6 +73,9 @@ impl CaptureFile {
     pub fn abandon(&mut self) -> io::Result<()> {
         self.file.flush()?;
         self.file.get_ref().set_len(self.committed_len)?;
+        // The next record goes where the cut was: written at the old end, it would leave a
+        // hole of zeros that ends every read of the file there.
+        self.file.seek(SeekFrom::Start(self.committed_len))?;
         self.written = self.committed_len;
         Ok(())
     }
@@ -167,6 +170,39 @@ mod tests {
             ]
         );
         assert!(!dir.capture_log().exists());
+    }
+
+    /// The stream broke mid-transaction while the snapshot ran (`ChangeWriter::abort`):
+    /// what is captured after it must not be lost behind the dropped entries.
+    #[test]
+    fn transactions_captured_after_an_abandoned_one_are_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut capture = CaptureFile::create(&ShapeDir::at(tmp.path())).unwrap();
+        capture.append(Offset::log(Lsn(10), 0), b"a").unwrap();
+        capture.commit(7, Lsn(10), Lsn(11)).unwrap();
+        capture
+            .append(Offset::log(Lsn(20), 0), b"abandoned")
+            .unwrap();
+        capture.abandon().unwrap();
+        capture.append(Offset::log(Lsn(20), 0), b"again").unwrap();
+        capture.commit(8, Lsn(20), Lsn(21)).unwrap();
+        assert_eq!(
+            read_back(capture),
+            [
+                (
+                    7,
+                    Lsn(10),
+                    Lsn(11),
+                    vec![(Offset::log(Lsn(10), 0), "a".into())]
+                ),
+                (
+                    8,
+                    Lsn(20),
+                    Lsn(21),
+                    vec![(Offset::log(Lsn(20), 0), "again".into())]
+                ),
+            ]
+        );
     }
 
     type Txn = (u32, Lsn, Lsn, Vec<(Offset, String)>);
