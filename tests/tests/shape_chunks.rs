@@ -330,8 +330,9 @@ async fn a_proxy_killed_while_writing_a_big_transaction_loses_and_duplicates_not
         proxy.kill9().await;
         let killed_at = len(&log);
         // What a restart does first: open the log, cutting it back to its last commit.
-        let reopened = proxy::storage::shape_log::ShapeLog::open(log.parent().unwrap(), 65536)
-            .expect("the killed log opens");
+        let dir = proxy::storage::shape_dir::ShapeDir::at(log.parent().unwrap());
+        let reopened =
+            proxy::storage::shape_log::ShapeLog::open(&dir, 65536).expect("the killed log opens");
         drop(reopened);
         let cut = len(&log);
         eprintln!("attempt {attempt}: killed at {killed_at} bytes, cut back to {cut}");

@@ -36,6 +36,7 @@ use crate::observability::prometheus;
 use crate::read_path::durability::Written;
 use crate::read_path::router::{Router, SnapshotHolds};
 use crate::replication::event::{Relation, ReplicaIdentity, ReplicationEvent, WalChange};
+use crate::storage::shape_dir::ShapeDir;
 use crate::storage::shape_store::{Shape, ShapeState};
 
 /// What other tasks ask of the consumer; applied between transactions.
@@ -63,7 +64,7 @@ pub enum Command {
     /// Remove the shapes whose logs are in `dirs` (their fsync failed), leaving the
     /// directories to the asker, which removes them durably; replies once they are out.
     DropLostLogs {
-        dirs: Vec<PathBuf>,
+        dirs: Vec<ShapeDir>,
         reply: oneshot::Sender<()>,
     },
 }
@@ -138,7 +139,7 @@ pub async fn run_consumer(shapes: Arc<Shapes>, start: Lsn, mut io: ConsumerChann
     let mut router = Router::new(start);
     let mut relations = Relations::default();
     let counters = Counters::new();
-    let identity_file = shapes.storage_root().join("database.json");
+    let identity_file = shapes.identity_file();
     let mut discarding = false;
     // The transaction being applied, whose catalog changes lookups must see.
     let mut open_xid = None;
@@ -282,7 +283,7 @@ fn apply_event(
             let report = router.commit(commit_lsn, end_lsn)?;
             let _ = written.send(Written {
                 end_lsn,
-                dirs: report.to_sync,
+                logs: report.to_sync,
             });
             shapes.note_commit(xid, commit_lsn);
             counters.transactions.increment(1);

@@ -100,7 +100,7 @@ impl Shapes {
         let (shape, is_new) = self.store.insert(shape);
         if !is_new {
             // Another request created the same shape meanwhile; share its snapshot.
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = dir.remove();
             return Ok(shape);
         }
         tracing::info!(handle = %shape.handle, table = %name, "creating shape");

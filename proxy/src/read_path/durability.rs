@@ -1,7 +1,8 @@
 //! Group fsync of shape logs, and the flushed LSN the replication stream confirms.
 //!
 //! The router makes each transaction visible at once (page cache) and reports it here
-//! with the log files it touched. This task fsyncs them in groups — everything that arrived
+//! with the log files it touched, as its appenders hold them open ([`LogFile`]: the fsync goes
+//! through the descriptor the writes went through). This task fsyncs them in groups — everything that arrived
 //! while the previous round ran goes into the next one, so a busy stream pays one fsync per
 //! file per round, not per transaction — and only then publishes the round's highest commit
 //! end LSN on the `flushed` watch: the replication stream confirms to Postgres only what
@@ -18,7 +19,6 @@
 //! Postgres to start. A stale value is safe, just slower: re-sent transactions are skipped
 //! per shape by commit LSN.
 
-use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -27,21 +27,21 @@ use std::time::{Duration, Instant};
 use shapes::lsn::Lsn;
 use tokio::sync::{mpsc, watch};
 
-use crate::storage::shape_log::CHANGES_FILE;
+use crate::storage::shape_dir::{self, ShapeDir};
+use crate::storage::shape_log::LogFile;
 
 const RESUME_EVERY: Duration = Duration::from_millis(500);
-const RESUME_FILE: &str = "resume.lsn";
 
-/// A committed transaction: where it ends, and the shape log directories it wrote.
+/// A committed transaction: where it ends, and the shape logs it wrote.
 #[derive(Debug)]
 pub struct Written {
     pub end_lsn: Lsn,
-    pub dirs: Vec<PathBuf>,
+    pub logs: Vec<LogFile>,
 }
 
 /// Drops the shapes whose log directories an fsync failed for, durably (their directories are
 /// gone from disk when it returns `Ok`), so that nothing confirmed later depends on them.
-pub type LostLogs = Arc<dyn Fn(&[PathBuf]) -> io::Result<()> + Send + Sync>;
+pub type LostLogs = Arc<dyn Fn(&[ShapeDir]) -> io::Result<()> + Send + Sync>;
 
 /// A test build's way to make an fsync fail: called with a shape log's directory before its
 /// fsync; an error returned is taken as that fsync's error. The `shapesync` program never
@@ -55,24 +55,22 @@ pub fn inject_fsync_faults(fault: FsyncFault) {
     let _ = FSYNC_FAULT.set(fault);
 }
 
-/// The position saved by an earlier run (`Lsn::ZERO` if none).
-pub fn load_resume(root: &Path) -> Lsn {
-    std::fs::read_to_string(root.join(RESUME_FILE))
+/// The position saved by an earlier run in `resume_file` (`Lsn::ZERO` if none).
+pub fn load_resume(resume_file: &Path) -> Lsn {
+    std::fs::read_to_string(resume_file)
         .ok()
         .and_then(|t| t.trim().parse().ok())
         .unwrap_or(Lsn::ZERO)
 }
 
-fn save_resume(root: &Path, lsn: Lsn) -> io::Result<()> {
-    let tmp = root.join(format!("{RESUME_FILE}.tmp"));
-    std::fs::write(&tmp, lsn.as_u64().to_string())?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, root.join(RESUME_FILE))
+fn save_resume(resume_file: &Path, lsn: Lsn) -> io::Result<()> {
+    shape_dir::replace_file(resume_file, lsn.as_u64().to_string().as_bytes())
 }
 
-/// Runs until the sender side closes; then saves the final position.
+/// Runs until the sender side closes; then saves the final position in `resume_file`
+/// (`ShapeStore::resume_file`).
 pub async fn run(
-    root: PathBuf,
+    resume_file: PathBuf,
     mut written: mpsc::UnboundedReceiver<Written>,
     flushed: watch::Sender<Lsn>,
     lost: LostLogs,
@@ -83,13 +81,16 @@ pub async fn run(
     let mut stuck = false;
     while let Some(first) = written.recv().await {
         let mut end = first.end_lsn;
-        let mut dirs: BTreeSet<PathBuf> = first.dirs.into_iter().collect();
+        let mut logs = first.logs;
         while let Ok(more) = written.try_recv() {
             end = end.max(more.end_lsn);
-            dirs.extend(more.dirs);
+            logs.extend(more.logs);
         }
-        let round: Vec<PathBuf> = dirs.iter().cloned().collect();
-        let failed = match tokio::task::spawn_blocking(move || sync_all(&dirs)).await {
+        // One fsync per log and round, however many of its transactions the round holds.
+        logs.sort_unstable_by(|a, b| a.dir().cmp(b.dir()));
+        logs.dedup_by(|a, b| a.dir() == b.dir());
+        let round: Vec<ShapeDir> = logs.iter().map(|log| log.dir().clone()).collect();
+        let failed = match tokio::task::spawn_blocking(move || sync_all(&logs)).await {
             Ok(failed) => failed,
             Err(join) => round
                 .into_iter()
@@ -116,7 +117,7 @@ pub async fn run(
             advance
         });
         if end > saved && last_save.elapsed() >= RESUME_EVERY {
-            match save_resume(&root, end) {
+            match save_resume(&resume_file, end) {
                 Ok(()) => saved = end,
                 Err(err) => tracing::warn!(error = %err, "cannot save the resume position"),
             }
@@ -125,7 +126,7 @@ pub async fn run(
     }
     let last = *flushed.borrow();
     if last > saved
-        && let Err(err) = save_resume(&root, last)
+        && let Err(err) = save_resume(&resume_file, last)
     {
         tracing::warn!(error = %err, "cannot save the resume position");
     }
@@ -135,13 +136,13 @@ pub async fn run(
 /// (the round can be confirmed: every log that remains was synced).
 async fn drop_lost(
     lost: &LostLogs,
-    failed: Vec<(PathBuf, io::Error)>,
+    failed: Vec<(ShapeDir, io::Error)>,
     confirmed: Lsn,
     round_end: Lsn,
 ) -> bool {
     for (dir, error) in &failed {
         tracing::error!(
-            dir = %dir.display(),
+            dir = %dir.path().display(),
             error = %error,
             confirmed = %confirmed,
             round_end = %round_end,
@@ -150,7 +151,7 @@ async fn drop_lost(
              dropped); the shape is rotated, its clients refetch it"
         );
     }
-    let dirs: Vec<PathBuf> = failed.into_iter().map(|(dir, _)| dir).collect();
+    let dirs: Vec<ShapeDir> = failed.into_iter().map(|(dir, _)| dir).collect();
     let lost = lost.clone();
     let dropped = tokio::task::spawn_blocking(move || lost(&dirs))
         .await
@@ -170,53 +171,57 @@ async fn drop_lost(
     }
 }
 
-/// Fsyncs every directory's change log; returns those that failed, with their errors.
-fn sync_all(dirs: &BTreeSet<PathBuf>) -> Vec<(PathBuf, io::Error)> {
-    dirs.iter()
-        .filter_map(|dir| sync_one(dir).err().map(|e| (dir.clone(), e)))
+/// Fsyncs every log; returns the directories of those that failed, with their errors.
+fn sync_all(logs: &[LogFile]) -> Vec<(ShapeDir, io::Error)> {
+    logs.iter()
+        .filter_map(|log| sync_one(log).err().map(|e| (log.dir().clone(), e)))
         .collect()
 }
 
-fn sync_one(dir: &Path) -> io::Result<()> {
-    match std::fs::File::open(dir.join(CHANGES_FILE)) {
-        Ok(file) => {
-            if let Some(fault) = FSYNC_FAULT.get() {
-                fault(dir)?;
-            }
-            file.sync_data()
-        }
-        // A shape deleted meanwhile has nothing left to make durable.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
+fn sync_one(log: &LogFile) -> io::Result<()> {
+    // A test build's fault stands for the fsync of a log on disk; a shape deleted meanwhile
+    // has nothing left to make durable (its still open file syncs harmlessly).
+    if let Some(fault) = FSYNC_FAULT.get()
+        && log.dir().changes_log().exists()
+    {
+        fault(log.dir().path())?;
     }
+    log.sync_data()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::shape_log::{LogAppender, ShapeLog};
+    use crate::storage::shape_store::ShapeStore;
+
+    /// The log of a shape in `root/name`, as its writer holds it open.
+    fn log_file(root: &Path, name: &str) -> LogFile {
+        let log = ShapeLog::create(&ShapeDir::at(root.join(name)), 1 << 20).unwrap();
+        LogAppender::open(&log).unwrap().log_file().clone()
+    }
 
     #[tokio::test]
     async fn flushed_advances_after_the_round_and_the_resume_position_is_saved_at_the_end() {
         let root = tempfile::tempdir().unwrap();
-        let shape_dir = root.path().join("s");
-        std::fs::create_dir_all(&shape_dir).unwrap();
-        std::fs::write(shape_dir.join(CHANGES_FILE), b"x").unwrap();
+        let store = ShapeStore::open(root.path()).unwrap();
+        let log = log_file(root.path(), "s");
         let (tx, rx) = mpsc::unbounded_channel();
         let (flushed_tx, mut flushed_rx) = watch::channel(Lsn::ZERO);
         let task = tokio::spawn(run(
-            root.path().to_owned(),
+            store.resume_file(),
             rx,
             flushed_tx,
-            Arc::new(|_: &[PathBuf]| Ok(())),
+            Arc::new(|_: &[ShapeDir]| Ok(())),
         ));
         tx.send(Written {
             end_lsn: Lsn(100),
-            dirs: vec![shape_dir.clone()],
+            logs: vec![log.clone(), log],
         })
         .unwrap();
         tx.send(Written {
             end_lsn: Lsn(200),
-            dirs: vec![],
+            logs: vec![],
         })
         .unwrap();
         flushed_rx
@@ -225,7 +230,7 @@ mod tests {
             .expect("flushed reaches 200");
         drop(tx);
         task.await.unwrap();
-        assert_eq!(load_resume(root.path()), Lsn(200));
+        assert_eq!(load_resume(&store.resume_file()), Lsn(200));
     }
 
     /// Fails the fsync of directories holding a `fail` file (no other test has one).
@@ -236,26 +241,25 @@ mod tests {
         Ok(())
     }
 
-    fn shape_dir(root: &Path, name: &str, failing: bool) -> PathBuf {
-        let dir = root.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(CHANGES_FILE), b"x").unwrap();
+    fn shape_log(root: &Path, name: &str, failing: bool) -> LogFile {
+        let log = log_file(root, name);
         if failing {
-            std::fs::write(dir.join("fail"), b"").unwrap();
+            std::fs::write(log.dir().path().join("fail"), b"").unwrap();
         }
-        dir
+        log
     }
 
     /// Runs the task over four rounds, one at a time: a healthy log (ends at 100), the
     /// healthy and a failing log (200), nothing (300), the healthy log (400). `lost` answers
     /// `drop_ok`. Returns the flushed position at the end and the directories handed to `lost`.
-    async fn confirmations(drop_ok: bool) -> (Lsn, Vec<PathBuf>) {
+    async fn confirmations(drop_ok: bool) -> (Lsn, Vec<ShapeDir>) {
         inject_fsync_faults(fail_marked);
         let root = tempfile::tempdir().unwrap();
-        let good = shape_dir(root.path(), "good", false);
-        let bad = shape_dir(root.path(), "bad", true);
+        let store = ShapeStore::open(root.path()).unwrap();
+        let good = shape_log(root.path(), "good", false);
+        let bad = shape_log(root.path(), "bad", true);
         let (handed_tx, mut handed_rx) = mpsc::unbounded_channel();
-        let lost: LostLogs = Arc::new(move |dirs: &[PathBuf]| {
+        let lost: LostLogs = Arc::new(move |dirs: &[ShapeDir]| {
             let _ = handed_tx.send(dirs.to_vec());
             if drop_ok {
                 Ok(())
@@ -265,11 +269,11 @@ mod tests {
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let (flushed_tx, mut flushed_rx) = watch::channel(Lsn::ZERO);
-        let task = tokio::spawn(run(root.path().to_owned(), rx, flushed_tx, lost));
-        let send = |end: u64, dirs: Vec<PathBuf>| {
+        let task = tokio::spawn(run(store.resume_file(), rx, flushed_tx, lost));
+        let send = |end: u64, logs: Vec<LogFile>| {
             tx.send(Written {
                 end_lsn: Lsn(end),
-                dirs,
+                logs,
             })
             .unwrap();
         };
@@ -296,7 +300,7 @@ mod tests {
     async fn a_failed_fsync_drops_its_shape_before_anything_later_is_confirmed() {
         let (last, handed) = confirmations(true).await;
         assert_eq!(handed.len(), 1);
-        assert!(handed[0].ends_with("bad"), "{handed:?}");
+        assert!(handed[0].path().ends_with("bad"), "{handed:?}");
         assert_eq!(last, Lsn(400));
     }
 

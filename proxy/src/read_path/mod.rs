@@ -22,7 +22,7 @@ pub mod tables;
 
 use std::collections::HashSet;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use shapes::definition::{DefinitionError, ShapeDefinition};
@@ -36,6 +36,7 @@ use tokio::sync::{Semaphore, SemaphorePermit, mpsc, oneshot, watch};
 use crate::config::ServeConfig;
 use crate::postgres::MetadataClient;
 use crate::replication::commit_watch::CommitWatch;
+use crate::storage::shape_dir::ShapeDir;
 use crate::storage::shape_store::meta::ShapeRequest;
 use crate::storage::shape_store::{Shape, ShapeState, ShapeStore};
 use tables::{TableCache, TableError};
@@ -297,9 +298,14 @@ impl Shapes {
         self.store.len()
     }
 
-    /// `<storage>/v1`, where the read path keeps files of its own.
-    pub fn storage_root(&self) -> &Path {
-        self.store.root()
+    /// Where large responses wait for the socket (see `ShapeStore::spool_dir`).
+    pub fn spool_dir(&self) -> PathBuf {
+        self.store.spool_dir()
+    }
+
+    /// The file naming the database the stored shapes came from.
+    fn identity_file(&self) -> PathBuf {
+        self.store.identity_file()
     }
 
     /// Removes a shape (`DELETE /v1/shape`, eviction, a failed creation): the consumer task
@@ -317,7 +323,7 @@ impl Shapes {
     /// cannot be trusted) and removes the directories durably, so that no position confirmed
     /// later depends on them. Their clients get 409 and refetch a new snapshot. Blocks: runs
     /// on the blocking pool (see [`durability::LostLogs`]).
-    pub fn drop_lost_logs(&self, dirs: &[PathBuf]) -> io::Result<()> {
+    pub fn drop_lost_logs(&self, dirs: &[ShapeDir]) -> io::Result<()> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::DropLostLogs {
@@ -329,13 +335,13 @@ impl Shapes {
             .blocking_recv()
             .map_err(|_| io::Error::other("the consumer task stopped"))?;
         for dir in dirs {
-            match std::fs::remove_dir_all(dir) {
+            match dir.remove() {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
         }
-        std::fs::File::open(self.store.root().join("shapes"))?.sync_all()
+        self.store.sync_shapes_dir()
     }
 
     /// Every shape served.
@@ -376,10 +382,10 @@ impl Shapes {
         let shape = self.store.remove(handle)?;
         shape.set_state(ShapeState::Gone);
         if remove_dir {
-            let dir = shape.log.dir().to_owned();
+            let dir = shape.log.dir().clone();
             tokio::task::spawn_blocking(move || {
-                if let Err(err) = std::fs::remove_dir_all(&dir) {
-                    tracing::warn!(dir = %dir.display(), error = %err, "cannot remove a shape's directory");
+                if let Err(err) = dir.remove() {
+                    tracing::warn!(dir = %dir.path().display(), error = %err, "cannot remove a shape's directory");
                 }
             });
         }

@@ -2,13 +2,13 @@
 //! resume without refetching. A shape whose snapshot never completed, whose format is not
 //! ours, or whose table changed meanwhile is dropped (its clients get 409 and refetch).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use shapes::wire;
 
 use super::create::storage_error;
 use super::{Command, ShapeError, Shapes};
+use crate::storage::shape_dir::ShapeDir;
 use crate::storage::shape_log::ShapeLog;
 use crate::storage::shape_store::meta::{FORMAT_VERSION, ShapeMeta};
 use crate::storage::shape_store::{Shape, ShapeState};
@@ -26,9 +26,9 @@ impl Shapes {
             match self.restore_one(&dir).await {
                 Ok(()) => restored += 1,
                 Err(Dropped::Because(reason)) => {
-                    tracing::info!(dir = %dir.display(), reason, "dropping a stored shape");
-                    if let Err(err) = std::fs::remove_dir_all(&dir) {
-                        tracing::warn!(dir = %dir.display(), error = %err, "cannot remove a stored shape");
+                    tracing::info!(dir = %dir.path().display(), reason, "dropping a stored shape");
+                    if let Err(err) = dir.remove() {
+                        tracing::warn!(dir = %dir.path().display(), error = %err, "cannot remove a stored shape");
                     }
                 }
                 Err(Dropped::Transient(err)) => return Err(err),
@@ -48,7 +48,7 @@ impl Shapes {
         Ok(restored)
     }
 
-    async fn restore_one(&self, dir: &Path) -> Result<(), Dropped> {
+    async fn restore_one(&self, dir: &ShapeDir) -> Result<(), Dropped> {
         let meta =
             ShapeMeta::load(dir).map_err(|e| Dropped::Because(format!("shape.json: {e}")))?;
         if meta.format != FORMAT_VERSION {
@@ -88,7 +88,7 @@ impl Shapes {
             meta,
             ShapeState::Ready,
         ));
-        if dir.file_name().and_then(|n| n.to_str()) != Some(shape.handle.as_str()) {
+        if dir.name() != Some(shape.handle.as_str()) {
             return Err(Dropped::Because("directory and handle disagree".into()));
         }
         let (stored, is_new) = self.store.insert(shape.clone());

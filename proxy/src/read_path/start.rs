@@ -49,8 +49,8 @@ impl ReadPath {
         shutdown: CancellationToken,
     ) -> Result<Self, StartError> {
         let store = ShapeStore::open(&config.storage_dir).map_err(StartError::Storage)?;
-        let root = store.root().to_owned();
-        let resume = durability::load_resume(&root);
+        let resume_file = store.resume_file();
+        let resume = durability::load_resume(&resume_file);
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let shapes = Arc::new(Shapes::new(config.clone(), store, commits, commands_tx));
 
@@ -60,7 +60,7 @@ impl ReadPath {
             let shapes = shapes.clone();
             Arc::new(move |dirs| shapes.drop_lost_logs(dirs))
         };
-        let durability = tokio::spawn(durability::run(root, written, flushed_tx, lost));
+        let durability = tokio::spawn(durability::run(resume_file, written, flushed_tx, lost));
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         let restart = Arc::new(Notify::new());
         let consumer = tokio::spawn(run_consumer(

@@ -1,5 +1,8 @@
-//! Shapes on disk: each shape's log files (`shape_log`) and the registry of shapes and
-//! their directories (`shape_store`). See proxy/ARCHITECTURE.md, "Shape logs on disk".
+//! Shapes on disk: each shape's directory and the names of its files (`shape_dir`), its log
+//! files (`shape_log`), and the registry of shapes with the layout of the storage directory
+//! (`shape_store`). Storage hands out the messages it holds; how a response frames them is
+//! the HTTP layer's business. See proxy/ARCHITECTURE.md, "Shape logs on disk".
 
+pub mod shape_dir;
 pub mod shape_log;
 pub mod shape_store;

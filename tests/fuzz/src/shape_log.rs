@@ -9,12 +9,12 @@
 //! the appender writes them) returns each kept entry once, in order; every snapshot chunk
 //! reads.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
+use proxy::storage::shape_dir::ShapeDir;
+use proxy::storage::shape_log::ShapeLog;
 use proxy::storage::shape_log::record::{RecordKind, RecordScanner};
-use proxy::storage::shape_log::snapshot_file::SNAPSHOT_FILE;
-use proxy::storage::shape_log::{CHANGES_FILE, Framing, ShapeLog};
 use shapes::offset::Offset;
 
 pub fn run(data: &[u8]) {
@@ -30,8 +30,8 @@ pub fn run(data: &[u8]) {
     scan(changes);
 
     let dir = dir();
-    write(&dir.join(CHANGES_FILE), changes);
-    write(&dir.join(SNAPSHOT_FILE), snapshot);
+    write(&dir.changes_log(), changes);
+    write(&dir.snapshot_log(), snapshot);
     let chunk_bytes = u64::from(chunk) * 16;
     let log = ShapeLog::open(dir, chunk_bytes).expect("opening a damaged log cuts it back");
     let kept = kept_entries(changes);
@@ -43,7 +43,7 @@ pub fn run(data: &[u8]) {
     while let Some(plan) = log.plan_read(after) {
         out.clear();
         let outcome = log
-            .read(&plan, &mut out, Framing::Sse)
+            .read(&plan, &mut out, sse)
             .unwrap_or_else(|e| panic!("reading after {after:?} ({plan:?}): {e}"));
         let Some(last) = outcome.last_offset else {
             // Only a file whose records were reordered (valid checksums, offsets going back:
@@ -67,7 +67,7 @@ pub fn run(data: &[u8]) {
         for k in 0..chunks.count() {
             out.clear();
             let entries = log
-                .read_snapshot_chunk(k, &mut out, Framing::JsonArray { first: true })
+                .read_snapshot_chunk(k, &mut out, comma_separated)
                 .unwrap_or_else(|e| panic!("snapshot chunk {k}: {e}"));
             assert!(
                 entries.is_some(),
@@ -76,10 +76,25 @@ pub fn run(data: &[u8]) {
             );
         }
         let past = log
-            .read_snapshot_chunk(chunks.count(), &mut out, Framing::Sse)
+            .read_snapshot_chunk(chunks.count(), &mut out, sse)
             .expect("a chunk past the end");
         assert!(past.is_none());
     }
+}
+
+/// A reader's framing, as server-sent events.
+fn sse(out: &mut Vec<u8>, message: &[u8]) {
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(message);
+    out.extend_from_slice(b"\n\n");
+}
+
+/// A reader's framing, as the elements of a JSON array.
+fn comma_separated(out: &mut Vec<u8>, message: &[u8]) {
+    if !out.is_empty() {
+        out.push(b',');
+    }
+    out.extend_from_slice(message);
 }
 
 /// Runs the record scanner over `bytes` as they are.
@@ -119,8 +134,8 @@ fn write(path: &Path, bytes: &[u8]) {
 
 /// This process's scratch directory for the log under test: in memory where there is a
 /// tmpfs (opening a damaged log fsyncs the file it cut back, once per input).
-fn dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
+fn dir() -> &'static ShapeDir {
+    static DIR: OnceLock<ShapeDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let shm = Path::new("/dev/shm");
         let base = if shm.is_dir() {
@@ -128,8 +143,8 @@ fn dir() -> &'static Path {
         } else {
             std::env::temp_dir()
         };
-        let dir = base.join(format!("shapesync-fuzz-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let dir = ShapeDir::at(base.join(format!("shapesync-fuzz-{}", std::process::id())));
+        dir.create().expect("a scratch directory");
         dir
     })
 }

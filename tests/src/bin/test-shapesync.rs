@@ -25,7 +25,7 @@ static SYNCED: Mutex<Option<HashMap<PathBuf, u64>>> = Mutex::new(None);
 /// Fails one fsync the way Linux can: the dirty pages are dropped (the log is cut back to
 /// what its last fsync covered) and the error is reported once.
 fn fsync_fault(dir: &Path) -> io::Result<()> {
-    let log = dir.join(proxy::storage::shape_log::CHANGES_FILE);
+    let log = proxy::storage::shape_dir::ShapeDir::at(dir).changes_log();
     let len = std::fs::metadata(&log)?.len();
     let mut synced = SYNCED.lock().unwrap_or_else(|e| e.into_inner());
     let synced = synced.get_or_insert_with(HashMap::new);

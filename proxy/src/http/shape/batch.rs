@@ -11,7 +11,7 @@ use shapes::lsn::Lsn;
 use shapes::offset::Offset;
 use shapes::wire;
 
-use crate::storage::shape_log::Framing;
+use super::framing::Framing;
 use crate::storage::shape_store::Shape;
 
 /// Reads larger than this run on the blocking pool.
@@ -68,14 +68,16 @@ pub async fn read_after(
             .is_some_and(|(start, end)| end - start > BLOCKING_READ);
         if stream_large && large {
             return Ok(Some(Batch {
-                pieces: shape.log.stream_snapshot_chunk(chunk, framing),
+                pieces: shape.log.stream_snapshot_chunk(chunk, framing.into_fn()),
                 body: Vec::new(),
                 offset: Offset::snapshot_chunk(chunk as u64),
                 up_to_date: false,
             }));
         }
         let mut body = Vec::new();
-        shape.log.read_snapshot_chunk(chunk, &mut body, framing)?;
+        shape
+            .log
+            .read_snapshot_chunk(chunk, &mut body, framing.into_fn())?;
         return Ok(Some(Batch {
             pieces: None,
             body,
@@ -99,7 +101,7 @@ pub async fn read_after(
             push_message(&mut body, framing, wire::up_to_date(global).as_bytes());
         }
         return Ok(Some(Batch {
-            pieces: Some(shape.log.stream(&plan, framing)),
+            pieces: Some(shape.log.stream(&plan, framing.into_fn())),
             body,
             offset: plan.last,
             up_to_date: plan.to_visible_end,
@@ -109,7 +111,10 @@ pub async fn read_after(
         let shape = shape.clone();
         move || {
             let mut body = Vec::new();
-            shape.log.read(&plan, &mut body, framing).map(|o| (o, body))
+            shape
+                .log
+                .read(&plan, &mut body, framing.into_fn())
+                .map(|o| (o, body))
         }
     };
     let (outcome, mut body) = if plan.end - plan.start > BLOCKING_READ {
@@ -136,19 +141,7 @@ pub async fn read_after(
 
 /// Appends one more message in the batch's framing.
 pub fn push_message(body: &mut Vec<u8>, framing: Framing, message: &[u8]) {
-    match framing {
-        Framing::JsonArray { first } => {
-            if !body.is_empty() || !first {
-                body.push(b',');
-            }
-            body.extend_from_slice(message);
-        }
-        Framing::Sse => {
-            body.extend_from_slice(b"data: ");
-            body.extend_from_slice(message);
-            body.extend_from_slice(b"\n\n");
-        }
-    }
+    framing.after(body).push(body, message);
 }
 
 /// The offset a client at the end of the shape has: the last log entry's, or the end of the

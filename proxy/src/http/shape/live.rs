@@ -10,11 +10,11 @@ use shapes::offset::Offset;
 use tokio::time::Instant;
 
 use super::batch::{self, Batch};
+use super::framing::Framing;
 use super::up_to_date_batch;
 use crate::auth::Access;
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::storage::shape_log::Framing;
 use crate::storage::shape_store::{Shape, ShapeState};
 
 /// When a live response made with `access` must have ended: its token's `exp`, as an instant

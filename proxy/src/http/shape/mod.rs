@@ -2,6 +2,7 @@
 
 mod authorize;
 mod batch;
+mod framing;
 pub mod headers;
 mod live;
 pub mod params;
@@ -23,9 +24,9 @@ use shapes::wire;
 use crate::http::AppState;
 use crate::http::credentials::RequestCredentials;
 use crate::http::error::ApiError;
-use crate::storage::shape_log::Framing;
 use crate::storage::shape_store::Shape;
 use batch::Batch;
+use framing::Framing;
 use headers::CacheKind;
 use params::{RequestOffset, ShapeParams};
 

@@ -20,10 +20,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::batch;
+use super::framing::Framing;
 use super::headers::{self, CacheKind};
 use crate::auth::limits::LiveGuard;
 use crate::http::AppState;
-use crate::storage::shape_log::Framing;
 use crate::storage::shape_store::{Shape, ShapeState};
 
 const KEEP_ALIVE: Duration = Duration::from_secs(21);

@@ -209,7 +209,7 @@ pub(super) async fn run(
         xip.join(","),
         wal_lsn.as_u64()
     );
-    let mut body = spool::Spool::new(&state.shapes.storage_root().join(SPOOL_DIR));
+    let mut body = spool::Spool::new(&state.shapes.spool_dir());
     body.write(head.as_bytes()).map_err(storage_error)?;
     let mut first = true;
     snapshot::stream_rows(&tx, shape, Some(&narrowing), Some(mark), |message| {
@@ -228,9 +228,6 @@ pub(super) async fn run(
     body.write(b"]}").map_err(storage_error)?;
     body.into_body().map_err(storage_error)
 }
-
-/// Where large subset bodies wait for the socket, under the storage directory.
-const SPOOL_DIR: &str = "tmp";
 
 fn storage_error(err: std::io::Error) -> ApiError {
     tracing::error!(error = %err, "cannot write a subset snapshot to the storage directory");

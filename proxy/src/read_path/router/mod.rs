@@ -28,7 +28,6 @@ pub mod encode;
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use shapes::lsn::{Lsn, Xid};
@@ -37,9 +36,9 @@ use shapes::routing::{RowChange, ShapeId, ShapeIndex};
 use shapes::schema::{QualifiedName, Row};
 use shapes::wire::{self, SnapshotInfo};
 
-use crate::storage::shape_log::{LogAppender, ShapeLog};
+use crate::storage::shape_log::capture_file::CaptureFile;
+use crate::storage::shape_log::{LogAppender, LogFile, ShapeLog};
 use crate::storage::shape_store::Shape;
-use capture::Capture;
 use encode::{Encoded, ShapeEncoding, TxContext};
 
 /// Appenders kept open at most (each holds a file descriptor).
@@ -53,7 +52,7 @@ struct RoutedShape {
     /// The shape's latest message of the open transaction, held back for `last`.
     held: Option<(Offset, Vec<u8>)>,
     /// Present while the snapshot runs.
-    capture: Option<Capture>,
+    capture: Option<CaptureFile>,
     skip_through: Lsn,
     /// Present from the end of the snapshot until the stream passes it.
     snapshot_holds: Option<SnapshotHolds>,
@@ -89,8 +88,8 @@ struct OpenTxn {
 /// What a commit wrote, for the durability task.
 #[derive(Debug, Default)]
 pub struct CommitReport {
-    /// Shape log files that need an fsync.
-    pub to_sync: Vec<PathBuf>,
+    /// Shape logs that need an fsync.
+    pub to_sync: Vec<LogFile>,
     /// Shapes that got messages.
     pub shapes_written: usize,
 }
@@ -145,7 +144,7 @@ impl Router {
     pub fn register(&mut self, shape: Arc<Shape>, capturing: bool) -> io::Result<Lsn> {
         self.remove(shape.id);
         let capture = if capturing {
-            Some(Capture::create(shape.log.dir())?)
+            Some(CaptureFile::create(shape.log.dir())?)
         } else {
             None
         };
@@ -205,7 +204,8 @@ impl Router {
             return Ok(());
         };
         let appender = open_appender(&mut ws.appender, &ws.shape.log)?;
-        let (kept, dropped) = capture.replay_into(&holds.snapshot, &ws.shape.log, appender)?;
+        let (kept, dropped) =
+            capture::replay_into(capture, &holds.snapshot, &ws.shape.log, appender)?;
         tracing::debug!(handle = %ws.shape.handle, kept, dropped, "captured transactions replayed");
         ws.snapshot_holds = (holds.below > self.last_commit).then_some(holds);
         Ok(())
@@ -350,7 +350,7 @@ impl Router {
             } else {
                 let appender = open_appender(&mut ws.appender, &ws.shape.log)?;
                 appender.commit(&ws.shape.log, commit_lsn, end_lsn)?;
-                report.to_sync.push(ws.shape.log.dir().to_owned());
+                report.to_sync.push(appender.log_file().clone());
             }
             report.shapes_written += 1;
         }
@@ -433,6 +433,7 @@ mod tests {
     use shapes::schema::{Column, PgType, TableSchema, TypeKind};
 
     use super::*;
+    use crate::storage::shape_dir::ShapeDir;
     use crate::storage::shape_store::ShapeState;
     use crate::storage::shape_store::meta::{FORMAT_VERSION, ShapeMeta, ShapeRequest};
 
@@ -465,7 +466,7 @@ mod tests {
             LogMode::Full,
         )
         .unwrap();
-        let log = ShapeLog::create(&root.join(id.to_string()), 1 << 20).unwrap();
+        let log = ShapeLog::create(&ShapeDir::at(root.join(id.to_string())), 1 << 20).unwrap();
         let meta = ShapeMeta {
             format: FORMAT_VERSION,
             handle: String::new(),

@@ -10,7 +10,12 @@
 //!
 //! Opening a log after a crash cuts `changes.log` back to its last commit record, so a
 //! transaction is either wholly in the log or (to be re-sent by Postgres) not at all.
+//!
+//! Reads hand each message to a framing function given by the reader (the HTTP layer lays
+//! them out as a JSON array or as server-sent events), which appends it to the bytes being
+//! sent: the log keeps only messages, never the punctuation of a response.
 
+pub mod capture_file;
 pub mod index;
 pub mod record;
 pub mod snapshot_file;
@@ -19,19 +24,17 @@ mod stream;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use shapes::lsn::Lsn;
 use shapes::offset::Offset;
 use tokio::sync::watch;
 
+use super::shape_dir::ShapeDir;
 use index::{LogIndex, ReadPlan};
 use record::{RecordKind, RecordScanner};
 use snapshot_file::SnapshotChunks;
 pub use stream::blocking_pieces;
-
-pub const CHANGES_FILE: &str = "changes.log";
 
 /// Bytes buffered by an appender before they go to the file (still invisible until commit).
 const WRITE_THROUGH: usize = 256 * 1024;
@@ -39,38 +42,39 @@ const WRITE_THROUGH: usize = 256 * 1024;
 /// One shape's log, shared by the writer and every reader.
 #[derive(Debug)]
 pub struct ShapeLog {
-    dir: PathBuf,
+    dir: ShapeDir,
     index: Mutex<LogIndex>,
     snapshot: OnceLock<SnapshotChunks>,
     /// Last visible log offset; readers waiting for news subscribe here.
     latest: watch::Sender<Option<Offset>>,
 }
 
-/// How entries are laid out in a response body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    /// Elements of a JSON array: `a,b,c` (a leading comma unless first).
-    JsonArray { first: bool },
-    /// Server-sent events: `data: a\n\n` each.
-    Sse,
+/// The open `changes.log` of a shape as its writer holds it, shared with the durability task:
+/// the fsync goes through the descriptor the writes went through (it reports their writeback
+/// errors) and needs no open by name. Cloning it is cheap; the file stays open while any
+/// clone lives, also after the writer closed its own.
+#[derive(Debug, Clone)]
+pub struct LogFile(Arc<OpenLog>);
+
+#[derive(Debug)]
+struct OpenLog {
+    dir: ShapeDir,
+    file: File,
 }
 
-impl Framing {
-    fn push(&mut self, out: &mut Vec<u8>, payload: &[u8]) {
-        match self {
-            Framing::JsonArray { first } => {
-                if !*first {
-                    out.push(b',');
-                }
-                *first = false;
-                out.extend_from_slice(payload);
-            }
-            Framing::Sse => {
-                out.extend_from_slice(b"data: ");
-                out.extend_from_slice(payload);
-                out.extend_from_slice(b"\n\n");
-            }
-        }
+impl LogFile {
+    /// The directory of the shape whose log this is.
+    pub fn dir(&self) -> &ShapeDir {
+        &self.0.dir
+    }
+
+    /// Makes what was written to the log durable (`fdatasync`).
+    pub fn sync_data(&self) -> io::Result<()> {
+        self.0.file.sync_data()
+    }
+
+    fn file(&self) -> &File {
+        &self.0.file
     }
 }
 
@@ -86,16 +90,18 @@ pub struct ReadOutcome {
 
 impl ShapeLog {
     /// A new, empty log in `dir` (created).
-    pub fn create(dir: &Path, chunk_bytes: u64) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        File::create(dir.join(CHANGES_FILE))?;
+    pub fn create(dir: &ShapeDir, chunk_bytes: u64) -> io::Result<Self> {
+        dir.create()?;
+        File::create(dir.changes_log())?;
         Ok(Self::with_index(dir, LogIndex::new(chunk_bytes)))
     }
 
     /// Opens an existing log, cutting off anything after its last complete transaction.
-    pub fn open(dir: &Path, chunk_bytes: u64) -> io::Result<Self> {
-        let path = dir.join(CHANGES_FILE);
-        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+    pub fn open(dir: &ShapeDir, chunk_bytes: u64) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.changes_log())?;
         let mut index = LogIndex::new(chunk_bytes);
         let mut scanner = RecordScanner::new(BufReader::with_capacity(256 * 1024, &file));
         let mut pos = 0;
@@ -127,17 +133,17 @@ impl ShapeLog {
         Ok(log)
     }
 
-    fn with_index(dir: &Path, index: LogIndex) -> Self {
+    fn with_index(dir: &ShapeDir, index: LogIndex) -> Self {
         let (latest, _) = watch::channel(index.last_offset());
         Self {
-            dir: dir.to_owned(),
+            dir: dir.clone(),
             index: Mutex::new(index),
             snapshot: OnceLock::new(),
             latest,
         }
     }
 
-    pub fn dir(&self) -> &Path {
+    pub fn dir(&self) -> &ShapeDir {
         &self.dir
     }
 
@@ -172,16 +178,16 @@ impl ShapeLog {
         self.index().plan_read(after)
     }
 
-    /// Appends the entries of `plan` to `out`.
+    /// Appends the entries of `plan` to `out`, each laid out by `frame(out, message)`.
     pub fn read(
         &self,
         plan: &ReadPlan,
         out: &mut Vec<u8>,
-        framing: Framing,
+        frame: impl FnMut(&mut Vec<u8>, &[u8]),
     ) -> io::Result<ReadOutcome> {
-        let file = File::open(self.dir.join(CHANGES_FILE))?;
+        let file = File::open(self.dir.changes_log())?;
         let (entries, last_offset) =
-            copy_payloads(&file, plan.start, plan.end, Some(plan.after), out, framing)?;
+            copy_payloads(&file, plan.start, plan.end, Some(plan.after), out, frame)?;
         Ok(ReadOutcome {
             entries,
             last_offset,
@@ -189,49 +195,52 @@ impl ShapeLog {
         })
     }
 
-    /// The entries of `plan`, framed, as a stream of pieces read while the socket drains.
+    /// The entries of `plan`, each laid out by `frame`, as a stream of pieces read while the
+    /// socket drains.
     pub fn stream(
         &self,
         plan: &ReadPlan,
-        framing: Framing,
+        frame: impl FnMut(&mut Vec<u8>, &[u8]) + Send + 'static,
     ) -> tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>> {
         stream::stream_range(
-            self.dir.join(CHANGES_FILE),
+            self.dir.changes_log(),
             plan.start,
             plan.end,
             Some(plan.after),
-            framing,
+            frame,
         )
     }
 
-    /// Snapshot chunk `k`, framed, as a stream; `None` if there is no such chunk.
+    /// Snapshot chunk `k`, each message laid out by `frame`, as a stream; `None` if there is
+    /// no such chunk.
     pub fn stream_snapshot_chunk(
         &self,
         k: usize,
-        framing: Framing,
+        frame: impl FnMut(&mut Vec<u8>, &[u8]) + Send + 'static,
     ) -> Option<tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>>> {
         let (start, end) = self.snapshot.get().and_then(|s| s.range(k))?;
         Some(stream::stream_range(
-            self.dir.join(snapshot_file::SNAPSHOT_FILE),
+            self.dir.snapshot_log(),
             start,
             end,
             None,
-            framing,
+            frame,
         ))
     }
 
-    /// Appends snapshot chunk `k`'s messages to `out`; `None` if there is no such chunk.
+    /// Appends snapshot chunk `k`'s messages to `out`, each laid out by `frame`; `None` if
+    /// there is no such chunk.
     pub fn read_snapshot_chunk(
         &self,
         k: usize,
         out: &mut Vec<u8>,
-        framing: Framing,
+        frame: impl FnMut(&mut Vec<u8>, &[u8]),
     ) -> io::Result<Option<usize>> {
         let Some((start, end)) = self.snapshot.get().and_then(|s| s.range(k)) else {
             return Ok(None);
         };
-        let file = File::open(self.dir.join(snapshot_file::SNAPSHOT_FILE))?;
-        let (entries, _) = copy_payloads(&file, start, end, None, out, framing)?;
+        let file = File::open(self.dir.snapshot_log())?;
+        let (entries, _) = copy_payloads(&file, start, end, None, out, frame)?;
         Ok(Some(entries))
     }
 }
@@ -243,7 +252,7 @@ fn copy_payloads(
     end: u64,
     after: Option<Offset>,
     out: &mut Vec<u8>,
-    mut framing: Framing,
+    mut frame: impl FnMut(&mut Vec<u8>, &[u8]),
 ) -> io::Result<(usize, Option<Offset>)> {
     let len = usize::try_from(end.saturating_sub(start))
         .map_err(|_| io::Error::other("read range too large"))?;
@@ -255,7 +264,7 @@ fn copy_payloads(
     let mut entries = 0;
     let mut last = None;
     while let Some((offset, payload)) = scanner.next_entry_after(after)? {
-        framing.push(out, payload);
+        frame(out, payload);
         entries += 1;
         last = Some(offset);
     }
@@ -272,7 +281,7 @@ fn copy_payloads(
 /// its commit.
 #[derive(Debug)]
 pub struct LogAppender {
-    file: File,
+    file: LogFile,
     /// File length including what is buffered.
     pos: u64,
     buf: Vec<u8>,
@@ -286,11 +295,14 @@ impl LogAppender {
         // O_APPEND: every write lands at the end, also after `set_len` cut a transaction off.
         let file = OpenOptions::new()
             .append(true)
-            .open(log.dir.join(CHANGES_FILE))?;
+            .open(log.dir.changes_log())?;
         let pos = log.index().visible_len();
         file.set_len(pos)?;
         Ok(Self {
-            file,
+            file: LogFile(Arc::new(OpenLog {
+                dir: log.dir.clone(),
+                file,
+            })),
             pos,
             buf: Vec::with_capacity(16 * 1024),
             pending: Vec::new(),
@@ -333,18 +345,23 @@ impl LogAppender {
         Ok(())
     }
 
+    /// The log file this appender writes, for an fsync of what it committed.
+    pub fn log_file(&self) -> &LogFile {
+        &self.file
+    }
+
     /// Drops the open transaction (its entries were never visible).
     pub fn abandon(&mut self, log: &ShapeLog) -> io::Result<()> {
         self.buf.clear();
         self.pending.clear();
         self.pos = log.index().visible_len();
-        self.file.set_len(self.pos)
+        self.file.file().set_len(self.pos)
     }
 
     fn write_buffer(&mut self) -> io::Result<()> {
-        if let Err(err) = (&self.file).write_all(&self.buf) {
+        if let Err(err) = self.file.file().write_all(&self.buf) {
             // Leave the file as it was: a full disk must not leave half a record.
-            let _ = self.file.set_len(self.pos);
+            let _ = self.file.file().set_len(self.pos);
             self.buf.clear();
             return Err(err);
         }
@@ -362,19 +379,31 @@ mod tests {
         Offset::At { tx, op }
     }
 
+    /// A reader's framing: the messages separated by commas.
+    pub(crate) fn comma_separated(out: &mut Vec<u8>, message: &[u8]) {
+        if !out.is_empty() {
+            out.push(b',');
+        }
+        out.extend_from_slice(message);
+    }
+
     fn read_all(log: &ShapeLog, after: Offset) -> (String, ReadOutcome) {
         let plan = log.plan_read(after).expect("something to read");
         let mut out = Vec::new();
-        let outcome = log
-            .read(&plan, &mut out, Framing::JsonArray { first: true })
-            .unwrap();
+        let outcome = log.read(&plan, &mut out, comma_separated).unwrap();
         (String::from_utf8(out).unwrap(), outcome)
+    }
+
+    fn temp_shape_dir() -> (tempfile::TempDir, ShapeDir) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ShapeDir::at(tmp.path());
+        (tmp, dir)
     }
 
     #[test]
     fn committed_entries_are_served_after_an_offset_and_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = ShapeLog::create(dir.path(), 1 << 20).unwrap();
+        let (_tmp, dir) = temp_shape_dir();
+        let log = ShapeLog::create(&dir, 1 << 20).unwrap();
         let mut rx = log.subscribe();
         let mut appender = LogAppender::open(&log).unwrap();
         appender.append(off(100, 0), b"{\"a\":1}").unwrap();
@@ -399,12 +428,10 @@ mod tests {
         appender.append(off(200, 0), b"{\"a\":3}").unwrap();
         appender.write_buffer().unwrap();
         drop(appender);
-        let reopened = ShapeLog::open(dir.path(), 1 << 20).unwrap();
+        let reopened = ShapeLog::open(&dir, 1 << 20).unwrap();
         assert_eq!(reopened.last_offset(), Some(off(100, 2)));
         assert_eq!(reopened.last_commit(), Lsn(100));
-        let len = std::fs::metadata(dir.path().join(CHANGES_FILE))
-            .unwrap()
-            .len();
+        let len = std::fs::metadata(dir.changes_log()).unwrap().len();
         assert_eq!(len, reopened.index().visible_len());
         let (body, _) = read_all(&reopened, Offset::BeforeAll);
         assert_eq!(body, "{\"a\":1},{\"a\":2}");
@@ -412,13 +439,13 @@ mod tests {
 
     #[test]
     fn a_reopened_appender_appends_after_what_is_there() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = ShapeLog::create(dir.path(), 1 << 20).unwrap();
+        let (_tmp, dir) = temp_shape_dir();
+        let log = ShapeLog::create(&dir, 1 << 20).unwrap();
         let mut appender = LogAppender::open(&log).unwrap();
         appender.append(off(100, 0), b"{\"a\":1}").unwrap();
         appender.commit(&log, Lsn(100), Lsn(110)).unwrap();
         drop(appender);
-        let log = ShapeLog::open(dir.path(), 1 << 20).unwrap();
+        let log = ShapeLog::open(&dir, 1 << 20).unwrap();
         let mut appender = LogAppender::open(&log).unwrap();
         appender.append(off(200, 0), b"{\"a\":2}").unwrap();
         appender.commit(&log, Lsn(200), Lsn(210)).unwrap();
@@ -428,8 +455,8 @@ mod tests {
 
     #[test]
     fn an_abandoned_transaction_leaves_no_trace() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = ShapeLog::create(dir.path(), 1 << 20).unwrap();
+        let (_tmp, dir) = temp_shape_dir();
+        let log = ShapeLog::create(&dir, 1 << 20).unwrap();
         let mut appender = LogAppender::open(&log).unwrap();
         appender.append(off(100, 0), b"{}").unwrap();
         appender.abandon(&log).unwrap();
@@ -439,26 +466,45 @@ mod tests {
         assert_eq!(body, "{\"b\":1}");
     }
 
+    /// The durability task fsyncs through the appender's file, which stays open after the
+    /// appender closes it (idle appenders are closed) and after the shape is deleted.
+    #[test]
+    fn the_log_file_outlives_its_appender_for_the_fsync() {
+        let (_tmp, dir) = temp_shape_dir();
+        let log = ShapeLog::create(&dir, 1 << 20).unwrap();
+        let mut appender = LogAppender::open(&log).unwrap();
+        appender.append(off(100, 0), b"{}").unwrap();
+        appender.commit(&log, Lsn(100), Lsn(110)).unwrap();
+        let file = appender.log_file().clone();
+        drop(appender);
+        assert_eq!(file.dir(), &dir);
+        assert_eq!(file.dir(), log.dir());
+        file.sync_data().unwrap();
+        dir.remove().unwrap();
+        file.sync_data().unwrap();
+    }
+
     #[test]
     fn snapshot_chunks_are_read_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = ShapeLog::create(dir.path(), 1 << 20).unwrap();
-        let mut writer = snapshot_file::SnapshotWriter::create(dir.path(), 1 << 20).unwrap();
+        let (_tmp, dir) = temp_shape_dir();
+        let log = ShapeLog::create(&dir, 1 << 20).unwrap();
+        let mut writer = snapshot_file::SnapshotWriter::create(&dir, 1 << 20).unwrap();
         writer.push_row(b"{\"r\":1}").unwrap();
         writer.push_row(b"{\"r\":2}").unwrap();
         log.set_snapshot(writer.finish(b"{\"end\":true}").unwrap());
         let mut out = Vec::new();
         assert_eq!(
-            log.read_snapshot_chunk(0, &mut out, Framing::JsonArray { first: true })
+            log.read_snapshot_chunk(0, &mut out, comma_separated)
                 .unwrap(),
             Some(3)
         );
         assert_eq!(out, b"{\"r\":1},{\"r\":2},{\"end\":true}");
         assert_eq!(
-            log.read_snapshot_chunk(1, &mut out, Framing::Sse).unwrap(),
+            log.read_snapshot_chunk(1, &mut out, comma_separated)
+                .unwrap(),
             None
         );
-        let reopened = ShapeLog::open(dir.path(), 1 << 20).unwrap();
+        let reopened = ShapeLog::open(&dir, 1 << 20).unwrap();
         assert_eq!(reopened.snapshot().map(SnapshotChunks::count), Some(1));
     }
 }

@@ -6,11 +6,9 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::Path;
 
 use super::record::{self, RecordKind, RecordScanner};
-
-pub const SNAPSHOT_FILE: &str = "snapshot.log";
+use crate::storage::shape_dir::ShapeDir;
 
 /// Chunk start positions of a complete snapshot file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,8 +47,8 @@ pub struct SnapshotWriter {
 }
 
 impl SnapshotWriter {
-    pub fn create(dir: &Path, chunk_bytes: u64) -> io::Result<Self> {
-        let file = File::create(dir.join(SNAPSHOT_FILE))?;
+    pub fn create(dir: &ShapeDir, chunk_bytes: u64) -> io::Result<Self> {
+        let file = File::create(dir.snapshot_log())?;
         Ok(Self {
             file: BufWriter::with_capacity(256 * 1024, file),
             chunk_bytes: chunk_bytes.max(1),
@@ -105,8 +103,8 @@ impl SnapshotWriter {
 }
 
 /// Reads the chunk layout of a snapshot file; `None` if it never completed (or is damaged).
-pub fn load(dir: &Path) -> io::Result<Option<SnapshotChunks>> {
-    let file = match File::open(dir.join(SNAPSHOT_FILE)) {
+pub fn load(dir: &ShapeDir) -> io::Result<Option<SnapshotChunks>> {
+    let file = match File::open(dir.snapshot_log()) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -137,8 +135,9 @@ mod tests {
 
     #[test]
     fn rows_fill_chunks_and_the_layout_survives_a_reload() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut writer = SnapshotWriter::create(dir.path(), 100).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ShapeDir::at(tmp.path());
+        let mut writer = SnapshotWriter::create(&dir, 100).unwrap();
         for i in 0..10 {
             writer
                 .push_row(format!("{{\"row\":{i:040}}}").as_bytes())
@@ -149,16 +148,17 @@ mod tests {
         assert_eq!(chunks.count(), 4, "{chunks:?}");
         let record = 25 + 48;
         assert_eq!(chunks.starts, [0, 3 * record, 6 * record, 9 * record]);
-        assert_eq!(load(dir.path()).unwrap(), Some(chunks));
+        assert_eq!(load(&dir).unwrap(), Some(chunks));
     }
 
     #[test]
     fn an_unfinished_snapshot_does_not_load() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut writer = SnapshotWriter::create(dir.path(), 100).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ShapeDir::at(tmp.path());
+        let mut writer = SnapshotWriter::create(&dir, 100).unwrap();
         writer.push_row(b"{}").unwrap();
         writer.file.flush().unwrap();
         drop(writer);
-        assert_eq!(load(dir.path()).unwrap(), None);
+        assert_eq!(load(&dir).unwrap(), None);
     }
 }

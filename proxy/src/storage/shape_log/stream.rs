@@ -1,6 +1,7 @@
 //! Reading a range of a log file to a socket in pieces, so a response never holds a whole
-//! chunk (megabytes) in memory: about [`PIECE`] bytes are read and framed at a time and handed
-//! over a small channel, which the socket drains.
+//! chunk (megabytes) in memory: about [`PIECE`] bytes are read at a time, each message laid
+//! out by the reader's framing function straight into the piece, and handed over a small
+//! channel, which the socket drains.
 //!
 //! Each piece is one short call on the blocking pool ([`blocking_pieces`]); between pieces the
 //! reader waits for the socket as an async task, holding no thread. A client that stops
@@ -16,7 +17,6 @@ use bytes::Bytes;
 use shapes::offset::Offset;
 use tokio::sync::mpsc;
 
-use super::Framing;
 use super::record::RecordScanner;
 
 /// Bytes per piece.
@@ -26,23 +26,28 @@ const READ_BUFFER: usize = 64 * 1024;
 /// Pieces buffered ahead of the socket: one, read while the socket sends the previous one.
 const AHEAD: usize = 1;
 
-/// Streams the framed payloads of the entries in `[start, end)` of `path` (those after
-/// `after`, when given).
-pub fn stream_range(
+/// Streams the payloads of the entries in `[start, end)` of `path` (those after `after`, when
+/// given), each laid out by `frame(piece, payload)`.
+pub fn stream_range<F>(
     path: PathBuf,
     start: u64,
     end: u64,
     after: Option<Offset>,
-    framing: Framing,
-) -> mpsc::Receiver<io::Result<Bytes>> {
-    let mut range = None;
-    blocking_pieces(move || {
-        let range = match &mut range {
-            Some(range) => range,
-            None => range.insert(RangeReader::open(&path, start, end, after, framing)?),
-        };
-        range.next_piece()
-    })
+    frame: F,
+) -> mpsc::Receiver<io::Result<Bytes>>
+where
+    F: FnMut(&mut Vec<u8>, &[u8]) + Send + 'static,
+{
+    let mut range = RangeReader {
+        path,
+        start,
+        scanner: None,
+        len: end.saturating_sub(start),
+        after,
+        frame,
+        done: false,
+    };
+    blocking_pieces(move || range.next_piece())
 }
 
 /// The pieces `next_piece` returns (`Ok(None)` ends them), each produced by one call on the
@@ -91,44 +96,48 @@ where
 }
 
 /// A range of a log file being read piece by piece.
-struct RangeReader {
-    scanner: RecordScanner<BufReader<Take<File>>>,
+struct RangeReader<F> {
+    path: PathBuf,
+    start: u64,
+    /// Opened by the first piece, on the blocking pool.
+    scanner: Option<RecordScanner<BufReader<Take<File>>>>,
     len: u64,
     after: Option<Offset>,
-    framing: Framing,
+    frame: F,
     done: bool,
 }
 
-impl RangeReader {
-    fn open(
-        path: &Path,
-        start: u64,
-        end: u64,
-        after: Option<Offset>,
-        framing: Framing,
-    ) -> io::Result<Self> {
-        let mut file = File::open(path)?;
-        file.seek(SeekFrom::Start(start))?;
-        let len = end.saturating_sub(start);
-        Ok(Self {
-            scanner: RecordScanner::new(BufReader::with_capacity(READ_BUFFER, file.take(len))),
-            len,
-            after,
-            framing,
-            done: false,
-        })
-    }
+/// The records of `len` bytes of `path` from `start` on.
+fn open_range(
+    path: &Path,
+    start: u64,
+    len: u64,
+) -> io::Result<RecordScanner<BufReader<Take<File>>>> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(start))?;
+    Ok(RecordScanner::new(BufReader::with_capacity(
+        READ_BUFFER,
+        file.take(len),
+    )))
+}
 
+impl<F: FnMut(&mut Vec<u8>, &[u8])> RangeReader<F> {
     /// The next [`PIECE`] bytes or so of framed payloads; `None` after the last.
     fn next_piece(&mut self) -> io::Result<Option<Bytes>> {
         if self.done {
             return Ok(None);
         }
+        if self.scanner.is_none() {
+            self.scanner = Some(open_range(&self.path, self.start, self.len)?);
+        }
+        let Some(scanner) = self.scanner.as_mut() else {
+            return Ok(None);
+        };
         let mut piece = Vec::with_capacity(PIECE + 4096);
         while piece.len() < PIECE {
-            let Some((_, payload)) = self.scanner.next_entry_after(self.after)? else {
+            let Some((_, payload)) = scanner.next_entry_after(self.after)? else {
                 self.done = true;
-                if self.scanner.valid_len() < self.len {
+                if scanner.valid_len() < self.len {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         "shape log damaged inside its visible part",
@@ -136,7 +145,7 @@ impl RangeReader {
                 }
                 break;
             };
-            self.framing.push(&mut piece, payload);
+            (self.frame)(&mut piece, payload);
         }
         Ok((!piece.is_empty()).then(|| Bytes::from(piece)))
     }

@@ -2,15 +2,15 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use shapes::definition::{LogMode, ReplicaMode};
 use shapes::wire::SnapshotInfo;
 
+use crate::storage::shape_dir::{self, ShapeDir};
+
 /// On-disk format version of shape directories; a proxy refuses (and rotates) others.
 pub const FORMAT_VERSION: u32 = 1;
-pub const META_FILE: &str = "shape.json";
 
 /// The request that defined a shape, as given (re-parsed against the catalog on restart).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,16 +78,13 @@ pub struct ShapeMeta {
 
 impl ShapeMeta {
     /// Writes atomically (temporary file, fsync, rename).
-    pub fn save(&self, dir: &Path) -> io::Result<()> {
-        let tmp = dir.join(format!("{META_FILE}.tmp"));
+    pub fn save(&self, dir: &ShapeDir) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
-        std::fs::write(&tmp, bytes)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, dir.join(META_FILE))
+        shape_dir::replace_file(&dir.meta_file(), &bytes)
     }
 
-    pub fn load(dir: &Path) -> io::Result<Self> {
-        let bytes = std::fs::read(dir.join(META_FILE))?;
+    pub fn load(dir: &ShapeDir) -> io::Result<Self> {
+        let bytes = std::fs::read(dir.meta_file())?;
         serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 }

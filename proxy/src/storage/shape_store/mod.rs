@@ -1,8 +1,9 @@
-//! Every shape the proxy knows, by handle and by definition, and their directories under
-//! `<storage>/v1/shapes/<handle>/`.
+//! Every shape the proxy knows, by handle and by definition, and the layout of the storage
+//! directory: `<storage>/v1/` with the proxy's own files and `shapes/<handle>/`, one
+//! [`ShapeDir`] per shape.
 //!
 //! The store only keeps the maps consistent; creating a shape's snapshot, routing changes to
-//! it and removing it are driven by the engine.
+//! it and removing it are driven by the read path (`read_path::Shapes`).
 
 pub mod meta;
 pub mod shape;
@@ -17,8 +18,18 @@ use shapes::schema::QualifiedName;
 
 pub use shape::{Shape, ShapeState};
 
+use super::shape_dir::ShapeDir;
+
 /// Root of on-disk format version 1.
 const LAYOUT: &str = "v1";
+/// Under the root: one directory per shape.
+const SHAPES_DIR: &str = "shapes";
+/// Under the root: the decimal LSN where the next run starts streaming.
+const RESUME_FILE: &str = "resume.lsn";
+/// Under the root: the identity of the database the shapes come from.
+const IDENTITY_FILE: &str = "database.json";
+/// Under the root: temporary files of responses being assembled.
+const SPOOL_DIR: &str = "tmp";
 
 #[derive(Debug)]
 pub struct ShapeStore {
@@ -38,27 +49,48 @@ impl ShapeStore {
     /// Opens (creating) the store under `storage_dir`.
     pub fn open(storage_dir: &Path) -> std::io::Result<Self> {
         let root = storage_dir.join(LAYOUT);
-        std::fs::create_dir_all(root.join("shapes"))?;
+        std::fs::create_dir_all(root.join(SHAPES_DIR))?;
         Ok(Self {
             root,
             inner: Mutex::new(StoreState::default()),
         })
     }
 
-    /// `<storage>/v1`: where the proxy keeps state of its own (`state.json`).
+    /// `<storage>/v1`: the root of this format version's layout.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    /// `resume.lsn`: where the next run asks Postgres to start.
+    pub fn resume_file(&self) -> PathBuf {
+        self.root.join(RESUME_FILE)
+    }
+
+    /// `database.json`: the system id and timeline of the database the shapes come from.
+    pub fn identity_file(&self) -> PathBuf {
+        self.root.join(IDENTITY_FILE)
+    }
+
+    /// `tmp/`: where subset responses too large for memory wait for the socket (unnamed
+    /// temporary files).
+    pub fn spool_dir(&self) -> PathBuf {
+        self.root.join(SPOOL_DIR)
+    }
+
     /// Directories of shapes persisted by an earlier run.
-    pub fn persisted_dirs(&self) -> std::io::Result<Vec<PathBuf>> {
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(self.root.join("shapes"))?
+    pub fn persisted_dirs(&self) -> std::io::Result<Vec<ShapeDir>> {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(self.root.join(SHAPES_DIR))?
             .filter_map(Result::ok)
             .map(|e| e.path())
             .filter(|p| p.is_dir())
             .collect();
         dirs.sort();
-        Ok(dirs)
+        Ok(dirs.into_iter().map(ShapeDir::at).collect())
+    }
+
+    /// Makes the removal (or creation) of shape directories durable.
+    pub fn sync_shapes_dir(&self) -> std::io::Result<()> {
+        std::fs::File::open(self.root.join(SHAPES_DIR))?.sync_all()
     }
 
     fn state(&self) -> MutexGuard<'_, StoreState> {
@@ -84,8 +116,8 @@ impl ShapeStore {
         state.last_micros = state.last_micros.max(micros);
     }
 
-    pub fn dir_for(&self, handle: &Handle) -> PathBuf {
-        self.root.join("shapes").join(handle.as_str())
+    pub fn dir_for(&self, handle: &Handle) -> ShapeDir {
+        ShapeDir::at(self.root.join(SHAPES_DIR).join(handle.as_str()))
     }
 
     pub fn get(&self, handle: &Handle) -> Option<Arc<Shape>> {
@@ -144,5 +176,33 @@ impl ShapeStore {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_directories_are_found_again_by_a_later_run_and_the_stores_own_files_are_not() {
+        let storage = tempfile::tempdir().unwrap();
+        let store = ShapeStore::open(storage.path()).unwrap();
+        let handles = [Handle::new(7, 2_000), Handle::new(7, 1_000)];
+        for handle in &handles {
+            store.dir_for(handle).create().unwrap();
+        }
+        std::fs::write(store.resume_file(), b"42").unwrap();
+        std::fs::write(store.identity_file(), b"{}").unwrap();
+        std::fs::create_dir_all(store.spool_dir()).unwrap();
+        store.sync_shapes_dir().unwrap();
+
+        let later = ShapeStore::open(storage.path()).unwrap();
+        let found = later.persisted_dirs().unwrap();
+        let names: Vec<_> = found.iter().map(|dir| dir.name().unwrap()).collect();
+        let mut expected: Vec<_> = handles.iter().map(Handle::as_str).collect();
+        expected.sort();
+        assert_eq!(names, expected, "every shape, in a stable order");
+        assert_eq!(found[0], later.dir_for(&handles[1]));
+        assert_eq!(std::fs::read(later.resume_file()).unwrap(), b"42");
     }
 }
