@@ -1,12 +1,12 @@
 //! Group fsync of shape logs, and the flushed LSN the replication stream confirms.
 //!
-//! The router makes each transaction visible at once (page cache) and reports it here
-//! with the log files it touched, as its appenders hold them open ([`LogFile`]: the fsync goes
-//! through the descriptor the writes went through). This task fsyncs them in groups — everything that arrived
-//! while the previous round ran goes into the next one, so a busy stream pays one fsync per
-//! file per round, not per transaction — and only then publishes the round's highest commit
-//! end LSN on the `flushed` watch: the replication stream confirms to Postgres only what
-//! every affected shape log holds durably.
+//! The router makes each transaction visible at once (page cache) and reports it here with
+//! the log files it touched, as its appenders hold them open ([`LogFile`]: the fsync goes
+//! through the descriptor the writes went through). This task fsyncs them in groups —
+//! everything that arrived while the previous round ran goes into the next one, so a busy
+//! stream pays one fsync per file per round, not per transaction — and only then publishes the
+//! round's highest commit end LSN on the `flushed` watch: the replication stream confirms to
+//! Postgres only what every affected shape log holds durably.
 //!
 //! An fsync error is final for the logs it touched: Linux may drop the dirty pages and report
 //! success on the next try (the reason PostgreSQL panics on fsync failure), so a failed log is
