@@ -82,11 +82,13 @@ where
 pub fn writes_only_router(config: proxy::config::ServeConfig) -> axum::Router {
     use std::sync::Arc;
     let commits = Arc::new(proxy::replication::commit_watch::CommitWatch::default());
+    let catalog = Arc::new(proxy::postgres::table_catalog::TableCatalog::default());
     let writes = Arc::new(proxy::mutations::MutationService::new(
         &config.database_url,
         config.writes.clone(),
         config.tombstones.clone(),
         commits.clone(),
+        catalog.clone(),
     ));
     let (_, health) = tokio::sync::watch::channel(proxy::serve::Health::Active);
     let config = Arc::new(config);
@@ -97,6 +99,7 @@ pub fn writes_only_router(config: proxy::config::ServeConfig) -> axum::Router {
         config.clone(),
         store,
         commits,
+        catalog,
         commands,
     ));
     proxy::http::router(proxy::serve::AppState {

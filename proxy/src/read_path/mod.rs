@@ -35,6 +35,7 @@ use tokio::sync::{Semaphore, SemaphorePermit, mpsc, oneshot, watch};
 
 use crate::config::ServeConfig;
 use crate::postgres::MetadataClient;
+use crate::postgres::table_catalog::TableCatalog;
 use crate::read_path::router::SnapshotHolds;
 use crate::replication::commit_watch::CommitWatch;
 use crate::storage::shape_store::meta::ShapeRequest;
@@ -160,6 +161,7 @@ impl Engine {
         config: Arc<ServeConfig>,
         store: ShapeStore,
         commits: Arc<CommitWatch>,
+        catalog: Arc<TableCatalog>,
         commands: mpsc::UnboundedSender<WriterCommand>,
     ) -> Self {
         Self {
@@ -168,7 +170,7 @@ impl Engine {
             creating: std::sync::atomic::AtomicUsize::new(0),
             config,
             store,
-            tables: TableCache::default(),
+            tables: TableCache::new(catalog),
             commits,
             commands,
             prepared: Mutex::new(HashSet::new()),
