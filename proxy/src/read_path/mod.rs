@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use shapes::definition::{DefinitionError, ShapeDefinition};
 use shapes::handle::Handle;
 use shapes::lsn::Lsn;
+use shapes::request::ShapeRequest;
 use shapes::routing::ShapeId;
 use shapes::schema::QualifiedName;
 use shapes::table_name::reserved_table;
@@ -38,7 +39,6 @@ use crate::postgres::MetadataClient;
 use crate::postgres::table_catalog::TableCatalog;
 use crate::read_path::router::SnapshotHolds;
 use crate::replication::commit_watch::CommitWatch;
-use crate::storage::shape_store::meta::ShapeRequest;
 use crate::storage::shape_store::{Shape, ShapeState, ShapeStore};
 use tables::{TableCache, TableError};
 
@@ -215,7 +215,7 @@ impl Engine {
     /// The definition a request names (validated against the table), with the row filter
     /// of the auth rules, if any, ANDed in.
     pub async fn definition(&self, request: &ShapeRequest) -> Result<ShapeDefinition, ShapeError> {
-        let name = QualifiedName::new(request.schema.clone(), request.table.clone());
+        let name = request.table.clone();
         // Before any SQL; this also drops a restored shape of such a table.
         if let Some(reserved) = reserved_table(&name) {
             return Err(ShapeError::Invalid {
@@ -229,8 +229,8 @@ impl Engine {
             request.where_.as_deref(),
             &request.params,
             request.columns.as_deref(),
-            request.replica(),
-            request.log_mode(),
+            request.replica,
+            request.log,
         )?;
         let Some(filter) = &request.filter else {
             return Ok(definition);

@@ -137,17 +137,15 @@ impl ChangeWriter {
         let start = if capturing {
             self.last_commit
         } else {
-            Lsn(shape.meta.start_lsn).max(shape.log.last_commit())
+            shape.meta.start_lsn.max(shape.log.last_commit())
         };
         // A restored shape may still meet transactions its snapshot holds, re-sent after the
         // restart.
         let snapshot_holds = match (&shape.meta.snapshot, shape.meta.snapshot_lsn) {
-            (Some(snapshot), Some(below)) if !capturing && Lsn(below) > start => {
-                Some(SnapshotHolds {
-                    snapshot: snapshot.clone(),
-                    below: Lsn(below),
-                })
-            }
+            (Some(snapshot), Some(below)) if !capturing && below > start => Some(SnapshotHolds {
+                snapshot: snapshot.clone(),
+                below,
+            }),
             _ => None,
         };
         let table = shape.definition.table().clone();
