@@ -127,7 +127,7 @@ impl MutationService {
             .map(|(id, outcome)| wire::MutationResult { id, outcome })
             .collect();
         Ok(MutationResponse {
-            txid: applied.txid,
+            txid: applied.txid.map(|xid| xid.0),
             lsn,
             results,
         })

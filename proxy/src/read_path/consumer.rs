@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shapes::lsn::Lsn;
+use shapes::lsn::{Lsn, Xid32};
 use shapes::schema::QualifiedName;
 use tokio::sync::{Notify, mpsc};
 
@@ -367,7 +367,7 @@ impl Relations {
         &mut self,
         engine: &Engine,
         event: &ReplicationEvent,
-        xid: Option<u32>,
+        xid: Option<Xid32>,
     ) -> std::io::Result<()> {
         let named: Vec<&Arc<Relation>> = match event {
             ReplicationEvent::Change(WalChange::Truncate { relations, .. }) => {

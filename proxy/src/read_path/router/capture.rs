@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use shapes::lsn::{Lsn, Xid};
+use shapes::lsn::{Lsn, Xid, Xid32};
 use shapes::offset::Offset;
 use shapes::wire::SnapshotInfo;
 
@@ -50,12 +50,12 @@ impl Capture {
     }
 
     /// Closes a captured transaction; the commit record carries its xid.
-    pub fn commit(&mut self, xid: u32, commit_lsn: Lsn, end_lsn: Lsn) -> io::Result<()> {
+    pub fn commit(&mut self, xid: Xid32, commit_lsn: Lsn, end_lsn: Lsn) -> io::Result<()> {
         self.write(
             RecordKind::Commit,
             commit_lsn.as_u64(),
             end_lsn.as_u64(),
-            &xid.to_le_bytes(),
+            &xid.0.to_le_bytes(),
         )?;
         self.file.flush()?;
         self.committed_len = self.written;
@@ -112,7 +112,7 @@ impl Capture {
                         .try_into()
                         .map(u32::from_le_bytes)
                         .map_err(|_| io::Error::other("capture commit without xid"))?;
-                    let xid = Xid::widen(xid32, snapshot.xmax);
+                    let xid = Xid::widen(Xid32(xid32), snapshot.xmax);
                     if filtering && xid >= snapshot.xmax {
                         filtering = false;
                     }
@@ -153,7 +153,7 @@ mod tests {
                     format!("{{\"xid\":{xid}}}").as_bytes(),
                 )
                 .unwrap();
-            capture.commit(xid, Lsn(lsn), Lsn(lsn + 1)).unwrap();
+            capture.commit(Xid32(xid), Lsn(lsn), Lsn(lsn + 1)).unwrap();
         }
         capture
             .append(Offset::log(Lsn(40), 0), b"{\"open\":1}")

@@ -31,7 +31,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use shapes::lsn::{Lsn, Xid};
+use shapes::lsn::{Lsn, Xid, Xid32};
 use shapes::offset::Offset;
 use shapes::routing::{RowChange, ShapeId, ShapeIndex};
 use shapes::schema::{QualifiedName, Row};
@@ -69,14 +69,14 @@ pub struct SnapshotHolds {
 }
 
 impl SnapshotHolds {
-    fn holds(&self, xid: u32, commit_lsn: Lsn) -> bool {
+    fn holds(&self, xid: Xid32, commit_lsn: Lsn) -> bool {
         commit_lsn < self.below && self.snapshot.sees(Xid::widen(xid, self.snapshot.xmax))
     }
 }
 
 #[derive(Debug)]
 struct OpenTxn {
-    xid: u32,
+    xid: Xid32,
     commit_lsn: Lsn,
     next_op: u64,
     touched: Vec<ShapeId>,
@@ -198,7 +198,7 @@ impl ChangeWriter {
         self.shapes.remove(&id);
     }
 
-    pub fn begin(&mut self, xid: u32, commit_lsn: Lsn) {
+    pub fn begin(&mut self, xid: Xid32, commit_lsn: Lsn) {
         self.txn = Some(OpenTxn {
             xid,
             commit_lsn,
@@ -270,7 +270,7 @@ impl ChangeWriter {
             &mut self.routed,
         );
         let ctx = TxContext {
-            txid: u64::from(txn.xid),
+            txid: u64::from(txn.xid.0),
             lsn: txn.commit_lsn,
             op,
         };
@@ -405,12 +405,24 @@ mod tests {
             snapshot: SnapshotInfo::parse("100:105:102").unwrap(),
             below: Lsn(1000),
         };
-        assert!(holds.holds(99, Lsn(500)), "committed before the snapshot");
-        assert!(holds.holds(103, Lsn(900)), "finished before the snapshot");
-        assert!(!holds.holds(102, Lsn(900)), "in progress at the snapshot");
-        assert!(!holds.holds(105, Lsn(990)), "started after the snapshot");
         assert!(
-            !holds.holds(99, Lsn(1000)),
+            holds.holds(Xid32(99), Lsn(500)),
+            "committed before the snapshot"
+        );
+        assert!(
+            holds.holds(Xid32(103), Lsn(900)),
+            "finished before the snapshot"
+        );
+        assert!(
+            !holds.holds(Xid32(102), Lsn(900)),
+            "in progress at the snapshot"
+        );
+        assert!(
+            !holds.holds(Xid32(105), Lsn(990)),
+            "started after the snapshot"
+        );
+        assert!(
+            !holds.holds(Xid32(99), Lsn(1000)),
             "past the snapshot's WAL position"
         );
     }
