@@ -85,7 +85,9 @@ impl TableCatalog {
     }
 
     /// Reads the table again and replaces its entry, for every reader. A table that is gone
-    /// (or no longer a table) loses its entry.
+    /// (or no longer a table) loses its entry. A table without a primary key is not kept:
+    /// both paths refuse it, and the fix their refusals name (`ADD PRIMARY KEY`) changes no
+    /// column, so no Relation message would drop the entry.
     pub async fn refresh(
         &self,
         client: &Client,
@@ -94,7 +96,12 @@ impl TableCatalog {
         match catalog::load_columns(client, name).await {
             Ok(loaded) => {
                 let table = Arc::new(CatalogTable::new(loaded));
-                self.lock().insert(name.clone(), table.clone());
+                let mut tables = self.lock();
+                if table.schema.primary_key().is_empty() {
+                    tables.remove(name);
+                } else {
+                    tables.insert(name.clone(), table.clone());
+                }
                 Ok(table)
             }
             Err(err) => {
