@@ -163,7 +163,9 @@ impl TableCache {
         }
     }
 
-    /// The table, from the catalog. `Err` carries the refusal for mutations on it.
+    /// The table, from the catalog. `Err` carries the refusal for mutations on it. A refusal
+    /// is never made from a cached entry: the table is read again first (the refusal names a
+    /// fix, such as adding the tombstone column, that no Relation message may show yet).
     pub async fn get(
         &self,
         client: &Client,
@@ -171,7 +173,25 @@ impl TableCache {
         config: &WriteConfig,
         tombstones: &[TombstoneSpec],
     ) -> Result<Result<Arc<WritableTable>, (RefusalCode, String)>, tokio_postgres::Error> {
-        let table = match self.catalog.get_within(client, name, FRESH_FOR).await {
+        let cached = self.catalog.get_within(client, name, FRESH_FOR).await;
+        let loaded = cached.is_ok();
+        match self.writable(cached, name, config, tombstones)? {
+            Err(_) if loaded => {
+                let fresh = self.catalog.refresh(client, name).await;
+                self.writable(fresh, name, config, tombstones)
+            }
+            ok => Ok(ok),
+        }
+    }
+
+    fn writable(
+        &self,
+        table: Result<Arc<CatalogTable>, CatalogError>,
+        name: &QualifiedName,
+        config: &WriteConfig,
+        tombstones: &[TombstoneSpec],
+    ) -> Result<Result<Arc<WritableTable>, (RefusalCode, String)>, tokio_postgres::Error> {
+        let table = match table {
             Ok(table) => table,
             Err(CatalogError::Query(err)) => return Err(err),
             Err(err @ CatalogError::UnknownTable(_)) => {
