@@ -11,6 +11,7 @@ use crate::auth::{Auth, AuthSetupError};
 use crate::config::ServeConfig;
 use crate::mutations::MutationService;
 use crate::mutations::gc::{self, GcPolicy};
+use crate::postgres::table_catalog::TableCatalog;
 use crate::postgres::{self, DatabaseError};
 use crate::read_path::start::{ReadPath, StartError};
 use crate::replication::commit_watch::CommitWatch;
@@ -89,13 +90,22 @@ pub async fn run(
     let config = Arc::new(config);
     // Replication records every commit here; writes wait on it for their commit LSN.
     let commits = Arc::new(CommitWatch::default());
-    let read_path =
-        ReadPath::start(config.clone(), commits.clone(), health_tx, shutdown.clone()).await?;
+    // One table catalog for both paths (proxy/ARCHITECTURE.md, "The table catalog").
+    let catalog = Arc::new(TableCatalog::default());
+    let read_path = ReadPath::start(
+        config.clone(),
+        commits.clone(),
+        catalog.clone(),
+        health_tx,
+        shutdown.clone(),
+    )
+    .await?;
     let writes = Arc::new(MutationService::new(
         &config.database_url,
         config.writes.clone(),
         config.tombstones.clone(),
         commits,
+        catalog,
     ));
     if config.writes.tombstone_retention.is_some() && config.tombstones.is_empty() {
         tracing::warn!(

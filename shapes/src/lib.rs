@@ -10,6 +10,7 @@ pub mod handle;
 pub mod lsn;
 pub mod mutations;
 pub mod offset;
+pub mod request;
 pub mod routing;
 pub mod schema;
 pub mod table_name;

@@ -51,15 +51,27 @@ impl Xid {
     /// `xmax`): `reference + (i32)(xid − reference)`, correct within 2³¹ of the reference.
     ///
     /// ```
-    /// use shapes::lsn::Xid;
+    /// use shapes::lsn::{Xid, Xid32};
     /// let xmax = Xid((1 << 32) + 5);
-    /// assert_eq!(Xid::widen(3, xmax), Xid((1 << 32) + 3));
-    /// assert_eq!(Xid::widen(u32::MAX, xmax), Xid((1 << 32) - 1));
+    /// assert_eq!(Xid::widen(Xid32(3), xmax), Xid((1 << 32) + 3));
+    /// assert_eq!(Xid::widen(Xid32(u32::MAX), xmax), Xid((1 << 32) - 1));
     /// ```
-    pub fn widen(xid: u32, reference: Xid) -> Xid {
+    pub fn widen(xid: Xid32, reference: Xid) -> Xid {
         let low = reference.0 as u32;
-        let delta = xid.wrapping_sub(low) as i32;
+        let delta = xid.0.wrapping_sub(low) as i32;
         Xid(reference.0.wrapping_add_signed(i64::from(delta)))
+    }
+}
+
+/// A transaction id as 32 bits: what pgoutput's Begin carries and `txid_current() % 2³²` gives,
+/// the low half of an [`Xid`]. It wraps around, so it is compared only with ids near in time,
+/// or widened ([`Xid::widen`]) against a nearby 64-bit one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Xid32(pub u32);
+
+impl fmt::Display for Xid32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
     }
 }
 
@@ -85,10 +97,16 @@ mod tests {
 
     #[test]
     fn xid_widening_handles_wraparound_both_ways() {
-        assert_eq!(Xid::widen(756, Xid(757)), Xid(756));
-        assert_eq!(Xid::widen(760, Xid(757)), Xid(760));
+        assert_eq!(Xid::widen(Xid32(756), Xid(757)), Xid(756));
+        assert_eq!(Xid::widen(Xid32(760), Xid(757)), Xid(760));
         let near_wrap = Xid((3 << 32) + 2);
-        assert_eq!(Xid::widen(0xffff_fff0, near_wrap), Xid((3 << 32) - 16));
-        assert_eq!(Xid::widen(10, Xid((2 << 32) - 5)), Xid((2 << 32) + 10));
+        assert_eq!(
+            Xid::widen(Xid32(0xffff_fff0), near_wrap),
+            Xid((3 << 32) - 16)
+        );
+        assert_eq!(
+            Xid::widen(Xid32(10), Xid((2 << 32) - 5)),
+            Xid((2 << 32) + 10)
+        );
     }
 }

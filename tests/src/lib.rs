@@ -83,11 +83,13 @@ where
 pub fn writes_only_router(config: proxy::config::ServeConfig) -> axum::Router {
     use std::sync::Arc;
     let commits = Arc::new(proxy::replication::commit_watch::CommitWatch::default());
+    let catalog = Arc::new(proxy::postgres::table_catalog::TableCatalog::default());
     let writes = Arc::new(proxy::mutations::MutationService::new(
         &config.database_url,
         config.writes.clone(),
         config.tombstones.clone(),
         commits.clone(),
+        catalog.clone(),
     ));
     let (_, health) = tokio::sync::watch::channel(proxy::read_path::Health::Active);
     let config = Arc::new(config);
@@ -98,6 +100,7 @@ pub fn writes_only_router(config: proxy::config::ServeConfig) -> axum::Router {
         config.clone(),
         store,
         commits,
+        catalog,
         commands,
     ));
     proxy::http::router(proxy::http::AppState {

@@ -158,7 +158,7 @@ impl Consumer {
             } => {
                 assert!(self.open.is_none(), "Begin inside a transaction");
                 self.open = Some(Open {
-                    xid,
+                    xid: xid.0,
                     commit_lsn,
                     commit_time_micros,
                     changes: Vec::new(),
@@ -175,7 +175,7 @@ impl Consumer {
                 xid,
                 commit_lsn,
                 end_lsn,
-            } => self.commit(xid, commit_lsn, end_lsn),
+            } => self.commit(xid.0, commit_lsn, end_lsn),
             ReplicationEvent::Connected {
                 system_id,
                 timeline,

@@ -453,3 +453,30 @@ async fn a_nul_character_in_any_name_value_or_id_is_a_400_not_a_5xx() {
     }
     cases.finish();
 }
+
+/// The fix the refusal names works at once: after `ADD PRIMARY KEY` (which no row change shows
+/// in the stream), the same shape and write are served.
+#[tokio::test]
+async fn a_table_given_a_primary_key_after_a_refusal_is_served_at_once() {
+    let (_db, client, proxy) = setup("kinds_key_added").await;
+    let shape = shape_http::get(proxy.http(), &proxy.url, "table=nokey&offset=-1").await;
+    assert_eq!(shape.status, 400, "{:?}", shape.body);
+    let (_, body) = mutate(&proxy, mutation("nokey", "update", json!({"id": "1"}))).await;
+    assert_eq!(body["results"][0]["status"], "rejected", "{body}");
+
+    client
+        .batch_execute(
+            "DELETE FROM nokey;
+             INSERT INTO nokey VALUES (1, 'a');
+             ALTER TABLE nokey ADD PRIMARY KEY (id);",
+        )
+        .await
+        .unwrap();
+    let shape = shape_http::get(proxy.http(), &proxy.url, "table=nokey&offset=-1").await;
+    assert_eq!(shape.status, 200, "{:?}", shape.body);
+    // A new id: the refused one's result is recorded under its id.
+    let mut again = mutation("nokey", "update", json!({"id": "1"}));
+    again["id"] = json!("nokey-update-again");
+    let (_, body) = mutate(&proxy, again).await;
+    assert_eq!(body["results"][0]["status"], "applied", "{body}");
+}

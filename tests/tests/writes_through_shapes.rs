@@ -103,3 +103,57 @@ async fn an_applied_mutation_reaches_the_client_with_its_txid_and_lsn() {
         .get(0);
     assert!(tombstone.is_some(), "the row stays, tombstoned");
 }
+
+/// The read and the write path share one table catalog: once the stream shows a table's new
+/// columns (its shapes rotate), a write of a new column is accepted at once, not after the
+/// write path's own copy of the table ages out.
+#[tokio::test]
+async fn a_column_the_stream_has_shown_is_writable_at_once() {
+    let db = TestDb::new("writes_new_column").await;
+    let mut sql = db.connect().await;
+    proxy::ops::migrations::apply(&mut sql, &proxy::ops::migrations::embedded())
+        .await
+        .unwrap();
+    let proxy = ProxyProcess::start(shapesync_bin!(), &db, &["--writable", "todos"]).await;
+    let http = proxy.http().clone();
+    let first = tests::shape_http::get(&http, &proxy.url, "table=todos&offset=-1").await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    let handle = first.header("electric-handle").expect("handle").to_owned();
+    // Far ahead, so clamped to the server's clock: later than the SQL update below.
+    let write = |id: &str, op: &str, values: Value| {
+        json!({"client_id": "device-1", "mutations": [{
+            "id": id, "table": "todos", "op": op, "key": {"id": TODO},
+            "values": values, "timestamp": "2099-01-01T00:00:00Z"}]})
+    };
+    let response = post(
+        &proxy,
+        write("m-1", "insert", json!({"owner_id": "carol", "title": "t"})),
+    )
+    .await;
+    assert_eq!(response["results"][0]["status"], "applied", "{response}");
+
+    sql.batch_execute(
+        "ALTER TABLE todos ADD COLUMN priority int;
+         UPDATE todos SET title = 'seen by the stream';",
+    )
+    .await
+    .unwrap();
+    let query = format!("table=todos&offset=0_0&handle={handle}");
+    tests::wait_for("the shape of the changed table rotated", WAIT, || async {
+        let reply = tests::shape_http::get(&http, &proxy.url, &query).await;
+        (reply.status == 409).then_some(())
+    })
+    .await;
+
+    let response = post(&proxy, write("m-2", "update", json!({"priority": 3}))).await;
+    assert_eq!(response["results"][0]["status"], "applied", "{response}");
+    let priority: Option<i32> = sql
+        .query_one(
+            "SELECT priority FROM todos WHERE id = $1::text::uuid",
+            &[&TODO],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(priority, Some(3));
+}

@@ -18,6 +18,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use shapes::definition::DefinitionError;
+use shapes::request::{RowFilter, ShapeRequest};
 use shapes::schema::{QualifiedName, TableSchema, quote_identifier};
 use shapes::table_name::parse_column_list;
 use shapes::where_clause::{WhereClause, WhereError};
@@ -26,7 +27,6 @@ use super::AuthError;
 use super::TokenAccess;
 use super::claims::ClaimTemplate;
 use super::rules::TableRule;
-use crate::storage::shape_store::meta::{RowFilter, ShapeRequest};
 
 /// How a request was narrowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -64,7 +64,7 @@ impl TokenAccess {
         F: FnOnce(QualifiedName) -> Fut,
         Fut: Future<Output = Result<Arc<TableSchema>, E>>,
     {
-        let name = QualifiedName::new(request.schema.clone(), request.table.clone());
+        let name = request.table.clone();
         let (rule, read) = self.read_rule(&name)?;
         let table = load_table(name.clone()).await?;
         scope_columns(rule, &table, request)?;

@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde_json::{Map, Value};
+use shapes::lsn::Xid32;
 use shapes::schema::QualifiedName;
 use tokio_postgres::types::ToSql;
 
@@ -50,7 +51,7 @@ const RECORD: &str = "INSERT INTO shapesync.mutation_ids (client_id, mutation_id
 #[derive(Debug)]
 pub struct Applied {
     /// `None` when nothing was committed (atomic batch rolled back).
-    pub txid: Option<u32>,
+    pub txid: Option<Xid32>,
     /// Whether some data row changed (only then can the commit show in shapes).
     pub wrote_rows: bool,
     pub outcomes: Vec<Outcome>,
@@ -102,7 +103,7 @@ pub async fn run(
 async fn begin(
     conn: &mut PooledConnection<'_>,
     batch: &Batch,
-) -> Result<(u32, i64, Vec<tokio_postgres::Row>), MutationError> {
+) -> Result<(Xid32, i64, Vec<tokio_postgres::Row>), MutationError> {
     conn.in_transaction = true;
     let (head, lock, recorded) = (
         conn.prepare(HEAD).await?,
@@ -122,7 +123,7 @@ async fn begin(
     let head = head
         .first()
         .ok_or_else(|| MutationError::Internal("no xid".into()))?;
-    let xid = u32::try_from(head.try_get::<_, i64>(0)?).unwrap_or_default();
+    let xid = Xid32(u32::try_from(head.try_get::<_, i64>(0)?).unwrap_or_default());
     let now: i64 = head.try_get(1)?;
     Ok((xid, now, recorded))
 }
@@ -135,7 +136,7 @@ async fn finish(
     batch: &Batch,
     outcomes: Vec<Outcome>,
     replayed: &[bool],
-    xid: u32,
+    xid: Xid32,
     wrote_rows: bool,
 ) -> Result<Applied, MutationError> {
     if batch.atomic && outcomes.iter().any(Outcome::is_rejected) {

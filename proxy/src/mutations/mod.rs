@@ -38,6 +38,7 @@ pub mod yjs;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::postgres::table_catalog::TableCatalog;
 use crate::replication::commit_watch::CommitWatch;
 use crate::tombstones::TombstoneSpec;
 
@@ -70,10 +71,11 @@ impl MutationService {
         config: WriteConfig,
         tombstones: Vec<TombstoneSpec>,
         commits: Arc<CommitWatch>,
+        catalog: Arc<TableCatalog>,
     ) -> Self {
         Self {
             pool: ConnectionPool::new(database_url.to_owned(), config.max_connections),
-            tables: TableCache::default(),
+            tables: TableCache::new(catalog),
             config,
             tombstones,
             commits,
@@ -125,7 +127,7 @@ impl MutationService {
             .map(|(id, outcome)| wire::MutationResult { id, outcome })
             .collect();
         Ok(MutationResponse {
-            txid: applied.txid,
+            txid: applied.txid.map(|xid| xid.0),
             lsn,
             results,
         })

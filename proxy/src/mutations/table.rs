@@ -1,21 +1,22 @@
 //! What the write path knows about a writable table: its columns and key from the catalog, and
-//! the roles the configuration gives columns (LWW clock, tombstone, Yjs documents). Loaded
-//! tables are cached briefly; a schema error from Postgres drops the entry.
+//! the roles the configuration gives columns (LWW clock, tombstone, Yjs documents), from the
+//! shared table catalog (proxy/ARCHITECTURE.md, "The table catalog").
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use shapes::schema::{QualifiedName, TableSchema};
 use tokio_postgres::Client;
 
 use super::config::WriteConfig;
 use super::wire::RefusalCode;
-use crate::postgres::catalog::{self, CatalogError};
+use crate::postgres::catalog::CatalogError;
+use crate::postgres::table_catalog::{CatalogTable, TableCatalog};
 use crate::tombstones::TombstoneSpec;
 
-/// How long a loaded table is trusted before the catalog is read again.
-const CACHE_TTL: Duration = Duration::from_secs(10);
+/// How long the write path trusts a catalog entry before reading the table again.
+const FRESH_FOR: Duration = Duration::from_secs(10);
 
 /// A table that accepts writes, with the role of each column.
 #[derive(Debug, Clone)]
@@ -139,14 +140,32 @@ impl WritableTable {
     }
 }
 
-/// Loaded writable tables, each trusted for a few seconds.
-#[derive(Debug, Default)]
+/// The write path's door to the shared [`TableCatalog`]: an entry older than [`FRESH_FOR`] is
+/// read again, because DDL shows in the replication stream only once a row of its table
+/// changes, and a write must not be refused for a column added since.
+///
+/// The roles are derived once per catalog entry: a new entry (reloaded, or read after an
+/// invalidation) derives them again; nothing here is invalidated on its own.
+#[derive(Debug)]
 pub struct TableCache {
-    entries: Mutex<HashMap<QualifiedName, (Arc<WritableTable>, Instant)>>,
+    catalog: Arc<TableCatalog>,
+    derived: Mutex<HashMap<QualifiedName, Derived>>,
 }
 
+/// The writable table built from one catalog entry.
+type Derived = (Arc<CatalogTable>, Arc<WritableTable>);
+
 impl TableCache {
-    /// The table, from the cache or the catalog. `Err` carries the refusal for mutations on it.
+    pub fn new(catalog: Arc<TableCatalog>) -> Self {
+        Self {
+            catalog,
+            derived: Mutex::default(),
+        }
+    }
+
+    /// The table, from the catalog. `Err` carries the refusal for mutations on it. A refusal
+    /// is never made from a cached entry: the table is read again first (the refusal names a
+    /// fix, such as adding the tombstone column, that no Relation message may show yet).
     pub async fn get(
         &self,
         client: &Client,
@@ -154,11 +173,26 @@ impl TableCache {
         config: &WriteConfig,
         tombstones: &[TombstoneSpec],
     ) -> Result<Result<Arc<WritableTable>, (RefusalCode, String)>, tokio_postgres::Error> {
-        if let Some(table) = self.cached(name) {
-            return Ok(Ok(table));
+        let cached = self.catalog.get_within(client, name, FRESH_FOR).await;
+        let loaded = cached.is_ok();
+        match self.writable(cached, name, config, tombstones)? {
+            Err(_) if loaded => {
+                let fresh = self.catalog.refresh(client, name).await;
+                self.writable(fresh, name, config, tombstones)
+            }
+            ok => Ok(ok),
         }
-        let schema = match catalog::load_table(client, name).await {
-            Ok(schema) => schema,
+    }
+
+    fn writable(
+        &self,
+        table: Result<Arc<CatalogTable>, CatalogError>,
+        name: &QualifiedName,
+        config: &WriteConfig,
+        tombstones: &[TombstoneSpec],
+    ) -> Result<Result<Arc<WritableTable>, (RefusalCode, String)>, tokio_postgres::Error> {
+        let table = match table {
+            Ok(table) => table,
             Err(CatalogError::Query(err)) => return Err(err),
             Err(err @ CatalogError::UnknownTable(_)) => {
                 return Ok(Err((RefusalCode::UnknownTable, err.to_string())));
@@ -167,69 +201,36 @@ impl TableCache {
                 return Ok(Err((RefusalCode::NotWritable, err.to_string())));
             }
         };
-        let cast_types: Vec<String> = client
-            .query(
-                "SELECT format_type(a.atttypid, NULL) FROM pg_attribute a
-                 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
-                 ORDER BY a.attnum",
-                &[&schema.oid],
-            )
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        if cast_types.len() != schema.columns.len() {
-            // The table changed between the two reads: let the next request load it again.
-            return Ok(Err((
-                RefusalCode::NotWritable,
-                format!("table {name} changed while being read; retry"),
-            )));
+        if let Some((from, writable)) = self.lock().get(name)
+            && Arc::ptr_eq(from, &table)
+        {
+            return Ok(Ok(writable.clone()));
         }
-        let check_columns: Vec<(String, String)> = client
-            .query(
-                "SELECT c.conname::text, a.attname::text FROM pg_constraint c
-                 JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
-                 WHERE c.conrelid = $1 AND c.contype = 'c' AND cardinality(c.conkey) = 1",
-                &[&schema.oid],
-            )
-            .await?
-            .iter()
-            .map(|row| (row.get(0), row.get(1)))
-            .collect();
         let tombstone = tombstones
             .iter()
             .find(|spec| &spec.table == name)
             .map(|spec| spec.column.as_str());
-        Ok(
-            WritableTable::new(schema, cast_types, config, tombstone).map(|mut table| {
-                table.check_columns = check_columns
-                    .into_iter()
-                    .filter_map(|(constraint, column)| {
-                        Some((constraint, table.schema.column_index(&column)?))
-                    })
-                    .collect();
-                let table = Arc::new(table);
-                self.lock()
-                    .insert(name.clone(), (table.clone(), Instant::now()));
-                table
-            }),
+        Ok(WritableTable::new(
+            table.schema.clone(),
+            table.cast_types.clone(),
+            config,
+            tombstone,
         )
+        .map(|mut writable| {
+            writable.check_columns = table.checks.iter().cloned().collect();
+            let writable = Arc::new(writable);
+            self.lock()
+                .insert(name.clone(), (table.clone(), writable.clone()));
+            writable
+        }))
     }
 
-    fn cached(&self, name: &QualifiedName) -> Option<Arc<WritableTable>> {
-        let entries = self.lock();
-        let (table, loaded) = entries.get(name)?;
-        (loaded.elapsed() < CACHE_TTL).then(|| table.clone())
+    fn lock(&self) -> MutexGuard<'_, HashMap<QualifiedName, Derived>> {
+        self.derived.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Forgets every table (after Postgres reported a schema mismatch).
     pub fn clear(&self) {
-        self.lock().clear();
-    }
-
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<QualifiedName, (Arc<WritableTable>, Instant)>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+        self.catalog.invalidate_all();
     }
 }

@@ -29,6 +29,24 @@ pub async fn load_table(
     client: &Client,
     name: &QualifiedName,
 ) -> Result<TableSchema, CatalogError> {
+    load_columns(client, name).await.map(|loaded| loaded.schema)
+}
+
+/// A table as one read of `pg_attribute` gives it: the parts always agree with each other.
+#[derive(Debug, Clone)]
+pub(crate) struct LoadedColumns {
+    pub schema: TableSchema,
+    /// Per column, the type to cast text to: `format_type` without the modifier, so that
+    /// assignment applies the modifier (a too-long value is an error, not a truncation).
+    pub cast_types: Vec<String>,
+    /// Check constraints over one column: (constraint name, column position).
+    pub checks: Vec<(String, usize)>,
+}
+
+pub(crate) async fn load_columns(
+    client: &Client,
+    name: &QualifiedName,
+) -> Result<LoadedColumns, CatalogError> {
     let row = client
         .query_opt(
             "SELECT c.oid, c.relkind::text, c.relpersistence::text FROM pg_class c
@@ -57,7 +75,11 @@ pub async fn load_table(
                     -- int2vector subscripts start at 0; do not assume either way.
                     (SELECT array_position(i.indkey::int2[], a.attnum)
                             - array_lower(i.indkey::int2[], 1)
-                       FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary)
+                       FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary),
+                    format_type(a.atttypid, NULL),
+                    ARRAY(SELECT c.conname::text FROM pg_constraint c
+                          WHERE c.conrelid = a.attrelid AND c.contype = 'c'
+                            AND c.conkey = ARRAY[a.attnum])
              FROM pg_attribute a
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
              ORDER BY a.attnum",
@@ -66,7 +88,16 @@ pub async fn load_table(
         .await?;
     let mut types = TypeCache::default();
     let mut columns = Vec::with_capacity(rows.len());
+    let mut cast_types = Vec::with_capacity(rows.len());
+    let mut checks = Vec::new();
     for row in rows {
+        cast_types.push(row.get(7));
+        let position = columns.len();
+        checks.extend(
+            row.get::<_, Vec<String>>(8)
+                .into_iter()
+                .map(|constraint| (constraint, position)),
+        );
         let type_oid: u32 = row.get(1);
         let pk: Option<i32> = row.get(6);
         columns.push(Column {
@@ -79,10 +110,15 @@ pub async fn load_table(
             generated: row.get(5),
         });
     }
-    Ok(TableSchema {
+    let schema = TableSchema {
         name: name.clone(),
         oid,
         columns,
+    };
+    Ok(LoadedColumns {
+        schema,
+        cast_types,
+        checks,
     })
 }
 

@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod ctype;
 pub mod proxy_schema;
+pub mod table_catalog;
 
 use tokio_postgres::{Client, NoTls};
 

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shapes::handle::Handle;
-use shapes::lsn::Lsn;
+use shapes::lsn::{Lsn, Xid32};
 use shapes::routing::ShapeId;
 use shapes::schema::QualifiedName;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -448,7 +448,7 @@ impl Relations {
         &mut self,
         shapes: &Shapes,
         event: &ReplicationEvent,
-        xid: Option<u32>,
+        xid: Option<Xid32>,
     ) -> std::io::Result<()> {
         let named: Vec<&Arc<Relation>> = match event {
             ReplicationEvent::Change(WalChange::Truncate { relations, .. }) => {

@@ -6,6 +6,8 @@ use std::sync::atomic::Ordering;
 
 use shapes::definition::ShapeDefinition;
 use shapes::handle::Handle;
+use shapes::lsn::Lsn;
+use shapes::request::ShapeRequest;
 use shapes::schema::QualifiedName;
 use shapes::wire;
 use tokio::sync::oneshot;
@@ -16,7 +18,7 @@ use crate::read_path::snapshot;
 use crate::replication::SetupError;
 use crate::replication::setup::TablePrepared;
 use crate::storage::shape_log::ShapeLog;
-use crate::storage::shape_store::meta::{FORMAT_VERSION, ShapeMeta, ShapeRequest};
+use crate::storage::shape_store::meta::{FORMAT_VERSION, ShapeMeta};
 use crate::storage::shape_store::{Shape, ShapeState};
 
 /// New shapes beyond this many per snapshot slot are refused with 503 until the queue drains.
@@ -78,9 +80,9 @@ impl Shapes {
         let meta = ShapeMeta {
             format: FORMAT_VERSION,
             handle: handle.to_string(),
-            request: request.clone(),
+            request: request.into(),
             created_micros,
-            start_lsn: 0,
+            start_lsn: Lsn::ZERO,
             chunk_bytes: self.config.chunk_bytes,
             schema_header: schema_header.clone(),
             snapshot: None,
@@ -197,9 +199,9 @@ impl Shapes {
             .await?
             .map_err(storage_error)?;
         let mut meta = shape.meta.clone();
-        meta.start_lsn = decided.max(start_lsn).as_u64();
+        meta.start_lsn = decided.max(start_lsn);
         meta.snapshot = Some(taken.info);
-        meta.snapshot_lsn = Some(taken.wal_lsn.as_u64());
+        meta.snapshot_lsn = Some(taken.wal_lsn);
         meta.save(shape.log.dir())
             .map_err(|e| ShapeError::unavailable(format!("storage: {e}")))?;
         Ok(taken.rows)

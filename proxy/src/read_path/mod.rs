@@ -27,7 +27,8 @@ use std::sync::{Arc, Mutex};
 
 use shapes::definition::{DefinitionError, ShapeDefinition};
 use shapes::handle::Handle;
-use shapes::lsn::Lsn;
+use shapes::lsn::{Lsn, Xid32};
+use shapes::request::ShapeRequest;
 use shapes::schema::{QualifiedName, TableSchema};
 use shapes::table_name::reserved_table;
 use shapes::where_clause::WhereClause;
@@ -35,9 +36,9 @@ use tokio::sync::{Semaphore, SemaphorePermit, mpsc, oneshot, watch};
 
 use crate::config::ServeConfig;
 use crate::postgres::MetadataClient;
+use crate::postgres::table_catalog::TableCatalog;
 use crate::replication::commit_watch::CommitWatch;
 use crate::storage::shape_dir::ShapeDir;
-use crate::storage::shape_store::meta::ShapeRequest;
 use crate::storage::shape_store::{Shape, ShapeState, ShapeStore};
 use tables::{TableCache, TableError};
 
@@ -143,6 +144,7 @@ impl Shapes {
         config: Arc<ServeConfig>,
         store: ShapeStore,
         commits: Arc<CommitWatch>,
+        catalog: Arc<TableCatalog>,
         commands: mpsc::UnboundedSender<Command>,
     ) -> Self {
         Self {
@@ -151,7 +153,7 @@ impl Shapes {
             creating: std::sync::atomic::AtomicUsize::new(0),
             config,
             store,
-            tables: TableCache::default(),
+            tables: TableCache::new(catalog),
             commits,
             commands,
             prepared: Mutex::new(HashSet::new()),
@@ -196,7 +198,7 @@ impl Shapes {
     /// The definition a request names (validated against the table), with the row filter
     /// of the auth rules, if any, ANDed in.
     pub async fn definition(&self, request: &ShapeRequest) -> Result<ShapeDefinition, ShapeError> {
-        let name = QualifiedName::new(request.schema.clone(), request.table.clone());
+        let name = request.table.clone();
         // Before any SQL; this also drops a restored shape of such a table.
         if let Some(reserved) = reserved_table(&name) {
             return Err(ShapeError::Invalid {
@@ -210,8 +212,8 @@ impl Shapes {
             request.where_.as_deref(),
             &request.params,
             request.columns.as_deref(),
-            request.replica(),
-            request.log_mode(),
+            request.replica,
+            request.log,
         )?;
         let Some(filter) = &request.filter else {
             return Ok(definition);
@@ -361,7 +363,7 @@ impl Shapes {
 
     /// A transaction the consumer has processed: the write path learns its commit LSN, and
     /// live requests may answer up to it.
-    fn note_commit(&self, xid: u32, commit_lsn: Lsn) {
+    fn note_commit(&self, xid: Xid32, commit_lsn: Lsn) {
         self.commits.record(xid, commit_lsn);
         self.note_last_seen(commit_lsn);
     }
@@ -370,7 +372,7 @@ impl Shapes {
     async fn partitioned_ancestors(
         &self,
         oid: u32,
-        xid: Option<u32>,
+        xid: Option<Xid32>,
     ) -> io::Result<Vec<QualifiedName>> {
         partitions::ancestors(&self.metadata, oid, xid).await
     }

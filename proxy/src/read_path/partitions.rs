@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use shapes::lsn::Xid32;
 use shapes::schema::{QualifiedName, Row};
 use tokio_postgres::Client;
 
@@ -30,7 +31,7 @@ const VISIBLE_WITHIN: Duration = Duration::from_secs(10);
 pub async fn ancestors(
     metadata: &MetadataClient,
     oid: u32,
-    xid: Option<u32>,
+    xid: Option<Xid32>,
 ) -> Result<Vec<QualifiedName>, std::io::Error> {
     let failed = |e: &dyn std::fmt::Display| {
         std::io::Error::other(format!(
@@ -46,7 +47,7 @@ pub async fn ancestors(
         {
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!(
-                    xid,
+                    %xid,
                     oid,
                     "a decoded transaction is still not visible; reading the partitions as they are"
                 );
@@ -75,7 +76,7 @@ pub async fn ancestors(
 
 /// Whether the (32-bit) `xid` of a committed transaction is visible to a new snapshot: widened
 /// against the snapshot's `xmax` (an xid at or past it has not completed for this session).
-async fn visible(client: &Client, xid: u32) -> Result<bool, tokio_postgres::Error> {
+async fn visible(client: &Client, xid: Xid32) -> Result<bool, tokio_postgres::Error> {
     let row = client
         .query_one(
             "WITH s AS (SELECT pg_current_snapshot() AS snap),
@@ -84,7 +85,7 @@ async fn visible(client: &Client, xid: u32) -> Result<bool, tokio_postgres::Erro
              SELECT back BETWEEN 1 AND 2147483647
                     AND pg_visible_in_snapshot((xmax - back)::text::xid8, snap)
              FROM d",
-            &[&i64::from(xid)],
+            &[&i64::from(xid.0)],
         )
         .await?;
     Ok(row.get(0))

@@ -58,10 +58,13 @@ impl Shapes {
             return Err(Dropped::Because("its snapshot never completed".into()));
         }
         self.store.note_existing_micros(meta.created_micros);
-        let definition = self.definition(&meta.request).await.map_err(|e| match e {
-            ShapeError::Unavailable { .. } => Dropped::Transient(e),
-            other => Dropped::Because(format!("its definition no longer holds: {other}")),
-        })?;
+        let definition = self
+            .definition(&(&meta.request).into())
+            .await
+            .map_err(|e| match e {
+                ShapeError::Unavailable { .. } => Dropped::Transient(e),
+                other => Dropped::Because(format!("its definition no longer holds: {other}")),
+            })?;
         let table = self
             .tables
             .get(&self.metadata, definition.table())

@@ -13,6 +13,7 @@ use super::consumer::{ConsumerChannels, run_consumer};
 use super::{Health, ShapeError, Shapes};
 use crate::config::ServeConfig;
 use crate::observability::prometheus;
+use crate::postgres::table_catalog::TableCatalog;
 use crate::read_path::durability;
 use crate::replication::commit_watch::CommitWatch;
 use crate::replication::stream::{ReplicationStream, StreamConfig, StreamStatus};
@@ -45,6 +46,7 @@ impl ReadPath {
     pub async fn start(
         config: Arc<ServeConfig>,
         commits: Arc<CommitWatch>,
+        catalog: Arc<TableCatalog>,
         health: watch::Sender<Health>,
         shutdown: CancellationToken,
     ) -> Result<Self, StartError> {
@@ -52,7 +54,13 @@ impl ReadPath {
         let resume_file = store.resume_file();
         let resume = durability::load_resume(&resume_file);
         let (commands_tx, commands) = mpsc::unbounded_channel();
-        let shapes = Arc::new(Shapes::new(config.clone(), store, commits, commands_tx));
+        let shapes = Arc::new(Shapes::new(
+            config.clone(),
+            store,
+            commits,
+            catalog,
+            commands_tx,
+        ));
 
         let (written_tx, written) = mpsc::unbounded_channel();
         let (flushed_tx, flushed) = watch::channel(resume);

@@ -1,15 +1,12 @@
-//! Tables as shapes see them: read from the catalog once, cached until the replication stream
-//! says the table changed.
-//!
-//! Generated columns are left out: pgoutput (before Postgres 16) does not send them, so a
-//! shape could never keep them current.
+//! Tables as shapes see them: the shared [`TableCatalog`]'s entry without generated columns,
+//! refused when it has no primary key.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use shapes::schema::{QualifiedName, TableSchema};
 
-use crate::postgres::catalog::{self, CatalogError};
+use crate::postgres::catalog::CatalogError;
+use crate::postgres::table_catalog::TableCatalog;
 use crate::postgres::{DatabaseError, MetadataClient};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,53 +25,37 @@ pub enum TableError {
     NoPrimaryKey(QualifiedName),
 }
 
-#[derive(Debug, Default)]
+/// The read path's door to the catalog.
+#[derive(Debug)]
 pub struct TableCache {
-    tables: Mutex<HashMap<QualifiedName, Arc<TableSchema>>>,
+    catalog: Arc<TableCatalog>,
 }
 
 impl TableCache {
+    pub fn new(catalog: Arc<TableCatalog>) -> Self {
+        Self { catalog }
+    }
+
     pub async fn get(
         &self,
         metadata: &MetadataClient,
         name: &QualifiedName,
     ) -> Result<Arc<TableSchema>, TableError> {
-        if let Some(table) = self.lookup(name) {
-            return Ok(table);
-        }
-        let client = metadata.get().await?;
-        let table = Arc::new(replicated_columns(
-            catalog::load_table(&client, name).await?,
-        ));
-        if table.primary_key().is_empty() {
+        let table = match self.catalog.cached(name) {
+            Some(table) => table,
+            None => {
+                let client = metadata.get().await?;
+                self.catalog.get(&client, name).await?
+            }
+        };
+        if table.replicated.primary_key().is_empty() {
             return Err(TableError::NoPrimaryKey(name.clone()));
         }
-        self.tables
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.clone(), table.clone());
-        Ok(table)
-    }
-
-    fn lookup(&self, name: &QualifiedName) -> Option<Arc<TableSchema>> {
-        self.tables
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
+        Ok(table.replicated.clone())
     }
 
     /// Forgets a table (its schema changed).
     pub fn invalidate(&self, name: &QualifiedName) {
-        self.tables
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
+        self.catalog.invalidate(name);
     }
-}
-
-/// The table without its generated columns.
-pub fn replicated_columns(mut table: TableSchema) -> TableSchema {
-    table.columns.retain(|c| !c.generated);
-    table
 }

@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use shapes::lsn::Lsn;
+use shapes::lsn::{Lsn, Xid32};
 use tokio::sync::Notify;
 
 /// How many recent commits are remembered.
@@ -23,13 +23,13 @@ pub struct CommitWatch {
 
 #[derive(Debug, Default)]
 struct Recent {
-    by_xid: HashMap<u32, Lsn>,
-    order: VecDeque<u32>,
+    by_xid: HashMap<Xid32, Lsn>,
+    order: VecDeque<Xid32>,
 }
 
 impl CommitWatch {
     /// Notes that transaction `xid` (32-bit, as pgoutput sends it) committed at `commit_lsn`.
-    pub fn record(&self, xid: u32, commit_lsn: Lsn) {
+    pub fn record(&self, xid: Xid32, commit_lsn: Lsn) {
         {
             let mut recent = self.state.lock().unwrap_or_else(|e| e.into_inner());
             if recent.by_xid.insert(xid, commit_lsn).is_none() {
@@ -44,13 +44,13 @@ impl CommitWatch {
         self.committed.notify_waiters();
     }
 
-    fn lookup(&self, xid: u32) -> Option<Lsn> {
+    fn lookup(&self, xid: Xid32) -> Option<Lsn> {
         let recent = self.state.lock().unwrap_or_else(|e| e.into_inner());
         recent.by_xid.get(&xid).copied()
     }
 
     /// The commit LSN of `xid` once the stream has seen it, or `None` after `timeout`.
-    pub async fn wait_for(&self, xid: u32, timeout: Duration) -> Option<Lsn> {
+    pub async fn wait_for(&self, xid: Xid32, timeout: Duration) -> Option<Lsn> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.committed.notified();
@@ -76,17 +76,20 @@ mod tests {
         let watch = Arc::new(CommitWatch::default());
         let waiter = tokio::spawn({
             let watch = watch.clone();
-            async move { watch.wait_for(42, Duration::from_secs(10)).await }
+            async move { watch.wait_for(Xid32(42), Duration::from_secs(10)).await }
         });
         tokio::task::yield_now().await;
-        watch.record(41, Lsn(100));
-        watch.record(42, Lsn(200));
+        watch.record(Xid32(41), Lsn(100));
+        watch.record(Xid32(42), Lsn(200));
         assert_eq!(waiter.await.unwrap(), Some(Lsn(200)));
     }
 
     #[tokio::test]
     async fn an_unknown_transaction_times_out_with_none() {
         let watch = CommitWatch::default();
-        assert_eq!(watch.wait_for(7, Duration::from_millis(20)).await, None);
+        assert_eq!(
+            watch.wait_for(Xid32(7), Duration::from_millis(20)).await,
+            None
+        );
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use shapes::lsn::Lsn;
+use shapes::lsn::{Lsn, Xid32};
 use shapes::schema::{QualifiedName, Row};
 
 pub use super::pgoutput::ReplicaIdentity;
@@ -26,7 +26,7 @@ pub enum ReplicationEvent {
     },
     /// A transaction starts; its changes follow, then its `Commit`.
     Begin {
-        xid: u32,
+        xid: Xid32,
         /// The commit record's LSN (pgoutput's `final_lsn`): the transaction's commit LSN.
         commit_lsn: Lsn,
         /// Microseconds since 2000-01-01 UTC (the Postgres epoch).
@@ -34,7 +34,7 @@ pub enum ReplicationEvent {
     },
     Change(WalChange),
     Commit {
-        xid: u32,
+        xid: Xid32,
         commit_lsn: Lsn,
         /// The end of the commit record. Publish this on the flushed watch once the
         /// transaction is durable (see the module docs of `replication`).
@@ -59,7 +59,7 @@ pub enum ReplicationEvent {
     /// the transaction that was open (its `Commit` will not come; it is sent again in full).
     Disconnected {
         reason: String,
-        abandoned_xid: Option<u32>,
+        abandoned_xid: Option<Xid32>,
     },
     /// Postgres invalidated (or someone dropped) the slot: the changes after the consumer's
     /// position are gone. The slot was recreated; every shape must be rotated (refetched from

@@ -167,3 +167,35 @@ async fn too_long_values_are_rejected_not_truncated() {
     assert_eq!(column.as_deref(), Some("code"));
     assert!(message.contains("too long"), "{message}");
 }
+
+/// A refusal is never made from a cached table: once the column a refusal asks for exists,
+/// the next write is taken, without waiting for the cached table to age out.
+#[tokio::test]
+async fn a_table_fixed_after_a_refusal_is_written_at_once() {
+    let h = crate::support::harness_with("mut_fixed_table", |config| {
+        config
+            .tombstones
+            .push("plain".parse().expect("tombstone spec"));
+        config.writes.writable = proxy::mutations::config::Writable::All;
+    })
+    .await;
+    h.client
+        .batch_execute("CREATE TABLE plain (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let write = |id: &str| {
+        json!({"id": id, "table": "plain", "op": "upsert", "key": {"id": 1},
+               "values": {"v": "x"}, "timestamp": at(0)})
+    };
+    let response = h.send("a", vec![write("m-1")]).await;
+    let (code, _, message) = error(&response, 0);
+    assert_eq!(code, "not_writable");
+    assert!(message.contains("tombstone column deleted_at"), "{message}");
+
+    h.client
+        .batch_execute("ALTER TABLE plain ADD COLUMN deleted_at timestamptz")
+        .await
+        .unwrap();
+    let response = h.send("a", vec![write("m-2")]).await;
+    assert_eq!(status(&response["results"][0]), "applied", "{response}");
+}

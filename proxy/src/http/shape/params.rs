@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 
+use shapes::definition::{LogMode, ReplicaMode};
 use shapes::handle::Handle;
 use shapes::offset::Offset;
+use shapes::request::ShapeRequest;
 use shapes::table_name::{parse_table_name, reserved_table};
 
 use crate::http::error::ApiError;
-use crate::storage::shape_store::meta::ShapeRequest;
 
 /// Longest `where` accepted, in bytes.
 pub const MAX_WHERE_BYTES: usize = 4 * 1024;
@@ -182,9 +183,9 @@ pub fn parse(query: &str) -> Result<ShapeParams, ApiError> {
     if sse && !live {
         fail("live_sse", "can't be true unless live is also true".into());
     }
-    let replica_full = match raw.get("replica").map(String::as_str) {
-        None | Some("default") => false,
-        Some("full") => true,
+    let replica = match raw.get("replica").map(String::as_str) {
+        None | Some("default") => ReplicaMode::Default,
+        Some("full") => ReplicaMode::Full,
         Some(other) => {
             fail(
                 "replica",
@@ -192,12 +193,12 @@ pub fn parse(query: &str) -> Result<ShapeParams, ApiError> {
                     "Invalid value for replica: {other:?}. Expecting one of `full` or `default`"
                 ),
             );
-            false
+            ReplicaMode::Default
         }
     };
-    let changes_only = match raw.get("log").map(String::as_str) {
-        None | Some("full") => false,
-        Some("changes_only") => true,
+    let log = match raw.get("log").map(String::as_str) {
+        None | Some("full") => LogMode::Full,
+        Some("changes_only") => LogMode::ChangesOnly,
         Some(other) => {
             fail(
                 "log",
@@ -205,7 +206,7 @@ pub fn parse(query: &str) -> Result<ShapeParams, ApiError> {
                     "Invalid value for log: {other:?}. Expecting one of `full` or `changes_only`"
                 ),
             );
-            false
+            LogMode::Full
         }
     };
     let where_ = raw.get("where").filter(|w| !w.trim().is_empty()).cloned();
@@ -218,13 +219,12 @@ pub fn parse(query: &str) -> Result<ShapeParams, ApiError> {
     match (table, offset, errors.is_empty()) {
         (Some(table), Some(offset), true) => Ok(ShapeParams {
             shape: ShapeRequest {
-                schema: table.schema,
-                table: table.name,
+                table,
                 where_,
                 params,
                 columns,
-                replica_full,
-                changes_only,
+                replica,
+                log,
                 filter: None,
             },
             offset,
@@ -241,6 +241,7 @@ pub fn parse(query: &str) -> Result<ShapeParams, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shapes::schema::QualifiedName;
 
     fn errors(query: &str) -> BTreeMap<String, Vec<String>> {
         match parse(query) {
@@ -252,10 +253,7 @@ mod tests {
     #[test]
     fn a_first_request_needs_only_table_and_offset() {
         let p = parse("table=items&offset=-1&cache-buster=x").unwrap();
-        assert_eq!(
-            (p.shape.schema.as_str(), p.shape.table.as_str()),
-            ("public", "items")
-        );
+        assert_eq!(p.shape.table, QualifiedName::new("public", "items"));
         assert_eq!(p.offset, RequestOffset::At(Offset::BeforeAll));
         assert!(!p.live && !p.sse);
     }
@@ -305,12 +303,9 @@ mod tests {
     #[test]
     fn quoted_and_qualified_tables_keep_their_case() {
         let p = parse("table=%22My%20Schema%22.%22Items%22&offset=-1").unwrap();
-        assert_eq!(
-            (p.shape.schema.as_str(), p.shape.table.as_str()),
-            ("My Schema", "Items")
-        );
+        assert_eq!(p.shape.table, QualifiedName::new("My Schema", "Items"));
         let p = parse("table=Items&offset=now").unwrap();
-        assert_eq!(p.shape.table, "items");
+        assert_eq!(p.shape.table.name, "items");
         assert_eq!(p.offset, RequestOffset::Now);
     }
 }

@@ -50,7 +50,7 @@ pub fn replay_into(
 mod tests {
     use super::*;
     use crate::storage::shape_dir::ShapeDir;
-    use shapes::lsn::Lsn;
+    use shapes::lsn::{Lsn, Xid32};
     use shapes::offset::Offset;
 
     #[test]
@@ -67,7 +67,7 @@ mod tests {
                     format!("{{\"xid\":{xid}}}").as_bytes(),
                 )
                 .unwrap();
-            capture.commit(xid, Lsn(lsn), Lsn(lsn + 1)).unwrap();
+            capture.commit(Xid32(xid), Lsn(lsn), Lsn(lsn + 1)).unwrap();
         }
         capture
             .append(Offset::log(Lsn(40), 0), b"{\"open\":1}")

@@ -30,7 +30,7 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::Arc;
 
-use shapes::lsn::{Lsn, Xid};
+use shapes::lsn::{Lsn, Xid, Xid32};
 use shapes::offset::Offset;
 use shapes::routing::{RowChange, ShapeId, ShapeIndex};
 use shapes::schema::{QualifiedName, Row};
@@ -68,14 +68,14 @@ pub struct SnapshotHolds {
 }
 
 impl SnapshotHolds {
-    fn holds(&self, xid: u32, commit_lsn: Lsn) -> bool {
+    fn holds(&self, xid: Xid32, commit_lsn: Lsn) -> bool {
         commit_lsn < self.below && self.snapshot.sees(Xid::widen(xid, self.snapshot.xmax))
     }
 }
 
 #[derive(Debug)]
 struct OpenTxn {
-    xid: u32,
+    xid: Xid32,
     commit_lsn: Lsn,
     next_op: u64,
     touched: Vec<ShapeId>,
@@ -151,17 +151,15 @@ impl Router {
         let start = if capturing {
             self.last_commit
         } else {
-            Lsn(shape.meta.start_lsn).max(shape.log.last_commit())
+            shape.meta.start_lsn.max(shape.log.last_commit())
         };
         // A restored shape may still meet transactions its snapshot holds, re-sent after the
         // restart.
         let snapshot_holds = match (&shape.meta.snapshot, shape.meta.snapshot_lsn) {
-            (Some(snapshot), Some(below)) if !capturing && Lsn(below) > start => {
-                Some(SnapshotHolds {
-                    snapshot: snapshot.clone(),
-                    below: Lsn(below),
-                })
-            }
+            (Some(snapshot), Some(below)) if !capturing && below > start => Some(SnapshotHolds {
+                snapshot: snapshot.clone(),
+                below,
+            }),
             _ => None,
         };
         let table = shape.definition.table().clone();
@@ -227,7 +225,7 @@ impl Router {
         }
     }
 
-    pub fn begin(&mut self, xid: u32, commit_lsn: Lsn) {
+    pub fn begin(&mut self, xid: Xid32, commit_lsn: Lsn) {
         self.txn = Some(OpenTxn {
             xid,
             commit_lsn,
@@ -299,7 +297,7 @@ impl Router {
             &mut self.routed,
         );
         let ctx = TxContext {
-            txid: u64::from(txn.xid),
+            txid: u64::from(txn.xid.0),
             lsn: txn.commit_lsn,
             op,
         };
@@ -435,7 +433,7 @@ mod tests {
     use super::*;
     use crate::storage::shape_dir::ShapeDir;
     use crate::storage::shape_store::ShapeState;
-    use crate::storage::shape_store::meta::{FORMAT_VERSION, ShapeMeta, ShapeRequest};
+    use crate::storage::shape_store::meta::{FORMAT_VERSION, ShapeMeta, StoredRequest};
 
     /// A ready shape of every row of `public.<table>` (one `int8` key column), its log under
     /// `root`.
@@ -470,7 +468,7 @@ mod tests {
         let meta = ShapeMeta {
             format: FORMAT_VERSION,
             handle: String::new(),
-            request: ShapeRequest {
+            request: StoredRequest {
                 schema: "public".into(),
                 table: table.into(),
                 where_: None,
@@ -481,7 +479,7 @@ mod tests {
                 filter: None,
             },
             created_micros: id,
-            start_lsn: 0,
+            start_lsn: Lsn(0),
             chunk_bytes: 1 << 20,
             schema_header: String::new(),
             snapshot: None,
@@ -546,12 +544,24 @@ mod tests {
             snapshot: SnapshotInfo::parse("100:105:102").unwrap(),
             below: Lsn(1000),
         };
-        assert!(holds.holds(99, Lsn(500)), "committed before the snapshot");
-        assert!(holds.holds(103, Lsn(900)), "finished before the snapshot");
-        assert!(!holds.holds(102, Lsn(900)), "in progress at the snapshot");
-        assert!(!holds.holds(105, Lsn(990)), "started after the snapshot");
         assert!(
-            !holds.holds(99, Lsn(1000)),
+            holds.holds(Xid32(99), Lsn(500)),
+            "committed before the snapshot"
+        );
+        assert!(
+            holds.holds(Xid32(103), Lsn(900)),
+            "finished before the snapshot"
+        );
+        assert!(
+            !holds.holds(Xid32(102), Lsn(900)),
+            "in progress at the snapshot"
+        );
+        assert!(
+            !holds.holds(Xid32(105), Lsn(990)),
+            "started after the snapshot"
+        );
+        assert!(
+            !holds.holds(Xid32(99), Lsn(1000)),
             "past the snapshot's WAL position"
         );
     }

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use shapes::lsn::Lsn;
+use shapes::lsn::{Lsn, Xid32};
 use shapes::schema::{QualifiedName, Row};
 
 use super::event::{OldRowKind, Relation, RelationColumn, ReplicationEvent, WalChange};
@@ -47,14 +47,14 @@ pub enum AssemblyError {
     #[error("pgoutput sent {0} outside a transaction")]
     OutsideTransaction(&'static str),
     #[error("pgoutput sent Begin (xid {new}) while transaction {open} was open")]
-    NestedBegin { open: u32, new: u32 },
+    NestedBegin { open: Xid32, new: Xid32 },
     #[error("pgoutput Commit at {commit} does not match its Begin at {begin}")]
     CommitMismatch { begin: Lsn, commit: Lsn },
 }
 
 #[derive(Debug, Clone, Copy)]
 struct OpenTransaction {
-    xid: u32,
+    xid: Xid32,
     commit_lsn: Lsn,
 }
 
@@ -78,7 +78,7 @@ impl TransactionAssembler {
 
     /// Forgets the open transaction (the session ended; Postgres will send it again), and
     /// returns its xid.
-    pub fn abandon(&mut self) -> Option<u32> {
+    pub fn abandon(&mut self) -> Option<Xid32> {
         self.open.take().map(|t| t.xid)
     }
 

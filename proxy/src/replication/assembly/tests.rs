@@ -279,7 +279,7 @@ fn protocol_violations_are_errors() {
         PgOutputMessage::Begin(pgoutput::Begin {
             final_lsn: Lsn(100),
             commit_time_micros: 0,
-            xid,
+            xid: Xid32(xid),
         })
     };
     let commit = |lsn| {
@@ -307,7 +307,10 @@ fn protocol_violations_are_errors() {
     assembler.apply(begin(7)).unwrap();
     assert_eq!(
         assembler.apply(begin(8)),
-        Err(AssemblyError::NestedBegin { open: 7, new: 8 })
+        Err(AssemblyError::NestedBegin {
+            open: Xid32(7),
+            new: Xid32(8)
+        })
     );
     assert_eq!(
         assembler.apply(truncate),
@@ -322,6 +325,6 @@ fn protocol_violations_are_errors() {
     );
     assembler.apply(begin(9)).unwrap();
     assert!(assembler.in_transaction());
-    assert_eq!(assembler.abandon(), Some(9));
+    assert_eq!(assembler.abandon(), Some(Xid32(9)));
     assert!(!assembler.in_transaction());
 }

@@ -1,7 +1,7 @@
 //! One type per pgoutput message of protocol version 1, as the Postgres documentation
 //! ("Logical Replication Message Formats") defines them, and how each is read.
 
-use shapes::lsn::Lsn;
+use shapes::lsn::{Lsn, Xid32};
 
 use super::DecodeError;
 use super::cursor::Cursor;
@@ -14,7 +14,7 @@ pub struct Begin {
     pub final_lsn: Lsn,
     /// Commit time, microseconds since 2000-01-01 UTC (the Postgres epoch).
     pub commit_time_micros: i64,
-    pub xid: u32,
+    pub xid: Xid32,
 }
 
 /// `C`: the transaction ends.
@@ -178,7 +178,7 @@ pub(super) fn read_begin(c: &mut Cursor<'_>) -> Result<Begin, DecodeError> {
     Ok(Begin {
         final_lsn: c.lsn()?,
         commit_time_micros: c.i64()?,
-        xid: c.u32()?,
+        xid: Xid32(c.u32()?),
     })
 }
 

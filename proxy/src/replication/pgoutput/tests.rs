@@ -82,7 +82,7 @@ fn begin_and_commit_carry_the_commit_lsn_xid_and_time() {
     let PgOutputMessage::Begin(next) = all[6] else {
         panic!("{:?}", all[6])
     };
-    assert_eq!(next.xid, begin.xid + 1);
+    assert_eq!(next.xid.0, begin.xid.0 + 1);
     assert!(next.final_lsn > commit.end_lsn);
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use pgwire_replication::{
     Lsn as WireLsn, ReplicationClient, ReplicationConfig, ReplicationEvent as WireEvent,
 };
-use shapes::lsn::Lsn;
+use shapes::lsn::{Lsn, Xid32};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::MissedTickBehavior;
 use tracing::Instrument;
@@ -271,7 +271,7 @@ impl StreamTask {
             } => PgOutputMessage::Begin(pgoutput::Begin {
                 final_lsn: Lsn(final_lsn.0),
                 commit_time_micros: *commit_time_micros,
-                xid: *xid,
+                xid: Xid32(*xid),
             }),
             WireEvent::Commit {
                 lsn,

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
-use shapes::lsn::Lsn;
+use shapes::lsn::{Lsn, Xid32};
 use shapes::offset::Offset;
 
 use super::record::{self, RecordKind, RecordScanner};
@@ -28,7 +28,7 @@ pub struct CaptureFile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CapturedTxn<'a> {
     /// The low 32 bits of its xid, as pgoutput sends it.
-    pub xid: u32,
+    pub xid: Xid32,
     pub commit_lsn: Lsn,
     pub end_lsn: Lsn,
     /// Its entries in order: log offset and message.
@@ -57,12 +57,12 @@ impl CaptureFile {
     }
 
     /// Closes a captured transaction; the commit record carries its xid.
-    pub fn commit(&mut self, xid: u32, commit_lsn: Lsn, end_lsn: Lsn) -> io::Result<()> {
+    pub fn commit(&mut self, xid: Xid32, commit_lsn: Lsn, end_lsn: Lsn) -> io::Result<()> {
         self.write(
             RecordKind::Commit,
             commit_lsn.as_u64(),
             end_lsn.as_u64(),
-            &xid.to_le_bytes(),
+            &xid.0.to_le_bytes(),
         )?;
         self.file.flush()?;
         self.committed_len = self.written;
@@ -114,7 +114,7 @@ impl CaptureFile {
                 RecordKind::Commit => {
                     let xid = payload
                         .try_into()
-                        .map(u32::from_le_bytes)
+                        .map(|bytes| Xid32(u32::from_le_bytes(bytes)))
                         .map_err(|_| io::Error::other("capture commit without xid"))?;
                     each(CapturedTxn {
                         xid,
@@ -143,9 +143,9 @@ mod tests {
         let mut capture = CaptureFile::create(&dir).unwrap();
         capture.append(Offset::log(Lsn(10), 0), b"a").unwrap();
         capture.append(Offset::log(Lsn(10), 2), b"b").unwrap();
-        capture.commit(7, Lsn(10), Lsn(11)).unwrap();
+        capture.commit(Xid32(7), Lsn(10), Lsn(11)).unwrap();
         capture.append(Offset::log(Lsn(30), 0), b"c").unwrap();
-        capture.commit(u32::MAX, Lsn(30), Lsn(31)).unwrap();
+        capture.commit(Xid32(u32::MAX), Lsn(30), Lsn(31)).unwrap();
         capture.append(Offset::log(Lsn(40), 0), b"open").unwrap();
         assert!(dir.capture_log().exists());
 
@@ -179,13 +179,13 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut capture = CaptureFile::create(&ShapeDir::at(tmp.path())).unwrap();
         capture.append(Offset::log(Lsn(10), 0), b"a").unwrap();
-        capture.commit(7, Lsn(10), Lsn(11)).unwrap();
+        capture.commit(Xid32(7), Lsn(10), Lsn(11)).unwrap();
         capture
             .append(Offset::log(Lsn(20), 0), b"abandoned")
             .unwrap();
         capture.abandon().unwrap();
         capture.append(Offset::log(Lsn(20), 0), b"again").unwrap();
-        capture.commit(8, Lsn(20), Lsn(21)).unwrap();
+        capture.commit(Xid32(8), Lsn(20), Lsn(21)).unwrap();
         assert_eq!(
             read_back(capture),
             [
@@ -217,7 +217,7 @@ mod tests {
                     .iter()
                     .map(|(offset, m)| (*offset, String::from_utf8(m.clone()).unwrap()))
                     .collect();
-                seen.push((txn.xid, txn.commit_lsn, txn.end_lsn, messages));
+                seen.push((txn.xid.0, txn.commit_lsn, txn.end_lsn, messages));
                 Ok(())
             })
             .unwrap();

@@ -5,6 +5,9 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 use shapes::definition::{LogMode, ReplicaMode};
+use shapes::lsn::Lsn;
+use shapes::request::{RowFilter, ShapeRequest};
+use shapes::schema::QualifiedName;
 use shapes::wire::SnapshotInfo;
 
 use crate::storage::shape_dir::{self, ShapeDir};
@@ -12,9 +15,11 @@ use crate::storage::shape_dir::{self, ShapeDir};
 /// On-disk format version of shape directories; a proxy refuses (and rotates) others.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// The request that defined a shape, as given (re-parsed against the catalog on restart).
+/// The request that defined a shape, as `shape.json` keeps it (re-parsed against the catalog on
+/// restart). The serialized form of [`ShapeRequest`]: its fields and their JSON are the
+/// on-disk format, and change only with [`FORMAT_VERSION`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShapeRequest {
+pub struct StoredRequest {
     pub schema: String,
     pub table: String,
     #[serde(rename = "where")]
@@ -23,34 +28,57 @@ pub struct ShapeRequest {
     pub columns: Option<String>,
     pub replica_full: bool,
     pub changes_only: bool,
-    /// The row filter of the auth rules (claims bound), ANDed into `where`: part of the
-    /// shape's identity, kept so a restart rebuilds the same shape. Never from the client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filter: Option<RowFilter>,
+    pub filter: Option<StoredFilter>,
 }
 
-/// A server-side row filter: `where` text with `$n` placeholders and their values.
+/// A [`RowFilter`] in `shape.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RowFilter {
+pub struct StoredFilter {
     #[serde(rename = "where")]
     pub where_: String,
     pub params: BTreeMap<usize, String>,
 }
 
-impl ShapeRequest {
-    pub fn replica(&self) -> ReplicaMode {
-        if self.replica_full {
-            ReplicaMode::Full
-        } else {
-            ReplicaMode::Default
+impl From<&ShapeRequest> for StoredRequest {
+    fn from(request: &ShapeRequest) -> Self {
+        Self {
+            schema: request.table.schema.clone(),
+            table: request.table.name.clone(),
+            where_: request.where_.clone(),
+            params: request.params.clone(),
+            columns: request.columns.clone(),
+            replica_full: request.replica == ReplicaMode::Full,
+            changes_only: request.log == LogMode::ChangesOnly,
+            filter: request.filter.as_ref().map(|filter| StoredFilter {
+                where_: filter.where_.clone(),
+                params: filter.params.clone(),
+            }),
         }
     }
+}
 
-    pub fn log_mode(&self) -> LogMode {
-        if self.changes_only {
-            LogMode::ChangesOnly
-        } else {
-            LogMode::Full
+impl From<&StoredRequest> for ShapeRequest {
+    fn from(stored: &StoredRequest) -> Self {
+        Self {
+            table: QualifiedName::new(stored.schema.clone(), stored.table.clone()),
+            where_: stored.where_.clone(),
+            params: stored.params.clone(),
+            columns: stored.columns.clone(),
+            replica: if stored.replica_full {
+                ReplicaMode::Full
+            } else {
+                ReplicaMode::Default
+            },
+            log: if stored.changes_only {
+                LogMode::ChangesOnly
+            } else {
+                LogMode::Full
+            },
+            filter: stored.filter.as_ref().map(|filter| RowFilter {
+                where_: filter.where_.clone(),
+                params: filter.params.clone(),
+            }),
         }
     }
 }
@@ -59,11 +87,12 @@ impl ShapeRequest {
 pub struct ShapeMeta {
     pub format: u32,
     pub handle: String,
-    pub request: ShapeRequest,
+    pub request: StoredRequest,
     pub created_micros: u64,
     /// Transactions with a commit LSN at or below this were decided before the shape existed
     /// (they are in its snapshot); the log starts after it.
-    pub start_lsn: u64,
+    #[serde(with = "lsn_number")]
+    pub start_lsn: Lsn,
     pub chunk_bytes: u64,
     /// The `electric-schema` header when the shape was made; a different one after a restart
     /// means the table changed and the shape is rotated.
@@ -72,8 +101,37 @@ pub struct ShapeMeta {
     pub snapshot: Option<SnapshotInfo>,
     /// The WAL insert position right after the snapshot: every transaction it holds committed
     /// below it (absent in directories of earlier versions).
-    #[serde(default)]
-    pub snapshot_lsn: Option<u64>,
+    #[serde(default, with = "optional_lsn_number")]
+    pub snapshot_lsn: Option<Lsn>,
+}
+
+/// LSNs in `shape.json` are JSON numbers.
+mod lsn_number {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use shapes::lsn::Lsn;
+
+    pub fn serialize<S: Serializer>(lsn: &Lsn, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(lsn.as_u64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Lsn, D::Error> {
+        u64::deserialize(deserializer).map(Lsn)
+    }
+}
+
+mod optional_lsn_number {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use shapes::lsn::Lsn;
+
+    pub fn serialize<S: Serializer>(lsn: &Option<Lsn>, serializer: S) -> Result<S::Ok, S::Error> {
+        lsn.map(Lsn::as_u64).serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Lsn>, D::Error> {
+        Option::<u64>::deserialize(deserializer).map(|lsn| lsn.map(Lsn))
+    }
 }
 
 impl ShapeMeta {
@@ -86,5 +144,98 @@ impl ShapeMeta {
     pub fn load(dir: &ShapeDir) -> io::Result<Self> {
         let bytes = std::fs::read(dir.meta_file())?;
         serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `shape.json` of earlier versions restores: its request reads into the domain type and
+    /// writes back byte for byte.
+    #[test]
+    fn stored_requests_round_trip_byte_for_byte() {
+        let with_filter = r#"{
+  "schema": "My Schema",
+  "table": "items",
+  "where": "a = $1",
+  "params": {
+    "1": "x",
+    "2": "y"
+  },
+  "columns": "id,a",
+  "replica_full": true,
+  "changes_only": false,
+  "filter": {
+    "where": "owner = $1",
+    "params": {
+      "1": "alice"
+    }
+  }
+}"#;
+        let plain = r#"{
+  "schema": "public",
+  "table": "t",
+  "where": null,
+  "params": {},
+  "columns": null,
+  "replica_full": false,
+  "changes_only": true
+}"#;
+        for text in [with_filter, plain] {
+            let stored: StoredRequest = serde_json::from_str(text).unwrap();
+            let request = ShapeRequest::from(&stored);
+            let again = serde_json::to_string_pretty(&StoredRequest::from(&request)).unwrap();
+            assert_eq!(again, text);
+        }
+        let stored: StoredRequest = serde_json::from_str(with_filter).unwrap();
+        let request = ShapeRequest::from(&stored);
+        assert_eq!(request.table, QualifiedName::new("My Schema", "items"));
+        assert_eq!(
+            (request.replica, request.log),
+            (ReplicaMode::Full, LogMode::Full)
+        );
+        assert_eq!(request.filter.unwrap().params[&1], "alice");
+    }
+
+    /// A whole `shape.json` reads into typed LSNs and writes back byte for byte; one without
+    /// `snapshot_lsn` (written by earlier versions) reads as `None`.
+    #[test]
+    fn shape_json_round_trips_byte_for_byte() {
+        let text = r#"{
+  "format": 1,
+  "handle": "0000000000000abc-1700000000000000",
+  "request": {
+    "schema": "public",
+    "table": "t",
+    "where": null,
+    "params": {},
+    "columns": null,
+    "replica_full": false,
+    "changes_only": false
+  },
+  "created_micros": 1700000000000000,
+  "start_lsn": 24155000,
+  "chunk_bytes": 10485760,
+  "schema_header": "{}",
+  "snapshot": {
+    "xmin": 755,
+    "xmax": 757,
+    "xip": [
+      756
+    ]
+  },
+  "snapshot_lsn": 24155104
+}"#;
+        let meta: ShapeMeta = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            (meta.start_lsn, meta.snapshot_lsn),
+            (Lsn(24_155_000), Some(Lsn(24_155_104)))
+        );
+        assert_eq!(serde_json::to_string_pretty(&meta).unwrap(), text);
+        let earlier = text.replace(",\n  \"snapshot_lsn\": 24155104", "");
+        assert_ne!(earlier, text);
+        let meta: ShapeMeta = serde_json::from_str(&earlier).unwrap();
+        assert_eq!(meta.snapshot_lsn, None);
     }
 }

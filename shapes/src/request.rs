@@ -1,0 +1,34 @@
+//! What a client asked for: one shape request, before it is checked against its table.
+//!
+//! HTTP parsing produces it (the proxy's `http/shape/params.rs`), the auth rules narrow it, the
+//! read path validates it into a [`ShapeDefinition`](crate::definition::ShapeDefinition), and
+//! the proxy keeps it on disk (in a serialized form of its own) to rebuild the shape after a
+//! restart.
+
+use std::collections::BTreeMap;
+
+use crate::definition::{LogMode, ReplicaMode};
+use crate::schema::QualifiedName;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapeRequest {
+    pub table: QualifiedName,
+    /// The `where` text as given, `$n` placeholders unsubstituted.
+    pub where_: Option<String>,
+    /// `params[n]` values, by `n` (from 1).
+    pub params: BTreeMap<usize, String>,
+    /// The `columns` list as given.
+    pub columns: Option<String>,
+    pub replica: ReplicaMode,
+    pub log: LogMode,
+    /// The row filter of the server's auth rules (claims bound), ANDed into `where`: part of
+    /// the shape's identity. Never from the client.
+    pub filter: Option<RowFilter>,
+}
+
+/// A server-side row filter: `where` text with `$n` placeholders and their values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowFilter {
+    pub where_: String,
+    pub params: BTreeMap<usize, String>,
+}
