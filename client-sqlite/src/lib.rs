@@ -21,6 +21,7 @@ pub mod shape_spec;
 pub mod status;
 pub mod store;
 pub mod subscription;
+mod sync_now;
 pub mod yjs_doc;
 
 pub use client::{Client, ClientConfig, Clock};

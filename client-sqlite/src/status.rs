@@ -70,6 +70,9 @@ pub struct Status {
     pub rows_received: u64,
     /// How many times a shape had to be fetched again from scratch (409 / must-refetch).
     pub refetches: u64,
+    /// Each subscription's "synced up to": the database position (LSN) its mirror includes —
+    /// every transaction committed at or before it. 0 before its first up-to-date.
+    pub synced_lsns: BTreeMap<String, u64>,
 }
 
 impl Status {
@@ -82,7 +85,26 @@ impl Status {
             last_sync: None,
             rows_received: 0,
             refetches: 0,
+            synced_lsns: BTreeMap::new(),
         }
+    }
+
+    /// "Synced up to": the database position the whole mirror includes (the lowest of the
+    /// shapes'); `None` while some shape has none yet.
+    pub fn synced_up_to(&self) -> Option<u64> {
+        let lowest = self
+            .shapes
+            .keys()
+            .map(|name| self.synced_lsns.get(name).copied().unwrap_or(0))
+            .min()?;
+        (lowest > 0).then_some(lowest)
+    }
+
+    /// Every shape's mirror includes every transaction committed at or before `lsn`.
+    pub fn synced_past(&self, lsn: u64) -> bool {
+        self.shapes
+            .keys()
+            .all(|name| self.synced_lsns.get(name).is_some_and(|&l| l >= lsn))
     }
 
     fn summarize(&mut self) {
@@ -177,6 +199,16 @@ impl StatusBoard {
             s.conflicts = conflicts;
             s.summarize();
             true
+        });
+    }
+
+    /// `shape` committed an up-to-date at `lsn` (never goes back).
+    pub fn set_synced(&self, shape: &str, lsn: u64) {
+        self.tx.send_if_modified(|s| {
+            let current = s.synced_lsns.entry(shape.to_owned()).or_default();
+            let advance = lsn > *current;
+            *current = (*current).max(lsn);
+            advance
         });
     }
 

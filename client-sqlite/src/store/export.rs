@@ -119,21 +119,32 @@ pub struct ShapeSummary {
     pub handle: Option<String>,
     pub offset: String,
     pub rows: i64,
+    /// The database position (LSN) the mirror of this shape includes: every transaction
+    /// committed at or before it (0 = none yet).
+    pub synced_up_to: u64,
 }
 
 impl StoreCore {
     pub fn shape_summaries(&self) -> Result<Vec<ShapeSummary>, ClientError> {
         let mut stmt = self.conn.prepare(
-            "SELECT name, pg_table, handle, \"offset\", schema IS NOT NULL
+            "SELECT name, pg_table, handle, \"offset\", schema IS NOT NULL, global_lsn
              FROM _shapesync_shapes ORDER BY name",
         )?;
-        let shapes: Vec<(String, String, Option<String>, String, bool)> = stmt
+        type Row = (String, String, Option<String>, String, bool, i64);
+        let shapes: Vec<Row> = stmt
             .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
             })?
             .collect::<Result<_, _>>()?;
         let mut out = Vec::new();
-        for (name, table, handle, offset, synced) in shapes {
+        for (name, table, handle, offset, synced, global_lsn) in shapes {
             let rows = if synced {
                 self.conn
                     .query_row(&format!("SELECT count(*) FROM {}", quote(&name)), [], |r| {
@@ -149,6 +160,7 @@ impl StoreCore {
                 handle,
                 offset,
                 rows,
+                synced_up_to: global_lsn.max(0) as u64,
             });
         }
         Ok(out)

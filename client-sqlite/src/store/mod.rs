@@ -66,6 +66,9 @@ pub struct Cursor {
     pub handle: Option<String>,
     pub offset: String,
     pub schema_json: Option<String>,
+    /// The `global_lsn` of the last committed up-to-date: every transaction committed in the
+    /// database at or before it is in the mirror ("synced up to").
+    pub global_lsn: u64,
 }
 
 /// State owned by the database thread.

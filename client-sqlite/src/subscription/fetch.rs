@@ -162,6 +162,10 @@ impl ShapeSync {
         self.offset = offset;
         self.committed = (self.handle.clone(), self.offset.clone());
         self.up_to_date = true;
+        if let Some(lsn) = global_lsn {
+            self.synced = self.synced.max(lsn);
+            self.ctx.status.set_synced(&self.spec.name, self.synced);
+        }
         self.ctx.status.up_to_date(&self.spec.name);
         Ok(())
     }

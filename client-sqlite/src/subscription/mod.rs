@@ -128,11 +128,16 @@ pub struct SyncContext {
     pub store: Store,
     pub status: StatusBoard,
     pub options: SyncOptions,
+    /// The newest sync-now target (an LSN from `GET /v1/lsn`): a subscription synced below it
+    /// leaves its live request and catches up (see [`crate::Client::sync_now`]).
+    pub sync_now: watch::Sender<u64>,
 }
 
 pub(crate) enum SyncError {
     MustRefetch,
     SseUnsupported,
+    /// A sync-now asks for a position past this subscription's: leave the live request.
+    SyncNow,
     Client(ClientError),
 }
 
@@ -179,6 +184,12 @@ pub(crate) struct ShapeSync {
     /// The store's answer to the last step sent (one step in flight while the next is read).
     in_flight: Option<oneshot::Receiver<Result<(), ClientError>>>,
     batch_open: bool,
+    /// "Synced up to": the `global_last_seen_lsn` of the last committed up-to-date.
+    synced: u64,
+    /// Sync-now targets, and the last one a catch-up request was made for (one per target:
+    /// a server that answers below it is then waited for live, not asked again and again).
+    wanted: watch::Receiver<u64>,
+    caught_up_for: u64,
 }
 
 /// Runs a subscription until shutdown.
@@ -187,6 +198,7 @@ pub async fn run(ctx: Arc<SyncContext>, spec: ShapeSpec, cursor: Cursor, network
         .schema_json
         .as_deref()
         .and_then(|s| ShapeSchema::parse(s).ok());
+    ctx.status.set_synced(&spec.name, cursor.global_lsn);
     let mut sync = ShapeSync {
         sse: ctx.options.sse,
         handle: cursor.handle.clone(),
@@ -198,6 +210,9 @@ pub async fn run(ctx: Arc<SyncContext>, spec: ShapeSpec, cursor: Cursor, network
         pending: Vec::new(),
         in_flight: None,
         batch_open: false,
+        synced: cursor.global_lsn,
+        wanted: ctx.sync_now.subscribe(),
+        caught_up_for: 0,
         ctx,
         spec,
         network,
@@ -220,13 +235,29 @@ impl ShapeSync {
             if !self.up_to_date && !self.batch_open {
                 self.ctx.status.set_phase(&name, ShapePhase::Connecting);
             }
-            let mode = match (self.up_to_date, self.sse) {
+            let wanted = *self.wanted.borrow_and_update();
+            let sync_now = self.synced < wanted && self.caught_up_for < wanted;
+            let mode = match (self.up_to_date && !sync_now, self.sse) {
                 (false, _) => Mode::CatchUp,
                 (true, true) => Mode::Sse,
                 (true, false) => Mode::LongPoll,
             };
+            if sync_now {
+                self.caught_up_for = wanted;
+            }
             let network = self.network.clone();
-            let result = network.guard(self.request(mode)).await;
+            let result = if mode == Mode::CatchUp {
+                network.guard(self.request(mode)).await
+            } else {
+                // A live request waits for news of this shape only; a sync-now needs an
+                // answer about a position, which a catch-up request gives at once.
+                let mut targets = self.wanted.clone();
+                let below = self.synced.max(self.caught_up_for);
+                tokio::select! {
+                    r = network.guard(self.request(mode)) => r,
+                    _ = targets.wait_for(|w| *w > below) => Err(SyncError::SyncNow),
+                }
+            };
             if let Err(err) = result {
                 let delay = self.fail(err, &mut backoff).await;
                 self.network.sleep(delay).await;
@@ -252,6 +283,7 @@ impl ShapeSync {
                 self.up_to_date = false;
                 Duration::ZERO
             }
+            SyncError::SyncNow => Duration::ZERO,
             SyncError::SseUnsupported => {
                 tracing::warn!(shape = name, "SSE unavailable: falling back to long-poll");
                 self.sse = false;
