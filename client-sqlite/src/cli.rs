@@ -57,8 +57,8 @@ struct SyncArgs {
     url: String,
     #[command(flatten)]
     db: DbArgs,
-    /// A shape: NAME=TABLE[?where=…&columns=…&params[1]=…]. NAME is the local table.
-    /// Repeatable.
+    /// A shape: NAME=TABLE[?where=…&columns=…&params[1]=…&priority=N]. NAME is the local
+    /// table; priority 0 syncs first … 3 (the default) last. Repeatable.
     #[arg(long = "shape", required = true)]
     shapes: Vec<ShapeSpec>,
     /// Exit once every shape is up to date and the outbox is empty (exit 1 at once if the
@@ -269,6 +269,17 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         .map(|s| s.synced_up_to)
         .min()
         .filter(|&lsn| lsn > 0);
+    // A priority is ready when every shape of it or a higher one (a lower number) is.
+    let priorities: std::collections::BTreeMap<u8, bool> = shapes
+        .iter()
+        .map(|s| {
+            let ready = shapes
+                .iter()
+                .filter(|o| o.priority <= s.priority)
+                .all(|o| o.ready);
+            (s.priority, ready)
+        })
+        .collect();
     let state = match (status.conflicts, status.pending) {
         (0, 0) => "up-to-date (as of the last sync)".to_owned(),
         (0, n) => format!("pending({n})"),
@@ -277,7 +288,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     if args.json {
         let value = serde_json::json!({"state": state, "pending": status.pending,
             "conflicts": status.conflicts, "last_sync": last_sync,
-            "synced_up_to": synced_up_to, "shapes": shapes});
+            "synced_up_to": synced_up_to, "priorities": priorities, "shapes": shapes});
         println!("{value}");
         return Ok(());
     }
@@ -289,10 +300,14 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         Some(lsn) => println!("synced up to: {} ({lsn})", shapes::lsn::Lsn(lsn)),
         None => println!("synced up to: nothing yet"),
     }
+    for (priority, ready) in &priorities {
+        let word = if *ready { "ready" } else { "not ready" };
+        println!("priority {priority}: {word}");
+    }
     for s in shapes {
         println!(
-            "shape {}: table {}, {} rows, offset {}, synced up to {}",
-            s.name, s.table, s.rows, s.offset, s.synced_up_to
+            "shape {}: table {}, priority {}, {} rows, offset {}, synced up to {}",
+            s.name, s.table, s.priority, s.rows, s.offset, s.synced_up_to
         );
     }
     Ok(())

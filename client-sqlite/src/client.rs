@@ -183,20 +183,29 @@ impl Client {
             status: self.status.clone(),
             options: config.sync.clone(),
             sync_now: watch::Sender::new(0),
+            events: self.events.clone(),
         });
         self.sync = Some(ctx.clone());
         let network = Network {
             online: self.online.subscribe(),
             shutdown: self.shutdown.clone(),
         };
+        // Every shape is on the board before any starts: a low priority waits for the
+        // higher ones it can see.
+        let mut cursors = Vec::new();
         for spec in &config.shapes {
             let registered = spec.clone();
             let cursor = self
                 .store
                 .call(move |core| core.register(&registered))
                 .await?;
+            let ready = cursor.offset != "-1" && cursor.schema_json.is_some();
+            self.status.register(&spec.name, spec.priority, ready);
             self.status
                 .set_phase(&spec.name, crate::status::ShapePhase::Connecting);
+            cursors.push(cursor);
+        }
+        for (spec, cursor) in config.shapes.iter().zip(cursors) {
             let task = subscription::run(ctx.clone(), spec.clone(), cursor, network.clone());
             self.tasks.push(tokio::spawn(task));
         }

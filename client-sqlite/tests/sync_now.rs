@@ -226,4 +226,5 @@ async fn sync_once_includes_every_write_committed_before_it() {
     let synced = status["synced_up_to"].as_u64().expect("synced_up_to");
     assert!(synced > 0, "{status}");
     assert_eq!(status["shapes"][0]["synced_up_to"].as_u64(), Some(synced));
+    assert_eq!(status["priorities"], serde_json::json!({"3": true}));
 }

@@ -122,15 +122,19 @@ pub struct ShapeSummary {
     /// The database position (LSN) the mirror of this shape includes: every transaction
     /// committed at or before it (0 = none yet).
     pub synced_up_to: u64,
+    /// Sync priority (0 first … 3 last).
+    pub priority: u8,
+    /// Its initial sync (or last refetch) is complete: the table is readable.
+    pub ready: bool,
 }
 
 impl StoreCore {
     pub fn shape_summaries(&self) -> Result<Vec<ShapeSummary>, ClientError> {
         let mut stmt = self.conn.prepare(
-            "SELECT name, pg_table, handle, \"offset\", schema IS NOT NULL, global_lsn
-             FROM _shapesync_shapes ORDER BY name",
+            "SELECT name, pg_table, handle, \"offset\", schema IS NOT NULL, global_lsn, priority
+             FROM _shapesync_shapes ORDER BY priority, name",
         )?;
-        type Row = (String, String, Option<String>, String, bool, i64);
+        type Row = (String, String, Option<String>, String, bool, i64, u8);
         let shapes: Vec<Row> = stmt
             .query_map([], |r| {
                 Ok((
@@ -140,11 +144,13 @@ impl StoreCore {
                     r.get(3)?,
                     r.get(4)?,
                     r.get(5)?,
+                    r.get(6)?,
                 ))
             })?
             .collect::<Result<_, _>>()?;
         let mut out = Vec::new();
-        for (name, table, handle, offset, synced, global_lsn) in shapes {
+        for (name, table, handle, offset, synced, global_lsn, priority) in shapes {
+            let ready = synced && offset != "-1";
             let rows = if synced {
                 self.conn
                     .query_row(&format!("SELECT count(*) FROM {}", quote(&name)), [], |r| {
@@ -161,6 +167,8 @@ impl StoreCore {
                 offset,
                 rows,
                 synced_up_to: global_lsn.max(0) as u64,
+                priority,
+                ready,
             });
         }
         Ok(out)

@@ -50,6 +50,15 @@ impl StoreCore {
     /// Registers a subscription and returns where it resumes. A changed definition starts
     /// from scratch.
     pub fn register(&mut self, spec: &ShapeSpec) -> Result<Cursor, ClientError> {
+        let cursor = self.register_definition(spec)?;
+        self.conn.execute(
+            "UPDATE _shapesync_shapes SET priority = ?2 WHERE name = ?1",
+            (&spec.name, spec.priority),
+        )?;
+        Ok(cursor)
+    }
+
+    fn register_definition(&mut self, spec: &ShapeSpec) -> Result<Cursor, ClientError> {
         let definition = spec.definition();
         type Stored = (String, Option<String>, String, Option<String>, i64);
         let stored: Option<Stored> = self

@@ -28,14 +28,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ClientError;
 use crate::schema_mapping::ShapeSchema;
 use crate::shape_spec::ShapeSpec;
 use crate::status::{ShapePhase, StatusBoard};
-use crate::store::{BatchStep, Change, Cursor, Store};
+use crate::store::{BatchStep, Change, ClientEvent, Cursor, Store};
 use backoff::Backoff;
 use request::Mode;
 
@@ -131,6 +131,8 @@ pub struct SyncContext {
     /// The newest sync-now target (an LSN from `GET /v1/lsn`): a subscription synced below it
     /// leaves its live request and catches up (see [`crate::Client::sync_now`]).
     pub sync_now: watch::Sender<u64>,
+    /// Where [`ClientEvent::PriorityReady`] goes.
+    pub events: broadcast::Sender<ClientEvent>,
 }
 
 pub(crate) enum SyncError {
@@ -231,6 +233,10 @@ impl ShapeSync {
             if !self.network.wait_online().await {
                 break;
             }
+            // A first sync or a refetch waits for every shape of a higher priority.
+            if self.offset == "-1" && !self.batch_open && !self.wait_for_priorities().await {
+                break;
+            }
             // A batch open across requests (a snapshot in many responses) is still syncing.
             if !self.up_to_date && !self.batch_open {
                 self.ctx.status.set_phase(&name, ShapePhase::Connecting);
@@ -278,6 +284,7 @@ impl ShapeSync {
             SyncError::MustRefetch => {
                 tracing::info!(shape = name, "the server asks to fetch the shape again");
                 self.ctx.status.add_refetch();
+                self.ctx.status.set_ready(&name, false);
                 self.handle = None;
                 self.offset = "-1".into();
                 self.up_to_date = false;
@@ -302,6 +309,16 @@ impl ShapeSync {
                     .set_phase(&name, ShapePhase::Error(e.to_string()));
                 backoff.next_delay(None).max(self.ctx.options.backoff_max)
             }
+        }
+    }
+
+    /// Waits until every shape of a higher priority is ready; `false` when shutting down.
+    async fn wait_for_priorities(&mut self) -> bool {
+        let priority = self.spec.priority;
+        let mut status = self.ctx.status.subscribe();
+        tokio::select! {
+            () = self.network.shutdown.cancelled() => false,
+            r = status.wait_for(|s| s.may_start(priority)) => r.is_ok(),
         }
     }
 
