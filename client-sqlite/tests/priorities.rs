@@ -81,7 +81,10 @@ async fn a_high_priority_shape_is_ready_and_readable_before_a_large_low_one_star
         ready.push(priority);
         if priority == 0 {
             // The big table is still locked: its initial sync cannot have ended.
-            assert!(!client.status().priorities[&3], "the big shape is not ready");
+            assert!(
+                !client.status().priorities[&3],
+                "the big shape is not ready"
+            );
             // Another connection reads the committed settings.
             let other = Connection::open(&path).expect("a second connection");
             let settings: i64 = other

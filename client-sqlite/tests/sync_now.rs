@@ -43,6 +43,10 @@ impl Drop for Server {
 }
 
 async fn server(name: &str) -> Server {
+    server_with_secret(name, None).await
+}
+
+async fn server_with_secret(name: &str, secret: Option<&str>) -> Server {
     let db = tests::TestDb::new(name).await;
     let pg = db.connect().await;
     pg.batch_execute(
@@ -59,6 +63,7 @@ async fn server(name: &str) -> Server {
         storage.path().to_owned(),
     );
     config.long_poll_timeout = Duration::from_secs(2);
+    config.secret = secret.map(str::to_owned);
     let shutdown = CancellationToken::new();
     let (bound_tx, bound) = tokio::sync::oneshot::channel();
     tokio::spawn(proxy::serve::run(config, shutdown.clone(), Some(bound_tx)));
@@ -227,4 +232,91 @@ async fn sync_once_includes_every_write_committed_before_it() {
     assert!(synced > 0, "{status}");
     assert_eq!(status["shapes"][0]["synced_up_to"].as_u64(), Some(synced));
     assert_eq!(status["priorities"], serde_json::json!({"3": true}));
+}
+
+#[tokio::test]
+async fn the_lsn_endpoint_asks_for_the_credentials_of_shape_reads_and_answers_only_a_position() {
+    let server = server_with_secret("sync_now_lsn_auth", Some("s3cret")).await;
+    let http = reqwest::Client::new();
+    let get = |query: &'static str| {
+        let request = http.get(format!("{}/v1/lsn{query}", server.url));
+        async move { request.send().await.expect("GET /v1/lsn") }
+    };
+    for query in ["", "?secret=wrong"] {
+        let refused = get(query).await;
+        assert_eq!(refused.status(), 401, "GET /v1/lsn{query}");
+        let body: serde_json::Value = refused.json().await.expect("json");
+        assert!(body.get("lsn").is_none(), "{body}");
+    }
+    // Written before the request: the fence is at or past it.
+    server
+        .pg
+        .batch_execute("UPDATE counter SET v = 7 WHERE id = 1")
+        .await
+        .expect("a write");
+    let before: i64 = server
+        .pg
+        .query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8", &[])
+        .await
+        .expect("wal position")
+        .get(0);
+    let answer = get("?secret=s3cret").await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        answer.headers()["cache-control"],
+        "no-store",
+        "a position is never cached"
+    );
+    let body: serde_json::Value = answer.json().await.expect("json");
+    let object = body.as_object().expect("an object");
+    assert_eq!(object.keys().collect::<Vec<_>>(), ["lsn"], "{body}");
+    let lsn: u64 = object["lsn"]
+        .as_str()
+        .expect("a string")
+        .parse()
+        .expect("decimal");
+    assert!(
+        lsn >= before as u64,
+        "fence {lsn} before the write's WAL {before}"
+    );
+    // A shape read after it reports the position reached, and has the write.
+    let (mut offset, mut handle) = ("-1".to_owned(), String::new());
+    let mut values = Vec::new();
+    let global: u64 = loop {
+        let mut url: reqwest::Url = format!("{}/v1/shape", server.url).parse().expect("url");
+        url.query_pairs_mut()
+            .append_pair("table", "counter")
+            .append_pair("where", "id = 1")
+            .append_pair("offset", &offset)
+            .append_pair("handle", &handle)
+            .append_pair("secret", "s3cret");
+        let response = http.get(url).send().await.expect("shape");
+        assert_eq!(response.status(), 200);
+        offset = response.headers()["electric-offset"]
+            .to_str()
+            .expect("offset")
+            .to_owned();
+        handle = response.headers()["electric-handle"]
+            .to_str()
+            .expect("handle")
+            .to_owned();
+        let messages: Vec<serde_json::Value> = response.json().await.expect("json");
+        values.extend(
+            messages
+                .iter()
+                .filter_map(|m| m["value"]["v"].as_str().map(str::to_owned)),
+        );
+        if let Some(end) = messages
+            .iter()
+            .find(|m| m["headers"]["control"] == "up-to-date")
+        {
+            break end["headers"]["global_last_seen_lsn"]
+                .as_str()
+                .expect("global_last_seen_lsn")
+                .parse()
+                .expect("decimal");
+        }
+    };
+    assert_eq!(values, ["7"]);
+    assert!(global >= lsn, "{global} < fence {lsn}");
 }
