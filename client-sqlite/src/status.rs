@@ -18,6 +18,9 @@ pub enum ShapePhase {
     Offline,
     /// A request is under way and nothing came back yet.
     Connecting,
+    /// A first sync (or a refetch) that has not started: it waits until every shape of a
+    /// higher priority is ready (see the README, "Priorities").
+    Waiting,
     /// Receiving rows that are not yet up to date.
     Syncing,
     UpToDate,
@@ -157,7 +160,7 @@ impl Status {
         for phase in phases {
             let candidate = match phase {
                 ShapePhase::Offline => SyncState::Offline,
-                ShapePhase::Connecting => SyncState::Connecting,
+                ShapePhase::Connecting | ShapePhase::Waiting => SyncState::Connecting,
                 ShapePhase::Syncing => SyncState::Syncing,
                 ShapePhase::UpToDate => SyncState::UpToDate,
                 ShapePhase::Error(e) => SyncState::Error(e.clone()),

@@ -316,6 +316,12 @@ impl ShapeSync {
     async fn wait_for_priorities(&mut self) -> bool {
         let priority = self.spec.priority;
         let mut status = self.ctx.status.subscribe();
+        let held = !status.borrow().may_start(priority);
+        if held {
+            self.ctx
+                .status
+                .set_phase(&self.spec.name, ShapePhase::Waiting);
+        }
         tokio::select! {
             () = self.network.shutdown.cancelled() => false,
             r = status.wait_for(|s| s.may_start(priority)) => r.is_ok(),
