@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use client_sqlite::{Client, ClientConfig, LocalWrite, ShapePhase, ShapeSpec, SyncOptions};
+use client_sqlite::{
+    Client, ClientConfig, ClientError, LocalWrite, ShapePhase, ShapeSpec, SyncOptions,
+};
 
 /// shapesync-client: mirror shapes from a shapesync (or Electric) server into a local SQLite
 /// database, keep working offline, and push local writes back.
@@ -55,8 +57,8 @@ struct SyncArgs {
     url: String,
     #[command(flatten)]
     db: DbArgs,
-    /// A shape: NAME=TABLE[?where=…&columns=…&params[1]=…]. NAME is the local table.
-    /// Repeatable.
+    /// A shape: NAME=TABLE[?where=…&columns=…&params[1]=…&priority=N]. NAME is the local
+    /// table; priority 0 syncs first … 3 (the default) last. Repeatable.
     #[arg(long = "shape", required = true)]
     shapes: Vec<ShapeSpec>,
     /// Exit once every shape is up to date and the outbox is empty (exit 1 at once if the
@@ -211,28 +213,46 @@ async fn sync(args: SyncArgs) -> anyhow::Result<()> {
     outcome
 }
 
-/// `--once`: until everything is up to date and sent, or the first shape in `error` (a refusal
-/// the client would retry only slowly, in vain until someone changes the shape or the server).
+/// `--once`: until every shape includes every transaction committed before the sync started
+/// (the server's sync-now position), everything is up to date and every local write is sent,
+/// or the first shape in `error` (a refusal the client would retry only slowly, in vain until
+/// someone changes the shape or the server). A server without `/v1/lsn` (an Electric server)
+/// gets the plain up-to-date wait, with a warning.
 async fn wait_synced_or_refused(client: &Client, timeout: Duration) -> anyhow::Result<()> {
-    let mut status = client.watch_status();
-    let done = status.wait_for(|s| {
-        (s.all_up_to_date() && s.pending == 0)
-            || s.shapes.values().any(|p| matches!(p, ShapePhase::Error(_)))
-    });
-    let status = match tokio::time::timeout(timeout, done).await {
-        Ok(Ok(status)) => status.clone(),
-        Ok(Err(_)) => bail!("the client stopped"),
+    let work = async {
+        match client.sync_now().await {
+            Ok(_) => {}
+            Err(ClientError::Refused { status: 404, .. }) => {
+                tracing::warn!(
+                    "the server has no /v1/lsn (not shapesync?): --once waits for up-to-date only, \
+                     which may miss the newest commits"
+                );
+            }
+            Err(ClientError::Shape { name, message }) => bail!("shape {name:?}: {message}"),
+            Err(e) => return Err(anyhow::Error::new(e).context("syncing up to now")),
+        }
+        let mut status = client.watch_status();
+        let done = status.wait_for(|s| {
+            (s.all_up_to_date() && s.pending == 0)
+                || s.shapes.values().any(|p| matches!(p, ShapePhase::Error(_)))
+        });
+        let Ok(status) = done.await.map(|s| s.clone()) else {
+            bail!("the client stopped")
+        };
+        for (name, phase) in &status.shapes {
+            if let ShapePhase::Error(message) = phase {
+                bail!("shape {name:?}: {message}");
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(outcome) => outcome,
         Err(_) => bail!(
             "not in sync after {timeout:?}: {} (see --timeout)",
             client.status().state
         ),
-    };
-    for (name, phase) in &status.shapes {
-        if let ShapePhase::Error(message) = phase {
-            bail!("shape {name:?}: {message}");
-        }
     }
-    Ok(())
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<()> {
@@ -243,6 +263,23 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         .last_sync
         .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339())
         .unwrap_or_else(|| "never".into());
+    // The position every mirror includes: the lowest of the shapes' (0 = not synced yet).
+    let synced_up_to = shapes
+        .iter()
+        .map(|s| s.synced_up_to)
+        .min()
+        .filter(|&lsn| lsn > 0);
+    // A priority is ready when every shape of it or a higher one (a lower number) is.
+    let priorities: std::collections::BTreeMap<u8, bool> = shapes
+        .iter()
+        .map(|s| {
+            let ready = shapes
+                .iter()
+                .filter(|o| o.priority <= s.priority)
+                .all(|o| o.ready);
+            (s.priority, ready)
+        })
+        .collect();
     let state = match (status.conflicts, status.pending) {
         (0, 0) => "up-to-date (as of the last sync)".to_owned(),
         (0, n) => format!("pending({n})"),
@@ -250,7 +287,8 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     };
     if args.json {
         let value = serde_json::json!({"state": state, "pending": status.pending,
-            "conflicts": status.conflicts, "last_sync": last_sync, "shapes": shapes});
+            "conflicts": status.conflicts, "last_sync": last_sync,
+            "synced_up_to": synced_up_to, "priorities": priorities, "shapes": shapes});
         println!("{value}");
         return Ok(());
     }
@@ -258,10 +296,18 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     println!("pending:   {}", status.pending);
     println!("conflicts: {}", status.conflicts);
     println!("last sync: {last_sync}");
+    match synced_up_to {
+        Some(lsn) => println!("synced up to: {} ({lsn})", shapes::lsn::Lsn(lsn)),
+        None => println!("synced up to: nothing yet"),
+    }
+    for (priority, ready) in &priorities {
+        let word = if *ready { "ready" } else { "not ready" };
+        println!("priority {priority}: {word}");
+    }
     for s in shapes {
         println!(
-            "shape {}: table {}, {} rows, offset {}",
-            s.name, s.table, s.rows, s.offset
+            "shape {}: table {}, priority {}, {} rows, offset {}, synced up to {}",
+            s.name, s.table, s.priority, s.rows, s.offset, s.synced_up_to
         );
     }
     Ok(())

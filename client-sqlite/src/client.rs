@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ClientError;
 use crate::shape_spec::ShapeSpec;
-use crate::status::{Status, StatusBoard};
+use crate::status::{ShapePhase, Status, StatusBoard};
 use crate::store::outbox::Queued;
 use crate::store::{ClientEvent, Conflict, LocalWrite, OpenOptions, Store, WriteOp};
 use crate::subscription::{self, Network, SyncContext, SyncOptions};
@@ -107,6 +107,8 @@ pub struct Client {
     tasks: Vec<JoinHandle<()>>,
     wake_push: Arc<Notify>,
     clock: Clock,
+    /// What the subscriptions share (none when opened offline).
+    sync: Option<Arc<SyncContext>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -160,6 +162,7 @@ impl Client {
             tasks: Vec::new(),
             wake_push: Arc::new(Notify::new()),
             clock,
+            sync: None,
         })
     }
 
@@ -179,19 +182,30 @@ impl Client {
             store: self.store.clone(),
             status: self.status.clone(),
             options: config.sync.clone(),
+            sync_now: watch::Sender::new(0),
+            events: self.events.clone(),
         });
+        self.sync = Some(ctx.clone());
         let network = Network {
             online: self.online.subscribe(),
             shutdown: self.shutdown.clone(),
         };
+        // Every shape is on the board before any starts: a low priority waits for the
+        // higher ones it can see.
+        let mut cursors = Vec::new();
         for spec in &config.shapes {
             let registered = spec.clone();
             let cursor = self
                 .store
                 .call(move |core| core.register(&registered))
                 .await?;
+            let ready = cursor.offset != "-1" && cursor.schema_json.is_some();
+            self.status.register(&spec.name, spec.priority, ready);
             self.status
                 .set_phase(&spec.name, crate::status::ShapePhase::Connecting);
+            cursors.push(cursor);
+        }
+        for (spec, cursor) in config.shapes.iter().zip(cursors) {
             let task = subscription::run(ctx.clone(), spec.clone(), cursor, network.clone());
             self.tasks.push(tokio::spawn(task));
         }
@@ -340,6 +354,49 @@ impl Client {
                 self.status().state
             ))),
         }
+    }
+
+    /// Syncs up to now: returns once every shape's mirror includes every transaction
+    /// committed in the database before the call (a plain SQL write of the app's backend,
+    /// another device's write the server answered), with the database position it reached.
+    ///
+    /// It asks the server for a fence position (`GET /v1/lsn`, one small query on the server
+    /// per call), makes every subscription that is synced below it ask the server at once
+    /// instead of waiting live, and waits until each one committed an up-to-date at or past
+    /// it (`Status::synced_lsns`). Local writes are not waited for ([`Client::wait_synced`]
+    /// does that). Errors: [`ClientError::Offline`] when offline (or switched off meanwhile),
+    /// `Refused { status: 404, .. }` from a server without the endpoint (an Electric server),
+    /// `Shape` when the server refuses a shape. Transient failures are retried; bound the
+    /// wait with a timeout if needed.
+    pub async fn sync_now(&self) -> Result<u64, ClientError> {
+        let ctx = self.sync.as_ref().ok_or(ClientError::Offline)?;
+        let network = Network {
+            online: self.online.subscribe(),
+            shutdown: self.shutdown.clone(),
+        };
+        if !*network.online.borrow() {
+            return Err(ClientError::Offline);
+        }
+        let lsn = crate::sync_now::fence(ctx, &network).await?;
+        ctx.sync_now
+            .send_modify(|wanted| *wanted = (*wanted).max(lsn));
+        let mut status = self.watch_status();
+        let reached = status.wait_for(|s| {
+            s.synced_past(lsn) || s.shapes.values().any(|p| matches!(p, ShapePhase::Error(_)))
+        });
+        let status = network
+            .guard(async { reached.await.map_err(|_| ClientError::Closed) })
+            .await?
+            .clone();
+        for (name, phase) in &status.shapes {
+            if let ShapePhase::Error(message) = phase {
+                return Err(ClientError::Shape {
+                    name: name.clone(),
+                    message: message.clone(),
+                });
+            }
+        }
+        Ok(lsn)
     }
 
     /// Stops syncing and waits for the tasks and the database thread to finish.

@@ -7,7 +7,9 @@
 //!   local writes, the outbox, conflicts, and the `_shapesync_*` bookkeeping;
 //! - [`outbox_push`]: sends local writes to `POST /v1/mutations` in order, with their ids;
 //! - [`status`]: `offline | connecting | syncing | up-to-date | pending(n) | conflicts(n) |
-//!   error`, on a `tokio::sync::watch`;
+//!   error`, per-priority readiness and "synced up to", on a `tokio::sync::watch`;
+//! - [`Client::sync_now`]: returns once every mirror includes every transaction committed
+//!   before the call (the server's `GET /v1/lsn` fence);
 //! - [`yjs_doc`]: Yjs documents in columns, merged rather than overwritten;
 //! - [`schema_mapping`]: Postgres types → SQLite columns (the table is in its docs).
 //!
@@ -21,6 +23,7 @@ pub mod shape_spec;
 pub mod status;
 pub mod store;
 pub mod subscription;
+mod sync_now;
 pub mod yjs_doc;
 
 pub use client::{Client, ClientConfig, Clock};

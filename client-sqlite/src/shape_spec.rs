@@ -17,7 +17,16 @@ pub struct ShapeSpec {
     pub columns: Option<String>,
     /// Values of `$1…$n` in `where`.
     pub params: Vec<String>,
+    /// Sync priority, PowerSync's scale: 0 first … 3 last ([`DEFAULT_PRIORITY`]). On first
+    /// sync and after a refetch, a shape starts fetching once every shape of a higher priority
+    /// (a lower number) is ready. Not part of the server's definition.
+    pub priority: u8,
 }
+
+/// The priority of a shape that names none: the last.
+pub const DEFAULT_PRIORITY: u8 = 3;
+/// The highest priority number (the lowest priority).
+pub const LOWEST_PRIORITY: u8 = 3;
 
 impl ShapeSpec {
     /// A whole table mirrored into a local table of the same (unqualified) name.
@@ -33,7 +42,14 @@ impl ShapeSpec {
             where_clause: None,
             columns: None,
             params: Vec::new(),
+            priority: DEFAULT_PRIORITY,
         }
+    }
+
+    /// Sync priority 0 (first) … 3 (last); see [`ShapeSpec::priority`].
+    pub fn with_priority(mut self, priority: u8) -> Self {
+        self.priority = priority.min(LOWEST_PRIORITY);
+        self
     }
 
     pub fn with_where(mut self, clause: &str) -> Self {
@@ -91,8 +107,8 @@ impl ShapeSpec {
 impl FromStr for ShapeSpec {
     type Err = ClientError;
 
-    /// `NAME=TABLE[?where=…&columns=…&params[1]=…]` (query part URL-encoded or plain), or just
-    /// `TABLE`.
+    /// `NAME=TABLE[?where=…&columns=…&params[1]=…&priority=N]` (query part URL-encoded or
+    /// plain), or just `TABLE`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (head, query) = s.split_once('?').unwrap_or((s, ""));
         let mut spec = match head.split_once('=') {
@@ -116,6 +132,18 @@ impl FromStr for ShapeSpec {
             match key.as_ref() {
                 "where" => spec.where_clause = Some(value.into_owned()),
                 "columns" => spec.columns = Some(value.into_owned()),
+                "priority" => {
+                    spec.priority = value
+                        .parse()
+                        .ok()
+                        .filter(|p| *p <= LOWEST_PRIORITY)
+                        .ok_or_else(|| ClientError::Shape {
+                            name: s.to_owned(),
+                            message: format!(
+                                "priority {value:?}: expected 0 (first) … 3 (last, the default)"
+                            ),
+                        })?;
+                }
                 k if k.starts_with("params[") => {
                     let n: usize = k
                         .trim_start_matches("params[")
@@ -130,7 +158,9 @@ impl FromStr for ShapeSpec {
                 other => {
                     return Err(ClientError::Shape {
                         name: s.to_owned(),
-                        message: format!("unknown option {other:?} (where, columns, params[n])"),
+                        message: format!(
+                            "unknown option {other:?} (where, columns, params[n], priority)"
+                        ),
                     });
                 }
             }
@@ -167,5 +197,16 @@ mod tests {
         assert!("_shapesync_x=todos".parse::<ShapeSpec>().is_err());
         assert!("t=todos?limit=3".parse::<ShapeSpec>().is_err());
         assert!("t=".parse::<ShapeSpec>().is_err());
+        assert!("t=todos?priority=4".parse::<ShapeSpec>().is_err());
+        assert!("t=todos?priority=first".parse::<ShapeSpec>().is_err());
+    }
+
+    #[test]
+    fn priority_is_parsed_defaults_to_last_and_is_not_part_of_the_definition() {
+        let high: ShapeSpec = "settings=settings?priority=0".parse().unwrap();
+        let plain: ShapeSpec = "settings=settings".parse().unwrap();
+        assert_eq!((high.priority, plain.priority), (0, DEFAULT_PRIORITY));
+        assert_eq!(high.definition(), plain.definition());
+        assert!(high.query_pairs().iter().all(|(k, _)| k != "priority"));
     }
 }

@@ -5,7 +5,7 @@
 //! their counts. [`StatusBoard`] folds them into one [`Status`] and publishes it on a
 //! `tokio::sync::watch`, so the app can both query it and await changes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::SystemTime;
 
@@ -18,6 +18,9 @@ pub enum ShapePhase {
     Offline,
     /// A request is under way and nothing came back yet.
     Connecting,
+    /// A first sync (or a refetch) that has not started: it waits until every shape of a
+    /// higher priority is ready (see the README, "Priorities").
+    Waiting,
     /// Receiving rows that are not yet up to date.
     Syncing,
     UpToDate,
@@ -70,6 +73,17 @@ pub struct Status {
     pub rows_received: u64,
     /// How many times a shape had to be fetched again from scratch (409 / must-refetch).
     pub refetches: u64,
+    /// Each subscription's "synced up to": the database position (LSN) its mirror includes —
+    /// every transaction committed at or before it. 0 before its first up-to-date.
+    pub synced_lsns: BTreeMap<String, u64>,
+    /// Per sync priority in use (0 first … 3 last): whether it is ready — every shape of that
+    /// priority or a higher one (a lower number) has completed its initial sync (or its last
+    /// refetch) and is readable. An app can show settings (priority 0) before all notes.
+    pub priorities: BTreeMap<u8, bool>,
+    /// Each subscription's priority.
+    pub shape_priorities: BTreeMap<String, u8>,
+    /// Subscriptions whose initial sync (or last refetch) is complete.
+    pub ready: BTreeSet<String>,
 }
 
 impl Status {
@@ -82,7 +96,55 @@ impl Status {
             last_sync: None,
             rows_received: 0,
             refetches: 0,
+            synced_lsns: BTreeMap::new(),
+            priorities: BTreeMap::new(),
+            shape_priorities: BTreeMap::new(),
+            ready: BTreeSet::new(),
         }
+    }
+
+    /// Whether a shape of `priority` may start its initial sync (or refetch): every shape of
+    /// a higher priority is ready, or refused (a refused shape must not hold the others up).
+    pub fn may_start(&self, priority: u8) -> bool {
+        self.shape_priorities
+            .iter()
+            .filter(|(_, p)| **p < priority)
+            .all(|(name, _)| {
+                self.ready.contains(name)
+                    || matches!(self.shapes.get(name), Some(ShapePhase::Error(_)))
+            })
+    }
+
+    fn compute_priorities(&self) -> BTreeMap<u8, bool> {
+        let used: BTreeSet<u8> = self.shape_priorities.values().copied().collect();
+        used.into_iter()
+            .map(|priority| {
+                let ready = self
+                    .shape_priorities
+                    .iter()
+                    .filter(|(_, p)| **p <= priority)
+                    .all(|(name, _)| self.ready.contains(name));
+                (priority, ready)
+            })
+            .collect()
+    }
+
+    /// "Synced up to": the database position the whole mirror includes (the lowest of the
+    /// shapes'); `None` while some shape has none yet.
+    pub fn synced_up_to(&self) -> Option<u64> {
+        let lowest = self
+            .shapes
+            .keys()
+            .map(|name| self.synced_lsns.get(name).copied().unwrap_or(0))
+            .min()?;
+        (lowest > 0).then_some(lowest)
+    }
+
+    /// Every shape's mirror includes every transaction committed at or before `lsn`.
+    pub fn synced_past(&self, lsn: u64) -> bool {
+        self.shapes
+            .keys()
+            .all(|name| self.synced_lsns.get(name).is_some_and(|&l| l >= lsn))
     }
 
     fn summarize(&mut self) {
@@ -98,7 +160,7 @@ impl Status {
         for phase in phases {
             let candidate = match phase {
                 ShapePhase::Offline => SyncState::Offline,
-                ShapePhase::Connecting => SyncState::Connecting,
+                ShapePhase::Connecting | ShapePhase::Waiting => SyncState::Connecting,
                 ShapePhase::Syncing => SyncState::Syncing,
                 ShapePhase::UpToDate => SyncState::UpToDate,
                 ShapePhase::Error(e) => SyncState::Error(e.clone()),
@@ -180,6 +242,55 @@ impl StatusBoard {
         });
     }
 
+    /// A subscription of `priority`; `ready` when its table already holds a complete sync.
+    pub fn register(&self, shape: &str, priority: u8, ready: bool) {
+        self.tx.send_modify(|s| {
+            s.shape_priorities.insert(shape.to_owned(), priority);
+            if ready {
+                s.ready.insert(shape.to_owned());
+            } else {
+                s.ready.remove(shape);
+            }
+            s.priorities = s.compute_priorities();
+        });
+    }
+
+    /// Marks `shape` ready (its sync committed) or not (a refetch starts); returns the
+    /// priorities that became ready by it, highest first.
+    pub fn set_ready(&self, shape: &str, ready: bool) -> Vec<u8> {
+        let mut newly = Vec::new();
+        self.tx.send_if_modified(|s| {
+            let changed = if ready {
+                s.ready.insert(shape.to_owned())
+            } else {
+                s.ready.remove(shape)
+            };
+            if !changed {
+                return false;
+            }
+            let before = std::mem::take(&mut s.priorities);
+            s.priorities = s.compute_priorities();
+            newly = s
+                .priorities
+                .iter()
+                .filter(|(p, ready)| **ready && before.get(p) != Some(&true))
+                .map(|(p, _)| *p)
+                .collect();
+            true
+        });
+        newly
+    }
+
+    /// `shape` committed an up-to-date at `lsn` (never goes back).
+    pub fn set_synced(&self, shape: &str, lsn: u64) {
+        self.tx.send_if_modified(|s| {
+            let current = s.synced_lsns.entry(shape.to_owned()).or_default();
+            let advance = lsn > *current;
+            *current = (*current).max(lsn);
+            advance
+        });
+    }
+
     pub fn add_rows(&self, n: u64) {
         self.tx.send_modify(|s| s.rows_received += n);
     }
@@ -213,5 +324,34 @@ mod tests {
         board.set_phase("b", ShapePhase::Error("bad where".into()));
         assert_eq!(board.current().state.to_string(), "error: bad where");
         assert!(board.current().last_sync.is_some());
+    }
+
+    #[test]
+    fn a_priority_is_ready_when_it_and_every_higher_one_are() {
+        let board = StatusBoard::default();
+        board.register("settings", 0, false);
+        board.register("profile", 1, false);
+        board.register("notes", 3, false);
+        board.register("files", 3, false);
+        let status = board.current();
+        assert!(status.may_start(0));
+        assert!(!status.may_start(1) && !status.may_start(3));
+        assert_eq!(board.set_ready("profile", true), Vec::<u8>::new());
+        assert!(!board.current().may_start(3), "settings is not ready yet");
+        assert_eq!(board.set_ready("settings", true), vec![0, 1]);
+        assert!(board.current().may_start(3));
+        assert_eq!(board.set_ready("notes", true), Vec::<u8>::new());
+        assert_eq!(board.set_ready("files", true), vec![3]);
+        assert_eq!(
+            board.current().priorities,
+            BTreeMap::from([(0, true), (1, true), (3, true)])
+        );
+        // A refetch of settings holds the others' refetches back until it is done.
+        assert_eq!(board.set_ready("settings", false), Vec::<u8>::new());
+        assert!(!board.current().may_start(1));
+        assert!(!board.current().priorities[&3]);
+        // A refused shape does not hold the rest up.
+        board.set_phase("settings", ShapePhase::Error("no table".into()));
+        assert!(board.current().may_start(3));
     }
 }

@@ -286,11 +286,16 @@ where
 async fn next_conflict(
     events: &mut tokio::sync::broadcast::Receiver<ClientEvent>,
 ) -> client_sqlite::Conflict {
-    let ClientEvent::Conflict(conflict) = tokio::time::timeout(WAIT, events.recv())
-        .await
-        .expect("an event")
-        .expect("event");
-    conflict
+    loop {
+        // Readiness events (ClientEvent::PriorityReady) come too; this waits for a conflict.
+        let event = tokio::time::timeout(WAIT, events.recv())
+            .await
+            .expect("an event")
+            .expect("event");
+        if let ClientEvent::Conflict(conflict) = event {
+            return conflict;
+        }
+    }
 }
 
 #[tokio::test]

@@ -68,9 +68,17 @@ async fn prepare_adds_tables_to_the_publication_with_full_replica_identity() {
 #[tokio::test]
 async fn uninstall_removes_slot_publication_and_schema_once_the_proxy_is_stopped() {
     let db = TestDb::new("ops_uninstall").await;
-    let client = db.connect().await;
+    let mut client = db.connect().await;
     client
         .batch_execute("CREATE TABLE a (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    // The example app, whose LWW trigger calls the proxy's shapesync.note_plain_write.
+    proxy::ops::migrations::apply(&mut client, &proxy::ops::migrations::embedded())
+        .await
+        .unwrap();
+    client
+        .batch_execute("INSERT INTO todos (owner_id, title) VALUES ('o', 'before')")
         .await
         .unwrap();
     let mut proxy = ProxyProcess::start(shapesync_bin!(), &db, &[]).await;
@@ -106,4 +114,16 @@ async fn uninstall_removes_slot_publication_and_schema_once_the_proxy_is_stopped
         .unwrap()
         .get(0);
     assert_eq!(left, 0);
+    // The application's trigger outlives the schema: plain SQL writes still work.
+    let moved: bool = client
+        .query_one(
+            "WITH old AS (SELECT id, updated_at FROM todos WHERE title = 'before')
+             UPDATE todos t SET title = 'after uninstall' FROM old WHERE t.id = old.id
+             RETURNING t.updated_at > old.updated_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(moved, "the trigger still dates plain writes");
 }

@@ -119,21 +119,38 @@ pub struct ShapeSummary {
     pub handle: Option<String>,
     pub offset: String,
     pub rows: i64,
+    /// The database position (LSN) the mirror of this shape includes: every transaction
+    /// committed at or before it (0 = none yet).
+    pub synced_up_to: u64,
+    /// Sync priority (0 first … 3 last).
+    pub priority: u8,
+    /// Its initial sync (or last refetch) is complete: the table is readable.
+    pub ready: bool,
 }
 
 impl StoreCore {
     pub fn shape_summaries(&self) -> Result<Vec<ShapeSummary>, ClientError> {
         let mut stmt = self.conn.prepare(
-            "SELECT name, pg_table, handle, \"offset\", schema IS NOT NULL
-             FROM _shapesync_shapes ORDER BY name",
+            "SELECT name, pg_table, handle, \"offset\", schema IS NOT NULL, global_lsn, priority
+             FROM _shapesync_shapes ORDER BY priority, name",
         )?;
-        let shapes: Vec<(String, String, Option<String>, String, bool)> = stmt
+        type Row = (String, String, Option<String>, String, bool, i64, u8);
+        let shapes: Vec<Row> = stmt
             .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
             })?
             .collect::<Result<_, _>>()?;
         let mut out = Vec::new();
-        for (name, table, handle, offset, synced) in shapes {
+        for (name, table, handle, offset, synced, global_lsn, priority) in shapes {
+            let ready = synced && offset != "-1";
             let rows = if synced {
                 self.conn
                     .query_row(&format!("SELECT count(*) FROM {}", quote(&name)), [], |r| {
@@ -149,6 +166,9 @@ impl StoreCore {
                 handle,
                 offset,
                 rows,
+                synced_up_to: global_lsn.max(0) as u64,
+                priority,
+                ready,
             });
         }
         Ok(out)

@@ -50,39 +50,55 @@ impl StoreCore {
     /// Registers a subscription and returns where it resumes. A changed definition starts
     /// from scratch.
     pub fn register(&mut self, spec: &ShapeSpec) -> Result<Cursor, ClientError> {
+        let cursor = self.register_definition(spec)?;
+        self.conn.execute(
+            "UPDATE _shapesync_shapes SET priority = ?2 WHERE name = ?1",
+            (&spec.name, spec.priority),
+        )?;
+        Ok(cursor)
+    }
+
+    fn register_definition(&mut self, spec: &ShapeSpec) -> Result<Cursor, ClientError> {
         let definition = spec.definition();
-        let stored: Option<(String, Option<String>, String, Option<String>)> = self
+        type Stored = (String, Option<String>, String, Option<String>, i64);
+        let stored: Option<Stored> = self
             .conn
             .query_row(
-                "SELECT definition, handle, \"offset\", schema FROM _shapesync_shapes WHERE name = ?1",
+                "SELECT definition, handle, \"offset\", schema, global_lsn
+                 FROM _shapesync_shapes WHERE name = ?1",
                 [&spec.name],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()?;
         match stored {
-            Some((stored_definition, handle, offset, schema))
+            Some((stored_definition, handle, offset, schema, global_lsn))
                 if stored_definition == definition =>
             {
                 Ok(Cursor {
                     handle,
                     offset,
                     schema_json: schema,
+                    global_lsn: global_lsn.max(0) as u64,
                 })
             }
-            Some((_, _, _, schema)) => {
+            Some((_, _, _, schema, _)) => {
+                // The rows are another shape's until the new snapshot commits: synced up to
+                // nothing yet.
                 self.conn.execute(
                     "UPDATE _shapesync_shapes SET definition = ?2, pg_table = ?3, handle = NULL,
-                     \"offset\" = '-1' WHERE name = ?1",
+                     \"offset\" = '-1', global_lsn = 0 WHERE name = ?1",
                     (&spec.name, &definition, &spec.table),
                 )?;
                 if let Some(state) = self.shapes.get_mut(&spec.name) {
                     state.definition = definition;
                     state.table = spec.table.clone();
+                    state.global_lsn = 0;
                 }
                 Ok(Cursor {
                     handle: None,
                     offset: "-1".into(),
                     schema_json: schema,
+                    global_lsn: 0,
                 })
             }
             None => {
@@ -106,6 +122,7 @@ impl StoreCore {
                     handle: None,
                     offset: "-1".into(),
                     schema_json: None,
+                    global_lsn: 0,
                 })
             }
         }

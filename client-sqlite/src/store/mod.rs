@@ -42,9 +42,17 @@ pub use outbox::{LocalWrite, WriteOp};
 
 /// Something the app may want to react to.
 #[derive(Debug, Clone)]
+// Events are rare (a conflict, a priority becoming ready): boxing the conflict would change
+// the API for nothing measurable.
+#[allow(clippy::large_enum_variant)]
 pub enum ClientEvent {
     /// A local write lost (some of) its columns or was rejected, and was rolled back.
     Conflict(Conflict),
+    /// Every shape of sync priority `priority` or a higher one has completed its initial sync
+    /// (or refetch) and is readable; `lsn` is the "synced up to" of the shape that completed
+    /// it (0 when the server had processed no transaction yet). Sent each time it becomes
+    /// ready (again after a refetch).
+    PriorityReady { priority: u8, lsn: u64 },
 }
 
 /// What the store knows about one subscribed shape.
@@ -66,6 +74,9 @@ pub struct Cursor {
     pub handle: Option<String>,
     pub offset: String,
     pub schema_json: Option<String>,
+    /// The `global_lsn` of the last committed up-to-date: every transaction committed in the
+    /// database at or before it is in the mirror ("synced up to").
+    pub global_lsn: u64,
 }
 
 /// State owned by the database thread.

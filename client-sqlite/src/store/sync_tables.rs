@@ -2,7 +2,8 @@
 //!
 //! - `_shapesync_meta`: the device's client id and the format version;
 //! - `_shapesync_shapes`: per subscription, its definition, handle, offset (as of the last
-//!   up-to-date), the `electric-schema` it was created from, the last `global_last_seen_lsn`;
+//!   up-to-date), the `electric-schema` it was created from, the last `global_last_seen_lsn`
+//!   (its "synced up to"), its sync priority;
 //! - `_shapesync_outbox`: local writes not yet answered, in order (`seq`), with the exact JSON
 //!   sent (so a retry sends the same mutation id);
 //! - `_shapesync_overlays`: per pending write, the values it put on top of the server's row,
@@ -74,6 +75,17 @@ CREATE TABLE IF NOT EXISTS _shapesync_conflicts (
 /// Creates the tables (idempotent) and returns the device's client id (made on first open).
 pub fn prepare(conn: &Connection, client_id: Option<&str>) -> rusqlite::Result<String> {
     conn.execute_batch(DDL)?;
+    // Added after format 1 shipped: files made before get it with the default (the last).
+    let has_priority: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('_shapesync_shapes') WHERE name = 'priority'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_priority {
+        conn.execute_batch(
+            "ALTER TABLE _shapesync_shapes ADD COLUMN priority INTEGER NOT NULL DEFAULT 3",
+        )?;
+    }
     conn.execute(
         "INSERT OR IGNORE INTO _shapesync_meta VALUES ('format_version', ?1)",
         [FORMAT_VERSION.to_string()],

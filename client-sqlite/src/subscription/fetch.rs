@@ -10,7 +10,7 @@ use super::{ShapeSync, SyncError};
 use crate::error::ClientError;
 use crate::schema_mapping::ShapeSchema;
 use crate::status::ShapePhase;
-use crate::store::BatchStep;
+use crate::store::{BatchStep, ClientEvent};
 
 impl ShapeSync {
     /// One request in `mode`, applied to the store as it streams.
@@ -162,7 +162,17 @@ impl ShapeSync {
         self.offset = offset;
         self.committed = (self.handle.clone(), self.offset.clone());
         self.up_to_date = true;
+        if let Some(lsn) = global_lsn {
+            self.synced = self.synced.max(lsn);
+            self.ctx.status.set_synced(&self.spec.name, self.synced);
+        }
         self.ctx.status.up_to_date(&self.spec.name);
+        for priority in self.ctx.status.set_ready(&self.spec.name, true) {
+            let _ = self.ctx.events.send(ClientEvent::PriorityReady {
+                priority,
+                lsn: self.synced,
+            });
+        }
         Ok(())
     }
 }

@@ -28,14 +28,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ClientError;
 use crate::schema_mapping::ShapeSchema;
 use crate::shape_spec::ShapeSpec;
 use crate::status::{ShapePhase, StatusBoard};
-use crate::store::{BatchStep, Change, Cursor, Store};
+use crate::store::{BatchStep, Change, ClientEvent, Cursor, Store};
 use backoff::Backoff;
 use request::Mode;
 
@@ -128,11 +128,18 @@ pub struct SyncContext {
     pub store: Store,
     pub status: StatusBoard,
     pub options: SyncOptions,
+    /// The newest sync-now target (an LSN from `GET /v1/lsn`): a subscription synced below it
+    /// leaves its live request and catches up (see [`crate::Client::sync_now`]).
+    pub sync_now: watch::Sender<u64>,
+    /// Where [`ClientEvent::PriorityReady`] goes.
+    pub events: broadcast::Sender<ClientEvent>,
 }
 
 pub(crate) enum SyncError {
     MustRefetch,
     SseUnsupported,
+    /// A sync-now asks for a position past this subscription's: leave the live request.
+    SyncNow,
     Client(ClientError),
 }
 
@@ -179,6 +186,12 @@ pub(crate) struct ShapeSync {
     /// The store's answer to the last step sent (one step in flight while the next is read).
     in_flight: Option<oneshot::Receiver<Result<(), ClientError>>>,
     batch_open: bool,
+    /// "Synced up to": the `global_last_seen_lsn` of the last committed up-to-date.
+    synced: u64,
+    /// Sync-now targets, and the last one a catch-up request was made for (one per target:
+    /// a server that answers below it is then waited for live, not asked again and again).
+    wanted: watch::Receiver<u64>,
+    caught_up_for: u64,
 }
 
 /// Runs a subscription until shutdown.
@@ -187,6 +200,7 @@ pub async fn run(ctx: Arc<SyncContext>, spec: ShapeSpec, cursor: Cursor, network
         .schema_json
         .as_deref()
         .and_then(|s| ShapeSchema::parse(s).ok());
+    ctx.status.set_synced(&spec.name, cursor.global_lsn);
     let mut sync = ShapeSync {
         sse: ctx.options.sse,
         handle: cursor.handle.clone(),
@@ -198,6 +212,9 @@ pub async fn run(ctx: Arc<SyncContext>, spec: ShapeSpec, cursor: Cursor, network
         pending: Vec::new(),
         in_flight: None,
         batch_open: false,
+        synced: cursor.global_lsn,
+        wanted: ctx.sync_now.subscribe(),
+        caught_up_for: 0,
         ctx,
         spec,
         network,
@@ -216,17 +233,37 @@ impl ShapeSync {
             if !self.network.wait_online().await {
                 break;
             }
+            // A first sync or a refetch waits for every shape of a higher priority.
+            if self.offset == "-1" && !self.batch_open && !self.wait_for_priorities().await {
+                break;
+            }
             // A batch open across requests (a snapshot in many responses) is still syncing.
             if !self.up_to_date && !self.batch_open {
                 self.ctx.status.set_phase(&name, ShapePhase::Connecting);
             }
-            let mode = match (self.up_to_date, self.sse) {
+            let wanted = *self.wanted.borrow_and_update();
+            let sync_now = self.synced < wanted && self.caught_up_for < wanted;
+            let mode = match (self.up_to_date && !sync_now, self.sse) {
                 (false, _) => Mode::CatchUp,
                 (true, true) => Mode::Sse,
                 (true, false) => Mode::LongPoll,
             };
+            if sync_now {
+                self.caught_up_for = wanted;
+            }
             let network = self.network.clone();
-            let result = network.guard(self.request(mode)).await;
+            let result = if mode == Mode::CatchUp {
+                network.guard(self.request(mode)).await
+            } else {
+                // A live request waits for news of this shape only; a sync-now needs an
+                // answer about a position, which a catch-up request gives at once.
+                let mut targets = self.wanted.clone();
+                let below = self.synced.max(self.caught_up_for);
+                tokio::select! {
+                    r = network.guard(self.request(mode)) => r,
+                    _ = targets.wait_for(|w| *w > below) => Err(SyncError::SyncNow),
+                }
+            };
             if let Err(err) = result {
                 let delay = self.fail(err, &mut backoff).await;
                 self.network.sleep(delay).await;
@@ -247,11 +284,13 @@ impl ShapeSync {
             SyncError::MustRefetch => {
                 tracing::info!(shape = name, "the server asks to fetch the shape again");
                 self.ctx.status.add_refetch();
+                self.ctx.status.set_ready(&name, false);
                 self.handle = None;
                 self.offset = "-1".into();
                 self.up_to_date = false;
                 Duration::ZERO
             }
+            SyncError::SyncNow => Duration::ZERO,
             SyncError::SseUnsupported => {
                 tracing::warn!(shape = name, "SSE unavailable: falling back to long-poll");
                 self.sse = false;
@@ -270,6 +309,22 @@ impl ShapeSync {
                     .set_phase(&name, ShapePhase::Error(e.to_string()));
                 backoff.next_delay(None).max(self.ctx.options.backoff_max)
             }
+        }
+    }
+
+    /// Waits until every shape of a higher priority is ready; `false` when shutting down.
+    async fn wait_for_priorities(&mut self) -> bool {
+        let priority = self.spec.priority;
+        let mut status = self.ctx.status.subscribe();
+        let held = !status.borrow().may_start(priority);
+        if held {
+            self.ctx
+                .status
+                .set_phase(&self.spec.name, ShapePhase::Waiting);
+        }
+        tokio::select! {
+            () = self.network.shutdown.cancelled() => false,
+            r = status.wait_for(|s| s.may_start(priority)) => r.is_ok(),
         }
     }
 

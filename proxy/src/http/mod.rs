@@ -5,6 +5,7 @@ mod credentials;
 pub mod error;
 mod health;
 pub mod listener;
+mod lsn;
 mod metrics;
 mod mutations;
 pub mod shape;
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
     let max_url = state.auth.max_url_bytes;
     Router::new()
         .route("/v1/health", get(health::get_health))
+        .route("/v1/lsn", get(lsn::get_lsn))
         .route("/metrics", get(metrics::get_metrics))
         .route(
             "/v1/shape",

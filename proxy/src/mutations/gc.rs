@@ -5,7 +5,9 @@
 //!   long devices stay offline);
 //! - registers of deleted rows (hard-delete tables) older than the same retention, and those of
 //!   dropped tables;
-//! - mutation ids older than their retention (a retry after that applies again).
+//! - mutation ids older than their retention (a retry after that applies again);
+//! - plain SQL writes recorded for rows whose registers are gone (purged above, or never
+//!   taken since), which no mutation would take.
 //!
 //! `shapesync gc` runs it once; `serve`/`dev` run it in the background.
 
@@ -77,6 +79,7 @@ pub async fn collect(client: &Client, policy: &GcPolicy) -> Result<GcReport, GcE
         report.clocks += repeat(client, PURGE_DELETED_CLOCKS, seconds).await?;
     }
     report.clocks += repeat(client, PURGE_DROPPED_TABLE_CLOCKS, 0.0).await?;
+    repeat(client, PURGE_ORPHAN_PLAIN_WRITES, 0.0).await?;
     let seconds = policy.mutation_id_retention.as_secs_f64();
     report.mutation_ids += repeat(client, PURGE_MUTATION_IDS, seconds).await?;
     Ok(report)
@@ -90,6 +93,12 @@ const PURGE_DELETED_CLOCKS: &str = "DELETE FROM shapesync.row_clocks WHERE ctid 
 const PURGE_DROPPED_TABLE_CLOCKS: &str = "DELETE FROM shapesync.row_clocks WHERE ctid IN (
      SELECT c.ctid FROM shapesync.row_clocks c
      WHERE $1::float8 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_class r WHERE r.oid = c.rel)
+     LIMIT $2 FOR UPDATE SKIP LOCKED)";
+
+const PURGE_ORPHAN_PLAIN_WRITES: &str = "DELETE FROM shapesync.plain_writes WHERE ctid IN (
+     SELECT p.ctid FROM shapesync.plain_writes p
+     WHERE $1::float8 IS NOT NULL AND NOT EXISTS (
+         SELECT 1 FROM shapesync.row_clocks c WHERE c.rel = p.rel AND c.key = p.key)
      LIMIT $2 FOR UPDATE SKIP LOCKED)";
 
 const PURGE_MUTATION_IDS: &str = "DELETE FROM shapesync.mutation_ids WHERE ctid IN (

@@ -23,12 +23,18 @@
 //! (`lww_written`).
 //!
 //! **Plain SQL writes** are seen through that column: a provided trigger sets it to `now()` on
-//! every UPDATE that does not set it (and the column's default covers INSERT). If the row's value
-//! differs from `lww_written` (or the row has no registers), a plain write happened at that time,
-//! and it counts as a write of every column and of the row's existence: each register's clock
-//! becomes max(its clock, (updated_at, "")). The row's physical state (present, tombstoned) is
-//! authoritative. A row that vanished while its existence register said live was deleted with
-//! plain SQL: that counts as a delete at the moment it is noticed.
+//! every UPDATE that changes something without setting it (and the column's default covers
+//! INSERT). If the row's value differs from `lww_written` (or the row has no registers), a plain
+//! write happened at that time. The trigger also records, for rows that have registers, which
+//! columns the UPDATE changed and when (`shapesync.plain_writes`, taken with the row as
+//! [`StoredRow::plain_writes`]): then only those registers get the plain write's clock
+//! (existence only when the tombstone column changed), so a device's edit of another column
+//! still wins. Without that record (a trigger that only dates the row, a row without
+//! registers, an INSERT) the plain write counts as a write of every column and of the row's
+//! existence: each register's clock becomes max(its clock, (updated_at, "")). The row's
+//! physical state (present, tombstoned) is authoritative. A row that vanished while its
+//! existence register said live was deleted with plain SQL: that counts as a delete at the
+//! moment it is noticed.
 
 use std::collections::BTreeMap;
 
@@ -74,6 +80,9 @@ impl RowClocks {
 pub struct StoredRow {
     pub values: Vec<Option<String>>,
     pub lww_micros: Option<i64>,
+    /// Columns plain SQL UPDATEs changed since the last mutation, with the time (µs) of the
+    /// last such change, as the trigger recorded them (empty when it recorded none).
+    pub plain_writes: BTreeMap<String, i64>,
 }
 
 impl StoredRow {
@@ -160,13 +169,29 @@ pub fn effective_clocks(
         return clocks;
     };
     let live = !row.is_tombstoned(table);
-    let plain_write = match row.lww_micros {
-        Some(micros) if stored.is_none() || clocks.lww_written != Some(micros) => {
-            Some(Clock::plain_sql(micros))
-        }
-        _ => None,
+    let moved = match row.lww_micros {
+        Some(micros) => stored.is_none() || clocks.lww_written != Some(micros),
+        None => false,
     };
-    if let Some(plain) = plain_write {
+    if stored.is_some() && !row.plain_writes.is_empty() {
+        // The trigger said which columns changed: only those were written.
+        let tombstone = table.tombstone.map(|i| table.column_name(i));
+        for (name, &micros) in &row.plain_writes {
+            let plain = Clock::plain_sql(micros);
+            if Some(name.as_str()) == tombstone {
+                let existence = clocks.existence_clock().filter(|c| **c > plain);
+                clocks.existence = Some((live, existence.cloned().unwrap_or(plain)));
+            } else if table.lww_columns().any(|i| table.column_name(i) == name) {
+                let clock = clocks.columns.get(name).filter(|c| **c > plain);
+                let clock = clock.cloned().unwrap_or(plain);
+                clocks.columns.insert(name.clone(), clock);
+            }
+        }
+        if moved {
+            clocks.lww_written = row.lww_micros;
+        }
+    } else if let Some(micros) = row.lww_micros.filter(|_| moved) {
+        let plain = Clock::plain_sql(micros);
         for index in table.lww_columns() {
             let name = table.column_name(index);
             let clock = clocks.columns.get(name).filter(|c| **c > plain);
@@ -358,6 +383,7 @@ mod tests {
         StoredRow {
             values,
             lww_micros: Some(lww),
+            plain_writes: BTreeMap::new(),
         }
     }
 
@@ -709,6 +735,7 @@ mod tests {
                 let fresh = StoredRow {
                     values: empty,
                     lww_micros: None,
+                    plain_writes: BTreeMap::new(),
                 };
                 Some(set(fresh, columns, *lww))
             }
@@ -789,5 +816,218 @@ mod tests {
         let backward = replay(&table, &[writes[1], writes[2], writes[0]]);
         assert_eq!(forward.0, backward.0);
         assert_eq!(forward.0.and_then(|row| row.values[TITLE].clone()), None);
+    }
+
+    const SLUG: usize = 3;
+
+    /// `notes` with `slug` a plain column (a second register besides `title`).
+    fn notes_with_slug() -> WritableTable {
+        let mut table = (*notes()).clone();
+        table.schema.columns[SLUG].generated = false;
+        assert_eq!(table.lww_columns().count(), 2);
+        table
+    }
+
+    #[test]
+    fn a_plain_sql_update_dates_only_the_columns_it_changed() {
+        let table = notes_with_slug();
+        let mut stored = written(10, "a", true);
+        stored
+            .columns
+            .insert("slug".to_owned(), Clock::new(10, "a"));
+        // The trigger recorded that a plain UPDATE at 25 changed the title only.
+        let mut current = row("sql", 25, false);
+        current.plain_writes.insert("title".to_owned(), 25);
+        let clock = Clock::new(20, "b");
+        let values = vec![
+            (TITLE, Some("device".to_owned())),
+            (SLUG, Some("device-slug".to_owned())),
+        ];
+        let plan = plan(
+            &table,
+            Some(&current),
+            Some(&stored),
+            &set_title(Op::Update, &clock, &values),
+            0,
+        );
+        assert_eq!(plan.lost, ["title"]);
+        assert!(plan.conflict && plan.live_after);
+        assert_eq!(plan.clocks.columns["title"], Clock::plain_sql(25));
+        assert_eq!(plan.clocks.columns["slug"], clock);
+        assert_eq!(
+            plan.clocks.existence,
+            Some((true, clock.clone())),
+            "a plain UPDATE of other columns does not write existence (else 25 would win)"
+        );
+        assert_eq!(
+            plan.write,
+            RowWrite::Update {
+                columns: vec![(SLUG, Some("device-slug".to_owned()))],
+                lww: Some(25),
+                tombstone: TombstoneChange::Keep
+            }
+        );
+        assert_eq!(plan.clocks.lww_written, Some(25));
+    }
+
+    #[test]
+    fn a_plain_sql_update_of_the_tombstone_column_writes_existence() {
+        let table = notes();
+        let stored = written(10, "a", true);
+        let mut current = row("x", 25, true);
+        current.plain_writes.insert("deleted_at".to_owned(), 25);
+        let clock = Clock::new(20, "b");
+        let values = title("device");
+        let plan = plan(
+            &table,
+            Some(&current),
+            Some(&stored),
+            &set_title(Op::Update, &clock, &values),
+            0,
+        );
+        assert!(
+            plan.conflict && !plan.live_after,
+            "the soft delete at 25 wins"
+        );
+        assert_eq!(plan.clocks.existence, Some((false, Clock::plain_sql(25))));
+        assert_eq!(
+            plan.clocks.columns["title"], clock,
+            "the title is still kept"
+        );
+    }
+
+    /// A write in a run with plain SQL writers.
+    #[derive(Debug, Clone, Copy)]
+    enum Event<'a> {
+        /// (µs, client, op, title, slug).
+        Mutation(i64, &'a str, Op, Option<&'a str>, Option<&'a str>),
+        /// A plain `UPDATE … SET column = value` at µs, with the trigger of the README.
+        Sql(i64, usize, &'a str),
+    }
+
+    /// Like [`replay`], with plain SQL writers: an UPDATE changes the stored row whatever the
+    /// clocks, moves the LWW column and, when the row has registers and the value changes,
+    /// records the column as the trigger does; the next mutation takes the record.
+    fn replay_events(table: &WritableTable, order: &[Event<'_>]) -> (Option<StoredRow>, RowClocks) {
+        let mut current: Option<StoredRow> = None;
+        let mut clocks: Option<RowClocks> = None;
+        for event in order {
+            match *event {
+                Event::Mutation(at, client, op, title, slug) => {
+                    let clock = Clock::new(at, client);
+                    let values: Vec<_> = [(TITLE, title), (SLUG, slug)]
+                        .into_iter()
+                        .filter_map(|(i, v)| v.map(|v| (i, Some(v.to_owned()))))
+                        .collect();
+                    let p = plan(
+                        table,
+                        current.as_ref(),
+                        clocks.as_ref(),
+                        &set_title(op, &clock, &values),
+                        0,
+                    );
+                    current = apply(table, current, &p.write, "k").map(|mut row| {
+                        row.plain_writes.clear();
+                        row
+                    });
+                    clocks = Some(p.clocks);
+                }
+                Event::Sql(at, column, value) => {
+                    let Some(row) = current.as_mut() else {
+                        continue;
+                    };
+                    if row.values[column].as_deref() == Some(value) {
+                        continue;
+                    }
+                    row.values[column] = Some(value.to_owned());
+                    row.lww_micros = Some(at);
+                    if clocks.is_some() {
+                        let name = table.column_name(column).to_owned();
+                        let recorded = row.plain_writes.entry(name).or_insert(at);
+                        *recorded = (*recorded).max(at);
+                    }
+                }
+            }
+        }
+        (current, clocks.unwrap_or_default())
+    }
+
+    /// What must not depend on the order: every value but the LWW column (a plain UPDATE
+    /// dates it `now()`, whatever newer clocks the row holds), and the registers.
+    fn outcome(
+        (row, clocks): (Option<StoredRow>, RowClocks),
+    ) -> (Option<Vec<Option<String>>>, RowClocks) {
+        let values = row.map(|mut row| {
+            row.values[UPDATED_AT] = None;
+            row.values
+        });
+        let clocks = RowClocks {
+            lww_written: None,
+            ..clocks
+        };
+        (values, clocks)
+    }
+
+    /// Orders a run can take: plain SQL writes happen at their time, in time order, and a
+    /// mutation arrives after its own clock, so after every SQL write older than it.
+    fn possible(order: &[Event<'_>]) -> bool {
+        let mut last_sql = i64::MIN;
+        for (i, event) in order.iter().enumerate() {
+            match *event {
+                Event::Sql(at, ..) if at < last_sql => return false,
+                Event::Sql(at, ..) => last_sql = at,
+                Event::Mutation(at, ..) => {
+                    let later_sql_first = order[i..]
+                        .iter()
+                        .any(|e| matches!(e, Event::Sql(sql_at, ..) if *sql_at < at));
+                    if later_sql_first {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    #[test]
+    fn every_possible_order_with_plain_sql_writers_ends_with_the_same_row() {
+        let table = notes_with_slug();
+        // The row exists (written through shapesync) before anything else.
+        let insert = Event::Mutation(10, "a", Op::Insert, Some("one"), Some("s1"));
+        let events = [
+            Event::Mutation(20, "b", Op::Update, Some("two"), None),
+            Event::Mutation(30, "c", Op::Delete, None, None),
+            Event::Mutation(25, "d", Op::Update, Some("late"), Some("s-late")),
+            Event::Mutation(40, "e", Op::Upsert, None, None),
+            Event::Mutation(15, "f", Op::Update, None, Some("s-old")),
+            Event::Sql(22, TITLE, "sql-22"),
+            Event::Sql(27, SLUG, "sql-27"),
+            Event::Sql(35, TITLE, "sql-35"),
+        ];
+        let mut expected = None;
+        let mut orders = 0;
+        for order in permutations(events.len()) {
+            let run: Vec<_> = std::iter::once(insert)
+                .chain(order.iter().map(|&i| events[i]))
+                .collect();
+            if !possible(&run) {
+                continue;
+            }
+            orders += 1;
+            let got = outcome(replay_events(&table, &run));
+            match &expected {
+                None => expected = Some(got),
+                Some(first) => assert_eq!(&got, first, "order {order:?}"),
+            }
+        }
+        assert!(orders > 500, "{orders} orders");
+        let (values, clocks) = expected.expect("some order");
+        let values = values.expect("the row");
+        // Per column, the newest write, whether a mutation or plain SQL.
+        assert_eq!(values[TITLE].as_deref(), Some("sql-35"));
+        assert_eq!(values[SLUG].as_deref(), Some("sql-27"));
+        assert_eq!(values[DELETED_AT], None, "resurrected by the upsert at 40");
+        assert_eq!(clocks.columns["title"], Clock::plain_sql(35));
+        assert_eq!(clocks.columns["slug"], Clock::plain_sql(27));
     }
 }

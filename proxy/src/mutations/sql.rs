@@ -74,6 +74,11 @@ fn keyed_unnest(table: &WritableTable, extra: &[(&str, &str)]) -> (String, Strin
     )
 }
 
+/// Takes (deletes and returns) the columns plain SQL UPDATEs changed in rows of a table since
+/// their last mutation: (key, column, µs). Params: rel, key ids.
+pub const TAKE_PLAIN_WRITES: &str = "DELETE FROM shapesync.plain_writes \
+     WHERE rel = $1 AND key = ANY($2::text[]) RETURNING key, col, at_us";
+
 /// Locks and reads rows by key. Params: the key arrays.
 pub fn lock_rows(table: &WritableTable) -> String {
     let (unnest, join) = keyed_unnest(table, &[]);

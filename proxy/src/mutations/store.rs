@@ -113,7 +113,12 @@ fn stored_row(
         .collect();
     let key =
         key.ok_or_else(|| MutationError::Internal("a row came back without its key".into()))?;
-    Ok((key_id(&key), StoredRow { values, lww_micros }))
+    let row = StoredRow {
+        values,
+        lww_micros,
+        plain_writes: BTreeMap::new(),
+    };
+    Ok((key_id(&key), row))
 }
 
 /// Locks the rows and registers of `keys` and reads them.
@@ -127,13 +132,16 @@ pub async fn lock(
     let params = key_params(table, &key_lists);
     let lock_clocks = conn.prepare(sql::LOCK_CLOCKS).await?;
     let lock_rows = conn.prepare(&sql::lock_rows(table)).await?;
-    // Registers first, then rows (the order every writer uses), pipelined.
+    let take_plain = conn.prepare(sql::TAKE_PLAIN_WRITES).await?;
+    // Registers first, then rows (the order every writer uses), then the plain writes the
+    // trigger recorded while holding a row (taken under its lock), pipelined.
     let client = conn.client();
     let clock_params: [&(dyn ToSql + Sync); 2] = [&table.schema.oid, &ids];
     let row_params = refs(&params);
-    let (clock_rows, data_rows) = tokio::try_join!(
+    let (clock_rows, data_rows, plain_rows) = tokio::try_join!(
         client.query(&lock_clocks, &clock_params),
         client.query(&lock_rows, &row_params),
+        client.query(&take_plain, &clock_params),
     )?;
     let mut states: HashMap<String, KeyState> = keys
         .keys()
@@ -158,6 +166,15 @@ pub async fn lock(
     for row in data_rows {
         let (id, stored) = stored_row(table, &row)?;
         states.entry(id).or_default().row = Some(stored);
+    }
+    // Only for rows still there: a vanished row counts as deleted, whatever it was before.
+    for row in plain_rows {
+        let id: String = row.try_get(0)?;
+        let column: String = row.try_get(1)?;
+        let micros: i64 = row.try_get(2)?;
+        if let Some(stored) = states.get_mut(&id).and_then(|s| s.row.as_mut()) {
+            stored.plain_writes.insert(column, micros);
+        }
     }
     Ok(states)
 }

@@ -17,6 +17,7 @@ const STEPS: &[(&str, &str)] = &[
         "COMMENT ON SCHEMA shapesync IS 'shapesync proxy objects: managed by the proxy, removed by shapesync uninstall'",
     ),
     ("0002_mutations", MUTATIONS_STEP),
+    ("0003_plain_writes", PLAIN_WRITES_STEP),
 ];
 
 /// The write path's objects (see `mutations`): last-write-wins registers per row, mutation ids
@@ -66,6 +67,65 @@ BEGIN
         END;
         RETURN NEXT;
     END LOOP;
+END
+$fn$;
+";
+
+/// Per-column plain SQL writes (see `mutations::lww`): the application's LWW trigger calls
+/// `note_plain_write` on every plain UPDATE that changes something, which records, for a row
+/// that has registers, the columns whose value changed and when (the row's new LWW value); the
+/// next mutation of the row takes them (`DELETE … RETURNING`) and dates only those registers.
+/// The trigger never touches `row_clocks` itself (only reads it): mutations lock `row_clocks`
+/// then the data row, and a trigger holds the data row lock. SECURITY DEFINER, so roles that
+/// write with SQL need no grant on this schema; it can only date registers, never change data.
+/// Keys match `row_clocks.key` for key types whose JSON and text forms agree (integers,
+/// numeric, text, uuid, …); for others nothing is recorded and the row keeps the
+/// every-column behaviour.
+const PLAIN_WRITES_STEP: &str = "
+CREATE TABLE shapesync.plain_writes (
+    rel    oid    NOT NULL,
+    key    text   NOT NULL,
+    col    text   NOT NULL,
+    at_us  bigint NOT NULL,
+    PRIMARY KEY (rel, key, col)
+);
+COMMENT ON TABLE shapesync.plain_writes IS 'columns that plain SQL UPDATEs changed in rows that have last-write-wins registers, and when; taken by the next mutation of the row';
+
+CREATE FUNCTION shapesync.note_plain_write(table_oid oid, old_row jsonb, new_row jsonb, lww_column text)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    root oid := coalesce(pg_partition_root(table_oid), table_oid);
+    row_key text;
+    lww_type oid;
+    written_us bigint;
+BEGIN
+    SELECT to_json(array_agg(old_row ->> a.attname ORDER BY k.ord))::text INTO row_key
+      FROM pg_index i
+     CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+     WHERE i.indrelid = root AND i.indisprimary;
+    IF row_key IS NULL OR NOT EXISTS (
+        SELECT 1 FROM shapesync.row_clocks c WHERE c.rel = root AND c.key = row_key) THEN
+        RETURN;
+    END IF;
+    -- Dated as the proxy dates the whole row: by the new value of the LWW column.
+    SELECT a.atttypid INTO lww_type FROM pg_attribute a
+     WHERE a.attrelid = root AND a.attname = lww_column AND NOT a.attisdropped;
+    written_us := CASE
+        WHEN new_row ->> lww_column IS NULL THEN NULL
+        WHEN lww_type = 'timestamptz'::regtype
+            THEN (extract(epoch FROM (new_row ->> lww_column)::timestamptz) * 1000000)::int8
+        WHEN lww_type = 'timestamp'::regtype
+            THEN (extract(epoch FROM (new_row ->> lww_column)::timestamp) * 1000000)::int8
+    END;
+    -- Every changed column, the LWW column too: an UPDATE of it alone then writes no data
+    -- column (the proxy counts only its registers), where no record would mean all of them.
+    INSERT INTO shapesync.plain_writes AS p (rel, key, col, at_us)
+    SELECT root, row_key, n.key,
+           coalesce(written_us, (extract(epoch FROM now()) * 1000000)::int8)
+      FROM jsonb_each(new_row) AS n
+     WHERE n.value IS DISTINCT FROM old_row -> n.key
+    ON CONFLICT (rel, key, col) DO UPDATE SET at_us = greatest(p.at_us, excluded.at_us);
 END
 $fn$;
 ";

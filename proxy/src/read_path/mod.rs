@@ -166,6 +166,11 @@ impl Shapes {
         *self.last_seen.borrow()
     }
 
+    /// The shared connection for short catalog and control queries (not snapshots).
+    pub fn metadata(&self) -> &MetadataClient {
+        &self.metadata
+    }
+
     pub fn watch_last_seen(&self) -> watch::Receiver<Lsn> {
         self.last_seen.subscribe()
     }

@@ -8,7 +8,7 @@ mod settlement;
 mod simulation;
 mod support;
 
-use client_sqlite::{ClientEvent, ShapeSpec, SyncState};
+use client_sqlite::{ShapeSpec, SyncState};
 use gate::{Hold, gated_todos_client};
 use serde_json::json;
 use support::{CLIENT_TODOS, PG_TODOS, count, env, eventually, object, rows, todos, uuid};
@@ -148,11 +148,7 @@ async fn a_stale_local_update_ends_as_the_server_row_plus_one_conflict() {
     ))
     .await;
     client.set_online(true);
-    let event = tokio::time::timeout(support::WAIT, events.recv())
-        .await
-        .expect("a conflict event")
-        .expect("event");
-    let ClientEvent::Conflict(conflict) = event;
+    let conflict = support::next_conflict(&mut events).await;
     assert_eq!(conflict.status, "conflict");
     assert_eq!(conflict.lost, vec!["title".to_owned()]);
     assert_eq!(conflict.server["title"], "newer");
@@ -347,10 +343,7 @@ async fn a_type_change_and_a_dropped_column_keep_pending_writes_on_the_new_table
 
     gate.release();
     // The write to the dropped column is refused and rolled back; the other one is applied.
-    let ClientEvent::Conflict(conflict) = tokio::time::timeout(support::WAIT, events.recv())
-        .await
-        .expect("a conflict event")
-        .expect("event");
+    let conflict = support::next_conflict(&mut events).await;
     assert_eq!(conflict.status, "rejected");
     assert_eq!(conflict.row_key, format!("[\"{}\"]", uuid(2)));
     assert!(conflict.reason.contains("done"), "{}", conflict.reason);

@@ -44,6 +44,12 @@ impl RowModel {
         if self.live.is_none_or(|(t, _)| at >= t) {
             self.live = Some((at, live));
         }
+        self.write_columns(at, values);
+    }
+
+    /// A write of some columns that leaves existence alone (a plain SQL UPDATE that does not
+    /// change the tombstone).
+    fn write_columns(&mut self, at: i64, values: &[(&'static str, Value)]) {
         for (column, value) in values {
             let register = self
                 .columns
@@ -401,11 +407,11 @@ impl Sim {
     }
 
     /// Plain SQL on a row the devices write, setting every column the model follows and the
-    /// tombstone, at an `updated_at` from the devices' clock: it counts as a write of every
-    /// column and of existence at that time (proxy/ARCHITECTURE.md, "The write path"),
-    /// whatever the row held, so
-    /// the model knows the winner whichever order device writes reach the server in. (A device
-    /// write made later has a later clock and beats it; one made earlier loses.)
+    /// tombstone, at an `updated_at` from the devices' clock: it counts as a write, at that
+    /// time, of the columns it changes (and of existence if it changes the tombstone) on rows
+    /// a mutation wrote, of every column and existence on others (proxy/ARCHITECTURE.md, "The
+    /// write path"). (A device write made later has a later clock and beats it; one made
+    /// earlier loses the columns it changed.)
     async fn sql_write_device_row(&mut self) {
         // Rows still only in an offline device's outbox are not on the server yet: a few tries.
         for _ in 0..3 {
@@ -437,27 +443,48 @@ impl Sim {
         } else {
             stamp.clone()
         };
-        let updated = self
+        // The values before the UPDATE, and whether the trigger (migrations/0004) recorded
+        // which columns it changed, which it does for rows a mutation wrote: then the UPDATE
+        // writes only the columns it changes, and existence only if `deleted_at` changes.
+        // Otherwise (a row only plain SQL wrote so far) it writes every column and existence.
+        let rows = self
             .env
             .pg_rows(&format!(
-                "UPDATE todos SET title = '{title}', done = {done}, position = {position},
+                "BEGIN;
+                 WITH old AS (SELECT id, title, done, position, deleted_at FROM todos
+                              WHERE id = '{id}' FOR UPDATE)
+                 UPDATE todos t SET title = '{title}', done = {done}, position = {position},
                         deleted_at = {deleted_at}, updated_at = {stamp}
-                 WHERE id = '{id}' RETURNING id"
+                 FROM old WHERE t.id = old.id
+                 RETURNING old.title, old.done, old.position::float8, old.deleted_at IS NULL;
+                 SELECT count(*) FROM shapesync.plain_writes
+                 WHERE key = to_json(ARRAY['{id}'])::text;
+                 COMMIT;"
             ))
             .await;
-        if updated.is_empty() {
+        let [old, recorded] = rows.as_slice() else {
             return false;
+        };
+        let text = |i: usize| old.get(i).cloned().flatten();
+        let per_column = recorded.first().cloned().flatten().as_deref() != Some("0");
+        let mut values = Vec::new();
+        if !per_column || text(0).as_deref() != Some(title.as_str()) {
+            values.push(("title", json!(title)));
         }
+        if !per_column || text(1).as_deref() != Some(if done { "t" } else { "f" }) {
+            values.push(("done", json!(done)));
+        }
+        if !per_column || text(2).and_then(|p| p.parse::<f64>().ok()) != Some(f64::from(position)) {
+            values.push(("position", json!(position)));
+        }
+        let was_live = text(3).as_deref() == Some("t");
         self.sql_device_writes += 1;
-        self.model.entry(id).or_default().write(
-            at,
-            live,
-            &[
-                ("title", json!(title)),
-                ("done", json!(done)),
-                ("position", json!(position)),
-            ],
-        );
+        let model = self.model.entry(id).or_default();
+        if per_column && was_live && live {
+            model.write_columns(at, &values);
+        } else {
+            model.write(at, live, &values);
+        }
         true
     }
 

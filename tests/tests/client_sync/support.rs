@@ -194,3 +194,18 @@ fn chrono_micros() -> i64 {
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0)
 }
+
+/// The next conflict on the client's events (readiness events are skipped).
+pub async fn next_conflict(
+    events: &mut tokio::sync::broadcast::Receiver<client_sqlite::ClientEvent>,
+) -> client_sqlite::Conflict {
+    loop {
+        let event = tokio::time::timeout(WAIT, events.recv())
+            .await
+            .expect("a conflict event")
+            .expect("event");
+        if let client_sqlite::ClientEvent::Conflict(conflict) = event {
+            return conflict;
+        }
+    }
+}

@@ -2,7 +2,10 @@
 //! and deletes: every final column is the value of the newest (timestamp, client id) write of
 //! it, a row is deleted exactly when its newest write is a delete, and the same mutations,
 //! shuffled, give the same rows in a fresh table. Timestamps come from a small pool, so
-//! writers often tie and the client id decides. Seeded: `SHAPESYNC_SEED` replays a run.
+//! writers often tie and the client id decides. Then the same mutations, shuffled again, with
+//! plain SQL `UPDATE`s of some columns in the mix (through the example app's trigger), in a
+//! third table, twice in different orders: per column the newest write wins, a mutation or
+//! SQL. Seeded: `SHAPESYNC_SEED` replays a run.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -20,6 +23,8 @@ const COLUMNS: [&str; 3] = ["title", "done", "position"];
 /// Distinct timestamps (whole seconds) the writers draw from: fewer than the writes of all
 /// writers together, so that different writers often share one.
 const INSTANTS: i64 = 96;
+/// Plain SQL `UPDATE`s in the mix of the last replays.
+const SQL_WRITES: i64 = 30;
 /// 2026-01-01T00:00:00Z, where `at(0)` is, in µs.
 const BASE_MICROS: i64 = 1_767_225_600_000_000;
 
@@ -34,19 +39,40 @@ struct Write {
 
 impl Write {
     fn mutation(&self, id: String, table: &str) -> Value {
-        let timestamp = format!(
-            "{}.{:06}Z",
-            &at(self.micros / 1_000_000)[..19],
-            self.micros % 1_000_000
-        );
+        let timestamp = timestamp(self.micros);
         let op = if self.is_delete() { "delete" } else { "upsert" };
         json!({"id": id, "table": table, "op": op, "key": {"id": todo_id(self.row)},
                "values": self.values, "timestamp": timestamp})
     }
 
+    /// This write as a plain SQL `UPDATE` dated by its clock (a SQL writer's).
+    async fn sql_update(&self, client: &tokio_postgres::Client, table: &str) {
+        let sets: Vec<String> = self
+            .values
+            .iter()
+            .map(|(column, value)| format!("{column} = '{value}'"))
+            .collect();
+        let sql = format!(
+            "UPDATE {table} SET {}, updated_at = '{}' WHERE id = '{}'",
+            sets.join(", "),
+            timestamp(self.micros),
+            todo_id(self.row)
+        );
+        client.batch_execute(&sql).await.expect(&sql);
+    }
+
     fn is_delete(&self) -> bool {
         self.values.is_empty()
     }
+}
+
+/// RFC 3339 with microseconds of `micros` after `at(0)`.
+fn timestamp(micros: i64) -> String {
+    format!(
+        "{}.{:06}Z",
+        &at(micros / 1_000_000)[..19],
+        micros % 1_000_000
+    )
 }
 
 fn seed() -> u64 {
@@ -186,10 +212,20 @@ async fn concurrent_writers_converge_to_the_newest_write_of_every_column_in_any_
     let h = harness_with("mut_determinism", |config| {
         config.writes.writable = proxy::mutations::config::Writable::All;
         config.tombstones.push("todos_replay".parse().unwrap());
+        config.tombstones.push("todos_sql_a".parse().unwrap());
+        config.tombstones.push("todos_sql_b".parse().unwrap());
     })
     .await;
     h.client
-        .batch_execute("CREATE TABLE todos_replay (LIKE todos INCLUDING ALL)")
+        .batch_execute(
+            "CREATE TABLE todos_replay (LIKE todos INCLUDING ALL);
+             CREATE TABLE todos_sql_a (LIKE todos INCLUDING ALL);
+             CREATE TABLE todos_sql_b (LIKE todos INCLUDING ALL);
+             CREATE TRIGGER todos_sql_a_touch BEFORE UPDATE ON todos_sql_a
+                 FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
+             CREATE TRIGGER todos_sql_b_touch BEFORE UPDATE ON todos_sql_b
+                 FOR EACH ROW EXECUTE FUNCTION touch_updated_at();",
+        )
         .await
         .unwrap();
     // Every row exists first, written long before the random writes.
@@ -296,4 +332,111 @@ async fn concurrent_writers_converge_to_the_newest_write_of_every_column_in_any_
         .await;
     }
     assert_eq!(rows(&h.client, "todos_replay").await, actual, "seed {seed}");
+
+    // With plain SQL writers: each happens at its time (`updated_at` set to it), so every
+    // mutation with a later clock arrives after it; the others anywhere.
+    let sql = random_sql_writes(&mut rng);
+    let mut with_sql = replay.clone();
+    with_sql.extend(sql.iter().cloned());
+    let want = self::expected(&with_sql);
+    let want_times = expected_times_with_sql(&with_sql);
+    let mut runs = Vec::new();
+    for table in ["todos_sql_a", "todos_sql_b"] {
+        let seeded = send(&h.router, "seed", false, insert_seed(table)).await;
+        assert_eq!(status(&seeded["results"][0]), "applied", "{seeded}");
+        for (i, event) in interleave(&replay, &sql, &mut rng).into_iter().enumerate() {
+            if event.client.is_empty() {
+                event.sql_update(&h.client, table).await;
+            } else {
+                send(
+                    &h.router,
+                    &event.client,
+                    false,
+                    vec![event.mutation(format!("{table}-{i}"), table)],
+                )
+                .await;
+            }
+        }
+        let got = rows(&h.client, table).await;
+        for (n, row) in (1..=ROWS).zip(&got) {
+            for (c, column) in COLUMNS.iter().enumerate() {
+                let want = &want[&(n, *column)];
+                let got = row[c + 1].clone().unwrap_or_default();
+                let (got, want) = if *column == "done" {
+                    (got[..1].to_owned(), want[..1].to_owned())
+                } else {
+                    (got, want.clone())
+                };
+                assert_eq!(got, want, "{table} row {n} column {column} (seed {seed})");
+            }
+        }
+        let got_times = times(&h.client, table).await;
+        for (n, got) in (1..=ROWS).zip(&got_times) {
+            assert_eq!(
+                *got, want_times[&n],
+                "{table} row {n} (updated_at, deleted_at) (seed {seed})"
+            );
+        }
+        runs.push(got);
+    }
+    assert_eq!(runs[0], runs[1], "two orders, one result (seed {seed})");
+}
+
+/// Plain SQL writes: distinct values (a write that sets a value already there is no write),
+/// at half seconds (never tied with a mutation), of the title and/or position.
+fn random_sql_writes(rng: &mut StdRng) -> Vec<Write> {
+    (0..SQL_WRITES)
+        .map(|k| {
+            let mut values = BTreeMap::new();
+            while values.is_empty() {
+                if rng.random_bool(0.5) {
+                    values.insert("title", format!("sql {k}"));
+                }
+                if rng.random_bool(0.5) {
+                    values.insert("position", (2000 + k).to_string());
+                }
+            }
+            Write {
+                client: String::new(),
+                row: rng.random_range(1..=ROWS),
+                micros: rng.random_range(1..=INSTANTS) * 1_000_000 - 500_000,
+                values,
+            }
+        })
+        .collect()
+}
+
+/// A random order of `mutations` and `sql` (plain SQL writes, in time order) that could happen:
+/// a mutation arrives after every plain SQL write older than it.
+fn interleave(mutations: &[Write], sql: &[Write], rng: &mut StdRng) -> Vec<Write> {
+    let mut sql: Vec<Write> = sql.to_vec();
+    sql.sort_by_key(|w| w.micros);
+    let mut buckets: Vec<Vec<Write>> = vec![Vec::new(); sql.len() + 1];
+    for write in mutations {
+        let earliest = sql.iter().filter(|s| s.micros < write.micros).count();
+        buckets[rng.random_range(earliest..=sql.len())].push(write.clone());
+    }
+    let mut order = Vec::new();
+    for (b, mut bucket) in buckets.into_iter().enumerate() {
+        if b > 0 {
+            order.push(sql[b - 1].clone());
+        }
+        bucket.shuffle(rng);
+        order.extend(bucket);
+    }
+    order
+}
+
+/// Like [`expected_times`], where plain SQL writes move `updated_at` but never existence.
+fn expected_times_with_sql(writes: &[Write]) -> BTreeMap<u32, (i64, Option<i64>)> {
+    let mut out = BTreeMap::new();
+    for row in 1..=ROWS {
+        let of_row = || writes.iter().filter(move |w| w.row == row);
+        let newest = |w: &&Write| (w.micros, w.client.clone());
+        let updated = of_row().max_by_key(newest).map_or(0, |w| w.micros);
+        let existence = of_row().filter(|w| !w.client.is_empty()).max_by_key(newest);
+        let deleted = existence.filter(|w| w.is_delete()).map(|w| w.micros);
+        out.insert(row, (updated, deleted));
+    }
+    out
 }

@@ -130,7 +130,8 @@ async fn plain_sql_writes_count_through_a_custom_lww_column_with_the_readme_trig
         before_stale.0.2 > micros(&from_now(-60)),
         "the trigger moved modified_at to now()"
     );
-    // Device edits made an hour ago lose to both plain SQL writes.
+    // Device edits made an hour ago: on the updated row only the name, which the plain UPDATE
+    // changed, is lost; the plainly inserted row was written whole after them.
     let stale = h
         .send(
             "b",
@@ -149,9 +150,15 @@ async fn plain_sql_writes_count_through_a_custom_lww_column_with_the_readme_trig
     for (i, result) in stale["results"].as_array().unwrap().iter().enumerate() {
         assert_eq!(status(result), "conflict", "{i}: {stale}");
     }
-    assert_eq!(stale["results"][0]["lost"], json!(["name", "qty"]));
+    assert_eq!(stale["results"][0]["lost"], json!(["name"]));
     assert_eq!(stale["results"][0]["row"]["name"], "admin");
-    assert_eq!((row(&h, 1).await, row(&h, 2).await), before_stale);
+    assert_eq!(stale["results"][0]["row"]["qty"], "5");
+    assert_eq!(stale["results"][1]["lost"], json!(["qty"]));
+    let admin = before_stale.0.clone();
+    assert_eq!(
+        (row(&h, 1).await, row(&h, 2).await),
+        (("admin".into(), 5, admin.2), before_stale.1)
+    );
     // One made after them wins.
     let newer = h
         .send(
@@ -162,4 +169,50 @@ async fn plain_sql_writes_count_through_a_custom_lww_column_with_the_readme_trig
     assert_eq!(status(&newer["results"][0]), "applied", "{newer}");
     assert_eq!(row(&h, 1).await.0, "admin");
     assert_eq!(row(&h, 1).await.1, 6);
+}
+
+#[tokio::test]
+async fn a_plain_sql_update_that_changes_nothing_is_no_write() {
+    let h = items("mut_lww_column_unchanged").await;
+    let inserted = from_now(-7200);
+    h.send(
+        "a",
+        vec![item(
+            "m1",
+            "insert",
+            1,
+            json!({"name": "device", "qty": 1}),
+            &inserted,
+        )],
+    )
+    .await;
+    // A backend job that sets what is already there, in every way it can.
+    h.client
+        .batch_execute(
+            "UPDATE items SET name = name WHERE id = 1;
+             UPDATE items SET name = 'device', qty = 1 WHERE id = 1;",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row(&h, 1).await,
+        ("device".into(), 1, micros(&inserted)),
+        "the LWW column did not move"
+    );
+    // So a device edit made after the insert, long before the job, still wins.
+    let edit = h
+        .send(
+            "b",
+            vec![item(
+                "m2",
+                "update",
+                1,
+                json!({"name": "edited", "qty": 2}),
+                &from_now(-3600),
+            )],
+        )
+        .await;
+    assert_eq!(status(&edit["results"][0]), "applied", "{edit}");
+    assert_eq!(row(&h, 1).await.0, "edited");
+    assert_eq!(row(&h, 1).await.1, 2);
 }

@@ -406,7 +406,7 @@ async fn a_timestamp_far_in_the_future_is_clamped_and_says_so() {
 }
 
 #[tokio::test]
-async fn a_plain_sql_update_between_mutations_is_respected_by_lww() {
+async fn a_plain_sql_update_between_mutations_wins_only_the_columns_it_changed() {
     let h = harness("mut_plain_sql").await;
     h.send(
         "a",
@@ -428,7 +428,8 @@ async fn a_plain_sql_update_between_mutations_is_respected_by_lww() {
         .await
         .unwrap();
     let admin_time = h.todo(&todo_id(1), "updated_at").await;
-    // A device edit made an hour ago, arriving after it, loses every column.
+    // A device edit made an hour ago, arriving after it, loses the title, which the plain
+    // SQL write changed, and keeps its position, which nobody else wrote.
     let stale = h
         .send(
             "b",
@@ -443,9 +444,14 @@ async fn a_plain_sql_update_between_mutations_is_respected_by_lww() {
         .await;
     let result = &stale["results"][0];
     assert_eq!(status(result), "conflict", "{stale}");
-    assert_eq!(result["lost"], json!(["position", "title"]));
+    assert_eq!(result["lost"], json!(["title"]));
     assert_eq!(result["row"]["title"], "admin");
-    assert_eq!(h.todo(&todo_id(1), "updated_at").await, admin_time);
+    assert_eq!(result["row"]["position"], "7");
+    assert_eq!(
+        h.todo(&todo_id(1), "updated_at").await,
+        admin_time,
+        "the newest write in the row is still the plain SQL one"
+    );
     // A device edit made after the plain SQL write (within the allowed skew) wins.
     let newer = h
         .send(
@@ -463,7 +469,7 @@ async fn a_plain_sql_update_between_mutations_is_respected_by_lww() {
     assert_eq!(newer["results"][0]["clamped_to"], json!(null), "{newer}");
     assert_eq!(
         h.todo(&todo_id(1), "title, position").await,
-        Some(vec![Some("newest".into()), Some("1".into())])
+        Some(vec![Some("newest".into()), Some("7".into())])
     );
 }
 
