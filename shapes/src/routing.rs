@@ -17,9 +17,12 @@
 //! Hash keys are normalised through the column's type ([`value::equality_key`]), so `id = '01'`
 //! and a row with `1`, or a uuid written in capitals, cannot miss. Integer columns are keyed
 //! by the integer itself.
+//!
+//! A table is found by name once, as a [`TableSlot`]; changes are routed by slot, so the
+//! per-change path hashes no table name. A table keeps its slot for the index's life (also
+//! while it has no shape), so a slot a caller kept never points at another table.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use crate::schema::{QualifiedName, TableSchema};
 use crate::where_clause::WhereClause;
@@ -30,6 +33,19 @@ use crate::where_clause::value;
 /// A shape's id in the index (the proxy's own numbering).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShapeId(pub u64);
+
+/// A table's place in a [`ShapeIndex`], from [`ShapeIndex::insert`] or [`ShapeIndex::slot`].
+/// Slots are numbered densely from 0 in the order tables first got a shape, so callers can keep
+/// their own per-table data in a `Vec` ([`TableSlot::index`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TableSlot(u32);
+
+impl TableSlot {
+    /// The slot's number, dense from 0.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
 
 /// What a change means for one shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -187,17 +203,20 @@ struct TableIndex {
 ///     columns: vec![col("id", "int8"), col("owner", "text")] };
 /// let mut index = ShapeIndex::default();
 /// let w = WhereClause::parse("owner = 'ann'", &Default::default(), &table).unwrap();
-/// index.insert(ShapeId(1), &table, Some(&w));
+/// let slot = index.insert(ShapeId(1), &table, Some(&w));
+/// assert_eq!(index.slot(&table.name), Some(slot));
 /// let old = [Some("1".to_string()), Some("ann".to_string())];
 /// let new = [Some("1".to_string()), Some("bob".to_string())];
 /// let mut out = Vec::new();
-/// index.route(&table.name, Some(&old), Some(&new), &mut out);
+/// index.route(slot, Some(&old), Some(&new), &mut out);
 /// assert_eq!(out, [(ShapeId(1), RowChange::Delete)]);
 /// ```
 #[derive(Debug, Default)]
 pub struct ShapeIndex {
-    tables: HashMap<Arc<QualifiedName>, TableIndex>,
-    table_of: HashMap<ShapeId, Arc<QualifiedName>>,
+    slots: HashMap<QualifiedName, TableSlot>,
+    /// By [`TableSlot::index`].
+    tables: Vec<TableIndex>,
+    table_of: HashMap<ShapeId, TableSlot>,
 }
 
 /// Candidate flags: found by the old row, found by the new row, match known without evaluating.
@@ -255,36 +274,51 @@ impl Candidates {
 }
 
 impl ShapeIndex {
-    /// Registers (or re-registers) shape `id` on `table`; `None` = every row.
-    pub fn insert(&mut self, id: ShapeId, table: &TableSchema, where_: Option<&WhereClause>) {
+    /// Registers (or re-registers) shape `id` on `table`; `None` = every row. Returns the
+    /// table's slot.
+    pub fn insert(
+        &mut self,
+        id: ShapeId,
+        table: &TableSchema,
+        where_: Option<&WhereClause>,
+    ) -> TableSlot {
         self.remove(id);
-        let name = match self.tables.get_key_value(&table.name) {
-            Some((k, _)) => Arc::clone(k),
-            None => Arc::new(table.name.clone()),
+        let slot = match self.slots.get(&table.name) {
+            Some(slot) => *slot,
+            None => {
+                let slot =
+                    TableSlot(u32::try_from(self.tables.len()).expect("fewer than 2^32 tables"));
+                self.tables.push(TableIndex::default());
+                self.slots.insert(table.name.clone(), slot);
+                slot
+            }
         };
-        let ti = self.tables.entry(Arc::clone(&name)).or_default();
+        let ti = &mut self.tables[slot.index()];
         match where_.and_then(|w| indexable_conjunct(w.root())) {
             Some(conjunct) => ti.file(id, conjunct),
             None => ti.fallback.push(id),
         }
         ti.shapes.insert(id, where_.cloned());
-        self.table_of.insert(id, name);
+        self.table_of.insert(id, slot);
+        slot
     }
 
-    /// Unregisters shape `id`; `false` if it was not registered.
+    /// Unregisters shape `id`; `false` if it was not registered. Its table keeps its slot.
     pub fn remove(&mut self, id: ShapeId) -> bool {
-        let Some(table) = self.table_of.remove(&id) else {
+        let Some(slot) = self.table_of.remove(&id) else {
             return false;
         };
-        if let Some(ti) = self.tables.get_mut(&table) {
-            if let Some(w) = ti.shapes.remove(&id) {
-                ti.unfile(id, w.as_ref());
-            }
-            if ti.shapes.is_empty() {
-                self.tables.remove(&table);
-            }
+        if let Some(ti) = self.tables.get_mut(slot.index())
+            && let Some(w) = ti.shapes.remove(&id)
+        {
+            ti.unfile(id, w.as_ref());
         }
         true
+    }
+
+    /// The slot of `table`, if it ever had a shape in this index (it may have none now).
+    pub fn slot(&self, table: &QualifiedName) -> Option<TableSlot> {
+        self.slots.get(table).copied()
     }
 
     /// Number of registered shapes.
@@ -296,16 +330,17 @@ impl ShapeIndex {
         self.table_of.is_empty()
     }
 
-    /// Appends to `out` each shape the change touches and how (in shape id order). `old` is
-    /// the row before (updates, deletes), `new` the row after (inserts, updates).
+    /// Appends to `out` each shape of the table in `slot` the change touches and how (in shape
+    /// id order). `old` is the row before (updates, deletes), `new` the row after (inserts,
+    /// updates).
     pub fn route(
         &self,
-        table: &QualifiedName,
+        slot: TableSlot,
         old: Option<&[Option<String>]>,
         new: Option<&[Option<String>]>,
         out: &mut Vec<(ShapeId, RowChange)>,
     ) {
-        let Some(ti) = self.tables.get(table) else {
+        let Some(ti) = self.tables.get(slot.index()) else {
             return;
         };
         let mut candidates = Candidates::new();

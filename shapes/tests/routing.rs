@@ -22,7 +22,9 @@ fn route(
     let old = old.map(row);
     let new = new.map(row);
     let mut out = Vec::new();
-    index.route(&table().name, old.as_deref(), new.as_deref(), &mut out);
+    if let Some(slot) = index.slot(&table().name) {
+        index.route(slot, old.as_deref(), new.as_deref(), &mut out);
+    }
     out
 }
 
@@ -230,21 +232,41 @@ fn shapes_are_kept_per_table() {
     };
     let mut index = index_with(&[(1, Some("i4 = 1"))]);
     let clause = WhereClause::parse("i4 = 1", &BTreeMap::new(), &other).unwrap();
-    index.insert(ShapeId(2), &other, Some(&clause));
+    let other_slot = index.insert(ShapeId(2), &other, Some(&clause));
+    assert_ne!(index.slot(&table().name), Some(other_slot));
     assert_eq!(
         route(&index, None, Some(&[("i4", "1")])),
         [(ShapeId(1), Insert)]
     );
     let mut out = Vec::new();
-    index.route(&other.name, None, Some(&[Some("1".to_string())]), &mut out);
+    index.route(other_slot, None, Some(&[Some("1".to_string())]), &mut out);
     assert_eq!(out, [(ShapeId(2), Insert)]);
-    index.route(
-        &QualifiedName::new("public", "nope"),
-        None,
-        Some(&[]),
-        &mut out,
+    assert_eq!(index.slot(&QualifiedName::new("public", "nope")), None);
+}
+
+#[test]
+fn a_table_keeps_its_slot_when_its_shapes_go_and_come_back() {
+    let other = TableSchema {
+        name: QualifiedName::new("public", "other"),
+        oid: 2,
+        columns: vec![column("i4", base("int4")).pk(0).not_null()],
+    };
+    let mut index = index_with(&[(1, None)]);
+    let slot = index.slot(&table().name).expect("table has a shape");
+    assert!(index.remove(ShapeId(1)));
+    assert_eq!(index.slot(&table().name), Some(slot), "kept while empty");
+    assert_eq!(route(&index, None, Some(&[("i4", "1")])), []);
+    // another table does not take the freed place: a slot kept by a caller stays its table's
+    let other_slot = index.insert(ShapeId(2), &other, None);
+    assert_ne!(other_slot, slot);
+    let mut out = Vec::new();
+    index.route(slot, None, Some(&[Some("1".to_string())]), &mut out);
+    assert_eq!(out, []);
+    assert_eq!(index.insert(ShapeId(3), &table(), None), slot);
+    assert_eq!(
+        route(&index, None, Some(&[("i4", "1")])),
+        [(ShapeId(3), Insert)]
     );
-    assert_eq!(out.len(), 1);
 }
 
 #[test]

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use shapes::handle::Handle;
 use shapes::lsn::{Lsn, Xid32};
-use shapes::routing::ShapeId;
+use shapes::routing::{ShapeId, TableSlot};
 use shapes::schema::QualifiedName;
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -118,13 +118,14 @@ struct KnownRelation {
     routed: Routed,
 }
 
-/// Which of a relation's tables (its own, then its ancestors) the router has shapes on, as of
-/// a router generation: asked again only when shapes came or went, not per change.
+/// Which of a relation's tables (its own, then its ancestors) the router has shapes on, and
+/// their slots to route by, as of a router generation: asked again only when shapes came or
+/// went, not per change, so a change is routed without looking its table up by name.
 struct Routed {
     generation: Option<u64>,
-    own: bool,
+    own: Option<TableSlot>,
     /// By position in `ancestors`.
-    ancestors: Vec<bool>,
+    ancestors: Vec<Option<TableSlot>>,
 }
 
 enum Layout {
@@ -359,27 +360,28 @@ fn apply_change(
     // Every change takes its op, whether or not a shape wants it: offsets stay a function
     // of the WAL. A change whose columns are not those the table's shapes were built for
     // rotates them and reaches none of them (its row does not fit their layout).
-    if !known.routed.own {
-        // No shape to find: the router need not look the table up.
-        router.pass_over()?;
-    } else if known.own_columns_ok(shapes) {
-        router.change(&relation.name, old, new)?;
-    } else {
-        rotate_table(shapes, router, &relation.name, "its columns changed");
-        router.pass_over()?;
+    let own = known.routed.own;
+    match own {
+        // No shape to find: the router need not look at the change.
+        None => router.pass_over()?,
+        Some(slot) if known.own_columns_ok(shapes) => router.change(slot, old, new)?,
+        Some(_) => {
+            rotate_table(shapes, router, &relation.name, "its columns changed");
+            router.pass_over()?;
+        }
     }
     for i in 0..known.ancestors.len() {
-        if !known.routed.ancestors[i] {
+        let Some(slot) = known.routed.ancestors[i] else {
             continue;
-        }
+        };
         known.learn_layout(shapes, i);
         let ancestor = &known.ancestors[i];
         match &known.layouts[i] {
-            Some(Layout::Same) => router.same_change_on(ancestor, old, new)?,
+            Some(Layout::Same) => router.same_change_on(slot, old, new)?,
             Some(Layout::Rearranged(map)) => {
                 let old = old.map(|row| partitions::rearrange(row, map));
                 let new = new.map(|row| partitions::rearrange(row, map));
-                router.same_change_on(ancestor, old.as_ref(), new.as_ref())?;
+                router.same_change_on(slot, old.as_ref(), new.as_ref())?;
             }
             Some(Layout::Mismatch) | None => rotate_table(
                 shapes,
@@ -483,7 +485,7 @@ impl Relations {
                     identity_restore_asked: false,
                     routed: Routed {
                         generation: None,
-                        own: false,
+                        own: None,
                         ancestors: Vec::with_capacity(ancestors.len()),
                     },
                     ancestors,
@@ -521,21 +523,21 @@ impl KnownRelation {
             return;
         }
         self.routed.generation = Some(router.generation());
-        self.routed.own = router.routes_to(&self.relation.name);
+        self.routed.own = router.slot(&self.relation.name);
         self.routed.ancestors.clear();
         self.routed
             .ancestors
-            .extend(self.ancestors.iter().map(|table| router.routes_to(table)));
+            .extend(self.ancestors.iter().map(|table| router.slot(table)));
     }
 
     /// Its tables that the router has shapes on (as of [`KnownRelation::note_routes`]).
     fn routed_tables(&self) -> Vec<QualifiedName> {
-        let own = self.routed.own.then(|| self.relation.name.clone());
+        let own = self.routed.own.map(|_| self.relation.name.clone());
         let ancestors = self
             .ancestors
             .iter()
             .zip(&self.routed.ancestors)
-            .filter(|(_, routed)| **routed)
+            .filter(|(_, routed)| routed.is_some())
             .map(|(table, _)| table.clone());
         own.into_iter().chain(ancestors).collect()
     }
@@ -602,7 +604,7 @@ impl KnownRelation {
 
 impl Routed {
     fn any(&self) -> bool {
-        self.own || self.ancestors.contains(&true)
+        self.own.is_some() || self.ancestors.iter().any(Option::is_some)
     }
 }
 

@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use shapes::lsn::{Lsn, Xid, Xid32};
 use shapes::offset::Offset;
-use shapes::routing::{RowChange, ShapeId, ShapeIndex};
+use shapes::routing::{RowChange, ShapeId, ShapeIndex, TableSlot};
 use shapes::schema::{QualifiedName, Row};
 use shapes::wire::{self, SnapshotInfo};
 
@@ -102,7 +102,8 @@ pub struct Router {
     tables: HashMap<QualifiedName, usize>,
     /// Bumped whenever a shape comes or goes, so callers can cache what they asked.
     generation: u64,
-    tombstones: HashMap<QualifiedName, usize>,
+    /// Tombstone column by [`TableSlot::index`].
+    tombstones: Vec<Option<usize>>,
     txn: Option<OpenTxn>,
     last_commit: Lsn,
     routed: Vec<(ShapeId, RowChange)>,
@@ -138,6 +139,17 @@ impl Router {
         self.tables.contains_key(table)
     }
 
+    /// The slot to route `table`'s changes by, if any shape is registered on it. Worth
+    /// keeping until [`Router::generation`] changes (a slot stays its table's for the
+    /// router's life, so a kept one is never another table's).
+    pub fn slot(&self, table: &QualifiedName) -> Option<TableSlot> {
+        if self.tables.contains_key(table) {
+            self.index.slot(table)
+        } else {
+            None
+        }
+    }
+
     /// Starts routing changes to `shape`. With `capturing`, changes go to a capture file until
     /// [`finish_snapshot`](Self::finish_snapshot); otherwise (a shape restored after a restart)
     /// straight to its log. Returns the LSN the shape starts after.
@@ -163,12 +175,16 @@ impl Router {
             _ => None,
         };
         let table = shape.definition.table().clone();
-        self.index
+        let slot = self
+            .index
             .insert(shape.id, &shape.table, shape.definition.where_clause());
         *self.tables.entry(table.clone()).or_default() += 1;
         self.generation += 1;
+        if self.tombstones.len() <= slot.index() {
+            self.tombstones.resize(slot.index() + 1, None);
+        }
         if let Some(column) = shape.tombstone {
-            self.tombstones.insert(table.clone(), column);
+            self.tombstones[slot.index()] = Some(column);
         }
         let encoding = ShapeEncoding {
             table,
@@ -241,17 +257,17 @@ impl Router {
         self.last_commit = Lsn::ZERO;
     }
 
-    /// One row change of the open transaction (`old` for updates and deletes, `new` for
-    /// inserts and updates).
+    /// One row change of the open transaction on the table in `slot` (from
+    /// [`Router::slot`]; `old` for updates and deletes, `new` for inserts and updates).
     pub fn change(
         &mut self,
-        table: &QualifiedName,
+        slot: TableSlot,
         old: Option<&Row>,
         new: Option<&Row>,
     ) -> io::Result<()> {
         // Takes the next op, then routes at it.
         self.pass_over()?;
-        self.same_change_on(table, old, new)
+        self.same_change_on(slot, old, new)
     }
 
     /// A change that no shape of its own table may see (its rows do not fit their columns):
@@ -267,18 +283,18 @@ impl Router {
     /// column order). It takes the same log position: one change of the WAL, one op.
     pub fn same_change_on(
         &mut self,
-        table: &QualifiedName,
+        slot: TableSlot,
         old: Option<&Row>,
         new: Option<&Row>,
     ) -> io::Result<()> {
         let txn = open_txn(&mut self.txn)?;
         let op = txn.next_op.saturating_sub(2);
-        self.route_change(table, old, new, op)
+        self.route_change(slot, old, new, op)
     }
 
     fn route_change(
         &mut self,
-        table: &QualifiedName,
+        slot: TableSlot,
         old: Option<&Row>,
         new: Option<&Row>,
         op: u64,
@@ -287,11 +303,11 @@ impl Router {
         if txn.resent {
             return Ok(());
         }
-        let tombstone = self.tombstones.get(table).copied();
+        let tombstone = self.tombstones.get(slot.index()).copied().flatten();
         let (old, new) = (existing(old, tombstone), existing(new, tombstone));
         self.routed.clear();
         self.index.route(
-            table,
+            slot,
             old.map(Vec::as_slice),
             new.map(Vec::as_slice),
             &mut self.routed,
@@ -506,6 +522,7 @@ mod tests {
         );
         let mut router = Router::new(Lsn::ZERO);
         assert!(!router.routes_to(&t));
+        assert_eq!(router.slot(&t), None);
 
         let before = router.generation();
         router.register(shape(root.path(), 1, "t"), false).unwrap();
@@ -516,6 +533,8 @@ mod tests {
         // Registered again (the same id): still one shape of `u`.
         router.register(u_shape, false).unwrap();
         assert!(router.routes_to(&t) && router.routes_to(&u));
+        let t_slot = router.slot(&t).expect("t has shapes");
+        assert_ne!(router.slot(&u), Some(t_slot), "each table its own slot");
 
         let before = router.generation();
         router.remove(ShapeId(1));
@@ -523,6 +542,7 @@ mod tests {
         assert!(router.routes_to(&t), "the second shape of t remains");
         router.remove(ShapeId(2));
         assert!(!router.routes_to(&t));
+        assert_eq!(router.slot(&t), None, "no shape of t to route to");
         router.remove(ShapeId(3));
         assert!(
             !router.routes_to(&u),
@@ -536,6 +556,10 @@ mod tests {
             before,
             "removing an unknown shape changes nothing"
         );
+
+        // A table that comes back gets its old slot: one a caller kept stays the table's.
+        router.register(shape(root.path(), 4, "t"), false).unwrap();
+        assert_eq!(router.slot(&t), Some(t_slot));
     }
 
     #[test]

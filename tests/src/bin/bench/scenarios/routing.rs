@@ -202,6 +202,10 @@ fn route(shapes: u64, changes: usize, extra: &str) -> anyhow::Result<Routed> {
         }
     });
     drop(wheres);
+    // resolved once, as the consumer keeps it per relation
+    let slot = index
+        .slot(&t.name)
+        .ok_or_else(|| anyhow::anyhow!("no shape on {}", t.name))?;
     let mut old = row(1, 0, "open", 3);
     let mut new = row(1, 0, "open", 3);
     let mut out = Vec::with_capacity(8);
@@ -222,7 +226,7 @@ fn route(shapes: u64, changes: usize, extra: &str) -> anyhow::Result<Routed> {
     for _ in 0..changes {
         set_int(&mut old[1], rng.next() % shapes);
         set_int(&mut new[1], rng.next() % shapes);
-        index.route(black_box(&t.name), Some(&old), Some(&new), &mut out);
+        index.route(black_box(slot), Some(&old), Some(&new), &mut out);
         routed += out.len();
         out.clear();
     }
