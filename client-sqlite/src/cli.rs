@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use client_sqlite::{
     Client, ClientConfig, ClientError, LocalWrite, ShapePhase, ShapeSpec, SyncOptions,
 };
+use shapes::lsn::Lsn;
 
 /// shapesync-client: mirror shapes from a shapesync (or Electric) server into a local SQLite
 /// database, keep working offline, and push local writes back.
@@ -268,7 +269,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         .iter()
         .map(|s| s.synced_up_to)
         .min()
-        .filter(|&lsn| lsn > 0);
+        .filter(|&lsn| lsn > Lsn::ZERO);
     // A priority is ready when every shape of it or a higher one (a lower number) is.
     let priorities: std::collections::BTreeMap<u8, bool> = shapes
         .iter()
@@ -288,7 +289,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     if args.json {
         let value = serde_json::json!({"state": state, "pending": status.pending,
             "conflicts": status.conflicts, "last_sync": last_sync,
-            "synced_up_to": synced_up_to, "priorities": priorities, "shapes": shapes});
+            "synced_up_to": synced_up_to.map(Lsn::as_u64), "priorities": priorities, "shapes": shapes});
         println!("{value}");
         return Ok(());
     }
@@ -297,7 +298,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     println!("conflicts: {}", status.conflicts);
     println!("last sync: {last_sync}");
     match synced_up_to {
-        Some(lsn) => println!("synced up to: {} ({lsn})", shapes::lsn::Lsn(lsn)),
+        Some(lsn) => println!("synced up to: {lsn} ({})", lsn.as_u64()),
         None => println!("synced up to: nothing yet"),
     }
     for (priority, ready) in &priorities {
@@ -307,7 +308,12 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     for s in shapes {
         println!(
             "shape {}: table {}, priority {}, {} rows, offset {}, synced up to {}",
-            s.name, s.table, s.priority, s.rows, s.offset, s.synced_up_to
+            s.name,
+            s.table,
+            s.priority,
+            s.rows,
+            s.offset,
+            s.synced_up_to.as_u64()
         );
     }
     Ok(())

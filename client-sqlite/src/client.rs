@@ -182,7 +182,7 @@ impl Client {
             store: self.store.clone(),
             status: self.status.clone(),
             options: config.sync.clone(),
-            sync_now: watch::Sender::new(0),
+            sync_now: watch::Sender::new(shapes::lsn::Lsn::ZERO),
             events: self.events.clone(),
         });
         self.sync = Some(ctx.clone());
@@ -368,7 +368,7 @@ impl Client {
     /// `Refused { status: 404, .. }` from a server without the endpoint (an Electric server),
     /// `Shape` when the server refuses a shape. Transient failures are retried; bound the
     /// wait with a timeout if needed.
-    pub async fn sync_now(&self) -> Result<u64, ClientError> {
+    pub async fn sync_now(&self) -> Result<shapes::lsn::Lsn, ClientError> {
         let ctx = self.sync.as_ref().ok_or(ClientError::Offline)?;
         let network = Network {
             online: self.online.subscribe(),

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::SystemTime;
 
+use shapes::lsn::Lsn;
 use tokio::sync::watch;
 
 /// Where one subscription is.
@@ -75,7 +76,7 @@ pub struct Status {
     pub refetches: u64,
     /// Each subscription's "synced up to": the database position (LSN) its mirror includes —
     /// every transaction committed at or before it. 0 before its first up-to-date.
-    pub synced_lsns: BTreeMap<String, u64>,
+    pub synced_lsns: BTreeMap<String, Lsn>,
     /// Per sync priority in use (0 first … 3 last): whether it is ready — every shape of that
     /// priority or a higher one (a lower number) has completed its initial sync (or its last
     /// refetch) and is readable. An app can show settings (priority 0) before all notes.
@@ -131,17 +132,17 @@ impl Status {
 
     /// "Synced up to": the database position the whole mirror includes (the lowest of the
     /// shapes'); `None` while some shape has none yet.
-    pub fn synced_up_to(&self) -> Option<u64> {
+    pub fn synced_up_to(&self) -> Option<Lsn> {
         let lowest = self
             .shapes
             .keys()
-            .map(|name| self.synced_lsns.get(name).copied().unwrap_or(0))
+            .map(|name| self.synced_lsns.get(name).copied().unwrap_or_default())
             .min()?;
-        (lowest > 0).then_some(lowest)
+        (lowest > Lsn::ZERO).then_some(lowest)
     }
 
     /// Every shape's mirror includes every transaction committed at or before `lsn`.
-    pub fn synced_past(&self, lsn: u64) -> bool {
+    pub fn synced_past(&self, lsn: Lsn) -> bool {
         self.shapes
             .keys()
             .all(|name| self.synced_lsns.get(name).is_some_and(|&l| l >= lsn))
@@ -282,7 +283,7 @@ impl StatusBoard {
     }
 
     /// `shape` committed an up-to-date at `lsn` (never goes back).
-    pub fn set_synced(&self, shape: &str, lsn: u64) {
+    pub fn set_synced(&self, shape: &str, lsn: Lsn) {
         self.tx.send_if_modified(|s| {
             let current = s.synced_lsns.entry(shape.to_owned()).or_default();
             let advance = lsn > *current;

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+use shapes::lsn::Lsn;
 
 use crate::error::ClientError;
 use crate::subscription::backoff::Backoff;
@@ -20,7 +21,7 @@ struct LsnAnswer {
 /// or past it, its mirror includes every transaction committed before this call. Transient
 /// failures are retried with backoff (while online); a server without the endpoint (an
 /// Electric server, an older shapesync) is a definite `Refused` with status 404.
-pub(crate) async fn fence(ctx: &SyncContext, network: &Network) -> Result<u64, ClientError> {
+pub(crate) async fn fence(ctx: &SyncContext, network: &Network) -> Result<Lsn, ClientError> {
     let mut backoff = Backoff::new(ctx.options.backoff_base, ctx.options.backoff_max);
     loop {
         let result = network.guard(ask(ctx)).await;
@@ -40,7 +41,7 @@ pub(crate) async fn fence(ctx: &SyncContext, network: &Network) -> Result<u64, C
     }
 }
 
-async fn ask(ctx: &SyncContext) -> Result<u64, ClientError> {
+async fn ask(ctx: &SyncContext) -> Result<Lsn, ClientError> {
     let mut url = ctx.base_url.clone();
     url.set_path(&format!(
         "{}/v1/lsn",
@@ -62,8 +63,10 @@ async fn ask(ctx: &SyncContext) -> Result<u64, ClientError> {
     let body = response.bytes().await?;
     let answer: LsnAnswer = serde_json::from_slice(&body)
         .map_err(|e| ClientError::Protocol(format!("the answer of /v1/lsn: {e}")))?;
+    // Decimal only, as the wire writes it (not the `X/Y` form `Lsn` also reads).
     answer
         .lsn
         .parse()
+        .map(Lsn)
         .map_err(|e| ClientError::Protocol(format!("the LSN of /v1/lsn {:?}: {e}", answer.lsn)))
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::OptionalExtension;
 use rusqlite::types::Value as SqlValue;
 use serde_json::{Map, Value as Json};
+use shapes::lsn::Lsn;
 
 use super::StoreCore;
 use crate::error::ClientError;
@@ -120,8 +121,9 @@ pub struct ShapeSummary {
     pub offset: String,
     pub rows: i64,
     /// The database position (LSN) the mirror of this shape includes: every transaction
-    /// committed at or before it (0 = none yet).
-    pub synced_up_to: u64,
+    /// committed at or before it (0 = none yet). A decimal number in JSON, as on the wire.
+    #[serde(serialize_with = "lsn_as_number")]
+    pub synced_up_to: Lsn,
     /// Sync priority (0 first … 3 last).
     pub priority: u8,
     /// Its initial sync (or last refetch) is complete: the table is readable.
@@ -166,11 +168,15 @@ impl StoreCore {
                 handle,
                 offset,
                 rows,
-                synced_up_to: global_lsn.max(0) as u64,
+                synced_up_to: Lsn(global_lsn.max(0) as u64),
                 priority,
                 ready,
             });
         }
         Ok(out)
     }
+}
+
+fn lsn_as_number<S: serde::Serializer>(lsn: &Lsn, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(lsn.as_u64())
 }

@@ -13,6 +13,8 @@
 
 use rusqlite::OptionalExtension;
 use rusqlite::types::Value as SqlValue;
+use shapes::handle::Handle;
+use shapes::lsn::{Lsn, Xid32};
 use shapes::wire::Operation;
 
 use super::{Cursor, ShapeState, StoreCore, sync_tables};
@@ -26,7 +28,8 @@ use crate::shape_spec::ShapeSpec;
 pub struct Change {
     pub op: Operation,
     pub values: Vec<Option<SqlValue>>,
-    pub txid: Option<u64>,
+    /// The transaction's 32-bit xid (`headers.txids`): matches a write's answer.
+    pub txid: Option<Xid32>,
 }
 
 /// A step of a shape's batch (see the module docs of [`crate::store`]).
@@ -39,9 +42,9 @@ pub enum BatchStep {
     Apply(Vec<Change>),
     /// Up-to-date: record the position and commit.
     Commit {
-        handle: String,
+        handle: Handle,
         offset: String,
-        global_lsn: Option<u64>,
+        global_lsn: Option<Lsn>,
     },
     Abort,
 }
@@ -74,11 +77,18 @@ impl StoreCore {
             Some((stored_definition, handle, offset, schema, global_lsn))
                 if stored_definition == definition =>
             {
+                // Stored from a header that parsed as a handle; a file written before the
+                // check may hold one that does not: resume from scratch then.
+                let (handle, offset) = match handle.map(|h| h.parse::<Handle>()) {
+                    Some(Err(_)) => (None, "-1".to_owned()),
+                    Some(Ok(handle)) => (Some(handle), offset),
+                    None => (None, offset),
+                };
                 Ok(Cursor {
                     handle,
                     offset,
                     schema_json: schema,
-                    global_lsn: global_lsn.max(0) as u64,
+                    global_lsn: Lsn(global_lsn.max(0) as u64),
                 })
             }
             Some((_, _, _, schema, _)) => {
@@ -92,13 +102,13 @@ impl StoreCore {
                 if let Some(state) = self.shapes.get_mut(&spec.name) {
                     state.definition = definition;
                     state.table = spec.table.clone();
-                    state.global_lsn = 0;
+                    state.global_lsn = Lsn::ZERO;
                 }
                 Ok(Cursor {
                     handle: None,
                     offset: "-1".into(),
                     schema_json: schema,
-                    global_lsn: 0,
+                    global_lsn: Lsn::ZERO,
                 })
             }
             None => {
@@ -115,14 +125,14 @@ impl StoreCore {
                         schema: None,
                         schema_json: None,
                         overlaid: Default::default(),
-                        global_lsn: 0,
+                        global_lsn: Lsn::ZERO,
                     },
                 );
                 Ok(Cursor {
                     handle: None,
                     offset: "-1".into(),
                     schema_json: None,
-                    global_lsn: 0,
+                    global_lsn: Lsn::ZERO,
                 })
             }
         }
@@ -318,15 +328,15 @@ impl StoreCore {
     fn commit_cursor(
         &mut self,
         shape: &str,
-        handle: &str,
+        handle: &Handle,
         offset: &str,
-        global_lsn: Option<u64>,
+        global_lsn: Option<Lsn>,
     ) -> Result<(), ClientError> {
-        let lsn = global_lsn.unwrap_or(0) as i64;
+        let lsn = global_lsn.unwrap_or_default().as_u64() as i64;
         self.conn.execute(
             "UPDATE _shapesync_shapes SET handle = ?2, \"offset\" = ?3,
              global_lsn = max(global_lsn, ?4), last_sync = ?5 WHERE name = ?1",
-            (shape, handle, offset, lsn, now_millis()),
+            (shape, handle.as_str(), offset, lsn, now_millis()),
         )?;
         if let Some(lsn) = global_lsn {
             if let Some(state) = self.shapes.get_mut(shape) {

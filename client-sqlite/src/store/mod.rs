@@ -29,6 +29,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension};
+use shapes::handle::Handle;
+use shapes::lsn::{Lsn, Xid32};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::client::Clock;
@@ -52,7 +54,7 @@ pub enum ClientEvent {
     /// (or refetch) and is readable; `lsn` is the "synced up to" of the shape that completed
     /// it (0 when the server had processed no transaction yet). Sent each time it becomes
     /// ready (again after a refetch).
-    PriorityReady { priority: u8, lsn: u64 },
+    PriorityReady { priority: u8, lsn: Lsn },
 }
 
 /// What the store knows about one subscribed shape.
@@ -65,18 +67,18 @@ pub(crate) struct ShapeState {
     pub schema_json: Option<String>,
     /// Row keys that have overlays (and so a shadow row).
     pub overlaid: HashSet<String>,
-    pub global_lsn: u64,
+    pub global_lsn: Lsn,
 }
 
 /// The persisted position of a subscription.
 #[derive(Debug, Clone, Default)]
 pub struct Cursor {
-    pub handle: Option<String>,
+    pub handle: Option<Handle>,
     pub offset: String,
     pub schema_json: Option<String>,
     /// The `global_lsn` of the last committed up-to-date: every transaction committed in the
     /// database at or before it is in the mirror ("synced up to").
-    pub global_lsn: u64,
+    pub global_lsn: Lsn,
 }
 
 /// State owned by the database thread.
@@ -84,7 +86,7 @@ pub struct StoreCore {
     pub(crate) conn: Connection,
     pub(crate) shapes: HashMap<String, ShapeState>,
     /// txid → sequence numbers of answered writes waiting for their echo.
-    pub(crate) acked_by_txid: HashMap<u64, Vec<i64>>,
+    pub(crate) acked_by_txid: HashMap<Xid32, Vec<i64>>,
     pub(crate) client_id: String,
     pub(crate) events: broadcast::Sender<ClientEvent>,
     pub(crate) status: StatusBoard,
@@ -318,7 +320,7 @@ impl StoreCore {
                     schema,
                     schema_json,
                     overlaid: HashSet::new(),
-                    global_lsn: global_lsn as u64,
+                    global_lsn: Lsn(global_lsn as u64),
                 },
             );
         }
@@ -368,7 +370,10 @@ impl StoreCore {
         drop(stmt);
         self.acked_by_txid.clear();
         for (seq, txid) in rows {
-            self.acked_by_txid.entry(txid as u64).or_default().push(seq);
+            // Written from a 32-bit xid: a wider number cannot be one (and never matched).
+            if let Ok(txid) = u32::try_from(txid) {
+                self.acked_by_txid.entry(Xid32(txid)).or_default().push(seq);
+            }
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ use base64::Engine as _;
 use rusqlite::types::Value as SqlValue;
 use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
+use shapes::lsn::{Lsn, Xid32};
 use shapes::mutations::{Mutation, MutationResponse, Outcome, RowJson};
 
 use super::{ClientEvent, Conflict, StoreCore};
@@ -222,13 +223,19 @@ impl StoreCore {
             let mut conflicts = Vec::new();
             match answer {
                 BatchAnswer::Results(response) => {
+                    let txid = response.txid.map(Xid32);
+                    // Decimal, as the wire writes it; an unreadable one is treated as unknown.
+                    let lsn = response
+                        .lsn
+                        .as_deref()
+                        .and_then(|l| l.parse().ok())
+                        .map(Lsn);
                     for result in &response.results {
                         let Some(entry) = sent.iter().find(|e| e.mutation_id == result.id) else {
                             continue;
                         };
                         let answer = Answer::Outcome(&result.outcome);
-                        let settled =
-                            core.settle_one(entry, answer, response.txid, response.lsn.as_deref())?;
+                        let settled = core.settle_one(entry, answer, txid, lsn)?;
                         conflicts.extend(settled);
                     }
                 }
@@ -255,8 +262,8 @@ impl StoreCore {
         &mut self,
         entry: &OutboxEntry,
         answer: Answer<'_>,
-        txid: Option<u32>,
-        lsn: Option<&str>,
+        txid: Option<Xid32>,
+        lsn: Option<Lsn>,
     ) -> Result<Option<Conflict>, ClientError> {
         if answer.status() == "aborted" {
             return Ok(None);
@@ -266,7 +273,6 @@ impl StoreCore {
             [entry.seq],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        let lsn = lsn.and_then(|l| l.parse::<u64>().ok());
         let conflict = match answer.status() {
             "applied" => None,
             "conflict" if answer.lost().is_empty() => None,
@@ -289,16 +295,13 @@ impl StoreCore {
             (
                 entry.seq,
                 &shape,
-                txid.map(i64::from),
-                lsn.map(|l| l as i64),
+                txid.map(|t| i64::from(t.0)),
+                lsn.map(|l| l.as_u64() as i64),
                 self.clock_millis(),
             ),
         )?;
         if let Some(txid) = txid {
-            self.acked_by_txid
-                .entry(u64::from(txid))
-                .or_default()
-                .push(entry.seq);
+            self.acked_by_txid.entry(txid).or_default().push(entry.seq);
         }
         let seen = self.shape(&shape)?.global_lsn;
         if lsn.is_some_and(|lsn| lsn <= seen) {

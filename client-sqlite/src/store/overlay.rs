@@ -12,6 +12,7 @@
 
 use rusqlite::OptionalExtension;
 use rusqlite::types::Value as SqlValue;
+use shapes::lsn::{Lsn, Xid32};
 
 use super::{StoreCore, sync_tables};
 use crate::error::ClientError;
@@ -234,22 +235,23 @@ impl StoreCore {
             )
             .optional()?;
         if let Some(Some(txid)) = txid
-            && let Some(seqs) = self.acked_by_txid.get_mut(&(txid as u64))
+            && let Ok(txid) = u32::try_from(txid).map(Xid32)
+            && let Some(seqs) = self.acked_by_txid.get_mut(&txid)
         {
             seqs.retain(|s| *s != seq);
             if seqs.is_empty() {
-                self.acked_by_txid.remove(&(txid as u64));
+                self.acked_by_txid.remove(&txid);
             }
         }
         Ok(())
     }
 
     /// Settles every answered write of `shape` whose commit LSN is at or before `lsn`.
-    pub(crate) fn drop_by_lsn(&mut self, shape: &str, lsn: u64) -> Result<(), ClientError> {
+    pub(crate) fn drop_by_lsn(&mut self, shape: &str, lsn: Lsn) -> Result<(), ClientError> {
         let seqs: Vec<i64> = self
             .conn
             .prepare_cached("SELECT seq FROM _shapesync_acked WHERE shape = ?1 AND lsn <= ?2")?
-            .query_map((shape, lsn as i64), |r| r.get(0))?
+            .query_map((shape, lsn.as_u64() as i64), |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         self.settle(shape, &seqs)
     }

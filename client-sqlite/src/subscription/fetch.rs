@@ -2,6 +2,8 @@
 
 use futures_util::StreamExt as _;
 use reqwest::Response;
+use shapes::handle::Handle;
+use shapes::lsn::Lsn;
 
 use super::json_array::ArraySplitter;
 use super::message::{self, Message};
@@ -19,7 +21,7 @@ impl ShapeSync {
             &self.ctx.base_url,
             &self.spec,
             &self.offset,
-            self.handle.as_deref(),
+            self.handle.as_ref(),
             mode,
             self.cursor.as_deref(),
         );
@@ -41,7 +43,10 @@ impl ShapeSync {
         if let Some(cursor) = request::header(&headers, "electric-cursor") {
             self.cursor = Some(cursor.to_owned());
         }
-        let handle = request::required(&headers, "electric-handle")?.to_owned();
+        let handle = request::required(&headers, "electric-handle")?;
+        let handle: Handle = handle.parse().map_err(|e| {
+            ClientError::Protocol(format!("the electric-handle header {handle:?} {e}"))
+        })?;
         if self.offset == "-1" {
             let schema_json = request::required(&headers, "electric-schema")?.to_owned();
             self.begin_reset(schema_json).await?;
@@ -67,7 +72,7 @@ impl ShapeSync {
     async fn read_body(
         &mut self,
         response: Response,
-        handle: String,
+        handle: Handle,
         offset: String,
     ) -> Result<(), SyncError> {
         let schema = self
@@ -143,9 +148,9 @@ impl ShapeSync {
     /// Up-to-date: everything read is committed with the new position.
     pub(super) async fn commit(
         &mut self,
-        handle: String,
+        handle: Handle,
         offset: String,
-        global_lsn: Option<u64>,
+        global_lsn: Option<Lsn>,
     ) -> Result<(), SyncError> {
         self.flush().await?;
         self.send_step(BatchStep::Commit {

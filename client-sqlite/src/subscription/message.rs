@@ -7,6 +7,7 @@ use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use shapes::lsn::{Lsn, Xid32};
 use shapes::offset::Offset;
 use shapes::wire::Operation;
 
@@ -19,7 +20,7 @@ pub enum Message {
     /// A row change, with its log offset when it has one (snapshot rows have none).
     Change(Change, Option<Offset>),
     UpToDate {
-        global_last_seen_lsn: Option<u64>,
+        global_last_seen_lsn: Option<Lsn>,
     },
     MustRefetch,
     /// `snapshot-end` and controls this client does not use.
@@ -55,7 +56,10 @@ pub fn decode(bytes: &[u8], schema: &ShapeSchema) -> Result<Message, DecodeError
     if let Some(control) = headers.control.as_deref() {
         return Ok(match control {
             "up-to-date" => Message::UpToDate {
-                global_last_seen_lsn: headers.global_last_seen_lsn.and_then(|l| l.parse().ok()),
+                global_last_seen_lsn: headers
+                    .global_last_seen_lsn
+                    .and_then(|l| l.parse().ok())
+                    .map(Lsn),
             },
             "must-refetch" => Message::MustRefetch,
             _ => Message::Other,
@@ -77,7 +81,11 @@ pub fn decode(bytes: &[u8], schema: &ShapeSchema) -> Result<Message, DecodeError
     let change = Change {
         op,
         values: values.unwrap_or_else(|| vec![None; schema.columns.len()]),
-        txid: headers.txids.and_then(|t| t.first().copied()),
+        // 32-bit xids on the wire; a wider number (another server) matches no write's answer.
+        txid: headers
+            .txids
+            .and_then(|t| t.first().and_then(|&t| u32::try_from(t).ok()))
+            .map(Xid32),
     };
     Ok(Message::Change(change, offset))
 }
@@ -198,7 +206,7 @@ mod tests {
             change.values,
             vec![Some(SqlValue::Integer(2)), None, Some(SqlValue::Integer(1))]
         );
-        assert_eq!(change.txid, Some(756));
+        assert_eq!(change.txid, Some(Xid32(756)));
         assert_eq!(
             offset,
             Some(Offset::At {
@@ -208,13 +216,33 @@ mod tests {
         );
     }
 
+    /// The wire's xids are 32-bit; a wider number (from a server other than ours) still
+    /// decodes, the change applies, and it matches no write's answer (a mutation answer's
+    /// `txid` is 32-bit).
+    #[test]
+    fn a_txid_wider_than_32_bits_decodes_without_an_xid() {
+        for (txids, expected) in [
+            ("[4294967295]", Some(Xid32(u32::MAX))),
+            ("[4294967296]", None),
+            ("[]", None),
+        ] {
+            let m = format!(
+                r#"{{"key":"k","value":{{"id":"2"}},"headers":{{"operation":"insert","txids":{txids}}}}}"#
+            );
+            let Message::Change(change, _) = decode(m.as_bytes(), &schema()).unwrap() else {
+                panic!("{txids}: a change")
+            };
+            assert_eq!(change.txid, expected, "txids {txids}");
+        }
+    }
+
     #[test]
     fn controls_decode_with_and_without_schema() {
         let m = br#"{"headers":{"control":"up-to-date","global_last_seen_lsn":"24154680"}}"#;
         assert!(matches!(
             decode_control(m),
             Some(Message::UpToDate {
-                global_last_seen_lsn: Some(24154680)
+                global_last_seen_lsn: Some(Lsn(24154680))
             })
         ));
         let m = br#"{"headers":{"control":"must-refetch"}}"#;

@@ -28,6 +28,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
+use shapes::handle::Handle;
+use shapes::lsn::Lsn;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -130,7 +132,7 @@ pub struct SyncContext {
     pub options: SyncOptions,
     /// The newest sync-now target (an LSN from `GET /v1/lsn`): a subscription synced below it
     /// leaves its live request and catches up (see [`crate::Client::sync_now`]).
-    pub sync_now: watch::Sender<u64>,
+    pub sync_now: watch::Sender<Lsn>,
     /// Where [`ClientEvent::PriorityReady`] goes.
     pub events: broadcast::Sender<ClientEvent>,
 }
@@ -175,9 +177,9 @@ pub(crate) struct ShapeSync {
     ctx: Arc<SyncContext>,
     spec: ShapeSpec,
     network: Network,
-    handle: Option<String>,
+    handle: Option<Handle>,
     offset: String,
-    committed: (Option<String>, String),
+    committed: (Option<Handle>, String),
     schema: Option<ShapeSchema>,
     cursor: Option<String>,
     up_to_date: bool,
@@ -187,11 +189,11 @@ pub(crate) struct ShapeSync {
     in_flight: Option<oneshot::Receiver<Result<(), ClientError>>>,
     batch_open: bool,
     /// "Synced up to": the `global_last_seen_lsn` of the last committed up-to-date.
-    synced: u64,
+    synced: Lsn,
     /// Sync-now targets, and the last one a catch-up request was made for (one per target:
     /// a server that answers below it is then waited for live, not asked again and again).
-    wanted: watch::Receiver<u64>,
-    caught_up_for: u64,
+    wanted: watch::Receiver<Lsn>,
+    caught_up_for: Lsn,
 }
 
 /// Runs a subscription until shutdown.
@@ -214,7 +216,7 @@ pub async fn run(ctx: Arc<SyncContext>, spec: ShapeSpec, cursor: Cursor, network
         batch_open: false,
         synced: cursor.global_lsn,
         wanted: ctx.sync_now.subscribe(),
-        caught_up_for: 0,
+        caught_up_for: Lsn::ZERO,
         ctx,
         spec,
         network,

@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::header::HeaderMap;
 use reqwest::{Response, StatusCode, Url};
+use shapes::handle::Handle;
 
 use crate::error::ClientError;
 use crate::shape_spec::ShapeSpec;
@@ -22,7 +23,7 @@ pub fn shape_url(
     base: &Url,
     spec: &ShapeSpec,
     offset: &str,
-    handle: Option<&str>,
+    handle: Option<&Handle>,
     mode: Mode,
     cursor: Option<&str>,
 ) -> Url {
@@ -35,7 +36,7 @@ pub fn shape_url(
         }
         q.append_pair("offset", offset);
         if let Some(handle) = handle.filter(|_| offset != "-1") {
-            q.append_pair("handle", handle);
+            q.append_pair("handle", handle.as_str());
         }
         if mode != Mode::CatchUp {
             q.append_pair("live", "true");
@@ -125,12 +126,13 @@ mod tests {
     fn urls_carry_the_definition_offset_handle_and_live_flags() {
         let base: Url = "http://h:1/prefix/".parse().unwrap();
         let spec = ShapeSpec::table("todos").with_where("done = false");
-        let url = shape_url(&base, &spec, "-1", Some("h1"), Mode::CatchUp, None);
+        let h1: Handle = "h1".parse().unwrap();
+        let url = shape_url(&base, &spec, "-1", Some(&h1), Mode::CatchUp, None);
         assert_eq!(
             url.as_str(),
             "http://h:1/prefix/v1/shape?table=todos&where=done+%3D+false&offset=-1"
         );
-        let url = shape_url(&base, &spec, "5_2", Some("h1"), Mode::Sse, Some("20"));
+        let url = shape_url(&base, &spec, "5_2", Some(&h1), Mode::Sse, Some("20"));
         assert!(
             url.as_str()
                 .ends_with("offset=5_2&handle=h1&live=true&cursor=20&live_sse=true")

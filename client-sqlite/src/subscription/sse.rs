@@ -6,6 +6,7 @@
 
 use futures_util::StreamExt as _;
 use reqwest::Response;
+use shapes::handle::Handle;
 use shapes::offset::Offset;
 
 use super::message::{self, Message};
@@ -18,7 +19,7 @@ impl ShapeSync {
     pub(super) async fn read_sse(
         &mut self,
         response: Response,
-        handle: String,
+        handle: Handle,
     ) -> Result<(), SyncError> {
         let is_sse = request::header(response.headers(), "content-type")
             .is_some_and(|t| t.starts_with("text/event-stream"));
@@ -62,7 +63,10 @@ impl ShapeSync {
                 Message::UpToDate {
                     global_last_seen_lsn,
                 } => {
-                    let seen = global_last_seen_lsn.map(|lsn| Offset::At { tx: lsn, op: 0 });
+                    let seen = global_last_seen_lsn.map(|lsn| Offset::At {
+                        tx: lsn.as_u64(),
+                        op: 0,
+                    });
                     position = position.max(seen);
                     let offset = position.map(|o| o.to_string()).unwrap_or_default();
                     self.commit(handle.clone(), offset, global_last_seen_lsn)
