@@ -4,8 +4,8 @@
 use std::process::Output;
 use std::time::Duration;
 
+use tests::in_process::InProcessProxy;
 use tokio::process::Command;
-use tokio_util::sync::CancellationToken;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shapesync-client");
 
@@ -13,14 +13,7 @@ struct Server {
     _db: tests::TestDb,
     pg: tokio_postgres::Client,
     url: String,
-    shutdown: CancellationToken,
-    _storage: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    _proxy: InProcessProxy,
 }
 
 async fn server(name: &str) -> Server {
@@ -29,28 +22,19 @@ async fn server(name: &str) -> Server {
     proxy::ops::migrations::apply(&mut pg, &proxy::ops::migrations::embedded())
         .await
         .expect("example migrations");
-    let storage = tempfile::tempdir().expect("storage");
-    let mut config = proxy::config::ServeConfig::new(
-        db.url.clone(),
-        "127.0.0.1:0".parse().expect("address"),
-        storage.path().to_owned(),
-    );
-    config.tombstones = ["todos", "notes"]
-        .iter()
-        .map(|t| t.parse().expect("tombstone spec"))
-        .collect();
-    config.writes = proxy::mutations::WriteConfig::dev();
-    config.long_poll_timeout = Duration::from_secs(2);
-    let shutdown = CancellationToken::new();
-    let (bound_tx, bound) = tokio::sync::oneshot::channel();
-    tokio::spawn(proxy::serve::run(config, shutdown.clone(), Some(bound_tx)));
-    let addr = bound.await.expect("the proxy listens");
+    let proxy = InProcessProxy::start(&db.url, |config| {
+        config.tombstones = ["todos", "notes"]
+            .iter()
+            .map(|t| t.parse().expect("tombstone spec"))
+            .collect();
+        config.writes = proxy::mutations::WriteConfig::dev();
+    })
+    .await;
     Server {
         _db: db,
         pg,
-        url: format!("http://{addr}"),
-        shutdown,
-        _storage: storage,
+        url: proxy.url.clone(),
+        _proxy: proxy,
     }
 }
 

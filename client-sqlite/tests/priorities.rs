@@ -18,8 +18,8 @@ use client_sqlite::rusqlite::Connection;
 use client_sqlite::{
     Client, ClientConfig, ClientEvent, ShapePhase, ShapeSpec, Status, SyncOptions,
 };
+use tests::in_process::InProcessProxy;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(60);
 const BIG_ROWS: i64 = 20_000;
@@ -98,21 +98,13 @@ async fn a_large_low_priority_shape_is_requested_only_once_the_high_one_is_ready
     ))
     .await
     .expect("schema");
-    let storage = tempfile::tempdir().expect("storage");
-    let mut config = proxy::config::ServeConfig::new(
-        db.url.clone(),
-        "127.0.0.1:0".parse().expect("address"),
-        storage.path().to_owned(),
-    );
-    config.long_poll_timeout = Duration::from_secs(2);
-    // Adding the locked table to the publication waits for the test's lock, however long.
-    config.lock_timeout = WAIT;
-    let shutdown = CancellationToken::new();
-    let (bound_tx, bound) = tokio::sync::oneshot::channel();
-    tokio::spawn(proxy::serve::run(config, shutdown.clone(), Some(bound_tx)));
-    let addr = bound.await.expect("the proxy listens");
+    let proxy = InProcessProxy::start(&db.url, |config| {
+        // Adding the locked table to the publication waits for the test's lock, however long.
+        config.lock_timeout = WAIT;
+    })
+    .await;
     let relay = Relay {
-        upstream: format!("http://{addr}"),
+        upstream: proxy.url.clone(),
         ..Relay::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -244,5 +236,5 @@ async fn a_large_low_priority_shape_is_requested_only_once_the_high_one_is_ready
     let reopened = Client::open(config).await.expect("reopen");
     assert_eq!(reopened.status().priorities, [(0, true), (3, true)].into());
     reopened.close().await;
-    shutdown.cancel();
+    drop(proxy);
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use client_sqlite::rusqlite::{self, Connection};
 use client_sqlite::{Client, ClientConfig, ShapeSpec, SyncOptions};
+use tests::in_process::InProcessProxy;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
@@ -32,14 +33,7 @@ struct Server {
     db: tests::TestDb,
     pg: tokio_postgres::Client,
     url: String,
-    shutdown: CancellationToken,
-    _storage: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    proxy: InProcessProxy,
 }
 
 async fn server(name: &str) -> Server {
@@ -56,24 +50,15 @@ async fn server_with_secret(name: &str, secret: Option<&str>) -> Server {
     )
     .await
     .expect("schema");
-    let storage = tempfile::tempdir().expect("storage");
-    let mut config = proxy::config::ServeConfig::new(
-        db.url.clone(),
-        "127.0.0.1:0".parse().expect("address"),
-        storage.path().to_owned(),
-    );
-    config.long_poll_timeout = Duration::from_secs(2);
-    config.secret = secret.map(str::to_owned);
-    let shutdown = CancellationToken::new();
-    let (bound_tx, bound) = tokio::sync::oneshot::channel();
-    tokio::spawn(proxy::serve::run(config, shutdown.clone(), Some(bound_tx)));
-    let addr = bound.await.expect("the proxy listens");
+    let proxy = InProcessProxy::start(&db.url, |config| {
+        config.secret = secret.map(str::to_owned);
+    })
+    .await;
     Server {
         db,
         pg,
-        url: format!("http://{addr}"),
-        shutdown,
-        _storage: storage,
+        url: proxy.url.clone(),
+        proxy,
     }
 }
 
@@ -81,7 +66,7 @@ async fn server_with_secret(name: &str, secret: Option<&str>) -> Server {
 /// updates of a row of the synced one, so the proxy always has transactions to decode and the
 /// shape always has news.
 async fn load(server: &Server) -> CancellationToken {
-    let stop = server.shutdown.child_token();
+    let stop = server.proxy.shutdown.child_token();
     let pg = server.db.connect().await;
     let until = stop.clone();
     tokio::spawn(async move {

@@ -4,6 +4,7 @@
 
 pub mod cases;
 pub mod electric;
+pub mod in_process;
 pub mod proxy_process;
 pub mod shape_consumer;
 pub mod shape_http;
