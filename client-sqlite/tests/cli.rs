@@ -1,13 +1,13 @@
 //! `shapesync-client` as users run it: the binary, against a real proxy (in this process, on a
 //! real socket) and a throwaway Postgres with the example app.
 
+mod common;
+
 use std::process::Output;
 use std::time::Duration;
 
+use common::run;
 use tests::in_process::InProcessProxy;
-use tokio::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_shapesync-client");
 
 struct Server {
     _db: tests::TestDb,
@@ -36,20 +36,6 @@ async fn server(name: &str) -> Server {
         url: proxy.url.clone(),
         _proxy: proxy,
     }
-}
-
-async fn run(args: &[&str]) -> Output {
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        Command::new(BIN)
-            .args(args)
-            .env_remove("SHAPESYNC_CLIENT_KEY")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the command finishes")
-    .expect("run shapesync-client")
 }
 
 /// `sync --once` of one shape; asserts success.

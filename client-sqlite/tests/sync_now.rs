@@ -3,16 +3,15 @@
 //! `Client::sync_now` (the library) is in the mirror when it returns, every time, while
 //! another writer keeps the proxy busy.
 
-use std::process::Output;
+mod common;
+
 use std::time::Duration;
 
 use client_sqlite::rusqlite::{self, Connection};
 use client_sqlite::{Client, ClientConfig, ShapeSpec, SyncOptions};
+use common::run;
 use tests::in_process::InProcessProxy;
-use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
-
-const BIN: &str = env!("CARGO_BIN_EXE_shapesync-client");
 
 /// Rounds of write-then-sync; `SHAPESYNC_SYNC_NOW_ROUNDS` overrides (library rounds; the CLI
 /// runs a tenth of them, each being a process start and 2,000 rows).
@@ -161,20 +160,6 @@ async fn sync_now_includes_every_write_committed_before_it() {
     }
     stop.cancel();
     client.close().await;
-}
-
-async fn run(args: &[&str]) -> Output {
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        Command::new(BIN)
-            .args(args)
-            .env_remove("SHAPESYNC_CLIENT_KEY")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the command finishes")
-    .expect("run shapesync-client")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
