@@ -86,6 +86,19 @@ async fn snapshot_handle(proxy: &ProxyProcess, cred: &Cred) -> String {
 }
 
 /// The next live request with the expired token is refused, saying why.
+/// A GET of `path` with `token`, sent from its own task (so the test can act while it waits).
+fn spawn_get(
+    proxy: &ProxyProcess,
+    path: &str,
+    token: &str,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let request = proxy
+        .http()
+        .get(format!("{}{path}", proxy.url))
+        .bearer_auth(token);
+    tokio::spawn(request.send())
+}
+
 async fn the_token_is_refused(proxy: &ProxyProcess, path: &str, token: &str) {
     let again = send(
         proxy,
@@ -158,20 +171,7 @@ async fn a_long_poll_ends_at_the_tokens_exp() {
         |offset: &str| format!("/v1/shape?table=todos&offset={offset}&handle={handle}&live=true");
 
     // Before `exp` a long-poll answers the change.
-    let waiting = {
-        let (proxy_url, http, path, cred) = (
-            proxy.url.clone(),
-            proxy.http().clone(),
-            live_after("0_0"),
-            token.clone(),
-        );
-        tokio::spawn(async move {
-            http.get(format!("{proxy_url}{path}"))
-                .bearer_auth(cred)
-                .send()
-                .await
-        })
-    };
+    let waiting = spawn_get(&proxy, &live_after("0_0"), &token);
     // (Whether the request waits before the insert or comes after it, it answers the change.)
     insert_todo(&world, "before exp").await;
     let answered = tokio::time::timeout(WAIT, waiting)
@@ -193,20 +193,7 @@ async fn a_long_poll_ends_at_the_tokens_exp() {
 
     // The next long-poll is open across `exp`; a change after it does not reach it.
     let path = live_after(&offset);
-    let waiting = {
-        let (proxy_url, http, path, cred) = (
-            proxy.url.clone(),
-            proxy.http().clone(),
-            path.clone(),
-            token.clone(),
-        );
-        tokio::spawn(async move {
-            http.get(format!("{proxy_url}{path}"))
-                .bearer_auth(cred)
-                .send()
-                .await
-        })
-    };
+    let waiting = spawn_get(&proxy, &path, &token);
     sleep_past(exp).await;
     insert_todo(&world, "after exp").await;
     let ended = tokio::time::timeout(ENDS_WITHIN, waiting)
