@@ -4,7 +4,8 @@
 //!    `shapesync.lww_write = on` for the trigger that keeps the LWW column current for plain SQL.
 //! 2. Idempotency: an advisory lock on the client id serializes its requests, then the mutation
 //!    ids it already sent are looked up; those return their recorded result and change nothing.
-//! 3. Per table (in name order): rows and registers locked, then *rounds*: round r holds the
+//! 3. Per table (in name order): rows and registers locked, the batch's precondition (if
+//!    any: `precondition`) judged on them, then *rounds*: round r holds the
 //!    r-th mutation of every key, so each statement touches a row at most once and later
 //!    mutations of a row are planned on what the earlier ones left. Each round is planned in
 //!    pure code (`lww`) and written set-based (`store`), without savepoints unless a run of
