@@ -540,3 +540,120 @@ async fn watermelon_pulls_changes_since_a_timestamp_and_push_aborts_on_newer_ser
     assert_eq!(fourth["changes"]["items"]["created"][0]["id"], json!("w9"));
     assert_eq!(fourth["changes"]["items"]["deleted"], json!(["w3"]));
 }
+
+#[tokio::test]
+async fn rxdb_pull_stream_says_resync_when_the_shape_rotates_and_pull_starts_over() {
+    let (_db, sql, proxy) = world("rxdb_resync").await;
+    sql.batch_execute("INSERT INTO items (id, n) VALUES ('r1', 1)")
+        .await
+        .unwrap();
+    let (_, first) = get(&proxy, "/v1/rxdb/items/pull").await;
+    let checkpoint = first["checkpoint"].clone();
+    let response = proxy
+        .http()
+        .get(format!(
+            "{}/v1/rxdb/items/pullStream?checkpoint={}",
+            proxy.url,
+            encode(&checkpoint)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    // A new column changes every shape that selects all columns: it rotates.
+    sql.batch_execute(
+        "ALTER TABLE items ADD COLUMN extra text; INSERT INTO items (id, n) VALUES ('r2', 2);",
+    )
+    .await
+    .unwrap();
+    let mut text = String::new();
+    tokio::time::timeout(WAIT, async {
+        while !text.contains("data: \"RESYNC\"") {
+            match body.next().await {
+                Some(chunk) => text.push_str(&String::from_utf8_lossy(&chunk.unwrap())),
+                None => break,
+            }
+        }
+    })
+    .await
+    .expect("RESYNC within the wait");
+    assert!(text.contains("data: \"RESYNC\""), "{text}");
+    // Pulling from the old checkpoint starts over on the new shape: every row, the new column.
+    let (documents, _) = pull_all(&proxy, "items", checkpoint, 100).await;
+    let ids: Vec<&str> = documents
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["r1", "r2"]);
+    assert!(documents[0].get("extra").is_some(), "{documents:?}");
+}
+
+#[tokio::test]
+async fn watermelon_migrations_send_new_tables_whole_and_deleting_a_missing_row_is_ignored() {
+    let (_db, sql, proxy) = world("watermelon_migration").await;
+    sql.batch_execute(
+        "CREATE TABLE tags (id text PRIMARY KEY, label text);
+         INSERT INTO items (id, n) VALUES ('m1', 1);
+         INSERT INTO tags VALUES ('t1', 'red'), ('t2', 'blue');",
+    )
+    .await
+    .unwrap();
+    let first = watermelon_pull(&proxy, None, "items").await;
+    let t1 = first["timestamp"].as_u64().unwrap();
+    // The device's schema gained `tags` (and a column of items): both come whole.
+    let migration = encode(&json!({"from": 1, "tables": ["tags"],
+                                   "columns": [{"table": "items", "columns": ["note"]}]}));
+    let (status, body) = get(
+        &proxy,
+        &format!("/v1/watermelon/pull?last_pulled_at={t1}&schema_version=2&migration={migration}&tables=items,tags"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let created: Vec<&str> = body["changes"]["tags"]["created"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(created, ["t1", "t2"]);
+    assert_eq!(body["changes"]["items"]["updated"][0]["id"], json!("m1"));
+    let t2 = body["timestamp"].as_u64().unwrap();
+
+    let (status, body) = post(
+        &proxy,
+        &format!("/v1/watermelon/push?last_pulled_at={t2}"),
+        &json!({"items": {"created": [{"id": "m2", "n": 2}], "deleted": ["never-existed"]}}),
+    )
+    .await;
+    assert_eq!((status, &body), (200, &json!({})));
+    let n: i64 = sql
+        .query_one("SELECT count(*) FROM items WHERE id = 'm2'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn pulls_are_gzipped_when_the_client_accepts_it() {
+    let (_db, sql, proxy) = world("sync_gzip").await;
+    sql.batch_execute("INSERT INTO items (id, note) SELECT 'g' || g, repeat('text ', 50) FROM generate_series(1, 200) g")
+        .await
+        .unwrap();
+    for path in [
+        "/v1/rxdb/items/pull?limit=200",
+        "/v1/watermelon/pull?last_pulled_at=null&schema_version=1&tables=items",
+    ] {
+        // A client without automatic decompression, to see the encoding.
+        let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+        let response = raw
+            .get(format!("{}{path}", proxy.url))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-encoding"], "gzip", "{path}");
+    }
+}
