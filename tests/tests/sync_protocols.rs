@@ -657,3 +657,57 @@ async fn pulls_are_gzipped_when_the_client_accepts_it() {
         assert_eq!(response.headers()["content-encoding"], "gzip", "{path}");
     }
 }
+
+#[rstest]
+#[case::unknown_column(json!({"items": {"created": [{"id": "b", "nope": 1}]}}), "items.created[0].nope")]
+#[case::wrong_type(json!({"items": {"updated": [{"id": "b", "n": "many"}]}}), "items.updated[0].n")]
+#[case::missing_id(json!({"items": {"created": [{"n": 1}]}}), "items.created[0].id")]
+#[case::not_a_list(json!({"items": {"created": {"id": "b"}}}), "items.created")]
+#[case::unknown_list(json!({"items": {"moved": []}}), "items")]
+#[case::unknown_table(json!({"nope": {"created": []}}), "nope")]
+#[case::int_key_table(json!({"numbered": {"created": [{"id": "1"}]}}), "numbered")]
+#[tokio::test]
+async fn a_bad_watermelon_push_is_a_400_naming_the_record_and_nothing_is_written(
+    #[case] bad: Value,
+    #[case] field: &str,
+) {
+    let (_db, sql, proxy) = world("watermelon_bad_push").await;
+    sql.batch_execute("INSERT INTO items (id) VALUES ('keep')")
+        .await
+        .unwrap();
+    let t = watermelon_pull(&proxy, None, "items").await["timestamp"]
+        .as_u64()
+        .unwrap();
+    // A good delete beside the bad record: it must not be applied either.
+    let mut changes = json!({"items": {"deleted": ["keep"]}});
+    for (table, lists) in bad.as_object().unwrap() {
+        let entry = changes
+            .as_object_mut()
+            .unwrap()
+            .entry(table.clone())
+            .or_insert(json!({}));
+        for (list, value) in lists.as_object().unwrap() {
+            entry[list] = value.clone();
+        }
+    }
+    let (status, body) = post(
+        &proxy,
+        &format!("/v1/watermelon/push?last_pulled_at={t}"),
+        &changes,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let errors = body["errors"].as_object().unwrap();
+    assert!(
+        errors.keys().any(|k| k.starts_with(field)),
+        "names {field}: {body}"
+    );
+    let rows: Vec<(String, bool)> = sql
+        .query("SELECT id, deleted_at IS NULL FROM items", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, [("keep".to_owned(), true)], "nothing was written");
+}
