@@ -287,37 +287,68 @@ async fn rxdb_push_follows_the_assumed_master_rule_and_a_retry_changes_nothing()
     );
 }
 
+/// An open `pullStream` of `items` (from `checkpoint`, or from now).
+struct PullStream {
+    body: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>,
+    >,
+    text: String,
+}
+
+impl PullStream {
+    async fn open(proxy: &ProxyProcess, checkpoint: Option<&Value>) -> Self {
+        let query = checkpoint.map_or(String::new(), |c| format!("?checkpoint={}", encode(c)));
+        let response = proxy
+            .http()
+            .get(format!("{}/v1/rxdb/items/pullStream{query}", proxy.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        Self {
+            body: Box::pin(response.bytes_stream()),
+            text: String::new(),
+        }
+    }
+
+    /// The data of the next event (waits at most `WAIT`).
+    async fn next_data(&mut self) -> String {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(end) = self.text.find("\n\n") {
+                    let event: String = self.text.drain(..end + 2).collect();
+                    if let Some(line) = event.lines().find(|l| l.starts_with("data: ")) {
+                        return line["data: ".len()..].to_owned();
+                    }
+                    continue;
+                }
+                let chunk = self
+                    .body
+                    .next()
+                    .await
+                    .expect("the stream stays open")
+                    .unwrap();
+                self.text.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await
+        .expect("an event within the wait")
+    }
+}
+
 #[tokio::test]
 async fn rxdb_pull_stream_sends_each_transaction_and_its_checkpoint() {
     let (_db, sql, proxy) = world("rxdb_stream").await;
     sql.batch_execute("INSERT INTO items (id, n) VALUES ('s1', 1)")
         .await
         .unwrap();
-    let response = proxy
-        .http()
-        .get(format!("{}/v1/rxdb/items/pullStream", proxy.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let mut body = response.bytes_stream();
+    let mut stream = PullStream::open(&proxy, None).await;
     sql.batch_execute(
         "BEGIN; UPDATE items SET n = 2 WHERE id = 's1'; INSERT INTO items (id, n) VALUES ('s2', 7); COMMIT;",
     )
     .await
     .unwrap();
-    let mut text = String::new();
-    let event = tokio::time::timeout(WAIT, async {
-        loop {
-            let chunk = body.next().await.expect("the stream stays open").unwrap();
-            text.push_str(&String::from_utf8_lossy(&chunk));
-            if let Some(line) = text.lines().find(|l| l.starts_with("data: ")) {
-                return serde_json::from_str::<Value>(&line["data: ".len()..]).unwrap();
-            }
-        }
-    })
-    .await
-    .expect("an event for the transaction");
+    let event: Value = serde_json::from_str(&stream.next_data().await).unwrap();
     let ids: Vec<&str> = event["documents"]
         .as_array()
         .unwrap()
@@ -549,36 +580,14 @@ async fn rxdb_pull_stream_says_resync_when_the_shape_rotates_and_pull_starts_ove
         .unwrap();
     let (_, first) = get(&proxy, "/v1/rxdb/items/pull").await;
     let checkpoint = first["checkpoint"].clone();
-    let response = proxy
-        .http()
-        .get(format!(
-            "{}/v1/rxdb/items/pullStream?checkpoint={}",
-            proxy.url,
-            encode(&checkpoint)
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let mut body = response.bytes_stream();
+    let mut stream = PullStream::open(&proxy, Some(&checkpoint)).await;
     // A new column changes every shape that selects all columns: it rotates.
     sql.batch_execute(
         "ALTER TABLE items ADD COLUMN extra text; INSERT INTO items (id, n) VALUES ('r2', 2);",
     )
     .await
     .unwrap();
-    let mut text = String::new();
-    tokio::time::timeout(WAIT, async {
-        while !text.contains("data: \"RESYNC\"") {
-            match body.next().await {
-                Some(chunk) => text.push_str(&String::from_utf8_lossy(&chunk.unwrap())),
-                None => break,
-            }
-        }
-    })
-    .await
-    .expect("RESYNC within the wait");
-    assert!(text.contains("data: \"RESYNC\""), "{text}");
+    assert_eq!(stream.next_data().await, "\"RESYNC\"");
     // Pulling from the old checkpoint starts over on the new shape: every row, the new column.
     let (documents, _) = pull_all(&proxy, "items", checkpoint, 100).await;
     let ids: Vec<&str> = documents

@@ -3,7 +3,7 @@
 //! `pullStream` sends each new transaction as server-sent events, and `push` writes through
 //! the write path with RxDB's conflict rule checked on the locked rows.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -18,14 +18,13 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use shapes::offset::Offset;
-use shapes::schema::{Column, QualifiedName, TableSchema};
+use shapes::schema::{Column, QualifiedName};
 
-use super::caller::{Caller, read_entries};
+use super::caller::{Caller, SyncedTable, read_entries, tombstoned};
 use super::changes::{Fold, Folded};
 use super::values::{self, JsonColumns};
 use super::writes::{self, PushFailure, Write};
 use super::{no_store, query};
-use crate::auth::Access;
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::mutations::MutationError;
@@ -116,54 +115,81 @@ fn parse_limit(text: Option<&String>) -> Result<usize, ApiError> {
 
 /// A table RxDB can replicate: one primary-key column (RxDB's `primaryKey`).
 struct Collection {
-    name: QualifiedName,
-    table: Arc<TableSchema>,
+    synced: SyncedTable,
     key: usize,
-    /// The tombstone column (`--tombstones`): RxDB's `_deleted`, never a field of its own.
-    tombstone: Option<String>,
 }
 
 impl Collection {
     async fn of(state: &AppState, caller: &Caller, text: &str) -> Result<Self, ApiError> {
-        let (name, table) = caller.table(state, "table", text).await?;
-        let key = match table.primary_key().as_slice() {
+        let synced = caller.table(state, "table", text).await?;
+        let key = match synced.table.primary_key().as_slice() {
             [key] => *key,
             keys => {
                 return Err(ApiError::invalid(
                     "table",
                     format!(
-                        "{name} has {} primary-key columns; RxDB replicates tables with exactly one \
+                        "{} has {} primary-key columns; RxDB replicates tables with exactly one \
                          (its primaryKey)",
+                        synced.name,
                         keys.len()
                     ),
                 ));
             }
         };
-        let tombstone = state.settings.tombstone_column(&name).map(str::to_owned);
-        Ok(Self {
-            name,
-            table,
-            key,
-            tombstone,
-        })
+        Ok(Self { synced, key })
     }
 
     fn key_column(&self) -> &Column {
-        &self.table.columns[self.key]
+        &self.synced.table.columns[self.key]
+    }
+}
+
+/// What both reads start with: the caller, its collection and shape, and where in the shape
+/// its checkpoint stands (`None`: the checkpoint is of another shape, since rotated).
+struct Read {
+    caller: Caller,
+    params: HashMap<String, String>,
+    checkpoint: Option<Checkpoint>,
+    collection: Collection,
+    shape: Arc<Shape>,
+}
+
+impl Read {
+    async fn open(
+        state: &AppState,
+        table: &str,
+        headers: &HeaderMap,
+        query: &str,
+        known: &[&str],
+    ) -> Result<Self, ApiError> {
+        let caller = Caller::authenticate(state, headers, query)?;
+        let params = query::parse(query, known)?;
+        let checkpoint = parse_checkpoint(params.get("checkpoint"))?;
+        let collection = Collection::of(state, &caller, table).await?;
+        let shape = caller.shape(state, &collection.synced.name).await?;
+        Ok(Self {
+            caller,
+            params,
+            checkpoint,
+            collection,
+            shape,
+        })
     }
 
-    /// The fields of documents: the columns the caller may read, but the tombstone.
-    fn readable(&self, access: &Access) -> Vec<Column> {
-        self.table
-            .columns
-            .iter()
-            .filter(|c| Some(&c.name) != self.tombstone.as_ref())
-            .filter(|c| match access {
-                Access::Token(token) => token.can_read_column(&self.name, &c.name),
-                Access::Open | Access::Secret => true,
-            })
-            .cloned()
-            .collect()
+    /// Where the checkpoint stands in the shape: `Ok(None)` without one, `Err` (outer) for a
+    /// malformed one, `Some(None)` for one of another shape.
+    fn position(&self) -> Result<Option<Option<Position>>, ApiError> {
+        let Some(checkpoint) = &self.checkpoint else {
+            return Ok(None);
+        };
+        if checkpoint.handle != self.shape.handle.to_string() {
+            return Ok(Some(None));
+        }
+        checkpoint.position().map(|p| Some(Some(p)))
+    }
+
+    fn fields(&self) -> Vec<Column> {
+        self.collection.synced.fields(&self.caller.access)
     }
 }
 
@@ -204,27 +230,18 @@ pub(super) async fn pull(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = query.as_deref().unwrap_or("");
-    let caller = Caller::authenticate(&state, &headers, query)?;
-    let params = query::parse(query, &["checkpoint", "limit"])?;
-    let limit = parse_limit(params.get("limit"))?;
-    let checkpoint = parse_checkpoint(params.get("checkpoint"))?;
-    let collection = Collection::of(&state, &caller, &table).await?;
-    let shape = caller.shape(&state, &collection.name).await?;
-    let from = match &checkpoint {
-        // A checkpoint of a shape that has since rotated starts over on the new one.
-        Some(checkpoint) if checkpoint.handle == shape.handle.to_string() => {
-            checkpoint.position()?
-        }
-        _ => Position::START,
-    };
-    let (fold, next) = fold_from(&shape, from, limit).await?;
-    let columns = collection.readable(&caller.access);
-    let documents: Vec<Value> = fold.into_rows().map(|f| document(&columns, f)).collect();
+    let read = Read::open(&state, &table, &headers, query, &["checkpoint", "limit"]).await?;
+    let limit = parse_limit(read.params.get("limit"))?;
+    // A checkpoint of a shape that has since rotated starts over on the new one.
+    let from = read.position()?.flatten().unwrap_or(Position::START);
+    let (fold, next) = fold_from(&read.shape, from, limit).await?;
+    let fields = read.fields();
+    let documents: Vec<Value> = fold.into_rows().map(|f| document(&fields, f)).collect();
     // An empty page leaves the client where it was (control messages it passed are passed
     // again next time, at no cost).
-    let checkpoint = match (checkpoint, documents.is_empty()) {
+    let checkpoint = match (read.checkpoint, documents.is_empty()) {
         (Some(checkpoint), true) => checkpoint,
-        _ => Checkpoint::at(&shape, next),
+        _ => Checkpoint::at(&read.shape, next),
     };
     Ok(no_store(
         Json(json!({"documents": documents, "checkpoint": checkpoint})).into_response(),
@@ -241,23 +258,17 @@ pub(super) async fn pull_stream(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = query.as_deref().unwrap_or("");
-    let caller = Caller::authenticate(&state, &headers, query)?;
-    let params = query::parse(query, &["checkpoint"])?;
-    let checkpoint = parse_checkpoint(params.get("checkpoint"))?;
-    let collection = Collection::of(&state, &caller, &table).await?;
-    let shape = caller.shape(&state, &collection.name).await?;
-    let from = match &checkpoint {
-        Some(checkpoint) if checkpoint.handle == shape.handle.to_string() => {
-            Some(checkpoint.position()?)
-        }
-        Some(_) => None,
+    let read = Read::open(&state, &table, &headers, query, &["checkpoint"]).await?;
+    let from = match read.position()? {
+        Some(position) => position,
         None => Some(Position::After(
-            shape.log.last_offset().unwrap_or(Offset::SNAPSHOT_END),
+            read.shape.log.last_offset().unwrap_or(Offset::SNAPSHOT_END),
         )),
     };
-    let columns = collection.readable(&caller.access);
-    let deadline = crate::http::shape::live::token_deadline(&caller.access);
-    let live = state.auth.live_connection(&caller.access)?;
+    let columns = read.fields();
+    let deadline = crate::http::shape::live::token_deadline(&read.caller.access);
+    let live = state.auth.live_connection(&read.caller.access)?;
+    let shape = read.shape;
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(4);
     tokio::spawn(async move {
         let _live = live;
@@ -392,13 +403,7 @@ struct AssumedMaster {
 
 impl AssumedMaster {
     fn stale_row(&self, index: usize, master: Option<&Map<String, Value>>) -> bool {
-        let master_deleted = match master {
-            None => true,
-            Some(row) => self
-                .tombstone
-                .as_ref()
-                .is_some_and(|t| row.get(t).is_some_and(|v| !v.is_null())),
-        };
+        let master_deleted = master.is_none_or(|row| tombstoned(self.tombstone.as_deref(), row));
         let Some(assumed) = &self.assumed[index] else {
             // An insert: a conflict when the row exists.
             return !master_deleted;
@@ -460,8 +465,8 @@ pub(super) async fn push(
         .enumerate()
         .map(|(i, row)| write_of(&collection, i, row))
         .collect::<Result<Vec<Write>, ApiError>>()?;
-    let columns = collection.readable(&caller.access);
-    let tombstone = collection.tombstone.clone();
+    let columns = collection.synced.fields(&caller.access);
+    let tombstone = collection.synced.tombstone.clone();
     let assumed: Vec<Option<Map<String, Value>>> = rows
         .iter()
         .map(|r| r.assumed_master_state.clone())
@@ -497,7 +502,7 @@ pub(super) async fn push(
 /// A row as RxDB's master document.
 fn master_document(columns: &[Column], tombstone: Option<&str>, row: &Map<String, Value>) -> Value {
     let mut doc = values::document(columns, row, JsonColumns::Parsed);
-    let deleted = tombstone.is_some_and(|t| row.get(t).is_some_and(|v| !v.is_null()));
+    let deleted = tombstoned(tombstone, row);
     doc.insert(DELETED.to_owned(), Value::Bool(deleted));
     Value::Object(doc)
 }
@@ -554,7 +559,7 @@ fn write_of(collection: &Collection, i: usize, row: &PushRow) -> Result<Write, A
         values::from_document(key_column, key_value, JsonColumns::Parsed),
     );
     let op = if deleted { Op::Delete } else { Op::Upsert };
-    let mut write = Write::new(field.clone(), collection.name.to_string(), op, key);
+    let mut write = Write::new(field.clone(), collection.synced.name.to_string(), op, key);
     if deleted {
         return Ok(write);
     }
@@ -562,23 +567,11 @@ fn write_of(collection: &Collection, i: usize, row: &PushRow) -> Result<Write, A
         if name == &key_column.name
             || name == DELETED
             || INTERNAL.contains(&name.as_str())
-            || Some(name) == collection.tombstone.as_ref()
+            || collection.synced.is_tombstone(name)
         {
             continue;
         }
-        let Some(column) = collection
-            .table
-            .column_index(name)
-            .map(|c| &collection.table.columns[c])
-        else {
-            return Err(ApiError::invalid(
-                format!("{field}.{name}"),
-                format!(
-                    "{} has no column {name:?}; remove the field from the RxDB schema",
-                    collection.name
-                ),
-            ));
-        };
+        let column = collection.synced.column(&field, name)?;
         // Only what changed: a column the caller may not write, sent back as it was, is no
         // write of it. A document that was deleted is written whole.
         let unchanged = row

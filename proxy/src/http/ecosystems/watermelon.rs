@@ -18,14 +18,13 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use shapes::lsn::Lsn;
 use shapes::offset::Offset;
-use shapes::schema::{Column, QualifiedName, TableSchema};
+use shapes::schema::{Column, QualifiedName};
 
-use super::caller::{Caller, read_entries};
+use super::caller::{Caller, SyncedTable, read_entries};
 use super::changes::Fold;
 use super::values::{self, JsonColumns};
 use super::writes::{self, PushFailure, Write};
 use super::{no_store, query};
-use crate::auth::Access;
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::lsn::reach_fence;
@@ -47,11 +46,7 @@ const CHANGED: &str = "_changed";
 struct Collection {
     /// The name WatermelonDB knows it by (as the request gave it).
     given: String,
-    name: QualifiedName,
-    table: Arc<TableSchema>,
-    /// The tombstone column (`--tombstones`): rows with it set are deleted records; never a
-    /// field of records.
-    tombstone: Option<String>,
+    synced: SyncedTable,
 }
 
 impl Collection {
@@ -61,9 +56,9 @@ impl Collection {
         param: &str,
         text: &str,
     ) -> Result<Self, ApiError> {
-        let (name, table) = caller.table(state, param, text).await?;
-        let keys = table.primary_key();
-        let id_key = match keys.as_slice() {
+        let synced = caller.table(state, param, text).await?;
+        let table = &synced.table;
+        let id_key = match table.primary_key().as_slice() {
             [key] => table.columns[*key].name == ID && text_like(&table.columns[*key]),
             _ => false,
         };
@@ -71,32 +66,16 @@ impl Collection {
             return Err(ApiError::invalid(
                 param,
                 format!(
-                    "{name} cannot sync with WatermelonDB: it needs a primary key of one text \
-                     column named `id` (text, varchar or uuid)"
+                    "{} cannot sync with WatermelonDB: it needs a primary key of one text \
+                     column named `id` (text, varchar or uuid)",
+                    synced.name
                 ),
             ));
         }
-        let tombstone = state.settings.tombstone_column(&name).map(str::to_owned);
         Ok(Self {
             given: text.to_owned(),
-            name,
-            table,
-            tombstone,
+            synced,
         })
-    }
-
-    /// The fields of records: the columns the caller may read, but the tombstone.
-    fn readable(&self, access: &Access) -> Vec<Column> {
-        self.table
-            .columns
-            .iter()
-            .filter(|c| Some(&c.name) != self.tombstone.as_ref())
-            .filter(|c| match access {
-                Access::Token(token) => token.can_read_column(&self.name, &c.name),
-                Access::Open | Access::Secret => true,
-            })
-            .cloned()
-            .collect()
     }
 }
 
@@ -202,7 +181,7 @@ pub(super) async fn pull(
     }
     let mut shapes = Vec::new();
     for collection in &collections {
-        shapes.push(caller.shape(&state, &collection.name).await?);
+        shapes.push(caller.shape(&state, &collection.synced.name).await?);
     }
     // One point for every table: every transaction committed before it is in every log.
     let upto = reach_fence(&state).await?;
@@ -223,7 +202,7 @@ pub(super) async fn pull(
             }
         };
         let fold = fold_range(shape, range, upto).await?;
-        let columns = collection.readable(&caller.access);
+        let columns = collection.synced.fields(&caller.access);
         changes.insert(
             collection.given.clone(),
             table_changes(&columns, fold, range),
@@ -405,8 +384,8 @@ pub(super) async fn push(
     for (given, changes) in &pushed {
         let collection = Collection::of(&state, &caller, given, given).await?;
         shapes.insert(
-            collection.name.clone(),
-            caller.shape(&state, &collection.name).await?,
+            collection.synced.name.clone(),
+            caller.shape(&state, &collection.synced.name).await?,
         );
         collect_writes(&collection, changes, &mut writes, &mut tables)?;
     }
@@ -470,7 +449,7 @@ fn collect_writes(
     writes: &mut Vec<(String, Write)>,
     tables: &mut Vec<String>,
 ) -> Result<(), ApiError> {
-    let table = collection.name.to_string();
+    let table = collection.synced.name.to_string();
     let given = &collection.given;
     for (list, records) in [("created", &changes.created), ("updated", &changes.updated)] {
         for (i, record) in records.iter().enumerate() {
@@ -495,20 +474,11 @@ fn collect_writes(
                 if name == ID
                     || name == STATUS
                     || name == CHANGED
-                    || Some(name) == collection.tombstone.as_ref()
+                    || collection.synced.is_tombstone(name)
                 {
                     continue;
                 }
-                let Some(column) = collection
-                    .table
-                    .column_index(name)
-                    .map(|c| &collection.table.columns[c])
-                else {
-                    return Err(ApiError::invalid(
-                        format!("{field}.{name}"),
-                        format!("{} has no column {name:?}", collection.name),
-                    ));
-                };
+                let column = collection.synced.column(&field, name)?;
                 if changed.as_ref().is_some_and(|c| !c.contains(name.as_str())) {
                     continue;
                 }
