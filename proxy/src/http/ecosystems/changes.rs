@@ -29,8 +29,6 @@ pub struct Folded {
     /// Its columns (after a delete: the row as it was, at least its key).
     pub row: Map<String, Value>,
     pub deleted: bool,
-    /// The run began with its insert: a client at the start of the run never had it.
-    pub inserted: bool,
 }
 
 /// Rows in the order of their first change in the run.
@@ -86,7 +84,6 @@ impl Fold {
                     Folded {
                         row: value,
                         deleted,
-                        inserted: operation == "insert",
                     },
                 );
             }
@@ -152,17 +149,14 @@ mod tests {
                 Folded {
                     row: json!({"id": "a", "n": "2"}).as_object().unwrap().clone(),
                     deleted: false,
-                    inserted: true
                 },
                 Folded {
                     row: json!({"id": "b", "n": "5"}).as_object().unwrap().clone(),
                     deleted: true,
-                    inserted: false
                 },
                 Folded {
                     row: json!({"id": "c", "n": "10"}).as_object().unwrap().clone(),
                     deleted: false,
-                    inserted: true
                 },
             ]
         );

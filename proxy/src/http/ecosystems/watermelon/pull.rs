@@ -52,8 +52,12 @@ pub(super) enum Range {
     /// Everything, to a device that may hold some of it (a new column, or a shape newer than
     /// its last pull): rows go in `updated` and rows deleted in the log in `deleted`.
     Refresh,
-    /// The changes after a commit LSN.
+    /// The changes after a commit LSN: rows in `updated`, deletes in `deleted`.
     Since(Lsn),
+}
+
+fn record(columns: &[Column], row: &Map<String, Value>) -> Value {
+    Value::Object(values::document(columns, row, JsonColumns::Text))
 }
 
 /// GET `/v1/watermelon/pull?last_pulled_at=&schema_version=&migration=&tables=`.
@@ -179,22 +183,26 @@ pub(super) async fn fold_range(
 }
 
 /// `{"created": […], "updated": […], "deleted": […]}` of one table.
+///
+/// After a first pull, rows go in `updated` even when the server saw them inserted, and every
+/// row deleted in the range is in `deleted` even when it was inserted in the range too: the
+/// device may hold it all the same, having pushed it itself (its `last_pulled_at` is from the
+/// pull before that push). WatermelonDB creates a row it is told to update and does not have,
+/// ignores a delete of a row it does not have, and keeps a local delete of a row it is told to
+/// update; told to *create* a row it deleted locally, it would bring the row back.
 fn table_changes(columns: &[Column], fold: Fold, range: Range) -> Value {
     let (mut created, mut updated, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
     for row in fold.into_rows() {
-        let record = values::document(columns, &row.row, JsonColumns::Text);
-        match (range, row.deleted, row.inserted) {
-            // The device never had it.
-            (Range::Everything, true, _) | (Range::Since(_), true, true) => {}
-            (_, true, _) => {
+        match (range, row.deleted) {
+            // A device that has none of the table.
+            (Range::Everything, true) => {}
+            (Range::Everything, false) => created.push(record(columns, &row.row)),
+            (Range::Refresh | Range::Since(_), false) => updated.push(record(columns, &row.row)),
+            (Range::Refresh | Range::Since(_), true) => {
                 if let Some(id) = row.row.get(ID) {
                     deleted.push(id.clone());
                 }
             }
-            (Range::Everything, false, _) | (Range::Since(_), false, true) => {
-                created.push(Value::Object(record));
-            }
-            (Range::Refresh | Range::Since(_), false, _) => updated.push(Value::Object(record)),
         }
     }
     json!({"created": created, "updated": updated, "deleted": deleted})
