@@ -39,7 +39,18 @@ pub(super) async fn get_lsn(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     RequestCredentials::of(&headers, query.as_deref().unwrap_or("")).authenticate(&state.auth)?;
-    let fence = emit_fence(&state).await?;
+    let fence = reach_fence(&state).await?;
+    let mut response = Json(json!({ "lsn": fence.as_u64().to_string() })).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// Writes a fence and waits until the proxy has processed it: every transaction committed
+/// before the call is then in the shape logs. 503 when the stream does not get there in time.
+pub(crate) async fn reach_fence(state: &AppState) -> Result<Lsn, ApiError> {
+    let fence = emit_fence(state).await?;
     let mut seen = state.shapes.watch_last_seen();
     let timeout = state.settings.long_poll_timeout;
     let reached = tokio::select! {
@@ -55,11 +66,7 @@ pub(super) async fn get_lsn(
             retry_after: 1,
         });
     }
-    let mut response = Json(json!({ "lsn": fence.as_u64().to_string() })).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(fence)
 }
 
 async fn emit_fence(state: &AppState) -> Result<Lsn, ApiError> {

@@ -2,10 +2,11 @@
 //! can drive it directly.
 
 mod credentials;
+mod ecosystems;
 pub mod error;
 mod health;
 pub mod listener;
-mod lsn;
+pub(crate) mod lsn;
 mod metrics;
 mod mutations;
 pub mod shape;
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
                 .layer::<_, Infallible>(DefaultBodyLimit::max(max_body))
                 .layer::<_, Infallible>(RequestDecompressionLayer::new()),
         )
+        .merge(ecosystems::routes(max_body))
         .with_state(state)
         // gzip when the client accepts it; never for SSE (the default predicate skips
         // text/event-stream) or tiny bodies. The fastest level: shape chunks are megabytes,

@@ -25,6 +25,7 @@ use super::error::MutationError;
 use super::guard;
 use super::lww::{self, Intent, Plan, RowWrite, StoredRow};
 use super::pool::PooledConnection;
+use super::precondition::LockedRow;
 use super::store::{self, KeyState, Planned, WriteKind, WriteOutcome};
 use super::table::WritableTable;
 use super::validate::ValidMutation;
@@ -86,9 +87,22 @@ pub async fn run(
     }
     let mut savepoints = store::Savepoints::new(guarded_from);
     let mut wrote_rows = false;
+    let mut stale = Vec::new();
     for indices in by_table.values() {
-        wrote_rows |=
-            apply_table(conn, batch, indices, now, &mut outcomes, &mut savepoints).await?;
+        wrote_rows |= apply_table(
+            conn,
+            batch,
+            indices,
+            now,
+            &mut outcomes,
+            &mut savepoints,
+            &mut stale,
+        )
+        .await?;
+    }
+    if !stale.is_empty() && batch.precondition.as_ref().is_some_and(|p| p.aborts()) {
+        stale.sort_unstable();
+        return Err(MutationError::Stale { slots: stale });
     }
     let outcomes: Vec<Outcome> = (0..outcomes.len())
         .map(|i| {
@@ -242,6 +256,7 @@ async fn apply_table(
     now: i64,
     outcomes: &mut [Option<Outcome>],
     savepoints: &mut store::Savepoints,
+    stale: &mut Vec<usize>,
 ) -> Result<bool, MutationError> {
     let table = mutation(batch, indices[0])?.table.clone();
     let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -253,6 +268,7 @@ async fn apply_table(
         queues.entry(id).or_default().push_back(index);
     }
     let mut states = store::lock(conn, &table, &keys).await?;
+    check_precondition(batch, &table, &states, &mut queues, outcomes, stale).await?;
     let mut wrote_rows = false;
     loop {
         let round: Vec<(String, usize)> = queues
@@ -276,6 +292,50 @@ async fn apply_table(
     }
     store::write_clocks(conn, &table, &states).await?;
     Ok(wrote_rows)
+}
+
+/// Answers the mutations whose rows fail the batch's precondition `conflict` (current row, no
+/// `lost` columns), drops them from `queues` and adds them to `stale`.
+async fn check_precondition(
+    batch: &Batch,
+    table: &WritableTable,
+    states: &HashMap<String, KeyState>,
+    queues: &mut BTreeMap<String, VecDeque<usize>>,
+    outcomes: &mut [Option<Outcome>],
+    stale: &mut Vec<usize>,
+) -> Result<(), MutationError> {
+    let Some(precondition) = &batch.precondition else {
+        return Ok(());
+    };
+    let locked: Vec<LockedRow> = queues
+        .iter()
+        .map(|(id, queue)| LockedRow {
+            slots: queue.iter().copied().collect(),
+            row: states
+                .get(id)
+                .and_then(|s| s.row.as_ref())
+                .map(|row| row_json(table, row)),
+        })
+        .collect();
+    let failed = precondition.stale(table.name(), &locked).await?;
+    if failed.is_empty() {
+        return Ok(());
+    }
+    for (queue, locked) in queues.values_mut().zip(&locked) {
+        queue.retain(|slot| {
+            if !failed.contains(slot) {
+                return true;
+            }
+            stale.push(*slot);
+            outcomes[*slot] = Some(Outcome::Conflict {
+                lost: Vec::new(),
+                row: locked.row.clone(),
+                clamped_to: None,
+            });
+            false
+        });
+    }
+    Ok(())
 }
 
 /// Plans one round (one mutation per key); decides those that write nothing and groups the

@@ -12,6 +12,7 @@ use super::config::WriteConfig;
 use super::error::MutationError;
 use super::guard::{self, WriteGuard};
 use super::pool::PooledConnection;
+use super::precondition::Precondition;
 use super::table::TableCache;
 use super::validate::{ValidMutation, validate};
 use super::wire::{Mutation, MutationRequest, Outcome, RefusalCode};
@@ -24,7 +25,6 @@ pub enum Slot {
     Pending(ValidMutation),
 }
 
-#[derive(Debug)]
 pub struct Batch {
     pub client_id: String,
     pub atomic: bool,
@@ -34,6 +34,8 @@ pub struct Batch {
     pub repeat_of: Vec<Option<usize>>,
     /// Per table, the condition the [`WriteGuard`] puts on rows before and after a write.
     pub checks: HashMap<QualifiedName, Arc<WhereClause>>,
+    /// What the locked rows must meet before they are written (none for `/v1/mutations`).
+    pub precondition: Option<Arc<dyn Precondition>>,
 }
 
 impl Batch {
@@ -100,6 +102,7 @@ impl Preparation<'_> {
                 .into_iter()
                 .filter_map(|(name, check)| Some((name, check.ok()??)))
                 .collect(),
+            precondition: None,
         })
     }
 

@@ -23,6 +23,10 @@ pub enum MutationError {
     /// changed between two runs of its transaction); the transaction is retried.
     #[error("an atomic batch ran out of savepoints")]
     OutOfSavepoints,
+    /// Rows failed the batch's [`Precondition`](super::precondition::Precondition) and it
+    /// aborts on that: nothing was written. `slots`: the batch positions that failed.
+    #[error("{} rows changed on the server since the state the write assumed", slots.len())]
+    Stale { slots: Vec<usize> },
     /// A bug: the state of the database contradicts what the write path just read.
     #[error("{0}")]
     Internal(String),
@@ -36,7 +40,7 @@ impl MutationError {
             Self::Connect(err) => err.is_transient(),
             Self::Query(err) => postgres::is_transient(err),
             Self::ConcurrentCreate | Self::OutOfSavepoints => true,
-            Self::NeedsSavepoints { .. } | Self::Internal(_) => false,
+            Self::NeedsSavepoints { .. } | Self::Stale { .. } | Self::Internal(_) => false,
         }
     }
 

@@ -26,6 +26,7 @@ pub mod gc;
 pub mod guard;
 pub mod lww;
 pub mod pool;
+pub mod precondition;
 pub mod refusal;
 pub mod sql;
 pub mod store;
@@ -49,6 +50,7 @@ pub use wire::{MutationRequest, MutationResponse};
 use apply::Applied;
 use guard::WriteGuard;
 use pool::{ConnectionPool, PooledConnection};
+use precondition::Precondition;
 use table::TableCache;
 
 /// Attempts of a transaction that fails transiently (deadlock, serialization, concurrent create).
@@ -101,14 +103,29 @@ impl MutationService {
         request: MutationRequest,
         guard: Option<&dyn WriteGuard>,
     ) -> Result<MutationResponse, MutationError> {
+        self.apply_checked(request, guard, None).await
+    }
+
+    /// Applies a batch whose rows must also meet `precondition` once locked (the sync
+    /// protocols of `http::ecosystems`).
+    pub async fn apply_checked(
+        &self,
+        request: MutationRequest,
+        guard: Option<&dyn WriteGuard>,
+        precondition: Option<Arc<dyn Precondition>>,
+    ) -> Result<MutationResponse, MutationError> {
         let ids: Vec<String> = request.mutations.iter().map(|m| m.id.clone()).collect();
         let mut conn = self.pool.get().await?;
-        let applied = match self.apply_on(&mut conn, request.clone(), guard).await {
+        let applied = match self
+            .apply_on(&mut conn, request.clone(), guard, precondition.clone())
+            .await
+        {
             Err(err) if err.is_schema_change() => {
                 // A table changed under cached statements: read the catalog again, once.
                 self.tables.clear();
                 conn.forget_statements();
-                self.apply_on(&mut conn, request, guard).await?
+                self.apply_on(&mut conn, request, guard, precondition)
+                    .await?
             }
             other => other?,
         };
@@ -138,6 +155,7 @@ impl MutationService {
         conn: &mut PooledConnection<'_>,
         request: MutationRequest,
         guard: Option<&dyn WriteGuard>,
+        precondition: Option<Arc<dyn Precondition>>,
     ) -> Result<Applied, MutationError> {
         let now = chrono::Utc::now().timestamp_micros();
         let preparation = batch::Preparation {
@@ -148,6 +166,7 @@ impl MutationService {
             guard,
         };
         let mut batch = preparation.prepare(request, conn).await?;
+        batch.precondition = precondition;
         values::check(conn, &mut batch).await?;
         let mut attempt = 1;
         let mut guarded_from = None;

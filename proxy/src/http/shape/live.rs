@@ -19,7 +19,7 @@ use crate::storage::shape_store::{Shape, ShapeState};
 
 /// When a live response made with `access` must have ended: its token's `exp`, as an instant
 /// of the runtime's clock (`None`: no token, or an `exp` too far away to matter).
-pub(super) fn token_deadline(access: &Access) -> Option<Instant> {
+pub(crate) fn token_deadline(access: &Access) -> Option<Instant> {
     let exp = access.expires_at()?;
     let left = exp.duration_since(SystemTime::now()).unwrap_or_default();
     Instant::now().checked_add(left)

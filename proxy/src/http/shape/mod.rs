@@ -4,7 +4,7 @@ mod authorize;
 mod batch;
 mod framing;
 pub mod headers;
-mod live;
+pub(crate) mod live;
 pub mod params;
 mod sse;
 mod subset;

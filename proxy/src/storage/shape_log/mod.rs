@@ -16,6 +16,7 @@
 //! sent: the log keeps only messages, never the punctuation of a response.
 
 pub mod capture_file;
+pub mod cursor;
 pub mod index;
 pub mod record;
 pub mod snapshot_file;

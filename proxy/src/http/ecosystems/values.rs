@@ -1,0 +1,213 @@
+//! Column values as the documents of other client databases hold them. Shapes send every
+//! value as Postgres' text output; RxDB and WatermelonDB documents are typed JSON, so the
+//! protocols of `http::ecosystems` convert by column type, in both directions.
+
+use serde_json::{Map, Number, Value};
+use shapes::schema::{Column, PgType, TypeKind};
+
+/// How JSON columns appear in documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonColumns {
+    /// As the JSON value (RxDB: the schema can declare objects and arrays).
+    Parsed,
+    /// As their text (WatermelonDB has no JSON type: apps store JSON in string columns).
+    Text,
+}
+
+/// What a value of `column` becomes in a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Boolean,
+    Integer,
+    Float,
+    Json,
+    Text,
+}
+
+fn kind(column: &Column) -> Kind {
+    if column.dims > 0 {
+        return Kind::Text;
+    }
+    kind_of(&column.ty)
+}
+
+fn kind_of(ty: &PgType) -> Kind {
+    match &ty.kind {
+        TypeKind::Domain { base } => kind_of(base),
+        TypeKind::Base => match ty.name.as_str() {
+            "bool" => Kind::Boolean,
+            "int2" | "int4" | "int8" | "oid" => Kind::Integer,
+            "float4" | "float8" | "numeric" => Kind::Float,
+            "json" | "jsonb" => Kind::Json,
+            _ => Kind::Text,
+        },
+        TypeKind::Enum { .. } | TypeKind::Array { .. } | TypeKind::Other => Kind::Text,
+    }
+}
+
+/// The document value of a column's text (`None`: SQL NULL). A value the type's text form
+/// does not parse as (never from Postgres) stays a string.
+pub fn to_document(column: &Column, text: Option<&str>, json: JsonColumns) -> Value {
+    let Some(text) = text else {
+        return Value::Null;
+    };
+    let parsed = match kind(column) {
+        Kind::Boolean => match text {
+            "t" | "true" => Some(Value::Bool(true)),
+            "f" | "false" => Some(Value::Bool(false)),
+            _ => None,
+        },
+        Kind::Integer => text.parse::<i64>().ok().map(Value::from),
+        // NaN and the infinities have no JSON number: they stay strings.
+        Kind::Float => text
+            .parse::<f64>()
+            .ok()
+            .and_then(Number::from_f64)
+            .map(Value::Number),
+        Kind::Json if json == JsonColumns::Parsed => serde_json::from_str(text).ok(),
+        Kind::Json | Kind::Text => None,
+    };
+    parsed.unwrap_or_else(|| Value::String(text.to_owned()))
+}
+
+/// A document's value for a column as `POST /v1/mutations` takes it: JSON columns of parsed
+/// documents go back as their JSON text (a JSON string value included, which the write path
+/// would otherwise take as the text to parse); everything else as it is.
+pub fn from_document(column: &Column, value: &Value, json: JsonColumns) -> Value {
+    match (kind(column), json, value) {
+        (_, _, Value::Null) => Value::Null,
+        (Kind::Json, JsonColumns::Parsed, value) => Value::String(value.to_string()),
+        (_, _, value) => value.clone(),
+    }
+}
+
+/// A row (column → text or null, as shapes and the write path give it) as a document of the
+/// columns `columns` (names missing from the row are left out).
+pub fn document(
+    columns: &[Column],
+    row: &Map<String, Value>,
+    json: JsonColumns,
+) -> Map<String, Value> {
+    columns
+        .iter()
+        .filter_map(|column| {
+            let value = row.get(&column.name)?;
+            Some((
+                column.name.clone(),
+                to_document(column, value.as_str(), json),
+            ))
+        })
+        .collect()
+}
+
+/// Equality of document values as a JavaScript client sees them: numbers by value (`1` and
+/// `1.0` are one number), objects by their members whatever their order.
+pub fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_value(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_value(v, w)))
+        }
+        (a, b) => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use serde_json::json;
+
+    fn column(ty: &str, dims: u32) -> Column {
+        Column {
+            name: "c".into(),
+            ty: PgType {
+                oid: 0,
+                name: ty.into(),
+                kind: TypeKind::Base,
+            },
+            type_mod: -1,
+            dims,
+            not_null: false,
+            pk_index: None,
+            generated: false,
+        }
+    }
+
+    #[rstest]
+    #[case::boolean_true("bool", "t", json!(true))]
+    #[case::boolean_false("bool", "f", json!(false))]
+    #[case::int4("int4", "-42", json!(-42))]
+    #[case::int8("int8", "9007199254740993", json!(9_007_199_254_740_993_i64))]
+    #[case::float("float8", "1.5", json!(1.5))]
+    #[case::numeric("numeric", "10.25", json!(10.25))]
+    #[case::nan_stays_text("float8", "NaN", json!("NaN"))]
+    #[case::infinity_stays_text("float4", "Infinity", json!("Infinity"))]
+    #[case::jsonb_parsed("jsonb", r#"{"a":[1,2]}"#, json!({"a":[1,2]}))]
+    #[case::text("text", "hello", json!("hello"))]
+    #[case::timestamptz("timestamptz", "2026-01-01 10:00:00+00", json!("2026-01-01 10:00:00+00"))]
+    #[case::uuid("uuid", "6f1c0e8e-0000-4000-8000-000000000000", json!("6f1c0e8e-0000-4000-8000-000000000000"))]
+    fn text_becomes_typed_json(#[case] ty: &str, #[case] text: &str, #[case] expected: Value) {
+        assert_eq!(
+            to_document(&column(ty, 0), Some(text), JsonColumns::Parsed),
+            expected
+        );
+    }
+
+    #[test]
+    fn nulls_arrays_and_watermelon_json_columns() {
+        assert_eq!(
+            to_document(&column("int4", 0), None, JsonColumns::Parsed),
+            Value::Null
+        );
+        assert_eq!(
+            to_document(&column("int4", 1), Some("{1,2}"), JsonColumns::Parsed),
+            json!("{1,2}")
+        );
+        assert_eq!(
+            to_document(&column("jsonb", 0), Some(r#"{"a": 1}"#), JsonColumns::Text),
+            json!(r#"{"a": 1}"#)
+        );
+    }
+
+    #[test]
+    fn documents_go_back_in_the_form_the_write_path_takes() {
+        let jsonb = column("jsonb", 0);
+        assert_eq!(
+            from_document(&jsonb, &json!("a string"), JsonColumns::Parsed),
+            json!("\"a string\"")
+        );
+        assert_eq!(
+            from_document(&jsonb, &json!({"a": 1}), JsonColumns::Parsed),
+            json!(r#"{"a":1}"#)
+        );
+        assert_eq!(
+            from_document(&jsonb, &json!("{\"a\":1}"), JsonColumns::Text),
+            json!("{\"a\":1}")
+        );
+        assert_eq!(
+            from_document(&column("int4", 0), &json!(7), JsonColumns::Parsed),
+            json!(7)
+        );
+        assert_eq!(
+            from_document(&jsonb, &Value::Null, JsonColumns::Parsed),
+            Value::Null
+        );
+    }
+
+    #[test]
+    fn values_compare_as_javascript_sees_them() {
+        assert!(same_value(&json!(1), &json!(1.0)));
+        assert!(same_value(
+            &json!({"a": 1, "b": [2]}),
+            &json!({"b": [2.0], "a": 1})
+        ));
+        assert!(!same_value(&json!("1"), &json!(1)));
+        assert!(!same_value(&json!({"a": 1}), &json!({"a": 1, "b": null})));
+    }
+}

@@ -1,0 +1,542 @@
+//! The RxDB and WatermelonDB endpoints over HTTP, against a real proxy and Postgres: paging by
+//! checkpoint returns every row exactly once whatever the page size and the chunk boundaries,
+//! pushes follow each protocol's conflict rule on the locked rows, and bad input is a 400 that
+//! names the field and writes nothing. (The clients themselves run in `tests/ecosystems`.)
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use rstest::rstest;
+use serde_json::{Value, json};
+use tests::proxy_process::ProxyProcess;
+use tests::{TestDb, shapesync_bin};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A database with `items` (text id, typed columns), `pairs` (two-column key) and the example
+/// app; a proxy with small chunks so a pull crosses chunk boundaries.
+async fn world(name: &str) -> (TestDb, tokio_postgres::Client, ProxyProcess) {
+    let db = TestDb::new(name).await;
+    let sql = db.connect().await;
+    sql.batch_execute(
+        "CREATE TABLE items (id text PRIMARY KEY, n int4, price numeric, done bool NOT NULL DEFAULT false,
+                             meta jsonb, note text, deleted_at timestamptz);
+         CREATE TABLE pairs (a int, b int, PRIMARY KEY (a, b));
+         CREATE TABLE numbered (id int8 PRIMARY KEY, title text);",
+    )
+    .await
+    .unwrap();
+    let proxy = ProxyProcess::start(
+        shapesync_bin!(),
+        &db,
+        &[
+            "--writable",
+            "items,numbered,pairs",
+            "--tombstones",
+            "items",
+            "--chunk-bytes",
+            "2000",
+        ],
+    )
+    .await;
+    (db, sql, proxy)
+}
+
+async fn get(proxy: &ProxyProcess, path: &str) -> (u16, Value) {
+    let response = proxy
+        .http()
+        .get(format!("{}{path}", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn post(proxy: &ProxyProcess, path: &str, body: &Value) -> (u16, Value) {
+    let response = proxy
+        .http()
+        .post(format!("{}{path}", proxy.url))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn encode(value: &Value) -> String {
+    form_urlencoded::byte_serialize(value.to_string().as_bytes()).collect()
+}
+
+/// Pulls `table` from `checkpoint` to the end in pages of `limit`: every document, in order,
+/// and the last checkpoint.
+async fn pull_all(
+    proxy: &ProxyProcess,
+    table: &str,
+    mut checkpoint: Value,
+    limit: usize,
+) -> (Vec<Value>, Value) {
+    let mut documents = Vec::new();
+    loop {
+        let path = format!(
+            "/v1/rxdb/{table}/pull?limit={limit}&checkpoint={}",
+            encode(&checkpoint)
+        );
+        let (status, body) = get(proxy, &path).await;
+        assert_eq!(status, 200, "{body}");
+        let page = body["documents"].as_array().unwrap().clone();
+        assert!(
+            page.len() <= limit,
+            "a page holds at most `limit` documents"
+        );
+        let done = page.is_empty();
+        if done && !checkpoint.is_null() {
+            assert_eq!(
+                body["checkpoint"], checkpoint,
+                "an empty page gives the same checkpoint back"
+            );
+        }
+        checkpoint = body["checkpoint"].clone();
+        documents.extend(page);
+        if done {
+            return (documents, checkpoint);
+        }
+    }
+}
+
+/// The rows of `items` as RxDB documents, from Postgres itself.
+async fn items_in_postgres(sql: &tokio_postgres::Client) -> BTreeMap<String, Value> {
+    let rows = sql
+        .query(
+            "SELECT id, json_build_object('id', id, 'n', n, 'price', price, 'done', done, 'meta', meta,
+                    'note', note)::text FROM items WHERE deleted_at IS NULL",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            let mut doc: Value = serde_json::from_str(r.get::<_, &str>(1)).unwrap();
+            doc["_deleted"] = json!(false);
+            (r.get(0), doc)
+        })
+        .collect()
+}
+
+/// What a client that applied `documents` in order holds: the live ones by id.
+fn mirror(documents: &[Value]) -> BTreeMap<String, Value> {
+    let mut rows = BTreeMap::new();
+    for doc in documents {
+        let id = doc["id"].as_str().unwrap().to_owned();
+        if doc["_deleted"] == json!(true) {
+            rows.remove(&id);
+        } else {
+            rows.insert(id, doc.clone());
+        }
+    }
+    rows
+}
+
+#[rstest]
+#[case::one_at_a_time(1)]
+#[case::odd_pages(7)]
+#[case::large_pages(1000)]
+#[tokio::test]
+async fn rxdb_pull_pages_through_snapshot_and_log_exactly_once(#[case] limit: usize) {
+    let (_db, sql, proxy) = world(&format!("rxdb_pages_{limit}")).await;
+    sql.batch_execute(
+        "INSERT INTO items (id, n, price, done, meta, note)
+         SELECT 'i' || g, g, g * 1.5, g % 2 = 0, json_build_object('g', g), repeat('x', g % 40)
+         FROM generate_series(1, 120) g",
+    )
+    .await
+    .unwrap();
+    let (first, checkpoint) = pull_all(&proxy, "items", Value::Null, limit).await;
+    assert_eq!(first.len(), 120, "each snapshot row once");
+    assert_eq!(mirror(&first), items_in_postgres(&sql).await);
+    assert_eq!(first[2]["meta"], json!({"g": 3}), "jsonb as JSON");
+    assert_eq!(first[2]["price"], json!(4.5), "numeric as a number");
+    assert_eq!(first[1]["done"], json!(true), "bool as a boolean");
+
+    // Changes after the snapshot: an update of one row many times, a tombstone, a hard delete,
+    // inserts, in several transactions.
+    for i in 0..5 {
+        sql.execute("UPDATE items SET n = n + $1 WHERE id = 'i1'", &[&i])
+            .await
+            .unwrap();
+    }
+    sql.batch_execute(
+        "UPDATE items SET deleted_at = now() WHERE id = 'i2';
+         DELETE FROM items WHERE id = 'i3';
+         INSERT INTO items (id, n) SELECT 'j' || g, g FROM generate_series(1, 15) g;",
+    )
+    .await
+    .unwrap();
+    let fence = proxy
+        .http()
+        .get(format!("{}/v1/lsn", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fence.status(), 200);
+    let (later, _) = pull_all(&proxy, "items", checkpoint, limit).await;
+    let mut all = first.clone();
+    all.extend(later.iter().cloned());
+    assert_eq!(mirror(&all), items_in_postgres(&sql).await);
+    let deleted: Vec<&str> = later
+        .iter()
+        .filter(|d| d["_deleted"] == json!(true))
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        deleted,
+        ["i2", "i3"],
+        "a tombstone and a hard delete, as deleted documents"
+    );
+    if limit >= 20 {
+        assert_eq!(
+            later.len(),
+            18,
+            "a row changed five times comes once per page"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rxdb_push_follows_the_assumed_master_rule_and_a_retry_changes_nothing() {
+    let (_db, sql, proxy) = world("rxdb_push").await;
+    let doc = json!({"id": "a", "n": 1, "price": 2.5, "done": false, "meta": {"k": ["v"]},
+                     "note": "first", "_deleted": false});
+    let push = json!([{"newDocumentState": doc}]);
+    let (status, conflicts) = post(&proxy, "/v1/rxdb/items/push", &push).await;
+    assert_eq!((status, &conflicts), (200, &json!([])));
+    let stored: String = sql
+        .query_one("SELECT meta::text FROM items WHERE id = 'a'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, r#"{"k": ["v"]}"#, "a JSON field is stored as jsonb");
+
+    // The same push again (a retry): the row exists, so it is a conflict whose master is the
+    // document itself; nothing is written twice.
+    let (status, conflicts) = post(&proxy, "/v1/rxdb/items/push", &push).await;
+    assert_eq!(status, 200);
+    assert_eq!(conflicts, json!([doc]), "the master, typed as pulled");
+
+    // An update from a stale assumed state is refused with the master; Postgres keeps it.
+    let stale = json!([{"assumedMasterState": {"id": "a", "n": 0, "price": 2.5, "done": false,
+                                              "meta": {"k": ["v"]}, "note": "first", "_deleted": false},
+                         "newDocumentState": {"id": "a", "n": 5, "price": 2.5, "done": true,
+                                              "meta": {"k": ["v"]}, "note": "first", "_deleted": false}}]);
+    let (status, conflicts) = post(&proxy, "/v1/rxdb/items/push", &stale).await;
+    assert_eq!((status, &conflicts), (200, &json!([doc])));
+    let n: i32 = sql
+        .query_one("SELECT n FROM items WHERE id = 'a'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+
+    // From the right state (numbers compare by value: 2.50 is 2.5) it applies.
+    let mut assumed = doc.clone();
+    assumed["price"] = json!(2.50);
+    let mut new = doc.clone();
+    new["done"] = json!(true);
+    new["note"] = json!("second");
+    let (status, conflicts) = post(
+        &proxy,
+        "/v1/rxdb/items/push",
+        &json!([{"assumedMasterState": assumed, "newDocumentState": new}]),
+    )
+    .await;
+    assert_eq!((status, &conflicts), (200, &json!([])));
+    let row = sql
+        .query_one("SELECT done, note FROM items WHERE id = 'a'", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, bool>(0), row.get::<_, String>(1)),
+        (true, "second".to_owned())
+    );
+
+    // A delete on a tombstoned table sets the tombstone; pulled, it is a deleted document.
+    let mut deleted = new.clone();
+    deleted["_deleted"] = json!(true);
+    let (status, conflicts) = post(
+        &proxy,
+        "/v1/rxdb/items/push",
+        &json!([{"assumedMasterState": new, "newDocumentState": deleted}]),
+    )
+    .await;
+    assert_eq!((status, &conflicts), (200, &json!([])));
+    let tombstoned: bool = sql
+        .query_one(
+            "SELECT deleted_at IS NOT NULL FROM items WHERE id = 'a'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(tombstoned);
+    let (documents, _) = pull_all(&proxy, "items", Value::Null, 10).await;
+    assert!(
+        documents.is_empty(),
+        "a tombstoned row is not in a first pull: {documents:?}"
+    );
+}
+
+#[tokio::test]
+async fn rxdb_pull_stream_sends_each_transaction_and_its_checkpoint() {
+    let (_db, sql, proxy) = world("rxdb_stream").await;
+    sql.batch_execute("INSERT INTO items (id, n) VALUES ('s1', 1)")
+        .await
+        .unwrap();
+    let response = proxy
+        .http()
+        .get(format!("{}/v1/rxdb/items/pullStream", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    sql.batch_execute(
+        "BEGIN; UPDATE items SET n = 2 WHERE id = 's1'; INSERT INTO items (id, n) VALUES ('s2', 7); COMMIT;",
+    )
+    .await
+    .unwrap();
+    let mut text = String::new();
+    let event = tokio::time::timeout(WAIT, async {
+        loop {
+            let chunk = body.next().await.expect("the stream stays open").unwrap();
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if let Some(line) = text.lines().find(|l| l.starts_with("data: ")) {
+                return serde_json::from_str::<Value>(&line["data: ".len()..]).unwrap();
+            }
+        }
+    })
+    .await
+    .expect("an event for the transaction");
+    let ids: Vec<&str> = event["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["s1", "s2"],
+        "one event for the whole transaction: {event}"
+    );
+    assert_eq!(event["documents"][0]["n"], json!(2));
+    // Its checkpoint continues a pull after the transaction.
+    let path = format!(
+        "/v1/rxdb/items/pull?checkpoint={}",
+        encode(&event["checkpoint"])
+    );
+    let (status, body) = get(&proxy, &path).await;
+    assert_eq!((status, &body["documents"]), (200, &json!([])));
+}
+
+#[rstest]
+#[case::unknown_table("/v1/rxdb/nope/pull", "table")]
+#[case::two_column_key("/v1/rxdb/pairs/pull", "table")]
+#[case::bad_checkpoint("/v1/rxdb/items/pull?checkpoint=%7B%22x%22%3A1%7D", "checkpoint")]
+#[case::checkpoint_not_json("/v1/rxdb/items/pull?checkpoint=abc", "checkpoint")]
+#[case::limit_zero("/v1/rxdb/items/pull?limit=0", "limit")]
+#[case::repeated("/v1/rxdb/items/pull?limit=1&limit=2", "limit")]
+#[case::unknown_param("/v1/rxdb/items/pull?where=1", "where")]
+#[case::forged_position(
+    "/v1/rxdb/items/pull?checkpoint=%7B%22handle%22%3A%22HANDLE%22%2C%22snapshot%22%3A3%7D",
+    "checkpoint"
+)]
+#[case::watermelon_no_tables("/v1/watermelon/pull?last_pulled_at=null&schema_version=1", "tables")]
+#[case::watermelon_int_key(
+    "/v1/watermelon/pull?last_pulled_at=null&schema_version=1&tables=numbered",
+    "tables"
+)]
+#[case::watermelon_bad_timestamp(
+    "/v1/watermelon/pull?last_pulled_at=yesterday&schema_version=1&tables=items",
+    "last_pulled_at"
+)]
+#[case::watermelon_bad_migration(
+    "/v1/watermelon/pull?last_pulled_at=null&schema_version=1&tables=items&migration=%7B%7D",
+    "migration"
+)]
+#[tokio::test]
+async fn bad_reads_are_400s_naming_the_parameter(#[case] path: &str, #[case] field: &str) {
+    let (_db, sql, proxy) = world(&format!("sync_bad_read_{field}")).await;
+    sql.batch_execute("INSERT INTO items (id) SELECT 'r' || g FROM generate_series(1, 50) g")
+        .await
+        .unwrap();
+    let path = if path.contains("HANDLE") {
+        let (_, body) = get(&proxy, "/v1/rxdb/items/pull").await;
+        let handle = body["checkpoint"]["handle"].as_str().unwrap().to_owned();
+        path.replace("HANDLE", &handle)
+    } else {
+        path.to_owned()
+    };
+    let (status, body) = get(&proxy, &path).await;
+    assert_eq!(status, 400, "{path}: {body}");
+    assert!(
+        body["errors"][field].is_array(),
+        "{path}: names {field}: {body}"
+    );
+}
+
+#[rstest]
+#[case::unknown_column(json!([{"newDocumentState": {"id": "b", "nope": 1}}]), "[1].newDocumentState.nope")]
+#[case::wrong_type(json!([{"newDocumentState": {"id": "b", "n": "many"}}]), "[1].newDocumentState.n")]
+#[case::missing_key(json!([{"newDocumentState": {"n": 1}}]), "[1].newDocumentState.id")]
+#[case::bad_deleted(json!([{"newDocumentState": {"id": "b", "_deleted": "yes"}}]), "[1].newDocumentState._deleted")]
+#[case::unknown_row_field(json!([{"newDocumentState": {"id": "b"}, "extra": 1}]), "[1]")]
+#[tokio::test]
+async fn a_bad_row_in_a_push_is_a_400_naming_it_and_nothing_is_written(
+    #[case] bad: Value,
+    #[case] field: &str,
+) {
+    let (_db, sql, proxy) = world("rxdb_bad_push").await;
+    let mut rows = vec![json!({"newDocumentState": {"id": "good", "n": 1}})];
+    rows.extend(bad.as_array().unwrap().iter().cloned());
+    let (status, body) = post(&proxy, "/v1/rxdb/items/push", &Value::Array(rows)).await;
+    assert_eq!(status, 400, "{body}");
+    let errors = body["errors"].as_object().unwrap();
+    assert!(
+        errors.keys().any(|k| k.starts_with(field)),
+        "names {field}: {body}"
+    );
+    let count: i64 = sql
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 0, "the good row was not written either");
+}
+
+async fn watermelon_pull(proxy: &ProxyProcess, last: Option<u64>, tables: &str) -> Value {
+    let last = last.map_or("null".to_owned(), |n| n.to_string());
+    let (status, body) = get(
+        proxy,
+        &format!("/v1/watermelon/pull?last_pulled_at={last}&schema_version=1&migration=null&tables={tables}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn watermelon_pulls_changes_since_a_timestamp_and_push_aborts_on_newer_server_changes() {
+    let (_db, sql, proxy) = world("watermelon_flow").await;
+    sql.batch_execute(
+        "CREATE TABLE tags (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), label text);
+         INSERT INTO items (id, n, meta) VALUES ('w1', 1, '{\"a\": 1}'), ('w2', 2, null), ('w3', 3, null);
+         INSERT INTO tags (label) VALUES ('red');",
+    )
+    .await
+    .unwrap();
+    let first = watermelon_pull(&proxy, None, "items,tags").await;
+    let created = first["changes"]["items"]["created"].as_array().unwrap();
+    assert_eq!(created.len(), 3);
+    assert_eq!(
+        created[0]["meta"],
+        json!(r#"{"a": 1}"#),
+        "JSON columns as text"
+    );
+    assert_eq!(
+        first["changes"]["tags"]["created"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let t1 = first["timestamp"].as_u64().expect("a number");
+
+    sql.batch_execute(
+        "UPDATE items SET n = 10 WHERE id = 'w1';
+         DELETE FROM items WHERE id = 'w2';
+         INSERT INTO items (id, n) VALUES ('w4', 4);
+         INSERT INTO items (id, n) VALUES ('w5', 5); DELETE FROM items WHERE id = 'w5';",
+    )
+    .await
+    .unwrap();
+    let second = watermelon_pull(&proxy, Some(t1), "items,tags").await;
+    let items = &second["changes"]["items"];
+    assert_eq!(
+        items["created"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].clone())
+            .collect::<Vec<_>>(),
+        [json!("w4")]
+    );
+    assert_eq!(items["updated"][0]["id"], json!("w1"));
+    assert_eq!(items["updated"][0]["n"], json!(10));
+    assert_eq!(items["updated"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        items["deleted"],
+        json!(["w2"]),
+        "w5 came and went: not sent"
+    );
+    assert_eq!(
+        second["changes"]["tags"],
+        json!({"created": [], "updated": [], "deleted": []})
+    );
+    let t2 = second["timestamp"].as_u64().unwrap();
+    assert!(t2 > t1);
+    let third = watermelon_pull(&proxy, Some(t2), "items").await;
+    assert_eq!(
+        third["changes"]["items"],
+        json!({"created": [], "updated": [], "deleted": []})
+    );
+
+    // A push from t1 touching w1 (changed on the server since): 409, nothing written.
+    let push = json!({"items": {"created": [{"id": "w9", "n": 9, "_status": "created", "_changed": ""}],
+                                "updated": [{"id": "w1", "n": 11, "note": "device", "_status": "updated", "_changed": "note"}],
+                                "deleted": ["w3"]}});
+    let (status, body) = post(
+        &proxy,
+        &format!("/v1/watermelon/push?last_pulled_at={t1}"),
+        &push,
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["conflicts"], json!({"items": ["w1"]}));
+    let count: i64 = sql
+        .query_one("SELECT count(*) FROM items WHERE id IN ('w9') OR (id = 'w3' AND deleted_at IS NOT NULL)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 0, "nothing of the aborted push was written");
+
+    // From t2 it applies; `_changed` limits an update to the columns the device changed.
+    let (status, body) = post(
+        &proxy,
+        &format!("/v1/watermelon/push?last_pulled_at={t2}"),
+        &push,
+    )
+    .await;
+    assert_eq!((status, &body), (200, &json!({})));
+    let row = sql
+        .query_one("SELECT n, note FROM items WHERE id = 'w1'", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, i32>(0), row.get::<_, Option<String>>(1)),
+        (10, Some("device".to_owned()))
+    );
+    let w3: bool = sql
+        .query_one(
+            "SELECT deleted_at IS NOT NULL FROM items WHERE id = 'w3'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(w3, "a delete tombstones");
+    // The device's own writes come back on its next pull (Watermelon applies them as no-ops).
+    let fourth = watermelon_pull(&proxy, Some(t2), "items").await;
+    assert_eq!(fourth["changes"]["items"]["created"][0]["id"], json!("w9"));
+    assert_eq!(fourth["changes"]["items"]["deleted"], json!(["w3"]));
+}
