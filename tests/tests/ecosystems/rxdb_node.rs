@@ -33,7 +33,7 @@ async fn two_rxdb_clients_converge_through_offline_edits_conflicts_deletes_and_s
         .await;
     a.ok("inSync", json!({})).await;
     let rows = items(&sql).await;
-    assert_eq!(rows[3], item("a1", "from a", false, 10));
+    assert_eq!(rows[0], item("a1", "from a", false, 10));
     wait_docs(&mut b, &rows).await;
 
     // A plain SQL write reaches both clients through pullStream, without a pull.
