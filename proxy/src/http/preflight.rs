@@ -6,7 +6,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 /// 204 allowing every method of the API and the headers the browser asks for. They are
-/// echoed rather than answered with `*`, which browsers do not let cover `Authorization`.
+/// echoed rather than answered with `*`, which the Fetch standard does not let cover
+/// `Authorization` (Chromium still lets it).
 pub(super) async fn preflight(request: HeaderMap) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let h = response.headers_mut();

@@ -1,6 +1,7 @@
 //! Browsers ask before a cross-origin request with a JSON body or an `Authorization` header
 //! (every RxDB pull and push from a web app does one or both): each route a browser client
-//! calls answers the preflight, and allows `Authorization` by name (a `*` does not cover it).
+//! calls answers the preflight, and allows `Authorization` by name (by the Fetch standard a
+//! `*` does not cover it).
 
 use crate::support::*;
 

@@ -1,5 +1,6 @@
 //! An RxDB app in headless Chromium (Dexie storage, i.e. IndexedDB; the page on its own
-//! origin, so every request is cross-origin) and one in Node, replicating `items`.
+//! origin, so every request is cross-origin and carries a token, as a web app's would) and one
+//! in Node, replicating `items`.
 
 use serde_json::json;
 
@@ -9,9 +10,10 @@ use crate::support::*;
 async fn rxdb_in_chromium_with_indexeddb_converges_with_a_node_client() {
     let db = database("eco_rxdb_browser", ITEMS).await;
     let sql = db.connect().await;
-    let proxy = open_proxy(&db, "items").await;
-    let mut page = rxdb_browser(&proxy.url, "page");
-    let mut node = rxdb_node(&proxy.url, "node");
+    let rules = tempfile::tempdir().expect("rules dir");
+    let proxy = auth_proxy(&db, &rules, ITEMS_RULES, "items").await;
+    let mut page = rxdb_browser(&proxy.url, "page", &token("page-user"));
+    let mut node = rxdb_node_with_token(&proxy.url, "node", Some(&token("node-user")));
     start(&mut page).await;
     start(&mut node).await;
     let rows = items(&sql).await;

@@ -55,19 +55,27 @@ pub async fn open_proxy(db: &TestDb, writable: &str) -> ProxyProcess {
 
 /// An RxDB client in Node with the memory storage, replicating `items`.
 pub fn rxdb_node(url: &str, name: &str) -> NodeClient {
+    rxdb_node_with_token(url, name, None)
+}
+
+/// [`rxdb_node`] sending `token` as `Authorization: Bearer`.
+pub fn rxdb_node_with_token(url: &str, name: &str, token: Option<&str>) -> NodeClient {
     NodeClient::start(
         &format!("rxdb {name}"),
         "rxdb-node.mjs",
-        &json!({"url": url, "table": "items", "name": name, "schema": items_schema()}),
+        &json!({"url": url, "table": "items", "name": name, "schema": items_schema(),
+                "token": token}),
     )
 }
 
-/// An RxDB client in headless Chromium with the Dexie (IndexedDB) storage.
-pub fn rxdb_browser(url: &str, name: &str) -> NodeClient {
+/// An RxDB client in headless Chromium with the Dexie (IndexedDB) storage, sending `token`
+/// as `Authorization: Bearer` (and as `?token=` on its EventSource, which cannot set headers).
+pub fn rxdb_browser(url: &str, name: &str, token: &str) -> NodeClient {
     NodeClient::start(
         &format!("rxdb in chromium {name}"),
         "rxdb-browser.mjs",
-        &json!({"url": url, "table": "items", "name": name, "schema": items_schema()}),
+        &json!({"url": url, "table": "items", "name": name, "schema": items_schema(),
+                "token": token}),
     )
 }
 
@@ -113,8 +121,15 @@ pub const TASKS: &str = "
                              ('t4', 'bob', 'p2', 'Bob task 7731', false);
 ";
 
+/// Every token reads and writes every item.
+pub const ITEMS_RULES: &str = r#"
+[tables.items]
+read = "true"
+write = ["insert", "update", "delete"]
+"#;
+
 /// Each user reads and writes their own projects and tasks.
-const RULES: &str = r#"
+pub const TASKS_RULES: &str = r#"
 [tables.projects]
 read = "owner_id = $claims.sub"
 write = ["insert", "update", "delete"]
@@ -124,10 +139,16 @@ read = "owner_id = $claims.sub"
 write = ["insert", "update", "delete"]
 "#;
 
-/// A proxy with the secret, HS256 tokens and the rules; `projects` and `tasks` writable.
-pub async fn auth_proxy(db: &TestDb, rules_dir: &tempfile::TempDir) -> ProxyProcess {
+/// A proxy with the secret, HS256 tokens and `rules`; `writable` writable.
+pub async fn auth_proxy(
+    db: &TestDb,
+    rules_dir: &tempfile::TempDir,
+    rules: &str,
+    writable: &str,
+) -> ProxyProcess {
+    let text = rules;
     let rules = rules_dir.path().join("rules.toml");
-    std::fs::write(&rules, RULES).expect("write the rules");
+    std::fs::write(&rules, text).expect("write the rules");
     let rules = rules.display().to_string();
     ProxyProcess::start(
         shapesync_bin!(),
@@ -144,7 +165,7 @@ pub async fn auth_proxy(db: &TestDb, rules_dir: &tempfile::TempDir) -> ProxyProc
             "--rules",
             &rules,
             "--writable",
-            "projects,tasks",
+            writable,
         ],
     )
     .await

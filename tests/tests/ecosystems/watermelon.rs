@@ -18,7 +18,7 @@ async fn watermelon_devices_converge_and_a_push_over_a_newer_server_change_is_re
     let db = database("eco_watermelon", TASKS).await;
     let sql = db.connect().await;
     let rules = tempfile::tempdir().expect("rules dir");
-    let proxy = auth_proxy(&db, &rules).await;
+    let proxy = auth_proxy(&db, &rules, TASKS_RULES, "projects,tasks").await;
     let alice = token("alice");
     let mut a = watermelon(&proxy.url, &alice, "a");
     let mut b = watermelon(&proxy.url, &alice, "b");
@@ -157,7 +157,7 @@ async fn a_watermelon_device_drops_rows_that_leave_its_read_rule_and_cannot_writ
     let db = database("eco_watermelon_revoked", TASKS).await;
     let sql = db.connect().await;
     let rules = tempfile::tempdir().expect("rules dir");
-    let proxy = auth_proxy(&db, &rules).await;
+    let proxy = auth_proxy(&db, &rules, TASKS_RULES, "projects,tasks").await;
     let mut a = watermelon(&proxy.url, &token("alice"), "a");
     sync(&mut a).await;
     assert_device_equals_postgres(&mut a, &sql).await;
