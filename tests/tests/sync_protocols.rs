@@ -287,37 +287,68 @@ async fn rxdb_push_follows_the_assumed_master_rule_and_a_retry_changes_nothing()
     );
 }
 
+/// An open `pullStream` of `items` (from `checkpoint`, or from now).
+struct PullStream {
+    body: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>,
+    >,
+    text: String,
+}
+
+impl PullStream {
+    async fn open(proxy: &ProxyProcess, checkpoint: Option<&Value>) -> Self {
+        let query = checkpoint.map_or(String::new(), |c| format!("?checkpoint={}", encode(c)));
+        let response = proxy
+            .http()
+            .get(format!("{}/v1/rxdb/items/pullStream{query}", proxy.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        Self {
+            body: Box::pin(response.bytes_stream()),
+            text: String::new(),
+        }
+    }
+
+    /// The data of the next event (waits at most `WAIT`).
+    async fn next_data(&mut self) -> String {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(end) = self.text.find("\n\n") {
+                    let event: String = self.text.drain(..end + 2).collect();
+                    if let Some(line) = event.lines().find(|l| l.starts_with("data: ")) {
+                        return line["data: ".len()..].to_owned();
+                    }
+                    continue;
+                }
+                let chunk = self
+                    .body
+                    .next()
+                    .await
+                    .expect("the stream stays open")
+                    .unwrap();
+                self.text.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await
+        .expect("an event within the wait")
+    }
+}
+
 #[tokio::test]
 async fn rxdb_pull_stream_sends_each_transaction_and_its_checkpoint() {
     let (_db, sql, proxy) = world("rxdb_stream").await;
     sql.batch_execute("INSERT INTO items (id, n) VALUES ('s1', 1)")
         .await
         .unwrap();
-    let response = proxy
-        .http()
-        .get(format!("{}/v1/rxdb/items/pullStream", proxy.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let mut body = response.bytes_stream();
+    let mut stream = PullStream::open(&proxy, None).await;
     sql.batch_execute(
         "BEGIN; UPDATE items SET n = 2 WHERE id = 's1'; INSERT INTO items (id, n) VALUES ('s2', 7); COMMIT;",
     )
     .await
     .unwrap();
-    let mut text = String::new();
-    let event = tokio::time::timeout(WAIT, async {
-        loop {
-            let chunk = body.next().await.expect("the stream stays open").unwrap();
-            text.push_str(&String::from_utf8_lossy(&chunk));
-            if let Some(line) = text.lines().find(|l| l.starts_with("data: ")) {
-                return serde_json::from_str::<Value>(&line["data: ".len()..]).unwrap();
-            }
-        }
-    })
-    .await
-    .expect("an event for the transaction");
+    let event: Value = serde_json::from_str(&stream.next_data().await).unwrap();
     let ids: Vec<&str> = event["documents"]
         .as_array()
         .unwrap()
@@ -539,4 +570,153 @@ async fn watermelon_pulls_changes_since_a_timestamp_and_push_aborts_on_newer_ser
     let fourth = watermelon_pull(&proxy, Some(t2), "items").await;
     assert_eq!(fourth["changes"]["items"]["created"][0]["id"], json!("w9"));
     assert_eq!(fourth["changes"]["items"]["deleted"], json!(["w3"]));
+}
+
+#[tokio::test]
+async fn rxdb_pull_stream_says_resync_when_the_shape_rotates_and_pull_starts_over() {
+    let (_db, sql, proxy) = world("rxdb_resync").await;
+    sql.batch_execute("INSERT INTO items (id, n) VALUES ('r1', 1)")
+        .await
+        .unwrap();
+    let (_, first) = get(&proxy, "/v1/rxdb/items/pull").await;
+    let checkpoint = first["checkpoint"].clone();
+    let mut stream = PullStream::open(&proxy, Some(&checkpoint)).await;
+    // A new column changes every shape that selects all columns: it rotates.
+    sql.batch_execute(
+        "ALTER TABLE items ADD COLUMN extra text; INSERT INTO items (id, n) VALUES ('r2', 2);",
+    )
+    .await
+    .unwrap();
+    assert_eq!(stream.next_data().await, "\"RESYNC\"");
+    // Pulling from the old checkpoint starts over on the new shape: every row, the new column.
+    let (documents, _) = pull_all(&proxy, "items", checkpoint, 100).await;
+    let ids: Vec<&str> = documents
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["r1", "r2"]);
+    assert!(documents[0].get("extra").is_some(), "{documents:?}");
+}
+
+#[tokio::test]
+async fn watermelon_migrations_send_new_tables_whole_and_deleting_a_missing_row_is_ignored() {
+    let (_db, sql, proxy) = world("watermelon_migration").await;
+    sql.batch_execute(
+        "CREATE TABLE tags (id text PRIMARY KEY, label text);
+         INSERT INTO items (id, n) VALUES ('m1', 1);
+         INSERT INTO tags VALUES ('t1', 'red'), ('t2', 'blue');",
+    )
+    .await
+    .unwrap();
+    let first = watermelon_pull(&proxy, None, "items").await;
+    let t1 = first["timestamp"].as_u64().unwrap();
+    // The device's schema gained `tags` (and a column of items): both come whole.
+    let migration = encode(&json!({"from": 1, "tables": ["tags"],
+                                   "columns": [{"table": "items", "columns": ["note"]}]}));
+    let (status, body) = get(
+        &proxy,
+        &format!("/v1/watermelon/pull?last_pulled_at={t1}&schema_version=2&migration={migration}&tables=items,tags"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let created: Vec<&str> = body["changes"]["tags"]["created"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(created, ["t1", "t2"]);
+    assert_eq!(body["changes"]["items"]["updated"][0]["id"], json!("m1"));
+    let t2 = body["timestamp"].as_u64().unwrap();
+
+    let (status, body) = post(
+        &proxy,
+        &format!("/v1/watermelon/push?last_pulled_at={t2}"),
+        &json!({"items": {"created": [{"id": "m2", "n": 2}], "deleted": ["never-existed"]}}),
+    )
+    .await;
+    assert_eq!((status, &body), (200, &json!({})));
+    let n: i64 = sql
+        .query_one("SELECT count(*) FROM items WHERE id = 'm2'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn pulls_are_gzipped_when_the_client_accepts_it() {
+    let (_db, sql, proxy) = world("sync_gzip").await;
+    sql.batch_execute("INSERT INTO items (id, note) SELECT 'g' || g, repeat('text ', 50) FROM generate_series(1, 200) g")
+        .await
+        .unwrap();
+    for path in [
+        "/v1/rxdb/items/pull?limit=200",
+        "/v1/watermelon/pull?last_pulled_at=null&schema_version=1&tables=items",
+    ] {
+        // A client without automatic decompression, to see the encoding.
+        let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+        let response = raw
+            .get(format!("{}{path}", proxy.url))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-encoding"], "gzip", "{path}");
+    }
+}
+
+#[rstest]
+#[case::unknown_column(json!({"items": {"created": [{"id": "b", "nope": 1}]}}), "items.created[0].nope")]
+#[case::wrong_type(json!({"items": {"updated": [{"id": "b", "n": "many"}]}}), "items.updated[0].n")]
+#[case::missing_id(json!({"items": {"created": [{"n": 1}]}}), "items.created[0].id")]
+#[case::not_a_list(json!({"items": {"created": {"id": "b"}}}), "items.created")]
+#[case::unknown_list(json!({"items": {"moved": []}}), "items")]
+#[case::unknown_table(json!({"nope": {"created": []}}), "nope")]
+#[case::int_key_table(json!({"numbered": {"created": [{"id": "1"}]}}), "numbered")]
+#[tokio::test]
+async fn a_bad_watermelon_push_is_a_400_naming_the_record_and_nothing_is_written(
+    #[case] bad: Value,
+    #[case] field: &str,
+) {
+    let (_db, sql, proxy) = world("watermelon_bad_push").await;
+    sql.batch_execute("INSERT INTO items (id) VALUES ('keep')")
+        .await
+        .unwrap();
+    let t = watermelon_pull(&proxy, None, "items").await["timestamp"]
+        .as_u64()
+        .unwrap();
+    // A good delete beside the bad record: it must not be applied either.
+    let mut changes = json!({"items": {"deleted": ["keep"]}});
+    for (table, lists) in bad.as_object().unwrap() {
+        let entry = changes
+            .as_object_mut()
+            .unwrap()
+            .entry(table.clone())
+            .or_insert(json!({}));
+        for (list, value) in lists.as_object().unwrap() {
+            entry[list] = value.clone();
+        }
+    }
+    let (status, body) = post(
+        &proxy,
+        &format!("/v1/watermelon/push?last_pulled_at={t}"),
+        &changes,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let errors = body["errors"].as_object().unwrap();
+    assert!(
+        errors.keys().any(|k| k.starts_with(field)),
+        "names {field}: {body}"
+    );
+    let rows: Vec<(String, bool)> = sql
+        .query("SELECT id, deleted_at IS NULL FROM items", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, [("keep".to_owned(), true)], "nothing was written");
 }

@@ -4,7 +4,8 @@
 //!    `shapesync.lww_write = on` for the trigger that keeps the LWW column current for plain SQL.
 //! 2. Idempotency: an advisory lock on the client id serializes its requests, then the mutation
 //!    ids it already sent are looked up; those return their recorded result and change nothing.
-//! 3. Per table (in name order): rows and registers locked, then *rounds*: round r holds the
+//! 3. Per table (in name order): rows and registers locked, the batch's precondition (if
+//!    any: `precondition`) judged on them, then *rounds*: round r holds the
 //!    r-th mutation of every key, so each statement touches a row at most once and later
 //!    mutations of a row are planned on what the earlier ones left. Each round is planned in
 //!    pure code (`lww`) and written set-based (`store`), without savepoints unless a run of
@@ -307,21 +308,38 @@ async fn check_precondition(
     let Some(precondition) = &batch.precondition else {
         return Ok(());
     };
-    let locked: Vec<LockedRow> = queues
+    // Rows the request's guard refuses are left to it (answered `forbidden`): a conflict
+    // would show them.
+    let check = batch.check_of(table.name());
+    let guarded = |id: &String| {
+        let row = states.get(id).and_then(|s| s.row.as_ref());
+        match (check, row) {
+            (Some(check), Some(row)) => check.matches(&row.values),
+            _ => true,
+        }
+    };
+    let locked: Vec<(&String, LockedRow)> = queues
         .iter()
-        .map(|(id, queue)| LockedRow {
-            slots: queue.iter().copied().collect(),
-            row: states
+        .filter(|(id, _)| guarded(id))
+        .map(|(id, queue)| {
+            let row = states
                 .get(id)
                 .and_then(|s| s.row.as_ref())
-                .map(|row| row_json(table, row)),
+                .map(|row| row_json(table, row));
+            let slots = queue.iter().copied().collect();
+            (id, LockedRow { slots, row })
         })
         .collect();
+    let (ids, locked): (Vec<&String>, Vec<LockedRow>) = locked.into_iter().unzip();
     let failed = precondition.stale(table.name(), &locked).await?;
     if failed.is_empty() {
         return Ok(());
     }
-    for (queue, locked) in queues.values_mut().zip(&locked) {
+    let ids: Vec<String> = ids.into_iter().cloned().collect();
+    for (id, locked) in ids.iter().zip(&locked) {
+        let Some(queue) = queues.get_mut(id) else {
+            continue;
+        };
         queue.retain(|slot| {
             if !failed.contains(slot) {
                 return true;

@@ -8,6 +8,7 @@ mod live;
 mod matrix;
 mod subsets;
 mod support;
+mod sync_protocols;
 mod writes;
 
 use support::*;

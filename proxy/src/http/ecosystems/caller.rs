@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::http::HeaderMap;
 use shapes::definition::{LogMode, ReplicaMode};
 use shapes::request::ShapeRequest;
-use shapes::schema::{QualifiedName, TableSchema};
+use shapes::schema::{Column, QualifiedName, TableSchema};
 use shapes::table_name::parse_table_name;
 
 use crate::auth::Access;
@@ -49,7 +49,7 @@ impl Caller {
         state: &AppState,
         param: &str,
         text: &str,
-    ) -> Result<(QualifiedName, Arc<TableSchema>), ApiError> {
+    ) -> Result<SyncedTable, ApiError> {
         let name = parse_table_name(text).map_err(|e| {
             ApiError::invalid(param, format!("{e}; expected `table` or `schema.table`"))
         })?;
@@ -62,7 +62,12 @@ impl Caller {
             }
             err
         })?;
-        Ok((name, table))
+        let tombstone = state.settings.tombstone_column(&name).map(str::to_owned);
+        Ok(SyncedTable {
+            name,
+            table,
+            tombstone,
+        })
     }
 
     /// The caller's shape of `table` (made on first use), ready to read.
@@ -101,6 +106,59 @@ impl Caller {
             })
             .await
     }
+}
+
+/// A table as the sync protocols see it.
+pub struct SyncedTable {
+    pub name: QualifiedName,
+    pub table: Arc<TableSchema>,
+    /// The tombstone column (`--tombstones`): deleted documents, never a field of one.
+    pub tombstone: Option<String>,
+}
+
+impl SyncedTable {
+    /// The fields of documents: the columns `access` may read, but the tombstone.
+    pub fn fields(&self, access: &Access) -> Vec<Column> {
+        self.table
+            .columns
+            .iter()
+            .filter(|c| !self.is_tombstone(&c.name))
+            .filter(|c| match access {
+                Access::Token(token) => token.can_read_column(&self.name, &c.name),
+                Access::Open | Access::Secret => true,
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The column a document field names; a 400 naming `field` when there is none.
+    pub fn column(&self, field: &str, name: &str) -> Result<&Column, ApiError> {
+        let table = &self.table;
+        table
+            .column_index(name)
+            .map(|c| &table.columns[c])
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    format!("{field}.{name}"),
+                    format!(
+                        "{} has no column {name:?}; remove the field from the client's schema",
+                        self.name
+                    ),
+                )
+            })
+    }
+
+    pub fn is_tombstone(&self, column: &str) -> bool {
+        self.tombstone.as_deref() == Some(column)
+    }
+}
+
+/// Whether a stored row (column → text) has its tombstone set.
+pub fn tombstoned(
+    tombstone: Option<&str>,
+    row: &serde_json::Map<String, serde_json::Value>,
+) -> bool {
+    tombstone.is_some_and(|t| row.get(t).is_some_and(|v| !v.is_null()))
 }
 
 /// Up to `max` entries of `shape` from `from`, read off the async threads. A position that is

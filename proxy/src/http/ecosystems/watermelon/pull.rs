@@ -1,0 +1,201 @@
+//! `pull`: the changes of several tables since `last_pulled_at`, up to one fence.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use shapes::lsn::Lsn;
+use shapes::offset::Offset;
+use shapes::schema::Column;
+
+use super::{Collection, ID, READ_BATCH, parse_last_pulled_at};
+use crate::http::AppState;
+use crate::http::ecosystems::caller::{Caller, read_entries};
+use crate::http::ecosystems::changes::Fold;
+use crate::http::ecosystems::values::{self, JsonColumns};
+use crate::http::ecosystems::{no_store, query};
+use crate::http::error::ApiError;
+use crate::http::lsn::reach_fence;
+use crate::storage::shape_log::cursor::Position;
+use crate::storage::shape_store::Shape;
+
+/// WatermelonDB's `migration` of a pull: tables and columns added to the device's schema
+/// since `from`, whose existing rows the device needs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Migration {
+    #[allow(dead_code)]
+    from: u64,
+    #[serde(default)]
+    tables: Vec<String>,
+    #[serde(default)]
+    columns: Vec<MigratedColumns>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MigratedColumns {
+    table: String,
+    #[allow(dead_code)]
+    columns: Vec<String>,
+}
+
+/// What a pull sends of one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Range {
+    /// Everything, to a device that has none of it: rows go in `created`.
+    Everything,
+    /// Everything, to a device that may hold some of it (a new column, or a shape newer than
+    /// its last pull): rows go in `updated` and rows deleted in the log in `deleted`.
+    Refresh,
+    /// The changes after a commit LSN.
+    Since(Lsn),
+}
+
+/// GET `/v1/watermelon/pull?last_pulled_at=&schema_version=&migration=&tables=`.
+pub(in crate::http::ecosystems) async fn pull(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = query.as_deref().unwrap_or("");
+    let caller = Caller::authenticate(&state, &headers, query)?;
+    let params = query::parse(
+        query,
+        &["last_pulled_at", "schema_version", "migration", "tables"],
+    )?;
+    let last_pulled_at = parse_last_pulled_at(params.get("last_pulled_at"), false)?;
+    match params.get("schema_version").map(|v| v.parse::<u32>()) {
+        Some(Ok(_)) => {}
+        _ => {
+            return Err(ApiError::invalid(
+                "schema_version",
+                "must be the device's schema version (a whole number)",
+            ));
+        }
+    }
+    let migration: Migration = match params.get("migration").map(String::as_str) {
+        None | Some("null" | "undefined" | "") => Migration::default(),
+        Some(text) => serde_json::from_str(text).map_err(|e| {
+            ApiError::invalid(
+                "migration",
+                format!("not WatermelonDB's migration object: {e}"),
+            )
+        })?,
+    };
+    let names = table_list(params.get("tables"))?;
+    let mut collections = Vec::new();
+    for name in &names {
+        collections.push(Collection::of(&state, &caller, "tables", name).await?);
+    }
+    let mut shapes = Vec::new();
+    for collection in &collections {
+        shapes.push(caller.shape(&state, &collection.synced.name).await?);
+    }
+    // One point for every table: every transaction committed before it is in every log.
+    let upto = reach_fence(&state).await?;
+    let mut changes = Map::new();
+    for (collection, shape) in collections.iter().zip(&shapes) {
+        let range = if last_pulled_at.is_none() || migration.tables.contains(&collection.given) {
+            Range::Everything
+        } else if migration
+            .columns
+            .iter()
+            .any(|c| c.table == collection.given)
+        {
+            Range::Refresh
+        } else {
+            match last_pulled_at {
+                Some(since) if since >= shape.meta.start_lsn => Range::Since(since),
+                _ => Range::Refresh,
+            }
+        };
+        let fold = fold_range(shape, range, upto).await?;
+        let columns = collection.synced.fields(&caller.access);
+        changes.insert(
+            collection.given.clone(),
+            table_changes(&columns, fold, range),
+        );
+    }
+    Ok(no_store(
+        Json(json!({"changes": changes, "timestamp": upto.as_u64()})).into_response(),
+    ))
+}
+
+fn table_list(text: Option<&String>) -> Result<Vec<String>, ApiError> {
+    let names: Vec<String> = text
+        .map(|t| {
+            t.split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        return Err(ApiError::invalid(
+            "tables",
+            "missing: the tables to sync, comma-separated (`tables=tasks,projects`)",
+        ));
+    }
+    Ok(names)
+}
+
+/// The rows of `shape` changed in `range`, up to and including commit `upto`.
+pub(super) async fn fold_range(
+    shape: &Arc<Shape>,
+    range: Range,
+    upto: Lsn,
+) -> Result<Fold, ApiError> {
+    let mut at = match range {
+        Range::Everything | Range::Refresh => Position::START,
+        Range::Since(since) => {
+            Position::After(Offset::log(since, Offset::INF).max(Offset::SNAPSHOT_END))
+        }
+    };
+    let mut fold = Fold::default();
+    loop {
+        let read = read_entries(shape, at, READ_BATCH, "last_pulled_at").await?;
+        for entry in &read.entries {
+            if entry
+                .offset
+                .and_then(|o| o.lsn())
+                .is_some_and(|lsn| lsn > upto)
+            {
+                return Ok(fold);
+            }
+            fold.push(&entry.payload)
+                .map_err(|e| ApiError::Internal(format!("shape {}: {e}", shape.handle)))?;
+        }
+        at = read.next;
+        if read.at_end || read.entries.is_empty() {
+            return Ok(fold);
+        }
+    }
+}
+
+/// `{"created": […], "updated": […], "deleted": […]}` of one table.
+fn table_changes(columns: &[Column], fold: Fold, range: Range) -> Value {
+    let (mut created, mut updated, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
+    for row in fold.into_rows() {
+        let record = values::document(columns, &row.row, JsonColumns::Text);
+        match (range, row.deleted, row.inserted) {
+            // The device never had it.
+            (Range::Everything, true, _) | (Range::Since(_), true, true) => {}
+            (_, true, _) => {
+                if let Some(id) = row.row.get(ID) {
+                    deleted.push(id.clone());
+                }
+            }
+            (Range::Everything, false, _) | (Range::Since(_), false, true) => {
+                created.push(Value::Object(record));
+            }
+            (Range::Refresh | Range::Since(_), false, _) => updated.push(Value::Object(record)),
+        }
+    }
+    json!({"created": created, "updated": updated, "deleted": deleted})
+}
