@@ -49,6 +49,14 @@ const handlers = new Proxy(
       own[op] ?? ((command) => page.evaluate((c) => window.runCommand(c), { ...command, op })),
   },
 )
+// Closes the app and loads the page again: a new RxDB database over the same IndexedDB.
+handlers.reload = async (command) => {
+  await page.evaluate((c) => window.runCommand(c), { ...command, op: 'close' })
+  await page.reload()
+  await page.waitForFunction(() => typeof window.startClient === 'function')
+  await page.evaluate((c) => window.startClient(c), config)
+  return null
+}
 handlers.close = async (command) => {
   await page.evaluate((c) => window.runCommand(c), command)
   await browser.close()

@@ -35,8 +35,11 @@ async fn rxdb_in_chromium_with_indexeddb_converges_with_a_node_client() {
         "the insert came through pullStream: {seen}"
     );
 
-    // The page goes offline and edits i1, which the Node client changes meanwhile.
+    // The page goes offline, and is reloaded: its documents come back from IndexedDB.
     page.ok("stop", json!({})).await;
+    page.ok("reload", json!({})).await;
+    assert_eq!(page.ok("docs", json!({})).await, rows, "kept in IndexedDB");
+    // Offline, it edits i1, which the Node client changes meanwhile.
     page.ok(
         "patch",
         json!({"id": "i1", "patch": {"title": "page offline"}}),
