@@ -3,6 +3,7 @@
 //! database in it, and waiting on conditions with a deadline instead of sleeping.
 
 pub mod cases;
+pub mod ecosystems;
 pub mod electric;
 pub mod in_process;
 pub mod proxy_process;

@@ -9,6 +9,7 @@ pub mod listener;
 pub(crate) mod lsn;
 mod metrics;
 mod mutations;
+mod preflight;
 pub mod shape;
 mod state;
 
@@ -44,12 +45,13 @@ pub fn router(state: AppState) -> Router {
             get(shape::get_shape)
                 .post(shape::post_shape)
                 .delete(shape::delete_shape)
-                .options(shape::options_shape)
+                .options(preflight::preflight)
                 .layer(middleware::from_fn(count_shape_request)),
         )
         .route(
             "/v1/mutations",
             post(mutations::post_mutations)
+                .options(preflight::preflight)
                 .layer::<_, Infallible>(DefaultBodyLimit::max(max_body))
                 .layer::<_, Infallible>(RequestDecompressionLayer::new()),
         )

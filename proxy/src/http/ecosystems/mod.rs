@@ -26,22 +26,31 @@ use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::http::AppState;
 use crate::http::error::ApiError;
+use crate::http::preflight::preflight;
 
 /// The routes of both protocols.
 pub fn routes(max_body: usize) -> Router<AppState> {
     Router::new()
-        .route("/v1/rxdb/{table}/pull", get(rxdb::pull))
-        .route("/v1/rxdb/{table}/pullStream", get(rxdb::pull_stream))
+        .route("/v1/rxdb/{table}/pull", get(rxdb::pull).options(preflight))
+        .route(
+            "/v1/rxdb/{table}/pullStream",
+            get(rxdb::pull_stream).options(preflight),
+        )
         .route(
             "/v1/rxdb/{table}/push",
             post(rxdb::push)
+                .options(preflight)
                 .layer::<_, Infallible>(DefaultBodyLimit::max(max_body))
                 .layer::<_, Infallible>(RequestDecompressionLayer::new()),
         )
-        .route("/v1/watermelon/pull", get(watermelon::pull))
+        .route(
+            "/v1/watermelon/pull",
+            get(watermelon::pull).options(preflight),
+        )
         .route(
             "/v1/watermelon/push",
             post(watermelon::push)
+                .options(preflight)
                 .layer::<_, Infallible>(DefaultBodyLimit::max(max_body))
                 .layer::<_, Infallible>(RequestDecompressionLayer::new()),
         )

@@ -360,17 +360,3 @@ pub(super) async fn delete_shape(
     )
         .into_response())
 }
-
-/// OPTIONS `/v1/shape`: CORS preflight.
-pub(super) async fn options_shape() -> Response {
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    let h = response.headers_mut();
-    insert(
-        h,
-        "access-control-allow-methods",
-        "GET, POST, HEAD, DELETE, OPTIONS",
-    );
-    insert(h, "access-control-allow-headers", "*");
-    insert(h, "access-control-max-age", "86400");
-    response
-}

@@ -1,0 +1,125 @@
+//! Two RxDB apps in Node (memory storage) replicating `items` live through shapesync.
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// The documents the clients' pull stream carried so far.
+async fn streamed(client: &mut tests::ecosystems::NodeClient) -> Vec<String> {
+    let seen = client.ok("seen", json!({})).await;
+    serde_json::from_value(seen["streamed"].clone()).expect("ids")
+}
+
+#[tokio::test]
+async fn two_rxdb_clients_converge_through_offline_edits_conflicts_deletes_and_sql_writes() {
+    let db = database("eco_rxdb_node", ITEMS).await;
+    let sql = db.connect().await;
+    let proxy = open_proxy(&db, "items").await;
+    let mut a = rxdb_node(&proxy.url, "a");
+    let mut b = rxdb_node(&proxy.url, "b");
+    start(&mut a).await;
+    start(&mut b).await;
+    let initial = json!([
+        item("i1", "one", false, 1),
+        item("i2", "two", false, 2),
+        item("i3", "three", false, 3)
+    ]);
+    assert_eq!(items(&sql).await, initial);
+    wait_docs(&mut a, &initial).await;
+    wait_docs(&mut b, &initial).await;
+
+    // A write on one client lands in Postgres and reaches the other through its pull stream.
+    a.ok("insert", json!({"doc": item("a1", "from a", false, 10)}))
+        .await;
+    a.ok("inSync", json!({})).await;
+    let rows = items(&sql).await;
+    assert_eq!(rows[0], item("a1", "from a", false, 10));
+    wait_docs(&mut b, &rows).await;
+
+    // A plain SQL write reaches both clients through pullStream, without a pull.
+    sql.batch_execute("UPDATE items SET title = 'from sql', rank = 7 WHERE id = 'i1'")
+        .await
+        .expect("update by SQL");
+    let rows = items(&sql).await;
+    wait_docs(&mut a, &rows).await;
+    wait_docs(&mut b, &rows).await;
+    for client in [&mut a, &mut b] {
+        assert!(
+            streamed(client).await.contains(&"i1".to_owned()),
+            "the SQL update came through pullStream"
+        );
+    }
+
+    // Both go offline; each edits, both edit i2, and Postgres changes meanwhile.
+    a.ok("stop", json!({})).await;
+    b.ok("stop", json!({})).await;
+    sql.batch_execute("INSERT INTO items VALUES ('i9', 'while offline', false, 9)")
+        .await
+        .expect("insert by SQL");
+    a.ok(
+        "patch",
+        json!({"id": "i2", "patch": {"title": "A offline"}}),
+    )
+    .await;
+    a.ok(
+        "insert",
+        json!({"doc": item("a2", "second from a", true, 11)}),
+    )
+    .await;
+    a.ok("remove", json!({"id": "a1"})).await;
+    b.ok(
+        "patch",
+        json!({"id": "i2", "patch": {"title": "B offline", "done": true}}),
+    )
+    .await;
+    b.ok("patch", json!({"id": "i3", "patch": {"done": true}}))
+        .await;
+    b.ok("remove", json!({"id": "i1"})).await;
+    b.ok("insert", json!({"doc": item("b1", "from b", false, 12)}))
+        .await;
+
+    // A comes back first: its writes land as they are.
+    start(&mut a).await;
+    a.ok("inSync", json!({})).await;
+    let i2_by_a = item("i2", "A offline", false, 2);
+    assert_eq!(
+        items(&sql).await,
+        json!([
+            item("a2", "second from a", true, 11),
+            item("i1", "from sql", false, 7),
+            i2_by_a,
+            item("i3", "three", false, 3),
+            item("i9", "while offline", false, 9)
+        ])
+    );
+
+    // B's edit of i2 assumed the old row: the push answers with the master, and RxDB's
+    // default conflict handler keeps it. B's other writes land.
+    start(&mut b).await;
+    b.ok("inSync", json!({})).await;
+    let seen = b.ok("seen", json!({})).await;
+    let conflicts: Vec<Value> = seen["pushes"]
+        .as_array()
+        .expect("pushes")
+        .iter()
+        .flat_map(|push| push["conflicts"].as_array().cloned().unwrap_or_default())
+        .collect();
+    let mut master = i2_by_a.clone();
+    master["_deleted"] = json!(false);
+    assert_eq!(conflicts, [master], "B's pushes: {seen}");
+
+    let end = json!([
+        item("a2", "second from a", true, 11),
+        item("b1", "from b", false, 12),
+        i2_by_a,
+        item("i3", "three", true, 3),
+        item("i9", "while offline", false, 9)
+    ]);
+    assert_eq!(items(&sql).await, end);
+    wait_docs(&mut a, &end).await;
+    wait_docs(&mut b, &end).await;
+    for client in [&mut a, &mut b] {
+        let seen = client.ok("seen", json!({})).await;
+        assert_eq!(seen["errors"], json!([]), "replication errors");
+    }
+}
