@@ -72,13 +72,6 @@ impl Writer {
         }
     }
 
-    /// The Watermelon device deletes nothing: a record it created and pushed comes back in
-    /// its next pull as `created`, and Watermelon then recreates it if deleted meanwhile (see
-    /// watermelon::a_watermelon_device_keeps_deleting_a_record_it_created_and_pushed).
-    fn deletes(self) -> bool {
-        self != Writer::Watermelon
-    }
-
     /// Whether every write reaches the server as its own mutation. RxDB and Watermelon push
     /// the state a row has when they sync, so writes between two syncs arrive as one.
     fn sends_every_write(self) -> bool {
@@ -133,7 +126,7 @@ impl Plan {
                     } else {
                         let at = rng.random_range(0..rows.len());
                         let id = rows.keys().nth(at).cloned().unwrap_or_default();
-                        if choice < 9 || !writer.deletes() {
+                        if choice < 9 {
                             let n = rows[&id] + 1;
                             rows.insert(id.clone(), n);
                             list.push(Op::Update { id, n });
@@ -344,7 +337,12 @@ async fn watermelon_round(device: &mut NodeClient, ops: &[Op]) {
             }
         };
     }
-    device.ok("sync", json!({})).await;
+    let sync = Sync::from(device.ok("sync", json!({})).await);
+    assert_eq!(
+        sync.logged,
+        Vec::<Value>::new(),
+        "WatermelonDB logged errors"
+    );
 }
 
 async fn electric_round(app: &mut ElectricApp, url: &str, ops: &[Op]) {
@@ -390,6 +388,11 @@ async fn settle(rxdb: &mut NodeClient, watermelon: &mut NodeClient, rust: &Clien
     }
     for attempt in 1.. {
         let sync = Sync::from(watermelon.ok("sync", json!({})).await);
+        assert_eq!(
+            sync.logged,
+            Vec::<Value>::new(),
+            "WatermelonDB logged errors"
+        );
         if sync.error.is_none() && watermelon.ok("unsynced", json!({})).await == false {
             break;
         }
