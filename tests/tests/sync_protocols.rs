@@ -467,7 +467,8 @@ async fn watermelon_pulls_changes_since_a_timestamp_and_push_aborts_on_newer_ser
     .await
     .unwrap();
     let first = watermelon_pull(&proxy, None, "items,tags").await;
-    let created = first["changes"]["items"]["created"].as_array().unwrap();
+    assert_eq!(first["changes"]["items"]["created"], json!([]));
+    let created = first["changes"]["items"]["updated"].as_array().unwrap();
     assert_eq!(created.len(), 3);
     assert_eq!(
         created[0]["meta"],
@@ -475,7 +476,7 @@ async fn watermelon_pulls_changes_since_a_timestamp_and_push_aborts_on_newer_ser
         "JSON columns as text"
     );
     assert_eq!(
-        first["changes"]["tags"]["created"]
+        first["changes"]["tags"]["updated"]
             .as_array()
             .unwrap()
             .len(),
@@ -620,7 +621,7 @@ async fn watermelon_migrations_send_new_tables_whole_and_deleting_a_missing_row_
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let created: Vec<&str> = body["changes"]["tags"]["created"]
+    let created: Vec<&str> = body["changes"]["tags"]["updated"]
         .as_array()
         .unwrap()
         .iter()

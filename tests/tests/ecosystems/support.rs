@@ -206,27 +206,37 @@ pub fn watermelon(url: &str, token: &str, name: &str) -> NodeClient {
     )
 }
 
-/// One `synchronize()`: (the error it threw, the pull responses, the push responses).
+/// One `synchronize()`: the error it threw, the pull and push responses, and the errors
+/// WatermelonDB logged (how it reports a server that breaks its protocol).
 pub struct Sync {
     pub error: Option<String>,
     pub pulls: Vec<Value>,
     pub pushes: Vec<Value>,
+    pub logged: Vec<Value>,
 }
 
 impl Sync {
     pub fn from(result: Value) -> Self {
+        let list = |name: &str| result[name].as_array().cloned().unwrap_or_default();
         Self {
             error: result["error"].as_str().map(str::to_owned),
-            pulls: result["pulls"].as_array().cloned().unwrap_or_default(),
-            pushes: result["pushes"].as_array().cloned().unwrap_or_default(),
+            pulls: list("pulls"),
+            pushes: list("pushes"),
+            logged: list("logged"),
         }
     }
 }
 
-/// A synchronize() that must succeed.
+/// A synchronize() that must succeed without WatermelonDB complaining about the server.
 pub async fn sync(device: &mut NodeClient) -> Sync {
     let sync = Sync::from(device.ok("sync", json!({})).await);
     assert_eq!(sync.error, None, "synchronize() failed");
+    assert_eq!(
+        sync.logged,
+        Vec::<Value>::new(),
+        "WatermelonDB logged errors; pulls: {:?}",
+        sync.pulls
+    );
     sync
 }
 

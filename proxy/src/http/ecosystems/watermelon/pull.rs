@@ -47,7 +47,8 @@ struct MigratedColumns {
 /// What a pull sends of one table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Range {
-    /// Everything, to a device that has none of it: rows go in `created`.
+    /// Everything, to a device that has none of it: rows go in `updated` (see
+    /// [`table_changes`]), deletes are left out.
     Everything,
     /// Everything, to a device that may hold some of it (a new column, or a shape newer than
     /// its last pull): rows go in `updated` and rows deleted in the log in `deleted`.
@@ -184,20 +185,22 @@ pub(super) async fn fold_range(
 
 /// `{"created": […], "updated": […], "deleted": […]}` of one table.
 ///
-/// After a first pull, rows go in `updated` even when the server saw them inserted, and every
+/// Rows always go in `updated`, never in `created`: `synchronize()` runs with
+/// `sendCreatedAsUpdated: true` (README), and WatermelonDB logs an error for every table that
+/// then comes with `created` rows. After a first pull, rows go in `updated` even when the
+/// server saw them inserted (the device may have pushed them itself), and every
 /// row deleted in the range is in `deleted` even when it was inserted in the range too: the
 /// device may hold it all the same, having pushed it itself (its `last_pulled_at` is from the
 /// pull before that push). WatermelonDB creates a row it is told to update and does not have,
 /// ignores a delete of a row it does not have, and keeps a local delete of a row it is told to
 /// update; told to *create* a row it deleted locally, it would bring the row back.
 fn table_changes(columns: &[Column], fold: Fold, range: Range) -> Value {
-    let (mut created, mut updated, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut updated, mut deleted) = (Vec::new(), Vec::new());
     for row in fold.into_rows() {
         match (range, row.deleted) {
             // A device that has none of the table.
             (Range::Everything, true) => {}
-            (Range::Everything, false) => created.push(record(columns, &row.row)),
-            (Range::Refresh | Range::Since(_), false) => updated.push(record(columns, &row.row)),
+            (_, false) => updated.push(record(columns, &row.row)),
             (Range::Refresh | Range::Since(_), true) => {
                 if let Some(id) = row.row.get(ID) {
                     deleted.push(id.clone());
@@ -205,5 +208,5 @@ fn table_changes(columns: &[Column], fold: Fold, range: Range) -> Value {
             }
         }
     }
-    json!({"created": created, "updated": updated, "deleted": deleted})
+    json!({"created": [], "updated": updated, "deleted": deleted})
 }
