@@ -27,7 +27,7 @@ export async function rxdbClient(config, storage) {
   const collection = collections[table]
 
   // What the handlers saw, for the tests' assertions.
-  const seen = { pulls: 0, pushes: [], streamed: [], errors: [] }
+  const seen = { pulls: 0, pulled: 0, opens: 0, pushes: [], streamed: [], errors: [] }
   let replication = null
   let source = null
 
@@ -46,7 +46,10 @@ export async function rxdbClient(config, storage) {
       stream$.next(data)
     }
     // Each (re)connection streams from "now": let RxDB pull what came in between.
-    source.onopen = () => stream$.next('RESYNC')
+    source.onopen = () => {
+      seen.opens += 1
+      stream$.next('RESYNC')
+    }
     source.onerror = () => stream$.next('RESYNC')
 
     replication = replicateRxCollection({
@@ -62,7 +65,9 @@ export async function rxdbClient(config, storage) {
           if (checkpoint) qs.set('checkpoint', JSON.stringify(checkpoint))
           const r = await fetch(`${path}/pull?${qs}`, { headers })
           if (!r.ok) throw new Error(`pull: ${r.status} ${await r.text()}`)
-          return await r.json()
+          const body = await r.json()
+          seen.pulled += 1
+          return body
         },
         stream$,
       },

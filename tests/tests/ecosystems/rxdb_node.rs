@@ -123,3 +123,41 @@ async fn two_rxdb_clients_converge_through_offline_edits_conflicts_deletes_and_s
         assert_eq!(seen["errors"], json!([]), "replication errors");
     }
 }
+
+/// The pull stream starts from "now" on each (re)connection, and an EventSource reconnects
+/// on its own seconds after an error: what commits between the pull RxDB runs on that error and
+/// the reconnection reaches the client only because it pulls again once the stream is open
+/// (README's `onopen`; without it this write is never seen).
+#[tokio::test]
+async fn an_rxdb_client_gets_what_committed_while_its_pull_stream_reconnected() {
+    let db = database("eco_rxdb_reopen", ITEMS).await;
+    let sql = db.connect().await;
+    let mut proxy = open_proxy(&db, "items").await;
+    let mut a = rxdb_node(&proxy.url, "a");
+    start(&mut a).await;
+    wait_docs(&mut a, &items(&sql).await).await;
+    let before = a.ok("seen", json!({})).await;
+    proxy.restart().await;
+    // RxDB pulls again (its stream broke), then the write commits, before the EventSource
+    // is back (it waits 3 s; RxDB retries every 200 ms).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let seen = loop {
+        let seen = a.ok("seen", json!({})).await;
+        if seen["pulled"].as_u64() > before["pulled"].as_u64() {
+            break seen;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no pull after the restart"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    sql.batch_execute("UPDATE items SET title = 'while reconnecting' WHERE id = 'i1'")
+        .await
+        .expect("update by SQL");
+    let after = a.ok("seen", json!({})).await;
+    if seen["opens"] != after["opens"] {
+        eprintln!("the stream was back before the write: this run did not test the gap");
+    }
+    wait_docs(&mut a, &items(&sql).await).await;
+}
