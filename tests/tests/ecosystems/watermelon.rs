@@ -210,8 +210,6 @@ async fn a_watermelon_device_drops_rows_that_leave_its_read_rule_and_cannot_writ
 /// push). A record it created, pushed, and then deleted must stay deleted: the server must not
 /// tell it to create that record again.
 #[tokio::test]
-#[ignore = "server defect (issue 17): rows inserted since last_pulled_at go in `created`, and \
-            Watermelon recreates a locally deleted record it is told to create"]
 async fn a_watermelon_device_keeps_deleting_a_record_it_created_and_pushed() {
     let db = database("eco_watermelon_echo", TASKS).await;
     let sql = db.connect().await;
@@ -241,8 +239,6 @@ async fn a_watermelon_device_keeps_deleting_a_record_it_created_and_pushed() {
 /// pull, was inserted and deleted since its `last_pulled_at`: the device has it all the same,
 /// so the pull must list it as deleted.
 #[tokio::test]
-#[ignore = "server defect (issue 17): a pull leaves out rows inserted and deleted since \
-            last_pulled_at, though the device pushed them itself"]
 async fn a_watermelon_device_drops_its_own_record_deleted_elsewhere() {
     let db = database("eco_watermelon_own_delete", TASKS).await;
     let sql = db.connect().await;
