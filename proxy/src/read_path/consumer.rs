@@ -136,8 +136,8 @@ enum Layout {
 }
 
 /// Runs until the event and command channels close.
-pub async fn run_consumer(shapes: Arc<Shapes>, start: Lsn, mut io: ConsumerChannels) {
-    let mut router = Router::new(start);
+pub async fn run_consumer(shapes: Arc<Shapes>, resume: Lsn, mut io: ConsumerChannels) {
+    let mut router = Router::new(resume);
     let mut relations = Relations::default();
     let counters = Counters::new();
     let identity_file = shapes.identity_file();
