@@ -220,20 +220,29 @@ impl Router {
     }
 
     /// The snapshot of `id` is complete: keep the captured transactions it does not contain,
-    /// and skip those it holds that the stream has yet to deliver.
-    pub fn finish_snapshot(&mut self, id: ShapeId, holds: SnapshotHolds) -> io::Result<()> {
+    /// and skip those it holds that the stream has yet to deliver. Returns the shape's log
+    /// when transactions moved into it: they were confirmed to Postgres while captured (a
+    /// capture needs no fsync, as a shape whose snapshot never completed is dropped at a
+    /// restart), so the log must be fsynced before the shape is recorded complete. The
+    /// caller does it, off the consumer task.
+    pub fn finish_snapshot(
+        &mut self,
+        id: ShapeId,
+        holds: SnapshotHolds,
+    ) -> io::Result<Option<LogFile>> {
         let Some(ws) = self.shapes.get_mut(&id) else {
-            return Ok(());
+            return Ok(None);
         };
         let Some(capture) = ws.capture.take() else {
-            return Ok(());
+            return Ok(None);
         };
         let appender = open_appender(&mut ws.appender, &ws.shape.log)?;
         let (kept, dropped) =
             capture::replay_into(capture, &holds.snapshot, &ws.shape.log, appender)?;
+        let to_sync = (kept > 0).then(|| appender.log_file().clone());
         tracing::debug!(handle = %ws.shape.handle, kept, dropped, "captured transactions replayed");
         ws.snapshot_holds = (holds.below > self.last_commit).then_some(holds);
-        Ok(())
+        Ok(to_sync)
     }
 
     /// Stops routing to a shape (deleted, rotated or failed).
