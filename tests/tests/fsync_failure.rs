@@ -4,9 +4,11 @@
 //! and nothing doubled.
 //!
 //! The test build of the program (`test-shapesync`) fails one fsync on request, cutting the
-//! log back to what its last fsync covered, as the kernel can.
+//! log back to what its last fsync covered, as the kernel can; or records what each fsync
+//! covered, so that a test can play a power loss after `kill -9`.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tests::proxy_process::ProxyProcess;
@@ -177,5 +179,134 @@ async fn a_failed_fsync_rotates_its_shape_and_nothing_is_lost_or_doubled_after_a
     assert!(
         log.contains(&items_handle),
         "names the rotated shape: {log}"
+    );
+}
+
+/// Simulates a power loss after `kill -9`: every shape log loses what no fsync covered (the
+/// test build records, in `record`, each log's length whenever an fsync of it is made).
+fn lose_unsynced_writes(storage_dir: &Path, record: &Path) {
+    let mut synced: BTreeMap<PathBuf, u64> = BTreeMap::new();
+    for line in std::fs::read_to_string(record).unwrap_or_default().lines() {
+        let (len, path) = line.split_once(' ').expect("<len> <path>");
+        synced.insert(PathBuf::from(path), len.parse().expect("a length"));
+    }
+    for dir in std::fs::read_dir(storage_dir.join("v1/shapes")).expect("shapes directory") {
+        let log = dir.expect("a shape directory").path().join("changes.log");
+        let keep = synced.get(&log).copied().unwrap_or(0);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .expect("open a shape log")
+            .set_len(keep)
+            .expect("cut a shape log");
+    }
+}
+
+/// The transactions captured while a new shape's snapshot ran were confirmed to Postgres as
+/// they came: a capture needs no fsync, since a shape whose snapshot never completed is
+/// dropped at a restart. When the snapshot is done they move into the shape's log, and they
+/// must be durable there before `shape.json` says the shape is complete: a power loss right
+/// after must not take them away, as Postgres will not send them again.
+#[tokio::test]
+async fn a_new_shape_keeps_the_transactions_captured_during_its_snapshot_across_a_power_loss() {
+    let db = TestDb::new("fsync_capture").await;
+    let sql = db.connect().await;
+    sql.batch_execute(
+        "CREATE TABLE items (id int PRIMARY KEY, title text);
+         INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 50000) g;",
+    )
+    .await
+    .unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let record = files.path().join("synced");
+    let record_env = record.display().to_string();
+    let mut proxy = ProxyProcess::start_logging_with_env(
+        shapesync_bin!(),
+        &db,
+        &[],
+        &[("SHAPESYNC_TEST_FSYNC_RECORD", &record_env)],
+    )
+    .await;
+    let options = ConsumerOptions {
+        live: false,
+        ..Default::default()
+    };
+    // The table joins the publication through a shape that none of the rows below reach.
+    ShapeConsumer::new(
+        &proxy.url,
+        ShapeSpec::table("items", &["id"]).filter("id < 0", &[]),
+        options.clone(),
+    )
+    .catch_up()
+    .await;
+
+    // A transaction in progress when the snapshot is taken (so the snapshot lacks it) holds
+    // the table until it commits, so the snapshot's query starts reading the table only then:
+    // the stream delivers the commit while the rows are read, and it is captured.
+    let held = db.connect().await;
+    held.batch_execute(
+        "BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE;
+         INSERT INTO items VALUES (0, 'captured')",
+    )
+    .await
+    .unwrap();
+    let items = ShapeConsumer::new(&proxy.url, ShapeSpec::table("items", &["id"]), options);
+    let creating = tokio::spawn({
+        let items = items.clone();
+        async move { items.catch_up().await }
+    });
+    wait_for("the snapshot waiting for the table", WAIT, || async {
+        let waiting: i64 = sql
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE application_name = 'shapesync-snapshot' AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (waiting > 0).then_some(())
+    })
+    .await;
+    held.batch_execute("COMMIT").await.unwrap();
+    creating.await.expect("the new shape is served");
+    assert_eq!(
+        mirrored(&items.state()).get("0").map(String::as_str),
+        Some("captured")
+    );
+    let handle = items.state().handle.unwrap();
+
+    proxy.kill9().await;
+    lose_unsynced_writes(&proxy.storage_dir(), &record);
+    proxy.restart().await;
+
+    let want = in_postgres(&sql, "items").await;
+    let again = ShapeConsumer::new(
+        &proxy.url,
+        ShapeSpec::table("items", &["id"]),
+        ConsumerOptions {
+            live: false,
+            ..Default::default()
+        },
+    );
+    again.catch_up().await;
+    let state = again.state();
+    assert!(state.violations.is_empty(), "{:?}", state.violations);
+    assert_eq!(
+        state.handle.as_deref(),
+        Some(handle.as_str()),
+        "the shape was restored"
+    );
+    let rows = mirrored(&state);
+    assert_eq!(
+        rows.get("0").map(String::as_str),
+        Some("captured"),
+        "the transaction captured during the snapshot, after the power loss"
+    );
+    assert!(
+        rows == want,
+        "{} rows, Postgres has {}",
+        rows.len(),
+        want.len()
     );
 }

@@ -259,3 +259,83 @@ async fn a_proxy_killed_in_the_middle_of_a_big_transaction_serves_it_whole_and_o
         "the log was {torn} bytes at the kill, {whole} after"
     );
 }
+
+/// Whether a consumer holds the row of `items` with this id.
+fn holds_item(consumer: &ShapeConsumer, id: i32) -> bool {
+    let id = id.to_string();
+    consumer
+        .state()
+        .rows
+        .values()
+        .any(|row| row.get("id").and_then(|v| v.as_str()) == Some(id.as_str()))
+}
+
+/// A transaction that wrote its rows earlier and commits right after the last one the proxy
+/// made durable has its commit record start exactly at `resume.lsn` (that one's end LSN).
+/// Postgres sends it after the restart (it skips only commits that start before the position
+/// asked for), and it must reach the shape: it used to be taken for a re-send and skipped,
+/// while the confirmed position moved past it (found by the kill -9 convergence test).
+#[tokio::test]
+async fn a_transaction_committing_exactly_at_the_resume_position_reaches_its_shapes() {
+    let (db, mut proxy) = setup("restart_at_resume", &[]).await;
+    let consumer = catch_up_consumer(&proxy, ShapeSpec::table("items", &["id"]));
+    consumer.catch_up().await;
+    let sql = db.connect().await;
+    let held = db.connect().await;
+    let resume_file = proxy.storage_dir().join("v1/resume.lsn");
+    // Anything else that reaches the WAL between the two commits (a checkpoint, Postgres'
+    // periodic running-transactions record) moves the second commit off the resume position;
+    // then the setup is made again.
+    let mut held_id = 1000;
+    for attempt in 1.. {
+        assert!(
+            attempt <= 5,
+            "the second commit never started at the resume position"
+        );
+        held_id = 1000 + attempt;
+        held.batch_execute(&format!(
+            "BEGIN; INSERT INTO items VALUES ({held_id}, 'held')"
+        ))
+        .await
+        .unwrap();
+        let first_id = 2000 + attempt;
+        sql.batch_execute(&format!("INSERT INTO items VALUES ({first_id}, 'first')"))
+            .await
+            .unwrap();
+        wait_for("the proxy applying the first commit", WAIT, || async {
+            consumer.catch_up().await;
+            holds_item(&consumer, first_id).then_some(())
+        })
+        .await;
+        // A clean stop saves the end of the first commit as the resume position.
+        proxy.stop().await;
+        let resume = std::fs::read_to_string(&resume_file).expect("resume.lsn");
+        let insert_at: String = sql
+            .query_one("SELECT (pg_current_wal_insert_lsn() - '0/0')::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let at_resume = resume.trim() == insert_at;
+        held.batch_execute(if at_resume { "COMMIT" } else { "ROLLBACK" })
+            .await
+            .unwrap();
+        proxy.restart().await;
+        if at_resume {
+            break;
+        }
+    }
+    sql.batch_execute("INSERT INTO items VALUES (3000, 'after the restart')")
+        .await
+        .unwrap();
+    wait_for("the insert made after the restart", WAIT, || async {
+        consumer.catch_up().await;
+        holds_item(&consumer, 3000).then_some(())
+    })
+    .await;
+    let state = consumer.state();
+    assert!(state.violations.is_empty(), "{:?}", state.violations);
+    assert!(
+        holds_item(&consumer, held_id),
+        "the transaction committed at the resume position is missing from the shape"
+    );
+}

@@ -37,6 +37,7 @@ use crate::read_path::durability::Written;
 use crate::read_path::router::{Router, SnapshotHolds};
 use crate::replication::event::{Relation, ReplicaIdentity, ReplicationEvent, WalChange};
 use crate::storage::shape_dir::ShapeDir;
+use crate::storage::shape_log::LogFile;
 use crate::storage::shape_store::{Shape, ShapeState};
 
 /// What other tasks ask of the consumer; applied between transactions.
@@ -53,8 +54,7 @@ pub enum Command {
     FinishSnapshot {
         id: ShapeId,
         holds: SnapshotHolds,
-        /// Replies with the LSN through which the shape has decided every transaction.
-        reply: oneshot::Sender<io::Result<Lsn>>,
+        reply: oneshot::Sender<io::Result<FinishedSnapshot>>,
     },
     /// Remove a shape (and its directory); replies with it, `None` if it was already gone.
     Remove {
@@ -67,6 +67,16 @@ pub enum Command {
         dirs: Vec<ShapeDir>,
         reply: oneshot::Sender<()>,
     },
+}
+
+/// The answer to [`Command::FinishSnapshot`].
+#[derive(Debug)]
+pub struct FinishedSnapshot {
+    /// The LSN through which the shape has decided every transaction.
+    pub decided: Lsn,
+    /// The shape's log, when captured transactions moved into it: confirmed to Postgres
+    /// while captured, they must be fsynced before the shape is recorded complete.
+    pub to_sync: Option<LogFile>,
 }
 
 /// What the consumer needs besides [`Shapes`].
@@ -136,8 +146,8 @@ enum Layout {
 }
 
 /// Runs until the event and command channels close.
-pub async fn run_consumer(shapes: Arc<Shapes>, start: Lsn, mut io: ConsumerChannels) {
-    let mut router = Router::new(start);
+pub async fn run_consumer(shapes: Arc<Shapes>, resume: Lsn, mut io: ConsumerChannels) {
+    let mut router = Router::new(resume);
     let mut relations = Relations::default();
     let counters = Counters::new();
     let identity_file = shapes.identity_file();
@@ -214,7 +224,10 @@ fn apply_command(shapes: &Shapes, router: &mut Router, command: Command) {
         Command::FinishSnapshot { id, holds, reply } => {
             let result = router
                 .finish_snapshot(id, holds)
-                .map(|()| router.last_commit());
+                .map(|to_sync| FinishedSnapshot {
+                    decided: router.last_commit(),
+                    to_sync,
+                });
             let _ = reply.send(result);
         }
         Command::Remove { handle, reply } => {

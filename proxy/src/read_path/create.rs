@@ -13,6 +13,7 @@ use shapes::wire;
 use tokio::sync::oneshot;
 
 use super::{Command, ShapeError, Shapes};
+use crate::read_path::durability;
 use crate::read_path::router::SnapshotHolds;
 use crate::read_path::snapshot;
 use crate::replication::SetupError;
@@ -187,7 +188,7 @@ impl Shapes {
                     ShapeError::Internal(e.to_string())
                 }
             })?;
-        let decided = self
+        let finished = self
             .ask(|reply| Command::FinishSnapshot {
                 id: shape.id,
                 holds: SnapshotHolds {
@@ -198,8 +199,17 @@ impl Shapes {
             })
             .await?
             .map_err(storage_error)?;
+        if let Some(log) = finished.to_sync {
+            // Postgres will not send the captured transactions again: a crash must not take
+            // them from a shape that shape.json says is complete. A failed fsync fails the
+            // creation (the shape is removed; an fsync error is final).
+            tokio::task::spawn_blocking(move || durability::sync_log(&log))
+                .await
+                .map_err(|e| ShapeError::Internal(format!("the fsync task failed: {e}")))?
+                .map_err(storage_error)?;
+        }
         let mut meta = shape.meta.clone();
-        meta.start_lsn = decided.max(start_lsn);
+        meta.start_lsn = finished.decided.max(start_lsn);
         meta.snapshot = Some(taken.info);
         meta.snapshot_lsn = Some(taken.wal_lsn);
         meta.save(shape.log.dir())

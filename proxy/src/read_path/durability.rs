@@ -174,11 +174,13 @@ async fn drop_lost(
 /// Fsyncs every log; returns the directories of those that failed, with their errors.
 fn sync_all(logs: &[LogFile]) -> Vec<(ShapeDir, io::Error)> {
     logs.iter()
-        .filter_map(|log| sync_one(log).err().map(|e| (log.dir().clone(), e)))
+        .filter_map(|log| sync_log(log).err().map(|e| (log.dir().clone(), e)))
         .collect()
 }
 
-fn sync_one(log: &LogFile) -> io::Result<()> {
+/// Makes a shape log durable (a test build's [`FsyncFault`] may fail it). Also the fsync of
+/// the transactions a new shape captured during its snapshot (`read_path/create.rs`).
+pub fn sync_log(log: &LogFile) -> io::Result<()> {
     // A test build's fault stands for the fsync of a log on disk; a shape deleted meanwhile
     // has nothing left to make durable (its still open file syncs harmlessly).
     if let Some(fault) = FSYNC_FAULT.get()

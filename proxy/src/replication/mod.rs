@@ -18,7 +18,9 @@
 //! Postgres may start earlier still (slot positions persist only at checkpoints), so
 //! transactions the consumer has already seen can arrive again. They are passed on as they
 //! come; the consumer skips every transaction whose `commit_lsn` is not above the last one
-//! it processed. Transactions never arrive out of order and none is skipped.
+//! it processed (after a restart: every one whose `commit_lsn` is below its start position,
+//! an end LSN, at which the next commit record may start). Transactions never arrive out of
+//! order and none is skipped.
 //!
 //! **What the consumer publishes** on its `watch::Sender<Lsn>` (the stream's `flushed`):
 //! the `end_lsn` of the latest `Commit` such that it and every earlier transaction are

@@ -1,10 +1,11 @@
 //! The `shapesync` program, built inside the `tests` package so its integration tests can run
 //! it as a separate process (and `kill -9` it): `CARGO_BIN_EXE_test-shapesync`.
 //!
-//! Unlike the release program it can be told to fail an fsync: see [`fsync_fault`].
+//! Unlike the release program it can be told to fail an fsync, and to record what each
+//! fsync covered (so a test can play a power loss): see [`fsync_fault`].
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -12,8 +13,12 @@ use std::sync::Mutex;
 /// removed).
 const FSYNC_FAULT_ENV: &str = "SHAPESYNC_TEST_FSYNC_FAULT";
 
+/// Names a file to which each shape-log fsync, before it runs, adds a line `<length> <path of
+/// changes.log>`: once it has succeeded, the log holds at least that much durably.
+const FSYNC_RECORD_ENV: &str = "SHAPESYNC_TEST_FSYNC_RECORD";
+
 fn main() -> std::process::ExitCode {
-    if std::env::var_os(FSYNC_FAULT_ENV).is_some() {
+    if std::env::var_os(FSYNC_FAULT_ENV).is_some() || std::env::var_os(FSYNC_RECORD_ENV).is_some() {
         proxy::read_path::durability::inject_fsync_faults(fsync_fault);
     }
     proxy::cli::main()
@@ -39,6 +44,14 @@ fn fsync_fault(dir: &Path) -> io::Result<()> {
             .open(&log)?
             .set_len(keep)?;
         return Err(io::Error::from_raw_os_error(libc::EIO));
+    }
+    if let Some(record) = std::env::var_os(FSYNC_RECORD_ENV) {
+        // Before the fsync: everything up to `len` was written before it, so it covers that.
+        let mut record = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(record)?;
+        writeln!(record, "{len} {}", log.display())?;
     }
     synced.insert(log, len);
     Ok(())

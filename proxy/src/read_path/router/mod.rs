@@ -16,6 +16,8 @@
 //!   `max(start_lsn, last commit in its log)`. Within one run the router skips them whole: a
 //!   transaction that commits at or before one it already applied is a re-send after a
 //!   reconnect (the logs, and captures replayed into them, may hold more than was flushed).
+//!   A restarted router has decided only the commits that start *before* `resume.lsn`: that
+//!   is an end LSN, and the next commit record may start exactly there ([`Router::new`]).
 //! - **Transactions a snapshot holds** are skipped by xid, in the capture and also after it:
 //!   replication may deliver a transaction the snapshot saw only after the snapshot finished
 //!   (the stream lags behind the database), so each shape keeps [`SnapshotHolds`] until the
@@ -105,6 +107,8 @@ pub struct Router {
     /// Tombstone column by [`TableSlot::index`].
     tombstones: Vec<Option<usize>>,
     txn: Option<OpenTxn>,
+    /// Every transaction committed at or below it has been decided: the commit LSN of the last
+    /// one applied (just below the resume position until one is).
     last_commit: Lsn,
     routed: Vec<(ShapeId, RowChange)>,
     encoded: Vec<Encoded>,
@@ -113,14 +117,21 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(last_commit: Lsn) -> Self {
+    /// A router resuming at `resume`: the end LSN of the last transaction made durable
+    /// (`resume.lsn`; `Lsn::ZERO` for a first start). Every transaction that committed before
+    /// it was decided, and none at it: the commit record right after that transaction's
+    /// starts exactly at its end (a transaction that wrote its rows earlier and committed next),
+    /// and Postgres sends it, because it skips only commits that start before the position
+    /// asked for.
+    pub fn new(resume: Lsn) -> Self {
         Self {
-            last_commit,
+            last_commit: Lsn(resume.as_u64().saturating_sub(1)),
             ..Self::default()
         }
     }
 
-    /// Commit LSN of the last transaction processed.
+    /// Every transaction committed at or below it has been decided: the commit LSN of the
+    /// last one processed, or just below the resume position before any.
     pub fn last_commit(&self) -> Lsn {
         self.last_commit
     }
@@ -209,20 +220,29 @@ impl Router {
     }
 
     /// The snapshot of `id` is complete: keep the captured transactions it does not contain,
-    /// and skip those it holds that the stream has yet to deliver.
-    pub fn finish_snapshot(&mut self, id: ShapeId, holds: SnapshotHolds) -> io::Result<()> {
+    /// and skip those it holds that the stream has yet to deliver. Returns the shape's log
+    /// when transactions moved into it: they were confirmed to Postgres while captured (a
+    /// capture needs no fsync, as a shape whose snapshot never completed is dropped at a
+    /// restart), so the log must be fsynced before the shape is recorded complete. The
+    /// caller does it, off the consumer task.
+    pub fn finish_snapshot(
+        &mut self,
+        id: ShapeId,
+        holds: SnapshotHolds,
+    ) -> io::Result<Option<LogFile>> {
         let Some(ws) = self.shapes.get_mut(&id) else {
-            return Ok(());
+            return Ok(None);
         };
         let Some(capture) = ws.capture.take() else {
-            return Ok(());
+            return Ok(None);
         };
         let appender = open_appender(&mut ws.appender, &ws.shape.log)?;
         let (kept, dropped) =
             capture::replay_into(capture, &holds.snapshot, &ws.shape.log, appender)?;
+        let to_sync = (kept > 0).then(|| appender.log_file().clone());
         tracing::debug!(handle = %ws.shape.handle, kept, dropped, "captured transactions replayed");
         ws.snapshot_holds = (holds.below > self.last_commit).then_some(holds);
-        Ok(())
+        Ok(to_sync)
     }
 
     /// Stops routing to a shape (deleted, rotated or failed).
@@ -560,6 +580,45 @@ mod tests {
         // A table that comes back gets its old slot: one a caller kept stays the table's.
         router.register(shape(root.path(), 4, "t"), false).unwrap();
         assert_eq!(router.slot(&t), Some(t_slot));
+    }
+
+    /// After a restart the router resumes at `resume.lsn`, the *end* LSN of the last
+    /// transaction made durable. Postgres sends every transaction whose commit record starts
+    /// at or after that position, and the next commit record can start exactly there (a
+    /// transaction that wrote its rows earlier and committed right after another one): it is
+    /// new, not a re-send. Skipping it lost it from every shape while the position moved past
+    /// it. The transaction that ended there, if sent again, is still skipped.
+    #[test]
+    fn after_a_restart_a_commit_starting_at_the_resume_position_is_applied() {
+        let root = tempfile::tempdir().unwrap();
+        let t = QualifiedName::new("public", "t");
+        let shape = shape(root.path(), 1, "t");
+        // The last durable transaction committed at 152 and ended at 200.
+        let mut router = Router::new(Lsn(200));
+        router.register(shape.clone(), false).unwrap();
+        let slot = router.slot(&t).expect("t has a shape");
+        let row = |id: &str| vec![Some(id.to_owned())];
+
+        router.begin(Xid32(6), Lsn(152));
+        router.change(slot, None, Some(&row("1"))).unwrap();
+        let resent = router.commit(Lsn(152), Lsn(200)).unwrap();
+        assert_eq!(
+            resent.shapes_written, 0,
+            "the durable transaction, sent again"
+        );
+
+        router.begin(Xid32(7), Lsn(200));
+        router.change(slot, None, Some(&row("2"))).unwrap();
+        let report = router.commit(Lsn(200), Lsn(248)).unwrap();
+        assert_eq!(report.shapes_written, 1, "the transaction committed at 200");
+        assert_eq!(
+            report.to_sync.len(),
+            1,
+            "its log is fsynced before 248 is confirmed"
+        );
+        assert_eq!(shape.log.last_commit(), Lsn(200));
+        assert_eq!(shape.log.last_offset(), Some(Offset::log(Lsn(200), 0)));
+        assert_eq!(router.last_commit(), Lsn(200));
     }
 
     #[test]
