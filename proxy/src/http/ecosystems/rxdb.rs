@@ -24,7 +24,7 @@ use super::caller::{Caller, read_entries};
 use super::changes::{Fold, Folded};
 use super::values::{self, JsonColumns};
 use super::writes::{self, PushFailure, Write};
-use super::{no_store, query};
+use super::{no_store, object, query};
 use crate::auth::Access;
 use crate::http::AppState;
 use crate::http::error::ApiError;
@@ -174,6 +174,15 @@ fn document(columns: &[Column], folded: Folded) -> Value {
     Value::Object(doc)
 }
 
+/// `{"documents": [...], "checkpoint": {...}}`: a pull's answer, and a stream's event.
+fn page(documents: Vec<Value>, checkpoint: &Checkpoint) -> Value {
+    let checkpoint = json!(checkpoint);
+    object([
+        ("documents", Value::Array(documents)),
+        ("checkpoint", checkpoint),
+    ])
+}
+
 /// Folds entries of `shape` from `from` until `limit` rows or the end; where it stopped.
 async fn fold_from(
     shape: &Arc<Shape>,
@@ -226,9 +235,7 @@ pub(super) async fn pull(
         (Some(checkpoint), true) => checkpoint,
         _ => Checkpoint::at(&shape, next),
     };
-    Ok(no_store(
-        Json(json!({"documents": documents, "checkpoint": checkpoint})).into_response(),
-    ))
+    Ok(no_store(Json(page(documents, &checkpoint)).into_response()))
 }
 
 /// GET `/v1/rxdb/{table}/pullStream[?checkpoint=<json>]`: one event per transaction of the
@@ -362,7 +369,7 @@ impl StreamTask {
                     .map(|f| document(&self.columns, f))
                     .collect();
                 let checkpoint = Checkpoint::at(&self.shape, entries[end - 1].next);
-                let data = json!({"documents": documents, "checkpoint": checkpoint});
+                let data = page(documents, &checkpoint);
                 events.push(Event::default().data(data.to_string()));
             }
             start = end;

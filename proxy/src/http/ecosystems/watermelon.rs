@@ -24,7 +24,7 @@ use super::caller::{Caller, read_entries};
 use super::changes::Fold;
 use super::values::{self, JsonColumns};
 use super::writes::{self, PushFailure, Write};
-use super::{no_store, query};
+use super::{no_store, object, query};
 use crate::auth::Access;
 use crate::http::AppState;
 use crate::http::error::ApiError;
@@ -230,7 +230,11 @@ pub(super) async fn pull(
         );
     }
     Ok(no_store(
-        Json(json!({"changes": changes, "timestamp": upto.as_u64()})).into_response(),
+        Json(object([
+            ("changes", Value::Object(changes)),
+            ("timestamp", Value::from(upto.as_u64())),
+        ]))
+        .into_response(),
     ))
 }
 
@@ -301,7 +305,11 @@ fn table_changes(columns: &[Column], fold: Fold, range: Range) -> Value {
             (Range::Refresh | Range::Since(_), false, _) => updated.push(Value::Object(record)),
         }
     }
-    json!({"created": created, "updated": updated, "deleted": deleted})
+    object([
+        ("created", Value::Array(created)),
+        ("updated", Value::Array(updated)),
+        ("deleted", Value::Array(deleted)),
+    ])
 }
 
 /// One table of a push, as WatermelonDB sends it.
