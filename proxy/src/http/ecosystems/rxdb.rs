@@ -169,7 +169,7 @@ impl Collection {
 
 /// A folded row as an RxDB document.
 fn document(columns: &[Column], folded: Folded) -> Value {
-    let mut doc = values::document(columns, &folded.row, JsonColumns::Parsed);
+    let mut doc = values::into_document(columns, folded.row, JsonColumns::Parsed);
     doc.insert(DELETED.to_owned(), Value::Bool(folded.deleted));
     Value::Object(doc)
 }

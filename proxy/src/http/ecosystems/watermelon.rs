@@ -289,8 +289,8 @@ async fn fold_range(shape: &Arc<Shape>, range: Range, upto: Lsn) -> Result<Fold,
 /// `{"created": […], "updated": […], "deleted": […]}` of one table.
 fn table_changes(columns: &[Column], fold: Fold, range: Range) -> Value {
     let (mut created, mut updated, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
+    let record = |row| Value::Object(values::into_document(columns, row, JsonColumns::Text));
     for row in fold.into_rows() {
-        let record = values::document(columns, &row.row, JsonColumns::Text);
         match (range, row.deleted, row.inserted) {
             // The device never had it.
             (Range::Everything, true, _) | (Range::Since(_), true, true) => {}
@@ -300,9 +300,9 @@ fn table_changes(columns: &[Column], fold: Fold, range: Range) -> Value {
                 }
             }
             (Range::Everything, false, _) | (Range::Since(_), false, true) => {
-                created.push(Value::Object(record));
+                created.push(record(row.row));
             }
-            (Range::Refresh | Range::Since(_), false, _) => updated.push(Value::Object(record)),
+            (Range::Refresh | Range::Since(_), false, _) => updated.push(record(row.row)),
         }
     }
     object([
