@@ -71,6 +71,7 @@ struct Round {
     cold: Sync,
     warm: Sync,
     cold_proxy_cpu: f64,
+    warm_proxy_cpu: f64,
     gzip_bytes: Option<u64>,
 }
 
@@ -140,7 +141,9 @@ async fn run_round(
         let cpu_before = proxy.cpu_seconds()?;
         let cold = sync(&http, &base, protocol, rows).await?;
         let cold_proxy_cpu = proxy.cpu_seconds()? - cpu_before;
+        let cpu_before = proxy.cpu_seconds()?;
         let warm = sync(&http, &base, protocol, rows).await?;
+        let warm_proxy_cpu = proxy.cpu_seconds()? - cpu_before;
         let gzip_bytes = match protocol {
             Protocol::Rxdb => None,
             Protocol::Watermelon => Some(gzip_size(&base).await?),
@@ -149,6 +152,7 @@ async fn run_round(
             cold,
             warm,
             cold_proxy_cpu,
+            warm_proxy_cpu,
             gzip_bytes,
         })
     }
@@ -300,11 +304,13 @@ fn report(bench: &mut Bench, protocol: Protocol, rows: usize, rounds: &[Round]) 
         Protocol::Watermelon => format!("{rows} rows in one WatermelonDB pull"),
     };
     let n = rounds.len();
-    let cpu = rounds
-        .iter()
-        .map(|r| format!("{:.2}", r.cold_proxy_cpu))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let cpu = |pick: fn(&Round) -> f64| {
+        rounds
+            .iter()
+            .map(|r| format!("{:.2}", pick(r)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let first = rounds
         .iter()
         .map(|r| format!("{:.0}", r.cold.first.as_secs_f64() * 1e3))
@@ -324,7 +330,8 @@ fn report(bench: &mut Bench, protocol: Protocol, rows: usize, rounds: &[Round]) 
             .note(format!(
                 "cold, server side: sum of request send → last body byte at the client (parse \
                  excluded); median of {n} rounds ({all}); first request {first} ms; proxy CPU \
-                 over the cold sync {cpu} s"
+                 over the cold sync {} s",
+                cpu(|r| r.cold_proxy_cpu)
             )),
     );
     let (value, all) = median(&|r| r.warm.wall);
@@ -338,7 +345,9 @@ fn report(bench: &mut Bench, protocol: Protocol, rows: usize, rounds: &[Round]) 
         Figure::new(format!("{name}.warm_server"), value, "rows/s")
             .target(Target::AtLeast(TARGET_ROWS_PER_SECOND))
             .note(format!(
-                "warm, server side (sum of send → last body byte); median of {n} rounds ({all})"
+                "warm, server side (sum of send → last body byte); median of {n} rounds ({all}); \
+                 proxy CPU over the warm sync {} s",
+                cpu(|r| r.warm_proxy_cpu)
             )),
     );
     let bytes = rounds[0].warm.bytes;
