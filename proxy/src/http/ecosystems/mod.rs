@@ -22,6 +22,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tower_http::decompression::RequestDecompressionLayer;
 
 use crate::http::AppState;
@@ -54,6 +55,18 @@ pub fn routes(max_body: usize) -> Router<AppState> {
                 .layer::<_, Infallible>(DefaultBodyLimit::max(max_body))
                 .layer::<_, Infallible>(RequestDecompressionLayer::new()),
         )
+}
+
+/// A JSON object of these members, moved in. `serde_json::json!` would serialize each
+/// interpolated value into a copy (every document of a 100,000-row pull, twice); this moves
+/// them. Its members come out in key order, as `json!`'s did (serde_json's map is sorted).
+fn object<const N: usize>(members: [(&str, Value); N]) -> Value {
+    Value::Object(
+        members
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect(),
+    )
 }
 
 fn no_store(mut response: Response) -> Response {

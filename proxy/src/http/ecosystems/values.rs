@@ -51,7 +51,20 @@ pub fn to_document(column: &Column, text: Option<&str>, json: JsonColumns) -> Va
     let Some(text) = text else {
         return Value::Null;
     };
-    let parsed = match kind(column) {
+    typed(column, text, json).unwrap_or_else(|| Value::String(text.to_owned()))
+}
+
+/// [`to_document`] of a value taken out of a row: a text stays the string it was (no copy).
+fn into_value(column: &Column, value: Value, json: JsonColumns) -> Value {
+    match value {
+        Value::String(text) => typed(column, &text, json).unwrap_or(Value::String(text)),
+        _ => Value::Null,
+    }
+}
+
+/// The typed document value of a column's text; `None`: it stays the text.
+fn typed(column: &Column, text: &str, json: JsonColumns) -> Option<Value> {
+    match kind(column) {
         Kind::Boolean => match text {
             "t" | "true" => Some(Value::Bool(true)),
             "f" | "false" => Some(Value::Bool(false)),
@@ -66,8 +79,7 @@ pub fn to_document(column: &Column, text: Option<&str>, json: JsonColumns) -> Va
             .map(Value::Number),
         Kind::Json if json == JsonColumns::Parsed => serde_json::from_str(text).ok(),
         Kind::Json | Kind::Text => None,
-    };
-    parsed.unwrap_or_else(|| Value::String(text.to_owned()))
+    }
 }
 
 /// A document's value for a column as `POST /v1/mutations` takes it: JSON columns of parsed
@@ -100,6 +112,22 @@ pub fn document(
         .collect()
 }
 
+/// [`document`] of a row the caller is done with: its names and texts move into the
+/// document instead of being copied (a pull makes one per row it sends).
+pub fn into_document(
+    columns: &[Column],
+    mut row: Map<String, Value>,
+    json: JsonColumns,
+) -> Map<String, Value> {
+    columns
+        .iter()
+        .filter_map(|column| {
+            let (name, value) = row.remove_entry(&column.name)?;
+            Some((name, into_value(column, value, json)))
+        })
+        .collect()
+}
+
 /// Equality of document values as a JavaScript client sees them: numbers by value (`1` and
 /// `1.0` are one number), objects by their members whatever their order.
 pub fn same_value(a: &Value, b: &Value) -> bool {
@@ -122,6 +150,63 @@ mod tests {
     use super::*;
     use rstest::rstest;
     use serde_json::json;
+
+    /// `into_document` is `document` of a row it may take apart: the same document for
+    /// every kind of column, value (text, typed, unparsable, NULL, not a string) and a
+    /// column the row lacks, in both JSON modes.
+    #[test]
+    fn a_row_taken_apart_gives_the_document_a_borrowed_row_gives() {
+        let types = [
+            ("bool", 0),
+            ("int4", 0),
+            ("int8", 0),
+            ("numeric", 0),
+            ("float8", 0),
+            ("jsonb", 0),
+            ("json", 0),
+            ("text", 0),
+            ("timestamptz", 0),
+            ("int4", 1),
+            ("text", 0),
+        ];
+        let texts = [
+            json!("t"),
+            json!("f"),
+            json!("-42"),
+            json!("10.25"),
+            json!("NaN"),
+            json!(r#"{"a":[1,"x"]}"#),
+            json!("not json {"),
+            json!("{1,2}"),
+            json!("hello"),
+            Value::Null,
+            json!(7),
+        ];
+        let columns: Vec<Column> = types
+            .iter()
+            .enumerate()
+            .map(|(i, (ty, dims))| Column {
+                name: format!("c{i}"),
+                ..column(ty, *dims)
+            })
+            .collect();
+        for shift in 0..texts.len() {
+            // Each column gets each value once over the shifts; the last column is missing.
+            let row: Map<String, Value> = columns[..columns.len() - 1]
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.name.clone(), texts[(i + shift) % texts.len()].clone()))
+                .chain([("not a column".to_owned(), json!("x"))])
+                .collect();
+            for mode in [JsonColumns::Parsed, JsonColumns::Text] {
+                assert_eq!(
+                    into_document(&columns, row.clone(), mode),
+                    document(&columns, &row, mode),
+                    "{row:?} {mode:?}"
+                );
+            }
+        }
+    }
 
     fn column(ty: &str, dims: u32) -> Column {
         Column {

@@ -92,6 +92,14 @@ enum Scenario {
     MutationsBatch,
     #[value(name = "mutations_single")]
     MutationsSingle,
+    #[value(name = "rxdb_pull_100k")]
+    RxdbPull100k,
+    #[value(name = "watermelon_pull_100k")]
+    WatermelonPull100k,
+    #[value(name = "rxdb_push")]
+    RxdbPush,
+    #[value(name = "watermelon_push")]
+    WatermelonPush,
 }
 
 impl Scenario {
@@ -238,6 +246,14 @@ async fn run_scenario(bench: &mut Bench, scenario: Scenario) -> anyhow::Result<(
         Scenario::Sse10k => sse_idle::run(bench).await,
         Scenario::MutationsBatch => mutations::run(bench, mutations::Mode::Batches).await,
         Scenario::MutationsSingle => mutations::run(bench, mutations::Mode::Single).await,
+        Scenario::RxdbPull100k => ecosystem_pull::run(bench, ecosystem_pull::Protocol::Rxdb).await,
+        Scenario::WatermelonPull100k => {
+            ecosystem_pull::run(bench, ecosystem_pull::Protocol::Watermelon).await
+        }
+        Scenario::RxdbPush => ecosystem_push::run(bench, ecosystem_push::Protocol::Rxdb).await,
+        Scenario::WatermelonPush => {
+            ecosystem_push::run(bench, ecosystem_push::Protocol::Watermelon).await
+        }
     }
 }
 

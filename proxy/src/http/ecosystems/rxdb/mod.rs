@@ -21,7 +21,7 @@ use shapes::schema::Column;
 use super::caller::{Caller, SyncedTable, read_entries};
 use super::changes::{Fold, Folded};
 use super::values::{self, JsonColumns};
-use super::{no_store, query};
+use super::{no_store, object, query};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::storage::shape_log::cursor::Position;
@@ -190,9 +190,18 @@ impl Read {
 
 /// A folded row as an RxDB document.
 fn document(columns: &[Column], folded: Folded) -> Value {
-    let mut doc = values::document(columns, &folded.row, JsonColumns::Parsed);
+    let mut doc = values::into_document(columns, folded.row, JsonColumns::Parsed);
     doc.insert(DELETED.to_owned(), Value::Bool(folded.deleted));
     Value::Object(doc)
+}
+
+/// `{"documents": [...], "checkpoint": {...}}`: a pull's answer, and a stream's event.
+fn page(documents: Vec<Value>, checkpoint: &Checkpoint) -> Value {
+    let checkpoint = json!(checkpoint);
+    object([
+        ("documents", Value::Array(documents)),
+        ("checkpoint", checkpoint),
+    ])
 }
 
 /// Folds entries of `shape` from `from` until `limit` rows or the end; where it stopped.
@@ -238,7 +247,5 @@ pub(super) async fn pull(
         (Some(checkpoint), true) => checkpoint,
         _ => Checkpoint::at(&read.shape, next),
     };
-    Ok(no_store(
-        Json(json!({"documents": documents, "checkpoint": checkpoint})).into_response(),
-    ))
+    Ok(no_store(Json(page(documents, &checkpoint)).into_response()))
 }

@@ -7,11 +7,11 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 use shapes::offset::Offset;
 use shapes::schema::Column;
 
-use super::{Checkpoint, Read, document};
+use super::{Checkpoint, Read, document, page};
 use crate::http::AppState;
 use crate::http::ecosystems::caller::read_entries;
 use crate::http::ecosystems::changes::Fold;
@@ -144,7 +144,7 @@ impl StreamTask {
                     .map(|f| document(&self.columns, f))
                     .collect();
                 let checkpoint = Checkpoint::at(&self.shape, entries[end - 1].next);
-                let data = json!({"documents": documents, "checkpoint": checkpoint});
+                let data = page(documents, &checkpoint);
                 events.push(Event::default().data(data.to_string()));
             }
             start = end;

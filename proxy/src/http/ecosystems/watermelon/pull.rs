@@ -7,7 +7,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use shapes::lsn::Lsn;
 use shapes::offset::Offset;
 use shapes::schema::Column;
@@ -17,7 +17,7 @@ use crate::http::AppState;
 use crate::http::ecosystems::caller::{Caller, read_entries};
 use crate::http::ecosystems::changes::Fold;
 use crate::http::ecosystems::values::{self, JsonColumns};
-use crate::http::ecosystems::{no_store, query};
+use crate::http::ecosystems::{no_store, object, query};
 use crate::http::error::ApiError;
 use crate::http::lsn::reach_fence;
 use crate::storage::shape_log::cursor::Position;
@@ -57,8 +57,8 @@ pub(super) enum Range {
     Since(Lsn),
 }
 
-fn record(columns: &[Column], row: &Map<String, Value>) -> Value {
-    Value::Object(values::document(columns, row, JsonColumns::Text))
+fn record(columns: &[Column], row: Map<String, Value>) -> Value {
+    Value::Object(values::into_document(columns, row, JsonColumns::Text))
 }
 
 /// GET `/v1/watermelon/pull?last_pulled_at=&schema_version=&migration=&tables=`.
@@ -127,7 +127,11 @@ pub(in crate::http::ecosystems) async fn pull(
         );
     }
     Ok(no_store(
-        Json(json!({"changes": changes, "timestamp": upto.as_u64()})).into_response(),
+        Json(object([
+            ("changes", Value::Object(changes)),
+            ("timestamp", Value::from(upto.as_u64())),
+        ]))
+        .into_response(),
     ))
 }
 
@@ -200,7 +204,7 @@ fn table_changes(columns: &[Column], fold: Fold, range: Range) -> Value {
         match (range, row.deleted) {
             // A device that has none of the table.
             (Range::Everything, true) => {}
-            (_, false) => updated.push(record(columns, &row.row)),
+            (_, false) => updated.push(record(columns, row.row)),
             (Range::Refresh | Range::Since(_), true) => {
                 if let Some(id) = row.row.get(ID) {
                     deleted.push(id.clone());
@@ -208,5 +212,9 @@ fn table_changes(columns: &[Column], fold: Fold, range: Range) -> Value {
             }
         }
     }
-    json!({"created": [], "updated": updated, "deleted": deleted})
+    object([
+        ("created", Value::Array(Vec::new())),
+        ("updated", Value::Array(updated)),
+        ("deleted", Value::Array(deleted)),
+    ])
 }

@@ -1,5 +1,7 @@
 //! One module per scenario; each documents what it measures and how.
 
+pub mod ecosystem_pull;
+pub mod ecosystem_push;
 pub mod fanout;
 pub mod initial_sync;
 pub mod latency;
