@@ -216,3 +216,61 @@ async fn a_plain_sql_update_that_changes_nothing_is_no_write() {
     assert_eq!(row(&h, 1).await.0, "edited");
     assert_eq!(row(&h, 1).await.1, 2);
 }
+
+#[tokio::test]
+async fn a_plain_sql_update_that_sets_the_lww_column_to_its_value_is_dated_now() {
+    let h = items("mut_lww_column_same_value").await;
+    h.send(
+        "a",
+        vec![item(
+            "m1",
+            "insert",
+            1,
+            json!({"name": "device", "qty": 1}),
+            &from_now(-7200),
+        )],
+    )
+    .await;
+    // Two plain UPDATEs that both say they happened an hour ago. The second sets modified_at
+    // to the value the first left there, which the trigger cannot tell from not setting it
+    // (it sees values, not the statement): that write is dated now().
+    let hour_ago = from_now(-3600);
+    h.client
+        .batch_execute(&format!(
+            "UPDATE items SET name = 'first', modified_at = '{hour_ago}' WHERE id = 1"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(row(&h, 1).await, ("first".into(), 1, micros(&hour_ago)));
+    let dated_now: bool = h
+        .client
+        .query_one(
+            &format!(
+                "UPDATE items SET name = 'second', qty = 2, modified_at = '{hour_ago}'
+                 WHERE id = 1 RETURNING modified_at = now()"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(dated_now, "the second UPDATE is dated now()");
+    // So a device edit made after the hour-old time, before now, loses in both columns.
+    let edit = h
+        .send(
+            "b",
+            vec![item(
+                "m2",
+                "update",
+                1,
+                json!({"name": "edited", "qty": 3}),
+                &from_now(-1800),
+            )],
+        )
+        .await;
+    let result = &edit["results"][0];
+    assert_eq!(status(result), "conflict", "{edit}");
+    assert_eq!(result["lost"], json!(["name", "qty"]));
+    assert_eq!(row(&h, 1).await.0, "second");
+    assert_eq!(row(&h, 1).await.1, 2);
+}
