@@ -2,6 +2,7 @@
 //! through a shape by checkpoints needs (RxDB documents, WatermelonDB's created / updated /
 //! deleted lists), where a row changed ten times in the run is sent once.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::Deserialize;
@@ -21,6 +22,24 @@ struct Message {
 struct Headers {
     #[serde(default)]
     operation: Option<String>,
+}
+
+/// Only the `value` member of a message, with borrowed texts where they have no escapes.
+#[derive(Debug, Deserialize)]
+struct ValueOnly<'a> {
+    #[serde(default, borrow)]
+    value: Option<HashMap<Cow<'a, str>, Option<Cow<'a, str>>>>,
+}
+
+/// The text of column `name` in a change message's `value` (`None` for control messages and
+/// for a NULL or absent column), reading nothing else of the message into memory.
+pub fn value_field(payload: &[u8], name: &str) -> Result<Option<String>, UnreadableMessage> {
+    let message: ValueOnly<'_> =
+        serde_json::from_slice(payload).map_err(|e| UnreadableMessage(e.to_string()))?;
+    Ok(message
+        .value
+        .and_then(|mut value| value.remove(name).flatten())
+        .map(Cow::into_owned))
 }
 
 /// The last state of a row in the run.
@@ -160,6 +179,20 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn one_field_of_a_value_is_read_alone() {
+        let insert = change("insert", "a", json!({"id": "a\"1", "n": "1", "note": null}));
+        let payload = insert.to_string();
+        assert_eq!(
+            value_field(payload.as_bytes(), "id").unwrap().as_deref(),
+            Some("a\"1")
+        );
+        assert_eq!(value_field(payload.as_bytes(), "note").unwrap(), None);
+        let control = json!({"headers": {"control": "up-to-date"}}).to_string();
+        assert_eq!(value_field(control.as_bytes(), "id").unwrap(), None);
+        assert!(value_field(b"{", "id").is_err());
     }
 
     #[test]

@@ -160,13 +160,28 @@ pub(super) async fn fold_range(
     range: Range,
     upto: Lsn,
 ) -> Result<Fold, ApiError> {
+    let mut fold = Fold::default();
+    scan_range(shape, range, upto, |payload| {
+        fold.push(payload)
+            .map_err(|e| ApiError::Internal(format!("shape {}: {e}", shape.handle)))
+    })
+    .await?;
+    Ok(fold)
+}
+
+/// Hands each message of `shape` in `range`, up to and including commit `upto`, to `visit`.
+pub(super) async fn scan_range(
+    shape: &Arc<Shape>,
+    range: Range,
+    upto: Lsn,
+    mut visit: impl FnMut(&[u8]) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
     let mut at = match range {
         Range::Everything | Range::Refresh => Position::START,
         Range::Since(since) => {
             Position::After(Offset::log(since, Offset::INF).max(Offset::SNAPSHOT_END))
         }
     };
-    let mut fold = Fold::default();
     loop {
         let read = read_entries(shape, at, READ_BATCH, "last_pulled_at").await?;
         for entry in &read.entries {
@@ -175,14 +190,13 @@ pub(super) async fn fold_range(
                 .and_then(|o| o.lsn())
                 .is_some_and(|lsn| lsn > upto)
             {
-                return Ok(fold);
+                return Ok(());
             }
-            fold.push(&entry.payload)
-                .map_err(|e| ApiError::Internal(format!("shape {}: {e}", shape.handle)))?;
+            visit(&entry.payload)?;
         }
         at = read.next;
         if read.at_end || read.entries.is_empty() {
-            return Ok(fold);
+            return Ok(());
         }
     }
 }

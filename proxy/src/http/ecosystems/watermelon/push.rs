@@ -16,10 +16,11 @@ use serde_json::{Map, Value, json};
 use shapes::lsn::Lsn;
 use shapes::schema::QualifiedName;
 
-use super::pull::{Range, fold_range};
+use super::pull::{Range, scan_range};
 use super::{CHANGED, Collection, ID, STATUS, parse_last_pulled_at};
 use crate::http::AppState;
 use crate::http::ecosystems::caller::Caller;
+use crate::http::ecosystems::changes;
 use crate::http::ecosystems::values::{self, JsonColumns};
 use crate::http::ecosystems::writes::{self, PushFailure, Write};
 use crate::http::ecosystems::{no_store, parse_body, query};
@@ -72,14 +73,25 @@ impl UnchangedSince {
         let upto = reach_fence(&self.state)
             .await
             .map_err(|e| MutationError::Internal(format!("{e:?}")))?;
-        let fold = fold_range(shape, Range::Since(self.since), upto)
-            .await
-            .map_err(|e| MutationError::Internal(format!("{e:?}")))?;
-        Ok(Some(
-            fold.into_rows()
-                .filter_map(|row| row.row.get(ID).and_then(Value::as_str).map(str::to_owned))
-                .collect(),
-        ))
+        // Only each message's `value.id` is read: a push checks its rows against every
+        // change since the device's pull.
+        let mut ids = HashSet::new();
+        scan_range(
+            shape,
+            Range::Since(self.since),
+            upto,
+            |payload| match changes::value_field(payload, ID) {
+                Ok(Some(id)) => {
+                    ids.insert(id);
+                    Ok(())
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(ApiError::Internal(format!("shape {}: {e}", shape.handle))),
+            },
+        )
+        .await
+        .map_err(|e| MutationError::Internal(format!("{e:?}")))?;
+        Ok(Some(ids))
     }
 }
 
