@@ -217,16 +217,7 @@ async fn a_watermelon_device_drops_rows_that_leave_its_read_rule_and_cannot_writ
 async fn a_watermelon_device_keeps_deleting_a_record_it_created_and_pushed() {
     let db = database("eco_watermelon_echo", TASKS).await;
     let sql = db.connect().await;
-    let rules = tempfile::tempdir().expect("rules dir");
-    let proxy = auth_proxy(&db, &rules, TASKS_RULES, "projects,tasks").await;
-    let mut a = watermelon(&proxy.url, &token("alice"), "a");
-    sync(&mut a).await;
-    a.ok(
-        "create",
-        json!({"table": "tasks", "raw": task("tn", None, "short-lived", false)}),
-    )
-    .await;
-    sync(&mut a).await;
+    let (_rules, _proxy, mut a) = device_that_pushed_tn(&db).await;
     assert!(table_ids(&sql).await.contains(&"tn".to_owned()));
     a.ok("delete", json!({"table": "tasks", "id": "tn"})).await;
     let deleting = sync(&mut a).await;
@@ -246,16 +237,7 @@ async fn a_watermelon_device_keeps_deleting_a_record_it_created_and_pushed() {
 async fn a_watermelon_device_drops_its_own_record_deleted_elsewhere() {
     let db = database("eco_watermelon_own_delete", TASKS).await;
     let sql = db.connect().await;
-    let rules = tempfile::tempdir().expect("rules dir");
-    let proxy = auth_proxy(&db, &rules, TASKS_RULES, "projects,tasks").await;
-    let mut a = watermelon(&proxy.url, &token("alice"), "a");
-    sync(&mut a).await;
-    a.ok(
-        "create",
-        json!({"table": "tasks", "raw": task("tn", None, "short-lived", false)}),
-    )
-    .await;
-    sync(&mut a).await;
+    let (_rules, _proxy, mut a) = device_that_pushed_tn(&db).await;
     sql.batch_execute("DELETE FROM tasks WHERE id = 'tn'")
         .await
         .expect("delete by SQL");
@@ -276,4 +258,26 @@ async fn table_ids(sql: &tokio_postgres::Client) -> Vec<String> {
         .iter()
         .map(|r| r.get(0))
         .collect()
+}
+
+/// Alice's device, synced, after it created the task `tn` and pushed it: the rules directory
+/// and proxy (kept alive by the caller) and the device.
+async fn device_that_pushed_tn(
+    db: &tests::TestDb,
+) -> (
+    tempfile::TempDir,
+    tests::proxy_process::ProxyProcess,
+    tests::ecosystems::NodeClient,
+) {
+    let rules = tempfile::tempdir().expect("rules dir");
+    let proxy = auth_proxy(db, &rules, TASKS_RULES, "projects,tasks").await;
+    let mut a = watermelon(&proxy.url, &token("alice"), "a");
+    sync(&mut a).await;
+    a.ok(
+        "create",
+        json!({"table": "tasks", "raw": task("tn", None, "short-lived", false)}),
+    )
+    .await;
+    sync(&mut a).await;
+    (rules, proxy, a)
 }

@@ -250,9 +250,9 @@ async fn run_scenario(bench: &mut Bench, scenario: Scenario) -> anyhow::Result<(
         Scenario::WatermelonPull100k => {
             ecosystem_pull::run(bench, ecosystem_pull::Protocol::Watermelon).await
         }
-        Scenario::RxdbPush => ecosystem_push::run(bench, ecosystem_push::Protocol::Rxdb).await,
+        Scenario::RxdbPush => ecosystem_push::run(bench, ecosystem_pull::Protocol::Rxdb).await,
         Scenario::WatermelonPush => {
-            ecosystem_push::run(bench, ecosystem_push::Protocol::Watermelon).await
+            ecosystem_push::run(bench, ecosystem_pull::Protocol::Watermelon).await
         }
     }
 }

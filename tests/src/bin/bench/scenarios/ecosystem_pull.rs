@@ -35,6 +35,7 @@ use crate::figures::{Figure, Target};
 use crate::proxy_child::ProxyChild;
 use crate::recvlogical;
 
+/// The sync protocol a scenario speaks (the push scenarios too).
 #[derive(Debug, Clone, Copy)]
 pub enum Protocol {
     Rxdb,
@@ -46,6 +47,14 @@ impl Protocol {
         match self {
             Protocol::Rxdb => "rxdb_pull_100k",
             Protocol::Watermelon => "watermelon_pull_100k",
+        }
+    }
+
+    /// The name of its push scenario.
+    pub fn push_name(self) -> &'static str {
+        match self {
+            Protocol::Rxdb => "rxdb_push",
+            Protocol::Watermelon => "watermelon_push",
         }
     }
 }

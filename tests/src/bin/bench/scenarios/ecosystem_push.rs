@@ -27,22 +27,7 @@ use crate::Bench;
 use crate::figures::{Figure, Target};
 use crate::proxy_child::ProxyChild;
 use crate::recvlogical;
-use crate::scenarios::ecosystem_pull::create_docs;
-
-#[derive(Debug, Clone, Copy)]
-pub enum Protocol {
-    Rxdb,
-    Watermelon,
-}
-
-impl Protocol {
-    fn name(self) -> &'static str {
-        match self {
-            Protocol::Rxdb => "rxdb_push",
-            Protocol::Watermelon => "watermelon_push",
-        }
-    }
-}
+use crate::scenarios::ecosystem_pull::{Protocol, create_docs};
 
 const BATCH: usize = 100;
 const CLIENTS: usize = 4;
@@ -63,7 +48,7 @@ impl Part {
 }
 
 pub async fn run(bench: &mut Bench, protocol: Protocol) -> anyhow::Result<()> {
-    let name = protocol.name();
+    let name = protocol.push_name();
     let rows = bench.scale.of(10_000);
     let db = bench.cluster.database(name).await?;
     let client = db.connect().await?;
