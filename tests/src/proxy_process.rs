@@ -114,6 +114,27 @@ impl ProxyProcess {
         self.storage.path().to_owned()
     }
 
+    /// GETs `path` (with its query): the status and the JSON answer (null if none).
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self.http.get(format!("{}{path}", self.url)).send().await;
+        json_reply(response.expect("GET the proxy")).await
+    }
+
+    /// POSTs `body` to `path` (with its query): the status and the JSON answer (null if none).
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await;
+        json_reply(response.expect("POST to the proxy")).await
+    }
+
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
@@ -211,4 +232,12 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+async fn json_reply(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
 }

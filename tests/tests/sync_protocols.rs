@@ -44,26 +44,11 @@ async fn world(name: &str) -> (TestDb, tokio_postgres::Client, ProxyProcess) {
 }
 
 async fn get(proxy: &ProxyProcess, path: &str) -> (u16, Value) {
-    let response = proxy
-        .http()
-        .get(format!("{}{path}", proxy.url))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    proxy.get_json(path).await
 }
 
 async fn post(proxy: &ProxyProcess, path: &str, body: &Value) -> (u16, Value) {
-    let response = proxy
-        .http()
-        .post(format!("{}{path}", proxy.url))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    proxy.post_json(path, body).await
 }
 
 fn encode(value: &Value) -> String {

@@ -39,22 +39,9 @@ async fn setup(name: &str) -> (TestDb, tokio_postgres::Client, ProxyProcess) {
     (db, client, proxy)
 }
 
-/// POSTs `body` to `path` (with its query); the status and the JSON answer (null if none).
-async fn post(proxy: &ProxyProcess, path: &str, body: &Value) -> (u16, Value) {
-    let response = proxy
-        .http()
-        .post(format!("{}{path}", proxy.url))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 async fn mutate(proxy: &ProxyProcess, mutation: Value) -> (u16, Value) {
     let body = json!({"client_id": "kinds", "mutations": [mutation]});
-    post(proxy, "/v1/mutations", &body).await
+    proxy.post_json("/v1/mutations", &body).await
 }
 
 fn mutation(table: &str, op: &str, key: Value) -> Value {
@@ -79,7 +66,9 @@ async fn each_op(proxy: &ProxyProcess, table: &str) -> Vec<Value> {
 
 async fn subset(proxy: &ProxyProcess, table: &str) -> (u16, Value) {
     let path = format!("/v1/shape?table={table}&offset=-1");
-    post(proxy, &path, &json!({"order_by": "id", "limit": 1})).await
+    proxy
+        .post_json(&path, &json!({"order_by": "id", "limit": 1}))
+        .await
 }
 
 /// The relation is refused everywhere with `message`: a shape and a subset get 400 under
@@ -398,7 +387,9 @@ async fn a_nul_character_in_any_name_value_or_id_is_a_400_not_a_5xx() {
         };
         cases
             .check(&format!("POST subset {field}"), async {
-                let (status, answer) = post(proxy, "/v1/shape?table=items&offset=-1", &body).await;
+                let (status, answer) = proxy
+                    .post_json("/v1/shape?table=items&offset=-1", &body)
+                    .await;
                 assert_eq!(status, 400, "{body}");
                 assert_eq!(
                     answer,
@@ -440,7 +431,7 @@ async fn a_nul_character_in_any_name_value_or_id_is_a_400_not_a_5xx() {
     ] {
         cases
             .check(&format!("POST mutations {field}"), async {
-                let (status, body) = post(proxy, "/v1/mutations", &request).await;
+                let (status, body) = proxy.post_json("/v1/mutations", &request).await;
                 assert_eq!(status, 400, "{field}");
                 assert_eq!(
                     body,
