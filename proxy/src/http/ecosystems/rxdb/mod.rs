@@ -9,19 +9,17 @@ mod stream;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use shapes::offset::Offset;
 use shapes::schema::Column;
 
 use super::caller::{Caller, SyncedTable, read_entries};
-use super::changes::{Fold, Folded};
+use super::changes::Fold;
 use super::values::{self, JsonColumns};
-use super::{no_store, object, query};
+use super::{json_response, no_store, query};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::storage::shape_log::cursor::Position;
@@ -188,20 +186,28 @@ impl Read {
     }
 }
 
-/// A folded row as an RxDB document.
-fn document(columns: &[Column], folded: Folded) -> Value {
-    let mut doc = values::into_document(columns, folded.row, JsonColumns::Parsed);
-    doc.insert(DELETED.to_owned(), Value::Bool(folded.deleted));
-    Value::Object(doc)
-}
-
-/// `{"documents": [...], "checkpoint": {...}}`: a pull's answer, and a stream's event.
-fn page(documents: Vec<Value>, checkpoint: &Checkpoint) -> Value {
-    let checkpoint = json!(checkpoint);
-    object([
-        ("documents", Value::Array(documents)),
-        ("checkpoint", checkpoint),
-    ])
+/// `{"documents": [...], "checkpoint": {...}}` of the folded rows: a pull's answer, and a
+/// stream's event. Written straight from the rows (see [`values::write_document`]).
+fn page(fields: &[Column], fold: Fold, checkpoint: &Checkpoint) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + fold.len() * 160);
+    out.extend_from_slice(b"{\"documents\":[");
+    for (i, row) in fold.into_rows().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        values::write_document(
+            &mut out,
+            fields,
+            &row.row,
+            JsonColumns::Parsed,
+            Some(row.deleted),
+        );
+    }
+    out.extend_from_slice(b"],\"checkpoint\":");
+    // A struct of strings and numbers: serializing it cannot fail.
+    let _ = serde_json::to_writer(&mut out, checkpoint);
+    out.push(b'}');
+    out
 }
 
 /// Folds entries of `shape` from `from` until `limit` rows or the end; where it stopped.
@@ -240,12 +246,11 @@ pub(super) async fn pull(
     let from = read.position()?.flatten().unwrap_or(Position::START);
     let (fold, next) = fold_from(&read.shape, from, limit).await?;
     let fields = read.fields();
-    let documents: Vec<Value> = fold.into_rows().map(|f| document(&fields, f)).collect();
     // An empty page leaves the client where it was (control messages it passed are passed
     // again next time, at no cost).
-    let checkpoint = match (read.checkpoint, documents.is_empty()) {
+    let checkpoint = match (read.checkpoint, fold.is_empty()) {
         (Some(checkpoint), true) => checkpoint,
         _ => Checkpoint::at(&read.shape, next),
     };
-    Ok(no_store(Json(page(documents, &checkpoint)).into_response()))
+    Ok(no_store(json_response(page(&fields, fold, &checkpoint))))
 }

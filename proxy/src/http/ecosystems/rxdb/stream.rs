@@ -7,11 +7,10 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
 use shapes::offset::Offset;
 use shapes::schema::Column;
 
-use super::{Checkpoint, Read, document, page};
+use super::{Checkpoint, Read, page};
 use crate::http::AppState;
 use crate::http::ecosystems::caller::read_entries;
 use crate::http::ecosystems::changes::Fold;
@@ -139,13 +138,12 @@ impl StreamTask {
                     .map_err(|e| ApiError::Internal(format!("shape {}: {e}", self.shape.handle)))?;
             }
             if !fold.is_empty() {
-                let documents: Vec<Value> = fold
-                    .into_rows()
-                    .map(|f| document(&self.columns, f))
-                    .collect();
                 let checkpoint = Checkpoint::at(&self.shape, entries[end - 1].next);
-                let data = page(documents, &checkpoint);
-                events.push(Event::default().data(data.to_string()));
+                let data = page(&self.columns, fold, &checkpoint);
+                // JSON written from UTF-8 texts: always UTF-8.
+                let data = String::from_utf8(data)
+                    .map_err(|e| ApiError::Internal(format!("an event: {e}")))?;
+                events.push(Event::default().data(data));
             }
             start = end;
         }

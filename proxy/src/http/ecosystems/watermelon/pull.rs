@@ -2,22 +2,21 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
-use serde_json::{Map, Value};
 use shapes::lsn::Lsn;
 use shapes::offset::Offset;
 use shapes::schema::Column;
+use shapes::wire::write_json_str;
 
 use super::{Collection, ID, READ_BATCH, parse_last_pulled_at};
 use crate::http::AppState;
 use crate::http::ecosystems::caller::{Caller, read_entries};
 use crate::http::ecosystems::changes::Fold;
 use crate::http::ecosystems::values::{self, JsonColumns};
-use crate::http::ecosystems::{no_store, object, query};
+use crate::http::ecosystems::{json_response, no_store, query};
 use crate::http::error::ApiError;
 use crate::http::lsn::reach_fence;
 use crate::storage::shape_log::cursor::Position;
@@ -48,17 +47,13 @@ struct MigratedColumns {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Range {
     /// Everything, to a device that has none of it: rows go in `updated` (see
-    /// [`table_changes`]), deletes are left out.
+    /// [`write_table_changes`]), deletes are left out.
     Everything,
     /// Everything, to a device that may hold some of it (a new column, or a shape newer than
     /// its last pull): rows go in `updated` and rows deleted in the log in `deleted`.
     Refresh,
     /// The changes after a commit LSN: rows in `updated`, deletes in `deleted`.
     Since(Lsn),
-}
-
-fn record(columns: &[Column], row: Map<String, Value>) -> Value {
-    Value::Object(values::into_document(columns, row, JsonColumns::Text))
 }
 
 /// GET `/v1/watermelon/pull?last_pulled_at=&schema_version=&migration=&tables=`.
@@ -103,8 +98,9 @@ pub(in crate::http::ecosystems) async fn pull(
     }
     // One point for every table: every transaction committed before it is in every log.
     let upto = reach_fence(&state).await?;
-    let mut changes = Map::new();
-    for (collection, shape) in collections.iter().zip(&shapes) {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"{\"changes\":{");
+    for (i, (collection, shape)) in collections.iter().zip(&shapes).enumerate() {
         let range = if last_pulled_at.is_none() || migration.tables.contains(&collection.given) {
             Range::Everything
         } else if migration
@@ -121,18 +117,17 @@ pub(in crate::http::ecosystems) async fn pull(
         };
         let fold = fold_range(shape, range, upto).await?;
         let columns = collection.synced.fields(&caller.access);
-        changes.insert(
-            collection.given.clone(),
-            table_changes(&columns, fold, range),
-        );
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_str(&mut out, &collection.given);
+        out.push(b':');
+        write_table_changes(&mut out, &columns, fold, range);
     }
-    Ok(no_store(
-        Json(object([
-            ("changes", Value::Object(changes)),
-            ("timestamp", Value::from(upto.as_u64())),
-        ]))
-        .into_response(),
-    ))
+    out.extend_from_slice(b"},\"timestamp\":");
+    out.extend_from_slice(upto.as_u64().to_string().as_bytes());
+    out.push(b'}');
+    Ok(no_store(json_response(out)))
 }
 
 fn table_list(text: Option<&String>) -> Result<Vec<String>, ApiError> {
@@ -212,13 +207,21 @@ pub(super) async fn scan_range(
 /// pull before that push). WatermelonDB creates a row it is told to update and does not have,
 /// ignores a delete of a row it does not have, and keeps a local delete of a row it is told to
 /// update; told to *create* a row it deleted locally, it would bring the row back.
-fn table_changes(columns: &[Column], fold: Fold, range: Range) -> Value {
-    let (mut updated, mut deleted) = (Vec::new(), Vec::new());
+fn write_table_changes(out: &mut Vec<u8>, columns: &[Column], fold: Fold, range: Range) {
+    let mut deleted = Vec::new();
+    out.extend_from_slice(b"{\"created\":[],\"updated\":[");
+    let mut first = true;
     for row in fold.into_rows() {
         match (range, row.deleted) {
             // A device that has none of the table.
             (Range::Everything, true) => {}
-            (_, false) => updated.push(record(columns, row.row)),
+            (_, false) => {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                values::write_document(out, columns, &row.row, JsonColumns::Text, None);
+            }
             (Range::Refresh | Range::Since(_), true) => {
                 if let Some(id) = row.row.get(ID) {
                     deleted.push(id.clone());
@@ -226,9 +229,8 @@ fn table_changes(columns: &[Column], fold: Fold, range: Range) -> Value {
             }
         }
     }
-    object([
-        ("created", Value::Array(Vec::new())),
-        ("updated", Value::Array(updated)),
-        ("deleted", Value::Array(deleted)),
-    ])
+    out.extend_from_slice(b"],\"deleted\":");
+    // JSON values: serializing them cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &deleted);
+    out.push(b'}');
 }

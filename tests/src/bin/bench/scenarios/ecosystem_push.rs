@@ -5,10 +5,11 @@
 //!
 //! - RxDB: `POST /v1/rxdb/{t}/push` with `[{"newDocumentState": doc}]` (no assumed master: new
 //!   documents); a response of `[]` means all applied, each document in it is a conflict.
-//! - WatermelonDB: `POST /v1/watermelon/push?last_pulled_at=<ts>` with
-//!   `{"t": {"created": [...], "updated": [], "deleted": []}}`, where `ts` is the `timestamp` of a
-//!   pull of the table each client makes just before its pushes (untimed). `{}` means all
-//!   applied; rejected ids and 409s are not counted.
+//! - WatermelonDB: what `synchronize()` does per batch, both timed: a pull since the last one
+//!   (`GET /v1/watermelon/pull?last_pulled_at=<ts>`), then `POST
+//!   /v1/watermelon/push?last_pulled_at=<its timestamp>` with `{"t": {"created": [...],
+//!   "updated": [], "deleted": []}}`. Each client's first `ts` is from a whole pull of the table
+//!   before timing. `{}` means all applied; rejected ids and 409s are not counted.
 //!
 //! Each round pushes 10,000 rows from one client, batch after batch (`rxdb_push`), then another
 //! 10,000 from 4 concurrent clients, 2,500 each (`….concurrent_4`): rows applied / wall time
@@ -136,7 +137,7 @@ async fn push_part(
     let mut ready = Vec::new();
     for c in 0..clients {
         let http = reqwest::Client::new();
-        // WatermelonDB's synchronize() pulls before it pushes.
+        // The first pull of a device (RxDB: makes the shape; WatermelonDB: its timestamp).
         let since = pull_timestamp(&http, base, protocol, table).await?;
         let batches: Vec<Value> = (0..per_client)
             .collect::<Vec<_>>()
@@ -154,7 +155,11 @@ async fn push_part(
         let (base, table) = (base.to_owned(), table.to_owned());
         tasks.push(tokio::spawn(async move {
             let mut applied = 0u64;
+            let mut since = since;
             for batch in batches {
+                if let (Protocol::Watermelon, Some(last)) = (protocol, since) {
+                    since = Some(pull_since(&http, &base, &table, last).await?);
+                }
                 applied += push(&http, &base, protocol, &table, since, &batch).await?;
             }
             anyhow::Ok(applied)
@@ -275,6 +280,27 @@ async fn pull_timestamp(
         bail!("GET {url}: {status}: {answer}");
     }
     Ok(answer["timestamp"].as_u64())
+}
+
+/// A WatermelonDB pull of the changes since `last`, as `synchronize()` makes before it
+/// pushes: the new `timestamp`.
+async fn pull_since(
+    http: &reqwest::Client,
+    base: &str,
+    table: &str,
+    last: u64,
+) -> anyhow::Result<u64> {
+    let url =
+        format!("{base}/v1/watermelon/pull?last_pulled_at={last}&schema_version=1&tables={table}");
+    let response = http.get(&url).send().await.context("the pull")?;
+    let status = response.status();
+    let answer: Value = response.json().await.context("the pull's body")?;
+    if !status.is_success() {
+        bail!("GET {url}: {status}: {answer}");
+    }
+    answer["timestamp"]
+        .as_u64()
+        .with_context(|| format!("no timestamp in {answer}"))
 }
 
 /// The rows whose id starts with `prefix` must be exactly the `applied` ones.
