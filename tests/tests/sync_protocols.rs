@@ -451,7 +451,12 @@ async fn watermelon_pulls_changes_since_a_timestamp_and_push_aborts_on_newer_ser
     )
     .await
     .unwrap();
-    let first = watermelon_pull(&proxy, None, "items,tags").await;
+    let first = watermelon_pull(&proxy, None, "items,tags,items").await;
+    assert_eq!(
+        first["changes"].as_object().unwrap().len(),
+        2,
+        "a table named twice is answered once"
+    );
     assert_eq!(first["changes"]["items"]["created"], json!([]));
     let created = first["changes"]["items"]["updated"].as_array().unwrap();
     assert_eq!(created.len(), 3);

@@ -131,15 +131,13 @@ pub(in crate::http::ecosystems) async fn pull(
 }
 
 fn table_list(text: Option<&String>) -> Result<Vec<String>, ApiError> {
-    let names: Vec<String> = text
-        .map(|t| {
-            t.split(',')
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut names: Vec<String> = Vec::new();
+    // Each table once: the answer has one member per table.
+    for name in text.into_iter().flat_map(|t| t.split(',')).map(str::trim) {
+        if !name.is_empty() && !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+    }
     if names.is_empty() {
         return Err(ApiError::invalid(
             "tables",

@@ -220,17 +220,18 @@ async fn sync(
             );
             let pulled = get_json(http, &url, &mut timed).await?;
             let docs = &pulled["changes"]["docs"];
-            let created = docs["created"]
+            // Every row is in `updated` (`created` stays empty; see proxy/PROTOCOL.md).
+            let updated = docs["updated"]
                 .as_array()
-                .with_context(|| format!("no docs.created in the pull: {docs}"))?;
-            if docs["updated"] != serde_json::json!([]) || docs["deleted"] != serde_json::json!([])
+                .with_context(|| format!("no docs.updated in the pull: {docs}"))?;
+            if docs["created"] != serde_json::json!([]) || docs["deleted"] != serde_json::json!([])
             {
-                bail!("a first pull has only created records");
+                bail!("a first pull has only updated records");
             }
             if !pulled["timestamp"].is_u64() {
                 bail!("no timestamp in the pull");
             }
-            for record in created {
+            for record in updated {
                 insert_id(&mut ids, record)?;
             }
         }
