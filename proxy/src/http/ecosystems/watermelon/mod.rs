@@ -1,6 +1,6 @@
 //! WatermelonDB's sync protocol (proxy/PROTOCOL.md, "WatermelonDB"): `pull` lists what changed
 //! in several tables since `last_pulled_at`, as of one point of the replication stream (its
-//! `timestamp` is a commit LSN), and `push` applies a device's changes in one transaction,
+//! `timestamp` is the LSN of a fence), and `push` applies a device's changes in one transaction,
 //! refusing all of them (409) when any of their rows changed on the server after
 //! `last_pulled_at`.
 
