@@ -20,7 +20,8 @@ pub struct LockedRow {
     pub row: Option<RowJson>,
 }
 
-/// A condition a batch's rows must meet.
+/// A condition a batch's rows must meet. A batch with one does not record its mutation ids
+/// (its caller makes them one-off and recognises a retry by the precondition).
 pub trait Precondition: Send + Sync {
     /// The batch positions among `rows` whose condition fails. Those mutations are not
     /// written: they are answered `conflict` with the current row and no `lost` columns, or,

@@ -75,12 +75,14 @@ pub async fn push(
         Access::Token(token) => Some(token.clone()),
         Access::Open | Access::Secret => None,
     };
-    // Mutation ids are random (a retried push is recognised by its precondition instead), so
-    // the client id only serializes one user's pushes.
-    let client_id = match caller.subject() {
-        Some(subject) => format!("{subject}\u{1f}{client}"),
-        None => client.to_owned(),
-    };
+    // Mutation ids are random and never recorded (a retried push is recognised by its
+    // precondition instead): the client id, which scopes recorded ids and serializes one
+    // client's batches, is one of its own per push, so pushes of many devices run side by side.
+    let client_id = format!(
+        "{}\u{1f}{client}\u{1f}{:016x}",
+        caller.subject().unwrap_or(""),
+        rand::random::<u64>()
+    );
     let mut included: Vec<usize> = (0..writes.len()).collect();
     let mut outcomes: Vec<Option<Outcome>> = vec![None; writes.len()];
     while !included.is_empty() {
