@@ -5,12 +5,11 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
 
 /// How long one command may take: generous, since syncing is not what is measured here.
@@ -42,18 +41,7 @@ impl NodeClient {
             "the ecosystem clients are not installed: run ./tests/run (or `npm ci` in {})",
             dir.display()
         );
-        let mut child = Command::new("node")
-            .arg(dir.join(script))
-            .arg(config.to_string())
-            .current_dir(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start node (Node.js 20 must be on PATH)");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stdin = child.stdin.take().expect("piped stdin");
+        let (child, stdin, stdout) = crate::electric::spawn_node(&dir, script, config);
         let (tx, lines) = mpsc::unbounded_channel();
         let label = name.to_owned();
         tokio::spawn(async move {

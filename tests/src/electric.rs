@@ -34,18 +34,7 @@ impl ElectricClient {
             dir.display()
         );
         config["url"] = json!(url);
-        let mut child = Command::new("node")
-            .arg(dir.join("stream.mjs"))
-            .arg(config.to_string())
-            .current_dir(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start node (Node.js 20 must be on PATH)");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stdin = child.stdin.take().expect("piped stdin");
+        let (child, stdin, stdout) = spawn_node(&dir, "stream.mjs", &config);
         let (tx, events) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
@@ -153,4 +142,26 @@ impl ElectricClient {
             .await
             .expect("write to the Electric client");
     }
+}
+
+/// Starts `node <dir>/<script> <config JSON>` in `dir`, its stdin and stdout piped to the test
+/// (stderr goes to the test's own), killed when the child is dropped.
+pub fn spawn_node(
+    dir: &std::path::Path,
+    script: &str,
+    config: &Value,
+) -> (Child, ChildStdin, tokio::process::ChildStdout) {
+    let mut child = Command::new("node")
+        .arg(dir.join(script))
+        .arg(config.to_string())
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start node (Node.js 20 must be on PATH)");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stdin = child.stdin.take().expect("piped stdin");
+    (child, stdin, stdout)
 }
