@@ -10,6 +10,7 @@ mod caller;
 mod changes;
 mod query;
 mod rxdb;
+mod stream_body;
 mod values;
 mod watermelon;
 mod writes;

@@ -2,9 +2,14 @@
 //! value as Postgres' text output; RxDB and WatermelonDB documents are typed JSON, so the
 //! protocols of `http::ecosystems` convert by column type, in both directions.
 
+use std::io::Write as _;
+
+use serde::de::IgnoredAny;
 use serde_json::{Map, Number, Value};
 use shapes::schema::{Column, PgType, TypeKind};
 use shapes::wire::write_json_str;
+
+use super::changes::RowValues;
 
 /// How JSON columns appear in documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,64 +110,104 @@ pub fn document(
         .collect()
 }
 
-/// Appends `row` as the JSON object [`document`] makes of it, written straight from the texts
-/// (a pull sends one per row: no `Value` tree is built, serialized and dropped for it), then
-/// `"_deleted": <deleted>` when given. Members come in column order.
-pub fn write_document(
-    out: &mut Vec<u8>,
-    columns: &[Column],
-    row: &Map<String, Value>,
+/// A row's column texts, as documents are written from them.
+pub trait RowTexts {
+    /// The text of `column`: `None` when the row lacks it, `Some(None)` for NULL.
+    fn text(&self, column: &str) -> Option<Option<&str>>;
+}
+
+impl RowTexts for Map<String, Value> {
+    fn text(&self, column: &str) -> Option<Option<&str>> {
+        self.get(column).map(Value::as_str)
+    }
+}
+
+impl RowTexts for RowValues<'_> {
+    fn text(&self, column: &str) -> Option<Option<&str>> {
+        self.get(column)
+    }
+}
+
+/// Writes documents of one set of columns: each column's `"name":` and kind are worked out
+/// once, not once per row.
+pub struct DocumentWriter<'c> {
+    columns: Vec<(&'c Column, Vec<u8>, Kind)>,
     json: JsonColumns,
-    deleted: Option<bool>,
-) {
-    out.push(b'{');
-    let mut first = true;
-    for column in columns {
-        let Some(value) = row.get(&column.name) else {
-            continue;
-        };
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        write_json_str(out, &column.name);
-        out.push(b':');
-        match value.as_str() {
-            None => out.extend_from_slice(b"null"),
-            Some(text) => write_typed(out, column, text, json),
-        }
+}
+
+impl<'c> DocumentWriter<'c> {
+    pub fn new(columns: &'c [Column], json: JsonColumns) -> Self {
+        let columns = columns
+            .iter()
+            .map(|column| {
+                let mut name = Vec::with_capacity(column.name.len() + 3);
+                write_json_str(&mut name, &column.name);
+                name.push(b':');
+                (column, name, kind(column))
+            })
+            .collect();
+        Self { columns, json }
     }
-    if let Some(deleted) = deleted {
-        if !first {
-            out.push(b',');
+
+    /// Appends `row` as the JSON object [`document`] makes of it, written straight from the
+    /// texts (a pull sends one per row: no `Value` tree is built, serialized and dropped for
+    /// it), then `"_deleted": <deleted>` when given. Members come in column order.
+    pub fn write(&self, out: &mut Vec<u8>, row: &impl RowTexts, deleted: Option<bool>) {
+        out.push(b'{');
+        let mut first = true;
+        for (column, name, kind) in &self.columns {
+            let Some(value) = row.text(&column.name) else {
+                continue;
+            };
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(name);
+            match value {
+                None => out.extend_from_slice(b"null"),
+                Some(text) => write_typed(out, column, *kind, text, self.json),
+            }
         }
-        out.extend_from_slice(if deleted {
-            b"\"_deleted\":true"
-        } else {
-            b"\"_deleted\":false"
-        });
+        if let Some(deleted) = deleted {
+            if !first {
+                out.push(b',');
+            }
+            out.extend_from_slice(if deleted {
+                b"\"_deleted\":true"
+            } else {
+                b"\"_deleted\":false"
+            });
+        }
+        out.push(b'}');
     }
-    out.push(b'}');
 }
 
 /// One column's text, typed as [`to_document`] types it.
-fn write_typed(out: &mut Vec<u8>, column: &Column, text: &str, json: JsonColumns) {
-    match kind(column) {
+fn write_typed(out: &mut Vec<u8>, column: &Column, kind: Kind, text: &str, json: JsonColumns) {
+    match kind {
         Kind::Boolean if matches!(text, "t" | "true") => out.extend_from_slice(b"true"),
         Kind::Boolean if matches!(text, "f" | "false") => out.extend_from_slice(b"false"),
         Kind::Integer => match text.parse::<i64>() {
-            Ok(n) => out.extend_from_slice(n.to_string().as_bytes()),
+            Ok(n) => {
+                // Into the buffer: no `String` per value.
+                let _ = write!(out, "{n}");
+            }
             Err(_) => write_json_str(out, text),
         },
-        Kind::Boolean | Kind::Float | Kind::Json | Kind::Text => {
-            match typed(column, text, json) {
-                // Rare or small: written as the `Value` path writes it.
-                Some(value) => {
-                    let _ = serde_json::to_writer(&mut *out, &value);
-                }
-                None => write_json_str(out, text),
-            }
+        Kind::Text => write_json_str(out, text),
+        Kind::Json if json == JsonColumns::Text => write_json_str(out, text),
+        // Postgres' JSON text as it is, once known to be JSON (no tree built and written).
+        Kind::Json if serde_json::from_str::<IgnoredAny>(text).is_ok() => {
+            out.extend_from_slice(text.as_bytes());
         }
+        Kind::Boolean | Kind::Float | Kind::Json => match typed(column, text, json) {
+            // Numbers and parsed JSON: written as the `Value` path writes them.
+            Some(value) => {
+                let _ = serde_json::to_writer(&mut *out, &value);
+            }
+            None => write_json_str(out, text),
+        },
     }
 }
 
@@ -289,7 +334,7 @@ mod tests {
             json!({"b": "t", "i": "-9007199254740993", "f": "1e+20", "n": "10.25",
                    "j": "{\"a\": [1, {\"b\": null}]}", "t": "quote \" and \\ and \u{1}"}),
             json!({"b": "f", "i": null, "f": "NaN", "n": "-0", "j": "\"s\"", "t": ""}),
-            json!({"b": null, "f": "-Infinity", "t": "ünïcødé ✓"}),
+            json!({"b": null, "f": "-Infinity", "j": "{not json", "t": "ünïcødé ✓"}),
             json!({}),
         ];
         for json in [JsonColumns::Parsed, JsonColumns::Text] {
@@ -297,7 +342,7 @@ mod tests {
                 let row = row.as_object().unwrap();
                 for deleted in [None, Some(true), Some(false)] {
                     let mut out = Vec::new();
-                    write_document(&mut out, &columns, row, json, deleted);
+                    DocumentWriter::new(&columns, json).write(&mut out, row, deleted);
                     let written: Value = serde_json::from_slice(&out).unwrap();
                     let mut expected = document(&columns, row, json);
                     if let Some(deleted) = deleted {

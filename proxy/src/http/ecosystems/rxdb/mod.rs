@@ -17,8 +17,8 @@ use shapes::offset::Offset;
 use shapes::schema::Column;
 
 use super::caller::{Caller, SyncedTable, read_entries};
-use super::changes::Fold;
-use super::values::{self, JsonColumns};
+use super::changes::{Fold, UnreadableMessage};
+use super::values::{DocumentWriter, JsonColumns};
 use super::{json_response, no_store, query};
 use crate::http::AppState;
 use crate::http::error::ApiError;
@@ -188,26 +188,25 @@ impl Read {
 
 /// `{"documents": [...], "checkpoint": {...}}` of the folded rows: a pull's answer, and a
 /// stream's event. Written straight from the rows (see [`values::write_document`]).
-fn page(fields: &[Column], fold: Fold, checkpoint: &Checkpoint) -> Vec<u8> {
+fn page(
+    fields: &[Column],
+    fold: Fold,
+    checkpoint: &Checkpoint,
+) -> Result<Vec<u8>, UnreadableMessage> {
+    let writer = DocumentWriter::new(fields, JsonColumns::Parsed);
     let mut out = Vec::with_capacity(128 + fold.len() * 160);
     out.extend_from_slice(b"{\"documents\":[");
     for (i, row) in fold.into_rows().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        values::write_document(
-            &mut out,
-            fields,
-            &row.row,
-            JsonColumns::Parsed,
-            Some(row.deleted),
-        );
+        writer.write(&mut out, &row.values()?, Some(row.deleted));
     }
     out.extend_from_slice(b"],\"checkpoint\":");
     // A struct of strings and numbers: serializing it cannot fail.
     let _ = serde_json::to_writer(&mut out, checkpoint);
     out.push(b'}');
-    out
+    Ok(out)
 }
 
 /// Folds entries of `shape` from `from` until `limit` rows or the end; where it stopped.
@@ -220,12 +219,13 @@ async fn fold_from(
     let mut at = from;
     while fold.len() < limit {
         let read = read_entries(shape, at, limit - fold.len(), "checkpoint").await?;
-        for entry in &read.entries {
-            fold.push(&entry.payload)
+        let nothing_read = read.entries.is_empty();
+        for entry in read.entries {
+            fold.push_entry(entry)
                 .map_err(|e| ApiError::Internal(format!("shape {}: {e}", shape.handle)))?;
         }
         at = read.next;
-        if read.at_end || read.entries.is_empty() {
+        if read.at_end || nothing_read {
             break;
         }
     }
@@ -252,5 +252,7 @@ pub(super) async fn pull(
         (Some(checkpoint), true) => checkpoint,
         _ => Checkpoint::at(&read.shape, next),
     };
-    Ok(no_store(json_response(page(&fields, fold, &checkpoint))))
+    let page = page(&fields, fold, &checkpoint)
+        .map_err(|e| ApiError::Internal(format!("shape {}: {e}", read.shape.handle)))?;
+    Ok(no_store(json_response(page)))
 }

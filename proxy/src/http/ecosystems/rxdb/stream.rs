@@ -134,12 +134,13 @@ impl StreamTask {
                 .map_or(entries.len(), |n| start + n);
             let mut fold = Fold::default();
             for entry in &entries[start..end] {
-                fold.push(&entry.payload)
+                fold.push(entry.payload.clone())
                     .map_err(|e| ApiError::Internal(format!("shape {}: {e}", self.shape.handle)))?;
             }
             if !fold.is_empty() {
                 let checkpoint = Checkpoint::at(&self.shape, entries[end - 1].next);
-                let data = page(&self.columns, fold, &checkpoint);
+                let data = page(&self.columns, fold, &checkpoint)
+                    .map_err(|e| ApiError::Internal(format!("shape {}: {e}", self.shape.handle)))?;
                 // JSON written from UTF-8 texts: always UTF-8.
                 let data = String::from_utf8(data)
                     .map_err(|e| ApiError::Internal(format!("an event: {e}")))?;

@@ -15,11 +15,12 @@ use super::{Collection, ID, READ_BATCH, parse_last_pulled_at};
 use crate::http::AppState;
 use crate::http::ecosystems::caller::{Caller, read_entries};
 use crate::http::ecosystems::changes::Fold;
-use crate::http::ecosystems::values::{self, JsonColumns};
-use crate::http::ecosystems::{json_response, no_store, query};
+use crate::http::ecosystems::stream_body::{Flush, WriteError, streamed_json};
+use crate::http::ecosystems::values::{DocumentWriter, JsonColumns};
+use crate::http::ecosystems::{no_store, query};
 use crate::http::error::ApiError;
 use crate::http::lsn::reach_fence;
-use crate::storage::shape_log::cursor::Position;
+use crate::storage::shape_log::cursor::{Entry, Position};
 use crate::storage::shape_store::Shape;
 
 /// WatermelonDB's `migration` of a pull: tables and columns added to the device's schema
@@ -98,9 +99,8 @@ pub(in crate::http::ecosystems) async fn pull(
     }
     // One point for every table: every transaction committed before it is in every log.
     let upto = reach_fence(&state).await?;
-    let mut out = Vec::new();
-    out.extend_from_slice(b"{\"changes\":{");
-    for (i, (collection, shape)) in collections.iter().zip(&shapes).enumerate() {
+    let mut tables = Vec::new();
+    for (collection, shape) in collections.iter().zip(&shapes) {
         let range = if last_pulled_at.is_none() || migration.tables.contains(&collection.given) {
             Range::Everything
         } else if migration
@@ -115,19 +115,47 @@ pub(in crate::http::ecosystems) async fn pull(
                 _ => Range::Refresh,
             }
         };
-        let fold = fold_range(shape, range, upto).await?;
-        let columns = collection.synced.fields(&caller.access);
+        // Read errors (a position that is not this shape's) are answered before the body.
+        tables.push(TableChanges {
+            name: collection.given.clone(),
+            columns: collection.synced.fields(&caller.access),
+            fold: fold_range(shape, range, upto).await?,
+            range,
+        });
+    }
+    Ok(no_store(streamed_json(move |out, flush| {
+        write_answer(out, flush, tables, upto)
+    })))
+}
+
+/// One table's part of a pull's answer.
+struct TableChanges {
+    name: String,
+    columns: Vec<Column>,
+    fold: Fold,
+    range: Range,
+}
+
+/// `{"changes":{…},"timestamp":n}`, handed to `flush` a chunk at a time.
+fn write_answer(
+    out: &mut Vec<u8>,
+    flush: &mut Flush<'_>,
+    tables: Vec<TableChanges>,
+    upto: Lsn,
+) -> Result<(), WriteError> {
+    out.extend_from_slice(b"{\"changes\":{");
+    for (i, table) in tables.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write_json_str(&mut out, &collection.given);
+        write_json_str(out, &table.name);
         out.push(b':');
-        write_table_changes(&mut out, &columns, fold, range);
+        write_table_changes(out, flush, &table.columns, table.fold, table.range)?;
     }
     out.extend_from_slice(b"},\"timestamp\":");
     out.extend_from_slice(upto.as_u64().to_string().as_bytes());
     out.push(b'}');
-    Ok(no_store(json_response(out)))
+    Ok(())
 }
 
 fn table_list(text: Option<&String>) -> Result<Vec<String>, ApiError> {
@@ -154,20 +182,20 @@ pub(super) async fn fold_range(
     upto: Lsn,
 ) -> Result<Fold, ApiError> {
     let mut fold = Fold::default();
-    scan_range(shape, range, upto, |payload| {
-        fold.push(payload)
+    scan_range(shape, range, upto, |entry| {
+        fold.push_entry(entry)
             .map_err(|e| ApiError::Internal(format!("shape {}: {e}", shape.handle)))
     })
     .await?;
     Ok(fold)
 }
 
-/// Hands each message of `shape` in `range`, up to and including commit `upto`, to `visit`.
+/// Hands each entry of `shape` in `range`, up to and including commit `upto`, to `visit`.
 pub(super) async fn scan_range(
     shape: &Arc<Shape>,
     range: Range,
     upto: Lsn,
-    mut visit: impl FnMut(&[u8]) -> Result<(), ApiError>,
+    mut visit: impl FnMut(Entry) -> Result<(), ApiError>,
 ) -> Result<(), ApiError> {
     let mut at = match range {
         Range::Everything | Range::Refresh => Position::START,
@@ -177,7 +205,8 @@ pub(super) async fn scan_range(
     };
     loop {
         let read = read_entries(shape, at, READ_BATCH, "last_pulled_at").await?;
-        for entry in &read.entries {
+        let nothing_read = read.entries.is_empty();
+        for entry in read.entries {
             if entry
                 .offset
                 .and_then(|o| o.lsn())
@@ -185,10 +214,10 @@ pub(super) async fn scan_range(
             {
                 return Ok(());
             }
-            visit(&entry.payload)?;
+            visit(entry)?;
         }
         at = read.next;
-        if read.at_end || read.entries.is_empty() {
+        if read.at_end || nothing_read {
             return Ok(());
         }
     }
@@ -205,7 +234,14 @@ pub(super) async fn scan_range(
 /// pull before that push). WatermelonDB creates a row it is told to update and does not have,
 /// ignores a delete of a row it does not have, and keeps a local delete of a row it is told to
 /// update; told to *create* a row it deleted locally, it would bring the row back.
-fn write_table_changes(out: &mut Vec<u8>, columns: &[Column], fold: Fold, range: Range) {
+fn write_table_changes(
+    out: &mut Vec<u8>,
+    flush: &mut Flush<'_>,
+    columns: &[Column],
+    fold: Fold,
+    range: Range,
+) -> Result<(), WriteError> {
+    let writer = DocumentWriter::new(columns, JsonColumns::Text);
     let mut deleted = Vec::new();
     out.extend_from_slice(b"{\"created\":[],\"updated\":[");
     let mut first = true;
@@ -218,17 +254,23 @@ fn write_table_changes(out: &mut Vec<u8>, columns: &[Column], fold: Fold, range:
                     out.push(b',');
                 }
                 first = false;
-                values::write_document(out, columns, &row.row, JsonColumns::Text, None);
+                writer.write(out, &row.values()?, None);
+                flush(out)?;
             }
             (Range::Refresh | Range::Since(_), true) => {
-                if let Some(id) = row.row.get(ID) {
-                    deleted.push(id.clone());
+                if let Some(Some(id)) = row.values()?.get(ID) {
+                    deleted.push(id.to_owned());
                 }
             }
         }
     }
-    out.extend_from_slice(b"],\"deleted\":");
-    // JSON values: serializing them cannot fail.
-    let _ = serde_json::to_writer(&mut *out, &deleted);
-    out.push(b'}');
+    out.extend_from_slice(b"],\"deleted\":[");
+    for (i, id) in deleted.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_str(out, id);
+    }
+    out.extend_from_slice(b"]}");
+    Ok(())
 }

@@ -80,7 +80,7 @@ impl UnchangedSince {
             shape,
             Range::Since(self.since),
             upto,
-            |payload| match changes::value_field(payload, ID) {
+            |entry| match changes::value_field(&entry.payload, ID) {
                 Ok(Some(id)) => {
                     ids.insert(id);
                     Ok(())
