@@ -6,6 +6,7 @@ pub mod cases;
 pub mod ecosystems;
 pub mod electric;
 pub mod in_process;
+pub mod nginx;
 pub mod proxy_process;
 pub mod shape_consumer;
 pub mod shape_http;

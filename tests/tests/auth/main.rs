@@ -3,6 +3,7 @@
 //! write what a token must not gets its exact status, and no response body ever shows another
 //! owner's rows or a hidden column.
 
+mod cdn;
 mod expiry;
 mod live;
 mod matrix;

@@ -325,14 +325,26 @@ pub async fn send(
     cred: &Cred,
     body: Option<&Value>,
 ) -> Reply {
-    let mut url = format!("{}{path_and_query}", proxy.url);
+    send_to(&proxy.url, proxy.http(), method, path_and_query, cred, body).await
+}
+
+/// Sends a request with `cred` to the server at `base` (the proxy, or a cache before it).
+pub async fn send_to(
+    base: &str,
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    path_and_query: &str,
+    cred: &Cred,
+    body: Option<&Value>,
+) -> Reply {
+    let mut url = format!("{base}{path_and_query}");
     let sep = if url.contains('?') { '&' } else { '?' };
     match cred {
         Cred::Query(token) => url.push_str(&format!("{sep}token={}", encode_query(token))),
         Cred::Secret(secret) => url.push_str(&format!("{sep}secret={}", encode_query(secret))),
         _ => {}
     }
-    let mut request = proxy.http().request(method, url);
+    let mut request = http.request(method, url);
     match cred {
         Cred::Bearer(token) => request = request.bearer_auth(token),
         Cred::Authorization(value) => request = request.header("authorization", value),
