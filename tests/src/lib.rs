@@ -2,11 +2,11 @@
 //! PostgreSQL cluster per test (the same [`LocalCluster`] that runs `shapesync dev`), a fresh
 //! database in it, and waiting on conditions with a deadline instead of sleeping.
 
+pub mod cache_edge;
 pub mod cases;
 pub mod ecosystems;
 pub mod electric;
 pub mod in_process;
-pub mod nginx;
 pub mod proxy_process;
 pub mod shape_consumer;
 pub mod shape_http;

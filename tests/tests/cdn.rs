@@ -7,9 +7,10 @@
 
 use std::time::Duration;
 
+use rstest::rstest;
 use serde_json::json;
+use tests::cache_edge::{CacheEdge, Kind};
 use tests::electric::ElectricClient;
-use tests::nginx::Nginx;
 use tests::proxy_process::ProxyProcess;
 use tests::shape_http::{self, Event, EventStream, Reply};
 use tests::{TestDb, shapesync_bin, wait_for};
@@ -19,13 +20,13 @@ const WAIT: Duration = Duration::from_secs(60);
 struct Edge {
     db: TestDb,
     proxy: ProxyProcess,
-    nginx: Nginx,
+    cache: CacheEdge,
     http: reqwest::Client,
 }
 
 impl Edge {
-    /// `items` with `rows` rows, a proxy with `flags` (small chunks), nginx in front.
-    async fn start(name: &str, rows: i32, flags: &[&str]) -> Self {
+    /// `items` with `rows` rows, a proxy with `flags` (small chunks), the cache in front.
+    async fn start(kind: Kind, name: &str, rows: i32, flags: &[&str]) -> Self {
         let db = TestDb::new(name).await;
         db.connect()
             .await
@@ -39,18 +40,18 @@ impl Edge {
         let mut args = vec!["--chunk-bytes", "2000"];
         args.extend_from_slice(flags);
         let proxy = ProxyProcess::start(shapesync_bin!(), &db, &args).await;
-        let nginx = Nginx::start(proxy.port).await;
+        let cache = CacheEdge::start(kind, proxy.port).await;
         Self {
             db,
             proxy,
-            nginx,
+            cache,
             http: reqwest::Client::new(),
         }
     }
 
-    /// `GET /v1/shape?<query>` through nginx.
+    /// `GET /v1/shape?<query>` through the cache.
     async fn get(&self, query: &str) -> Reply {
-        shape_http::get(&self.http, &self.nginx.url, query).await
+        shape_http::get(&self.http, &self.cache.url, query).await
     }
 
     /// Requests the proxy has answered on `/v1/shape`.
@@ -106,9 +107,18 @@ fn cache_status(reply: &Reply) -> &str {
 
 /// The initial answer and every catch-up chunk come from the cache for every client after the
 /// first: the second client's whole catch-up costs the proxy nothing.
+#[rstest]
 #[tokio::test]
-async fn catch_up_chunks_are_served_from_the_cache_after_the_first_client() {
-    let edge = Edge::start("cdn_catch_up", 200, &[]).await;
+async fn catch_up_chunks_are_served_from_the_cache_after_the_first_client(
+    #[values(Kind::Nginx, Kind::Varnish)] kind: Kind,
+) {
+    let edge = Edge::start(
+        kind,
+        &format!("cdn_catch_up_{kind:?}").to_lowercase(),
+        200,
+        &[],
+    )
+    .await;
     let first = edge.catch_up().await;
     assert!(first.len() >= 4, "small chunks: {} requests", first.len());
     assert!(
@@ -139,11 +149,20 @@ async fn catch_up_chunks_are_served_from_the_cache_after_the_first_client() {
 
 /// Fifty clients long-polling one shape: each change costs the proxy about one request, and
 /// every client gets it.
+#[rstest]
 #[tokio::test]
-async fn live_long_polls_of_many_clients_collapse_into_one_origin_request_per_change() {
+async fn live_long_polls_of_many_clients_collapse_into_one_origin_request_per_change(
+    #[values(Kind::Nginx, Kind::Varnish)] kind: Kind,
+) {
     const CLIENTS: usize = 50;
     const CHANGES: i32 = 3;
-    let edge = Edge::start("cdn_collapse", 10, &[]).await;
+    let edge = Edge::start(
+        kind,
+        &format!("cdn_collapse_{kind:?}").to_lowercase(),
+        10,
+        &[],
+    )
+    .await;
     let (_, last) = edge.catch_up().await.pop().unwrap();
     let handle = last.header("electric-handle").unwrap().to_owned();
     let mut offset = last.header("electric-offset").unwrap().to_owned();
@@ -154,7 +173,7 @@ async fn live_long_polls_of_many_clients_collapse_into_one_origin_request_per_ch
         let before = edge.origin_requests().await;
         let polls: Vec<_> = (0..CLIENTS)
             .map(|_| {
-                let (http, url, query) = (edge.http.clone(), edge.nginx.url.clone(), query.clone());
+                let (http, url, query) = (edge.http.clone(), edge.cache.url.clone(), query.clone());
                 tokio::spawn(async move { shape_http::get(&http, &url, &query).await })
             })
             .collect();
@@ -215,6 +234,7 @@ async fn live_connections(edge: &Edge) -> u64 {
 #[tokio::test]
 async fn max_age_and_stale_while_revalidate_behave_as_electric_expects() {
     let edge = Edge::start(
+        Kind::Nginx,
         "cdn_stale",
         5,
         &["--cache-max-age", "1", "--cache-stale-age", "3"],
@@ -243,13 +263,22 @@ async fn max_age_and_stale_while_revalidate_behave_as_electric_expects() {
 /// A shape rotates (TRUNCATE) while its old initial answer is still in the cache: a new
 /// Electric client reads the old answer, is told to refetch once, and converges on the new
 /// rows: the 409 is not cached and the refetch does not come back to the old answer.
+#[rstest]
 #[tokio::test]
-async fn a_rotated_shape_refetches_once_through_the_cache() {
-    let edge = Edge::start("cdn_rotate", 20, &[]).await;
+async fn a_rotated_shape_refetches_once_through_the_cache(
+    #[values(Kind::Nginx, Kind::Varnish)] kind: Kind,
+) {
+    let edge = Edge::start(
+        kind,
+        &format!("cdn_rotate_{kind:?}").to_lowercase(),
+        20,
+        &[],
+    )
+    .await;
     let old_catch_up = edge.catch_up().await;
     edge.sql("TRUNCATE items; INSERT INTO items VALUES (7, 'after the truncate')")
         .await;
-    let mut client = ElectricClient::start(&edge.nginx.url, json!({"params": {"table": "items"}}));
+    let mut client = ElectricClient::start(&edge.cache.url, json!({"params": {"table": "items"}}));
     let rows = client
         .wait_rows(WAIT, |rows| {
             rows.len() == 1 && rows.values().any(|r| r["title"] == "after the truncate")
@@ -285,16 +314,17 @@ async fn a_rotated_shape_refetches_once_through_the_cache() {
 }
 
 /// Server-sent events pass through nginx unbuffered and uncached.
+#[rstest]
 #[tokio::test]
-async fn server_sent_events_pass_through() {
-    let edge = Edge::start("cdn_sse", 3, &[]).await;
+async fn server_sent_events_pass_through(#[values(Kind::Nginx, Kind::Varnish)] kind: Kind) {
+    let edge = Edge::start(kind, &format!("cdn_sse_{kind:?}").to_lowercase(), 3, &[]).await;
     let (_, last) = edge.catch_up().await.pop().unwrap();
     let query = format!(
         "table=items&handle={}&offset={}&live=true&live_sse=true",
         last.header("electric-handle").unwrap(),
         last.header("electric-offset").unwrap()
     );
-    let mut stream = EventStream::open(&edge.http, &edge.nginx.url, &query).await;
+    let mut stream = EventStream::open(&edge.http, &edge.cache.url, &query).await;
     assert_eq!(stream.status, 200);
     assert_eq!(stream.header("x-proxy-cache"), Some("BYPASS"));
     edge.sql("INSERT INTO items VALUES (99, 'through nginx')")

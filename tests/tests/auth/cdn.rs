@@ -1,20 +1,25 @@
-//! Tokens through the shipped nginx.conf (tests/tests/cdn.rs has the rest): an answer that
+//! Tokens through the shipped nginx.conf and varnish.vcl (tests/tests/cdn.rs has the rest): an answer that
 //! depends on the token's claims is never stored, and a stored answer is never served to a
 //! request without the token it was made for.
 
 use reqwest::Method;
-use tests::nginx::Nginx;
+use rstest::rstest;
+use tests::cache_edge::{CacheEdge, Kind};
 
 use crate::support::*;
 
+#[rstest]
 #[tokio::test]
-async fn the_cache_never_serves_one_token_what_was_made_for_another() {
-    let world = World::new("cdn_tokens").await;
-    let proxy = world.proxy("cdn_tokens", &[]).await;
-    let nginx = Nginx::start(proxy.port).await;
+async fn the_cache_never_serves_one_token_what_was_made_for_another(
+    #[values(Kind::Nginx, Kind::Varnish)] kind: Kind,
+) {
+    let name = format!("cdn_tokens_{kind:?}").to_lowercase();
+    let world = World::new(&name).await;
+    let proxy = world.proxy(&name, &[]).await;
+    let cache = CacheEdge::start(kind, proxy.port).await;
     let http = reqwest::Client::new();
     let get = |query: &'static str, cred: Cred| {
-        let (base, http) = (nginx.url.clone(), http.clone());
+        let (base, http) = (cache.url.clone(), http.clone());
         async move { send_to(&base, &http, Method::GET, query, &cred, None).await }
     };
     let alice = Cred::Bearer(hs256(&claims("alice")));
