@@ -15,7 +15,7 @@ use std::sync::Arc;
 use futures_util::{StreamExt, pin_mut};
 use shapes::definition::LogMode;
 use shapes::lsn::Lsn;
-use shapes::schema::{PgType, TypeKind, quote_identifier};
+use shapes::schema::{PgType, TableSchema, TypeKind, quote_identifier};
 use shapes::wire::{self, ChangeMessage, Operation, SnapshotInfo};
 use tokio_postgres::Client;
 use tokio_postgres::types::Type;
@@ -64,6 +64,15 @@ fn query_columns(shape: &Shape) -> Vec<usize> {
     }
     columns.sort_unstable();
     columns
+}
+
+/// The name of the query's output for column `i`: one no column of the table has.
+fn output_name(table: &TableSchema, i: usize) -> String {
+    let mut name = format!("shapesync_text_{i}");
+    while table.columns.iter().any(|c| c.name == name) {
+        name.insert(0, '_');
+    }
+    name
 }
 
 /// Whether `ty`'s cast to text is its output function, so `::text` prints what pgoutput
@@ -122,13 +131,17 @@ pub fn snapshot_query(shape: &Shape, narrowing: Option<&Narrowing>) -> (String, 
         .map(|&i| {
             let column = &table.columns[i];
             let col = quote_identifier(&column.name);
-            if column.dims == 0 && text_cast_is_output(&column.ty) {
+            let text = if column.dims == 0 && text_cast_is_output(&column.ty) {
                 format!("{col}::text")
             } else {
                 // format('%s') applies the type's output function (what pgoutput prints),
                 // where a cast to text may not (bool → `true`, bpchar loses its padding).
                 format!("CASE WHEN {col} IS NULL THEN NULL ELSE format('%s', {col}) END")
-            }
+            };
+            // Named apart from every column: a subset's `ORDER BY "id"` must sort by the
+            // column, not by this text (a simple name in ORDER BY means an output column
+            // first).
+            format!("{text} AS {}", quote_identifier(&output_name(table, i)))
         })
         .collect();
     let mut conditions = Vec::new();
