@@ -222,7 +222,7 @@ fn respond(
         insert(
             h,
             "electric-cursor",
-            &headers::next_cursor(params.cursor).to_string(),
+            &headers::next_cursor(params.cursor, batch.offset != after).to_string(),
         );
     } else {
         insert(h, "electric-schema", &shape.schema_header);

@@ -116,7 +116,7 @@ pub(super) fn respond(
     set(
         h,
         "electric-cursor",
-        &headers::next_cursor(cursor).to_string(),
+        &headers::next_cursor(cursor, false).to_string(),
     );
     response
 }
