@@ -149,7 +149,8 @@ fn start_varnish(dir: &Path, port: u16, upstream_port: u16) -> Child {
     .args(["-s", "malloc,256m", "-T", "none"])
     .stdin(Stdio::null())
     .stdout(Stdio::null())
-    .stderr(Stdio::inherit())
+    // It narrates its children's lives there; a failure to start shows as no listener.
+    .stderr(Stdio::null())
     .spawn()
     .expect("starting varnishd (tests/run installs it)")
 }

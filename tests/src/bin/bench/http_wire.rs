@@ -1,5 +1,6 @@
-//! A minimal HTTP/1.1 client over raw TCP: one request per connection, the response head
-//! parsed, the body (chunked or not) handed over as it arrives with the time it was read.
+//! A minimal HTTP/1.1 client over raw TCP: one request per connection (or several, one after
+//! another, on a kept-alive one), the response head parsed, the body (chunked or not) handed
+//! over as it arrives with the time it was read.
 //!
 //! The bench holds thousands of connections and times the arrival of bytes: a general client
 //! (its pools, buffering and per-connection tasks) would cost the proxy's CPU share and blur
@@ -47,10 +48,21 @@ enum BodyFraming {
 /// Sends `GET path` and reads the response head. `keep_open`: ask the server to keep the
 /// connection (a live SSE stream) rather than close it after the response.
 pub async fn get(addr: SocketAddr, path: &str, keep_open: bool) -> anyhow::Result<Response> {
-    let mut stream = TcpStream::connect(addr)
+    let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
     stream.set_nodelay(true)?;
+    get_on(stream, addr, path, keep_open).await
+}
+
+/// [`get`] on a connection already open (one a finished response gave back with
+/// [`Response::into_connection`]).
+pub async fn get_on(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    path: &str,
+    keep_open: bool,
+) -> anyhow::Result<Response> {
     let connection = if keep_open { "keep-alive" } else { "close" };
     let request =
         format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: {connection}\r\n\r\n");
@@ -124,6 +136,11 @@ impl Response {
         let open = self.deliver(&bytes[..n], at, &mut sink);
         self.buf = bytes;
         Ok(open)
+    }
+
+    /// The connection, for the next request, once this response's body is read whole.
+    pub fn into_connection(self) -> Option<TcpStream> {
+        (self.finished() && self.pending.is_empty()).then_some(self.stream)
     }
 
     fn finished(&self) -> bool {

@@ -100,6 +100,10 @@ enum Scenario {
     RxdbPush,
     #[value(name = "watermelon_push")]
     WatermelonPush,
+    #[value(name = "cdn_fanout_10k")]
+    CdnFanout10k,
+    #[value(name = "cdn_initial_10k")]
+    CdnInitial10k,
 }
 
 impl Scenario {
@@ -254,6 +258,8 @@ async fn run_scenario(bench: &mut Bench, scenario: Scenario) -> anyhow::Result<(
         Scenario::WatermelonPush => {
             ecosystem_push::run(bench, ecosystem_pull::Protocol::Watermelon).await
         }
+        Scenario::CdnFanout10k => cdn::fanout(bench).await,
+        Scenario::CdnInitial10k => cdn::initial(bench).await,
     }
 }
 

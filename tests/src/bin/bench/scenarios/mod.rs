@@ -1,5 +1,6 @@
 //! One module per scenario; each documents what it measures and how.
 
+pub mod cdn;
 pub mod ecosystem_pull;
 pub mod ecosystem_push;
 pub mod fanout;
