@@ -56,6 +56,16 @@ impl Edge {
 
     /// Requests the proxy has answered on `/v1/shape`.
     async fn origin_requests(&self) -> u64 {
+        self.metric("shapesync_http_requests_total").await
+    }
+
+    /// Long-polls and SSE streams waiting at the proxy.
+    async fn live_connections(&self) -> u64 {
+        self.metric("shapesync_live_connections").await
+    }
+
+    /// A counter or gauge of the proxy's `/metrics` (0 before its first value).
+    async fn metric(&self, name: &str) -> u64 {
         let text = self
             .http
             .get(format!("{}/metrics", self.proxy.url))
@@ -65,8 +75,9 @@ impl Edge {
             .text()
             .await
             .unwrap();
+        let prefix = format!("{name} ");
         text.lines()
-            .find_map(|line| line.strip_prefix("shapesync_http_requests_total "))
+            .find_map(|line| line.strip_prefix(&prefix))
             .map_or(0, |n| n.trim().parse::<f64>().unwrap() as u64)
     }
 
@@ -179,7 +190,7 @@ async fn live_long_polls_of_many_clients_collapse_into_one_origin_request_per_ch
             .collect();
         // The polls wait at the proxy (one) and in nginx (the others) until the change.
         wait_for("a live request at the proxy", WAIT, || async {
-            (edge.origin_requests().await > before || live_connections(&edge).await > 0)
+            (edge.origin_requests().await > before || edge.live_connections().await > 0)
                 .then_some(())
         })
         .await;
@@ -210,21 +221,6 @@ async fn live_long_polls_of_many_clients_collapse_into_one_origin_request_per_ch
         offset = replies[0].header("electric-offset").unwrap().to_owned();
         cursor = replies[0].header("electric-cursor").unwrap().to_owned();
     }
-}
-
-async fn live_connections(edge: &Edge) -> u64 {
-    let text = edge
-        .http
-        .get(format!("{}/metrics", edge.proxy.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix("shapesync_live_connections "))
-        .map_or(0, |n| n.trim().parse::<f64>().unwrap() as u64)
 }
 
 /// Electric's cache expectations with `--cache-max-age 1 --cache-stale-age 3`: a fresh
