@@ -20,6 +20,8 @@ pub struct CacheEdge {
     child: Child,
     pub port: u16,
     pub url: String,
+    /// nginx's HTTPS (HTTP/2) address and its self-signed certificate (PEM).
+    pub tls: Option<(String, PathBuf)>,
     dir: tempfile::TempDir,
 }
 
@@ -47,15 +49,21 @@ impl CacheEdge {
         // The caches' workers drop root: they must reach what is inside.
         set_mode(dir.path(), 0o755);
         let port = free_port();
-        let child = match kind {
-            Kind::Nginx => start_nginx(dir.path(), port, upstream_port),
-            Kind::Varnish => start_varnish(dir.path(), port, upstream_port),
+        let (child, tls) = match kind {
+            Kind::Nginx => {
+                let tls_port = free_port();
+                let cert = self_signed_certificate(dir.path());
+                let child = start_nginx(dir.path(), port, tls_port, upstream_port);
+                (child, Some((format!("https://127.0.0.1:{tls_port}"), cert)))
+            }
+            Kind::Varnish => (start_varnish(dir.path(), port, upstream_port), None),
         };
         let edge = Self {
             kind,
             child,
             port,
             url: format!("http://127.0.0.1:{port}"),
+            tls,
             dir,
         };
         edge.wait_listening().await;
@@ -84,8 +92,33 @@ impl CacheEdge {
     }
 }
 
-/// nginx with `nginx.conf`: its cache, proxy and listening addresses replaced.
-fn start_nginx(dir: &Path, port: u16, upstream_port: u16) -> Child {
+/// `tls.crt` and `tls.key` in `dir`: a certificate for 127.0.0.1, made with openssl.
+fn self_signed_certificate(dir: &Path) -> PathBuf {
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("running openssl (tests/run installs it)");
+    assert!(status.success(), "openssl could not make a certificate");
+    cert
+}
+
+/// nginx with `nginx.conf`: its cache, proxy, listening addresses and certificate replaced.
+fn start_nginx(dir: &Path, port: u16, tls_port: u16, upstream_port: u16) -> Child {
     let config = std::fs::read_to_string(shipped("nginx.conf")).expect("reading nginx.conf");
     let config = replace_once(
         &config,
@@ -101,6 +134,21 @@ fn start_nginx(dir: &Path, port: u16, upstream_port: u16) -> Child {
         &config,
         "listen 3002;",
         &format!("listen 127.0.0.1:{port};"),
+    );
+    let config = replace_once(
+        &config,
+        "listen 3443 ssl http2;",
+        &format!("listen 127.0.0.1:{tls_port} ssl http2;"),
+    );
+    let config = replace_once(
+        &config,
+        "/etc/nginx/tls/shapesync.crt",
+        &dir.join("tls.crt").display().to_string(),
+    );
+    let config = replace_once(
+        &config,
+        "/etc/nginx/tls/shapesync.key",
+        &dir.join("tls.key").display().to_string(),
     );
     let config_path = dir.join("nginx.conf");
     std::fs::write(&config_path, config).expect("writing nginx.conf");

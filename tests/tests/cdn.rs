@@ -336,3 +336,50 @@ async fn server_sent_events_pass_through(#[values(Kind::Nginx, Kind::Varnish)] k
         }
     }
 }
+
+/// An app following 50 shapes live over HTTPS through nginx: with HTTP/2 (Node's own client)
+/// all 50 SSE streams share one connection, and each gets the change. Over HTTP/1.1 a browser
+/// would stall after 6.
+#[tokio::test]
+async fn fifty_live_shapes_share_one_http2_connection() {
+    use tokio::io::AsyncBufReadExt;
+    const SHAPES: i32 = 50;
+    let edge = Edge::start(Kind::Nginx, "cdn_http2", 3, &[]).await;
+    let (url, cert) = edge.cache.tls.clone().expect("nginx serves HTTPS");
+    let queries: Vec<String> = (1..=SHAPES)
+        .map(|i| format!("table=items&where=id%20%3E%20-{i}"))
+        .collect();
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("electric-client");
+    let config = json!({"url": url, "ca": cert, "queries": queries});
+    let (_child, stdin, stdout) = tests::electric::spawn_node(&dir, "h2.mjs", &config);
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut next = async || -> serde_json::Value {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("the HTTP/2 client in time")
+            .expect("its output")
+            .expect("a line before it exits");
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_ne!(event["type"], "error", "{event}");
+        event
+    };
+    let ready = loop {
+        let event = next().await;
+        if event["type"] == "ready" {
+            break event;
+        }
+    };
+    assert_eq!(ready["streams"], SHAPES);
+    assert_eq!(ready["sessions"], 1, "one connection for every shape");
+    edge.sql("INSERT INTO items VALUES (77, 'over http2')")
+        .await;
+    let mut got = std::collections::BTreeSet::new();
+    while got.len() < SHAPES as usize {
+        let event = next().await;
+        if event["type"] == "change" {
+            assert_eq!(event["value"]["title"], "over http2", "{event}");
+            got.insert(event["shape"].as_i64().unwrap());
+        }
+    }
+    drop(stdin);
+}
