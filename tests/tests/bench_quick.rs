@@ -49,6 +49,16 @@ const FIGURES: &[&str] = &[
     "rxdb_push.concurrent_4",
     "watermelon_push",
     "watermelon_push.concurrent_4",
+    "cdn_fanout_10k.nginx.origin_per_commit",
+    "cdn_fanout_10k.nginx.p50",
+    "cdn_fanout_10k.nginx.p99",
+    "cdn_fanout_10k.nginx.proxy_cpu_per_commit",
+    "cdn_fanout_10k.varnish.origin_per_commit",
+    "cdn_fanout_10k.varnish.p50",
+    "cdn_fanout_10k.varnish.p99",
+    "cdn_fanout_10k.varnish.proxy_cpu_per_commit",
+    "cdn_initial_10k.nginx",
+    "cdn_initial_10k.varnish",
 ];
 
 /// The figures measured against a baseline (`pg_recvlogical`, or the 10-shape routing rate):
@@ -111,18 +121,25 @@ fn check_figures(report: &Value) -> Result<(), String> {
     Ok(())
 }
 
-/// The committed figures: the last full run (`latest.json`) with those of the RxDB and
-/// WatermelonDB scenarios, which were run apart, on another machine (`ecosystems.json`, which
-/// describes it).
+/// The committed figures: the last full run (`latest.json`) with those of the scenarios run
+/// apart, on another machine (`ecosystems.json`: RxDB and WatermelonDB; `cdn.json`: the
+/// caches; each describes its machine).
 fn committed_report() -> Value {
     let read = |name: &str| -> Value {
         let path = format!("{}/bench-results/{name}", env!("CARGO_MANIFEST_DIR"));
         serde_json::from_slice(&std::fs::read(&path).expect(name)).expect("JSON")
     };
     let mut report = read("latest.json");
-    let more = read("ecosystems.json");
     let figures = report["figures"].as_array_mut().expect("figures");
-    figures.extend(more["figures"].as_array().expect("figures").iter().cloned());
+    for more in ["ecosystems.json", "cdn.json"] {
+        figures.extend(
+            read(more)["figures"]
+                .as_array()
+                .expect("figures")
+                .iter()
+                .cloned(),
+        );
+    }
     report
 }
 
