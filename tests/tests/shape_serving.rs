@@ -344,8 +344,9 @@ async fn sse_streams_batches_keeps_alive_and_closes_after_the_sse_timeout() {
 }
 
 /// SSE on an empty shape, as the Electric client walks it: `-1` (snapshot-end), a catch-up
-/// (one up-to-date), then a live SSE stream that sends nothing at all while nothing changes
-/// (Electric: keep-alive comments only), and closes after a short `--sse-timeout` on time.
+/// (one up-to-date), then a live SSE stream that sends nothing but its opening keep-alive
+/// comment while nothing changes (no event: Electric sends keep-alive comments only), and
+/// closes after a short `--sse-timeout` on time.
 #[tokio::test]
 async fn an_idle_sse_stream_sends_nothing_and_closes_after_a_short_sse_timeout() {
     let (_db, proxy) = setup("serve_sse_short", 0, &["--sse-timeout", "1s"]).await;
@@ -369,6 +370,10 @@ async fn an_idle_sse_stream_sends_nothing_and_closes_after_a_short_sse_timeout()
     )
     .await;
     assert_eq!(stream.status, 200);
+    assert_eq!(
+        stream.next(Duration::from_secs(10)).await,
+        Event::Comment("keep-alive".into())
+    );
     assert_eq!(stream.next(Duration::from_secs(10)).await, Event::Closed);
     let lasted = opened.elapsed();
     assert!(

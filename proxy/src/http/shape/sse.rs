@@ -1,6 +1,6 @@
 //! Server-sent events (`live_sse=true`): one long response that carries every new batch as
-//! `data:` events, each batch ending with up-to-date; a `: keep-alive` comment after 21 s
-//! without news; closed after the SSE timeout (the client reconnects from where it is), and at
+//! `data:` events, each batch ending with up-to-date; a `: keep-alive` comment when it opens
+//! and after 21 s without news; closed after the SSE timeout (the client reconnects from where it is), and at
 //! the token's `exp` at the latest, even in the middle of a batch (see [`super::live`]).
 //! A client asks for SSE once it is up to date, so a stream with nothing new after its offset
 //! sends nothing but keep-alives until a change comes, as Electric does: an up-to-date of its
@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream;
+use futures_util::{StreamExt as _, stream};
 use shapes::offset::Offset;
 use shapes::wire;
 use tokio::sync::watch;
@@ -27,6 +27,7 @@ use crate::http::AppState;
 use crate::storage::shape_store::{Shape, ShapeState};
 
 const KEEP_ALIVE: Duration = Duration::from_secs(21);
+const KEEP_ALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
 
 /// What an SSE response carries besides the shape.
 pub(super) struct Stream {
@@ -90,10 +91,15 @@ pub(super) fn respond(
         draining: None,
         _live: crate::observability::prometheus::LiveConnection::open(),
     };
-    let events = stream::unfold(session, |mut session| async move {
+    // A comment first: a stream with nothing new would otherwise send its first byte after
+    // 21 s, and an HTTP/2 edge (nginx) holds the response head until the first byte.
+    let opened = stream::iter([Ok::<Bytes, std::io::Error>(Bytes::from_static(
+        KEEP_ALIVE_COMMENT,
+    ))]);
+    let events = opened.chain(stream::unfold(session, |mut session| async move {
         let chunk = session.next_chunk().await?;
         Some((Ok::<Bytes, std::io::Error>(chunk), session))
-    });
+    }));
     let mut response = (StatusCode::OK, Body::from_stream(events)).into_response();
     let h = response.headers_mut();
     let set = |h: &mut axum::http::HeaderMap, name: &'static str, value: &str| {
@@ -202,7 +208,7 @@ impl Session {
             }
             () = tokio::time::sleep_until(keep_alive_at) => {
                 self.last_sent = Instant::now();
-                Some(Bytes::from_static(b": keep-alive\n\n"))
+                Some(Bytes::from_static(KEEP_ALIVE_COMMENT))
             }
             () = tokio::time::sleep_until(self.closes_at) => None,
             () = self.state.shutdown.cancelled() => {
