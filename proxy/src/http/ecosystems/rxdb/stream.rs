@@ -85,7 +85,7 @@ impl StreamTask {
         loop {
             news.borrow_and_update();
             let read = read_entries(&self.shape, at, STREAM_BATCH, "checkpoint").await?;
-            for event in self.events(&read.entries)? {
+            for event in self.events(read.entries)? {
                 if self.tx.send(event).await.is_err() {
                     return Ok(());
                 }
@@ -123,30 +123,27 @@ impl StreamTask {
     }
 
     /// One event per transaction of `entries` (snapshot entries never reach a stream).
-    fn events(&self, entries: &[Entry]) -> Result<Vec<Event>, ApiError> {
+    fn events(&self, entries: Vec<Entry>) -> Result<Vec<Event>, ApiError> {
+        let unreadable = |e| ApiError::Internal(format!("shape {}: {e}", self.shape.handle));
         let mut events = Vec::new();
-        let mut start = 0;
-        while start < entries.len() {
-            let tx = entries[start].offset.map(|o| o.lsn());
-            let end = entries[start..]
-                .iter()
-                .position(|e| e.offset.map(|o| o.lsn()) != tx)
-                .map_or(entries.len(), |n| start + n);
+        let mut entries = entries.into_iter().peekable();
+        while let Some(first) = entries.next() {
+            let tx = first.offset.map(|o| o.lsn());
+            let mut next = first.next;
             let mut fold = Fold::default();
-            for entry in &entries[start..end] {
-                fold.push(entry.payload.clone())
-                    .map_err(|e| ApiError::Internal(format!("shape {}: {e}", self.shape.handle)))?;
+            fold.push(first.payload).map_err(unreadable)?;
+            while let Some(entry) = entries.next_if(|e| e.offset.map(|o| o.lsn()) == tx) {
+                next = entry.next;
+                fold.push(entry.payload).map_err(unreadable)?;
             }
             if !fold.is_empty() {
-                let checkpoint = Checkpoint::at(&self.shape, entries[end - 1].next);
-                let data = page(&self.columns, fold, &checkpoint)
-                    .map_err(|e| ApiError::Internal(format!("shape {}: {e}", self.shape.handle)))?;
+                let checkpoint = Checkpoint::at(&self.shape, next);
+                let data = page(&self.columns, fold, &checkpoint).map_err(unreadable)?;
                 // JSON written from UTF-8 texts: always UTF-8.
                 let data = String::from_utf8(data)
                     .map_err(|e| ApiError::Internal(format!("an event: {e}")))?;
                 events.push(Event::default().data(data));
             }
-            start = end;
         }
         Ok(events)
     }
