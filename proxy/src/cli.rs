@@ -149,6 +149,13 @@ pub struct ListenArgs {
     /// Port to listen on (0 picks a free one).
     #[arg(long, env = "SHAPESYNC_PORT", default_value_t = 3000)]
     pub port: u16,
+    /// Let the next version listen on the same port while this one runs (SO_REUSEPORT),
+    /// for a rolling deploy on one host: start the new shapesync with the same database,
+    /// slot, storage directory and port (both with this flag); it stands by, serving the
+    /// stored shapes, until you stop the old one (SIGTERM), then takes over. Both must run
+    /// as the same user.
+    #[arg(long, env = "SHAPESYNC_REUSE_PORT")]
+    pub reuse_port: bool,
 }
 
 impl ListenArgs {
@@ -236,6 +243,13 @@ pub struct ProxyArgs {
     /// replication slot retains more WAL than this many bytes on the database server.
     #[arg(long, env = "SHAPESYNC_MAX_LAG_BYTES", default_value_t = 1 << 30)]
     pub max_lag_bytes: u64,
+
+    /// Close the replication connection after this long with no live client and no change
+    /// streamed (for databases that scale to zero while nobody uses them), and open it again
+    /// on the next shape request, which waits until every change made meanwhile is in its
+    /// shape. Off by default. A duration: `5m`, `30s`.
+    #[arg(long, env = "SHAPESYNC_REPLICATION_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub replication_idle_timeout: Option<Duration>,
 }
 
 impl ProxyArgs {
@@ -261,6 +275,8 @@ impl ProxyArgs {
         config.max_concurrent_snapshots = self.max_concurrent_snapshots;
         config.lock_timeout = self.lock_timeout;
         config.max_lag_bytes = self.max_lag_bytes;
+        config.reuse_port = self.listen.reuse_port;
+        config.replication_idle_timeout = self.replication_idle_timeout;
         config.tombstones = self.tombstones.map_or_else(
             || {
                 if dev_defaults {

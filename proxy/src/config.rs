@@ -44,6 +44,10 @@ pub struct ServeConfig {
     pub lock_timeout: Duration,
     /// An ERROR is logged while the slot retains more WAL than this.
     pub max_lag_bytes: u64,
+    /// Listen with `SO_REUSEPORT` (a rolling deploy on one host).
+    pub reuse_port: bool,
+    /// Close the replication connection after this long idle (reopened on demand).
+    pub replication_idle_timeout: Option<Duration>,
 }
 
 impl ServeConfig {
@@ -68,6 +72,8 @@ impl ServeConfig {
             max_concurrent_snapshots: 4,
             lock_timeout: Duration::from_secs(5),
             max_lag_bytes: 1 << 30,
+            reuse_port: false,
+            replication_idle_timeout: None,
         }
     }
 

@@ -20,3 +20,4 @@ pub mod cli;
 pub mod observability;
 pub mod ops;
 pub mod serve;
+pub mod takeover;

@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +14,8 @@ use crate::postgres::table_catalog::TableCatalog;
 use crate::postgres::{self, DatabaseError};
 use crate::read_path::start::{ReadPath, StartError};
 use crate::replication::commit_watch::CommitWatch;
+use crate::takeover::Standby;
+use crate::takeover::leader_lock::LeaderLock;
 
 use crate::http::AppState;
 use crate::read_path::Health;
@@ -78,20 +79,60 @@ pub async fn run(
         dir: config.storage_dir.display().to_string(),
         source,
     })?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
+    let listener =
+        crate::http::listener::bind(config.listen, config.reuse_port).map_err(|source| {
+            ServeError::Bind {
+                addr: config.listen,
+                source,
+            }
         })?;
     let local_addr = listener.local_addr().map_err(ServeError::Http)?;
     let _ = crate::observability::prometheus::handle();
+    let mut bound = bound.map(|tx| (tx, local_addr));
 
     let config = Arc::new(config);
-    // Replication records every commit here; writes wait on it for their commit LSN.
-    let commits = Arc::new(CommitWatch::default());
     // One table catalog for both paths (proxy/ARCHITECTURE.md, "The table catalog").
     let catalog = Arc::new(TableCatalog::default());
+    let mut listener = Some(listener);
+    // Another instance on this slot: stand by for it (serving its stored shapes) until it
+    // exits, then take over.
+    let (lock, standing_by) = match LeaderLock::try_acquire(&config.database_url, &config.slot)
+        .await?
+    {
+        Some(lock) => (lock, None),
+        None => {
+            let holder = LeaderLock::holder(&config.database_url, &config.slot).await;
+            tracing::info!(
+                holder_pid = holder,
+                slot = config.slot,
+                "another shapesync runs on this database and slot: standing by until it exits"
+            );
+            let standby = Standby::start(&config, &catalog, &auth, health.clone(), &shutdown)
+                .await
+                .map_err(StartError::Storage)?;
+            let (apps_tx, apps) = watch::channel(standby.router());
+            let listener = listener.take().expect("the listener is not serving yet");
+            let server = tokio::spawn(crate::http::listener::serve(
+                listener,
+                apps,
+                shutdown.clone(),
+            ));
+            announce(&mut bound);
+            health_tx.send_replace(Health::Waiting);
+            let Some(lock) = LeaderLock::wait(&config.database_url, &config.slot, &shutdown).await
+            else {
+                standby.stop().await;
+                let _ = server.await;
+                tracing::info!("shapesync stopped");
+                return Ok(());
+            };
+            tracing::info!("the running instance exited: taking over");
+            (lock, Some((standby, apps_tx, server)))
+        }
+    };
+
+    // Replication records every commit here; writes wait on it for their commit LSN.
+    let commits = Arc::new(CommitWatch::default());
     let read_path = ReadPath::start(
         config.clone(),
         commits.clone(),
@@ -100,6 +141,7 @@ pub async fn run(
         shutdown.clone(),
     )
     .await?;
+    tokio::spawn(lock.keep(shutdown.clone()));
     let writes = Arc::new(MutationService::new(
         &config.database_url,
         config.writes.clone(),
@@ -128,13 +170,30 @@ pub async fn run(
         shutdown: shutdown.clone(),
     };
     let app = crate::http::router(state);
-    tracing::info!(addr = %local_addr, "shapesync is serving");
-    if let Some(bound) = bound {
-        let _ = bound.send(local_addr);
+    match (standing_by, listener) {
+        (Some((standby, apps, server)), _) => {
+            // New requests go to this instance's router; the standby's live ones end now.
+            drop(apps.send_replace(app));
+            standby.stop().await;
+            tracing::info!(addr = %local_addr, "shapesync took over and is serving");
+            let _ = server.await;
+        }
+        (None, Some(listener)) => {
+            tracing::info!(addr = %local_addr, "shapesync is serving");
+            announce(&mut bound);
+            crate::http::listener::serve(listener, watch::channel(app).1, shutdown.clone()).await;
+        }
+        (None, None) => unreachable!("the listener serves once"),
     }
-    crate::http::listener::serve(listener, app, shutdown.clone()).await;
     shutdown.cancel();
     read_path.stopped().await;
     tracing::info!("shapesync stopped");
     Ok(())
+}
+
+/// Tells the caller the address requests are accepted on (once).
+fn announce(bound: &mut Option<(oneshot::Sender<SocketAddr>, SocketAddr)>) {
+    if let Some((tx, addr)) = bound.take() {
+        let _ = tx.send(addr);
+    }
 }

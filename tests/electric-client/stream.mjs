@@ -3,6 +3,8 @@
 //   {"type":"messages","messages":[…]}      every batch the ShapeStream delivers
 //   {"type":"rows","handle":…,"offset":…,"rows":{key: row}}   the materialised Shape, on change
 //   {"type":"error","status":…,"message":…}
+//   {"type":"response","status":…,"url":…,"retryAfter":…}   every HTTP answer, with `responses`
+//   {"type":"fetch-error","url":…,"message":…}   a request that got no HTTP answer, with `responses`
 // Commands on stdin, one JSON per line: {"op":"requestSnapshot"|"fetchSnapshot", "params":{…}}
 //   → {"type":"snapshot","op":…,"result":…}
 import { ShapeStream, Shape, FetchError } from '@electric-sql/client'
@@ -20,6 +22,19 @@ const emit = (obj) =>
     JSON.stringify(obj, (_k, v) => (typeof v === 'bigint' ? { bigint: v.toString() } : v)) + '\n',
   )
 
+// With `responses`, every request's outcome is reported (status, URL, retry-after).
+const recordingFetch = async (input, init) => {
+  const url = String(input instanceof Request ? input.url : input)
+  try {
+    const response = await fetch(input, init)
+    emit({ type: 'response', status: response.status, url, retryAfter: response.headers.get('retry-after') })
+    return response
+  } catch (error) {
+    if (error?.name !== 'AbortError') emit({ type: 'fetch-error', url, message: String(error?.message ?? error) })
+    throw error
+  }
+}
+
 const stream = new ShapeStream({
   url: `${config.url}/v1/shape`,
   params: config.params,
@@ -30,6 +45,7 @@ const stream = new ShapeStream({
   subscribe: config.subscribe ?? true,
   headers: config.headers ?? undefined,
   parser: config.raw ? rawParser : undefined,
+  fetchClient: config.responses ? recordingFetch : undefined,
   backoffOptions: { initialDelay: 50, maxDelay: 500, multiplier: 1.5 },
   onError: (error) => {
     emit({

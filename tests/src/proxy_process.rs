@@ -101,6 +101,39 @@ impl ProxyProcess {
         }
     }
 
+    /// A second instance beside this one, as a rolling deploy starts it: the same program,
+    /// database, storage directory and flags (plus `extra`), logging to a file of its own;
+    /// on this one's port when `same_port` (this one was started with `--reuse-port`), else
+    /// on a free one.
+    /// Returns once it answers `/v1/health` (202 `waiting` while it stands by).
+    pub async fn start_beside(&self, extra: &[&str], same_port: bool) -> Self {
+        let storage = tempfile::tempdir().expect("storage dir");
+        let port = if same_port { self.port } else { free_port() };
+        let mut args = self.args.clone();
+        let at = args
+            .iter()
+            .position(|a| a == "--port")
+            .expect("a --port flag");
+        args[at + 1] = port.to_string();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let log = storage.path().join("proxy.log");
+        let mut proxy = Self {
+            bin: self.bin.clone(),
+            child: None,
+            args,
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            storage,
+            log: Some(log),
+            env: self.env.clone(),
+            http: reqwest::Client::new(),
+        };
+        proxy
+            .spawn_until(|status| status == 200 || status == 202)
+            .await;
+        proxy
+    }
+
     /// What the proxy has logged so far (empty unless started with
     /// [`ProxyProcess::start_logging`]).
     pub fn log(&self) -> String {
@@ -145,6 +178,11 @@ impl ProxyProcess {
     }
 
     async fn spawn(&mut self) {
+        self.spawn_until(|status| status == 200).await;
+    }
+
+    /// Starts the process; returns once `/v1/health` answers with a status `ready` accepts.
+    async fn spawn_until(&mut self, ready: fn(u16) -> bool) {
         let stderr = match &self.log {
             Some(path) => Stdio::from(
                 std::fs::OpenOptions::new()
@@ -168,10 +206,10 @@ impl ProxyProcess {
             .spawn()
             .expect("spawn the proxy");
         self.child = Some(child);
-        self.wait_healthy().await;
+        self.wait_health(ready).await;
     }
 
-    async fn wait_healthy(&mut self) {
+    async fn wait_health(&mut self, ready: fn(u16) -> bool) {
         let url = format!("{}/v1/health", self.url);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
@@ -181,7 +219,7 @@ impl ProxyProcess {
                 panic!("the proxy exited during start-up: {status}");
             }
             if let Ok(response) = self.http.get(&url).send().await
-                && response.status() == 200
+                && ready(response.status().as_u16())
             {
                 return;
             }

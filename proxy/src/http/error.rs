@@ -75,6 +75,11 @@ impl From<ShapeError> for ApiError {
                 message: "the shape was removed while the request waited; retry".into(),
                 retry_after: 1,
             },
+            ShapeError::Standby(message) => Self::Unavailable {
+                code: "standby",
+                message,
+                retry_after: 1,
+            },
             ShapeError::Internal(message) => Self::Internal(message),
         }
     }

@@ -17,6 +17,7 @@ pub mod partitions;
 mod restore;
 pub mod router;
 pub mod snapshot;
+pub mod standby;
 pub mod start;
 pub mod tables;
 
@@ -68,6 +69,10 @@ pub enum ShapeError {
     /// The handle no longer names this shape: 409.
     #[error("shape was removed")]
     Gone,
+    /// This instance is a standby (another one runs on the same slot): it serves stored
+    /// shapes but makes and removes none until it takes over. 503 with `retry-after`.
+    #[error("{0}")]
+    Standby(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -110,6 +115,15 @@ impl From<TableError> for ShapeError {
     }
 }
 
+/// What a standby answers when asked to `what` (503 + `retry-after`).
+fn standby_refusal(what: &str) -> ShapeError {
+    ShapeError::Standby(format!(
+        "this shapesync is a standby: another instance on the same replication slot is still \
+         running (a rolling deploy), and until it exits this one serves the shapes it has \
+         stored but cannot {what}; retry shortly"
+    ))
+}
+
 impl ShapeError {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::Unavailable {
@@ -137,6 +151,8 @@ pub struct Shapes {
     /// Commit LSN of the last transaction processed (any shape); after a restart, until the
     /// stream passes it, the position below which the last run processed everything.
     last_seen: watch::Sender<Lsn>,
+    /// A standby's read-only view of the logs another instance writes (see [`standby`]).
+    standby: bool,
 }
 
 impl Shapes {
@@ -158,7 +174,33 @@ impl Shapes {
             commands,
             prepared: Mutex::new(HashSet::new()),
             last_seen: watch::channel(Lsn::ZERO).0,
+            standby: false,
         }
+    }
+
+    /// A standby's shapes: the logs in `store` that another instance writes, served
+    /// read-only (see [`standby`]). No consumer task: nothing is routed or removed here.
+    pub fn standby(
+        config: Arc<ServeConfig>,
+        store: ShapeStore,
+        catalog: Arc<TableCatalog>,
+    ) -> Self {
+        let (commands, _) = mpsc::unbounded_channel();
+        Self {
+            standby: true,
+            ..Self::new(
+                config,
+                store,
+                Arc::new(CommitWatch::default()),
+                catalog,
+                commands,
+            )
+        }
+    }
+
+    /// Whether this is a standby's read-only view.
+    pub fn is_standby(&self) -> bool {
+        self.standby
     }
 
     /// `global_last_seen_lsn`: the commit LSN of the last transaction processed.
@@ -249,6 +291,7 @@ impl Shapes {
         let definition = self.definition(request).await?;
         let shape = match self.store.get_by_definition(definition.canonical()) {
             Some(shape) => shape,
+            None if self.standby => return Err(standby_refusal("create new shapes").into()),
             None => {
                 admit()?;
                 self.create(request, definition).await?
@@ -319,6 +362,9 @@ impl Shapes {
     /// takes it out of the router and the store, and its clients get 409 and refetch. Returns
     /// the shape once it is out, `None` if it was already gone.
     pub async fn remove(&self, handle: &Handle) -> Result<Option<Arc<Shape>>, ShapeError> {
+        if self.standby {
+            return Err(standby_refusal("remove shapes"));
+        }
         self.ask(|reply| Command::Remove {
             handle: handle.clone(),
             reply,

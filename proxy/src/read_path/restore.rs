@@ -25,7 +25,7 @@ impl Shapes {
         for dir in dirs {
             match self.restore_one(&dir).await {
                 Ok(()) => restored += 1,
-                Err(Dropped::Because(reason)) => {
+                Err(Dropped::Because(reason) | Dropped::Incomplete(reason)) => {
                     tracing::info!(dir = %dir.path().display(), reason, "dropping a stored shape");
                     if let Err(err) = dir.remove() {
                         tracing::warn!(dir = %dir.path().display(), error = %err, "cannot remove a stored shape");
@@ -49,51 +49,7 @@ impl Shapes {
     }
 
     async fn restore_one(&self, dir: &ShapeDir) -> Result<(), Dropped> {
-        let meta =
-            ShapeMeta::load(dir).map_err(|e| Dropped::Because(format!("shape.json: {e}")))?;
-        if meta.format != FORMAT_VERSION {
-            return Err(Dropped::Because(format!("on-disk format {}", meta.format)));
-        }
-        if meta.snapshot.is_none() {
-            return Err(Dropped::Because("its snapshot never completed".into()));
-        }
-        self.store.note_existing_micros(meta.created_micros);
-        let definition = self
-            .definition(&(&meta.request).into())
-            .await
-            .map_err(|e| match e {
-                ShapeError::Unavailable { .. } => Dropped::Transient(e),
-                other => Dropped::Because(format!("its definition no longer holds: {other}")),
-            })?;
-        let table = self
-            .tables
-            .get(&self.metadata, definition.table())
-            .await
-            .map_err(|e| Dropped::Transient(e.into()))?;
-        let header = wire::schema_header(&table, definition.selected_columns());
-        if header != meta.schema_header {
-            return Err(Dropped::Because("the table's columns changed".into()));
-        }
-        let log = ShapeLog::open(dir, meta.chunk_bytes)
-            .map_err(|e| Dropped::Because(format!("its log cannot be read: {e}")))?;
-        if log.snapshot().is_none() {
-            return Err(Dropped::Because("its snapshot file is incomplete".into()));
-        }
-        let (id, _) = self.store.allocate();
-        let tombstone = self.tombstone_position_for(&table);
-        let shape = Arc::new(Shape::new(
-            id,
-            definition,
-            table,
-            header,
-            log,
-            tombstone,
-            meta,
-            ShapeState::Ready,
-        ));
-        if dir.name() != Some(shape.handle.as_str()) {
-            return Err(Dropped::Because("directory and handle disagree".into()));
-        }
+        let shape = self.load_stored(dir, ShapeLog::open).await?;
         let (stored, is_new) = self.store.insert(shape.clone());
         if !is_new {
             return Err(Dropped::Because(format!(
@@ -113,9 +69,72 @@ impl Shapes {
         .map_err(Dropped::Transient)?;
         Ok(())
     }
+
+    /// A stored shape, as it can be served: its definition still holds for the table as it
+    /// is now, and its log opens (with `open`: cutting off a torn tail, or read-only).
+    pub(super) async fn load_stored(
+        &self,
+        dir: &ShapeDir,
+        open: fn(&ShapeDir, u64) -> std::io::Result<ShapeLog>,
+    ) -> Result<Arc<Shape>, Dropped> {
+        let meta =
+            ShapeMeta::load(dir).map_err(|e| Dropped::Incomplete(format!("shape.json: {e}")))?;
+        if meta.format != FORMAT_VERSION {
+            return Err(Dropped::Because(format!("on-disk format {}", meta.format)));
+        }
+        if meta.snapshot.is_none() {
+            return Err(Dropped::Incomplete("its snapshot never completed".into()));
+        }
+        self.store.note_existing_micros(meta.created_micros);
+        let definition = self
+            .definition(&(&meta.request).into())
+            .await
+            .map_err(|e| match e {
+                ShapeError::Unavailable { .. } => Dropped::Transient(e),
+                other => Dropped::Because(format!("its definition no longer holds: {other}")),
+            })?;
+        let table = self
+            .tables
+            .get(&self.metadata, definition.table())
+            .await
+            .map_err(|e| Dropped::Transient(e.into()))?;
+        let header = wire::schema_header(&table, definition.selected_columns());
+        if header != meta.schema_header {
+            return Err(Dropped::Because("the table's columns changed".into()));
+        }
+        let log = open(dir, meta.chunk_bytes)
+            .map_err(|e| Dropped::Incomplete(format!("its log cannot be read: {e}")))?;
+        if log.snapshot().is_none() {
+            return Err(Dropped::Incomplete(
+                "its snapshot file is incomplete".into(),
+            ));
+        }
+        let (id, _) = self.store.allocate();
+        let tombstone = self.tombstone_position_for(&table);
+        let shape = Arc::new(Shape::new(
+            id,
+            definition,
+            table,
+            header,
+            log,
+            tombstone,
+            meta,
+            ShapeState::Ready,
+        ));
+        if dir.name() != Some(shape.handle.as_str()) {
+            return Err(Dropped::Because("directory and handle disagree".into()));
+        }
+        Ok(shape)
+    }
 }
 
-enum Dropped {
+/// Why a stored shape is not served.
+pub(super) enum Dropped {
+    /// It can never be served again.
     Because(String),
+    /// It is not (or no longer) complete on disk: a crash cut it short, or, seen by a
+    /// standby, the instance writing it has not finished it yet.
+    Incomplete(String),
+    /// Try again later.
     Transient(ShapeError),
 }

@@ -24,7 +24,7 @@ pub struct Chunk {
 
 /// The part of the index that entries change, as of the last commit: what a transaction that
 /// never committed is rolled back to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Committed {
     chunks: usize,
     last_chunk: Chunk,
@@ -34,7 +34,7 @@ struct Committed {
 }
 
 /// What a reader needs to know to serve entries after an offset.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogIndex {
     chunk_bytes: u64,
     chunks: Vec<Chunk>,

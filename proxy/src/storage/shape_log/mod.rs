@@ -23,7 +23,7 @@ pub mod snapshot_file;
 mod stream;
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader, Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -104,29 +104,46 @@ impl ShapeLog {
             .write(true)
             .open(dir.changes_log())?;
         let mut index = LogIndex::new(chunk_bytes);
-        let mut scanner = RecordScanner::new(BufReader::with_capacity(256 * 1024, &file));
-        let mut pos = 0;
-        while let Some((header, _)) = scanner.next_record()? {
-            let len = header.total_len();
-            match header.kind {
-                RecordKind::Entry => index.note_entry(
-                    Offset::At {
-                        tx: header.tx,
-                        op: header.op,
-                    },
-                    pos,
-                    u64::from(header.payload_len),
-                ),
-                RecordKind::Commit => index.note_commit(Lsn(header.tx), pos + len),
-                RecordKind::SnapshotComplete => break,
-            }
-            pos += len;
-        }
-        index.rollback_to_visible();
+        scan_committed(&file, &mut index)?;
         if file.metadata()?.len() > index.visible_len() {
             file.set_len(index.visible_len())?;
             file.sync_data()?;
         }
+        Self::with_snapshot(dir, index)
+    }
+
+    /// Opens an existing log that another process is writing (a standby during a rolling
+    /// deploy): reads up to its last complete transaction and changes nothing in the file.
+    /// [`ShapeLog::follow_writer`] takes in what the writer commits later.
+    pub fn open_read_only(dir: &ShapeDir, chunk_bytes: u64) -> io::Result<Self> {
+        let file = File::open(dir.changes_log())?;
+        let mut index = LogIndex::new(chunk_bytes);
+        scan_committed(&file, &mut index)?;
+        Self::with_snapshot(dir, index)
+    }
+
+    /// Takes in the transactions another process committed to this log since it was opened
+    /// read-only (or last followed), and wakes the readers waiting for news. Returns whether
+    /// anything new became visible. A transaction still being written stays invisible.
+    pub fn follow_writer(&self) -> io::Result<bool> {
+        let file = File::open(self.dir.changes_log())?;
+        let visible = self.index().visible_len();
+        if file.metadata()?.len() <= visible {
+            return Ok(false);
+        }
+        // Scan a copy: readers keep planning on the old index meanwhile.
+        let mut index = self.index().clone();
+        scan_committed_from(&file, visible, &mut index)?;
+        if index.visible_len() == visible {
+            return Ok(false);
+        }
+        let last = index.last_offset();
+        *self.index() = index;
+        self.latest.send_replace(last);
+        Ok(true)
+    }
+
+    fn with_snapshot(dir: &ShapeDir, index: LogIndex) -> io::Result<Self> {
         let log = Self::with_index(dir, index);
         if let Some(chunks) = snapshot_file::load(dir)? {
             let _ = log.snapshot.set(chunks);
@@ -244,6 +261,38 @@ impl ShapeLog {
         let (entries, _) = copy_payloads(&file, start, end, None, out, frame)?;
         Ok(Some(entries))
     }
+}
+
+/// Notes in `index` every transaction of `file` that ends with a commit record.
+fn scan_committed(file: &File, index: &mut LogIndex) -> io::Result<()> {
+    scan_committed_from(file, 0, index)
+}
+
+/// Like [`scan_committed`], from `start` (the end of what `index` already holds, a record
+/// boundary).
+fn scan_committed_from(file: &File, start: u64, index: &mut LogIndex) -> io::Result<()> {
+    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    reader.seek(io::SeekFrom::Start(start))?;
+    let mut scanner = RecordScanner::new(reader);
+    let mut pos = start;
+    while let Some((header, _)) = scanner.next_record()? {
+        let len = header.total_len();
+        match header.kind {
+            RecordKind::Entry => index.note_entry(
+                Offset::At {
+                    tx: header.tx,
+                    op: header.op,
+                },
+                pos,
+                u64::from(header.payload_len),
+            ),
+            RecordKind::Commit => index.note_commit(Lsn(header.tx), pos + len),
+            RecordKind::SnapshotComplete => break,
+        }
+        pos += len;
+    }
+    index.rollback_to_visible();
+    Ok(())
 }
 
 /// Copies the payloads of the entries in `[start, end)` (after `after`) into `out`.
@@ -436,6 +485,53 @@ mod tests {
         assert_eq!(len, reopened.index().visible_len());
         let (body, _) = read_all(&reopened, Offset::BeforeAll);
         assert_eq!(body, "{\"a\":1},{\"a\":2}");
+    }
+
+    #[test]
+    fn a_read_only_view_follows_what_another_writer_commits_and_changes_nothing() {
+        let (_tmp, dir) = temp_shape_dir();
+        let log = ShapeLog::create(&dir, 64).unwrap();
+        let mut appender = LogAppender::open(&log).unwrap();
+        appender.append(off(100, 0), b"{\"a\":1}").unwrap();
+        appender.commit(&log, Lsn(100), Lsn(110)).unwrap();
+        // Half a transaction is on disk when the standby opens the log.
+        appender.append(off(200, 0), b"{\"a\":2}").unwrap();
+        appender.write_buffer().unwrap();
+        let len_before = std::fs::metadata(dir.changes_log()).unwrap().len();
+
+        let standby = ShapeLog::open_read_only(&dir, 64).unwrap();
+        let news = standby.subscribe();
+        assert_eq!(standby.last_offset(), Some(off(100, 0)));
+        assert_eq!(
+            std::fs::metadata(dir.changes_log()).unwrap().len(),
+            len_before,
+            "the writer's open transaction is left alone"
+        );
+        assert!(!standby.follow_writer().unwrap(), "nothing committed yet");
+        assert!(!news.has_changed().unwrap());
+
+        appender.append(off(200, 2), b"{\"a\":3}").unwrap();
+        appender.commit(&log, Lsn(200), Lsn(210)).unwrap();
+        for tx in 3..40u64 {
+            appender
+                .append(off(tx * 100, 0), b"{\"padding\":\"xxxxxxxxxxxxxxxx\"}")
+                .unwrap();
+            appender
+                .commit(&log, Lsn(tx * 100), Lsn(tx * 100 + 10))
+                .unwrap();
+        }
+        assert!(standby.follow_writer().unwrap());
+        assert!(news.has_changed().unwrap());
+        assert_eq!(standby.last_offset(), log.last_offset());
+        assert_eq!(standby.last_commit(), Lsn(3900));
+        // The same chunks, so the same (handle, offset) URLs, as the writer's own view.
+        assert_eq!(*standby.index(), *log.index());
+        let (body, _) = read_all(&standby, off(100, 0));
+        assert!(body.starts_with("{\"a\":2},{\"a\":3}"), "{body}");
+        assert_eq!(
+            read_all(&standby, off(1000, 0)),
+            read_all(&log, off(1000, 0))
+        );
     }
 
     #[test]
