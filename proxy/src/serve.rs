@@ -19,6 +19,7 @@ use crate::takeover::leader_lock::LeaderLock;
 
 use crate::http::AppState;
 use crate::read_path::Health;
+use crate::read_path::idle::Stream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -141,7 +142,8 @@ pub async fn run(
         shutdown.clone(),
     )
     .await?;
-    tokio::spawn(lock.keep(shutdown.clone()));
+    let activity = read_path.shapes.activity().clone();
+    tokio::spawn(lock.keep(move || activity.stream() != Stream::Open, shutdown.clone()));
     let writes = Arc::new(MutationService::new(
         &config.database_url,
         config.writes.clone(),

@@ -17,6 +17,7 @@ use shapes::table_name::parse_table_name;
 use crate::auth::{Access, TokenAccess};
 use crate::http::AppState;
 use crate::http::credentials::RequestCredentials;
+use crate::http::error::ApiError;
 use crate::mutations::guard::WriteGuard;
 use crate::mutations::wire::{self, InvalidRequest, MutationResponse, Outcome};
 
@@ -31,6 +32,10 @@ pub(super) async fn post_mutations(
         Ok(access) => access,
         Err(err) => return err.into_response(),
     };
+    // Closed for idleness: open it, so the answer carries the commit LSN.
+    if let Err(err) = state.shapes.stream_open().await {
+        return ApiError::from(err).into_response();
+    }
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {

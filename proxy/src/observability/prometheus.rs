@@ -118,13 +118,15 @@ impl Drop for LiveConnection {
     }
 }
 
-/// Every `every`, measures replication lag and the slot's retained WAL; an ERROR log when the
-/// slot retains more than `max_lag_bytes` (a stuck or forgotten slot fills the server's disk).
+/// Every `every` while `awake()`, measures replication lag and the slot's retained WAL; an
+/// ERROR log when the slot retains more than `max_lag_bytes` (a stuck or forgotten slot fills
+/// the server's disk).
 pub async fn watch_slot(
     metadata: &MetadataClient,
     slot: &str,
     max_lag_bytes: u64,
     every: Duration,
+    awake: impl Fn() -> bool,
     shutdown: CancellationToken,
 ) {
     let mut warned_at: Option<tokio::time::Instant> = None;
@@ -137,6 +139,9 @@ pub async fn watch_slot(
             }
         }
         first = false;
+        if !awake() {
+            continue;
+        }
         let Ok(client) = metadata.get().await else {
             continue;
         };

@@ -149,6 +149,11 @@ impl MetadataClient {
         *slot = Some(client.clone());
         Ok(client)
     }
+
+    /// Closes the connection (once its current users are done); the next `get` opens one.
+    pub async fn close(&self) {
+        self.client.lock().await.take();
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@
 mod consumer;
 mod create;
 pub mod durability;
+pub mod fence;
 mod health;
+pub mod idle;
 pub mod partitions;
 mod restore;
 pub mod router;
@@ -153,6 +155,8 @@ pub struct Shapes {
     last_seen: watch::Sender<Lsn>,
     /// A standby's read-only view of the logs another instance writes (see [`standby`]).
     standby: bool,
+    /// What keeps the replication stream open (`--replication-idle-timeout`).
+    activity: Arc<idle::Activity>,
 }
 
 impl Shapes {
@@ -175,6 +179,7 @@ impl Shapes {
             prepared: Mutex::new(HashSet::new()),
             last_seen: watch::channel(Lsn::ZERO).0,
             standby: false,
+            activity: Arc::default(),
         }
     }
 
@@ -196,6 +201,24 @@ impl Shapes {
                 commands,
             )
         }
+    }
+
+    /// What keeps the replication stream open: live requests hold
+    /// [`idle::Activity::live`] while they wait.
+    pub fn activity(&self) -> &Arc<idle::Activity> {
+        &self.activity
+    }
+
+    /// Waits until the replication stream is open and caught up, reopening it if it was
+    /// closed for idleness: what is served next includes every earlier commit.
+    pub async fn stream_open(&self) -> Result<(), ShapeError> {
+        if self.activity.wait_open(self.config.long_poll_timeout).await {
+            return Ok(());
+        }
+        Err(ShapeError::unavailable(
+            "the replication stream, closed while idle (--replication-idle-timeout), has not \
+             caught up yet; retry",
+        ))
     }
 
     /// Whether this is a standby's read-only view.
@@ -288,6 +311,9 @@ impl Shapes {
         request: &ShapeRequest,
         admit: impl FnOnce() -> Result<(), E>,
     ) -> Result<Arc<Shape>, E> {
+        if !self.standby {
+            self.stream_open().await?;
+        }
         let definition = self.definition(request).await?;
         let shape = match self.store.get_by_definition(definition.canonical()) {
             Some(shape) => shape,
@@ -415,6 +441,7 @@ impl Shapes {
     /// A transaction the consumer has processed: the write path learns its commit LSN, and
     /// live requests may answer up to it.
     fn note_commit(&self, xid: Xid32, commit_lsn: Lsn) {
+        self.activity.touch();
         self.commits.record(xid, commit_lsn);
         self.note_last_seen(commit_lsn);
     }

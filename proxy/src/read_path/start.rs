@@ -110,11 +110,15 @@ impl ReadPath {
         });
         let supervisor = tokio::spawn(supervise(
             stream,
-            stream_config,
-            events_tx,
-            flushed,
-            restart,
-            health,
+            Supervision {
+                config: stream_config,
+                events: events_tx,
+                flushed,
+                restart,
+                health,
+                shapes: shapes.clone(),
+                idle_timeout: config.replication_idle_timeout,
+            },
             shutdown,
         ));
         Ok(Self {
@@ -159,6 +163,8 @@ impl Shapes {
             &self.config.slot,
             self.config.max_lag_bytes,
             Duration::from_secs(10),
+            // Closed for idleness: leave the database alone.
+            || self.activity().stream() == super::idle::Stream::Open,
             shutdown,
         )
         .await;
@@ -186,17 +192,47 @@ async fn wait_streaming(stream: &ReplicationStream) -> Result<(), StartError> {
     }
 }
 
-/// Keeps a stream running: mirrors its status into health, and starts a new one (from the
-/// flushed position) when the consumer asks for a replay or a definite error stopped it.
-async fn supervise(
-    mut stream: ReplicationStream,
+/// What the supervisor of the stream works with.
+struct Supervision {
     config: StreamConfig,
     events: mpsc::Sender<crate::replication::event::ReplicationEvent>,
     flushed: watch::Receiver<Lsn>,
     restart: Arc<Notify>,
     health: watch::Sender<Health>,
+    shapes: Arc<Shapes>,
+    /// `--replication-idle-timeout`.
+    idle_timeout: Option<Duration>,
+}
+
+impl Supervision {
+    fn spawn_stream(&self, shutdown: &CancellationToken) -> ReplicationStream {
+        let start = *self.flushed.borrow();
+        tracing::info!(start = %start, "starting replication");
+        ReplicationStream::spawn(
+            self.config.clone(),
+            start,
+            self.events.clone(),
+            self.flushed.clone(),
+            shutdown.clone(),
+        )
+    }
+}
+
+/// Keeps a stream running: mirrors its status into health, starts a new one (from the
+/// flushed position) when the consumer asks for a replay or a definite error stopped it, and
+/// with `--replication-idle-timeout` closes it while idle and opens it again on demand.
+async fn supervise(
+    mut stream: ReplicationStream,
+    supervision: Supervision,
     shutdown: CancellationToken,
 ) {
+    let Supervision {
+        restart,
+        health,
+        shapes,
+        idle_timeout,
+        ..
+    } = &supervision;
     // One receiver per stream, kept across iterations: `status()` hands out a clone of the
     // stream's own receiver, which never marks a value seen, so a fresh clone in every
     // iteration would see the same status as changed again at once and spin.
@@ -205,6 +241,25 @@ async fn supervise(
         let replace = tokio::select! {
             () = shutdown.cancelled() => false,
             () = restart.notified() => true,
+            () = until_idle(shapes, *idle_timeout) => {
+                if let Err(err) = stream.shutdown().await {
+                    tracing::warn!(error = %err, "replication stream ended with an error");
+                }
+                shapes.metadata().close().await;
+                tracing::info!(
+                    idle = ?idle_timeout.unwrap_or_default(),
+                    "no live client and no change: closed the replication connection until the next request"
+                );
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = shapes.activity().wanted() => {}
+                }
+                shapes.activity().reopening();
+                stream = supervision.spawn_stream(&shutdown);
+                status = stream.status();
+                tokio::spawn(catch_up(shapes.clone(), shutdown.clone()));
+                continue;
+            }
             changed = status.changed() => match changed.map(|()| status.borrow_and_update().clone()) {
                 // The stream's task is gone without saying Stopped: replace it.
                 Err(_) => true,
@@ -231,15 +286,45 @@ async fn supervise(
         if !replace || shutdown.is_cancelled() {
             return;
         }
-        let start = *flushed.borrow();
-        tracing::info!(start = %start, "restarting replication");
-        stream = ReplicationStream::spawn(
-            config.clone(),
-            start,
-            events.clone(),
-            flushed.clone(),
-            shutdown.clone(),
-        );
+        stream = supervision.spawn_stream(&shutdown);
         status = stream.status();
+    }
+}
+
+/// Returns once the stream has been idle for `timeout` (never without one).
+async fn until_idle(shapes: &Shapes, timeout: Option<Duration>) {
+    match timeout {
+        Some(timeout) => shapes.activity().until_idle(timeout).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// After the stream was opened again: once it has processed a fence written now, every
+/// change committed while it was closed is in the logs, and waiting requests go on.
+async fn catch_up(shapes: Arc<Shapes>, shutdown: CancellationToken) {
+    let started = tokio::time::Instant::now();
+    loop {
+        match shapes.emit_fence().await {
+            Ok(fence) => {
+                if shapes
+                    .processed(fence, Duration::from_secs(60), &shutdown)
+                    .await
+                {
+                    shapes.activity().opened();
+                    tracing::info!(
+                        took = ?started.elapsed(),
+                        "replication connection open again and caught up"
+                    );
+                    return;
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "reopening replication: no fence yet; retrying")
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }

@@ -104,14 +104,17 @@ impl LeaderLock {
 
     /// Keeps the lock until `shutdown`. If its connection breaks (the database restarted,
     /// say), takes it again on a new one; if another instance took it meanwhile, this one must
-    /// stop writing: it cancels `shutdown`.
-    pub async fn keep(mut self, shutdown: CancellationToken) {
+    /// stop writing: it cancels `shutdown`. While `quiet()` (the replication connection is
+    /// closed for idleness) it sends the database no query.
+    pub async fn keep(mut self, quiet: impl Fn() -> bool, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(CHECK_EVERY) => {}
             }
-            if !self.client.is_closed() && self.client.simple_query("SELECT 1").await.is_ok() {
+            if !self.client.is_closed()
+                && (quiet() || self.client.simple_query("SELECT 1").await.is_ok())
+            {
                 continue;
             }
             match Self::try_acquire(&self.database_url, &self.slot).await {

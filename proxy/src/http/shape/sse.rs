@@ -58,6 +58,8 @@ struct Session {
     /// A large batch being sent: its remaining pieces, then what follows them.
     draining: Option<(batch::Pieces, Vec<u8>)>,
     _live: crate::observability::prometheus::LiveConnection,
+    /// Keeps the replication stream open while the stream is.
+    _active: crate::read_path::idle::LiveRequest,
 }
 
 pub(super) fn respond(
@@ -74,6 +76,7 @@ pub(super) fn respond(
         token_deadline,
     } = stream;
     let timeout = now + state.settings.sse_timeout;
+    let active = state.shapes.activity().live();
     let session = Session {
         _live_connection: live_connection,
         closes_at: token_deadline.map_or(timeout, |ends| ends.min(timeout)),
@@ -90,6 +93,7 @@ pub(super) fn respond(
         finished: false,
         draining: None,
         _live: crate::observability::prometheus::LiveConnection::open(),
+        _active: active,
     };
     // A comment first: a stream with nothing new would otherwise send its first byte after
     // 21 s, and an HTTP/2 edge (nginx) holds the response head until the first byte.
