@@ -383,3 +383,45 @@ async fn fifty_live_shapes_share_one_http2_connection() {
     }
     drop(stdin);
 }
+
+/// The same in a real browser: headless Chromium running the official Electric client follows
+/// 50 shapes over SSE through nginx with TLS. Over HTTP/1.1 a browser opens at most 6
+/// connections to an origin, so at most 6 streams could be open; all 50 get the change, and
+/// every completed shape request went over HTTP/2.
+#[tokio::test]
+async fn fifty_live_shapes_in_a_browser_stream_at_once_over_http2() {
+    use tokio::io::AsyncBufReadExt;
+    const SHAPES: usize = 50;
+    let edge = Edge::start(Kind::Nginx, "cdn_browser_h2", 3, &[]).await;
+    let (url, _cert) = edge.cache.tls.clone().expect("nginx serves HTTPS");
+    let queries: Vec<String> = (1..=SHAPES)
+        .map(|i| format!("table=items&where=id%20%3E%20-{i}"))
+        .collect();
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ecosystems");
+    let config = json!({"url": url, "queries": queries, "expect": "in a browser over http2"});
+    let (_child, _stdin, stdout) =
+        tests::electric::spawn_node(&dir, "electric-h2-browser.mjs", &config);
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut next = async || -> serde_json::Value {
+        let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+            .await
+            .expect("the browser in time")
+            .expect("its output")
+            .expect("a line before it exits");
+        serde_json::from_str(&line).unwrap()
+    };
+    let ready = next().await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+    assert_eq!(ready["streams"], SHAPES, "every shape up to date: {ready}");
+    edge.sql("INSERT INTO items VALUES (78, 'in a browser over http2')")
+        .await;
+    let done = next().await;
+    assert_eq!(
+        done["changed"], SHAPES,
+        "every live stream got the change: {done}"
+    );
+    assert_eq!(done["errors"], json!([]), "{done}");
+    let protocols = done["protocols"].as_array().unwrap();
+    assert!(protocols.len() >= SHAPES, "{done}");
+    assert!(protocols.iter().all(|p| p == "h2"), "{done}");
+}
