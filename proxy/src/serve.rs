@@ -111,6 +111,7 @@ pub async fn run(
             let standby = Standby::start(&config, &catalog, &auth, health.clone(), &shutdown)
                 .await
                 .map_err(StartError::Storage)?;
+            health_tx.send_replace(Health::Waiting);
             let (apps_tx, apps) = watch::channel(standby.router());
             let listener = listener.take().expect("the listener is not serving yet");
             let server = tokio::spawn(crate::http::listener::serve(
@@ -119,7 +120,6 @@ pub async fn run(
                 shutdown.clone(),
             ));
             announce(&mut bound);
-            health_tx.send_replace(Health::Waiting);
             let Some(lock) = LeaderLock::wait(&config.database_url, &config.slot, &shutdown).await
             else {
                 standby.stop().await;

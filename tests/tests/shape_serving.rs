@@ -348,7 +348,8 @@ async fn sse_streams_batches_keeps_alive_and_closes_after_the_sse_timeout() {
 /// comment while nothing changes (no event: Electric sends keep-alive comments only), and
 /// closes after a short `--sse-timeout` on time.
 #[tokio::test]
-async fn an_idle_sse_stream_sends_nothing_and_closes_after_a_short_sse_timeout() {
+async fn an_idle_sse_stream_sends_nothing_and_closes_after_a_short_sse_timeout_and_behind_a_proxy_opens_with_a_comment()
+ {
     let (_db, proxy) = setup("serve_sse_short", 0, &["--sse-timeout", "1s"]).await;
     let http = proxy.http().clone();
     let first = shape_http::get(&http, &proxy.url, "table=items&offset=-1").await;
@@ -370,16 +371,32 @@ async fn an_idle_sse_stream_sends_nothing_and_closes_after_a_short_sse_timeout()
     )
     .await;
     assert_eq!(stream.status, 200);
-    assert_eq!(
-        stream.next(Duration::from_secs(10)).await,
-        Event::Comment("keep-alive".into())
-    );
+    // Nothing at all, as from Electric: no event, no comment.
     assert_eq!(stream.next(Duration::from_secs(10)).await, Event::Closed);
     let lasted = opened.elapsed();
     assert!(
         lasted >= Duration::from_millis(900) && lasted < Duration::from_secs(5),
         "closed after {lasted:?}"
     );
+
+    // Through an HTTP proxy it opens with a keep-alive comment (an HTTP/2 edge sends the
+    // response head only with the first body byte).
+    let mut response = http
+        .get(format!(
+            "{}/v1/shape?table=items&handle={handle}&offset={offset}&live=true&live_sse=true",
+            proxy.url
+        ))
+        .header("x-forwarded-for", "203.0.113.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let first = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+        .await
+        .expect("a first chunk at once")
+        .unwrap()
+        .expect("a chunk before the end");
+    assert_eq!(&first[..], b": keep-alive\n\n");
 }
 
 /// `--cache-max-age` and `--cache-stale-age` set the `cache-control` of non-live responses

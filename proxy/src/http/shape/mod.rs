@@ -94,6 +94,7 @@ pub(super) async fn get_shape(
             private,
             live_connection,
             token_deadline,
+            behind_proxy: sse::Stream::is_behind_proxy(&request_headers),
         };
         return Ok(sse::respond(state, shape, after, stream));
     }

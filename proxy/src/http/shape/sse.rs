@@ -1,6 +1,6 @@
 //! Server-sent events (`live_sse=true`): one long response that carries every new batch as
-//! `data:` events, each batch ending with up-to-date; a `: keep-alive` comment when it opens
-//! and after 21 s without news; closed after the SSE timeout (the client reconnects from where it is), and at
+//! `data:` events, each batch ending with up-to-date; a `: keep-alive` comment after 21 s
+//! without news (and when it opens, behind an HTTP proxy: see [`Stream::behind_proxy`]); closed after the SSE timeout (the client reconnects from where it is), and at
 //! the token's `exp` at the latest, even in the middle of a batch (see [`super::live`]).
 //! A client asks for SSE once it is up to date, so a stream with nothing new after its offset
 //! sends nothing but keep-alives until a change comes, as Electric does: an up-to-date of its
@@ -39,6 +39,22 @@ pub(super) struct Stream {
     pub live_connection: Option<LiveGuard>,
     /// The caller's token expires then: the stream ends.
     pub token_deadline: Option<Instant>,
+    /// The request came through an HTTP proxy (it says `X-Forwarded-For`, `Forwarded` or
+    /// `Via`): the stream opens with a keep-alive comment, because an edge that speaks
+    /// HTTP/2 to the client (nginx) holds the response head until the first body byte, which
+    /// for a stream with nothing new would come after 21 s. Direct clients get what Electric
+    /// sends: nothing until news or the first keep-alive (a client parsing every event as
+    /// `data:`, as Electric's own client tests do, would choke on an opening comment).
+    pub behind_proxy: bool,
+}
+
+impl Stream {
+    /// Whether `headers` say the request came through an HTTP proxy.
+    pub fn is_behind_proxy(headers: &axum::http::HeaderMap) -> bool {
+        ["x-forwarded-for", "forwarded", "via"]
+            .iter()
+            .any(|name| headers.contains_key(*name))
+    }
 }
 
 struct Session {
@@ -74,6 +90,7 @@ pub(super) fn respond(
         private,
         live_connection,
         token_deadline,
+        behind_proxy,
     } = stream;
     let timeout = now + state.settings.sse_timeout;
     let active = state.shapes.activity().live();
@@ -95,11 +112,9 @@ pub(super) fn respond(
         _live: crate::observability::prometheus::LiveConnection::open(),
         _active: active,
     };
-    // A comment first: a stream with nothing new would otherwise send its first byte after
-    // 21 s, and an HTTP/2 edge (nginx) holds the response head until the first byte.
-    let opened = stream::iter([Ok::<Bytes, std::io::Error>(Bytes::from_static(
-        KEEP_ALIVE_COMMENT,
-    ))]);
+    let opened = stream::iter(behind_proxy.then_some(Ok::<Bytes, std::io::Error>(
+        Bytes::from_static(KEEP_ALIVE_COMMENT),
+    )));
     let events = opened.chain(stream::unfold(session, |mut session| async move {
         let chunk = session.next_chunk().await?;
         Some((Ok::<Bytes, std::io::Error>(chunk), session))
