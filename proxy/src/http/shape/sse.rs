@@ -24,7 +24,7 @@ use super::framing::Framing;
 use super::headers::{self, CacheKind};
 use crate::auth::limits::LiveGuard;
 use crate::http::AppState;
-use crate::storage::shape_store::{Shape, ShapeState};
+use crate::storage::shape_store::{LiveClient, Shape, ShapeState};
 
 const KEEP_ALIVE: Duration = Duration::from_secs(21);
 const KEEP_ALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
@@ -58,6 +58,7 @@ struct Session {
     /// A large batch being sent: its remaining pieces, then what follows them.
     draining: Option<(batch::Pieces, Vec<u8>)>,
     _live: crate::observability::prometheus::LiveConnection,
+    _client: LiveClient,
 }
 
 pub(super) fn respond(
@@ -90,6 +91,7 @@ pub(super) fn respond(
         finished: false,
         draining: None,
         _live: crate::observability::prometheus::LiveConnection::open(),
+        _client: shape.live_client(),
     };
     // A comment first: a stream with nothing new would otherwise send its first byte after
     // 21 s, and an HTTP/2 edge (nginx) holds the response head until the first byte.
