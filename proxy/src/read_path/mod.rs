@@ -9,6 +9,7 @@
 //! asked for stops it, at a transaction boundary. The consumer task is the one place a shape is removed: it decides
 //! rotations itself (it sees the WAL), and everyone else asks it with a [`Command`].
 
+pub mod activity;
 mod consumer;
 mod create;
 pub mod durability;
@@ -42,6 +43,7 @@ use crate::storage::shape_dir::ShapeDir;
 use crate::storage::shape_store::{Shape, ShapeState, ShapeStore};
 use tables::{TableCache, TableError};
 
+use activity::Activity;
 pub use consumer::{Command, run_consumer};
 pub use health::Health;
 
@@ -137,6 +139,8 @@ pub struct Shapes {
     /// Commit LSN of the last transaction processed (any shape); after a restart, until the
     /// stream passes it, the position below which the last run processed everything.
     last_seen: watch::Sender<Lsn>,
+    /// The last transaction applied and the rotations, for operators.
+    activity: Activity,
 }
 
 impl Shapes {
@@ -158,12 +162,18 @@ impl Shapes {
             commands,
             prepared: Mutex::new(HashSet::new()),
             last_seen: watch::channel(Lsn::ZERO).0,
+            activity: Activity::default(),
         }
     }
 
     /// `global_last_seen_lsn`: the commit LSN of the last transaction processed.
     pub fn last_seen(&self) -> Lsn {
         *self.last_seen.borrow()
+    }
+
+    /// What the read path did lately: the last transaction applied, rotations.
+    pub fn activity(&self) -> &Activity {
+        &self.activity
     }
 
     /// The shared connection for short catalog and control queries (not snapshots).
@@ -352,7 +362,7 @@ impl Shapes {
     }
 
     /// Every shape served.
-    fn all(&self) -> Vec<Arc<Shape>> {
+    pub fn all(&self) -> Vec<Arc<Shape>> {
         self.store.all()
     }
 
@@ -371,6 +381,11 @@ impl Shapes {
     fn note_commit(&self, xid: Xid32, commit_lsn: Lsn) {
         self.commits.record(xid, commit_lsn);
         self.note_last_seen(commit_lsn);
+    }
+
+    /// `shape` is being rotated (its clients refetch from a new snapshot).
+    fn note_rotation(&self, shape: &Shape) {
+        self.activity.note_rotation(shape.definition.canonical());
     }
 
     /// The partitioned tables above a relation, nearest first (see [`partitions`]).
