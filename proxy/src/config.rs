@@ -44,6 +44,8 @@ pub struct ServeConfig {
     pub lock_timeout: Duration,
     /// An ERROR is logged while the slot retains more WAL than this.
     pub max_lag_bytes: u64,
+    /// Serve the operator's status page (`GET /`, `/v1/status`, `/v1/status/stream`).
+    pub status_page: bool,
 }
 
 impl ServeConfig {
@@ -68,6 +70,7 @@ impl ServeConfig {
             max_concurrent_snapshots: 4,
             lock_timeout: Duration::from_secs(5),
             max_lag_bytes: 1 << 30,
+            status_page: true,
         }
     }
 
