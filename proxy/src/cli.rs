@@ -190,8 +190,8 @@ pub struct ProxyArgs {
     #[command(flatten)]
     pub writes: WriteArgs,
     /// Secret for server-to-server callers, as `?secret=` (Electric's): full access to shapes,
-    /// DELETE and writes. Without it and without JWT auth, shapes and writes are open to
-    /// anyone who can reach the proxy.
+    /// DELETE and writes, and the status page (`/?secret=…`). Without it and without JWT auth,
+    /// shapes, writes and the status page are open to anyone who can reach the proxy.
     #[arg(long, env = "SHAPESYNC_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
 
@@ -250,6 +250,13 @@ pub struct ProxyArgs {
     /// shape. Off by default. A duration: `5m`, `30s`.
     #[arg(long, env = "SHAPESYNC_REPLICATION_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
     pub replication_idle_timeout: Option<Duration>,
+    /// Turn off the status page. By default `GET /` serves an operator's page (replication
+    /// lag, every shape with its `where`, live clients and rows, writes, recent errors,
+    /// storage), updated live, with its data at `/v1/status` (JSON) and `/v1/status/stream`
+    /// (SSE). With --secret it needs `?secret=…` (it shows every shape's `where`); with JWT
+    /// auth but no --secret nobody can open it. With this flag all three answer 404.
+    #[arg(long, env = "SHAPESYNC_NO_STATUS_PAGE")]
+    pub no_status_page: bool,
 }
 
 impl ProxyArgs {
@@ -277,6 +284,7 @@ impl ProxyArgs {
         config.max_lag_bytes = self.max_lag_bytes;
         config.reuse_port = self.listen.reuse_port;
         config.replication_idle_timeout = self.replication_idle_timeout;
+        config.status_page = !self.no_status_page;
         config.tombstones = self.tombstones.map_or_else(
             || {
                 if dev_defaults {
@@ -556,6 +564,16 @@ mod tests {
         assert!(
             refused.contains("--cache-stale-age") && refused.contains("give whole seconds"),
             "{refused}"
+        );
+    }
+
+    #[test]
+    fn the_status_page_is_on_unless_turned_off() {
+        assert!(serve_config(&[]).expect("parses").status_page);
+        assert!(
+            !serve_config(&["--no-status-page"])
+                .expect("parses")
+                .status_page
         );
     }
 

@@ -48,6 +48,8 @@ pub struct ServeConfig {
     pub reuse_port: bool,
     /// Close the replication connection after this long idle (reopened on demand).
     pub replication_idle_timeout: Option<Duration>,
+    /// Serve the operator's status page (`GET /`, `/v1/status`, `/v1/status/stream`).
+    pub status_page: bool,
 }
 
 impl ServeConfig {
@@ -74,6 +76,7 @@ impl ServeConfig {
             max_lag_bytes: 1 << 30,
             reuse_port: false,
             replication_idle_timeout: None,
+            status_page: true,
         }
     }
 

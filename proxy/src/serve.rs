@@ -142,8 +142,8 @@ pub async fn run(
         shutdown.clone(),
     )
     .await?;
-    let activity = read_path.shapes.activity().clone();
-    tokio::spawn(lock.keep(move || activity.stream() != Stream::Open, shutdown.clone()));
+    let demand = read_path.shapes.demand().clone();
+    tokio::spawn(lock.keep(move || demand.stream() != Stream::Open, shutdown.clone()));
     let writes = Arc::new(MutationService::new(
         &config.database_url,
         config.writes.clone(),

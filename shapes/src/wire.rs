@@ -258,6 +258,34 @@ impl ChangeMessage<'_> {
     }
 }
 
+/// Where a change message's operation starts, as [`ChangeMessage::write`] lays it out.
+const OPERATION_HEADER: &[u8] = b",\"headers\":{\"operation\":\"";
+
+/// The operation of a message [`ChangeMessage::write`] wrote; `None` for anything else (a
+/// control message). Reads the layout, not the JSON: the header can only be where `write`
+/// puts it, since every string before it is escaped (no `"` of its own) and values are
+/// strings or null (never an object named `headers`).
+///
+/// ```
+/// use shapes::wire::{Operation, operation_of};
+/// let message = br#"{"key":"k","value":{"operation":"delete"},"headers":{"operation":"insert"}}"#;
+/// assert_eq!(operation_of(message), Some(Operation::Insert));
+/// assert_eq!(operation_of(br#"{"headers":{"control":"up-to-date"}}"#), None);
+/// ```
+pub fn operation_of(message: &[u8]) -> Option<Operation> {
+    // The headers are near the end: look from there.
+    let at = message
+        .windows(OPERATION_HEADER.len())
+        .rposition(|window| window == OPERATION_HEADER)?;
+    let rest = &message[at + OPERATION_HEADER.len()..];
+    [Operation::Insert, Operation::Update, Operation::Delete]
+        .into_iter()
+        .find(|op| {
+            rest.strip_prefix(op.as_str().as_bytes())
+                .is_some_and(|after| after.starts_with(b"\""))
+        })
+}
+
 /// `{"headers":{"control":"up-to-date","global_last_seen_lsn":"…"}}`.
 pub fn up_to_date(global_last_seen_lsn: Lsn) -> String {
     format!(
@@ -488,6 +516,46 @@ mod tests {
                 "headers":{"operation":"insert","relation":["public","items"],"txids":[756],
                 "lsn":"24155000","op_position":0,"last":true}})
         );
+    }
+
+    #[rstest]
+    #[case::insert(Operation::Insert)]
+    #[case::update(Operation::Update)]
+    #[case::delete(Operation::Delete)]
+    fn the_operation_of_a_change_message_is_read_back_whatever_its_values_say(
+        #[case] operation: Operation,
+    ) {
+        let rel = QualifiedName::new("public", "headers");
+        // Column names and values that spell the header do not fool it.
+        let tricky = r#","headers":{"operation":"delete""#;
+        let key = message_key(&rel, [Some(tricky)]);
+        let mut out = Vec::new();
+        ChangeMessage {
+            key: &key,
+            operation,
+            relation: &rel,
+            log: Some(LogPosition {
+                txid: 1,
+                lsn: Lsn(2),
+                op_position: 0,
+                last: false,
+            }),
+            key_change: Some(("key_change_to", tricky)),
+            snapshot_mark: None,
+        }
+        .write(
+            &mut out,
+            [("operation", Some("delete")), ("headers", Some(tricky))],
+            Some(&mut [("operation", Some("update"))].into_iter()),
+        );
+        assert_eq!(operation_of(&out), Some(operation));
+    }
+
+    #[test]
+    fn control_messages_have_no_operation() {
+        assert_eq!(operation_of(up_to_date(Lsn(5)).as_bytes()), None);
+        assert_eq!(operation_of(MUST_REFETCH.as_bytes()), None);
+        assert_eq!(operation_of(b""), None);
     }
 
     #[test]

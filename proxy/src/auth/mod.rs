@@ -199,6 +199,11 @@ impl Auth {
         self.secret.is_some() || self.verifier.is_some()
     }
 
+    /// Whether `--secret` is set.
+    pub fn has_secret(&self) -> bool {
+        self.secret.is_some()
+    }
+
     /// Who the request is: 401 when auth is on and its credentials are missing or wrong.
     pub fn access(&self, credentials: Credentials<'_>) -> Result<Access, AuthError> {
         if !self.is_on() {

@@ -12,6 +12,7 @@ mod mutations;
 mod preflight;
 pub mod shape;
 mod state;
+pub mod status;
 
 use std::convert::Infallible;
 
@@ -56,6 +57,7 @@ pub fn router(state: AppState) -> Router {
                 .layer::<_, Infallible>(RequestDecompressionLayer::new()),
         )
         .merge(ecosystems::routes(max_body))
+        .merge(status::routes(state.clone()))
         .with_state(state)
         // gzip when the client accepts it; never for SSE (the default predicate skips
         // text/event-stream) or tiny bodies. The fastest level: shape chunks are megabytes,

@@ -15,7 +15,8 @@
 //!   refuses a row, run again with a bounded number of them), results recorded under their ids;
 //! - the commit's LSN, from the replication stream ([`CommitWatch`]), for a bounded time.
 //!
-//! `gc` purges old tombstones, the registers of deleted rows and old mutation ids.
+//! `gc` purges old tombstones, the registers of deleted rows and old mutation ids; `outcomes`
+//! counts the answers for operators.
 
 pub mod apply;
 pub mod batch;
@@ -25,6 +26,7 @@ pub mod error;
 pub mod gc;
 pub mod guard;
 pub mod lww;
+pub mod outcomes;
 pub mod pool;
 pub mod precondition;
 pub mod refusal;
@@ -49,6 +51,7 @@ pub use wire::{MutationRequest, MutationResponse};
 
 use apply::Applied;
 use guard::WriteGuard;
+use outcomes::{OutcomeCounts, OutcomeTotals};
 use pool::{ConnectionPool, PooledConnection};
 use precondition::Precondition;
 use table::TableCache;
@@ -64,6 +67,7 @@ pub struct MutationService {
     config: WriteConfig,
     tombstones: Vec<TombstoneSpec>,
     commits: Arc<CommitWatch>,
+    outcomes: OutcomeCounts,
 }
 
 impl MutationService {
@@ -81,6 +85,7 @@ impl MutationService {
             config,
             tombstones,
             commits,
+            outcomes: OutcomeCounts::default(),
         }
     }
 
@@ -90,6 +95,11 @@ impl MutationService {
 
     pub fn tombstones(&self) -> &[TombstoneSpec] {
         &self.tombstones
+    }
+
+    /// How the mutations answered since the proxy started went.
+    pub fn outcomes(&self) -> OutcomeTotals {
+        self.outcomes.totals()
     }
 
     /// Applies a batch and answers it.
@@ -130,6 +140,7 @@ impl MutationService {
             other => other?,
         };
         drop(conn);
+        self.outcomes.record(&applied.outcomes);
         let lsn = match (applied.txid, applied.wrote_rows) {
             (Some(xid), true) => self
                 .commits

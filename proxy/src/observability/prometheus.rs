@@ -118,6 +118,42 @@ impl Drop for LiveConnection {
     }
 }
 
+/// What `pg_replication_slots` says of the proxy's slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotWal {
+    /// WAL written by the server that the slot has not confirmed:
+    /// `pg_current_wal_lsn() - confirmed_flush_lsn`.
+    pub lag_bytes: u64,
+    /// WAL the slot keeps on the server: `pg_current_wal_lsn() - restart_lsn`.
+    pub retained_bytes: u64,
+    /// A walsender streams from the slot now.
+    pub active: bool,
+}
+
+/// Reads the slot's WAL figures on the shared metadata connection (never the replication
+/// connection); `None` if the slot does not exist.
+pub async fn read_slot(
+    metadata: &MetadataClient,
+    slot: &str,
+) -> Result<Option<SlotWal>, crate::postgres::DatabaseError> {
+    let client = metadata.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::float8,
+                    (pg_current_wal_lsn() - restart_lsn)::float8, active
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(crate::postgres::DatabaseError::Query)?;
+    let bytes = |value: Option<f64>| value.unwrap_or(0.0).max(0.0) as u64;
+    Ok(row.map(|row| SlotWal {
+        lag_bytes: bytes(row.get(0)),
+        retained_bytes: bytes(row.get(1)),
+        active: row.get(2),
+    }))
+}
+
 /// Every `every` while `awake()`, measures replication lag and the slot's retained WAL; an
 /// ERROR log when the slot retains more than `max_lag_bytes` (a stuck or forgotten slot fills
 /// the server's disk).
@@ -142,24 +178,11 @@ pub async fn watch_slot(
         if !awake() {
             continue;
         }
-        let Ok(client) = metadata.get().await else {
+        let Ok(Some(wal)) = read_slot(metadata, slot).await else {
             continue;
         };
-        let row = client
-            .query_opt(
-                "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::float8,
-                        (pg_current_wal_lsn() - restart_lsn)::float8
-                 FROM pg_replication_slots WHERE slot_name = $1",
-                &[&slot],
-            )
-            .await;
-        let Ok(Some(row)) = row else {
-            continue;
-        };
-        let lag: Option<f64> = row.get(0);
-        let retained: Option<f64> = row.get(1);
-        metrics::gauge!(LAG_BYTES).set(lag.unwrap_or(0.0).max(0.0));
-        let retained = retained.unwrap_or(0.0).max(0.0);
+        metrics::gauge!(LAG_BYTES).set(wal.lag_bytes as f64);
+        let retained = wal.retained_bytes as f64;
         metrics::gauge!(RETAINED_WAL).set(retained);
         if retained > max_lag_bytes as f64
             && warned_at.is_none_or(|t| t.elapsed() > Duration::from_secs(60))

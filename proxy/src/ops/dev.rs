@@ -92,10 +92,15 @@ async fn serve_on(
     let mut config = args.proxy.clone();
     config.database_url.clone_from(&url);
     let auth_on = config.auth.any_given(config.secret.as_deref());
+    // The status page's address, as the developer would open it.
+    let status_page = config.status_page.then_some(match config.secret {
+        Some(_) => "/?secret=…",
+        None => "/",
+    });
     let (bound_tx, bound_rx) = oneshot::channel();
     let server = tokio::spawn(serve::run(config, shutdown, Some(bound_tx)));
     if let Ok(addr) = bound_rx.await {
-        print_banner(addr, cluster, &url);
+        print_banner(addr, cluster, &url, status_page);
         if !auth_on {
             print_auth_warning(addr);
         }
@@ -172,11 +177,13 @@ async fn create_database(cluster: &LocalCluster) -> Result<(), DevError> {
     Ok(())
 }
 
-fn print_banner(addr: SocketAddr, cluster: &LocalCluster, url: &str) {
+fn print_banner(addr: SocketAddr, cluster: &LocalCluster, url: &str, status: Option<&str>) {
     let base = format!("http://{addr}");
+    let status = status.map_or_else(String::new, |path| format!("  status     {base}{path}\n"));
     println!(
         "\nshapesync dev is running (Ctrl-C stops the proxy and the private Postgres)\n\n\
          \x20 proxy      {base}\n\
+         {status}\
          \x20 health     {base}/v1/health\n\
          \x20 a shape    {base}/v1/shape?table=todos&offset=-1\n\
          \x20 Postgres   {url}\n\

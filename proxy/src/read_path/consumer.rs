@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use shapes::handle::Handle;
 use shapes::lsn::{Lsn, Xid32};
@@ -31,6 +31,7 @@ use shapes::routing::{ShapeId, TableSlot};
 use shapes::schema::QualifiedName;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::activity::{self, AppliedCommit};
 use super::{Shapes, partitions};
 use crate::observability::prometheus;
 use crate::read_path::durability::Written;
@@ -154,6 +155,8 @@ pub async fn run_consumer(shapes: Arc<Shapes>, resume: Lsn, mut io: ConsumerChan
     let mut discarding = false;
     // The transaction being applied, whose catalog changes lookups must see.
     let mut open_xid = None;
+    // When it committed (from its Begin), noted once it is applied.
+    let mut open_commit_time = None;
     loop {
         let event = tokio::select! {
             biased;
@@ -173,12 +176,23 @@ pub async fn run_consumer(shapes: Arc<Shapes>, resume: Lsn, mut io: ConsumerChan
             discarding = false;
         }
         match &event {
-            ReplicationEvent::Begin { xid, .. } => open_xid = Some(*xid),
+            ReplicationEvent::Begin {
+                xid,
+                commit_time_micros,
+                ..
+            } => {
+                open_xid = Some(*xid);
+                open_commit_time = Some(activity::from_pg_micros(*commit_time_micros));
+            }
             ReplicationEvent::Commit { .. }
             | ReplicationEvent::Connected { .. }
             | ReplicationEvent::Disconnected { .. } => open_xid = None,
             _ => {}
         }
+        let commit_lsn = match &event {
+            ReplicationEvent::Commit { commit_lsn, .. } => Some(*commit_lsn),
+            _ => None,
+        };
         let applied = match relations.learn(&shapes, &event, open_xid).await {
             Ok(()) => apply_event(
                 &shapes,
@@ -192,7 +206,15 @@ pub async fn run_consumer(shapes: Arc<Shapes>, resume: Lsn, mut io: ConsumerChan
             Err(err) => Err(err),
         };
         match applied {
-            Ok(()) => {}
+            Ok(()) => {
+                if let (Some(lsn), Some(committed_at)) = (commit_lsn, open_commit_time) {
+                    shapes.activity().note_commit(AppliedCommit {
+                        lsn,
+                        committed_at,
+                        applied_at: SystemTime::now(),
+                    });
+                }
+            }
             Err(err) => {
                 tracing::error!(error = %err, "cannot apply a transaction to the shape logs (a write or a catalog lookup failed); dropping it and reconnecting to replay it");
                 router.abort();
@@ -241,6 +263,7 @@ fn apply_command(shapes: &Shapes, router: &mut Router, command: Command) {
                 if dirs.iter().any(|dir| dir == shape.log.dir())
                     && remove_shape(shapes, router, &shape, false).is_some()
                 {
+                    shapes.note_rotation(&shape);
                     tracing::error!(handle = %shape.handle, table = %shape.definition.table(), "rotating shape: its log's fsync failed");
                 }
             }
@@ -638,7 +661,9 @@ fn rotate_table(shapes: &Shapes, router: &mut Router, table: &QualifiedName, why
     shapes.table_changed(table);
     for shape in shapes.on_table(table) {
         tracing::info!(handle = %shape.handle, table = %table, why, "rotating shape");
-        remove_shape(shapes, router, &shape, true);
+        if remove_shape(shapes, router, &shape, true).is_some() {
+            shapes.note_rotation(&shape);
+        }
     }
 }
 
@@ -646,7 +671,9 @@ fn rotate_table(shapes: &Shapes, router: &mut Router, table: &QualifiedName, why
 fn rotate_all(shapes: &Shapes, router: &mut Router, why: &str) {
     for shape in shapes.all() {
         tracing::info!(handle = %shape.handle, why, "rotating shape");
-        remove_shape(shapes, router, &shape, true);
+        if remove_shape(shapes, router, &shape, true).is_some() {
+            shapes.note_rotation(&shape);
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! that scales to zero may suspend; the next request opens it again and waits until every
 //! change committed meanwhile is in the shape logs.
 //!
-//! [`Activity`] is what requests and the consumer report to, and what the stream's supervisor
+//! [`Demand`] is what requests and the consumer report to, and what the stream's supervisor
 //! asks before it closes the stream. Pausing is decided under the same lock that counts live
 //! requests, so a live request either keeps the stream open or finds it closed and reopens it:
 //! none waits on a closed stream.
@@ -33,14 +33,14 @@ struct Counts {
 
 /// What keeps the replication stream open.
 #[derive(Debug)]
-pub struct Activity {
+pub struct Demand {
     counts: Mutex<Counts>,
     stream: watch::Sender<Stream>,
     /// A request needs the stream open.
     wanted: Notify,
 }
 
-impl Default for Activity {
+impl Default for Demand {
     fn default() -> Self {
         Self {
             counts: Mutex::new(Counts {
@@ -55,7 +55,7 @@ impl Default for Activity {
 
 /// A live request, counted while it waits (keeps the stream open).
 #[derive(Debug)]
-pub struct LiveRequest(Arc<Activity>);
+pub struct LiveRequest(Arc<Demand>);
 
 impl Drop for LiveRequest {
     fn drop(&mut self) {
@@ -65,7 +65,7 @@ impl Drop for LiveRequest {
     }
 }
 
-impl Activity {
+impl Demand {
     fn counts(&self) -> MutexGuard<'_, Counts> {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -131,7 +131,7 @@ impl Activity {
         self.wanted.notified().await;
     }
 
-    /// The supervisor reopened the stream; requests keep waiting until [`Activity::opened`].
+    /// The supervisor reopened the stream; requests keep waiting until [`Demand::opened`].
     pub fn reopening(&self) {
         self.stream.send_replace(Stream::Reopening);
     }
@@ -149,44 +149,44 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_stream_closes_only_after_the_timeout_with_no_live_request() {
-        let activity = Arc::new(Activity::default());
+        let demand = Arc::new(Demand::default());
         let timeout = Duration::from_secs(60);
-        let live = activity.live();
+        let live = demand.live();
         let idle = tokio::spawn({
-            let activity = activity.clone();
-            async move { activity.until_idle(timeout).await }
+            let demand = demand.clone();
+            async move { demand.until_idle(timeout).await }
         });
         tokio::time::sleep(Duration::from_secs(600)).await;
         assert!(!idle.is_finished(), "a live request keeps it open");
         drop(live);
         tokio::time::sleep(Duration::from_secs(59)).await;
-        activity.touch();
+        demand.touch();
         tokio::time::sleep(Duration::from_secs(59)).await;
-        assert!(!idle.is_finished(), "activity restarts the idle time");
+        assert!(!idle.is_finished(), "demand restarts the idle time");
         tokio::time::sleep(Duration::from_secs(2)).await;
         idle.await.unwrap();
-        assert_eq!(activity.stream(), Stream::Closed);
+        assert_eq!(demand.stream(), Stream::Closed);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_request_on_a_closed_stream_asks_for_it_and_waits_until_it_caught_up() {
-        let activity = Arc::new(Activity::default());
-        activity.until_idle(Duration::from_secs(1)).await;
+        let demand = Arc::new(Demand::default());
+        demand.until_idle(Duration::from_secs(1)).await;
         let request = tokio::spawn({
-            let activity = activity.clone();
-            async move { activity.wait_open(Duration::from_secs(30)).await }
+            let demand = demand.clone();
+            async move { demand.wait_open(Duration::from_secs(30)).await }
         });
-        activity.wanted().await;
-        activity.reopening();
+        demand.wanted().await;
+        demand.reopening();
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(
             !request.is_finished(),
             "it waits while the stream catches up"
         );
-        activity.opened();
+        demand.opened();
         assert!(request.await.unwrap());
         // Nobody opens it: the request gives up after its timeout.
-        activity.until_idle(Duration::from_secs(1)).await;
-        assert!(!activity.wait_open(Duration::from_secs(5)).await);
+        demand.until_idle(Duration::from_secs(1)).await;
+        assert!(!demand.wait_open(Duration::from_secs(5)).await);
     }
 }

@@ -9,6 +9,7 @@
 //! asked for stops it, at a transaction boundary. The consumer task is the one place a shape is removed: it decides
 //! rotations itself (it sees the WAL), and everyone else asks it with a [`Command`].
 
+pub mod activity;
 mod consumer;
 mod create;
 pub mod durability;
@@ -45,6 +46,7 @@ use crate::storage::shape_dir::ShapeDir;
 use crate::storage::shape_store::{Shape, ShapeState, ShapeStore};
 use tables::{TableCache, TableError};
 
+use activity::Activity;
 pub use consumer::{Command, run_consumer};
 pub use health::Health;
 
@@ -156,7 +158,9 @@ pub struct Shapes {
     /// A standby's read-only view of the logs another instance writes (see [`standby`]).
     standby: bool,
     /// What keeps the replication stream open (`--replication-idle-timeout`).
-    activity: Arc<idle::Activity>,
+    demand: Arc<idle::Demand>,
+    /// The last transaction applied and the rotations, for operators.
+    activity: Activity,
 }
 
 impl Shapes {
@@ -179,7 +183,8 @@ impl Shapes {
             prepared: Mutex::new(HashSet::new()),
             last_seen: watch::channel(Lsn::ZERO).0,
             standby: false,
-            activity: Arc::default(),
+            demand: Arc::default(),
+            activity: Activity::default(),
         }
     }
 
@@ -203,16 +208,16 @@ impl Shapes {
         }
     }
 
-    /// What keeps the replication stream open: live requests hold
-    /// [`idle::Activity::live`] while they wait.
-    pub fn activity(&self) -> &Arc<idle::Activity> {
-        &self.activity
+    /// What keeps the replication stream open: live requests hold [`idle::Demand::live`]
+    /// while they wait.
+    pub fn demand(&self) -> &Arc<idle::Demand> {
+        &self.demand
     }
 
     /// Waits until the replication stream is open and caught up, reopening it if it was
     /// closed for idleness: what is served next includes every earlier commit.
     pub async fn stream_open(&self) -> Result<(), ShapeError> {
-        if self.activity.wait_open(self.config.long_poll_timeout).await {
+        if self.demand.wait_open(self.config.long_poll_timeout).await {
             return Ok(());
         }
         Err(ShapeError::unavailable(
@@ -229,6 +234,11 @@ impl Shapes {
     /// `global_last_seen_lsn`: the commit LSN of the last transaction processed.
     pub fn last_seen(&self) -> Lsn {
         *self.last_seen.borrow()
+    }
+
+    /// What the read path did lately: the last transaction applied, rotations.
+    pub fn activity(&self) -> &Activity {
+        &self.activity
     }
 
     /// The shared connection for short catalog and control queries (not snapshots).
@@ -424,7 +434,7 @@ impl Shapes {
     }
 
     /// Every shape served.
-    fn all(&self) -> Vec<Arc<Shape>> {
+    pub fn all(&self) -> Vec<Arc<Shape>> {
         self.store.all()
     }
 
@@ -441,9 +451,14 @@ impl Shapes {
     /// A transaction the consumer has processed: the write path learns its commit LSN, and
     /// live requests may answer up to it.
     fn note_commit(&self, xid: Xid32, commit_lsn: Lsn) {
-        self.activity.touch();
+        self.demand.touch();
         self.commits.record(xid, commit_lsn);
         self.note_last_seen(commit_lsn);
+    }
+
+    /// `shape` is being rotated (its clients refetch from a new snapshot).
+    fn note_rotation(&self, shape: &Shape) {
+        self.activity.note_rotation(shape.definition.canonical());
     }
 
     /// The partitioned tables above a relation, nearest first (see [`partitions`]).

@@ -164,7 +164,7 @@ impl Shapes {
             self.config.max_lag_bytes,
             Duration::from_secs(10),
             // Closed for idleness: leave the database alone.
-            || self.activity().stream() == super::idle::Stream::Open,
+            || self.demand().stream() == super::idle::Stream::Open,
             shutdown,
         )
         .await;
@@ -252,9 +252,9 @@ async fn supervise(
                 );
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    () = shapes.activity().wanted() => {}
+                    () = shapes.demand().wanted() => {}
                 }
-                shapes.activity().reopening();
+                shapes.demand().reopening();
                 stream = supervision.spawn_stream(&shutdown);
                 status = stream.status();
                 tokio::spawn(catch_up(shapes.clone(), shutdown.clone()));
@@ -294,7 +294,7 @@ async fn supervise(
 /// Returns once the stream has been idle for `timeout` (never without one).
 async fn until_idle(shapes: &Shapes, timeout: Option<Duration>) {
     match timeout {
-        Some(timeout) => shapes.activity().until_idle(timeout).await,
+        Some(timeout) => shapes.demand().until_idle(timeout).await,
         None => std::future::pending().await,
     }
 }
@@ -310,7 +310,7 @@ async fn catch_up(shapes: Arc<Shapes>, shutdown: CancellationToken) {
                     .processed(fence, Duration::from_secs(60), &shutdown)
                     .await
                 {
-                    shapes.activity().opened();
+                    shapes.demand().opened();
                     tracing::info!(
                         took = ?started.elapsed(),
                         "replication connection open again and caught up"

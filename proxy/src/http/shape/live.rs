@@ -34,7 +34,8 @@ pub(super) async fn wait(
     token_deadline: Option<Instant>,
 ) -> Result<Batch, ApiError> {
     let _live = crate::observability::prometheus::LiveConnection::open();
-    let _active = state.shapes.activity().live();
+    let _active = state.shapes.demand().live();
+    let _client = shape.live_client();
     let timeout = Instant::now() + state.settings.long_poll_timeout;
     let deadline = token_deadline.map_or(timeout, |ends| ends.min(timeout));
     let mut news = shape.log.subscribe();

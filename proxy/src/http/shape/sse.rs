@@ -24,7 +24,7 @@ use super::framing::Framing;
 use super::headers::{self, CacheKind};
 use crate::auth::limits::LiveGuard;
 use crate::http::AppState;
-use crate::storage::shape_store::{Shape, ShapeState};
+use crate::storage::shape_store::{LiveClient, Shape, ShapeState};
 
 const KEEP_ALIVE: Duration = Duration::from_secs(21);
 const KEEP_ALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
@@ -76,6 +76,7 @@ struct Session {
     _live: crate::observability::prometheus::LiveConnection,
     /// Keeps the replication stream open while the stream is.
     _active: crate::read_path::idle::LiveRequest,
+    _client: LiveClient,
 }
 
 pub(super) fn respond(
@@ -93,7 +94,7 @@ pub(super) fn respond(
         behind_proxy,
     } = stream;
     let timeout = now + state.settings.sse_timeout;
-    let active = state.shapes.activity().live();
+    let active = state.shapes.demand().live();
     let session = Session {
         _live_connection: live_connection,
         closes_at: token_deadline.map_or(timeout, |ends| ends.min(timeout)),
@@ -111,6 +112,7 @@ pub(super) fn respond(
         draining: None,
         _live: crate::observability::prometheus::LiveConnection::open(),
         _active: active,
+        _client: shape.live_client(),
     };
     let opened = stream::iter(behind_proxy.then_some(Ok::<Bytes, std::io::Error>(
         Bytes::from_static(KEEP_ALIVE_COMMENT),

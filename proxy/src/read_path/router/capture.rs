@@ -10,10 +10,10 @@
 use std::io;
 
 use shapes::lsn::Xid;
-use shapes::wire::SnapshotInfo;
+use shapes::wire::{SnapshotInfo, operation_of};
 
 use crate::storage::shape_log::capture_file::CaptureFile;
-use crate::storage::shape_log::{LogAppender, ShapeLog};
+use crate::storage::shape_log::{LogAppender, ShapeLog, row_delta};
 
 /// Moves the transactions the snapshot does not contain from `capture` into the shape's log,
 /// in order, and deletes the capture file. Returns how many transactions were kept and
@@ -36,10 +36,13 @@ pub fn replay_into(
             dropped += 1;
             return Ok(());
         }
+        let mut rows = 0;
         for (offset, message) in txn.entries {
             appender.append(*offset, message)?;
+            rows += row_delta(operation_of(message));
         }
         appender.commit(log, txn.commit_lsn, txn.end_lsn)?;
+        log.note_rows(rows);
         kept += 1;
         Ok(())
     })?;

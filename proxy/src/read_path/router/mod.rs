@@ -58,6 +58,9 @@ struct RoutedShape {
     skip_through: Lsn,
     /// Present from the end of the snapshot until the stream passes it.
     snapshot_holds: Option<SnapshotHolds>,
+    /// Rows the open transaction adds to the shape's log (inserts minus deletes), told to the
+    /// log at the commit. Not counted while capturing: the replay counts what it keeps.
+    txn_rows: i64,
 }
 
 /// Which transactions a shape's snapshot already holds: those whose xid it sees. Every one of
@@ -214,6 +217,7 @@ impl Router {
                 capture,
                 skip_through: start,
                 snapshot_holds,
+                txn_rows: 0,
             },
         );
         Ok(start)
@@ -351,6 +355,13 @@ impl Router {
                     continue;
                 }
             }
+            if ws.capture.is_none() {
+                ws.txn_rows += match change {
+                    RowChange::Insert => 1,
+                    RowChange::Delete => -1,
+                    RowChange::Update => 0,
+                };
+            }
             self.encoded.clear();
             ws.encoding.encode(change, old, new, ctx, &mut self.encoded);
             for encoded in self.encoded.drain(..) {
@@ -385,6 +396,7 @@ impl Router {
                 let appender = open_appender(&mut ws.appender, &ws.shape.log)?;
                 appender.commit(&ws.shape.log, commit_lsn, end_lsn)?;
                 report.to_sync.push(appender.log_file().clone());
+                ws.shape.log.note_rows(std::mem::take(&mut ws.txn_rows));
             }
             report.shapes_written += 1;
         }
@@ -401,6 +413,7 @@ impl Router {
         for id in &txn.touched {
             if let Some(ws) = self.shapes.get_mut(id) {
                 ws.held = None;
+                ws.txn_rows = 0;
                 let result = match (ws.capture.as_mut(), ws.appender.as_mut()) {
                     (Some(capture), _) => capture.abandon(),
                     (None, Some(appender)) => appender.abandon(&ws.shape.log),

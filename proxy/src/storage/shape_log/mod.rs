@@ -14,6 +14,11 @@
 //! Reads hand each message to a framing function given by the reader (the HTTP layer lays
 //! them out as a JSON array or as server-sent events), which appends it to the bytes being
 //! sent: the log keeps only messages, never the punctuation of a response.
+//!
+//! A log also knows what an operator asks of it (the status page): its bytes, its rows (the
+//! snapshot's, plus the inserts and minus the deletes of its committed transactions, told by
+//! the writer, and counted from the messages when a log is reopened or a capture replayed)
+//! and when its last transaction became visible.
 
 pub mod capture_file;
 pub mod cursor;
@@ -25,10 +30,13 @@ mod stream;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Seek, Write};
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shapes::lsn::Lsn;
 use shapes::offset::Offset;
+use shapes::wire::{Operation, operation_of};
 use tokio::sync::watch;
 
 use super::shape_dir::ShapeDir;
@@ -48,6 +56,11 @@ pub struct ShapeLog {
     snapshot: OnceLock<SnapshotChunks>,
     /// Last visible log offset; readers waiting for news subscribe here.
     latest: watch::Sender<Option<Offset>>,
+    /// Inserts minus deletes of the committed transactions (rows moving in and out count).
+    change_rows: AtomicI64,
+    /// When the last transaction became visible, in microseconds since the Unix epoch; 0:
+    /// none since the snapshot.
+    last_change_micros: AtomicU64,
 }
 
 /// The open `changes.log` of a shape as its writer holds it, shared with the durability task:
@@ -104,12 +117,13 @@ impl ShapeLog {
             .write(true)
             .open(dir.changes_log())?;
         let mut index = LogIndex::new(chunk_bytes);
-        scan_committed(&file, &mut index)?;
-        if file.metadata()?.len() > index.visible_len() {
+        let rows = scan_committed(&file, &mut index)?;
+        let metadata = file.metadata()?;
+        if metadata.len() > index.visible_len() {
             file.set_len(index.visible_len())?;
             file.sync_data()?;
         }
-        Self::with_snapshot(dir, index)
+        Self::with_snapshot(dir, index, rows, &metadata)
     }
 
     /// Opens an existing log that another process is writing (a standby during a rolling
@@ -118,8 +132,8 @@ impl ShapeLog {
     pub fn open_read_only(dir: &ShapeDir, chunk_bytes: u64) -> io::Result<Self> {
         let file = File::open(dir.changes_log())?;
         let mut index = LogIndex::new(chunk_bytes);
-        scan_committed(&file, &mut index)?;
-        Self::with_snapshot(dir, index)
+        let rows = scan_committed(&file, &mut index)?;
+        Self::with_snapshot(dir, index, rows, &file.metadata()?)
     }
 
     /// Takes in the transactions another process committed to this log since it was opened
@@ -133,18 +147,35 @@ impl ShapeLog {
         }
         // Scan a copy: readers keep planning on the old index meanwhile.
         let mut index = self.index().clone();
-        scan_committed_from(&file, visible, &mut index)?;
+        let rows = scan_committed_from(&file, visible, &mut index)?;
         if index.visible_len() == visible {
             return Ok(false);
         }
         let last = index.last_offset();
         *self.index() = index;
+        self.note_rows(rows);
+        self.last_change_micros
+            .store(unix_micros(SystemTime::now()), Ordering::Relaxed);
         self.latest.send_replace(last);
         Ok(true)
     }
 
-    fn with_snapshot(dir: &ShapeDir, index: LogIndex) -> io::Result<Self> {
+    /// A log opened with `index` (holding `rows` of committed changes), with its snapshot.
+    fn with_snapshot(
+        dir: &ShapeDir,
+        index: LogIndex,
+        rows: i64,
+        metadata: &std::fs::Metadata,
+    ) -> io::Result<Self> {
         let log = Self::with_index(dir, index);
+        log.note_rows(rows);
+        // The file's time is the best guess of a log written by an earlier run.
+        if log.last_offset().is_some()
+            && let Ok(modified) = metadata.modified()
+        {
+            log.last_change_micros
+                .store(unix_micros(modified), Ordering::Relaxed);
+        }
         if let Some(chunks) = snapshot_file::load(dir)? {
             let _ = log.snapshot.set(chunks);
         }
@@ -158,6 +189,8 @@ impl ShapeLog {
             index: Mutex::new(index),
             snapshot: OnceLock::new(),
             latest,
+            change_rows: AtomicI64::new(0),
+            last_change_micros: AtomicU64::new(0),
         }
     }
 
@@ -184,6 +217,37 @@ impl ShapeLog {
 
     pub fn last_commit(&self) -> Lsn {
         self.index().last_commit()
+    }
+
+    /// Counts the rows a committed transaction added (positive) or removed (negative).
+    pub fn note_rows(&self, delta: i64) {
+        if delta != 0 {
+            self.change_rows.fetch_add(delta, Ordering::Relaxed);
+        }
+    }
+
+    /// Rows a client that followed the whole log holds: the snapshot's, plus the inserts and
+    /// minus the deletes since. (A `changes_only` shape has no snapshot rows: deletes of rows
+    /// it never sent can take it below zero, shown as 0.)
+    pub fn rows(&self) -> u64 {
+        let snapshot = self.snapshot.get().map_or(0, |s| s.rows);
+        let changes = self.change_rows.load(Ordering::Relaxed);
+        snapshot.saturating_add_signed(changes)
+    }
+
+    /// Bytes of the snapshot and of the committed log on disk.
+    pub fn bytes(&self) -> u64 {
+        let snapshot = self.snapshot.get().map_or(0, |s| s.end);
+        snapshot + self.index().visible_len()
+    }
+
+    /// When the last transaction became visible (for a log written by an earlier run: when
+    /// its file was last written); `None` if none since the snapshot.
+    pub fn last_change(&self) -> Option<SystemTime> {
+        match self.last_change_micros.load(Ordering::Relaxed) {
+            0 => None,
+            micros => Some(UNIX_EPOCH + Duration::from_micros(micros)),
+        }
     }
 
     /// A receiver that changes whenever new entries become visible.
@@ -263,36 +327,60 @@ impl ShapeLog {
     }
 }
 
-/// Notes in `index` every transaction of `file` that ends with a commit record.
-fn scan_committed(file: &File, index: &mut LogIndex) -> io::Result<()> {
+/// Notes in `index` every transaction of `file` that ends with a commit record; returns the
+/// rows they add (inserts minus deletes).
+fn scan_committed(file: &File, index: &mut LogIndex) -> io::Result<i64> {
     scan_committed_from(file, 0, index)
 }
 
 /// Like [`scan_committed`], from `start` (the end of what `index` already holds, a record
 /// boundary).
-fn scan_committed_from(file: &File, start: u64, index: &mut LogIndex) -> io::Result<()> {
+fn scan_committed_from(file: &File, start: u64, index: &mut LogIndex) -> io::Result<i64> {
     let mut reader = BufReader::with_capacity(256 * 1024, file);
     reader.seek(io::SeekFrom::Start(start))?;
     let mut scanner = RecordScanner::new(reader);
     let mut pos = start;
-    while let Some((header, _)) = scanner.next_record()? {
+    // Rows of committed transactions only: a torn tail does not count.
+    let (mut rows, mut txn_rows) = (0, 0);
+    while let Some((header, payload)) = scanner.next_record()? {
         let len = header.total_len();
         match header.kind {
-            RecordKind::Entry => index.note_entry(
-                Offset::At {
-                    tx: header.tx,
-                    op: header.op,
-                },
-                pos,
-                u64::from(header.payload_len),
-            ),
-            RecordKind::Commit => index.note_commit(Lsn(header.tx), pos + len),
+            RecordKind::Entry => {
+                txn_rows += row_delta(operation_of(payload));
+                index.note_entry(
+                    Offset::At {
+                        tx: header.tx,
+                        op: header.op,
+                    },
+                    pos,
+                    u64::from(header.payload_len),
+                );
+            }
+            RecordKind::Commit => {
+                index.note_commit(Lsn(header.tx), pos + len);
+                rows += std::mem::take(&mut txn_rows);
+            }
             RecordKind::SnapshotComplete => break,
         }
         pos += len;
     }
     index.rollback_to_visible();
-    Ok(())
+    Ok(rows)
+}
+
+/// What a message does to the rows of its shape: an insert adds one, a delete takes one away
+/// (a row moving into or out of a shape arrives as one; a key change as both).
+pub fn row_delta(operation: Option<Operation>) -> i64 {
+    match operation {
+        Some(Operation::Insert) => 1,
+        Some(Operation::Delete) => -1,
+        Some(Operation::Update) | None => 0,
+    }
+}
+
+fn unix_micros(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// Copies the payloads of the entries in `[start, end)` (after `after`) into `out`.
@@ -392,6 +480,8 @@ impl LogAppender {
             index.last_offset()
         };
         log.latest.send_replace(last);
+        log.last_change_micros
+            .store(unix_micros(SystemTime::now()), Ordering::Relaxed);
         Ok(())
     }
 
@@ -485,6 +575,47 @@ mod tests {
         assert_eq!(len, reopened.index().visible_len());
         let (body, _) = read_all(&reopened, Offset::BeforeAll);
         assert_eq!(body, "{\"a\":1},{\"a\":2}");
+    }
+
+    /// A change message as the router writes them (only its operation matters here).
+    fn change(operation: &str) -> Vec<u8> {
+        format!(r#"{{"key":"k","value":{{}},"headers":{{"operation":"{operation}"}}}}"#)
+            .into_bytes()
+    }
+
+    #[test]
+    fn rows_are_the_snapshots_plus_committed_inserts_minus_deletes_also_after_reopening() {
+        let (_tmp, dir) = temp_shape_dir();
+        let log = ShapeLog::create(&dir, 1 << 20).unwrap();
+        let mut writer = snapshot_file::SnapshotWriter::create(&dir, 1 << 20).unwrap();
+        for _ in 0..3 {
+            writer.push_row(b"{}").unwrap();
+        }
+        log.set_snapshot(writer.finish(b"{\"end\":true}").unwrap());
+        assert_eq!(log.rows(), 3);
+        assert_eq!(log.last_change(), None, "no transaction yet");
+
+        let mut appender = LogAppender::open(&log).unwrap();
+        appender.append(off(100, 0), &change("insert")).unwrap();
+        appender.append(off(100, 2), &change("update")).unwrap();
+        appender.append(off(100, 4), &change("insert")).unwrap();
+        appender.append(off(100, 6), &change("delete")).unwrap();
+        appender.commit(&log, Lsn(100), Lsn(110)).unwrap();
+        // The writer tells what it wrote: two inserts and a delete.
+        log.note_rows(1);
+        assert_eq!(log.rows(), 4);
+        assert!(log.last_change().is_some());
+        let bytes = log.bytes();
+        assert!(bytes > 0);
+
+        // A transaction cut short by a crash counts for nothing.
+        appender.append(off(200, 0), &change("insert")).unwrap();
+        appender.write_buffer().unwrap();
+        drop(appender);
+        let reopened = ShapeLog::open(&dir, 1 << 20).unwrap();
+        assert_eq!(reopened.rows(), 4, "counted again from the messages");
+        assert_eq!(reopened.bytes(), bytes);
+        assert!(reopened.last_change().is_some());
     }
 
     #[test]

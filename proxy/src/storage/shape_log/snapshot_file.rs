@@ -17,6 +17,8 @@ pub struct SnapshotChunks {
     pub starts: Vec<u64>,
     /// End of the last chunk (where the completion record begins).
     pub end: u64,
+    /// Rows in the snapshot.
+    pub rows: u64,
 }
 
 impl SnapshotChunks {
@@ -43,6 +45,7 @@ pub struct SnapshotWriter {
     /// Payload bytes of the rows in the current chunk: what a client receives, so a chunk is
     /// as large as `chunk_bytes` asks whatever the size of the records' headers.
     chunk_payload: u64,
+    rows: u64,
     record: Vec<u8>,
 }
 
@@ -57,6 +60,7 @@ impl SnapshotWriter {
             starts: vec![0],
             rows_in_chunk: 0,
             chunk_payload: 0,
+            rows: 0,
             record: Vec::with_capacity(1024),
         })
     }
@@ -71,6 +75,7 @@ impl SnapshotWriter {
         }
         self.write(RecordKind::Entry, message)?;
         self.rows_in_chunk += 1;
+        self.rows += 1;
         self.chunk_payload += message.len() as u64;
         Ok(())
     }
@@ -85,6 +90,7 @@ impl SnapshotWriter {
         Ok(SnapshotChunks {
             starts: self.starts,
             end,
+            rows: self.rows,
         })
     }
 
@@ -112,15 +118,23 @@ pub fn load(dir: &ShapeDir) -> io::Result<Option<SnapshotChunks>> {
     let mut scanner = RecordScanner::new(io::BufReader::with_capacity(256 * 1024, file));
     let mut starts: Vec<u64> = Vec::new();
     let mut pos = 0;
+    let mut entries: u64 = 0;
     while let Some((header, _)) = scanner.next_record()? {
         match header.kind {
             RecordKind::Entry => {
                 if usize::try_from(header.op).ok() == Some(starts.len()) {
                     starts.push(pos);
                 }
+                entries += 1;
             }
             RecordKind::SnapshotComplete => {
-                return Ok((!starts.is_empty()).then_some(SnapshotChunks { starts, end: pos }));
+                // Every entry is a row but the last, the `snapshot-end` message.
+                let rows = entries.saturating_sub(1);
+                return Ok((!starts.is_empty()).then_some(SnapshotChunks {
+                    starts,
+                    end: pos,
+                    rows,
+                }));
             }
             RecordKind::Commit => return Ok(None),
         }
@@ -148,6 +162,7 @@ mod tests {
         assert_eq!(chunks.count(), 4, "{chunks:?}");
         let record = 25 + 48;
         assert_eq!(chunks.starts, [0, 3 * record, 6 * record, 9 * record]);
+        assert_eq!(chunks.rows, 10, "the snapshot-end message is no row");
         assert_eq!(load(&dir).unwrap(), Some(chunks));
     }
 

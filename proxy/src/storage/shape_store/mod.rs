@@ -16,7 +16,7 @@ use shapes::handle::Handle;
 use shapes::routing::ShapeId;
 use shapes::schema::QualifiedName;
 
-pub use shape::{Shape, ShapeState};
+pub use shape::{LiveClient, Shape, ShapeState};
 
 use super::shape_dir::ShapeDir;
 

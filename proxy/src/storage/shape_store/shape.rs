@@ -1,7 +1,7 @@
 //! One live shape: its definition, its log, and whether it can be served yet.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use shapes::definition::ShapeDefinition;
 use shapes::handle::Handle;
@@ -40,6 +40,19 @@ pub struct Shape {
     state: watch::Sender<ShapeState>,
     /// When the shape was last asked for, on the process-wide [`USE_CLOCK`].
     last_used: AtomicU64,
+    /// Long-polls and SSE streams waiting on the shape now (see [`LiveClient`]).
+    live_clients: AtomicUsize,
+}
+
+/// A live request (long-poll or SSE stream) waiting on a shape: counted in
+/// [`Shape::live_clients`] until dropped.
+#[derive(Debug)]
+pub struct LiveClient(Arc<Shape>);
+
+impl Drop for LiveClient {
+    fn drop(&mut self) {
+        self.0.live_clients.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Orders uses of shapes for least-recently-used eviction. A counter, not a clock: many
@@ -77,6 +90,7 @@ impl Shape {
             meta,
             state: watch::channel(state).0,
             last_used: AtomicU64::new(next_use()),
+            live_clients: AtomicUsize::new(0),
         }
     }
 
@@ -100,5 +114,16 @@ impl Shape {
     /// Orders shapes by their last use: lower was used longer ago.
     pub fn last_used(&self) -> u64 {
         self.last_used.load(Ordering::Relaxed)
+    }
+
+    /// Counts a live request on the shape until the guard drops.
+    pub fn live_client(self: &Arc<Self>) -> LiveClient {
+        self.live_clients.fetch_add(1, Ordering::Relaxed);
+        LiveClient(self.clone())
+    }
+
+    /// Live requests (long-polls and SSE streams) waiting on the shape now.
+    pub fn live_clients(&self) -> usize {
+        self.live_clients.load(Ordering::Relaxed)
     }
 }

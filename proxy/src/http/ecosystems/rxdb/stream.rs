@@ -43,8 +43,9 @@ pub(in crate::http::ecosystems) async fn pull_stream(
     let live = state.auth.live_connection(&read.caller.access)?;
     let shape = read.shape;
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(4);
+    let client = shape.live_client();
     tokio::spawn(async move {
-        let _live = live;
+        let _live = (live, client);
         let Some(from) = from else {
             let _ = tx.send(Event::default().data("\"RESYNC\"")).await;
             return;
