@@ -50,6 +50,8 @@ async fn an_idle_proxy_closes_replication_and_the_next_request_gets_every_change
     })
     .await;
     assert_eq!(walsenders(&sql).await, 0, "no walsender while idle");
+    let (_, report) = proxy.get_json("/v1/status").await;
+    assert_eq!(report["replication"]["state"], "idle", "{report}");
 
     // Changes made while it is closed.
     for id in 2..=4 {
