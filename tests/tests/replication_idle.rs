@@ -59,12 +59,17 @@ async fn an_idle_proxy_closes_replication_and_the_next_request_gets_every_change
             .await
             .unwrap();
     }
+    let asked = std::time::Instant::now();
     let next = shape_http::get(
         proxy.http(),
         &proxy.url,
         &format!("table=items&handle={handle}&offset={offset}"),
     )
     .await;
+    eprintln!(
+        "the request that reopened replication was answered in {:?}",
+        asked.elapsed()
+    );
     assert_eq!(next.status, 200, "{:?}", next.body);
     let ids: Vec<_> = next
         .changes()
