@@ -319,11 +319,9 @@ impl ShapeConsumer {
         match status {
             200 => {}
             409 => {
-                let new_handle = header("electric-handle");
-                if new_handle.is_none() {
-                    state.violations.push("409 without electric-handle".into());
-                }
-                state.reset(new_handle);
+                // With the handle to use, or (the shape went away under a live request and
+                // nothing replaces it yet, as Electric answers too) without: from -1 then.
+                state.reset(header("electric-handle"));
                 return Step::Refetch;
             }
             503 => {

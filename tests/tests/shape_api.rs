@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use tests::cases::Cases;
 use tests::proxy_process::ProxyProcess;
 use tests::shape_http::{self, Reply, controls};
-use tests::{TestDb, shapesync_bin};
+use tests::{TestDb, shapesync_bin, wait_for};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -281,6 +281,31 @@ async fn a_stale_or_deleted_handle_gets_409_with_the_new_handle() {
     assert_eq!(reply.body, json!([{"headers":{"control":"must-refetch"}}]));
     assert_eq!(reply.header("electric-handle"), Some(handle.as_str()));
 
+    // A live request waiting on the shape when it is deleted: 409, and no handle to go to
+    // (none replaces it yet), so the client starts again from -1, as from Electric.
+    let offset = first.header("electric-offset").unwrap().to_owned();
+    let waiting = {
+        let (http, url) = (proxy.http().clone(), proxy.url.clone());
+        let query = format!("table=items&offset={offset}&handle={handle}&live=true");
+        tokio::spawn(async move { shape_http::get(&http, &url, &query).await })
+    };
+    wait_for("the live request to wait", WAIT, || async {
+        let metrics = proxy
+            .http()
+            .get(format!("{}/metrics", proxy.url))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        metrics
+            .lines()
+            .any(|l| l.starts_with("shapesync_live_connections ") && !l.ends_with(" 0"))
+            .then_some(())
+    })
+    .await;
+
     let deleted = proxy
         .http()
         .delete(format!(
@@ -291,6 +316,10 @@ async fn a_stale_or_deleted_handle_gets_409_with_the_new_handle() {
         .await
         .unwrap();
     assert_eq!(deleted.status(), 202);
+    let waited = waiting.await.unwrap();
+    assert_eq!(waited.status, 409, "{:?}", waited.body);
+    assert_eq!(waited.body, json!([{"headers":{"control":"must-refetch"}}]));
+    assert_eq!(waited.header("electric-handle"), None);
     let reply = get(&proxy, &format!("table=items&offset=0_0&handle={handle}")).await;
     assert_eq!(reply.status, 409);
     let new_handle = reply.header("electric-handle").unwrap();

@@ -26,6 +26,9 @@ pub enum ApiError {
     NotFound(String),
     /// 409 `[must-refetch]` with the handle to use instead.
     MustRefetch(Handle),
+    /// 409 `[must-refetch]` without a handle: the shape is gone and none replaces it yet (the
+    /// client starts again from `offset=-1`, which makes one).
+    MustRefetchFromScratch,
     /// 414 `{"message":"…"}`.
     UriTooLong(String),
     /// 429 `{"message":"…"}` + `retry-after`: a per-token limit.
@@ -146,6 +149,11 @@ impl IntoResponse for ApiError {
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
                 response
             }
+            ApiError::MustRefetchFromScratch => (
+                StatusCode::CONFLICT,
+                Json(json!([{"headers": {"control": "must-refetch"}}])),
+            )
+                .into_response(),
             ApiError::MustRefetch(handle) => {
                 let mut response = (
                     StatusCode::CONFLICT,

@@ -76,15 +76,11 @@ pub(super) async fn wait(
     }
 }
 
-/// The shape went away under a waiting client: 409, pointing at its successor if one exists.
+/// The shape went away under a waiting client: 409, pointing at its successor if one exists
+/// (else the client starts again from `offset=-1`, as from Electric).
 pub(super) fn refetch(state: &AppState, shape: &Shape) -> ApiError {
-    let successor = state.shapes.successor(shape).map(|s| s.handle.clone());
-    match successor {
-        Some(handle) => ApiError::MustRefetch(handle),
-        None => ApiError::Unavailable {
-            code: "shape_rotated",
-            message: "the shape was rotated; request it again from offset -1".into(),
-            retry_after: 0,
-        },
+    match state.shapes.successor(shape) {
+        Some(successor) => ApiError::MustRefetch(successor.handle.clone()),
+        None => ApiError::MustRefetchFromScratch,
     }
 }
