@@ -7,6 +7,16 @@ vcl 4.1;
 #
 #   varnishd -a :3002 -f /path/to/varnish.vcl -s malloc,1G
 #
+# Many long-poll clients of few shapes, few SSE streams: every worker thread woken for a change
+# costs CPU, and Varnish's default pools grow to thousands of threads. Fewer threads answer
+# thousands of collapsed clients sooner (measured in README, "Behind nginx or a CDN"), and a
+# longer idle timeout keeps their kept-alive connections while they queue. Add:
+#
+#   -p thread_pools=1 -p thread_pool_min=16 -p thread_pool_max=16 -p thread_queue_limit=100000 -p timeout_idle=60
+#
+# But each open SSE stream (passed through) holds a thread for its whole life: set
+# thread_pool_max above the number of SSE streams you expect, or keep the defaults.
+#
 # The test suite runs this very file (tests/tests/cdn.rs replaces only the address marked
 # below).
 

@@ -13,6 +13,8 @@ use std::process::{Child, Command};
 pub enum Kind {
     Nginx,
     Varnish,
+    /// Varnish with the worker-thread flags `varnish.vcl` gives for long-poll fan-out.
+    VarnishFanout,
 }
 
 pub struct CacheEdge {
@@ -56,7 +58,11 @@ impl CacheEdge {
                 let child = start_nginx(dir.path(), port, tls_port, upstream_port);
                 (child, Some((format!("https://127.0.0.1:{tls_port}"), cert)))
             }
-            Kind::Varnish => (start_varnish(dir.path(), port, upstream_port), None),
+            Kind::Varnish => (start_varnish(dir.path(), port, upstream_port, &[]), None),
+            Kind::VarnishFanout => {
+                let flags = varnish_fanout_flags();
+                (start_varnish(dir.path(), port, upstream_port, &flags), None)
+            }
         };
         let edge = Self {
             kind,
@@ -171,8 +177,22 @@ fn start_nginx(dir: &Path, port: u16, tls_port: u16, upstream_port: u16) -> Chil
     .expect("starting nginx (tests/run installs it)")
 }
 
-/// Varnish with `varnish.vcl`: its backend address replaced; the cache in memory.
-fn start_varnish(dir: &Path, port: u16, upstream_port: u16) -> Child {
+/// The `varnishd` flags `varnish.vcl` recommends for long-poll fan-out: its comment line that
+/// starts with `#   -p thread_pools`.
+pub fn varnish_fanout_flags() -> Vec<String> {
+    let vcl = std::fs::read_to_string(shipped("varnish.vcl")).expect("reading varnish.vcl");
+    let line = vcl
+        .lines()
+        .find(|l| l.starts_with("#   -p thread_pools"))
+        .expect("varnish.vcl gives its fan-out flags on a `#   -p thread_pools` line");
+    line.trim_start_matches('#')
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Varnish with `varnish.vcl` (its backend address replaced; the cache in memory) and `flags`.
+fn start_varnish(dir: &Path, port: u16, upstream_port: u16, flags: &[String]) -> Child {
     let vcl = std::fs::read_to_string(shipped("varnish.vcl")).expect("reading varnish.vcl");
     let vcl = replace_once(
         &vcl,
@@ -195,6 +215,7 @@ fn start_varnish(dir: &Path, port: u16, upstream_port: u16) -> Child {
     .arg("-n")
     .arg(&work)
     .args(["-s", "malloc,256m", "-T", "none"])
+    .args(flags)
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     // It narrates its children's lives there; a failure to start shows as no listener.

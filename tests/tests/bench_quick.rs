@@ -57,6 +57,10 @@ const FIGURES: &[&str] = &[
     "cdn_fanout_10k.varnish.p50",
     "cdn_fanout_10k.varnish.p99",
     "cdn_fanout_10k.varnish.proxy_cpu_per_commit",
+    "cdn_fanout_10k.varnish_fanout.origin_per_commit",
+    "cdn_fanout_10k.varnish_fanout.p50",
+    "cdn_fanout_10k.varnish_fanout.p99",
+    "cdn_fanout_10k.varnish_fanout.proxy_cpu_per_commit",
     "cdn_initial_10k.nginx",
     "cdn_initial_10k.varnish",
 ];

@@ -163,7 +163,7 @@ async fn catch_up_chunks_are_served_from_the_cache_after_the_first_client(
 #[rstest]
 #[tokio::test]
 async fn live_long_polls_of_many_clients_collapse_into_one_origin_request_per_change(
-    #[values(Kind::Nginx, Kind::Varnish)] kind: Kind,
+    #[values(Kind::Nginx, Kind::Varnish, Kind::VarnishFanout)] kind: Kind,
 ) {
     const CLIENTS: usize = 50;
     const CHANGES: i32 = 3;
@@ -312,7 +312,9 @@ async fn a_rotated_shape_refetches_once_through_the_cache(
 /// Server-sent events pass through nginx unbuffered and uncached.
 #[rstest]
 #[tokio::test]
-async fn server_sent_events_pass_through(#[values(Kind::Nginx, Kind::Varnish)] kind: Kind) {
+async fn server_sent_events_pass_through(
+    #[values(Kind::Nginx, Kind::Varnish, Kind::VarnishFanout)] kind: Kind,
+) {
     let edge = Edge::start(kind, &format!("cdn_sse_{kind:?}").to_lowercase(), 3, &[]).await;
     let (_, last) = edge.catch_up().await.pop().unwrap();
     let query = format!(
