@@ -110,13 +110,15 @@ impl Demand {
             let wake_at = {
                 let mut counts = self.counts();
                 let idle_at = counts.last_active + timeout;
-                if counts.live == 0 && Instant::now() >= idle_at {
+                // Never while reopening: the catch-up would mark it open afterwards.
+                let open = self.stream() == Stream::Open;
+                if counts.live == 0 && open && Instant::now() >= idle_at {
                     self.stream.send_replace(Stream::Closed);
                     // Whoever finds it closed from now on asks for it again.
                     counts.last_active = Instant::now();
                     return;
                 }
-                if counts.live > 0 {
+                if counts.live > 0 || !open {
                     Instant::now() + timeout
                 } else {
                     idle_at
@@ -164,6 +166,24 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(59)).await;
         assert!(!idle.is_finished(), "demand restarts the idle time");
         tokio::time::sleep(Duration::from_secs(2)).await;
+        idle.await.unwrap();
+        assert_eq!(demand.stream(), Stream::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_still_catching_up_is_not_closed_again() {
+        let demand = Arc::new(Demand::default());
+        demand.until_idle(Duration::from_secs(1)).await;
+        demand.reopening();
+        let idle = tokio::spawn({
+            let demand = demand.clone();
+            async move { demand.until_idle(Duration::from_secs(1)).await }
+        });
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!idle.is_finished(), "reopening takes as long as it takes");
+        assert_eq!(demand.stream(), Stream::Reopening);
+        demand.opened();
+        tokio::time::sleep(Duration::from_secs(3)).await;
         idle.await.unwrap();
         assert_eq!(demand.stream(), Stream::Closed);
     }
