@@ -188,6 +188,9 @@ impl Consumer {
                 self.open = None;
                 self.other.push(event);
             }
+            // Each session sends a table's Relation before its first change; the changes
+            // carry it anyway.
+            ReplicationEvent::RelationSent { .. } => {}
             other => self.other.push(other),
         }
     }

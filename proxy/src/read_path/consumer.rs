@@ -1,11 +1,12 @@
 //! The consumer task: owns the [`Router`], applies the replication stream's events to it in
 //! order, and the [`Command`]s of other tasks between transactions.
 //!
-//! It is the one place a shape is removed. It decides rotations itself (a truncate, changed
-//! columns, a change without its whole old row, another database, a lost slot), and
-//! everyone else asks it: `DELETE /v1/shape`, eviction and a failed creation
-//! ([`Command::Remove`]), the durability task for a log whose fsync failed
-//! ([`Command::DropLostLogs`]). Removing stops the router feeding the shape and takes it out
+//! It is the one place a shape is removed. It decides rotations itself (a truncate, a change of
+//! columns a shape reads or of its key, see [`super::schema_change`]; a change without its
+//! whole old row, another database, a lost slot), and everyone else asks it: `DELETE
+//! /v1/shape`, eviction and a failed creation ([`Command::Remove`]), the catalog watch for a
+//! dropped or renamed table ([`Command::Rotate`]), the durability task for a log whose fsync
+//! failed ([`Command::DropLostLogs`]). Removing stops the router feeding the shape and takes it out
 //! of [`Shapes`]; nothing is sent back to the consumer.
 //!
 //! When a shape log cannot be written (disk full, I/O error) the open transaction is dropped
@@ -28,10 +29,13 @@ use std::time::{Duration, SystemTime};
 use shapes::handle::Handle;
 use shapes::lsn::{Lsn, Xid32};
 use shapes::routing::{ShapeId, TableSlot};
-use shapes::schema::QualifiedName;
+use shapes::schema::{QualifiedName, TableSchema};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::activity::{self, AppliedCommit};
+use super::reshape::{check_catalog, fit_shapes, key_dropped};
+use super::retire::{remove_shape, rotate_all, rotate_shape, rotate_table};
+use super::tables::TableError;
 use super::{Shapes, partitions};
 use crate::observability::prometheus;
 use crate::read_path::durability::Written;
@@ -61,6 +65,13 @@ pub enum Command {
     Remove {
         handle: Handle,
         reply: oneshot::Sender<Option<Arc<Shape>>>,
+    },
+    /// Rotate shapes for a reason found outside the stream (their table was dropped or
+    /// renamed); replies once they are out.
+    Rotate {
+        handles: Vec<Handle>,
+        why: String,
+        reply: oneshot::Sender<()>,
     },
     /// Remove the shapes whose logs are in `dirs` (their fsync failed), leaving the
     /// directories to the asker, which removes them durably; replies once they are out.
@@ -110,6 +121,15 @@ impl Counters {
 #[derive(Default)]
 struct Relations {
     by_oid: HashMap<u32, KnownRelation>,
+    /// What the catalog says now of the table of the Relation message being applied, when
+    /// shapes are on it.
+    catalog: Option<Catalog>,
+}
+
+enum Catalog {
+    Now(Arc<TableSchema>),
+    /// The table has no primary key any more.
+    NoKey,
 }
 
 struct KnownRelation {
@@ -117,10 +137,13 @@ struct KnownRelation {
     /// Partitioned tables above it, nearest first (see [`partitions`]).
     ancestors: Vec<QualifiedName>,
     /// Its name or columns differ from the previous Relation message for the oid (or there
-    /// was none known): its shapes were built for another table.
+    /// was none known).
     reshaped: bool,
-    /// Whether its rows line up with the table its own shapes were built for.
-    own_columns_ok: Option<bool>,
+    /// The table's name in the previous Relation message for the oid, when it differs.
+    renamed_from: Option<QualifiedName>,
+    /// Whether its own table's shapes were fitted to its columns ([`fit_shapes`]) since the
+    /// router's shapes last came or went.
+    own_fitted: bool,
     /// How its rows map onto each ancestor's columns, by position in `ancestors`.
     layouts: Vec<Option<Layout>>,
     /// REPLICA IDENTITY FULL was found missing and its restoration asked for.
@@ -258,6 +281,16 @@ fn apply_command(shapes: &Shapes, router: &mut Router, command: Command) {
                 .and_then(|shape| remove_shape(shapes, router, &shape, true));
             let _ = reply.send(removed);
         }
+        Command::Rotate {
+            handles,
+            why,
+            reply,
+        } => {
+            for shape in handles.iter().filter_map(|h| shapes.by_handle(h)) {
+                rotate_shape(shapes, router, &shape, &why);
+            }
+            let _ = reply.send(());
+        }
         Command::DropLostLogs { dirs, reply } => {
             for shape in shapes.all() {
                 if dirs.iter().any(|dir| dir == shape.log.dir())
@@ -331,10 +364,25 @@ fn apply_event(
             if let Some(known) = relations.get(&relation)
                 && known.reshaped
             {
-                for table in known.tables() {
-                    rotate_table(shapes, router, &table, "its columns changed");
+                if let Some(previous) = &known.renamed_from {
+                    rotate_table(shapes, router, previous, "the table was renamed");
                 }
+                // Shapes of a partitioned table above it assume one layout for all of them.
+                for ancestor in &known.ancestors {
+                    rotate_table(
+                        shapes,
+                        router,
+                        ancestor,
+                        "the columns of a partition changed",
+                    );
+                }
+                shapes.table_changed(&relation.name);
+                fit_shapes(shapes, router, &relation);
             }
+            apply_catalog(shapes, router, relations, &relation);
+        }
+        ReplicationEvent::RelationSent { relation } => {
+            apply_catalog(shapes, router, relations, &relation);
         }
         ReplicationEvent::LogicalMessage { .. } => {}
         ReplicationEvent::Disconnected { reason, .. } => {
@@ -394,17 +442,17 @@ fn apply_change(
         watch_identity(shapes, router, known, &change);
     }
     // Every change takes its op, whether or not a shape wants it: offsets stay a function
-    // of the WAL. A change whose columns are not those the table's shapes were built for
-    // rotates them and reaches none of them (its row does not fit their layout).
-    let own = known.routed.own;
-    match own {
+    // of the WAL. The table's shapes are routed by the change's columns first: those that
+    // read a column that is not there any more are rotated (see [`schema_change`]).
+    if known.routed.own.is_some() && !known.own_fitted {
+        fit_shapes(shapes, router, &known.relation);
+        known.note_routes(router);
+        known.own_fitted = true;
+    }
+    match known.routed.own {
         // No shape to find: the router need not look at the change.
         None => router.pass_over()?,
-        Some(slot) if known.own_columns_ok(shapes) => router.change(slot, old, new)?,
-        Some(_) => {
-            rotate_table(shapes, router, &relation.name, "its columns changed");
-            router.pass_over()?;
-        }
+        Some(slot) => router.change(slot, old, new)?,
     }
     for i in 0..known.ancestors.len() {
         let Some(slot) = known.routed.ancestors[i] else {
@@ -493,14 +541,36 @@ impl Relations {
                 relations.iter().collect()
             }
             ReplicationEvent::Change(change) => change.relation().into_iter().collect(),
-            ReplicationEvent::RelationChanged { relation } => vec![relation],
+            ReplicationEvent::RelationChanged { relation }
+            | ReplicationEvent::RelationSent { relation } => vec![relation],
             _ => Vec::new(),
         };
+        self.catalog = None;
+        if let ReplicationEvent::RelationChanged { relation }
+        | ReplicationEvent::RelationSent { relation } = event
+            && !shapes.on_table(&relation.name).is_empty()
+        {
+            shapes.table_changed(&relation.name);
+            self.catalog = match shapes.table(&relation.name).await {
+                Ok(table) => Some(Catalog::Now(table)),
+                Err(TableError::NoPrimaryKey(_)) => Some(Catalog::NoKey),
+                Err(err) => {
+                    tracing::warn!(table = %relation.name, error = %err, "cannot read the catalog of a table whose Relation message came again; its constraints are checked at the next one");
+                    None
+                }
+            };
+        }
         for relation in named {
             if self.get(relation).is_some() {
                 continue;
             }
             let ancestors = shapes.partitioned_ancestors(relation.oid, xid).await?;
+            let renamed_from = self
+                .by_oid
+                .get(&relation.oid)
+                .map(|previous| &previous.relation.name)
+                .filter(|previous| **previous != relation.name)
+                .cloned();
             let reshaped = self.by_oid.get(&relation.oid).is_none_or(|previous| {
                 let columns = |r: &Relation| {
                     r.columns
@@ -516,7 +586,8 @@ impl Relations {
                 KnownRelation {
                     relation: relation.clone(),
                     reshaped,
-                    own_columns_ok: None,
+                    renamed_from,
+                    own_fitted: false,
                     layouts: ancestors.iter().map(|_| None).collect(),
                     identity_restore_asked: false,
                     routed: Routed {
@@ -559,6 +630,7 @@ impl KnownRelation {
             return;
         }
         self.routed.generation = Some(router.generation());
+        self.own_fitted = false;
         self.routed.own = router.slot(&self.relation.name);
         self.routed.ancestors.clear();
         self.routed
@@ -576,25 +648,6 @@ impl KnownRelation {
             .filter(|(_, routed)| routed.is_some())
             .map(|(table, _)| table.clone());
         own.into_iter().chain(ancestors).collect()
-    }
-
-    /// Whether its rows line up with the table its shapes were built for.
-    fn own_columns_ok(&mut self, shapes: &Shapes) -> bool {
-        if let Some(ok) = self.own_columns_ok {
-            return ok;
-        }
-        let relation = &self.relation;
-        let ok = shapes.on_table(&relation.name).iter().all(|shape| {
-            shape.table.columns.len() == relation.columns.len()
-                && shape
-                    .table
-                    .columns
-                    .iter()
-                    .zip(&relation.columns)
-                    .all(|(a, b)| a.name == b.name && a.ty.oid == b.type_oid)
-        });
-        self.own_columns_ok = Some(ok);
-        ok
     }
 
     /// Works out, once, how this partition's rows map onto the columns of its `i`th
@@ -644,36 +697,20 @@ impl Routed {
     }
 }
 
-/// Takes a shape out of service: the router stops feeding it, then [`Shapes`] forgets it
-/// (its clients get 409). `None` if it was already gone.
-fn remove_shape(
+/// Checks the shapes of a table whose Relation message came (again) against what the catalog
+/// said of it then ([`Relations::learn`]).
+fn apply_catalog(
     shapes: &Shapes,
     router: &mut Router,
-    shape: &Shape,
-    remove_dir: bool,
-) -> Option<Arc<Shape>> {
-    router.remove(shape.id);
-    shapes.retire(&shape.handle, remove_dir)
-}
-
-/// Removes every shape of a table (truncated, or its columns changed).
-fn rotate_table(shapes: &Shapes, router: &mut Router, table: &QualifiedName, why: &str) {
-    shapes.table_changed(table);
-    for shape in shapes.on_table(table) {
-        tracing::info!(handle = %shape.handle, table = %table, why, "rotating shape");
-        if remove_shape(shapes, router, &shape, true).is_some() {
-            shapes.note_rotation(&shape);
+    relations: &mut Relations,
+    relation: &Relation,
+) {
+    match relations.catalog.take() {
+        Some(Catalog::Now(table)) if table.oid == relation.oid => {
+            check_catalog(shapes, router, &table);
         }
-    }
-}
-
-/// Removes every shape (the database changed, or the slot was lost).
-fn rotate_all(shapes: &Shapes, router: &mut Router, why: &str) {
-    for shape in shapes.all() {
-        tracing::info!(handle = %shape.handle, why, "rotating shape");
-        if remove_shape(shapes, router, &shape, true).is_some() {
-            shapes.note_rotation(&shape);
-        }
+        Some(Catalog::NoKey) => key_dropped(shapes, router, relation),
+        _ => {}
     }
 }
 

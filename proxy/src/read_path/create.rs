@@ -12,7 +12,7 @@ use shapes::schema::QualifiedName;
 use shapes::wire;
 use tokio::sync::oneshot;
 
-use super::{Command, ShapeError, Shapes};
+use super::{Command, ShapeError, Shapes, schema_change};
 use crate::read_path::durability;
 use crate::read_path::router::SnapshotHolds;
 use crate::read_path::snapshot;
@@ -88,6 +88,8 @@ impl Shapes {
             schema_header: schema_header.clone(),
             snapshot: None,
             snapshot_lsn: None,
+            table_oid: Some(table.oid),
+            read_columns: Some(schema_change::read_columns(&table, &definition, tombstone)),
         };
         meta.save(&dir).map_err(io_err)?;
         let shape = Arc::new(Shape::new(

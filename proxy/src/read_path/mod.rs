@@ -17,11 +17,15 @@ pub mod fence;
 mod health;
 pub mod idle;
 pub mod partitions;
+mod reshape;
 mod restore;
+mod retire;
 pub mod router;
+pub(crate) mod schema_change;
 pub mod snapshot;
 pub mod standby;
 pub mod start;
+mod table_watch;
 pub mod tables;
 
 use std::collections::HashSet;
@@ -287,21 +291,7 @@ impl Shapes {
             });
         }
         let table = self.tables.get(&self.metadata, &name).await?;
-        let definition = ShapeDefinition::new(
-            &table,
-            request.where_.as_deref(),
-            &request.params,
-            request.columns.as_deref(),
-            request.replica,
-            request.log,
-        )?;
-        let Some(filter) = &request.filter else {
-            return Ok(definition);
-        };
-        let filter = WhereClause::parse(&filter.where_, &filter.params, &table).map_err(|e| {
-            ShapeError::Internal(format!("the row filter of the rules of {name}: {e}"))
-        })?;
-        Ok(definition.with_filter(&filter))
+        compile_definition(request, &table)
     }
 
     /// The shape for a request: the existing one, or a new one (whose snapshot starts now).
@@ -408,6 +398,18 @@ impl Shapes {
         .await
     }
 
+    /// Rotates shapes (their table was dropped or renamed): the consumer task takes them out
+    /// and their clients get 409 and refetch.
+    async fn rotate(&self, handles: Vec<Handle>, why: String) {
+        let _ = self
+            .ask(|reply| Command::Rotate {
+                handles,
+                why,
+                reply,
+            })
+            .await;
+    }
+
     /// Drops the shapes whose logs are in `dirs` (an fsync of them failed: their contents
     /// cannot be trusted) and removes the directories durably, so that no position confirmed
     /// later depends on them. Their clients get 409 and refetch a new snapshot. Blocks: runs
@@ -487,4 +489,30 @@ impl Shapes {
         tracing::info!(handle = %shape.handle, table = %shape.definition.table(), "shape removed");
         Some(shape)
     }
+}
+
+/// A request's definition against `table` (as its columns are now), with the row filter of
+/// the auth rules, if any, ANDed in.
+fn compile_definition(
+    request: &ShapeRequest,
+    table: &TableSchema,
+) -> Result<ShapeDefinition, ShapeError> {
+    let definition = ShapeDefinition::new(
+        table,
+        request.where_.as_deref(),
+        &request.params,
+        request.columns.as_deref(),
+        request.replica,
+        request.log,
+    )?;
+    let Some(filter) = &request.filter else {
+        return Ok(definition);
+    };
+    let filter = WhereClause::parse(&filter.where_, &filter.params, table).map_err(|e| {
+        ShapeError::Internal(format!(
+            "the row filter of the rules of {}: {e}",
+            request.table
+        ))
+    })?;
+    Ok(definition.with_filter(&filter))
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use shapes::wire;
 
 use super::create::storage_error;
-use super::{Command, ShapeError, Shapes};
+use super::{Command, ShapeError, Shapes, schema_change};
 use crate::storage::shape_dir::ShapeDir;
 use crate::storage::shape_log::ShapeLog;
 use crate::storage::shape_store::meta::{FORMAT_VERSION, ShapeMeta};
@@ -98,9 +98,23 @@ impl Shapes {
             .get(&self.metadata, definition.table())
             .await
             .map_err(|e| Dropped::Transient(e.into()))?;
+        if meta.table_oid.is_some_and(|oid| oid != table.oid) {
+            return Err(Dropped::Because(
+                "its table was dropped and made again under the same name".into(),
+            ));
+        }
         let header = wire::schema_header(&table, definition.selected_columns());
         if header != meta.schema_header {
-            return Err(Dropped::Because("the table's columns changed".into()));
+            return Err(Dropped::Because(
+                "the columns it selects changed (or, without a `columns` list, the table's)".into(),
+            ));
+        }
+        if let Some(changed) = meta
+            .read_columns
+            .as_deref()
+            .and_then(|read| schema_change::changed_read_column(&table, read))
+        {
+            return Err(Dropped::Because(changed));
         }
         let log = open(dir, meta.chunk_bytes)
             .map_err(|e| Dropped::Incomplete(format!("its log cannot be read: {e}")))?;

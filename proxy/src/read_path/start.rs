@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::consumer::{ConsumerChannels, run_consumer};
-use super::{Health, ShapeError, Shapes};
+use super::{Health, ShapeError, Shapes, table_watch};
 use crate::config::ServeConfig;
 use crate::observability::prometheus;
 use crate::postgres::table_catalog::TableCatalog;
@@ -21,6 +21,9 @@ use crate::storage::shape_store::ShapeStore;
 
 /// Events queued between the replication stream and the consumer.
 const EVENT_QUEUE: usize = 8192;
+
+/// How often the catalog is asked whether the tables of shapes were dropped or renamed.
+const TABLE_WATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// The running read path.
 pub struct ReadPath {
@@ -108,6 +111,11 @@ impl ReadPath {
             let shutdown = shutdown.clone();
             async move { shapes.watch_slot(shutdown).await }
         });
+        tokio::spawn(table_watch::watch_tables(
+            shapes.clone(),
+            TABLE_WATCH_EVERY,
+            shutdown.clone(),
+        ));
         let supervisor = tokio::spawn(supervise(
             stream,
             Supervision {

@@ -42,9 +42,17 @@ pub enum ReplicationEvent {
     },
     /// A Relation message whose name, replica identity or columns differ from the one cached
     /// for that oid: the table's schema changed. Arrives inside the transaction, before the
-    /// first change that uses the new shape. The first Relation seen for an oid is not
-    /// announced; every change carries its relation anyway.
+    /// first change that uses the new shape. The first Relation seen for an oid is a
+    /// [`ReplicationEvent::RelationSent`]; every change carries its relation anyway.
     RelationChanged {
+        relation: Arc<Relation>,
+    },
+    /// A Relation message that changes no columns: the first one for its oid, or one equal
+    /// to the one cached. Postgres sends one again after anything invalidated the table's
+    /// catalog entry (a constraint or the primary key changed; also at the start of each
+    /// session): its columns are the same, but what the catalog says of them may not be.
+    /// Carries the cached relation.
+    RelationSent {
         relation: Arc<Relation>,
     },
     /// A `pg_logical_emit_message` message. Transactional ones arrive between their

@@ -275,6 +275,62 @@ async fn a_schema_change_migrates_the_local_table() {
 }
 
 #[tokio::test]
+async fn a_shape_with_columns_is_kept_through_changes_of_other_columns() {
+    let env = env("client_kept_shape").await;
+    insert_todos(&env, 0..3).await;
+    let narrow = todos().with_columns("id,owner_id,title");
+    let client = env.open("a.db", &[narrow]).await;
+    client.wait_synced(support::WAIT).await.expect("synced");
+    let columns = "SELECT name, type FROM pragma_table_info('todos') ORDER BY name";
+    let local_columns = rows(&client, columns).await;
+    // A write of the mirror, on its way while the columns change.
+    client
+        .update(
+            "todos",
+            object(json!({"id": uuid(1)})),
+            object(json!({"title": "mine"})),
+        )
+        .await
+        .expect("queued");
+    env.sql(
+        "ALTER TABLE todos ADD COLUMN priority int NOT NULL DEFAULT 7;
+         ALTER TABLE todos DROP COLUMN done;
+         ALTER TABLE todos ALTER COLUMN position TYPE numeric USING position::numeric;",
+    )
+    .await;
+    env.sql(&format!(
+        "UPDATE todos SET title = 'after', priority = 1 WHERE id = '{}'",
+        uuid(0)
+    ))
+    .await;
+    let narrow_rows = "SELECT id, owner_id, title FROM todos ORDER BY id";
+    let pg_narrow_rows = "SELECT id::text, owner_id, title FROM todos ORDER BY id";
+    eventually(
+        "the changes after the DDL arrive, the write settles",
+        || async {
+            client.status().pending == 0
+                && rows(&client, narrow_rows).await == env.pg_rows(pg_narrow_rows).await
+                && env
+                    .pg_rows(&format!("SELECT title FROM todos WHERE id = '{}'", uuid(1)))
+                    .await
+                    == vec![vec![Some("mine".into())]]
+        },
+    )
+    .await;
+    assert_eq!(
+        rows(
+            &client,
+            &format!("SELECT title FROM todos WHERE id = '{}'", uuid(0))
+        )
+        .await,
+        vec![vec![Some("after".into())]]
+    );
+    // Nothing was fetched again and the local table was left as it was.
+    assert_eq!(client.status().refetches, 0);
+    assert_eq!(rows(&client, columns).await, local_columns);
+}
+
+#[tokio::test]
 async fn a_type_change_and_a_dropped_column_keep_pending_writes_on_the_new_table() {
     let env = env("client_migrate_pending").await;
     insert_todos(&env, 0..3).await;

@@ -32,10 +32,11 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::Arc;
 
+use shapes::definition::ShapeDefinition;
 use shapes::lsn::{Lsn, Xid, Xid32};
 use shapes::offset::Offset;
 use shapes::routing::{RowChange, ShapeId, ShapeIndex, TableSlot};
-use shapes::schema::{QualifiedName, Row};
+use shapes::schema::{QualifiedName, Row, TableSchema};
 use shapes::wire::{self, SnapshotInfo};
 
 use crate::storage::shape_log::capture_file::CaptureFile;
@@ -49,6 +50,12 @@ const MAX_OPEN_APPENDERS: usize = 1024;
 #[derive(Debug)]
 struct RoutedShape {
     shape: Arc<Shape>,
+    /// The columns its rows arrive in (the table's as the shape was made, until a change of
+    /// columns it does not read moves them: [`Router::rebase`]), and its definition and
+    /// tombstone column against them.
+    layout: Arc<TableSchema>,
+    definition: ShapeDefinition,
+    tombstone: Option<usize>,
     encoding: ShapeEncoding,
     appender: Option<LogAppender>,
     /// The shape's latest message of the open transaction, held back for `last`.
@@ -189,28 +196,18 @@ impl Router {
             _ => None,
         };
         let table = shape.definition.table().clone();
-        let slot = self
-            .index
-            .insert(shape.id, &shape.table, shape.definition.where_clause());
-        *self.tables.entry(table.clone()).or_default() += 1;
-        self.generation += 1;
-        if self.tombstones.len() <= slot.index() {
-            self.tombstones.resize(slot.index() + 1, None);
-        }
-        if let Some(column) = shape.tombstone {
-            self.tombstones[slot.index()] = Some(column);
-        }
-        let encoding = ShapeEncoding {
-            table,
-            column_names: shape.table.columns.iter().map(|c| c.name.clone()).collect(),
-            selected: shape.definition.selected_columns().to_vec(),
-            key_columns: wire::key_columns(&shape.table),
-            replica: shape.definition.replica(),
-        };
+        *self.tables.entry(table).or_default() += 1;
+        let layout = shape.table.clone();
+        let definition = shape.definition.clone();
+        let tombstone = shape.tombstone;
+        let encoding = self.file(shape.id, &layout, &definition, tombstone);
         self.shapes.insert(
             shape.id,
             RoutedShape {
                 shape,
+                layout,
+                definition,
+                tombstone,
                 encoding,
                 appender: None,
                 held: None,
@@ -247,6 +244,65 @@ impl Router {
         tracing::debug!(handle = %ws.shape.handle, kept, dropped, "captured transactions replayed");
         ws.snapshot_holds = (holds.below > self.last_commit).then_some(holds);
         Ok(to_sync)
+    }
+
+    /// The columns a shape's rows are routed in, its definition against them and the
+    /// position of its tombstone column; `None` when it is not routed.
+    pub fn layout(
+        &self,
+        id: ShapeId,
+    ) -> Option<(&Arc<TableSchema>, &ShapeDefinition, Option<usize>)> {
+        self.shapes
+            .get(&id)
+            .map(|ws| (&ws.layout, &ws.definition, ws.tombstone))
+    }
+
+    /// Routes a shape's rows by another layout of its table (a column it does not read was
+    /// added, dropped or changed): same handle, same log, same messages.
+    pub fn rebase(
+        &mut self,
+        id: ShapeId,
+        layout: Arc<TableSchema>,
+        definition: ShapeDefinition,
+        tombstone: Option<usize>,
+    ) {
+        if !self.shapes.contains_key(&id) {
+            return;
+        }
+        let encoding = self.file(id, &layout, &definition, tombstone);
+        self.generation += 1;
+        if let Some(ws) = self.shapes.get_mut(&id) {
+            ws.layout = layout;
+            ws.definition = definition;
+            ws.tombstone = tombstone;
+            ws.encoding = encoding;
+        }
+    }
+
+    /// Files a shape in the routing index by its `where` against `layout`; returns how its
+    /// messages are encoded from rows in that layout.
+    fn file(
+        &mut self,
+        id: ShapeId,
+        layout: &TableSchema,
+        definition: &ShapeDefinition,
+        tombstone: Option<usize>,
+    ) -> ShapeEncoding {
+        let slot = self.index.insert(id, layout, definition.where_clause());
+        self.generation += 1;
+        if self.tombstones.len() <= slot.index() {
+            self.tombstones.resize(slot.index() + 1, None);
+        }
+        if let Some(column) = tombstone {
+            self.tombstones[slot.index()] = Some(column);
+        }
+        ShapeEncoding {
+            table: definition.table().clone(),
+            column_names: layout.columns.iter().map(|c| c.name.clone()).collect(),
+            selected: definition.selected_columns().to_vec(),
+            key_columns: wire::key_columns(layout),
+            replica: definition.replica(),
+        }
     }
 
     /// Stops routing to a shape (deleted, rotated or failed).
@@ -533,6 +589,8 @@ mod tests {
             schema_header: String::new(),
             snapshot: None,
             snapshot_lsn: None,
+            table_oid: None,
+            read_columns: None,
         };
         Arc::new(Shape::new(
             ShapeId(id),

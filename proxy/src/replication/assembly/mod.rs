@@ -203,15 +203,18 @@ impl TransactionAssembler {
                 .collect(),
         };
         match self.relations.get(&relation.oid) {
-            Some(cached) if **cached == relation => None,
+            Some(cached) if **cached == relation => Some(ReplicationEvent::RelationSent {
+                relation: cached.clone(),
+            }),
             Some(_) => {
                 let relation = Arc::new(relation);
                 self.relations.insert(relation.oid, relation.clone());
                 Some(ReplicationEvent::RelationChanged { relation })
             }
             None => {
-                self.relations.insert(relation.oid, Arc::new(relation));
-                None
+                let relation = Arc::new(relation);
+                self.relations.insert(relation.oid, relation.clone());
+                Some(ReplicationEvent::RelationSent { relation })
             }
         }
     }

@@ -83,6 +83,15 @@ impl From<&StoredRequest> for ShapeRequest {
     }
 }
 
+/// One column as a shape reads it, kept in `shape.json` so that a restart can tell whether
+/// the column changed while the proxy was down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadColumn {
+    pub name: String,
+    pub type_oid: u32,
+    pub type_mod: i32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShapeMeta {
     pub format: u32,
@@ -103,6 +112,15 @@ pub struct ShapeMeta {
     /// below it (absent in directories of earlier versions).
     #[serde(default, with = "optional_lsn_number")]
     pub snapshot_lsn: Option<Lsn>,
+    /// The table's `pg_class.oid`: a table dropped and made again under the same name while
+    /// the proxy was down is another table (absent in directories of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_oid: Option<u32>,
+    /// The columns the shape reads (selected, in its `where`, key, tombstone) and their types
+    /// when it was made: a change of any of them while the proxy was down rotates it, a change
+    /// of any other column does not (absent in directories of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_columns: Option<Vec<ReadColumn>>,
 }
 
 /// LSNs in `shape.json` are JSON numbers.
