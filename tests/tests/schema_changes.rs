@@ -125,6 +125,11 @@ async fn each_kind_of_column_change_rotates_only_the_shapes_that_read_the_column
         json!({"params": {"table": "items", "columns": "id,title"}, "raw": true}),
     );
     official.wait_rows(WAIT, |rows| rows.len() == 8).await;
+    let mut official_all = ElectricClient::start(
+        &proxy.url,
+        json!({"params": {"table": "items"}, "raw": true}),
+    );
+    official_all.wait_rows(WAIT, |rows| rows.len() == 8).await;
     // Selects every column: its select list is rebuilt from the catalog at each step.
     let all = ShapeConsumer::new(
         &proxy.url,
@@ -187,6 +192,7 @@ async fn each_kind_of_column_change_rotates_only_the_shapes_that_read_the_column
         ),
     ];
     let sql = db.connect().await;
+    let mut all_rows = Map::new();
     for (n, (ddl, all_rotates, filtered_rotates, narrow_rotates)) in steps.into_iter().enumerate() {
         let all_before = all.state();
         sql.batch_execute(ddl).await.expect(ddl);
@@ -222,6 +228,14 @@ async fn each_kind_of_column_change_rotates_only_the_shapes_that_read_the_column
             },
         )
         .await;
+        all_rows = official_all
+            .wait_rows(WAIT, |rows| {
+                rows.len() as i64 == rows_now
+                    && rows
+                        .get(&format!("\"public\".\"items\"/\"{}\"", n % 8 + 1))
+                        .is_some_and(|row| row["title"] == json!(format!("step {n}")))
+            })
+            .await;
         assert_eq!(
             all.state().handle != all_before.handle,
             all_rotates,
@@ -300,6 +314,22 @@ async fn each_kind_of_column_change_rotates_only_the_shapes_that_read_the_column
         .filter(|m| m["headers"]["control"] == "must-refetch")
         .count();
     assert_eq!(refetches, 1);
+
+    // The official client of every column refetched once per rotation (it was waited for
+    // after each step), and has every column as Postgres has it now.
+    assert_eq!(all_rows.len(), expected);
+    let columns: Vec<&String> = all_rows["\"public\".\"items\"/\"1\""]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(columns, ["id", "memo", "priority", "title"]);
+    let refetches = official_all
+        .messages()
+        .iter()
+        .filter(|m| m["headers"]["control"] == "must-refetch")
+        .count();
+    assert_eq!(refetches, 7, "one per rotating statement");
     stop.cancel();
 }
 
