@@ -331,6 +331,61 @@ async fn a_shape_with_columns_is_kept_through_changes_of_other_columns() {
 }
 
 #[tokio::test]
+async fn a_shape_with_columns_is_kept_through_column_changes_made_while_the_proxy_was_down() {
+    let mut env = env("client_kept_restart").await;
+    insert_todos(&env, 0..3).await;
+    let client = env
+        .open("a.db", &[todos().with_columns("id,owner_id,title")])
+        .await;
+    client.wait_synced(support::WAIT).await.expect("synced");
+    env.proxy.stop().await;
+    // Offline: the write waits in the outbox.
+    client
+        .update(
+            "todos",
+            object(json!({"id": uuid(1)})),
+            object(json!({"title": "offline"})),
+        )
+        .await
+        .expect("queued");
+    env.sql(&format!(
+        "ALTER TABLE todos ADD COLUMN priority int NOT NULL DEFAULT 7;
+         ALTER TABLE todos DROP COLUMN done;
+         UPDATE todos SET title = 'while down', priority = 1 WHERE id = '{}';",
+        uuid(2)
+    ))
+    .await;
+    env.proxy.restart().await;
+    let narrow_rows = "SELECT id, owner_id, title FROM todos ORDER BY id";
+    let pg_narrow_rows = "SELECT id::text, owner_id, title FROM todos ORDER BY id";
+    eventually(
+        "the change made while down arrives, the write settles",
+        || async {
+            client.status().pending == 0
+                && rows(&client, narrow_rows).await == env.pg_rows(pg_narrow_rows).await
+                && env
+                    .pg_rows(&format!("SELECT title FROM todos WHERE id = '{}'", uuid(1)))
+                    .await
+                    == vec![vec![Some("offline".into())]]
+        },
+    )
+    .await;
+    assert_eq!(
+        rows(
+            &client,
+            &format!("SELECT title FROM todos WHERE id = '{}'", uuid(2))
+        )
+        .await,
+        vec![vec![Some("while down".into())]]
+    );
+    assert_eq!(
+        client.status().refetches,
+        0,
+        "the shape was kept across the restart"
+    );
+}
+
+#[tokio::test]
 async fn a_type_change_and_a_dropped_column_keep_pending_writes_on_the_new_table() {
     let env = env("client_migrate_pending").await;
     insert_todos(&env, 0..3).await;
