@@ -295,3 +295,117 @@ fn many_indexed_shapes_route_to_exactly_the_matching_ones() {
     assert_eq!(deletes, [7, 507, 1007, 1507]);
     assert_eq!(inserts, [8, 508, 1008, 1508]);
 }
+
+mod differential {
+    //! The index against the definition: for any set of shapes (filed under a key with or
+    //! without a residual condition, on the fallback list, sharing conditions or not, some
+    //! removed and inserted again) and any change, routing reports exactly what evaluating
+    //! every shape's whole `where` on the old and new rows says.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const TEMPLATES: &[&str] = &[
+        "i4 = {a}",
+        "i4 = {a} AND i8 > {b}",
+        "i8 > {b} AND i4 = {a}",
+        "i4 IN ({a}, {c}) AND t = '{s}'",
+        "t = '{s}' AND i4 = {a} AND i8 > {b}",
+        "t = '{s}'",
+        "i8 > {b}",
+        "i4 = {a} AND (i8 > {b} OR t = '{s}')",
+        "i4 = {a} AND i8 IS NULL",
+    ];
+
+    fn where_text() -> impl Strategy<Value = Option<String>> {
+        let filled = (0..TEMPLATES.len(), 0..4i32, 0..4i32, 0..4i32, 0..2usize).prop_map(
+            |(t, a, b, c, s)| {
+                TEMPLATES[t]
+                    .replace("{a}", &a.to_string())
+                    .replace("{b}", &b.to_string())
+                    .replace("{c}", &c.to_string())
+                    .replace("{s}", ["x", "y"][s])
+            },
+        );
+        prop_oneof![1 => Just(None), 8 => filled.prop_map(Some)]
+    }
+
+    fn value(values: &'static [&'static str]) -> impl Strategy<Value = Option<&'static str>> {
+        prop_oneof![1 => Just(None), 6 => proptest::sample::select(values).prop_map(Some)]
+    }
+
+    fn a_row() -> impl Strategy<Value = Vec<Option<String>>> {
+        (
+            value(&["0", "1", "2", "3"]),
+            value(&["0", "1", "2", "3", "4"]),
+            value(&["x", "y"]),
+        )
+            .prop_map(|(i4, i8, t)| {
+                let values: Vec<(&str, &str)> = [("i4", i4), ("i8", i8), ("t", t)]
+                    .into_iter()
+                    .filter_map(|(name, v)| v.map(|v| (name, v)))
+                    .collect();
+                row(&values)
+            })
+    }
+
+    fn expected(
+        shapes: &BTreeMap<u64, Option<WhereClause>>,
+        old: Option<&[Option<String>]>,
+        new: Option<&[Option<String>]>,
+    ) -> Vec<(ShapeId, RowChange)> {
+        let matches = |w: &Option<WhereClause>, row: Option<&[Option<String>]>| {
+            row.is_some_and(|r| w.as_ref().is_none_or(|w| w.matches(r)))
+        };
+        shapes
+            .iter()
+            .filter_map(|(id, w)| {
+                let change = match (matches(w, old), matches(w, new)) {
+                    (false, true) => Insert,
+                    (true, true) => Update,
+                    (true, false) => Delete,
+                    (false, false) => return None,
+                };
+                Some((ShapeId(*id), change))
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn routing_reports_what_every_where_says(
+            inserted in proptest::collection::vec((0..40u64, where_text()), 1..60),
+            removed in proptest::collection::vec(0..40u64, 0..10),
+            changes in proptest::collection::vec(
+                (proptest::option::of(a_row()), proptest::option::of(a_row())),
+                1..20,
+            ),
+        ) {
+            let t = table();
+            let mut index = ShapeIndex::default();
+            let mut shapes = BTreeMap::new();
+            for (id, text) in &inserted {
+                let clause = text.as_deref().map(w);
+                index.insert(ShapeId(*id), &t, clause.as_ref());
+                shapes.insert(*id, clause);
+            }
+            for id in &removed {
+                index.remove(ShapeId(*id));
+                shapes.remove(id);
+            }
+            let slot = index.slot(&t.name).unwrap();
+            for (old, new) in &changes {
+                let mut out = Vec::new();
+                index.route(slot, old.as_deref(), new.as_deref(), &mut out);
+                prop_assert_eq!(
+                    &out,
+                    &expected(&shapes, old.as_deref(), new.as_deref()),
+                    "old {:?} new {:?}", old, new
+                );
+            }
+        }
+    }
+}

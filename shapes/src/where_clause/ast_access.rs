@@ -90,11 +90,33 @@ fn single(e: &Expr) -> Option<Conjunct> {
 /// The first hashable conjunct of the `where` (the whole `where` or one of its top-level
 /// `AND` operands), if any.
 pub fn indexable_conjunct(root: &Expr) -> Option<Conjunct> {
+    split_indexable(root).map(|(conjunct, _)| conjunct)
+}
+
+/// The first hashable conjunct of the `where` and the rest of it: the other top-level `AND`
+/// operands (`None` when there are none: the conjunct is exact). A row matches the `where`
+/// exactly when it has one of the conjunct's keys and matches the rest.
+pub fn split_indexable(root: &Expr) -> Option<(Conjunct, Option<Expr>)> {
     match root {
-        Expr::And(items) => items
-            .iter()
-            .find_map(single)
-            .map(|c| Conjunct { exact: false, ..c }),
-        e => single(e),
+        Expr::And(items) => {
+            let (at, conjunct) = items
+                .iter()
+                .enumerate()
+                .find_map(|(i, e)| single(e).map(|c| (i, c)))?;
+            let mut rest: Vec<Expr> = items
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != at)
+                .map(|(_, e)| e.clone())
+                .collect();
+            let rest = match rest.len() {
+                0 => None,
+                1 => rest.pop(),
+                _ => Some(Expr::And(rest)),
+            };
+            let exact = rest.is_none();
+            Some((Conjunct { exact, ..conjunct }, rest))
+        }
+        e => single(e).map(|c| (c, None)),
     }
 }

@@ -99,6 +99,11 @@ pub struct WhereClause {
 }
 
 impl WhereClause {
+    /// A clause of an already checked tree (part of another clause).
+    pub(crate) fn from_checked(root: Expr) -> WhereClause {
+        WhereClause { root }
+    }
+
     /// Parses and checks `text` against `table`, substituting `params` (`$n` → `params[n]`).
     pub fn parse(
         text: &str,

@@ -4,9 +4,10 @@
 //! `col IN (constants…)` is filed in a hash index under that column's value(s); every other
 //! shape (no `where`, or nothing hashable) is on the table's *fallback* list. Routing a change
 //! looks up the old and new rows' values in each indexed column (a handful of hash lookups,
-//! however many shapes there are), evaluates the full `where` of the shapes found there (not
-//! even that when the conjunct is the whole `where`: finding the shape is the answer) and of
-//! the fallback shapes on the old and new rows, and reports per shape:
+//! however many shapes there are), evaluates what the `where` of the shapes found there says
+//! beside the hashed conjunct (nothing when the conjunct is the whole `where`: finding the
+//! shape is the answer) and the whole `where` of the fallback shapes, on the old and new rows
+//! (each distinct condition once per row, see [`conditions`]), and reports per shape:
 //!
 //! | old row matched | new row matches | change |
 //! |---|---|---|
@@ -22,13 +23,16 @@
 //! per-change path hashes no table name. A table keeps its slot for the index's life (also
 //! while it has no shape), so a slot a caller kept never points at another table.
 
+mod conditions;
+
 use std::collections::HashMap;
 
 use crate::schema::{QualifiedName, TableSchema};
 use crate::where_clause::WhereClause;
-use crate::where_clause::ast_access::{Conjunct, indexable_conjunct};
+use crate::where_clause::ast_access::{Conjunct, split_indexable};
 use crate::where_clause::types::SqlType;
 use crate::where_clause::value;
+use conditions::{ConditionId, Conditions, Memo, Which};
 
 /// A shape's id in the index (the proxy's own numbering).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -55,11 +59,12 @@ pub enum RowChange {
     Delete,
 }
 
-/// A shape filed under a key; `exact` when having the key is the whole condition.
+/// A shape filed under a key, with what a row found there must match besides (`None`: having
+/// the key is the whole condition). Carried inline, so routing never looks the shape up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Filed {
     id: ShapeId,
-    exact: bool,
+    condition: Option<ConditionId>,
 }
 
 /// The shapes under one key: one inline (the common case, no extra allocation), or several.
@@ -104,30 +109,46 @@ impl Slot {
     }
 }
 
-/// An integer key's shapes packed in 4 bytes, so that with the key a hash bucket is 8 bytes
-/// and a 100,000-shape index stays in the processor's cache: one shape (id < 2^30) with its
-/// `exact` flag inline, or an index into [`ColumnIndex::overflow`].
+/// An integer key's shapes packed in 8 bytes, so that with the key a hash bucket is 12 bytes
+/// and a 100,000-shape index stays in the processor's cache: one shape (id < 2^31) with its
+/// condition inline, or an index into [`ColumnIndex::overflow`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Packed(u32);
+struct Packed {
+    /// The shape's id, or with [`PACKED_OVERFLOW`] the overflow index.
+    id: u32,
+    /// [`ConditionId::to_bits`], or [`NO_CONDITION`].
+    condition: u32,
+}
 
 const PACKED_OVERFLOW: u32 = 1 << 31;
-const PACKED_EXACT: u32 = 1 << 30;
+const NO_CONDITION: u32 = u32::MAX;
 
 impl Packed {
     fn one(f: Filed) -> Option<Packed> {
-        let id = u32::try_from(f.id.0).ok().filter(|id| *id < PACKED_EXACT)?;
-        Some(Packed(id | if f.exact { PACKED_EXACT } else { 0 }))
+        let id = u32::try_from(f.id.0)
+            .ok()
+            .filter(|id| *id < PACKED_OVERFLOW)?;
+        let condition = f.condition.map_or(NO_CONDITION, ConditionId::to_bits);
+        (condition != NO_CONDITION || f.condition.is_none()).then_some(Packed { id, condition })
+    }
+
+    fn overflowed(index: u32) -> Packed {
+        Packed {
+            id: PACKED_OVERFLOW | index,
+            condition: NO_CONDITION,
+        }
     }
 
     fn single(self) -> Option<Filed> {
-        (self.0 & PACKED_OVERFLOW == 0).then(|| Filed {
-            id: ShapeId(u64::from(self.0 & (PACKED_EXACT - 1))),
-            exact: self.0 & PACKED_EXACT != 0,
+        (self.id & PACKED_OVERFLOW == 0).then(|| Filed {
+            id: ShapeId(u64::from(self.id)),
+            condition: (self.condition != NO_CONDITION)
+                .then(|| ConditionId::from_bits(self.condition)),
         })
     }
 
     fn overflow_index(self) -> usize {
-        (self.0 & !PACKED_OVERFLOW) as usize
+        (self.id & !PACKED_OVERFLOW) as usize
     }
 }
 
@@ -185,8 +206,28 @@ struct ColumnIndex {
 #[derive(Debug, Default)]
 struct TableIndex {
     columns: Vec<ColumnIndex>,
-    fallback: Vec<ShapeId>,
-    shapes: HashMap<ShapeId, Option<WhereClause>>,
+    /// Shapes with nothing hashable, and their whole `where` (`None`: every row).
+    fallback: Vec<(ShapeId, Option<ConditionId>)>,
+    shapes: HashMap<ShapeId, Registered>,
+    conditions: Conditions,
+}
+
+/// How a shape is registered in its table.
+#[derive(Debug)]
+struct Registered {
+    /// Where it is filed (`None`: on the fallback list).
+    filing: Option<Filing>,
+    /// What a row must match besides being found under a key (for a fallback shape, its
+    /// whole `where`); `None`: nothing.
+    condition: Option<ConditionId>,
+}
+
+/// The keys a shape is filed under, to take it out again.
+#[derive(Debug)]
+struct Filing {
+    column: usize,
+    ty: SqlType,
+    keys: Box<[Box<str>]>,
 }
 
 /// Shapes by table, with hash indexes on equality conjuncts.
@@ -219,28 +260,31 @@ pub struct ShapeIndex {
     table_of: HashMap<ShapeId, TableSlot>,
 }
 
-/// Candidate flags: found by the old row, found by the new row, match known without evaluating.
+/// Candidate flags: found by the old row, found by the new row, on the fallback list.
 const OLD: u8 = 1;
 const NEW: u8 = 2;
-const EXACT: u8 = 4;
+const FALLBACK: u8 = 4;
+
+/// A shape a change may touch: its flags and its condition.
+type Candidate = (ShapeId, u8, Option<ConditionId>);
 
 /// Candidates of one change, on the stack unless there are many.
 struct Candidates {
-    inline: [(ShapeId, u8); 8],
+    inline: [Candidate; 8],
     len: usize,
-    spill: Vec<(ShapeId, u8)>,
+    spill: Vec<Candidate>,
 }
 
 impl Candidates {
     fn new() -> Self {
         Candidates {
-            inline: [(ShapeId(0), 0); 8],
+            inline: [(ShapeId(0), 0, None); 8],
             len: 0,
             spill: Vec::new(),
         }
     }
 
-    fn push(&mut self, c: (ShapeId, u8)) {
+    fn push(&mut self, c: Candidate) {
         if self.len < self.inline.len() {
             self.inline[self.len] = c;
             self.len += 1;
@@ -253,8 +297,8 @@ impl Candidates {
     }
 
     /// Sorted by id, flags of the same id merged.
-    fn merged(&mut self) -> &[(ShapeId, u8)] {
-        let list: &mut [(ShapeId, u8)] = if self.spill.is_empty() {
+    fn merged(&mut self) -> &[Candidate] {
+        let list: &mut [Candidate] = if self.spill.is_empty() {
             &mut self.inline[..self.len]
         } else {
             &mut self.spill
@@ -294,11 +338,8 @@ impl ShapeIndex {
             }
         };
         let ti = &mut self.tables[slot.index()];
-        match where_.and_then(|w| indexable_conjunct(w.root())) {
-            Some(conjunct) => ti.file(id, conjunct),
-            None => ti.fallback.push(id),
-        }
-        ti.shapes.insert(id, where_.cloned());
+        let registered = ti.register(id, where_);
+        ti.shapes.insert(id, registered);
         self.table_of.insert(id, slot);
         slot
     }
@@ -309,9 +350,9 @@ impl ShapeIndex {
             return false;
         };
         if let Some(ti) = self.tables.get_mut(slot.index())
-            && let Some(w) = ti.shapes.remove(&id)
+            && let Some(registered) = ti.shapes.remove(&id)
         {
-            ti.unfile(id, w.as_ref());
+            ti.unregister(id, registered);
         }
         true
     }
@@ -346,24 +387,26 @@ impl ShapeIndex {
         let mut candidates = Candidates::new();
         for ci in &ti.columns {
             ci.lookup_both(old, new, |f, flag| {
-                candidates.push((f.id, flag | if f.exact { EXACT } else { 0 }))
+                candidates.push((f.id, flag, f.condition))
             });
         }
-        for id in &ti.fallback {
-            candidates.push((*id, 0));
+        for &(id, condition) in &ti.fallback {
+            candidates.push((id, FALLBACK, condition));
         }
-        for &(id, flags) in candidates.merged() {
-            let (was, is) = if flags & EXACT != 0 {
-                (flags & OLD != 0, flags & NEW != 0)
-            } else {
-                let Some(where_) = ti.shapes.get(&id) else {
-                    continue;
+        let mut memo = Memo::new();
+        for &(id, flags, condition) in candidates.merged() {
+            // A filed shape admits a row only if the row was found under one of its keys; a
+            // fallback shape, any row its condition admits.
+            let mut matches = |row: Option<&[Option<String>]>, flag: u8, which: Which| {
+                let Some(row) = row else {
+                    return false;
                 };
-                let matches = |row: Option<&[Option<String>]>| {
-                    row.is_some_and(|r| where_.as_ref().is_none_or(|w| w.matches(r)))
-                };
-                (matches(old), matches(new))
+                if flags & (flag | FALLBACK) == 0 {
+                    return false;
+                }
+                condition.is_none_or(|c| memo.matches(&ti.conditions, c, which, row))
             };
+            let (was, is) = (matches(old, OLD, Which::Old), matches(new, NEW, Which::New));
             let change = match (was, is) {
                 (false, true) => RowChange::Insert,
                 (true, true) => RowChange::Update,
@@ -487,7 +530,7 @@ impl ColumnIndex {
                 let Ok(index32) = u32::try_from(index) else {
                     return; // more than 2^31 overflow slots: not reachable in practice
                 };
-                map.insert(key, Packed(PACKED_OVERFLOW | index32));
+                map.insert(key, Packed::overflowed(index32));
                 return;
             }
         };
@@ -549,8 +592,8 @@ impl TableIndex {
         &mut self.columns[pos]
     }
 
-    fn file(&mut self, id: ShapeId, c: Conjunct) {
-        let filed = Filed { id, exact: c.exact };
+    fn file(&mut self, id: ShapeId, c: Conjunct, condition: Option<ConditionId>) {
+        let filed = Filed { id, condition };
         let slot = self.column_slot(c.column, &c.ty);
         for key in c.keys {
             match &mut slot.keys {
@@ -569,32 +612,70 @@ impl TableIndex {
         }
     }
 
-    fn unfile(&mut self, id: ShapeId, where_: Option<&WhereClause>) {
-        match where_.and_then(|w| indexable_conjunct(w.root())) {
-            None => self.fallback.retain(|x| *x != id),
-            Some(c) => {
-                if let Some(slot) = self
-                    .columns
-                    .iter_mut()
-                    .find(|s| s.column == c.column && s.ty == c.ty)
-                {
-                    for key in c.keys {
-                        match &mut slot.keys {
-                            Keys::Int(_) => {
-                                if let Ok(k) = key.parse::<i64>() {
-                                    slot.remove_int(k, id);
-                                }
-                            }
-                            Keys::Text(map) => {
-                                if map.get_mut(key.as_str()).is_some_and(|s| s.remove(id)) {
-                                    map.remove(key.as_str());
-                                }
-                            }
+    /// Files a shape by its `where`: under the keys of its first hashable conjunct with the
+    /// rest as its condition, or on the fallback list with all of it.
+    fn register(&mut self, id: ShapeId, where_: Option<&WhereClause>) -> Registered {
+        let Some(where_) = where_ else {
+            self.fallback.push((id, None));
+            return Registered {
+                filing: None,
+                condition: None,
+            };
+        };
+        match split_indexable(where_.root()) {
+            Some((conjunct, rest)) => {
+                let filing = Filing {
+                    column: conjunct.column,
+                    ty: conjunct.ty.clone(),
+                    keys: conjunct.keys.iter().map(|k| k.as_str().into()).collect(),
+                };
+                let condition =
+                    rest.map(|rest| self.conditions.intern(WhereClause::from_checked(rest)));
+                self.file(id, conjunct, condition);
+                Registered {
+                    filing: Some(filing),
+                    condition,
+                }
+            }
+            None => {
+                let condition = self.conditions.intern(where_.clone());
+                self.fallback.push((id, Some(condition)));
+                Registered {
+                    filing: None,
+                    condition: Some(condition),
+                }
+            }
+        }
+    }
+
+    fn unregister(&mut self, id: ShapeId, registered: Registered) {
+        if let Some(condition) = registered.condition {
+            self.conditions.release(condition);
+        }
+        let Some(filing) = registered.filing else {
+            self.fallback.retain(|(x, _)| *x != id);
+            return;
+        };
+        if let Some(slot) = self
+            .columns
+            .iter_mut()
+            .find(|s| s.column == filing.column && s.ty == filing.ty)
+        {
+            for key in &filing.keys {
+                match &mut slot.keys {
+                    Keys::Int(_) => {
+                        if let Ok(k) = key.parse::<i64>() {
+                            slot.remove_int(k, id);
+                        }
+                    }
+                    Keys::Text(map) => {
+                        if map.get_mut(&**key).is_some_and(|s| s.remove(id)) {
+                            map.remove(&**key);
                         }
                     }
                 }
-                self.columns.retain(|s| !s.is_empty());
             }
         }
+        self.columns.retain(|s| !s.is_empty());
     }
 }
