@@ -495,3 +495,111 @@ async fn column_changes_made_while_the_proxy_was_down_are_found_when_it_starts()
         "{log}"
     );
 }
+
+/// One table per kind of change made while the proxy is down, each followed by the official
+/// client through the restart: (table, statement, whether its shape is rotated, its `columns`).
+const WHILE_DOWN: &[(&str, &str, bool, Option<&str>)] = &[
+    (
+        "k_add",
+        "ALTER TABLE k_add ADD COLUMN extra int DEFAULT 1",
+        false,
+        Some("id,title"),
+    ),
+    (
+        "k_drop",
+        "ALTER TABLE k_drop DROP COLUMN other",
+        false,
+        Some("id,title"),
+    ),
+    (
+        "k_rename",
+        "ALTER TABLE k_rename RENAME COLUMN other TO renamed",
+        false,
+        Some("id,title"),
+    ),
+    (
+        "k_retype",
+        "ALTER TABLE k_retype ALTER COLUMN other TYPE varchar(10)",
+        false,
+        Some("id,title"),
+    ),
+    (
+        "k_not_null",
+        "ALTER TABLE k_not_null ALTER COLUMN other SET NOT NULL",
+        false,
+        Some("id,title"),
+    ),
+    (
+        "r_title",
+        "ALTER TABLE r_title ALTER COLUMN title TYPE varchar(50)",
+        true,
+        Some("id,title"),
+    ),
+    (
+        "r_key",
+        "ALTER TABLE r_key DROP CONSTRAINT r_key_pkey, ADD PRIMARY KEY (id, n)",
+        true,
+        Some("id,title,n"),
+    ),
+    (
+        "r_all",
+        "ALTER TABLE r_all ADD COLUMN extra int DEFAULT 1",
+        true,
+        None,
+    ),
+];
+
+#[tokio::test]
+async fn official_clients_through_a_restart_refetch_only_the_shapes_whose_columns_changed() {
+    let db = TestDb::new("ddl_restart_clients").await;
+    let sql = db.connect().await;
+    for (table, ..) in WHILE_DOWN {
+        sql.batch_execute(&format!(
+            "CREATE TABLE {table} (id int PRIMARY KEY, title text, other text DEFAULT 'o',
+                                   n int NOT NULL DEFAULT 0);
+             INSERT INTO {table} (id, title) SELECT g, 'row ' || g FROM generate_series(1, 3) g;"
+        ))
+        .await
+        .unwrap();
+    }
+    let mut proxy = ProxyProcess::start(shapesync_bin!(), &db, &[]).await;
+    let mut clients = Vec::new();
+    for (table, _, _, columns) in WHILE_DOWN {
+        let mut params = json!({"table": table});
+        if let Some(columns) = columns {
+            params["columns"] = json!(columns);
+        }
+        let mut client = ElectricClient::start(&proxy.url, json!({"params": params, "raw": true}));
+        client.wait_rows(WAIT, |rows| rows.len() == 3).await;
+        clients.push(client);
+    }
+    proxy.stop().await;
+    for (table, ddl, ..) in WHILE_DOWN {
+        sql.batch_execute(ddl).await.expect(ddl);
+        sql.batch_execute(&format!(
+            "UPDATE {table} SET title = 'while down' WHERE id = 2"
+        ))
+        .await
+        .unwrap();
+    }
+    proxy.restart().await;
+    for ((table, ddl, rotated, _), client) in WHILE_DOWN.iter().zip(&mut clients) {
+        let rows = client
+            .wait_rows(WAIT, |rows| {
+                rows.len() == 3 && rows.values().any(|row| row["title"] == "while down")
+            })
+            .await;
+        if *table == "r_all" {
+            assert!(
+                rows.values().all(|row| row["extra"] == "1"),
+                "{table}: {rows:?}"
+            );
+        }
+        let refetches = client
+            .messages()
+            .iter()
+            .filter(|m| m["headers"]["control"] == "must-refetch")
+            .count();
+        assert_eq!(refetches, usize::from(*rotated), "{table} after `{ddl}`");
+    }
+}
