@@ -20,6 +20,17 @@ async fn walsenders(sql: &tokio_postgres::Client) -> i64 {
         .get(0)
 }
 
+/// Connections the proxy keeps for snapshots.
+async fn snapshot_connections(sql: &tokio_postgres::Client) -> i64 {
+    sql.query_one(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'shapesync-snapshot'",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
 fn closes(proxy: &ProxyProcess) -> usize {
     proxy
         .log()
@@ -44,12 +55,19 @@ async fn an_idle_proxy_closes_replication_and_the_next_request_gets_every_change
     let handle = first.header("electric-handle").unwrap().to_owned();
     let offset = first.header("electric-offset").unwrap().to_owned();
     assert_eq!(first.changes().len(), 1);
+    // The snapshot's connection is kept for the next one.
+    assert_eq!(snapshot_connections(&sql).await, 1);
 
     wait_for("the idle proxy to close replication", WAIT, || async {
         (closes(&proxy) == 1).then_some(())
     })
     .await;
     assert_eq!(walsenders(&sql).await, 0, "no walsender while idle");
+    // The connection kept from the snapshot is closed too (its backend exits a moment later).
+    wait_for("the snapshot connection to close", WAIT, || async {
+        (snapshot_connections(&sql).await == 0).then_some(())
+    })
+    .await;
     let (_, report) = proxy.get_json("/v1/status").await;
     assert_eq!(report["replication"]["state"], "idle", "{report}");
 

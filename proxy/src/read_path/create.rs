@@ -16,6 +16,7 @@ use super::{Command, ShapeError, Shapes, schema_change};
 use crate::read_path::durability;
 use crate::read_path::router::SnapshotHolds;
 use crate::read_path::snapshot;
+use crate::read_path::snapshot_clients::SnapshotClient;
 use crate::replication::SetupError;
 use crate::replication::setup::TablePrepared;
 use crate::storage::shape_log::ShapeLog;
@@ -190,6 +191,7 @@ impl Shapes {
                     ShapeError::Internal(e.to_string())
                 }
             })?;
+        client.reuse();
         let finished = self
             .ask(|reply| Command::FinishSnapshot {
                 id: shape.id,
@@ -233,23 +235,15 @@ impl Shapes {
             .map_err(|_| ShapeError::unavailable("the change writer stopped"))
     }
 
-    /// A connection for snapshots, with the display settings both paths share.
-    pub async fn snapshot_client(&self) -> Result<tokio_postgres::Client, ShapeError> {
-        let mut config: tokio_postgres::Config = self
-            .config
-            .database_url
-            .parse()
-            .map_err(|e| ShapeError::Internal(format!("database URL: {e}")))?;
-        config.options(shapes::display::STARTUP_OPTIONS);
-        config.application_name("shapesync-snapshot");
-        let (client, connection) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| ShapeError::unavailable(format!("cannot connect for a snapshot: {e}")))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(client)
+    /// A connection for a snapshot (see [`super::snapshot_clients`]); hand it back with
+    /// [`SnapshotClient::reuse`] once its transaction has ended cleanly.
+    pub async fn snapshot_client(&self) -> Result<SnapshotClient<'_>, ShapeError> {
+        self.snapshot_clients.get().await
+    }
+
+    /// Closes the connections kept for snapshots (replication closed for idleness).
+    pub fn close_snapshot_clients(&self) {
+        self.snapshot_clients.close_idle();
     }
 
     /// Adds the table to the publication with `REPLICA IDENTITY FULL`, once per table.

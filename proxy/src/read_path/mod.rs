@@ -23,6 +23,7 @@ mod retire;
 pub mod router;
 pub(crate) mod schema_change;
 pub mod snapshot;
+pub mod snapshot_clients;
 pub mod standby;
 pub mod start;
 mod table_watch;
@@ -153,6 +154,8 @@ pub struct Shapes {
     /// To the consumer task, which owns the router and is the one place shapes are removed.
     commands: mpsc::UnboundedSender<Command>,
     snapshot_permits: Semaphore,
+    /// Connections kept for the next snapshot.
+    snapshot_clients: snapshot_clients::SnapshotClients,
     /// Shapes being created (registered, snapshot queued or running).
     creating: std::sync::atomic::AtomicUsize,
     prepared: Mutex<HashSet<QualifiedName>>,
@@ -178,6 +181,10 @@ impl Shapes {
         Self {
             metadata: MetadataClient::new(config.database_url.clone()),
             snapshot_permits: Semaphore::new(config.max_concurrent_snapshots.max(1)),
+            snapshot_clients: snapshot_clients::SnapshotClients::new(
+                config.database_url.clone(),
+                config.max_concurrent_snapshots.max(1),
+            ),
             creating: std::sync::atomic::AtomicUsize::new(0),
             config,
             store,

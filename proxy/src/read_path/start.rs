@@ -254,6 +254,7 @@ async fn supervise(
                     tracing::warn!(error = %err, "replication stream ended with an error");
                 }
                 shapes.metadata().close().await;
+                shapes.close_snapshot_clients();
                 tracing::info!(
                     idle = ?idle_timeout.unwrap_or_default(),
                     "no live client and no change: closed the replication connection until the next request"

@@ -223,7 +223,7 @@ pub(super) async fn run(
     tx.commit()
         .await
         .map_err(|e| query_error(snapshot::SnapshotError::Query(e)))?;
-    drop(client);
+    client.reuse();
     drop(permit);
     body.write(b"]}").map_err(storage_error)?;
     body.into_body().map_err(storage_error)

@@ -84,6 +84,8 @@ enum Scenario {
     Routing10,
     #[value(name = "routing_100k")]
     Routing100k,
+    #[value(name = "shapes_100k")]
+    Shapes100k,
     #[value(name = "initial_sync_1m")]
     InitialSync1m,
     #[value(name = "sse_10k")]
@@ -246,6 +248,7 @@ async fn run_scenario(bench: &mut Bench, scenario: Scenario) -> anyhow::Result<(
         Scenario::Fanout1000 => fanout::run(bench).await,
         Scenario::Routing10 => routing::run(bench, routing::Size::Ten),
         Scenario::Routing100k => routing::run(bench, routing::Size::HundredThousand),
+        Scenario::Shapes100k => shapes::run(bench).await,
         Scenario::InitialSync1m => initial_sync::run(bench).await,
         Scenario::Sse10k => sse_idle::run(bench).await,
         Scenario::MutationsBatch => mutations::run(bench, mutations::Mode::Batches).await,

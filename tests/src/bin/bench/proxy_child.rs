@@ -95,6 +95,11 @@ impl ProxyChild {
         })
     }
 
+    /// The proxy's `--storage-dir`.
+    pub fn storage_dir(&self) -> &std::path::Path {
+        self._storage.path()
+    }
+
     pub fn memory(&self) -> anyhow::Result<Memory> {
         memory_of(self.pid)
     }

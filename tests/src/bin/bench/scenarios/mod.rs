@@ -8,5 +8,6 @@ pub mod initial_sync;
 pub mod latency;
 pub mod mutations;
 pub mod routing;
+pub mod shapes;
 pub mod sse_idle;
 pub mod throughput;
