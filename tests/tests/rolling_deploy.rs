@@ -136,11 +136,14 @@ async fn a_standby_serves_the_stored_shapes_read_only_then_takes_over_when_the_f
 
     // The first exits; the standby takes over with the same shape and offsets.
     first.stop().await;
+    // Health turns active when its read path is up, a moment before the router is swapped
+    // and "took over" is logged.
     wait_for("the standby to take over", WAIT, || async {
-        (health(&second).await == (200, json!({"status": "active"}))).then_some(())
+        (health(&second).await == (200, json!({"status": "active"}))
+            && second.log().contains("took over"))
+        .then_some(())
     })
     .await;
-    assert!(second.log().contains("took over"), "{}", second.log());
     let after = shape_http::get(
         second.http(),
         &second.url,

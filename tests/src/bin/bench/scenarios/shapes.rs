@@ -43,7 +43,8 @@ struct Created {
 }
 
 pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
-    let shapes = bench.scale.of(100_000);
+    // The smoke run (`--quick`) makes a hundredth: enough to exercise every step.
+    let shapes = if bench.scale.quick { 1_000 } else { 100_000 };
     let db = bench.cluster.database("shapes_100k").await?;
     let client = db.connect().await?;
     client
@@ -94,6 +95,9 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     let with_polls = proxy.memory()?;
 
     let commits = bench.scale.of(1_000).min(sample.len());
+    if commits == 0 {
+        bail!("no shape to hold a long-poll on");
+    }
     let update = client
         .prepare("UPDATE docs SET title = $2 WHERE id = $1")
         .await?;
