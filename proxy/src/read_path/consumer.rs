@@ -35,6 +35,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::activity::{self, AppliedCommit};
 use super::reshape::{check_catalog, fit_shapes, key_dropped};
 use super::retire::{remove_shape, rotate_all, rotate_shape, rotate_table};
+use super::schema_change;
 use super::tables::TableError;
 use super::{Shapes, partitions};
 use crate::observability::prometheus;
@@ -445,8 +446,14 @@ fn apply_change(
     // of the WAL. The table's shapes are routed by the change's columns first: those that
     // read a column that is not there any more are rotated (see [`schema_change`]).
     if known.routed.own.is_some() && !known.own_fitted {
-        fit_shapes(shapes, router, &known.relation);
-        known.note_routes(router);
+        // Nearly always one layout, the relation's: nothing to fit.
+        let fitted = router
+            .layouts_of(&known.relation.name)
+            .all(|layout| schema_change::same_layout(layout, &known.relation));
+        if !fitted {
+            fit_shapes(shapes, router, &known.relation);
+            known.note_routes(router);
+        }
         known.own_fitted = true;
     }
     match known.routed.own {

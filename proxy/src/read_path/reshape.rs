@@ -1,6 +1,8 @@
 //! What the consumer does when a table's columns or constraints change (see
 //! [`schema_change`] for which shapes survive what).
 
+use std::sync::Arc;
+
 use shapes::request::ShapeRequest;
 use shapes::schema::TableSchema;
 
@@ -8,7 +10,7 @@ use super::Shapes;
 use super::compile_definition;
 use super::retire::rotate_shape;
 use super::router::Router;
-use super::schema_change::{self, Fit};
+use super::schema_change::{self, CatalogChanges, Fit};
 use crate::replication::event::Relation;
 
 /// Routes every shape of `relation`'s table by the relation's columns: a shape that reads
@@ -43,12 +45,21 @@ pub(super) fn fit_shapes(shapes: &Shapes, router: &mut Router, relation: &Relati
 /// select, differs from what they were made with (a Relation message came again: something
 /// invalidated the table's catalog entry).
 pub(super) fn check_catalog(shapes: &Shapes, router: &mut Router, catalog: &TableSchema) {
+    // Shapes made against one catalog entry share it: compare each entry once.
+    let mut compared: Vec<(Arc<TableSchema>, CatalogChanges)> = Vec::new();
     for shape in shapes.on_table(&catalog.name) {
-        if let Some(why) = schema_change::catalog_change(
-            &shape.table,
-            shape.definition.selected_columns(),
-            catalog,
-        ) {
+        let changes = match compared
+            .iter()
+            .find(|(made, _)| Arc::ptr_eq(made, &shape.table))
+        {
+            Some((_, changes)) => changes,
+            None => {
+                let changes = CatalogChanges::between(&shape.table, catalog);
+                compared.push((shape.table.clone(), changes));
+                &compared[compared.len() - 1].1
+            }
+        };
+        if let Some(why) = changes.for_shape(shape.definition.selected_columns()) {
             rotate_shape(shapes, router, &shape, &why);
         }
     }

@@ -154,29 +154,63 @@ pub fn fit(
     })
 }
 
-/// What the catalog says changed for a shape made against `made` (selecting `selected`,
-/// positions in `made`) that its columns alone do not show: its primary key, or NOT NULL
-/// of a column it selects (the `electric-schema` header its clients parse by). `None` when
-/// nothing did. A selected column the catalog has with another type, or not at all, is left
-/// to the replication stream, which tells exactly where such a change falls.
-pub fn catalog_change(made: &TableSchema, selected: &[usize], now: &TableSchema) -> Option<String> {
-    let key = |table: &TableSchema| -> Vec<String> {
-        table
-            .primary_key()
-            .into_iter()
-            .map(|i| table.columns[i].name.clone())
-            .collect()
-    };
-    if key(made) != key(now) {
-        return Some("its table's primary key changed".into());
+/// What the catalog says changed since a table was read as `made`, that its columns alone do
+/// not show: its primary key, and NOT NULL of some columns (the `electric-schema` header that
+/// clients parse by says it). A column the catalog has with another type, or not at all, is
+/// left to the replication stream, which tells exactly where such a change falls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogChanges {
+    key: bool,
+    /// Positions in `made` of the columns whose NOT NULL changed.
+    not_null: Vec<usize>,
+    names: Vec<String>,
+}
+
+impl CatalogChanges {
+    pub fn between(made: &TableSchema, now: &TableSchema) -> Self {
+        let key = |table: &TableSchema| -> Vec<String> {
+            table
+                .primary_key()
+                .into_iter()
+                .map(|i| table.columns[i].name.clone())
+                .collect()
+        };
+        let not_null: Vec<usize> = made
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, column)| {
+                now.columns.iter().any(|current| {
+                    current.name == column.name
+                        && current.ty.oid == column.ty.oid
+                        && current.type_mod == column.type_mod
+                        && current.not_null != column.not_null
+                })
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let names = not_null
+            .iter()
+            .map(|&i| made.columns[i].name.clone())
+            .collect();
+        CatalogChanges {
+            key: key(made) != key(now),
+            not_null,
+            names,
+        }
     }
-    selected.iter().find_map(|&i| {
-        let column = made.columns.get(i)?;
-        let current = now.columns.iter().find(|c| c.name == column.name)?;
-        let same_type = current.ty.oid == column.ty.oid && current.type_mod == column.type_mod;
-        (same_type && current.not_null != column.not_null)
-            .then(|| format!("NOT NULL of column {} it selects changed", column.name))
-    })
+
+    /// Why a shape selecting `selected` (positions in `made`) must rotate, if it must.
+    pub fn for_shape(&self, selected: &[usize]) -> Option<String> {
+        if self.key {
+            return Some("its table's primary key changed".into());
+        }
+        self.not_null
+            .iter()
+            .zip(&self.names)
+            .find(|(i, _)| selected.contains(i))
+            .map(|(_, name)| format!("NOT NULL of column {name} it selects changed"))
+    }
 }
 
 /// `layout` rearranged into the relation's columns: a column it had unchanged keeps its

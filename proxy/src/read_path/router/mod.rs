@@ -106,12 +106,45 @@ pub struct CommitReport {
     pub shapes_written: usize,
 }
 
+/// The layouts a table's shapes are routed by, each with how many shapes use it: shapes made
+/// against one catalog entry share its `Arc`.
+#[derive(Debug, Default)]
+struct TableLayouts(Vec<(Arc<TableSchema>, usize)>);
+
+impl TableLayouts {
+    fn add(&mut self, layout: &Arc<TableSchema>) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(l, _)| Arc::ptr_eq(l, layout) || **l == **layout)
+        {
+            Some((_, uses)) => *uses += 1,
+            None => self.0.push((layout.clone(), 1)),
+        }
+    }
+
+    /// One use fewer; `true` when the table has no shape left.
+    fn remove(&mut self, layout: &Arc<TableSchema>) -> bool {
+        if let Some(at) = self
+            .0
+            .iter()
+            .position(|(l, _)| Arc::ptr_eq(l, layout) || **l == **layout)
+        {
+            self.0[at].1 -= 1;
+            if self.0[at].1 == 0 {
+                self.0.swap_remove(at);
+            }
+        }
+        self.0.is_empty()
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Router {
     index: ShapeIndex,
     shapes: HashMap<ShapeId, RoutedShape>,
-    /// How many shapes each table has.
-    tables: HashMap<QualifiedName, usize>,
+    /// The layouts the shapes of each table are routed by.
+    tables: HashMap<QualifiedName, TableLayouts>,
     /// Bumped whenever a shape comes or goes, so callers can cache what they asked.
     generation: u64,
     /// Tombstone column by [`TableSlot::index`].
@@ -196,8 +229,8 @@ impl Router {
             _ => None,
         };
         let table = shape.definition.table().clone();
-        *self.tables.entry(table).or_default() += 1;
         let layout = shape.table.clone();
+        self.tables.entry(table).or_default().add(&layout);
         let definition = shape.definition.clone();
         let tombstone = shape.tombstone;
         let encoding = self.file(shape.id, &layout, &definition, tombstone);
@@ -257,6 +290,14 @@ impl Router {
             .map(|ws| (&ws.layout, &ws.definition, ws.tombstone))
     }
 
+    /// The distinct layouts the shapes of `table` are routed by (one, nearly always).
+    pub fn layouts_of(&self, table: &QualifiedName) -> impl Iterator<Item = &TableSchema> {
+        self.tables
+            .get(table)
+            .into_iter()
+            .flat_map(|layouts| layouts.0.iter().map(|(layout, _)| &**layout))
+    }
+
     /// Routes a shape's rows by another layout of its table (a column it does not read was
     /// added, dropped or changed): same handle, same log, same messages.
     pub fn rebase(
@@ -272,6 +313,10 @@ impl Router {
         let encoding = self.file(id, &layout, &definition, tombstone);
         self.generation += 1;
         if let Some(ws) = self.shapes.get_mut(&id) {
+            if let Some(layouts) = self.tables.get_mut(&ws.encoding.table) {
+                layouts.remove(&ws.layout);
+                layouts.add(&layout);
+            }
             ws.layout = layout;
             ws.definition = definition;
             ws.tombstone = tombstone;
@@ -313,11 +358,10 @@ impl Router {
         };
         self.generation += 1;
         let table = &removed.encoding.table;
-        if let Some(count) = self.tables.get_mut(table) {
-            *count -= 1;
-            if *count == 0 {
-                self.tables.remove(table);
-            }
+        if let Some(layouts) = self.tables.get_mut(table)
+            && layouts.remove(&removed.layout)
+        {
+            self.tables.remove(table);
         }
     }
 

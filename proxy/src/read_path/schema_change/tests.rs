@@ -253,6 +253,10 @@ fn recorded_read_columns_name_what_changed_while_the_proxy_was_down() {
     );
 }
 
+fn catalog_change(made: &TableSchema, selected: &[usize], now: &TableSchema) -> Option<String> {
+    CatalogChanges::between(made, now).for_shape(selected)
+}
+
 #[test]
 fn the_catalog_tells_key_and_not_null_changes_of_selected_columns() {
     let made = table(&BEFORE);
