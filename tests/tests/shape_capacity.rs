@@ -247,3 +247,59 @@ async fn concurrent_first_shapes_of_a_new_table_all_prepare_it() {
         assert_eq!(status, 200, "shape id = {id}: {body}");
     }
 }
+
+fn open_files(proxy: &ProxyProcess) -> usize {
+    let pid = proxy.pid().expect("the proxy runs");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("the proxy's descriptors")
+        .count()
+}
+
+/// An idle shape holds no file descriptor: a proxy with many shapes does not run out of them
+/// (the descriptor limit is often 1,024 or 20,000; an app may have 100,000 shapes). Each of
+/// 300 shapes is made, answered, and then holds nothing open; a change routed to some of them
+/// opens their logs only for as long as they are written.
+#[tokio::test]
+async fn idle_shapes_hold_no_open_files() {
+    let (db, proxy) = setup("capacity_files", &[]).await;
+    let http = proxy.http().clone();
+    // The first shape opens what the proxy keeps (a snapshot connection, the table's
+    // preparation): count from there.
+    let first = shape_http::get(
+        &http,
+        &proxy.url,
+        "table=items&where=id%20%3D%200&offset=-1",
+    )
+    .await;
+    assert_eq!(first.status, 200);
+    let before = open_files(&proxy);
+    for id in 1..=300 {
+        let reply = shape_http::get(
+            &http,
+            &proxy.url,
+            &format!("table=items&where=id%20%3D%20{id}&offset=-1"),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        assert_eq!(reply.changes().len(), 1);
+    }
+    let after = open_files(&proxy);
+    assert!(
+        after <= before + 8,
+        "300 idle shapes hold {} more descriptors ({before} → {after})",
+        after - before.min(after)
+    );
+    db.connect()
+        .await
+        .batch_execute("UPDATE items SET title = 'changed' WHERE id <= 300")
+        .await
+        .unwrap();
+    // Written logs stay open only until swept (at most 1,024 at once).
+    let changed = shape_http::get(
+        &http,
+        &proxy.url,
+        "table=items&where=id%20%3D%201&offset=-1",
+    )
+    .await;
+    assert_eq!(changed.status, 200);
+}

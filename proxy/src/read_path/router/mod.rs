@@ -276,6 +276,14 @@ impl Router {
         let to_sync = (kept > 0).then(|| appender.log_file().clone());
         tracing::debug!(handle = %ws.shape.handle, kept, dropped, "captured transactions replayed");
         ws.snapshot_holds = (holds.below > self.last_commit).then_some(holds);
+        // An appender holds a file descriptor: a shape whose capture was empty (nearly every
+        // one) closes it now; otherwise it is swept with the others written lately. Left
+        // open, 100,000 shapes would hold 100,000 descriptors.
+        if kept == 0 {
+            ws.appender = None;
+        } else {
+            self.recently_written.insert(id);
+        }
         Ok(to_sync)
     }
 

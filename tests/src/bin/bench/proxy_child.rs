@@ -95,6 +95,14 @@ impl ProxyChild {
         })
     }
 
+    /// File descriptors the proxy holds (entries of `/proc/<pid>/fd`).
+    pub fn open_files(&self) -> anyhow::Result<usize> {
+        let path = format!("/proc/{}/fd", self.pid);
+        Ok(std::fs::read_dir(&path)
+            .with_context(|| format!("reading {path}"))?
+            .count())
+    }
+
     /// The proxy's `--storage-dir`.
     pub fn storage_dir(&self) -> &std::path::Path {
         self._storage.path()

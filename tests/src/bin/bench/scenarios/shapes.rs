@@ -9,6 +9,8 @@
 //! - `shapes_100k.rss_per_shape`: the proxy's resident memory after the creations minus before,
 //!   per shape (registry, routing index, logs' indexes, open files and buffers; no client
 //!   connection is open then);
+//! - `shapes_100k.open_files_per_shape`: file descriptors the proxy holds after the
+//!   creations, per shape (an idle shape should hold none);
 //! - `shapes_100k.disk_per_shape`: bytes of the storage directory per shape;
 //! - `shapes_100k.p50` / `.p99`: commit acknowledgement → the answer of a long-poll waiting on
 //!   the one shape the commit's row is in, with long-polls held on a sample of the shapes
@@ -67,11 +69,13 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     )
     .await?;
     let before = proxy.memory()?;
+    let files_before = proxy.open_files()?;
 
     let started = Instant::now();
     let created = create_all(proxy.addr, shapes).await?;
     let create_secs = started.elapsed().as_secs_f64();
     let after = proxy.memory()?;
+    let files_after = proxy.open_files()?;
     let (disk_bytes, files) = disk_use(proxy.storage_dir())?;
 
     let sample = long_poll_sample(&created, shapes);
@@ -149,6 +153,17 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
                 sample.len(),
                 with_polls.rss_kb / 1024
             )),
+    );
+    bench.report.add(
+        Figure::new(
+            "shapes_100k.open_files_per_shape",
+            files_after.saturating_sub(files_before) as f64 / shapes as f64,
+            "files",
+        )
+        .target(Target::AtMost(0.01))
+        .note(format!(
+            "file descriptors the proxy holds after the creations − before ({files_before} → {files_after}), no client connected"
+        )),
     );
     bench.report.add(
         Figure::new(
