@@ -17,6 +17,7 @@ use crate::postgres::table_catalog::TableCatalog;
 use crate::read_path::durability;
 use crate::replication::commit_watch::CommitWatch;
 use crate::replication::stream::{ReplicationStream, StreamConfig, StreamStatus};
+use crate::storage::shape_log::compaction::policy::CompactionPolicy;
 use crate::storage::shape_store::ShapeStore;
 
 /// Events queued between the replication stream and the consumer.
@@ -108,6 +109,14 @@ impl ReadPath {
             let shutdown = shutdown.clone();
             async move { shapes.watch_slot(shutdown).await }
         });
+        if let Some(compact_after) = config.compact_after {
+            let policy = CompactionPolicy { compact_after };
+            tokio::spawn(super::compactor::run(
+                shapes.clone(),
+                policy,
+                shutdown.clone(),
+            ));
+        }
         let supervisor = tokio::spawn(supervise(
             stream,
             Supervision {

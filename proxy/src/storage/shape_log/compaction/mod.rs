@@ -67,7 +67,10 @@ pub struct Stats {
     pub entries_before: usize,
     pub entries_after: usize,
     pub windows: usize,
+    /// From the start of [`prepare`] to the end of [`install`].
     pub duration: Duration,
+    /// What [`install`] took on the consumer task (the writer's pause).
+    pub handoff: Duration,
 }
 
 /// A compacted file ready to replace a log's `changes.log`.
@@ -172,6 +175,7 @@ pub fn prepare(
             entries_after: merged.entries_after,
             windows: merged.windows,
             duration: Duration::ZERO,
+            handoff: Duration::ZERO,
         },
         started,
     }))
@@ -207,6 +211,7 @@ fn build_file(
 /// the new file. Takes the transactions committed since [`prepare`] copied, two fsyncs and a
 /// rename, whatever the log's size.
 pub fn install(log: &ShapeLog, mut prepared: Prepared) -> Result<Stats, CompactionError> {
+    let handoff = Instant::now();
     let (source, visible) = {
         let current = log.index();
         (current.file.clone(), current.visible_len())
@@ -236,6 +241,7 @@ pub fn install(log: &ShapeLog, mut prepared: Prepared) -> Result<Stats, Compacti
         bytes_after: len,
         bytes_before: visible,
         duration: prepared.started.elapsed(),
+        handoff: handoff.elapsed(),
         ..prepared.stats
     })
 }
