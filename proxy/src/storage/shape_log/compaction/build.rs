@@ -6,7 +6,7 @@
 //!                        merged entries of the last window, commit mark(CHUNK_END | RANGE_END, rows)
 //!                        the old log from the cut on, unchanged
 //! ```
-//! Windows are closed once their merged entries reach about a chunk: after any entry outside
+//! Windows are closed once their merged entries reach `window_bytes`: after any entry outside
 //! an earlier compacted range, and inside one only where one of its windows ended (so a new
 //! window is always a union of old ones, and a reader paging inside an old window still
 //! resumes correctly in the new file).
@@ -70,11 +70,12 @@ pub struct Merged {
     pub bytes: u64,
 }
 
-/// Writes the compacted range of `[0, cut.pos)` of `file` to `out`.
+/// Writes the compacted range of `[0, cut.pos)` of `file` to `out`, in windows of about
+/// `window_bytes` merged bytes.
 pub fn write_range(
     file: &Arc<File>,
     cut: Cut,
-    chunk_bytes: u64,
+    window_bytes: u64,
     out: &File,
 ) -> Result<Merged, CompactionError> {
     let reader = BufReader::with_capacity(256 * 1024, FileReader::new(file.clone(), 0));
@@ -99,7 +100,7 @@ pub fn write_range(
                 }
                 window.push(offset, payload)?;
                 writer.merged.entries_before += 1;
-                if !in_range && window.size() >= chunk_bytes {
+                if !in_range && window.size() >= window_bytes {
                     writer.window(&mut window, header.tx, CommitMark::CHUNK_END, 0)?;
                 }
             }
@@ -115,7 +116,7 @@ pub fn write_range(
                 }
                 rows += std::mem::take(&mut txn_rows);
                 let window_ended = mark.is_some_and(|m| m.has(CommitMark::CHUNK_END));
-                if window_ended && window.size() >= chunk_bytes {
+                if window_ended && window.size() >= window_bytes {
                     writer.window(&mut window, header.tx, CommitMark::CHUNK_END, 0)?;
                 }
             }

@@ -5,7 +5,8 @@
 //! **Offsets keep their meaning.** A merged entry takes the offset of its key's last change
 //! in its window, so every offset a client may hold stays a position of the log: resuming
 //! from any offset, inside or before the compacted range, and reading to the end gives the
-//! shape's rows. Responses inside the compacted range end only where a window ends (the
+//! shape's rows. A window closes once its merged entries reach about a chunk (at least
+//! [`MIN_WINDOW`]). Responses inside the compacted range end only where a window ends (the
 //! index is told by commit marks, [`super::record::CommitMark`]), the one place where a
 //! client that read the compacted file holds exactly the rows the history gives there; so it
 //! may continue with a response cached before the compaction, or from another instance.
@@ -39,6 +40,11 @@ use super::{ShapeLog, scan_committed, scan_committed_from};
 use crate::storage::shape_dir::ShapeDir;
 pub use merge::MergeError;
 use policy::{CompactionPolicy, LogSizes};
+
+/// Merged bytes a window may reach before it closes, when chunks are smaller: a key's
+/// changes merge only within a window, so a window must hold many keys; its memory while
+/// merging, and the size of a response inside the compacted range, are about this.
+const MIN_WINDOW: u64 = 4 << 20;
 
 /// The tail copied while preparing, at most this many rounds behind the writer.
 const CATCH_UP_ROUNDS: usize = 4;
@@ -116,6 +122,15 @@ pub fn prepare(
     log: &ShapeLog,
     policy: CompactionPolicy,
 ) -> Result<Option<Prepared>, CompactionError> {
+    prepare_in_windows(log, policy, MIN_WINDOW)
+}
+
+/// [`prepare`] with windows of at least `min_window` merged bytes.
+fn prepare_in_windows(
+    log: &ShapeLog,
+    policy: CompactionPolicy,
+    min_window: u64,
+) -> Result<Option<Prepared>, CompactionError> {
     let started = Instant::now();
     let (source, visible, chunk_bytes, compacted_end) = {
         let current = log.index();
@@ -140,7 +155,8 @@ pub fn prepare(
         .create(true)
         .truncate(true)
         .open(dir.compacting_log())?;
-    let result = build_file(log, &source, cut, chunk_bytes, &file);
+    let window_bytes = chunk_bytes.max(min_window);
+    let result = build_file(log, &source, cut, window_bytes, &file);
     let (merged, copied_to, len) = match result {
         Ok(built) => built,
         Err(err) => {
@@ -187,10 +203,10 @@ fn build_file(
     log: &ShapeLog,
     source: &Arc<File>,
     cut: build::Cut,
-    chunk_bytes: u64,
+    window_bytes: u64,
     file: &File,
 ) -> Result<(build::Merged, u64, u64), CompactionError> {
-    let merged = build::write_range(source, cut, chunk_bytes, file)?;
+    let merged = build::write_range(source, cut, window_bytes, file)?;
     let (mut copied_to, mut len) = (cut.pos, merged.bytes);
     for _ in 0..CATCH_UP_ROUNDS {
         let visible = log.index().visible_len();

@@ -6,13 +6,21 @@ use shapes::lsn::Lsn;
 use shapes::offset::Offset;
 
 use super::policy::CompactionPolicy;
-use super::{install, prepare};
+use super::{MIN_WINDOW, install};
 use crate::storage::shape_dir::ShapeDir;
 use crate::storage::shape_log::{LogAppender, ShapeLog};
 
 const POLICY: CompactionPolicy = CompactionPolicy {
     compact_after: 2000,
 };
+
+/// Windows of about a chunk (1500 bytes here), so that a log of a few kilobytes has many.
+fn prepare(
+    log: &ShapeLog,
+    policy: CompactionPolicy,
+) -> Result<Option<super::Prepared>, super::CompactionError> {
+    super::prepare_in_windows(log, policy, 0)
+}
 
 fn message(op: &str, id: u32, n: u32, lsn: u64, pos: u64) -> Vec<u8> {
     let value = match op {
@@ -260,6 +268,16 @@ fn a_standby_notices_the_new_file_and_reads_it_whole() {
     let fresh = ShapeLog::open_read_only(&dir, 1500).unwrap();
     assert_eq!(standby.rows(), fresh.rows());
     assert!(!standby.follow_writer().unwrap(), "nothing new since");
+}
+
+#[test]
+fn by_default_a_window_holds_at_least_min_window_bytes() {
+    let (_tmp, _dir, log, mut appender) = setup(1500);
+    write_history(&log, &mut appender, 1, 150);
+    let stats = install(&log, super::prepare(&log, POLICY).unwrap().unwrap()).unwrap();
+    assert_eq!(stats.windows, 1);
+    assert!(MIN_WINDOW > log.bytes());
+    assert!(stats.entries_after <= 10, "one entry per key: {stats:?}");
 }
 
 #[test]
