@@ -50,7 +50,8 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
         &[&rows],
     )
     .await?;
-    let compacting = ProxyChild::start_on_slot(&db, "compaction_c", &["--compact-after", "256KiB"]).await?;
+    let compacting =
+        ProxyChild::start_on_slot(&db, "compaction_c", &["--compact-after", "256KiB"]).await?;
     let plain = ProxyChild::start_on_slot(&db, "compaction_u", &["--compact-after", "off"]).await?;
     let c_items = sse::fetch(compacting.addr, ITEMS, |_| {}).await?;
     let u_items = sse::fetch(plain.addr, ITEMS, |_| {}).await?;
@@ -66,7 +67,8 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
         )
         .await?;
     }
-    sql.batch_execute("UPDATE items SET title = 'final' WHERE id = 1").await?;
+    sql.batch_execute("UPDATE items SET title = 'final' WHERE id = 1")
+        .await?;
     let written = started.elapsed();
     let changes = rows as usize * rounds;
     println!(
@@ -79,7 +81,8 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     let after_last = sampler.stop().await;
 
     let fresh = sse::fetch(compacting.addr, "table=items&where=id%20%3E%200", |_| {}).await?;
-    let fresh_snapshot = file_len(&shape_dir(compacting.storage_dir(), &fresh.handle).join("snapshot.log"));
+    let fresh_snapshot =
+        file_len(&shape_dir(compacting.storage_dir(), &fresh.handle).join("snapshot.log"));
     let snapshot = file_len(&c_dir.join("snapshot.log"));
     let at_rest = snapshot + file_len(&c_dir.join("changes.log"));
     let (after_last, compactions) = after_last;
@@ -128,7 +131,8 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     let storage = plain.stop_keeping_storage().await;
     let u_log = shape_dir(storage.path(), &u_items.handle).join("changes.log");
     let before = file_len(&u_log);
-    let restarted = ProxyChild::start_in(&db, "compaction_u", storage, &["--compact-after", "1MiB"]).await?;
+    let restarted =
+        ProxyChild::start_in(&db, "compaction_u", storage, &["--compact-after", "1MiB"]).await?;
     let latencies = latency_while_compacting(&db, &restarted, &u_log, before).await?;
     let after = file_len(&u_log);
     restarted.stop().await;
