@@ -3,6 +3,10 @@
 //! puts the result in place between two transactions ([`Command::Compact`]), so the live
 //! path waits only for the hand-off (copying the last transactions, two fsyncs, a rename).
 //!
+//! The merge runs on a thread of its own at the lowest CPU priority (nice 19): on a machine
+//! with two cores it then takes only the CPU the live path leaves, instead of a fair share of
+//! it (a pooled blocking thread could not be given its priority back afterwards).
+//!
 //! A compaction that fails leaves the old log in place and logs a warning; the shape is tried
 //! again once its log grew by another `--compact-after`.
 
@@ -79,9 +83,15 @@ async fn compact(
 ) -> Result<Option<Stats>, Failed> {
     let prepared = {
         let shape = shape.clone();
-        tokio::task::spawn_blocking(move || compaction::prepare(&shape.log, policy))
-            .await
-            .map_err(|_| Failed::Panicked)??
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("shapesync-compact".into())
+            .spawn(move || {
+                lower_priority();
+                let _ = tx.send(compaction::prepare(&shape.log, policy));
+            })
+            .map_err(CompactionError::Io)?;
+        rx.await.map_err(|_| Failed::Panicked)??
     };
     let Some(prepared) = prepared else {
         return Ok(None);
@@ -95,6 +105,15 @@ async fn compact(
         })
         .await??;
     Ok(Some(installed))
+}
+
+/// Gives the calling thread the lowest CPU priority (nice 19); a failure leaves it as it was.
+fn lower_priority() {
+    // SAFETY: setpriority only changes the scheduling priority of the given thread (this one).
+    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS as _, libc::gettid() as _, 19) };
+    if result != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "compaction: cannot lower the merge thread's priority");
+    }
 }
 
 fn report(shape: &Shape, stats: &Stats) {
