@@ -63,6 +63,10 @@ const FIGURES: &[&str] = &[
     "cdn_fanout_10k.varnish_fanout.proxy_cpu_per_commit",
     "cdn_initial_10k.nginx",
     "cdn_initial_10k.varnish",
+    "compaction.log_vs_snapshot",
+    "compaction.initial_sync_speedup",
+    "compaction.live_latency.p50",
+    "compaction.live_latency.p99",
 ];
 
 /// The figures measured against a baseline (`pg_recvlogical`, or the 10-shape routing rate):
@@ -127,7 +131,7 @@ fn check_figures(report: &Value) -> Result<(), String> {
 
 /// The committed figures: the last full run (`latest.json`) with those of the scenarios run
 /// apart, on another machine (`ecosystems.json`: RxDB and WatermelonDB; `cdn.json`: the
-/// caches; each describes its machine).
+/// caches; `compaction.json`: compaction of shape logs; each describes its machine).
 fn committed_report() -> Value {
     let read = |name: &str| -> Value {
         let path = format!("{}/bench-results/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -135,7 +139,7 @@ fn committed_report() -> Value {
     };
     let mut report = read("latest.json");
     let figures = report["figures"].as_array_mut().expect("figures");
-    for more in ["ecosystems.json", "cdn.json"] {
+    for more in ["ecosystems.json", "cdn.json", "compaction.json"] {
         figures.extend(
             read(more)["figures"]
                 .as_array()

@@ -25,6 +25,9 @@ use crate::storage::shape_store::{Shape, ShapeState};
 
 /// How often the logs are looked at (a few atomic reads per shape).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long a replaced file may wait for the readers still reading it before its blocks are
+/// left to the kernel to free at its last close.
+const RETIRE_PATIENCE: Duration = Duration::from_secs(600);
 
 /// Why one compaction did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -97,14 +100,28 @@ async fn compact(
         return Ok(None);
     };
     let handle = shape.handle.clone();
-    let installed = shapes
+    let (stats, retired) = shapes
         .ask(|reply| Command::Compact {
             handle,
             prepared: Box::new(prepared),
             reply,
         })
         .await??;
-    Ok(Some(installed))
+    background(move || retired.release(RETIRE_PATIENCE));
+    Ok(Some(stats))
+}
+
+/// Runs `work` on a thread of its own at the lowest CPU priority.
+fn background(work: impl FnOnce() + Send + 'static) {
+    let spawned = std::thread::Builder::new()
+        .name("shapesync-compact".into())
+        .spawn(move || {
+            lower_priority();
+            work();
+        });
+    if let Err(err) = spawned {
+        tracing::debug!(error = %err, "compaction: cannot start a background thread");
+    }
 }
 
 /// Gives the calling thread the lowest CPU priority (nice 19); a failure leaves it as it was.

@@ -39,7 +39,7 @@ use crate::read_path::router::{Router, SnapshotHolds};
 use crate::replication::event::{Relation, ReplicaIdentity, ReplicationEvent, WalChange};
 use crate::storage::shape_dir::ShapeDir;
 use crate::storage::shape_log::LogFile;
-use crate::storage::shape_log::compaction::{self, CompactionError, Prepared, Stats};
+use crate::storage::shape_log::compaction::{self, CompactionError, Prepared, Retired, Stats};
 use crate::storage::shape_store::{Shape, ShapeState};
 
 /// What other tasks ask of the consumer; applied between transactions.
@@ -74,7 +74,7 @@ pub enum Command {
     Compact {
         handle: Handle,
         prepared: Box<Prepared>,
-        reply: oneshot::Sender<Result<Stats, CompactionError>>,
+        reply: oneshot::Sender<Result<(Stats, Retired), CompactionError>>,
     },
 }
 

@@ -226,7 +226,10 @@ fn build_file(
 /// (the consumer task, between transactions), then reopen the log's appender: it appends to
 /// the new file. Takes the transactions committed since [`prepare`] copied, two fsyncs and a
 /// rename, whatever the log's size.
-pub fn install(log: &ShapeLog, mut prepared: Prepared) -> Result<Stats, CompactionError> {
+pub fn install(
+    log: &ShapeLog,
+    mut prepared: Prepared,
+) -> Result<(Stats, Retired), CompactionError> {
     let handoff = Instant::now();
     let (source, visible) = {
         let current = log.index();
@@ -251,15 +254,38 @@ pub fn install(log: &ShapeLog, mut prepared: Prepared) -> Result<Stats, Compacti
     crash_point("renamed");
     prepared.dir.sync()?;
     let len = prepared.len;
-    log.install(prepared.index, prepared.file, prepared.compacted_end);
+    let (old, _) = log.install(prepared.index, prepared.file, prepared.compacted_end);
     crash_point("installed");
-    Ok(Stats {
+    let stats = Stats {
         bytes_after: len,
         bytes_before: visible,
         duration: prepared.started.elapsed(),
         handoff: handoff.elapsed(),
         ..prepared.stats
-    })
+    };
+    Ok((stats, Retired(old)))
+}
+
+/// The file a compaction replaced, still open (readers in flight may read it). Freeing a big
+/// file's blocks takes the kernel a while (hundreds of milliseconds for gigabytes), and the
+/// last `close` of an unlinked file does it: [`Retired::release`] does it on the caller's
+/// thread once no reader holds the file, never on the writer's.
+#[derive(Debug)]
+pub struct Retired(Arc<File>);
+
+impl Retired {
+    /// Waits (polling every 100 ms, at most `patience`) until no reader holds the old file,
+    /// then frees its blocks (truncates it: the writer's and the fsync's descriptors of it
+    /// then close at no cost). Blocking.
+    pub fn release(self, patience: Duration) {
+        let deadline = Instant::now() + patience;
+        while Arc::strong_count(&self.0) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if Arc::strong_count(&self.0) == 1 {
+            let _ = self.0.set_len(0);
+        }
+    }
 }
 
 /// Copies what the writer committed since the prepared copy, and fsyncs.

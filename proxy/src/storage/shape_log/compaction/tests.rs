@@ -154,7 +154,7 @@ fn after_compaction_resuming_from_every_old_offset_gives_the_same_rows_and_the_l
     // The writer goes on between preparing and installing.
     write_history(&log, &mut appender, 151, 3);
     read_from(&log, *before_offsets.last().unwrap(), &mut expected);
-    let stats = install(&log, prepared).unwrap();
+    let (stats, _) = install(&log, prepared).unwrap();
     drop(appender);
     assert!(stats.bytes_after < stats.bytes_before / 3, "{stats:?}");
     assert!(log.bytes() < bytes_before);
@@ -213,11 +213,27 @@ fn a_read_planned_before_the_swap_finishes_on_the_old_file() {
     let (_tmp, _dir, log, mut appender) = setup(1 << 20);
     write_history(&log, &mut appender, 1, 100);
     let plan = log.plan_read(Offset::BeforeAll).unwrap();
+    // Another descriptor of the same file, to watch it after the swap.
+    let witness = std::fs::File::open(log.dir().changes_log()).unwrap();
     let prepared = prepare(&log, POLICY).unwrap().unwrap();
-    install(&log, prepared).unwrap();
+    let (_, retired) = install(&log, prepared).unwrap();
     let mut count = 0;
     log.read(&plan, &mut Vec::new(), |_, _| count += 1).unwrap();
     assert_eq!(count, 200, "the whole old history");
+    drop(plan);
+    // Nobody reads it any more: its blocks are freed by the releasing thread.
+    retired.release(std::time::Duration::from_secs(5));
+    assert_eq!(witness.metadata().unwrap().len(), 0);
+}
+
+#[test]
+fn a_replaced_file_is_not_truncated_while_a_reader_holds_it() {
+    let mut tmp = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut tmp, b"entries").unwrap();
+    let file = std::sync::Arc::new(tmp.reopen().unwrap());
+    let reader = file.clone();
+    super::Retired(file).release(std::time::Duration::from_millis(10));
+    assert_eq!(reader.metadata().unwrap().len(), 7);
 }
 
 #[test]
@@ -274,7 +290,7 @@ fn a_standby_notices_the_new_file_and_reads_it_whole() {
 fn by_default_a_window_holds_at_least_min_window_bytes() {
     let (_tmp, _dir, log, mut appender) = setup(1500);
     write_history(&log, &mut appender, 1, 150);
-    let stats = install(&log, super::prepare(&log, POLICY).unwrap().unwrap()).unwrap();
+    let (stats, _) = install(&log, super::prepare(&log, POLICY).unwrap().unwrap()).unwrap();
     assert_eq!(stats.windows, 1);
     assert!(MIN_WINDOW > log.bytes());
     assert!(stats.entries_after <= 10, "one entry per key: {stats:?}");

@@ -1,5 +1,6 @@
-//! `compaction`: 1,000 rows each updated 1,000 times (10⁶ changes, in 1,000 transactions of
-//! 1,000 updates), followed by two proxies on the same database (a slot each):
+//! `compaction`: 1,000 rows each updated 1,000 times (10⁶ changes, in 10,000 transactions of
+//! 100 updates: the kept tail ends at a transaction boundary, so transactions much bigger than
+//! the tail would keep one whole), followed by two proxies on the same database (a slot each):
 //!
 //! - `C` compacts as it goes (`--compact-after 256KiB`). Its shape log is sampled every 20 ms
 //!   (a sample smaller than the one before follows a compaction; the largest is in the note:
@@ -60,19 +61,25 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     // The history, while C's log is sampled.
     let sampler = Sampler::start(c_dir.join("changes.log"));
     let started = Instant::now();
-    for round in 0..rounds {
-        sql.execute(
-            "UPDATE items SET n = n + 1, title = 'item ' || id || ' v' || $1::int8",
-            &[&(round as i64)],
+    let update = sql
+        .prepare(
+            "UPDATE items SET n = n + 1, title = 'item ' || id || ' v' || $1::int8
+             WHERE id % 10 = $2",
         )
         .await?;
+    let mut transactions = 0;
+    for round in 0..rounds {
+        for part in 0..10i64 {
+            sql.execute(&update, &[&(round as i64), &part]).await?;
+            transactions += 1;
+        }
     }
     sql.batch_execute("UPDATE items SET title = 'final' WHERE id = 1")
         .await?;
     let written = started.elapsed();
     let changes = rows as usize * rounds;
     println!(
-        "   {changes} changes in {rounds} transactions written in {:.1} s",
+        "   {changes} changes in {transactions} transactions written in {:.1} s",
         written.as_secs_f64()
     );
     // Both proxies have everything once the last update is in their logs.
