@@ -10,7 +10,8 @@
 //!   fresh shape of the same rows (target ≤ 3).
 //! - `U` never compacts. `compaction.initial_sync_speedup`: the time a new device takes to
 //!   fetch the shape from `-1` to up-to-date (HTTP, bytes read and counted, not applied) on `U`
-//!   (snapshot + 10⁶ updates) over the same on `C` (target ≥ 100; both logs in the page cache).
+//!   (snapshot + 10⁶ updates) over the same on `C` (target ≥ 100; both logs in the page cache;
+//!   the fastest of 5 devices each).
 //! - `U` is then restarted with compaction on (`--compact-after 1MiB`): it compacts the whole
 //!   history at once while one-row commits at 100/s go to another shape followed over SSE.
 //!   `compaction.live_latency.p99`: commit acknowledgement → change received, for the commits
@@ -117,7 +118,7 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
         )
         .target(Target::AtLeast(100.0))
         .note(format!(
-            "new device from -1 (HTTP, read and counted): {c_count} messages in {:.2} ms compacted, {u_count} in {:.0} ms replaying the history",
+            "new device from -1 (HTTP, read and counted; fastest of {DEVICES}): {c_count} messages in {:.2} ms compacted, {u_count} in {:.0} ms replaying the history",
             c_time.as_secs_f64() * 1e3,
             u_time.as_secs_f64() * 1e3
         )),
@@ -273,16 +274,28 @@ async fn fetch_after(
     }
 }
 
-/// A new device's fetch from -1 to up-to-date: its time and the messages it got.
+/// Fetches timed per device: the fastest counts (a 2-core machine shared with other work
+/// adds scheduling delays of tens of milliseconds to single runs).
+const DEVICES: usize = 5;
+
+/// A new device's fetch from -1 to up-to-date, [`DEVICES`] times: the fastest time and the
+/// messages it got.
 async fn timed_fetch(proxy: &ProxyChild) -> anyhow::Result<(Duration, u64)> {
     let needle = br#"{"key":"#;
-    let mut count = 0u64;
-    let started = Instant::now();
-    sse::fetch(proxy.addr, ITEMS, |bytes| {
-        count += bytes.windows(needle.len()).filter(|w| w == needle).count() as u64;
-    })
-    .await?;
-    Ok((started.elapsed(), count))
+    let mut best: Option<(Duration, u64)> = None;
+    for _ in 0..DEVICES {
+        let mut count = 0u64;
+        let started = Instant::now();
+        sse::fetch(proxy.addr, ITEMS, |bytes| {
+            count += bytes.windows(needle.len()).filter(|w| w == needle).count() as u64;
+        })
+        .await?;
+        let elapsed = started.elapsed();
+        if best.is_none_or(|(b, _)| elapsed < b) {
+            best = Some((elapsed, count));
+        }
+    }
+    best.context("no fetch")
 }
 
 /// One-row commits at 100/s to `lat`, followed over SSE, from now until the log at `log`
