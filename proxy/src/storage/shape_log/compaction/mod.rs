@@ -267,24 +267,27 @@ pub fn install(
 }
 
 /// The file a compaction replaced, still open (readers in flight may read it). Freeing a big
-/// file's blocks takes the kernel a while (hundreds of milliseconds for gigabytes), and the
-/// last `close` of an unlinked file does it: [`Retired::release`] does it on the caller's
-/// thread once no reader holds the file, never on the writer's.
+/// file's blocks takes the kernel a while (hundreds of milliseconds for a few hundred MB), and
+/// the last `close` of an unlinked file does it: [`Retired::release`] keeps this descriptor
+/// open until the others of this process are closed, so that the last close is its caller's,
+/// never the writer's. (It never truncates the file: a standby process may still read it
+/// until it notices the new one; then its own last close frees it.)
 #[derive(Debug)]
 pub struct Retired(Arc<File>);
 
 impl Retired {
-    /// Waits (polling every 100 ms, at most `patience`) until no reader holds the old file,
-    /// then frees its blocks (truncates it: the writer's and the fsync's descriptors of it
-    /// then close at no cost). Blocking.
+    /// Time for the writer's appender and the durability task's fsync of the old file to
+    /// close their descriptors of it.
+    const LINGER: Duration = Duration::from_secs(2);
+
+    /// Waits (polling every 100 ms, at most `patience`) until no reader of this process holds
+    /// the old file, then [`Retired::LINGER`] more, and closes it. Blocking.
     pub fn release(self, patience: Duration) {
         let deadline = Instant::now() + patience;
         while Arc::strong_count(&self.0) > 1 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
-        if Arc::strong_count(&self.0) == 1 {
-            let _ = self.0.set_len(0);
-        }
+        std::thread::sleep(Self::LINGER);
     }
 }
 

@@ -221,19 +221,9 @@ fn a_read_planned_before_the_swap_finishes_on_the_old_file() {
     log.read(&plan, &mut Vec::new(), |_, _| count += 1).unwrap();
     assert_eq!(count, 200, "the whole old history");
     drop(plan);
-    // Nobody reads it any more: its blocks are freed by the releasing thread.
     retired.release(std::time::Duration::from_secs(5));
-    assert_eq!(witness.metadata().unwrap().len(), 0);
-}
-
-#[test]
-fn a_replaced_file_is_not_truncated_while_a_reader_holds_it() {
-    let mut tmp = tempfile::NamedTempFile::new().unwrap();
-    std::io::Write::write_all(&mut tmp, b"entries").unwrap();
-    let file = std::sync::Arc::new(tmp.reopen().unwrap());
-    let reader = file.clone();
-    super::Retired(file).release(std::time::Duration::from_millis(10));
-    assert_eq!(reader.metadata().unwrap().len(), 7);
+    // Another process (a standby) still reading the old file reads it whole.
+    assert!(witness.metadata().unwrap().len() > 0);
 }
 
 #[test]
