@@ -257,6 +257,50 @@ pub struct ProxyArgs {
     /// auth but no --secret nobody can open it. With this flag all three answer 404.
     #[arg(long, env = "SHAPESYNC_NO_STATUS_PAGE")]
     pub no_status_page: bool,
+
+    /// Compact a shape's log in the background once this much history (bytes; `16MiB`,
+    /// `500kB`) piled up after its compacted part, and at least as much as the log keeps
+    /// (snapshot + compacted part): older changes of a row are merged into one, so a new
+    /// device downloads about the rows, not their history. Offsets clients hold stay valid.
+    /// `off` (or `0`) never compacts.
+    #[arg(long, env = "SHAPESYNC_COMPACT_AFTER", default_value = "16MiB", value_parser = parse_compact_after)]
+    pub compact_after: CompactAfter,
+}
+
+/// `--compact-after`: bytes, or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactAfter(pub Option<u64>);
+
+fn parse_compact_after(text: &str) -> Result<CompactAfter, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(CompactAfter(None));
+    }
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: give bytes (`16777216`, `16MiB`, `500kB`) or `off`"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "kB" | "KB" => 1_000,
+        "KiB" | "K" | "k" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" | "M" | "m" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" | "G" | "g" => 1 << 30,
+        other => {
+            return Err(format!(
+                "{other:?} is not a unit: B, kB, KiB, MB, MiB, GB, GiB"
+            ));
+        }
+    };
+    let bytes = n
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))?;
+    Ok(CompactAfter((bytes > 0).then_some(bytes)))
 }
 
 impl ProxyArgs {
@@ -285,6 +329,7 @@ impl ProxyArgs {
         config.reuse_port = self.listen.reuse_port;
         config.replication_idle_timeout = self.replication_idle_timeout;
         config.status_page = !self.no_status_page;
+        config.compact_after = self.compact_after.0;
         config.tombstones = self.tombstones.map_or_else(
             || {
                 if dev_defaults {
@@ -565,6 +610,21 @@ mod tests {
             refused.contains("--cache-stale-age") && refused.contains("give whole seconds"),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn compact_after_takes_bytes_with_units_or_off_and_defaults_to_16_mib() {
+        let after = |extra: &[&str]| serve_config(extra).expect("parses").compact_after;
+        assert_eq!(after(&[]), Some(16 << 20));
+        assert_eq!(after(&["--compact-after", "500kB"]), Some(500_000));
+        assert_eq!(after(&["--compact-after", "2MiB"]), Some(2 << 20));
+        assert_eq!(after(&["--compact-after", "4096"]), Some(4096));
+        assert_eq!(after(&["--compact-after", "off"]), None);
+        assert_eq!(after(&["--compact-after", "0"]), None);
+        let refused = serve_config(&["--compact-after", "lots"])
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("--compact-after"), "{refused}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use shapes::schema::QualifiedName;
 
 use crate::auth::config::AuthConfig;
 use crate::mutations::WriteConfig;
+use crate::storage::shape_log::compaction::policy::CompactionPolicy;
 use crate::tombstones::TombstoneSpec;
 
 /// Everything the proxy needs to run (`serve`, and `dev` once its cluster is up).
@@ -50,6 +51,9 @@ pub struct ServeConfig {
     pub replication_idle_timeout: Option<Duration>,
     /// Serve the operator's status page (`GET /`, `/v1/status`, `/v1/status/stream`).
     pub status_page: bool,
+    /// Compact a shape log once this many bytes of history piled up after its compacted
+    /// range (and at least as many as it keeps); `None`: never.
+    pub compact_after: Option<u64>,
 }
 
 impl ServeConfig {
@@ -77,6 +81,7 @@ impl ServeConfig {
             reuse_port: false,
             replication_idle_timeout: None,
             status_page: true,
+            compact_after: Some(CompactionPolicy::DEFAULT_BYTES),
         }
     }
 

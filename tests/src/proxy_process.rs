@@ -256,7 +256,37 @@ impl ProxyProcess {
         }
     }
 
-    /// Starts again on the same port and storage.
+    /// Sets `flag` to `value` for the next start (replacing its value if it was given).
+    pub fn set_flag(&mut self, flag: &str, value: &str) {
+        match self.args.iter().position(|a| a == flag) {
+            Some(at) => self.args[at + 1] = value.to_owned(),
+            None => self.args.extend([flag.to_owned(), value.to_owned()]),
+        }
+    }
+
+    /// Sets (`Some`) or removes (`None`) an environment variable for the next start.
+    pub fn set_env(&mut self, name: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != name);
+        if let Some(value) = value {
+            self.env.push((name.to_owned(), value.to_owned()));
+        }
+    }
+
+    /// Waits up to `timeout` for the proxy to exit by itself (a test hook that aborts it);
+    /// returns its exit status.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the proxy is running");
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(status) => status.expect("wait for the proxy"),
+            Err(_) => panic!(
+                "the proxy did not exit within {timeout:?}; its log:\n{}",
+                self.log()
+            ),
+        }
+    }
+
+    /// Starts again on the same port and storage (with the flags and environment set since;
+    /// after [`ProxyProcess::kill9`] or [`ProxyProcess::wait_exit`] too).
     pub async fn restart(&mut self) {
         if self.child.is_some() {
             self.stop().await;

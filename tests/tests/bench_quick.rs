@@ -71,6 +71,10 @@ const FIGURES: &[&str] = &[
     "cdn_fanout_10k.varnish_fanout.proxy_cpu_per_commit",
     "cdn_initial_10k.nginx",
     "cdn_initial_10k.varnish",
+    "compaction.log_vs_snapshot",
+    "compaction.initial_sync_speedup",
+    "compaction.live_latency.p50",
+    "compaction.live_latency.p99",
 ];
 
 /// The figures measured against a baseline (`pg_recvlogical`, or the 10-shape routing rate):
@@ -136,7 +140,8 @@ fn check_figures(report: &Value) -> Result<(), String> {
 /// The committed figures: the last full run (`latest.json`) with those of the scenarios run
 /// apart, on another machine (`ecosystems.json`: RxDB and WatermelonDB; `cdn.json`: the
 /// caches; `shapes.json`: routing, many shapes, the relabelled initial sync and mutations;
-/// each describes its machine). A later file's figure replaces an earlier one of the same name.
+/// `compaction.json`: compaction of shape logs; each describes its machine). A later file's
+/// figure replaces an earlier one of the same name.
 fn committed_report() -> Value {
     let read = |name: &str| -> Value {
         let path = format!("{}/bench-results/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -144,7 +149,12 @@ fn committed_report() -> Value {
     };
     let mut report = read("latest.json");
     let figures = report["figures"].as_array_mut().expect("figures");
-    for more in ["ecosystems.json", "cdn.json", "shapes.json"] {
+    for more in [
+        "ecosystems.json",
+        "cdn.json",
+        "shapes.json",
+        "compaction.json",
+    ] {
         for figure in read(more)["figures"].as_array().expect("figures") {
             figures.retain(|f| f["name"] != figure["name"]);
             figures.push(figure.clone());

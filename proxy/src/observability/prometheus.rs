@@ -12,6 +12,9 @@
 //! | `shapesync_replication_lag_bytes` | gauge | WAL written by Postgres that the slot has not confirmed: `pg_current_wal_lsn() - confirmed_flush_lsn` |
 //! | `shapesync_replication_lag_seconds` | gauge | commit → processed delay of the last transaction |
 //! | `shapesync_slot_retained_wal_bytes` | gauge | WAL the replication slot keeps on the database server: `pg_current_wal_lsn() - restart_lsn` |
+//! | `shapesync_compactions_total` | counter | shape log compactions put in place |
+//! | `shapesync_compaction_bytes_before_total` | counter | bytes of the `changes.log` files compactions replaced |
+//! | `shapesync_compaction_bytes_after_total` | counter | bytes of the files that replaced them (before − after = bytes saved) |
 //!
 //! The two WAL gauges are measured every 10 s, both from `pg_replication_slots`: the proxy
 //! confirms a position once every shape log holds what came before it durably (or, idle, once
@@ -38,6 +41,9 @@ pub const SNAPSHOT_ROWS: &str = "shapesync_snapshot_rows_total";
 pub const LAG_BYTES: &str = "shapesync_replication_lag_bytes";
 pub const LAG_SECONDS: &str = "shapesync_replication_lag_seconds";
 pub const RETAINED_WAL: &str = "shapesync_slot_retained_wal_bytes";
+pub const COMPACTIONS: &str = "shapesync_compactions_total";
+pub const COMPACTION_BYTES_BEFORE: &str = "shapesync_compaction_bytes_before_total";
+pub const COMPACTION_BYTES_AFTER: &str = "shapesync_compaction_bytes_after_total";
 
 /// The process-wide recorder (installed on first use) and its handle for `/metrics`.
 pub fn handle() -> PrometheusHandle {
@@ -72,6 +78,15 @@ fn describe() {
     metrics::describe_counter!(TRANSACTIONS, "Transactions read from the WAL");
     metrics::describe_counter!(CHANGES, "Row changes read from the WAL");
     metrics::describe_counter!(SNAPSHOT_ROWS, "Rows written by initial snapshots");
+    metrics::describe_counter!(COMPACTIONS, "Shape log compactions put in place");
+    metrics::describe_counter!(
+        COMPACTION_BYTES_BEFORE,
+        "Bytes of the change logs compactions replaced"
+    );
+    metrics::describe_counter!(
+        COMPACTION_BYTES_AFTER,
+        "Bytes of the compacted change logs that replaced them"
+    );
     metrics::describe_gauge!(
         LAG_BYTES,
         "WAL bytes written by the server that the replication slot has not confirmed"

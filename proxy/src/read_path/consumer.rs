@@ -44,6 +44,7 @@ use crate::read_path::router::{Router, SnapshotHolds};
 use crate::replication::event::{Relation, ReplicaIdentity, ReplicationEvent, WalChange};
 use crate::storage::shape_dir::ShapeDir;
 use crate::storage::shape_log::LogFile;
+use crate::storage::shape_log::compaction::{self, CompactionError, Prepared, Retired, Stats};
 use crate::storage::shape_store::{Shape, ShapeState};
 
 /// What other tasks ask of the consumer; applied between transactions.
@@ -79,6 +80,13 @@ pub enum Command {
     DropLostLogs {
         dirs: Vec<ShapeDir>,
         reply: oneshot::Sender<()>,
+    },
+    /// Put a compacted log in place of a shape's `changes.log` (between two transactions, so
+    /// no append is in flight); the shape's appender reopens on the new file.
+    Compact {
+        handle: Handle,
+        prepared: Box<Prepared>,
+        reply: oneshot::Sender<Result<(Stats, Retired), CompactionError>>,
     },
 }
 
@@ -302,6 +310,24 @@ fn apply_command(shapes: &Shapes, router: &mut Router, command: Command) {
                 }
             }
             let _ = reply.send(());
+        }
+        Command::Compact {
+            handle,
+            prepared,
+            reply,
+        } => {
+            let result = match shapes.by_handle(&handle) {
+                Some(shape) if shape.state() == ShapeState::Ready => {
+                    let installed = compaction::install(&shape.log, *prepared);
+                    router.close_appender(shape.id);
+                    installed
+                }
+                _ => {
+                    prepared.discard();
+                    Err(CompactionError::Stale)
+                }
+            };
+            let _ = reply.send(result);
         }
     }
 }

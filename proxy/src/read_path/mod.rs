@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! replication stream ──events──► consumer task (owns the Router) ──Written──► durability
-//!                                     ▲ commands (register, finish snapshot, remove, drop lost logs)
+//!                                     ▲ commands (register, finish snapshot, remove, drop lost logs, compact)
 //! HTTP ─► Shapes::shape_for ─► create: prepare table → register (capturing) → snapshot → finish
 //! ```
 //! Commands reach the consumer only between transactions, so a shape starts, and a removal
@@ -10,6 +10,7 @@
 //! rotations itself (it sees the WAL), and everyone else asks it with a [`Command`].
 
 pub mod activity;
+mod compactor;
 mod consumer;
 mod create;
 pub mod durability;

@@ -17,6 +17,7 @@ use crate::postgres::table_catalog::TableCatalog;
 use crate::read_path::durability;
 use crate::replication::commit_watch::CommitWatch;
 use crate::replication::stream::{ReplicationStream, StreamConfig, StreamStatus};
+use crate::storage::shape_log::compaction::policy::CompactionPolicy;
 use crate::storage::shape_store::ShapeStore;
 
 /// Events queued between the replication stream and the consumer.
@@ -116,6 +117,14 @@ impl ReadPath {
             TABLE_WATCH_EVERY,
             shutdown.clone(),
         ));
+        if let Some(compact_after) = config.compact_after {
+            let policy = CompactionPolicy { compact_after };
+            tokio::spawn(super::compactor::run(
+                shapes.clone(),
+                policy,
+                shutdown.clone(),
+            ));
+        }
         let supervisor = tokio::spawn(supervise(
             stream,
             Supervision {

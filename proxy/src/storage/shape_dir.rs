@@ -13,6 +13,9 @@ const META_FILE: &str = "shape.json";
 const SNAPSHOT_FILE: &str = "snapshot.log";
 /// `changes.log`: the log after the snapshot (`shape_log`).
 const CHANGES_FILE: &str = "changes.log";
+/// `changes.log.compact`: the compacted log being built, renamed over `changes.log` once it
+/// is durable (`shape_log::compaction`).
+const COMPACTING_FILE: &str = "changes.log.compact";
 /// `capture.log`: transactions captured while the snapshot runs (the router's capture).
 const CAPTURE_FILE: &str = "capture.log";
 
@@ -59,6 +62,15 @@ impl ShapeDir {
         self.path.join(CHANGES_FILE)
     }
 
+    pub fn compacting_log(&self) -> PathBuf {
+        self.path.join(COMPACTING_FILE)
+    }
+
+    /// Makes the directory's entries (a rename in it) durable.
+    pub fn sync(&self) -> io::Result<()> {
+        std::fs::File::open(&self.path)?.sync_all()
+    }
+
     pub fn capture_log(&self) -> PathBuf {
         self.path.join(CAPTURE_FILE)
     }
@@ -90,6 +102,7 @@ mod tests {
             (dir.snapshot_log(), "snapshot.log"),
             (dir.changes_log(), "changes.log"),
             (dir.capture_log(), "capture.log"),
+            (dir.compacting_log(), "changes.log.compact"),
         ];
         for (path, name) in files {
             assert_eq!(path.parent(), Some(dir.path()), "{name}");

@@ -107,6 +107,7 @@ pub async fn read_after(
             up_to_date: plan.to_visible_end,
         }));
     }
+    let large_read = plan.end - plan.start > BLOCKING_READ;
     let read = {
         let shape = shape.clone();
         move || {
@@ -117,7 +118,7 @@ pub async fn read_after(
                 .map(|o| (o, body))
         }
     };
-    let (outcome, mut body) = if plan.end - plan.start > BLOCKING_READ {
+    let (outcome, mut body) = if large_read {
         tokio::task::spawn_blocking(read)
             .await
             .map_err(std::io::Error::other)??

@@ -358,6 +358,13 @@ impl Router {
         }
     }
 
+    /// Closes a shape's appender (its log file was replaced): the next write reopens it.
+    pub fn close_appender(&mut self, id: ShapeId) {
+        if let Some(ws) = self.shapes.get_mut(&id) {
+            ws.appender = None;
+        }
+    }
+
     /// Stops routing to a shape (deleted, rotated or failed).
     pub fn remove(&mut self, id: ShapeId) {
         self.index.remove(id);

@@ -70,9 +70,7 @@ impl ShapeLog {
                     at_end: true,
                 });
             };
-            let file = File::open(self.dir().changes_log())?;
-            let mut reader = BufReader::new(file);
-            reader.seek(SeekFrom::Start(plan.start))?;
+            let reader = BufReader::new(plan.reader());
             let mut scanner = RecordScanner::new(reader.take(plan.end - plan.start));
             let mut last = None;
             while entries.len() < max {

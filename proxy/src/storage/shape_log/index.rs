@@ -8,6 +8,10 @@
 //! transaction of a million rows is not one response. Boundaries depend only on the entries'
 //! sizes, in order: a log reopened after a crash puts them where they were, and every client
 //! walking the log asks for the same (handle, offset) pairs, which makes responses cacheable.
+//!
+//! A compacted range is chunked by its merge windows instead ([`LogIndex::end_chunk`],
+//! [`LogIndex::suspend_size_cuts`], told by the marks of its commit records): a response
+//! inside it ends only where a window ends, the one place a client's rows equal the history's.
 
 use shapes::lsn::Lsn;
 use shapes::offset::Offset;
@@ -31,6 +35,7 @@ struct Committed {
     sparse: usize,
     chunk_full: bool,
     chunk_payload: u64,
+    size_cuts_suspended: bool,
 }
 
 /// What a reader needs to know to serve entries after an offset.
@@ -47,6 +52,8 @@ pub struct LogIndex {
     chunk_full: bool,
     /// Payload bytes of the entries in the last chunk.
     chunk_payload: u64,
+    /// Inside a compacted range: chunks end only where [`LogIndex::end_chunk`] says.
+    size_cuts_suspended: bool,
     committed: Committed,
 }
 
@@ -79,12 +86,14 @@ impl LogIndex {
             last_commit: Lsn::ZERO,
             chunk_full: false,
             chunk_payload: 0,
+            size_cuts_suspended: false,
             committed: Committed {
                 chunks: 1,
                 last_chunk: first,
                 sparse: 0,
                 chunk_full: false,
                 chunk_payload: 0,
+                size_cuts_suspended: false,
             },
         }
     }
@@ -101,6 +110,11 @@ impl LogIndex {
 
     pub fn visible_len(&self) -> u64 {
         self.visible_len
+    }
+
+    /// The chunk size this index cuts at.
+    pub fn chunk_bytes(&self) -> u64 {
+        self.chunk_bytes
     }
 
     pub fn chunk_count(&self) -> usize {
@@ -124,7 +138,7 @@ impl LogIndex {
         }
         chunk.last_offset = Some(offset);
         self.chunk_payload += payload_len;
-        if self.chunk_payload >= self.chunk_bytes {
+        if self.chunk_payload >= self.chunk_bytes && !self.size_cuts_suspended {
             self.chunk_full = true;
         }
         let last_sparse = self.sparse.last().map_or(0, |(_, p)| *p);
@@ -145,7 +159,22 @@ impl LogIndex {
             sparse: self.sparse.len(),
             chunk_full: self.chunk_full,
             chunk_payload: self.chunk_payload,
+            size_cuts_suspended: self.size_cuts_suspended,
         };
+    }
+
+    /// Ends the last chunk after the entries noted so far (the next entry starts a new one),
+    /// unless it has none.
+    pub fn end_chunk(&mut self) {
+        if self.chunks.last().is_some_and(|c| c.first_offset.is_some()) {
+            self.chunk_full = true;
+        }
+    }
+
+    /// Stops (or resumes) ending chunks by size: inside a compacted range only its marks end
+    /// them.
+    pub fn suspend_size_cuts(&mut self, suspended: bool) {
+        self.size_cuts_suspended = suspended;
     }
 
     /// Forgets entries noted after the last commit (a transaction abandoned mid-way).
@@ -158,7 +187,9 @@ impl LogIndex {
         self.sparse.truncate(committed.sparse);
         self.chunk_full = committed.chunk_full;
         self.chunk_payload = committed.chunk_payload;
+        self.size_cuts_suspended = committed.size_cuts_suspended;
     }
+
     /// Where to read for "entries after `after`": within one chunk, never across.
     pub fn plan_read(&self, after: Offset) -> Option<ReadPlan> {
         let last = self.last_offset?;
@@ -322,6 +353,29 @@ mod tests {
         assert_eq!(index.sparse, fresh.sparse);
         assert_eq!(walk(&index), walk(&fresh));
         assert_eq!(index.last_commit(), Lsn(30));
+    }
+
+    #[test]
+    fn inside_a_compacted_range_chunks_end_only_where_told() {
+        let mut index = LogIndex::new(100);
+        index.suspend_size_cuts(true);
+        // A window of 5 entries of 50 bytes (250 > 100): one chunk.
+        let pos = build_into(&mut index, 0, &[(10, 5)], 50);
+        index.end_chunk();
+        let pos = build_into(&mut index, pos, &[(20, 1)], 50);
+        index.end_chunk();
+        index.suspend_size_cuts(false);
+        // After the range: by size again.
+        build_into(&mut index, pos, &[(30, 4)], 50);
+        assert_eq!(
+            walk(&index),
+            [
+                (off(10, 8), false),
+                (off(20, 0), false),
+                (off(30, 2), false),
+                (off(30, 6), true),
+            ]
+        );
     }
 
     #[test]

@@ -11,6 +11,11 @@
 //! Opening a log after a crash cuts `changes.log` back to its last commit record, so a
 //! transaction is either wholly in the log or (to be re-sent by Postgres) not at all.
 //!
+//! [`compaction`] may replace `changes.log` by a smaller file holding the same offsets: the
+//! file readers read and the index over it are one *generation*, swapped together, and a read
+//! keeps the descriptor of the generation it was planned on ([`PlannedRead`]), so a read in
+//! flight finishes on the file it started on.
+//!
 //! Reads hand each message to a framing function given by the reader (the HTTP layer lays
 //! them out as a JSON array or as server-sent events), which appends it to the bytes being
 //! sent: the log keeps only messages, never the punctuation of a response.
@@ -21,15 +26,18 @@
 //! and when its last transaction became visible.
 
 pub mod capture_file;
+pub mod compaction;
 pub mod cursor;
 pub mod index;
+mod positional;
 pub mod record;
 pub mod snapshot_file;
 mod stream;
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, Seek, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{self, BufReader, Write};
+use std::ops::{Deref, DerefMut};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -41,7 +49,8 @@ use tokio::sync::watch;
 
 use super::shape_dir::ShapeDir;
 use index::{LogIndex, ReadPlan};
-use record::{RecordKind, RecordScanner};
+use positional::FileReader;
+use record::{CommitMark, RecordKind, RecordScanner};
 use snapshot_file::SnapshotChunks;
 pub use stream::blocking_pieces;
 
@@ -52,7 +61,7 @@ const WRITE_THROUGH: usize = 256 * 1024;
 #[derive(Debug)]
 pub struct ShapeLog {
     dir: ShapeDir,
-    index: Mutex<LogIndex>,
+    current: Mutex<Generation>,
     snapshot: OnceLock<SnapshotChunks>,
     /// Last visible log offset; readers waiting for news subscribe here.
     latest: watch::Sender<Option<Offset>>,
@@ -61,6 +70,60 @@ pub struct ShapeLog {
     /// When the last transaction became visible, in microseconds since the Unix epoch; 0:
     /// none since the snapshot.
     last_change_micros: AtomicU64,
+}
+
+/// The `changes.log` readers read now, and the index over it: swapped together when
+/// compaction replaces the file.
+#[derive(Debug)]
+struct Generation {
+    index: LogIndex,
+    file: Arc<File>,
+    /// End of the compacted range at the start of the file (0: none).
+    compacted_end: u64,
+}
+
+impl Deref for Generation {
+    type Target = LogIndex;
+    fn deref(&self) -> &LogIndex {
+        &self.index
+    }
+}
+
+impl DerefMut for Generation {
+    fn deref_mut(&mut self) -> &mut LogIndex {
+        &mut self.index
+    }
+}
+
+/// A read planned on one generation of the log: it reads that generation's file, also after
+/// compaction swapped another in.
+#[derive(Debug, Clone)]
+pub struct PlannedRead {
+    plan: ReadPlan,
+    file: Arc<File>,
+}
+
+impl PlannedRead {
+    /// The file of the generation planned on, from the start of the plan.
+    fn reader(&self) -> FileReader {
+        FileReader::new(self.file.clone(), self.plan.start)
+    }
+}
+
+impl Deref for PlannedRead {
+    type Target = ReadPlan;
+    fn deref(&self) -> &ReadPlan {
+        &self.plan
+    }
+}
+
+/// What scanning a log file found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Scanned {
+    /// Rows its committed transactions add (inserts minus deletes).
+    rows: i64,
+    /// End of its compacted range, if it has one.
+    compacted_end: Option<u64>,
 }
 
 /// The open `changes.log` of a shape as its writer holds it, shared with the durability task:
@@ -106,8 +169,13 @@ impl ShapeLog {
     /// A new, empty log in `dir` (created).
     pub fn create(dir: &ShapeDir, chunk_bytes: u64) -> io::Result<Self> {
         dir.create()?;
-        File::create(dir.changes_log())?;
-        Ok(Self::with_index(dir, LogIndex::new(chunk_bytes)))
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.changes_log())?;
+        Ok(Self::with_index(dir, LogIndex::new(chunk_bytes), file, 0))
     }
 
     /// Opens an existing log, cutting off anything after its last complete transaction.
@@ -116,44 +184,64 @@ impl ShapeLog {
             .read(true)
             .write(true)
             .open(dir.changes_log())?;
+        // A compaction the last run did not finish: the log it left is whole.
+        compaction::discard_unfinished(dir)?;
+        let file = Arc::new(file);
         let mut index = LogIndex::new(chunk_bytes);
-        let rows = scan_committed(&file, &mut index)?;
+        let scanned = scan_committed(&file, &mut index)?;
         let metadata = file.metadata()?;
         if metadata.len() > index.visible_len() {
             file.set_len(index.visible_len())?;
             file.sync_data()?;
         }
-        Self::with_snapshot(dir, index, rows, &metadata)
+        Self::with_snapshot(dir, index, file, scanned, &metadata)
     }
 
     /// Opens an existing log that another process is writing (a standby during a rolling
     /// deploy): reads up to its last complete transaction and changes nothing in the file.
     /// [`ShapeLog::follow_writer`] takes in what the writer commits later.
     pub fn open_read_only(dir: &ShapeDir, chunk_bytes: u64) -> io::Result<Self> {
-        let file = File::open(dir.changes_log())?;
+        let file = Arc::new(File::open(dir.changes_log())?);
         let mut index = LogIndex::new(chunk_bytes);
-        let rows = scan_committed(&file, &mut index)?;
-        Self::with_snapshot(dir, index, rows, &file.metadata()?)
+        let scanned = scan_committed(&file, &mut index)?;
+        let metadata = file.metadata()?;
+        Self::with_snapshot(dir, index, file, scanned, &metadata)
     }
 
     /// Takes in the transactions another process committed to this log since it was opened
     /// read-only (or last followed), and wakes the readers waiting for news. Returns whether
-    /// anything new became visible. A transaction still being written stays invisible.
+    /// anything new became visible. A transaction still being written stays invisible. When
+    /// the writer compacted the log (another file under its name), the new file is read whole
+    /// and served from then on.
     pub fn follow_writer(&self) -> io::Result<bool> {
-        let file = File::open(self.dir.changes_log())?;
-        let visible = self.index().visible_len();
-        if file.metadata()?.len() <= visible {
+        let file = Arc::new(File::open(self.dir.changes_log())?);
+        let metadata = file.metadata()?;
+        let (same, visible, mut index) = {
+            let current = self.index();
+            let known = current.file.metadata()?;
+            let same = (known.dev(), known.ino()) == (metadata.dev(), metadata.ino());
+            (same, current.visible_len(), current.index.clone())
+        };
+        if !same {
+            let mut index = LogIndex::new(index.chunk_bytes());
+            let scanned = scan_committed(&file, &mut index)?;
+            let last = index.last_offset();
+            let (_, _) = self.install(index, file, scanned.compacted_end.unwrap_or(0));
+            self.change_rows.store(scanned.rows, Ordering::Relaxed);
+            self.latest.send_replace(last);
+            return Ok(true);
+        }
+        if metadata.len() <= visible {
             return Ok(false);
         }
         // Scan a copy: readers keep planning on the old index meanwhile.
-        let mut index = self.index().clone();
-        let rows = scan_committed_from(&file, visible, &mut index)?;
+        let scanned = scan_committed_from(&file, visible, &mut index)?;
         if index.visible_len() == visible {
             return Ok(false);
         }
         let last = index.last_offset();
-        *self.index() = index;
-        self.note_rows(rows);
+        self.index().index = index;
+        self.note_rows(scanned.rows);
         self.last_change_micros
             .store(unix_micros(SystemTime::now()), Ordering::Relaxed);
         self.latest.send_replace(last);
@@ -164,11 +252,12 @@ impl ShapeLog {
     fn with_snapshot(
         dir: &ShapeDir,
         index: LogIndex,
-        rows: i64,
+        file: Arc<File>,
+        scanned: Scanned,
         metadata: &std::fs::Metadata,
     ) -> io::Result<Self> {
-        let log = Self::with_index(dir, index);
-        log.note_rows(rows);
+        let log = Self::with_index(dir, index, file, scanned.compacted_end.unwrap_or(0));
+        log.note_rows(scanned.rows);
         // The file's time is the best guess of a log written by an earlier run.
         if log.last_offset().is_some()
             && let Ok(modified) = metadata.modified()
@@ -182,11 +271,20 @@ impl ShapeLog {
         Ok(log)
     }
 
-    fn with_index(dir: &ShapeDir, index: LogIndex) -> Self {
+    fn with_index(
+        dir: &ShapeDir,
+        index: LogIndex,
+        file: impl Into<Arc<File>>,
+        compacted_end: u64,
+    ) -> Self {
         let (latest, _) = watch::channel(index.last_offset());
         Self {
             dir: dir.clone(),
-            index: Mutex::new(index),
+            current: Mutex::new(Generation {
+                index,
+                file: file.into(),
+                compacted_end,
+            }),
             snapshot: OnceLock::new(),
             latest,
             change_rows: AtomicI64::new(0),
@@ -198,8 +296,29 @@ impl ShapeLog {
         &self.dir
     }
 
-    fn index(&self) -> MutexGuard<'_, LogIndex> {
-        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    fn index(&self) -> MutexGuard<'_, Generation> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes `index` over `file` the generation readers use; returns the file and visible
+    /// length of the one it replaces.
+    fn install(&self, index: LogIndex, file: Arc<File>, compacted_end: u64) -> (Arc<File>, u64) {
+        let mut current = self.index();
+        let old = std::mem::replace(
+            &mut *current,
+            Generation {
+                index,
+                file,
+                compacted_end,
+            },
+        );
+        (old.file, old.index.visible_len())
+    }
+
+    /// Bytes of the log after its compacted range (all of it if it was never compacted).
+    pub fn uncompacted_bytes(&self) -> u64 {
+        let current = self.index();
+        current.visible_len().saturating_sub(current.compacted_end)
     }
 
     /// Records that the snapshot file is complete.
@@ -256,20 +375,30 @@ impl ShapeLog {
     }
 
     /// Where "entries after `after`" are, if there are any.
-    pub fn plan_read(&self, after: Offset) -> Option<ReadPlan> {
-        self.index().plan_read(after)
+    pub fn plan_read(&self, after: Offset) -> Option<PlannedRead> {
+        let current = self.index();
+        let plan = current.plan_read(after)?;
+        Some(PlannedRead {
+            plan,
+            file: current.file.clone(),
+        })
     }
 
     /// Appends the entries of `plan` to `out`, each laid out by `frame(out, message)`.
     pub fn read(
         &self,
-        plan: &ReadPlan,
+        plan: &PlannedRead,
         out: &mut Vec<u8>,
         frame: impl FnMut(&mut Vec<u8>, &[u8]),
     ) -> io::Result<ReadOutcome> {
-        let file = File::open(self.dir.changes_log())?;
-        let (entries, last_offset) =
-            copy_payloads(&file, plan.start, plan.end, Some(plan.after), out, frame)?;
+        let (entries, last_offset) = copy_payloads(
+            &plan.file,
+            plan.start,
+            plan.end,
+            Some(plan.after),
+            out,
+            frame,
+        )?;
         Ok(ReadOutcome {
             entries,
             last_offset,
@@ -281,11 +410,11 @@ impl ShapeLog {
     /// socket drains.
     pub fn stream(
         &self,
-        plan: &ReadPlan,
+        plan: &PlannedRead,
         frame: impl FnMut(&mut Vec<u8>, &[u8]) + Send + 'static,
     ) -> tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>> {
         stream::stream_range(
-            self.dir.changes_log(),
+            stream::Source::Open(plan.file.clone()),
             plan.start,
             plan.end,
             Some(plan.after),
@@ -302,7 +431,7 @@ impl ShapeLog {
     ) -> Option<tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>>> {
         let (start, end) = self.snapshot.get().and_then(|s| s.range(k))?;
         Some(stream::stream_range(
-            self.dir.snapshot_log(),
+            stream::Source::Path(self.dir.snapshot_log()),
             start,
             end,
             None,
@@ -327,26 +456,35 @@ impl ShapeLog {
     }
 }
 
-/// Notes in `index` every transaction of `file` that ends with a commit record; returns the
-/// rows they add (inserts minus deletes).
-fn scan_committed(file: &File, index: &mut LogIndex) -> io::Result<i64> {
+/// Notes in `index` every transaction of `file` that ends with a commit record (and the
+/// marks of a compacted range).
+fn scan_committed(file: &Arc<File>, index: &mut LogIndex) -> io::Result<Scanned> {
     scan_committed_from(file, 0, index)
 }
 
 /// Like [`scan_committed`], from `start` (the end of what `index` already holds, a record
-/// boundary).
-fn scan_committed_from(file: &File, start: u64, index: &mut LogIndex) -> io::Result<i64> {
-    let mut reader = BufReader::with_capacity(256 * 1024, file);
-    reader.seek(io::SeekFrom::Start(start))?;
+/// boundary outside a compacted range).
+fn scan_committed_from(file: &Arc<File>, start: u64, index: &mut LogIndex) -> io::Result<Scanned> {
+    let reader = BufReader::with_capacity(256 * 1024, FileReader::new(file.clone(), start));
     let mut scanner = RecordScanner::new(reader);
     let mut pos = start;
-    // Rows of committed transactions only: a torn tail does not count.
+    // Rows of committed transactions only: a torn tail does not count. Inside a compacted
+    // range the entries are not counted: its end mark says what the range adds.
     let (mut rows, mut txn_rows) = (0, 0);
+    let mut in_range = false;
+    let mut compacted_end = None;
     while let Some((header, payload)) = scanner.next_record()? {
         let len = header.total_len();
         match header.kind {
+            RecordKind::Commit if header.tx == 0 && is_range_start(payload) => {
+                // Opens a range: no transaction ends here.
+                index.suspend_size_cuts(true);
+                in_range = true;
+            }
             RecordKind::Entry => {
-                txn_rows += row_delta(operation_of(payload));
+                if !in_range {
+                    txn_rows += row_delta(operation_of(payload));
+                }
                 index.note_entry(
                     Offset::At {
                         tx: header.tx,
@@ -357,6 +495,17 @@ fn scan_committed_from(file: &File, start: u64, index: &mut LogIndex) -> io::Res
                 );
             }
             RecordKind::Commit => {
+                if let Some(mark) = CommitMark::decode(payload) {
+                    if mark.has(CommitMark::CHUNK_END) {
+                        index.end_chunk();
+                    }
+                    if mark.has(CommitMark::RANGE_END) {
+                        index.suspend_size_cuts(false);
+                        in_range = false;
+                        txn_rows = mark.rows;
+                        compacted_end = Some(pos + len);
+                    }
+                }
                 index.note_commit(Lsn(header.tx), pos + len);
                 rows += std::mem::take(&mut txn_rows);
             }
@@ -365,7 +514,16 @@ fn scan_committed_from(file: &File, start: u64, index: &mut LogIndex) -> io::Res
         pos += len;
     }
     index.rollback_to_visible();
-    Ok(rows)
+    // A range cut short (a torn copy) never became visible: its end is what counts.
+    let compacted_end = compacted_end.filter(|end| *end <= index.visible_len());
+    Ok(Scanned {
+        rows,
+        compacted_end,
+    })
+}
+
+fn is_range_start(payload: &[u8]) -> bool {
+    CommitMark::decode(payload).is_some_and(|m| m.has(CommitMark::RANGE_START))
 }
 
 /// What a message does to the rows of its shape: an insert adds one, a delete takes one away
@@ -548,9 +706,8 @@ mod tests {
         let mut appender = LogAppender::open(&log).unwrap();
         appender.append(off(100, 0), b"{\"a\":1}").unwrap();
         appender.append(off(100, 2), b"{\"a\":2}").unwrap();
-        assert_eq!(
-            log.plan_read(Offset::SNAPSHOT_END),
-            None,
+        assert!(
+            log.plan_read(Offset::SNAPSHOT_END).is_none(),
             "invisible before commit"
         );
         appender.commit(&log, Lsn(100), Lsn(120)).unwrap();
@@ -656,7 +813,7 @@ mod tests {
         assert_eq!(standby.last_offset(), log.last_offset());
         assert_eq!(standby.last_commit(), Lsn(3900));
         // The same chunks, so the same (handle, offset) URLs, as the writer's own view.
-        assert_eq!(*standby.index(), *log.index());
+        assert_eq!(standby.index().index, log.index().index);
         let (body, _) = read_all(&standby, off(100, 0));
         assert!(body.starts_with("{\"a\":2},{\"a\":3}"), "{body}");
         assert_eq!(

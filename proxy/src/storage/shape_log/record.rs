@@ -9,6 +9,10 @@
 //! Kinds: an *entry* is one pre-encoded JSON message at offset `tx_op`; a *commit* closes a
 //! Postgres transaction (`tx` = commit LSN, `op` = its end LSN) and is what makes the entries
 //! before it visible; *snapshot-complete* closes the initial snapshot file.
+//!
+//! A commit written by compaction carries a [`CommitMark`] as its payload (ordinary commits
+//! have none; a reader that does not know marks skips commit payloads, so a compacted log is
+//! still a valid log for it, only chunked differently).
 
 use std::io::{self, Read};
 
@@ -35,6 +39,58 @@ impl RecordKind {
             3 => Some(Self::SnapshotComplete),
             _ => None,
         }
+    }
+}
+
+/// What a commit written by compaction says about the log around it (see
+/// `shape_log::compaction`):
+///
+/// ```text
+/// mark := version: u8 (1) | flags: u8 | rows: i64 LE
+/// ```
+/// - `CHUNK_END`: a chunk ends after this record, whatever its size;
+/// - `RANGE_START`: a compacted range begins; inside it chunks end only at marks (a response
+///   never ends between two entries of one merge window);
+/// - `RANGE_END`: the compacted range ends here; `rows` is what the whole range adds to the
+///   shape (inserts minus deletes of the history it replaced: a merged range no longer shows
+///   them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitMark {
+    pub flags: u8,
+    pub rows: i64,
+}
+
+impl CommitMark {
+    pub const CHUNK_END: u8 = 1;
+    pub const RANGE_START: u8 = 2;
+    pub const RANGE_END: u8 = 4;
+    const VERSION: u8 = 1;
+    const LEN: usize = 10;
+
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        out[0] = Self::VERSION;
+        out[1] = self.flags;
+        out[2..].copy_from_slice(&self.rows.to_le_bytes());
+        out
+    }
+
+    /// The mark a commit's payload holds; `None` for an ordinary commit (empty payload) and
+    /// for a mark of a version this build does not know (read as an ordinary commit).
+    pub fn decode(payload: &[u8]) -> Option<Self> {
+        if payload.len() != Self::LEN || payload[0] != Self::VERSION {
+            return None;
+        }
+        let mut rows = [0u8; 8];
+        rows.copy_from_slice(&payload[2..]);
+        Some(Self {
+            flags: payload[1],
+            rows: i64::from_le_bytes(rows),
+        })
     }
 }
 
@@ -209,6 +265,20 @@ mod tests {
         assert_eq!((h.kind, h.tx, h.op), (RecordKind::Commit, 10, 20));
         assert!(scanner.next_record().unwrap().is_none());
         assert_eq!(scanner.valid_len(), good);
+    }
+
+    #[test]
+    fn commit_marks_round_trip_and_ordinary_commits_have_none() {
+        let mark = CommitMark {
+            flags: CommitMark::CHUNK_END | CommitMark::RANGE_END,
+            rows: -3,
+        };
+        assert_eq!(CommitMark::decode(&mark.encode()), Some(mark));
+        assert!(mark.has(CommitMark::RANGE_END) && !mark.has(CommitMark::RANGE_START));
+        assert_eq!(CommitMark::decode(b""), None);
+        let mut future = mark.encode();
+        future[0] = 2;
+        assert_eq!(CommitMark::decode(&future), None, "unknown version");
     }
 
     #[test]

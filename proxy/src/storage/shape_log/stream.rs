@@ -9,15 +9,24 @@
 //! clients cannot crowd out the group fsync, which needs one.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Take};
-use std::path::Path;
+use std::io::{self, BufReader, Read, Take};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use shapes::offset::Offset;
 use tokio::sync::mpsc;
 
+use super::positional::FileReader;
 use super::record::RecordScanner;
+
+/// The file a range is read from: opened by the first piece, or the descriptor of the log
+/// generation the read was planned on.
+#[derive(Debug)]
+pub enum Source {
+    Path(PathBuf),
+    Open(Arc<File>),
+}
 
 /// Bytes per piece.
 const PIECE: usize = 256 * 1024;
@@ -26,10 +35,10 @@ const READ_BUFFER: usize = 64 * 1024;
 /// Pieces buffered ahead of the socket: one, read while the socket sends the previous one.
 const AHEAD: usize = 1;
 
-/// Streams the payloads of the entries in `[start, end)` of `path` (those after `after`, when
-/// given), each laid out by `frame(piece, payload)`.
+/// Streams the payloads of the entries in `[start, end)` of `source` (those after `after`,
+/// when given), each laid out by `frame(piece, payload)`.
 pub fn stream_range<F>(
-    path: PathBuf,
+    source: Source,
     start: u64,
     end: u64,
     after: Option<Offset>,
@@ -39,7 +48,7 @@ where
     F: FnMut(&mut Vec<u8>, &[u8]) + Send + 'static,
 {
     let mut range = RangeReader {
-        path,
+        source,
         start,
         scanner: None,
         len: end.saturating_sub(start),
@@ -97,27 +106,29 @@ where
 
 /// A range of a log file being read piece by piece.
 struct RangeReader<F> {
-    path: PathBuf,
+    source: Source,
     start: u64,
     /// Opened by the first piece, on the blocking pool.
-    scanner: Option<RecordScanner<BufReader<Take<File>>>>,
+    scanner: Option<RecordScanner<BufReader<Take<FileReader>>>>,
     len: u64,
     after: Option<Offset>,
     frame: F,
     done: bool,
 }
 
-/// The records of `len` bytes of `path` from `start` on.
+/// The records of `len` bytes of `source` from `start` on.
 fn open_range(
-    path: &Path,
+    source: &Source,
     start: u64,
     len: u64,
-) -> io::Result<RecordScanner<BufReader<Take<File>>>> {
-    let mut file = File::open(path)?;
-    file.seek(SeekFrom::Start(start))?;
+) -> io::Result<RecordScanner<BufReader<Take<FileReader>>>> {
+    let file = match source {
+        Source::Path(path) => Arc::new(File::open(path)?),
+        Source::Open(file) => file.clone(),
+    };
     Ok(RecordScanner::new(BufReader::with_capacity(
         READ_BUFFER,
-        file.take(len),
+        FileReader::new(file, start).take(len),
     )))
 }
 
@@ -128,7 +139,7 @@ impl<F: FnMut(&mut Vec<u8>, &[u8])> RangeReader<F> {
             return Ok(None);
         }
         if self.scanner.is_none() {
-            self.scanner = Some(open_range(&self.path, self.start, self.len)?);
+            self.scanner = Some(open_range(&self.source, self.start, self.len)?);
         }
         let Some(scanner) = self.scanner.as_mut() else {
             return Ok(None);

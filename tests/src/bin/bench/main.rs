@@ -106,6 +106,8 @@ enum Scenario {
     CdnFanout10k,
     #[value(name = "cdn_initial_10k")]
     CdnInitial10k,
+    #[value(name = "compaction")]
+    Compaction,
 }
 
 impl Scenario {
@@ -263,6 +265,7 @@ async fn run_scenario(bench: &mut Bench, scenario: Scenario) -> anyhow::Result<(
         }
         Scenario::CdnFanout10k => cdn::fanout(bench).await,
         Scenario::CdnInitial10k => cdn::initial(bench).await,
+        Scenario::Compaction => compaction::run(bench).await,
     }
 }
 

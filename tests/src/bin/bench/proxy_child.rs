@@ -40,6 +40,17 @@ impl ProxyChild {
     /// WAL position, so the proxy never decodes what was written before it.
     pub async fn start_on_slot(db: &Database, slot: &str, extra: &[&str]) -> anyhow::Result<Self> {
         let storage = tempfile::tempdir().context("a storage directory for the proxy")?;
+        Self::start_in(db, slot, storage, extra).await
+    }
+
+    /// [`start_on_slot`](Self::start_on_slot) on an existing storage directory (one kept by
+    /// [`stop_keeping_storage`](Self::stop_keeping_storage)).
+    pub async fn start_in(
+        db: &Database,
+        slot: &str,
+        storage: tempfile::TempDir,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let exe = std::env::current_exe().context("locating the bench binary")?;
         // For profiling: BENCH_PROXY_WRAPPER="valgrind --tool=dhat" runs the proxy under a
@@ -131,8 +142,18 @@ impl ProxyChild {
         Ok((ticks(11) + ticks(12)) as f64 / per_second)
     }
 
+    /// [`stop`](Self::stop), keeping the storage directory for a later start.
+    pub async fn stop_keeping_storage(mut self) -> tempfile::TempDir {
+        self.terminate().await;
+        self._storage
+    }
+
     /// SIGTERM, and wait (at most 30 s, then SIGKILL). Prints the CPU time it used.
     pub async fn stop(mut self) {
+        self.terminate().await;
+    }
+
+    async fn terminate(&mut self) {
         if let Ok(cpu) = self.cpu_seconds() {
             println!("   (the proxy used {cpu:.2} s of CPU)");
         }

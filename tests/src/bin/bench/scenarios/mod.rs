@@ -1,6 +1,7 @@
 //! One module per scenario; each documents what it measures and how.
 
 pub mod cdn;
+pub mod compaction;
 pub mod ecosystem_pull;
 pub mod ecosystem_push;
 pub mod fanout;

@@ -1,0 +1,152 @@
+//! The compactor task: finds the shape logs due for compaction (`--compact-after`) and
+//! compacts them one at a time: the merge runs on the blocking pool, and the consumer task
+//! puts the result in place between two transactions ([`Command::Compact`]), so the live
+//! path waits only for the hand-off (copying the last transactions, two fsyncs, a rename).
+//!
+//! The merge runs on a thread of its own at the lowest CPU priority (nice 19): on a machine
+//! with two cores it then takes only the CPU the live path leaves, instead of a fair share of
+//! it (a pooled blocking thread could not be given its priority back afterwards).
+//!
+//! A compaction that fails leaves the old log in place and logs a warning; the shape is tried
+//! again once its log grew by another `--compact-after`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shapes::handle::Handle;
+use tokio_util::sync::CancellationToken;
+
+use super::{Command, ShapeError, Shapes};
+use crate::observability::prometheus;
+use crate::storage::shape_log::compaction::policy::CompactionPolicy;
+use crate::storage::shape_log::compaction::{self, CompactionError, Stats};
+use crate::storage::shape_store::{Shape, ShapeState};
+
+/// How often the logs are looked at (a few atomic reads per shape).
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long a replaced file may wait for the readers still reading it before its blocks are
+/// left to the kernel to free at its last close.
+const RETIRE_PATIENCE: Duration = Duration::from_secs(600);
+
+/// Why one compaction did not happen.
+#[derive(Debug, thiserror::Error)]
+enum Failed {
+    #[error(transparent)]
+    Compaction(#[from] CompactionError),
+    #[error(transparent)]
+    Writer(#[from] ShapeError),
+    #[error("the compaction task panicked")]
+    Panicked,
+}
+
+/// Compacts the logs due under `policy` until `shutdown`.
+pub async fn run(shapes: Arc<Shapes>, policy: CompactionPolicy, shutdown: CancellationToken) {
+    // Bytes a shape's log had when its compaction failed.
+    let mut failed: HashMap<Handle, u64> = HashMap::new();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(CHECK_EVERY) => {}
+            () = shutdown.cancelled() => return,
+        }
+        failed.retain(|handle, _| shapes.by_handle(handle).is_some());
+        for shape in shapes.all() {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if shape.state() != ShapeState::Ready || !compaction::due(&shape.log, policy) {
+                continue;
+            }
+            let bytes = shape.log.bytes();
+            if failed
+                .get(&shape.handle)
+                .is_some_and(|at| bytes < at.saturating_add(policy.compact_after))
+            {
+                continue;
+            }
+            match compact(&shapes, &shape, policy).await {
+                Ok(Some(stats)) => {
+                    failed.remove(&shape.handle);
+                    report(&shape, &stats);
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(handle = %shape.handle, table = %shape.definition.table(), error = %err, "shape log compaction failed; the log stays as it was");
+                    failed.insert(shape.handle.clone(), bytes);
+                }
+            }
+        }
+    }
+}
+
+async fn compact(
+    shapes: &Shapes,
+    shape: &Arc<Shape>,
+    policy: CompactionPolicy,
+) -> Result<Option<Stats>, Failed> {
+    let prepared = {
+        let shape = shape.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("shapesync-compact".into())
+            .spawn(move || {
+                lower_priority();
+                let _ = tx.send(compaction::prepare(&shape.log, policy));
+            })
+            .map_err(CompactionError::Io)?;
+        rx.await.map_err(|_| Failed::Panicked)??
+    };
+    let Some(prepared) = prepared else {
+        return Ok(None);
+    };
+    let handle = shape.handle.clone();
+    let (stats, retired) = shapes
+        .ask(|reply| Command::Compact {
+            handle,
+            prepared: Box::new(prepared),
+            reply,
+        })
+        .await??;
+    background(move || retired.release(RETIRE_PATIENCE));
+    Ok(Some(stats))
+}
+
+/// Runs `work` on a thread of its own at the lowest CPU priority.
+fn background(work: impl FnOnce() + Send + 'static) {
+    let spawned = std::thread::Builder::new()
+        .name("shapesync-compact".into())
+        .spawn(move || {
+            lower_priority();
+            work();
+        });
+    if let Err(err) = spawned {
+        tracing::debug!(error = %err, "compaction: cannot start a background thread");
+    }
+}
+
+/// Gives the calling thread the lowest CPU priority (nice 19); a failure leaves it as it was.
+fn lower_priority() {
+    // SAFETY: setpriority only changes the scheduling priority of the given thread (this one).
+    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS as _, libc::gettid() as _, 19) };
+    if result != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "compaction: cannot lower the merge thread's priority");
+    }
+}
+
+fn report(shape: &Shape, stats: &Stats) {
+    metrics::counter!(prometheus::COMPACTIONS).increment(1);
+    metrics::counter!(prometheus::COMPACTION_BYTES_BEFORE).increment(stats.bytes_before);
+    metrics::counter!(prometheus::COMPACTION_BYTES_AFTER).increment(stats.bytes_after);
+    tracing::info!(
+        handle = %shape.handle,
+        table = %shape.definition.table(),
+        bytes_before = stats.bytes_before,
+        bytes_after = stats.bytes_after,
+        entries_before = stats.entries_before,
+        entries_after = stats.entries_after,
+        windows = stats.windows,
+        duration_ms = stats.duration.as_millis() as u64,
+        handoff_us = stats.handoff.as_micros() as u64,
+        "shape log compacted"
+    );
+}

@@ -1,0 +1,208 @@
+//! Writing the compacted file: the merged range, then the rest of the log byte for byte.
+//!
+//! ```text
+//! changes.log.compact := mark(RANGE_START)
+//!                        { merged entries of one window, commit mark(CHUNK_END) }
+//!                        merged entries of the last window, commit mark(CHUNK_END | RANGE_END, rows)
+//!                        the old log from the cut on, unchanged
+//! ```
+//! Windows are closed once their merged entries reach `window_bytes`: after any entry outside
+//! an earlier compacted range, and inside one only where one of its windows ended (so a new
+//! window is always a union of old ones, and a reader paging inside an old window still
+//! resumes correctly in the new file).
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use shapes::offset::Offset;
+use shapes::wire::operation_of;
+
+use super::super::positional::FileReader;
+use super::super::record::{self, CommitMark, RecordKind, RecordScanner};
+use super::super::row_delta;
+use super::CompactionError;
+use super::merge::Window;
+
+/// Where the compacted range ends: right after the commit record of a transaction (or of an
+/// earlier compacted range), which the range's end mark repeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
+    pub pos: u64,
+    pub commit_lsn: u64,
+    pub end_lsn: u64,
+}
+
+/// The last transaction end at or before `target` outside an earlier compacted range.
+pub fn find_cut(file: &Arc<File>, target: u64) -> io::Result<Option<Cut>> {
+    let reader = BufReader::with_capacity(256 * 1024, FileReader::new(file.clone(), 0));
+    let mut scanner = RecordScanner::new(reader.take(target));
+    let (mut pos, mut in_range, mut cut) = (0, false, None);
+    while let Some((header, payload)) = scanner.next_record()? {
+        pos += header.total_len();
+        if header.kind != RecordKind::Commit {
+            continue;
+        }
+        match CommitMark::decode(payload) {
+            Some(mark) if mark.has(CommitMark::RANGE_START) => in_range = true,
+            Some(mark) if mark.has(CommitMark::RANGE_END) => in_range = false,
+            _ => {}
+        }
+        if !in_range {
+            cut = Some(Cut {
+                pos,
+                commit_lsn: header.tx,
+                end_lsn: header.op,
+            });
+        }
+    }
+    Ok(cut)
+}
+
+/// What merging the range did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Merged {
+    pub entries_before: usize,
+    pub entries_after: usize,
+    pub windows: usize,
+    /// Bytes written (the compacted range).
+    pub bytes: u64,
+}
+
+/// Writes the compacted range of `[0, cut.pos)` of `file` to `out`, in windows of about
+/// `window_bytes` merged bytes.
+pub fn write_range(
+    file: &Arc<File>,
+    cut: Cut,
+    window_bytes: u64,
+    out: &File,
+) -> Result<Merged, CompactionError> {
+    let reader = BufReader::with_capacity(256 * 1024, FileReader::new(file.clone(), 0));
+    let mut scanner = RecordScanner::new(reader.take(cut.pos));
+    let mut writer = RangeWriter {
+        out: BufWriter::with_capacity(256 * 1024, out),
+        record: Vec::new(),
+        merged: Merged::default(),
+    };
+    writer.mark(0, 0, CommitMark::RANGE_START, 0)?;
+    let mut window = Window::default();
+    let (mut in_range, mut rows, mut txn_rows) = (false, 0i64, 0i64);
+    while let Some((header, payload)) = scanner.next_record()? {
+        match header.kind {
+            RecordKind::Entry => {
+                let offset = Offset::At {
+                    tx: header.tx,
+                    op: header.op,
+                };
+                if !in_range {
+                    txn_rows += row_delta(operation_of(payload));
+                }
+                window.push(offset, payload)?;
+                writer.merged.entries_before += 1;
+                if !in_range && window.size() >= window_bytes {
+                    writer.window(&mut window, header.tx, CommitMark::CHUNK_END, 0)?;
+                }
+            }
+            RecordKind::Commit => {
+                let mark = CommitMark::decode(payload);
+                if mark.is_some_and(|m| m.has(CommitMark::RANGE_START)) {
+                    in_range = true;
+                    continue;
+                }
+                if let Some(mark) = mark.filter(|m| m.has(CommitMark::RANGE_END)) {
+                    in_range = false;
+                    txn_rows = mark.rows;
+                }
+                rows += std::mem::take(&mut txn_rows);
+                let window_ended = mark.is_some_and(|m| m.has(CommitMark::CHUNK_END));
+                if window_ended && window.size() >= window_bytes {
+                    writer.window(&mut window, header.tx, CommitMark::CHUNK_END, 0)?;
+                }
+            }
+            RecordKind::SnapshotComplete => {
+                return Err(CompactionError::Io(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a snapshot record inside a change log",
+                )));
+            }
+        }
+    }
+    if scanner.valid_len() != cut.pos {
+        return Err(CompactionError::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "shape log damaged inside its visible part",
+        )));
+    }
+    let entries = window.take()?;
+    writer.entries(entries)?;
+    writer.mark(
+        cut.commit_lsn,
+        cut.end_lsn,
+        CommitMark::CHUNK_END | CommitMark::RANGE_END,
+        rows,
+    )?;
+    writer.out.flush()?;
+    Ok(writer.merged)
+}
+
+struct RangeWriter<'a> {
+    out: BufWriter<&'a File>,
+    record: Vec<u8>,
+    merged: Merged,
+}
+
+impl RangeWriter<'_> {
+    fn window(
+        &mut self,
+        window: &mut Window,
+        tx: u64,
+        flags: u8,
+        rows: i64,
+    ) -> Result<(), CompactionError> {
+        let entries = window.take()?;
+        self.entries(entries)?;
+        self.mark(tx, tx, flags, rows)?;
+        Ok(())
+    }
+
+    fn entries(&mut self, entries: Vec<(Offset, Vec<u8>)>) -> io::Result<()> {
+        if !entries.is_empty() {
+            self.merged.windows += 1;
+        }
+        for (offset, payload) in entries {
+            let Offset::At { tx, op } = offset else {
+                continue;
+            };
+            self.write(RecordKind::Entry, tx, op, &payload)?;
+            self.merged.entries_after += 1;
+        }
+        Ok(())
+    }
+
+    fn mark(&mut self, tx: u64, op: u64, flags: u8, rows: i64) -> io::Result<()> {
+        let mark = CommitMark { flags, rows }.encode();
+        self.write(RecordKind::Commit, tx, op, &mark)
+    }
+
+    fn write(&mut self, kind: RecordKind, tx: u64, op: u64, payload: &[u8]) -> io::Result<()> {
+        self.record.clear();
+        record::encode(&mut self.record, kind, tx, op, payload);
+        self.out.write_all(&self.record)?;
+        self.merged.bytes += self.record.len() as u64;
+        Ok(())
+    }
+}
+
+/// Copies `[from, to)` of `src` to `dst` at `at`.
+pub fn copy_range(src: &File, from: u64, to: u64, dst: &File, at: u64) -> io::Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = from;
+    while pos < to {
+        let n = usize::try_from((to - pos).min(buf.len() as u64)).unwrap_or(buf.len());
+        src.read_exact_at(&mut buf[..n], pos)?;
+        dst.write_all_at(&buf[..n], at + (pos - from))?;
+        pos += n as u64;
+    }
+    Ok(())
+}

@@ -1,0 +1,351 @@
+//! `compaction`: 1,000 rows each updated 1,000 times (10⁶ changes, in 10,000 transactions of
+//! 100 updates: the kept tail ends at a transaction boundary, so transactions much bigger than
+//! the tail would keep one whole), followed by two proxies on the same database (a slot each):
+//!
+//! - `C` compacts as it goes (`--compact-after 256KiB`). Its shape log is sampled every 20 ms
+//!   (a sample smaller than the one before follows a compaction; the largest is in the note:
+//!   while 10⁶ changes arrive in seconds, compaction runs behind the writer). Once the writes
+//!   stopped and the compactor caught up (no compaction in flight, the log unchanged for 5 s),
+//!   `compaction.log_vs_snapshot`: `snapshot.log` + `changes.log` over the `snapshot.log` of a
+//!   fresh shape of the same rows (target ≤ 3).
+//! - `U` never compacts. `compaction.initial_sync_speedup`: the time a new device takes to
+//!   fetch the shape from `-1` to up-to-date (HTTP, bytes read and counted, not applied) on `U`
+//!   (snapshot + 10⁶ updates) over the same on `C` (target ≥ 100; both logs in the page cache;
+//!   the fastest of 5 devices each).
+//! - `U` is then restarted with compaction on (`--compact-after 1MiB`): it compacts the whole
+//!   history at once while one-row commits at 100/s go to another shape followed over SSE.
+//!   `compaction.live_latency.p99`: commit acknowledgement → change received, for the commits
+//!   made from the restart until the compaction is in place (target ≤ 10 ms).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::sync::mpsc;
+
+use crate::Bench;
+use crate::cluster::Database;
+use crate::figures::{Figure, Target};
+use crate::proxy_child::ProxyChild;
+use crate::scenarios::latency::signed_ms;
+use crate::sse;
+use crate::stats;
+
+const ITEMS: &str = "table=items";
+
+pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
+    let rows = bench.scale.of(1000) as i64;
+    let rounds = bench.scale.of(1000);
+    let db = bench.cluster.database("compaction").await?;
+    let sql = db.connect().await?;
+    sql.batch_execute(
+        "CREATE TABLE items (id int8 PRIMARY KEY, title text NOT NULL, n int8 NOT NULL,
+                             note text NOT NULL);
+         CREATE TABLE lat (id int8 PRIMARY KEY, title text NOT NULL)",
+    )
+    .await?;
+    sql.execute(
+        "INSERT INTO items SELECT g, 'item ' || g, 0, 'a note of some length for item ' || g
+         FROM generate_series(1::int8, $1) g",
+        &[&rows],
+    )
+    .await?;
+    let compacting =
+        ProxyChild::start_on_slot(&db, "compaction_c", &["--compact-after", "256KiB"]).await?;
+    let plain = ProxyChild::start_on_slot(&db, "compaction_u", &["--compact-after", "off"]).await?;
+    let c_items = sse::fetch(compacting.addr, ITEMS, |_| {}).await?;
+    let u_items = sse::fetch(plain.addr, ITEMS, |_| {}).await?;
+    let c_dir = shape_dir(compacting.storage_dir(), &c_items.handle);
+
+    // The history, while C's log is sampled.
+    let sampler = Sampler::start(c_dir.join("changes.log"));
+    let started = Instant::now();
+    let update = sql
+        .prepare(
+            "UPDATE items SET n = n + 1, title = 'item ' || id || ' v' || $1::int8
+             WHERE id % 10 = $2",
+        )
+        .await?;
+    let mut transactions = 0;
+    for round in 0..rounds {
+        for part in 0..10i64 {
+            sql.execute(&update, &[&(round as i64), &part]).await?;
+            transactions += 1;
+        }
+    }
+    sql.batch_execute("UPDATE items SET title = 'final' WHERE id = 1")
+        .await?;
+    let written = started.elapsed();
+    let changes = rows as usize * rounds;
+    println!(
+        "   {changes} changes in {transactions} transactions written in {:.1} s",
+        written.as_secs_f64()
+    );
+    // Both proxies have everything once the last update is in their logs.
+    wait_for_final(&compacting, &c_items).await?;
+    wait_for_final(&plain, &u_items).await?;
+    let (_, compactions, largest) = sampler.stop().await;
+    let c_log = c_dir.join("changes.log");
+    let settled = settle(&c_log).await?;
+
+    let fresh = sse::fetch(compacting.addr, "table=items&where=id%20%3E%200", |_| {}).await?;
+    let fresh_snapshot =
+        file_len(&shape_dir(compacting.storage_dir(), &fresh.handle).join("snapshot.log"));
+    let snapshot = file_len(&c_dir.join("snapshot.log"));
+    let after_compaction = snapshot + settled;
+    bench.report.add(
+        Figure::new(
+            "compaction.log_vs_snapshot",
+            after_compaction as f64 / fresh_snapshot as f64,
+            "×",
+        )
+        .target(Target::AtMost(3.0))
+        .note(format!(
+            "{after_compaction} bytes once compaction caught up (snapshot {snapshot}, changes.log {settled}) vs a fresh snapshot of {fresh_snapshot}; while writing: {compactions} compactions seen, changes.log at most {largest} bytes"
+        )),
+    );
+
+    // A new device: from -1 to up-to-date, on the compacted log and on the whole history.
+    let (c_time, c_count) = timed_fetch(&compacting).await?;
+    let (u_time, u_count) = timed_fetch(&plain).await?;
+    bench.report.add(
+        Figure::new(
+            "compaction.initial_sync_speedup",
+            u_time.as_secs_f64() / c_time.as_secs_f64(),
+            "×",
+        )
+        .target(Target::AtLeast(100.0))
+        .note(format!(
+            "new device from -1 (HTTP, read and counted; fastest of {DEVICES}): {c_count} messages in {:.2} ms compacted, {u_count} in {:.0} ms replaying the history",
+            c_time.as_secs_f64() * 1e3,
+            u_time.as_secs_f64() * 1e3
+        )),
+    );
+    compacting.stop().await;
+
+    // Live latency while the whole history is compacted at once.
+    let storage = plain.stop_keeping_storage().await;
+    let u_log = shape_dir(storage.path(), &u_items.handle).join("changes.log");
+    let before = file_len(&u_log);
+    let restarted =
+        ProxyChild::start_in(&db, "compaction_u", storage, &["--compact-after", "1MiB"]).await?;
+    let latencies = latency_while_compacting(&db, &restarted, &u_log, before).await?;
+    let after = file_len(&u_log);
+    restarted.stop().await;
+    let mut latencies = latencies;
+    stats::sort(&mut latencies);
+    let note = format!(
+        "{} one-row commits at 100/s while a {before}-byte log compacted to {after}; max {:.2} ms",
+        latencies.len(),
+        stats::quantile(&latencies, 1.0)
+    );
+    for (quantile, label) in [(0.5, "p50"), (0.99, "p99")] {
+        let mut figure = Figure::new(
+            format!("compaction.live_latency.{label}"),
+            stats::quantile(&latencies, quantile),
+            "ms",
+        )
+        .note(note.clone());
+        if label == "p99" {
+            figure = figure.target(Target::AtMost(10.0));
+        }
+        bench.report.add(figure);
+    }
+    bench
+        .report
+        .distribution("compaction: commit → client while compacting", latencies);
+    Ok(())
+}
+
+fn shape_dir(storage: &Path, handle: &str) -> PathBuf {
+    storage.join("v1/shapes").join(handle)
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// Waits until no compaction of the log at `path` is in flight and its length stayed the same
+/// for 5 s (the compactor looks every second); returns that length.
+async fn settle(path: &Path) -> anyhow::Result<u64> {
+    let building = path.with_extension("log.compact");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let (mut last, mut since) = (file_len(path), Instant::now());
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let len = file_len(path);
+        if len != last || building.exists() {
+            last = len;
+            since = Instant::now();
+        } else if since.elapsed() >= Duration::from_secs(5) {
+            return Ok(len);
+        }
+        if Instant::now() > deadline {
+            bail!("the log did not settle within 5 minutes after the writes");
+        }
+    }
+}
+
+/// Samples a file's length every 20 ms: the length seen right after it last shrank, how often
+/// it shrank, and the largest length.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(Option<u64>, usize, u64)>,
+}
+
+impl Sampler {
+    fn start(path: PathBuf) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let (mut last, mut after_shrink, mut shrinks) = (file_len(&path), None, 0);
+                let mut largest = last;
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let len = file_len(&path);
+                    if len < last {
+                        after_shrink = Some(len);
+                        shrinks += 1;
+                    }
+                    largest = largest.max(len);
+                    last = len;
+                }
+                (after_shrink, shrinks, largest)
+            }
+        });
+        Self { stop, task }
+    }
+
+    async fn stop(self) -> (Option<u64>, usize, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap_or((None, 0, 0))
+    }
+}
+
+/// Follows the shape from `from` until the final update is in it.
+async fn wait_for_final(proxy: &ProxyChild, from: &sse::Subscription) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut at = from.clone();
+    loop {
+        let mut seen = false;
+        let finder = br#""title":"final""#;
+        let path = format!("{}&handle={}&offset={}", at.query, at.handle, at.offset);
+        let next = fetch_after(proxy, &path, |bytes| {
+            seen |= bytes.windows(finder.len()).any(|w| w == finder);
+        })
+        .await?;
+        if seen {
+            return Ok(());
+        }
+        at.offset = next;
+        if Instant::now() > deadline {
+            bail!("the proxy did not get the history within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reads from the position in `query` to up-to-date; returns the offset reached.
+async fn fetch_after(
+    proxy: &ProxyChild,
+    query: &str,
+    mut body: impl FnMut(&[u8]),
+) -> anyhow::Result<String> {
+    let mut path = format!("/v1/shape?{query}");
+    loop {
+        let mut response = crate::http_wire::get(proxy.addr, &path, false).await?;
+        if response.head.status != 200 {
+            bail!("GET {path}: status {}", response.head.status);
+        }
+        let head = response.head.clone();
+        while response.read_body(|b, _| body(b)).await? {}
+        let offset = head
+            .header("electric-offset")
+            .context("no electric-offset")?
+            .to_owned();
+        if head.header("electric-up-to-date").is_some() {
+            return Ok(offset);
+        }
+        let handle = head.header("electric-handle").context("no handle")?;
+        path = format!("/v1/shape?{ITEMS}&handle={handle}&offset={offset}");
+    }
+}
+
+/// Fetches timed per device: the fastest counts (a 2-core machine shared with other work
+/// adds scheduling delays of tens of milliseconds to single runs).
+const DEVICES: usize = 5;
+
+/// A new device's fetch from -1 to up-to-date, [`DEVICES`] times: the fastest time and the
+/// messages it got.
+async fn timed_fetch(proxy: &ProxyChild) -> anyhow::Result<(Duration, u64)> {
+    let needle = br#"{"key":"#;
+    let mut best: Option<(Duration, u64)> = None;
+    for _ in 0..DEVICES {
+        let mut count = 0u64;
+        let started = Instant::now();
+        sse::fetch(proxy.addr, ITEMS, |bytes| {
+            count += bytes.windows(needle.len()).filter(|w| w == needle).count() as u64;
+        })
+        .await?;
+        let elapsed = started.elapsed();
+        if best.is_none_or(|(b, _)| elapsed < b) {
+            best = Some((elapsed, count));
+        }
+    }
+    best.context("no fetch")
+}
+
+/// One-row commits at 100/s to `lat`, followed over SSE, from now until the log at `log`
+/// shrank from `before` (its compaction is in place); their latencies in ms.
+async fn latency_while_compacting(
+    db: &Database,
+    proxy: &ProxyChild,
+    log: &Path,
+    before: u64,
+) -> anyhow::Result<Vec<f64>> {
+    let subscription = sse::fetch(proxy.addr, "table=lat", |_| {}).await?;
+    let live = sse::Live::open(proxy.addr, &subscription).await?;
+    let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel();
+    let task = sse::forward_arrivals(live, arrivals_tx);
+    let client = db.connect().await?;
+    let insert = client
+        .prepare("INSERT INTO lat (id, title) VALUES ($1, 'a row')")
+        .await?;
+    let next_id = AtomicU64::new(0);
+    let mut acks = Vec::new();
+    let mut ticker = tokio::time::interval(Duration::from_millis(10));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    // Until the compaction is in place, and a second after.
+    let mut compacted_at: Option<Instant> = None;
+    while compacted_at.is_none_or(|at| at.elapsed() < Duration::from_secs(1)) {
+        ticker.tick().await;
+        let id = next_id.fetch_add(1, Ordering::Relaxed) as i64;
+        client.execute(&insert, &[&id]).await?;
+        acks.push((id, Instant::now()));
+        if compacted_at.is_none() && file_len(log) < before {
+            compacted_at = Some(Instant::now());
+        }
+        if Instant::now() > deadline {
+            bail!("the history was not compacted within 5 minutes");
+        }
+    }
+    let mut received = std::collections::HashMap::new();
+    let wait = tokio::time::Instant::now() + Duration::from_secs(30);
+    while received.len() < acks.len() {
+        match tokio::time::timeout_at(wait, arrivals.recv()).await {
+            Ok(Some((id, at))) => {
+                received.entry(id).or_insert(at);
+            }
+            _ => bail!("only {} of {} commits arrived", received.len(), acks.len()),
+        }
+    }
+    task.abort();
+    Ok(acks
+        .iter()
+        .map(|(id, ack)| signed_ms(*ack, received[id]))
+        .collect())
+}

@@ -1,0 +1,505 @@
+//! Background compaction of shape logs against a real Postgres and proxy process: after a
+//! history of updates, inserts, deletes and key changes is compacted, clients resuming from
+//! every chunk boundary and from random offsets they held before the compaction (the
+//! official Electric client, and the raw protocol from every single entry offset), a new
+//! client from `-1`, and the Rust SQLite client (resumed and new) all end with exactly
+//! `SELECT … FROM items`; live changes flow during and after it; the log shrinks. A proxy
+//! killed at every stage of a compaction restarts with a log serving exactly the rows, and a
+//! standby follows a compacted log.
+//!
+//! Each run prints its seed; `SHAPESYNC_SEED=<seed>` replays the same history.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use client_sqlite::rusqlite::types::Value as SqlValue;
+use client_sqlite::{Client, ClientConfig, ShapeSpec, SyncOptions};
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::{Map, Value, json};
+use tests::electric::ElectricClient;
+use tests::proxy_process::ProxyProcess;
+use tests::shape_http;
+use tests::{TestDb, shapesync_bin, wait_for};
+
+const WAIT: Duration = Duration::from_secs(60);
+const QUERY: &str = "table=items";
+const CRASH_HOOK: &str = "SHAPESYNC_TEST_COMPACTION_CRASH";
+
+/// Rows by primary key (`id` as text), each column as text.
+type Rows = BTreeMap<String, Map<String, Value>>;
+
+fn seed(test: &str) -> u64 {
+    let seed = match std::env::var("SHAPESYNC_SEED") {
+        Ok(text) => text.trim().parse().expect("SHAPESYNC_SEED must be a u64"),
+        Err(_) => rand::random(),
+    };
+    eprintln!("{test}: seed {seed} (replay with SHAPESYNC_SEED={seed})");
+    seed
+}
+
+/// What a client does with a change message.
+fn apply(rows: &mut Rows, message: &Value) {
+    let Some(operation) = message["headers"]["operation"].as_str() else {
+        return;
+    };
+    let value = message["value"].as_object().cloned().unwrap_or_default();
+    let id = value["id"].as_str().expect("the key column").to_owned();
+    match operation {
+        "insert" => {
+            rows.insert(id, value);
+        }
+        "update" => {
+            let row = rows
+                .get_mut(&id)
+                .unwrap_or_else(|| panic!("update of a row the client does not hold: {message}"));
+            row.extend(value);
+        }
+        _ => {
+            rows.remove(&id);
+        }
+    }
+}
+
+async fn table_rows(sql: &tokio_postgres::Client) -> Rows {
+    let rows = sql
+        .query("SELECT id::text, title, n::text, note FROM items", &[])
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            let id: String = r.get(0);
+            let row = ["id", "title", "n", "note"]
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.to_string(), json!(r.get::<_, Option<String>>(i))))
+                .collect();
+            (id, row)
+        })
+        .collect()
+}
+
+/// A position a client held, and its rows there.
+#[derive(Debug, Clone)]
+struct Held {
+    offset: String,
+    rows: Rows,
+    /// A response ended here (a chunk boundary of the log as it was).
+    boundary: bool,
+}
+
+/// Reads the shape from (`handle`, `offset`) to up-to-date with plain requests, applying
+/// every change to `rows`; returns the handle and every position passed (after each entry,
+/// and where each response ended).
+async fn walk(
+    proxy: &ProxyProcess,
+    handle: Option<&str>,
+    offset: &str,
+    rows: &mut Rows,
+) -> (String, Vec<Held>) {
+    let mut handle = handle.map(str::to_owned);
+    let mut offset = offset.to_owned();
+    let mut passed = Vec::new();
+    loop {
+        let query = match &handle {
+            Some(h) => format!("{QUERY}&handle={h}&offset={offset}"),
+            None => format!("{QUERY}&offset={offset}"),
+        };
+        let reply = shape_http::get(proxy.http(), &proxy.url, &query).await;
+        assert_eq!(reply.status, 200, "{query}: {:?}", reply.body);
+        for change in reply.changes() {
+            apply(rows, &change);
+            let headers = &change["headers"];
+            if let (Some(lsn), Some(op)) =
+                (headers["lsn"].as_str(), headers["op_position"].as_u64())
+            {
+                passed.push(Held {
+                    offset: format!("{lsn}_{op}"),
+                    rows: rows.clone(),
+                    boundary: false,
+                });
+            }
+        }
+        handle = Some(reply.header("electric-handle").unwrap().to_owned());
+        offset = reply.header("electric-offset").unwrap().to_owned();
+        passed.push(Held {
+            offset: offset.clone(),
+            rows: rows.clone(),
+            boundary: true,
+        });
+        if reply.controls().contains(&"up-to-date".to_owned()) {
+            return (handle.unwrap(), passed);
+        }
+    }
+}
+
+/// The official client resuming from `held` (not live): its messages applied to the rows
+/// held there.
+async fn electric_resume(proxy: &ProxyProcess, handle: &str, held: &Held) -> Rows {
+    let mut client = ElectricClient::start(
+        &proxy.url,
+        json!({"params": {"table": "items"}, "raw": true, "subscribe": false,
+               "offset": held.offset, "handle": handle}),
+    );
+    let mut rows = held.rows.clone();
+    loop {
+        let event = client.next_event(WAIT).await;
+        assert_ne!(event["type"], "error", "from {}: {event}", held.offset);
+        if event["type"] != "messages" {
+            continue;
+        }
+        let messages = event["messages"].as_array().cloned().unwrap_or_default();
+        for message in &messages {
+            apply(&mut rows, message);
+        }
+        if shape_http::controls(&event["messages"]).contains(&"up-to-date".to_owned()) {
+            return rows;
+        }
+    }
+}
+
+/// One transaction of random changes: updates of a few columns, inserts, deletes, rows
+/// deleted and inserted again, key changes.
+async fn random_transaction(sql: &tokio_postgres::Client, rng: &mut StdRng, next_id: &mut i32) {
+    let mut statements = vec!["BEGIN".to_owned()];
+    for _ in 0..rng.random_range(1..5) {
+        let id = rng.random_range(1..=40);
+        let statement = match rng.random_range(0..20) {
+            0..=9 => format!("UPDATE items SET n = n + 1 WHERE id = {id}"),
+            10..=12 => format!(
+                "UPDATE items SET title = 'title {}', n = n + 1 WHERE id = {id}",
+                rng.random_range(0..1000)
+            ),
+            13 => format!("DELETE FROM items WHERE id = {id}"),
+            14..=15 => format!(
+                "INSERT INTO items VALUES ({id}, 'back', 0, repeat('r', 40)) ON CONFLICT DO NOTHING"
+            ),
+            16 => {
+                *next_id += 1;
+                format!("UPDATE items SET id = {next_id} WHERE id = {id}")
+            }
+            17 => {
+                *next_id += 1;
+                format!("INSERT INTO items VALUES ({next_id}, 'short-lived', 0, 'gone soon')")
+            }
+            _ => format!("DELETE FROM items WHERE id > 1000 AND id <= {next_id} AND id % 2 = 0"),
+        };
+        statements.push(statement);
+    }
+    statements.push("COMMIT".to_owned());
+    sql.batch_execute(&statements.join(";")).await.unwrap();
+}
+
+async fn history(sql: &tokio_postgres::Client, rng: &mut StdRng, next_id: &mut i32, txns: usize) {
+    for _ in 0..txns {
+        random_transaction(sql, rng, next_id).await;
+    }
+}
+
+async fn setup(name: &str, flags: &[&str]) -> (TestDb, tokio_postgres::Client, ProxyProcess) {
+    let db = TestDb::new(name).await;
+    let sql = db.connect().await;
+    sql.batch_execute(
+        "CREATE TABLE items (id int PRIMARY KEY, title text, n int NOT NULL, note text);
+         INSERT INTO items SELECT g, 'row ' || g, 0, repeat('n', 40) FROM generate_series(1, 40) g;",
+    )
+    .await
+    .unwrap();
+    let mut args = vec!["--chunk-bytes", "2048", "--long-poll-timeout", "2s"];
+    args.extend_from_slice(flags);
+    let proxy = ProxyProcess::start_logging(shapesync_bin!(), &db, &args).await;
+    (db, sql, proxy)
+}
+
+fn changes_log(proxy: &ProxyProcess, handle: &str) -> PathBuf {
+    proxy
+        .storage_dir()
+        .join("v1/shapes")
+        .join(handle)
+        .join("changes.log")
+}
+
+fn compactions(proxy: &ProxyProcess) -> usize {
+    proxy.log().matches("shape log compacted").count()
+}
+
+async fn wait_compactions(proxy: &ProxyProcess, at_least: usize) {
+    wait_for("a compaction", WAIT, || async {
+        (compactions(proxy) >= at_least).then_some(())
+    })
+    .await;
+}
+
+fn sqlite_config(proxy: &ProxyProcess, dir: &tempfile::TempDir, file: &str) -> ClientConfig {
+    let mut config = ClientConfig::new(&proxy.url, dir.path().join(file));
+    config.shapes = vec![ShapeSpec::table("items")];
+    config.sync = SyncOptions {
+        backoff_base: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(500),
+        ..SyncOptions::default()
+    };
+    config
+}
+
+/// The client's rows; `None` until it made its mirror table.
+async fn sqlite_rows(client: &Client) -> Option<Rows> {
+    client
+        .read(|conn| {
+            let mut stmt = conn.prepare("SELECT id, title, n, note FROM items")?;
+            let rows = stmt
+                .query_map([], |r| {
+                    let text = |i: usize| {
+                        r.get::<_, SqlValue>(i).map(|v| match v {
+                            SqlValue::Null => Value::Null,
+                            SqlValue::Integer(n) => json!(n.to_string()),
+                            SqlValue::Real(f) => json!(f.to_string()),
+                            SqlValue::Text(t) => json!(t),
+                            SqlValue::Blob(_) => json!("<blob>"),
+                        })
+                    };
+                    let mut row = Map::new();
+                    for (i, c) in ["id", "title", "n", "note"].iter().enumerate() {
+                        row.insert(c.to_string(), text(i)?);
+                    }
+                    Ok(row)
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+        .ok()
+        .map(|rows| {
+            rows.into_iter()
+                .map(|row| (row["id"].as_str().unwrap().to_owned(), row))
+                .collect()
+        })
+}
+
+async fn sqlite_converges(client: &Client, sql: &tokio_postgres::Client, what: &str) {
+    let expected = table_rows(sql).await;
+    wait_for(what, WAIT, || async {
+        (sqlite_rows(client).await.as_ref() == Some(&expected)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn clients_resuming_from_any_offset_after_compaction_end_with_the_tables_rows() {
+    let mut rng = StdRng::seed_from_u64(seed("compaction resume"));
+    let (db, sql, mut proxy) = setup("compaction_resume", &["--compact-after", "off"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let early = Client::open(sqlite_config(&proxy, &dir, "early.db"))
+        .await
+        .unwrap();
+    early.wait_synced(WAIT).await.expect("synced");
+    let mut next_id = 1000;
+    history(&sql, &mut rng, &mut next_id, 40).await;
+    sqlite_converges(&early, &sql, "the early SQLite client follows").await;
+    early.close().await;
+    history(&sql, &mut rng, &mut next_id, 80).await;
+
+    // Every position a client may hold before the compaction, with its rows there.
+    let mut rows = Rows::new();
+    let (handle, held) = walk(&proxy, None, "-1", &mut rows).await;
+    assert_eq!(rows, table_rows(&sql).await);
+    let log_before = std::fs::metadata(changes_log(&proxy, &handle))
+        .unwrap()
+        .len();
+    let boundaries: Vec<Held> = held.iter().filter(|h| h.boundary).cloned().collect();
+    assert!(boundaries.len() > 10, "many chunks: {}", boundaries.len());
+    let random: Vec<Held> = held
+        .iter()
+        .filter(|h| !h.boundary)
+        .collect::<Vec<_>>()
+        .choose_multiple(&mut rng, 8)
+        .map(|h| (*h).clone())
+        .collect();
+
+    // Compaction on; a live official client and live writes while it runs.
+    proxy.set_flag("--compact-after", "8kB");
+    proxy.restart().await;
+    let mut live = ElectricClient::start(
+        &proxy.url,
+        json!({"params": {"table": "items"}, "raw": true}),
+    );
+    let writer = {
+        let db_sql = db.connect().await;
+        let mut rng = StdRng::seed_from_u64(rng.random());
+        let mut next_id = next_id + 10_000;
+        tokio::spawn(async move {
+            for _ in 0..30 {
+                random_transaction(&db_sql, &mut rng, &mut next_id).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    wait_compactions(&proxy, 1).await;
+    writer.await.unwrap();
+    let log_after = std::fs::metadata(changes_log(&proxy, &handle))
+        .unwrap()
+        .len();
+    assert!(
+        log_after < log_before / 2,
+        "the log shrinks: {log_before} → {log_after} bytes"
+    );
+    history(&sql, &mut rng, &mut next_id, 10).await;
+    let expected = table_rows(&sql).await;
+
+    for (i, point) in held.iter().enumerate() {
+        let mut rows = point.rows.clone();
+        walk(&proxy, Some(&handle), &point.offset, &mut rows).await;
+        assert_eq!(rows, expected, "resuming #{i} from {}", point.offset);
+    }
+    for point in boundaries.iter().chain(&random) {
+        let rows = electric_resume(&proxy, &handle, point).await;
+        assert_eq!(rows, expected, "the Electric client from {}", point.offset);
+    }
+    // The new layout's boundaries too, and a new client from -1.
+    let mut fresh = Rows::new();
+    let (_, after) = walk(&proxy, None, "-1", &mut fresh).await;
+    assert_eq!(fresh, expected, "a new client");
+    for point in after.iter().filter(|h| h.boundary) {
+        let rows = electric_resume(&proxy, &handle, point).await;
+        assert_eq!(rows, expected, "the Electric client from {}", point.offset);
+    }
+    let shaped = |rows: &Map<String, Value>| {
+        rows.values()
+            .filter_map(|r| Some((r["id"].as_str()?.to_owned(), r.as_object()?.clone())))
+            .collect::<Rows>()
+    };
+    live.wait_rows(WAIT, |rows| shaped(rows) == expected).await;
+    let mut newcomer = ElectricClient::start(
+        &proxy.url,
+        json!({"params": {"table": "items"}, "raw": true}),
+    );
+    newcomer
+        .wait_rows(WAIT, |rows| shaped(rows) == expected)
+        .await;
+
+    // The Rust client: one that synced before the compaction resumes, one starts now.
+    let early = Client::open(sqlite_config(&proxy, &dir, "early.db"))
+        .await
+        .unwrap();
+    sqlite_converges(&early, &sql, "the early SQLite client resumes").await;
+    let late = Client::open(sqlite_config(&proxy, &dir, "late.db"))
+        .await
+        .unwrap();
+    sqlite_converges(&late, &sql, "a new SQLite client").await;
+    // Live changes after the compaction reach everyone.
+    history(&sql, &mut rng, &mut next_id, 5).await;
+    let expected = table_rows(&sql).await;
+    sqlite_converges(&early, &sql, "live after compaction").await;
+    live.wait_rows(WAIT, |rows| shaped(rows) == expected).await;
+
+    let metrics = proxy
+        .http()
+        .get(format!("{}/metrics", proxy.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("shapesync_compactions_total"), "{metrics}");
+    assert!(metrics.contains("shapesync_compaction_bytes_after_total"));
+    let log = proxy.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("shape log compacted"))
+        .unwrap();
+    for field in [
+        "bytes_before",
+        "bytes_after",
+        "entries_before",
+        "entries_after",
+        "duration_ms",
+    ] {
+        assert!(line.contains(field), "{line}");
+    }
+}
+
+#[tokio::test]
+async fn a_proxy_killed_at_any_stage_of_a_compaction_restarts_serving_exactly_the_rows() {
+    let mut rng = StdRng::seed_from_u64(seed("compaction crash"));
+    let (db, sql, mut proxy) = setup("compaction_crash", &["--compact-after", "off"]).await;
+    let mut next_id = 1000;
+    let mut rows = Rows::new();
+    let (handle, _) = walk(&proxy, None, "-1", &mut rows).await;
+    for stage in ["built", "renamed", "installed"] {
+        history(&sql, &mut rng, &mut next_id, 120).await;
+        let mut rows = Rows::new();
+        let (_, held) = walk(&proxy, Some(&handle), "-1", &mut rows).await;
+        let held: Vec<Held> = held.choose_multiple(&mut rng, 6).cloned().collect();
+
+        proxy.set_env(CRASH_HOOK, Some(stage));
+        proxy.set_flag("--compact-after", "8kB");
+        proxy.restart().await;
+        let status = proxy.wait_exit(WAIT).await;
+        assert!(!status.success(), "aborted at {stage}: {status}");
+        assert!(
+            proxy
+                .log()
+                .contains(&format!("aborting at compaction stage {stage}"))
+        );
+
+        // Restarted without the hook and without compaction: what the crash left.
+        proxy.set_env(CRASH_HOOK, None);
+        proxy.set_flag("--compact-after", "off");
+        proxy.restart().await;
+        let changes = changes_log(&proxy, &handle);
+        assert!(
+            !changes.with_extension("log.compact").exists(),
+            "no unfinished file after {stage}"
+        );
+        history(&sql, &mut rng, &mut next_id, 3).await;
+        let expected = table_rows(&sql).await;
+        let mut rows = Rows::new();
+        walk(&proxy, None, "-1", &mut rows).await;
+        assert_eq!(rows, expected, "a new client after a crash at {stage}");
+        for point in &held {
+            let mut rows = point.rows.clone();
+            walk(&proxy, Some(&handle), &point.offset, &mut rows).await;
+            assert_eq!(
+                rows, expected,
+                "from {} after a crash at {stage}",
+                point.offset
+            );
+        }
+        let point = held.first().unwrap();
+        assert_eq!(electric_resume(&proxy, &handle, point).await, expected);
+    }
+    drop(db);
+}
+
+#[tokio::test]
+async fn a_standby_follows_a_compacted_log() {
+    let mut rng = StdRng::seed_from_u64(seed("compaction standby"));
+    let (_db, sql, proxy) = setup("compaction_standby", &["--compact-after", "8kB"]).await;
+    let mut next_id = 1000;
+    let mut rows = Rows::new();
+    let (handle, _) = walk(&proxy, None, "-1", &mut rows).await;
+    let standby = proxy.start_beside(&[], false).await;
+    let mut on_standby = Rows::new();
+    let (_, held) = walk(&standby, Some(&handle), "-1", &mut on_standby).await;
+    history(&sql, &mut rng, &mut next_id, 120).await;
+    wait_compactions(&proxy, 1).await;
+    history(&sql, &mut rng, &mut next_id, 5).await;
+    let expected = table_rows(&sql).await;
+    wait_for("the standby follows", WAIT, || async {
+        let mut rows = Rows::new();
+        walk(&standby, Some(&handle), "-1", &mut rows).await;
+        (rows == expected).then_some(())
+    })
+    .await;
+    let last = held.last().unwrap();
+    let mut rows = last.rows.clone();
+    walk(&standby, Some(&handle), &last.offset, &mut rows).await;
+    assert_eq!(rows, expected, "resuming on the standby");
+    assert!(
+        !standby.log().contains("cannot follow"),
+        "{}",
+        standby.log()
+    );
+}
