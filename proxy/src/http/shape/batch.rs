@@ -86,7 +86,7 @@ pub async fn read_after(
         }));
     }
     let log_after = after.max(Offset::SNAPSHOT_END);
-    let Some(plan) = shape.log.plan_read(log_after) else {
+    let Some(plan) = shape.log.plan_read(log_after)? else {
         return Ok(None);
     };
     if stream_large && plan.end - plan.start > BLOCKING_READ {

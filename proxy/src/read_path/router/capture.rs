@@ -83,7 +83,7 @@ mod tests {
         assert_eq!((kept, dropped), (2, 1));
         assert!(!dir.capture_log().exists());
 
-        let plan = log.plan_read(Offset::BeforeAll).unwrap();
+        let plan = log.plan_read(Offset::BeforeAll).unwrap().unwrap();
         let mut out = Vec::new();
         log.read(&plan, &mut out, |out: &mut Vec<u8>, message: &[u8]| {
             if !out.is_empty() {

@@ -63,7 +63,7 @@ impl ShapeLog {
                     at_end: false,
                 });
             };
-            let Some(plan) = self.plan_read(after.max(Offset::SNAPSHOT_END)) else {
+            let Some(plan) = self.plan_read(after.max(Offset::SNAPSHOT_END))? else {
                 return Ok(Entries {
                     entries,
                     next,

@@ -77,7 +77,13 @@ pub struct ShapeLog {
 #[derive(Debug)]
 struct Generation {
     index: LogIndex,
-    file: Arc<File>,
+    /// Its file, when a descriptor is kept (a standby's logs, and the old file while a
+    /// compaction renames the new one over it). Otherwise `changes.log` is this generation's
+    /// file and readers open it by name for as long as they read: an idle shape holds no
+    /// descriptor, so 100,000 shapes do not need 100,000 of them.
+    file: Option<Arc<File>>,
+    /// `(st_dev, st_ino)` of its file.
+    identity: (u64, u64),
     /// End of the compacted range at the start of the file (0: none).
     compacted_end: u64,
 }
@@ -175,7 +181,14 @@ impl ShapeLog {
             .create(true)
             .truncate(true)
             .open(dir.changes_log())?;
-        Ok(Self::with_index(dir, LogIndex::new(chunk_bytes), file, 0))
+        let identity = identity_of(&file)?;
+        Ok(Self::with_index(
+            dir,
+            LogIndex::new(chunk_bytes),
+            None,
+            identity,
+            0,
+        ))
     }
 
     /// Opens an existing log, cutting off anything after its last complete transaction.
@@ -194,7 +207,7 @@ impl ShapeLog {
             file.set_len(index.visible_len())?;
             file.sync_data()?;
         }
-        Self::with_snapshot(dir, index, file, scanned, &metadata)
+        Self::with_snapshot(dir, index, None, identity_of(&file)?, scanned, &metadata)
     }
 
     /// Opens an existing log that another process is writing (a standby during a rolling
@@ -205,7 +218,9 @@ impl ShapeLog {
         let mut index = LogIndex::new(chunk_bytes);
         let scanned = scan_committed(&file, &mut index)?;
         let metadata = file.metadata()?;
-        Self::with_snapshot(dir, index, file, scanned, &metadata)
+        // The writer may rename a compacted file over it at any time: keep this one.
+        let identity = identity_of(&file)?;
+        Self::with_snapshot(dir, index, Some(file), identity, scanned, &metadata)
     }
 
     /// Takes in the transactions another process committed to this log since it was opened
@@ -218,15 +233,16 @@ impl ShapeLog {
         let metadata = file.metadata()?;
         let (same, visible, mut index) = {
             let current = self.index();
-            let known = current.file.metadata()?;
-            let same = (known.dev(), known.ino()) == (metadata.dev(), metadata.ino());
+            let same = current.identity == (metadata.dev(), metadata.ino());
             (same, current.visible_len(), current.index.clone())
         };
         if !same {
             let mut index = LogIndex::new(index.chunk_bytes());
             let scanned = scan_committed(&file, &mut index)?;
             let last = index.last_offset();
-            let (_, _) = self.install(index, file, scanned.compacted_end.unwrap_or(0));
+            let identity = (metadata.dev(), metadata.ino());
+            let compacted_end = scanned.compacted_end.unwrap_or(0);
+            let (_, _) = self.install(index, Some(file), identity, compacted_end);
             self.change_rows.store(scanned.rows, Ordering::Relaxed);
             self.latest.send_replace(last);
             return Ok(true);
@@ -252,11 +268,13 @@ impl ShapeLog {
     fn with_snapshot(
         dir: &ShapeDir,
         index: LogIndex,
-        file: Arc<File>,
+        file: Option<Arc<File>>,
+        identity: (u64, u64),
         scanned: Scanned,
         metadata: &std::fs::Metadata,
     ) -> io::Result<Self> {
-        let log = Self::with_index(dir, index, file, scanned.compacted_end.unwrap_or(0));
+        let compacted_end = scanned.compacted_end.unwrap_or(0);
+        let log = Self::with_index(dir, index, file, identity, compacted_end);
         log.note_rows(scanned.rows);
         // The file's time is the best guess of a log written by an earlier run.
         if log.last_offset().is_some()
@@ -274,7 +292,8 @@ impl ShapeLog {
     fn with_index(
         dir: &ShapeDir,
         index: LogIndex,
-        file: impl Into<Arc<File>>,
+        file: Option<Arc<File>>,
+        identity: (u64, u64),
         compacted_end: u64,
     ) -> Self {
         let (latest, _) = watch::channel(index.last_offset());
@@ -282,7 +301,8 @@ impl ShapeLog {
             dir: dir.clone(),
             current: Mutex::new(Generation {
                 index,
-                file: file.into(),
+                file,
+                identity,
                 compacted_end,
             }),
             snapshot: OnceLock::new(),
@@ -300,19 +320,52 @@ impl ShapeLog {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Makes `index` over `file` the generation readers use; returns the file and visible
-    /// length of the one it replaces.
-    fn install(&self, index: LogIndex, file: Arc<File>, compacted_end: u64) -> (Arc<File>, u64) {
+    /// Makes `index` over the file `identity` names the generation readers use (`file`: its
+    /// descriptor, when one is to be kept; else `changes.log` must name it already). Returns
+    /// the kept descriptor and visible length of the one it replaces.
+    fn install(
+        &self,
+        index: LogIndex,
+        file: Option<Arc<File>>,
+        identity: (u64, u64),
+        compacted_end: u64,
+    ) -> (Option<Arc<File>>, u64) {
         let mut current = self.index();
         let old = std::mem::replace(
             &mut *current,
             Generation {
                 index,
                 file,
+                identity,
                 compacted_end,
             },
         );
         (old.file, old.index.visible_len())
+    }
+
+    /// The current generation's file: its kept descriptor, or `changes.log` opened now (and
+    /// checked to be that file).
+    fn current_file(&self, current: &Generation) -> io::Result<Arc<File>> {
+        if let Some(file) = &current.file {
+            return Ok(file.clone());
+        }
+        let file = File::open(self.dir.changes_log())?;
+        if identity_of(&file)? != current.identity {
+            return Err(io::Error::other(
+                "changes.log was replaced under a read; the read is retried",
+            ));
+        }
+        Ok(Arc::new(file))
+    }
+
+    /// The current generation's file with its visible length, its descriptor kept from now on
+    /// (a compaction about to rename another file over `changes.log`: readers planning on
+    /// this generation meanwhile read this file).
+    pub(super) fn pin_current_file(&self) -> io::Result<(Arc<File>, u64)> {
+        let mut current = self.index();
+        let file = self.current_file(&current)?;
+        current.file = Some(file.clone());
+        Ok((file, current.visible_len()))
     }
 
     /// Bytes of the log after its compacted range (all of it if it was never compacted).
@@ -375,13 +428,13 @@ impl ShapeLog {
     }
 
     /// Where "entries after `after`" are, if there are any.
-    pub fn plan_read(&self, after: Offset) -> Option<PlannedRead> {
+    pub fn plan_read(&self, after: Offset) -> io::Result<Option<PlannedRead>> {
         let current = self.index();
-        let plan = current.plan_read(after)?;
-        Some(PlannedRead {
-            plan,
-            file: current.file.clone(),
-        })
+        let Some(plan) = current.plan_read(after) else {
+            return Ok(None);
+        };
+        let file = self.current_file(&current)?;
+        Ok(Some(PlannedRead { plan, file }))
     }
 
     /// Appends the entries of `plan` to `out`, each laid out by `frame(out, message)`.
@@ -669,6 +722,12 @@ impl LogAppender {
     }
 }
 
+/// `(st_dev, st_ino)` of an open file.
+fn identity_of(file: &File) -> io::Result<(u64, u64)> {
+    let metadata = file.metadata()?;
+    Ok((metadata.dev(), metadata.ino()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -686,7 +745,7 @@ mod tests {
     }
 
     fn read_all(log: &ShapeLog, after: Offset) -> (String, ReadOutcome) {
-        let plan = log.plan_read(after).expect("something to read");
+        let plan = log.plan_read(after).unwrap().expect("something to read");
         let mut out = Vec::new();
         let outcome = log.read(&plan, &mut out, comma_separated).unwrap();
         (String::from_utf8(out).unwrap(), outcome)
@@ -707,7 +766,7 @@ mod tests {
         appender.append(off(100, 0), b"{\"a\":1}").unwrap();
         appender.append(off(100, 2), b"{\"a\":2}").unwrap();
         assert!(
-            log.plan_read(Offset::SNAPSHOT_END).is_none(),
+            log.plan_read(Offset::SNAPSHOT_END).unwrap().is_none(),
             "invisible before commit"
         );
         appender.commit(&log, Lsn(100), Lsn(120)).unwrap();

@@ -135,7 +135,7 @@ fn prepare_in_windows(
     let (source, visible, chunk_bytes, compacted_end) = {
         let current = log.index();
         (
-            current.file.clone(),
+            log.current_file(&current)?,
             current.visible_len(),
             current.chunk_bytes(),
             current.compacted_end,
@@ -231,10 +231,9 @@ pub fn install(
     mut prepared: Prepared,
 ) -> Result<(Stats, Retired), CompactionError> {
     let handoff = Instant::now();
-    let (source, visible) = {
-        let current = log.index();
-        (current.file.clone(), current.visible_len())
-    };
+    // Kept from now on: readers planning on this generation while the new file is renamed
+    // over `changes.log` read this one.
+    let (source, visible) = log.pin_current_file()?;
     let metadata = source.metadata()?;
     if (metadata.dev(), metadata.ino()) != prepared.source
         || visible < prepared.copied_to
@@ -254,7 +253,12 @@ pub fn install(
     crash_point("renamed");
     prepared.dir.sync()?;
     let len = prepared.len;
-    let (old, _) = log.install(prepared.index, prepared.file, prepared.compacted_end);
+    let identity = (
+        prepared.file.metadata()?.dev(),
+        prepared.file.metadata()?.ino(),
+    );
+    let (old, _) = log.install(prepared.index, None, identity, prepared.compacted_end);
+    let old = old.unwrap_or(source);
     crash_point("installed");
     let stats = Stats {
         bytes_after: len,

@@ -90,7 +90,7 @@ fn apply(rows: &mut Rows, payload: &[u8]) {
 /// Every entry after `after`, walking the log response by response; the response ends.
 fn read_from(log: &ShapeLog, mut after: Offset, rows: &mut Rows) -> Vec<Offset> {
     let mut ends = Vec::new();
-    while let Some(plan) = log.plan_read(after) {
+    while let Some(plan) = log.plan_read(after).unwrap() {
         let mut entries = Vec::new();
         log.read(&plan, &mut Vec::new(), |_, m| entries.push(m.to_vec()))
             .unwrap();
@@ -106,7 +106,7 @@ fn read_from(log: &ShapeLog, mut after: Offset, rows: &mut Rows) -> Vec<Offset> 
 fn offsets(log: &ShapeLog) -> Vec<Offset> {
     let mut all = Vec::new();
     let mut after = Offset::BeforeAll;
-    while let Some(plan) = log.plan_read(after) {
+    while let Some(plan) = log.plan_read(after).unwrap() {
         let mut scanner_offsets = Vec::new();
         let mut out = Vec::new();
         log.read(&plan, &mut out, |_, m| {
@@ -190,7 +190,7 @@ fn after_compaction_resuming_from_every_old_offset_gives_the_same_rows_and_the_l
 fn entries_upto(log: &ShapeLog, upto: Offset) -> Vec<(Offset, Vec<u8>)> {
     let mut out = Vec::new();
     let mut after = Offset::BeforeAll;
-    while let Some(plan) = log.plan_read(after) {
+    while let Some(plan) = log.plan_read(after).unwrap() {
         let mut offsets_seen = Vec::new();
         log.read(&plan, &mut Vec::new(), |_, m| offsets_seen.push(m.to_vec()))
             .unwrap();
@@ -212,7 +212,7 @@ fn entries_upto(log: &ShapeLog, upto: Offset) -> Vec<(Offset, Vec<u8>)> {
 fn a_read_planned_before_the_swap_finishes_on_the_old_file() {
     let (_tmp, _dir, log, mut appender) = setup(1 << 20);
     write_history(&log, &mut appender, 1, 100);
-    let plan = log.plan_read(Offset::BeforeAll).unwrap();
+    let plan = log.plan_read(Offset::BeforeAll).unwrap().unwrap();
     // Another descriptor of the same file, to watch it after the swap.
     let witness = std::fs::File::open(log.dir().changes_log()).unwrap();
     let prepared = prepare(&log, POLICY).unwrap().unwrap();
