@@ -274,6 +274,32 @@ async fn a_schema_change_migrates_the_local_table() {
     .await;
 }
 
+/// Waits until the `id,owner_id,title` mirror equals Postgres, no write is pending and todo
+/// `written` has the title `mine` in Postgres; then checks todo `changed` has `title` locally
+/// and that the shape was never fetched again.
+async fn narrow_mirror_converges(
+    env: &support::Env,
+    client: &client_sqlite::Client,
+    (written, mine): (u32, &str),
+    (changed, title): (u32, &str),
+) {
+    let narrow_rows = "SELECT id, owner_id, title FROM todos ORDER BY id";
+    let pg_narrow_rows = "SELECT id::text, owner_id, title FROM todos ORDER BY id";
+    let written_title = format!("SELECT title FROM todos WHERE id = '{}'", uuid(written));
+    eventually("the changes arrive, the write settles", || async {
+        client.status().pending == 0
+            && rows(client, narrow_rows).await == env.pg_rows(pg_narrow_rows).await
+            && env.pg_rows(&written_title).await == vec![vec![Some(mine.into())]]
+    })
+    .await;
+    let changed_title = format!("SELECT title FROM todos WHERE id = '{}'", uuid(changed));
+    assert_eq!(
+        rows(client, &changed_title).await,
+        vec![vec![Some(title.into())]]
+    );
+    assert_eq!(client.status().refetches, 0, "the shape was kept");
+}
+
 #[tokio::test]
 async fn a_shape_with_columns_is_kept_through_changes_of_other_columns() {
     let env = env("client_kept_shape").await;
@@ -303,30 +329,8 @@ async fn a_shape_with_columns_is_kept_through_changes_of_other_columns() {
         uuid(0)
     ))
     .await;
-    let narrow_rows = "SELECT id, owner_id, title FROM todos ORDER BY id";
-    let pg_narrow_rows = "SELECT id::text, owner_id, title FROM todos ORDER BY id";
-    eventually(
-        "the changes after the DDL arrive, the write settles",
-        || async {
-            client.status().pending == 0
-                && rows(&client, narrow_rows).await == env.pg_rows(pg_narrow_rows).await
-                && env
-                    .pg_rows(&format!("SELECT title FROM todos WHERE id = '{}'", uuid(1)))
-                    .await
-                    == vec![vec![Some("mine".into())]]
-        },
-    )
-    .await;
-    assert_eq!(
-        rows(
-            &client,
-            &format!("SELECT title FROM todos WHERE id = '{}'", uuid(0))
-        )
-        .await,
-        vec![vec![Some("after".into())]]
-    );
-    // Nothing was fetched again and the local table was left as it was.
-    assert_eq!(client.status().refetches, 0);
+    narrow_mirror_converges(&env, &client, (1, "mine"), (0, "after")).await;
+    // The local table was left as it was.
     assert_eq!(rows(&client, columns).await, local_columns);
 }
 
@@ -356,33 +360,7 @@ async fn a_shape_with_columns_is_kept_through_column_changes_made_while_the_prox
     ))
     .await;
     env.proxy.restart().await;
-    let narrow_rows = "SELECT id, owner_id, title FROM todos ORDER BY id";
-    let pg_narrow_rows = "SELECT id::text, owner_id, title FROM todos ORDER BY id";
-    eventually(
-        "the change made while down arrives, the write settles",
-        || async {
-            client.status().pending == 0
-                && rows(&client, narrow_rows).await == env.pg_rows(pg_narrow_rows).await
-                && env
-                    .pg_rows(&format!("SELECT title FROM todos WHERE id = '{}'", uuid(1)))
-                    .await
-                    == vec![vec![Some("offline".into())]]
-        },
-    )
-    .await;
-    assert_eq!(
-        rows(
-            &client,
-            &format!("SELECT title FROM todos WHERE id = '{}'", uuid(2))
-        )
-        .await,
-        vec![vec![Some("while down".into())]]
-    );
-    assert_eq!(
-        client.status().refetches,
-        0,
-        "the shape was kept across the restart"
-    );
+    narrow_mirror_converges(&env, &client, (1, "offline"), (2, "while down")).await;
 }
 
 #[tokio::test]

@@ -67,15 +67,7 @@ fn request(where_: Option<&str>, columns: Option<&str>) -> ShapeRequest {
 }
 
 fn compile(request: &ShapeRequest, table: &TableSchema) -> Result<ShapeDefinition, String> {
-    ShapeDefinition::new(
-        table,
-        request.where_.as_deref(),
-        &request.params,
-        request.columns.as_deref(),
-        request.replica,
-        request.log,
-    )
-    .map_err(|e| e.message())
+    crate::read_path::compile_definition(request, table).map_err(|e| e.to_string())
 }
 
 const ID: Col<'static> = ("id", INT4, "int4", -1);
