@@ -8,7 +8,6 @@ use shapes::schema::QualifiedName;
 
 use crate::auth::config::AuthConfig;
 use crate::mutations::WriteConfig;
-use crate::storage::shape_log::compaction::policy::CompactionPolicy;
 use crate::tombstones::TombstoneSpec;
 
 /// Everything the proxy needs to run (`serve`, and `dev` once its cluster is up).
@@ -81,7 +80,8 @@ impl ServeConfig {
             reuse_port: false,
             replication_idle_timeout: None,
             status_page: true,
-            compact_after: Some(CompactionPolicy::DEFAULT_BYTES),
+            // Opt-in: see `--compact-after`.
+            compact_after: None,
         }
     }
 

@@ -19,11 +19,6 @@ pub struct LogSizes {
 }
 
 impl CompactionPolicy {
-    /// The default `--compact-after`: 16 MiB. Smaller histories cost little to replay (a
-    /// device downloads them in well under a second), and a log this size merges in about a
-    /// second of one core.
-    pub const DEFAULT_BYTES: u64 = 16 << 20;
-
     /// Due when the history after the compacted range reaches `compact_after` **and** is at
     /// least as big as what the log keeps (snapshot + compacted range): a shape whose rows
     /// take more than `compact_after` is compacted when its history doubles its log, so the
