@@ -40,7 +40,10 @@ pub fn run(data: &[u8]) {
     let mut out = Vec::new();
     let mut after = Offset::BeforeAll;
     let mut read: Vec<Offset> = Vec::new();
-    while let Some(plan) = log.plan_read(after) {
+    while let Some(plan) = log
+        .plan_read(after)
+        .unwrap_or_else(|e| panic!("planning a read after {after:?}: {e}"))
+    {
         out.clear();
         let outcome = log
             .read(&plan, &mut out, sse)
