@@ -253,10 +253,8 @@ pub fn install(
     crash_point("renamed");
     prepared.dir.sync()?;
     let len = prepared.len;
-    let identity = (
-        prepared.file.metadata()?.dev(),
-        prepared.file.metadata()?.ino(),
-    );
+    let metadata = prepared.file.metadata()?;
+    let identity = (metadata.dev(), metadata.ino());
     let (old, _) = log.install(prepared.index, None, identity, prepared.compacted_end);
     let old = old.unwrap_or(source);
     crash_point("installed");
