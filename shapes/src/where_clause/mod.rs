@@ -78,6 +78,7 @@ pub mod like;
 pub mod numeric;
 mod parse;
 mod rebuild;
+mod subquery;
 mod typecheck;
 pub mod types;
 pub mod value;
@@ -86,6 +87,7 @@ use std::collections::BTreeMap;
 
 pub use ast::{CmpOp, Constant, Expr};
 pub use error::WhereError;
+pub use subquery::{Subquery, SubqueryValues, ValueKey};
 
 use crate::schema::TableSchema;
 
