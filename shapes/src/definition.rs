@@ -161,10 +161,24 @@ impl ShapeDefinition {
         replica: ReplicaMode,
         log: LogMode,
     ) -> Result<ShapeDefinition, DefinitionError> {
+        Self::new_with_tables(table, where_, params, columns, replica, log, &|_| None)
+    }
+
+    /// [`ShapeDefinition::new`] with the schemas of the other tables the `where`'s subqueries
+    /// may read (`None`: no such table).
+    pub fn new_with_tables(
+        table: &TableSchema,
+        where_: Option<&str>,
+        params: &BTreeMap<usize, String>,
+        columns: Option<&str>,
+        replica: ReplicaMode,
+        log: LogMode,
+        others: &dyn Fn(&QualifiedName) -> Option<std::sync::Arc<TableSchema>>,
+    ) -> Result<ShapeDefinition, DefinitionError> {
         let where_clause = match where_.filter(|w| !w.trim().is_empty()) {
             None => None,
             Some(text) => Some(
-                WhereClause::parse(text, params, table).map_err(|e| match e {
+                WhereClause::parse_with_tables(text, params, table, others).map_err(|e| match e {
                     WhereError::Param { .. } | WhereError::MissingParam(_) => {
                         DefinitionError::Params(e)
                     }

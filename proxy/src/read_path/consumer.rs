@@ -34,10 +34,12 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::activity::{self, AppliedCommit};
 use super::reshape::{check_catalog, fit_shapes, key_dropped};
-use super::retire::{remove_shape, rotate_all, rotate_shape, rotate_table};
+use super::retire::{
+    remove_shape, rotate_all, rotate_shape, rotate_subquery_readers, rotate_table,
+};
 use super::schema_change;
 use super::tables::TableError;
-use super::{Shapes, partitions};
+use super::{ShapeError, Shapes, partitions, subquery};
 use crate::observability::prometheus;
 use crate::read_path::durability::Written;
 use crate::read_path::router::{Router, SnapshotHolds};
@@ -80,6 +82,13 @@ pub enum Command {
     DropLostLogs {
         dirs: Vec<ShapeDir>,
         reply: oneshot::Sender<()>,
+    },
+    /// Take the snapshot of a shape with subqueries and read its levels (the consumer does
+    /// it, between two transactions), then route to it. Replies with its row count, the
+    /// snapshot, and the LSN through which it has decided every transaction.
+    CreateSubquery {
+        shape: Arc<Shape>,
+        reply: oneshot::Sender<Result<(u64, SnapshotHolds, Lsn), ShapeError>>,
     },
     /// Put a compacted log in place of a shape's `changes.log` (between two transactions, so
     /// no append is in flight); the shape's appender reopens on the new file.
@@ -193,6 +202,11 @@ pub async fn run_consumer(shapes: Arc<Shapes>, resume: Lsn, mut io: ConsumerChan
         let event = tokio::select! {
             biased;
             command = io.commands.recv(), if !router.in_transaction() => match command {
+                Some(Command::CreateSubquery { shape, reply }) => {
+                    let created = subquery::initial::create(&shapes, &mut router, &shape).await;
+                    let _ = reply.send(created.map(|(rows, holds)| (rows, holds, router.last_commit())));
+                    continue;
+                }
                 Some(command) => { apply_command(&shapes, &mut router, command); continue; }
                 None => break,
             },
@@ -225,7 +239,16 @@ pub async fn run_consumer(shapes: Arc<Shapes>, resume: Lsn, mut io: ConsumerChan
             ReplicationEvent::Commit { commit_lsn, .. } => Some(*commit_lsn),
             _ => None,
         };
-        let applied = match relations.learn(&shapes, &event, open_xid).await {
+        let settled = match &event {
+            // Rows of subquery shapes move before the transaction that moved them commits.
+            ReplicationEvent::Commit { .. } => {
+                subquery::initial::settle_open_transaction(&shapes, &mut router)
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+            }
+            _ => Ok(()),
+        };
+        let applied = match settled.and(relations.learn(&shapes, &event, open_xid).await) {
             Ok(()) => apply_event(
                 &shapes,
                 &mut router,
@@ -250,6 +273,7 @@ pub async fn run_consumer(shapes: Arc<Shapes>, resume: Lsn, mut io: ConsumerChan
             Err(err) => {
                 tracing::error!(error = %err, "cannot apply a transaction to the shape logs (a write or a catalog lookup failed); dropping it and reconnecting to replay it");
                 router.abort();
+                rotate_damaged(&shapes, &mut router);
                 discarding = true;
                 io.restart_stream.notify_one();
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -311,6 +335,10 @@ fn apply_command(shapes: &Shapes, router: &mut Router, command: Command) {
             }
             let _ = reply.send(());
         }
+        Command::CreateSubquery { reply, .. } => {
+            // Handled by the consumer loop, which may wait.
+            let _ = reply.send(Err(ShapeError::unavailable("retry")));
+        }
         Command::Compact {
             handle,
             prepared,
@@ -348,6 +376,7 @@ fn apply_event(
             ..
         } => {
             router.abort();
+            rotate_damaged(shapes, router);
             if database_changed(identity_file, system_id, timeline) {
                 tracing::warn!(
                     system_id,
@@ -404,6 +433,12 @@ fn apply_event(
                     );
                 }
                 shapes.table_changed(&relation.name);
+                rotate_subquery_readers(
+                    shapes,
+                    router,
+                    &relation.name,
+                    "the columns of a table its subqueries read changed",
+                );
                 fit_shapes(shapes, router, &relation);
             }
             apply_catalog(shapes, router, relations, &relation);
@@ -418,6 +453,7 @@ fn apply_event(
                 "replication disconnected; the open transaction will be sent again"
             );
             router.abort();
+            rotate_damaged(shapes, router);
         }
         ReplicationEvent::SlotLost { slot, reason, .. } => {
             tracing::error!(
@@ -748,6 +784,16 @@ fn apply_catalog(
 }
 
 /// How long ago a commit happened; its time is in microseconds since 2000-01-01 UTC.
+/// Subquery shapes whose levels took changes of a transaction that was then dropped: their
+/// kept rows and values no longer match their logs, so they are rotated (clients refetch).
+fn rotate_damaged(shapes: &Shapes, router: &mut Router) {
+    for id in router.take_damaged() {
+        if let Some(shape) = shapes.all().into_iter().find(|s| s.id == id) {
+            rotate_shape(shapes, router, &shape, "a transaction it had applied in part was dropped");
+        }
+    }
+}
+
 fn seconds_since_pg_epoch(commit_micros: i64) -> f64 {
     const PG_EPOCH_UNIX_SECS: f64 = 946_684_800.0;
     let now = std::time::SystemTime::now()

@@ -12,7 +12,7 @@ use shapes::schema::QualifiedName;
 use shapes::wire;
 use tokio::sync::oneshot;
 
-use super::{Command, ShapeError, Shapes, schema_change};
+use super::{Command, ShapeError, Shapes, schema_change, subquery};
 use crate::read_path::durability;
 use crate::read_path::router::SnapshotHolds;
 use crate::read_path::snapshot;
@@ -70,6 +70,11 @@ impl Shapes {
         let ticket = self.take_creation_ticket()?;
         let table = self.tables.get(&self.metadata, &name).await?;
         self.ensure_prepared(&name).await?;
+        if let Some(w) = definition.where_clause() {
+            for inner in subquery::tables_read(w) {
+                self.ensure_prepared(&inner).await?;
+            }
+        }
         self.evict_if_full().await?;
 
         let (id, created_micros) = self.store.allocate();
@@ -168,6 +173,9 @@ impl Shapes {
     }
 
     async fn register_and_snapshot(&self, shape: &Arc<Shape>) -> Result<u64, ShapeError> {
+        if subquery::has_subqueries(&shape.definition) {
+            return self.snapshot_subquery_shape(shape).await;
+        }
         let start_lsn = self
             .ask(|reply| Command::Register {
                 shape: shape.clone(),
@@ -219,6 +227,29 @@ impl Shapes {
         meta.save(shape.log.dir())
             .map_err(|e| ShapeError::unavailable(format!("storage: {e}")))?;
         Ok(taken.rows)
+    }
+
+    /// A shape with subqueries: the consumer takes its snapshot and reads its levels, between
+    /// two transactions of the stream.
+    async fn snapshot_subquery_shape(&self, shape: &Arc<Shape>) -> Result<u64, ShapeError> {
+        let _permit = self
+            .snapshot_permits
+            .acquire()
+            .await
+            .map_err(|_| ShapeError::unavailable("shutting down"))?;
+        let (rows, holds, decided) = self
+            .ask(|reply| Command::CreateSubquery {
+                shape: shape.clone(),
+                reply,
+            })
+            .await??;
+        let mut meta = shape.meta.clone();
+        meta.start_lsn = decided;
+        meta.snapshot = Some(holds.snapshot);
+        meta.snapshot_lsn = Some(holds.below);
+        meta.save(shape.log.dir())
+            .map_err(|e| ShapeError::unavailable(format!("storage: {e}")))?;
+        Ok(rows)
     }
 
     /// Sends the consumer task a command and waits for its answer.

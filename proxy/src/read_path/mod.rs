@@ -27,6 +27,7 @@ pub mod snapshot;
 pub mod snapshot_clients;
 pub mod standby;
 pub mod start;
+pub mod subquery;
 mod table_watch;
 pub mod tables;
 
@@ -299,7 +300,32 @@ impl Shapes {
             });
         }
         let table = self.tables.get(&self.metadata, &name).await?;
-        compile_definition(request, &table)
+        // The tables the `where`'s subqueries read, as they are now.
+        let mut others = std::collections::HashMap::new();
+        if let Some(text) = request.where_.as_deref()
+            && text.contains('(')
+        {
+            let named = WhereClause::tables_named(text).map_err(|e| ShapeError::Invalid {
+                param: "where",
+                message: e.to_string(),
+            })?;
+            for inner in named {
+                if reserved_table(&inner).is_some() {
+                    return Err(ShapeError::Invalid {
+                        param: "where",
+                        message: format!("a subquery may not read {inner}"),
+                    });
+                }
+                let schema = self.tables.get(&self.metadata, &inner).await.map_err(|e| {
+                    ShapeError::Invalid {
+                        param: "where",
+                        message: format!("the subquery's table: {e}"),
+                    }
+                })?;
+                others.insert(inner, schema);
+            }
+        }
+        compile_definition_with(request, &table, &|name| others.get(name).cloned())
     }
 
     /// The shape for a request: the existing one, or a new one (whose snapshot starts now).
@@ -505,13 +531,23 @@ fn compile_definition(
     request: &ShapeRequest,
     table: &TableSchema,
 ) -> Result<ShapeDefinition, ShapeError> {
-    let definition = ShapeDefinition::new(
+    compile_definition_with(request, table, &|_| None)
+}
+
+/// [`compile_definition`] with the schemas of the tables the `where`'s subqueries read.
+fn compile_definition_with(
+    request: &ShapeRequest,
+    table: &TableSchema,
+    others: &dyn Fn(&QualifiedName) -> Option<Arc<TableSchema>>,
+) -> Result<ShapeDefinition, ShapeError> {
+    let definition = ShapeDefinition::new_with_tables(
         table,
         request.where_.as_deref(),
         &request.params,
         request.columns.as_deref(),
         request.replica,
         request.log,
+        others,
     )?;
     let Some(filter) = &request.filter else {
         return Ok(definition);

@@ -50,6 +50,13 @@ impl Shapes {
 
     async fn restore_one(&self, dir: &ShapeDir) -> Result<(), Dropped> {
         let shape = self.load_stored(dir, ShapeLog::open).await?;
+        if super::subquery::has_subqueries(&shape.definition) {
+            return Err(Dropped::Because(
+                "a shape with subqueries keeps the rows of its levels in memory only: its \
+                 clients refetch it"
+                    .into(),
+            ));
+        }
         let (stored, is_new) = self.store.insert(shape.clone());
         if !is_new {
             return Err(Dropped::Because(format!(

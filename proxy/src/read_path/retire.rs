@@ -35,6 +35,26 @@ pub(super) fn rotate_table(shapes: &Shapes, router: &mut Router, table: &Qualifi
     for shape in shapes.on_table(table) {
         rotate_shape(shapes, router, &shape, why);
     }
+    rotate_subquery_readers(shapes, router, table, why);
+}
+
+/// Rotates the shapes whose subqueries read `table` (at any level): their kept rows and
+/// values are of the table as it was.
+pub(super) fn rotate_subquery_readers(
+    shapes: &Shapes,
+    router: &mut Router,
+    table: &QualifiedName,
+    why: &str,
+) {
+    let readers = router.subquery_readers(table);
+    if readers.is_empty() {
+        return;
+    }
+    for shape in shapes.all() {
+        if readers.contains(&shape.id) {
+            rotate_shape(shapes, router, &shape, why);
+        }
+    }
 }
 
 /// Rotates every shape (the database changed, or the slot was lost).

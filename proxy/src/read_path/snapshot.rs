@@ -80,7 +80,7 @@ fn output_name(table: &TableSchema, i: usize) -> String {
 /// below: Postgres has no cast from them to text and converts through their output function.
 /// Not of `bool`, `bpchar`, `"char"`, `name`, `inet` and `cidr` (casts of their own), nor of
 /// user types, which may be given a cast.
-fn text_cast_is_output(ty: &PgType) -> bool {
+pub(super) fn text_cast_is_output(ty: &PgType) -> bool {
     /// Postgres' first OID for objects created after initdb.
     const FIRST_NORMAL_OID: u32 = 16384;
     match &ty.kind {
@@ -230,20 +230,32 @@ pub async fn take(
     chunk_bytes: u64,
 ) -> Result<SnapshotTaken, SnapshotError> {
     let (tx, info, wal_lsn) = begin(client).await?;
-    let mut writer = SnapshotWriter::create(shape.log.dir(), chunk_bytes)?;
-    let mut rows = 0;
-    if shape.definition.log() == LogMode::Full {
-        rows = stream_rows(&tx, shape, None, None, |message| writer.push_row(message)).await?;
-        metrics::counter!(crate::observability::prometheus::SNAPSHOT_ROWS).increment(rows);
-    }
+    let rows = write_in(&tx, shape, chunk_bytes, &info).await?;
     tx.commit().await?;
-    let chunks = writer.finish(info.snapshot_end_message().as_bytes())?;
-    shape.log.set_snapshot(chunks);
     Ok(SnapshotTaken {
         info,
         wal_lsn,
         rows,
     })
+}
+
+/// Writes the snapshot of `shape` as `tx` (begun by [`begin`], with snapshot `info`) sees
+/// it, into the shape's directory.
+pub async fn write_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    shape: &Arc<Shape>,
+    chunk_bytes: u64,
+    info: &SnapshotInfo,
+) -> Result<u64, SnapshotError> {
+    let mut writer = SnapshotWriter::create(shape.log.dir(), chunk_bytes)?;
+    let mut rows = 0;
+    if shape.definition.log() == LogMode::Full {
+        rows = stream_rows(tx, shape, None, None, |message| writer.push_row(message)).await?;
+        metrics::counter!(crate::observability::prometheus::SNAPSHOT_ROWS).increment(rows);
+    }
+    let chunks = writer.finish(info.snapshot_end_message().as_bytes())?;
+    shape.log.set_snapshot(chunks);
+    Ok(rows)
 }
 
 /// Encodes snapshot rows (`operation: insert`, no log headers) of one shape.

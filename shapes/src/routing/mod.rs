@@ -327,20 +327,23 @@ impl ShapeIndex {
         where_: Option<&WhereClause>,
     ) -> TableSlot {
         self.remove(id);
-        let slot = match self.slots.get(&table.name) {
-            Some(slot) => *slot,
-            None => {
-                let slot =
-                    TableSlot(u32::try_from(self.tables.len()).expect("fewer than 2^32 tables"));
-                self.tables.push(TableIndex::default());
-                self.slots.insert(table.name.clone(), slot);
-                slot
-            }
-        };
+        let slot = self.table_slot(&table.name);
         let ti = &mut self.tables[slot.index()];
         let registered = ti.register(id, where_);
         ti.shapes.insert(id, registered);
         self.table_of.insert(id, slot);
+        slot
+    }
+
+    /// The slot of `table`, given it now if it has none (a table some shape reads without
+    /// being filed here: the inner table of a subquery).
+    pub fn table_slot(&mut self, table: &QualifiedName) -> TableSlot {
+        if let Some(slot) = self.slots.get(table) {
+            return *slot;
+        }
+        let slot = TableSlot(u32::try_from(self.tables.len()).expect("fewer than 2^32 tables"));
+        self.tables.push(TableIndex::default());
+        self.slots.insert(table.clone(), slot);
         slot
     }
 

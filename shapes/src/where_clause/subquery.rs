@@ -42,3 +42,6 @@ impl WhereClause {
     pub fn evaluate_with(&self, row: &[Option<String>], values: &dyn SubqueryValues) -> Option<bool> { todo!() }
     pub fn outer_key(&self, subquery: usize, row: &[Option<String>]) -> Option<ValueKey> { todo!() }
 }
+impl WhereClause {
+    pub fn outer_columns(&self, subquery: usize) -> Option<Vec<usize>> { todo!() }
+}

@@ -44,6 +44,9 @@ use crate::storage::shape_log::{LogAppender, LogFile, ShapeLog};
 use crate::storage::shape_store::Shape;
 use encode::{Encoded, ShapeEncoding, TxContext};
 
+use crate::read_path::subquery::SubqueryShape;
+use crate::read_path::subquery::moves::Moved;
+
 /// Appenders kept open at most (each holds a file descriptor).
 const MAX_OPEN_APPENDERS: usize = 1024;
 
@@ -68,6 +71,9 @@ struct RoutedShape {
     /// Rows the open transaction adds to the shape's log (inserts minus deletes), told to the
     /// log at the commit. Not counted while capturing: the replay counts what it keeps.
     txn_rows: i64,
+    /// The levels of a shape with subqueries ([`SubqueryShape`]), decided here instead of by
+    /// the routing index.
+    subquery: Option<Box<SubqueryShape>>,
 }
 
 /// Which transactions a shape's snapshot already holds: those whose xid it sees. Every one of
@@ -80,7 +86,7 @@ pub struct SnapshotHolds {
 }
 
 impl SnapshotHolds {
-    fn holds(&self, xid: Xid32, commit_lsn: Lsn) -> bool {
+    pub fn holds(&self, xid: Xid32, commit_lsn: Lsn) -> bool {
         commit_lsn < self.below && self.snapshot.sees(Xid::widen(xid, self.snapshot.xmax))
     }
 }
@@ -95,6 +101,10 @@ struct OpenTxn {
     /// again (it resumes from the flushed position, and the logs may hold more), and every
     /// shape has already decided it.
     resent: bool,
+    /// Subquery shapes whose subqueries changed: rows move at the commit.
+    unsettled: Vec<ShapeId>,
+    /// Subquery shapes whose levels this transaction changed.
+    leveled: Vec<ShapeId>,
 }
 
 /// What a commit wrote, for the durability task.
@@ -157,6 +167,12 @@ pub struct Router {
     encoded: Vec<Encoded>,
     /// Shapes whose appender may be open (written since the last sweep).
     recently_written: HashSet<ShapeId>,
+    /// The subquery shapes that read each table (at any level).
+    subquery_routes: HashMap<TableSlot, Vec<ShapeId>>,
+    /// The xid of the last transaction applied.
+    last_xid: Option<Xid32>,
+    /// Subquery shapes whose levels took part of a transaction that was dropped.
+    damaged: Vec<ShapeId>,
 }
 
 impl Router {
@@ -248,9 +264,114 @@ impl Router {
                 skip_through: start,
                 snapshot_holds,
                 txn_rows: 0,
+                subquery: None,
             },
         );
         Ok(start)
+    }
+
+    /// Starts routing to a shape with subqueries whose snapshot (and every level's rows) was
+    /// read at `holds` by the consumer, between two transactions: nothing to capture.
+    /// Returns the LSN the shape starts after.
+    pub fn register_subquery(
+        &mut self,
+        shape: Arc<Shape>,
+        mut levels: Box<SubqueryShape>,
+        holds: &SnapshotHolds,
+    ) -> Lsn {
+        self.remove(shape.id);
+        let id = shape.id;
+        let start = self.last_commit;
+        levels.hold_all(holds);
+        for layout in levels.layouts() {
+            self.tables.entry(layout.name.clone()).or_default().add(&layout);
+        }
+        let index = &mut self.index;
+        let routes = &mut self.subquery_routes;
+        levels.assign_slots(&mut |table| {
+            let slot = index.table_slot(table);
+            let ids = routes.entry(slot).or_default();
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+            slot
+        });
+        self.generation += 1;
+        let layout = shape.table.clone();
+        let definition = shape.definition.clone();
+        let tombstone = shape.tombstone;
+        let encoding = encoding_of(&layout, &definition);
+        self.shapes.insert(
+            id,
+            RoutedShape {
+                shape,
+                layout,
+                definition,
+                tombstone,
+                encoding,
+                appender: None,
+                held: None,
+                capture: None,
+                skip_through: start,
+                snapshot_holds: None,
+                txn_rows: 0,
+                subquery: Some(levels),
+            },
+        );
+        start
+    }
+
+    /// The subquery shapes that read `table` at some level.
+    pub fn subquery_readers(&self, table: &QualifiedName) -> Vec<ShapeId> {
+        self.index
+            .slot(table)
+            .and_then(|slot| self.subquery_routes.get(&slot))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The xid of the last transaction applied.
+    pub fn last_xid(&self) -> Option<Xid32> {
+        self.last_xid
+    }
+
+    /// The open transaction's xid.
+    pub fn open_xid(&self) -> Option<Xid32> {
+        self.txn.as_ref().map(|t| t.xid)
+    }
+
+    /// Subquery shapes of the open transaction whose rows must move before its commit.
+    pub fn unsettled(&self) -> Vec<ShapeId> {
+        self.txn
+            .as_ref()
+            .map(|t| t.unsettled.clone())
+            .unwrap_or_default()
+    }
+
+    /// The levels of a subquery shape.
+    pub fn subquery_mut(&mut self, id: ShapeId) -> Option<&mut SubqueryShape> {
+        self.shapes.get_mut(&id)?.subquery.as_deref_mut()
+    }
+
+    /// Appends a subquery shape's moves to the open transaction: deletes of the rows that
+    /// left, inserts of those that came in, each at the next op.
+    pub fn emit_moves(&mut self, id: ShapeId, moved: Moved) -> io::Result<()> {
+        let txn = open_txn(&mut self.txn)?;
+        txn.unsettled.retain(|u| *u != id);
+        let Some(ws) = self.shapes.get_mut(&id) else {
+            return Ok(());
+        };
+        for row in &moved.out {
+            let op = txn.next_op;
+            txn.next_op += 2;
+            emit(ws, txn, id, RowChange::Delete, Some(row), None, op, &mut self.encoded)?;
+        }
+        for row in &moved.r#in {
+            let op = txn.next_op;
+            txn.next_op += 2;
+            emit(ws, txn, id, RowChange::Insert, None, Some(row), op, &mut self.encoded)?;
+        }
+        Ok(())
     }
 
     /// The snapshot of `id` is complete: keep the captured transactions it does not contain,
@@ -349,13 +470,7 @@ impl Router {
         if let Some(column) = tombstone {
             self.tombstones[slot.index()] = Some(column);
         }
-        ShapeEncoding {
-            table: definition.table().clone(),
-            column_names: layout.columns.iter().map(|c| c.name.clone()).collect(),
-            selected: definition.selected_columns().to_vec(),
-            key_columns: wire::key_columns(layout),
-            replica: definition.replica(),
-        }
+        encoding_of(layout, definition)
     }
 
     /// Closes a shape's appender (its log file was replaced): the next write reopens it.
@@ -372,11 +487,21 @@ impl Router {
             return;
         };
         self.generation += 1;
-        let table = &removed.encoding.table;
-        if let Some(layouts) = self.tables.get_mut(table)
-            && layouts.remove(&removed.layout)
-        {
-            self.tables.remove(table);
+        let layouts = match &removed.subquery {
+            Some(levels) => {
+                for ids in self.subquery_routes.values_mut() {
+                    ids.retain(|i| *i != id);
+                }
+                levels.layouts()
+            }
+            None => vec![removed.layout.clone()],
+        };
+        for layout in layouts {
+            if let Some(uses) = self.tables.get_mut(&layout.name)
+                && uses.remove(&layout)
+            {
+                self.tables.remove(&layout.name);
+            }
         }
     }
 
@@ -387,6 +512,8 @@ impl Router {
             next_op: 0,
             touched: Vec::new(),
             resent: commit_lsn <= self.last_commit,
+            unsettled: Vec::new(),
+            leveled: Vec::new(),
         });
     }
 
@@ -442,6 +569,7 @@ impl Router {
         if txn.resent {
             return Ok(());
         }
+        let (raw_old, raw_new) = (old, new);
         let tombstone = self.tombstones.get(slot.index()).copied().flatten();
         let (old, new) = (existing(old, tombstone), existing(new, tombstone));
         self.routed.clear();
@@ -451,11 +579,6 @@ impl Router {
             new.map(Vec::as_slice),
             &mut self.routed,
         );
-        let ctx = TxContext {
-            txid: u64::from(txn.xid.0),
-            lsn: txn.commit_lsn,
-            op,
-        };
         for &(id, change) in &self.routed {
             let Some(ws) = self.shapes.get_mut(&id) else {
                 continue;
@@ -470,23 +593,50 @@ impl Router {
                     continue;
                 }
             }
-            if ws.capture.is_none() {
-                ws.txn_rows += match change {
-                    RowChange::Insert => 1,
-                    RowChange::Delete => -1,
-                    RowChange::Update => 0,
-                };
+            emit(ws, txn, id, change, old, new, op, &mut self.encoded)?;
+        }
+        // A subquery shape applies the tombstone of its own table only.
+        self.route_subqueries(slot, raw_old, raw_new, op)
+    }
+
+    /// The change for the subquery shapes that read the table in `slot`.
+    fn route_subqueries(
+        &mut self,
+        slot: TableSlot,
+        old: Option<&Row>,
+        new: Option<&Row>,
+        op: u64,
+    ) -> io::Result<()> {
+        let Some(ids) = self.subquery_routes.get(&slot) else {
+            return Ok(());
+        };
+        let txn = open_txn(&mut self.txn)?;
+        for &id in ids {
+            let Some(ws) = self.shapes.get_mut(&id) else {
+                continue;
+            };
+            if txn.commit_lsn <= ws.skip_through {
+                continue;
             }
-            self.encoded.clear();
-            ws.encoding.encode(change, old, new, ctx, &mut self.encoded);
-            for encoded in self.encoded.drain(..) {
-                let offset = Offset::log(txn.commit_lsn, encoded.op);
-                if let Some((held_offset, held)) = ws.held.replace((offset, encoded.bytes)) {
-                    write_entry(ws, held_offset, &held)?;
-                } else {
-                    txn.touched.push(id);
-                }
+            let Some(levels) = ws.subquery.as_mut() else {
+                continue;
+            };
+            let outcome = levels.change(slot, txn.xid, txn.commit_lsn, old, new);
+            if !txn.leveled.contains(&id) {
+                txn.leveled.push(id);
             }
+            if levels.unsettled() && !txn.unsettled.contains(&id) {
+                txn.unsettled.push(id);
+            }
+            let Some(outcome) = outcome else {
+                continue;
+            };
+            let Some(change) = outcome.change else {
+                continue;
+            };
+            // The row as the log last showed it stands in for an old row the stream lacks.
+            let old = old.or(outcome.left.as_ref());
+            emit(ws, txn, id, change, old, new, op, &mut self.encoded)?;
         }
         Ok(())
     }
@@ -516,15 +666,25 @@ impl Router {
             report.shapes_written += 1;
         }
         self.last_commit = self.last_commit.max(commit_lsn);
+        self.last_xid = Some(txn.xid);
         self.close_idle_appenders(&txn.touched);
         Ok(report)
     }
 
-    /// Drops the open transaction (the stream broke; Postgres will send it again).
+    /// Subquery shapes whose levels took part of a dropped transaction (see
+    /// [`Router::abort`]); they must be rotated.
+    pub fn take_damaged(&mut self) -> Vec<ShapeId> {
+        std::mem::take(&mut self.damaged)
+    }
+
+    /// Drops the open transaction (the stream broke; Postgres will send it again). Subquery
+    /// shapes whose levels saw its changes are noted as damaged: their levels cannot be
+    /// rolled back.
     pub fn abort(&mut self) {
         let Some(txn) = self.txn.take() else {
             return;
         };
+        self.damaged.extend(txn.leveled.iter().copied());
         for id in &txn.touched {
             if let Some(ws) = self.shapes.get_mut(id) {
                 ws.held = None;
@@ -557,6 +717,54 @@ impl Router {
         }
         self.recently_written.extend(touched.iter().copied());
     }
+}
+
+/// How a shape's messages are encoded from rows in `layout`.
+fn encoding_of(layout: &TableSchema, definition: &ShapeDefinition) -> ShapeEncoding {
+    ShapeEncoding {
+        table: definition.table().clone(),
+        column_names: layout.columns.iter().map(|c| c.name.clone()).collect(),
+        selected: definition.selected_columns().to_vec(),
+        key_columns: wire::key_columns(layout),
+        replica: definition.replica(),
+    }
+}
+
+/// Encodes one change of a shape and appends it, holding back its latest message for `last`.
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    ws: &mut RoutedShape,
+    txn: &mut OpenTxn,
+    id: ShapeId,
+    change: RowChange,
+    old: Option<&Row>,
+    new: Option<&Row>,
+    op: u64,
+    encoded: &mut Vec<Encoded>,
+) -> io::Result<()> {
+    if ws.capture.is_none() {
+        ws.txn_rows += match change {
+            RowChange::Insert => 1,
+            RowChange::Delete => -1,
+            RowChange::Update => 0,
+        };
+    }
+    let ctx = TxContext {
+        txid: u64::from(txn.xid.0),
+        lsn: txn.commit_lsn,
+        op,
+    };
+    encoded.clear();
+    ws.encoding.encode(change, old, new, ctx, encoded);
+    for message in encoded.drain(..) {
+        let offset = Offset::log(txn.commit_lsn, message.op);
+        if let Some((held_offset, held)) = ws.held.replace((offset, message.bytes)) {
+            write_entry(ws, held_offset, &held)?;
+        } else {
+            txn.touched.push(id);
+        }
+    }
+    Ok(())
 }
 
 fn open_txn(txn: &mut Option<OpenTxn>) -> io::Result<&mut OpenTxn> {

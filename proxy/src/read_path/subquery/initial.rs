@@ -1,0 +1,167 @@
+//! What the consumer does for subquery shapes, between or at the end of transactions: take a
+//! new shape's snapshot and read its levels in one Postgres snapshot, and move rows at the
+//! commit of a transaction that changed a subquery. Both wait for a snapshot that sees the
+//! last transaction applied (a commit can reach the stream a moment before it is visible).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shapes::lsn::{Xid, Xid32};
+use shapes::schema::Row;
+use shapes::wire::SnapshotInfo;
+use tokio_postgres::Transaction;
+use tokio_postgres::types::{ToSql, Type};
+
+use super::SubqueryShape;
+use super::moves::{self, text_columns};
+use super::node::Node;
+use crate::read_path::router::{Router, SnapshotHolds};
+use crate::read_path::snapshot::{self, SnapshotError};
+use crate::read_path::{ShapeError, Shapes};
+use crate::storage::shape_store::Shape;
+
+/// How long to wait, at most, for a transaction the stream delivered to become visible.
+const VISIBLE_WITHIN: Duration = Duration::from_secs(10);
+
+fn shape_error(e: SnapshotError) -> ShapeError {
+    if e.is_transient() {
+        ShapeError::unavailable(e.to_string())
+    } else {
+        ShapeError::Internal(e.to_string())
+    }
+}
+
+/// Runs `work` in a `REPEATABLE READ` transaction whose snapshot sees `xid` (the last
+/// transaction the consumer applied, or the one it is applying).
+async fn in_snapshot_seeing<T>(
+    shapes: &Shapes,
+    xid: Option<Xid32>,
+    work: impl AsyncFnOnce(&Transaction<'_>, &SnapshotHolds) -> Result<T, SnapshotError>,
+) -> Result<T, ShapeError> {
+    let mut client = shapes.snapshot_client().await?;
+    let started = std::time::Instant::now();
+    loop {
+        let (tx, info, wal_lsn) = snapshot::begin(&mut client).await.map_err(shape_error)?;
+        if !xid.is_some_and(|x| !sees(&info, x)) {
+            let holds = SnapshotHolds {
+                snapshot: info,
+                below: wal_lsn,
+            };
+            let result = work(&tx, &holds).await.map_err(shape_error)?;
+            tx.commit().await.map_err(|e| shape_error(e.into()))?;
+            client.reuse();
+            return Ok(result);
+        }
+        tx.rollback().await.map_err(|e| shape_error(e.into()))?;
+        if started.elapsed() > VISIBLE_WITHIN {
+            return Err(ShapeError::unavailable(
+                "a transaction the stream delivered did not become visible",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn sees(info: &SnapshotInfo, xid: Xid32) -> bool {
+    info.sees(Xid::widen(xid, info.xmax))
+}
+
+/// Takes the snapshot of a new subquery shape and reads its levels, then starts routing to
+/// it. Returns the snapshot's row count.
+pub async fn create(
+    shapes: &Shapes,
+    router: &mut Router,
+    shape: &Arc<Shape>,
+) -> Result<(u64, SnapshotHolds), ShapeError> {
+    let mut levels = Box::new(SubqueryShape::new(
+        shape.table.clone(),
+        &shape.definition,
+        shape.tombstone,
+    ));
+    let chunk_bytes = shapes.config.chunk_bytes;
+    let (rows, holds) = in_snapshot_seeing(shapes, router.last_xid(), async |tx, holds| {
+        let rows = snapshot::write_in(tx, shape, chunk_bytes, &holds.snapshot).await?;
+        read_level(tx, &mut levels.root, levels.tombstone).await?;
+        Ok((rows, holds.clone()))
+    })
+    .await?;
+    router.register_subquery(shape.clone(), levels, &holds);
+    Ok((rows, holds))
+}
+
+/// Reads the rows of a level (its subqueries' first) as the snapshot sees them.
+fn read_level<'a>(
+    tx: &'a Transaction<'_>,
+    node: &'a mut Node,
+    tombstone: Option<usize>,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<(), SnapshotError>> + Send + 'a>> {
+    Box::pin(async move {
+        for child in &mut node.children {
+            read_level(tx, &mut child.node, None).await?;
+        }
+        let mut sql = format!(
+            "SELECT {} FROM {}",
+            text_columns(&node.layout),
+            node.layout.name
+        );
+        let mut conditions = Vec::new();
+        let mut params = Vec::new();
+        if let Some(c) = tombstone {
+            conditions.push(format!(
+                "{} IS NULL",
+                shapes::schema::quote_identifier(&node.layout.columns[c].name)
+            ));
+        }
+        if let Some(w) = &node.where_clause {
+            let (where_sql, values) = w.to_sql();
+            conditions.push(format!("({where_sql})"));
+            params = values;
+        }
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        let statement = tx.prepare_typed(&sql, &vec![Type::TEXT; params.len()]).await?;
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        let width = node.layout.columns.len();
+        let read: Vec<Row> = tx
+            .query(&statement, &refs)
+            .await?
+            .iter()
+            .map(|row| (0..width).map(|i| row.get::<_, Option<String>>(i)).collect())
+            .collect();
+        let admitted = node.admit_read(read);
+        let _ = admitted;
+        Ok(())
+    })
+}
+
+/// Moves the rows of every subquery shape whose subqueries the open transaction changed, and
+/// appends the moves to their logs (inside that transaction).
+pub async fn settle_open_transaction(
+    shapes: &Shapes,
+    router: &mut Router,
+) -> Result<(), ShapeError> {
+    let ids = router.unsettled();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let xid = router.open_xid();
+    let moved = in_snapshot_seeing(shapes, xid, async |tx, holds| {
+        let mut all = Vec::new();
+        for &id in &ids {
+            if let Some(levels) = router.subquery_mut(id) {
+                all.push((id, moves::settle(levels, tx, holds).await?));
+            }
+        }
+        Ok(all)
+    })
+    .await?;
+    for (id, moved) in moved {
+        router
+            .emit_moves(id, moved)
+            .map_err(|e| ShapeError::unavailable(format!("storage: {e}")))?;
+    }
+    Ok(())
+}

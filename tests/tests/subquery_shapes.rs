@@ -1,0 +1,289 @@
+//! Shapes whose `where` has subqueries: rows move in and out live as the inner tables change
+//! (memberships granted and revoked, projects moved between organisations), without a
+//! refetch, and every client ends with exactly the rows Postgres gives for the same `where`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Map, Value, json};
+use tests::electric::ElectricClient;
+use tests::proxy_process::ProxyProcess;
+use tests::shape_consumer::{ConsumerOptions, ShapeConsumer, ShapeSpec};
+use tests::{TestDb, shapesync_bin, wait_for};
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+const SCHEMA: &str = "
+    CREATE TABLE orgs (id int PRIMARY KEY, name text);
+    CREATE TABLE org_members (org_id int, user_id text, PRIMARY KEY (org_id, user_id));
+    CREATE TABLE projects (id int PRIMARY KEY, org_id int, archived bool NOT NULL DEFAULT false);
+    CREATE TABLE members (project_id int, user_id text, role text NOT NULL DEFAULT 'dev',
+        PRIMARY KEY (project_id, user_id));
+    CREATE TABLE todos (id int PRIMARY KEY, project_id int, title text, done bool NOT NULL DEFAULT false);
+    INSERT INTO orgs VALUES (1, 'one'), (2, 'two'), (3, 'three');
+    INSERT INTO projects SELECT g, 1 + g % 3, g % 5 = 0 FROM generate_series(1, 9) g;
+    INSERT INTO members VALUES (1, 'u1', 'dev'), (2, 'u1', 'owner'), (3, 'u2', 'dev');
+    INSERT INTO org_members VALUES (1, 'u1'), (2, 'u2');
+    INSERT INTO todos SELECT g, 1 + g % 9, 'todo ' || g, g % 2 = 0 FROM generate_series(1, 60) g;";
+
+/// A shape followed by our consumer and by the official client, and the `where` Postgres
+/// evaluates to say what both must hold.
+struct Followed {
+    name: String,
+    where_: String,
+    params: Vec<String>,
+    consumer: ShapeConsumer,
+    official: ElectricClient,
+}
+
+impl Followed {
+    fn start(proxy: &ProxyProcess, where_: &str, params: &[&str], stop: &CancellationToken) -> Self {
+        let consumer = ShapeConsumer::new(
+            &proxy.url,
+            ShapeSpec::table("todos", &["id"]).filter(where_, params),
+            ConsumerOptions::default(),
+        );
+        consumer.spawn(stop.clone());
+        let param_map: Map<String, Value> = params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| ((i + 1).to_string(), json!(p)))
+            .collect();
+        let official = ElectricClient::start(
+            &proxy.url,
+            json!({"params": {"table": "todos", "where": where_, "params": param_map}}),
+        );
+        Self {
+            name: format!("{where_} {params:?}"),
+            where_: where_.to_owned(),
+            params: params.iter().map(|p| (*p).to_owned()).collect(),
+            consumer,
+            official,
+        }
+    }
+
+    /// Postgres' rows for the shape, by message key.
+    async fn expected(&self, sql: &tokio_postgres::Client) -> BTreeMap<String, Map<String, Value>> {
+        let query = format!(
+            "SELECT json_build_object('id', id::text, 'project_id', project_id::text, \
+             'title', title, 'done', done::text)::text FROM todos WHERE {}",
+            self.where_
+        );
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = self
+            .params
+            .iter()
+            .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        let statement = sql
+            .prepare_typed(&query, &vec![tokio_postgres::types::Type::TEXT; params.len()])
+            .await
+            .expect(&query);
+        sql.query(&statement, &params)
+            .await
+            .expect(&query)
+            .iter()
+            .map(|row| {
+                let object: Value = serde_json::from_str(row.get(0)).unwrap();
+                let object = object.as_object().unwrap().clone();
+                let key = format!("\"public\".\"todos\"/\"{}\"", object["id"].as_str().unwrap());
+                (key, object)
+            })
+            .collect()
+    }
+
+    /// Waits until both clients hold exactly Postgres' rows; no refetch on the way.
+    async fn converges(&mut self, sql: &tokio_postgres::Client, step: &str) {
+        let expected = self.expected(sql).await;
+        let name = &self.name;
+        wait_for(&format!("{name}: our consumer after {step}"), WAIT, || async {
+            let state = self.consumer.state();
+            assert!(state.violations.is_empty(), "{name}: {:?}", state.violations);
+            (state.up_to_date && state.rows == expected).then_some(())
+        })
+        .await;
+        let state = self.consumer.state();
+        assert_eq!(state.refetches, 1, "{name}: refetched after {step}");
+        let mut want: Vec<String> = expected
+            .values()
+            .map(|row| row["id"].as_str().unwrap().to_owned())
+            .collect();
+        want.sort();
+        let holds = |rows: &Map<String, Value>| {
+            let mut got: Vec<String> = rows
+                .values()
+                .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            got.sort();
+            got == want
+        };
+        // The client reports its rows when they change: the last report may already be it.
+        let last = self
+            .official
+            .history
+            .iter()
+            .rev()
+            .find(|e| e["type"] == "rows")
+            .and_then(|e| e["rows"].as_object().cloned());
+        if !last.is_some_and(|rows| holds(&rows)) {
+            self.official.wait_rows(WAIT, holds).await;
+        }
+        let errors = self.official.errors();
+        assert!(errors.is_empty(), "{name}: official client errors {errors:?}");
+    }
+}
+
+#[tokio::test]
+async fn memberships_move_rows_in_and_out_live_without_a_refetch() {
+    let db = TestDb::new("subquery_moves").await;
+    let sql = db.connect().await;
+    sql.batch_execute(SCHEMA).await.unwrap();
+    let proxy = ProxyProcess::start(shapesync_bin!(), &db, &[]).await;
+    let stop = CancellationToken::new();
+    let mut shapes = vec![
+        Followed::start(
+            &proxy,
+            "project_id IN (SELECT project_id FROM members WHERE user_id = $1)",
+            &["u1"],
+            &stop,
+        ),
+        Followed::start(
+            &proxy,
+            "project_id NOT IN (SELECT project_id FROM members WHERE role = $1) AND NOT done",
+            &["owner"],
+            &stop,
+        ),
+        // Three levels: todos of projects of the organisations the user belongs to.
+        Followed::start(
+            &proxy,
+            "project_id IN (SELECT id FROM projects WHERE NOT archived AND org_id IN \
+             (SELECT org_id FROM org_members WHERE user_id = $1))",
+            &["u2"],
+            &stop,
+        ),
+        Followed::start(
+            &proxy,
+            "done OR EXISTS (SELECT 1 FROM members WHERE members.project_id = todos.project_id \
+             AND members.user_id = $1)",
+            &["u2"],
+            &stop,
+        ),
+    ];
+    for shape in &mut shapes {
+        shape.converges(&sql, "the start").await;
+    }
+    let steps = [
+        ("grant u1 project 4", "INSERT INTO members VALUES (4, 'u1', 'dev')"),
+        ("revoke u1 project 1", "DELETE FROM members WHERE project_id = 1 AND user_id = 'u1'"),
+        ("promote to owner", "UPDATE members SET role = 'owner' WHERE project_id = 3"),
+        ("move a todo out", "UPDATE todos SET project_id = 9 WHERE id = 4"),
+        ("move a todo in", "UPDATE todos SET project_id = 4 WHERE id = 5"),
+        (
+            "grant and write in one transaction",
+            "BEGIN; INSERT INTO todos VALUES (100, 7, 'new', false); \
+             INSERT INTO members VALUES (7, 'u1', 'dev'); \
+             INSERT INTO todos VALUES (101, 7, 'newer', false); COMMIT",
+        ),
+        (
+            "revoke, write, grant again in one transaction",
+            "BEGIN; DELETE FROM members WHERE project_id = 7 AND user_id = 'u1'; \
+             UPDATE todos SET title = 'while out' WHERE project_id = 7; \
+             INSERT INTO members VALUES (7, 'u1', 'owner'); COMMIT",
+        ),
+        ("join an organisation", "INSERT INTO org_members VALUES (3, 'u2')"),
+        ("archive a project", "UPDATE projects SET archived = true WHERE id = 2"),
+        ("move a project between organisations", "UPDATE projects SET org_id = 1 WHERE id = 4"),
+        ("leave an organisation", "DELETE FROM org_members WHERE org_id = 2"),
+        ("a NULL in NOT IN's set", "INSERT INTO members VALUES (8, 'u3', 'owner'); \
+             UPDATE members SET project_id = 8 WHERE project_id = 8"),
+        ("delete moved rows", "DELETE FROM todos WHERE project_id = 4"),
+    ];
+    for (step, statement) in steps {
+        sql.batch_execute(statement).await.expect(statement);
+        for shape in &mut shapes {
+            shape.converges(&sql, step).await;
+        }
+    }
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn random_membership_churn_converges_with_postgres() {
+    let seed: u64 = std::env::var("SHAPESYNC_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("subquery churn: seed {seed} (replay with SHAPESYNC_SEED={seed})");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let db = TestDb::new("subquery_churn").await;
+    let sql = db.connect().await;
+    sql.batch_execute(SCHEMA).await.unwrap();
+    let proxy = ProxyProcess::start(shapesync_bin!(), &db, &[]).await;
+    let stop = CancellationToken::new();
+    let mut shapes = vec![
+        Followed::start(
+            &proxy,
+            "project_id IN (SELECT project_id FROM members WHERE user_id = $1) OR title = $2",
+            &["u1", "todo 3"],
+            &stop,
+        ),
+        Followed::start(
+            &proxy,
+            "(project_id, done) IN (SELECT project_id, role = 'owner' FROM members)",
+            &[],
+            &stop,
+        ),
+        Followed::start(
+            &proxy,
+            "project_id IN (SELECT id FROM projects WHERE org_id IN \
+             (SELECT org_id FROM org_members WHERE user_id = $1)) AND project_id NOT IN \
+             (SELECT project_id FROM members WHERE user_id = $1)",
+            &["u2"],
+            &stop,
+        ),
+    ];
+    for shape in &mut shapes {
+        shape.converges(&sql, "the start").await;
+    }
+    let users = ["u1", "u2", "u3"];
+    for round in 0..12 {
+        let mut statements = Vec::new();
+        for _ in 0..rng.random_range(1..6) {
+            let project = rng.random_range(1..10);
+            let user = users[rng.random_range(0..users.len())];
+            statements.push(match rng.random_range(0..7) {
+                0 => format!(
+                    "INSERT INTO members VALUES ({project}, '{user}', '{}') ON CONFLICT DO NOTHING",
+                    if rng.random_bool(0.5) { "owner" } else { "dev" }
+                ),
+                1 => format!("DELETE FROM members WHERE project_id = {project} AND user_id = '{user}'"),
+                2 => format!(
+                    "UPDATE todos SET project_id = {project} WHERE id = {}",
+                    rng.random_range(1..61)
+                ),
+                3 => format!(
+                    "UPDATE todos SET done = NOT done WHERE id = {}",
+                    rng.random_range(1..61)
+                ),
+                4 => format!(
+                    "INSERT INTO org_members VALUES ({}, '{user}') ON CONFLICT DO NOTHING",
+                    rng.random_range(1..4)
+                ),
+                5 => format!("UPDATE projects SET org_id = {} WHERE id = {project}", rng.random_range(1..4)),
+                _ => format!("DELETE FROM org_members WHERE user_id = '{user}' AND org_id = {}", rng.random_range(1..4)),
+            });
+        }
+        let batch = if rng.random_bool(0.5) {
+            format!("BEGIN; {}; COMMIT", statements.join("; "))
+        } else {
+            statements.join("; ")
+        };
+        sql.batch_execute(&batch).await.expect(&batch);
+        for shape in &mut shapes {
+            shape.converges(&sql, &format!("round {round} (seed {seed}): {batch}")).await;
+        }
+    }
+    stop.cancel();
+}
