@@ -287,3 +287,69 @@ async fn random_membership_churn_converges_with_postgres() {
     }
     stop.cancel();
 }
+
+#[tokio::test]
+async fn a_restart_brings_subquery_shapes_back_without_a_refetch() {
+    let db = TestDb::new("subquery_restart").await;
+    let sql = db.connect().await;
+    sql.batch_execute(SCHEMA).await.unwrap();
+    let mut proxy = ProxyProcess::start(shapesync_bin!(), &db, &[]).await;
+    let stop = CancellationToken::new();
+    let mut shapes = vec![
+        Followed::start(
+            &proxy,
+            "project_id IN (SELECT project_id FROM members WHERE user_id = $1)",
+            &["u1"],
+            &stop,
+        ),
+        Followed::start(
+            &proxy,
+            "project_id IN (SELECT id FROM projects WHERE org_id IN \
+             (SELECT org_id FROM org_members WHERE user_id = $1))",
+            &["u2"],
+            &stop,
+        ),
+    ];
+    for shape in &mut shapes {
+        shape.converges(&sql, "the start").await;
+    }
+    let handles: Vec<String> = shapes
+        .iter()
+        .map(|s| s.consumer.state().handle.unwrap())
+        .collect();
+    sql.batch_execute("INSERT INTO members VALUES (5, 'u1', 'dev')")
+        .await
+        .unwrap();
+    for shape in &mut shapes {
+        shape.converges(&sql, "a grant before the crash").await;
+    }
+    proxy.kill9().await;
+    // While it is down: grants, revocations and row changes its levels never saw.
+    sql.batch_execute(
+        "DELETE FROM members WHERE project_id = 1 AND user_id = 'u1';
+         INSERT INTO members VALUES (6, 'u1', 'dev');
+         UPDATE todos SET title = 'changed while down' WHERE project_id IN (2, 6);
+         INSERT INTO org_members VALUES (3, 'u2');
+         UPDATE projects SET org_id = 1 WHERE id = 2;",
+    )
+    .await
+    .unwrap();
+    proxy.restart().await;
+    for shape in &mut shapes {
+        shape.converges(&sql, "the restart").await;
+    }
+    sql.batch_execute(
+        "DELETE FROM members WHERE project_id = 5;
+         UPDATE todos SET project_id = 6 WHERE id = 10;
+         DELETE FROM org_members WHERE org_id = 3;",
+    )
+    .await
+    .unwrap();
+    for shape in &mut shapes {
+        shape.converges(&sql, "changes after the restart").await;
+    }
+    for (shape, handle) in shapes.iter().zip(handles) {
+        assert_eq!(shape.consumer.state().handle.unwrap(), handle, "{}", shape.name);
+    }
+    stop.cancel();
+}

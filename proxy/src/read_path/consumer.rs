@@ -90,6 +90,13 @@ pub enum Command {
         shape: Arc<Shape>,
         reply: oneshot::Sender<Result<(u64, SnapshotHolds, Lsn), ShapeError>>,
     },
+    /// Bring back a stored subquery shape (a restart): read its levels again and append what
+    /// changed since its log's end (the consumer does it, before the stream starts). Replies
+    /// with how many changes that took.
+    ResyncSubquery {
+        shape: Arc<Shape>,
+        reply: oneshot::Sender<Result<usize, ShapeError>>,
+    },
     /// Put a compacted log in place of a shape's `changes.log` (between two transactions, so
     /// no append is in flight); the shape's appender reopens on the new file.
     Compact {
@@ -205,6 +212,10 @@ pub async fn run_consumer(shapes: Arc<Shapes>, resume: Lsn, mut io: ConsumerChan
                 Some(Command::CreateSubquery { shape, reply }) => {
                     let created = subquery::initial::create(&shapes, &mut router, &shape).await;
                     let _ = reply.send(created.map(|(rows, holds)| (rows, holds, router.last_commit())));
+                    continue;
+                }
+                Some(Command::ResyncSubquery { shape, reply }) => {
+                    let _ = reply.send(subquery::initial::resync(&shapes, &mut router, &shape).await);
                     continue;
                 }
                 Some(command) => { apply_command(&shapes, &mut router, command); continue; }
@@ -337,6 +348,9 @@ fn apply_command(shapes: &Shapes, router: &mut Router, command: Command) {
         }
         Command::CreateSubquery { reply, .. } => {
             // Handled by the consumer loop, which may wait.
+            let _ = reply.send(Err(ShapeError::unavailable("retry")));
+        }
+        Command::ResyncSubquery { reply, .. } => {
             let _ = reply.send(Err(ShapeError::unavailable("retry")));
         }
         Command::Compact {

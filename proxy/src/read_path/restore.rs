@@ -50,13 +50,6 @@ impl Shapes {
 
     async fn restore_one(&self, dir: &ShapeDir) -> Result<(), Dropped> {
         let shape = self.load_stored(dir, ShapeLog::open).await?;
-        if super::subquery::has_subqueries(&shape.definition) {
-            return Err(Dropped::Because(
-                "a shape with subqueries keeps the rows of its levels in memory only: its \
-                 clients refetch it"
-                    .into(),
-            ));
-        }
         let (stored, is_new) = self.store.insert(shape.clone());
         if !is_new {
             return Err(Dropped::Because(format!(
@@ -66,6 +59,25 @@ impl Shapes {
         }
         // Clients may hold offsets up to its last transaction.
         self.note_last_seen(shape.log.last_commit());
+        if super::subquery::has_subqueries(&shape.definition) {
+            let handle = shape.handle.clone();
+            let changes = match self
+                .ask(|reply| Command::ResyncSubquery { shape, reply })
+                .await
+                .and_then(|resynced| resynced)
+            {
+                Ok(changes) => changes,
+                Err(e @ ShapeError::Unavailable { .. }) => return Err(Dropped::Transient(e)),
+                Err(other) => {
+                    self.retire(&handle, false);
+                    return Err(Dropped::Because(format!(
+                        "its subqueries cannot be read again: {other}"
+                    )));
+                }
+            };
+            tracing::info!(%handle, changes, "subquery shape read again after the restart");
+            return Ok(());
+        }
         self.ask(|reply| Command::Register {
             shape,
             capturing: false,

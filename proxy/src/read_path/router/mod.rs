@@ -330,6 +330,55 @@ impl Router {
             .unwrap_or_default()
     }
 
+    /// Appends one transaction of `changes` to a subquery shape's log, between two
+    /// transactions of the stream (a restart's resync): after everything its log holds and
+    /// every transaction decided, before any to come. Returns the log to fsync.
+    pub fn append_resync(
+        &mut self,
+        id: ShapeId,
+        changes: Vec<(RowChange, Option<Row>, Option<Row>)>,
+    ) -> io::Result<Option<LogFile>> {
+        let floor = self.last_commit;
+        let Some(ws) = self.shapes.get_mut(&id) else {
+            return Ok(None);
+        };
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        let (lsn, mut op) = match ws.shape.log.last_offset() {
+            Some(Offset::At { tx, op }) if tx >= floor.as_u64() && op != Offset::INF => {
+                (Lsn(tx), (op + 2) & !1)
+            }
+            _ => (floor, 0),
+        };
+        let mut messages = Vec::new();
+        let mut rows = 0;
+        for (change, old, new) in &changes {
+            let ctx = TxContext { txid: 0, lsn, op };
+            ws.encoding
+                .encode(*change, old.as_ref(), new.as_ref(), ctx, &mut messages);
+            rows += match change {
+                RowChange::Insert => 1,
+                RowChange::Delete => -1,
+                RowChange::Update => 0,
+            };
+            op += 2;
+        }
+        if let Some(last) = messages.last_mut() {
+            encode::mark_last(&mut last.bytes);
+        }
+        let appender = open_appender(&mut ws.appender, &ws.shape.log)?;
+        for message in &messages {
+            appender.append(Offset::log(lsn, message.op), &message.bytes)?;
+        }
+        appender.commit(&ws.shape.log, lsn, Lsn(lsn.as_u64() + 1))?;
+        ws.shape.log.note_rows(rows);
+        ws.skip_through = ws.skip_through.max(lsn);
+        let file = appender.log_file().clone();
+        ws.appender = None;
+        Ok(Some(file))
+    }
+
     /// The xid of the last transaction applied.
     pub fn last_xid(&self) -> Option<Xid32> {
         self.last_xid

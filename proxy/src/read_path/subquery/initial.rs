@@ -15,6 +15,7 @@ use tokio_postgres::types::{ToSql, Type};
 use super::SubqueryShape;
 use super::moves::{self, text_columns};
 use super::node::Node;
+use super::resync;
 use crate::read_path::router::{Router, SnapshotHolds};
 use crate::read_path::snapshot::{self, SnapshotError};
 use crate::read_path::{ShapeError, Shapes};
@@ -94,10 +95,13 @@ fn read_level<'a>(
     tx: &'a Transaction<'_>,
     node: &'a mut Node,
     tombstone: Option<usize>,
-) -> std::pin::Pin<Box<dyn Future<Output = Result<(), SnapshotError>> + Send + 'a>> {
+) -> std::pin::Pin<Box<dyn Future<Output = Result<Vec<Row>, SnapshotError>> + Send + 'a>> {
     Box::pin(async move {
         for child in &mut node.children {
-            read_level(tx, &mut child.node, None).await?;
+            let rows = read_level(tx, &mut child.node, None).await?;
+            for row in &rows {
+                child.add(row);
+            }
         }
         let mut sql = format!(
             "SELECT {} FROM {}",
@@ -131,9 +135,7 @@ fn read_level<'a>(
             .iter()
             .map(|row| (0..width).map(|i| row.get::<_, Option<String>>(i)).collect())
             .collect();
-        let admitted = node.admit_read(read);
-        let _ = admitted;
-        Ok(())
+        Ok(node.admit_read(read))
     })
 }
 
@@ -164,4 +166,49 @@ pub async fn settle_open_transaction(
             .map_err(|e| ShapeError::unavailable(format!("storage: {e}")))?;
     }
     Ok(())
+}
+
+/// Brings back a subquery shape stored by an earlier run (see [`super::resync`]): reads its
+/// levels at a new snapshot, appends the changes from what its log holds to what that
+/// snapshot says, makes them durable, and routes to it.
+pub async fn resync(
+    shapes: &Shapes,
+    router: &mut Router,
+    shape: &Arc<Shape>,
+) -> Result<usize, ShapeError> {
+    let storage = |e: std::io::Error| ShapeError::unavailable(format!("storage: {e}"));
+    let log_shape = shape.clone();
+    let held = tokio::task::spawn_blocking(move || resync::rows_in_log(&log_shape.log))
+        .await
+        .map_err(|e| ShapeError::Internal(format!("the log reader failed: {e}")))?
+        .map_err(storage)?;
+    let mut levels = Box::new(SubqueryShape::new(
+        shape.table.clone(),
+        &shape.definition,
+        shape.tombstone,
+    ));
+    let (fresh, holds) = in_snapshot_seeing(shapes, router.last_xid(), async |tx, holds| {
+        let rows = read_level(tx, &mut levels.root, levels.tombstone).await?;
+        Ok((rows, holds.clone()))
+    })
+    .await?;
+    let fresh: Vec<(String, Row)> = fresh
+        .into_iter()
+        .map(|row| (levels.root.key(&row).into(), row))
+        .collect();
+    let changes = resync::changes_to(
+        &shape.table,
+        shape.definition.selected_columns(),
+        held,
+        fresh,
+    );
+    let count = changes.len();
+    router.register_subquery(shape.clone(), levels, &holds);
+    if let Some(log) = router.append_resync(shape.id, changes).map_err(storage)? {
+        tokio::task::spawn_blocking(move || crate::read_path::durability::sync_log(&log))
+            .await
+            .map_err(|e| ShapeError::Internal(format!("the fsync task failed: {e}")))?
+            .map_err(storage)?;
+    }
+    Ok(count)
 }

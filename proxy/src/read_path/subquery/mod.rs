@@ -16,12 +16,13 @@
 //! - **Creation** ([`initial`]): the consumer itself takes the shape's snapshot and reads every
 //!   level in that one snapshot, between two transactions of the stream, so the levels and the
 //!   stream agree on where each begins. The stream waits meanwhile.
-//! - **A restart** drops subquery shapes (their clients get 409 and refetch once): the kept
-//!   rows of the levels live in memory only.
+//! - **A restart** ([`resync`]) reads the levels again at a new snapshot and appends one
+//!   transaction taking the shape's log from what it held to that snapshot: no refetch.
 
 pub mod initial;
 pub mod moves;
 pub mod node;
+pub mod resync;
 
 use std::sync::Arc;
 
