@@ -630,7 +630,7 @@ impl TableIndex {
                     keys: conjunct.keys.iter().map(|k| k.as_str().into()).collect(),
                 };
                 let condition =
-                    rest.map(|rest| self.conditions.intern(WhereClause::from_checked(rest)));
+                    rest.map(|rest| self.conditions.intern(where_.with_root(rest)));
                 self.file(id, conjunct, condition);
                 Registered {
                     filing: Some(filing),
