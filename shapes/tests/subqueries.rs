@@ -17,7 +17,9 @@ use shapes::where_clause::{NoSubqueryRows, WhereClause, WhereError};
 fn message(e: &WhereError) -> String {
     let text = e.to_string();
     match text.strip_prefix("At location ") {
-        Some(rest) => rest.split_once(": ").map_or(text.clone(), |(_, m)| m.to_owned()),
+        Some(rest) => rest
+            .split_once(": ")
+            .map_or(text.clone(), |(_, m)| m.to_owned()),
         None => text,
     }
 }
@@ -237,7 +239,11 @@ fn without_an_oracle_every_subquery_is_empty() {
 }
 
 /// Evaluates `(project_id, owner) IN (SELECT id, org …)` against projects `(id, org)`.
-fn row_value(negated: bool, outer: (Option<&str>, Option<&str>), inner: &[(&str, Option<&str>)]) -> Option<bool> {
+fn row_value(
+    negated: bool,
+    outer: (Option<&str>, Option<&str>),
+    inner: &[(&str, Option<&str>)],
+) -> Option<bool> {
     let text = if negated {
         "(project_id, owner) NOT IN (SELECT id, org FROM projects)"
     } else {
@@ -310,16 +316,33 @@ fn keys_equal_exactly_when_postgres_equality_holds() {
 
     // uuid in any spelling
     let w = parse_sub("ref IN (SELECT refs FROM app.orgs)", &[]).unwrap();
-    let upper = w.outer_key(0, &row_of(&issues(), &[("ref", "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11")]));
-    let lower = w.subqueries()[0]
-        .key_of_inner(&row_of(&orgs(), &[("id", "1"), ("refs", "a0eebc999c0b4ef8bb6d6bb9bd380a11")]));
+    let upper = w.outer_key(
+        0,
+        &row_of(
+            &issues(),
+            &[("ref", "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11")],
+        ),
+    );
+    let lower = w.subqueries()[0].key_of_inner(&row_of(
+        &orgs(),
+        &[("id", "1"), ("refs", "a0eebc999c0b4ef8bb6d6bb9bd380a11")],
+    ));
     assert_eq!(upper, lower);
-    assert_eq!(upper.unwrap().parts(), ["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()]);
+    assert_eq!(
+        upper.unwrap().parts(),
+        ["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()]
+    );
 
     // enums by label, text and varchar as text
-    let w = parse_sub("mood IN (SELECT mood FROM app.orgs) AND title IN (SELECT name FROM app.orgs)", &[]).unwrap();
+    let w = parse_sub(
+        "mood IN (SELECT mood FROM app.orgs) AND title IN (SELECT name FROM app.orgs)",
+        &[],
+    )
+    .unwrap();
     assert_eq!(
-        w.outer_key(0, &row_of(&issues(), &[("mood", "ok")])).unwrap().parts(),
+        w.outer_key(0, &row_of(&issues(), &[("mood", "ok")]))
+            .unwrap()
+            .parts(),
         ["ok".into()]
     );
     assert_eq!(w.subqueries()[1].types[0].to_string(), "text");
@@ -337,14 +360,23 @@ fn exists_maps_its_correlation_onto_compared_columns() {
     assert_eq!(sq.table, QualifiedName::new("public", "members"));
     assert_eq!(
         sq.columns,
-        [m.column_index("user_id").unwrap(), m.column_index("org").unwrap()]
+        [
+            m.column_index("user_id").unwrap(),
+            m.column_index("org").unwrap()
+        ]
     );
-    assert_eq!(sq.types.iter().map(ToString::to_string).collect::<Vec<_>>(), ["int8", "text"]);
+    assert_eq!(
+        sq.types.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["int8", "text"]
+    );
     // the outer columns read are the correlated ones
     let i = issues();
     assert_eq!(
         w.columns_used().collect::<Vec<_>>(),
-        [i.column_index("project_id").unwrap(), i.column_index("owner").unwrap()]
+        [
+            i.column_index("project_id").unwrap(),
+            i.column_index("owner").unwrap()
+        ]
     );
     let (sql, params) = w.to_sql();
     assert_eq!(
@@ -421,10 +453,9 @@ fn nested_subqueries_three_levels_deep_evaluate_with_their_own_rows() {
 /// The SQL reads as Postgres SQL (sqlparser with Postgres' dialect, as a `WHERE`).
 fn assert_sql_parses(sql: &str) {
     let statement = format!("SELECT 1 FROM \"public\".\"issues\" WHERE {sql}");
-    if let Err(e) = sqlparser::parser::Parser::parse_sql(
-        &sqlparser::dialect::PostgreSqlDialect {},
-        &statement,
-    ) {
+    if let Err(e) =
+        sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, &statement)
+    {
         panic!("{statement}: {e}");
     }
 }
@@ -454,7 +485,10 @@ fn params_are_shared_across_levels_and_numbered_on_through_inner_clauses() {
     .unwrap();
     let (sql, params) = w.to_sql();
     assert_eq!(params, ["acme", "acme", "10", "10"]);
-    assert!(sql.contains("$3::numeric") && sql.contains("$4::varchar"), "{sql}");
+    assert!(
+        sql.contains("$3::numeric") && sql.contains("$4::varchar"),
+        "{sql}"
+    );
     assert_sql_parses(&sql);
 }
 
@@ -488,11 +522,18 @@ fn canonical_text_tells_subqueries_apart() {
 
 #[test]
 fn joining_clauses_renumbers_the_subqueries_of_the_second() {
-    let a = parse_sub("project_id IN (SELECT id FROM projects WHERE archived)", &[]).unwrap();
+    let a = parse_sub(
+        "project_id IN (SELECT id FROM projects WHERE archived)",
+        &[],
+    )
+    .unwrap();
     let b = parse_sub("owner IN (SELECT org FROM members)", &[]).unwrap();
     let both = a.and(&b);
     assert_eq!(both.subqueries().len(), 2);
-    let issue = row_of(&issues(), &[("id", "1"), ("project_id", "4"), ("owner", "x")]);
+    let issue = row_of(
+        &issues(),
+        &[("id", "1"), ("project_id", "4"), ("owner", "x")],
+    );
     let current = Current(vec![
         Members {
             keys: [a.outer_key(0, &issue).unwrap()].into(),

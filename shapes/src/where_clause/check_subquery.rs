@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 use sqlparser::ast::{BinaryOperator, Expr as SqlExpr, Query, SelectItem};
 
-use super::{OtherTables, WhereClause};
 use super::ast::Expr;
 use super::error::WhereError;
 use super::subquery::{MAX_SUBQUERIES, MAX_SUBQUERY_DEPTH, Subquery, keyable};
 use super::subquery_query::subquery_parts;
 use super::typecheck::{Checked, Checker, Scope, describe, implicit_cast, table_qualifiers};
 use super::types::SqlType;
+use super::{OtherTables, WhereClause};
 use crate::schema::{QualifiedName, TableSchema, quote_identifier};
 
 fn invalid<T>(message: impl Into<String>) -> Result<T, WhereError> {
@@ -305,11 +305,21 @@ impl<'a> Checker<'a> {
         let where_clause = match parts.selection {
             Some(w) => {
                 let root = child.check_root(w)?;
-                Some(WhereClause::from_parts(root, std::mem::take(&mut child.subqueries)))
+                Some(WhereClause::from_parts(
+                    root,
+                    std::mem::take(&mut child.subqueries),
+                ))
             }
             None => None,
         };
-        Ok(self.add_subquery(parts.table, schema.clone(), pairs, where_clause, negated, false))
+        Ok(self.add_subquery(
+            parts.table,
+            schema.clone(),
+            pairs,
+            where_clause,
+            negated,
+            false,
+        ))
     }
 
     /// `[NOT] EXISTS (SELECT … FROM t WHERE t.x = outer.y AND …)`: the equalities with the
@@ -365,7 +375,14 @@ impl<'a> Checker<'a> {
         };
         let where_clause =
             root.map(|r| WhereClause::from_parts(r, std::mem::take(&mut child.subqueries)));
-        Ok(self.add_subquery(parts.table, schema.clone(), pairs, where_clause, negated, true))
+        Ok(self.add_subquery(
+            parts.table,
+            schema.clone(),
+            pairs,
+            where_clause,
+            negated,
+            true,
+        ))
     }
 
     /// `inner_column = outer_expression` (either way round) of an `EXISTS`.

@@ -97,7 +97,12 @@ pub fn eval<'a>(e: &'a Expr, row: &'a [Option<String>], sq: &Subqueries<'_>) -> 
             left,
             right,
             ty,
-        } => boolean(cmp_holds(*op, ty, &eval(left, row, sq), &eval(right, row, sq))),
+        } => boolean(cmp_holds(
+            *op,
+            ty,
+            &eval(left, row, sq),
+            &eval(right, row, sq),
+        )),
         Expr::Distinct {
             left,
             right,

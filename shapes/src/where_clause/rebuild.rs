@@ -146,7 +146,9 @@ impl SqlWriter {
         match e {
             Expr::Column { name, ty, .. } => {
                 let q = match self.scopes.last().and_then(|s| s.alias.as_deref()) {
-                    Some(alias) => format!("{}.{}", quote_identifier(alias), quote_identifier(name)),
+                    Some(alias) => {
+                        format!("{}.{}", quote_identifier(alias), quote_identifier(name))
+                    }
                     None => quote_identifier(name),
                 };
                 if matches!(ty, SqlType::Enum(_)) && !self.canonical {

@@ -38,7 +38,13 @@ impl SqlWriter {
         self.scopes.pop();
     }
 
-    pub(crate) fn in_subquery(&mut self, exprs: &[Expr], index: usize, negated: bool, exists: bool) {
+    pub(crate) fn in_subquery(
+        &mut self,
+        exprs: &[Expr],
+        index: usize,
+        negated: bool,
+        exists: bool,
+    ) {
         let Some(sq) = self
             .scopes
             .last()
@@ -50,7 +56,11 @@ impl SqlWriter {
             return;
         };
         if exists {
-            self.push(if negated { "(NOT COALESCE(" } else { "COALESCE(" });
+            self.push(if negated {
+                "(NOT COALESCE("
+            } else {
+                "COALESCE("
+            });
             self.membership(exprs, &sq, false);
             self.push(if negated { ", FALSE))" } else { ", FALSE)" });
         } else if exprs.len() == 1 {
@@ -83,7 +93,11 @@ impl SqlWriter {
     /// A row value: true when an inner row is equal; else NULL when the row value has a NULL
     /// and there are inner rows, or an inner row has a NULL; else false.
     fn row_membership(&mut self, exprs: &[Expr], sq: &Subquery, negated: bool) {
-        self.push(if negated { "(NOT (CASE WHEN " } else { "(CASE WHEN " });
+        self.push(if negated {
+            "(NOT (CASE WHEN "
+        } else {
+            "(CASE WHEN "
+        });
         self.membership(exprs, sq, false);
         self.push(" THEN TRUE WHEN (");
         for (i, e) in exprs.iter().enumerate() {
@@ -130,7 +144,11 @@ impl SqlWriter {
             self.write(w.root());
         }
         if what == Select::RowsWithNull {
-            self.push(if inner.is_some() { " AND (" } else { " WHERE (" });
+            self.push(if inner.is_some() {
+                " AND ("
+            } else {
+                " WHERE ("
+            });
             for (i, e) in sq.selected.iter().enumerate() {
                 if i > 0 {
                     self.push(" OR ");

@@ -12,6 +12,7 @@ use sqlparser::ast::{
 };
 use sqlparser::tokenizer::Span;
 
+use super::OtherTables;
 use super::ast::{ArithOp, ArrayOp, CmpOp, Constant, Expr};
 use super::cast;
 use super::error::WhereError;
@@ -19,7 +20,6 @@ use super::parse::location_of;
 use super::subquery::Subquery;
 use super::types::SqlType;
 use super::value::{self, Datum};
-use super::OtherTables;
 use crate::schema::{TableSchema, quote_identifier};
 
 /// Deepest expression nesting accepted (AND/OR chains are flattened and do not count).
