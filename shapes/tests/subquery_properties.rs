@@ -109,9 +109,12 @@ fn sql_in<T: PartialEq + Copy>(
     x: Option<T>,
     values: impl IntoIterator<Item = Option<T>>,
 ) -> Option<bool> {
-    values
-        .into_iter()
-        .fold(Some(false), |acc, v| or(acc, eq(x, v)))
+    // not a try_fold: a NULL comparison must not end the OR (a later true wins)
+    let mut result = Some(false);
+    for v in values {
+        result = or(result, eq(x, v));
+    }
+    result
 }
 
 /// `(a, b) IN (rows)` as the language defines row values: a NULL on either side makes the

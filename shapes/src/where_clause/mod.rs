@@ -20,7 +20,7 @@
 //! - **Casts of column values that could fail are refused** (`text_col::int4`): compare with
 //!   a constant of the column's type instead (`int_col = '42'`). Constants are checked when the
 //!   shape is created, and `params[n]` are typed by where `$n` is used.
-//! - **Nothing non-deterministic**: `now()`, `random()`, subqueries, … are refused.
+//! - **Nothing non-deterministic**: `now()`, `random()`, … are refused.
 //! - Date/time literals are ISO 8601 (`'2024-01-31'`, `'2024-01-31 10:00:00+02'`); a
 //!   `timestamptz` literal without an offset is UTC. Intervals are ISO 8601 (`'P1DT2H'`) or
 //!   integer quantities (`'1 day 2 hours'`).
@@ -35,6 +35,19 @@
 //! over int2/4/8, numeric, float4/8, bool, text/varchar/bpchar, uuid, date, time, timestamp,
 //! timestamptz, interval, json/jsonb, enums and arrays of these. `shapes/WHERE.md` is the
 //! user-facing version of this list.
+//!
+//! **Subqueries** ([`subquery`]): `x [NOT] IN (SELECT cols FROM table [alias] [WHERE …])`,
+//! row values `(a, b) IN (SELECT x, y …)`, and correlated `[NOT] EXISTS (SELECT 1 FROM t
+//! WHERE t.x = outer_col AND …)`, which is mapped onto `outer_col IN (SELECT x FROM t WHERE
+//! …)` with a flag ([`Expr::InSubquery`]'s `exists`) that makes it never NULL. One table per
+//! subquery, with a primary key; plain columns selected; nested to
+//! [`MAX_SUBQUERY_DEPTH`] levels, at most [`MAX_SUBQUERIES`] per `where`. Names inside a
+//! subquery resolve to its table only (outer columns only in an `EXISTS` equality). Such a
+//! clause is parsed by [`WhereClause::parse_with_tables`] (which needs the other tables'
+//! schemas: [`WhereClause::tables_named`]) and evaluated by [`WhereClause::evaluate_with`],
+//! which asks a [`SubqueryValues`] about the subqueries' current rows; [`WhereClause::parse`]
+//! refuses subqueries, and [`WhereClause::evaluate`] treats every subquery as empty. The
+//! rebuilt SQL aliases each inner table `s<depth>` and qualifies its columns with it.
 //!
 //! ```
 //! use std::collections::BTreeMap;
@@ -80,7 +93,7 @@ pub mod numeric;
 mod parse;
 mod rebuild;
 mod rebuild_subquery;
-mod subquery;
+pub mod subquery;
 mod subquery_query;
 mod typecheck;
 pub mod types;
