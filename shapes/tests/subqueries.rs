@@ -573,3 +573,21 @@ fn tables_named_lists_every_level_once_and_reports_syntax_errors() {
         WhereClause::parse("id IN (SELECT id FROM", &Default::default(), &issues()).unwrap_err()
     );
 }
+
+#[test]
+fn distinct_and_whatever_exists_selects_change_nothing() {
+    let canonical = |t: &str| parse_sub(t, &[]).unwrap().canonical();
+    assert_eq!(
+        canonical("project_id IN (SELECT DISTINCT id FROM public.projects AS p)"),
+        canonical("project_id IN (SELECT id FROM projects)")
+    );
+    let exists = canonical("EXISTS (SELECT 1 FROM projects p WHERE p.id = issues.project_id)");
+    for selected in ["*", "p.org", "'x'"] {
+        assert_eq!(
+            canonical(&format!(
+                "EXISTS (SELECT {selected} FROM projects p WHERE p.id = issues.project_id)"
+            )),
+            exists
+        );
+    }
+}
