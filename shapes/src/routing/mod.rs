@@ -632,8 +632,7 @@ impl TableIndex {
                     ty: conjunct.ty.clone(),
                     keys: conjunct.keys.iter().map(|k| k.as_str().into()).collect(),
                 };
-                let condition =
-                    rest.map(|rest| self.conditions.intern(WhereClause::from_checked(rest)));
+                let condition = rest.map(|rest| self.conditions.intern(where_.with_root(rest)));
                 self.file(id, conjunct, condition);
                 Registered {
                     filing: Some(filing),

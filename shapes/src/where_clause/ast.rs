@@ -220,6 +220,16 @@ pub enum Expr {
         as_text: bool,
         jsonb: bool,
     },
+    /// `exprs IN (SELECT …)` against subquery number `subquery` of the clause holding this
+    /// node ([`super::WhereClause::subqueries`]); `exprs` are already converted to the
+    /// subquery's comparison types. `exists` marks a correlated `EXISTS` mapped onto the same
+    /// membership test: it is never NULL (a NULL outer value is simply not found).
+    InSubquery {
+        exprs: Vec<Expr>,
+        subquery: usize,
+        negated: bool,
+        exists: bool,
+    },
 }
 
 impl Expr {
@@ -280,7 +290,8 @@ impl Expr {
             Expr::And(v)
             | Expr::Or(v)
             | Expr::Coalesce { args: v, .. }
-            | Expr::ArrayCtor { items: v, .. } => v.iter().for_each(f),
+            | Expr::ArrayCtor { items: v, .. }
+            | Expr::InSubquery { exprs: v, .. } => v.iter().for_each(f),
             Expr::Compare { left, right, .. }
             | Expr::Distinct { left, right, .. }
             | Expr::Quantified { left, right, .. }
@@ -296,5 +307,47 @@ impl Expr {
                 list.iter().for_each(f);
             }
         }
+    }
+
+    /// Calls `f` on every direct child, mutably.
+    pub fn for_each_child_mut(&mut self, f: &mut dyn FnMut(&mut Expr)) {
+        match self {
+            Expr::Column { .. } | Expr::Const(_) => {}
+            Expr::Not(e)
+            | Expr::IsNull { expr: e, .. }
+            | Expr::IsBool { expr: e, .. }
+            | Expr::Like { expr: e, .. }
+            | Expr::Neg { expr: e, .. }
+            | Expr::Func { arg: e, .. }
+            | Expr::Cast { expr: e, .. }
+            | Expr::JsonGet { expr: e, .. } => f(e),
+            Expr::And(v)
+            | Expr::Or(v)
+            | Expr::Coalesce { args: v, .. }
+            | Expr::ArrayCtor { items: v, .. }
+            | Expr::InSubquery { exprs: v, .. } => v.iter_mut().for_each(f),
+            Expr::Compare { left, right, .. }
+            | Expr::Distinct { left, right, .. }
+            | Expr::Quantified { left, right, .. }
+            | Expr::Arith { left, right, .. }
+            | Expr::ArrayOp { left, right, .. }
+            | Expr::DateTime { left, right, .. }
+            | Expr::Concat(left, right) => {
+                f(left);
+                f(right);
+            }
+            Expr::InList { expr, list, .. } => {
+                f(expr);
+                list.iter_mut().for_each(f);
+            }
+        }
+    }
+
+    /// Adds `by` to every subquery number in the tree (when clauses are joined).
+    pub(crate) fn shift_subqueries(&mut self, by: usize) {
+        if let Expr::InSubquery { subquery, .. } = self {
+            *subquery += by;
+        }
+        self.for_each_child_mut(&mut |c| c.shift_subqueries(by));
     }
 }

@@ -102,7 +102,7 @@ impl Checker<'_> {
     /// An integer constant that fits the other operands' integer type takes that type
     /// (`int2_col = 5` compares as int2): equality and order of integers do not depend on
     /// their width, and it keeps `int2_col = 5` and `int2_col = '5'` one shape.
-    fn unify(&self, items: &[&Checked]) -> Result<SqlType, WhereError> {
+    pub(crate) fn unify(&self, items: &[&Checked]) -> Result<SqlType, WhereError> {
         self.unify_with(items, common_type)
     }
 
@@ -744,7 +744,7 @@ pub(crate) fn uses_columns(e: &Expr) -> bool {
 /// Evaluates an expression without columns now, into a constant.
 pub(crate) fn fold(e: Expr) -> Expr {
     let ty = e.ty();
-    let value = super::eval::eval(&e, &[]).into_owned();
+    let value = super::eval::eval(&e, &[], &super::eval::Subqueries::none()).into_owned();
     Expr::Const(Box::new(super::ast::Constant {
         ty,
         value,

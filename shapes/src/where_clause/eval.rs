@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use super::ast::{ArithOp, ArrayOp, CmpOp, DateTimeOp, Expr, Func};
 use super::cast;
@@ -12,6 +13,7 @@ use super::json;
 use super::jsonb::Jsonb;
 use super::like::{ilike, like};
 use super::numeric::Numeric;
+use super::subquery::{NoSubqueryRows, Subquery, SubqueryValues, membership};
 use super::types::SqlType;
 use super::value::{self, ArrayDatum, Datum, compare};
 
@@ -45,20 +47,37 @@ fn any_of(values: impl Iterator<Item = Option<bool>>) -> Option<bool> {
     if saw_null { None } else { Some(false) }
 }
 
+/// What evaluation needs to answer subquery tests: the subqueries of the clause being
+/// evaluated, and their current rows.
+pub(crate) struct Subqueries<'s> {
+    pub clauses: &'s [Arc<Subquery>],
+    pub values: &'s dyn SubqueryValues,
+}
+
+impl Subqueries<'static> {
+    /// No subqueries (for expressions that have none, such as a subquery's selected columns).
+    pub fn none() -> Self {
+        Subqueries {
+            clauses: &[],
+            values: &NoSubqueryRows,
+        }
+    }
+}
+
 /// Evaluates `e` on `row`.
 #[recursive::recursive]
-pub fn eval<'a>(e: &'a Expr, row: &'a [Option<String>]) -> Datum<'a> {
+pub fn eval<'a>(e: &'a Expr, row: &'a [Option<String>], sq: &Subqueries<'_>) -> Datum<'a> {
     match e {
         Expr::Column { index, ty, .. } => match row.get(*index) {
             Some(Some(text)) => value::parse_value(ty, text).unwrap_or(Datum::Null),
             _ => Datum::Null,
         },
         Expr::Const(c) => c.value.borrowed(),
-        Expr::Not(x) => boolean(truth(&eval(x, row)).map(|b| !b)),
+        Expr::Not(x) => boolean(truth(&eval(x, row, sq)).map(|b| !b)),
         Expr::And(items) => {
             let mut saw_null = false;
             for item in items {
-                match truth(&eval(item, row)) {
+                match truth(&eval(item, row, sq)) {
                     Some(false) => return Datum::Bool(false),
                     None => saw_null = true,
                     Some(true) => {}
@@ -66,26 +85,31 @@ pub fn eval<'a>(e: &'a Expr, row: &'a [Option<String>]) -> Datum<'a> {
             }
             boolean(if saw_null { None } else { Some(true) })
         }
-        Expr::Or(items) => boolean(any_of(items.iter().map(|i| truth(&eval(i, row))))),
-        Expr::IsNull { expr, negated } => Datum::Bool(eval(expr, row).is_null() != *negated),
+        Expr::Or(items) => boolean(any_of(items.iter().map(|i| truth(&eval(i, row, sq))))),
+        Expr::IsNull { expr, negated } => Datum::Bool(eval(expr, row, sq).is_null() != *negated),
         Expr::IsBool {
             expr,
             value,
             negated,
-        } => Datum::Bool((truth(&eval(expr, row)) == Some(*value)) != *negated),
+        } => Datum::Bool((truth(&eval(expr, row, sq)) == Some(*value)) != *negated),
         Expr::Compare {
             op,
             left,
             right,
             ty,
-        } => boolean(cmp_holds(*op, ty, &eval(left, row), &eval(right, row))),
+        } => boolean(cmp_holds(
+            *op,
+            ty,
+            &eval(left, row, sq),
+            &eval(right, row, sq),
+        )),
         Expr::Distinct {
             left,
             right,
             ty,
             negated,
         } => {
-            let (a, b) = (eval(left, row), eval(right, row));
+            let (a, b) = (eval(left, row, sq), eval(right, row, sq));
             let same = match (a.is_null(), b.is_null()) {
                 (true, true) => true,
                 (false, false) => compare(ty, &a, &b) == Some(Ordering::Equal),
@@ -99,10 +123,10 @@ pub fn eval<'a>(e: &'a Expr, row: &'a [Option<String>]) -> Datum<'a> {
             ty,
             negated,
         } => {
-            let x = eval(expr, row);
+            let x = eval(expr, row, sq);
             let found = any_of(
                 list.iter()
-                    .map(|i| cmp_holds(CmpOp::Eq, ty, &x, &eval(i, row))),
+                    .map(|i| cmp_holds(CmpOp::Eq, ty, &x, &eval(i, row, sq))),
             );
             boolean(found.map(|f| f != *negated))
         }
@@ -112,7 +136,7 @@ pub fn eval<'a>(e: &'a Expr, row: &'a [Option<String>]) -> Datum<'a> {
             right,
             ty,
             all,
-        } => quantified(*op, ty, *all, eval(left, row), eval(right, row)),
+        } => quantified(*op, ty, *all, eval(left, row, sq), eval(right, row, sq)),
         Expr::Like {
             expr,
             pattern,
@@ -120,7 +144,7 @@ pub fn eval<'a>(e: &'a Expr, row: &'a [Option<String>]) -> Datum<'a> {
             case_insensitive,
             negated,
             ctype,
-        } => match (eval(expr, row), &pattern.value) {
+        } => match (eval(expr, row, sq), &pattern.value) {
             (Datum::Text(s), Datum::Text(p)) => Datum::Bool(
                 if *case_insensitive {
                     ilike(&s, p, *escape, ctype)
@@ -135,8 +159,8 @@ pub fn eval<'a>(e: &'a Expr, row: &'a [Option<String>]) -> Datum<'a> {
             left,
             right,
             ty,
-        } => arith(*op, ty, eval(left, row), eval(right, row)),
-        Expr::Neg { expr, .. } => match eval(expr, row) {
+        } => arith(*op, ty, eval(left, row, sq), eval(right, row, sq)),
+        Expr::Neg { expr, .. } => match eval(expr, row, sq) {
             Datum::Numeric(n) => Datum::Numeric(n.neg()),
             Datum::Float(f) => Datum::Float(-f),
             Datum::Int(i) => i
@@ -146,12 +170,12 @@ pub fn eval<'a>(e: &'a Expr, row: &'a [Option<String>]) -> Datum<'a> {
         },
         Expr::DateTime {
             op, left, right, ..
-        } => datetime(*op, eval(left, row), eval(right, row)),
-        Expr::Concat(a, b) => match (eval(a, row), eval(b, row)) {
+        } => datetime(*op, eval(left, row, sq), eval(right, row, sq)),
+        Expr::Concat(a, b) => match (eval(a, row, sq), eval(b, row, sq)) {
             (Datum::Text(x), Datum::Text(y)) => Datum::Text(Cow::Owned(format!("{x}{y}"))),
             _ => Datum::Null,
         },
-        Expr::Func { func, arg, ctype } => match (func, eval(arg, row)) {
+        Expr::Func { func, arg, ctype } => match (func, eval(arg, row, sq)) {
             (Func::Lower, Datum::Text(s)) => Datum::Text(Cow::Owned(ctype.lower(&s).into_owned())),
             (Func::Upper, Datum::Text(s)) => Datum::Text(Cow::Owned(ctype.upper(&s).into_owned())),
             (Func::Length, Datum::Text(s)) => Datum::Int(s.chars().count() as i64),
@@ -159,28 +183,34 @@ pub fn eval<'a>(e: &'a Expr, row: &'a [Option<String>]) -> Datum<'a> {
         },
         Expr::Coalesce { args, .. } => args
             .iter()
-            .map(|a| eval(a, row))
+            .map(|a| eval(a, row, sq))
             .find(|d| !d.is_null())
             .unwrap_or(Datum::Null),
         Expr::Cast { expr, from, to } => {
-            cast::cast(from, to, eval(expr, row)).unwrap_or(Datum::Null)
+            cast::cast(from, to, eval(expr, row, sq)).unwrap_or(Datum::Null)
         }
         Expr::ArrayOp {
             op,
             left,
             right,
             ty,
-        } => array_op(*op, ty, eval(left, row), eval(right, row)),
+        } => array_op(*op, ty, eval(left, row, sq), eval(right, row, sq)),
         Expr::ArrayCtor { items, .. } => Datum::Array(Box::new(ArrayDatum {
             dims: vec![(1, items.len())],
-            items: items.iter().map(|i| eval(i, row)).collect(),
+            items: items.iter().map(|i| eval(i, row, sq)).collect(),
         })),
         Expr::JsonGet {
             expr,
             key,
             as_text,
             jsonb,
-        } => json_get(eval(expr, row), key, *as_text, *jsonb),
+        } => json_get(eval(expr, row, sq), key, *as_text, *jsonb),
+        Expr::InSubquery {
+            exprs,
+            subquery,
+            negated,
+            exists,
+        } => boolean(membership(exprs, *subquery, *negated, *exists, row, sq)),
     }
 }
 

@@ -22,7 +22,17 @@ pub(crate) struct SqlWriter {
     pub params: Vec<String>,
     first_param: usize,
     /// Canonical mode: constants inline as literals, no SQL-only wrapping.
-    canonical: bool,
+    pub(crate) canonical: bool,
+    /// The clauses being written, outermost first: the shape's `where`, then the `where` of
+    /// each subquery being written inside it ([`super::rebuild_subquery`]).
+    pub(crate) scopes: Vec<Scope>,
+}
+
+/// A clause being written: its subqueries, and the alias its table's columns are qualified
+/// with (none for the shape's own table, `s1`, `s2`… for subqueries by depth).
+pub(crate) struct Scope {
+    pub subqueries: Vec<std::sync::Arc<super::Subquery>>,
+    pub alias: Option<String>,
 }
 
 fn quote_literal(s: &str) -> String {
@@ -36,6 +46,7 @@ impl SqlWriter {
             params: Vec::new(),
             first_param,
             canonical: false,
+            scopes: Vec::new(),
         }
     }
 
@@ -45,10 +56,11 @@ impl SqlWriter {
             params: Vec::new(),
             first_param: 1,
             canonical: true,
+            scopes: Vec::new(),
         }
     }
 
-    fn push(&mut self, s: &str) {
+    pub(crate) fn push(&mut self, s: &str) {
         self.out.push_str(s);
     }
 
@@ -64,7 +76,7 @@ impl SqlWriter {
         }
     }
 
-    fn list(&mut self, items: &[Expr], sep: &str) {
+    pub(crate) fn list(&mut self, items: &[Expr], sep: &str) {
         for (i, item) in items.iter().enumerate() {
             if i > 0 {
                 self.push(sep);
@@ -74,7 +86,7 @@ impl SqlWriter {
     }
 
     /// `(e) COLLATE "C"` when the comparison type orders by collation.
-    fn collated(&mut self, e: &Expr, ty: &SqlType) {
+    pub(crate) fn collated(&mut self, e: &Expr, ty: &SqlType) {
         if ty.is_collatable() && !self.canonical {
             self.push("(");
             self.write(e);
@@ -133,7 +145,12 @@ impl SqlWriter {
     pub fn write(&mut self, e: &Expr) {
         match e {
             Expr::Column { name, ty, .. } => {
-                let q = quote_identifier(name);
+                let q = match self.scopes.last().and_then(|s| s.alias.as_deref()) {
+                    Some(alias) => {
+                        format!("{}.{}", quote_identifier(alias), quote_identifier(name))
+                    }
+                    None => quote_identifier(name),
+                };
                 if matches!(ty, SqlType::Enum(_)) && !self.canonical {
                     self.push(&format!("array_position(enum_range({q}), {q})"));
                 } else {
@@ -358,6 +375,12 @@ impl SqlWriter {
                 as_text,
                 jsonb,
             } => self.json_get(expr, key, *as_text, *jsonb),
+            Expr::InSubquery {
+                exprs,
+                subquery,
+                negated,
+                exists,
+            } => self.in_subquery(exprs, *subquery, *negated, *exists),
         }
     }
 

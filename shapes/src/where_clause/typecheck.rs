@@ -3,20 +3,24 @@
 //! `unknown` literals), making implicit conversions explicit, and refusing anything whose
 //! meaning could differ between our evaluator and Postgres, or could make Postgres fail.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use sqlparser::ast::{
     self as sql, BinaryOperator, CastKind, Expr as SqlExpr, UnaryOperator, Value,
 };
 use sqlparser::tokenizer::Span;
 
+use super::OtherTables;
 use super::ast::{ArithOp, ArrayOp, CmpOp, Constant, Expr};
 use super::cast;
 use super::error::WhereError;
 use super::parse::location_of;
+use super::subquery::Subquery;
 use super::types::SqlType;
 use super::value::{self, Datum};
-use crate::schema::TableSchema;
+use crate::schema::{TableSchema, quote_identifier};
 
 /// Deepest expression nesting accepted (AND/OR chains are flattened and do not count).
 const MAX_DEPTH: usize = 100;
@@ -38,6 +42,72 @@ pub(crate) struct Checker<'a> {
     pub params: &'a BTreeMap<usize, String>,
     pub text: &'a str,
     pub depth: usize,
+    /// The schemas of other tables, for subqueries (`None`: subqueries are refused).
+    pub others: Option<OtherTables<'a>>,
+    /// Where names are looked up: this table and the enclosing ones.
+    pub scope: Scope<'a>,
+    /// The subqueries checked so far directly in this clause.
+    pub subqueries: Vec<Arc<Subquery>>,
+    /// Subqueries checked so far in the whole `where`, every level counted.
+    pub subquery_count: &'a Cell<usize>,
+    /// Set when a name resolved to an enclosing table (which is refused, but for the outer
+    /// side of an `EXISTS` correlation).
+    pub outer_reference: bool,
+}
+
+/// The tables names are resolved against.
+#[derive(Clone)]
+pub(crate) struct Scope<'a> {
+    /// 0 for the shape's table, n for a subquery n levels down.
+    pub level: usize,
+    /// What a column of this table may be qualified with (`["m"]` for `FROM members m`,
+    /// else `["members"]` and `["public", "members"]`).
+    pub qualifiers: Vec<Vec<String>>,
+    /// Whether qualified names are read now (always in a subquery; in the shape's own clause
+    /// only on the outer side of an `EXISTS` correlation).
+    pub qualified_ok: bool,
+    /// The enclosing tables, innermost first, with their qualifiers.
+    pub enclosing: Vec<(&'a TableSchema, Vec<Vec<String>>)>,
+    /// Unqualified names refused here: while the outer side of an `EXISTS` correlation is
+    /// read, the inner table's columns (Postgres would resolve them to the inner table).
+    pub shadowed: Vec<String>,
+}
+
+impl<'a> Checker<'a> {
+    pub fn new(
+        table: &'a TableSchema,
+        params: &'a BTreeMap<usize, String>,
+        text: &'a str,
+        others: Option<OtherTables<'a>>,
+        subquery_count: &'a Cell<usize>,
+    ) -> Self {
+        Checker {
+            table,
+            ctype: super::ctype::database_ctype(),
+            params,
+            text,
+            depth: 0,
+            others,
+            scope: Scope {
+                level: 0,
+                qualifiers: table_qualifiers(table),
+                qualified_ok: false,
+                enclosing: Vec::new(),
+                shadowed: Vec::new(),
+            },
+            subqueries: Vec::new(),
+            subquery_count,
+            outer_reference: false,
+        }
+    }
+}
+
+/// `["name"]` and `["schema", "name"]`: how an unaliased table's columns may be qualified.
+pub(crate) fn table_qualifiers(table: &TableSchema) -> Vec<Vec<String>> {
+    vec![
+        vec![table.name.name.clone()],
+        vec![table.name.schema.clone(), table.name.name.clone()],
+    ]
 }
 
 fn invalid<T>(message: impl Into<String>) -> Result<T, WhereError> {
@@ -244,10 +314,7 @@ impl Checker<'_> {
             E::Identifier(ident) => self.column(&fold_ident(ident))?,
             E::CompoundIdentifier(parts) => {
                 let names: Vec<String> = parts.iter().map(fold_ident).collect();
-                return invalid(format!(
-                    "qualified column references ({}) are not supported; write the column name alone",
-                    names.join(".")
-                ));
+                self.qualified_column(&names)?
             }
             E::Value(v) => return self.value(&v.value),
             E::Nested(inner) => return self.check(inner),
@@ -286,6 +353,13 @@ impl Checker<'_> {
                 pattern,
                 escape_char,
             } => self.like(expr, pattern, escape_char.as_deref(), true, *negated)?,
+            E::AnyOp { right, .. } | E::AllOp { right, .. }
+                if matches!(**right, E::Subquery(_)) =>
+            {
+                return invalid(
+                    "op ANY (SELECT …) and op ALL (SELECT …) subqueries are not supported; write x IN (SELECT …) or x NOT IN (SELECT …)",
+                );
+            }
             E::AnyOp {
                 left,
                 compare_op,
@@ -336,8 +410,16 @@ impl Checker<'_> {
                     "COLLATE is not supported: text always compares byte-wise (COLLATE \"C\")",
                 );
             }
-            E::Subquery(_) | E::Exists { .. } | E::InSubquery { .. } => {
-                return invalid("subqueries are not supported in a shape's where clause");
+            E::InSubquery {
+                expr,
+                subquery,
+                negated,
+            } => self.in_subquery(expr, subquery, *negated)?,
+            E::Exists { subquery, negated } => self.exists(subquery, *negated)?,
+            E::Subquery(_) => {
+                return invalid(
+                    "scalar subqueries `(SELECT …)` used as a value are not supported; write x IN (SELECT …)",
+                );
             }
             E::Case { .. } => return invalid("CASE is not supported in a shape's where clause"),
             E::SimilarTo { .. } | E::RLike { .. } => {
@@ -355,8 +437,32 @@ impl Checker<'_> {
         }))
     }
 
-    fn column(&self, name: &str) -> Result<Expr, WhereError> {
+    /// An unqualified name.
+    pub(crate) fn column(&mut self, name: &str) -> Result<Expr, WhereError> {
+        if self.scope.shadowed.iter().any(|c| c == name) {
+            return invalid(self.shadowed_message(name));
+        }
+        self.own_column(name)
+    }
+
+    /// A column of this checker's table.
+    pub(crate) fn own_column(&mut self, name: &str) -> Result<Expr, WhereError> {
         let Some(index) = self.table.column_index(name) else {
+            if let Some((outer, _)) = self
+                .scope
+                .enclosing
+                .iter()
+                .find(|(t, _)| t.column_index(name).is_some())
+            {
+                self.outer_reference = true;
+                return invalid(format!(
+                    "column \"{name}\" is not in {} (the subquery's table) but in the outer table {}: \
+                     a subquery may use the outer row only in EXISTS, as inner_column = {}.{name}",
+                    self.table.name,
+                    outer.name,
+                    quote_identifier(&outer.name.name)
+                ));
+            }
             return Err(WhereError::UnknownColumn {
                 location: None,
                 name: name.to_owned(),
@@ -567,7 +673,7 @@ pub(crate) fn string_value(v: &Value) -> Option<String> {
     }
 }
 
-fn describe(e: &SqlExpr) -> String {
+pub(crate) fn describe(e: &SqlExpr) -> String {
     let text = e.to_string();
     let short: String = text.chars().take(40).collect();
     if short.len() < text.len() {

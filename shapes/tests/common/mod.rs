@@ -35,3 +35,5 @@ pub fn parse_with(text: &str, params: &[(usize, &str)]) -> Result<WhereClause, W
         params.iter().map(|(k, v)| (*k, (*v).to_string())).collect();
     WhereClause::parse(text, &params, &table())
 }
+
+pub mod subqueries;

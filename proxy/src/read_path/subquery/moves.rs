@@ -111,7 +111,7 @@ async fn read_rows(
                 params.push(
                     c.keys
                         .iter()
-                        .map(|k| k.parts().nth(j).unwrap_or_default().to_owned())
+                        .map(|k| k.parts().get(j).map_or_else(String::new, |p| p.to_string()))
                         .collect(),
                 );
             }

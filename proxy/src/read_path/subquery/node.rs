@@ -54,7 +54,9 @@ pub struct View {
     pub node: Node,
     counts: HashMap<ValueKey, u32>,
     nulls: u32,
-    /// Values whose presence changed since the last move (and whether the NULLs did).
+    /// Values whose presence changed since the last move, and whether something changed for
+    /// every row: whether NULLs are offered, or whether the view is empty (both decide
+    /// `NOT IN` and `IN` for rows whose own value is not offered or is NULL).
     touched: HashSet<ValueKey>,
     touched_nulls: bool,
 }
@@ -71,6 +73,12 @@ impl SubqueryValues for Values<'_> {
 
     fn has_null(&self, subquery: usize) -> bool {
         self.0.get(subquery).is_some_and(|v| v.nulls > 0)
+    }
+
+    fn is_empty(&self, subquery: usize) -> bool {
+        self.0
+            .get(subquery)
+            .is_none_or(|v| v.nulls == 0 && v.counts.is_empty())
     }
 }
 
@@ -320,8 +328,14 @@ impl View {
         }
     }
 
+    fn total(&self) -> usize {
+        self.counts.len() + self.nulls as usize
+    }
+
     /// A row came into the view.
     pub fn add(&mut self, row: &Row) {
+        // Empty or not decides `NULL NOT IN (…)` (true only when empty): every row may move.
+        self.touched_nulls |= self.total() == 0;
         match self.subquery.key_of_inner(row) {
             None => {
                 self.nulls += 1;
@@ -354,6 +368,7 @@ impl View {
                 }
             }
         }
+        self.touched_nulls |= self.total() == 0;
     }
 
     /// Applies what a change did to the view's level to its values.
