@@ -333,10 +333,12 @@ impl Router {
     /// Appends one transaction of `changes` to a subquery shape's log, between two
     /// transactions of the stream (a restart's resync): after everything its log holds and
     /// every transaction decided, before any to come. Returns the log to fsync.
+    /// Its messages name `txid` (a transaction the shape's first snapshot cannot hold).
     pub fn append_resync(
         &mut self,
         id: ShapeId,
         changes: Vec<(RowChange, Option<Row>, Option<Row>)>,
+        txid: u64,
     ) -> io::Result<Option<LogFile>> {
         let floor = self.last_commit;
         let Some(ws) = self.shapes.get_mut(&id) else {
@@ -354,7 +356,7 @@ impl Router {
         let mut messages = Vec::new();
         let mut rows = 0;
         for (change, old, new) in &changes {
-            let ctx = TxContext { txid: 0, lsn, op };
+            let ctx = TxContext { txid, lsn, op };
             ws.encoding
                 .encode(*change, old.as_ref(), new.as_ref(), ctx, &mut messages);
             rows += match change {

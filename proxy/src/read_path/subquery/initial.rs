@@ -204,7 +204,13 @@ pub async fn resync(
     );
     let count = changes.len();
     router.register_subquery(shape.clone(), levels, &holds);
-    if let Some(log) = router.append_resync(shape.id, changes).map_err(storage)? {
+    // The changes are those of every transaction up to the new snapshot: they name its xmax,
+    // which no snapshot taken before it holds.
+    let txid = holds.snapshot.xmax.0;
+    if let Some(log) = router
+        .append_resync(shape.id, changes, txid)
+        .map_err(storage)?
+    {
         tokio::task::spawn_blocking(move || crate::read_path::durability::sync_log(&log))
             .await
             .map_err(|e| ShapeError::Internal(format!("the fsync task failed: {e}")))?
