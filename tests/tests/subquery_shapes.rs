@@ -360,3 +360,175 @@ async fn a_restart_brings_subquery_shapes_back_without_a_refetch() {
     }
     stop.cancel();
 }
+
+/// What the concurrent churn does to the database besides its writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Disturbance {
+    None,
+    KillProxy,
+    RestartPostgres,
+}
+
+/// One random write of the churn (membership granted or revoked, rows moving between
+/// projects, projects moving between organisations, a big move).
+fn churn_statement(rng: &mut StdRng) -> String {
+    let users = ["u1", "u2", "u3"];
+    let project = rng.random_range(1..10);
+    let user = users[rng.random_range(0..users.len())];
+    match rng.random_range(0..9) {
+        0 | 1 => format!(
+            "INSERT INTO members VALUES ({project}, '{user}', '{}') ON CONFLICT DO NOTHING",
+            if rng.random_bool(0.5) { "owner" } else { "dev" }
+        ),
+        2 => format!("DELETE FROM members WHERE project_id = {project} AND user_id = '{user}'"),
+        3 => format!(
+            "UPDATE todos SET project_id = {project}, title = title || '.' WHERE id = {}",
+            rng.random_range(1..61)
+        ),
+        4 => format!(
+            "BEGIN; UPDATE members SET user_id = '{user}' WHERE project_id = {project}; \
+             UPDATE todos SET done = NOT done WHERE project_id = {project}; COMMIT"
+        ),
+        5 => format!(
+            "INSERT INTO org_members VALUES ({}, '{user}') ON CONFLICT DO NOTHING",
+            rng.random_range(1..4)
+        ),
+        6 => format!(
+            "UPDATE projects SET org_id = {} WHERE id = {project}",
+            rng.random_range(1..4)
+        ),
+        7 => format!(
+            "DELETE FROM org_members WHERE user_id = '{user}' AND org_id = {}",
+            rng.random_range(1..4)
+        ),
+        // Many rows move at once: all of a project's todos into another.
+        _ => format!(
+            "UPDATE todos SET project_id = {project} WHERE project_id = {}",
+            rng.random_range(1..10)
+        ),
+    }
+}
+
+async fn churn_converges(name: &str, disturbance: Disturbance) {
+    let seed: u64 = std::env::var("SHAPESYNC_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("{name}: seed {seed} (replay with SHAPESYNC_SEED={seed})");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut db = TestDb::new(name).await;
+    let sql = db.connect().await;
+    sql.batch_execute(SCHEMA).await.unwrap();
+    // Enough rows that a big move is a big transaction.
+    sql.batch_execute(
+        "INSERT INTO todos SELECT g, 1 + g % 9, 'bulk ' || g, false FROM generate_series(1000, 6000) g",
+    )
+    .await
+    .unwrap();
+    let mut proxy = ProxyProcess::start(shapesync_bin!(), &db, &[]).await;
+    let stop = CancellationToken::new();
+    let wheres: [(&str, &[&str]); 5] = [
+        (
+            "project_id IN (SELECT project_id FROM members WHERE user_id = $1)",
+            &["u1"],
+        ),
+        (
+            "project_id NOT IN (SELECT project_id FROM members WHERE role = $1) OR done",
+            &["owner"],
+        ),
+        (
+            "project_id IN (SELECT id FROM projects WHERE org_id IN \
+             (SELECT org_id FROM org_members WHERE user_id = $1))",
+            &["u2"],
+        ),
+        (
+            "EXISTS (SELECT 1 FROM members m WHERE m.project_id = todos.project_id \
+             AND m.user_id = $1) AND NOT done",
+            &["u3"],
+        ),
+        (
+            "(project_id, done) IN (SELECT id, archived FROM projects WHERE org_id <> 3)",
+            &[],
+        ),
+    ];
+    let mut shapes: Vec<Followed> = wheres[..3]
+        .iter()
+        .map(|(w, p)| Followed::start(&proxy, w, p, &stop))
+        .collect();
+    // Writers run while shapes are created and the database or proxy is disturbed.
+    let writing = CancellationToken::new();
+    let mut writers = Vec::new();
+    for w in 0..2 {
+        let mut rng = StdRng::seed_from_u64(seed.wrapping_add(w));
+        let writing = writing.clone();
+        let url = db.url.clone();
+        writers.push(tokio::spawn(async move {
+            let mut written = 0;
+            while !writing.is_cancelled() {
+                let Ok((client, connection)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                tokio::spawn(connection);
+                while !writing.is_cancelled() {
+                    let statement = churn_statement(&mut rng);
+                    if let Err(e) = client.batch_execute(&statement).await {
+                        if client.is_closed() {
+                            break;
+                        }
+                        // Deadlocks between the two writers are expected; roll back.
+                        let _ = client.batch_execute("ROLLBACK").await;
+                        let _ = e;
+                    } else {
+                        written += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(rng.random_range(0..15))).await;
+                }
+            }
+            written
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    shapes.push(Followed::start(&proxy, wheres[3].0, wheres[3].1, &stop));
+    match disturbance {
+        Disturbance::None => {}
+        Disturbance::KillProxy => {
+            proxy.kill9().await;
+            tokio::time::sleep(Duration::from_millis(rng.random_range(100..800))).await;
+            proxy.restart().await;
+        }
+        Disturbance::RestartPostgres => {
+            tokio::task::block_in_place(|| db.cluster.stop());
+            tokio::time::sleep(Duration::from_millis(rng.random_range(100..800))).await;
+            tokio::task::block_in_place(|| db.cluster.start()).expect("restart Postgres");
+        }
+    }
+    shapes.push(Followed::start(&proxy, wheres[4].0, wheres[4].1, &stop));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    writing.cancel();
+    let mut written = 0;
+    for writer in writers {
+        written += writer.await.unwrap();
+    }
+    eprintln!("{name}: {written} statements written");
+    let sql = db.connect().await;
+    for shape in &mut shapes {
+        shape.converges(&sql, &format!("the churn (seed {seed})")).await;
+    }
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_churn_converges() {
+    churn_converges("subquery_churn_plain", Disturbance::None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_churn_converges_across_a_proxy_kill() {
+    churn_converges("subquery_churn_kill", Disturbance::KillProxy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_churn_converges_across_a_postgres_restart() {
+    churn_converges("subquery_churn_pg", Disturbance::RestartPostgres).await;
+}

@@ -284,7 +284,6 @@ pub async fn run_consumer(shapes: Arc<Shapes>, resume: Lsn, mut io: ConsumerChan
             Err(err) => {
                 tracing::error!(error = %err, "cannot apply a transaction to the shape logs (a write or a catalog lookup failed); dropping it and reconnecting to replay it");
                 router.abort();
-                rotate_damaged(&shapes, &mut router);
                 discarding = true;
                 io.restart_stream.notify_one();
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -390,7 +389,6 @@ fn apply_event(
             ..
         } => {
             router.abort();
-            rotate_damaged(shapes, router);
             if database_changed(identity_file, system_id, timeline) {
                 tracing::warn!(
                     system_id,
@@ -467,7 +465,6 @@ fn apply_event(
                 "replication disconnected; the open transaction will be sent again"
             );
             router.abort();
-            rotate_damaged(shapes, router);
         }
         ReplicationEvent::SlotLost { slot, reason, .. } => {
             tracing::error!(
@@ -798,16 +795,6 @@ fn apply_catalog(
 }
 
 /// How long ago a commit happened; its time is in microseconds since 2000-01-01 UTC.
-/// Subquery shapes whose levels took changes of a transaction that was then dropped: their
-/// kept rows and values no longer match their logs, so they are rotated (clients refetch).
-fn rotate_damaged(shapes: &Shapes, router: &mut Router) {
-    for id in router.take_damaged() {
-        if let Some(shape) = shapes.all().into_iter().find(|s| s.id == id) {
-            rotate_shape(shapes, router, &shape, "a transaction it had applied in part was dropped");
-        }
-    }
-}
-
 fn seconds_since_pg_epoch(commit_micros: i64) -> f64 {
     const PG_EPOCH_UNIX_SECS: f64 = 946_684_800.0;
     let now = std::time::SystemTime::now()

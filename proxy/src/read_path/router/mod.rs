@@ -74,6 +74,9 @@ struct RoutedShape {
     /// The levels of a shape with subqueries ([`SubqueryShape`]), decided here instead of by
     /// the routing index.
     subquery: Option<Box<SubqueryShape>>,
+    /// Its levels as they were before the open transaction changed them: put back if the
+    /// transaction is dropped (Postgres sends it again).
+    levels_before: Option<Box<SubqueryShape>>,
 }
 
 /// Which transactions a shape's snapshot already holds: those whose xid it sees. Every one of
@@ -171,8 +174,6 @@ pub struct Router {
     subquery_routes: HashMap<TableSlot, Vec<ShapeId>>,
     /// The xid of the last transaction applied.
     last_xid: Option<Xid32>,
-    /// Subquery shapes whose levels took part of a transaction that was dropped.
-    damaged: Vec<ShapeId>,
 }
 
 impl Router {
@@ -265,6 +266,7 @@ impl Router {
                 snapshot_holds,
                 txn_rows: 0,
                 subquery: None,
+                levels_before: None,
             },
         );
         Ok(start)
@@ -316,6 +318,7 @@ impl Router {
                 snapshot_holds: None,
                 txn_rows: 0,
                 subquery: Some(levels),
+                levels_before: None,
             },
         );
         start
@@ -672,10 +675,11 @@ impl Router {
             let Some(levels) = ws.subquery.as_mut() else {
                 continue;
             };
-            let outcome = levels.change(slot, txn.xid, txn.commit_lsn, old, new);
             if !txn.leveled.contains(&id) {
                 txn.leveled.push(id);
+                ws.levels_before = Some(levels.clone());
             }
+            let outcome = levels.change(slot, txn.xid, txn.commit_lsn, old, new);
             if levels.unsettled() && !txn.unsettled.contains(&id) {
                 txn.unsettled.push(id);
             }
@@ -716,26 +720,30 @@ impl Router {
             }
             report.shapes_written += 1;
         }
+        for id in &txn.leveled {
+            if let Some(ws) = self.shapes.get_mut(id) {
+                ws.levels_before = None;
+            }
+        }
         self.last_commit = self.last_commit.max(commit_lsn);
         self.last_xid = Some(txn.xid);
         self.close_idle_appenders(&txn.touched);
         Ok(report)
     }
 
-    /// Subquery shapes whose levels took part of a dropped transaction (see
-    /// [`Router::abort`]); they must be rotated.
-    pub fn take_damaged(&mut self) -> Vec<ShapeId> {
-        std::mem::take(&mut self.damaged)
-    }
-
     /// Drops the open transaction (the stream broke; Postgres will send it again). Subquery
-    /// shapes whose levels saw its changes are noted as damaged: their levels cannot be
-    /// rolled back.
+    /// shapes get back their levels as they were before it.
     pub fn abort(&mut self) {
         let Some(txn) = self.txn.take() else {
             return;
         };
-        self.damaged.extend(txn.leveled.iter().copied());
+        for id in &txn.leveled {
+            if let Some(ws) = self.shapes.get_mut(id)
+                && let Some(before) = ws.levels_before.take()
+            {
+                ws.subquery = Some(before);
+            }
+        }
         for id in &txn.touched {
             if let Some(ws) = self.shapes.get_mut(id) {
                 ws.held = None;

@@ -83,6 +83,7 @@ pub async fn create(
     let (rows, holds) = in_snapshot_seeing(shapes, router.last_xid(), async |tx, holds| {
         let rows = snapshot::write_in(tx, shape, chunk_bytes, &holds.snapshot).await?;
         read_level(tx, &mut levels.root, levels.tombstone).await?;
+        levels.settle();
         Ok((rows, holds.clone()))
     })
     .await?;
@@ -189,6 +190,7 @@ pub async fn resync(
     ));
     let (fresh, holds) = in_snapshot_seeing(shapes, router.last_xid(), async |tx, holds| {
         let rows = read_level(tx, &mut levels.root, levels.tombstone).await?;
+        levels.settle();
         Ok((rows, holds.clone()))
     })
     .await?;

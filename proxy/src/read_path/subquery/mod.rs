@@ -35,7 +35,7 @@ use crate::read_path::router::SnapshotHolds;
 use node::{Node, Outcome};
 
 /// The levels of one subquery shape.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SubqueryShape {
     pub root: Node,
     /// The tombstone column of the outer table: a row with it set is not there.
@@ -138,6 +138,11 @@ impl SubqueryShape {
         let mut any = false;
         self.root.for_each(&mut |n| any |= n.unsettled());
         any
+    }
+
+    /// Forgets which values changed: the levels were just read whole, nothing has to move.
+    pub fn settle(&mut self) {
+        self.root.for_each_mut(&mut Node::settle);
     }
 
     /// Kept rows of the outer level (what the shape's clients hold).

@@ -27,13 +27,13 @@ pub const MAX_DEPTH: usize = 8;
 
 /// Changes a snapshot already holds: those of the transactions it sees, for some keys (the
 /// rows a move-in query read) or for all of them (the shape's snapshot).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Hold {
     holds: SnapshotHolds,
     keys: Option<HashSet<Box<str>>>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Node {
     pub table: QualifiedName,
     pub layout: Arc<TableSchema>,
@@ -48,7 +48,7 @@ pub struct Node {
 }
 
 /// A subquery's current rows, as the values they offer (counted: several rows may offer one).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct View {
     pub subquery: Arc<Subquery>,
     pub node: Node,
