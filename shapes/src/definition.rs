@@ -290,6 +290,36 @@ impl ShapeDefinition {
     }
 }
 
+impl ShapeDefinition {
+    /// Narrows every subquery of the `where` by the row filter of its table (the auth rules
+    /// of the tables a token's subqueries read; see
+    /// [`WhereClause::with_subquery_filters`]). Part of the shape's identity.
+    pub fn with_subquery_filters(
+        mut self,
+        filters: &[(QualifiedName, WhereClause)],
+    ) -> ShapeDefinition {
+        let Some(w) = &self.where_clause else {
+            return self;
+        };
+        if filters.is_empty() || !w.has_subqueries() {
+            return self;
+        }
+        let filter_of = |table: &QualifiedName| {
+            filters
+                .iter()
+                .find(|(t, _)| t == table)
+                .map(|(_, f)| f.clone())
+        };
+        for (table, filter) in filters {
+            self.canonical
+                .push_str(&format!("\nfilter {table}={}", filter.canonical()));
+        }
+        self.hash = fnv1a_64(self.canonical.as_bytes());
+        self.where_clause = Some(w.with_subquery_filters(&filter_of));
+        self
+    }
+}
+
 fn select_columns(table: &TableSchema, list: &str) -> Result<Vec<usize>, DefinitionError> {
     let names = parse_column_list(list)
         .map_err(|e| DefinitionError::Columns(format!("invalid column list: {e}")))?;

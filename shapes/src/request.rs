@@ -24,6 +24,10 @@ pub struct ShapeRequest {
     /// The row filter of the server's auth rules (claims bound), ANDed into `where`: part of
     /// the shape's identity. Never from the client.
     pub filter: Option<RowFilter>,
+    /// The row filters of the rules of the tables the `where`'s subqueries read (claims
+    /// bound), ANDed into each subquery over that table: part of the shape's identity. Never
+    /// from the client.
+    pub inner_filters: Vec<(QualifiedName, RowFilter)>,
 }
 
 /// A server-side row filter: `where` text with `$n` placeholders and their values.

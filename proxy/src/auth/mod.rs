@@ -303,8 +303,25 @@ fn too_many(limited: Limited) -> AuthError {
 async fn check_rules(rules: &Rules, client: &Client) -> Result<(), AuthSetupError> {
     let mut problems = Vec::new();
     for rule in rules.tables() {
+        // The tables the rule's subqueries read.
+        let mut others = std::collections::HashMap::new();
+        for inner in rule.subquery_tables() {
+            match crate::postgres::catalog::load_table(client, &inner).await {
+                Ok(schema) => {
+                    others.insert(inner, std::sync::Arc::new(schema));
+                }
+                Err(crate::postgres::catalog::CatalogError::Query(e)) => {
+                    return Err(crate::postgres::catalog::CatalogError::Query(e).into());
+                }
+                Err(other) => problems.push(format!(
+                    "[tables.{}] a subquery of its rules reads {inner}: {other}",
+                    rule.table
+                )),
+            }
+        }
+        let lookup = |name: &QualifiedName| others.get(name).cloned();
         match crate::postgres::catalog::load_table(client, &rule.table).await {
-            Ok(table) => problems.extend(Rules::check_against(rule, &table)),
+            Ok(table) => problems.extend(Rules::check_against(rule, &table, &lookup)),
             Err(crate::postgres::catalog::CatalogError::Query(e)) => {
                 return Err(crate::postgres::catalog::CatalogError::Query(e).into());
             }

@@ -52,8 +52,13 @@ impl TokenAccess {
         }
     }
 
-    /// Narrows `request` to what this token may read of its table. `load_table` looks the
+    /// Narrows `request` to what this token may read of its table. `load_table` looks a
     /// table up (the read path's catalog cache), only once the rules allow reading it.
+    ///
+    /// A subquery of the client's `where` may read another table only if the token may read
+    /// all of it (a rule without a `columns` list); that table's row filter then narrows the
+    /// subquery (`request.inner_filters`), so a subquery never sees a row the token could not
+    /// read itself. A table without read rules is a 403, never a way to probe it.
     pub async fn scope_shape<E, F, Fut>(
         &self,
         request: &mut ShapeRequest,
@@ -61,19 +66,57 @@ impl TokenAccess {
     ) -> Result<ReadScope, E>
     where
         E: From<AuthError>,
-        F: FnOnce(QualifiedName) -> Fut,
+        F: Fn(QualifiedName) -> Fut,
         Fut: Future<Output = Result<Arc<TableSchema>, E>>,
     {
         let name = request.table.clone();
         let (rule, read) = self.read_rule(&name)?;
         let table = load_table(name.clone()).await?;
         scope_columns(rule, &table, request)?;
-        check_where_columns(rule, &table, request)?;
+        let mut others: BTreeMap<QualifiedName, Arc<TableSchema>> = BTreeMap::new();
+        let mut private = false;
+        request.inner_filters.clear();
+        for inner in tables_of(request.where_.as_deref()).map_err(AuthError::from)? {
+            let (inner_rule, inner_read) = self.read_rule(&inner).map_err(|_| {
+                AuthError::Forbidden(format!(
+                    "the where clause (`where`) has a subquery reading table {inner}, which \
+                     this token may not read"
+                ))
+            })?;
+            if inner_rule.columns.is_some() {
+                return Err(AuthError::Forbidden(format!(
+                    "the where clause (`where`) has a subquery reading table {inner}, whose \
+                     rules hide some of its columns: subqueries may read only tables the token \
+                     may read whole"
+                ))
+                .into());
+            }
+            others.insert(inner.clone(), load_table(inner.clone()).await?);
+            if !inner_read.is_true() {
+                let bound = inner_read.bind(&self.claims);
+                private |= inner_read.uses_claims();
+                request.inner_filters.push((
+                    inner,
+                    RowFilter {
+                        where_: bound.text,
+                        params: bound.params,
+                    },
+                ));
+            }
+        }
+        check_where_columns(rule, &table, request, &others)?;
         if read.is_true() {
-            return Ok(ReadScope { private: false });
+            return Ok(ReadScope { private });
         }
         let bound = read.bind(&self.claims);
-        match WhereClause::parse(&bound.text, &bound.params, &table) {
+        // The rule's own subqueries read what the rules' author chose: no token check.
+        for inner in tables_of(Some(&bound.text)).map_err(AuthError::from)? {
+            if !others.contains_key(&inner) {
+                others.insert(inner.clone(), load_table(inner).await?);
+            }
+        }
+        let lookup = |n: &QualifiedName| others.get(n).cloned();
+        match WhereClause::parse_with_tables(&bound.text, &bound.params, &table, &lookup) {
             Ok(_) => {}
             Err(WhereError::Param { index, message }) => {
                 return Err(AuthError::Forbidden(format!(
@@ -95,7 +138,7 @@ impl TokenAccess {
             params: bound.params,
         });
         Ok(ReadScope {
-            private: read.uses_claims(),
+            private: private || read.uses_claims(),
         })
     }
 
@@ -116,7 +159,7 @@ impl TokenAccess {
         }
         if let Some(text) = where_.filter(|w| !w.trim().is_empty())
             && let Err(WhereProblem::Hidden(hidden)) =
-                check_readable_where(rule, table, text, params)
+                check_readable_where(rule, table, text, params, &BTreeMap::new())
         {
             // Other mistakes are found (and described) by the subset's own checks.
             return Err(hidden_columns(
@@ -141,6 +184,23 @@ impl TokenAccess {
             ));
         }
         Ok(readable_view(rule, table))
+    }
+}
+
+/// The tables the subqueries of a `where` text read.
+fn tables_of(text: Option<&str>) -> Result<Vec<QualifiedName>, WhereError> {
+    match text.filter(|t| t.contains('(')) {
+        Some(text) => WhereClause::tables_named(text),
+        None => Ok(Vec::new()),
+    }
+}
+
+impl From<WhereError> for AuthError {
+    fn from(e: WhereError) -> Self {
+        AuthError::Invalid {
+            param: "where",
+            message: e.to_string(),
+        }
     }
 }
 
@@ -226,9 +286,11 @@ fn check_readable_where(
     table: &TableSchema,
     text: &str,
     params: &BTreeMap<usize, String>,
+    others: &BTreeMap<QualifiedName, Arc<TableSchema>>,
 ) -> Result<(), WhereProblem> {
     let probe = readable_view(rule, table);
-    match WhereClause::parse(text, params, &probe) {
+    let lookup = |n: &QualifiedName| others.get(n).cloned();
+    match WhereClause::parse_with_tables(text, params, &probe, &lookup) {
         Ok(_) => Ok(()),
         Err(e) => match e.unknown_column() {
             Some(name) => Err(WhereProblem::Hidden(vec![quote_identifier(name)])),
@@ -242,6 +304,7 @@ fn check_where_columns(
     rule: &TableRule,
     table: &TableSchema,
     request: &ShapeRequest,
+    others: &BTreeMap<QualifiedName, Arc<TableSchema>>,
 ) -> Result<(), AuthError> {
     let Some(text) = request.where_.as_deref().filter(|w| !w.trim().is_empty()) else {
         return Ok(());
@@ -249,7 +312,7 @@ fn check_where_columns(
     if rule.columns.is_none() {
         return Ok(());
     }
-    match check_readable_where(rule, table, text, &request.params) {
+    match check_readable_where(rule, table, text, &request.params, others) {
         Ok(()) => Ok(()),
         Err(WhereProblem::Hidden(hidden)) => Err(hidden_columns(
             "the where clause (`where`)",

@@ -140,6 +140,24 @@ pub enum RulesError {
     Invalid { path: String, message: String },
 }
 
+impl TableRule {
+    /// The tables the subqueries of its `read` and `check` expressions read.
+    pub fn subquery_tables(&self) -> Vec<QualifiedName> {
+        let mut out = Vec::new();
+        for template in [&self.read, &self.check].into_iter().flatten() {
+            let bound = template.bind(&Claims::new());
+            if bound.text.contains('(')
+                && let Ok(tables) = WhereClause::tables_named(&bound.text)
+            {
+                out.extend(tables);
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
 impl Rules {
     /// Reads and checks a rules file (the tables are checked against the database later,
     /// by [`Rules::check_against`]).
@@ -202,7 +220,12 @@ impl Rules {
     /// Problems of the rules of `rule.table` against its schema (every column of the table,
     /// generated ones included): unknown columns, a readable list without the primary key,
     /// expressions that do not type-check.
-    pub fn check_against(rule: &TableRule, table: &TableSchema) -> Vec<String> {
+    /// `others` gives the schemas of the tables the expressions' subqueries read.
+    pub fn check_against(
+        rule: &TableRule,
+        table: &TableSchema,
+        others: &dyn Fn(&QualifiedName) -> Option<std::sync::Arc<TableSchema>>,
+    ) -> Vec<String> {
         let mut problems = Vec::new();
         let known = |list: &Option<Vec<String>>, what: &str, problems: &mut Vec<String>| {
             for name in list.iter().flatten() {
@@ -231,7 +254,9 @@ impl Rules {
             if let Some(template) = template {
                 // Every claim NULL: checks the columns, operators and types of the expression.
                 let bound = template.bind(&Claims::new());
-                if let Err(e) = WhereClause::parse(&bound.text, &bound.params, table) {
+                if let Err(e) =
+                    WhereClause::parse_with_tables(&bound.text, &bound.params, table, others)
+                {
                     problems.push(format!("{what} = {:?}: {e}", template.source()));
                 }
             }

@@ -300,30 +300,39 @@ impl Shapes {
             });
         }
         let table = self.tables.get(&self.metadata, &name).await?;
-        // The tables the `where`'s subqueries read, as they are now.
+        // The tables the subqueries read (of the `where`, and of the rules' row filters), as
+        // they are now.
         let mut others = std::collections::HashMap::new();
-        if let Some(text) = request.where_.as_deref()
-            && text.contains('(')
-        {
-            let named = WhereClause::tables_named(text).map_err(|e| ShapeError::Invalid {
+        let texts = request
+            .where_
+            .iter()
+            .chain(request.filter.iter().map(|f| &f.where_))
+            .chain(request.inner_filters.iter().map(|(_, f)| &f.where_));
+        let mut named: Vec<QualifiedName> =
+            request.inner_filters.iter().map(|(t, _)| t.clone()).collect();
+        for text in texts.filter(|t| t.contains('(')) {
+            named.extend(WhereClause::tables_named(text).map_err(|e| ShapeError::Invalid {
                 param: "where",
                 message: e.to_string(),
-            })?;
-            for inner in named {
-                if reserved_table(&inner).is_some() {
-                    return Err(ShapeError::Invalid {
-                        param: "where",
-                        message: format!("a subquery may not read {inner}"),
-                    });
-                }
-                let schema = self.tables.get(&self.metadata, &inner).await.map_err(|e| {
-                    ShapeError::Invalid {
-                        param: "where",
-                        message: format!("the subquery's table: {e}"),
-                    }
-                })?;
-                others.insert(inner, schema);
+            })?);
+        }
+        for inner in named {
+            if others.contains_key(&inner) {
+                continue;
             }
+            if reserved_table(&inner).is_some() {
+                return Err(ShapeError::Invalid {
+                    param: "where",
+                    message: format!("a subquery may not read {inner}"),
+                });
+            }
+            let schema = self.tables.get(&self.metadata, &inner).await.map_err(|e| {
+                ShapeError::Invalid {
+                    param: "where",
+                    message: format!("the subquery's table: {e}"),
+                }
+            })?;
+            others.insert(inner, schema);
         }
         compile_definition_with(request, &table, &|name| others.get(name).cloned())
     }
@@ -549,14 +558,28 @@ fn compile_definition_with(
         request.log,
         others,
     )?;
-    let Some(filter) = &request.filter else {
+    let mut definition = definition;
+    if let Some(filter) = &request.filter {
+        let filter = WhereClause::parse_with_tables(&filter.where_, &filter.params, table, others)
+            .map_err(|e| {
+                ShapeError::Internal(format!(
+                    "the row filter of the rules of {}: {e}",
+                    request.table
+                ))
+            })?;
+        definition = definition.with_filter(&filter);
+    }
+    if request.inner_filters.is_empty() {
         return Ok(definition);
-    };
-    let filter = WhereClause::parse(&filter.where_, &filter.params, table).map_err(|e| {
-        ShapeError::Internal(format!(
-            "the row filter of the rules of {}: {e}",
-            request.table
-        ))
-    })?;
-    Ok(definition.with_filter(&filter))
+    }
+    let mut inner = Vec::new();
+    for (name, filter) in &request.inner_filters {
+        let schema = others(name).ok_or_else(|| {
+            ShapeError::Internal(format!("the rules' row filter of {name}: no such table"))
+        })?;
+        let clause = WhereClause::parse_with_tables(&filter.where_, &filter.params, &schema, others)
+            .map_err(|e| ShapeError::Internal(format!("the row filter of the rules of {name}: {e}")))?;
+        inner.push((name.clone(), clause));
+    }
+    Ok(definition.with_subquery_filters(&inner))
 }

@@ -349,6 +349,37 @@ impl WhereClause {
         &self.root
     }
 
+    /// This clause with `filter_of(table)` ANDed into every subquery over `table`, at every
+    /// level: how a token's rules narrow the rows of other tables a `where` may read (a
+    /// subquery sees only the rows of its table that the token could read itself). The
+    /// filters' own subqueries are not narrowed further.
+    pub fn with_subquery_filters(
+        &self,
+        filter_of: &dyn Fn(&QualifiedName) -> Option<WhereClause>,
+    ) -> WhereClause {
+        let subqueries = self
+            .subqueries
+            .iter()
+            .map(|subquery| {
+                let mut narrowed = (**subquery).clone();
+                let inner = narrowed
+                    .where_clause
+                    .take()
+                    .map(|w| w.with_subquery_filters(filter_of));
+                narrowed.where_clause = match (inner, filter_of(&narrowed.table)) {
+                    (Some(w), Some(filter)) => Some(filter.and(&w)),
+                    (None, Some(filter)) => Some(filter),
+                    (w, None) => w,
+                };
+                Arc::new(narrowed)
+            })
+            .collect();
+        WhereClause {
+            root: self.root.clone(),
+            subqueries,
+        }
+    }
+
     /// `self AND other`: rows must match both. Both clauses must have been parsed against the
     /// same table. Each keeps its own constants, so `other` cannot change what `self` means
     /// (this is how a server-side row filter is added to a client's `where`).

@@ -84,6 +84,7 @@ impl Caller {
             replica: ReplicaMode::Full,
             log: LogMode::Full,
             filter: None,
+            inner_filters: Vec::new(),
         };
         if let Access::Token(token) = &self.access {
             let shapes = &state.shapes;

@@ -226,6 +226,7 @@ pub fn parse(query: &str) -> Result<ShapeParams, ApiError> {
                 replica,
                 log,
                 filter: None,
+                inner_filters: Vec::new(),
             },
             offset,
             handle,

@@ -908,6 +908,7 @@ mod tests {
                 replica_full: false,
                 changes_only: false,
                 filter: None,
+                inner_filters: Vec::new(),
             },
             created_micros: id,
             start_lsn: Lsn(0),

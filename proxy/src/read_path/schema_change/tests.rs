@@ -63,6 +63,7 @@ fn request(where_: Option<&str>, columns: Option<&str>) -> ShapeRequest {
         replica: ReplicaMode::Default,
         log: LogMode::Full,
         filter: None,
+        inner_filters: Vec::new(),
     }
 }
 

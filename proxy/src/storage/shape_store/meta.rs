@@ -30,6 +30,19 @@ pub struct StoredRequest {
     pub changes_only: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<StoredFilter>,
+    /// The row filters of the tables its subqueries read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inner_filters: Vec<StoredInnerFilter>,
+}
+
+/// The row filter of a table a shape's subqueries read, in `shape.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredInnerFilter {
+    pub schema: String,
+    pub table: String,
+    #[serde(rename = "where")]
+    pub where_: String,
+    pub params: BTreeMap<usize, String>,
 }
 
 /// A [`RowFilter`] in `shape.json`.
@@ -54,6 +67,16 @@ impl From<&ShapeRequest> for StoredRequest {
                 where_: filter.where_.clone(),
                 params: filter.params.clone(),
             }),
+            inner_filters: request
+                .inner_filters
+                .iter()
+                .map(|(table, filter)| StoredInnerFilter {
+                    schema: table.schema.clone(),
+                    table: table.name.clone(),
+                    where_: filter.where_.clone(),
+                    params: filter.params.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -79,6 +102,19 @@ impl From<&StoredRequest> for ShapeRequest {
                 where_: filter.where_.clone(),
                 params: filter.params.clone(),
             }),
+            inner_filters: stored
+                .inner_filters
+                .iter()
+                .map(|f| {
+                    (
+                        QualifiedName::new(f.schema.clone(), f.table.clone()),
+                        RowFilter {
+                            where_: f.where_.clone(),
+                            params: f.params.clone(),
+                        },
+                    )
+                })
+                .collect(),
         }
     }
 }
