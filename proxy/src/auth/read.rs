@@ -363,7 +363,7 @@ mod tests {
 
     fn check(text: &str) -> Result<(), WhereProblem> {
         let (rule, table) = todos();
-        check_readable_where(&rule, &table, text, &BTreeMap::new())
+        check_readable_where(&rule, &table, text, &BTreeMap::new(), &BTreeMap::new())
     }
 
     fn hidden(text: &str) -> Vec<String> {

@@ -255,7 +255,6 @@ mod tests {
             where_: Some("id > 1".into()),
             params: BTreeMap::new(),
             filter: None,
-            inner_filters: Vec::new(),
             columns: None,
             state: "ready",
             live_clients,
