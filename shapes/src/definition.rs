@@ -178,12 +178,14 @@ impl ShapeDefinition {
         let where_clause = match where_.filter(|w| !w.trim().is_empty()) {
             None => None,
             Some(text) => Some(
-                WhereClause::parse_with_tables(text, params, table, others).map_err(|e| match e {
-                    WhereError::Param { .. } | WhereError::MissingParam(_) => {
-                        DefinitionError::Params(e)
-                    }
-                    e => DefinitionError::Where(e),
-                })?,
+                WhereClause::parse_with_tables(text, params, table, others).map_err(
+                    |e| match e {
+                        WhereError::Param { .. } | WhereError::MissingParam(_) => {
+                            DefinitionError::Params(e)
+                        }
+                        e => DefinitionError::Where(e),
+                    },
+                )?,
             ),
         };
         let selected = match columns {

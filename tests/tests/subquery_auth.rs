@@ -115,7 +115,12 @@ impl Reader {
             return (status, body);
         }
         self.responses += 1;
-        let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let header = |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
         assert!(
             self.handle.is_none() || self.handle == header("electric-handle"),
             "the shape was refetched"
@@ -220,7 +225,10 @@ async fn revoking_a_membership_moves_rows_out_live_and_nothing_later_reaches_the
         .all(|r| r["title"] == "visible")
     {
         u1.step().await;
-        assert!(tokio::time::Instant::now() < deadline, "u1 never saw project 1's change");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "u1 never saw project 1's change"
+        );
     }
     for (response, message) in &u1.received {
         if *response <= revoked_at {
@@ -236,10 +244,7 @@ async fn revoking_a_membership_moves_rows_out_live_and_nothing_later_reaches_the
     u2.until_projects(&sql, &[3]).await;
     for (_, message) in &u2.received {
         let project = message["value"]["project_id"].as_str();
-        assert!(
-            project.is_none_or(|p| p == "3"),
-            "u2 received {message}"
-        );
+        assert!(project.is_none_or(|p| p == "3"), "u2 received {message}");
     }
 }
 
@@ -253,7 +258,10 @@ async fn a_client_subquery_reads_only_what_the_token_may_read() {
         token("u1"),
         &[
             ("table", "todos"),
-            ("where", "project_id IN (SELECT id FROM projects WHERE name = 'project 3')"),
+            (
+                "where",
+                "project_id IN (SELECT id FROM projects WHERE name = 'project 3')",
+            ),
         ],
     );
     let (status, body) = probe.step().await;
@@ -271,7 +279,10 @@ async fn a_client_subquery_reads_only_what_the_token_may_read() {
         token("u1"),
         &[
             ("table", "todos"),
-            ("where", "project_id IN (SELECT project_id FROM members WHERE user_id = 'u2')"),
+            (
+                "where",
+                "project_id IN (SELECT project_id FROM members WHERE user_id = 'u2')",
+            ),
         ],
     );
     other.until_projects(&sql, &[]).await;
@@ -280,7 +291,10 @@ async fn a_client_subquery_reads_only_what_the_token_may_read() {
         token("u1"),
         &[
             ("table", "todos"),
-            ("where", "project_id IN (SELECT project_id FROM members WHERE project_id > 1)"),
+            (
+                "where",
+                "project_id IN (SELECT project_id FROM members WHERE project_id > 1)",
+            ),
         ],
     );
     own.until_projects(&sql, &[2]).await;
@@ -288,4 +302,108 @@ async fn a_client_subquery_reads_only_what_the_token_may_read() {
         .await
         .unwrap();
     own.until_projects(&sql, &[2, 3]).await;
+}
+
+/// Posts one mutation with u1's token; returns its result (`status`, and `error.code`).
+async fn write(proxy: &ProxyProcess, sub: &str, mut mutation: Value) -> Value {
+    mutation["timestamp"] = json!("2026-12-07T10:00:00.000Z");
+    let body = json!({"client_id": "subquery-auth", "mutations": [mutation]});
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/mutations", proxy.url))
+        .bearer_auth(token(sub))
+        .json(&body)
+        .send()
+        .await
+        .expect("mutations");
+    let answer: Value = response.json().await.expect("json");
+    answer["results"][0].clone()
+}
+
+#[tokio::test]
+async fn a_write_check_with_a_subquery_is_decided_in_the_write_transaction() {
+    let db = TestDb::new("subquery_auth_writes").await;
+    let sql = db.connect().await;
+    sql.batch_execute(SCHEMA).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        format!("{RULES}write = [\"insert\", \"update\", \"delete\"]\n").replace(
+            "[tables.members]",
+            "write = [\"insert\", \"update\", \"delete\"]\n\n[tables.members]",
+        ),
+    )
+    .unwrap();
+    let rules_text = std::fs::read_to_string(&rules).unwrap();
+    assert!(
+        rules_text.contains("[tables.todos]\nread = \"project_id IN"),
+        "{rules_text}"
+    );
+    let proxy = ProxyProcess::start(
+        shapesync_bin!(),
+        &db,
+        &[
+            "--jwt-secret",
+            KEY,
+            "--rules",
+            rules.to_str().unwrap(),
+            "--writable",
+            "todos",
+        ],
+    )
+    .await;
+    let insert = |id: i32, project: i32| {
+        json!({"id": format!("m{id}"), "table": "todos", "op": "insert",
+               "key": {"id": id}, "values": {"project_id": project, "title": "new"}})
+    };
+    // A member's project: written. Another's: refused, and nothing written.
+    let applied = write(&proxy, "u1", insert(200, 1)).await;
+    assert_eq!(applied["status"], "applied", "{applied}");
+    let refused = write(&proxy, "u1", insert(201, 3)).await;
+    assert_eq!(refused["status"], "rejected", "{refused}");
+    assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
+    // Moving a row out of the user's projects fails the check on the row after the write.
+    let moved = write(
+        &proxy,
+        "u1",
+        json!({"id": "m3", "table": "todos", "op": "update", "key": {"id": 200},
+               "values": {"project_id": 3}}),
+    )
+    .await;
+    assert_eq!(moved["error"]["code"], "forbidden", "{moved}");
+    // Revoked by a committed transaction: the next write sees it at once.
+    sql.batch_execute("DELETE FROM members WHERE project_id = 1 AND user_id = 'u1'")
+        .await
+        .unwrap();
+    let after_revoke = write(
+        &proxy,
+        "u1",
+        json!({"id": "m4", "table": "todos", "op": "update", "key": {"id": 200},
+               "values": {"title": "after revoke"}}),
+    )
+    .await;
+    assert_eq!(after_revoke["error"]["code"], "forbidden", "{after_revoke}");
+    let rows: Vec<(i32, i32, String)> = sql
+        .query(
+            "SELECT id, project_id, title FROM todos WHERE id >= 200 ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(rows, vec![(200, 1, "new".to_owned())]);
+    // Granted: writable again.
+    sql.batch_execute("INSERT INTO members VALUES (1, 'u1')")
+        .await
+        .unwrap();
+    let granted = write(
+        &proxy,
+        "u1",
+        json!({"id": "m5", "table": "todos", "op": "update", "key": {"id": 200},
+               "values": {"title": "granted"}}),
+    )
+    .await;
+    assert_eq!(granted["status"], "applied", "{granted}");
 }

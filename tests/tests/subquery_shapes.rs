@@ -40,7 +40,12 @@ struct Followed {
 }
 
 impl Followed {
-    fn start(proxy: &ProxyProcess, where_: &str, params: &[&str], stop: &CancellationToken) -> Self {
+    fn start(
+        proxy: &ProxyProcess,
+        where_: &str,
+        params: &[&str],
+        stop: &CancellationToken,
+    ) -> Self {
         let consumer = ShapeConsumer::new(
             &proxy.url,
             ShapeSpec::table("todos", &["id"]).filter(where_, params),
@@ -78,7 +83,10 @@ impl Followed {
             .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
             .collect();
         let statement = sql
-            .prepare_typed(&query, &vec![tokio_postgres::types::Type::TEXT; params.len()])
+            .prepare_typed(
+                &query,
+                &vec![tokio_postgres::types::Type::TEXT; params.len()],
+            )
             .await
             .expect(&query);
         sql.query(&statement, &params)
@@ -88,7 +96,10 @@ impl Followed {
             .map(|row| {
                 let object: Value = serde_json::from_str(row.get(0)).unwrap();
                 let object = object.as_object().unwrap().clone();
-                let key = format!("\"public\".\"todos\"/\"{}\"", object["id"].as_str().unwrap());
+                let key = format!(
+                    "\"public\".\"todos\"/\"{}\"",
+                    object["id"].as_str().unwrap()
+                );
                 (key, object)
             })
             .collect()
@@ -98,11 +109,19 @@ impl Followed {
     async fn converges(&mut self, sql: &tokio_postgres::Client, step: &str) {
         let expected = self.expected(sql).await;
         let name = &self.name;
-        wait_for(&format!("{name}: our consumer after {step}"), WAIT, || async {
-            let state = self.consumer.state();
-            assert!(state.violations.is_empty(), "{name}: {:?}", state.violations);
-            (state.up_to_date && state.rows == expected).then_some(())
-        })
+        wait_for(
+            &format!("{name}: our consumer after {step}"),
+            WAIT,
+            || async {
+                let state = self.consumer.state();
+                assert!(
+                    state.violations.is_empty(),
+                    "{name}: {:?}",
+                    state.violations
+                );
+                (state.up_to_date && state.rows == expected).then_some(())
+            },
+        )
         .await;
         let state = self.consumer.state();
         assert_eq!(state.refetches, 0, "{name}: refetched after {step}");
@@ -131,7 +150,10 @@ impl Followed {
             self.official.wait_rows(WAIT, holds).await;
         }
         let errors = self.official.errors();
-        assert!(errors.is_empty(), "{name}: official client errors {errors:?}");
+        assert!(
+            errors.is_empty(),
+            "{name}: official client errors {errors:?}"
+        );
     }
 }
 
@@ -174,7 +196,11 @@ async fn memberships_move_rows_in_and_out_live_without_a_refetch() {
     if std::env::var("SUBQ_DEBUG").is_ok() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let resp = reqwest::get(format!("{}/v1/shape?table=todos&offset=-1&where=project_id%20IN%20(SELECT%20project_id%20FROM%20members%20WHERE%20user_id%20%3D%20%27u1%27)", proxy.url)).await.unwrap();
-        eprintln!("status {} body {}", resp.status(), resp.text().await.unwrap());
+        eprintln!(
+            "status {} body {}",
+            resp.status(),
+            resp.text().await.unwrap()
+        );
         eprintln!("state {:?}", shapes[0].consumer.state());
         eprintln!("log {}", proxy.log());
     }
@@ -182,11 +208,26 @@ async fn memberships_move_rows_in_and_out_live_without_a_refetch() {
         shape.converges(&sql, "the start").await;
     }
     let steps = [
-        ("grant u1 project 4", "INSERT INTO members VALUES (4, 'u1', 'dev')"),
-        ("revoke u1 project 1", "DELETE FROM members WHERE project_id = 1 AND user_id = 'u1'"),
-        ("promote to owner", "UPDATE members SET role = 'owner' WHERE project_id = 3"),
-        ("move a todo out", "UPDATE todos SET project_id = 9 WHERE id = 4"),
-        ("move a todo in", "UPDATE todos SET project_id = 4 WHERE id = 5"),
+        (
+            "grant u1 project 4",
+            "INSERT INTO members VALUES (4, 'u1', 'dev')",
+        ),
+        (
+            "revoke u1 project 1",
+            "DELETE FROM members WHERE project_id = 1 AND user_id = 'u1'",
+        ),
+        (
+            "promote to owner",
+            "UPDATE members SET role = 'owner' WHERE project_id = 3",
+        ),
+        (
+            "move a todo out",
+            "UPDATE todos SET project_id = 9 WHERE id = 4",
+        ),
+        (
+            "move a todo in",
+            "UPDATE todos SET project_id = 4 WHERE id = 5",
+        ),
         (
             "grant and write in one transaction",
             "BEGIN; INSERT INTO todos VALUES (100, 7, 'new', false); \
@@ -199,13 +240,31 @@ async fn memberships_move_rows_in_and_out_live_without_a_refetch() {
              UPDATE todos SET title = 'while out' WHERE project_id = 7; \
              INSERT INTO members VALUES (7, 'u1', 'owner'); COMMIT",
         ),
-        ("join an organisation", "INSERT INTO org_members VALUES (3, 'u2')"),
-        ("archive a project", "UPDATE projects SET archived = true WHERE id = 2"),
-        ("move a project between organisations", "UPDATE projects SET org_id = 1 WHERE id = 4"),
-        ("leave an organisation", "DELETE FROM org_members WHERE org_id = 2"),
-        ("a NULL in NOT IN's set", "INSERT INTO members VALUES (8, 'u3', 'owner'); \
-             UPDATE members SET project_id = 8 WHERE project_id = 8"),
-        ("delete moved rows", "DELETE FROM todos WHERE project_id = 4"),
+        (
+            "join an organisation",
+            "INSERT INTO org_members VALUES (3, 'u2')",
+        ),
+        (
+            "archive a project",
+            "UPDATE projects SET archived = true WHERE id = 2",
+        ),
+        (
+            "move a project between organisations",
+            "UPDATE projects SET org_id = 1 WHERE id = 4",
+        ),
+        (
+            "leave an organisation",
+            "DELETE FROM org_members WHERE org_id = 2",
+        ),
+        (
+            "a NULL in NOT IN's set",
+            "INSERT INTO members VALUES (8, 'u3', 'owner'); \
+             UPDATE members SET project_id = 8 WHERE project_id = 8",
+        ),
+        (
+            "delete moved rows",
+            "DELETE FROM todos WHERE project_id = 4",
+        ),
     ];
     for (step, statement) in steps {
         sql.batch_execute(statement).await.expect(statement);
@@ -265,7 +324,9 @@ async fn random_membership_churn_converges_with_postgres() {
                     "INSERT INTO members VALUES ({project}, '{user}', '{}') ON CONFLICT DO NOTHING",
                     if rng.random_bool(0.5) { "owner" } else { "dev" }
                 ),
-                1 => format!("DELETE FROM members WHERE project_id = {project} AND user_id = '{user}'"),
+                1 => format!(
+                    "DELETE FROM members WHERE project_id = {project} AND user_id = '{user}'"
+                ),
                 2 => format!(
                     "UPDATE todos SET project_id = {project} WHERE id = {}",
                     rng.random_range(1..61)
@@ -278,8 +339,14 @@ async fn random_membership_churn_converges_with_postgres() {
                     "INSERT INTO org_members VALUES ({}, '{user}') ON CONFLICT DO NOTHING",
                     rng.random_range(1..4)
                 ),
-                5 => format!("UPDATE projects SET org_id = {} WHERE id = {project}", rng.random_range(1..4)),
-                _ => format!("DELETE FROM org_members WHERE user_id = '{user}' AND org_id = {}", rng.random_range(1..4)),
+                5 => format!(
+                    "UPDATE projects SET org_id = {} WHERE id = {project}",
+                    rng.random_range(1..4)
+                ),
+                _ => format!(
+                    "DELETE FROM org_members WHERE user_id = '{user}' AND org_id = {}",
+                    rng.random_range(1..4)
+                ),
             });
         }
         let batch = if rng.random_bool(0.5) {
@@ -289,7 +356,9 @@ async fn random_membership_churn_converges_with_postgres() {
         };
         sql.batch_execute(&batch).await.expect(&batch);
         for shape in &mut shapes {
-            shape.converges(&sql, &format!("round {round} (seed {seed}): {batch}")).await;
+            shape
+                .converges(&sql, &format!("round {round} (seed {seed}): {batch}"))
+                .await;
         }
     }
     stop.cancel();
@@ -356,7 +425,12 @@ async fn a_restart_brings_subquery_shapes_back_without_a_refetch() {
         shape.converges(&sql, "changes after the restart").await;
     }
     for (shape, handle) in shapes.iter().zip(handles) {
-        assert_eq!(shape.consumer.state().handle.unwrap(), handle, "{}", shape.name);
+        assert_eq!(
+            shape.consumer.state().handle.unwrap(),
+            handle,
+            "{}",
+            shape.name
+        );
     }
     stop.cancel();
 }
@@ -465,7 +539,9 @@ async fn churn_converges(name: &str, disturbance: Disturbance) {
         writers.push(tokio::spawn(async move {
             let mut written = 0;
             while !writing.is_cancelled() {
-                let Ok((client, connection)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await else {
+                let Ok((client, connection)) =
+                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+                else {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
@@ -513,7 +589,9 @@ async fn churn_converges(name: &str, disturbance: Disturbance) {
     eprintln!("{name}: {written} statements written");
     let sql = db.connect().await;
     for shape in &mut shapes {
-        shape.converges(&sql, &format!("the churn (seed {seed})")).await;
+        shape
+            .converges(&sql, &format!("the churn (seed {seed})"))
+            .await;
     }
     stop.cancel();
 }

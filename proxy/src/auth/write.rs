@@ -74,13 +74,33 @@ impl WriteGuard for TokenAccess {
         })
     }
 
-    fn row_check(&self, table: &WritableTable) -> Result<Option<WhereClause>, String> {
+    fn check_tables(&self, table: &QualifiedName) -> Vec<QualifiedName> {
+        let Some(check) = self
+            .rules
+            .table(table)
+            .and_then(|rule| rule.check.as_ref())
+            .filter(|c| !c.is_true())
+        else {
+            return Vec::new();
+        };
+        let bound = check.bind(&self.claims);
+        if !bound.text.contains('(') {
+            return Vec::new();
+        }
+        WhereClause::tables_named(&bound.text).unwrap_or_default()
+    }
+
+    fn row_check(
+        &self,
+        table: &WritableTable,
+        others: &dyn Fn(&QualifiedName) -> Option<std::sync::Arc<shapes::schema::TableSchema>>,
+    ) -> Result<Option<WhereClause>, String> {
         let rule = self.write_rule(table.name())?;
         let Some(check) = rule.check.as_ref().filter(|c| !c.is_true()) else {
             return Ok(None);
         };
         let bound = check.bind(&self.claims);
-        match WhereClause::parse(&bound.text, &bound.params, &table.schema) {
+        match WhereClause::parse_with_tables(&bound.text, &bound.params, &table.schema, others) {
             Ok(clause) => Ok(Some(clause)),
             Err(WhereError::Param { index, message }) => Err(format!(
                 "the token's {} does not fit the rules of {}: {message}",

@@ -13,14 +13,16 @@
 //! 4. Registers written, results recorded under their ids, `COMMIT` — or, for an atomic batch
 //!    with a rejection, `ROLLBACK` and every other result `aborted`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use serde_json::{Map, Value};
 use shapes::lsn::Xid32;
 use shapes::schema::QualifiedName;
+use shapes::where_clause::WhereClause;
 use tokio_postgres::types::ToSql;
 
 use super::batch::{Batch, Slot};
+use super::check_sql;
 use super::clock::format_micros;
 use super::error::MutationError;
 use super::guard;
@@ -273,7 +275,18 @@ async fn apply_table(
         queues.entry(id).or_default().push_back(index);
     }
     let mut states = store::lock(conn, &table, &keys).await?;
-    check_precondition(batch, &table, &states, &mut queues, outcomes, stale).await?;
+    let check = batch.check_of(table.name());
+    let failing = failing_check(conn, &table, check, &states, queues.keys()).await?;
+    check_precondition(
+        batch,
+        &table,
+        &states,
+        &failing,
+        &mut queues,
+        outcomes,
+        stale,
+    )
+    .await?;
     let mut wrote_rows = false;
     loop {
         let round: Vec<(String, usize)> = queues
@@ -283,7 +296,10 @@ async fn apply_table(
         if round.is_empty() {
             break;
         }
-        let groups = plan_round(&table, batch, round, &mut states, now, outcomes)?;
+        // Rows an earlier round wrote are checked as they are now.
+        let failing =
+            failing_check(conn, &table, check, &states, round.iter().map(|(id, _)| id)).await?;
+        let groups = plan_round(&table, batch, round, &mut states, &failing, now, outcomes)?;
         for (kind, items) in groups {
             let check = batch.check_of(table.name());
             let results =
@@ -299,12 +315,41 @@ async fn apply_table(
     Ok(wrote_rows)
 }
 
+/// The keys (of `ids`) whose current row fails the write check of the token's rules (a key
+/// without a row passes: there is nothing to guard yet).
+async fn failing_check<'a>(
+    conn: &mut PooledConnection<'_>,
+    table: &WritableTable,
+    check: Option<&WhereClause>,
+    states: &HashMap<String, KeyState>,
+    ids: impl Iterator<Item = &'a String>,
+) -> Result<HashSet<String>, MutationError> {
+    let Some(check) = check else {
+        return Ok(HashSet::new());
+    };
+    let rows: Vec<(&String, &[Option<String>])> = ids
+        .filter_map(|id| {
+            let row = states.get(id)?.row.as_ref()?;
+            Some((id, row.values.as_slice()))
+        })
+        .collect();
+    let values: Vec<&[Option<String>]> = rows.iter().map(|(_, v)| *v).collect();
+    let passing = check_sql::passing(conn, table, check, &values).await?;
+    Ok(rows
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !passing.contains(i))
+        .map(|(_, (id, _))| (*id).clone())
+        .collect())
+}
+
 /// Answers the mutations whose rows fail the batch's precondition `conflict` (current row, no
 /// `lost` columns), drops them from `queues` and adds them to `stale`.
 async fn check_precondition(
     batch: &Batch,
     table: &WritableTable,
     states: &HashMap<String, KeyState>,
+    failing: &HashSet<String>,
     queues: &mut BTreeMap<String, VecDeque<usize>>,
     outcomes: &mut [Option<Outcome>],
     stale: &mut Vec<usize>,
@@ -314,14 +359,7 @@ async fn check_precondition(
     };
     // Rows the request's guard refuses are left to it (answered `forbidden`): a conflict
     // would show them.
-    let check = batch.check_of(table.name());
-    let guarded = |id: &String| {
-        let row = states.get(id).and_then(|s| s.row.as_ref());
-        match (check, row) {
-            (Some(check), Some(row)) => check.matches(&row.values),
-            _ => true,
-        }
-    };
+    let guarded = |id: &String| !failing.contains(id);
     let locked: Vec<(&String, LockedRow)> = queues
         .iter()
         .filter(|(id, _)| guarded(id))
@@ -362,11 +400,13 @@ async fn check_precondition(
 
 /// Plans one round (one mutation per key); decides those that write nothing and groups the
 /// others by statement.
+#[allow(clippy::too_many_arguments)]
 fn plan_round(
     table: &WritableTable,
     batch: &Batch,
     round: Vec<(String, usize)>,
     states: &mut HashMap<String, KeyState>,
+    failing: &HashSet<String>,
     now: i64,
     outcomes: &mut [Option<Outcome>],
 ) -> Result<BTreeMap<WriteKind, Vec<Planned>>, MutationError> {
@@ -374,9 +414,7 @@ fn plan_round(
     for (id, index) in round {
         let m = mutation(batch, index)?;
         let state = states.entry(id.clone()).or_default();
-        if let (Some(check), Some(row)) = (batch.check_of(table.name()), &state.row)
-            && !check.matches(&row.values)
-        {
+        if failing.contains(&id) {
             outcomes[index] = Some(guard::forbidden(guard::check_failed(table, false)));
             continue;
         }

@@ -157,9 +157,25 @@ impl Preparation<'_> {
             )));
         }
         if let Some(guard) = self.guard {
-            let check = checks
-                .entry(name.clone())
-                .or_insert_with(|| guard.row_check(&table).map(|c| c.map(Arc::new)));
+            if !checks.contains_key(&name) {
+                // A check with subqueries reads other tables: their schemas, to parse it.
+                let mut others = HashMap::new();
+                for inner in guard.check_tables(&name) {
+                    match crate::postgres::catalog::load_table(conn.client(), &inner).await {
+                        Ok(schema) => {
+                            others.insert(inner, Arc::new(schema));
+                        }
+                        Err(crate::postgres::catalog::CatalogError::Query(e)) => {
+                            return Err(e.into());
+                        }
+                        Err(_) => {}
+                    }
+                }
+                let lookup = |n: &QualifiedName| others.get(n).cloned();
+                let check = guard.row_check(&table, &lookup).map(|c| c.map(Arc::new));
+                checks.insert(name.clone(), check);
+            }
+            let check = checks.get(&name).expect("just inserted");
             let admitted = check
                 .clone()
                 .and_then(|_| guard.admit_columns(&table, mutation));

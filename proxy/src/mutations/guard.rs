@@ -28,9 +28,18 @@ pub trait WriteGuard: Send + Sync {
     /// Whether a message to this request may name `column` of `table`.
     fn shows_column(&self, table: &QualifiedName, column: &str) -> bool;
 
+    /// The tables the subqueries of `table`'s write check read (their schemas are needed to
+    /// parse it).
+    fn check_tables(&self, table: &QualifiedName) -> Vec<QualifiedName>;
+
     /// The condition rows of `table` must meet before and after a write (`None`: none);
-    /// `Err`: why the table cannot be written at all.
-    fn row_check(&self, table: &WritableTable) -> Result<Option<WhereClause>, String>;
+    /// `Err`: why the table cannot be written at all. `others` gives the schemas of the
+    /// tables its subqueries read.
+    fn row_check(
+        &self,
+        table: &WritableTable,
+        others: &dyn Fn(&QualifiedName) -> Option<std::sync::Arc<shapes::schema::TableSchema>>,
+    ) -> Result<Option<WhereClause>, String>;
 }
 
 /// The result of a mutation the guard refused.

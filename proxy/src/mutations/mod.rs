@@ -20,6 +20,7 @@
 
 pub mod apply;
 pub mod batch;
+pub mod check_sql;
 pub mod clock;
 pub mod config;
 pub mod error;

@@ -304,8 +304,16 @@ pub async fn write_group(
     if !guarded {
         let all: Vec<&Planned> = items.iter().collect();
         return match run_write(conn, table, kind, &all, false).await {
-            Ok(rows) if refused_rows(check, &all, &rows).is_empty() => written(kind, &all, &rows),
-            Ok(_) => Err(MutationError::NeedsSavepoints { group }),
+            Ok(rows) => {
+                if refused_rows(conn, table, check, &all, &rows)
+                    .await?
+                    .is_empty()
+                {
+                    written(kind, &all, &rows)
+                } else {
+                    Err(MutationError::NeedsSavepoints { group })
+                }
+            }
             Err(err) => {
                 let columns = items.first().map(|p| p.columns()).unwrap_or_default();
                 match refusal_for(&err, table, &columns) {
@@ -324,7 +332,7 @@ pub async fn write_group(
         let group: Vec<&Planned> = indices.iter().map(|&i| &items[i]).collect();
         match run_write(conn, table, kind, &group, true).await {
             Ok(rows) => {
-                let refused = refused_rows(check, &group, &rows);
+                let refused = refused_rows(conn, table, check, &group, &rows).await?;
                 if !refused.is_empty() {
                     conn.execute(
                         "ROLLBACK TO SAVEPOINT shapesync_write; RELEASE SAVEPOINT shapesync_write",
@@ -399,23 +407,32 @@ fn written(
 }
 
 /// Positions in `group` of the rows written that fail `check` (a delete leaves no row).
-fn refused_rows(
+async fn refused_rows(
+    conn: &mut PooledConnection<'_>,
+    table: &WritableTable,
     check: Option<&WhereClause>,
     group: &[&Planned],
     rows: &HashMap<String, StoredRow>,
-) -> Vec<usize> {
+) -> Result<Vec<usize>, tokio_postgres::Error> {
     let Some(check) = check else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
-    group
+    let written: Vec<(usize, &[Option<String>])> = group
         .iter()
         .enumerate()
-        .filter(|(_, item)| {
+        .filter_map(|(position, item)| {
             rows.get(&item.key_id)
-                .is_some_and(|row| !check.matches(&row.values))
+                .map(|row| (position, row.values.as_slice()))
         })
-        .map(|(position, _)| position)
-        .collect()
+        .collect();
+    let values: Vec<&[Option<String>]> = written.iter().map(|(_, v)| *v).collect();
+    let passing = super::check_sql::passing(conn, table, check, &values).await?;
+    Ok(written
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !passing.contains(i))
+        .map(|(_, (position, _))| *position)
+        .collect())
 }
 
 /// One statement over `group`, in a new savepoint (pipelined with it) if `savepoint`; the

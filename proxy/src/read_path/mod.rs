@@ -308,13 +308,18 @@ impl Shapes {
             .iter()
             .chain(request.filter.iter().map(|f| &f.where_))
             .chain(request.inner_filters.iter().map(|(_, f)| &f.where_));
-        let mut named: Vec<QualifiedName> =
-            request.inner_filters.iter().map(|(t, _)| t.clone()).collect();
+        let mut named: Vec<QualifiedName> = request
+            .inner_filters
+            .iter()
+            .map(|(t, _)| t.clone())
+            .collect();
         for text in texts.filter(|t| t.contains('(')) {
-            named.extend(WhereClause::tables_named(text).map_err(|e| ShapeError::Invalid {
-                param: "where",
-                message: e.to_string(),
-            })?);
+            named.extend(
+                WhereClause::tables_named(text).map_err(|e| ShapeError::Invalid {
+                    param: "where",
+                    message: e.to_string(),
+                })?,
+            );
         }
         for inner in named {
             if others.contains_key(&inner) {
@@ -326,12 +331,14 @@ impl Shapes {
                     message: format!("a subquery may not read {inner}"),
                 });
             }
-            let schema = self.tables.get(&self.metadata, &inner).await.map_err(|e| {
-                ShapeError::Invalid {
-                    param: "where",
-                    message: format!("the subquery's table: {e}"),
-                }
-            })?;
+            let schema =
+                self.tables
+                    .get(&self.metadata, &inner)
+                    .await
+                    .map_err(|e| ShapeError::Invalid {
+                        param: "where",
+                        message: format!("the subquery's table: {e}"),
+                    })?;
             others.insert(inner, schema);
         }
         compile_definition_with(request, &table, &|name| others.get(name).cloned())
@@ -577,8 +584,11 @@ fn compile_definition_with(
         let schema = others(name).ok_or_else(|| {
             ShapeError::Internal(format!("the rules' row filter of {name}: no such table"))
         })?;
-        let clause = WhereClause::parse_with_tables(&filter.where_, &filter.params, &schema, others)
-            .map_err(|e| ShapeError::Internal(format!("the row filter of the rules of {name}: {e}")))?;
+        let clause =
+            WhereClause::parse_with_tables(&filter.where_, &filter.params, &schema, others)
+                .map_err(|e| {
+                    ShapeError::Internal(format!("the row filter of the rules of {name}: {e}"))
+                })?;
         inner.push((name.clone(), clause));
     }
     Ok(definition.with_subquery_filters(&inner))

@@ -286,7 +286,10 @@ impl Router {
         let start = self.last_commit;
         levels.hold_all(holds);
         for layout in levels.layouts() {
-            self.tables.entry(layout.name.clone()).or_default().add(&layout);
+            self.tables
+                .entry(layout.name.clone())
+                .or_default()
+                .add(&layout);
         }
         let index = &mut self.index;
         let routes = &mut self.subquery_routes;
@@ -418,12 +421,30 @@ impl Router {
         for row in &moved.out {
             let op = txn.next_op;
             txn.next_op += 2;
-            emit(ws, txn, id, RowChange::Delete, Some(row), None, op, &mut self.encoded)?;
+            emit(
+                ws,
+                txn,
+                id,
+                RowChange::Delete,
+                Some(row),
+                None,
+                op,
+                &mut self.encoded,
+            )?;
         }
         for row in &moved.r#in {
             let op = txn.next_op;
             txn.next_op += 2;
-            emit(ws, txn, id, RowChange::Insert, None, Some(row), op, &mut self.encoded)?;
+            emit(
+                ws,
+                txn,
+                id,
+                RowChange::Insert,
+                None,
+                Some(row),
+                op,
+                &mut self.encoded,
+            )?;
         }
         Ok(())
     }

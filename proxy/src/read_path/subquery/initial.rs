@@ -126,7 +126,9 @@ fn read_level<'a>(
             sql.push_str(" WHERE ");
             sql.push_str(&conditions.join(" AND "));
         }
-        let statement = tx.prepare_typed(&sql, &vec![Type::TEXT; params.len()]).await?;
+        let statement = tx
+            .prepare_typed(&sql, &vec![Type::TEXT; params.len()])
+            .await?;
         let refs: Vec<&(dyn ToSql + Sync)> =
             params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
         let width = node.layout.columns.len();
@@ -134,7 +136,11 @@ fn read_level<'a>(
             .query(&statement, &refs)
             .await?
             .iter()
-            .map(|row| (0..width).map(|i| row.get::<_, Option<String>>(i)).collect())
+            .map(|row| {
+                (0..width)
+                    .map(|i| row.get::<_, Option<String>>(i))
+                    .collect()
+            })
             .collect();
         Ok(node.admit_read(read))
     })

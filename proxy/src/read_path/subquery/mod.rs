@@ -81,7 +81,8 @@ impl SubqueryShape {
     }
 
     pub fn assign_slots(&mut self, slot_of: &mut dyn FnMut(&QualifiedName) -> TableSlot) {
-        self.root.for_each_mut(&mut |n| n.slot = Some(slot_of(&n.table)));
+        self.root
+            .for_each_mut(&mut |n| n.slot = Some(slot_of(&n.table)));
     }
 
     /// Every level skips what `holds` saw.
@@ -127,9 +128,12 @@ impl SubqueryShape {
             return None;
         }
         // Tombstones apply to the outer table only.
-        let outcome = self
-            .root
-            .change(xid, commit_lsn, exists(old, tombstone), exists(new, tombstone));
+        let outcome = self.root.change(
+            xid,
+            commit_lsn,
+            exists(old, tombstone),
+            exists(new, tombstone),
+        );
         outcome.change.is_some().then_some(outcome)
     }
 

@@ -34,7 +34,9 @@ pub async fn settle(
     let tombstone = shape.tombstone;
     let mut moved = level(&mut shape.root, tx, holds).await?;
     if let Some(column) = tombstone {
-        moved.r#in.retain(|row| row.get(column).is_none_or(Option::is_none));
+        moved
+            .r#in
+            .retain(|row| row.get(column).is_none_or(Option::is_none));
     }
     Ok(moved)
 }
@@ -104,7 +106,10 @@ async fn read_rows(
             let first = params.len() + 1;
             let (mut outer, mut inner, mut arrays, mut names) = (vec![], vec![], vec![], vec![]);
             for (j, (&column, ty)) in c.columns.iter().zip(&c.types).enumerate() {
-                outer.push(format!("{}::{ty}", quote_identifier(&layout.columns[column].name)));
+                outer.push(format!(
+                    "{}::{ty}",
+                    quote_identifier(&layout.columns[column].name)
+                ));
                 names.push(format!("v{j}"));
                 inner.push(format!("v{j}::{ty}"));
                 arrays.push(format!("${}::text[]", first + j));
@@ -130,6 +135,10 @@ async fn read_rows(
     let rows = tx.query(&sql, &refs).await?;
     Ok(rows
         .iter()
-        .map(|row| (0..layout.columns.len()).map(|i| row.get::<_, Option<String>>(i)).collect())
+        .map(|row| {
+            (0..layout.columns.len())
+                .map(|i| row.get::<_, Option<String>>(i))
+                .collect()
+        })
         .collect())
 }

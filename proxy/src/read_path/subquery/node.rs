@@ -95,7 +95,12 @@ fn sargable(ty: &SqlType) -> bool {
     ty.is_integer()
         || matches!(
             ty,
-            SqlType::Numeric | SqlType::Text | SqlType::Varchar | SqlType::Uuid | SqlType::Date | SqlType::Bool
+            SqlType::Numeric
+                | SqlType::Text
+                | SqlType::Varchar
+                | SqlType::Uuid
+                | SqlType::Date
+                | SqlType::Bool
         )
 }
 
@@ -260,9 +265,7 @@ impl Node {
         let values = Values(&self.children);
         let touched = |row: &Row| {
             self.children.iter().enumerate().any(|(i, c)| {
-                c.touched_nulls
-                    || w.outer_key(i, row)
-                        .is_some_and(|k| c.touched.contains(&k))
+                c.touched_nulls || w.outer_key(i, row).is_some_and(|k| c.touched.contains(&k))
             })
         };
         let leaving: Vec<Box<str>> = self
@@ -376,10 +379,8 @@ impl View {
         if let Some(left) = &outcome.left {
             self.remove(left);
         }
-        if matches!(
-            outcome.change,
-            Some(RowChange::Insert | RowChange::Update)
-        ) && let Some(new) = new
+        if matches!(outcome.change, Some(RowChange::Insert | RowChange::Update))
+            && let Some(new) = new
         {
             self.add(new);
         }
