@@ -37,7 +37,8 @@ async fn loads_columns_types_primary_key_enums_arrays_and_domains() {
             "done",
             "position",
             "updated_at",
-            "deleted_at"
+            "deleted_at",
+            "project_id"
         ]
     );
     assert_eq!(todos.primary_key(), vec![0]);

@@ -610,3 +610,82 @@ async fn concurrent_churn_converges_across_a_proxy_kill() {
 async fn concurrent_churn_converges_across_a_postgres_restart() {
     churn_converges("subquery_churn_pg", Disturbance::RestartPostgres).await;
 }
+
+#[tokio::test]
+async fn a_subset_of_a_subquery_shape_is_its_rows_narrowed_and_a_subquery_in_the_subset_is_refused()
+{
+    let db = TestDb::new("subquery_subset").await;
+    let sql = db.connect().await;
+    sql.batch_execute(SCHEMA).await.unwrap();
+    let proxy = ProxyProcess::start(shapesync_bin!(), &db, &[]).await;
+    let shape = [
+        ("table", "todos"),
+        (
+            "where",
+            "project_id IN (SELECT project_id FROM members WHERE user_id = 'u1')",
+        ),
+    ];
+    let url = |extra: &[(&str, &str)]| {
+        let mut query: Vec<(&str, &str)> = shape.to_vec();
+        query.extend_from_slice(extra);
+        reqwest::Url::parse_with_params(&format!("{}/v1/shape", proxy.url), &query).unwrap()
+    };
+    let first = proxy
+        .http()
+        .get(url(&[("offset", "-1")]))
+        .send()
+        .await
+        .unwrap();
+    let handle = first.headers()["electric-handle"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // Rows of the shape (projects 1 and 2) that are not done, newest first, three of them.
+    let subset = proxy
+        .http()
+        .get(url(&[
+            ("handle", &handle),
+            ("offset", "0_0"),
+            ("subset__where", "NOT done"),
+            ("subset__order_by", "id DESC"),
+            ("subset__limit", "3"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(subset.status(), 200);
+    let body: Value = subset.json().await.unwrap();
+    let got: Vec<String> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    let want: Vec<String> = sql
+        .query(
+            "SELECT id::text FROM todos WHERE project_id IN (SELECT project_id FROM members \
+             WHERE user_id = 'u1') AND NOT done ORDER BY todos.id DESC LIMIT 3",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(got.len(), 3);
+    // As Electric: the subset's own `where` may not have a subquery.
+    let refused = proxy
+        .http()
+        .get(url(&[
+            ("handle", &handle),
+            ("offset", "0_0"),
+            ("subset__where", "id IN (SELECT project_id FROM members)"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("subset"), "{body}");
+}

@@ -317,7 +317,7 @@ mod tests {
         let todos = rules.table(&QualifiedName::new("public", "todos")).unwrap();
         assert!(todos.read.as_ref().unwrap().uses_claims());
         assert!(!todos.readable("deleted_at") && !todos.writable("updated_at"));
-        assert_eq!(rules.tables().count(), 2);
+        assert_eq!(rules.tables().count(), 4);
     }
 
     #[test]

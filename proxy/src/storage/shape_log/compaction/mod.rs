@@ -22,7 +22,8 @@
 //! is removed when the log is opened), after it the new one; both hold every committed
 //! transaction.
 //!
-//! Shapes with subqueries (when they come) must be excluded until their tags are merged too.
+//! Shapes with subqueries compact like the others: their moves are plain inserts and deletes
+//! (no tags or move events), so a moved-out row's insert and delete cancel like any other.
 
 mod build;
 mod merge;
