@@ -385,9 +385,4 @@ impl View {
             self.add(new);
         }
     }
-
-    /// How many distinct values it offers.
-    pub fn len(&self) -> usize {
-        self.counts.len()
-    }
 }
