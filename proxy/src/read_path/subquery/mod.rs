@@ -23,6 +23,8 @@ pub mod initial;
 pub mod moves;
 pub mod node;
 pub mod resync;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
