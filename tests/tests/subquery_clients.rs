@@ -1,10 +1,13 @@
 //! Client libraries on shapes whose `where` has subqueries, rows moving in and out live:
 //! TanStack DB's electric collection (from npm, unchanged) holds exactly the rows Postgres
-//! gives for the same `where` after every membership change.
+//! gives for the same `where` after every membership change, and the SQLite client keeps an
+//! exact mirror through moves, its offline writes sent when it is back and none lost.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use client_sqlite::rusqlite::types::Value as SqlValue;
+use client_sqlite::{Client, ClientConfig, ShapeSpec, SyncOptions};
 use serde_json::{Map, Value, json};
 use tests::proxy_process::ProxyProcess;
 use tests::tanstack::TanStackCollection;
@@ -223,4 +226,255 @@ async fn tanstack_db_collections_follow_rows_moving_in_and_out() {
         shape.collection.settle(Duration::from_millis(500)).await;
         shape.converges(&sql, "the last step, settled").await;
     }
+}
+
+const MINE: &str = "project_id IN (SELECT project_id FROM members WHERE user_id = $1)";
+
+/// The SQLite client's todos, each value as text, by id.
+async fn mirror(client: &Client) -> Vec<Vec<Option<String>>> {
+    client
+        .read(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT id, project_id, title, done FROM todos ORDER BY id")?;
+            let rows = stmt
+                .query_map([], |r| {
+                    (0..4)
+                        .map(|i| {
+                            r.get::<_, SqlValue>(i).map(|v| match v {
+                                SqlValue::Null => None,
+                                SqlValue::Integer(i) => Some(i.to_string()),
+                                SqlValue::Text(t) => Some(t),
+                                other => Some(format!("{other:?}")),
+                            })
+                        })
+                        .collect()
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+        .expect("read the mirror")
+}
+
+/// Postgres' todos for `where_` (u1's projects), as [`mirror`] shows them.
+async fn pg_todos(sql: &tokio_postgres::Client, where_: &str) -> Vec<Vec<Option<String>>> {
+    let query = format!(
+        "SELECT id::text, project_id::text, title, done::int::text FROM todos \
+         WHERE {where_} ORDER BY todos.id"
+    );
+    sql.query(&query, &[&"u1"])
+        .await
+        .expect(&query)
+        .iter()
+        .map(|row| (0..4).map(|i| row.get(i)).collect())
+        .collect()
+}
+
+/// Waits until the client has sent every write, every shape is up to date, and the mirror is
+/// Postgres' rows for the `where`, with no overlay left.
+async fn mirror_converges(client: &Client, sql: &tokio_postgres::Client, step: &str) {
+    client.wait_synced(WAIT).await.expect(step);
+    client.sync_now().await.expect(step);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = mirror(client).await;
+        let overlays: i64 = client
+            .read(|c| c.query_row("SELECT count(*) FROM _shapesync_overlays", [], |r| r.get(0)))
+            .await
+            .unwrap();
+        let want = pg_todos(sql, MINE).await;
+        if overlays == 0 && client.status().pending == 0 && got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{step}: the mirror is not Postgres' rows ({overlays} overlays, status {:?})\n \
+             mirror {got:?}\n postgres {want:?}",
+            client.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_sqlite_client_keeps_an_exact_mirror_through_moves_and_its_offline_writes() {
+    let db = TestDb::new("subquery_sqlite_client").await;
+    let sql = db.connect().await;
+    sql.batch_execute(SCHEMA).await.unwrap();
+    let proxy = ProxyProcess::start(
+        shapesync_bin!(),
+        &db,
+        &["--writable", "todos", "--long-poll-timeout", "2s"],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = ShapeSpec::new("todos", "todos").with_where(MINE);
+    spec.params = vec!["u1".into()];
+    let mut config = ClientConfig::new(&proxy.url, dir.path().join("a.db")).shape(spec);
+    config.sync = SyncOptions {
+        backoff_base: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(500),
+        ..SyncOptions::default()
+    };
+    config.ack_grace = Duration::from_secs(5);
+    let client = Client::open(config.clone()).await.expect("open the client");
+    mirror_converges(&client, &sql, "the start").await;
+    let handle = client.shapes().await.unwrap()[0].handle.clone();
+    assert!(handle.is_some());
+
+    // Online: rows move in and out, and a local write goes through.
+    sql.batch_execute(
+        "INSERT INTO members VALUES (3, 'u1', 'dev');
+         DELETE FROM members WHERE project_id = 1 AND user_id = 'u1';",
+    )
+    .await
+    .unwrap();
+    client
+        .update("todos", key(10), values(json!({"title": "online edit"})))
+        .await
+        .expect("queued");
+    mirror_converges(&client, &sql, "moves while online").await;
+
+    // Offline: local writes to rows of the shape, while memberships change on the server.
+    // u1 holds projects 2 and 3 (todos 1, 10, 19… and 2, 11, 20…).
+    client.set_online(false);
+    client
+        .update("todos", key(19), values(json!({"title": "stays in"})))
+        .await
+        .unwrap();
+    // Project 3 is revoked meanwhile: the write is applied, the row leaves the mirror.
+    client
+        .update("todos", key(11), values(json!({"title": "moved out"})))
+        .await
+        .unwrap();
+    client
+        .insert(
+            "todos",
+            values(json!({"id": 200, "project_id": 2, "title": "new in 2"})),
+        )
+        .await
+        .unwrap();
+    client
+        .insert(
+            "todos",
+            values(json!({"id": 201, "project_id": 3, "title": "new in 3"})),
+        )
+        .await
+        .unwrap();
+    client.delete("todos", key(28)).await.unwrap();
+    // Into project 5, granted meanwhile: it stays.
+    client
+        .update("todos", key(37), values(json!({"project_id": 5})))
+        .await
+        .unwrap();
+    // Out of project 3 (revoked meanwhile) into 2: it stays.
+    client
+        .update(
+            "todos",
+            key(20),
+            values(json!({"project_id": 2, "done": true})),
+        )
+        .await
+        .unwrap();
+    let shown = mirror(&client).await;
+    let id = |n: &str| shown.iter().find(|r| r[0].as_deref() == Some(n)).cloned();
+    assert_eq!(
+        id("19").unwrap()[2].as_deref(),
+        Some("stays in"),
+        "shown at once"
+    );
+    assert!(
+        id("201").is_some() && id("28").is_none(),
+        "shown at once: {shown:?}"
+    );
+    assert_eq!(client.status().pending, 7);
+    sql.batch_execute(
+        "DELETE FROM members WHERE project_id = 3 AND user_id = 'u1';
+         INSERT INTO members VALUES (5, 'u1', 'dev');
+         UPDATE todos SET title = 'server edit' WHERE id IN (13, 46);
+         BEGIN; DELETE FROM members WHERE project_id = 2 AND user_id = 'u1';
+         UPDATE todos SET done = true WHERE id = 55;
+         INSERT INTO members VALUES (2, 'u1', 'owner'); COMMIT;",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(client.status().pending, 7, "nothing sent while offline");
+    client.set_online(true);
+    mirror_converges(&client, &sql, "back online").await;
+
+    // Every write was applied, the moved-out ones too (they left the mirror with their rows).
+    let applied = |q: &'static str| {
+        let sql = &sql;
+        async move { sql.query_one(q, &[]).await.expect(q).get::<_, i64>(0) }
+    };
+    assert_eq!(
+        applied(
+            "SELECT count(*) FROM todos WHERE (id = 19 AND title = 'stays in') \
+             OR (id = 11 AND title = 'moved out' AND project_id = 3) \
+             OR (id = 200 AND project_id = 2) OR (id = 201 AND project_id = 3) \
+             OR (id = 37 AND project_id = 5) OR (id = 20 AND project_id = 2 AND done) \
+             OR (id = 10 AND title = 'online edit')"
+        )
+        .await,
+        7
+    );
+    assert_eq!(applied("SELECT count(*) FROM todos WHERE id = 28").await, 0);
+    let shown = mirror(&client).await;
+    assert!(
+        !shown
+            .iter()
+            .any(|r| ["11", "201", "2"].contains(&r[0].as_deref().unwrap())),
+        "project 3's rows left: {shown:?}"
+    );
+
+    // Stopped: writes made with the client closed (another process, `open_offline`), while
+    // memberships change, are sent when it opens again.
+    client.close().await;
+    let offline = Client::open_offline(&config).await.expect("open offline");
+    offline
+        .update("todos", key(46), values(json!({"title": "while closed"})))
+        .await
+        .unwrap();
+    offline
+        .update(
+            "todos",
+            key(4),
+            values(json!({"title": "revoked while closed"})),
+        )
+        .await
+        .unwrap();
+    offline.close().await;
+    sql.batch_execute(
+        "DELETE FROM members WHERE project_id = 5 AND user_id = 'u1';
+         INSERT INTO members VALUES (6, 'u1', 'dev');",
+    )
+    .await
+    .unwrap();
+    let client = Client::open(config).await.expect("open again");
+    mirror_converges(&client, &sql, "opened again").await;
+    assert_eq!(
+        applied(
+            "SELECT count(*) FROM todos WHERE (id = 46 AND title = 'while closed') \
+             OR (id = 4 AND title = 'revoked while closed')"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        client.shapes().await.unwrap()[0].handle,
+        handle,
+        "no refetch"
+    );
+    assert_eq!(client.status().refetches, 0);
+    assert!(client.conflicts(true).await.unwrap().is_empty());
+    client.close().await;
+}
+
+fn key(id: i64) -> Map<String, Value> {
+    values(json!({ "id": id }))
+}
+
+fn values(value: Value) -> Map<String, Value> {
+    value.as_object().expect("an object").clone()
 }
