@@ -43,7 +43,7 @@ async fn in_snapshot_seeing<T>(
     let started = std::time::Instant::now();
     loop {
         let (tx, info, wal_lsn) = snapshot::begin(&mut client).await.map_err(shape_error)?;
-        if !xid.is_some_and(|x| !sees(&info, x)) {
+        if xid.is_none_or(|x| sees(&info, x)) {
             let holds = SnapshotHolds {
                 snapshot: info,
                 below: wal_lsn,

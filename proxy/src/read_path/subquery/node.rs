@@ -389,4 +389,9 @@ impl View {
     pub fn len(&self) -> usize {
         self.counts.len()
     }
+
+    /// It offers no value.
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
 }
