@@ -1,0 +1,480 @@
+//! Client libraries on shapes whose `where` has subqueries, rows moving in and out live:
+//! TanStack DB's electric collection (from npm, unchanged) holds exactly the rows Postgres
+//! gives for the same `where` after every membership change, and the SQLite client keeps an
+//! exact mirror through moves, its offline writes sent when it is back and none lost.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use client_sqlite::rusqlite::types::Value as SqlValue;
+use client_sqlite::{Client, ClientConfig, ShapeSpec, SyncOptions};
+use serde_json::{Map, Value, json};
+use tests::proxy_process::ProxyProcess;
+use tests::tanstack::TanStackCollection;
+use tests::{TestDb, shapesync_bin};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+const SCHEMA: &str = "
+    CREATE TABLE orgs (id int PRIMARY KEY, name text);
+    CREATE TABLE org_members (org_id int, user_id text, PRIMARY KEY (org_id, user_id));
+    CREATE TABLE projects (id int PRIMARY KEY, org_id int, archived bool NOT NULL DEFAULT false);
+    CREATE TABLE members (project_id int, user_id text, role text NOT NULL DEFAULT 'dev',
+        PRIMARY KEY (project_id, user_id));
+    CREATE TABLE todos (id int PRIMARY KEY, project_id int, title text, done bool NOT NULL DEFAULT false);
+    INSERT INTO orgs VALUES (1, 'one'), (2, 'two'), (3, 'three');
+    INSERT INTO projects SELECT g, 1 + g % 3, g % 5 = 0 FROM generate_series(1, 9) g;
+    INSERT INTO members VALUES (1, 'u1', 'dev'), (2, 'u1', 'owner'), (3, 'u2', 'dev');
+    INSERT INTO org_members VALUES (1, 'u1'), (2, 'u2');
+    INSERT INTO todos SELECT g, 1 + g % 9, 'todo ' || g, g % 2 = 0 FROM generate_series(1, 60) g;";
+
+/// Postgres' todos for `where_` with `params` ($n as text), keyed by id as text, each row as
+/// the collection parses it (ints are numbers, bools are booleans).
+async fn expected(
+    sql: &tokio_postgres::Client,
+    where_: &str,
+    params: &[&str],
+) -> BTreeMap<String, Value> {
+    let query = format!(
+        "SELECT id::text, json_build_object('id', id, 'project_id', project_id, 'title', title, \
+         'done', done)::text FROM todos WHERE {where_}"
+    );
+    let statement = sql
+        .prepare_typed(
+            &query,
+            &vec![tokio_postgres::types::Type::TEXT; params.len()],
+        )
+        .await
+        .expect(&query);
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+        .iter()
+        .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    sql.query(&statement, &params)
+        .await
+        .expect(&query)
+        .iter()
+        .map(|row| (row.get(0), serde_json::from_str(row.get(1)).unwrap()))
+        .collect()
+}
+
+/// A shape followed by a TanStack DB collection.
+struct Collection {
+    where_: &'static str,
+    params: &'static [&'static str],
+    collection: TanStackCollection,
+}
+
+impl Collection {
+    fn start(proxy: &ProxyProcess, where_: &'static str, params: &'static [&'static str]) -> Self {
+        let param_map: Map<String, Value> = params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| ((i + 1).to_string(), json!(p)))
+            .collect();
+        let collection = TanStackCollection::start(
+            &proxy.url,
+            json!({"table": "todos", "where": where_, "params": param_map}),
+            "id",
+        );
+        Self {
+            where_,
+            params,
+            collection,
+        }
+    }
+
+    /// Waits until the collection holds exactly Postgres' rows, with no refetch and no error.
+    async fn converges(&mut self, sql: &tokio_postgres::Client, step: &str) {
+        let want = expected(sql, self.where_, self.params).await;
+        let report = self
+            .collection
+            .wait_rows(WAIT, |rows| {
+                rows.len() == want.len() && rows.iter().all(|(k, v)| want.get(k) == Some(v))
+            })
+            .await;
+        let name = format!("{} {:?} after {step}", self.where_, self.params);
+        assert_eq!(report["initialRequests"], 1, "{name}: refetched");
+        assert_eq!(report["conflicts"], 0, "{name}: a 409");
+        assert!(
+            self.collection.errors.is_empty(),
+            "{name}: {:?}",
+            self.collection.errors
+        );
+    }
+}
+
+#[tokio::test]
+async fn tanstack_db_collections_follow_rows_moving_in_and_out() {
+    let db = TestDb::new("subquery_tanstack").await;
+    let sql = db.connect().await;
+    sql.batch_execute(SCHEMA).await.unwrap();
+    let proxy = ProxyProcess::start(shapesync_bin!(), &db, &[]).await;
+    let mut shapes = vec![
+        Collection::start(
+            &proxy,
+            "project_id IN (SELECT project_id FROM members WHERE user_id = $1)",
+            &["u1"],
+        ),
+        Collection::start(
+            &proxy,
+            "project_id NOT IN (SELECT project_id FROM members WHERE role = $1) OR done",
+            &["owner"],
+        ),
+        // Three levels: todos of live projects of the organisations the user belongs to.
+        Collection::start(
+            &proxy,
+            "project_id IN (SELECT id FROM projects WHERE NOT archived AND org_id IN \
+             (SELECT org_id FROM org_members WHERE user_id = $1))",
+            &["u2"],
+        ),
+        Collection::start(
+            &proxy,
+            "EXISTS (SELECT 1 FROM members m WHERE m.project_id = todos.project_id \
+             AND m.user_id = $1) AND NOT done",
+            &["u2"],
+        ),
+    ];
+    for shape in &mut shapes {
+        shape.converges(&sql, "the start").await;
+    }
+    let steps = [
+        (
+            "grant u1 project 4",
+            "INSERT INTO members VALUES (4, 'u1', 'dev')",
+        ),
+        (
+            "grant u2 project 5",
+            "INSERT INTO members VALUES (5, 'u2', 'dev')",
+        ),
+        (
+            "revoke u1 project 1",
+            "DELETE FROM members WHERE project_id = 1 AND user_id = 'u1'",
+        ),
+        (
+            "promote to owner",
+            "UPDATE members SET role = 'owner' WHERE project_id = 3",
+        ),
+        (
+            "hand a membership to another user",
+            "UPDATE members SET user_id = 'u2' WHERE project_id = 4 AND user_id = 'u1'",
+        ),
+        (
+            "move a todo out",
+            "UPDATE todos SET project_id = 9 WHERE id = 4",
+        ),
+        (
+            "move a todo in",
+            "UPDATE todos SET project_id = 4 WHERE id = 5",
+        ),
+        (
+            "finish todos",
+            "UPDATE todos SET done = true WHERE id IN (5, 12, 13)",
+        ),
+        (
+            "grant and write in one transaction",
+            "BEGIN; INSERT INTO todos VALUES (100, 7, 'new', false); \
+             INSERT INTO members VALUES (7, 'u1', 'dev'); \
+             INSERT INTO todos VALUES (101, 7, 'newer', false); COMMIT",
+        ),
+        (
+            "revoke, write, grant again in one transaction",
+            "BEGIN; DELETE FROM members WHERE project_id = 7 AND user_id = 'u1'; \
+             UPDATE todos SET title = 'while out' WHERE project_id = 7; \
+             INSERT INTO members VALUES (7, 'u1', 'owner'); COMMIT",
+        ),
+        (
+            "grant, write, revoke in one transaction",
+            "BEGIN; INSERT INTO members VALUES (6, 'u1', 'dev'); \
+             UPDATE todos SET title = 'while in' WHERE project_id = 6; \
+             DELETE FROM members WHERE project_id = 6 AND user_id = 'u1'; COMMIT",
+        ),
+        (
+            "join an organisation",
+            "INSERT INTO org_members VALUES (3, 'u2')",
+        ),
+        (
+            "archive a project",
+            "UPDATE projects SET archived = true WHERE id = 2",
+        ),
+        (
+            "move a project between organisations",
+            "UPDATE projects SET org_id = 1 WHERE id = 4",
+        ),
+        (
+            "leave an organisation",
+            "DELETE FROM org_members WHERE org_id = 2",
+        ),
+        (
+            "a new owner",
+            "INSERT INTO members VALUES (8, 'u3', 'owner')",
+        ),
+        ("no owners left", "DELETE FROM members WHERE role = 'owner'"),
+        (
+            "delete moved rows",
+            "DELETE FROM todos WHERE project_id = 4",
+        ),
+    ];
+    for (step, statement) in steps {
+        sql.batch_execute(statement).await.expect(statement);
+        for shape in &mut shapes {
+            shape.converges(&sql, step).await;
+        }
+    }
+    // Nothing arrives late that would take a collection away from Postgres' rows.
+    for shape in &mut shapes {
+        shape.collection.settle(Duration::from_millis(500)).await;
+        shape.converges(&sql, "the last step, settled").await;
+    }
+}
+
+const MINE: &str = "project_id IN (SELECT project_id FROM members WHERE user_id = $1)";
+
+/// The SQLite client's todos, each value as text, by id.
+async fn mirror(client: &Client) -> Vec<Vec<Option<String>>> {
+    client
+        .read(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT id, project_id, title, done FROM todos ORDER BY id")?;
+            let rows = stmt
+                .query_map([], |r| {
+                    (0..4)
+                        .map(|i| {
+                            r.get::<_, SqlValue>(i).map(|v| match v {
+                                SqlValue::Null => None,
+                                SqlValue::Integer(i) => Some(i.to_string()),
+                                SqlValue::Text(t) => Some(t),
+                                other => Some(format!("{other:?}")),
+                            })
+                        })
+                        .collect()
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+        .expect("read the mirror")
+}
+
+/// Postgres' todos for `where_` (u1's projects), as [`mirror`] shows them.
+async fn pg_todos(sql: &tokio_postgres::Client, where_: &str) -> Vec<Vec<Option<String>>> {
+    let query = format!(
+        "SELECT id::text, project_id::text, title, done::int::text FROM todos \
+         WHERE {where_} ORDER BY todos.id"
+    );
+    sql.query(&query, &[&"u1"])
+        .await
+        .expect(&query)
+        .iter()
+        .map(|row| (0..4).map(|i| row.get(i)).collect())
+        .collect()
+}
+
+/// Waits until the client has sent every write, every shape is up to date, and the mirror is
+/// Postgres' rows for the `where`, with no overlay left.
+async fn mirror_converges(client: &Client, sql: &tokio_postgres::Client, step: &str) {
+    client.wait_synced(WAIT).await.expect(step);
+    client.sync_now().await.expect(step);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = mirror(client).await;
+        let overlays: i64 = client
+            .read(|c| c.query_row("SELECT count(*) FROM _shapesync_overlays", [], |r| r.get(0)))
+            .await
+            .unwrap();
+        let want = pg_todos(sql, MINE).await;
+        if overlays == 0 && client.status().pending == 0 && got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{step}: the mirror is not Postgres' rows ({overlays} overlays, status {:?})\n \
+             mirror {got:?}\n postgres {want:?}",
+            client.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_sqlite_client_keeps_an_exact_mirror_through_moves_and_its_offline_writes() {
+    let db = TestDb::new("subquery_sqlite_client").await;
+    let sql = db.connect().await;
+    sql.batch_execute(SCHEMA).await.unwrap();
+    let proxy = ProxyProcess::start(
+        shapesync_bin!(),
+        &db,
+        &["--writable", "todos", "--long-poll-timeout", "2s"],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = ShapeSpec::new("todos", "todos").with_where(MINE);
+    spec.params = vec!["u1".into()];
+    let mut config = ClientConfig::new(&proxy.url, dir.path().join("a.db")).shape(spec);
+    config.sync = SyncOptions {
+        backoff_base: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(500),
+        ..SyncOptions::default()
+    };
+    config.ack_grace = Duration::from_secs(5);
+    let client = Client::open(config.clone()).await.expect("open the client");
+    mirror_converges(&client, &sql, "the start").await;
+    let handle = client.shapes().await.unwrap()[0].handle.clone();
+    assert!(handle.is_some());
+
+    // Online: rows move in and out, and a local write goes through.
+    sql.batch_execute(
+        "INSERT INTO members VALUES (3, 'u1', 'dev');
+         DELETE FROM members WHERE project_id = 1 AND user_id = 'u1';",
+    )
+    .await
+    .unwrap();
+    client
+        .update("todos", key(10), values(json!({"title": "online edit"})))
+        .await
+        .expect("queued");
+    mirror_converges(&client, &sql, "moves while online").await;
+
+    // Offline: local writes to rows of the shape, while memberships change on the server.
+    // u1 holds projects 2 and 3 (todos 1, 10, 19… and 2, 11, 20…).
+    client.set_online(false);
+    client
+        .update("todos", key(19), values(json!({"title": "stays in"})))
+        .await
+        .unwrap();
+    // Project 3 is revoked meanwhile: the write is applied, the row leaves the mirror.
+    client
+        .update("todos", key(11), values(json!({"title": "moved out"})))
+        .await
+        .unwrap();
+    client
+        .insert(
+            "todos",
+            values(json!({"id": 200, "project_id": 2, "title": "new in 2"})),
+        )
+        .await
+        .unwrap();
+    client
+        .insert(
+            "todos",
+            values(json!({"id": 201, "project_id": 3, "title": "new in 3"})),
+        )
+        .await
+        .unwrap();
+    client.delete("todos", key(28)).await.unwrap();
+    // Into project 5, granted meanwhile: it stays.
+    client
+        .update("todos", key(37), values(json!({"project_id": 5})))
+        .await
+        .unwrap();
+    // Out of project 3 (revoked meanwhile) into 2: it stays.
+    client
+        .update(
+            "todos",
+            key(20),
+            values(json!({"project_id": 2, "done": true})),
+        )
+        .await
+        .unwrap();
+    let shown = mirror(&client).await;
+    let id = |n: &str| shown.iter().find(|r| r[0].as_deref() == Some(n)).cloned();
+    assert_eq!(
+        id("19").unwrap()[2].as_deref(),
+        Some("stays in"),
+        "shown at once"
+    );
+    assert!(
+        id("201").is_some() && id("28").is_none(),
+        "shown at once: {shown:?}"
+    );
+    assert_eq!(client.status().pending, 7);
+    sql.batch_execute(
+        "DELETE FROM members WHERE project_id = 3 AND user_id = 'u1';
+         INSERT INTO members VALUES (5, 'u1', 'dev');
+         UPDATE todos SET title = 'server edit' WHERE id IN (13, 46);
+         BEGIN; DELETE FROM members WHERE project_id = 2 AND user_id = 'u1';
+         UPDATE todos SET done = true WHERE id = 55;
+         INSERT INTO members VALUES (2, 'u1', 'owner'); COMMIT;",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(client.status().pending, 7, "nothing sent while offline");
+    client.set_online(true);
+    mirror_converges(&client, &sql, "back online").await;
+
+    // Every write was applied, the moved-out ones too (they left the mirror with their rows).
+    let applied = |q: &'static str| {
+        let sql = &sql;
+        async move { sql.query_one(q, &[]).await.expect(q).get::<_, i64>(0) }
+    };
+    assert_eq!(
+        applied(
+            "SELECT count(*) FROM todos WHERE (id = 19 AND title = 'stays in') \
+             OR (id = 11 AND title = 'moved out' AND project_id = 3) \
+             OR (id = 200 AND project_id = 2) OR (id = 201 AND project_id = 3) \
+             OR (id = 37 AND project_id = 5) OR (id = 20 AND project_id = 2 AND done) \
+             OR (id = 10 AND title = 'online edit')"
+        )
+        .await,
+        7
+    );
+    assert_eq!(applied("SELECT count(*) FROM todos WHERE id = 28").await, 0);
+    let shown = mirror(&client).await;
+    assert!(
+        !shown
+            .iter()
+            .any(|r| ["11", "201", "2"].contains(&r[0].as_deref().unwrap())),
+        "project 3's rows left: {shown:?}"
+    );
+
+    // Stopped: writes made with the client closed (another process, `open_offline`), while
+    // memberships change, are sent when it opens again.
+    client.close().await;
+    let offline = Client::open_offline(&config).await.expect("open offline");
+    offline
+        .update("todos", key(46), values(json!({"title": "while closed"})))
+        .await
+        .unwrap();
+    offline
+        .update(
+            "todos",
+            key(4),
+            values(json!({"title": "revoked while closed"})),
+        )
+        .await
+        .unwrap();
+    offline.close().await;
+    sql.batch_execute(
+        "DELETE FROM members WHERE project_id = 5 AND user_id = 'u1';
+         INSERT INTO members VALUES (6, 'u1', 'dev');",
+    )
+    .await
+    .unwrap();
+    let client = Client::open(config).await.expect("open again");
+    mirror_converges(&client, &sql, "opened again").await;
+    assert_eq!(
+        applied(
+            "SELECT count(*) FROM todos WHERE (id = 46 AND title = 'while closed') \
+             OR (id = 4 AND title = 'revoked while closed')"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        client.shapes().await.unwrap()[0].handle,
+        handle,
+        "no refetch"
+    );
+    assert_eq!(client.status().refetches, 0);
+    assert!(client.conflicts(true).await.unwrap().is_empty());
+    client.close().await;
+}
+
+fn key(id: i64) -> Map<String, Value> {
+    values(json!({ "id": id }))
+}
+
+fn values(value: Value) -> Map<String, Value> {
+    value.as_object().expect("an object").clone()
+}
