@@ -331,14 +331,18 @@ impl Shapes {
                     message: format!("a subquery may not read {inner}"),
                 });
             }
-            let schema =
-                self.tables
-                    .get(&self.metadata, &inner)
-                    .await
-                    .map_err(|e| ShapeError::Invalid {
+            // A missing table is the `where`'s mistake (400); a database away is a 503.
+            let schema = self
+                .tables
+                .get(&self.metadata, &inner)
+                .await
+                .map_err(|e| match ShapeError::from(e) {
+                    ShapeError::Invalid { message, .. } => ShapeError::Invalid {
                         param: "where",
-                        message: format!("the subquery's table: {e}"),
-                    })?;
+                        message: format!("the subquery's table: {message}"),
+                    },
+                    other => other,
+                })?;
             others.insert(inner, schema);
         }
         compile_definition_with(request, &table, &|name| others.get(name).cloned())

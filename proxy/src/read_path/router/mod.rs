@@ -697,6 +697,11 @@ impl Router {
                 continue;
             };
             if !txn.leveled.contains(&id) {
+                // Most changes concern none of the shapes reading the table: only a shape
+                // this one changes is copied (and put back if the transaction is dropped).
+                if !levels.would_change(slot, txn.xid, txn.commit_lsn, old, new) {
+                    continue;
+                }
                 txn.leveled.push(id);
                 ws.levels_before = Some(levels.clone());
             }

@@ -139,6 +139,39 @@ impl SubqueryShape {
         outcome.change.is_some().then_some(outcome)
     }
 
+    /// Whether [`SubqueryShape::change`] would change any level (so the levels are worth
+    /// keeping a copy of before it).
+    pub fn would_change(
+        &self,
+        slot: TableSlot,
+        xid: Xid32,
+        commit_lsn: Lsn,
+        old: Option<&Row>,
+        new: Option<&Row>,
+    ) -> bool {
+        let tombstone = self.tombstone;
+        let exists = |row: Option<&Row>| -> bool {
+            row.is_some_and(|r| tombstone.is_none_or(|c| r.get(c).is_none_or(Option::is_none)))
+        };
+        let mut any = false;
+        self.root.for_each(&mut |node| {
+            if any || node.slot != Some(slot) {
+                return;
+            }
+            let root = std::ptr::eq(node, &self.root);
+            let (old, new) = if root && tombstone.is_some() {
+                (
+                    old.filter(|r| exists(Some(r))),
+                    new.filter(|r| exists(Some(r))),
+                )
+            } else {
+                (old, new)
+            };
+            any = node.would_change(xid, commit_lsn, old, new);
+        });
+        any
+    }
+
     /// Whether a subquery's values changed and the levels above must move rows.
     pub fn unsettled(&self) -> bool {
         let mut any = false;

@@ -207,6 +207,34 @@ impl Node {
         })
     }
 
+    /// Whether [`Node::change`] would change anything (a row of this level is in, or would
+    /// come in), without changing it: most changes of a table concern none of the many
+    /// subquery shapes that read it.
+    pub fn would_change(
+        &self,
+        xid: Xid32,
+        commit_lsn: Lsn,
+        old: Option<&Row>,
+        new: Option<&Row>,
+    ) -> bool {
+        let new_key = new.map(|r| self.key(r));
+        let old_key = old.map(|r| self.key(r)).or_else(|| new_key.clone());
+        let keys = [old_key.as_deref(), new_key.as_deref()];
+        let held = self.holds.iter().any(|h| {
+            commit_lsn < h.holds.below
+                && h.holds.holds(xid, commit_lsn)
+                && match &h.keys {
+                    None => true,
+                    Some(set) => keys.iter().flatten().any(|k| set.contains(*k)),
+                }
+        });
+        if held {
+            return false;
+        }
+        old_key.is_some_and(|k| self.present.contains_key(&k))
+            || new.is_some_and(|r| self.admits(r))
+    }
+
     /// A row change of this level's table: decides it against the rows that are in.
     pub fn change(
         &mut self,
