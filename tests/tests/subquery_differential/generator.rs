@@ -479,9 +479,11 @@ impl<'a> Gen<'a> {
             ),
             correlated: if kind >= 6 { scope.correlated + 1 } else { 0 },
         };
+        // `schema.table` now and then (its columns are still qualified by the table's name)
+        let schema = if self.chance(0.15) { "public." } else { "" };
         let from = match &alias {
-            Some(a) => format!("{} {a}", inner_table.name),
-            None => inner_table.name.to_string(),
+            Some(a) => format!("{schema}{} {a}", inner_table.name),
+            None => format!("{schema}{}", inner_table.name),
         };
         let filter = self
             .chance(0.75)
