@@ -35,10 +35,10 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
          INSERT INTO todos SELECT g, 1 + (g - 1) / 10, 'todo ' || g, false
          FROM generate_series(1, 1000) g;
          INSERT INTO members SELECT g, 1 FROM generate_series(1, 10) g;
-         INSERT INTO members SELECT g, 2 FROM generate_series(5, 50) g;
-         VACUUM ANALYZE",
+         INSERT INTO members SELECT g, 2 FROM generate_series(5, 50) g",
     )
     .await?;
+    sql.batch_execute("VACUUM ANALYZE").await?;
     let proxy = ProxyChild::start(&db, &[]).await?;
     let subscription = sse::fetch(proxy.addr, &shape_query(1), |_| {}).await?;
     let live = sse::Live::open(proxy.addr, &subscription).await?;

@@ -56,13 +56,14 @@ pub async fn run(bench: &mut Bench, direction: Direction) -> anyhow::Result<()> 
     sql.execute("INSERT INTO projects VALUES (1, 'big'), (2, 'small')", &[])
         .await?;
     sql.execute(
-        "INSERT INTO todos SELECT g, CASE WHEN g <= $1 THEN 1 ELSE 2 END, 'todo number ' || g, g % 3 = 0
-         FROM generate_series(1::int8, $1 + 10) g",
+        "INSERT INTO todos SELECT g, CASE WHEN g <= $1::int8 THEN 1 ELSE 2 END, 'todo number ' || g, g % 3 = 0
+         FROM generate_series(1::int8, $1::int8 + 10) g",
         &[&rows],
     )
     .await?;
-    sql.batch_execute("INSERT INTO members VALUES (2, 1); VACUUM ANALYZE")
+    sql.batch_execute("INSERT INTO members VALUES (2, 1)")
         .await?;
+    sql.batch_execute("VACUUM ANALYZE").await?;
     let proxy = ProxyChild::start(&db, &[]).await?;
     let query = shape_query(1);
     let subscription = sse::fetch(proxy.addr, &query, |_| {}).await?;
