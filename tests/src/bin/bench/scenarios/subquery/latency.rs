@@ -6,7 +6,7 @@
 //! updates the title of todo `i mod 100 + 1`, one of the 100 todos of user 1's projects (no
 //! membership changes: no row moves). The shape's log is in commit order, so the k-th update
 //! the client receives is commit k's (checked by key). The first tenth of the commits warms up
-//! and is not counted.
+//! and is not counted. `--quick` makes 100 commits.
 
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,8 @@ const RATE_PER_SECOND: u64 = 100;
 
 pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     let name = "latency_subquery";
-    let commits = bench.scale.of(3000);
+    // `--quick`: one second of commits.
+    let commits = if bench.scale.quick { 100 } else { 3000 };
     let warm_up = commits / 10;
     let db = bench.cluster.database(name).await?;
     let sql = db.connect().await?;

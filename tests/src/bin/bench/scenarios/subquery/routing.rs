@@ -9,7 +9,7 @@
 //! follows them afterwards.
 //!
 //! The workload: transactions of 100 `UPDATE todos SET title = …` of random todos (all
-//! projects alike): 100,000 changes with 10 shapes (`--quick`: 10,000), 1,000 with all of
+//! projects alike): 100,000 changes with 10 shapes (`--quick`: 2,000), 1,000 (500) with all of
 //! them (a change costs the proxy time in proportion to the subquery shapes on its table, so
 //! the bigger workload would take an hour; both are long enough to be steady). To measure the proxy rather than the
 //! writer, the proxy is paused (SIGSTOP) while the workload is written, then resumed: the
@@ -47,10 +47,11 @@ const FEW: u64 = 10;
 pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     let name = "routing_subquery_10k";
     let users: u64 = if bench.scale.quick { 100 } else { 10_000 };
-    let changes = bench.scale.of(100_000);
+    // `--quick` (a debug build in CI) samples briefly.
+    let changes = if bench.scale.quick { 2_000 } else { 100_000 };
     // Routing to every subquery shape of a table costs the same per change whatever the
     // size of the workload: a smaller one keeps the run to minutes.
-    let changes_many = 1_000;
+    let changes_many = if bench.scale.quick { 500 } else { 1_000 };
     let db = bench.cluster.database(name).await?;
     let sql = db.connect().await?;
     sql.batch_execute(SCHEMA).await?;
@@ -88,7 +89,9 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     create(proxy.addr, FEW..users).await?;
     let create_secs = started.elapsed().as_secs_f64();
     // Let the last snapshots' buffers go before reading the memory.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    if !bench.scale.quick {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let after = proxy.memory()?;
     let added = users - FEW;
     println!(
