@@ -75,6 +75,17 @@ const FIGURES: &[&str] = &[
     "compaction.initial_sync_speedup",
     "compaction.live_latency.p50",
     "compaction.live_latency.p99",
+    "moves_in_10k.p50",
+    "moves_in_10k.max",
+    "moves_out_10k.p50",
+    "moves_out_10k.max",
+    "moves_out_10k.log_bytes_per_move",
+    "moves_out_10k.log_bytes_per_row",
+    "routing_subquery_10k",
+    "routing_subquery_10k.rss_per_shape",
+    "routing_subquery_10k.create_rate",
+    "latency_subquery.p50",
+    "latency_subquery.p99",
 ];
 
 /// The figures measured against a baseline (`pg_recvlogical`, or the 10-shape routing rate):
@@ -87,6 +98,7 @@ const WITH_BASELINE: &[&str] = &[
     "routing_1k",
     "routing_100k",
     "routing_100k.residual",
+    "routing_subquery_10k",
 ];
 
 /// Checks every figure of a report: present, with a finite value, and with a positive
@@ -140,7 +152,8 @@ fn check_figures(report: &Value) -> Result<(), String> {
 /// The committed figures: the last full run (`latest.json`) with those of the scenarios run
 /// apart, on another machine (`ecosystems.json`: RxDB and WatermelonDB; `cdn.json`: the
 /// caches; `shapes.json`: routing, many shapes, the relabelled initial sync and mutations;
-/// `compaction.json`: compaction of shape logs; each describes its machine). A later file's
+/// `compaction.json`: compaction of shape logs; `subquery.json`: subquery shapes; each
+/// describes its machine). A later file's
 /// figure replaces an earlier one of the same name.
 fn committed_report() -> Value {
     let read = |name: &str| -> Value {
@@ -154,6 +167,7 @@ fn committed_report() -> Value {
         "cdn.json",
         "shapes.json",
         "compaction.json",
+        "subquery.json",
     ] {
         for figure in read(more)["figures"].as_array().expect("figures") {
             figures.retain(|f| f["name"] != figure["name"]);

@@ -108,6 +108,14 @@ enum Scenario {
     CdnInitial10k,
     #[value(name = "compaction")]
     Compaction,
+    #[value(name = "moves_in_10k")]
+    MovesIn10k,
+    #[value(name = "moves_out_10k")]
+    MovesOut10k,
+    #[value(name = "routing_subquery_10k")]
+    RoutingSubquery10k,
+    #[value(name = "latency_subquery")]
+    LatencySubquery,
 }
 
 impl Scenario {
@@ -266,6 +274,10 @@ async fn run_scenario(bench: &mut Bench, scenario: Scenario) -> anyhow::Result<(
         Scenario::CdnFanout10k => cdn::fanout(bench).await,
         Scenario::CdnInitial10k => cdn::initial(bench).await,
         Scenario::Compaction => compaction::run(bench).await,
+        Scenario::MovesIn10k => subquery::moves::run(bench, subquery::moves::Direction::In).await,
+        Scenario::MovesOut10k => subquery::moves::run(bench, subquery::moves::Direction::Out).await,
+        Scenario::RoutingSubquery10k => subquery::routing::run(bench).await,
+        Scenario::LatencySubquery => subquery::latency::run(bench).await,
     }
 }
 

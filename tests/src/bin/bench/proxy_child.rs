@@ -123,6 +123,23 @@ impl ProxyChild {
         memory_of(self.pid)
     }
 
+    /// Stops the proxy where it is (SIGSTOP): Postgres keeps what it decodes meanwhile for
+    /// when it is [resumed](Self::resume), which then reads a backlog as fast as it can.
+    pub fn pause(&self) {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+        unsafe {
+            libc::kill(self.pid as libc::pid_t, libc::SIGSTOP);
+        }
+    }
+
+    /// Lets a [paused](Self::pause) proxy go on (SIGCONT).
+    pub fn resume(&self) {
+        // SAFETY: as in `pause`.
+        unsafe {
+            libc::kill(self.pid as libc::pid_t, libc::SIGCONT);
+        }
+    }
+
     /// CPU time (user + system) the proxy has used so far, from `/proc/<pid>/stat`.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
         let path = format!("/proc/{}/stat", self.pid);

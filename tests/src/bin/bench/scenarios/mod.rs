@@ -11,4 +11,5 @@ pub mod mutations;
 pub mod routing;
 pub mod shapes;
 pub mod sse_idle;
+pub mod subquery;
 pub mod throughput;
