@@ -332,17 +332,16 @@ impl Shapes {
                 });
             }
             // A missing table is the `where`'s mistake (400); a database away is a 503.
-            let schema = self
-                .tables
-                .get(&self.metadata, &inner)
-                .await
-                .map_err(|e| match ShapeError::from(e) {
-                    ShapeError::Invalid { message, .. } => ShapeError::Invalid {
-                        param: "where",
-                        message: format!("the subquery's table: {message}"),
+            let schema =
+                self.tables.get(&self.metadata, &inner).await.map_err(
+                    |e| match ShapeError::from(e) {
+                        ShapeError::Invalid { message, .. } => ShapeError::Invalid {
+                            param: "where",
+                            message: format!("the subquery's table: {message}"),
+                        },
+                        other => other,
                     },
-                    other => other,
-                })?;
+                )?;
             others.insert(inner, schema);
         }
         compile_definition_with(request, &table, &|name| others.get(name).cloned())
