@@ -154,6 +154,73 @@ pub fn every_type_table() -> TableSchema {
     )
 }
 
+/// One subquery's current rows, as a reference for tests: the keys they offer, whether one
+/// offers a NULL, and how many there are.
+#[derive(Debug, Default)]
+pub struct SubqueryMembers {
+    pub keys: std::collections::HashSet<crate::where_clause::ValueKey>,
+    pub has_null: bool,
+    pub rows: usize,
+}
+
+/// The current rows of every subquery of one clause, computed from whole tables the way the
+/// proxy keeps them: the inner rows matching the inner `where` (itself evaluated with the
+/// current rows of its own subqueries), by
+/// [`Subquery::key_of_inner`](crate::where_clause::Subquery::key_of_inner). A reference oracle
+/// for the evaluator's tests.
+#[derive(Debug, Default)]
+pub struct SubqueryRows(pub Vec<SubqueryMembers>);
+
+impl SubqueryRows {
+    pub fn of(
+        clause: &crate::where_clause::WhereClause,
+        tables: &std::collections::HashMap<QualifiedName, Vec<crate::schema::Row>>,
+    ) -> SubqueryRows {
+        SubqueryRows(
+            clause
+                .subqueries()
+                .iter()
+                .map(|sq| {
+                    let inner = sq
+                        .where_clause
+                        .as_ref()
+                        .map(|w| (w, SubqueryRows::of(w, tables)));
+                    let mut members = SubqueryMembers::default();
+                    for row in tables.get(&sq.table).map(Vec::as_slice).unwrap_or_default() {
+                        if let Some((w, current)) = &inner
+                            && !w.matches_with(row, current)
+                        {
+                            continue;
+                        }
+                        members.rows += 1;
+                        match sq.key_of_inner(row) {
+                            Some(k) => {
+                                members.keys.insert(k);
+                            }
+                            None => members.has_null = true,
+                        }
+                    }
+                    members
+                })
+                .collect(),
+        )
+    }
+}
+
+impl crate::where_clause::SubqueryValues for SubqueryRows {
+    fn contains(&self, subquery: usize, key: &crate::where_clause::ValueKey) -> bool {
+        self.0[subquery].keys.contains(key)
+    }
+
+    fn has_null(&self, subquery: usize) -> bool {
+        self.0[subquery].has_null
+    }
+
+    fn is_empty(&self, subquery: usize) -> bool {
+        self.0[subquery].rows == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@
 #[path = "subquery_differential/generator.rs"]
 mod generator;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value};
 use shapes::schema::{QualifiedName, TableSchema};
-use shapes::where_clause::{SubqueryValues, ValueKey, WhereClause};
+use shapes::where_clause::WhereClause;
 use tests::proxy_process::ProxyProcess;
 use tests::shape_consumer::{ConsumerOptions, ShapeConsumer, ShapeSpec};
 use tests::{TestDb, shapesync_bin, wait_for};
@@ -226,62 +226,7 @@ async fn run_all(client: &Client, statements: &[String]) -> Result<Vec<Vec<Row>>
     Ok(out)
 }
 
-/// One subquery's current rows, as the proxy keeps them.
-#[derive(Debug, Default)]
-struct Members {
-    keys: HashSet<ValueKey>,
-    has_null: bool,
-    rows: usize,
-}
-
-/// The current rows of every subquery of one clause: the inner rows matching the inner
-/// `where` (itself evaluated with the current rows of its own subqueries).
-#[derive(Debug, Default)]
-struct Current(Vec<Members>);
-
-impl Current {
-    fn of(clause: &WhereClause, db: &Db) -> Current {
-        Current(
-            clause
-                .subqueries()
-                .iter()
-                .map(|sq| {
-                    let inner = sq.where_clause.as_ref().map(|w| (w, Current::of(w, db)));
-                    let mut m = Members::default();
-                    for row in db.get(&sq.table).map(Vec::as_slice).unwrap_or_default() {
-                        if let Some((w, current)) = &inner
-                            && !w.matches_with(row, current)
-                        {
-                            continue;
-                        }
-                        m.rows += 1;
-                        match sq.key_of_inner(row) {
-                            Some(k) => {
-                                m.keys.insert(k);
-                            }
-                            None => m.has_null = true,
-                        }
-                    }
-                    m
-                })
-                .collect(),
-        )
-    }
-}
-
-impl SubqueryValues for Current {
-    fn contains(&self, subquery: usize, key: &ValueKey) -> bool {
-        self.0[subquery].keys.contains(key)
-    }
-
-    fn has_null(&self, subquery: usize) -> bool {
-        self.0[subquery].has_null
-    }
-
-    fn is_empty(&self, subquery: usize) -> bool {
-        self.0[subquery].rows == 0
-    }
-}
+use shapes::testing::SubqueryRows as Current;
 
 /// Applies `count` random writes, in one transaction or one by one.
 async fn write_batch(

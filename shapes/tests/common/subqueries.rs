@@ -2,12 +2,12 @@
 //! clause, the keys of the inner rows matching its inner `where` (itself evaluated with the
 //! rows of its own subqueries).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use shapes::schema::{QualifiedName, TableSchema};
 use shapes::testing::{base, column, enum_of, table};
-use shapes::where_clause::{SubqueryValues, ValueKey, WhereClause, WhereError};
+use shapes::where_clause::{WhereClause, WhereError};
 
 pub type Row = Vec<Option<String>>;
 
@@ -112,60 +112,5 @@ pub fn row_of(t: &TableSchema, values: &[(&str, &str)]) -> Row {
     row
 }
 
-/// One subquery's current rows.
-#[derive(Debug, Default)]
-pub struct Members {
-    pub keys: HashSet<ValueKey>,
-    pub has_null: bool,
-    pub rows: usize,
-}
-
-/// The current rows of every subquery of one clause.
-#[derive(Debug, Default)]
-pub struct Current(pub Vec<Members>);
-
-impl Current {
-    /// Built from `db` the way the proxy would: inner rows matching the inner `where` (with
-    /// the current rows of its own subqueries), by [`shapes::where_clause::Subquery::key_of_inner`].
-    pub fn of(clause: &WhereClause, db: &Db) -> Current {
-        Current(
-            clause
-                .subqueries()
-                .iter()
-                .map(|sq| {
-                    let inner = sq.where_clause.as_ref().map(|w| (w, Current::of(w, db)));
-                    let mut m = Members::default();
-                    for row in db.get(&sq.table).map(Vec::as_slice).unwrap_or_default() {
-                        if let Some((w, current)) = &inner
-                            && !w.matches_with(row, current)
-                        {
-                            continue;
-                        }
-                        m.rows += 1;
-                        match sq.key_of_inner(row) {
-                            Some(k) => {
-                                m.keys.insert(k);
-                            }
-                            None => m.has_null = true,
-                        }
-                    }
-                    m
-                })
-                .collect(),
-        )
-    }
-}
-
-impl SubqueryValues for Current {
-    fn contains(&self, subquery: usize, key: &ValueKey) -> bool {
-        self.0[subquery].keys.contains(key)
-    }
-
-    fn has_null(&self, subquery: usize) -> bool {
-        self.0[subquery].has_null
-    }
-
-    fn is_empty(&self, subquery: usize) -> bool {
-        self.0[subquery].rows == 0
-    }
-}
+#[allow(unused_imports)]
+pub use shapes::testing::{SubqueryMembers as Members, SubqueryRows as Current};
