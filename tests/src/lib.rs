@@ -10,6 +10,7 @@ pub mod in_process;
 pub mod proxy_process;
 pub mod shape_consumer;
 pub mod shape_http;
+pub mod subquery_world;
 pub mod tanstack;
 
 use std::future::Future;

@@ -11,23 +11,11 @@ use serde_json::{Map, Value, json};
 use tests::electric::ElectricClient;
 use tests::proxy_process::ProxyProcess;
 use tests::shape_consumer::{ConsumerOptions, ShapeConsumer, ShapeSpec};
+use tests::subquery_world::{MOVE_STEPS, SCHEMA};
 use tests::{TestDb, shapesync_bin, wait_for};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-const SCHEMA: &str = "
-    CREATE TABLE orgs (id int PRIMARY KEY, name text);
-    CREATE TABLE org_members (org_id int, user_id text, PRIMARY KEY (org_id, user_id));
-    CREATE TABLE projects (id int PRIMARY KEY, org_id int, archived bool NOT NULL DEFAULT false);
-    CREATE TABLE members (project_id int, user_id text, role text NOT NULL DEFAULT 'dev',
-        PRIMARY KEY (project_id, user_id));
-    CREATE TABLE todos (id int PRIMARY KEY, project_id int, title text, done bool NOT NULL DEFAULT false);
-    INSERT INTO orgs VALUES (1, 'one'), (2, 'two'), (3, 'three');
-    INSERT INTO projects SELECT g, 1 + g % 3, g % 5 = 0 FROM generate_series(1, 9) g;
-    INSERT INTO members VALUES (1, 'u1', 'dev'), (2, 'u1', 'owner'), (3, 'u2', 'dev');
-    INSERT INTO org_members VALUES (1, 'u1'), (2, 'u2');
-    INSERT INTO todos SELECT g, 1 + g % 9, 'todo ' || g, g % 2 = 0 FROM generate_series(1, 60) g;";
 
 /// A shape followed by our consumer and by the official client, and the `where` Postgres
 /// evaluates to say what both must hold.
@@ -162,7 +150,7 @@ async fn memberships_move_rows_in_and_out_live_without_a_refetch() {
     let db = TestDb::new("subquery_moves").await;
     let sql = db.connect().await;
     sql.batch_execute(SCHEMA).await.unwrap();
-    let proxy = ProxyProcess::start_logging(shapesync_bin!(), &db, &[]).await;
+    let proxy = ProxyProcess::start(shapesync_bin!(), &db, &[]).await;
     let stop = CancellationToken::new();
     let mut shapes = vec![
         Followed::start(
@@ -193,79 +181,10 @@ async fn memberships_move_rows_in_and_out_live_without_a_refetch() {
             &stop,
         ),
     ];
-    if std::env::var("SUBQ_DEBUG").is_ok() {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let resp = reqwest::get(format!("{}/v1/shape?table=todos&offset=-1&where=project_id%20IN%20(SELECT%20project_id%20FROM%20members%20WHERE%20user_id%20%3D%20%27u1%27)", proxy.url)).await.unwrap();
-        eprintln!(
-            "status {} body {}",
-            resp.status(),
-            resp.text().await.unwrap()
-        );
-        eprintln!("state {:?}", shapes[0].consumer.state());
-        eprintln!("log {}", proxy.log());
-    }
     for shape in &mut shapes {
         shape.converges(&sql, "the start").await;
     }
-    let steps = [
-        (
-            "grant u1 project 4",
-            "INSERT INTO members VALUES (4, 'u1', 'dev')",
-        ),
-        (
-            "revoke u1 project 1",
-            "DELETE FROM members WHERE project_id = 1 AND user_id = 'u1'",
-        ),
-        (
-            "promote to owner",
-            "UPDATE members SET role = 'owner' WHERE project_id = 3",
-        ),
-        (
-            "move a todo out",
-            "UPDATE todos SET project_id = 9 WHERE id = 4",
-        ),
-        (
-            "move a todo in",
-            "UPDATE todos SET project_id = 4 WHERE id = 5",
-        ),
-        (
-            "grant and write in one transaction",
-            "BEGIN; INSERT INTO todos VALUES (100, 7, 'new', false); \
-             INSERT INTO members VALUES (7, 'u1', 'dev'); \
-             INSERT INTO todos VALUES (101, 7, 'newer', false); COMMIT",
-        ),
-        (
-            "revoke, write, grant again in one transaction",
-            "BEGIN; DELETE FROM members WHERE project_id = 7 AND user_id = 'u1'; \
-             UPDATE todos SET title = 'while out' WHERE project_id = 7; \
-             INSERT INTO members VALUES (7, 'u1', 'owner'); COMMIT",
-        ),
-        (
-            "join an organisation",
-            "INSERT INTO org_members VALUES (3, 'u2')",
-        ),
-        (
-            "archive a project",
-            "UPDATE projects SET archived = true WHERE id = 2",
-        ),
-        (
-            "move a project between organisations",
-            "UPDATE projects SET org_id = 1 WHERE id = 4",
-        ),
-        (
-            "leave an organisation",
-            "DELETE FROM org_members WHERE org_id = 2",
-        ),
-        (
-            "a NULL in NOT IN's set",
-            "INSERT INTO members VALUES (8, 'u3', 'owner'); \
-             UPDATE members SET project_id = 8 WHERE project_id = 8",
-        ),
-        (
-            "delete moved rows",
-            "DELETE FROM todos WHERE project_id = 4",
-        ),
-    ];
+    let steps = MOVE_STEPS;
     for (step, statement) in steps {
         sql.batch_execute(statement).await.expect(statement);
         for shape in &mut shapes {
