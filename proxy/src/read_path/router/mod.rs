@@ -418,33 +418,18 @@ impl Router {
         let Some(ws) = self.shapes.get_mut(&id) else {
             return Ok(());
         };
-        for row in &moved.out {
+        let out = moved
+            .out
+            .iter()
+            .map(|row| (RowChange::Delete, Some(row), None));
+        let came = moved
+            .r#in
+            .iter()
+            .map(|row| (RowChange::Insert, None, Some(row)));
+        for (change, old, new) in out.chain(came) {
             let op = txn.next_op;
             txn.next_op += 2;
-            emit(
-                ws,
-                txn,
-                id,
-                RowChange::Delete,
-                Some(row),
-                None,
-                op,
-                &mut self.encoded,
-            )?;
-        }
-        for row in &moved.r#in {
-            let op = txn.next_op;
-            txn.next_op += 2;
-            emit(
-                ws,
-                txn,
-                id,
-                RowChange::Insert,
-                None,
-                Some(row),
-                op,
-                &mut self.encoded,
-            )?;
+            emit(ws, txn, id, change, old, new, op, &mut self.encoded)?;
         }
         Ok(())
     }
