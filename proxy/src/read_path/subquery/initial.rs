@@ -19,7 +19,7 @@ use super::resync;
 use crate::read_path::router::{Router, SnapshotHolds};
 use crate::read_path::snapshot::{self, SnapshotError};
 use crate::read_path::{ShapeError, Shapes};
-use crate::storage::shape_store::Shape;
+use crate::storage::shape_store::{Shape, ShapeState};
 
 /// How long to wait, at most, for a transaction the stream delivered to become visible.
 const VISIBLE_WITHIN: Duration = Duration::from_secs(10);
@@ -74,6 +74,12 @@ pub async fn create(
     router: &mut Router,
     shape: &Arc<Shape>,
 ) -> Result<(u64, SnapshotHolds), ShapeError> {
+    // Removed while it waited for its turn (its table was rotated): never routed to.
+    if shape.state() == ShapeState::Gone {
+        return Err(ShapeError::unavailable(
+            "the shape was removed before its snapshot was taken",
+        ));
+    }
     let mut levels = Box::new(SubqueryShape::new(
         shape.table.clone(),
         &shape.definition,
