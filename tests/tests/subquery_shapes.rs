@@ -608,3 +608,68 @@ async fn a_subset_of_a_subquery_shape_is_its_rows_narrowed_and_a_subquery_in_the
     let body = refused.text().await.unwrap();
     assert!(body.contains("subset"), "{body}");
 }
+
+#[tokio::test]
+async fn tombstoned_rows_never_move_in() {
+    let db = TestDb::new("subquery_tombstones").await;
+    let sql = db.connect().await;
+    sql.batch_execute(
+        "CREATE TABLE members (project_id int, user_id text, PRIMARY KEY (project_id, user_id));
+         CREATE TABLE tasks (id int PRIMARY KEY, project_id int, deleted_at timestamptz);
+         INSERT INTO members VALUES (1, 'u1');
+         INSERT INTO tasks VALUES (1, 1, NULL), (2, 2, now()), (3, 2, NULL), (4, 2, NULL);",
+    )
+    .await
+    .unwrap();
+    let proxy = ProxyProcess::start(shapesync_bin!(), &db, &["--tombstones", "tasks"]).await;
+    let stop = CancellationToken::new();
+    let consumer = ShapeConsumer::new(
+        &proxy.url,
+        ShapeSpec::table("tasks", &["id"]).filter(
+            "project_id IN (SELECT project_id FROM members WHERE user_id = $1)",
+            &["u1"],
+        ),
+        ConsumerOptions::default(),
+    );
+    consumer.spawn(stop.clone());
+    let ids = |want: &'static [&'static str]| {
+        let consumer = consumer.clone();
+        async move {
+            wait_for(&format!("tasks {want:?}"), WAIT, || {
+                let state = consumer.state();
+                assert!(state.violations.is_empty(), "{:?}", state.violations);
+                let got: Vec<String> = state
+                    .rows
+                    .values()
+                    .map(|r| r["id"].as_str().unwrap().to_owned())
+                    .collect();
+                async move { (state.up_to_date && got == want).then_some(()) }
+            })
+            .await;
+        }
+    };
+    ids(&["1"]).await;
+    // Granted: the tombstoned task 2 stays out.
+    sql.batch_execute("INSERT INTO members VALUES (2, 'u1')")
+        .await
+        .unwrap();
+    ids(&["1", "3", "4"]).await;
+    sql.batch_execute(
+        "UPDATE tasks SET deleted_at = now() WHERE id = 3;
+         UPDATE tasks SET deleted_at = NULL WHERE id = 2;",
+    )
+    .await
+    .unwrap();
+    ids(&["1", "2", "4"]).await;
+    sql.batch_execute("DELETE FROM members WHERE project_id = 2")
+        .await
+        .unwrap();
+    ids(&["1"]).await;
+    // Granted again with a tombstoned row in the project: it never arrives, nor its delete.
+    sql.batch_execute("BEGIN; UPDATE tasks SET deleted_at = now() WHERE id = 4; INSERT INTO members VALUES (2, 'u1'); COMMIT")
+        .await
+        .unwrap();
+    ids(&["1", "2"]).await;
+    assert_eq!(consumer.state().refetches, 0);
+    stop.cancel();
+}

@@ -31,24 +31,20 @@ pub async fn settle(
     tx: &Transaction<'_>,
     holds: &SnapshotHolds,
 ) -> Result<Moved, tokio_postgres::Error> {
-    let tombstone = shape.tombstone;
-    let mut moved = level(&mut shape.root, tx, holds).await?;
-    if let Some(column) = tombstone {
-        moved
-            .r#in
-            .retain(|row| row.get(column).is_none_or(Option::is_none));
-    }
-    Ok(moved)
+    level(&mut shape.root, tx, holds, shape.tombstone).await
 }
 
+/// Settles one level, its subqueries' first; `tombstone` (the outer level's) marks rows that
+/// are not there.
 fn level<'a>(
     node: &'a mut Node,
     tx: &'a Transaction<'_>,
     holds: &'a SnapshotHolds,
+    tombstone: Option<usize>,
 ) -> Settling<'a> {
     Box::pin(async move {
         for child in &mut node.children {
-            let moved = level(&mut child.node, tx, holds).await?;
+            let moved = level(&mut child.node, tx, holds, None).await?;
             for row in &moved.out {
                 child.remove(row);
             }
@@ -61,7 +57,10 @@ fn level<'a>(
         }
         let out = node.move_out();
         let candidates = node.move_in_candidates();
-        let read = read_rows(tx, node, candidates).await?;
+        let mut read = read_rows(tx, node, candidates).await?;
+        if let Some(column) = tombstone {
+            read.retain(|row| row.get(column).is_none_or(Option::is_none));
+        }
         let came = node.admit_read(read);
         let keys: HashSet<Box<str>> = came.iter().map(|r| node.key(r)).collect();
         node.hold(holds.clone(), Some(keys));
