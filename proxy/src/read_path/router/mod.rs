@@ -46,6 +46,7 @@ use encode::{Encoded, ShapeEncoding, TxContext};
 
 use crate::read_path::subquery::SubqueryShape;
 use crate::read_path::subquery::moves::Moved;
+use crate::read_path::subquery::routes::SubqueryRoutes;
 
 /// Appenders kept open at most (each holds a file descriptor).
 const MAX_OPEN_APPENDERS: usize = 1024;
@@ -170,8 +171,10 @@ pub struct Router {
     encoded: Vec<Encoded>,
     /// Shapes whose appender may be open (written since the last sweep).
     recently_written: HashSet<ShapeId>,
-    /// The subquery shapes that read each table (at any level).
-    subquery_routes: HashMap<TableSlot, Vec<ShapeId>>,
+    /// Which subquery shapes a change of a table may concern.
+    subquery_routes: SubqueryRoutes,
+    /// The shapes found for the change being routed.
+    subquery_candidates: Vec<ShapeId>,
     /// The xid of the last transaction applied.
     last_xid: Option<Xid32>,
 }
@@ -292,15 +295,8 @@ impl Router {
                 .add(&layout);
         }
         let index = &mut self.index;
-        let routes = &mut self.subquery_routes;
-        levels.assign_slots(&mut |table| {
-            let slot = index.table_slot(table);
-            let ids = routes.entry(slot).or_default();
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
-            slot
-        });
+        levels.assign_slots(&mut |table| index.table_slot(table));
+        self.subquery_routes.add(id, &mut levels);
         self.generation += 1;
         let layout = shape.table.clone();
         let definition = shape.definition.clone();
@@ -331,8 +327,7 @@ impl Router {
     pub fn subquery_readers(&self, table: &QualifiedName) -> Vec<ShapeId> {
         self.index
             .slot(table)
-            .and_then(|slot| self.subquery_routes.get(&slot))
-            .cloned()
+            .map(|slot| self.subquery_routes.readers(slot).to_vec())
             .unwrap_or_default()
     }
 
@@ -418,6 +413,9 @@ impl Router {
         let Some(ws) = self.shapes.get_mut(&id) else {
             return Ok(());
         };
+        if let Some(levels) = ws.subquery.as_mut() {
+            self.subquery_routes.follow_traces(id, levels);
+        }
         let out = moved
             .out
             .iter()
@@ -543,15 +541,13 @@ impl Router {
     /// Stops routing to a shape (deleted, rotated or failed).
     pub fn remove(&mut self, id: ShapeId) {
         self.index.remove(id);
-        let Some(removed) = self.shapes.remove(&id) else {
+        let Some(mut removed) = self.shapes.remove(&id) else {
             return;
         };
         self.generation += 1;
-        let layouts = match &removed.subquery {
+        let layouts = match &mut removed.subquery {
             Some(levels) => {
-                for ids in self.subquery_routes.values_mut() {
-                    ids.retain(|i| *i != id);
-                }
+                self.subquery_routes.remove(id, levels);
                 levels.layouts()
             }
             None => vec![removed.layout.clone()],
@@ -667,9 +663,21 @@ impl Router {
         new: Option<&Row>,
         op: u64,
     ) -> io::Result<()> {
-        let Some(ids) = self.subquery_routes.get(&slot) else {
-            return Ok(());
-        };
+        let mut ids = std::mem::take(&mut self.subquery_candidates);
+        self.subquery_routes.candidates(slot, old, new, &mut ids);
+        let routed = self.route_to_candidates(&ids, slot, old, new, op);
+        self.subquery_candidates = ids;
+        routed
+    }
+
+    fn route_to_candidates(
+        &mut self,
+        ids: &[ShapeId],
+        slot: TableSlot,
+        old: Option<&Row>,
+        new: Option<&Row>,
+        op: u64,
+    ) -> io::Result<()> {
         let txn = open_txn(&mut self.txn)?;
         for &id in ids {
             let Some(ws) = self.shapes.get_mut(&id) else {
@@ -691,6 +699,7 @@ impl Router {
                 ws.levels_before = Some(levels.clone());
             }
             let outcome = levels.change(slot, txn.xid, txn.commit_lsn, old, new);
+            self.subquery_routes.follow_traces(id, levels);
             if levels.unsettled() && !txn.unsettled.contains(&id) {
                 txn.unsettled.push(id);
             }
@@ -748,10 +757,14 @@ impl Router {
         let Some(txn) = self.txn.take() else {
             return;
         };
-        for id in &txn.leveled {
-            if let Some(ws) = self.shapes.get_mut(id)
-                && let Some(before) = ws.levels_before.take()
+        for &id in &txn.leveled {
+            if let Some(ws) = self.shapes.get_mut(&id)
+                && let Some(mut before) = ws.levels_before.take()
             {
+                if let Some(now) = ws.subquery.as_mut() {
+                    self.subquery_routes.remove(id, now);
+                }
+                self.subquery_routes.add(id, &mut before);
                 ws.subquery = Some(before);
             }
         }

@@ -23,6 +23,7 @@ pub mod initial;
 pub mod moves;
 pub mod node;
 pub mod resync;
+pub mod routes;
 #[cfg(test)]
 mod tests;
 
@@ -44,6 +45,25 @@ pub struct SubqueryShape {
     pub tombstone: Option<usize>,
 }
 
+/// A change of what a subquery shape's levels hold (see [`SubqueryShape::drain_traces`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Traced {
+    /// A row of the table in `slot` is now kept by a level (`kept`) or no longer.
+    Row {
+        slot: TableSlot,
+        key: u64,
+        kept: bool,
+    },
+    /// Subquery `subquery` of level `level`'s `where` now offers `key` (`offered`) or no
+    /// longer.
+    Value {
+        level: u32,
+        subquery: usize,
+        key: shapes::where_clause::ValueKey,
+        offered: bool,
+    },
+}
+
 /// Whether a shape needs the subquery machinery.
 pub fn has_subqueries(definition: &ShapeDefinition) -> bool {
     definition
@@ -62,10 +82,72 @@ impl SubqueryShape {
             ReplicaMode::Full => definition.selected_columns().to_vec(),
             ReplicaMode::Default => Vec::new(),
         };
-        SubqueryShape {
-            root: Node::new(layout, definition.where_clause().cloned(), &extra, 0),
-            tombstone,
+        let mut root = Node::new(layout, definition.where_clause().cloned(), &extra, 0);
+        let mut level = 0;
+        root.for_each_mut(&mut |n| {
+            n.level = level;
+            level += 1;
+        });
+        SubqueryShape { root, tombstone }
+    }
+
+    /// Hands `f` what changed in the levels since the last call (what the router's index of
+    /// subquery shapes follows), and forgets it.
+    pub fn drain_traces(&mut self, f: &mut dyn FnMut(Traced)) {
+        fn walk(node: &mut Node, f: &mut dyn FnMut(Traced)) {
+            for (i, child) in node.children.iter_mut().enumerate() {
+                walk(&mut child.node, f);
+                for (key, offered) in child.trace.drain(..) {
+                    f(Traced::Value {
+                        level: node.level,
+                        subquery: i,
+                        key,
+                        offered,
+                    });
+                }
+            }
+            if let Some(slot) = node.slot {
+                for (key, kept) in node.trace.drain(..) {
+                    f(Traced::Row { slot, key, kept });
+                }
+            } else {
+                node.trace.clear();
+            }
         }
+        walk(&mut self.root, f);
+    }
+
+    /// Forgets what changed in the levels (they are about to be indexed whole).
+    pub fn clear_traces(&mut self) {
+        self.drain_traces(&mut |_| {});
+    }
+
+    /// Every row kept by some level, as its level's table and [`node::key_hash`], and every
+    /// value a subquery offers, as the level whose `where` reads it.
+    pub fn for_each_held(&self, f: &mut dyn FnMut(Traced)) {
+        fn walk(node: &Node, f: &mut dyn FnMut(Traced)) {
+            for (i, child) in node.children.iter().enumerate() {
+                walk(&child.node, f);
+                for key in child.offered() {
+                    f(Traced::Value {
+                        level: node.level,
+                        subquery: i,
+                        key: key.clone(),
+                        offered: true,
+                    });
+                }
+            }
+            if let Some(slot) = node.slot {
+                for key in node.present.keys() {
+                    f(Traced::Row {
+                        slot,
+                        key: node::key_hash(key),
+                        kept: true,
+                    });
+                }
+            }
+        }
+        walk(&self.root, f);
     }
 
     /// Every table a level reads, with the columns it was made against.

@@ -35,6 +35,8 @@ struct Hold {
 
 #[derive(Debug, Clone)]
 pub struct Node {
+    /// The level's number in its shape (unique in it; see [`super::SubqueryShape::new`]).
+    pub level: u32,
     pub table: QualifiedName,
     pub layout: Arc<TableSchema>,
     pub slot: Option<TableSlot>,
@@ -45,6 +47,9 @@ pub struct Node {
     keep: Vec<usize>,
     pub present: HashMap<Box<str>, Row>,
     holds: Vec<Hold>,
+    /// Keys (by [`key_hash`]) that came into `present` (`true`) or left it since the router
+    /// last looked: its index of subquery shapes follows them.
+    pub trace: Vec<(u64, bool)>,
 }
 
 /// A subquery's current rows, as the values they offer (counted: several rows may offer one).
@@ -59,6 +64,18 @@ pub struct View {
     /// `NOT IN` and `IN` for rows whose own value is not offered or is NULL).
     touched: HashSet<ValueKey>,
     touched_nulls: bool,
+    /// Values that came to be offered (`true`) or no longer are since the router last
+    /// looked.
+    pub trace: Vec<(ValueKey, bool)>,
+}
+
+/// The hash a kept row's key is indexed by (the router finds the shapes holding a changed
+/// row by it; a collision only makes it ask one shape more).
+pub fn key_hash(key: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The values of a level's subqueries, for its `where`.
@@ -135,6 +152,7 @@ impl Node {
         keep.sort_unstable();
         keep.dedup();
         Node {
+            level: 0,
             table: layout.name.clone(),
             layout,
             slot: None,
@@ -144,6 +162,7 @@ impl Node {
             keep,
             present: HashMap::new(),
             holds: Vec::new(),
+            trace: Vec::new(),
         }
     }
 
@@ -250,7 +269,14 @@ impl Node {
         }
         let left = old_key.as_ref().and_then(|k| self.present.remove(k));
         let now = new.filter(|r| self.admits(r));
+        let stays = left.is_some() && now.is_some() && old_key == new_key;
+        if let (Some(key), false) = (&old_key, stays || left.is_none()) {
+            self.trace.push((key_hash(key), false));
+        }
         if let (Some(row), Some(key)) = (now, new_key) {
+            if !stays {
+                self.trace.push((key_hash(&key), true));
+            }
             self.present.insert(key, self.kept(row));
         }
         let change = match (&left, now) {
@@ -271,6 +297,7 @@ impl Node {
             if self.present.contains_key(&key) || !self.admits(&row) {
                 continue;
             }
+            self.trace.push((key_hash(&key), true));
             self.present.insert(key, self.kept(&row));
             admitted.push(row);
         }
@@ -302,6 +329,8 @@ impl Node {
             .filter(|(_, row)| touched(row) && !w.matches_with(row, &values))
             .map(|(k, _)| k.clone())
             .collect();
+        self.trace
+            .extend(leaving.iter().map(|k| (key_hash(k), false)));
         leaving
             .iter()
             .filter_map(|k| self.present.remove(k))
@@ -356,7 +385,13 @@ impl View {
             nulls: 0,
             touched: HashSet::new(),
             touched_nulls: false,
+            trace: Vec::new(),
         }
+    }
+
+    /// The values the subquery's rows offer now.
+    pub fn offered(&self) -> impl Iterator<Item = &ValueKey> {
+        self.counts.keys()
     }
 
     fn total(&self) -> usize {
@@ -376,6 +411,7 @@ impl View {
                 let count = self.counts.entry(key.clone()).or_insert(0);
                 *count += 1;
                 if *count == 1 {
+                    self.trace.push((key.clone(), true));
                     self.touched.insert(key);
                 }
             }
@@ -394,6 +430,7 @@ impl View {
                     *count -= 1;
                     if *count == 0 {
                         self.counts.remove(&key);
+                        self.trace.push((key.clone(), false));
                         self.touched.insert(key);
                     }
                 }

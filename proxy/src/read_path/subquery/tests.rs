@@ -14,6 +14,8 @@ use shapes::testing::{base, column};
 use super::SubqueryShape;
 use super::resync::changes_to;
 
+mod routes;
+
 fn todos() -> Arc<TableSchema> {
     Arc::new(TableSchema {
         name: QualifiedName::new("public", "todos"),
@@ -44,15 +46,19 @@ fn row(values: &[Option<&str>]) -> Row {
 /// `project_id [NOT] IN (SELECT project_id FROM members WHERE user_id = 'u1')`, its slots:
 /// todos 0, members 1.
 fn shape(negated: bool) -> SubqueryShape {
-    let (todos, members) = (todos(), members());
-    let others = move |n: &QualifiedName| (n.name == "members").then(|| members.clone());
     let text = format!(
         "project_id {}IN (SELECT project_id FROM members WHERE user_id = 'u1')",
         if negated { "NOT " } else { "" }
     );
+    shape_of(&text)
+}
+
+fn shape_of(text: &str) -> SubqueryShape {
+    let (todos, members) = (todos(), members());
+    let others = move |n: &QualifiedName| (n.name == "members").then(|| members.clone());
     let definition = ShapeDefinition::new_with_tables(
         &todos,
-        Some(&text),
+        Some(text),
         &BTreeMap::new(),
         None,
         ReplicaMode::Default,
