@@ -49,6 +49,10 @@
 //! refuses subqueries, and [`WhereClause::evaluate`] treats every subquery as empty. The
 //! rebuilt SQL aliases each inner table `s<depth>` and qualifies its columns with it.
 //!
+//! **Tags** ([`TagPlan`], [`tags`]): Electric's wire for such shapes, the clause
+//! expanded into disjuncts and positions, each row's tag strings and active conditions, and
+//! the move patterns of a value entering or leaving a subquery.
+//!
 //! ```
 //! use std::collections::BTreeMap;
 //! use shapes::schema::{Column, PgType, QualifiedName, TableSchema, TypeKind};
@@ -83,6 +87,7 @@ mod check_subquery;
 pub mod ctype;
 pub mod datetime;
 pub mod datetime_arith;
+mod dnf;
 mod error;
 mod eval;
 pub mod float;
@@ -95,6 +100,8 @@ mod rebuild;
 mod rebuild_subquery;
 pub mod subquery;
 mod subquery_query;
+mod tag_hash;
+pub mod tags;
 mod typecheck;
 pub mod types;
 pub mod value;
@@ -103,10 +110,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use ast::{CmpOp, Constant, Expr};
+pub use dnf::MAX_DISJUNCTS;
 pub use error::WhereError;
 pub use subquery::{
     MAX_SUBQUERIES, MAX_SUBQUERY_DEPTH, NoSubqueryRows, Subquery, SubqueryValues, ValueKey,
 };
+pub use tags::{Condition, TagPlan};
 
 use crate::schema::{QualifiedName, TableSchema};
 

@@ -190,9 +190,20 @@ pub(crate) fn key_of(
     let parts = exprs
         .iter()
         .zip(types)
-        .map(|(e, ty)| key_part(ty, &eval::eval(e, row, subqueries)))
+        .map(|(e, ty)| key_part_on(e, ty, row, subqueries))
         .collect::<Option<Vec<_>>>()?;
     Some(ValueKey(parts.into_boxed_slice()))
+}
+
+/// One part of the key of [`key_of`]: the canonical text of `expr` (of type `ty`) on `row`,
+/// `None` when it is NULL.
+pub(crate) fn key_part_on(
+    expr: &Expr,
+    ty: &SqlType,
+    row: &[Option<String>],
+    subqueries: &Subqueries<'_>,
+) -> Option<Box<str>> {
+    key_part(ty, &eval::eval(expr, row, subqueries))
 }
 
 /// `exprs [NOT] IN (subquery)` (or `[NOT] EXISTS`) on `row`, by the table in the module doc.
