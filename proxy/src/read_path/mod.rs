@@ -568,6 +568,14 @@ fn compile_definition_with(
         request.log,
         others,
     )?;
+    // Every message of a subquery shape carries its tags: a `where` too big for them is
+    // refused now, as Electric does.
+    if let Some(w) = definition.where_clause().filter(|w| w.has_subqueries()) {
+        shapes::where_clause::TagPlan::of(w).map_err(|e| ShapeError::Invalid {
+            param: "where",
+            message: e.to_string(),
+        })?;
+    }
     let mut definition = definition;
     if let Some(filter) = &request.filter {
         let filter = WhereClause::parse_with_tables(&filter.where_, &filter.params, table, others)

@@ -57,6 +57,18 @@ pub struct SnapshotTaken {
 /// Table positions of the snapshot query's columns, in order: the selected ones plus the key.
 fn query_columns(shape: &Shape) -> Vec<usize> {
     let mut columns: Vec<usize> = shape.definition.selected_columns().to_vec();
+    // A subquery shape's headers are computed from the columns its `where` reads.
+    if let Some(w) = shape
+        .definition
+        .where_clause()
+        .filter(|w| w.has_subqueries())
+    {
+        for i in w.columns_used() {
+            if !columns.contains(&i) {
+                columns.push(i);
+            }
+        }
+    }
     for k in wire::key_columns(&shape.table) {
         if !columns.contains(&k) {
             columns.push(k);
@@ -204,6 +216,22 @@ pub async fn stream_rows(
     shape: &Shape,
     narrowing: Option<&Narrowing>,
     snapshot_mark: Option<u64>,
+    sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<u64, SnapshotError> {
+    stream_rows_with(tx, shape, narrowing, snapshot_mark, None, sink).await
+}
+
+/// Headers to add to a row's message (starting with a comma), from the row's values in
+/// table order (`None` for columns the query did not read).
+pub type RowHeaders<'a> = &'a (dyn Fn(&[Option<&str>]) -> String + Sync);
+
+/// [`stream_rows`], adding `headers` of each row to its message.
+pub async fn stream_rows_with(
+    tx: &tokio_postgres::Transaction<'_>,
+    shape: &Shape,
+    narrowing: Option<&Narrowing>,
+    snapshot_mark: Option<u64>,
+    headers: Option<RowHeaders<'_>>,
     mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<u64, SnapshotError> {
     let (sql, params) = snapshot_query(shape, narrowing);
@@ -213,6 +241,7 @@ pub async fn stream_rows(
     let stream = tx.query_raw(&statement, params.iter()).await?;
     pin_mut!(stream);
     let mut encoder = RowEncoder::new(shape, snapshot_mark);
+    encoder.headers = headers;
     let mut rows = 0;
     while let Some(row) = stream.next().await {
         encoder.encode(&row?)?;
@@ -247,10 +276,24 @@ pub async fn write_in(
     chunk_bytes: u64,
     info: &SnapshotInfo,
 ) -> Result<u64, SnapshotError> {
+    write_in_with(tx, shape, chunk_bytes, info, None).await
+}
+
+/// [`write_in`], adding `headers` of each row to its message.
+pub async fn write_in_with(
+    tx: &tokio_postgres::Transaction<'_>,
+    shape: &Arc<Shape>,
+    chunk_bytes: u64,
+    info: &SnapshotInfo,
+    headers: Option<RowHeaders<'_>>,
+) -> Result<u64, SnapshotError> {
     let mut writer = SnapshotWriter::create(shape.log.dir(), chunk_bytes)?;
     let mut rows = 0;
     if shape.definition.log() == LogMode::Full {
-        rows = stream_rows(tx, shape, None, None, |message| writer.push_row(message)).await?;
+        rows = stream_rows_with(tx, shape, None, None, headers, |message| {
+            writer.push_row(message)
+        })
+        .await?;
         metrics::counter!(crate::observability::prometheus::SNAPSHOT_ROWS).increment(rows);
     }
     let chunks = writer.finish(info.snapshot_end_message().as_bytes())?;
@@ -266,6 +309,7 @@ struct RowEncoder<'a> {
     columns: Vec<usize>,
     key_columns: Vec<usize>,
     bytes: Vec<u8>,
+    headers: Option<RowHeaders<'a>>,
 }
 
 impl<'a> RowEncoder<'a> {
@@ -276,6 +320,7 @@ impl<'a> RowEncoder<'a> {
             columns: query_columns(shape),
             key_columns: wire::key_columns(&shape.table),
             bytes: Vec::with_capacity(256),
+            headers: None,
         }
     }
 
@@ -306,6 +351,10 @@ impl<'a> RowEncoder<'a> {
             snapshot_mark: self.snapshot_mark,
         }
         .write(&mut self.bytes, values, None);
+        if let Some(headers) = self.headers {
+            let extra = headers(&texts);
+            crate::read_path::subquery::tags::splice_headers(&mut self.bytes, &extra);
+        }
         Ok(())
     }
 }

@@ -47,6 +47,7 @@ use encode::{Encoded, ShapeEncoding, TxContext};
 use crate::read_path::subquery::SubqueryShape;
 use crate::read_path::subquery::moves::Moved;
 use crate::read_path::subquery::routes::SubqueryRoutes;
+use crate::read_path::subquery::tags::{self, Tagger};
 
 /// Appenders kept open at most (each holds a file descriptor).
 const MAX_OPEN_APPENDERS: usize = 1024;
@@ -78,6 +79,8 @@ struct RoutedShape {
     /// Its levels as they were before the open transaction changed them: put back if the
     /// transaction is dropped (Postgres sends it again).
     levels_before: Option<Box<SubqueryShape>>,
+    /// The subquery headers of its messages (subquery shapes only).
+    tagger: Option<Box<Tagger>>,
 }
 
 /// Which transactions a shape's snapshot already holds: those whose xid it sees. Every one of
@@ -270,6 +273,7 @@ impl Router {
                 txn_rows: 0,
                 subquery: None,
                 levels_before: None,
+                tagger: None,
             },
         );
         Ok(start)
@@ -302,6 +306,8 @@ impl Router {
         let definition = shape.definition.clone();
         let tombstone = shape.tombstone;
         let encoding = encoding_of(&layout, &definition);
+        let tagger =
+            Tagger::new(definition.where_clause(), &shape.handle.to_string()).map(Box::new);
         self.shapes.insert(
             id,
             RoutedShape {
@@ -318,6 +324,7 @@ impl Router {
                 txn_rows: 0,
                 subquery: Some(levels),
                 levels_before: None,
+                tagger,
             },
         );
         start
@@ -358,8 +365,21 @@ impl Router {
         let mut rows = 0;
         for (change, old, new) in &changes {
             let ctx = TxContext { txid, lsn, op };
+            let first = messages.len();
             ws.encoding
                 .encode(*change, old.as_ref(), new.as_ref(), ctx, &mut messages);
+            if let (Some(tagger), Some(levels)) = (&ws.tagger, &ws.subquery) {
+                let (old, new) = (old.as_ref(), new.as_ref());
+                tag(
+                    tagger,
+                    levels,
+                    *change,
+                    old,
+                    new,
+                    None,
+                    &mut messages[first..],
+                );
+            }
             rows += match change {
                 RowChange::Insert => 1,
                 RowChange::Delete => -1,
@@ -710,8 +730,9 @@ impl Router {
                 continue;
             };
             // The row as the log last showed it stands in for an old row the stream lacks.
-            let old = old.or(outcome.left.as_ref());
-            emit(ws, txn, id, change, old, new, op, &mut self.encoded)?;
+            let kept = outcome.left.as_ref();
+            let old = old.or(kept);
+            emit_kept(ws, txn, id, change, old, new, kept, op, &mut self.encoded)?;
         }
         Ok(())
     }
@@ -825,6 +846,23 @@ fn emit(
     op: u64,
     encoded: &mut Vec<Encoded>,
 ) -> io::Result<()> {
+    emit_kept(ws, txn, id, change, old, new, None, op, encoded)
+}
+
+/// [`emit`], with the row as the shape's log last showed it (`kept`: what a subquery shape's
+/// tags of a delete or an update's removed tags are computed from).
+#[allow(clippy::too_many_arguments)]
+fn emit_kept(
+    ws: &mut RoutedShape,
+    txn: &mut OpenTxn,
+    id: ShapeId,
+    change: RowChange,
+    old: Option<&Row>,
+    new: Option<&Row>,
+    kept: Option<&Row>,
+    op: u64,
+    encoded: &mut Vec<Encoded>,
+) -> io::Result<()> {
     if ws.capture.is_none() {
         ws.txn_rows += match change {
             RowChange::Insert => 1,
@@ -839,6 +877,9 @@ fn emit(
     };
     encoded.clear();
     ws.encoding.encode(change, old, new, ctx, encoded);
+    if let (Some(tagger), Some(levels)) = (&ws.tagger, &ws.subquery) {
+        tag(tagger, levels, change, old, new, kept, encoded);
+    }
     for message in encoded.drain(..) {
         let offset = Offset::log(txn.commit_lsn, message.op);
         if let Some((held_offset, held)) = ws.held.replace((offset, message.bytes)) {
@@ -848,6 +889,37 @@ fn emit(
         }
     }
     Ok(())
+}
+
+/// Adds a subquery shape's headers to the messages of one change.
+fn tag(
+    tagger: &Tagger,
+    levels: &SubqueryShape,
+    change: RowChange,
+    old: Option<&Row>,
+    new: Option<&Row>,
+    kept: Option<&Row>,
+    encoded: &mut [Encoded],
+) {
+    let before = kept.or(old);
+    let first_op = encoded.first().map(|m| m.op);
+    let key_change = encoded.len() == 2;
+    for message in encoded.iter_mut() {
+        // A key change is a delete of the old row and an insert of the new one.
+        let (kind, row, prior) = match change {
+            RowChange::Update if key_change && Some(message.op) == first_op => {
+                (RowChange::Delete, before, None)
+            }
+            RowChange::Update if key_change => (RowChange::Insert, new, None),
+            RowChange::Update => (RowChange::Update, new, before),
+            RowChange::Insert => (RowChange::Insert, new, None),
+            RowChange::Delete => (RowChange::Delete, before, None),
+        };
+        if let Some(row) = row {
+            let headers = tagger.headers(kind, row, prior, &levels.values());
+            tags::splice_headers(&mut message.bytes, &headers);
+        }
+    }
 }
 
 fn open_txn(txn: &mut Option<OpenTxn>) -> io::Result<&mut OpenTxn> {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shapes::lsn::{Xid, Xid32};
+use shapes::routing::RowChange;
 use shapes::schema::Row;
 use shapes::wire::SnapshotInfo;
 use tokio_postgres::Transaction;
@@ -16,6 +17,7 @@ use super::SubqueryShape;
 use super::moves::{self, text_columns};
 use super::node::Node;
 use super::resync;
+use super::tags::Tagger;
 use crate::read_path::router::{Router, SnapshotHolds};
 use crate::read_path::snapshot::{self, SnapshotError};
 use crate::read_path::{ShapeError, Shapes};
@@ -87,9 +89,20 @@ pub async fn create(
     ));
     let chunk_bytes = shapes.config.chunk_bytes;
     let (rows, holds) = in_snapshot_seeing(shapes, router.last_xid(), async |tx, holds| {
-        let rows = snapshot::write_in(tx, shape, chunk_bytes, &holds.snapshot).await?;
+        // The levels first (in the same snapshot): the rows' headers say what they hold.
         read_level(tx, &mut levels.root, levels.tombstone).await?;
         levels.settle();
+        let tagger = Tagger::new(shape.definition.where_clause(), &shape.handle.to_string());
+        let levels = &*levels;
+        let headers = tagger.as_ref().map(|tagger| {
+            move |texts: &[Option<&str>]| {
+                let row: Row = texts.iter().map(|t| t.map(str::to_owned)).collect();
+                tagger.headers(RowChange::Insert, &row, None, &levels.values())
+            }
+        });
+        let headers = headers.as_ref().map(|h| h as snapshot::RowHeaders<'_>);
+        let rows =
+            snapshot::write_in_with(tx, shape, chunk_bytes, &holds.snapshot, headers).await?;
         Ok((rows, holds.clone()))
     })
     .await?;

@@ -24,6 +24,7 @@ pub mod moves;
 pub mod node;
 pub mod resync;
 pub mod routes;
+pub mod tags;
 #[cfg(test)]
 mod tests;
 
@@ -264,6 +265,11 @@ impl SubqueryShape {
     /// Forgets which values changed: the levels were just read whole, nothing has to move.
     pub fn settle(&mut self) {
         self.root.for_each_mut(&mut Node::settle);
+    }
+
+    /// The values the outer level's subqueries offer now.
+    pub fn values(&self) -> node::Values<'_> {
+        node::Values(&self.root.children)
     }
 
     /// Kept rows of the outer level (what the shape's clients hold).

@@ -79,7 +79,7 @@ pub fn key_hash(key: &str) -> u64 {
 }
 
 /// The values of a level's subqueries, for its `where`.
-struct Values<'a>(&'a [View]);
+pub struct Values<'a>(pub &'a [View]);
 
 impl SubqueryValues for Values<'_> {
     fn contains(&self, subquery: usize, key: &ValueKey) -> bool {
