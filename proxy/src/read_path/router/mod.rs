@@ -1088,6 +1088,7 @@ mod tests {
                 columns: None,
                 replica_full: false,
                 changes_only: false,
+                move_events: false,
                 filter: None,
                 inner_filters: Vec::new(),
             },
