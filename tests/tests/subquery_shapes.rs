@@ -673,3 +673,82 @@ async fn tombstoned_rows_never_move_in() {
     assert_eq!(consumer.state().refetches, 0);
     stop.cancel();
 }
+
+/// A transaction that moves rows, cut off mid-stream (its walsender killed while the proxy
+/// reads it): the proxy drops it, reads the shape's levels again and converges when Postgres
+/// sends it again, without a refetch.
+#[tokio::test]
+async fn a_moving_transaction_cut_off_mid_stream_is_read_again() {
+    let db = TestDb::new("subquery_cut_off").await;
+    let sql = db.connect().await;
+    sql.batch_execute(SCHEMA).await.unwrap();
+    let proxy = ProxyProcess::start_logging(shapesync_bin!(), &db, &[]).await;
+    let stop = CancellationToken::new();
+    let mut shape = Followed::start(
+        &proxy,
+        "project_id IN (SELECT project_id FROM members WHERE user_id = $1)",
+        &["u1"],
+        &stop,
+    );
+    shape.converges(&sql, "the start").await;
+    for attempt in 0..5 {
+        // A grant first (it changes the shape's levels), then many rows of a project the shape
+        // does not read, so that the stream is cut inside the transaction.
+        sql.batch_execute(&format!(
+            "BEGIN;
+             INSERT INTO members VALUES ({p}, 'u1', 'dev') ON CONFLICT DO NOTHING;
+             UPDATE todos SET title = title || '!' WHERE project_id = {p};
+             INSERT INTO todos SELECT g, 9, 'filler', false
+               FROM generate_series({from}, {from} + 199999) g;
+             COMMIT;",
+            p = 4 + attempt % 2,
+            from = 1000 + attempt * 200_000,
+        ))
+        .await
+        .unwrap();
+        // Cut the stream once the proxy has read part of the transaction.
+        let read_so_far = changes_read(&proxy).await;
+        let deadline = std::time::Instant::now() + WAIT;
+        while changes_read(&proxy).await < read_so_far + 20_000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the transaction never came"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        sql.batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_replication")
+            .await
+            .unwrap();
+        shape
+            .converges(&sql, &format!("cut-off transaction {attempt}"))
+            .await;
+        if proxy
+            .log()
+            .contains("read again after a dropped transaction")
+        {
+            stop.cancel();
+            return;
+        }
+    }
+    panic!(
+        "no transaction was cut off inside the proxy in 5 attempts:\n{}",
+        proxy.log()
+    );
+}
+
+/// The changes the proxy has read from the stream (`shapesync_changes_total`).
+async fn changes_read(proxy: &ProxyProcess) -> u64 {
+    let text = proxy
+        .http()
+        .get(format!("{}/metrics", proxy.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("shapesync_changes_total "))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}

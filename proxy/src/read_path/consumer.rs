@@ -206,6 +206,9 @@ pub async fn run_consumer(shapes: Arc<Shapes>, resume: Lsn, mut io: ConsumerChan
     // When it committed (from its Begin), noted once it is applied.
     let mut open_commit_time = None;
     loop {
+        if router.has_resyncs() && !router.in_transaction() {
+            resync_dropped(&shapes, &mut router).await;
+        }
         let event = tokio::select! {
             biased;
             command = io.commands.recv(), if !router.in_transaction() => match command {
@@ -289,6 +292,30 @@ pub async fn run_consumer(shapes: Arc<Shapes>, resume: Lsn, mut io: ConsumerChan
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+/// Reads again the subquery shapes a dropped transaction had changed (see
+/// [`Router::abort`]); those that cannot be read now are tried again a second later.
+async fn resync_dropped(shapes: &Shapes, router: &mut Router) {
+    let mut failed = Vec::new();
+    for shape in router.take_resyncs() {
+        if shape.state() == crate::storage::shape_store::ShapeState::Gone {
+            continue;
+        }
+        match subquery::initial::resync(shapes, router, &shape).await {
+            Ok(changes) => {
+                tracing::info!(handle = %shape.handle, changes, "subquery shape read again after a dropped transaction");
+            }
+            Err(err) => {
+                tracing::warn!(handle = %shape.handle, error = %err, "cannot read a subquery shape again yet; retrying");
+                failed.push(shape);
+            }
+        }
+    }
+    if !failed.is_empty() {
+        router.retry_resyncs(failed);
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -77,9 +77,6 @@ struct RoutedShape {
     /// The levels of a shape with subqueries ([`SubqueryShape`]), decided here instead of by
     /// the routing index.
     subquery: Option<Box<SubqueryShape>>,
-    /// Its levels as they were before the open transaction changed them: put back if the
-    /// transaction is dropped (Postgres sends it again).
-    levels_before: Option<Box<SubqueryShape>>,
     /// The subquery headers of its messages (subquery shapes only).
     tagger: Option<Box<Tagger>>,
 }
@@ -181,6 +178,8 @@ pub struct Router {
     subquery_candidates: Vec<ShapeId>,
     /// The xid of the last transaction applied.
     last_xid: Option<Xid32>,
+    /// Subquery shapes to read again ([`Router::abort`]).
+    resyncs: Vec<Arc<Shape>>,
 }
 
 impl Router {
@@ -273,7 +272,6 @@ impl Router {
                 snapshot_holds,
                 txn_rows: 0,
                 subquery: None,
-                levels_before: None,
                 tagger: None,
             },
         );
@@ -324,7 +322,6 @@ impl Router {
                 snapshot_holds: None,
                 txn_rows: 0,
                 subquery: Some(levels),
-                levels_before: None,
                 tagger,
             },
         );
@@ -349,7 +346,8 @@ impl Router {
         changes: Vec<(RowChange, Option<Row>, Option<Row>)>,
         txid: u64,
     ) -> io::Result<Option<LogFile>> {
-        let floor = self.last_commit;
+        // Past the snapshot's `0_…` offsets even when nothing was applied since the start.
+        let floor = self.last_commit.max(Lsn(1));
         let Some(ws) = self.shapes.get_mut(&id) else {
             return Ok(None);
         };
@@ -714,13 +712,12 @@ impl Router {
                 continue;
             };
             if !txn.leveled.contains(&id) {
-                // Most changes concern none of the shapes reading the table: only a shape
-                // this one changes is copied (and put back if the transaction is dropped).
+                // The index finds a superset: the shapes this change concerns are noted (to
+                // be read again if the transaction is dropped).
                 if !levels.would_change(slot, txn.xid, txn.commit_lsn, old, new) {
                     continue;
                 }
                 txn.leveled.push(id);
-                ws.levels_before = Some(levels.clone());
             }
             let outcome = levels.change(slot, txn.xid, txn.commit_lsn, old, new);
             self.subquery_routes.follow_traces(id, levels);
@@ -769,11 +766,6 @@ impl Router {
             }
             report.shapes_written += 1;
         }
-        for id in &txn.leveled {
-            if let Some(ws) = self.shapes.get_mut(id) {
-                ws.levels_before = None;
-            }
-        }
         self.last_commit = self.last_commit.max(commit_lsn);
         self.last_xid = Some(txn.xid);
         self.close_idle_appenders(&txn.touched);
@@ -781,22 +773,14 @@ impl Router {
     }
 
     /// Drops the open transaction (the stream broke; Postgres will send it again). Subquery
-    /// shapes get back their levels as they were before it.
+    /// shapes whose levels it changed stop being routed to: their levels are read again at a
+    /// new snapshot ([`Router::take_resyncs`]), as after a restart. (Keeping a copy of the
+    /// levels of every shape a transaction touches, to put back, cost more than everything
+    /// else the transaction did.)
     pub fn abort(&mut self) {
         let Some(txn) = self.txn.take() else {
             return;
         };
-        for &id in &txn.leveled {
-            if let Some(ws) = self.shapes.get_mut(&id)
-                && let Some(mut before) = ws.levels_before.take()
-            {
-                if let Some(now) = ws.subquery.as_mut() {
-                    self.subquery_routes.remove(id, now);
-                }
-                self.subquery_routes.add(id, &mut before);
-                ws.subquery = Some(before);
-            }
-        }
         for id in &txn.touched {
             if let Some(ws) = self.shapes.get_mut(id) {
                 ws.held = None;
@@ -811,6 +795,29 @@ impl Router {
                 }
             }
         }
+        for &id in &txn.leveled {
+            if let Some(ws) = self.shapes.get(&id) {
+                self.resyncs.push(ws.shape.clone());
+                self.remove(id);
+            }
+        }
+    }
+
+    /// Subquery shapes to read again (a transaction that changed their levels was dropped):
+    /// each goes through [`crate::read_path::subquery::initial::resync`], which routes to it
+    /// again.
+    pub fn take_resyncs(&mut self) -> Vec<Arc<Shape>> {
+        std::mem::take(&mut self.resyncs)
+    }
+
+    /// Whether some subquery shape waits to be read again.
+    pub fn has_resyncs(&self) -> bool {
+        !self.resyncs.is_empty()
+    }
+
+    /// Puts back shapes whose reading failed, to try again.
+    pub fn retry_resyncs(&mut self, shapes: Vec<Arc<Shape>>) {
+        self.resyncs.extend(shapes);
     }
 
     /// Keeps at most about [`MAX_OPEN_APPENDERS`] files open: when more shapes have been

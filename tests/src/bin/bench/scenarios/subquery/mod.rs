@@ -33,6 +33,11 @@ pub const SCHEMA: &str = "
 
 /// The query of user `user`'s shape: the todos of the projects they are a member of.
 pub fn shape_query(user: u64) -> String {
+    shape_query_moving(user, "rows")
+}
+
+/// [`shape_query`] with its moves sent as `moves` (`rows` or `events`).
+pub fn shape_query_moving(user: u64, moves: &str) -> String {
     let mut query = form_urlencoded::Serializer::new(String::new());
     query
         .append_pair("table", "todos")
@@ -41,15 +46,20 @@ pub fn shape_query(user: u64) -> String {
             "project_id IN (SELECT project_id FROM members WHERE user_id = $1)",
         )
         .append_pair("params[1]", &user.to_string());
+    if moves != "rows" {
+        query.append_pair("moves", moves);
+    }
     query.finish()
 }
 
-/// An insert or a delete (or an update) reaching a client.
+/// An insert or a delete (or an update) reaching a client, or a move event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     Insert,
     Update,
     Delete,
+    MoveIn,
+    MoveOut,
 }
 
 /// A change message's operation, from its `headers`.
@@ -84,6 +94,10 @@ pub fn forward_changes(
                         && let (Some(op), Some(id)) = (op(message), sse::key_id(message))
                     {
                         let _ = out.send((op, id, at));
+                    } else if message.starts_with(br#"{"headers":{"event":"move-out""#) {
+                        let _ = out.send((Op::MoveOut, 0, at));
+                    } else if message.starts_with(br#"{"headers":{"event":"move-in""#) {
+                        let _ = out.send((Op::MoveIn, 0, at));
                     }
                 })
                 .await;

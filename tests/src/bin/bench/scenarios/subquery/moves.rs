@@ -15,13 +15,18 @@
 //! `moves_out_10k.log_bytes_per_move`: how much the shape's `changes.log` grew with one revoke
 //! (the wire carries one delete per row that leaves), and per row moved out; the note has the
 //! same for a grant (the rows themselves, as inserts).
+//!
+//! `moves_out_10k.events.*`: the same with the shape asked `moves=events` (Electric's wire):
+//! a revoke is one `move-out` event, and the time is the acknowledgement → the read that
+//! carried it (a client following tags drops the 10,000 rows itself); a grant is a `move-in`
+//! event and the rows as inserts.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio::sync::mpsc;
 
-use super::{Op, Received, SCHEMA, file_len, forward_changes, shape_dir, shape_query};
+use super::{Op, Received, SCHEMA, file_len, forward_changes, shape_dir, shape_query_moving};
 use crate::Bench;
 use crate::figures::{Figure, Target};
 use crate::proxy_child::ProxyChild;
@@ -44,13 +49,23 @@ struct Round {
 }
 
 pub async fn run(bench: &mut Bench, direction: Direction) -> anyhow::Result<()> {
-    let name = match direction {
-        Direction::In => "moves_in_10k",
-        Direction::Out => "moves_out_10k",
+    measure(bench, direction, false).await?;
+    if direction == Direction::Out {
+        measure(bench, direction, true).await?;
+    }
+    Ok(())
+}
+
+/// One scenario, its moves as rows or (`events`) as Electric's events.
+async fn measure(bench: &mut Bench, direction: Direction, events: bool) -> anyhow::Result<()> {
+    let name = match (direction, events) {
+        (Direction::In, _) => "moves_in_10k",
+        (Direction::Out, false) => "moves_out_10k",
+        (Direction::Out, true) => "moves_out_10k.events",
     };
     let rows = bench.scale.of(10_000) as i64;
     let rounds = if bench.scale.quick { 1 } else { 5 };
-    let db = bench.cluster.database(name).await?;
+    let db = bench.cluster.database(&name.replace('.', "_")).await?;
     let sql = db.connect().await?;
     sql.batch_execute(SCHEMA).await?;
     sql.execute("INSERT INTO projects VALUES (1, 'big'), (2, 'small')", &[])
@@ -65,7 +80,7 @@ pub async fn run(bench: &mut Bench, direction: Direction) -> anyhow::Result<()> 
         .await?;
     sql.batch_execute("VACUUM ANALYZE").await?;
     let proxy = ProxyChild::start(&db, &[]).await?;
-    let query = shape_query(1);
+    let query = shape_query_moving(1, if events { "events" } else { "rows" });
     let subscription = sse::fetch(proxy.addr, &query, |_| {}).await?;
     let log = shape_dir(proxy.storage_dir(), &subscription.handle).join("changes.log");
     let live = sse::Live::open(proxy.addr, &subscription).await?;
@@ -92,7 +107,12 @@ pub async fn run(bench: &mut Bench, direction: Direction) -> anyhow::Result<()> 
         tokio::time::sleep(Duration::from_millis(200)).await;
         sql.execute(&revoke, &[]).await?;
         let acked = Instant::now();
-        let last = wait_for(&mut received, Op::Delete, rows as usize)
+        let (op, count) = if events {
+            (Op::MoveOut, 1)
+        } else {
+            (Op::Delete, rows as usize)
+        };
+        let last = wait_for(&mut received, op, count)
             .await
             .with_context(|| format!("round {round}: moving out"))?;
         let out_ms = signed_ms(acked, last);
@@ -126,12 +146,15 @@ pub async fn run(bench: &mut Bench, direction: Direction) -> anyhow::Result<()> 
     };
     let mut times: Vec<f64> = results.iter().map(pick).collect();
     stats::sort(&mut times);
-    let what = match direction {
-        Direction::In => {
+    let what = match (direction, events) {
+        (Direction::In, _) => {
             "INSERT INTO members (grant) commit ack → the last of the rows inserted at an SSE client"
         }
-        Direction::Out => {
+        (Direction::Out, false) => {
             "DELETE FROM members (revoke) commit ack → the last of the rows deleted at an SSE client"
+        }
+        (Direction::Out, true) => {
+            "moves=events: DELETE FROM members (revoke) commit ack → the move-out event at an SSE client (which drops the rows by their tags)"
         }
     };
     let note = format!(
@@ -153,7 +176,8 @@ pub async fn run(bench: &mut Bench, direction: Direction) -> anyhow::Result<()> 
         let in_bytes = results.iter().map(|r| r.in_bytes).sum::<u64>() as f64 / rounds as f64;
         bench.report.add(
             Figure::new(format!("{name}.log_bytes_per_move"), out_bytes, "bytes").note(format!(
-                "growth of the shape's changes.log per revoke of {rows} rows (one delete message per row; mean of {rounds}); a grant of them adds {in_bytes:.0} bytes (the rows, as inserts)"
+                "growth of the shape's changes.log per revoke of {rows} rows ({}; mean of {rounds}); a grant of them adds {in_bytes:.0} bytes (the rows, as inserts)",
+                if events { "one move-out event" } else { "one delete message per row" }
             )),
         );
         bench.report.add(
@@ -184,6 +208,10 @@ async fn wait_for(
     while seen < count {
         match tokio::time::timeout_at(deadline, received.recv()).await {
             Ok(Some((got, id, at))) => {
+                // The event before moved-in rows is not what is counted.
+                if got == Op::MoveIn && op != Op::MoveIn {
+                    continue;
+                }
                 if got != op {
                     bail!("expected {op:?}s, got a {got:?} of row {id}");
                 }
