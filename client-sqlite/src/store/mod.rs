@@ -24,6 +24,7 @@ pub mod mirror;
 pub mod outbox;
 pub mod overlay;
 pub mod sync_tables;
+pub mod tags;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
