@@ -30,6 +30,42 @@ pub enum LogMode {
     ChangesOnly,
 }
 
+/// `moves=rows|events`: how a shape with subqueries tells its clients that rows moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum MoveMode {
+    /// As inserts and deletes: every client holds the right rows, the plain `Shape` of
+    /// `@electric-sql/client` included.
+    #[default]
+    Rows,
+    /// As Electric's `move-out`/`move-in` event messages (moved-in rows still come as
+    /// inserts): a client must follow the rows' tags to drop what moved out (TanStack DB's
+    /// collection does); a move-out writes one message whatever the number of rows.
+    Events,
+}
+
+impl FromStr for MoveMode {
+    type Err = ModeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "rows" => Ok(MoveMode::Rows),
+            "events" => Ok(MoveMode::Events),
+            _ => Err(ModeError {
+                value: s.to_owned(),
+                expected: "rows, events",
+            }),
+        }
+    }
+}
+
+impl fmt::Display for MoveMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MoveMode::Rows => "rows",
+            MoveMode::Events => "events",
+        })
+    }
+}
+
 /// An unknown `replica` or `log` value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown value \"{value}\"; expected one of: {expected}")]
@@ -147,6 +183,7 @@ pub struct ShapeDefinition {
     selected: Vec<usize>,
     replica: ReplicaMode,
     log: LogMode,
+    moves: MoveMode,
     canonical: String,
     hash: u64,
 }
@@ -211,6 +248,7 @@ impl ShapeDefinition {
             selected,
             replica,
             log,
+            moves: MoveMode::Rows,
             canonical,
             hash,
         })
@@ -280,6 +318,22 @@ impl ShapeDefinition {
     /// assert!(!w.matches(&[Some("2".into()), Some("bob".into())]));
     /// assert!(w.matches(&[Some("2".into()), Some("alice".into())]));
     /// ```
+    /// How the shape's clients learn of moves (see [`MoveMode`]). `events` is part of the
+    /// identity (a `moves=` line of the canonical form); `rows`, the default, leaves the
+    /// definition as it is.
+    pub fn with_moves(mut self, moves: MoveMode) -> ShapeDefinition {
+        if moves != self.moves {
+            self.canonical.push_str(&format!("\nmoves={moves}"));
+            self.hash = fnv1a_64(self.canonical.as_bytes());
+            self.moves = moves;
+        }
+        self
+    }
+
+    pub fn moves(&self) -> MoveMode {
+        self.moves
+    }
+
     pub fn with_filter(mut self, filter: &WhereClause) -> ShapeDefinition {
         self.canonical
             .push_str(&format!("\nfilter={}", filter.canonical()));

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::definition::{LogMode, ReplicaMode};
+use crate::definition::{LogMode, MoveMode, ReplicaMode};
 use crate::schema::QualifiedName;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +21,8 @@ pub struct ShapeRequest {
     pub columns: Option<String>,
     pub replica: ReplicaMode,
     pub log: LogMode,
+    /// `moves=rows|events` (shapes with subqueries).
+    pub moves: MoveMode,
     /// The row filter of the server's auth rules (claims bound), ANDed into `where`: part of
     /// the shape's identity. Never from the client.
     pub filter: Option<RowFilter>,

@@ -1,9 +1,10 @@
 // Drives TanStack DB's electric collection (@tanstack/electric-db-collection + @tanstack/db, as
 // an application would use them) against a shapesync for the Rust tests (tests/src/tanstack.rs).
 // Configuration: one JSON argument {url, params, key}. Output: JSON lines on stdout.
-//   {"type":"rows","status":…,"rows":{key: row},"initialRequests":n,"conflicts":n}
+//   {"type":"rows","status":…,"rows":{key: row},"initialRequests":n,"conflicts":n,"movesAsEvents":n}
 //       the collection's materialised rows, whenever they change (and once when it is ready);
-//       initialRequests counts requests with offset=-1 (more than one is a refetch), conflicts
+//       initialRequests counts requests with offset=-1 (more than one is a refetch), movesAsEvents
+//       those asking moves=events, conflicts
 //       counts 409 answers
 //   {"type":"error","message":…}
 import { createCollection } from '@tanstack/db'
@@ -13,6 +14,7 @@ const config = JSON.parse(process.argv[2])
 const key = config.key ?? 'id'
 let initialRequests = 0
 let conflicts = 0
+let movesAsEvents = 0
 
 const emit = (obj) =>
   process.stdout.write(
@@ -22,6 +24,7 @@ const emit = (obj) =>
 const countingFetch = async (input, init) => {
   const url = new URL(String(input instanceof Request ? input.url : input))
   if (url.searchParams.get('offset') === '-1') initialRequests++
+  if (url.searchParams.get('moves') === 'events') movesAsEvents++
   const response = await fetch(input, init)
   if (response.status === 409) conflicts++
   return response
@@ -53,6 +56,7 @@ const report = () =>
       [...collection.state].map(([k, row]) => [k, Object.fromEntries(Object.entries(row).filter(([c]) => !c.startsWith('$')))]),
     ),
     initialRequests,
+    movesAsEvents,
     conflicts,
   })
 

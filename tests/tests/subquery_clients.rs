@@ -50,24 +50,36 @@ async fn expected(
 struct Collection {
     where_: &'static str,
     params: &'static [&'static str],
+    events: bool,
     collection: TanStackCollection,
 }
 
 impl Collection {
     fn start(proxy: &ProxyProcess, where_: &'static str, params: &'static [&'static str]) -> Self {
+        Self::start_with(proxy, where_, params, "rows")
+    }
+
+    /// A collection whose shape sends its moves as `moves` (`rows` or `events`).
+    fn start_with(
+        proxy: &ProxyProcess,
+        where_: &'static str,
+        params: &'static [&'static str],
+        moves: &str,
+    ) -> Self {
         let param_map: Map<String, Value> = params
             .iter()
             .enumerate()
             .map(|(i, p)| ((i + 1).to_string(), json!(p)))
             .collect();
-        let collection = TanStackCollection::start(
-            &proxy.url,
-            json!({"table": "todos", "where": where_, "params": param_map}),
-            "id",
-        );
+        let mut shape = json!({"table": "todos", "where": where_, "params": param_map});
+        if moves != "rows" {
+            shape["moves"] = json!(moves);
+        }
+        let collection = TanStackCollection::start(&proxy.url, shape, "id");
         Self {
             where_,
             params,
+            events: moves == "events",
             collection,
         }
     }
@@ -84,6 +96,11 @@ impl Collection {
         let name = format!("{} {:?} after {step}", self.where_, self.params);
         assert_eq!(report["initialRequests"], 1, "{name}: refetched");
         assert_eq!(report["conflicts"], 0, "{name}: a 409");
+        assert_eq!(
+            report["movesAsEvents"].as_u64().is_some_and(|n| n > 0),
+            self.events,
+            "{name}: the requests ask moves=events"
+        );
         assert!(
             self.collection.errors.is_empty(),
             "{name}: {:?}",
@@ -134,6 +151,50 @@ async fn tanstack_db_collections_follow_rows_moving_in_and_out() {
         }
     }
     // Nothing arrives late that would take a collection away from Postgres' rows.
+    for shape in &mut shapes {
+        shape.collection.settle(Duration::from_millis(500)).await;
+        shape.converges(&sql, "the last step, settled").await;
+    }
+}
+
+/// With `moves=events`, rows that move out are not deleted in the log: the collection drops
+/// them itself from Electric's `move-out` events and the rows' tags, unchanged.
+#[tokio::test]
+async fn tanstack_db_collections_follow_electric_move_events() {
+    let db = TestDb::new("subquery_tanstack_events").await;
+    let sql = db.connect().await;
+    sql.batch_execute(SCHEMA).await.unwrap();
+    let proxy = ProxyProcess::start(shapesync_bin!(), &db, &[]).await;
+    let events = |where_, params| Collection::start_with(&proxy, where_, params, "events");
+    let mut shapes = vec![
+        events(
+            "project_id IN (SELECT project_id FROM members WHERE user_id = $1)",
+            &["u1"],
+        ),
+        events(
+            "project_id IN (SELECT project_id FROM members WHERE user_id = $1) OR done",
+            &["u1"],
+        ),
+        events(
+            "project_id IN (SELECT id FROM projects WHERE NOT archived AND org_id IN \
+             (SELECT org_id FROM org_members WHERE user_id = $1))",
+            &["u2"],
+        ),
+        events(
+            "EXISTS (SELECT 1 FROM members m WHERE m.project_id = todos.project_id \
+             AND m.user_id = $1) AND NOT done",
+            &["u2"],
+        ),
+    ];
+    for shape in &mut shapes {
+        shape.converges(&sql, "the start").await;
+    }
+    for (step, statement) in MOVE_STEPS {
+        sql.batch_execute(statement).await.expect(statement);
+        for shape in &mut shapes {
+            shape.converges(&sql, step).await;
+        }
+    }
     for shape in &mut shapes {
         shape.collection.settle(Duration::from_millis(500)).await;
         shape.converges(&sql, "the last step, settled").await;

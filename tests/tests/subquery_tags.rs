@@ -2,9 +2,10 @@
 //! changes, moves): `tags` (one per disjunct of the `where`, slots joined by `/`, a subquery's
 //! slot the MD5 of `shapesync` ‖ handle ‖ `v:` ‖ value), `active_conditions` (one per
 //! position) and `removed_tags` on updates, checked against values computed here from the
-//! rows themselves.
+//! rows themselves; and with `moves=events`, Electric's `move-out`/`move-in` events, which a
+//! client following the tags as Electric's clients do turns into exactly Postgres' rows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
@@ -214,5 +215,350 @@ async fn a_where_with_more_than_100_disjuncts_is_refused_naming_the_limit() {
         body["errors"]["where"],
         json!(["where clause too complex for subquery tags: 128 disjuncts, at most 100"]),
         "{body}"
+    );
+}
+
+/// A client of a `moves=events` shape that follows tags as Electric's clients do (TanStack
+/// DB's collection, Electric's Elixir client): per row its tags and active conditions; a
+/// `move-out` turns the named positions false and drops the rows no disjunct keeps; a
+/// `move-in` turns them true.
+#[derive(Default)]
+struct TagFollower {
+    handle: String,
+    offset: String,
+    rows: BTreeMap<String, Map<String, Value>>,
+    tags: BTreeMap<String, BTreeSet<String>>,
+    active: BTreeMap<String, Vec<bool>>,
+    /// Each disjunct's positions, from the first tags seen.
+    disjuncts: Option<Vec<Vec<usize>>>,
+    events: Vec<Value>,
+    deletes: usize,
+}
+
+impl TagFollower {
+    fn apply(&mut self, message: &Value) {
+        let headers = &message["headers"];
+        if let Some(event) = headers["event"].as_str() {
+            self.events.push(message.clone());
+            let on = event == "move-in";
+            for pattern in headers["patterns"].as_array().unwrap() {
+                let pos = pattern["pos"].as_u64().unwrap() as usize;
+                let value = pattern["value"].as_str().unwrap();
+                let keys: Vec<String> = self
+                    .tags
+                    .iter()
+                    .filter(|(_, tags)| tags.iter().any(|t| t.split('/').nth(pos) == Some(value)))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in keys {
+                    let active = self.active.get_mut(&key).unwrap();
+                    active[pos] = on;
+                    let kept = self
+                        .disjuncts
+                        .as_ref()
+                        .unwrap()
+                        .iter()
+                        .any(|d| d.iter().all(|&p| active[p]));
+                    if !kept {
+                        self.rows.remove(&key);
+                        self.tags.remove(&key);
+                        self.active.remove(&key);
+                    }
+                }
+            }
+            return;
+        }
+        let Some(operation) = headers["operation"].as_str() else {
+            return;
+        };
+        let key = message["key"].as_str().unwrap().to_owned();
+        if operation == "delete" {
+            self.deletes += 1;
+            self.rows.remove(&key);
+            self.tags.remove(&key);
+            self.active.remove(&key);
+            return;
+        }
+        let value = message["value"].as_object().unwrap().clone();
+        self.rows.entry(key.clone()).or_default().extend(value);
+        let tags: Vec<String> = serde_json::from_value(headers["tags"].clone()).unwrap();
+        if self.disjuncts.is_none() {
+            self.disjuncts = Some(
+                tags.iter()
+                    .map(|t| {
+                        t.split('/')
+                            .enumerate()
+                            .filter(|(_, s)| !s.is_empty())
+                            .map(|(i, _)| i)
+                            .collect()
+                    })
+                    .collect(),
+            );
+        }
+        let set = self.tags.entry(key.clone()).or_default();
+        set.extend(tags);
+        if let Some(removed) = headers["removed_tags"].as_array() {
+            for r in removed {
+                set.remove(r.as_str().unwrap());
+            }
+        }
+        let active: Vec<bool> = serde_json::from_value(headers["active_conditions"].clone())
+            .unwrap_or_else(|_| panic!("no active_conditions: {message}"));
+        self.active.insert(key, active);
+    }
+
+    /// Reads the shape until it is up to date and holds Postgres' rows for `where_`.
+    async fn sync(
+        &mut self,
+        proxy: &ProxyProcess,
+        sql: &tokio_postgres::Client,
+        where_: &str,
+        step: &str,
+    ) {
+        let want = expected_for(sql, where_).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut query = vec![
+                ("table", "todos"),
+                ("where", where_),
+                ("moves", "events"),
+                ("offset", &self.offset),
+            ];
+            if !self.handle.is_empty() {
+                query.push(("handle", &self.handle));
+            }
+            let url = reqwest::Url::parse_with_params(&format!("{}/v1/shape", proxy.url), &query)
+                .unwrap();
+            let response = proxy.http().get(url).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{step}");
+            self.handle = response.headers()["electric-handle"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            self.offset = response.headers()["electric-offset"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let body: Vec<Value> = response.json().await.unwrap();
+            let mut up_to_date = false;
+            for message in &body {
+                self.apply(message);
+                up_to_date |= message["headers"]["control"] == "up-to-date";
+            }
+            if up_to_date && self.rows == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{where_}, {step}: {:?} vs {want:?}",
+                self.rows.keys().collect::<Vec<_>>()
+            );
+            if up_to_date {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+async fn expected_for(
+    sql: &tokio_postgres::Client,
+    where_: &str,
+) -> BTreeMap<String, Map<String, Value>> {
+    let query = format!(
+        "SELECT json_build_object('id', id::text, 'project_id', project_id::text, \
+         'title', title, 'done', format('%s', done))::text FROM todos WHERE {where_}"
+    );
+    sql.query(&query, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let object: Value = serde_json::from_str(row.get(0)).unwrap();
+            let object = object.as_object().unwrap().clone();
+            let key = format!(
+                "\"public\".\"todos\"/\"{}\"",
+                object["id"].as_str().unwrap()
+            );
+            (key, object)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn with_moves_as_events_rows_leave_by_electrics_move_out_events_not_deletes() {
+    let db = TestDb::new("subquery_move_events").await;
+    let sql = db.connect().await;
+    sql.batch_execute(SCHEMA).await.unwrap();
+    let proxy = ProxyProcess::start(shapesync_bin!(), &db, &[]).await;
+    let one = "project_id IN (SELECT project_id FROM members WHERE user_id = 'u1')";
+    let mut follower = TagFollower {
+        offset: "-1".to_owned(),
+        ..TagFollower::default()
+    };
+    follower.sync(&proxy, &sql, one, "the snapshot").await;
+    let rows_of_1 = follower
+        .rows
+        .values()
+        .filter(|r| r["project_id"] == "1")
+        .count();
+    assert!(rows_of_1 > 0);
+
+    // Revoking project 1: one move-out event naming project 1's hash, no delete.
+    sql.batch_execute("DELETE FROM members WHERE project_id = 1 AND user_id = 'u1'")
+        .await
+        .unwrap();
+    let xid: i64 = sql
+        .query_one("SELECT (txid_current() - 1)::int8", &[])
+        .await
+        .unwrap()
+        .get(0);
+    follower.sync(&proxy, &sql, one, "revoke 1").await;
+    assert_eq!(follower.deletes, 0, "a move-out writes no delete");
+    assert_eq!(
+        follower.events,
+        vec![json!({"headers": {
+            "event": "move-out",
+            "patterns": [{"pos": 0, "value": hash(&follower.handle, "1")}],
+            "txids": [xid],
+        }})]
+    );
+
+    // Granting project 4: a move-in event, the rows as inserts marked is_move_in, then the
+    // snapshot they were read at.
+    follower.events.clear();
+    let body_before = follower.offset.clone();
+    sql.batch_execute("INSERT INTO members VALUES (4, 'u1', 'dev')")
+        .await
+        .unwrap();
+    follower.sync(&proxy, &sql, one, "grant 4").await;
+    assert_eq!(follower.events.len(), 1);
+    assert_eq!(follower.events[0]["headers"]["event"], "move-in");
+    assert_eq!(
+        follower.events[0]["headers"]["patterns"],
+        json!([{"pos": 0, "value": hash(&follower.handle, "4")}])
+    );
+    let url = reqwest::Url::parse_with_params(
+        &format!("{}/v1/shape", proxy.url),
+        &[
+            ("table", "todos"),
+            ("where", one),
+            ("moves", "events"),
+            ("handle", &follower.handle),
+            ("offset", &body_before),
+        ],
+    )
+    .unwrap();
+    let body: Vec<Value> = proxy
+        .http()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kinds: Vec<String> = body
+        .iter()
+        .map(|m| {
+            let h = &m["headers"];
+            h["event"]
+                .as_str()
+                .or(h["control"].as_str())
+                .map(str::to_owned)
+                .unwrap_or_else(|| {
+                    assert_eq!(h["is_move_in"], true, "{m}");
+                    h["operation"].as_str().unwrap().to_owned()
+                })
+        })
+        .collect();
+    let rows_of_4 = follower
+        .rows
+        .values()
+        .filter(|r| r["project_id"] == "4")
+        .count();
+    let mut want = vec!["move-in".to_owned()];
+    want.extend(std::iter::repeat_n("insert".to_owned(), rows_of_4));
+    want.extend(["snapshot-end".to_owned(), "up-to-date".to_owned()]);
+    assert_eq!(kinds, want);
+
+    // Every step of the move world (from its start), for shapes whose subqueries are all
+    // positive.
+    sql.batch_execute(
+        "DELETE FROM members WHERE project_id = 4 AND user_id = 'u1';
+         INSERT INTO members VALUES (1, 'u1', 'dev');",
+    )
+    .await
+    .unwrap();
+    let wheres = [
+        one,
+        "project_id IN (SELECT project_id FROM members WHERE user_id = 'u1') OR done",
+        "project_id IN (SELECT id FROM projects WHERE NOT archived AND org_id IN \
+         (SELECT org_id FROM org_members WHERE user_id = 'u2'))",
+        "EXISTS (SELECT 1 FROM members m WHERE m.project_id = todos.project_id \
+         AND m.user_id = 'u2') AND NOT done",
+    ];
+    let mut followers: Vec<TagFollower> = wheres
+        .iter()
+        .map(|_| TagFollower {
+            offset: "-1".to_owned(),
+            ..TagFollower::default()
+        })
+        .collect();
+    for (f, w) in followers.iter_mut().zip(wheres) {
+        f.sync(&proxy, &sql, w, "the snapshot").await;
+    }
+    for (step, statement) in MOVE_STEPS {
+        sql.batch_execute(statement).await.expect(statement);
+        for (f, w) in followers.iter_mut().zip(wheres) {
+            f.sync(&proxy, &sql, w, step).await;
+        }
+    }
+    let events: usize = followers.iter().map(|f| f.events.len()).sum();
+    assert!(events > 10, "{events} events");
+}
+
+#[tokio::test]
+async fn moves_as_events_are_refused_where_electrics_events_cannot_say_the_truth() {
+    let db = TestDb::new("subquery_move_events_refused").await;
+    let sql = db.connect().await;
+    sql.batch_execute(SCHEMA).await.unwrap();
+    let proxy = ProxyProcess::start(shapesync_bin!(), &db, &[]).await;
+    let refused = |where_: &'static str, moves: &'static str| {
+        let proxy = &proxy;
+        async move {
+            let url = reqwest::Url::parse_with_params(
+                &format!("{}/v1/shape", proxy.url),
+                &[
+                    ("table", "todos"),
+                    ("where", where_),
+                    ("moves", moves),
+                    ("offset", "-1"),
+                ],
+            )
+            .unwrap();
+            let response = proxy.http().get(url).send().await.unwrap();
+            assert_eq!(response.status(), 400, "{where_}");
+            let body: Value = response.json().await.unwrap();
+            body["errors"]["moves"][0].as_str().unwrap().to_owned()
+        }
+    };
+    let not_in = refused(
+        "project_id NOT IN (SELECT project_id FROM members WHERE user_id = 'u1')",
+        "events",
+    )
+    .await;
+    assert!(
+        not_in.starts_with("moves=events needs every subquery to be a positive IN"),
+        "{not_in}"
+    );
+    let plain = refused("done", "events").await;
+    assert!(
+        plain.starts_with("moves=events applies to shapes whose where has subqueries"),
+        "{plain}"
+    );
+    let unknown = refused("done", "sometimes").await;
+    assert!(
+        unknown.starts_with("Invalid value for moves: \"sometimes\""),
+        "{unknown}"
     );
 }

@@ -36,7 +36,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use shapes::definition::{DefinitionError, ShapeDefinition};
+use shapes::definition::{DefinitionError, MoveMode, ShapeDefinition};
 use shapes::handle::Handle;
 use shapes::lsn::{Lsn, Xid32};
 use shapes::request::ShapeRequest;
@@ -544,6 +544,27 @@ impl Shapes {
     }
 }
 
+/// Whether a shape may have its moves sent as Electric's events: a client applies a
+/// `move-out` by flipping the moved value's positions, which tells the truth only when every
+/// subquery is a positive `IN`/`EXISTS` of the `where` itself.
+fn check_move_events(plan: Option<&shapes::where_clause::TagPlan>) -> Result<(), ShapeError> {
+    let refuse = |message: &str| {
+        Err(ShapeError::Invalid {
+            param: "moves",
+            message: message.to_owned(),
+        })
+    };
+    match plan {
+        None => refuse(
+            "moves=events applies to shapes whose where has subqueries; leave it out (or use moves=rows)",
+        ),
+        Some(plan) if !plan.all_positive() || plan.has_mixed() => refuse(
+            "moves=events needs every subquery to be a positive IN or EXISTS in the where's AND/OR/NOT (Electric's move events cannot describe NOT IN, NOT EXISTS or a subquery inside another expression); use moves=rows",
+        ),
+        Some(_) => Ok(()),
+    }
+}
+
 /// A request's definition against `table` (as its columns are now), with the row filter of
 /// the auth rules, if any, ANDed in.
 fn compile_definition(
@@ -559,6 +580,30 @@ fn compile_definition_with(
     table: &TableSchema,
     others: &dyn Fn(&QualifiedName) -> Option<Arc<TableSchema>>,
 ) -> Result<ShapeDefinition, ShapeError> {
+    let definition = filtered_definition(request, table, others)?;
+    // Every message of a subquery shape carries its tags: a `where` too big for them is
+    // refused now, as Electric does.
+    let plan = match definition.where_clause().filter(|w| w.has_subqueries()) {
+        Some(w) => Some(
+            shapes::where_clause::TagPlan::of(w).map_err(|e| ShapeError::Invalid {
+                param: "where",
+                message: e.to_string(),
+            })?,
+        ),
+        None => None,
+    };
+    if request.moves == MoveMode::Events {
+        check_move_events(plan.as_ref())?;
+    }
+    Ok(definition.with_moves(request.moves))
+}
+
+/// The request's definition with the rules' row filters ANDed in.
+fn filtered_definition(
+    request: &ShapeRequest,
+    table: &TableSchema,
+    others: &dyn Fn(&QualifiedName) -> Option<Arc<TableSchema>>,
+) -> Result<ShapeDefinition, ShapeError> {
     let definition = ShapeDefinition::new_with_tables(
         table,
         request.where_.as_deref(),
@@ -568,14 +613,6 @@ fn compile_definition_with(
         request.log,
         others,
     )?;
-    // Every message of a subquery shape carries its tags: a `where` too big for them is
-    // refused now, as Electric does.
-    if let Some(w) = definition.where_clause().filter(|w| w.has_subqueries()) {
-        shapes::where_clause::TagPlan::of(w).map_err(|e| ShapeError::Invalid {
-            param: "where",
-            message: e.to_string(),
-        })?;
-    }
     let mut definition = definition;
     if let Some(filter) = &request.filter {
         let filter = WhereClause::parse_with_tables(&filter.where_, &filter.params, table, others)

@@ -83,6 +83,7 @@ impl Caller {
             columns: None,
             replica: ReplicaMode::Full,
             log: LogMode::Full,
+            moves: Default::default(),
             filter: None,
             inner_filters: Vec::new(),
         };

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use shapes::definition::{LogMode, ReplicaMode};
+use shapes::definition::{LogMode, MoveMode, ReplicaMode};
 use shapes::handle::Handle;
 use shapes::offset::Offset;
 use shapes::request::ShapeRequest;
@@ -209,6 +209,19 @@ pub fn parse(query: &str) -> Result<ShapeParams, ApiError> {
             LogMode::Full
         }
     };
+    let moves = match raw.get("moves").map(String::as_str) {
+        None | Some("rows") => MoveMode::Rows,
+        Some("events") => MoveMode::Events,
+        Some(other) => {
+            fail(
+                "moves",
+                format!(
+                    "Invalid value for moves: {other:?}. Expecting one of `rows` (moved rows as inserts and deletes) or `events` (Electric's move-in/move-out events)"
+                ),
+            );
+            MoveMode::Rows
+        }
+    };
     let where_ = raw.get("where").filter(|w| !w.trim().is_empty()).cloned();
     if where_.as_ref().is_some_and(|w| w.len() > MAX_WHERE_BYTES) {
         fail("where", format!("is longer than {MAX_WHERE_BYTES} bytes"));
@@ -225,6 +238,7 @@ pub fn parse(query: &str) -> Result<ShapeParams, ApiError> {
                 columns,
                 replica,
                 log,
+                moves,
                 filter: None,
                 inner_filters: Vec::new(),
             },

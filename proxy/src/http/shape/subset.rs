@@ -24,6 +24,7 @@ use shapes::where_clause::WhereClause;
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::read_path::snapshot::{self, Narrowing};
+use crate::read_path::subquery::{self, SubqueryShape, initial};
 use crate::storage::shape_store::Shape;
 
 /// The subset request, from a JSON body or `subset__*` parameters. Other fields (the
@@ -211,13 +212,33 @@ pub(super) async fn run(
     );
     let mut body = spool::Spool::new(&state.shapes.spool_dir());
     body.write(head.as_bytes()).map_err(storage_error)?;
+    // A subquery shape's rows carry their tags and active conditions, decided by what its
+    // subqueries offer in this snapshot.
+    let mut levels = subquery::has_subqueries(&shape.definition)
+        .then(|| SubqueryShape::new(shape.table.clone(), &shape.definition, shape.tombstone));
+    if let Some(levels) = levels.as_mut() {
+        initial::read_views(&tx, levels)
+            .await
+            .map_err(query_error)?;
+    }
+    let headers = levels
+        .as_ref()
+        .and_then(|levels| initial::row_headers(shape, levels));
+    let headers = headers.as_ref().map(|h| h as snapshot::RowHeaders<'_>);
     let mut first = true;
-    snapshot::stream_rows(&tx, shape, Some(&narrowing), Some(mark), |message| {
-        if !std::mem::take(&mut first) {
-            body.write(b",")?;
-        }
-        body.write(message)
-    })
+    snapshot::stream_rows_with(
+        &tx,
+        shape,
+        Some(&narrowing),
+        Some(mark),
+        headers,
+        |message| {
+            if !std::mem::take(&mut first) {
+                body.write(b",")?;
+            }
+            body.write(message)
+        },
+    )
     .await
     .map_err(query_error)?;
     tx.commit()

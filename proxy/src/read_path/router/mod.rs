@@ -48,6 +48,7 @@ use crate::read_path::subquery::SubqueryShape;
 use crate::read_path::subquery::moves::Moved;
 use crate::read_path::subquery::routes::SubqueryRoutes;
 use crate::read_path::subquery::tags::{self, Tagger};
+use shapes::definition::MoveMode;
 
 /// Appenders kept open at most (each holds a file descriptor).
 const MAX_OPEN_APPENDERS: usize = 1024;
@@ -436,6 +437,9 @@ impl Router {
         if let Some(levels) = ws.subquery.as_mut() {
             self.subquery_routes.follow_traces(id, levels);
         }
+        if ws.definition.moves() == MoveMode::Events && ws.tagger.is_some() {
+            return emit_move_events(ws, txn, id, moved, &mut self.encoded);
+        }
         let out = moved
             .out
             .iter()
@@ -748,7 +752,11 @@ impl Router {
                 continue;
             };
             if let Some((offset, mut bytes)) = ws.held.take() {
-                encode::mark_last(&mut bytes);
+                // Only a change is marked (a move's event or snapshot-end may end a
+                // transaction).
+                if bytes.starts_with(b"{\"key\":") {
+                    encode::mark_last(&mut bytes);
+                }
                 write_entry(ws, offset, &bytes)?;
             }
             if let Some(capture) = ws.capture.as_mut() {
@@ -881,12 +889,89 @@ fn emit_kept(
         tag(tagger, levels, change, old, new, kept, encoded);
     }
     for message in encoded.drain(..) {
-        let offset = Offset::log(txn.commit_lsn, message.op);
-        if let Some((held_offset, held)) = ws.held.replace((offset, message.bytes)) {
-            write_entry(ws, held_offset, &held)?;
-        } else {
-            txn.touched.push(id);
+        emit_entry(ws, txn, id, message.op, message.bytes)?;
+    }
+    Ok(())
+}
+
+/// A subquery shape's moves as Electric sends them (`moves=events`): a `move-out` event for
+/// the values that left (no deletes: clients drop the rows tagged with them), then a
+/// `move-in` event for the values that came, the rows that came in as inserts marked
+/// `is_move_in`, and the `snapshot-end` of the snapshot they were read at. A row that left
+/// for another reason than a value named by the event (none should) gets a delete.
+fn emit_move_events(
+    ws: &mut RoutedShape,
+    txn: &mut OpenTxn,
+    id: ShapeId,
+    moved: Moved,
+    encoded: &mut Vec<Encoded>,
+) -> io::Result<()> {
+    let (Some(tagger), Some(levels)) = (ws.tagger.as_deref(), ws.subquery.as_deref()) else {
+        return Ok(());
+    };
+    let txid = u64::from(txn.xid.0);
+    let out_event =
+        (!moved.values.left.is_empty()).then(|| tagger.event("move-out", &moved.values.left, txid));
+    let in_event =
+        (!moved.values.came.is_empty()).then(|| tagger.event("move-in", &moved.values.came, txid));
+    let where_clause = levels.root.where_clause.as_ref();
+    let named = |row: &Row| {
+        moved.values.left.iter().any(|(i, key)| {
+            where_clause.is_some_and(|w| w.outer_key(*i, row).as_ref() == Some(key))
+        })
+    };
+    let (dropped, unexplained): (Vec<&Row>, Vec<&Row>) = moved.out.iter().partition(|r| named(r));
+    for row in unexplained {
+        let op = next_op(txn);
+        emit(ws, txn, id, RowChange::Delete, Some(row), None, op, encoded)?;
+    }
+    if ws.capture.is_none() {
+        ws.txn_rows -= dropped.len() as i64;
+    }
+    for event in [out_event, in_event].into_iter().flatten() {
+        let op = next_op(txn);
+        emit_entry(ws, txn, id, op, event)?;
+    }
+    for row in &moved.r#in {
+        let op = next_op(txn);
+        emit(ws, txn, id, RowChange::Insert, None, Some(row), op, encoded)?;
+        if let Some((_, bytes)) = ws.held.as_mut() {
+            tags::splice_headers(bytes, ",\"is_move_in\":true");
         }
+    }
+    if let (false, Some(snapshot)) = (moved.r#in.is_empty(), &moved.snapshot) {
+        let op = next_op(txn);
+        emit_entry(
+            ws,
+            txn,
+            id,
+            op,
+            snapshot.snapshot_end_message().into_bytes(),
+        )?;
+    }
+    Ok(())
+}
+
+fn next_op(txn: &mut OpenTxn) -> u64 {
+    let op = txn.next_op;
+    txn.next_op += 2;
+    op
+}
+
+/// Appends one message to a shape's open transaction (held back until the next, so the last
+/// change can be marked `last`).
+fn emit_entry(
+    ws: &mut RoutedShape,
+    txn: &mut OpenTxn,
+    id: ShapeId,
+    op: u64,
+    bytes: Vec<u8>,
+) -> io::Result<()> {
+    let offset = Offset::log(txn.commit_lsn, op);
+    if let Some((held_offset, held)) = ws.held.replace((offset, bytes)) {
+        write_entry(ws, held_offset, &held)?;
+    } else {
+        txn.touched.push(id);
     }
     Ok(())
 }
@@ -1003,6 +1088,7 @@ mod tests {
                 columns: None,
                 replica_full: false,
                 changes_only: false,
+                move_events: false,
                 filter: None,
                 inner_filters: Vec::new(),
             },

@@ -62,6 +62,7 @@ fn request(where_: Option<&str>, columns: Option<&str>) -> ShapeRequest {
         columns: columns.map(str::to_owned),
         replica: ReplicaMode::Default,
         log: LogMode::Full,
+        moves: Default::default(),
         filter: None,
         inner_filters: Vec::new(),
     }

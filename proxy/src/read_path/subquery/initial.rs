@@ -92,14 +92,7 @@ pub async fn create(
         // The levels first (in the same snapshot): the rows' headers say what they hold.
         read_level(tx, &mut levels.root, levels.tombstone).await?;
         levels.settle();
-        let tagger = Tagger::new(shape.definition.where_clause(), &shape.handle.to_string());
-        let levels = &*levels;
-        let headers = tagger.as_ref().map(|tagger| {
-            move |texts: &[Option<&str>]| {
-                let row: Row = texts.iter().map(|t| t.map(str::to_owned)).collect();
-                tagger.headers(RowChange::Insert, &row, None, &levels.values())
-            }
-        });
+        let headers = row_headers(shape, &levels);
         let headers = headers.as_ref().map(|h| h as snapshot::RowHeaders<'_>);
         let rows =
             snapshot::write_in_with(tx, shape, chunk_bytes, &holds.snapshot, headers).await?;
@@ -108,6 +101,35 @@ pub async fn create(
     .await?;
     router.register_subquery(shape.clone(), levels, &holds);
     Ok((rows, holds))
+}
+
+/// Reads what the outer level's subqueries offer as `tx`'s snapshot sees it (for the
+/// active conditions of rows read in that snapshot: a subset's).
+pub async fn read_views(
+    tx: &Transaction<'_>,
+    levels: &mut SubqueryShape,
+) -> Result<(), SnapshotError> {
+    for child in &mut levels.root.children {
+        let rows = read_level(tx, &mut child.node, None).await?;
+        for row in &rows {
+            child.add(row);
+        }
+    }
+    levels.settle();
+    Ok(())
+}
+
+/// The headers of a subquery shape's rows read by a query (tags and active conditions
+/// against `levels`); `None` for other shapes.
+pub fn row_headers<'a>(
+    shape: &Shape,
+    levels: &'a SubqueryShape,
+) -> Option<impl Fn(&[Option<&str>]) -> String + Sync + 'a> {
+    let tagger = Tagger::new(shape.definition.where_clause(), &shape.handle.to_string())?;
+    Some(move |texts: &[Option<&str>]| {
+        let row: Row = texts.iter().map(|t| t.map(str::to_owned)).collect();
+        tagger.headers(RowChange::Insert, &row, None, &levels.values())
+    })
 }
 
 /// Reads the rows of a level (its subqueries' first) as the snapshot sees them.

@@ -8,19 +8,23 @@ use std::future::Future;
 use std::pin::Pin;
 
 use shapes::schema::{Row, TableSchema, quote_identifier};
+use shapes::wire::SnapshotInfo;
 use tokio_postgres::Transaction;
 use tokio_postgres::types::ToSql;
 
 use super::SubqueryShape;
-use super::node::{Candidates, Node};
+use super::node::{Candidates, MovedValues, Node};
 use crate::read_path::router::SnapshotHolds;
 use crate::read_path::snapshot::text_cast_is_output;
 
-/// What moved on the outer level: rows that left (as kept) and rows that came in (whole).
+/// What moved on the outer level: rows that left (as kept) and rows that came in (whole),
+/// the values of its subqueries that moved them, and the snapshot the rows were read at.
 #[derive(Debug, Default)]
 pub struct Moved {
     pub out: Vec<Row>,
     pub r#in: Vec<Row>,
+    pub values: MovedValues,
+    pub snapshot: Option<SnapshotInfo>,
 }
 
 type Settling<'a> = Pin<Box<dyn Future<Output = Result<Moved, tokio_postgres::Error>> + Send + 'a>>;
@@ -31,7 +35,9 @@ pub async fn settle(
     tx: &Transaction<'_>,
     holds: &SnapshotHolds,
 ) -> Result<Moved, tokio_postgres::Error> {
-    level(&mut shape.root, tx, holds, shape.tombstone).await
+    let mut moved = level(&mut shape.root, tx, holds, shape.tombstone).await?;
+    moved.snapshot = Some(holds.snapshot.clone());
+    Ok(moved)
 }
 
 /// Settles one level, its subqueries' first; `tombstone` (the outer level's) marks rows that
@@ -64,8 +70,14 @@ fn level<'a>(
         let came = node.admit_read(read);
         let keys: HashSet<Box<str>> = came.iter().map(|r| node.key(r)).collect();
         node.hold(holds.clone(), Some(keys));
+        let values = node.moved_values();
         node.settle();
-        Ok(Moved { out, r#in: came })
+        Ok(Moved {
+            out,
+            r#in: came,
+            values,
+            snapshot: None,
+        })
     })
 }
 

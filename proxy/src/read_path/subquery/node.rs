@@ -121,6 +121,13 @@ fn sargable(ty: &SqlType) -> bool {
         )
 }
 
+/// Values that came into and left a level's subqueries (subquery number, value).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MovedValues {
+    pub came: Vec<(usize, ValueKey)>,
+    pub left: Vec<(usize, ValueKey)>,
+}
+
 /// What a change did to a level: the row that left (as kept) and whether one came in.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -359,6 +366,22 @@ impl Node {
             });
         }
         Some(out)
+    }
+
+    /// The values whose presence in a subquery changed since the last move: those offered
+    /// now (came in) and those no longer (left), each with its subquery's number.
+    pub fn moved_values(&self) -> MovedValues {
+        let mut moved = MovedValues::default();
+        for (i, c) in self.children.iter().enumerate() {
+            for key in &c.touched {
+                if c.counts.contains_key(key) {
+                    moved.came.push((i, key.clone()));
+                } else {
+                    moved.left.push((i, key.clone()));
+                }
+            }
+        }
+        moved
     }
 
     /// Forgets what its subqueries' last changes were (their moves are done).

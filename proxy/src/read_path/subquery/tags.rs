@@ -10,7 +10,7 @@
 
 use shapes::routing::RowChange;
 use shapes::schema::Row;
-use shapes::where_clause::{SubqueryValues, TagPlan, WhereClause};
+use shapes::where_clause::{SubqueryValues, TagPlan, ValueKey, WhereClause};
 
 /// What a subquery shape adds to its messages.
 #[derive(Debug, Clone)]
@@ -61,6 +61,25 @@ impl Tagger {
         }
         out.push(']');
         out
+    }
+}
+
+impl Tagger {
+    /// Electric's event message for values that came into (`move-in`) or left (`move-out`)
+    /// the outer level's subqueries: one pattern per position of each value's subquery.
+    pub fn event(&self, kind: &str, values: &[(usize, ValueKey)], txid: u64) -> Vec<u8> {
+        let mut out = format!("{{\"headers\":{{\"event\":\"{kind}\",\"patterns\":[");
+        let mut first = true;
+        for (subquery, key) in values {
+            for (pos, hash) in self.plan.patterns(*subquery, key, &self.salt) {
+                if !std::mem::take(&mut first) {
+                    out.push(',');
+                }
+                out.push_str(&format!("{{\"pos\":{pos},\"value\":\"{hash}\"}}"));
+            }
+        }
+        out.push_str(&format!("],\"txids\":[{txid}]}}}}"));
+        out.into_bytes()
     }
 }
 

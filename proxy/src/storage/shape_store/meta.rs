@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::io;
 
 use serde::{Deserialize, Serialize};
-use shapes::definition::{LogMode, ReplicaMode};
+use shapes::definition::{LogMode, MoveMode, ReplicaMode};
 use shapes::lsn::Lsn;
 use shapes::request::{RowFilter, ShapeRequest};
 use shapes::schema::QualifiedName;
@@ -28,6 +28,9 @@ pub struct StoredRequest {
     pub columns: Option<String>,
     pub replica_full: bool,
     pub changes_only: bool,
+    /// `moves=events` (Electric's move events instead of inserts and deletes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub move_events: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<StoredFilter>,
     /// The row filters of the tables its subqueries read.
@@ -63,6 +66,7 @@ impl From<&ShapeRequest> for StoredRequest {
             columns: request.columns.clone(),
             replica_full: request.replica == ReplicaMode::Full,
             changes_only: request.log == LogMode::ChangesOnly,
+            move_events: request.moves == MoveMode::Events,
             filter: request.filter.as_ref().map(|filter| StoredFilter {
                 where_: filter.where_.clone(),
                 params: filter.params.clone(),
@@ -97,6 +101,11 @@ impl From<&StoredRequest> for ShapeRequest {
                 LogMode::ChangesOnly
             } else {
                 LogMode::Full
+            },
+            moves: if stored.move_events {
+                MoveMode::Events
+            } else {
+                MoveMode::Rows
             },
             filter: stored.filter.as_ref().map(|filter| RowFilter {
                 where_: filter.where_.clone(),
