@@ -1,7 +1,8 @@
 //! Client libraries on shapes whose `where` has subqueries, rows moving in and out live:
 //! TanStack DB's electric collection (from npm, unchanged) holds exactly the rows Postgres
 //! gives for the same `where` after every membership change, and the SQLite client keeps an
-//! exact mirror through moves, its offline writes sent when it is back and none lost.
+//! exact mirror through moves, sent as rows or (`moves=events`) as Electric's move events it
+//! follows by the rows' tags, its offline writes sent when it is back and none lost.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
