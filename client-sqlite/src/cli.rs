@@ -58,8 +58,10 @@ struct SyncArgs {
     url: String,
     #[command(flatten)]
     db: DbArgs,
-    /// A shape: NAME=TABLE[?where=…&columns=…&params[1]=…&priority=N]. NAME is the local
-    /// table; priority 0 syncs first … 3 (the default) last. Repeatable.
+    /// A shape: NAME=TABLE[?where=…&columns=…&params[1]=…&moves=events&priority=N]. NAME is
+    /// the local table; priority 0 syncs first … 3 (the default) last; moves=events asks for
+    /// rows leaving a subquery shape as move-out events (the client deletes them itself)
+    /// instead of deletes. Repeatable.
     #[arg(long = "shape", required = true)]
     shapes: Vec<ShapeSpec>,
     /// Exit once every shape is up to date and the outbox is empty (exit 1 at once if the

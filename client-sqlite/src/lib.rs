@@ -30,7 +30,7 @@ pub use client::{Client, ClientConfig, Clock};
 pub use error::ClientError;
 /// The SQLite binding the client is built on (its types appear in [`Client::read`]).
 pub use rusqlite;
-pub use shape_spec::ShapeSpec;
+pub use shape_spec::{Moves, ShapeSpec};
 pub use status::{ShapePhase, Status, SyncState};
 pub use store::{ClientEvent, Conflict, LocalWrite, WriteOp};
 pub use subscription::SyncOptions;

@@ -1,5 +1,5 @@
-//! What the user subscribes to: a shape (table, `where`, columns, params) and the name of the
-//! local table that mirrors it.
+//! What the user subscribes to: a shape (table, `where`, columns, params, how rows moving in
+//! and out arrive) and the name of the local table that mirrors it.
 
 use std::str::FromStr;
 
@@ -17,10 +17,25 @@ pub struct ShapeSpec {
     pub columns: Option<String>,
     /// Values of `$1…$n` in `where`.
     pub params: Vec<String>,
+    /// How rows moving in and out of a shape with subqueries arrive (part of its identity).
+    pub moves: Moves,
     /// Sync priority, PowerSync's scale: 0 first … 3 last ([`DEFAULT_PRIORITY`]). On first
     /// sync and after a refetch, a shape starts fetching once every shape of a higher priority
     /// (a lower number) is ready. Not part of the server's definition.
     pub priority: u8,
+}
+
+/// How the server sends rows that move in or out of a shape when a subquery's rows change
+/// (the `moves` parameter).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Moves {
+    /// As ordinary inserts and deletes (no parameter: the server's default).
+    #[default]
+    Rows,
+    /// `moves=events`, Electric 1.7's wire: a `move-out` event names the subquery values that
+    /// left and sends no deletes; the client works out which rows left from their tags
+    /// ([`crate::store::tags`]) and deletes them itself. Rows moving in still come as inserts.
+    Events,
 }
 
 /// The priority of a shape that names none: the last.
@@ -42,8 +57,15 @@ impl ShapeSpec {
             where_clause: None,
             columns: None,
             params: Vec::new(),
+            moves: Moves::Rows,
             priority: DEFAULT_PRIORITY,
         }
+    }
+
+    /// Asks for moves as events (`moves=events`, see [`Moves::Events`]).
+    pub fn moves_as_events(mut self) -> Self {
+        self.moves = Moves::Events;
+        self
     }
 
     /// Sync priority 0 (first) … 3 (last); see [`ShapeSpec::priority`].
@@ -73,6 +95,9 @@ impl ShapeSpec {
         }
         for (i, p) in self.params.iter().enumerate() {
             pairs.push((format!("params[{}]", i + 1), p.clone()));
+        }
+        if self.moves == Moves::Events {
+            pairs.push(("moves".into(), "events".into()));
         }
         pairs
     }
@@ -107,8 +132,8 @@ impl ShapeSpec {
 impl FromStr for ShapeSpec {
     type Err = ClientError;
 
-    /// `NAME=TABLE[?where=…&columns=…&params[1]=…&priority=N]` (query part URL-encoded or
-    /// plain), or just `TABLE`.
+    /// `NAME=TABLE[?where=…&columns=…&params[1]=…&moves=events&priority=N]` (query part
+    /// URL-encoded or plain), or just `TABLE`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (head, query) = s.split_once('?').unwrap_or((s, ""));
         let mut spec = match head.split_once('=') {
@@ -132,6 +157,20 @@ impl FromStr for ShapeSpec {
             match key.as_ref() {
                 "where" => spec.where_clause = Some(value.into_owned()),
                 "columns" => spec.columns = Some(value.into_owned()),
+                "moves" => {
+                    spec.moves = match value.as_ref() {
+                        "rows" => Moves::Rows,
+                        "events" => Moves::Events,
+                        _ => {
+                            return Err(ClientError::Shape {
+                                name: s.to_owned(),
+                                message: format!(
+                                    "moves {value:?}: expected rows (the default) or events"
+                                ),
+                            });
+                        }
+                    }
+                }
                 "priority" => {
                     spec.priority = value
                         .parse()
@@ -159,7 +198,7 @@ impl FromStr for ShapeSpec {
                     return Err(ClientError::Shape {
                         name: s.to_owned(),
                         message: format!(
-                            "unknown option {other:?} (where, columns, params[n], priority)"
+                            "unknown option {other:?} (where, columns, params[n], moves, priority)"
                         ),
                     });
                 }
@@ -199,6 +238,23 @@ mod tests {
         assert!("t=".parse::<ShapeSpec>().is_err());
         assert!("t=todos?priority=4".parse::<ShapeSpec>().is_err());
         assert!("t=todos?priority=first".parse::<ShapeSpec>().is_err());
+        assert!("t=todos?moves=deletes".parse::<ShapeSpec>().is_err());
+    }
+
+    #[test]
+    fn moves_as_events_is_asked_and_is_part_of_the_definition() {
+        let rows: ShapeSpec = "t=todos?moves=rows".parse().unwrap();
+        let plain: ShapeSpec = "t=todos".parse().unwrap();
+        assert_eq!(rows, plain, "rows is the default");
+        assert!(plain.query_pairs().iter().all(|(k, _)| k != "moves"));
+        let events: ShapeSpec = "t=todos?moves=events".parse().unwrap();
+        assert_eq!(events, ShapeSpec::new("t", "todos").moves_as_events());
+        assert!(
+            events
+                .query_pairs()
+                .contains(&("moves".into(), "events".into()))
+        );
+        assert_ne!(events.definition(), plain.definition());
     }
 
     #[test]

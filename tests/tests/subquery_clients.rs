@@ -1,13 +1,14 @@
 //! Client libraries on shapes whose `where` has subqueries, rows moving in and out live:
 //! TanStack DB's electric collection (from npm, unchanged) holds exactly the rows Postgres
 //! gives for the same `where` after every membership change, and the SQLite client keeps an
-//! exact mirror through moves, its offline writes sent when it is back and none lost.
+//! exact mirror through moves, sent as rows or (`moves=events`) as Electric's move events it
+//! follows by the rows' tags, its offline writes sent when it is back and none lost.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use client_sqlite::rusqlite::types::Value as SqlValue;
-use client_sqlite::{Client, ClientConfig, ShapeSpec, SyncOptions};
+use client_sqlite::{Client, ClientConfig, Moves, ShapeSpec, SyncOptions};
 use serde_json::{Map, Value, json};
 use tests::proxy_process::ProxyProcess;
 use tests::subquery_world::{MOVE_STEPS, SCHEMA};
@@ -269,44 +270,81 @@ async fn mirror_converges(client: &Client, sql: &tokio_postgres::Client, step: &
     }
 }
 
-#[tokio::test]
-async fn the_sqlite_client_keeps_an_exact_mirror_through_moves_and_its_offline_writes() {
-    let db = TestDb::new("subquery_sqlite_client").await;
-    let sql = db.connect().await;
-    sql.batch_execute(SCHEMA).await.unwrap();
-    let proxy = ProxyProcess::start(
-        shapesync_bin!(),
-        &db,
-        &["--writable", "todos", "--long-poll-timeout", "2s"],
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
+/// A proxy on a fresh world, and the configuration of a SQLite client of u1's todos.
+struct SqliteWorld {
+    _db: TestDb,
+    sql: tokio_postgres::Client,
+    proxy: ProxyProcess,
+    _dir: tempfile::TempDir,
+    config: ClientConfig,
+    /// The shape's handle and offset once first synced.
+    handle: Option<String>,
+    first_offset: String,
+}
+
+impl SqliteWorld {
+    /// Starts the world and a client of `spec`, synced; returns the client too.
+    async fn start(name: &str, spec: ShapeSpec) -> (Self, Client) {
+        let db = TestDb::new(name).await;
+        let sql = db.connect().await;
+        sql.batch_execute(SCHEMA).await.unwrap();
+        let proxy = ProxyProcess::start(
+            shapesync_bin!(),
+            &db,
+            &["--writable", "todos", "--long-poll-timeout", "2s"],
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ClientConfig::new(&proxy.url, dir.path().join("a.db")).shape(spec);
+        config.sync = SyncOptions {
+            backoff_base: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(500),
+            ..SyncOptions::default()
+        };
+        config.ack_grace = Duration::from_secs(5);
+        let client = Client::open(config.clone()).await.expect("open the client");
+        mirror_converges(&client, &sql, "the start").await;
+        let synced = client.shapes().await.unwrap().remove(0);
+        assert!(synced.handle.is_some());
+        let world = Self {
+            _db: db,
+            sql,
+            proxy,
+            _dir: dir,
+            config,
+            handle: synced.handle,
+            first_offset: synced.offset,
+        };
+        (world, client)
+    }
+}
+
+/// u1's todos, `$1` = u1, moves sent as `moves`.
+fn mine(moves: Moves) -> ShapeSpec {
     let mut spec = ShapeSpec::new("todos", "todos").with_where(MINE);
     spec.params = vec!["u1".into()];
-    let mut config = ClientConfig::new(&proxy.url, dir.path().join("a.db")).shape(spec);
-    config.sync = SyncOptions {
-        backoff_base: Duration::from_millis(50),
-        backoff_max: Duration::from_millis(500),
-        ..SyncOptions::default()
-    };
-    config.ack_grace = Duration::from_secs(5);
-    let client = Client::open(config.clone()).await.expect("open the client");
-    mirror_converges(&client, &sql, "the start").await;
-    let handle = client.shapes().await.unwrap()[0].handle.clone();
-    assert!(handle.is_some());
+    spec.moves = moves;
+    spec
+}
 
+/// Rows moving in and out while the client writes online, offline, and while it is closed:
+/// every write reaches Postgres and the mirror is Postgres' rows after each part, with no
+/// refetch. Returns the client opened again.
+async fn offline_writes_through_moves(world: &SqliteWorld, client: Client) -> Client {
     // Online: rows move in and out, and a local write goes through.
-    sql.batch_execute(
-        "INSERT INTO members VALUES (3, 'u1', 'dev');
+    world
+        .sql
+        .batch_execute(
+            "INSERT INTO members VALUES (3, 'u1', 'dev');
          DELETE FROM members WHERE project_id = 1 AND user_id = 'u1';",
-    )
-    .await
-    .unwrap();
+        )
+        .await
+        .unwrap();
     client
         .update("todos", key(10), values(json!({"title": "online edit"})))
         .await
         .expect("queued");
-    mirror_converges(&client, &sql, "moves while online").await;
+    mirror_converges(&client, &world.sql, "moves while online").await;
 
     // Offline: local writes to rows of the shape, while memberships change on the server.
     // u1 holds projects 2 and 3 (todos 1, 10, 19… and 2, 11, 20…).
@@ -361,24 +399,26 @@ async fn the_sqlite_client_keeps_an_exact_mirror_through_moves_and_its_offline_w
         "shown at once: {shown:?}"
     );
     assert_eq!(client.status().pending, 7);
-    sql.batch_execute(
-        "DELETE FROM members WHERE project_id = 3 AND user_id = 'u1';
+    world
+        .sql
+        .batch_execute(
+            "DELETE FROM members WHERE project_id = 3 AND user_id = 'u1';
          INSERT INTO members VALUES (5, 'u1', 'dev');
          UPDATE todos SET title = 'server edit' WHERE id IN (13, 46);
          BEGIN; DELETE FROM members WHERE project_id = 2 AND user_id = 'u1';
          UPDATE todos SET done = true WHERE id = 55;
          INSERT INTO members VALUES (2, 'u1', 'owner'); COMMIT;",
-    )
-    .await
-    .unwrap();
+        )
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(client.status().pending, 7, "nothing sent while offline");
     client.set_online(true);
-    mirror_converges(&client, &sql, "back online").await;
+    mirror_converges(&client, &world.sql, "back online").await;
 
     // Every write was applied, the moved-out ones too (they left the mirror with their rows).
     let applied = |q: &'static str| {
-        let sql = &sql;
+        let sql = &world.sql;
         async move { sql.query_one(q, &[]).await.expect(q).get::<_, i64>(0) }
     };
     assert_eq!(
@@ -404,7 +444,9 @@ async fn the_sqlite_client_keeps_an_exact_mirror_through_moves_and_its_offline_w
     // Stopped: writes made with the client closed (another process, `open_offline`), while
     // memberships change, are sent when it opens again.
     client.close().await;
-    let offline = Client::open_offline(&config).await.expect("open offline");
+    let offline = Client::open_offline(&world.config)
+        .await
+        .expect("open offline");
     offline
         .update("todos", key(46), values(json!({"title": "while closed"})))
         .await
@@ -418,14 +460,18 @@ async fn the_sqlite_client_keeps_an_exact_mirror_through_moves_and_its_offline_w
         .await
         .unwrap();
     offline.close().await;
-    sql.batch_execute(
-        "DELETE FROM members WHERE project_id = 5 AND user_id = 'u1';
+    world
+        .sql
+        .batch_execute(
+            "DELETE FROM members WHERE project_id = 5 AND user_id = 'u1';
          INSERT INTO members VALUES (6, 'u1', 'dev');",
-    )
-    .await
-    .unwrap();
-    let client = Client::open(config).await.expect("open again");
-    mirror_converges(&client, &sql, "opened again").await;
+        )
+        .await
+        .unwrap();
+    let client = Client::open(world.config.clone())
+        .await
+        .expect("open again");
+    mirror_converges(&client, &world.sql, "opened again").await;
     assert_eq!(
         applied(
             "SELECT count(*) FROM todos WHERE (id = 46 AND title = 'while closed') \
@@ -436,12 +482,94 @@ async fn the_sqlite_client_keeps_an_exact_mirror_through_moves_and_its_offline_w
     );
     assert_eq!(
         client.shapes().await.unwrap()[0].handle,
-        handle,
+        world.handle,
         "no refetch"
     );
     assert_eq!(client.status().refetches, 0);
     assert!(client.conflicts(true).await.unwrap().is_empty());
+    client
+}
+
+#[tokio::test]
+async fn the_sqlite_client_keeps_an_exact_mirror_through_moves_and_its_offline_writes() {
+    let (world, client) = SqliteWorld::start("subquery_sqlite_client", mine(Moves::Rows)).await;
+    let client = offline_writes_through_moves(&world, client).await;
+    tag_state_matches_the_mirror(&client, "the end").await;
     client.close().await;
+}
+
+/// The same with `moves=events`: rows that leave come as Electric's `move-out` events, not
+/// deletes, and the client works out from their tags which rows to drop; then every step of
+/// [`MOVE_STEPS`] from the memberships of the start.
+#[tokio::test]
+async fn the_sqlite_client_keeps_an_exact_mirror_through_move_events_and_its_offline_writes() {
+    let (world, client) = SqliteWorld::start("subquery_sqlite_events", mine(Moves::Events)).await;
+    let client = offline_writes_through_moves(&world, client).await;
+    tag_state_matches_the_mirror(&client, "offline writes").await;
+    // Back to u1's memberships of the start (2 revoked and granted again in one transaction).
+    world
+        .sql
+        .batch_execute(
+            "DELETE FROM members WHERE user_id = 'u1';
+             INSERT INTO members VALUES (1, 'u1', 'dev'), (2, 'u1', 'owner');",
+        )
+        .await
+        .unwrap();
+    mirror_converges(&client, &world.sql, "memberships of the start").await;
+    for (step, statement) in MOVE_STEPS {
+        world.sql.batch_execute(statement).await.expect(statement);
+        mirror_converges(&client, &world.sql, step).await;
+        tag_state_matches_the_mirror(&client, step).await;
+    }
+    assert_eq!(client.shapes().await.unwrap()[0].handle, world.handle);
+    assert_eq!(client.status().refetches, 0);
+    assert!(client.conflicts(true).await.unwrap().is_empty());
+    client.close().await;
+    // The rows left by events: the shape's log since the snapshot has move-outs.
+    let log = shape_log(&world, &mine(Moves::Events)).await;
+    let events = |kind: &str| log.iter().filter(|m| m["headers"]["event"] == kind).count();
+    assert!(events("move-out") > 0 && events("move-in") > 0, "{log:?}");
+}
+
+/// Every server row of the mirror has tag state, and nothing else has.
+async fn tag_state_matches_the_mirror(client: &Client, step: &str) {
+    let (tagged, rows): (i64, i64) = client
+        .read(|c| {
+            c.query_row(
+                "SELECT (SELECT count(*) FROM _shapesync_row_tags WHERE shape = 'todos'),
+                        (SELECT count(*) FROM todos)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(tagged, rows, "{step}: rows with tag state");
+}
+
+/// The shape's log after its first up-to-date, as the client's handle has it.
+async fn shape_log(world: &SqliteWorld, spec: &ShapeSpec) -> Vec<Value> {
+    let mut offset = world.first_offset.clone();
+    let mut log = Vec::new();
+    loop {
+        let mut query = spec.query_pairs();
+        query.push(("offset".into(), offset.clone()));
+        query.push(("handle".into(), world.handle.clone().unwrap()));
+        let url = reqwest::Url::parse_with_params(&format!("{}/v1/shape", world.proxy.url), &query)
+            .unwrap();
+        let response = world.proxy.http().get(url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        offset = response.headers()["electric-offset"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body: Vec<Value> = response.json().await.unwrap();
+        let up_to_date = body.iter().any(|m| m["headers"]["control"] == "up-to-date");
+        log.extend(body);
+        if up_to_date {
+            return log;
+        }
+    }
 }
 
 fn key(id: i64) -> Map<String, Value> {

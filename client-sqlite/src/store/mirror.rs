@@ -8,8 +8,13 @@
 //!
 //! A fetch from scratch (first sync, 409, must-refetch) starts with [`BatchStep::Reset`]:
 //! inside the batch's transaction the server rows are cleared (pending local writes stay as
-//! overlays) and, if the columns or types changed, `T` is recreated with the new columns; the
-//! snapshot then refills it and the commit at up-to-date makes the swap visible at once.
+//! overlays), so is their tag state, and, if the columns or types changed, `T` is recreated
+//! with the new columns; the snapshot then refills it and the commit at up-to-date makes the
+//! swap visible at once.
+//!
+//! A `move-out` event deletes the rows it takes out of the shape ([`super::tag_table`]) as
+//! server deletes of its transaction, through the same steps, so a pending local write on such
+//! a row is kept exactly as when the server deletes it.
 
 use rusqlite::OptionalExtension;
 use rusqlite::types::Value as SqlValue;
@@ -17,6 +22,7 @@ use shapes::handle::Handle;
 use shapes::lsn::{Lsn, Xid32};
 use shapes::wire::Operation;
 
+use super::tags::{Move, TagHeaders};
 use super::{Cursor, ShapeState, StoreCore, sync_tables};
 use crate::error::ClientError;
 use crate::schema_mapping::{ShapeSchema, quote};
@@ -30,6 +36,15 @@ pub struct Change {
     pub values: Vec<Option<SqlValue>>,
     /// The transaction's 32-bit xid (`headers.txids`): matches a write's answer.
     pub txid: Option<Xid32>,
+    /// `tags`, `removed_tags`, `active_conditions` (subquery shapes only).
+    pub tags: Option<Box<TagHeaders>>,
+}
+
+/// What a batch applies, in log order.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    Change(Change),
+    Move(Move),
 }
 
 /// A step of a shape's batch (see the module docs of [`crate::store`]).
@@ -39,7 +54,7 @@ pub enum BatchStep {
     Reset {
         schema_json: String,
     },
-    Apply(Vec<Change>),
+    Apply(Vec<Incoming>),
     /// Up-to-date: record the position and commit.
     Commit {
         handle: Handle,
@@ -126,6 +141,7 @@ impl StoreCore {
                         schema_json: None,
                         overlaid: Default::default(),
                         global_lsn: Lsn::ZERO,
+                        tagged: false,
                     },
                 );
                 Ok(Cursor {
@@ -166,9 +182,9 @@ impl StoreCore {
             BatchStep::Reset { schema_json } => self
                 .begin_batch(shape)
                 .and_then(|()| self.reset(shape, &schema_json)),
-            BatchStep::Apply(changes) => self
+            BatchStep::Apply(incoming) => self
                 .begin_batch(shape)
-                .and_then(|()| self.apply_changes(shape, changes)),
+                .and_then(|()| self.apply_incoming(shape, incoming)),
             BatchStep::Commit {
                 handle,
                 offset,
@@ -193,6 +209,7 @@ impl StoreCore {
         })?;
         let state = self.shape(shape)?.clone();
         let same_columns = state.schema.as_ref() == Some(&schema) && self.table_exists(shape)?;
+        self.clear_tags(shape)?;
         if same_columns {
             self.conn
                 .execute(&format!("DELETE FROM {}", quote(shape)), [])?;
@@ -268,38 +285,64 @@ impl StoreCore {
         Ok(())
     }
 
-    fn apply_changes(&mut self, shape: &str, changes: Vec<Change>) -> Result<(), ClientError> {
+    fn apply_incoming(&mut self, shape: &str, incoming: Vec<Incoming>) -> Result<(), ClientError> {
         let schema = self.schema(shape)?;
+        // Applying server changes never adds an overlay: false stays false for the batch.
         let has_overlays = !self.shape(shape)?.overlaid.is_empty();
-        for change in changes {
-            let Some(key_values) = schema
-                .pk
-                .iter()
-                .map(|&i| change.values.get(i).and_then(Option::as_ref))
-                .collect::<Option<Vec<&SqlValue>>>()
-            else {
-                tracing::warn!(shape, "a change without its primary key: ignored");
-                continue;
-            };
-            let echo = change
-                .txid
-                .and_then(|txid| self.acked_by_txid.get(&txid).cloned());
-            if !has_overlays && echo.is_none() {
-                self.write_server_row(shape, &schema, &change, &key_values, false)?;
-                continue;
-            }
-            let key = ShapeSchema::row_key(key_values.iter().copied());
-            if let Some(seqs) = echo {
-                for seq in seqs {
-                    self.drop_overlays(shape, seq, Some(&key), None)?;
-                    self.release_if_done(seq)?;
+        for item in incoming {
+            match item {
+                Incoming::Change(change) => {
+                    self.apply_change(shape, &schema, has_overlays, &change)?
+                }
+                Incoming::Move(event) => {
+                    for delete in self.apply_move(shape, &schema, &event)? {
+                        self.apply_change(shape, &schema, has_overlays, &delete)?;
+                    }
                 }
             }
-            let overlaid = self.shape(shape)?.overlaid.contains(&key);
-            self.write_server_row(shape, &schema, &change, &key_values, overlaid)?;
-            if overlaid {
-                self.materialize(shape, &schema, &key)?;
+        }
+        Ok(())
+    }
+
+    fn apply_change(
+        &mut self,
+        shape: &str,
+        schema: &ShapeSchema,
+        has_overlays: bool,
+        change: &Change,
+    ) -> Result<(), ClientError> {
+        let Some(key_values) = schema
+            .pk
+            .iter()
+            .map(|&i| change.values.get(i).and_then(Option::as_ref))
+            .collect::<Option<Vec<&SqlValue>>>()
+        else {
+            tracing::warn!(shape, "a change without its primary key: ignored");
+            return Ok(());
+        };
+        let tracks_tags =
+            change.tags.is_some() || (change.op == Operation::Delete && self.shape(shape)?.tagged);
+        if tracks_tags {
+            let key = ShapeSchema::row_key(key_values.iter().copied());
+            self.track_tags(shape, &key, change)?;
+        }
+        let echo = change
+            .txid
+            .and_then(|txid| self.acked_by_txid.get(&txid).cloned());
+        if !has_overlays && echo.is_none() {
+            return self.write_server_row(shape, schema, change, &key_values, false);
+        }
+        let key = ShapeSchema::row_key(key_values.iter().copied());
+        if let Some(seqs) = echo {
+            for seq in seqs {
+                self.drop_overlays(shape, seq, Some(&key), None)?;
+                self.release_if_done(seq)?;
             }
+        }
+        let overlaid = self.shape(shape)?.overlaid.contains(&key);
+        self.write_server_row(shape, schema, change, &key_values, overlaid)?;
+        if overlaid {
+            self.materialize(shape, schema, &key)?;
         }
         Ok(())
     }

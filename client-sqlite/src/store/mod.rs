@@ -16,7 +16,9 @@
 //!
 //! The parts: [`mirror`] (server rows into the app's tables, resets, migrations), [`overlay`]
 //! (pending local values on top of server rows), [`outbox`] (local writes and their results),
-//! [`conflicts`], and [`sync_tables`] (the `_shapesync_*` tables).
+//! [`conflicts`], [`tags`] (which rows a move-out takes out of a subquery shape) and
+//! [`tag_table`] (their state in the database), and [`sync_tables`] (the `_shapesync_*`
+//! tables).
 
 pub mod conflicts;
 pub mod export;
@@ -24,6 +26,8 @@ pub mod mirror;
 pub mod outbox;
 pub mod overlay;
 pub mod sync_tables;
+pub mod tag_table;
+pub mod tags;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
@@ -39,7 +43,7 @@ use crate::schema_mapping::ShapeSchema;
 use crate::status::StatusBoard;
 
 pub use conflicts::Conflict;
-pub use mirror::{BatchStep, Change};
+pub use mirror::{BatchStep, Change, Incoming};
 pub use outbox::{LocalWrite, WriteOp};
 
 /// Something the app may want to react to.
@@ -68,6 +72,8 @@ pub(crate) struct ShapeState {
     /// Row keys that have overlays (and so a shadow row).
     pub overlaid: HashSet<String>,
     pub global_lsn: Lsn,
+    /// Some row has tag state (so a delete without tag headers must still end it).
+    pub tagged: bool,
 }
 
 /// The persisted position of a subscription.
@@ -155,22 +161,8 @@ impl Store {
         status: StatusBoard,
         events: broadcast::Sender<ClientEvent>,
     ) -> Result<Self, ClientError> {
-        let conn = open_connection(path, options.key.as_deref())?;
-        let client_id = sync_tables::prepare(&conn, options.client_id.as_deref())?;
-        let mut core = StoreCore {
-            conn,
-            shapes: HashMap::new(),
-            acked_by_txid: HashMap::new(),
-            client_id: client_id.clone(),
-            events,
-            status,
-            open_batch: None,
-            ack_grace_ms: options.ack_grace_ms,
-            clock: options.clock,
-            data_version: 0,
-        };
-        core.data_version = core.read_data_version()?;
-        core.load()?;
+        let core = StoreCore::open(path, options, status, events)?;
+        let client_id = core.client_id.clone();
         let (jobs, rx) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("shapesync-sqlite".into())
@@ -293,6 +285,32 @@ fn next_job(
 }
 
 impl StoreCore {
+    /// Opens (creating if needed) the database, on the calling thread.
+    pub(crate) fn open(
+        path: &Path,
+        options: OpenOptions,
+        status: StatusBoard,
+        events: broadcast::Sender<ClientEvent>,
+    ) -> Result<Self, ClientError> {
+        let conn = open_connection(path, options.key.as_deref())?;
+        let client_id = sync_tables::prepare(&conn, options.client_id.as_deref())?;
+        let mut core = StoreCore {
+            conn,
+            shapes: HashMap::new(),
+            acked_by_txid: HashMap::new(),
+            client_id,
+            events,
+            status,
+            open_batch: None,
+            ack_grace_ms: options.ack_grace_ms,
+            clock: options.clock,
+            data_version: 0,
+        };
+        core.data_version = core.read_data_version()?;
+        core.load()?;
+        Ok(core)
+    }
+
     fn load(&mut self) -> Result<(), ClientError> {
         let mut stmt = self.conn.prepare(
             "SELECT name, definition, pg_table, schema, global_lsn FROM _shapesync_shapes",
@@ -321,6 +339,7 @@ impl StoreCore {
                     schema_json,
                     overlaid: HashSet::new(),
                     global_lsn: Lsn(global_lsn as u64),
+                    tagged: false,
                 },
             );
         }
@@ -329,8 +348,10 @@ impl StoreCore {
         let names: Vec<String> = self.shapes.keys().cloned().collect();
         for name in names {
             let keys = self.shadow_keys(&name)?;
+            let tagged = self.has_tags(&name)?;
             if let Some(state) = self.shapes.get_mut(&name) {
                 state.overlaid = keys;
+                state.tagged = tagged;
             }
         }
         self.load_acked()?;

@@ -10,6 +10,8 @@
 //!   one entry per column (plus row existence), until the write comes back from the server;
 //! - `_shapesync_acked`: answered writes whose overlays wait for their echo (txid, LSN);
 //! - `_shapesync_conflicts`: rolled-back writes, both versions, the reason and the time;
+//! - `_shapesync_row_tags`, `_shapesync_tag_slots`: the tags and active conditions of subquery
+//!   shapes' rows, and an index of them by position and value (see [`super::tag_table`]);
 //! - `_shapesync_shadow_<table>`: the server's version of rows that have overlays.
 
 use rusqlite::{Connection, OptionalExtension};
@@ -70,6 +72,20 @@ CREATE TABLE IF NOT EXISTS _shapesync_conflicts (
     at           INTEGER NOT NULL,
     resolved     INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS _shapesync_row_tags (
+    shape    TEXT NOT NULL,
+    row_key  TEXT NOT NULL,
+    tags     TEXT NOT NULL,
+    active   TEXT,
+    PRIMARY KEY (shape, row_key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _shapesync_tag_slots (
+    shape    TEXT NOT NULL,
+    pos      INTEGER NOT NULL,
+    value    TEXT NOT NULL,
+    row_key  TEXT NOT NULL,
+    PRIMARY KEY (shape, pos, value, row_key)
+) WITHOUT ROWID;
 ";
 
 /// Creates the tables (idempotent) and returns the device's client id (made on first open).

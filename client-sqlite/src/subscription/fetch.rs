@@ -12,7 +12,7 @@ use super::{ShapeSync, SyncError};
 use crate::error::ClientError;
 use crate::schema_mapping::ShapeSchema;
 use crate::status::ShapePhase;
-use crate::store::{BatchStep, ClientEvent};
+use crate::store::{BatchStep, ClientEvent, Incoming};
 
 impl ShapeSync {
     /// One request in `mode`, applied to the store as it streams.
@@ -93,7 +93,8 @@ impl ShapeSync {
                 match message::decode(bytes, &schema)
                     .map_err(|e| ClientError::Protocol(e.to_string()))?
                 {
-                    Message::Change(change, _) => pending.push(change),
+                    Message::Change(change, _) => pending.push(Incoming::Change(change)),
+                    Message::Move(event, _) => pending.push(Incoming::Move(event)),
                     Message::Other => {}
                     last => end = Some(last),
                 }
@@ -123,9 +124,12 @@ impl ShapeSync {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let changes = std::mem::take(&mut self.pending);
-        let n = changes.len() as u64;
-        self.send_step(BatchStep::Apply(changes)).await?;
+        let incoming = std::mem::take(&mut self.pending);
+        let n = incoming
+            .iter()
+            .filter(|i| matches!(i, Incoming::Change(_)))
+            .count() as u64;
+        self.send_step(BatchStep::Apply(incoming)).await?;
         self.ctx.status.add_rows(n);
         if !self.up_to_date {
             self.ctx

@@ -1,6 +1,7 @@
 //! Decoding one message of a shape log (proxy/PROTOCOL.md, "Messages") straight into a
 //! [`Change`] with typed SQLite values by column position: no intermediate JSON tree, so a
-//! large initial sync costs one small allocation per value.
+//! large initial sync costs one small allocation per value. The tag headers of subquery shapes
+//! and their `move-out`/`move-in` event messages are decoded for [`crate::store::tags`].
 
 use std::borrow::Cow;
 use std::fmt;
@@ -13,17 +14,20 @@ use shapes::wire::Operation;
 
 use crate::schema_mapping::ShapeSchema;
 use crate::store::Change;
+use crate::store::tags::{Move, MoveKind, MovePattern, TagHeaders};
 
 /// A decoded message.
 #[derive(Debug)]
 pub enum Message {
     /// A row change, with its log offset when it has one (snapshot rows have none).
     Change(Change, Option<Offset>),
+    /// A `move-out` or `move-in` event, with its log offset when it has one.
+    Move(Move, Option<Offset>),
     UpToDate {
         global_last_seen_lsn: Option<Lsn>,
     },
     MustRefetch,
-    /// `snapshot-end` and controls this client does not use.
+    /// `snapshot-end`, controls and events this client does not use.
     Other,
 }
 
@@ -45,12 +49,83 @@ struct Headers<'a> {
     op_position: Option<u64>,
     #[serde(borrow, default)]
     global_last_seen_lsn: Option<Cow<'a, str>>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    #[serde(default)]
+    removed_tags: Option<Vec<String>>,
+    /// A null (not sent by Electric) counts as false, as an unknown condition does.
+    #[serde(default)]
+    active_conditions: Option<Vec<Option<bool>>>,
+    #[serde(borrow, default)]
+    event: Option<Cow<'a, str>>,
+    #[serde(default)]
+    patterns: Option<Vec<WirePattern>>,
+}
+
+/// A move pattern as sent; one without a value (a NULL, which no tag holds) matches no row.
+#[derive(Deserialize)]
+struct WirePattern {
+    pos: usize,
+    value: Option<String>,
+}
+
+impl Headers<'_> {
+    /// `<lsn>_<op_position>` when the message has both (snapshot rows have none).
+    fn offset(&self) -> Option<Offset> {
+        match (
+            self.lsn.as_deref().and_then(|l| l.parse::<u64>().ok()),
+            self.op_position,
+        ) {
+            (Some(tx), Some(op)) if tx > 0 => Some(Offset::At { tx, op }),
+            _ => None,
+        }
+    }
+
+    /// The first of `txids`: 32-bit on the wire; a wider number (another server) matches no
+    /// write's answer.
+    fn txid(&self) -> Option<Xid32> {
+        self.txids
+            .as_ref()
+            .and_then(|t| t.first().and_then(|&t| u32::try_from(t).ok()))
+            .map(Xid32)
+    }
+
+    fn take_tags(&mut self) -> Option<Box<TagHeaders>> {
+        if self.tags.is_none() && self.removed_tags.is_none() && self.active_conditions.is_none() {
+            return None;
+        }
+        Some(Box::new(TagHeaders {
+            tags: self.tags.take().unwrap_or_default(),
+            removed_tags: self.removed_tags.take().unwrap_or_default(),
+            active_conditions: self
+                .active_conditions
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|a| a.unwrap_or(false))
+                .collect(),
+        }))
+    }
+
+    fn take_move(&mut self, kind: MoveKind) -> Move {
+        Move {
+            kind,
+            patterns: self
+                .patterns
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|p| p.value.map(|value| MovePattern { pos: p.pos, value }))
+                .collect(),
+            txid: self.txid(),
+        }
+    }
 }
 
 /// Parses one message (a JSON object) against the shape's columns.
 pub fn decode(bytes: &[u8], schema: &ShapeSchema) -> Result<Message, DecodeError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let (values, headers) = MessageSeed { schema }
+    let (values, mut headers) = MessageSeed { schema }
         .deserialize(&mut de)
         .map_err(|e| DecodeError(e.to_string()))?;
     if let Some(control) = headers.control.as_deref() {
@@ -65,28 +140,28 @@ pub fn decode(bytes: &[u8], schema: &ShapeSchema) -> Result<Message, DecodeError
             _ => Message::Other,
         });
     }
+    if let Some(event) = headers.event.as_deref() {
+        let kind = match event {
+            "move-out" => MoveKind::Out,
+            "move-in" => MoveKind::In,
+            _ => return Ok(Message::Other),
+        };
+        let offset = headers.offset();
+        return Ok(Message::Move(headers.take_move(kind), offset));
+    }
     let op = match headers.operation.as_deref() {
         Some("insert") => Operation::Insert,
         Some("update") => Operation::Update,
         Some("delete") => Operation::Delete,
         other => return Err(DecodeError(format!("unknown operation {other:?}"))),
     };
-    let offset = match (
-        headers.lsn.and_then(|l| l.parse::<u64>().ok()),
-        headers.op_position,
-    ) {
-        (Some(tx), Some(op)) if tx > 0 => Some(Offset::At { tx, op }),
-        _ => None,
-    };
     let change = Change {
         op,
         values: values.unwrap_or_else(|| vec![None; schema.columns.len()]),
-        // 32-bit xids on the wire; a wider number (another server) matches no write's answer.
-        txid: headers
-            .txids
-            .and_then(|t| t.first().and_then(|&t| u32::try_from(t).ok()))
-            .map(Xid32),
+        txid: headers.txid(),
+        tags: headers.take_tags(),
     };
+    let offset = headers.offset();
     Ok(Message::Change(change, offset))
 }
 
@@ -97,7 +172,7 @@ pub fn decode_control(bytes: &[u8]) -> Option<Message> {
         pk: Vec::new(),
     };
     match decode(bytes, &empty) {
-        Ok(Message::Change(..)) | Err(_) => None,
+        Ok(Message::Change(..) | Message::Move(..)) | Err(_) => None,
         Ok(other) => Some(other),
     }
 }
@@ -250,6 +325,59 @@ mod tests {
         let m = br#"{"headers":{"control":"snapshot-end","xmin":"1","xmax":"1","xip_list":[]}}"#;
         assert!(matches!(decode(m, &schema()), Ok(Message::Other)));
         assert!(decode(b"{\"headers\":{\"operation\":\"merge\"}}", &schema()).is_err());
+    }
+
+    #[test]
+    fn tag_headers_decode_with_the_change() {
+        let m = br#"{"key":"k","value":{"id":"2","done":"f"},"headers":{"operation":"update","txids":[7],"lsn":"5","op_position":2,"tags":["ab/","/1"],"removed_tags":["cd/"],"active_conditions":[true,null]}}"#;
+        let Message::Change(change, Some(_)) = decode(m, &schema()).unwrap() else {
+            panic!("a change")
+        };
+        assert_eq!(
+            change.tags.as_deref(),
+            Some(&TagHeaders {
+                tags: vec!["ab/".into(), "/1".into()],
+                removed_tags: vec!["cd/".into()],
+                active_conditions: vec![true, false],
+            })
+        );
+        let plain = br#"{"key":"k","value":{"id":"2"},"headers":{"operation":"insert"}}"#;
+        let Message::Change(change, None) = decode(plain, &schema()).unwrap() else {
+            panic!("a change")
+        };
+        assert_eq!(
+            change.tags, None,
+            "a shape without subqueries has no tag state"
+        );
+    }
+
+    #[test]
+    fn move_events_decode_with_their_patterns_and_txid() {
+        let m = br#"{"headers":{"event":"move-out","patterns":[{"pos":0,"value":"2829038ff0f68a27e557b496cdb23bf3"},{"pos":2,"value":null}],"txids":[1261]}}"#;
+        let Message::Move(event, None) = decode(m, &schema()).unwrap() else {
+            panic!("a move")
+        };
+        assert_eq!(
+            event,
+            Move {
+                kind: MoveKind::Out,
+                patterns: vec![MovePattern {
+                    pos: 0,
+                    value: "2829038ff0f68a27e557b496cdb23bf3".into()
+                }],
+                txid: Some(Xid32(1261)),
+            }
+        );
+        let m = br#"{"headers":{"event":"move-in","patterns":[{"pos":1,"value":"ab"}],"lsn":"90","op_position":4}}"#;
+        let Message::Move(event, offset) = decode(m, &schema()).unwrap() else {
+            panic!("a move")
+        };
+        assert_eq!((event.kind, event.txid), (MoveKind::In, None));
+        assert_eq!(offset, Some(Offset::At { tx: 90, op: 4 }));
+        // Before the first schema, a move is not a control.
+        assert!(decode_control(m).is_none());
+        let m = br#"{"headers":{"event":"move-sideways","patterns":[]}}"#;
+        assert!(matches!(decode(m, &schema()), Ok(Message::Other)));
     }
 
     #[test]

@@ -37,7 +37,7 @@ use crate::error::ClientError;
 use crate::schema_mapping::ShapeSchema;
 use crate::shape_spec::ShapeSpec;
 use crate::status::{ShapePhase, StatusBoard};
-use crate::store::{BatchStep, Change, ClientEvent, Cursor, Store};
+use crate::store::{BatchStep, ClientEvent, Cursor, Incoming, Store};
 use backoff::Backoff;
 use request::Mode;
 
@@ -184,7 +184,8 @@ pub(crate) struct ShapeSync {
     cursor: Option<String>,
     up_to_date: bool,
     sse: bool,
-    pending: Vec<Change>,
+    /// Row changes and move events read and not yet handed to the store, in log order.
+    pending: Vec<Incoming>,
     /// The store's answer to the last step sent (one step in flight while the next is read).
     in_flight: Option<oneshot::Receiver<Result<(), ClientError>>>,
     batch_open: bool,

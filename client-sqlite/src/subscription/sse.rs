@@ -1,8 +1,8 @@
 //! Live updates over Server-Sent Events: one `data:` event per message, each batch ending
 //! with up-to-date. Events carry no offset header, so the position is the newest change's
 //! `<lsn>_<op>` or `<global_last_seen_lsn>_0`, whichever is later (proxy/PROTOCOL.md,
-//! "Offsets": re-sent
-//! suffixes are harmless because changes apply as upserts).
+//! "Offsets": re-sent suffixes are harmless because changes apply as upserts, and a move event
+//! applied twice in a row does what it did once).
 
 use futures_util::StreamExt as _;
 use reqwest::Response;
@@ -14,6 +14,7 @@ use super::request;
 use super::sse_events::EventSplitter;
 use super::{ShapeSync, SyncError};
 use crate::error::ClientError;
+use crate::store::Incoming;
 
 impl ShapeSync {
     pub(super) async fn read_sse(
@@ -55,10 +56,14 @@ impl ShapeSync {
             match decoded {
                 Message::Change(change, offset) => {
                     position = position.max(offset);
-                    self.pending.push(change);
+                    self.pending.push(Incoming::Change(change));
                     if self.pending.len() >= self.ctx.options.chunk_rows {
                         self.flush().await?;
                     }
+                }
+                Message::Move(event, offset) => {
+                    position = position.max(offset);
+                    self.pending.push(Incoming::Move(event));
                 }
                 Message::UpToDate {
                     global_last_seen_lsn,
