@@ -89,19 +89,7 @@ pub async fn run(
         // One fsync per log and round, however many of its transactions the round holds.
         logs.sort_unstable_by(|a, b| a.dir().cmp(b.dir()));
         logs.dedup_by(|a, b| a.dir() == b.dir());
-        let round: Vec<ShapeDir> = logs.iter().map(|log| log.dir().clone()).collect();
-        let failed = match tokio::task::spawn_blocking(move || sync_all(&logs)).await {
-            Ok(failed) => failed,
-            Err(join) => round
-                .into_iter()
-                .map(|dir| {
-                    (
-                        dir,
-                        io::Error::other(format!("the fsync task failed: {join}")),
-                    )
-                })
-                .collect(),
-        };
+        let failed = sync_in_parallel(logs).await;
         if !failed.is_empty() && !stuck {
             let confirmed = *flushed.borrow();
             stuck = !drop_lost(&lost, failed, confirmed, end).await;
@@ -169,6 +157,38 @@ async fn drop_lost(
             false
         }
     }
+}
+
+/// Most fsyncs of one round run at once: a filesystem with a journal commits concurrent ones
+/// together, so a round of many logs (a transaction fanned out to many shapes) costs about as
+/// much as a few, and the logs waiting for their round (each an open file) stay few.
+const PARALLEL_FSYNCS: usize = 16;
+
+/// Fsyncs every log, [`PARALLEL_FSYNCS`] at a time; returns the directories of those that
+/// failed, with their errors.
+async fn sync_in_parallel(logs: Vec<LogFile>) -> Vec<(ShapeDir, io::Error)> {
+    let per_task = logs.len().div_ceil(PARALLEL_FSYNCS).max(1);
+    let mut tasks = Vec::new();
+    let mut logs = logs;
+    while !logs.is_empty() {
+        let rest = logs.split_off(per_task.min(logs.len()));
+        let part = std::mem::replace(&mut logs, rest);
+        let dirs: Vec<ShapeDir> = part.iter().map(|log| log.dir().clone()).collect();
+        tasks.push((dirs, tokio::task::spawn_blocking(move || sync_all(&part))));
+    }
+    let mut failed = Vec::new();
+    for (dirs, task) in tasks {
+        match task.await {
+            Ok(part) => failed.extend(part),
+            Err(join) => failed.extend(dirs.into_iter().map(|dir| {
+                (
+                    dir,
+                    io::Error::other(format!("the fsync task failed: {join}")),
+                )
+            })),
+        }
+    }
+    failed
 }
 
 /// Fsyncs every log; returns the directories of those that failed, with their errors.
