@@ -646,14 +646,20 @@ impl LogAppender {
             .append(true)
             .open(log.dir.changes_log())?;
         let pos = log.index().visible_len();
-        file.set_len(pos)?;
+        // Cut off what a transaction left unfinished, if anything: a truncate is a metadata
+        // write, and with many shapes appenders are opened for nearly every write.
+        if file.metadata()?.len() != pos {
+            file.set_len(pos)?;
+        }
         Ok(Self {
             file: LogFile(Arc::new(OpenLog {
                 dir: log.dir.clone(),
                 file,
             })),
             pos,
-            buf: Vec::with_capacity(16 * 1024),
+            // Most transactions write a few hundred bytes to a shape; the buffer grows for
+            // the others.
+            buf: Vec::with_capacity(1024),
             pending: Vec::new(),
         })
     }
