@@ -81,7 +81,12 @@ const FIGURES: &[&str] = &[
     "moves_out_10k.max",
     "moves_out_10k.log_bytes_per_move",
     "moves_out_10k.log_bytes_per_row",
+    "moves_out_10k.events.p50",
+    "moves_out_10k.events.max",
+    "moves_out_10k.events.log_bytes_per_move",
+    "moves_out_10k.events.log_bytes_per_row",
     "routing_subquery_10k",
+    "routing_subquery_10k.shared",
     "routing_subquery_10k.rss_per_shape",
     "routing_subquery_10k.create_rate",
     "latency_subquery.p50",
@@ -99,6 +104,7 @@ const WITH_BASELINE: &[&str] = &[
     "routing_100k",
     "routing_100k.residual",
     "routing_subquery_10k",
+    "routing_subquery_10k.shared",
 ];
 
 /// Checks every figure of a report: present, with a finite value, and with a positive
