@@ -172,6 +172,24 @@ impl ProxyProcess {
         &self.http
     }
 
+    /// A counter or gauge of the proxy's `/metrics` (0 when it has none yet).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("the metrics text");
+        let prefix = format!("{name} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// The running proxy's process id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(Child::id)

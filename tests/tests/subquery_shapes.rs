@@ -736,19 +736,7 @@ async fn a_moving_transaction_cut_off_mid_stream_is_read_again() {
     );
 }
 
-/// The changes the proxy has read from the stream (`shapesync_changes_total`).
+/// The changes the proxy has read from the stream.
 async fn changes_read(proxy: &ProxyProcess) -> u64 {
-    let text = proxy
-        .http()
-        .get(format!("{}/metrics", proxy.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("shapesync_changes_total "))
-        .and_then(|n| n.trim().parse::<f64>().ok())
-        .unwrap_or(0.0) as u64
+    proxy.metric("shapesync_changes_total").await as u64
 }

@@ -89,31 +89,9 @@ impl Mirror {
     }
 }
 
-/// Postgres' rows of the shape, by key.
-async fn expected(sql: &tokio_postgres::Client) -> BTreeMap<String, Map<String, Value>> {
-    let query = format!(
-        "SELECT json_build_object('id', id::text, 'project_id', project_id::text, \
-         'title', title, 'done', format('%s', done))::text FROM todos WHERE {WHERE}"
-    );
-    sql.query(&query, &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| {
-            let object: Value = serde_json::from_str(row.get(0)).unwrap();
-            let object = object.as_object().unwrap().clone();
-            let key = format!(
-                "\"public\".\"todos\"/\"{}\"",
-                object["id"].as_str().unwrap()
-            );
-            (key, object)
-        })
-        .collect()
-}
-
 /// Reads the shape until it is up to date and equal to Postgres.
 async fn sync(proxy: &ProxyProcess, mirror: &mut Mirror, sql: &tokio_postgres::Client, step: &str) {
-    let want = expected(sql).await;
+    let want = expected_for(sql, WHERE).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut query = vec![
@@ -360,6 +338,7 @@ impl TagFollower {
     }
 }
 
+/// Postgres' rows for `where_`, by key.
 async fn expected_for(
     sql: &tokio_postgres::Client,
     where_: &str,
