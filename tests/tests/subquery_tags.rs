@@ -541,3 +541,36 @@ async fn moves_as_events_are_refused_where_electrics_events_cannot_say_the_truth
         "{unknown}"
     );
 }
+
+/// A restart reads a `moves=events` shape's log as its clients read it: rows a `move-out`
+/// event took out are not held, so when they are back at the restart they are sent again.
+#[tokio::test]
+async fn after_a_restart_rows_a_move_out_event_took_out_come_back_when_they_move_in() {
+    let db = TestDb::new("subquery_move_events_restart").await;
+    let sql = db.connect().await;
+    sql.batch_execute(SCHEMA).await.unwrap();
+    let mut proxy = ProxyProcess::start(shapesync_bin!(), &db, &[]).await;
+    let one = "project_id IN (SELECT project_id FROM members WHERE user_id = 'u1')";
+    let mut follower = TagFollower {
+        offset: "-1".to_owned(),
+        ..TagFollower::default()
+    };
+    follower.sync(&proxy, &sql, one, "the snapshot").await;
+    sql.batch_execute("DELETE FROM members WHERE project_id = 1 AND user_id = 'u1'")
+        .await
+        .unwrap();
+    follower.sync(&proxy, &sql, one, "revoke 1").await;
+    assert_eq!(follower.events.len(), 1, "a move-out event");
+    proxy.kill9().await;
+    sql.batch_execute("INSERT INTO members VALUES (1, 'u1', 'dev')")
+        .await
+        .unwrap();
+    proxy.restart().await;
+    follower
+        .sync(&proxy, &sql, one, "granted again while the proxy was down")
+        .await;
+    assert!(
+        follower.rows.values().any(|r| r["project_id"] == "1"),
+        "project 1's rows are back"
+    );
+}

@@ -15,9 +15,11 @@ use crate::storage::shape_log::ShapeLog;
 use crate::storage::shape_log::cursor::Position;
 
 /// The rows a shape's log ends with (key → selected columns as sent), read from its snapshot
-/// and every change after it.
+/// and every change after it. Electric's move events (`moves=events`) take rows out as the
+/// clients do: by the tags and active conditions the rows were last sent with.
 pub fn rows_in_log(log: &ShapeLog) -> std::io::Result<HashMap<String, Map<String, Value>>> {
     let mut rows: HashMap<String, Map<String, Value>> = HashMap::new();
+    let mut tags = TagState::default();
     let mut from = Position::START;
     loop {
         let read = log.entries_from(from, 4096)?;
@@ -25,22 +27,32 @@ pub fn rows_in_log(log: &ShapeLog) -> std::io::Result<HashMap<String, Map<String
             let Ok(message) = serde_json::from_slice::<Value>(&entry.payload) else {
                 continue;
             };
+            let headers = &message["headers"];
+            if let Some(event) = headers["event"].as_str() {
+                for gone in tags.apply_event(event == "move-in", &headers["patterns"]) {
+                    rows.remove(&gone);
+                }
+                continue;
+            }
             let Some(key) = message.get("key").and_then(Value::as_str) else {
                 continue;
             };
             let value = message.get("value").and_then(Value::as_object);
-            match message["headers"]["operation"].as_str() {
+            match headers["operation"].as_str() {
                 Some("insert") => {
                     rows.insert(key.to_owned(), value.cloned().unwrap_or_default());
+                    tags.note(key, headers);
                 }
                 Some("update") => {
                     let row = rows.entry(key.to_owned()).or_default();
                     for (column, v) in value.into_iter().flatten() {
                         row.insert(column.clone(), v.clone());
                     }
+                    tags.note(key, headers);
                 }
                 Some("delete") => {
                     rows.remove(key);
+                    tags.rows.remove(key);
                 }
                 _ => {}
             }
@@ -49,6 +61,71 @@ pub fn rows_in_log(log: &ShapeLog) -> std::io::Result<HashMap<String, Map<String
             return Ok(rows);
         }
         from = read.next;
+    }
+}
+
+/// What a client following tags knows of each row: its tags and active conditions.
+#[derive(Default)]
+struct TagState {
+    rows: HashMap<String, (Vec<String>, Vec<bool>)>,
+}
+
+impl TagState {
+    fn note(&mut self, key: &str, headers: &Value) {
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect()
+        };
+        let (Some(_), Some(active)) = (
+            headers["tags"].as_array(),
+            headers["active_conditions"].as_array(),
+        ) else {
+            return;
+        };
+        let removed = strings(&headers["removed_tags"]);
+        let entry = self.rows.entry(key.to_owned()).or_default();
+        entry.0.retain(|t| !removed.contains(t));
+        for tag in strings(&headers["tags"]) {
+            if !entry.0.contains(&tag) {
+                entry.0.push(tag);
+            }
+        }
+        entry.1 = active.iter().map(|a| a.as_bool() == Some(true)).collect();
+    }
+
+    /// Applies a move event; returns the keys of the rows a move-out took out.
+    fn apply_event(&mut self, on: bool, patterns: &Value) -> Vec<String> {
+        let mut gone = Vec::new();
+        for pattern in patterns.as_array().into_iter().flatten() {
+            let (Some(pos), Some(value)) = (pattern["pos"].as_u64(), pattern["value"].as_str())
+            else {
+                continue;
+            };
+            let pos = pos as usize;
+            for (key, (tags, active)) in &mut self.rows {
+                if pos >= active.len() || !tags.iter().any(|t| t.split('/').nth(pos) == Some(value))
+                {
+                    continue;
+                }
+                active[pos] = on;
+                // A row is kept while every position of one of its disjuncts is true.
+                let kept = tags.iter().any(|t| {
+                    t.split('/')
+                        .enumerate()
+                        .all(|(p, slot)| slot.is_empty() || active.get(p) == Some(&true))
+                });
+                if !kept {
+                    gone.push(key.clone());
+                }
+            }
+        }
+        for key in &gone {
+            self.rows.remove(key);
+        }
+        gone
     }
 }
 
