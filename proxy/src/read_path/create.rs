@@ -60,8 +60,70 @@ impl Drop for CreationTicket {
     }
 }
 
+/// The one request making a shape of a definition, until dropped (see [`Shapes::create`]).
+struct Making {
+    shapes: Arc<Shapes>,
+    canonical: String,
+}
+
+impl Drop for Making {
+    fn drop(&mut self) {
+        let mut being_made = self
+            .shapes
+            .being_made
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(waiting) = being_made.remove(&self.canonical) {
+            waiting.notify_waiters();
+        }
+    }
+}
+
 impl Shapes {
+    /// Makes the shape of `definition`, or returns the one another request made meanwhile.
+    /// Requests for one definition make it one at a time: two made at once would each evict a
+    /// shape at `--max-shapes`, where one eviction makes room.
     pub(super) async fn create(
+        self: &Arc<Self>,
+        request: &ShapeRequest,
+        definition: ShapeDefinition,
+    ) -> Result<Arc<Shape>, ShapeError> {
+        let canonical = definition.canonical().to_owned();
+        let _making = loop {
+            let waiting = {
+                let mut being_made = self.being_made.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(shape) = self.store.get_by_definition(&canonical) {
+                    return Ok(shape);
+                }
+                match being_made.get(&canonical) {
+                    Some(waiting) => waiting.clone(),
+                    None => {
+                        being_made.insert(canonical.clone(), Arc::default());
+                        break Making {
+                            shapes: self.clone(),
+                            canonical: canonical.clone(),
+                        };
+                    }
+                }
+            };
+            let notified = waiting.notified();
+            tokio::pin!(notified);
+            // Registered before the map is looked at again, so a wake-up in between is kept.
+            notified.as_mut().enable();
+            if self
+                .being_made
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&canonical)
+                .is_some_and(|w| Arc::ptr_eq(w, &waiting))
+            {
+                notified.await;
+            }
+        };
+        self.make(request, definition).await
+    }
+
+    async fn make(
         self: &Arc<Self>,
         request: &ShapeRequest,
         definition: ShapeDefinition,

@@ -160,6 +160,9 @@ pub struct Shapes {
     snapshot_clients: snapshot_clients::SnapshotClients,
     /// Shapes being created (registered, snapshot queued or running).
     creating: std::sync::atomic::AtomicUsize,
+    /// Definitions a request is making a shape of right now (until it is in the store), with
+    /// what wakes the requests for the same definition that wait for it.
+    being_made: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Notify>>>,
     prepared: Mutex<HashSet<QualifiedName>>,
     /// Commit LSN of the last transaction processed (any shape); after a restart, until the
     /// stream passes it, the position below which the last run processed everything.
@@ -188,6 +191,7 @@ impl Shapes {
                 config.max_concurrent_snapshots.max(1),
             ),
             creating: std::sync::atomic::AtomicUsize::new(0),
+            being_made: Mutex::default(),
             config,
             store,
             tables: TableCache::new(catalog),
