@@ -94,22 +94,15 @@ async fn sync(proxy: &ProxyProcess, mirror: &mut Mirror, sql: &tokio_postgres::C
     let want = expected_for(sql, WHERE).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let mut query = vec![
-            ("table", "todos"),
-            ("where", WHERE),
-            ("offset", &mirror.offset),
-        ];
-        if !mirror.handle.is_empty() {
-            query.push(("handle", &mirror.handle));
-        }
-        let url =
-            reqwest::Url::parse_with_params(&format!("{}/v1/shape", proxy.url), &query).unwrap();
-        let response = proxy.http().get(url).send().await.unwrap();
-        assert_eq!(response.status(), 200, "{step}");
-        let headers = response.headers().clone();
-        mirror.handle = headers["electric-handle"].to_str().unwrap().to_owned();
-        mirror.offset = headers["electric-offset"].to_str().unwrap().to_owned();
-        let body: Vec<Value> = response.json().await.unwrap();
+        let body = read_once(
+            proxy,
+            WHERE,
+            None,
+            &mut mirror.handle,
+            &mut mirror.offset,
+            step,
+        )
+        .await;
         let mut up_to_date = false;
         for message in &body {
             mirror.apply(message, step);
@@ -296,28 +289,15 @@ impl TagFollower {
         let want = expected_for(sql, where_).await;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let mut query = vec![
-                ("table", "todos"),
-                ("where", where_),
-                ("moves", "events"),
-                ("offset", &self.offset),
-            ];
-            if !self.handle.is_empty() {
-                query.push(("handle", &self.handle));
-            }
-            let url = reqwest::Url::parse_with_params(&format!("{}/v1/shape", proxy.url), &query)
-                .unwrap();
-            let response = proxy.http().get(url).send().await.unwrap();
-            assert_eq!(response.status(), 200, "{step}");
-            self.handle = response.headers()["electric-handle"]
-                .to_str()
-                .unwrap()
-                .to_owned();
-            self.offset = response.headers()["electric-offset"]
-                .to_str()
-                .unwrap()
-                .to_owned();
-            let body: Vec<Value> = response.json().await.unwrap();
+            let body = read_once(
+                proxy,
+                where_,
+                Some("events"),
+                &mut self.handle,
+                &mut self.offset,
+                step,
+            )
+            .await;
             let mut up_to_date = false;
             for message in &body {
                 self.apply(message);
@@ -336,6 +316,36 @@ impl TagFollower {
             }
         }
     }
+}
+
+/// One read of the shape of `where_` (with `moves`) from `offset` (and `handle`, once known),
+/// which it moves on: the messages.
+async fn read_once(
+    proxy: &ProxyProcess,
+    where_: &str,
+    moves: Option<&str>,
+    handle: &mut String,
+    offset: &mut String,
+    step: &str,
+) -> Vec<Value> {
+    let mut query = vec![
+        ("table", "todos"),
+        ("where", where_),
+        ("offset", offset.as_str()),
+    ];
+    if let Some(moves) = moves {
+        query.push(("moves", moves));
+    }
+    if !handle.is_empty() {
+        query.push(("handle", handle.as_str()));
+    }
+    let url = reqwest::Url::parse_with_params(&format!("{}/v1/shape", proxy.url), &query).unwrap();
+    let response = proxy.http().get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{step}");
+    let headers = response.headers();
+    *handle = headers["electric-handle"].to_str().unwrap().to_owned();
+    *offset = headers["electric-offset"].to_str().unwrap().to_owned();
+    response.json().await.unwrap()
 }
 
 /// Postgres' rows for `where_`, by key.
