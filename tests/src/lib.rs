@@ -12,6 +12,7 @@ pub mod shape_consumer;
 pub mod shape_http;
 pub mod subquery_world;
 pub mod tanstack;
+pub mod todo_clients;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

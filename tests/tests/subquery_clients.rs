@@ -4,111 +4,14 @@
 //! exact mirror through moves, sent as rows or (`moves=events`) as Electric's move events it
 //! follows by the rows' tags, its offline writes sent when it is back and none lost.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use client_sqlite::rusqlite::types::Value as SqlValue;
-use client_sqlite::{Client, ClientConfig, Moves, ShapeSpec, SyncOptions};
+use client_sqlite::{Client, ClientConfig, Moves, ShapeSpec};
 use serde_json::{Map, Value, json};
 use tests::proxy_process::ProxyProcess;
 use tests::subquery_world::{MOVE_STEPS, SCHEMA};
-use tests::tanstack::TanStackCollection;
+use tests::todo_clients::{TodosCollection, WAIT, pg_todos_text, sqlite_config, sqlite_todos};
 use tests::{TestDb, shapesync_bin};
-
-const WAIT: Duration = Duration::from_secs(30);
-
-/// Postgres' todos for `where_` with `params` ($n as text), keyed by id as text, each row as
-/// the collection parses it (ints are numbers, bools are booleans).
-async fn expected(
-    sql: &tokio_postgres::Client,
-    where_: &str,
-    params: &[&str],
-) -> BTreeMap<String, Value> {
-    let query = format!(
-        "SELECT id::text, json_build_object('id', id, 'project_id', project_id, 'title', title, \
-         'done', done)::text FROM todos WHERE {where_}"
-    );
-    let statement = sql
-        .prepare_typed(
-            &query,
-            &vec![tokio_postgres::types::Type::TEXT; params.len()],
-        )
-        .await
-        .expect(&query);
-    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-        .iter()
-        .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-        .collect();
-    sql.query(&statement, &params)
-        .await
-        .expect(&query)
-        .iter()
-        .map(|row| (row.get(0), serde_json::from_str(row.get(1)).unwrap()))
-        .collect()
-}
-
-/// A shape followed by a TanStack DB collection.
-struct Collection {
-    where_: &'static str,
-    params: &'static [&'static str],
-    events: bool,
-    collection: TanStackCollection,
-}
-
-impl Collection {
-    fn start(proxy: &ProxyProcess, where_: &'static str, params: &'static [&'static str]) -> Self {
-        Self::start_with(proxy, where_, params, "rows")
-    }
-
-    /// A collection whose shape sends its moves as `moves` (`rows` or `events`).
-    fn start_with(
-        proxy: &ProxyProcess,
-        where_: &'static str,
-        params: &'static [&'static str],
-        moves: &str,
-    ) -> Self {
-        let param_map: Map<String, Value> = params
-            .iter()
-            .enumerate()
-            .map(|(i, p)| ((i + 1).to_string(), json!(p)))
-            .collect();
-        let mut shape = json!({"table": "todos", "where": where_, "params": param_map});
-        if moves != "rows" {
-            shape["moves"] = json!(moves);
-        }
-        let collection = TanStackCollection::start(&proxy.url, shape, "id");
-        Self {
-            where_,
-            params,
-            events: moves == "events",
-            collection,
-        }
-    }
-
-    /// Waits until the collection holds exactly Postgres' rows, with no refetch and no error.
-    async fn converges(&mut self, sql: &tokio_postgres::Client, step: &str) {
-        let want = expected(sql, self.where_, self.params).await;
-        let report = self
-            .collection
-            .wait_rows(WAIT, |rows| {
-                rows.len() == want.len() && rows.iter().all(|(k, v)| want.get(k) == Some(v))
-            })
-            .await;
-        let name = format!("{} {:?} after {step}", self.where_, self.params);
-        assert_eq!(report["initialRequests"], 1, "{name}: refetched");
-        assert_eq!(report["conflicts"], 0, "{name}: a 409");
-        assert_eq!(
-            report["movesAsEvents"].as_u64().is_some_and(|n| n > 0),
-            self.events,
-            "{name}: the requests ask moves=events"
-        );
-        assert!(
-            self.collection.errors.is_empty(),
-            "{name}: {:?}",
-            self.collection.errors
-        );
-    }
-}
 
 #[tokio::test]
 async fn tanstack_db_collections_follow_rows_moving_in_and_out() {
@@ -117,25 +20,25 @@ async fn tanstack_db_collections_follow_rows_moving_in_and_out() {
     sql.batch_execute(SCHEMA).await.unwrap();
     let proxy = ProxyProcess::start(shapesync_bin!(), &db, &[]).await;
     let mut shapes = vec![
-        Collection::start(
-            &proxy,
+        TodosCollection::start(
+            &proxy.url,
             "project_id IN (SELECT project_id FROM members WHERE user_id = $1)",
             &["u1"],
         ),
-        Collection::start(
-            &proxy,
+        TodosCollection::start(
+            &proxy.url,
             "project_id NOT IN (SELECT project_id FROM members WHERE role = $1) OR done",
             &["owner"],
         ),
         // Three levels: todos of live projects of the organisations the user belongs to.
-        Collection::start(
-            &proxy,
+        TodosCollection::start(
+            &proxy.url,
             "project_id IN (SELECT id FROM projects WHERE NOT archived AND org_id IN \
              (SELECT org_id FROM org_members WHERE user_id = $1))",
             &["u2"],
         ),
-        Collection::start(
-            &proxy,
+        TodosCollection::start(
+            &proxy.url,
             "EXISTS (SELECT 1 FROM members m WHERE m.project_id = todos.project_id \
              AND m.user_id = $1) AND NOT done",
             &["u2"],
@@ -166,7 +69,9 @@ async fn tanstack_db_collections_follow_electric_move_events() {
     let sql = db.connect().await;
     sql.batch_execute(SCHEMA).await.unwrap();
     let proxy = ProxyProcess::start(shapesync_bin!(), &db, &[]).await;
-    let events = |where_, params| Collection::start_with(&proxy, where_, params, "events");
+    let events = |where_: &str, params: &[&str]| {
+        TodosCollection::start_with(&proxy.url, where_, params, "events")
+    };
     let mut shapes = vec![
         events(
             "project_id IN (SELECT project_id FROM members WHERE user_id = $1)",
@@ -204,46 +109,6 @@ async fn tanstack_db_collections_follow_electric_move_events() {
 
 const MINE: &str = "project_id IN (SELECT project_id FROM members WHERE user_id = $1)";
 
-/// The SQLite client's todos, each value as text, by id.
-async fn mirror(client: &Client) -> Vec<Vec<Option<String>>> {
-    client
-        .read(|conn| {
-            let mut stmt =
-                conn.prepare("SELECT id, project_id, title, done FROM todos ORDER BY id")?;
-            let rows = stmt
-                .query_map([], |r| {
-                    (0..4)
-                        .map(|i| {
-                            r.get::<_, SqlValue>(i).map(|v| match v {
-                                SqlValue::Null => None,
-                                SqlValue::Integer(i) => Some(i.to_string()),
-                                SqlValue::Text(t) => Some(t),
-                                other => Some(format!("{other:?}")),
-                            })
-                        })
-                        .collect()
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
-        })
-        .await
-        .expect("read the mirror")
-}
-
-/// Postgres' todos for `where_` (u1's projects), as [`mirror`] shows them.
-async fn pg_todos(sql: &tokio_postgres::Client, where_: &str) -> Vec<Vec<Option<String>>> {
-    let query = format!(
-        "SELECT id::text, project_id::text, title, done::int::text FROM todos \
-         WHERE {where_} ORDER BY todos.id"
-    );
-    sql.query(&query, &[&"u1"])
-        .await
-        .expect(&query)
-        .iter()
-        .map(|row| (0..4).map(|i| row.get(i)).collect())
-        .collect()
-}
-
 /// Waits until the client has sent every write, every shape is up to date, and the mirror is
 /// Postgres' rows for the `where`, with no overlay left.
 async fn mirror_converges(client: &Client, sql: &tokio_postgres::Client, step: &str) {
@@ -251,12 +116,12 @@ async fn mirror_converges(client: &Client, sql: &tokio_postgres::Client, step: &
     client.sync_now().await.expect(step);
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let got = mirror(client).await;
+        let got = sqlite_todos(client, "todos").await;
         let overlays: i64 = client
             .read(|c| c.query_row("SELECT count(*) FROM _shapesync_overlays", [], |r| r.get(0)))
             .await
             .unwrap();
-        let want = pg_todos(sql, MINE).await;
+        let want = pg_todos_text(sql, MINE, &["u1".to_owned()]).await;
         if overlays == 0 && client.status().pending == 0 && got == want {
             return;
         }
@@ -295,12 +160,7 @@ impl SqliteWorld {
         )
         .await;
         let dir = tempfile::tempdir().unwrap();
-        let mut config = ClientConfig::new(&proxy.url, dir.path().join("a.db")).shape(spec);
-        config.sync = SyncOptions {
-            backoff_base: Duration::from_millis(50),
-            backoff_max: Duration::from_millis(500),
-            ..SyncOptions::default()
-        };
+        let mut config = sqlite_config(&proxy.url, dir.path().join("a.db"), spec);
         config.ack_grace = Duration::from_secs(5);
         let client = Client::open(config.clone()).await.expect("open the client");
         mirror_converges(&client, &sql, "the start").await;
@@ -387,7 +247,7 @@ async fn offline_writes_through_moves(world: &SqliteWorld, client: Client) -> Cl
         )
         .await
         .unwrap();
-    let shown = mirror(&client).await;
+    let shown = sqlite_todos(&client, "todos").await;
     let id = |n: &str| shown.iter().find(|r| r[0].as_deref() == Some(n)).cloned();
     assert_eq!(
         id("19").unwrap()[2].as_deref(),
@@ -433,7 +293,7 @@ async fn offline_writes_through_moves(world: &SqliteWorld, client: Client) -> Cl
         7
     );
     assert_eq!(applied("SELECT count(*) FROM todos WHERE id = 28").await, 0);
-    let shown = mirror(&client).await;
+    let shown = sqlite_todos(&client, "todos").await;
     assert!(
         !shown
             .iter()
