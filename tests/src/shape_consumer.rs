@@ -224,6 +224,11 @@ impl ShapeConsumer {
         self.lock().clone()
     }
 
+    /// `f` of the state, without copying it (cheap enough to poll while rows pour in).
+    pub fn with_state<R>(&self, f: impl FnOnce(&ConsumerState) -> R) -> R {
+        f(&self.lock())
+    }
+
     fn lock(&self) -> MutexGuard<'_, ConsumerState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
