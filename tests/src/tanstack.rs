@@ -63,26 +63,39 @@ impl TanStackCollection {
     pub async fn wait_rows(
         &mut self,
         timeout: Duration,
-        mut check: impl FnMut(&Map<String, Value>) -> bool,
+        check: impl FnMut(&Map<String, Value>) -> bool,
     ) -> Value {
+        self.try_wait_rows(timeout, check)
+            .await
+            .unwrap_or_else(|last| {
+                panic!(
+                    "the TanStack collection did not get there within {timeout:?}; last report \
+                 {last:#}; errors {:?}",
+                    self.errors
+                )
+            })
+    }
+
+    /// Like [`TanStackCollection::wait_rows`], but after `timeout` returns the last report (null
+    /// if none) as the error, for the caller to say what differs.
+    pub async fn try_wait_rows(
+        &mut self,
+        timeout: Duration,
+        mut check: impl FnMut(&Map<String, Value>) -> bool,
+    ) -> Result<Value, Value> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(last) = &self.last
                 && last["status"] == "ready"
                 && last["rows"].as_object().is_some_and(&mut check)
             {
-                return last.clone();
+                return Ok(last.clone());
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let event = match tokio::time::timeout(left, self.events.recv()).await {
                 Ok(Some(event)) => event,
                 Ok(None) => panic!("the TanStack collection exited; errors {:?}", self.errors),
-                Err(_) => panic!(
-                    "the TanStack collection did not get there within {timeout:?}; last report \
-                     {:#}; errors {:?}",
-                    self.last.clone().unwrap_or_default(),
-                    self.errors
-                ),
+                Err(_) => return Err(self.last.clone().unwrap_or_default()),
             };
             match event["type"].as_str() {
                 Some("rows") => self.last = Some(event),

@@ -3,7 +3,7 @@
 //! ([`TodosCollection`]) and shapesync's SQLite client ([`SqliteMirror`]), each asking its
 //! moves as rows or as Electric's events.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use client_sqlite::rusqlite::types::Value as SqlValue;
@@ -114,6 +114,15 @@ pub struct TodosCollection {
     /// The shape asks `moves=events`.
     pub events: bool,
     pub collection: TanStackCollection,
+    /// The proxy was killed while the collection followed it: see [`is_cut_response`].
+    pub proxy_killed: bool,
+}
+
+/// An error the JavaScript clients report (to `onError`, then retry) when the proxy dies in
+/// the middle of a response: undici's `terminated`, on a 200. Expected when the proxy is
+/// killed; any other error is not.
+pub fn is_cut_response(error: &Value) -> bool {
+    error["status"] == 200 && error["message"] == "terminated"
 }
 
 impl TodosCollection {
@@ -138,6 +147,7 @@ impl TodosCollection {
             params: owned(params),
             events: moves == "events",
             collection,
+            proxy_killed: false,
         }
     }
 
@@ -148,30 +158,144 @@ impl TodosCollection {
 
     /// Waits until the collection holds exactly Postgres' rows, with no refetch and no error.
     pub async fn converges(&mut self, sql: &tokio_postgres::Client, step: &str) {
+        if let Err(failure) = self.check_converges(sql, step).await {
+            panic!("{failure}");
+        }
+    }
+
+    /// [`TodosCollection::converges`], saying what is wrong instead of panicking.
+    pub async fn check_converges(
+        &mut self,
+        sql: &tokio_postgres::Client,
+        step: &str,
+    ) -> Result<(), String> {
         let want = pg_todos_json(sql, &self.where_, &self.params).await;
-        let report = self
-            .collection
-            .wait_rows(WAIT, |rows| {
-                rows.len() == want.len() && rows.iter().all(|(k, v)| want.get(k) == Some(v))
-            })
-            .await;
         let moves = if self.events { "events" } else { "rows" };
         let name = format!(
             "TanStack DB (moves={moves}) on {} {:?} after {step}",
             self.where_, self.params
         );
-        assert_eq!(report["initialRequests"], 1, "{name}: refetched");
-        assert_eq!(report["conflicts"], 0, "{name}: a 409");
-        assert_eq!(
-            report["movesAsEvents"].as_u64().is_some_and(|n| n > 0),
-            self.events,
-            "{name}: the requests ask moves=events"
-        );
-        assert!(
-            self.collection.errors.is_empty(),
-            "{name}: {:?}",
-            self.collection.errors
-        );
+        let report = self
+            .collection
+            .try_wait_rows(WAIT, |rows| {
+                rows.len() == want.len() && rows.iter().all(|(k, v)| want.get(k) == Some(v))
+            })
+            .await
+            .map_err(|last| {
+                let got: BTreeMap<String, Value> = last["rows"]
+                    .as_object()
+                    .map(|rows| rows.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                    .unwrap_or_default();
+                format!(
+                    "{name}: not Postgres' rows within {WAIT:?} (status {}, errors {:?})\n{}",
+                    last["status"],
+                    self.collection.errors,
+                    rows_diff(&got, &want)
+                )
+            })?;
+        let errors: Vec<&Value> = self
+            .collection
+            .errors
+            .iter()
+            .filter(|e| !(self.proxy_killed && is_cut_response(e)))
+            .collect();
+        let failures: Vec<String> = [
+            (report["initialRequests"] != 1).then(|| {
+                format!(
+                    "refetched ({} requests with offset=-1)",
+                    report["initialRequests"]
+                )
+            }),
+            (report["conflicts"] != 0).then(|| format!("{} 409s", report["conflicts"])),
+            (report["movesAsEvents"].as_u64().is_some_and(|n| n > 0) != self.events)
+                .then(|| format!("{} requests asked moves=events", report["movesAsEvents"])),
+            (!errors.is_empty()).then(|| format!("errors {errors:?}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{name}: {}", failures.join("; ")))
+        }
+    }
+}
+
+/// What differs between a client's rows and Postgres', by key: how many only one side has or
+/// both have otherwise, the first few of each, and the keys' count by `project_id` (rows move
+/// by project, so a lost move shows as a whole project).
+pub fn rows_diff<V: PartialEq + std::fmt::Debug + ProjectOf>(
+    got: &BTreeMap<String, V>,
+    want: &BTreeMap<String, V>,
+) -> String {
+    fn only<'a, V>(
+        a: &'a BTreeMap<String, V>,
+        b: &BTreeMap<String, V>,
+    ) -> Vec<(&'a String, &'a V)> {
+        a.iter().filter(|(k, _)| !b.contains_key(*k)).collect()
+    }
+    let by_project = |rows: &[(&String, &V)]| -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for (_, row) in rows {
+            *counts.entry(row.project()).or_default() += 1;
+        }
+        counts
+    };
+    let held_only = only(got, want);
+    let pg_only = only(want, got);
+    let differ: Vec<(&String, &V, &V)> = got
+        .iter()
+        .filter_map(|(k, row)| want.get(k).filter(|w| *w != row).map(|w| (k, row, w)))
+        .collect();
+    format!(
+        " {} rows held, {} in Postgres\n {} only held, by project {:?}: {:?}\n {} only in \
+         Postgres, by project {:?}: {:?}\n {} held otherwise (key, held, Postgres): {:?}",
+        got.len(),
+        want.len(),
+        held_only.len(),
+        by_project(&held_only),
+        &held_only[..held_only.len().min(8)],
+        pg_only.len(),
+        by_project(&pg_only),
+        &pg_only[..pg_only.len().min(8)],
+        differ.len(),
+        &differ[..differ.len().min(5)]
+    )
+}
+
+/// The `project_id` of a todo as a client holds it (for [`rows_diff`]).
+pub trait ProjectOf {
+    fn project(&self) -> String;
+}
+
+/// A row as JSON (a TanStack row, a consumer's row).
+impl ProjectOf for Value {
+    fn project(&self) -> String {
+        match &self["project_id"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl ProjectOf for Map<String, Value> {
+    fn project(&self) -> String {
+        match self.get("project_id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => "none".into(),
+        }
+    }
+}
+
+/// A row as [`sqlite_todos`] shows it (id, project_id, title, done).
+impl ProjectOf for Vec<Option<String>> {
+    fn project(&self) -> String {
+        self.get(1)
+            .cloned()
+            .flatten()
+            .unwrap_or_else(|| "null".into())
     }
 }
 
@@ -235,62 +359,68 @@ impl SqliteMirror {
     /// Syncs up to now, then waits until the mirror is exactly Postgres' rows for the shape;
     /// no refetch, and the shape never refused.
     pub async fn converges(&self, sql: &tokio_postgres::Client, step: &str) {
+        if let Err(failure) = self.check_converges(sql, step).await {
+            panic!("{failure}");
+        }
+    }
+
+    /// [`SqliteMirror::converges`], saying what is wrong instead of panicking.
+    pub async fn check_converges(
+        &self,
+        sql: &tokio_postgres::Client,
+        step: &str,
+    ) -> Result<(), String> {
+        let moves = if self.moves == Moves::Events {
+            "events"
+        } else {
+            "rows"
+        };
         let name = format!(
-            "the SQLite client (moves={}) on {} {:?} after {step}",
-            if self.moves == Moves::Events {
-                "events"
-            } else {
-                "rows"
-            },
-            self.where_,
-            self.params
+            "the SQLite client (moves={moves}) on {} {:?} after {step}",
+            self.where_, self.params
         );
-        tokio::time::timeout(WAIT, self.client.sync_now())
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
+        match tokio::time::timeout(WAIT, self.client.sync_now()).await {
+            Err(_) => {
+                return Err(format!(
                     "{name}: not synced up to now within {WAIT:?}: {:?}",
                     self.client.status()
-                )
-            })
-            .unwrap_or_else(|e| panic!("{name}: sync now: {e}"));
-        let want = pg_todos_text(sql, &self.where_, &self.params).await;
+                ));
+            }
+            Ok(Err(e)) => return Err(format!("{name}: sync now: {e}")),
+            Ok(Ok(_)) => {}
+        }
+        let by_id = |rows: Vec<Vec<Option<String>>>| -> BTreeMap<String, Vec<Option<String>>> {
+            rows.into_iter()
+                .map(|row| (row[0].clone().unwrap_or_default(), row))
+                .collect()
+        };
+        let want = by_id(pg_todos_text(sql, &self.where_, &self.params).await);
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let got = sqlite_todos(&self.client, "todos").await;
+            let got = by_id(sqlite_todos(&self.client, "todos").await);
             if got == want {
                 break;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name}: the mirror is not Postgres' rows (status {:?})\n{}",
-                self.client.status(),
-                mirror_diff(&got, &want)
-            );
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "{name}: the mirror is not Postgres' rows within {WAIT:?} (status {:?})\n{}",
+                    self.client.status(),
+                    rows_diff(&got, &want)
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let status = self.client.status();
-        assert_eq!(status.refetches, 0, "{name}: refetched");
-        assert!(
-            !status
-                .shapes
-                .values()
-                .any(|p| matches!(p, ShapePhase::Error(_))),
-            "{name}: {status:?}"
-        );
+        if status.refetches > 0 {
+            return Err(format!("{name}: refetched: {status:?}"));
+        }
+        if status
+            .shapes
+            .values()
+            .any(|p| matches!(p, ShapePhase::Error(_)))
+        {
+            return Err(format!("{name}: the shape was refused: {status:?}"));
+        }
+        Ok(())
     }
-}
-
-/// The rows only one side has, or has otherwise, by id.
-fn mirror_diff(got: &[Vec<Option<String>>], want: &[Vec<Option<String>>]) -> String {
-    let got_set: BTreeSet<_> = got.iter().collect();
-    let want_set: BTreeSet<_> = want.iter().collect();
-    let extra: Vec<_> = got_set.difference(&want_set).collect();
-    let missing: Vec<_> = want_set.difference(&got_set).collect();
-    format!(
-        " {} rows in the mirror, {} in Postgres\n only in the mirror {extra:?}\n only in \
-         Postgres {missing:?}",
-        got.len(),
-        want.len()
-    )
 }
