@@ -79,6 +79,18 @@ struct RoutedShape {
     subquery: Option<Box<SubqueryShape>>,
     /// The subquery headers of its messages (subquery shapes only).
     tagger: Option<Box<Tagger>>,
+    /// Where transactions that committed before a resync's snapshot go (see
+    /// [`Router::append_resync`]).
+    rebase: Option<Rebase>,
+}
+
+/// A resync was appended at `lsn`, just below its snapshot's WAL position: a transaction the
+/// stream delivers later with a commit LSN at or below it (one the snapshot did not see) goes
+/// after it, at `(lsn, next_op)` on, so the log's offsets keep growing.
+#[derive(Debug, Clone, Copy)]
+struct Rebase {
+    lsn: Lsn,
+    next_op: u64,
 }
 
 /// Which transactions a shape's snapshot already holds: those whose xid it sees. Every one of
@@ -273,6 +285,7 @@ impl Router {
                 txn_rows: 0,
                 subquery: None,
                 tagger: None,
+                rebase: None,
             },
         );
         Ok(start)
@@ -323,6 +336,7 @@ impl Router {
                 txn_rows: 0,
                 subquery: Some(levels),
                 tagger,
+                rebase: None,
             },
         );
         start
@@ -340,14 +354,24 @@ impl Router {
     /// transactions of the stream (a restart's resync): after everything its log holds and
     /// every transaction decided, before any to come. Returns the log to fsync.
     /// Its messages name `txid` (a transaction the shape's first snapshot cannot hold).
+    ///
+    /// They go at `below - 1`, `below` being the WAL position read with the resync's
+    /// snapshot: past every `global_last_seen_lsn` sent before (an SSE client continues from
+    /// `<global_last_seen_lsn>_0`, and a restart resumes the stream below what it had sent).
+    /// Transactions the stream delivers afterwards that committed below it and that the
+    /// snapshot did not see go after the resync ([`Rebase`]).
     pub fn append_resync(
         &mut self,
         id: ShapeId,
         changes: Vec<(RowChange, Option<Row>, Option<Row>)>,
         txid: u64,
+        below: Lsn,
     ) -> io::Result<Option<LogFile>> {
         // Past the snapshot's `0_…` offsets even when nothing was applied since the start.
-        let floor = self.last_commit.max(Lsn(1));
+        let floor = self
+            .last_commit
+            .max(Lsn(below.as_u64().saturating_sub(1)))
+            .max(Lsn(1));
         let Some(ws) = self.shapes.get_mut(&id) else {
             return Ok(None);
         };
@@ -395,7 +419,9 @@ impl Router {
         }
         appender.commit(&ws.shape.log, lsn, Lsn(lsn.as_u64() + 1))?;
         ws.shape.log.note_rows(rows);
-        ws.skip_through = ws.skip_through.max(lsn);
+        // Not `skip_through`: a transaction below `lsn` that the snapshot did not see must
+        // still be applied (the levels skip those it saw).
+        ws.rebase = Some(Rebase { lsn, next_op: op });
         let file = appender.log_file().clone();
         ws.appender = None;
         Ok(Some(file))
@@ -760,7 +786,11 @@ impl Router {
                 capture.commit(txn.xid, commit_lsn, end_lsn)?;
             } else {
                 let appender = open_appender(&mut ws.appender, &ws.shape.log)?;
-                appender.commit(&ws.shape.log, commit_lsn, end_lsn)?;
+                let commit_lsn = match ws.rebase {
+                    Some(rebase) if commit_lsn <= rebase.lsn => rebase.lsn,
+                    _ => commit_lsn,
+                };
+                appender.commit(&ws.shape.log, commit_lsn, end_lsn.max(commit_lsn))?;
                 report.to_sync.push(appender.log_file().clone());
                 ws.shape.log.note_rows(std::mem::take(&mut ws.txn_rows));
             }
@@ -974,7 +1004,18 @@ fn emit_entry(
     op: u64,
     bytes: Vec<u8>,
 ) -> io::Result<()> {
-    let offset = Offset::log(txn.commit_lsn, op);
+    let offset = match ws.rebase.as_mut() {
+        Some(rebase) if txn.commit_lsn <= rebase.lsn => {
+            let at = Offset::log(rebase.lsn, rebase.next_op);
+            rebase.next_op += 2;
+            at
+        }
+        Some(_) => {
+            ws.rebase = None;
+            Offset::log(txn.commit_lsn, op)
+        }
+        None => Offset::log(txn.commit_lsn, op),
+    };
     if let Some((held_offset, held)) = ws.held.replace((offset, bytes)) {
         write_entry(ws, held_offset, &held)?;
     } else {
@@ -1206,6 +1247,49 @@ mod tests {
         assert_eq!(shape.log.last_commit(), Lsn(200));
         assert_eq!(shape.log.last_offset(), Some(Offset::log(Lsn(200), 0)));
         assert_eq!(router.last_commit(), Lsn(200));
+    }
+
+    /// A resync goes just below its snapshot's WAL position, past every
+    /// `global_last_seen_lsn` sent before the restart (an SSE client continues from
+    /// `<global_last_seen_lsn>_0`: a resync at the resume position was skipped by it). A
+    /// transaction the stream brings afterwards that committed below that position, and that
+    /// the snapshot did not see, goes after the resync; one past it keeps its own offsets.
+    #[test]
+    fn a_resync_goes_past_what_clients_saw_and_later_transactions_after_it() {
+        let root = tempfile::tempdir().unwrap();
+        let t = QualifiedName::new("public", "t");
+        let shape = shape(root.path(), 1, "t");
+        // Resumed at 200; before the restart clients were told up to 400.
+        let mut router = Router::new(Lsn(200));
+        router.register(shape.clone(), false).unwrap();
+        let slot = router.slot(&t).expect("t has a shape");
+        let row = |id: &str| vec![Some(id.to_owned())];
+
+        let resync = vec![(RowChange::Insert, None, Some(row("1")))];
+        let log = router
+            .append_resync(ShapeId(1), resync, 90, Lsn(1000))
+            .unwrap();
+        assert!(log.is_some(), "the resync is fsynced");
+        assert_eq!(shape.log.last_offset(), Some(Offset::log(Lsn(999), 0)));
+        assert_eq!(shape.log.last_commit(), Lsn(999));
+
+        // Committed at 500, below the snapshot's position, not seen by it.
+        router.begin(Xid32(95), Lsn(500));
+        router.change(slot, None, Some(&row("2"))).unwrap();
+        router.change(slot, None, Some(&row("3"))).unwrap();
+        router.commit(Lsn(500), Lsn(548)).unwrap();
+        assert_eq!(
+            shape.log.last_offset(),
+            Some(Offset::log(Lsn(999), 4)),
+            "after the resync's entry, in order"
+        );
+        assert_eq!(shape.log.last_commit(), Lsn(999));
+
+        router.begin(Xid32(96), Lsn(1200));
+        router.change(slot, None, Some(&row("4"))).unwrap();
+        router.commit(Lsn(1200), Lsn(1248)).unwrap();
+        assert_eq!(shape.log.last_offset(), Some(Offset::log(Lsn(1200), 0)));
+        assert_eq!(shape.log.last_commit(), Lsn(1200));
     }
 
     #[test]

@@ -257,7 +257,7 @@ pub async fn resync(
     // which no snapshot taken before it holds.
     let txid = holds.snapshot.xmax.0;
     if let Some(log) = router
-        .append_resync(shape.id, changes, txid)
+        .append_resync(shape.id, changes, txid, holds.below)
         .map_err(storage)?
     {
         tokio::task::spawn_blocking(move || crate::read_path::durability::sync_log(&log))
