@@ -208,6 +208,7 @@ pub async fn run_consumer(shapes: Arc<Shapes>, resume: Lsn, mut io: ConsumerChan
     loop {
         if router.has_resyncs() && !router.in_transaction() {
             resync_dropped(&shapes, &mut router).await;
+            fence_for_resyncs(&shapes, &router);
         }
         let event = tokio::select! {
             biased;
@@ -219,6 +220,7 @@ pub async fn run_consumer(shapes: Arc<Shapes>, resume: Lsn, mut io: ConsumerChan
                 }
                 Some(Command::ResyncSubquery { shape, reply }) => {
                     let _ = reply.send(subquery::initial::resync(&shapes, &mut router, &shape).await);
+                    fence_for_resyncs(&shapes, &router);
                     continue;
                 }
                 Some(command) => { apply_command(&shapes, &mut router, command); continue; }
@@ -293,6 +295,20 @@ pub async fn run_consumer(shapes: Arc<Shapes>, resume: Lsn, mut io: ConsumerChan
             }
         }
     }
+}
+
+/// A resync becomes visible with the first transaction past its snapshot: one is written
+/// now (a fence), so it does not wait for the next write to the database.
+fn fence_for_resyncs(shapes: &Arc<Shapes>, router: &Router) {
+    if !router.resync_waiting() {
+        return;
+    }
+    let shapes = shapes.clone();
+    tokio::spawn(async move {
+        if let Err(err) = shapes.emit_fence().await {
+            tracing::warn!(error = %err, "cannot write a fence after a subquery resync; it becomes visible with the next transaction");
+        }
+    });
 }
 
 /// Reads again the subquery shapes a dropped transaction had changed (see

@@ -79,16 +79,16 @@ struct RoutedShape {
     subquery: Option<Box<SubqueryShape>>,
     /// The subquery headers of its messages (subquery shapes only).
     tagger: Option<Box<Tagger>>,
-    /// Where transactions that committed before a resync's snapshot go (see
-    /// [`Router::append_resync`]).
-    rebase: Option<Rebase>,
+    /// A resync written but not yet visible ([`Router::append_resync`]).
+    after_resync: Option<AfterResync>,
 }
 
-/// A resync was appended at `lsn`, just below its snapshot's WAL position: a transaction the
+/// A resync was written at `lsn`, just below its snapshot's WAL position. A transaction the
 /// stream delivers later with a commit LSN at or below it (one the snapshot did not see) goes
-/// after it, at `(lsn, next_op)` on, so the log's offsets keep growing.
+/// after it, at `(lsn, next_op)` on, so the log's offsets keep growing. None of it is visible
+/// until the stream passes `lsn`: a request may not start past `global_last_seen_lsn`.
 #[derive(Debug, Clone, Copy)]
-struct Rebase {
+struct AfterResync {
     lsn: Lsn,
     next_op: u64,
 }
@@ -192,6 +192,8 @@ pub struct Router {
     last_xid: Option<Xid32>,
     /// Subquery shapes to read again ([`Router::abort`]).
     resyncs: Vec<Arc<Shape>>,
+    /// Shapes whose resync waits for the stream to pass it ([`Router::append_resync`]).
+    resyncs_waiting: Vec<ShapeId>,
 }
 
 impl Router {
@@ -285,7 +287,7 @@ impl Router {
                 txn_rows: 0,
                 subquery: None,
                 tagger: None,
-                rebase: None,
+                after_resync: None,
             },
         );
         Ok(start)
@@ -336,7 +338,7 @@ impl Router {
                 txn_rows: 0,
                 subquery: Some(levels),
                 tagger,
-                rebase: None,
+                after_resync: None,
             },
         );
         start
@@ -359,24 +361,26 @@ impl Router {
     /// snapshot: past every `global_last_seen_lsn` sent before (an SSE client continues from
     /// `<global_last_seen_lsn>_0`, and a restart resumes the stream below what it had sent).
     /// Transactions the stream delivers afterwards that committed below it and that the
-    /// snapshot did not see go after the resync ([`Rebase`]).
+    /// snapshot did not see go after the resync. All of it becomes visible with the first
+    /// transaction past it ([`AfterResync`]); returns whether it waits for one (the caller
+    /// makes sure one comes: a fence).
     pub fn append_resync(
         &mut self,
         id: ShapeId,
         changes: Vec<(RowChange, Option<Row>, Option<Row>)>,
         txid: u64,
         below: Lsn,
-    ) -> io::Result<Option<LogFile>> {
+    ) -> io::Result<bool> {
         // Past the snapshot's `0_…` offsets even when nothing was applied since the start.
         let floor = self
             .last_commit
             .max(Lsn(below.as_u64().saturating_sub(1)))
             .max(Lsn(1));
         let Some(ws) = self.shapes.get_mut(&id) else {
-            return Ok(None);
+            return Ok(false);
         };
         if changes.is_empty() {
-            return Ok(None);
+            return Ok(false);
         }
         let (lsn, mut op) = match ws.shape.log.last_offset() {
             Some(Offset::At { tx, op }) if tx >= floor.as_u64() && op != Offset::INF => {
@@ -417,14 +421,46 @@ impl Router {
         for message in &messages {
             appender.append(Offset::log(lsn, message.op), &message.bytes)?;
         }
-        appender.commit(&ws.shape.log, lsn, Lsn(lsn.as_u64() + 1))?;
-        ws.shape.log.note_rows(rows);
+        ws.txn_rows += rows;
         // Not `skip_through`: a transaction below `lsn` that the snapshot did not see must
         // still be applied (the levels skip those it saw).
-        ws.rebase = Some(Rebase { lsn, next_op: op });
-        let file = appender.log_file().clone();
-        ws.appender = None;
-        Ok(Some(file))
+        ws.after_resync = Some(AfterResync { lsn, next_op: op });
+        self.resyncs_waiting.push(id);
+        Ok(true)
+    }
+
+    /// Whether a resync waits for the stream to pass it ([`Router::append_resync`]).
+    pub fn resync_waiting(&self) -> bool {
+        !self.resyncs_waiting.is_empty()
+    }
+
+    /// Makes visible the resyncs (and the transactions after them) the stream passed with a
+    /// commit at `commit_lsn`, the shapes of which the transaction did not touch.
+    fn show_resyncs(&mut self, commit_lsn: Lsn, report: &mut CommitReport) -> io::Result<()> {
+        let mut i = 0;
+        while i < self.resyncs_waiting.len() {
+            let id = self.resyncs_waiting[i];
+            let Some(ws) = self.shapes.get_mut(&id) else {
+                self.resyncs_waiting.swap_remove(i);
+                continue;
+            };
+            match ws.after_resync {
+                Some(after) if commit_lsn <= after.lsn => i += 1,
+                Some(after) => {
+                    let appender = open_appender(&mut ws.appender, &ws.shape.log)?;
+                    appender.commit(&ws.shape.log, after.lsn, Lsn(after.lsn.as_u64() + 1))?;
+                    report.to_sync.push(appender.log_file().clone());
+                    ws.shape.log.note_rows(std::mem::take(&mut ws.txn_rows));
+                    ws.after_resync = None;
+                    self.recently_written.insert(id);
+                    self.resyncs_waiting.swap_remove(i);
+                }
+                None => {
+                    self.resyncs_waiting.swap_remove(i);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The xid of the last transaction applied.
@@ -785,16 +821,22 @@ impl Router {
             if let Some(capture) = ws.capture.as_mut() {
                 capture.commit(txn.xid, commit_lsn, end_lsn)?;
             } else {
-                let appender = open_appender(&mut ws.appender, &ws.shape.log)?;
-                let commit_lsn = match ws.rebase {
-                    Some(rebase) if commit_lsn <= rebase.lsn => rebase.lsn,
-                    _ => commit_lsn,
-                };
-                appender.commit(&ws.shape.log, commit_lsn, end_lsn.max(commit_lsn))?;
-                report.to_sync.push(appender.log_file().clone());
-                ws.shape.log.note_rows(std::mem::take(&mut ws.txn_rows));
+                match ws.after_resync {
+                    // Written after the resync, shown with it.
+                    Some(after) if commit_lsn <= after.lsn => {}
+                    _ => {
+                        ws.after_resync = None;
+                        let appender = open_appender(&mut ws.appender, &ws.shape.log)?;
+                        appender.commit(&ws.shape.log, commit_lsn, end_lsn)?;
+                        report.to_sync.push(appender.log_file().clone());
+                        ws.shape.log.note_rows(std::mem::take(&mut ws.txn_rows));
+                    }
+                }
             }
             report.shapes_written += 1;
+        }
+        if !self.resyncs_waiting.is_empty() {
+            self.show_resyncs(commit_lsn, &mut report)?;
         }
         self.last_commit = self.last_commit.max(commit_lsn);
         self.last_xid = Some(txn.xid);
@@ -811,10 +853,15 @@ impl Router {
         let Some(txn) = self.txn.take() else {
             return;
         };
+        let mut reread = txn.leveled;
         for id in &txn.touched {
             if let Some(ws) = self.shapes.get_mut(id) {
                 ws.held = None;
                 ws.txn_rows = 0;
+                // The roll-back takes its unseen resync with it: read it again.
+                if ws.after_resync.is_some() && !reread.contains(id) {
+                    reread.push(*id);
+                }
                 let result = match (ws.capture.as_mut(), ws.appender.as_mut()) {
                     (Some(capture), _) => capture.abandon(),
                     (None, Some(appender)) => appender.abandon(&ws.shape.log),
@@ -825,7 +872,7 @@ impl Router {
                 }
             }
         }
-        for &id in &txn.leveled {
+        for id in reread {
             if let Some(ws) = self.shapes.get(&id) {
                 self.resyncs.push(ws.shape.clone());
                 self.remove(id);
@@ -858,8 +905,10 @@ impl Router {
             return;
         }
         for id in self.recently_written.drain() {
+            // One with an unseen resync keeps its appender: the resync is in it.
             if !touched.contains(&id)
                 && let Some(ws) = self.shapes.get_mut(&id)
+                && ws.after_resync.is_none()
             {
                 ws.appender = None;
             }
@@ -1004,17 +1053,13 @@ fn emit_entry(
     op: u64,
     bytes: Vec<u8>,
 ) -> io::Result<()> {
-    let offset = match ws.rebase.as_mut() {
-        Some(rebase) if txn.commit_lsn <= rebase.lsn => {
-            let at = Offset::log(rebase.lsn, rebase.next_op);
-            rebase.next_op += 2;
+    let offset = match ws.after_resync.as_mut() {
+        Some(after) if txn.commit_lsn <= after.lsn => {
+            let at = Offset::log(after.lsn, after.next_op);
+            after.next_op += 2;
             at
         }
-        Some(_) => {
-            ws.rebase = None;
-            Offset::log(txn.commit_lsn, op)
-        }
-        None => Offset::log(txn.commit_lsn, op),
+        _ => Offset::log(txn.commit_lsn, op),
     };
     if let Some((held_offset, held)) = ws.held.replace((offset, bytes)) {
         write_entry(ws, held_offset, &held)?;
@@ -1253,43 +1298,73 @@ mod tests {
     /// `global_last_seen_lsn` sent before the restart (an SSE client continues from
     /// `<global_last_seen_lsn>_0`: a resync at the resume position was skipped by it). A
     /// transaction the stream brings afterwards that committed below that position, and that
-    /// the snapshot did not see, goes after the resync; one past it keeps its own offsets.
+    /// the snapshot did not see, goes after the resync. None of it is visible until the
+    /// stream passes the position (no request may start past `global_last_seen_lsn`); a
+    /// transaction past it keeps its own offsets.
     #[test]
-    fn a_resync_goes_past_what_clients_saw_and_later_transactions_after_it() {
+    fn a_resync_goes_past_what_clients_saw_and_shows_once_the_stream_passes_it() {
         let root = tempfile::tempdir().unwrap();
         let t = QualifiedName::new("public", "t");
-        let shape = shape(root.path(), 1, "t");
-        // Resumed at 200; before the restart clients were told up to 400.
-        let mut router = Router::new(Lsn(200));
-        router.register(shape.clone(), false).unwrap();
-        let slot = router.slot(&t).expect("t has a shape");
         let row = |id: &str| vec![Some(id.to_owned())];
+        for touched_past_it in [true, false] {
+            let shape = shape(root.path(), u64::from(touched_past_it), "t");
+            // Resumed at 200; before the restart clients were told up to 400.
+            let mut router = Router::new(Lsn(200));
+            router.register(shape.clone(), false).unwrap();
+            let slot = router.slot(&t).expect("t has a shape");
 
-        let resync = vec![(RowChange::Insert, None, Some(row("1")))];
-        let log = router
-            .append_resync(ShapeId(1), resync, 90, Lsn(1000))
-            .unwrap();
-        assert!(log.is_some(), "the resync is fsynced");
-        assert_eq!(shape.log.last_offset(), Some(Offset::log(Lsn(999), 0)));
-        assert_eq!(shape.log.last_commit(), Lsn(999));
+            let resync = vec![(RowChange::Insert, None, Some(row("1")))];
+            let waits = router
+                .append_resync(shape.id, resync, 90, Lsn(1000))
+                .unwrap();
+            assert!(waits && router.resync_waiting());
+            assert_eq!(shape.log.last_offset(), None, "not visible yet");
 
-        // Committed at 500, below the snapshot's position, not seen by it.
-        router.begin(Xid32(95), Lsn(500));
-        router.change(slot, None, Some(&row("2"))).unwrap();
-        router.change(slot, None, Some(&row("3"))).unwrap();
-        router.commit(Lsn(500), Lsn(548)).unwrap();
-        assert_eq!(
-            shape.log.last_offset(),
-            Some(Offset::log(Lsn(999), 4)),
-            "after the resync's entry, in order"
-        );
-        assert_eq!(shape.log.last_commit(), Lsn(999));
+            // Committed at 500, below the snapshot's position, not seen by it.
+            router.begin(Xid32(95), Lsn(500));
+            router.change(slot, None, Some(&row("2"))).unwrap();
+            router.change(slot, None, Some(&row("3"))).unwrap();
+            let report = router.commit(Lsn(500), Lsn(548)).unwrap();
+            assert!(report.to_sync.is_empty());
+            assert_eq!(shape.log.last_offset(), None, "not visible yet");
 
-        router.begin(Xid32(96), Lsn(1200));
-        router.change(slot, None, Some(&row("4"))).unwrap();
-        router.commit(Lsn(1200), Lsn(1248)).unwrap();
-        assert_eq!(shape.log.last_offset(), Some(Offset::log(Lsn(1200), 0)));
-        assert_eq!(shape.log.last_commit(), Lsn(1200));
+            router.begin(Xid32(96), Lsn(1200));
+            if touched_past_it {
+                router.change(slot, None, Some(&row("4"))).unwrap();
+            }
+            let report = router.commit(Lsn(1200), Lsn(1248)).unwrap();
+            assert_eq!(report.to_sync.len(), 1, "fsynced before 1248 is confirmed");
+            assert!(!router.resync_waiting());
+            let after = |offset: Offset| {
+                let Some(plan) = shape.log.plan_read(offset).unwrap() else {
+                    return Vec::new();
+                };
+                let mut ids = Vec::new();
+                shape
+                    .log
+                    .read(&plan, &mut Vec::new(), |_, m| {
+                        let m: serde_json::Value = serde_json::from_slice(m).unwrap();
+                        ids.push(m["value"]["id"].as_str().unwrap().to_owned());
+                    })
+                    .unwrap();
+                ids
+            };
+            let all = if touched_past_it {
+                vec!["1", "2", "3", "4"]
+            } else {
+                vec!["1", "2", "3"]
+            };
+            assert_eq!(
+                after(Offset::log(Lsn(400), 0)),
+                all,
+                "resync first, in order"
+            );
+            assert_eq!(after(Offset::log(Lsn(999), 0)), all[1..]);
+            assert_eq!(after(Offset::log(Lsn(999), 4)), all[3..]);
+            let last = if touched_past_it { 1200 } else { 999 };
+            assert_eq!(shape.log.last_commit(), Lsn(last));
+            assert_eq!(shape.log.rows(), if touched_past_it { 4 } else { 3 });
+        }
     }
 
     #[test]

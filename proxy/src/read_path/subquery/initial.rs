@@ -218,7 +218,9 @@ pub async fn settle_open_transaction(
 
 /// Brings back a subquery shape stored by an earlier run (see [`super::resync`]): reads its
 /// levels at a new snapshot, appends the changes from what its log holds to what that
-/// snapshot says, makes them durable, and routes to it.
+/// snapshot says, and routes to it. The changes become visible and durable with the first
+/// transaction the stream delivers past the snapshot ([`Router::append_resync`]); the caller
+/// makes sure one comes ([`Router::resync_waiting`]).
 pub async fn resync(
     shapes: &Shapes,
     router: &mut Router,
@@ -256,14 +258,9 @@ pub async fn resync(
     // The changes are those of every transaction up to the new snapshot: they name its xmax,
     // which no snapshot taken before it holds.
     let txid = holds.snapshot.xmax.0;
-    if let Some(log) = router
+    // Made visible (and fsynced) with the first transaction the stream delivers past it.
+    router
         .append_resync(shape.id, changes, txid, holds.below)
-        .map_err(storage)?
-    {
-        tokio::task::spawn_blocking(move || crate::read_path::durability::sync_log(&log))
-            .await
-            .map_err(|e| ShapeError::Internal(format!("the fsync task failed: {e}")))?
-            .map_err(storage)?;
-    }
+        .map_err(storage)?;
     Ok(count)
 }
