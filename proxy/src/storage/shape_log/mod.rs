@@ -156,6 +156,30 @@ impl LogFile {
         self.0.file.sync_data()
     }
 
+    /// The device of the filesystem the log is on.
+    pub fn device(&self) -> io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(self.0.file.metadata()?.dev())
+    }
+
+    /// Makes everything written to the log's filesystem durable, this log's and every other
+    /// file's (`syncfs`: one journal commit for any number of files). Linux reports a
+    /// write-back error of any file of the filesystem since 5.8 only; the caller checks.
+    #[cfg(target_os = "linux")]
+    pub fn sync_filesystem(&self) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor is open for as long as `self` lives.
+        match unsafe { libc::syncfs(self.0.file.as_raw_fd()) } {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn sync_filesystem(&self) -> io::Result<()> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+
     fn file(&self) -> &File {
         &self.0.file
     }
