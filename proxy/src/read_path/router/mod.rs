@@ -964,9 +964,19 @@ fn emit_kept(
             RowChange::Update => 0,
         };
     }
+    // After an unseen resync, the messages' `lsn` and `op_position` say where they are.
+    let (lsn, op) = match ws.after_resync.as_mut() {
+        Some(after) if txn.commit_lsn <= after.lsn => {
+            let op = after.next_op;
+            // A key change takes two ops.
+            after.next_op += 2;
+            (after.lsn, op)
+        }
+        _ => (txn.commit_lsn, op),
+    };
     let ctx = TxContext {
         txid: u64::from(txn.xid.0),
-        lsn: txn.commit_lsn,
+        lsn,
         op,
     };
     encoded.clear();
@@ -975,7 +985,7 @@ fn emit_kept(
         tag(tagger, levels, change, old, new, kept, encoded);
     }
     for message in encoded.drain(..) {
-        emit_entry(ws, txn, id, message.op, message.bytes)?;
+        emit_entry_at(ws, txn, id, Offset::log(lsn, message.op), message.bytes)?;
     }
     Ok(())
 }
@@ -1061,6 +1071,17 @@ fn emit_entry(
         }
         _ => Offset::log(txn.commit_lsn, op),
     };
+    emit_entry_at(ws, txn, id, offset, bytes)
+}
+
+/// [`emit_entry`] at `offset`.
+fn emit_entry_at(
+    ws: &mut RoutedShape,
+    txn: &mut OpenTxn,
+    id: ShapeId,
+    offset: Offset,
+    bytes: Vec<u8>,
+) -> io::Result<()> {
     if let Some((held_offset, held)) = ws.held.replace((offset, bytes)) {
         write_entry(ws, held_offset, &held)?;
     } else {
@@ -1344,7 +1365,17 @@ mod tests {
                     .log
                     .read(&plan, &mut Vec::new(), |_, m| {
                         let m: serde_json::Value = serde_json::from_slice(m).unwrap();
-                        ids.push(m["value"]["id"].as_str().unwrap().to_owned());
+                        let id = m["value"]["id"].as_str().unwrap().to_owned();
+                        // The headers say where the message is.
+                        let at = (&m["headers"]["lsn"], &m["headers"]["op_position"]);
+                        let expected = match id.as_str() {
+                            "4" => ("1200", 0),
+                            "2" => ("999", 2),
+                            "3" => ("999", 4),
+                            _ => ("999", 0),
+                        };
+                        assert_eq!(at, (&expected.0.into(), &expected.1.into()), "{m}");
+                        ids.push(id);
                     })
                     .unwrap();
                 ids
