@@ -87,8 +87,9 @@ pub async fn run(
             logs.extend(more.logs);
         }
         // One fsync per log and round, however many of its transactions the round holds.
-        logs.sort_unstable_by(|a, b| a.dir().cmp(b.dir()));
-        logs.dedup_by(|a, b| a.dir() == b.dir());
+        // By the path's bytes: comparing paths by components cost more than the fsyncs saved.
+        logs.sort_unstable_by(|a, b| a.dir().path().as_os_str().cmp(b.dir().path().as_os_str()));
+        logs.dedup_by(|a, b| a.dir().path().as_os_str() == b.dir().path().as_os_str());
         let failed = sync_round(logs).await;
         if !failed.is_empty() && !stuck {
             let confirmed = *flushed.borrow();
