@@ -39,7 +39,7 @@ use std::io::{self, BufReader, Write};
 use std::ops::{Deref, DerefMut};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shapes::lsn::Lsn;
@@ -70,6 +70,11 @@ pub struct ShapeLog {
     /// When the last transaction became visible, in microseconds since the Unix epoch; 0:
     /// none since the snapshot.
     last_change_micros: AtomicU64,
+    /// The descriptor the last appender wrote through, while something still holds it (the
+    /// durability task, until its fsync): the next appender takes it instead of opening the
+    /// file again. Many shapes written in turn otherwise cost an `open` each per write, and
+    /// a descriptor each until their fsync.
+    append_file: Mutex<Weak<OpenLog>>,
 }
 
 /// The `changes.log` readers read now, and the index over it: swapped together when
@@ -158,7 +163,6 @@ impl LogFile {
 
     /// The device of the filesystem the log is on.
     pub fn device(&self) -> io::Result<u64> {
-        use std::os::unix::fs::MetadataExt;
         Ok(self.0.file.metadata()?.dev())
     }
 
@@ -333,6 +337,7 @@ impl ShapeLog {
             latest,
             change_rows: AtomicI64::new(0),
             last_change_micros: AtomicU64::new(0),
+            append_file: Mutex::new(Weak::new()),
         }
     }
 
@@ -665,27 +670,47 @@ pub struct LogAppender {
 
 impl LogAppender {
     pub fn open(log: &ShapeLog) -> io::Result<Self> {
+        let (pos, identity) = {
+            let current = log.index();
+            (current.visible_len(), current.identity)
+        };
+        let kept = log.append_file.lock().expect("append file lock").upgrade();
+        let (open, metadata) = match kept {
+            // Still the file readers read (no compaction replaced it since).
+            Some(open) => match open.file.metadata() {
+                Ok(metadata) if (metadata.dev(), metadata.ino()) == identity => (open, metadata),
+                _ => Self::open_file(log)?,
+            },
+            None => Self::open_file(log)?,
+        };
+        // Cut off what a transaction left unfinished, if anything: a truncate is a metadata
+        // write, and with many shapes appenders are opened for nearly every write.
+        if metadata.len() != pos {
+            open.file.set_len(pos)?;
+        }
+        Ok(Self {
+            file: LogFile(open),
+            pos,
+            // Most transactions write a few hundred bytes to a shape; the buffer grows for
+            // the others. (Under 1 KiB: glibc consolidates its free lists on every request of
+            // 1 KiB or more, which showed in profiles with appenders opened per write.)
+            buf: Vec::with_capacity(512),
+            pending: Vec::new(),
+        })
+    }
+
+    fn open_file(log: &ShapeLog) -> io::Result<(Arc<OpenLog>, std::fs::Metadata)> {
         // O_APPEND: every write lands at the end, also after `set_len` cut a transaction off.
         let file = OpenOptions::new()
             .append(true)
             .open(log.dir.changes_log())?;
-        let pos = log.index().visible_len();
-        // Cut off what a transaction left unfinished, if anything: a truncate is a metadata
-        // write, and with many shapes appenders are opened for nearly every write.
-        if file.metadata()?.len() != pos {
-            file.set_len(pos)?;
-        }
-        Ok(Self {
-            file: LogFile(Arc::new(OpenLog {
-                dir: log.dir.clone(),
-                file,
-            })),
-            pos,
-            // Most transactions write a few hundred bytes to a shape; the buffer grows for
-            // the others.
-            buf: Vec::with_capacity(1024),
-            pending: Vec::new(),
-        })
+        let metadata = file.metadata()?;
+        let open = Arc::new(OpenLog {
+            dir: log.dir.clone(),
+            file,
+        });
+        *log.append_file.lock().expect("append file lock") = Arc::downgrade(&open);
+        Ok((open, metadata))
     }
 
     /// Adds an entry to the open transaction.
@@ -956,6 +981,40 @@ mod tests {
         file.sync_data().unwrap();
         dir.remove().unwrap();
         file.sync_data().unwrap();
+    }
+
+    /// A log written by many appenders in turn (each closed after its transaction, as with
+    /// many shapes) opens its file once while the durability task still holds it, and again
+    /// once nothing does; an appender never writes to a file other than `changes.log`.
+    #[test]
+    fn appenders_share_the_descriptor_the_fsync_still_holds() {
+        let (_tmp, dir) = temp_shape_dir();
+        let log = ShapeLog::create(&dir, 1 << 20).unwrap();
+        let write = |tx: u64| {
+            let mut appender = LogAppender::open(&log).unwrap();
+            appender.append(off(tx, 0), b"{}").unwrap();
+            appender.commit(&log, Lsn(tx), Lsn(tx + 10)).unwrap();
+            appender.log_file().clone()
+        };
+        let held = write(100);
+        let next = write(200);
+        assert!(Arc::ptr_eq(&held.0, &next.0), "one descriptor while held");
+        drop((held, next));
+        let reopened = write(300);
+        assert_eq!(log.last_offset(), Some(off(300, 0)));
+        // Another file under the name (as a compaction puts one): the kept descriptor is
+        // not used.
+        let replacement = dir.path().join("replacement");
+        std::fs::copy(dir.changes_log(), &replacement).unwrap();
+        std::fs::rename(&replacement, dir.changes_log()).unwrap();
+        let mut index = log.index().index.clone();
+        index.note_commit(Lsn(300), reopened.file().metadata().unwrap().len());
+        let file = File::open(dir.changes_log()).unwrap();
+        let identity = identity_of(&file).unwrap();
+        log.install(index, None, identity, 0);
+        let after = write(400);
+        assert!(!Arc::ptr_eq(&reopened.0, &after.0));
+        assert_eq!(identity_of(after.file()).unwrap(), identity);
     }
 
     #[test]
