@@ -306,6 +306,7 @@ impl Router {
         let id = shape.id;
         let start = self.last_commit;
         levels.hold_all(holds);
+        levels.shrink_to_fit();
         for layout in levels.layouts() {
             self.tables
                 .entry(layout.name.clone())

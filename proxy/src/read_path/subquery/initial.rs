@@ -200,9 +200,11 @@ pub async fn settle_open_transaction(
     let xid = router.open_xid();
     let moved = in_snapshot_seeing(shapes, xid, async |tx, holds| {
         let mut all = Vec::new();
+        // One copy of the snapshot for every level it holds rows of.
+        let holds = Arc::new(holds.clone());
         for &id in &ids {
             if let Some(levels) = router.subquery_mut(id) {
-                all.push((id, moves::settle(levels, tx, holds).await?));
+                all.push((id, moves::settle(levels, tx, &holds).await?));
             }
         }
         Ok(all)

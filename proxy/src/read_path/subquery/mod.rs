@@ -19,9 +19,12 @@
 //! - **A restart** ([`resync`]) reads the levels again at a new snapshot and appends one
 //!   transaction taking the shape's log from what it held to that snapshot: no refetch.
 
+mod counts;
 pub mod initial;
+pub mod kept;
 pub mod moves;
 pub mod node;
+mod packed;
 pub mod resync;
 pub mod routes;
 pub mod tags;
@@ -55,12 +58,12 @@ pub enum Traced {
         key: u64,
         kept: bool,
     },
-    /// Subquery `subquery` of level `level`'s `where` now offers `key` (`offered`) or no
-    /// longer.
+    /// Subquery `subquery` of level `level`'s `where` now offers a value (`key`: its
+    /// [`counts::value_hash`]) or no longer.
     Value {
         level: u32,
         subquery: usize,
-        key: shapes::where_clause::ValueKey,
+        key: u64,
         offered: bool,
     },
 }
@@ -98,7 +101,8 @@ impl SubqueryShape {
         fn walk(node: &mut Node, f: &mut dyn FnMut(Traced)) {
             for (i, child) in node.children.iter_mut().enumerate() {
                 walk(&mut child.node, f);
-                for (key, offered) in child.trace.drain(..) {
+                // Taken, not drained: the levels keep no room for traces between changes.
+                for (key, offered) in std::mem::take(&mut child.trace) {
                     f(Traced::Value {
                         level: node.level,
                         subquery: i,
@@ -107,12 +111,11 @@ impl SubqueryShape {
                     });
                 }
             }
+            let trace = std::mem::take(&mut node.trace);
             if let Some(slot) = node.slot {
-                for (key, kept) in node.trace.drain(..) {
+                for (key, kept) in trace {
                     f(Traced::Row { slot, key, kept });
                 }
-            } else {
-                node.trace.clear();
             }
         }
         walk(&mut self.root, f);
@@ -123,7 +126,7 @@ impl SubqueryShape {
         self.drain_traces(&mut |_| {});
     }
 
-    /// Every row kept by some level, as its level's table and [`node::key_hash`], and every
+    /// Every row kept by some level, as its level's table and [`kept::key_hash`], and every
     /// value a subquery offers, as the level whose `where` reads it.
     pub fn for_each_held(&self, f: &mut dyn FnMut(Traced)) {
         fn walk(node: &Node, f: &mut dyn FnMut(Traced)) {
@@ -133,16 +136,16 @@ impl SubqueryShape {
                     f(Traced::Value {
                         level: node.level,
                         subquery: i,
-                        key: key.clone(),
+                        key,
                         offered: true,
                     });
                 }
             }
             if let Some(slot) = node.slot {
-                for key in node.present.keys() {
+                for key in node.present.hashes() {
                     f(Traced::Row {
                         slot,
-                        key: node::key_hash(key),
+                        key,
                         kept: true,
                     });
                 }
@@ -167,12 +170,18 @@ impl SubqueryShape {
 
     pub fn assign_slots(&mut self, slot_of: &mut dyn FnMut(&QualifiedName) -> TableSlot) {
         self.root
-            .for_each_mut(&mut |n| n.slot = Some(slot_of(&n.table)));
+            .for_each_mut(&mut |n| n.slot = Some(slot_of(&n.layout.name)));
     }
 
     /// Every level skips what `holds` saw.
     pub fn hold_all(&mut self, holds: &SnapshotHolds) {
-        self.root.for_each_mut(&mut |n| n.hold(holds.clone(), None));
+        let holds = Arc::new(holds.clone());
+        self.root.for_each_mut(&mut |n| n.hold(&holds, None));
+    }
+
+    /// Frees the room the levels hold beyond what they keep (after they were read whole).
+    pub fn shrink_to_fit(&mut self) {
+        self.root.for_each_mut(&mut |n| n.shrink_to_fit());
     }
 
     /// A change of the table in `slot`: the subquery levels first, then the outer level,

@@ -3,9 +3,9 @@
 //! one query per level, restricted to the changed values where the compared side is plain
 //! columns, at a snapshot that sees the transaction being applied.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use shapes::schema::{Row, TableSchema, quote_identifier};
 use shapes::wire::SnapshotInfo;
@@ -33,7 +33,7 @@ type Settling<'a> = Pin<Box<dyn Future<Output = Result<Moved, tokio_postgres::Er
 pub async fn settle(
     shape: &mut SubqueryShape,
     tx: &Transaction<'_>,
-    holds: &SnapshotHolds,
+    holds: &Arc<SnapshotHolds>,
 ) -> Result<Moved, tokio_postgres::Error> {
     let mut moved = level(&mut shape.root, tx, holds, shape.tombstone).await?;
     moved.snapshot = Some(holds.snapshot.clone());
@@ -45,7 +45,7 @@ pub async fn settle(
 fn level<'a>(
     node: &'a mut Node,
     tx: &'a Transaction<'_>,
-    holds: &'a SnapshotHolds,
+    holds: &'a Arc<SnapshotHolds>,
     tombstone: Option<usize>,
 ) -> Settling<'a> {
     Box::pin(async move {
@@ -68,8 +68,7 @@ fn level<'a>(
             read.retain(|row| row.get(column).is_none_or(Option::is_none));
         }
         let came = node.admit_read(read);
-        let keys: HashSet<Box<str>> = came.iter().map(|r| node.key(r)).collect();
-        node.hold(holds.clone(), Some(keys));
+        node.hold(holds, Some(&came));
         let values = node.moved_values();
         node.settle();
         Ok(Moved {

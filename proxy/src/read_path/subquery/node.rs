@@ -10,45 +10,45 @@
 //! the stream and the move-in queries may have told different stories about a row's past
 //! (a moved-in row was read at a later snapshot), and the set is what the shape's log says.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use shapes::lsn::{Lsn, Xid32};
 use shapes::routing::{RowChange, TableSlot};
-use shapes::schema::{QualifiedName, Row, TableSchema};
+use shapes::schema::{Row, TableSchema};
 use shapes::where_clause::types::SqlType;
 use shapes::where_clause::{Subquery, SubqueryValues, ValueKey, WhereClause};
 use shapes::wire;
 
+use super::counts::{ValueCounts, value_hash};
+use super::kept::KeptRows;
 use crate::read_path::router::SnapshotHolds;
 
 /// Deepest nesting of subqueries a shape may have (the `where` language refuses deeper).
 pub const MAX_DEPTH: usize = 8;
 
-/// Changes a snapshot already holds: those of the transactions it sees, for some keys (the
-/// rows a move-in query read) or for all of them (the shape's snapshot).
+/// Changes a snapshot already holds: those of the transactions it sees, for the rows of some
+/// keys (those a move-in query read) or for all of them (the shape's snapshot).
 #[derive(Debug, Clone)]
 struct Hold {
-    holds: SnapshotHolds,
-    keys: Option<HashSet<Box<str>>>,
+    holds: Arc<SnapshotHolds>,
+    /// The keys, as rows of key columns only.
+    keys: Option<Box<KeptRows>>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Node {
     /// The level's number in its shape (unique in it; see [`super::SubqueryShape::new`]).
     pub level: u32,
-    pub table: QualifiedName,
     pub layout: Arc<TableSchema>,
     pub slot: Option<TableSlot>,
     pub where_clause: Option<WhereClause>,
     pub children: Vec<View>,
-    key_columns: Vec<usize>,
-    /// Columns kept of each row that is in.
-    keep: Vec<usize>,
-    pub present: HashMap<Box<str>, Row>,
+    /// The rows that are in, each with the columns kept.
+    pub present: KeptRows,
     holds: Vec<Hold>,
-    /// Keys (by [`key_hash`]) that came into `present` (`true`) or left it since the router
-    /// last looked: its index of subquery shapes follows them.
+    /// Keys (by [`super::kept::key_hash`]) that came into `present` (`true`) or left it since
+    /// the router last looked: its index of subquery shapes follows them.
     pub trace: Vec<(u64, bool)>,
 }
 
@@ -57,25 +57,16 @@ pub struct Node {
 pub struct View {
     pub subquery: Arc<Subquery>,
     pub node: Node,
-    counts: HashMap<ValueKey, u32>,
+    counts: ValueCounts,
     nulls: u32,
     /// Values whose presence changed since the last move, and whether something changed for
     /// every row: whether NULLs are offered, or whether the view is empty (both decide
     /// `NOT IN` and `IN` for rows whose own value is not offered or is NULL).
     touched: HashSet<ValueKey>,
     touched_nulls: bool,
-    /// Values that came to be offered (`true`) or no longer are since the router last
-    /// looked.
-    pub trace: Vec<(ValueKey, bool)>,
-}
-
-/// The hash a kept row's key is indexed by (the router finds the shapes holding a changed
-/// row by it; a collision only makes it ask one shape more).
-pub fn key_hash(key: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::hash::DefaultHasher::new();
-    key.hash(&mut hasher);
-    hasher.finish()
+    /// Values (by [`value_hash`]) that came to be offered (`true`) or no longer are since the
+    /// router last looked.
+    pub trace: Vec<(u64, bool)>,
 }
 
 /// The values of a level's subqueries, for its `where`.
@@ -83,9 +74,7 @@ pub struct Values<'a>(pub &'a [View]);
 
 impl SubqueryValues for Values<'_> {
     fn contains(&self, subquery: usize, key: &ValueKey) -> bool {
-        self.0
-            .get(subquery)
-            .is_some_and(|v| v.counts.contains_key(key))
+        self.0.get(subquery).is_some_and(|v| v.counts.contains(key))
     }
 
     fn has_null(&self, subquery: usize) -> bool {
@@ -145,40 +134,43 @@ impl Node {
         depth: usize,
     ) -> Node {
         let key_columns = wire::key_columns(&layout);
-        let mut keep: Vec<usize> = key_columns.clone();
-        keep.extend_from_slice(extra);
+        let mut keep: Vec<usize> = extra.to_vec();
         let mut children = Vec::new();
         if let Some(w) = &where_clause {
             keep.extend(w.columns_used());
             if depth < MAX_DEPTH {
-                for subquery in w.subqueries() {
-                    children.push(View::new(subquery.clone(), depth + 1));
-                }
+                children = w
+                    .subqueries()
+                    .iter()
+                    .map(|subquery| View::new(subquery.clone(), depth + 1))
+                    .collect();
             }
         }
-        keep.sort_unstable();
-        keep.dedup();
+        let present = KeptRows::new(layout.columns.len(), &key_columns, &keep);
         Node {
             level: 0,
-            table: layout.name.clone(),
             layout,
             slot: None,
             where_clause,
             children,
-            key_columns,
-            keep,
-            present: HashMap::new(),
+            present,
             holds: Vec::new(),
             trace: Vec::new(),
         }
     }
 
+    /// The message key of `row` (what a shape's log names it by).
     pub fn key(&self, row: &Row) -> Box<str> {
         wire::message_key(
-            &self.table,
-            self.key_columns.iter().map(|&i| row[i].as_deref()),
+            &self.layout.name,
+            self.present.key_columns().map(|i| row[i].as_deref()),
         )
         .into()
+    }
+
+    /// Whether two rows have the same key.
+    fn same_key(&self, a: &Row, b: &Row) -> bool {
+        self.present.key_columns().all(|i| a.get(i) == b.get(i))
     }
 
     /// Whether `row` is in, with the subqueries as they are now.
@@ -189,22 +181,35 @@ impl Node {
         }
     }
 
-    fn kept(&self, row: &Row) -> Row {
-        let mut kept = vec![None; row.len()];
-        for &i in &self.keep {
-            if let Some(v) = row.get(i) {
-                kept[i] = v.clone();
+    /// Skip the changes of transactions `holds` sees, for every row (`None`) or for those
+    /// with the key of one of `rows`.
+    pub fn hold(&mut self, holds: &Arc<SnapshotHolds>, rows: Option<&[Row]>) {
+        let keys = match rows {
+            None => None,
+            Some([]) => return,
+            Some(rows) => {
+                let key_columns: Vec<usize> = self.present.key_columns().collect();
+                let mut keys = KeptRows::new(self.layout.columns.len(), &key_columns, &[]);
+                for row in rows {
+                    keys.insert(row);
+                }
+                keys.shrink_to_fit();
+                Some(Box::new(keys))
             }
-        }
-        kept
+        };
+        self.holds.reserve_exact(1);
+        self.holds.push(Hold {
+            holds: holds.clone(),
+            keys,
+        });
     }
 
-    /// Skip the changes of transactions `snapshot` sees, for every key (`None`) or these.
-    pub fn hold(&mut self, holds: SnapshotHolds, keys: Option<HashSet<Box<str>>>) {
-        if keys.as_ref().is_some_and(HashSet::is_empty) {
-            return;
+    /// Frees the room the level holds beyond what it keeps.
+    pub fn shrink_to_fit(&mut self) {
+        self.present.shrink_to_fit();
+        for child in &mut self.children {
+            child.counts.shrink_to_fit();
         }
-        self.holds.push(Hold { holds, keys });
     }
 
     /// Every level, this one last (children before their parents).
@@ -222,15 +227,16 @@ impl Node {
         f(self);
     }
 
-    fn held(&mut self, xid: Xid32, commit_lsn: Lsn, keys: [Option<&str>; 2]) -> bool {
-        self.holds.retain(|h| commit_lsn < h.holds.below);
-        self.holds.iter().any(|h| {
-            h.holds.holds(xid, commit_lsn)
-                && match &h.keys {
-                    None => true,
-                    Some(set) => keys.iter().flatten().any(|k| set.contains(*k)),
-                }
-        })
+    fn held(&mut self, xid: Xid32, commit_lsn: Lsn, rows: [Option<&Row>; 2]) -> bool {
+        if !self.holds.is_empty() {
+            self.holds.retain(|h| commit_lsn < h.holds.below);
+            if self.holds.is_empty() {
+                self.holds = Vec::new();
+            }
+        }
+        self.holds
+            .iter()
+            .any(|h| hold_covers(h, xid, commit_lsn, rows))
     }
 
     /// Whether [`Node::change`] would change anything (a row of this level is in, or would
@@ -243,22 +249,17 @@ impl Node {
         old: Option<&Row>,
         new: Option<&Row>,
     ) -> bool {
-        let new_key = new.map(|r| self.key(r));
-        let old_key = old.map(|r| self.key(r)).or_else(|| new_key.clone());
-        let keys = [old_key.as_deref(), new_key.as_deref()];
-        let held = self.holds.iter().any(|h| {
-            commit_lsn < h.holds.below
-                && h.holds.holds(xid, commit_lsn)
-                && match &h.keys {
-                    None => true,
-                    Some(set) => keys.iter().flatten().any(|k| set.contains(*k)),
-                }
-        });
+        // Without an old row (an update under the default replica identity) the new one
+        // names the row.
+        let old_row = old.or(new);
+        let held = self
+            .holds
+            .iter()
+            .any(|h| commit_lsn < h.holds.below && hold_covers(h, xid, commit_lsn, [old_row, new]));
         if held {
             return false;
         }
-        old_key.is_some_and(|k| self.present.contains_key(&k))
-            || new.is_some_and(|r| self.admits(r))
+        old_row.is_some_and(|r| self.present.contains(r)) || new.is_some_and(|r| self.admits(r))
     }
 
     /// A row change of this level's table: decides it against the rows that are in.
@@ -269,22 +270,24 @@ impl Node {
         old: Option<&Row>,
         new: Option<&Row>,
     ) -> Outcome {
-        let new_key = new.map(|r| self.key(r));
-        let old_key = old.map(|r| self.key(r)).or_else(|| new_key.clone());
-        if self.held(xid, commit_lsn, [old_key.as_deref(), new_key.as_deref()]) {
+        let old_row = old.or(new);
+        if self.held(xid, commit_lsn, [old_row, new]) {
             return Outcome::default();
         }
-        let left = old_key.as_ref().and_then(|k| self.present.remove(k));
+        let left = old_row.and_then(|r| self.present.remove(r));
         let now = new.filter(|r| self.admits(r));
-        let stays = left.is_some() && now.is_some() && old_key == new_key;
-        if let (Some(key), false) = (&old_key, stays || left.is_none()) {
-            self.trace.push((key_hash(key), false));
+        let stays = match (&left, now, old_row) {
+            (Some(_), Some(now), Some(old)) => self.same_key(old, now),
+            _ => false,
+        };
+        if let (Some(old), false) = (old_row, stays || left.is_none()) {
+            self.trace.push((self.present.hash_of(old), false));
         }
-        if let (Some(row), Some(key)) = (now, new_key) {
+        if let Some(row) = now {
             if !stays {
-                self.trace.push((key_hash(&key), true));
+                self.trace.push((self.present.hash_of(row), true));
             }
-            self.present.insert(key, self.kept(row));
+            self.present.insert(row);
         }
         let change = match (&left, now) {
             (Some(_), Some(_)) => Some(RowChange::Update),
@@ -300,12 +303,11 @@ impl Node {
     pub fn admit_read(&mut self, rows: Vec<Row>) -> Vec<Row> {
         let mut admitted = Vec::new();
         for row in rows {
-            let key = self.key(&row);
-            if self.present.contains_key(&key) || !self.admits(&row) {
+            if self.present.contains(&row) || !self.admits(&row) {
                 continue;
             }
-            self.trace.push((key_hash(&key), true));
-            self.present.insert(key, self.kept(&row));
+            self.trace.push((self.present.hash_of(&row), true));
+            self.present.insert(&row);
             admitted.push(row);
         }
         admitted
@@ -324,24 +326,20 @@ impl Node {
         let Some(w) = &self.where_clause else {
             return Vec::new();
         };
-        let values = Values(&self.children);
+        let children = &self.children;
+        let values = Values(children);
         let touched = |row: &Row| {
-            self.children.iter().enumerate().any(|(i, c)| {
+            children.iter().enumerate().any(|(i, c)| {
                 c.touched_nulls || w.outer_key(i, row).is_some_and(|k| c.touched.contains(&k))
             })
         };
-        let leaving: Vec<Box<str>> = self
+        let leaving = self
             .present
-            .iter()
-            .filter(|(_, row)| touched(row) && !w.matches_with(row, &values))
-            .map(|(k, _)| k.clone())
-            .collect();
-        self.trace
-            .extend(leaving.iter().map(|k| (key_hash(k), false)));
+            .remove_if(|row| touched(row) && !w.matches_with(row, &values));
+        for row in &leaving {
+            self.trace.push((self.present.hash_of(row), false));
+        }
         leaving
-            .iter()
-            .filter_map(|k| self.present.remove(k))
-            .collect()
     }
 
     /// What a move-in query must read: for each touched subquery, the values it reads rows
@@ -374,7 +372,7 @@ impl Node {
         let mut moved = MovedValues::default();
         for (i, c) in self.children.iter().enumerate() {
             for key in &c.touched {
-                if c.counts.contains_key(key) {
+                if c.counts.contains(key) {
                     moved.came.push((i, key.clone()));
                 } else {
                     moved.left.push((i, key.clone()));
@@ -387,7 +385,8 @@ impl Node {
     /// Forgets what its subqueries' last changes were (their moves are done).
     pub fn settle(&mut self) {
         for c in &mut self.children {
-            c.touched.clear();
+            // Emptied, not cleared: most levels sit idle until their next move.
+            c.touched = HashSet::new();
             c.touched_nulls = false;
         }
     }
@@ -395,6 +394,7 @@ impl Node {
 
 impl View {
     fn new(subquery: Arc<Subquery>, depth: usize) -> View {
+        let parts = subquery.columns.len();
         let node = Node::new(
             subquery.schema.clone(),
             subquery.where_clause.clone(),
@@ -404,7 +404,7 @@ impl View {
         View {
             subquery,
             node,
-            counts: HashMap::new(),
+            counts: ValueCounts::new(parts),
             nulls: 0,
             touched: HashSet::new(),
             touched_nulls: false,
@@ -412,9 +412,9 @@ impl View {
         }
     }
 
-    /// The values the subquery's rows offer now.
-    pub fn offered(&self) -> impl Iterator<Item = &ValueKey> {
-        self.counts.keys()
+    /// The values the subquery's rows offer now, by [`value_hash`].
+    pub fn offered(&self) -> impl Iterator<Item = u64> + '_ {
+        self.counts.hashes()
     }
 
     fn total(&self) -> usize {
@@ -431,10 +431,8 @@ impl View {
                 self.touched_nulls |= self.nulls == 1;
             }
             Some(key) => {
-                let count = self.counts.entry(key.clone()).or_insert(0);
-                *count += 1;
-                if *count == 1 {
-                    self.trace.push((key.clone(), true));
+                if self.counts.add(&key) == 1 {
+                    self.trace.push((value_hash(&key), true));
                     self.touched.insert(key);
                 }
             }
@@ -449,13 +447,9 @@ impl View {
                 self.touched_nulls |= self.nulls == 0;
             }
             Some(key) => {
-                if let Some(count) = self.counts.get_mut(&key) {
-                    *count -= 1;
-                    if *count == 0 {
-                        self.counts.remove(&key);
-                        self.trace.push((key.clone(), false));
-                        self.touched.insert(key);
-                    }
+                if self.counts.remove(&key) == Some(0) {
+                    self.trace.push((value_hash(&key), false));
+                    self.touched.insert(key);
                 }
             }
         }
@@ -473,4 +467,14 @@ impl View {
             self.add(new);
         }
     }
+}
+
+/// Whether `hold` holds a change of a transaction (`xid`, `commit_lsn`) to the rows with the
+/// keys of `rows`.
+fn hold_covers(hold: &Hold, xid: Xid32, commit_lsn: Lsn, rows: [Option<&Row>; 2]) -> bool {
+    hold.holds.holds(xid, commit_lsn)
+        && match &hold.keys {
+            None => true,
+            Some(keys) => rows.iter().flatten().any(|r| keys.contains(r)),
+        }
 }

@@ -15,76 +15,93 @@
 //! The levels report what they keep and offer ([`super::Traced`]) after each change, so the
 //! index is exact at every change. The shapes found are then asked as before
 //! ([`SubqueryShape::would_change`]): the index only narrows whom to ask. Pure: no I/O.
+//!
+//! Keys and values are filed by 32 bits of their hash, and shapes by a number of 32 bits
+//! ([`Numbers`]): a collision only makes a change ask a shape more, and 10,000 shapes of 110
+//! kept rows each are a million entries, 8 bytes each.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
-use std::hash::Hash;
 
+use hashbrown::HashTable;
 use shapes::routing::{ShapeId, ShapeIndex, TableSlot};
 use shapes::schema::{QualifiedName, Row};
-use shapes::where_clause::{Expr, ValueKey, WhereClause};
-use shapes::wire;
+use shapes::where_clause::{Expr, WhereClause};
 
-use super::node::{Node, key_hash};
+use super::counts::value_hash;
+use super::kept::key_hash;
+use super::node::Node;
 use super::{SubqueryShape, Traced};
 
-/// Shapes under one key, as a multiset: a shape may keep one row at two levels.
-#[derive(Debug)]
-enum Holders {
-    One(ShapeId),
-    Many(Vec<ShapeId>),
-}
+/// Shape numbers under hashes, as a multiset of (hash, number): a shape may keep one row at
+/// two levels, or two keys of one hash.
+#[derive(Debug, Default)]
+struct Hashed(HashTable<(u32, u32)>);
 
-impl Holders {
-    fn add(&mut self, id: ShapeId) {
-        match self {
-            Holders::One(one) => *self = Holders::Many(vec![*one, id]),
-            Holders::Many(many) => many.push(id),
+impl Hashed {
+    /// The table's hash of a 32-bit hash: its top bits (which the table compares first)
+    /// must differ too.
+    fn spread(hash: u32) -> u64 {
+        u64::from(hash).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    fn add(&mut self, hash: u64, number: u32) {
+        let hash = hash as u32;
+        self.0
+            .insert_unique(Self::spread(hash), (hash, number), |&(h, _)| {
+                Self::spread(h)
+            });
+    }
+
+    /// Removes one (hash, number).
+    fn remove(&mut self, hash: u64, number: u32) {
+        let hash = hash as u32;
+        if let Ok(entry) = self
+            .0
+            .find_entry(Self::spread(hash), |&e| e == (hash, number))
+        {
+            entry.remove();
         }
     }
 
-    /// Removes one `id`; `true` when none is left.
-    fn remove(&mut self, id: ShapeId) -> bool {
-        match self {
-            Holders::One(one) => *one == id,
-            Holders::Many(many) => {
-                if let Some(at) = many.iter().position(|x| *x == id) {
-                    many.swap_remove(at);
-                }
-                match many[..] {
-                    [] => true,
-                    [only] => {
-                        *self = Holders::One(only);
-                        false
-                    }
-                    _ => false,
-                }
+    fn extend_into(&self, hash: u64, out: &mut Vec<u32>) {
+        let hash = hash as u32;
+        out.extend(
+            self.0
+                .iter_hash(Self::spread(hash))
+                .filter(|&&(h, _)| h == hash)
+                .map(|&(_, n)| n),
+        );
+    }
+}
+
+/// Numbers for the shapes in the index, reused once a shape is gone (with everything filed
+/// under it).
+#[derive(Debug, Default)]
+struct Numbers {
+    ids: Vec<ShapeId>,
+    free: Vec<u32>,
+}
+
+impl Numbers {
+    fn take(&mut self, id: ShapeId) -> u32 {
+        match self.free.pop() {
+            Some(n) => {
+                self.ids[n as usize] = id;
+                n
+            }
+            None => {
+                self.ids.push(id);
+                u32::try_from(self.ids.len() - 1).expect("fewer than 2^32 subquery shapes")
             }
         }
     }
 
-    fn extend_into(&self, out: &mut Vec<ShapeId>) {
-        match self {
-            Holders::One(one) => out.push(*one),
-            Holders::Many(many) => out.extend_from_slice(many),
-        }
+    fn give_back(&mut self, n: u32) {
+        self.free.push(n);
     }
-}
 
-fn file<K: Hash + Eq>(map: &mut HashMap<K, Holders>, key: K, id: ShapeId) {
-    match map.entry(key) {
-        Entry::Occupied(mut e) => e.get_mut().add(id),
-        Entry::Vacant(e) => {
-            e.insert(Holders::One(id));
-        }
-    }
-}
-
-fn unfile<K: Hash + Eq>(map: &mut HashMap<K, Holders>, key: &K, id: ShapeId) {
-    if let Some(holders) = map.get_mut(key)
-        && holders.remove(id)
-    {
-        map.remove(key);
+    fn id(&self, n: u32) -> ShapeId {
+        self.ids[n as usize]
     }
 }
 
@@ -95,7 +112,7 @@ struct ValueGroup {
     exprs: Vec<Expr>,
     /// A clause of the group and its subquery, to compute a row's key with.
     probe: (WhereClause, usize),
-    shapes: HashMap<ValueKey, Holders>,
+    shapes: Hashed,
 }
 
 /// How one level of a shape is found.
@@ -124,17 +141,26 @@ struct TableRoutes {
     readers: Vec<ShapeId>,
     /// The key columns of the layouts its levels read rows in (one, nearly always).
     key_columns: Vec<Vec<usize>>,
-    kept: HashMap<u64, Holders>,
+    kept: Hashed,
     groups: Vec<ValueGroup>,
     always: Vec<ShapeId>,
+}
+
+/// A shape as filed: its number and its levels.
+#[derive(Debug)]
+struct Filed {
+    number: u32,
+    levels: Vec<Level>,
 }
 
 /// The index of subquery shapes (see the module's documentation).
 #[derive(Debug, Default)]
 pub struct SubqueryRoutes {
     tables: HashMap<TableSlot, TableRoutes>,
-    /// The levels of each shape, as filed.
-    shapes: HashMap<ShapeId, Vec<Level>>,
+    shapes: HashMap<ShapeId, Filed>,
+    numbers: Numbers,
+    /// Shape numbers found for the change being routed.
+    found_numbers: Vec<u32>,
     /// Levels whose `where` has no subquery, under ids of their own.
     own: ShapeIndex,
     own_shape: HashMap<ShapeId, ShapeId>,
@@ -172,16 +198,24 @@ impl SubqueryRoutes {
                 filed.push(self.file_level(id, slot, node));
             }
         });
-        self.shapes.insert(id, filed);
+        filed.shrink_to_fit();
+        let number = self.numbers.take(id);
+        self.shapes.insert(
+            id,
+            Filed {
+                number,
+                levels: filed,
+            },
+        );
         levels.for_each_held(&mut |t| self.follow(id, t));
     }
 
     fn file_level(&mut self, id: ShapeId, slot: TableSlot, node: &Node) -> Level {
         let table = self.tables.entry(slot).or_insert_with(|| TableRoutes {
-            table: node.table.clone(),
+            table: node.layout.name.clone(),
             readers: Vec::new(),
             key_columns: Vec::new(),
-            kept: HashMap::new(),
+            kept: Hashed::default(),
             groups: Vec::new(),
             always: Vec::new(),
         });
@@ -207,7 +241,7 @@ impl SubqueryRoutes {
                             table.groups.push(ValueGroup {
                                 exprs,
                                 probe: (w.clone(), subquery),
-                                shapes: HashMap::new(),
+                                shapes: Hashed::default(),
                             });
                             table.groups.len() - 1
                         }
@@ -241,7 +275,7 @@ impl SubqueryRoutes {
         let Some(filed) = self.shapes.get(&id) else {
             return;
         };
-        let filed = filed.clone();
+        let filed = filed.levels.clone();
         self.follow_traces(id, levels);
         levels.for_each_held(&mut |t| {
             let undone = match t {
@@ -281,7 +315,9 @@ impl SubqueryRoutes {
                 self.tables.remove(&level.slot);
             }
         }
-        self.shapes.remove(&id);
+        if let Some(filed) = self.shapes.remove(&id) {
+            self.numbers.give_back(filed.number);
+        }
     }
 
     /// Takes in what shape `id`'s levels report changed since the last call.
@@ -294,15 +330,19 @@ impl SubqueryRoutes {
     }
 
     fn follow(&mut self, id: ShapeId, traced: Traced) {
+        let Some(filed) = self.shapes.get(&id) else {
+            return;
+        };
+        let number = filed.number;
         match traced {
             Traced::Row { slot, key, kept } => {
                 let Some(table) = self.tables.get_mut(&slot) else {
                     return;
                 };
                 if kept {
-                    file(&mut table.kept, key, id);
+                    table.kept.add(key, number);
                 } else {
-                    unfile(&mut table.kept, &key, id);
+                    table.kept.remove(key, number);
                 }
             }
             Traced::Value {
@@ -311,10 +351,7 @@ impl SubqueryRoutes {
                 key,
                 offered,
             } => {
-                let Some(filed) = self.shapes.get(&id) else {
-                    return;
-                };
-                let Some((slot, group)) = filed.iter().find_map(|l| match l.how {
+                let Some((slot, group)) = filed.levels.iter().find_map(|l| match l.how {
                     How::Value { group, subquery: s } if l.level == level && s == subquery => {
                         Some((l.slot, group))
                     }
@@ -330,9 +367,9 @@ impl SubqueryRoutes {
                     return;
                 };
                 if offered {
-                    file(&mut g.shapes, key, id);
+                    g.shapes.add(key, number);
                 } else {
-                    unfile(&mut g.shapes, &key, id);
+                    g.shapes.remove(key, number);
                 }
             }
         }
@@ -356,14 +393,15 @@ impl SubqueryRoutes {
         let Some(table) = self.tables.get(&slot) else {
             return;
         };
+        let found = &mut self.found_numbers;
+        found.clear();
         for key_columns in &table.key_columns {
             let key = |row: &Row| {
-                key_hash(&wire::message_key(
-                    &table.table,
+                key_hash(
                     key_columns
                         .iter()
                         .map(|&i| row.get(i).and_then(|v| v.as_deref())),
-                ))
+                )
             };
             let old_key = old.map(key);
             let new_key = new.map(key);
@@ -371,20 +409,17 @@ impl SubqueryRoutes {
                 .into_iter()
                 .flatten()
             {
-                if let Some(holders) = table.kept.get(&k) {
-                    holders.extend_into(out);
-                }
+                table.kept.extend_into(k, found);
             }
         }
         if let Some(new) = new {
             for g in &table.groups {
-                if let Some(key) = g.probe.0.outer_key(g.probe.1, new)
-                    && let Some(holders) = g.shapes.get(&key)
-                {
-                    holders.extend_into(out);
+                if let Some(key) = g.probe.0.outer_key(g.probe.1, new) {
+                    g.shapes.extend_into(value_hash(&key), found);
                 }
             }
         }
+        out.extend(found.iter().map(|&n| self.numbers.id(n)));
         out.extend_from_slice(&table.always);
         if let Some(own_slot) = self.own.slot(&table.table) {
             self.found.clear();

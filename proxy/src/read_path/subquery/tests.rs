@@ -14,6 +14,8 @@ use shapes::testing::{base, column};
 use super::SubqueryShape;
 use super::resync::changes_to;
 
+mod counts;
+mod kept;
 mod routes;
 
 fn todos() -> Arc<TableSchema> {
