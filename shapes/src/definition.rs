@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::schema::{QualifiedName, TableSchema, quote_identifier};
 use crate::table_name::parse_column_list;
@@ -176,10 +177,16 @@ impl DefinitionError {
 /// assert_eq!(a.identity_hash(), b.identity_hash());
 /// assert_eq!(a.selected_columns(), &[0, 1]);
 /// ```
+///
+/// Cheap to clone: the parts are shared (every shape of a proxy keeps its definition in a few
+/// places).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ShapeDefinition {
+pub struct ShapeDefinition(Arc<Parts>);
+
+#[derive(Debug, Clone, PartialEq)]
+struct Parts {
     table: QualifiedName,
-    where_clause: Option<WhereClause>,
+    where_clause: Option<Arc<WhereClause>>,
     selected: Vec<usize>,
     replica: ReplicaMode,
     log: LogMode,
@@ -242,47 +249,52 @@ impl ShapeDefinition {
         }
         canonical.push_str(&format!("\nreplica={replica}\nlog={log}"));
         let hash = fnv1a_64(canonical.as_bytes());
-        Ok(ShapeDefinition {
+        Ok(ShapeDefinition(Arc::new(Parts {
             table: table.name.clone(),
-            where_clause,
+            where_clause: where_clause.map(Arc::new),
             selected,
             replica,
             log,
             moves: MoveMode::Rows,
             canonical,
             hash,
-        })
+        })))
     }
 
     pub fn table(&self) -> &QualifiedName {
-        &self.table
+        &self.0.table
     }
 
     /// The canonical text of the definition (one `key=value` per line).
     pub fn canonical(&self) -> &str {
-        &self.canonical
+        &self.0.canonical
     }
 
     /// FNV-1a (64-bit) of [`ShapeDefinition::canonical`]: stable across builds and platforms.
     pub fn identity_hash(&self) -> u64 {
-        self.hash
+        self.0.hash
     }
 
     /// Positions of the selected columns in table order; every primary-key column is there.
     pub fn selected_columns(&self) -> &[usize] {
-        &self.selected
+        &self.0.selected
     }
 
     pub fn where_clause(&self) -> Option<&WhereClause> {
-        self.where_clause.as_ref()
+        self.0.where_clause.as_deref()
+    }
+
+    /// [`ShapeDefinition::where_clause`], to keep without a copy.
+    pub fn shared_where_clause(&self) -> Option<&Arc<WhereClause>> {
+        self.0.where_clause.as_ref()
     }
 
     pub fn replica(&self) -> ReplicaMode {
-        self.replica
+        self.0.replica
     }
 
     pub fn log(&self) -> LogMode {
-        self.log
+        self.0.log
     }
 
     /// The definition with a server-side row `filter` ANDed into its `where`: rows must match
@@ -322,26 +334,29 @@ impl ShapeDefinition {
     /// identity (a `moves=` line of the canonical form); `rows`, the default, leaves the
     /// definition as it is.
     pub fn with_moves(mut self, moves: MoveMode) -> ShapeDefinition {
-        if moves != self.moves {
-            self.canonical.push_str(&format!("\nmoves={moves}"));
-            self.hash = fnv1a_64(self.canonical.as_bytes());
-            self.moves = moves;
+        if moves != self.0.moves {
+            let parts = Arc::make_mut(&mut self.0);
+            parts.canonical.push_str(&format!("\nmoves={moves}"));
+            parts.hash = fnv1a_64(parts.canonical.as_bytes());
+            parts.moves = moves;
         }
         self
     }
 
     pub fn moves(&self) -> MoveMode {
-        self.moves
+        self.0.moves
     }
 
     pub fn with_filter(mut self, filter: &WhereClause) -> ShapeDefinition {
-        self.canonical
+        let parts = Arc::make_mut(&mut self.0);
+        parts
+            .canonical
             .push_str(&format!("\nfilter={}", filter.canonical()));
-        self.hash = fnv1a_64(self.canonical.as_bytes());
-        self.where_clause = Some(match &self.where_clause {
+        parts.hash = fnv1a_64(parts.canonical.as_bytes());
+        parts.where_clause = Some(Arc::new(match &parts.where_clause {
             Some(requested) => filter.and(requested),
             None => filter.clone(),
-        });
+        }));
         self
     }
 }
@@ -354,12 +369,13 @@ impl ShapeDefinition {
         mut self,
         filters: &[(QualifiedName, WhereClause)],
     ) -> ShapeDefinition {
-        let Some(w) = &self.where_clause else {
+        let Some(w) = self.0.where_clause.clone() else {
             return self;
         };
         if filters.is_empty() || !w.has_subqueries() {
             return self;
         }
+        let parts = Arc::make_mut(&mut self.0);
         let filter_of = |table: &QualifiedName| {
             filters
                 .iter()
@@ -367,11 +383,12 @@ impl ShapeDefinition {
                 .map(|(_, f)| f.clone())
         };
         for (table, filter) in filters {
-            self.canonical
+            parts
+                .canonical
                 .push_str(&format!("\nfilter {table}={}", filter.canonical()));
         }
-        self.hash = fnv1a_64(self.canonical.as_bytes());
-        self.where_clause = Some(w.with_subquery_filters(&filter_of));
+        parts.hash = fnv1a_64(parts.canonical.as_bytes());
+        parts.where_clause = Some(Arc::new(w.with_subquery_filters(&filter_of)));
         self
     }
 }

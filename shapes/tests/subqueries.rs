@@ -109,7 +109,10 @@ fn subqueries_nest_eight_levels_and_no_more() {
     let mut depth = 0;
     let mut clause = Some(&w);
     while let Some(c) = clause {
-        clause = c.subqueries().first().and_then(|s| s.where_clause.as_ref());
+        clause = c
+            .subqueries()
+            .first()
+            .and_then(|s| s.where_clause.as_deref());
         depth += 1;
     }
     assert_eq!(depth, 9, "the shape's clause and eight levels");

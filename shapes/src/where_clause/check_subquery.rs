@@ -252,7 +252,7 @@ impl<'a> Checker<'a> {
             schema,
             columns: Vec::with_capacity(pairs.len()),
             types: Vec::with_capacity(pairs.len()),
-            where_clause,
+            where_clause: where_clause.map(Arc::new),
             selected: Vec::with_capacity(pairs.len()),
         };
         for p in pairs {

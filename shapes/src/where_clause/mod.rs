@@ -379,7 +379,8 @@ impl WhereClause {
                     (Some(w), Some(filter)) => Some(filter.and(&w)),
                     (None, Some(filter)) => Some(filter),
                     (w, None) => w,
-                };
+                }
+                .map(Arc::new);
                 Arc::new(narrowed)
             })
             .collect();

@@ -47,7 +47,7 @@ pub struct Subquery {
     /// converted to it, as Postgres' operator resolution would.
     pub types: Vec<SqlType>,
     /// The inner filter (may itself hold subqueries, up to [`MAX_SUBQUERY_DEPTH`] levels).
-    pub where_clause: Option<WhereClause>,
+    pub where_clause: Option<Arc<WhereClause>>,
     /// `columns` read and converted to `types`: what the SQL selects, and what keys are made of.
     pub(crate) selected: Vec<Expr>,
 }

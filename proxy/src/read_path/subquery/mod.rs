@@ -86,7 +86,7 @@ impl SubqueryShape {
             ReplicaMode::Full => definition.selected_columns().to_vec(),
             ReplicaMode::Default => Vec::new(),
         };
-        let mut root = Node::new(layout, definition.where_clause().cloned(), &extra, 0);
+        let mut root = Node::new(layout, definition.shared_where_clause().cloned(), &extra, 0);
         let mut level = 0;
         root.for_each_mut(&mut |n| {
             n.level = level;

@@ -42,7 +42,8 @@ pub struct Node {
     pub level: u32,
     pub layout: Arc<TableSchema>,
     pub slot: Option<TableSlot>,
-    pub where_clause: Option<WhereClause>,
+    /// Shared with the shape's definition (or its subquery).
+    pub where_clause: Option<Arc<WhereClause>>,
     pub children: Vec<View>,
     /// The rows that are in, each with the columns kept.
     pub present: KeptRows,
@@ -129,7 +130,7 @@ impl Node {
     /// those the `where` and the key read.
     pub fn new(
         layout: Arc<TableSchema>,
-        where_clause: Option<WhereClause>,
+        where_clause: Option<Arc<WhereClause>>,
         extra: &[usize],
         depth: usize,
     ) -> Node {

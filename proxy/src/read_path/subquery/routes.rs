@@ -21,6 +21,7 @@
 //! kept rows each are a million entries, 8 bytes each.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use hashbrown::HashTable;
 use shapes::routing::{ShapeId, ShapeIndex, TableSlot};
@@ -111,7 +112,7 @@ impl Numbers {
 struct ValueGroup {
     exprs: Vec<Expr>,
     /// A clause of the group and its subquery, to compute a row's key with.
-    probe: (WhereClause, usize),
+    probe: (Arc<WhereClause>, usize),
     shapes: Hashed,
 }
 
