@@ -7,20 +7,21 @@
 //!   of the new key at `n + 1`, linked by `key_change_to` / `key_change_from`;
 //! - delete: the key columns (`replica=full`: the whole old row).
 
-use shapes::definition::ReplicaMode;
+use std::sync::Arc;
+
+use shapes::definition::{ReplicaMode, ShapeDefinition};
 use shapes::lsn::Lsn;
 use shapes::routing::RowChange;
-use shapes::schema::{QualifiedName, Row};
+use shapes::schema::{QualifiedName, Row, TableSchema};
 use shapes::wire::{self, ChangeMessage, LogPosition, Operation};
 
-/// What encoding needs to know of a shape, computed once per shape.
+/// What encoding needs to know of a shape: its definition and the columns its rows arrive in
+/// (both shared, with the shape and the other shapes of its table).
 #[derive(Debug, Clone)]
 pub struct ShapeEncoding {
-    pub table: QualifiedName,
-    pub column_names: Vec<String>,
-    pub selected: Vec<usize>,
-    pub key_columns: Vec<usize>,
-    pub replica: ReplicaMode,
+    pub layout: Arc<TableSchema>,
+    pub definition: ShapeDefinition,
+    key_columns: Box<[usize]>,
 }
 
 /// A message at an op position of its transaction.
@@ -40,9 +41,35 @@ pub struct TxContext {
 }
 
 impl ShapeEncoding {
+    pub fn new(layout: Arc<TableSchema>, definition: ShapeDefinition) -> ShapeEncoding {
+        let key_columns = wire::key_columns(&layout).into();
+        ShapeEncoding {
+            layout,
+            definition,
+            key_columns,
+        }
+    }
+
+    /// The shape's table (its messages' relation).
+    pub fn table(&self) -> &QualifiedName {
+        self.definition.table()
+    }
+
+    fn selected(&self) -> &[usize] {
+        self.definition.selected_columns()
+    }
+
+    fn replica(&self) -> ReplicaMode {
+        self.definition.replica()
+    }
+
+    fn column_name(&self, i: usize) -> &str {
+        &self.layout.columns[i].name
+    }
+
     fn key(&self, row: &Row) -> String {
         wire::message_key(
-            &self.table,
+            self.table(),
             self.key_columns.iter().map(|&i| row[i].as_deref()),
         )
     }
@@ -52,9 +79,10 @@ impl ShapeEncoding {
     fn size_hint(&self, key: &str, row: &Row, columns: &[usize]) -> usize {
         let values: usize = columns
             .iter()
-            .map(|&i| self.column_names[i].len() + row[i].as_ref().map_or(4, String::len) + 6)
+            .map(|&i| self.column_name(i).len() + row[i].as_ref().map_or(4, String::len) + 6)
             .sum();
-        key.len() + values + self.table.schema.len() + self.table.name.len() + 160
+        let table = self.table();
+        key.len() + values + table.schema.len() + table.name.len() + 160
     }
 
     fn pairs<'a>(
@@ -64,7 +92,7 @@ impl ShapeEncoding {
     ) -> impl Iterator<Item = (&'a str, Option<&'a str>)> + 'a {
         columns
             .iter()
-            .map(move |&i| (self.column_names[i].as_str(), row[i].as_deref()))
+            .map(move |&i| (self.column_name(i), row[i].as_deref()))
     }
 
     fn message<'a>(
@@ -77,7 +105,7 @@ impl ShapeEncoding {
         ChangeMessage {
             key,
             operation,
-            relation: &self.table,
+            relation: self.table(),
             log: Some(LogPosition {
                 txid: ctx.txid,
                 lsn: ctx.lsn,
@@ -110,8 +138,8 @@ impl ShapeEncoding {
         let key = self.key(new);
         let mut message = self.message(&key, Operation::Insert, ctx, op);
         message.key_change = from.map(|k| ("key_change_from", k));
-        let mut bytes = Vec::with_capacity(self.size_hint(&key, new, &self.selected));
-        message.write(&mut bytes, self.pairs(new, &self.selected), None);
+        let mut bytes = Vec::with_capacity(self.size_hint(&key, new, self.selected()));
+        message.write(&mut bytes, self.pairs(new, self.selected()), None);
         Encoded { op, bytes }
     }
 
@@ -119,8 +147,8 @@ impl ShapeEncoding {
         let key = self.key(old);
         let mut message = self.message(&key, Operation::Delete, ctx, op);
         message.key_change = to.map(|k| ("key_change_to", k));
-        let columns: &[usize] = match self.replica {
-            ReplicaMode::Full => &self.selected,
+        let columns: &[usize] = match self.replica() {
+            ReplicaMode::Full => self.selected(),
             ReplicaMode::Default => &self.key_columns,
         };
         let mut bytes = Vec::with_capacity(self.size_hint(&key, old, columns));
@@ -137,7 +165,7 @@ impl ShapeEncoding {
             return;
         }
         let changed: Vec<usize> = self
-            .selected
+            .selected()
             .iter()
             .copied()
             .filter(|&i| old[i] != new[i])
@@ -146,18 +174,18 @@ impl ShapeEncoding {
             return;
         }
         let message = self.message(&new_key, Operation::Update, ctx, ctx.op);
-        let mut bytes = Vec::with_capacity(2 * self.size_hint(&new_key, new, &self.selected));
-        match self.replica {
+        let mut bytes = Vec::with_capacity(2 * self.size_hint(&new_key, new, self.selected()));
+        match self.replica() {
             ReplicaMode::Full => {
                 let mut old_values = self.pairs(old, &changed);
                 message.write(
                     &mut bytes,
-                    self.pairs(new, &self.selected),
+                    self.pairs(new, self.selected()),
                     Some(&mut old_values),
                 );
             }
             ReplicaMode::Default => {
-                let mut columns: Vec<usize> = self.key_columns.clone();
+                let mut columns: Vec<usize> = self.key_columns.to_vec();
                 columns.extend(changed.iter().filter(|i| !self.key_columns.contains(i)));
                 columns.sort_unstable();
                 message.write(&mut bytes, self.pairs(new, &columns), None);
@@ -179,17 +207,38 @@ pub fn mark_last(bytes: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use serde_json::{Value, json};
+    use shapes::definition::LogMode;
+    use shapes::testing::{base, column};
+
+    /// `public.items (id int8 key, title text, n int4)`, the columns in `columns` (all: `None`).
+    fn encoding_of(replica: ReplicaMode, columns: Option<&str>) -> ShapeEncoding {
+        let layout = Arc::new(TableSchema {
+            name: QualifiedName::new("public", "items"),
+            oid: 1,
+            columns: vec![
+                column("id", base("int8")).pk(0).not_null(),
+                column("title", base("text")),
+                column("n", base("int4")),
+            ],
+        });
+        let definition = ShapeDefinition::new(
+            &layout,
+            None,
+            &BTreeMap::new(),
+            columns,
+            replica,
+            LogMode::Full,
+        )
+        .unwrap();
+        ShapeEncoding::new(layout, definition)
+    }
 
     fn encoding(replica: ReplicaMode) -> ShapeEncoding {
-        ShapeEncoding {
-            table: QualifiedName::new("public", "items"),
-            column_names: vec!["id".into(), "title".into(), "n".into()],
-            selected: vec![0, 1, 2],
-            key_columns: vec![0],
-            replica,
-        }
+        encoding_of(replica, None)
     }
 
     fn row(values: &[Option<&str>]) -> Row {
@@ -250,8 +299,7 @@ mod tests {
 
     #[test]
     fn updates_that_change_no_selected_column_are_dropped() {
-        let mut enc = encoding(ReplicaMode::Default);
-        enc.selected = vec![0, 1];
+        let enc = encoding_of(ReplicaMode::Default, Some("id,title"));
         let old = row(&[Some("1"), Some("a"), Some("5")]);
         let new = row(&[Some("1"), Some("a"), Some("6")]);
         assert!(run(&enc, RowChange::Update, Some(&old), Some(&new)).is_empty());

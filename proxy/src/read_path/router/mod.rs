@@ -37,7 +37,7 @@ use shapes::lsn::{Lsn, Xid, Xid32};
 use shapes::offset::Offset;
 use shapes::routing::{RowChange, ShapeId, ShapeIndex, TableSlot};
 use shapes::schema::{QualifiedName, Row, TableSchema};
-use shapes::wire::{self, SnapshotInfo};
+use shapes::wire::SnapshotInfo;
 
 use crate::storage::shape_log::capture_file::CaptureFile;
 use crate::storage::shape_log::{LogAppender, LogFile, ShapeLog};
@@ -57,20 +57,18 @@ const MAX_OPEN_APPENDERS: usize = 1024;
 struct RoutedShape {
     shape: Arc<Shape>,
     /// The columns its rows arrive in (the table's as the shape was made, until a change of
-    /// columns it does not read moves them: [`Router::rebase`]), and its definition and
-    /// tombstone column against them.
-    layout: Arc<TableSchema>,
-    definition: ShapeDefinition,
-    tombstone: Option<usize>,
+    /// columns it does not read moves them: [`Router::rebase`]) and its definition against
+    /// them, and its tombstone column.
     encoding: ShapeEncoding,
+    tombstone: Option<usize>,
     appender: Option<LogAppender>,
     /// The shape's latest message of the open transaction, held back for `last`.
     held: Option<(Offset, Vec<u8>)>,
     /// Present while the snapshot runs.
-    capture: Option<CaptureFile>,
+    capture: Option<Box<CaptureFile>>,
     skip_through: Lsn,
     /// Present from the end of the snapshot until the stream passes it.
-    snapshot_holds: Option<SnapshotHolds>,
+    snapshot_holds: Option<Box<SnapshotHolds>>,
     /// Rows the open transaction adds to the shape's log (inserts minus deletes), told to the
     /// log at the commit. Not counted while capturing: the replay counts what it keeps.
     txn_rows: i64,
@@ -247,7 +245,7 @@ impl Router {
     pub fn register(&mut self, shape: Arc<Shape>, capturing: bool) -> io::Result<Lsn> {
         self.remove(shape.id);
         let capture = if capturing {
-            Some(CaptureFile::create(shape.log.dir())?)
+            Some(Box::new(CaptureFile::create(shape.log.dir())?))
         } else {
             None
         };
@@ -259,10 +257,12 @@ impl Router {
         // A restored shape may still meet transactions its snapshot holds, re-sent after the
         // restart.
         let snapshot_holds = match (&shape.meta.snapshot, shape.meta.snapshot_lsn) {
-            (Some(snapshot), Some(below)) if !capturing && below > start => Some(SnapshotHolds {
-                snapshot: snapshot.clone(),
-                below,
-            }),
+            (Some(snapshot), Some(below)) if !capturing && below > start => {
+                Some(Box::new(SnapshotHolds {
+                    snapshot: snapshot.clone(),
+                    below,
+                }))
+            }
             _ => None,
         };
         let table = shape.definition.table().clone();
@@ -270,13 +270,11 @@ impl Router {
         self.tables.entry(table).or_default().add(&layout);
         let definition = shape.definition.clone();
         let tombstone = shape.tombstone;
-        let encoding = self.file(shape.id, &layout, &definition, tombstone);
+        let encoding = self.file(shape.id, layout, definition, tombstone);
         self.shapes.insert(
             shape.id,
             RoutedShape {
                 shape,
-                layout,
-                definition,
                 tombstone,
                 encoding,
                 appender: None,
@@ -317,18 +315,14 @@ impl Router {
         levels.assign_slots(&mut |table| index.table_slot(table));
         self.subquery_routes.add(id, &mut levels);
         self.generation += 1;
-        let layout = shape.table.clone();
-        let definition = shape.definition.clone();
+        let encoding = ShapeEncoding::new(shape.table.clone(), shape.definition.clone());
         let tombstone = shape.tombstone;
-        let encoding = encoding_of(&layout, &definition);
         let tagger =
-            Tagger::new(definition.where_clause(), &shape.handle.to_string()).map(Box::new);
+            Tagger::new(shape.definition.where_clause(), &shape.handle.to_string()).map(Box::new);
         self.shapes.insert(
             id,
             RoutedShape {
                 shape,
-                layout,
-                definition,
                 tombstone,
                 encoding,
                 appender: None,
@@ -498,7 +492,7 @@ impl Router {
         if let Some(levels) = ws.subquery.as_mut() {
             self.subquery_routes.follow_traces(id, levels);
         }
-        if ws.definition.moves() == MoveMode::Events && ws.tagger.is_some() {
+        if ws.encoding.definition.moves() == MoveMode::Events && ws.tagger.is_some() {
             return emit_move_events(ws, txn, id, moved, &mut self.encoded);
         }
         let out = moved
@@ -536,10 +530,10 @@ impl Router {
         };
         let appender = open_appender(&mut ws.appender, &ws.shape.log)?;
         let (kept, dropped) =
-            capture::replay_into(capture, &holds.snapshot, &ws.shape.log, appender)?;
+            capture::replay_into(*capture, &holds.snapshot, &ws.shape.log, appender)?;
         let to_sync = (kept > 0).then(|| appender.log_file().clone());
         tracing::debug!(handle = %ws.shape.handle, kept, dropped, "captured transactions replayed");
-        ws.snapshot_holds = (holds.below > self.last_commit).then_some(holds);
+        ws.snapshot_holds = (holds.below > self.last_commit).then(|| Box::new(holds));
         // An appender holds a file descriptor: a shape whose capture was empty (nearly every
         // one) closes it now; otherwise it is swept with the others written lately. Left
         // open, 100,000 shapes would hold 100,000 descriptors.
@@ -559,7 +553,7 @@ impl Router {
     ) -> Option<(&Arc<TableSchema>, &ShapeDefinition, Option<usize>)> {
         self.shapes
             .get(&id)
-            .map(|ws| (&ws.layout, &ws.definition, ws.tombstone))
+            .map(|ws| (&ws.encoding.layout, &ws.encoding.definition, ws.tombstone))
     }
 
     /// The distinct layouts the shapes of `table` are routed by (one, nearly always).
@@ -582,15 +576,13 @@ impl Router {
         if !self.shapes.contains_key(&id) {
             return;
         }
-        let encoding = self.file(id, &layout, &definition, tombstone);
+        let encoding = self.file(id, layout, definition, tombstone);
         self.generation += 1;
         if let Some(ws) = self.shapes.get_mut(&id) {
-            if let Some(layouts) = self.tables.get_mut(&ws.encoding.table) {
-                layouts.remove(&ws.layout);
-                layouts.add(&layout);
+            if let Some(layouts) = self.tables.get_mut(ws.encoding.table()) {
+                layouts.remove(&ws.encoding.layout);
+                layouts.add(&encoding.layout);
             }
-            ws.layout = layout;
-            ws.definition = definition;
             ws.tombstone = tombstone;
             ws.encoding = encoding;
         }
@@ -601,11 +593,11 @@ impl Router {
     fn file(
         &mut self,
         id: ShapeId,
-        layout: &TableSchema,
-        definition: &ShapeDefinition,
+        layout: Arc<TableSchema>,
+        definition: ShapeDefinition,
         tombstone: Option<usize>,
     ) -> ShapeEncoding {
-        let slot = self.index.insert(id, layout, definition.where_clause());
+        let slot = self.index.insert(id, &layout, definition.where_clause());
         self.generation += 1;
         if self.tombstones.len() <= slot.index() {
             self.tombstones.resize(slot.index() + 1, None);
@@ -613,7 +605,7 @@ impl Router {
         if let Some(column) = tombstone {
             self.tombstones[slot.index()] = Some(column);
         }
-        encoding_of(layout, definition)
+        ShapeEncoding::new(layout, definition)
     }
 
     /// Closes a shape's appender (its log file was replaced): the next write reopens it.
@@ -635,7 +627,7 @@ impl Router {
                 self.subquery_routes.remove(id, levels);
                 levels.layouts()
             }
-            None => vec![removed.layout.clone()],
+            None => vec![removed.encoding.layout.clone()],
         };
         for layout in layouts {
             if let Some(uses) = self.tables.get_mut(&layout.name)
@@ -915,17 +907,6 @@ impl Router {
             }
         }
         self.recently_written.extend(touched.iter().copied());
-    }
-}
-
-/// How a shape's messages are encoded from rows in `layout`.
-fn encoding_of(layout: &TableSchema, definition: &ShapeDefinition) -> ShapeEncoding {
-    ShapeEncoding {
-        table: definition.table().clone(),
-        column_names: layout.columns.iter().map(|c| c.name.clone()).collect(),
-        selected: definition.selected_columns().to_vec(),
-        key_columns: wire::key_columns(layout),
-        replica: definition.replica(),
     }
 }
 
