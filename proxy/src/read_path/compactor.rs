@@ -9,6 +9,12 @@
 //!
 //! A compaction that fails leaves the old log in place and logs a warning; the shape is tried
 //! again once its log grew by another `--compact-after`.
+//!
+//! Shapes with subqueries are not compacted ([`compactable`]): their messages carry tags, and
+//! the merge does not merge tags (an update merged from two keeps only the last one's
+//! `removed_tags`, so a client that follows tags would keep a tag the first one removed, and
+//! a later `move-out` of it would remove a row that belongs to the shape), nor the `move-in`
+//! and `move-out` events of `moves=events`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -54,7 +60,7 @@ pub async fn run(shapes: Arc<Shapes>, policy: CompactionPolicy, shutdown: Cancel
             if shutdown.is_cancelled() {
                 return;
             }
-            if shape.state() != ShapeState::Ready || !compaction::due(&shape.log, policy) {
+            if !compactable(&shape) || !compaction::due(&shape.log, policy) {
                 continue;
             }
             let bytes = shape.log.bytes();
@@ -77,6 +83,15 @@ pub async fn run(shapes: Arc<Shapes>, policy: CompactionPolicy, shutdown: Cancel
             }
         }
     }
+}
+
+/// Whether `shape`'s log may be compacted: it is ready and has no subqueries.
+fn compactable(shape: &Shape) -> bool {
+    shape.state() == ShapeState::Ready
+        && !shape
+            .definition
+            .where_clause()
+            .is_some_and(|w| w.has_subqueries())
 }
 
 async fn compact(

@@ -22,8 +22,8 @@
 //! is removed when the log is opened), after it the new one; both hold every committed
 //! transaction.
 //!
-//! Shapes with subqueries compact like the others: their moves are plain inserts and deletes
-//! (no tags or move events), so a moved-out row's insert and delete cancel like any other.
+//! Shapes with subqueries are never given to it (their tags are not merged; see the
+//! compactor).
 
 mod build;
 mod merge;
