@@ -375,11 +375,22 @@ impl ShapeLog {
     /// The current generation's file: its kept descriptor, or `changes.log` opened now (and
     /// checked to be that file).
     fn current_file(&self, current: &Generation) -> io::Result<Arc<File>> {
-        if let Some(file) = &current.file {
+        self.generation_file(current.file.as_ref(), current.identity)
+    }
+
+    /// A generation's file: `kept`, or `changes.log` opened now and checked to be the file
+    /// `identity` names. Needs no lock: a caller that must not hold the log's lock while it
+    /// opens a file copies `kept` and `identity` under it.
+    fn generation_file(
+        &self,
+        kept: Option<&Arc<File>>,
+        identity: (u64, u64),
+    ) -> io::Result<Arc<File>> {
+        if let Some(file) = kept {
             return Ok(file.clone());
         }
         let file = File::open(self.dir.changes_log())?;
-        if identity_of(&file)? != current.identity {
+        if identity_of(&file)? != identity {
             return Err(io::Error::other(
                 "changes.log was replaced under a read; the read is retried",
             ));

@@ -13,14 +13,15 @@
 //! Chunk boundaries do change (the compacted range is one chunk per window, the tail is cut
 //! by size from the range's end): responses cached for the old boundaries are still right.
 //!
-//! **Never blocks the writer, survives a crash at any moment.** [`prepare`] runs on the
-//! blocking pool: it merges `[0, cut)` into `changes.log.compact`, copies the tail the writer
-//! committed meanwhile, and fsyncs it. [`install`] runs on the consumer task between two
-//! transactions: it copies the few transactions committed since, fsyncs, renames the file
-//! over `changes.log`, fsyncs the directory and swaps the log's generation (readers in flight
-//! finish on the old file). A crash before the rename leaves the old log (the unfinished file
-//! is removed when the log is opened), after it the new one; both hold every committed
-//! transaction.
+//! **Never blocks the writer, survives a crash at any moment.** [`prepare`] runs on a thread
+//! of the compactor's, at idle priority, and holds the log's lock (which the writer takes for
+//! every transaction) only to copy a few figures: it merges `[0, cut)` into
+//! `changes.log.compact`, copies the tail the writer committed meanwhile, and fsyncs it.
+//! [`install`] runs on the consumer task between two transactions: it copies the few
+//! transactions committed since, fsyncs, renames the file over `changes.log`, fsyncs the
+//! directory and swaps the log's generation (readers in flight finish on the old file). A
+//! crash before the rename leaves the old log (the unfinished file is removed when the log is
+//! opened), after it the new one; both hold every committed transaction.
 //!
 //! Shapes with subqueries are never given to it (their tags are not merged; see the
 //! compactor).
@@ -133,15 +134,19 @@ fn prepare_in_windows(
     min_window: u64,
 ) -> Result<Option<Prepared>, CompactionError> {
     let started = Instant::now();
-    let (source, visible, chunk_bytes, compacted_end) = {
+    // The file is opened after the lock is released: this runs at idle priority, and the
+    // writer takes the same lock for every transaction it appends.
+    let (kept, identity, visible, chunk_bytes, compacted_end) = {
         let current = log.index();
         (
-            log.current_file(&current)?,
+            current.file.clone(),
+            current.identity,
             current.visible_len(),
             current.chunk_bytes(),
             current.compacted_end,
         )
     };
+    let source = log.generation_file(kept.as_ref(), identity)?;
     let target = visible.saturating_sub(policy.keep_tail(chunk_bytes));
     let Some(cut) = build::find_cut(&source, target)? else {
         return Ok(None);
