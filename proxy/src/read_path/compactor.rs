@@ -1,11 +1,17 @@
 //! The compactor task: finds the shape logs due for compaction (`--compact-after`) and
-//! compacts them one at a time: the merge runs on the blocking pool, and the consumer task
+//! compacts them one at a time: the merge runs on a thread of its own, and the consumer task
 //! puts the result in place between two transactions ([`Command::Compact`]), so the live
 //! path waits only for the hand-off (copying the last transactions, two fsyncs, a rename).
 //!
-//! The merge runs on a thread of its own at the lowest CPU priority (nice 19): on a machine
-//! with two cores it then takes only the CPU the live path leaves, instead of a fair share of
-//! it (a pooled blocking thread could not be given its priority back afterwards).
+//! The merge thread runs under `SCHED_IDLE`, where that is refused at nice 19 (a pooled
+//! blocking thread could not be given its priority back afterwards): every other thread of
+//! the proxy that wakes up takes the CPU from it at once. That ranks it only among the
+//! proxy's own threads, though: with autogroups (most desktop and server kernels) every
+//! Postgres backend, the walsender included, is a session and so a scheduling group of its
+//! own, and the scheduler picks between groups before it looks at a policy or a nice value.
+//! A walsender woken for a commit onto the merge's CPU was measured waiting there 20 ms (2
+//! cores, both busy); the merge therefore also pauses every millisecond (see
+//! `compaction::build`), which hands the CPU to whatever waits for it.
 //!
 //! A compaction that fails leaves the old log in place and logs a warning; the shape is tried
 //! again once its log grew by another `--compact-after`.
@@ -126,7 +132,7 @@ async fn compact(
     Ok(Some(stats))
 }
 
-/// Runs `work` on a thread of its own at the lowest CPU priority.
+/// Runs `work` on a thread of its own at idle priority.
 fn background(work: impl FnOnce() + Send + 'static) {
     let spawned = std::thread::Builder::new()
         .name("shapesync-compact".into())
@@ -139,12 +145,27 @@ fn background(work: impl FnOnce() + Send + 'static) {
     }
 }
 
-/// Gives the calling thread the lowest CPU priority (nice 19); a failure leaves it as it was.
+/// Puts the calling thread under `SCHED_IDLE`, or where that is refused at nice 19; a
+/// failure of both leaves it as it was.
 fn lower_priority() {
-    // SAFETY: setpriority only changes the scheduling priority of the given thread (this one).
-    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS as _, libc::gettid() as _, 19) };
-    if result != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "compaction: cannot lower the merge thread's priority");
+    if let Err(idle_refused) = schedule_idle() {
+        // SAFETY: setpriority only changes the scheduling priority of the given thread (this one).
+        let result = unsafe { libc::setpriority(libc::PRIO_PROCESS as _, libc::gettid() as _, 19) };
+        if result != 0 {
+            tracing::debug!(idle_refused = %idle_refused, error = %std::io::Error::last_os_error(), "compaction: cannot lower the merge thread's priority");
+        }
+    }
+}
+
+/// Puts the calling thread under `SCHED_IDLE`.
+fn schedule_idle() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param for SCHED_IDLE
+    // (priority 0), only read during the call.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

@@ -15,6 +15,7 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use shapes::offset::Offset;
 use shapes::wire::operation_of;
@@ -24,6 +25,48 @@ use super::super::record::{self, CommitMark, RecordKind, RecordScanner};
 use super::super::row_delta;
 use super::CompactionError;
 use super::merge::Window;
+
+/// Reads of the old log: the merge looks at the clock once per read.
+const READ_BUF: usize = 64 * 1024;
+/// How long the merge keeps a CPU before it gives it up for [`PAUSE`].
+const WORK_SLICE: Duration = Duration::from_millis(1);
+/// Long enough for a woken walsender to send a commit and the proxy to write it (tens of
+/// microseconds each); it costs the merge about a tenth of its speed.
+const PAUSE: Duration = Duration::from_micros(100);
+
+/// A [`Read`] that sleeps for [`PAUSE`] once per [`WORK_SLICE`] of work. The merge thread runs
+/// under `SCHED_IDLE`, which ranks it below the proxy's own threads but not below a thread of
+/// another scheduling group (every Postgres backend is one): a walsender woken onto its CPU
+/// was measured waiting there up to 20 ms while the merge ran (`sched_yield` did not help:
+/// it only lets the proxy's own threads go first). A sleep leaves the CPU to whatever waits.
+struct Pausing<R> {
+    inner: R,
+    since: Instant,
+}
+
+impl<R> Pausing<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            since: Instant::now(),
+        }
+    }
+}
+
+impl<R: Read> Read for Pausing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.since.elapsed() >= WORK_SLICE {
+            std::thread::sleep(PAUSE);
+            self.since = Instant::now();
+        }
+        self.inner.read(buf)
+    }
+}
+
+/// The log from its start, read by the merge.
+fn paced_reader(file: &Arc<File>) -> BufReader<Pausing<FileReader>> {
+    BufReader::with_capacity(READ_BUF, Pausing::new(FileReader::new(file.clone(), 0)))
+}
 
 /// Where the compacted range ends: right after the commit record of a transaction (or of an
 /// earlier compacted range), which the range's end mark repeats.
@@ -36,7 +79,7 @@ pub struct Cut {
 
 /// The last transaction end at or before `target` outside an earlier compacted range.
 pub fn find_cut(file: &Arc<File>, target: u64) -> io::Result<Option<Cut>> {
-    let reader = BufReader::with_capacity(256 * 1024, FileReader::new(file.clone(), 0));
+    let reader = paced_reader(file);
     let mut scanner = RecordScanner::new(reader.take(target));
     let (mut pos, mut in_range, mut cut) = (0, false, None);
     while let Some((header, payload)) = scanner.next_record()? {
@@ -78,7 +121,7 @@ pub fn write_range(
     window_bytes: u64,
     out: &File,
 ) -> Result<Merged, CompactionError> {
-    let reader = BufReader::with_capacity(256 * 1024, FileReader::new(file.clone(), 0));
+    let reader = paced_reader(file);
     let mut scanner = RecordScanner::new(reader.take(cut.pos));
     let mut writer = RangeWriter {
         out: BufWriter::with_capacity(256 * 1024, out),
