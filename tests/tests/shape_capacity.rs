@@ -294,7 +294,7 @@ async fn idle_shapes_hold_no_open_files() {
         .batch_execute("UPDATE items SET title = 'changed' WHERE id <= 300")
         .await
         .unwrap();
-    // Written logs stay open only until swept (at most 1,024 at once).
+    // Written logs stay open only until swept (at most a quarter of the descriptor limit).
     let changed = shape_http::get(
         &http,
         &proxy.url,

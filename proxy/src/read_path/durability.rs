@@ -205,10 +205,8 @@ enum Syncfs {
 }
 
 fn sync_filesystem_of(logs: Vec<LogFile>) -> Syncfs {
-    let one_filesystem = match logs[0].device() {
-        Ok(device) => logs.iter().all(|log| log.device().ok() == Some(device)),
-        Err(_) => false,
-    };
+    let device = logs[0].device();
+    let one_filesystem = logs.iter().all(|log| log.device() == device);
     if !one_filesystem {
         return Syncfs::EachFile(logs, Vec::new());
     }

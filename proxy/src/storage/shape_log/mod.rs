@@ -148,6 +148,9 @@ pub struct LogFile(Arc<OpenLog>);
 struct OpenLog {
     dir: ShapeDir,
     file: File,
+    /// `st_dev` of the file, taken when it was opened (a round of the durability task asks
+    /// every log of it).
+    device: u64,
 }
 
 impl LogFile {
@@ -162,8 +165,8 @@ impl LogFile {
     }
 
     /// The device of the filesystem the log is on.
-    pub fn device(&self) -> io::Result<u64> {
-        Ok(self.0.file.metadata()?.dev())
+    pub fn device(&self) -> u64 {
+        self.0.device
     }
 
     /// Makes everything written to the log's filesystem durable, this log's and every other
@@ -719,6 +722,7 @@ impl LogAppender {
         let open = Arc::new(OpenLog {
             dir: log.dir.clone(),
             file,
+            device: metadata.dev(),
         });
         *log.append_file.lock().expect("append file lock") = Arc::downgrade(&open);
         Ok((open, metadata))
