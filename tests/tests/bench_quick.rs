@@ -75,6 +75,7 @@ const FIGURES: &[&str] = &[
     "compaction.initial_sync_speedup",
     "compaction.live_latency.p50",
     "compaction.live_latency.p99",
+    "compaction.live_latency_quiet.p99",
     "moves_in_10k.p50",
     "moves_in_10k.max",
     "moves_out_10k.p50",
