@@ -103,6 +103,11 @@ impl KeptRows {
     pub fn insert(&mut self, row: &Row) {
         let hash = self.hash_of(row);
         if let Some(at) = self.find(hash, row) {
+            // Most updates change no kept column (a todo's title, not its project): the
+            // record stays, and the buffer neither grows nor collects a dead record.
+            if self.holds(at, row) {
+                return;
+            }
             self.rows.remove(hash, at);
         }
         let (columns, key) = (&self.columns, &self.key);
@@ -115,6 +120,14 @@ impl KeptRows {
             },
             &|record| Self::record_hash(key, record),
         );
+    }
+
+    /// Whether the record at `at` holds `row`'s kept columns as they are.
+    fn holds(&self, at: u32, row: &Row) -> bool {
+        self.columns
+            .iter()
+            .zip(self.rows.record(at).fields())
+            .all(|(&c, kept)| value(row, c) == kept)
     }
 
     fn row_at(&self, at: u32) -> Row {
