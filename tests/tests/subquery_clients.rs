@@ -44,20 +44,24 @@ async fn tanstack_db_collections_follow_rows_moving_in_and_out() {
             &["u2"],
         ),
     ];
-    for shape in &mut shapes {
-        shape.converges(&sql, "the start").await;
+    follow_move_steps(&sql, &mut shapes).await;
+}
+
+/// Every collection holds Postgres' rows at the start, after each of [`MOVE_STEPS`], and once
+/// nothing more arrives (nothing late takes a collection away from them).
+async fn follow_move_steps(sql: &tokio_postgres::Client, shapes: &mut [TodosCollection]) {
+    for shape in shapes.iter_mut() {
+        shape.converges(sql, "the start").await;
     }
-    let steps = MOVE_STEPS;
-    for (step, statement) in steps {
+    for (step, statement) in MOVE_STEPS {
         sql.batch_execute(statement).await.expect(statement);
-        for shape in &mut shapes {
-            shape.converges(&sql, step).await;
+        for shape in shapes.iter_mut() {
+            shape.converges(sql, step).await;
         }
     }
-    // Nothing arrives late that would take a collection away from Postgres' rows.
-    for shape in &mut shapes {
+    for shape in shapes.iter_mut() {
         shape.collection.settle(Duration::from_millis(500)).await;
-        shape.converges(&sql, "the last step, settled").await;
+        shape.converges(sql, "the last step, settled").await;
     }
 }
 
@@ -92,19 +96,7 @@ async fn tanstack_db_collections_follow_electric_move_events() {
             &["u2"],
         ),
     ];
-    for shape in &mut shapes {
-        shape.converges(&sql, "the start").await;
-    }
-    for (step, statement) in MOVE_STEPS {
-        sql.batch_execute(statement).await.expect(statement);
-        for shape in &mut shapes {
-            shape.converges(&sql, step).await;
-        }
-    }
-    for shape in &mut shapes {
-        shape.collection.settle(Duration::from_millis(500)).await;
-        shape.converges(&sql, "the last step, settled").await;
-    }
+    follow_move_steps(&sql, &mut shapes).await;
 }
 
 const MINE: &str = "project_id IN (SELECT project_id FROM members WHERE user_id = $1)";
