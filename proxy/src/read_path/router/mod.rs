@@ -103,6 +103,37 @@ struct RoutedShape {
     after_resync: Option<AfterResync>,
 }
 
+impl RoutedShape {
+    /// Where an entry of a transaction committed at `commit_lsn`, at `op` of it, goes in the
+    /// log: there, or after an unseen resync it committed below ([`AfterResync`]).
+    fn place(&mut self, commit_lsn: Lsn, op: u64) -> (Lsn, u64) {
+        match self.after_resync.as_mut() {
+            Some(after) if commit_lsn <= after.lsn => {
+                let op = after.next_op;
+                // A key change takes two ops.
+                after.next_op += 2;
+                (after.lsn, op)
+            }
+            _ => (commit_lsn, op),
+        }
+    }
+
+    /// Commits what the log's appender holds at `commit_lsn` (visible from now on; the log
+    /// is to be fsynced) and tells the log the rows it added.
+    fn commit_log(
+        &mut self,
+        commit_lsn: Lsn,
+        end_lsn: Lsn,
+        report: &mut CommitReport,
+    ) -> io::Result<()> {
+        let appender = open_appender(&mut self.appender, &self.shape.log)?;
+        appender.commit(&self.shape.log, commit_lsn, end_lsn)?;
+        report.to_sync.push(appender.log_file().clone());
+        self.shape.log.note_rows(std::mem::take(&mut self.txn_rows));
+        Ok(())
+    }
+}
+
 /// A resync was written at `lsn`, just below its snapshot's WAL position. A transaction the
 /// stream delivers later with a commit LSN at or below it (one the snapshot did not see) goes
 /// after it, at `(lsn, next_op)` on, so the log's offsets keep growing. None of it is visible
@@ -464,10 +495,7 @@ impl Router {
             match ws.after_resync {
                 Some(after) if commit_lsn <= after.lsn => i += 1,
                 Some(after) => {
-                    let appender = open_appender(&mut ws.appender, &ws.shape.log)?;
-                    appender.commit(&ws.shape.log, after.lsn, Lsn(after.lsn.as_u64() + 1))?;
-                    report.to_sync.push(appender.log_file().clone());
-                    ws.shape.log.note_rows(std::mem::take(&mut ws.txn_rows));
+                    ws.commit_log(after.lsn, Lsn(after.lsn.as_u64() + 1), report)?;
                     ws.after_resync = None;
                     self.recently_written.insert(id);
                     self.resyncs_waiting.swap_remove(i);
@@ -841,10 +869,7 @@ impl Router {
                     Some(after) if commit_lsn <= after.lsn => {}
                     _ => {
                         ws.after_resync = None;
-                        let appender = open_appender(&mut ws.appender, &ws.shape.log)?;
-                        appender.commit(&ws.shape.log, commit_lsn, end_lsn)?;
-                        report.to_sync.push(appender.log_file().clone());
-                        ws.shape.log.note_rows(std::mem::take(&mut ws.txn_rows));
+                        ws.commit_log(commit_lsn, end_lsn, &mut report)?;
                     }
                 }
             }
@@ -969,15 +994,7 @@ fn emit_kept(
         };
     }
     // After an unseen resync, the messages' `lsn` and `op_position` say where they are.
-    let (lsn, op) = match ws.after_resync.as_mut() {
-        Some(after) if txn.commit_lsn <= after.lsn => {
-            let op = after.next_op;
-            // A key change takes two ops.
-            after.next_op += 2;
-            (after.lsn, op)
-        }
-        _ => (txn.commit_lsn, op),
-    };
+    let (lsn, op) = ws.place(txn.commit_lsn, op);
     let ctx = TxContext {
         txid: u64::from(txn.xid.0),
         lsn,
@@ -1067,15 +1084,8 @@ fn emit_entry(
     op: u64,
     bytes: Vec<u8>,
 ) -> io::Result<()> {
-    let offset = match ws.after_resync.as_mut() {
-        Some(after) if txn.commit_lsn <= after.lsn => {
-            let at = Offset::log(after.lsn, after.next_op);
-            after.next_op += 2;
-            at
-        }
-        _ => Offset::log(txn.commit_lsn, op),
-    };
-    emit_entry_at(ws, txn, id, offset, bytes)
+    let (lsn, op) = ws.place(txn.commit_lsn, op);
+    emit_entry_at(ws, txn, id, Offset::log(lsn, op), bytes)
 }
 
 /// [`emit_entry`] at `offset`.
