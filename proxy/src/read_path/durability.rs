@@ -184,16 +184,22 @@ async fn sync_round(logs: Vec<LogFile>) -> Vec<(ShapeDir, io::Error)> {
             failed.extend(sync_in_parallel(logs).await);
             failed
         }
-        Err(join) => dirs
-            .into_iter()
-            .map(|dir| {
-                (
-                    dir,
-                    io::Error::other(format!("the syncfs task failed: {join}")),
-                )
-            })
-            .collect(),
+        Err(join) => lost_with(dirs, "syncfs", &join),
     }
+}
+
+/// Every log of `dirs` failed: the blocking task that was to sync them (`what`) did not end.
+fn lost_with(
+    dirs: Vec<ShapeDir>,
+    what: &str,
+    join: &tokio::task::JoinError,
+) -> Vec<(ShapeDir, io::Error)> {
+    dirs.into_iter()
+        .map(|dir| {
+            let err = io::Error::other(format!("the {what} task failed: {join}"));
+            (dir, err)
+        })
+        .collect()
 }
 
 /// What [`sync_filesystem_of`] did.
@@ -268,12 +274,7 @@ async fn sync_in_parallel(logs: Vec<LogFile>) -> Vec<(ShapeDir, io::Error)> {
     for (dirs, task) in tasks {
         match task.await {
             Ok(part) => failed.extend(part),
-            Err(join) => failed.extend(dirs.into_iter().map(|dir| {
-                (
-                    dir,
-                    io::Error::other(format!("the fsync task failed: {join}")),
-                )
-            })),
+            Err(join) => failed.extend(lost_with(dirs, "fsync", &join)),
         }
     }
     failed
