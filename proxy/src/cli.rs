@@ -261,11 +261,10 @@ pub struct ProxyArgs {
     /// Compact a shape's log in the background once this much history (bytes; `16MiB`,
     /// `500kB`) piled up after its compacted part, and at least as much as the log keeps
     /// (snapshot + compacted part): older changes of a row are merged into one, so a new
-    /// device downloads about the rows, not their history. Offsets clients hold stay valid.
-    /// Off by default: a device reading from before a compacted range may receive deletes of
-    /// rows it never had (Electric's client and ours ignore them; a strict client may not).
-    /// `off` (or `0`) never compacts.
-    #[arg(long, env = "SHAPESYNC_COMPACT_AFTER", default_value = "off", value_parser = parse_compact_after)]
+    /// device downloads about the rows, not their history, and a row inserted and deleted
+    /// there is never sent to it. Offsets clients hold stay valid. `off` (or `0`) never
+    /// compacts.
+    #[arg(long, env = "SHAPESYNC_COMPACT_AFTER", default_value = "16MiB", value_parser = parse_compact_after)]
     pub compact_after: CompactAfter,
 }
 
@@ -615,9 +614,9 @@ mod tests {
     }
 
     #[test]
-    fn compact_after_takes_bytes_with_units_or_off_and_is_off_by_default() {
+    fn compact_after_takes_bytes_with_units_or_off_and_is_16_mib_by_default() {
         let after = |extra: &[&str]| serve_config(extra).expect("parses").compact_after;
-        assert_eq!(after(&[]), None);
+        assert_eq!(after(&[]), Some(16 << 20));
         assert_eq!(after(&["--compact-after", "16MiB"]), Some(16 << 20));
         assert_eq!(after(&["--compact-after", "500kB"]), Some(500_000));
         assert_eq!(after(&["--compact-after", "2MiB"]), Some(2 << 20));

@@ -80,8 +80,8 @@ impl ServeConfig {
             reuse_port: false,
             replication_idle_timeout: None,
             status_page: true,
-            // Opt-in: see `--compact-after`.
-            compact_after: None,
+            // `--compact-after`'s default.
+            compact_after: Some(16 << 20),
         }
     }
 

@@ -9,7 +9,7 @@
 //!
 //! Each run prints its seed; `SHAPESYNC_SEED=<seed>` replays the same history.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -40,16 +40,32 @@ fn seed(test: &str) -> u64 {
     seed
 }
 
-/// What a client does with a change message.
-fn apply(rows: &mut Rows, message: &Value) {
+/// How a reader takes the messages it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// From `-1` or from where a response ended: the messages must read as a clean history
+    /// (no insert of a row it holds, no update or delete of a row it does not).
+    Clean,
+    /// From a position held before a compaction, possibly inside a merge window: an insert
+    /// replaces a row and a delete of a row it does not hold is a no-op, as in Electric's
+    /// client and ours.
+    Resumed,
+}
+
+/// What a client does with a change message; `Err` for what a clean history never holds
+/// (`Reading::Clean`).
+fn apply(rows: &mut Rows, message: &Value, reading: Reading) -> Result<(), String> {
     let Some(operation) = message["headers"]["operation"].as_str() else {
-        return;
+        return Ok(());
     };
     let value = message["value"].as_object().cloned().unwrap_or_default();
     let id = value["id"].as_str().expect("the key column").to_owned();
+    let clean = reading == Reading::Clean;
     match operation {
         "insert" => {
-            rows.insert(id, value);
+            if rows.insert(id, value).is_some() && clean {
+                return Err(format!("insert of a row the client holds: {message}"));
+            }
         }
         "update" => {
             let row = rows
@@ -58,9 +74,14 @@ fn apply(rows: &mut Rows, message: &Value) {
             row.extend(value);
         }
         _ => {
-            rows.remove(&id);
+            if rows.remove(&id).is_none() && clean {
+                return Err(format!(
+                    "delete of a row the client does not hold: {message}"
+                ));
+            }
         }
     }
+    Ok(())
 }
 
 async fn table_rows(sql: &tokio_postgres::Client) -> Rows {
@@ -88,18 +109,52 @@ struct Held {
     rows: Rows,
     /// A response ended here (a chunk boundary of the log as it was).
     boundary: bool,
+    /// The change just applied (operation, id), at a position after an entry.
+    change: Option<(String, String)>,
 }
 
-/// Reads the shape from (`handle`, `offset`) to up-to-date with plain requests, applying
-/// every change to `rows`; returns the handle and every position passed (after each entry,
-/// and where each response ended).
+/// Reads the shape from (`handle`, `offset`: `-1` or where a response ended) to up-to-date
+/// with plain requests, applying every change to `rows` as a clean history; returns the
+/// handle and every position passed (after each entry, and where each response ended). A
+/// walk that a compaction overtook (its offsets are then of the old layout, maybe inside a
+/// merge window of the new one) is walked again.
 async fn walk(
     proxy: &ProxyProcess,
     handle: Option<&str>,
     offset: &str,
     rows: &mut Rows,
 ) -> (String, Vec<Held>) {
-    walk_shape(proxy, QUERY, handle, offset, rows).await
+    loop {
+        let compacted = compactions(proxy);
+        let mut walked = rows.clone();
+        let (handle, held, unclean) =
+            walk_shape(proxy, QUERY, handle, offset, &mut walked, Reading::Clean).await;
+        if unclean.is_empty() {
+            *rows = walked;
+            return (handle, held);
+        }
+        assert_ne!(
+            compactions(proxy),
+            compacted,
+            "from {offset}, not a clean history: {unclean:#?}"
+        );
+    }
+}
+
+/// [`walk`] from a position held before a compaction (a response's end then is maybe inside a
+/// merge window now).
+async fn walk_resumed(proxy: &ProxyProcess, handle: &str, held: &Held) -> Rows {
+    let mut rows = held.rows.clone();
+    walk_shape(
+        proxy,
+        QUERY,
+        Some(handle),
+        &held.offset,
+        &mut rows,
+        Reading::Resumed,
+    )
+    .await;
+    rows
 }
 
 /// [`walk`] of the shape `shape` (its query string without handle and offset).
@@ -109,10 +164,12 @@ async fn walk_shape(
     handle: Option<&str>,
     offset: &str,
     rows: &mut Rows,
-) -> (String, Vec<Held>) {
+    reading: Reading,
+) -> (String, Vec<Held>, Vec<String>) {
     let mut handle = handle.map(str::to_owned);
     let mut offset = offset.to_owned();
     let mut passed = Vec::new();
+    let mut unclean = Vec::new();
     loop {
         let query = match &handle {
             Some(h) => format!("{shape}&handle={h}&offset={offset}"),
@@ -121,7 +178,9 @@ async fn walk_shape(
         let reply = shape_http::get(proxy.http(), &proxy.url, &query).await;
         assert_eq!(reply.status, 200, "{query}: {:?}", reply.body);
         for change in reply.changes() {
-            apply(rows, &change);
+            if let Err(err) = apply(rows, &change, reading) {
+                unclean.push(err);
+            }
             let headers = &change["headers"];
             if let (Some(lsn), Some(op)) =
                 (headers["lsn"].as_str(), headers["op_position"].as_u64())
@@ -130,6 +189,13 @@ async fn walk_shape(
                     offset: format!("{lsn}_{op}"),
                     rows: rows.clone(),
                     boundary: false,
+                    change: Some((
+                        headers["operation"].as_str().unwrap_or_default().to_owned(),
+                        change["value"]["id"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    )),
                 });
             }
         }
@@ -139,11 +205,31 @@ async fn walk_shape(
             offset: offset.clone(),
             rows: rows.clone(),
             boundary: true,
+            change: None,
         });
         if reply.controls().contains(&"up-to-date".to_owned()) {
-            return (handle.unwrap(), passed);
+            return (handle.unwrap(), passed, unclean);
         }
     }
+}
+
+/// The ids inserted and then deleted in a walk (the first insert of a key seen after the
+/// walk began).
+fn short_lived(walk: &[Held]) -> BTreeSet<&str> {
+    let mut inserted = BTreeSet::new();
+    let mut gone = BTreeSet::new();
+    for (operation, id) in walk.iter().filter_map(|h| h.change.as_ref()) {
+        match operation.as_str() {
+            "insert" => {
+                inserted.insert(id.as_str());
+            }
+            "delete" if inserted.contains(id.as_str()) => {
+                gone.insert(id.as_str());
+            }
+            _ => {}
+        }
+    }
+    gone
 }
 
 /// The official client resuming from `held` (not live): its messages applied to the rows
@@ -163,7 +249,7 @@ async fn electric_resume(proxy: &ProxyProcess, handle: &str, held: &Held) -> Row
         }
         let messages = event["messages"].as_array().cloned().unwrap_or_default();
         for message in &messages {
-            apply(&mut rows, message);
+            apply(&mut rows, message, Reading::Resumed).expect("lenient");
         }
         if shape_http::controls(&event["messages"]).contains(&"up-to-date".to_owned()) {
             return rows;
@@ -359,18 +445,33 @@ async fn clients_resuming_from_any_offset_after_compaction_end_with_the_tables_r
     let expected = table_rows(&sql).await;
 
     for (i, point) in held.iter().enumerate() {
-        let mut rows = point.rows.clone();
-        walk(&proxy, Some(&handle), &point.offset, &mut rows).await;
+        let rows = walk_resumed(&proxy, &handle, point).await;
         assert_eq!(rows, expected, "resuming #{i} from {}", point.offset);
     }
     for point in boundaries.iter().chain(&random) {
         let rows = electric_resume(&proxy, &handle, point).await;
         assert_eq!(rows, expected, "the Electric client from {}", point.offset);
     }
-    // The new layout's boundaries too, and a new client from -1.
+    // The new layout's boundaries too, and a new client from -1: it reads a clean history,
+    // without the rows that were inserted and deleted in the compacted part.
     let mut fresh = Rows::new();
     let (_, after) = walk(&proxy, None, "-1", &mut fresh).await;
     assert_eq!(fresh, expected, "a new client");
+    let short_lived = short_lived(&held);
+    let mentioned: BTreeSet<&str> = after
+        .iter()
+        .filter_map(|h| Some(h.change.as_ref()?.1.as_str()))
+        .collect();
+    let still_sent: Vec<&&str> = short_lived
+        .iter()
+        .filter(|id| mentioned.contains(**id))
+        .collect();
+    assert!(
+        short_lived.len() >= 5 && still_sent.len() * 4 <= short_lived.len(),
+        "rows inserted and deleted before the compaction: {}, still sent to a new client \
+         (their changes are in the kept tail): {still_sent:?}",
+        short_lived.len()
+    );
     for point in after.iter().filter(|h| h.boundary) {
         let rows = electric_resume(&proxy, &handle, point).await;
         assert_eq!(rows, expected, "the Electric client from {}", point.offset);
@@ -470,8 +571,7 @@ async fn a_proxy_killed_at_any_stage_of_a_compaction_restarts_serving_exactly_th
         walk(&proxy, None, "-1", &mut rows).await;
         assert_eq!(rows, expected, "a new client after a crash at {stage}");
         for point in &held {
-            let mut rows = point.rows.clone();
-            walk(&proxy, Some(&handle), &point.offset, &mut rows).await;
+            let rows = walk_resumed(&proxy, &handle, point).await;
             assert_eq!(
                 rows, expected,
                 "from {} after a crash at {stage}",
@@ -499,7 +599,9 @@ async fn a_subquery_shape_is_not_compacted_and_serves_its_rows() {
     let mut plain_rows = Rows::new();
     let (plain, _) = walk(&proxy, None, "-1", &mut plain_rows).await;
     let mut rows = Rows::new();
-    let (handle, held) = walk_shape(&proxy, subquery, None, "-1", &mut rows).await;
+    let (handle, held, unclean) =
+        walk_shape(&proxy, subquery, None, "-1", &mut rows, Reading::Clean).await;
+    assert_eq!(unclean, Vec::<String>::new());
     let mut next_id = 1000;
     // Both logs are due more than once: the compactor passes over both shapes each time the
     // plain one is compacted.
@@ -523,10 +625,20 @@ async fn a_subquery_shape_is_not_compacted_and_serves_its_rows() {
     let expected = table_rows(&sql).await;
     let mut resumed = held.last().unwrap().rows.clone();
     let offset = held.last().unwrap().offset.clone();
-    walk_shape(&proxy, subquery, Some(&handle), &offset, &mut resumed).await;
+    walk_shape(
+        &proxy,
+        subquery,
+        Some(&handle),
+        &offset,
+        &mut resumed,
+        Reading::Clean,
+    )
+    .await;
     assert_eq!(resumed, expected, "the subquery shape, resumed");
     let mut fresh = Rows::new();
-    walk_shape(&proxy, subquery, None, "-1", &mut fresh).await;
+    let (_, _, unclean) =
+        walk_shape(&proxy, subquery, None, "-1", &mut fresh, Reading::Clean).await;
+    assert_eq!(unclean, Vec::<String>::new());
     assert_eq!(fresh, expected, "the subquery shape, from -1");
 }
 
@@ -544,15 +656,23 @@ async fn a_standby_follows_a_compacted_log() {
     wait_compactions(&proxy, 1).await;
     history(&sql, &mut rng, &mut next_id, 5).await;
     let expected = table_rows(&sql).await;
+    // The standby swaps files when it notices the compaction, maybe in the middle of a walk:
+    // its walks are read as resumed ones.
     wait_for("the standby follows", WAIT, || async {
         let mut rows = Rows::new();
-        walk(&standby, Some(&handle), "-1", &mut rows).await;
+        walk_shape(
+            &standby,
+            QUERY,
+            Some(&handle),
+            "-1",
+            &mut rows,
+            Reading::Resumed,
+        )
+        .await;
         (rows == expected).then_some(())
     })
     .await;
-    let last = held.last().unwrap();
-    let mut rows = last.rows.clone();
-    walk(&standby, Some(&handle), &last.offset, &mut rows).await;
+    let rows = walk_resumed(&standby, &handle, held.last().unwrap()).await;
     assert_eq!(rows, expected, "resuming on the standby");
     assert!(
         !standby.log().contains("cannot follow"),

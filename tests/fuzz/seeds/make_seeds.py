@@ -121,6 +121,19 @@ def shape_log_seeds():
     seed(snapshot[:-30], bytes(flipped))
     seed(b"", changes)
 
+    # A compacted range (compaction/build.rs): marks, a merged entry, a retraction (a commit
+    # record with a payload of its own), then the tail.
+    def mark(flags, rows):
+        return struct.pack("<BBq", 1, flags, rows)
+    chunk_end, range_start, range_end, fresh = 1, 2, 4, 8
+    retraction = b"R\x01" + struct.pack("<QQ", 1000, 0) + b'{"key":"k9","headers":{"operation":"delete"}}'
+    compacted = (record(commit, 0, 0, mark(range_start | fresh, 0))
+                 + record(entry, 1000, 0, b'{"key":"k0","lsn":"1000"}')
+                 + record(commit, 1000, 2, retraction)
+                 + record(commit, 1000, 1008, mark(chunk_end | range_end, 1))
+                 + changes[len(record(entry, 1000, 0, b'{"key":"k0","lsn":"1000"}')) + 25:])
+    seed(snapshot, compacted)
+
 
 where_seeds()
 pgoutput_seeds()

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use proxy::storage::shape_dir::ShapeDir;
 use proxy::storage::shape_log::ShapeLog;
-use proxy::storage::shape_log::record::{RecordKind, RecordScanner};
+use proxy::storage::shape_log::record::{RecordKind, RecordScanner, Retraction};
 use shapes::offset::Offset;
 
 pub fn run(data: &[u8]) {
@@ -118,12 +118,15 @@ fn kept_entries(changes: &[u8]) -> Vec<Offset> {
     let mut scanner = RecordScanner::new(changes);
     let mut kept = Vec::new();
     let mut pending = Vec::new();
-    while let Ok(Some((header, _))) = scanner.next_record() {
+    while let Ok(Some((header, payload))) = scanner.next_record() {
+        let offset = Offset::At {
+            tx: header.tx,
+            op: header.op,
+        };
         match header.kind {
-            RecordKind::Entry => pending.push(Offset::At {
-                tx: header.tx,
-                op: header.op,
-            }),
+            RecordKind::Entry => pending.push(offset),
+            // A conditional delete of a compacted range: an entry of the index.
+            RecordKind::Commit if Retraction::decode(payload).is_some() => pending.push(offset),
             RecordKind::Commit => kept.append(&mut pending),
             RecordKind::SnapshotComplete => break,
         }

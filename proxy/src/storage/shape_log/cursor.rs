@@ -72,19 +72,18 @@ impl ShapeLog {
             };
             let reader = BufReader::new(plan.reader());
             let mut scanner = RecordScanner::new(reader.take(plan.end - plan.start));
-            let mut last = None;
             while entries.len() < max {
                 let Some((offset, payload)) = scanner.next_entry_after(Some(plan.after))? else {
                     break;
                 };
-                last = Some(offset);
                 entries.push(Entry {
                     next: Position::After(offset),
                     offset: Some(offset),
                     payload: payload.to_vec(),
                 });
             }
-            let Some(last) = last else {
+            // Past the entries read, and past retractions not meant for this reader.
+            let Some(last) = scanner.passed() else {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "shape log damaged inside its visible part",

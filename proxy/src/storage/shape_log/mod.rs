@@ -50,7 +50,7 @@ use tokio::sync::watch;
 use super::shape_dir::ShapeDir;
 use index::{LogIndex, ReadPlan};
 use positional::FileReader;
-use record::{CommitMark, RecordKind, RecordScanner};
+use record::{CommitMark, RecordKind, RecordScanner, Retraction};
 use snapshot_file::SnapshotChunks;
 pub use stream::blocking_pieces;
 
@@ -196,7 +196,8 @@ impl LogFile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadOutcome {
     pub entries: usize,
-    /// Offset of the last entry read.
+    /// Offset of the last entry read (served, or a retraction not meant for this reader):
+    /// where the reader stands after the read.
     pub last_offset: Option<Offset>,
     /// Nothing after the entries read is visible yet.
     pub at_end: bool,
@@ -577,6 +578,17 @@ fn scan_committed_from(file: &Arc<File>, start: u64, index: &mut LogIndex) -> io
                 index.suspend_size_cuts(true);
                 in_range = true;
             }
+            RecordKind::Commit if Retraction::decode(payload).is_some() => {
+                // A conditional delete (inside a compacted range, whose end mark counts rows).
+                index.note_entry(
+                    Offset::At {
+                        tx: header.tx,
+                        op: header.op,
+                    },
+                    pos,
+                    u64::from(header.payload_len),
+                );
+            }
             RecordKind::Entry => {
                 if !in_range {
                     txn_rows += row_delta(operation_of(payload));
@@ -654,12 +666,11 @@ fn copy_payloads(
     out.reserve(len);
     let mut scanner = RecordScanner::new(&bytes[..]);
     let mut entries = 0;
-    let mut last = None;
-    while let Some((offset, payload)) = scanner.next_entry_after(after)? {
+    while let Some((_, payload)) = scanner.next_entry_after(after)? {
         frame(out, payload);
         entries += 1;
-        last = Some(offset);
     }
+    let last = scanner.passed();
     if scanner.valid_len() < len as u64 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,

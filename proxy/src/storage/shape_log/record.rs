@@ -12,7 +12,10 @@
 //!
 //! A commit written by compaction carries a [`CommitMark`] as its payload (ordinary commits
 //! have none; a reader that does not know marks skips commit payloads, so a compacted log is
-//! still a valid log for it, only chunked differently).
+//! still a valid log for it, only chunked differently). Compaction also writes
+//! [`Retraction`]s, conditional deletes, as commit records with a payload of their own: a
+//! build that does not know them reads an ordinary commit inside a compacted range, which
+//! changes nothing there (no new record kind, which it would take for damage and cut off).
 
 use std::io::{self, Read};
 
@@ -64,6 +67,10 @@ impl CommitMark {
     pub const CHUNK_END: u8 = 1;
     pub const RANGE_START: u8 = 2;
     pub const RANGE_END: u8 = 4;
+    /// On a `RANGE_START`: in this range, a merged insert of a key means the key had no row
+    /// before the insert's window (a row deleted and inserted again in one window is written
+    /// as its delete and then its insert). Ranges written before retractions existed lack it.
+    pub const FRESH_INSERTS: u8 = 8;
     const VERSION: u8 = 1;
     const LEN: usize = 10;
 
@@ -91,6 +98,65 @@ impl CommitMark {
             flags: payload[1],
             rows: i64::from_le_bytes(rows),
         })
+    }
+}
+
+/// A delete that compaction wrote in place of a row's insert … delete within one merge window
+/// (see `compaction::merge`): served only to a reader that may hold the row, one resuming at
+/// or after `held_from` (and, like any entry, before the record's own offset); every other
+/// reader skips it, so a device starting from `-1` never hears of the row.
+///
+/// ```text
+/// retraction := tag: u8 (b'R') | version: u8 (1) | held_from.tx: u64 LE | held_from.op: u64 LE | message
+/// ```
+/// stored as the payload of a commit record whose `tx`, `op` are the delete's offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retraction<'a> {
+    pub held_from: Offset,
+    /// The delete message, as a reader frames it.
+    pub message: &'a [u8],
+}
+
+impl<'a> Retraction<'a> {
+    const TAG: [u8; 2] = [b'R', 1];
+    /// Bytes before the message.
+    pub const PREFIX: usize = 18;
+
+    /// Appends the payload of a retraction of `message` to `out`.
+    pub fn encode(out: &mut Vec<u8>, held_from: Offset, message: &[u8]) {
+        let (tx, op) = match held_from {
+            Offset::At { tx, op } => (tx, op),
+            // Every reader of the log.
+            Offset::BeforeAll => (0, 0),
+        };
+        out.extend_from_slice(&Self::TAG);
+        out.extend_from_slice(&tx.to_le_bytes());
+        out.extend_from_slice(&op.to_le_bytes());
+        out.extend_from_slice(message);
+    }
+
+    /// The retraction a commit record's payload holds, if it is one.
+    pub fn decode(payload: &'a [u8]) -> Option<Self> {
+        if payload.len() < Self::PREFIX || payload[..2] != Self::TAG {
+            return None;
+        }
+        let u64_at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&payload[i..i + 8]);
+            u64::from_le_bytes(b)
+        };
+        Some(Self {
+            held_from: Offset::At {
+                tx: u64_at(2),
+                op: u64_at(10),
+            },
+            message: &payload[Self::PREFIX..],
+        })
+    }
+
+    /// Whether a reader resuming after `after` gets it (`None`: a snapshot, which has none).
+    pub fn serves(&self, after: Option<Offset>) -> bool {
+        after.is_some_and(|after| self.held_from <= after)
     }
 }
 
@@ -168,6 +234,7 @@ pub struct RecordScanner<R> {
     input: R,
     valid_len: u64,
     payload: Vec<u8>,
+    passed: Option<Offset>,
 }
 
 impl<R: Read> RecordScanner<R> {
@@ -176,6 +243,7 @@ impl<R: Read> RecordScanner<R> {
             input,
             valid_len: 0,
             payload: Vec::new(),
+            passed: None,
         }
     }
 
@@ -205,16 +273,22 @@ impl<R: Read> RecordScanner<R> {
         Ok(Some((parsed, &self.payload)))
     }
 
-    /// The next change entry past `after` (other records and earlier entries skipped): its
-    /// offset and payload, or `None` at the end or at damage.
+    /// The next message a reader resuming after `after` gets (other records, earlier
+    /// entries and [`Retraction`]s not meant for it skipped): its offset and payload, or
+    /// `None` at the end or at damage.
     pub fn next_entry_after(
         &mut self,
         after: Option<Offset>,
     ) -> io::Result<Option<(Offset, &[u8])>> {
-        while let Some((header, _)) = self.next_record()? {
-            if header.kind != RecordKind::Entry {
-                continue;
-            }
+        while let Some((header, payload)) = self.next_record()? {
+            let served = match header.kind {
+                RecordKind::Entry => Some(0),
+                RecordKind::Commit => match Retraction::decode(payload) {
+                    Some(retraction) => retraction.serves(after).then_some(Retraction::PREFIX),
+                    None => continue,
+                },
+                RecordKind::SnapshotComplete => continue,
+            };
             let offset = Offset::At {
                 tx: header.tx,
                 op: header.op,
@@ -222,9 +296,19 @@ impl<R: Read> RecordScanner<R> {
             if after.is_some_and(|a| offset <= a) {
                 continue;
             }
-            return Ok(Some((offset, &self.payload)));
+            self.passed = Some(offset);
+            if let Some(start) = served {
+                return Ok(Some((offset, &self.payload[start..])));
+            }
         }
         Ok(None)
+    }
+
+    /// The offset of the last entry or retraction after `after` that
+    /// [`RecordScanner::next_entry_after`] went past, served or skipped: where a reader that
+    /// read this far stands.
+    pub fn passed(&self) -> Option<Offset> {
+        self.passed
     }
 }
 

@@ -1,7 +1,7 @@
 //! Writing the compacted file: the merged range, then the rest of the log byte for byte.
 //!
 //! ```text
-//! changes.log.compact := mark(RANGE_START)
+//! changes.log.compact := mark(RANGE_START | FRESH_INSERTS)
 //!                        { merged entries of one window, commit mark(CHUNK_END) }
 //!                        merged entries of the last window, commit mark(CHUNK_END | RANGE_END, rows)
 //!                        the old log from the cut on, unchanged
@@ -21,10 +21,10 @@ use shapes::offset::Offset;
 use shapes::wire::operation_of;
 
 use super::super::positional::FileReader;
-use super::super::record::{self, CommitMark, RecordKind, RecordScanner};
+use super::super::record::{self, CommitMark, RecordKind, RecordScanner, Retraction};
 use super::super::row_delta;
 use super::CompactionError;
-use super::merge::Window;
+use super::merge::{MergedEntry, Origin, Window};
 
 /// Reads of the old log: the merge looks at the clock once per read.
 const READ_BUF: usize = 64 * 1024;
@@ -84,7 +84,7 @@ pub fn find_cut(file: &Arc<File>, target: u64) -> io::Result<Option<Cut>> {
     let (mut pos, mut in_range, mut cut) = (0, false, None);
     while let Some((header, payload)) = scanner.next_record()? {
         pos += header.total_len();
-        if header.kind != RecordKind::Commit {
+        if header.kind != RecordKind::Commit || Retraction::decode(payload).is_some() {
             continue;
         }
         match CommitMark::decode(payload) {
@@ -128,39 +128,59 @@ pub fn write_range(
         record: Vec::new(),
         merged: Merged::default(),
     };
-    writer.mark(0, 0, CommitMark::RANGE_START, 0)?;
+    writer.mark(0, 0, CommitMark::RANGE_START | CommitMark::FRESH_INSERTS, 0)?;
     let mut window = Window::default();
-    let (mut in_range, mut rows, mut txn_rows) = (false, 0i64, 0i64);
+    let (mut rows, mut txn_rows) = (0i64, 0i64);
+    // Inside an earlier compacted range: how its merged inserts read, and where its current
+    // window began (`None` until that window's first entry).
+    let mut range: Option<OldRange> = None;
     while let Some((header, payload)) = scanner.next_record()? {
+        let offset = Offset::At {
+            tx: header.tx,
+            op: header.op,
+        };
         match header.kind {
             RecordKind::Entry => {
-                let offset = Offset::At {
-                    tx: header.tx,
-                    op: header.op,
+                let origin = match range.as_mut() {
+                    Some(old) => old.origin(offset),
+                    None => {
+                        txn_rows += row_delta(operation_of(payload));
+                        Origin::Logged
+                    }
                 };
-                if !in_range {
-                    txn_rows += row_delta(operation_of(payload));
-                }
-                window.push(offset, payload)?;
+                window.push(offset, payload, origin)?;
                 writer.merged.entries_before += 1;
-                if !in_range && window.size() >= window_bytes {
+                if range.is_none() && window.size() >= window_bytes {
                     writer.window(&mut window, header.tx, CommitMark::CHUNK_END, 0)?;
                 }
             }
             RecordKind::Commit => {
+                if let Some(retraction) = Retraction::decode(payload) {
+                    if let Some(old) = range.as_mut() {
+                        old.origin(offset);
+                    }
+                    window.push_retraction(offset, retraction.held_from, retraction.message)?;
+                    writer.merged.entries_before += 1;
+                    continue;
+                }
                 let mark = CommitMark::decode(payload);
-                if mark.is_some_and(|m| m.has(CommitMark::RANGE_START)) {
-                    in_range = true;
+                if let Some(start) = mark.filter(|m| m.has(CommitMark::RANGE_START)) {
+                    range = Some(OldRange::new(start.has(CommitMark::FRESH_INSERTS)));
                     continue;
                 }
                 if let Some(mark) = mark.filter(|m| m.has(CommitMark::RANGE_END)) {
-                    in_range = false;
+                    range = None;
                     txn_rows = mark.rows;
                 }
                 rows += std::mem::take(&mut txn_rows);
                 let window_ended = mark.is_some_and(|m| m.has(CommitMark::CHUNK_END));
-                if window_ended && window.size() >= window_bytes {
-                    writer.window(&mut window, header.tx, CommitMark::CHUNK_END, 0)?;
+                if window_ended {
+                    if let Some(old) = range.as_mut() {
+                        old.window_ended();
+                    }
+                    if window.size() >= window_bytes {
+                        writer.window(&mut window, header.tx, CommitMark::CHUNK_END, 0)?;
+                    }
                 }
             }
             RecordKind::SnapshotComplete => {
@@ -189,6 +209,52 @@ pub fn write_range(
     Ok(writer.merged)
 }
 
+/// An earlier compacted range being read.
+struct OldRange {
+    fresh_inserts: bool,
+    /// The last entry of the window before the one being read (the range begins right
+    /// after the snapshot).
+    previous_end: Offset,
+    /// The last entry read.
+    last: Offset,
+}
+
+impl OldRange {
+    fn new(fresh_inserts: bool) -> Self {
+        Self {
+            fresh_inserts,
+            previous_end: Offset::SNAPSHOT_END,
+            last: Offset::SNAPSHOT_END,
+        }
+    }
+
+    /// The origin of the entry at `offset`, the next of the range.
+    fn origin(&mut self, offset: Offset) -> Origin {
+        self.last = offset;
+        Origin::Merged {
+            window_from: successor(self.previous_end),
+            fresh_inserts: self.fresh_inserts,
+        }
+    }
+
+    /// One of its windows ended.
+    fn window_ended(&mut self) {
+        self.previous_end = self.last;
+    }
+}
+
+/// The first offset after `offset`.
+pub fn successor(offset: Offset) -> Offset {
+    match offset {
+        Offset::At { tx, op: u64::MAX } => Offset::At {
+            tx: tx.saturating_add(1),
+            op: 0,
+        },
+        Offset::At { tx, op } => Offset::At { tx, op: op + 1 },
+        Offset::BeforeAll => Offset::At { tx: 0, op: 0 },
+    }
+}
+
 struct RangeWriter<'a> {
     out: BufWriter<&'a File>,
     record: Vec<u8>,
@@ -209,15 +275,23 @@ impl RangeWriter<'_> {
         Ok(())
     }
 
-    fn entries(&mut self, entries: Vec<(Offset, Vec<u8>)>) -> io::Result<()> {
+    fn entries(&mut self, entries: Vec<(Offset, MergedEntry)>) -> io::Result<()> {
         if !entries.is_empty() {
             self.merged.windows += 1;
         }
-        for (offset, payload) in entries {
+        let mut retraction = Vec::new();
+        for (offset, entry) in entries {
             let Offset::At { tx, op } = offset else {
                 continue;
             };
-            self.write(RecordKind::Entry, tx, op, &payload)?;
+            match entry {
+                MergedEntry::Change(payload) => self.write(RecordKind::Entry, tx, op, &payload)?,
+                MergedEntry::Retraction { held_from, message } => {
+                    retraction.clear();
+                    Retraction::encode(&mut retraction, held_from, &message);
+                    self.write(RecordKind::Commit, tx, op, &retraction)?;
+                }
+            }
             self.merged.entries_after += 1;
         }
         Ok(())

@@ -3,20 +3,32 @@
 //! A window is a run of log entries. For every key changed in it, the merged entry takes the
 //! offset of the key's **last** change in the window and says the key's state there:
 //!
-//! | the key's changes in the window | merged entry |
+//! | the key's changes in the window | merged entries |
 //! |---|---|
 //! | one change | that change, byte for byte |
 //! | updates | one update: every column any of them changed, at its last value (`old_value`, when present, the first old value of each) |
 //! | insert, then updates | one insert of the final row |
-//! | anything, then delete | the delete |
-//! | anything, delete, insert, then updates | one insert of the final row |
+//! | insert, …, delete | a [`Retraction`](super::super::record::Retraction) of the last delete: the row was born and died in the window |
+//! | update or delete, …, delete | the delete |
+//! | update or delete, …, delete, insert, then updates | that delete, then one insert of the final row |
+//! | insert, …, delete, insert, then updates | one insert of the final row |
 //!
 //! Applied to the key's state at *any* point of the window before that offset, the merged
-//! entry gives the state the history gives: an update sets the columns the later updates
+//! entries give the state the history gives: an update sets the columns the later updates
 //! set, an insert replaces the whole row (Electric clients and ours replace a row an insert
-//! names), and a delete removes the row or finds it gone (a no-op). So an insert followed by
-//! a delete leaves the delete, not nothing: a device that resumed between the two holds the
-//! row and must see it go.
+//! names), and a delete removes the row or finds it gone (a no-op). A retraction is served
+//! only to a reader that resumed at or after the key's first insert in the window (and, like
+//! every entry, before its offset): one that may hold the row. So a reader from the start of
+//! a window (a new device from `-1`, or one at the end of an earlier window) gets exactly the
+//! messages of a clean history: never a delete of a row it does not hold, never an insert
+//! of one it holds, and nothing at all of a row that lived and died inside the window.
+//!
+//! A key's first insert in an older compacted window is known only by that window: the
+//! retraction is then served to every reader inside that window (one from before the older
+//! compaction may get a delete of a row it never got: a no-op) and after it. A
+//! range compacted before retractions existed ([`Origin::Merged`] without `fresh_inserts`)
+//! may hold an insert that replaced a row present before its window; such an insert counts
+//! as a change of a row that existed, so its later delete stays a delete.
 //!
 //! Keys are independent: a key change (a delete of the old key at op `n`, an insert of the
 //! new one at `n + 1`) is two keys' histories, merged each on its own.
@@ -35,8 +47,34 @@ pub enum MergeError {
     Message(#[from] MessageError),
     #[error("key {key} is updated at {offset} after it was deleted")]
     UpdateAfterDelete { key: String, offset: Offset },
+    #[error("key {key} is retracted at {offset} while the history holds its row")]
+    RetractionOfHeldRow { key: String, offset: Offset },
     #[error("log entries out of order at {0}")]
     OutOfOrder(Offset),
+}
+
+/// Where an entry given to a window comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A change as the writer logged it.
+    Logged,
+    /// An entry of a window an earlier compaction merged; `window_from`: the first offset a
+    /// reader inside that window may hold (right after the window before it);
+    /// `fresh_inserts`: that compaction wrote a merged insert only for a key without a row
+    /// before the window (`CommitMark::FRESH_INSERTS`).
+    Merged {
+        window_from: Offset,
+        fresh_inserts: bool,
+    },
+}
+
+/// One entry of a merged window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergedEntry {
+    /// A message every reader past its offset gets.
+    Change(Vec<u8>),
+    /// A delete served only to readers resuming at or after `held_from`.
+    Retraction { held_from: Offset, message: Vec<u8> },
 }
 
 /// What a key's changes so far come to.
@@ -53,6 +91,12 @@ enum Folded {
 #[derive(Debug)]
 struct KeyRun {
     folded: Folded,
+    /// The key had a row before the window (its first change is not an insert of a new row).
+    existed_before: bool,
+    /// The first offset at which a reader may hold a row of the key that the window saw.
+    held_from: Offset,
+    /// The key's last delete before its last insert, when one came after a delete.
+    last_delete: Option<(Offset, Vec<u8>)>,
     /// The key's last change: its offset and stored bytes.
     last_offset: Offset,
     last: Vec<u8>,
@@ -62,7 +106,16 @@ struct KeyRun {
 }
 
 impl KeyRun {
-    fn start(change: Change, offset: Offset, payload: &[u8]) -> Self {
+    fn start(change: Change, offset: Offset, payload: &[u8], origin: Origin) -> Self {
+        let existed_before = match (change.operation, origin) {
+            (Operation::Insert, Origin::Logged) => false,
+            (Operation::Insert, Origin::Merged { fresh_inserts, .. }) => !fresh_inserts,
+            _ => true,
+        };
+        let held_from = match origin {
+            Origin::Logged => offset,
+            Origin::Merged { window_from, .. } => window_from,
+        };
         let folded = match change.operation {
             Operation::Insert => Folded::Insert(change.value),
             Operation::Update => Folded::Update {
@@ -73,6 +126,9 @@ impl KeyRun {
         };
         Self {
             folded,
+            existed_before,
+            held_from,
+            last_delete: None,
             last_offset: offset,
             last: payload.to_vec(),
             changes: 1,
@@ -81,6 +137,10 @@ impl KeyRun {
     }
 
     fn push(&mut self, change: Change, offset: Offset, payload: &[u8]) -> Result<(), MergeError> {
+        if change.operation == Operation::Insert && matches!(self.folded, Folded::Delete) {
+            // The row comes back: a reader from before the window must see the delete first.
+            self.last_delete = Some((self.last_offset, std::mem::take(&mut self.last)));
+        }
         self.folded = match (std::mem::replace(&mut self.folded, Folded::Delete), change) {
             (
                 _,
@@ -137,33 +197,87 @@ impl KeyRun {
         Ok(())
     }
 
-    /// The merged entry's bytes.
-    fn finish(self, key: &str) -> Result<Vec<u8>, MergeError> {
-        let last_op = shapes::wire::operation_of(&self.last);
+    /// A run that starts with a retraction: no row before it, none after.
+    fn retraction(offset: Offset, held_from: Offset, message: &[u8]) -> Self {
+        Self {
+            folded: Folded::Delete,
+            existed_before: false,
+            held_from,
+            last_delete: None,
+            last_offset: offset,
+            last: message.to_vec(),
+            changes: 1,
+            size: message.len() as u64,
+        }
+    }
+
+    /// A retraction after the run's changes: the row must be gone by then (it was not there
+    /// before the retraction's window), and is gone after it.
+    fn push_retraction(
+        &mut self,
+        key: &str,
+        offset: Offset,
+        message: &[u8],
+    ) -> Result<(), MergeError> {
+        if !matches!(self.folded, Folded::Delete) {
+            return Err(MergeError::RetractionOfHeldRow {
+                key: key.to_owned(),
+                offset,
+            });
+        }
+        self.last_offset = offset;
+        self.last.clear();
+        self.last.extend_from_slice(message);
+        self.changes += 1;
+        self.size = self.size.max(message.len() as u64);
+        Ok(())
+    }
+
+    /// Appends the merged entries (one, or a delete and an insert) to `out`.
+    fn finish(self, key: &str, out: &mut Vec<(Offset, MergedEntry)>) -> Result<(), MergeError> {
+        // The last change already says what the run comes to.
         let verbatim = self.changes == 1
             || matches!(
-                (&self.folded, last_op),
-                (Folded::Delete, _) | (Folded::Insert(_), Some(Operation::Insert))
+                (&self.folded, shapes::wire::operation_of(&self.last)),
+                (Folded::Insert(_), Some(Operation::Insert))
             );
-        if verbatim {
-            return Ok(self.last);
-        }
-        let mut out = Vec::with_capacity(self.last.len() * 2);
-        match &self.folded {
+        let entry = match self.folded {
+            Folded::Delete if self.existed_before => MergedEntry::Change(self.last),
+            Folded::Delete => MergedEntry::Retraction {
+                held_from: self.held_from,
+                message: self.last,
+            },
             Folded::Insert(row) => {
-                message::write(&mut out, key, Operation::Insert, row, None, &self.last)?;
+                if let (true, Some((offset, delete))) = (self.existed_before, self.last_delete) {
+                    out.push((offset, MergedEntry::Change(delete)));
+                }
+                if verbatim {
+                    MergedEntry::Change(self.last)
+                } else {
+                    let mut bytes = Vec::with_capacity(self.last.len() * 2);
+                    message::write(&mut bytes, key, Operation::Insert, &row, None, &self.last)?;
+                    MergedEntry::Change(bytes)
+                }
             }
-            Folded::Update { value, old_value } => message::write(
-                &mut out,
-                key,
-                Operation::Update,
-                value,
-                old_value.as_ref(),
-                &self.last,
-            )?,
-            Folded::Delete => return Ok(self.last),
-        }
-        Ok(out)
+            Folded::Update { value, old_value } => {
+                if verbatim {
+                    MergedEntry::Change(self.last)
+                } else {
+                    let mut bytes = Vec::with_capacity(self.last.len() * 2);
+                    message::write(
+                        &mut bytes,
+                        key,
+                        Operation::Update,
+                        &value,
+                        old_value.as_ref(),
+                        &self.last,
+                    )?;
+                    MergedEntry::Change(bytes)
+                }
+            }
+        };
+        out.push((self.last_offset, entry));
+        Ok(())
     }
 }
 
@@ -178,11 +292,13 @@ pub struct Window {
 
 impl Window {
     /// Adds the next entry of the log (offsets must increase).
-    pub fn push(&mut self, offset: Offset, payload: &[u8]) -> Result<(), MergeError> {
-        if self.last_offset.is_some_and(|last| last >= offset) {
-            return Err(MergeError::OutOfOrder(offset));
-        }
-        self.last_offset = Some(offset);
+    pub fn push(
+        &mut self,
+        offset: Offset,
+        payload: &[u8],
+        origin: Origin,
+    ) -> Result<(), MergeError> {
+        self.advance(offset)?;
         let change = message::parse(payload)?;
         match self.runs.get_mut(&change.key) {
             Some(run) => {
@@ -192,11 +308,44 @@ impl Window {
             }
             None => {
                 let key = change.key.clone();
-                let run = KeyRun::start(change, offset, payload);
+                let run = KeyRun::start(change, offset, payload, origin);
                 self.size += run.size;
                 self.runs.insert(key, run);
             }
         }
+        Ok(())
+    }
+
+    /// Adds a retraction an earlier compaction wrote (offsets must increase): the whole
+    /// history of its key in its window, a row that was not there before it nor after.
+    pub fn push_retraction(
+        &mut self,
+        offset: Offset,
+        held_from: Offset,
+        message: &[u8],
+    ) -> Result<(), MergeError> {
+        self.advance(offset)?;
+        let key = message::parse(message)?.key;
+        match self.runs.get_mut(&key) {
+            Some(run) => {
+                let before = run.size;
+                run.push_retraction(key.as_str(), offset, message)?;
+                self.size += run.size - before;
+            }
+            None => {
+                let run = KeyRun::retraction(offset, held_from, message);
+                self.size += run.size;
+                self.runs.insert(key, run);
+            }
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, offset: Offset) -> Result<(), MergeError> {
+        if self.last_offset.is_some_and(|last| last >= offset) {
+            return Err(MergeError::OutOfOrder(offset));
+        }
+        self.last_offset = Some(offset);
         Ok(())
     }
 
@@ -207,11 +356,10 @@ impl Window {
 
     /// The merged entries in offset order; the window is empty again after (the next window
     /// continues after the last offset).
-    pub fn take(&mut self) -> Result<Vec<(Offset, Vec<u8>)>, MergeError> {
+    pub fn take(&mut self) -> Result<Vec<(Offset, MergedEntry)>, MergeError> {
         let mut merged = Vec::with_capacity(self.runs.len());
         for (key, run) in self.runs.drain() {
-            let offset = run.last_offset;
-            merged.push((offset, run.finish(&key)?));
+            run.finish(&key, &mut merged)?;
         }
         merged.sort_unstable_by_key(|(offset, _)| *offset);
         self.size = 0;

@@ -2,7 +2,9 @@
 //! keys, cut into random merge windows (and merged again in wider windows, as a second
 //! compaction does), a client resuming from ANY offset of the original history, holding the
 //! rows it had there, ends with the rows the whole history gives; and a client reading the
-//! compacted log up to the end of a window holds exactly the history's rows there.
+//! compacted log from `-1` or from the end of a window gets a clean history (no delete of a
+//! row it does not hold, no insert of one it holds) and holds exactly the history's rows at
+//! every window end.
 //!
 //! proptest prints the smallest failing history; `PROPTEST_CASES` runs more, and failures
 //! are replayed from `proptest-regressions/`.
@@ -15,8 +17,9 @@ use shapes::offset::Offset;
 use shapes::schema::QualifiedName;
 use shapes::wire::{ChangeMessage, LogPosition, Operation};
 
+use super::super::build::successor;
 use super::super::message;
-use super::Window;
+use super::{MergedEntry, Origin, Window};
 
 type Row = BTreeMap<String, Option<String>>;
 type Rows = HashMap<String, Row>;
@@ -201,20 +204,35 @@ fn history(full: bool, steps: &[Step]) -> Vec<(Offset, Vec<u8>)> {
     h.log
 }
 
-/// What a client does with a message; `Err` for an update of a row it does not hold.
-fn apply(rows: &mut Rows, payload: &[u8]) -> Result<(), String> {
+/// How a client applies messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Client {
+    /// As Electric's client and ours: an insert replaces, a delete of an absent row is a no-op.
+    Lenient,
+    /// As a clean history reads: an insert of a held row or a delete of an absent one is an
+    /// error.
+    Strict,
+}
+
+/// What a client does with a message; `Err` for an update of a row it does not hold (and
+/// for what a strict client refuses).
+fn apply(rows: &mut Rows, payload: &[u8], client: Client) -> Result<(), String> {
     let change = message::parse(payload).map_err(|e| e.to_string())?;
     let value: Row = change.value.0.into_iter().collect();
     match change.operation {
         Operation::Insert => {
-            rows.insert(change.key, value);
+            if rows.insert(change.key.clone(), value).is_some() && client == Client::Strict {
+                return Err(format!("insert of held row {}", change.key));
+            }
         }
         Operation::Update => match rows.get_mut(&change.key) {
             Some(row) => row.extend(value),
             None => return Err(format!("update of absent row {}", change.key)),
         },
         Operation::Delete => {
-            rows.remove(&change.key);
+            if rows.remove(&change.key).is_none() && client == Client::Strict {
+                return Err(format!("delete of absent row {}", change.key));
+            }
         }
     }
     Ok(())
@@ -225,21 +243,66 @@ fn replay<'a>(
     log: impl IntoIterator<Item = &'a (Offset, Vec<u8>)>,
 ) -> Result<(), String> {
     for (_, payload) in log {
-        apply(rows, payload)?;
+        apply(rows, payload, Client::Strict)?;
     }
     Ok(())
 }
 
+type Compacted = Vec<(Offset, MergedEntry)>;
+
+/// The messages of `compacted` a reader resuming after `point` gets, as the log's scanner
+/// serves them.
+fn served(compacted: &Compacted, point: Offset) -> impl Iterator<Item = (Offset, &[u8])> {
+    compacted
+        .iter()
+        .filter(move |(o, _)| *o > point)
+        .filter_map(move |(o, entry)| match entry {
+            MergedEntry::Change(payload) => Some((*o, payload.as_slice())),
+            MergedEntry::Retraction { held_from, message } => {
+                (*held_from <= point).then_some((*o, message.as_slice()))
+            }
+        })
+}
+
 /// Merges `log` in windows ending after the entries at `ends` (indices; the last window ends
 /// at the end); returns the compacted log and the offsets where its windows end.
-fn compact(log: &[(Offset, Vec<u8>)], ends: &[usize]) -> (Vec<(Offset, Vec<u8>)>, Vec<Offset>) {
+fn compact(log: &[(Offset, Vec<u8>)], ends: &[usize]) -> (Compacted, Vec<Offset>) {
+    let entries: Compacted = log
+        .iter()
+        .map(|(o, p)| (*o, MergedEntry::Change(p.clone())))
+        .collect();
+    compact_entries(&entries, ends, None)
+}
+
+/// [`compact`] of entries; `windows`: the window ends of the compaction that wrote them (the
+/// entries are then a compacted range).
+fn compact_entries(
+    log: &Compacted,
+    ends: &[usize],
+    windows: Option<&[Offset]>,
+) -> (Compacted, Vec<Offset>) {
     let mut out = Vec::new();
     let mut window_ends = Vec::new();
     let mut window = Window::default();
-    for (i, (offset, payload)) in log.iter().enumerate() {
-        window
-            .push(*offset, payload)
-            .expect("a valid history merges");
+    let mut previous_end = Offset::SNAPSHOT_END;
+    for (i, (offset, entry)) in log.iter().enumerate() {
+        let origin = match windows {
+            None => Origin::Logged,
+            Some(_) => Origin::Merged {
+                window_from: successor(previous_end),
+                fresh_inserts: true,
+            },
+        };
+        match entry {
+            MergedEntry::Change(payload) => window.push(*offset, payload, origin),
+            MergedEntry::Retraction { held_from, message } => {
+                window.push_retraction(*offset, *held_from, message)
+            }
+        }
+        .expect("a valid history merges");
+        if windows.is_some_and(|w| w.contains(offset)) {
+            previous_end = *offset;
+        }
         if ends.contains(&i) || i + 1 == log.len() {
             out.extend(window.take().expect("merges"));
             window_ends.push(*offset);
@@ -248,36 +311,44 @@ fn compact(log: &[(Offset, Vec<u8>)], ends: &[usize]) -> (Vec<(Offset, Vec<u8>)>
     (out, window_ends)
 }
 
-fn check_resumes(original: &[(Offset, Vec<u8>)], compacted: &[(Offset, Vec<u8>)]) {
+fn check_resumes(original: &[(Offset, Vec<u8>)], compacted: &Compacted) {
     let mut expected = Rows::new();
     replay(&mut expected, original).unwrap();
     let points = std::iter::once(Offset::BeforeAll).chain(original.iter().map(|(o, _)| *o));
     for point in points {
         let mut rows = Rows::new();
         replay(&mut rows, original.iter().filter(|(o, _)| *o <= point)).unwrap();
-        let result = replay(&mut rows, compacted.iter().filter(|(o, _)| *o > point));
+        let result: Result<(), String> = served(compacted, point)
+            .try_for_each(|(_, payload)| apply(&mut rows, payload, Client::Lenient));
         assert_eq!(result, Ok(()), "resuming from {point}");
         assert_eq!(rows, expected, "resuming from {point}");
     }
 }
 
-fn check_window_ends(
-    original: &[(Offset, Vec<u8>)],
-    compacted: &[(Offset, Vec<u8>)],
-    ends: &[Offset],
-) {
-    for end in ends {
-        let (mut history_rows, mut compacted_rows) = (Rows::new(), Rows::new());
-        replay(&mut history_rows, original.iter().filter(|(o, _)| o <= end)).unwrap();
-        replay(
-            &mut compacted_rows,
-            compacted.iter().filter(|(o, _)| o <= end),
-        )
-        .unwrap();
-        assert_eq!(
-            compacted_rows, history_rows,
-            "reading the compacted log to {end}"
-        );
+/// From `-1` and from every window end, the compacted log reads as a clean history and gives
+/// the history's rows at every later window end.
+fn check_window_ends(original: &[(Offset, Vec<u8>)], compacted: &Compacted, ends: &[Offset]) {
+    let starts = std::iter::once(Offset::BeforeAll).chain(ends.iter().copied());
+    for start in starts {
+        let mut rows = Rows::new();
+        replay(&mut rows, original.iter().filter(|(o, _)| *o <= start)).unwrap();
+        for end in ends.iter().filter(|end| **end > start) {
+            let mut history_rows = Rows::new();
+            replay(&mut history_rows, original.iter().filter(|(o, _)| o <= end)).unwrap();
+            let mut compacted_rows = rows.clone();
+            let result: Result<(), String> = served(compacted, start)
+                .filter(|(o, _)| o <= end)
+                .try_for_each(|(_, payload)| apply(&mut compacted_rows, payload, Client::Strict));
+            assert_eq!(
+                result,
+                Ok(()),
+                "reading the compacted log from {start} to {end}"
+            );
+            assert_eq!(
+                compacted_rows, history_rows,
+                "reading the compacted log from {start} to {end}"
+            );
+        }
     }
 }
 
@@ -306,48 +377,116 @@ proptest! {
             .step_by(2)
             .filter_map(|end| compacted.iter().position(|(o, _)| o == end))
             .collect();
-        let (again, again_ends) = compact(&compacted, &kept);
+        let (again, again_ends) = compact_entries(&compacted, &kept, Some(&ends));
         check_resumes(&original, &again);
         check_window_ends(&original, &again, &again_ends);
     }
 }
 
+fn step_of(kind: u8, key: u8, columns: u8, a: u8, commit: bool) -> Step {
+    Step {
+        kind,
+        key,
+        other: key,
+        columns,
+        a,
+        b: 0,
+        commit,
+    }
+}
+
 #[test]
-fn an_insert_then_updates_then_a_delete_leave_the_delete_alone() {
+fn a_row_inserted_updated_and_deleted_in_a_window_is_retracted_for_readers_that_hold_it() {
     let steps = [
-        Step {
-            kind: 2,
-            key: 1,
-            other: 1,
-            columns: 3,
-            a: 0,
-            b: 0,
-            commit: true,
-        },
-        Step {
-            kind: 2,
-            key: 1,
-            other: 1,
-            columns: 1,
-            a: 1,
-            b: 0,
-            commit: true,
-        },
-        Step {
-            kind: 0,
-            key: 1,
-            other: 1,
-            columns: 1,
-            a: 1,
-            b: 0,
-            commit: true,
-        },
+        step_of(2, 1, 3, 0, true),
+        step_of(2, 1, 1, 1, true),
+        step_of(0, 1, 1, 1, true),
     ];
     let original = history(false, &steps);
     let (compacted, _) = compact(&original, &[]);
-    assert_eq!(compacted.len(), 1);
-    assert_eq!(compacted[0], original[2]);
+    let insert = original[0].0;
+    assert_eq!(
+        compacted,
+        vec![(
+            original[2].0,
+            MergedEntry::Retraction {
+                held_from: insert,
+                message: original[2].1.clone(),
+            }
+        )]
+    );
+    assert_eq!(
+        served(&compacted, Offset::BeforeAll).count(),
+        0,
+        "nothing from -1"
+    );
+    assert_eq!(
+        served(&compacted, insert).count(),
+        1,
+        "the delete after the insert"
+    );
+    assert_eq!(served(&compacted, original[1].0).count(), 1);
     check_resumes(&original, &compacted);
+}
+
+#[test]
+fn a_row_deleted_and_inserted_again_is_its_delete_and_its_new_row() {
+    // Insert (window 1), then update, delete and insert again (window 2): a reader from the
+    // end of window 1 holds the row, so window 2 is a delete and an insert.
+    let steps = [
+        step_of(2, 1, 3, 0, true),
+        step_of(2, 1, 1, 1, true),
+        step_of(0, 1, 1, 1, true),
+        step_of(2, 1, 3, 2, true),
+        step_of(2, 1, 1, 3, true),
+    ];
+    let original = history(true, &steps);
+    let (compacted, ends) = compact(&original, &[0]);
+    let operations: Vec<_> = compacted
+        .iter()
+        .map(|(o, e)| match e {
+            MergedEntry::Change(p) => (*o, message::parse(p).unwrap().operation),
+            MergedEntry::Retraction { .. } => panic!("no retraction: {e:?}"),
+        })
+        .collect();
+    assert_eq!(
+        operations,
+        vec![
+            (original[0].0, Operation::Insert),
+            (original[2].0, Operation::Delete),
+            (original[4].0, Operation::Insert),
+        ]
+    );
+    check_resumes(&original, &compacted);
+    check_window_ends(&original, &compacted, &ends);
+    // Merged again as one window: the row was new there, so it is one insert.
+    let (again, _) = compact_entries(&compacted, &[], Some(&ends));
+    assert_eq!(again.len(), 1);
+    check_resumes(&original, &again);
+}
+
+#[test]
+fn a_second_compaction_retracts_a_row_an_earlier_window_inserted() {
+    let steps = [
+        step_of(2, 1, 3, 0, true),
+        step_of(2, 1, 1, 1, true),
+        step_of(2, 2, 3, 0, true),
+        step_of(0, 1, 1, 1, true),
+    ];
+    let original = history(false, &steps);
+    let (compacted, ends) = compact(&original, &[2]);
+    let (again, again_ends) = compact_entries(&compacted, &[], Some(&ends));
+    let retraction = again
+        .iter()
+        .find(|(_, e)| matches!(e, MergedEntry::Retraction { .. }))
+        .expect("the row of key 1 is retracted");
+    // Served to every reader inside the first window (it began after the snapshot) and after.
+    assert!(
+        matches!(retraction.1, MergedEntry::Retraction { held_from, .. } if held_from == successor(Offset::SNAPSHOT_END)),
+        "{retraction:?}"
+    );
+    check_resumes(&original, &again);
+    check_window_ends(&original, &again, &again_ends);
 }
 
 #[test]
@@ -385,7 +524,10 @@ fn an_insert_and_updates_become_one_insert_of_the_final_row() {
     let (compacted, _) = compact(&original, &[]);
     assert_eq!(compacted.len(), 1);
     assert_eq!(compacted[0].0, original[2].0, "the last change's offset");
-    let change = message::parse(&compacted[0].1).unwrap();
+    let MergedEntry::Change(payload) = &compacted[0].1 else {
+        panic!("a change: {:?}", compacted[0]);
+    };
+    let change = message::parse(payload).unwrap();
     assert_eq!(change.operation, Operation::Insert);
     assert_eq!(change.old_value, None);
     let row: Row = change.value.0.into_iter().collect();
@@ -398,6 +540,12 @@ fn an_update_after_a_delete_is_refused() {
     let mut window = Window::default();
     let delete = br#"{"key":"k","value":{"id":"1"},"headers":{"operation":"delete"}}"#;
     let update = br#"{"key":"k","value":{"id":"1","a":"x"},"headers":{"operation":"update"}}"#;
-    window.push(Offset::At { tx: 1, op: 0 }, delete).unwrap();
-    assert!(window.push(Offset::At { tx: 1, op: 2 }, update).is_err());
+    window
+        .push(Offset::At { tx: 1, op: 0 }, delete, Origin::Logged)
+        .unwrap();
+    assert!(
+        window
+            .push(Offset::At { tx: 1, op: 2 }, update, Origin::Logged)
+            .is_err()
+    );
 }

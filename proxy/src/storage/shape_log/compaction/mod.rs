@@ -13,6 +13,11 @@
 //! Chunk boundaries do change (the compacted range is one chunk per window, the tail is cut
 //! by size from the range's end): responses cached for the old boundaries are still right.
 //!
+//! **A row born and dead in a window is gone** for every reader that cannot hold it: its
+//! last delete stays as a [`Retraction`](super::record::Retraction), which only a reader
+//! resuming from between the row's insert and that delete (an offset of the old file) gets
+//! (see [`merge`]). So a reader from `-1` or from a window's end reads a clean history.
+//!
 //! **Never blocks the writer, survives a crash at any moment.** [`prepare`] runs on a thread
 //! of the compactor's, at idle priority, and holds the log's lock (which the writer takes for
 //! every transaction) only to copy a few figures: it merges `[0, cut)` into

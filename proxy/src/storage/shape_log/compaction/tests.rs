@@ -8,6 +8,7 @@ use shapes::offset::Offset;
 use super::policy::CompactionPolicy;
 use super::{MIN_WINDOW, install};
 use crate::storage::shape_dir::ShapeDir;
+use crate::storage::shape_log::cursor::Position;
 use crate::storage::shape_log::{LogAppender, ShapeLog};
 
 const POLICY: CompactionPolicy = CompactionPolicy {
@@ -295,4 +296,123 @@ fn a_log_too_small_to_compact_is_left_alone() {
         compact_after: 1 << 30,
     };
     assert!(prepare(&log, policy).unwrap().is_none());
+}
+
+/// Every message a reader from `after` gets, walking response by response.
+fn messages_from(log: &ShapeLog, mut after: Offset) -> Vec<serde_json::Value> {
+    let mut messages = Vec::new();
+    while let Some(plan) = log.plan_read(after).unwrap() {
+        log.read(&plan, &mut Vec::new(), |_, m| {
+            messages.push(serde_json::from_slice(m).unwrap());
+        })
+        .unwrap();
+        after = plan.last;
+    }
+    messages
+}
+
+#[test]
+fn rows_inserted_and_deleted_before_the_cut_reach_only_readers_that_may_hold_them() {
+    let (_tmp, dir, log, mut appender) = setup(1500);
+    // Each transaction updates a lasting row, inserts a short-lived one and deletes the one
+    // before it.
+    for t in 1..=80u64 {
+        let lsn = t * 100;
+        let mut entries = vec![message(
+            if t == 1 { "insert" } else { "update" },
+            0,
+            t as u32,
+            lsn,
+            0,
+        )];
+        entries.push(message("insert", 1000 + t as u32, 0, lsn, 2));
+        if t > 1 {
+            entries.push(message("delete", 1000 + t as u32 - 1, 0, lsn, 4));
+        }
+        for (i, bytes) in entries.iter().enumerate() {
+            appender
+                .append(
+                    Offset::At {
+                        tx: lsn,
+                        op: i as u64 * 2,
+                    },
+                    bytes,
+                )
+                .unwrap();
+        }
+        appender.commit(&log, Lsn(lsn), Lsn(lsn + 10)).unwrap();
+    }
+    let before = offsets(&log);
+    let held: Vec<(Offset, Rows)> = before
+        .iter()
+        .map(|o| {
+            let mut rows = Rows::new();
+            for (_, bytes) in entries_upto(&log, *o) {
+                apply(&mut rows, &bytes);
+            }
+            (*o, rows)
+        })
+        .collect();
+    let mut expected = Rows::new();
+    read_from(&log, Offset::BeforeAll, &mut expected);
+
+    // One merge window: a row inserted and deleted in it leaves no message for new readers.
+    let prepared = super::prepare_in_windows(&log, POLICY, 1 << 20);
+    let (stats, _) = install(&log, prepared.unwrap().expect("due")).unwrap();
+    assert_eq!(stats.windows, 1);
+
+    // A new reader: a clean history, with none of the rows that lived and died in the
+    // compacted range.
+    let messages = messages_from(&log, Offset::BeforeAll);
+    let mut rows = Rows::new();
+    for m in &messages {
+        let key = m["key"].as_str().unwrap().to_owned();
+        let present = rows.contains_key(&key);
+        match m["headers"]["operation"].as_str().unwrap() {
+            "insert" => assert!(!present, "insert of a held row: {m}"),
+            "delete" => assert!(present, "delete of a row never sent: {m}"),
+            _ => assert!(present, "update of a row never sent: {m}"),
+        }
+        apply(&mut rows, serde_json::to_vec(m).unwrap().as_slice());
+    }
+    assert_eq!(rows, expected);
+    let tail_keys = messages.iter().filter(|m| m["key"] != "k0").count();
+    assert!(
+        tail_keys <= 8,
+        "only the kept tail's short-lived rows: {tail_keys} messages of {}",
+        messages.len()
+    );
+    // Readers that held a short-lived row before the compaction see it go, also paging a
+    // few entries at a time (RxDB, WatermelonDB).
+    let from_start = (Offset::SNAPSHOT_END, Rows::new());
+    for (offset, mut rows) in std::iter::once(from_start).chain(held) {
+        let mut paged = rows.clone();
+        read_from(&log, offset, &mut rows);
+        assert_eq!(rows, expected, "resuming from {offset}");
+        let mut at = Position::After(offset);
+        loop {
+            let page = log.entries_from(at, 2).unwrap();
+            for entry in &page.entries {
+                apply(&mut paged, &entry.payload);
+            }
+            assert!(page.at_end || page.next != at, "paging from {at:?} goes on");
+            at = page.next;
+            if page.at_end {
+                break;
+            }
+        }
+        assert_eq!(paged, expected, "paging from {offset}");
+    }
+    let reopened = ShapeLog::open(&dir, 1500).unwrap();
+    assert_eq!(reopened.index().index, log.index().index);
+    assert_eq!(reopened.rows(), expected.len() as u64);
+    // Compacted again with more history, the retractions merge with it.
+    let mut appender = LogAppender::open(&log).unwrap();
+    write_history(&log, &mut appender, 81, 60);
+    let mut expected = Rows::new();
+    read_from(&log, Offset::BeforeAll, &mut expected);
+    install(&log, prepare(&log, POLICY).unwrap().expect("due")).unwrap();
+    let mut rows = Rows::new();
+    read_from(&log, Offset::BeforeAll, &mut rows);
+    assert_eq!(rows, expected);
 }
