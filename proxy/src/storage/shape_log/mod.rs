@@ -580,27 +580,13 @@ fn scan_committed_from(file: &Arc<File>, start: u64, index: &mut LogIndex) -> io
             }
             RecordKind::Commit if Retraction::decode(payload).is_some() => {
                 // A conditional delete (inside a compacted range, whose end mark counts rows).
-                index.note_entry(
-                    Offset::At {
-                        tx: header.tx,
-                        op: header.op,
-                    },
-                    pos,
-                    u64::from(header.payload_len),
-                );
+                index.note_entry(header.offset(), pos, u64::from(header.payload_len));
             }
             RecordKind::Entry => {
                 if !in_range {
                     txn_rows += row_delta(operation_of(payload));
                 }
-                index.note_entry(
-                    Offset::At {
-                        tx: header.tx,
-                        op: header.op,
-                    },
-                    pos,
-                    u64::from(header.payload_len),
-                );
+                index.note_entry(header.offset(), pos, u64::from(header.payload_len));
             }
             RecordKind::Commit => {
                 if let Some(mark) = CommitMark::decode(payload) {

@@ -174,6 +174,14 @@ impl RecordHeader {
     pub fn total_len(&self) -> u64 {
         HEADER_LEN as u64 + u64::from(self.payload_len)
     }
+
+    /// The log offset of an entry (or a retraction) this header heads.
+    pub fn offset(&self) -> Offset {
+        Offset::At {
+            tx: self.tx,
+            op: self.op,
+        }
+    }
 }
 
 /// Appends a record to `out`.
@@ -289,10 +297,7 @@ impl<R: Read> RecordScanner<R> {
                 },
                 RecordKind::SnapshotComplete => continue,
             };
-            let offset = Offset::At {
-                tx: header.tx,
-                op: header.op,
-            };
+            let offset = header.offset();
             if after.is_some_and(|a| offset <= a) {
                 continue;
             }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! changes.log.compact := mark(RANGE_START | FRESH_INSERTS)
-//!                        { merged entries of one window, commit mark(CHUNK_END) }
+//!                        { merged entries and retractions of one window, commit mark(CHUNK_END) }
 //!                        merged entries of the last window, commit mark(CHUNK_END | RANGE_END, rows)
 //!                        the old log from the cut on, unchanged
 //! ```
@@ -131,14 +131,11 @@ pub fn write_range(
     writer.mark(0, 0, CommitMark::RANGE_START | CommitMark::FRESH_INSERTS, 0)?;
     let mut window = Window::default();
     let (mut rows, mut txn_rows) = (0i64, 0i64);
-    // Inside an earlier compacted range: how its merged inserts read, and where its current
-    // window began (`None` until that window's first entry).
+    // Inside an earlier compacted range: how its merged inserts read, and where its windows
+    // end.
     let mut range: Option<OldRange> = None;
     while let Some((header, payload)) = scanner.next_record()? {
-        let offset = Offset::At {
-            tx: header.tx,
-            op: header.op,
-        };
+        let offset = header.offset();
         match header.kind {
             RecordKind::Entry => {
                 let origin = match range.as_mut() {
@@ -157,7 +154,7 @@ pub fn write_range(
             RecordKind::Commit => {
                 if let Some(retraction) = Retraction::decode(payload) {
                     if let Some(old) = range.as_mut() {
-                        old.origin(offset);
+                        old.read(offset);
                     }
                     window.push_retraction(offset, retraction.held_from, retraction.message)?;
                     writer.merged.entries_before += 1;
@@ -230,11 +227,16 @@ impl OldRange {
 
     /// The origin of the entry at `offset`, the next of the range.
     fn origin(&mut self, offset: Offset) -> Origin {
-        self.last = offset;
+        self.read(offset);
         Origin::Merged {
             window_from: successor(self.previous_end),
             fresh_inserts: self.fresh_inserts,
         }
+    }
+
+    /// The entry or retraction at `offset` was read.
+    fn read(&mut self, offset: Offset) {
+        self.last = offset;
     }
 
     /// One of its windows ended.
