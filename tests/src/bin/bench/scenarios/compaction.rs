@@ -19,6 +19,12 @@
 //!   The note counts the commits over 10 ms before the merge, while it writes the new file and
 //!   after the swap. `compaction.live_latency_quiet.p99`, the control: as many commits on the
 //!   same proxy and stream 5 s later (the replaced file released), with nothing compacting.
+//! - Churn, on `C`: 100,000 rows that live for one transaction (1,000 transactions, each
+//!   inserting 100 rows and deleting the 100 before; the last 100 stay). Once the log settled,
+//!   `compaction.churn_messages`: what a new device receives from `-1` (the 100 rows, the
+//!   kept tail's changes, nothing of the rows that lived and died in the compacted part;
+//!   200,000 changes without compaction), and `compaction.churn_bytes_per_gone_row`: the log's
+//!   bytes over the rows gone (the retraction each leaves for devices that held it).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -126,6 +132,7 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
             u_time.as_secs_f64() * 1e3
         )),
     );
+    churn(bench, &sql, &compacting).await?;
     compacting.stop().await;
 
     // Live latency while the whole history is compacted at once.
@@ -183,6 +190,57 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     bench
         .report
         .distribution("compaction: commit → client while compacting", latencies);
+    Ok(())
+}
+
+/// The churn phase on the compacting proxy (see the module's doc).
+async fn churn(
+    bench: &mut Bench,
+    sql: &tokio_postgres::Client,
+    proxy: &ProxyChild,
+) -> anyhow::Result<()> {
+    const CHURN: &str = "table=churn";
+    const BATCH: i64 = 100;
+    sql.batch_execute("CREATE TABLE churn (id int8 PRIMARY KEY, note text NOT NULL)")
+        .await?;
+    let shape = sse::fetch(proxy.addr, CHURN, |_| {}).await?;
+    let batches = bench.scale.of(1000) as i64;
+    let step = sql
+        .prepare(
+            "WITH gone AS (DELETE FROM churn WHERE id < $1)
+             INSERT INTO churn SELECT g, 'a short-lived row ' || g
+             FROM generate_series($1, $1 + 99) g",
+        )
+        .await?;
+    for batch in 0..batches {
+        sql.execute(&step, &[&(batch * BATCH)]).await?;
+    }
+    let dir = shape_dir(proxy.storage_dir(), &shape.handle);
+    let log = settle(&dir.join("changes.log")).await?;
+    let bytes = log + file_len(&dir.join("snapshot.log"));
+    let needle = br#"{"key":"#;
+    let mut messages = 0u64;
+    sse::fetch(proxy.addr, CHURN, |b| {
+        messages += b.windows(needle.len()).filter(|w| w == needle).count() as u64;
+    })
+    .await?;
+    let changes = 2 * batches * BATCH - BATCH;
+    let gone = (batches - 1) * BATCH;
+    bench.report.add(Figure::new("compaction.churn_messages", messages as f64, "messages").note(
+        format!(
+            "a new device from -1 after {gone} rows lived for one transaction each ({changes} changes, {BATCH} rows left): the rows left and the kept tail's changes"
+        ),
+    ));
+    bench.report.add(
+        Figure::new(
+            "compaction.churn_bytes_per_gone_row",
+            bytes as f64 / gone as f64,
+            "bytes",
+        )
+        .note(format!(
+            "snapshot.log + changes.log ({bytes} bytes) once compaction caught up, over the {gone} rows gone: one retraction each (a delete sent only to a device that held the row)"
+        )),
+    );
     Ok(())
 }
 
