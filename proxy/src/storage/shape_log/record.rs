@@ -371,6 +371,26 @@ mod tests {
     }
 
     #[test]
+    fn retractions_round_trip_and_serve_only_readers_past_their_start() {
+        let held_from = Offset::At { tx: 7, op: 3 };
+        let mut payload = Vec::new();
+        Retraction::encode(&mut payload, held_from, br#"{"key":"k"}"#);
+        let retraction = Retraction::decode(&payload).unwrap();
+        assert_eq!(retraction.held_from, held_from);
+        assert_eq!(retraction.message, br#"{"key":"k"}"#);
+        assert!(!retraction.serves(None), "a snapshot read");
+        assert!(!retraction.serves(Some(Offset::At { tx: 7, op: 2 })));
+        assert!(retraction.serves(Some(held_from)));
+        assert_eq!(CommitMark::decode(&payload), None, "not a mark");
+        let mark = CommitMark {
+            flags: CommitMark::CHUNK_END,
+            rows: 0,
+        };
+        assert_eq!(Retraction::decode(&mark.encode()), None);
+        assert_eq!(Retraction::decode(b""), None, "an ordinary commit");
+    }
+
+    #[test]
     fn a_flipped_bit_fails_the_checksum() {
         let mut bytes = Vec::new();
         encode(&mut bytes, RecordKind::Entry, 1, 2, b"payload");

@@ -19,12 +19,14 @@
 //!   The note counts the commits over 10 ms before the merge, while it writes the new file and
 //!   after the swap. `compaction.live_latency_quiet.p99`, the control: as many commits on the
 //!   same proxy and stream 5 s later (the replaced file released), with nothing compacting.
-//! - Churn, on `C`: 100,000 rows that live for one transaction (1,000 transactions, each
-//!   inserting 100 rows and deleting the 100 before; the last 100 stay). Once the log settled,
+//! - Churn, last, on a proxy `K` of its own: 100,000 rows that live for one transaction (1,000
+//!   transactions, each inserting 100 rows and deleting the 100 before; the last 100 stay),
+//!   written while `K` does not compact; `K` is then restarted with `--compact-after 256KiB`
+//!   and compacts the whole history at once. Once its log settled,
 //!   `compaction.churn_messages`: what a new device receives from `-1` (the 100 rows, the
 //!   kept tail's changes, nothing of the rows that lived and died in the compacted part;
-//!   200,000 changes without compaction), and `compaction.churn_bytes_per_gone_row`: the log's
-//!   bytes over the rows gone (the retraction each leaves for devices that held it).
+//!   199,900 changes without compaction), and `compaction.churn_bytes_per_gone_row`: the
+//!   log's bytes over the rows gone (the retraction each leaves for devices that held it).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -132,7 +134,6 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
             u_time.as_secs_f64() * 1e3
         )),
     );
-    churn(bench, &sql, &compacting).await?;
     compacting.stop().await;
 
     // Live latency while the whole history is compacted at once.
@@ -190,20 +191,22 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     bench
         .report
         .distribution("compaction: commit → client while compacting", latencies);
-    Ok(())
+    churn(bench, &db, &sql).await
 }
 
 /// The churn phase on the compacting proxy (see the module's doc).
 async fn churn(
     bench: &mut Bench,
+    db: &Database,
     sql: &tokio_postgres::Client,
-    proxy: &ProxyChild,
 ) -> anyhow::Result<()> {
     const CHURN: &str = "table=churn";
     const BATCH: i64 = 100;
     sql.batch_execute("CREATE TABLE churn (id int8 PRIMARY KEY, note text NOT NULL)")
         .await?;
-    let shape = sse::fetch(proxy.addr, CHURN, |_| {}).await?;
+    let writing =
+        ProxyChild::start_on_slot(db, "compaction_k", &["--compact-after", "off"]).await?;
+    let shape = sse::fetch(writing.addr, CHURN, |_| {}).await?;
     let batches = bench.scale.of(1000) as i64;
     let step = sql
         .prepare(
@@ -215,7 +218,12 @@ async fn churn(
     for batch in 0..batches {
         sql.execute(&step, &[&(batch * BATCH)]).await?;
     }
-    let dir = shape_dir(proxy.storage_dir(), &shape.handle);
+    let dir = shape_dir(writing.storage_dir(), &shape.handle);
+    settle(&dir.join("changes.log")).await?;
+    let storage = writing.stop_keeping_storage().await;
+    let dir = shape_dir(storage.path(), &shape.handle);
+    let proxy =
+        ProxyChild::start_in(db, "compaction_k", storage, &["--compact-after", "256KiB"]).await?;
     let log = settle(&dir.join("changes.log")).await?;
     let bytes = log + file_len(&dir.join("snapshot.log"));
     let needle = br#"{"key":"#;
@@ -241,6 +249,7 @@ async fn churn(
             "snapshot.log + changes.log ({bytes} bytes) once compaction caught up, over the {gone} rows gone: one retraction each (a delete sent only to a device that held the row)"
         )),
     );
+    proxy.stop().await;
     Ok(())
 }
 
