@@ -76,6 +76,8 @@ const FIGURES: &[&str] = &[
     "compaction.live_latency.p50",
     "compaction.live_latency.p99",
     "compaction.live_latency_quiet.p99",
+    "compaction.churn_messages",
+    "compaction.churn_bytes_per_gone_row",
     "moves_in_10k.p50",
     "moves_in_10k.max",
     "moves_out_10k.p50",
