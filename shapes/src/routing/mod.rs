@@ -59,6 +59,17 @@ pub enum RowChange {
     Delete,
 }
 
+impl RowChange {
+    /// The operation of the message it becomes.
+    pub fn operation(self) -> crate::wire::Operation {
+        match self {
+            RowChange::Insert => crate::wire::Operation::Insert,
+            RowChange::Update => crate::wire::Operation::Update,
+            RowChange::Delete => crate::wire::Operation::Delete,
+        }
+    }
+}
+
 /// A shape filed under a key, with what a row found there must match besides (`None`: having
 /// the key is the whole condition). Carried inline, so routing never looks the shape up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

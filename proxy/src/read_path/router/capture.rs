@@ -13,7 +13,7 @@ use shapes::lsn::Xid;
 use shapes::wire::{SnapshotInfo, operation_of};
 
 use crate::storage::shape_log::capture_file::CaptureFile;
-use crate::storage::shape_log::{LogAppender, ShapeLog, row_delta};
+use crate::storage::shape_log::{LogAppender, ShapeLog, TxnChanges};
 
 /// Moves the transactions the snapshot does not contain from `capture` into the shape's log,
 /// in order, and deletes the capture file. Returns how many transactions were kept and
@@ -36,13 +36,15 @@ pub fn replay_into(
             dropped += 1;
             return Ok(());
         }
-        let mut rows = 0;
+        let mut changes = TxnChanges::default();
         for (offset, message) in txn.entries {
             appender.append(*offset, message)?;
-            rows += row_delta(operation_of(message));
+            if let Some(operation) = operation_of(message) {
+                changes.add(operation);
+            }
         }
-        appender.commit(log, txn.commit_lsn, txn.end_lsn)?;
-        log.note_rows(rows);
+        let entries = appender.commit(log, txn.commit_lsn, txn.end_lsn)?;
+        log.note_txn(changes, entries);
         kept += 1;
         Ok(())
     })?;

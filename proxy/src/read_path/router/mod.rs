@@ -37,10 +37,10 @@ use shapes::lsn::{Lsn, Xid, Xid32};
 use shapes::offset::Offset;
 use shapes::routing::{RowChange, ShapeId, ShapeIndex, TableSlot};
 use shapes::schema::{QualifiedName, Row, TableSchema};
-use shapes::wire::SnapshotInfo;
+use shapes::wire::{Operation, SnapshotInfo};
 
 use crate::storage::shape_log::capture_file::CaptureFile;
-use crate::storage::shape_log::{LogAppender, LogFile, ShapeLog};
+use crate::storage::shape_log::{LogAppender, LogFile, ShapeLog, TxnChanges};
 use crate::storage::shape_store::Shape;
 use encode::{Encoded, ShapeEncoding, TxContext};
 
@@ -91,9 +91,10 @@ struct RoutedShape {
     skip_through: Lsn,
     /// Present from the end of the snapshot until the stream passes it.
     snapshot_holds: Option<Box<SnapshotHolds>>,
-    /// Rows the open transaction adds to the shape's log (inserts minus deletes), told to the
-    /// log at the commit. Not counted while capturing: the replay counts what it keeps.
-    txn_rows: i64,
+    /// What the open transaction writes to the shape's log (rows it adds, updates and
+    /// deletes), told to the log at the commit. Not counted while capturing: the replay counts
+    /// what it keeps.
+    txn_changes: TxnChanges,
     /// The levels of a shape with subqueries ([`SubqueryShape`]), decided here instead of by
     /// the routing index.
     subquery: Option<Box<SubqueryShape>>,
@@ -127,9 +128,11 @@ impl RoutedShape {
         report: &mut CommitReport,
     ) -> io::Result<()> {
         let appender = open_appender(&mut self.appender, &self.shape.log)?;
-        appender.commit(&self.shape.log, commit_lsn, end_lsn)?;
+        let entries = appender.commit(&self.shape.log, commit_lsn, end_lsn)?;
         report.to_sync.push(appender.log_file().clone());
-        self.shape.log.note_rows(std::mem::take(&mut self.txn_rows));
+        self.shape
+            .log
+            .note_txn(std::mem::take(&mut self.txn_changes), entries);
         Ok(())
     }
 }
@@ -335,7 +338,7 @@ impl Router {
                 capture,
                 skip_through: start,
                 snapshot_holds,
-                txn_rows: 0,
+                txn_changes: TxnChanges::default(),
                 subquery: None,
                 tagger: None,
                 after_resync: None,
@@ -383,7 +386,7 @@ impl Router {
                 capture: None,
                 skip_through: start,
                 snapshot_holds: None,
-                txn_rows: 0,
+                txn_changes: TxnChanges::default(),
                 subquery: Some(levels),
                 tagger,
                 after_resync: None,
@@ -437,7 +440,7 @@ impl Router {
             _ => (floor, 0),
         };
         let mut messages = Vec::new();
-        let mut rows = 0;
+        let mut rows = TxnChanges::default();
         for (change, old, new) in &changes {
             let ctx = TxContext { txid, lsn, op };
             let first = messages.len();
@@ -455,11 +458,7 @@ impl Router {
                     &mut messages[first..],
                 );
             }
-            rows += match change {
-                RowChange::Insert => 1,
-                RowChange::Delete => -1,
-                RowChange::Update => 0,
-            };
+            rows.add(change.operation());
             op += 2;
         }
         if let Some(last) = messages.last_mut() {
@@ -469,7 +468,8 @@ impl Router {
         for message in &messages {
             appender.append(Offset::log(lsn, message.op), &message.bytes)?;
         }
-        ws.txn_rows += rows;
+        ws.txn_changes.rows = ws.txn_changes.rows.saturating_add(rows.rows);
+        ws.txn_changes.superseding = ws.txn_changes.superseding.saturating_add(rows.superseding);
         // Not `skip_through`: a transaction below `lsn` that the snapshot did not see must
         // still be applied (the levels skip those it saw).
         ws.after_resync = Some(AfterResync { lsn, next_op: op });
@@ -897,7 +897,7 @@ impl Router {
         for id in &txn.touched {
             if let Some(ws) = self.shapes.get_mut(id) {
                 ws.held = None;
-                ws.txn_rows = 0;
+                ws.txn_changes = TxnChanges::default();
                 // The roll-back takes its unseen resync with it: read it again.
                 if ws.after_resync.is_some() && !reread.contains(id) {
                     reread.push(*id);
@@ -987,11 +987,7 @@ fn emit_kept(
     encoded: &mut Vec<Encoded>,
 ) -> io::Result<()> {
     if ws.capture.is_none() {
-        ws.txn_rows += match change {
-            RowChange::Insert => 1,
-            RowChange::Delete => -1,
-            RowChange::Update => 0,
-        };
+        ws.txn_changes.add(change.operation());
     }
     // After an unseen resync, the messages' `lsn` and `op_position` say where they are.
     let (lsn, op) = ws.place(txn.commit_lsn, op);
@@ -1043,7 +1039,9 @@ fn emit_move_events(
         emit(ws, txn, id, RowChange::Delete, Some(row), None, op, encoded)?;
     }
     if ws.capture.is_none() {
-        ws.txn_rows -= dropped.len() as i64;
+        for _ in &dropped {
+            ws.txn_changes.add(Operation::Delete);
+        }
     }
     for event in [out_event, in_event].into_iter().flatten() {
         let op = next_op(txn);

@@ -67,6 +67,8 @@ pub struct ShapeLog {
     latest: watch::Sender<Option<Offset>>,
     /// Inserts minus deletes of the committed transactions (rows moving in and out count).
     change_rows: AtomicI64,
+    /// [`History`] since the log was opened or last compacted, packed.
+    history: AtomicU64,
     /// When the last transaction became visible, in microseconds since the Unix epoch; 0:
     /// none since the snapshot.
     last_change_micros: AtomicU64,
@@ -128,6 +130,49 @@ impl Deref for PlannedRead {
     }
 }
 
+/// What the open transaction writes to a shape's log, told to the log at its commit
+/// ([`ShapeLog::note_txn`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TxnChanges {
+    /// Inserts minus deletes (rows moving in and out count).
+    pub rows: i32,
+    /// Updates and deletes: the changes a compaction may merge away.
+    pub superseding: u32,
+}
+
+impl TxnChanges {
+    pub fn add(&mut self, operation: Operation) {
+        self.rows = self.rows.saturating_add(row_delta(Some(operation)) as i32);
+        if operation != Operation::Insert {
+            self.superseding = self.superseding.saturating_add(1);
+        }
+    }
+}
+
+/// Entries appended to a log since it was opened or last compacted, and how many of them
+/// were updates or deletes: whether compacting it can gain anything
+/// (`compaction::policy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct History {
+    pub entries: u64,
+    pub superseding: u64,
+}
+
+impl History {
+    /// Packed into one `u64` (32 bits each, saturating), for an atomic.
+    fn pack(self) -> u64 {
+        let half = |n: u64| n.min(u64::from(u32::MAX));
+        half(self.entries) << 32 | half(self.superseding)
+    }
+
+    fn unpack(packed: u64) -> Self {
+        Self {
+            entries: packed >> 32,
+            superseding: packed & u64::from(u32::MAX),
+        }
+    }
+}
+
 /// What scanning a log file found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Scanned {
@@ -135,6 +180,8 @@ struct Scanned {
     rows: i64,
     /// End of its compacted range, if it has one.
     compacted_end: Option<u64>,
+    /// Its committed entries after the compacted range.
+    history: History,
 }
 
 /// The open `changes.log` of a shape as its writer holds it, shared with the durability task:
@@ -290,6 +337,7 @@ impl ShapeLog {
         let last = index.last_offset();
         self.index().index = index;
         self.note_rows(scanned.rows);
+        self.note_history(scanned.history);
         self.last_change_micros
             .store(unix_micros(SystemTime::now()), Ordering::Relaxed);
         self.latest.send_replace(last);
@@ -308,6 +356,7 @@ impl ShapeLog {
         let compacted_end = scanned.compacted_end.unwrap_or(0);
         let log = Self::with_index(dir, index, file, identity, compacted_end);
         log.note_rows(scanned.rows);
+        log.note_history(scanned.history);
         // The file's time is the best guess of a log written by an earlier run.
         if log.last_offset().is_some()
             && let Ok(modified) = metadata.modified()
@@ -340,6 +389,7 @@ impl ShapeLog {
             snapshot: OnceLock::new(),
             latest,
             change_rows: AtomicI64::new(0),
+            history: AtomicU64::new(0),
             last_change_micros: AtomicU64::new(0),
             append_file: Mutex::new(Weak::new()),
         }
@@ -364,6 +414,9 @@ impl ShapeLog {
         compacted_end: u64,
     ) -> (Option<Arc<File>>, u64) {
         let mut current = self.index();
+        // A new file: its history starts now (the few transactions copied after its
+        // compacted range are not counted).
+        self.history.store(0, Ordering::Relaxed);
         let old = std::mem::replace(
             &mut *current,
             Generation {
@@ -435,11 +488,40 @@ impl ShapeLog {
         self.index().last_commit()
     }
 
-    /// Counts the rows a committed transaction added (positive) or removed (negative).
-    pub fn note_rows(&self, delta: i64) {
+    /// Counts what a transaction of `entries` entries committed (see [`LogAppender::commit`]).
+    pub fn note_txn(&self, changes: TxnChanges, entries: usize) {
+        self.note_rows(i64::from(changes.rows));
+        self.note_history(History {
+            entries: entries as u64,
+            superseding: u64::from(changes.superseding),
+        });
+    }
+
+    fn note_rows(&self, delta: i64) {
         if delta != 0 {
             self.change_rows.fetch_add(delta, Ordering::Relaxed);
         }
+    }
+
+    fn note_history(&self, more: History) {
+        let _ = self
+            .history
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |packed| {
+                let was = History::unpack(packed);
+                Some(
+                    History {
+                        entries: was.entries.saturating_add(more.entries),
+                        superseding: was.superseding.saturating_add(more.superseding),
+                    }
+                    .pack(),
+                )
+            });
+    }
+
+    /// Entries committed since the log was opened or last compacted, and how many of them
+    /// were updates or deletes.
+    pub fn history(&self) -> History {
+        History::unpack(self.history.load(Ordering::Relaxed))
     }
 
     /// Rows a client that followed the whole log holds: the snapshot's, plus the inserts and
@@ -568,6 +650,7 @@ fn scan_committed_from(file: &Arc<File>, start: u64, index: &mut LogIndex) -> io
     // Rows of committed transactions only: a torn tail does not count. Inside a compacted
     // range the entries are not counted: its end mark says what the range adds.
     let (mut rows, mut txn_rows) = (0, 0);
+    let (mut history, mut txn_history) = (History::default(), History::default());
     let mut in_range = false;
     let mut compacted_end = None;
     while let Some((header, payload)) = scanner.next_record()? {
@@ -584,7 +667,10 @@ fn scan_committed_from(file: &Arc<File>, start: u64, index: &mut LogIndex) -> io
             }
             RecordKind::Entry => {
                 if !in_range {
-                    txn_rows += row_delta(operation_of(payload));
+                    let operation = operation_of(payload);
+                    txn_rows += row_delta(operation);
+                    txn_history.entries += 1;
+                    txn_history.superseding += u64::from(operation != Some(Operation::Insert));
                 }
                 index.note_entry(header.offset(), pos, u64::from(header.payload_len));
             }
@@ -602,6 +688,9 @@ fn scan_committed_from(file: &Arc<File>, start: u64, index: &mut LogIndex) -> io
                 }
                 index.note_commit(Lsn(header.tx), pos + len);
                 rows += std::mem::take(&mut txn_rows);
+                let txn = std::mem::take(&mut txn_history);
+                history.entries += txn.entries;
+                history.superseding += txn.superseding;
             }
             RecordKind::SnapshotComplete => break,
         }
@@ -613,6 +702,7 @@ fn scan_committed_from(file: &Arc<File>, start: u64, index: &mut LogIndex) -> io
     Ok(Scanned {
         rows,
         compacted_end,
+        history,
     })
 }
 
@@ -740,7 +830,9 @@ impl LogAppender {
     }
 
     /// Closes the open transaction and makes its entries visible.
-    pub fn commit(&mut self, log: &ShapeLog, commit_lsn: Lsn, end_lsn: Lsn) -> io::Result<()> {
+    /// Makes the buffered entries visible behind a commit record; returns how many there
+    /// were.
+    pub fn commit(&mut self, log: &ShapeLog, commit_lsn: Lsn, end_lsn: Lsn) -> io::Result<usize> {
         record::encode(
             &mut self.buf,
             RecordKind::Commit,
@@ -749,6 +841,7 @@ impl LogAppender {
             b"",
         );
         self.write_buffer()?;
+        let entries = self.pending.len();
         let last = {
             let mut index = log.index();
             for (offset, pos, len) in self.pending.drain(..) {
@@ -760,7 +853,7 @@ impl LogAppender {
         log.latest.send_replace(last);
         log.last_change_micros
             .store(unix_micros(SystemTime::now()), Ordering::Relaxed);
-        Ok(())
+        Ok(entries)
     }
 
     /// The log file this appender writes, for an fsync of what it committed.

@@ -116,10 +116,13 @@ pub fn due(log: &ShapeLog, policy: CompactionPolicy) -> bool {
         let compacted = current.compacted_end;
         (compacted, current.visible_len().saturating_sub(compacted))
     };
+    let history = log.history();
     policy.due(LogSizes {
         snapshot: log.snapshot().map_or(0, |s| s.end),
         compacted,
         uncompacted,
+        entries: history.entries,
+        superseding: history.superseding,
     })
 }
 

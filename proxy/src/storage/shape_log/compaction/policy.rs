@@ -16,17 +16,27 @@ pub struct LogSizes {
     pub compacted: u64,
     /// `changes.log` after the compacted range.
     pub uncompacted: u64,
+    /// Entries committed since the log was opened or last compacted, and how many of them
+    /// were updates or deletes.
+    pub entries: u64,
+    pub superseding: u64,
 }
+
+/// Updates and deletes must be at least one entry in this many: a history of inserts (an
+/// event or message table) merges into itself, and compacting it would only copy it.
+const SUPERSEDING_ONE_IN: u64 = 8;
 
 impl CompactionPolicy {
     /// Due when the history after the compacted range reaches `compact_after` **and** is at
     /// least as big as what the log keeps (snapshot + compacted range): a shape whose rows
     /// take more than `compact_after` is compacted when its history doubles its log, so the
     /// work per byte written stays constant however big the shape, and its log stays within
-    /// about twice its data plus `compact_after`.
+    /// about twice its data plus `compact_after`. And the history must hold enough updates
+    /// and deletes to merge ([`SUPERSEDING_ONE_IN`]).
     pub fn due(&self, sizes: LogSizes) -> bool {
         sizes.uncompacted >= self.compact_after.max(1)
             && sizes.uncompacted >= sizes.snapshot + sizes.compacted
+            && sizes.superseding.saturating_mul(SUPERSEDING_ONE_IN) >= sizes.entries
     }
 
     /// Bytes at the end of the log that stay byte for byte: the chunks live clients read
@@ -49,6 +59,8 @@ mod tests {
             snapshot,
             compacted,
             uncompacted,
+            entries: 100,
+            superseding: 50,
         }
     }
 
@@ -62,6 +74,18 @@ mod tests {
     fn a_big_shape_waits_until_its_history_is_as_big_as_what_the_log_keeps() {
         assert!(!POLICY.due(sizes(5000, 2000, 6999)));
         assert!(POLICY.due(sizes(5000, 2000, 7000)));
+    }
+
+    #[test]
+    fn a_history_of_inserts_is_left_alone_however_big() {
+        let with = |entries, superseding| LogSizes {
+            entries,
+            superseding,
+            ..sizes(0, 0, 1 << 30)
+        };
+        assert!(!POLICY.due(with(1_000_000, 0)));
+        assert!(!POLICY.due(with(1_000_000, 124_999)));
+        assert!(POLICY.due(with(1_000_000, 125_000)));
     }
 
     #[test]

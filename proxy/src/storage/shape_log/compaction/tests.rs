@@ -9,7 +9,8 @@ use super::policy::CompactionPolicy;
 use super::{MIN_WINDOW, install};
 use crate::storage::shape_dir::ShapeDir;
 use crate::storage::shape_log::cursor::Position;
-use crate::storage::shape_log::{LogAppender, ShapeLog};
+use crate::storage::shape_log::{History, LogAppender, ShapeLog, TxnChanges};
+use shapes::wire::Operation;
 
 const POLICY: CompactionPolicy = CompactionPolicy {
     compact_after: 2000,
@@ -415,4 +416,46 @@ fn rows_inserted_and_deleted_before_the_cut_reach_only_readers_that_may_hold_the
     let mut rows = Rows::new();
     read_from(&log, Offset::BeforeAll, &mut rows);
     assert_eq!(rows, expected);
+}
+
+#[test]
+fn a_log_of_inserts_is_never_due_one_of_updates_is_and_reopening_counts_the_same() {
+    let (_tmp, dir, log, mut appender) = setup(1500);
+    for t in 1..=200u64 {
+        let lsn = t * 100;
+        let bytes = message("insert", 100 + t as u32, 0, lsn, 0);
+        appender
+            .append(Offset::At { tx: lsn, op: 0 }, &bytes)
+            .unwrap();
+        let entries = appender.commit(&log, Lsn(lsn), Lsn(lsn + 10)).unwrap();
+        let mut changes = TxnChanges::default();
+        changes.add(Operation::Insert);
+        log.note_txn(changes, entries);
+    }
+    let inserts = History {
+        entries: 200,
+        superseding: 0,
+    };
+    assert_eq!(log.history(), inserts);
+    assert!(log.bytes() > 10 * POLICY.compact_after);
+    assert!(!super::due(&log, POLICY), "nothing to merge");
+    drop(appender);
+    let reopened = ShapeLog::open(&dir, 1500).unwrap();
+    assert_eq!(reopened.history(), inserts, "counted from the file");
+    assert!(!super::due(&reopened, POLICY));
+
+    let mut appender = LogAppender::open(&reopened).unwrap();
+    write_history(&reopened, &mut appender, 201, 100);
+    drop(appender);
+    let reopened = ShapeLog::open(&dir, 1500).unwrap();
+    let history = reopened.history();
+    assert_eq!(history.entries, 400);
+    assert!(history.superseding >= 150, "{history:?}");
+    assert!(super::due(&reopened, POLICY));
+    install(&reopened, prepare(&reopened, POLICY).unwrap().expect("due")).unwrap();
+    assert_eq!(
+        reopened.history(),
+        History::default(),
+        "a new file's history"
+    );
 }
