@@ -262,8 +262,8 @@ pub struct ProxyArgs {
     /// `500kB`) piled up after its compacted part, and at least as much as the log keeps
     /// (snapshot + compacted part): older changes of a row are merged into one, so a new
     /// device downloads about the rows, not their history, and a row inserted and deleted
-    /// there is never sent to it. Offsets clients hold stay valid. `off` (or `0`) never
-    /// compacts.
+    /// there is never sent to it. Offsets clients hold stay valid. A history of nearly only
+    /// inserts is left alone. `off` (or `0`) never compacts.
     #[arg(long, env = "SHAPESYNC_COMPACT_AFTER", default_value = "16MiB", value_parser = parse_compact_after)]
     pub compact_after: CompactAfter,
 }
