@@ -468,8 +468,7 @@ impl Router {
         for message in &messages {
             appender.append(Offset::log(lsn, message.op), &message.bytes)?;
         }
-        ws.txn_changes.rows = ws.txn_changes.rows.saturating_add(rows.rows);
-        ws.txn_changes.superseding = ws.txn_changes.superseding.saturating_add(rows.superseding);
+        ws.txn_changes.absorb(rows);
         // Not `skip_through`: a transaction below `lsn` that the snapshot did not see must
         // still be applied (the levels skip those it saw).
         ws.after_resync = Some(AfterResync { lsn, next_op: op });

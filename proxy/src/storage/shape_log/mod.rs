@@ -141,6 +141,12 @@ pub struct TxnChanges {
 }
 
 impl TxnChanges {
+    /// Adds those of `other` (written to the same log in the same transaction).
+    pub fn absorb(&mut self, other: TxnChanges) {
+        self.rows = self.rows.saturating_add(other.rows);
+        self.superseding = self.superseding.saturating_add(other.superseding);
+    }
+
     pub fn add(&mut self, operation: Operation) {
         self.rows = self.rows.saturating_add(row_delta(Some(operation)) as i32);
         if operation != Operation::Insert {
@@ -670,7 +676,10 @@ fn scan_committed_from(file: &Arc<File>, start: u64, index: &mut LogIndex) -> io
                     let operation = operation_of(payload);
                     txn_rows += row_delta(operation);
                     txn_history.entries += 1;
-                    txn_history.superseding += u64::from(operation != Some(Operation::Insert));
+                    txn_history.superseding += u64::from(matches!(
+                        operation,
+                        Some(Operation::Update | Operation::Delete)
+                    ));
                 }
                 index.note_entry(header.offset(), pos, u64::from(header.payload_len));
             }
