@@ -1038,9 +1038,7 @@ fn emit_move_events(
         emit(ws, txn, id, RowChange::Delete, Some(row), None, op, encoded)?;
     }
     if ws.capture.is_none() {
-        for _ in &dropped {
-            ws.txn_changes.add(Operation::Delete);
-        }
+        ws.txn_changes.add_many(Operation::Delete, dropped.len());
     }
     for event in [out_event, in_event].into_iter().flatten() {
         let op = next_op(txn);

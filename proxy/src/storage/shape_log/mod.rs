@@ -148,9 +148,17 @@ impl TxnChanges {
     }
 
     pub fn add(&mut self, operation: Operation) {
-        self.rows = self.rows.saturating_add(row_delta(Some(operation)) as i32);
+        self.add_many(operation, 1);
+    }
+
+    /// Adds `n` changes of `operation`.
+    pub fn add_many(&mut self, operation: Operation, n: usize) {
+        let n = i32::try_from(n).unwrap_or(i32::MAX);
+        self.rows = self
+            .rows
+            .saturating_add((row_delta(Some(operation)) as i32).saturating_mul(n));
         if operation != Operation::Insert {
-            self.superseding = self.superseding.saturating_add(1);
+            self.superseding = self.superseding.saturating_add(n.unsigned_abs());
         }
     }
 }

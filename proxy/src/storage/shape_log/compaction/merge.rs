@@ -124,6 +124,17 @@ impl KeyRun {
             },
             Operation::Delete => Folded::Delete,
         };
+        Self::first(folded, existed_before, held_from, offset, payload)
+    }
+
+    /// A run of one change at `offset`, stored as `payload`.
+    fn first(
+        folded: Folded,
+        existed_before: bool,
+        held_from: Offset,
+        offset: Offset,
+        payload: &[u8],
+    ) -> Self {
         Self {
             folded,
             existed_before,
@@ -134,6 +145,15 @@ impl KeyRun {
             changes: 1,
             size: payload.len() as u64,
         }
+    }
+
+    /// Records the run's latest change, at `offset`, stored as `payload`.
+    fn follow(&mut self, offset: Offset, payload: &[u8]) {
+        self.last_offset = offset;
+        self.last.clear();
+        self.last.extend_from_slice(payload);
+        self.changes += 1;
+        self.size = self.size.max(payload.len() as u64);
     }
 
     fn push(&mut self, change: Change, offset: Offset, payload: &[u8]) -> Result<(), MergeError> {
@@ -189,26 +209,13 @@ impl KeyRun {
                 });
             }
         };
-        self.last_offset = offset;
-        self.last.clear();
-        self.last.extend_from_slice(payload);
-        self.changes += 1;
-        self.size = self.size.max(payload.len() as u64);
+        self.follow(offset, payload);
         Ok(())
     }
 
     /// A run that starts with a retraction: no row before it, none after.
     fn retraction(offset: Offset, held_from: Offset, message: &[u8]) -> Self {
-        Self {
-            folded: Folded::Delete,
-            existed_before: false,
-            held_from,
-            last_delete: None,
-            last_offset: offset,
-            last: message.to_vec(),
-            changes: 1,
-            size: message.len() as u64,
-        }
+        Self::first(Folded::Delete, false, held_from, offset, message)
     }
 
     /// A retraction after the run's changes: the row must be gone by then (it was not there
@@ -225,11 +232,7 @@ impl KeyRun {
                 offset,
             });
         }
-        self.last_offset = offset;
-        self.last.clear();
-        self.last.extend_from_slice(message);
-        self.changes += 1;
-        self.size = self.size.max(message.len() as u64);
+        self.follow(offset, message);
         Ok(())
     }
 
