@@ -133,6 +133,10 @@ def shape_log_seeds():
                  + record(commit, 1000, 1008, mark(chunk_end | range_end, 1))
                  + changes[len(record(entry, 1000, 0, b'{"key":"k0","lsn":"1000"}')) + 25:])
     seed(snapshot, compacted)
+    # A range's opening mark after entries (a copy of the one above, as the fuzzer made it):
+    # it ends no transaction, the commit after it does.
+    seed(snapshot, record(entry, 1000, 0, b'{"key":"k0"}') + record(commit, 0, 0, mark(range_start | fresh, 0))
+         + record(commit, 1000, 1008))
 
 
 where_seeds()

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use proxy::storage::shape_dir::ShapeDir;
 use proxy::storage::shape_log::ShapeLog;
-use proxy::storage::shape_log::record::{RecordKind, RecordScanner, Retraction};
+use proxy::storage::shape_log::record::{CommitMark, RecordKind, RecordScanner, Retraction};
 use shapes::offset::Offset;
 
 pub fn run(data: &[u8]) {
@@ -127,6 +127,11 @@ fn kept_entries(changes: &[u8]) -> Vec<Offset> {
             RecordKind::Entry => pending.push(offset),
             // A conditional delete of a compacted range: an entry of the index.
             RecordKind::Commit if Retraction::decode(payload).is_some() => pending.push(offset),
+            // The mark opening a compacted range ends no transaction.
+            RecordKind::Commit
+                if header.tx == 0
+                    && CommitMark::decode(payload)
+                        .is_some_and(|mark| mark.has(CommitMark::RANGE_START)) => {}
             RecordKind::Commit => kept.append(&mut pending),
             RecordKind::SnapshotComplete => break,
         }
