@@ -61,6 +61,11 @@ sub vcl_backend_response {
         set beresp.do_stream = true;
         return (deliver);
     }
+    # A live answer is a few hundred bytes: store it plain, unzipped once here, rather than
+    # unzipped again for each of the thousands of collapsed clients that do not ask for gzip.
+    if (bereq.url ~ "[?&]live=true" && beresp.http.Content-Encoding == "gzip") {
+        set beresp.do_gunzip = true;
+    }
     # shapesync's cache-control decides how long (max-age, stale-while-revalidate → grace);
     # errors and 409s are `no-store`.
 }

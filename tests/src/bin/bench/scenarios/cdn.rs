@@ -58,7 +58,11 @@ pub async fn fanout(bench: &mut Bench) -> anyhow::Result<()> {
         .prepare("INSERT INTO fan (id, title) VALUES ($1, 'to every device')")
         .await?;
     let mut next_id = 1_i64;
+    let only = std::env::var("BENCH_CDN_KINDS").unwrap_or_default();
     for kind in FANOUT_KINDS {
+        if !only.is_empty() && !only.split(',').any(|k| k == label(kind)) {
+            continue;
+        }
         let proxy =
             ProxyChild::start_on_slot(&db, &format!("cdn_fanout_{}", label(kind)), &[]).await?;
         let cache = CacheEdge::start(kind, proxy.addr.port()).await;
@@ -82,6 +86,8 @@ pub async fn fanout(bench: &mut Bench) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let requests_before = origin_requests(proxy.addr).await?;
         let cpu_before = proxy.cpu_seconds()?;
+        let cache_cpu_before = cache.cpu_seconds();
+        let clients_cpu_before = own_cpu_seconds();
         let mut samples = Vec::with_capacity(clients * commits as usize);
         for _ in 0..commits {
             let id = next_id;
@@ -106,6 +112,8 @@ pub async fn fanout(bench: &mut Bench) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         let cpu = proxy.cpu_seconds()? - cpu_before;
+        let cache_cpu = cache.cpu_seconds() - cache_cpu_before;
+        let clients_cpu = own_cpu_seconds() - clients_cpu_before;
         let requests = origin_requests(proxy.addr).await? - requests_before;
         for task in tasks {
             task.abort();
@@ -118,6 +126,8 @@ pub async fn fanout(bench: &mut Bench) -> anyhow::Result<()> {
             commits,
             requests,
             cpu,
+            cache_cpu,
+            clients_cpu,
             retries: retries.load(Ordering::Relaxed),
         };
         report_fanout(bench, &run, samples);
@@ -134,7 +144,16 @@ struct FanoutRun {
     requests: u64,
     /// The proxy's CPU seconds over the commits.
     cpu: f64,
+    /// The cache's CPU seconds over the commits (all its processes).
+    cache_cpu: f64,
+    /// This process's CPU seconds over the commits: the clients, mostly.
+    clients_cpu: f64,
     retries: u64,
+}
+
+/// CPU seconds this process has used.
+fn own_cpu_seconds() -> f64 {
+    tests::cache_edge::process_stat(std::process::id()).map_or(0.0, |s| s.cpu_seconds)
 }
 
 fn report_fanout(bench: &mut Bench, run: &FanoutRun, mut samples: Vec<f64>) {
@@ -144,6 +163,8 @@ fn report_fanout(bench: &mut Bench, run: &FanoutRun, mut samples: Vec<f64>) {
         commits,
         requests,
         cpu,
+        cache_cpu,
+        clients_cpu,
         retries,
     } = *run;
     let name = format!("cdn_fanout_10k.{}", label(kind));
@@ -194,6 +215,21 @@ fn report_fanout(bench: &mut Bench, run: &FanoutRun, mut samples: Vec<f64>) {
             "{what}: the proxy's CPU time over the commits / commits"
         )),
     );
+    let answers = (clients as f64 * commits as f64).max(1.0);
+    for (what_cpu, seconds, whose) in [
+        ("cache_cpu_per_answer", cache_cpu, "the cache's processes"),
+        (
+            "clients_cpu_per_answer",
+            clients_cpu,
+            "the bench's own process (its clients)",
+        ),
+    ] {
+        bench.report.add(
+            Figure::new(format!("{name}.{what_cpu}"), seconds * 1e6 / answers, "µs").note(format!(
+                "{what}: CPU time of {whose} over the commits / answers ({seconds:.1} s)"
+            )),
+        );
+    }
     bench
         .report
         .distribution(format!("cdn_fanout_10k ({})", label(kind)), samples);
