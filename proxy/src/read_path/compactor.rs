@@ -62,12 +62,12 @@ pub async fn run(shapes: Arc<Shapes>, policy: CompactionPolicy, shutdown: Cancel
             () = shutdown.cancelled() => return,
         }
         failed.retain(|handle, _| shapes.by_handle(handle).is_some());
-        for shape in shapes.all() {
+        // Looked at under the registry's lock, a few atomic reads per shape: with 100,000
+        // shapes, copying them all each second stalled the runtime thread for milliseconds.
+        let due = shapes.select(|shape| compaction::due(&shape.log, policy) && compactable(shape));
+        for shape in due {
             if shutdown.is_cancelled() {
                 return;
-            }
-            if !compactable(&shape) || !compaction::due(&shape.log, policy) {
-                continue;
             }
             let bytes = shape.log.bytes();
             if failed

@@ -13,7 +13,7 @@ use shapes::wire;
 use tokio::sync::oneshot;
 
 use super::{Command, ShapeError, Shapes, schema_change, subquery};
-use crate::read_path::durability;
+use crate::read_path::creation_sync::NewShapeFiles;
 use crate::read_path::router::SnapshotHolds;
 use crate::read_path::snapshot;
 use crate::read_path::snapshot_clients::SnapshotClient;
@@ -159,7 +159,6 @@ impl Shapes {
             table_oid: Some(table.oid),
             read_columns: Some(schema_change::read_columns(&table, &definition, tombstone)),
         };
-        meta.save(&dir).map_err(io_err)?;
         let shape = Arc::new(Shape::new(
             id,
             definition,
@@ -273,21 +272,24 @@ impl Shapes {
             })
             .await?
             .map_err(storage_error)?;
-        if let Some(log) = finished.to_sync {
-            // Postgres will not send the captured transactions again: a crash must not take
-            // them from a shape that shape.json says is complete. A failed fsync fails the
-            // creation (the shape is removed; an fsync error is final).
-            tokio::task::spawn_blocking(move || durability::sync_log(&log))
-                .await
-                .map_err(|e| ShapeError::Internal(format!("the fsync task failed: {e}")))?
-                .map_err(storage_error)?;
-        }
         let mut meta = shape.meta.clone();
         meta.start_lsn = finished.decided.max(start_lsn);
         meta.snapshot = Some(taken.info);
         meta.snapshot_lsn = Some(taken.wal_lsn);
-        meta.save(shape.log.dir())
-            .map_err(|e| ShapeError::unavailable(format!("storage: {e}")))?;
+        // Postgres will not send the captured transactions again: a crash must not take them,
+        // nor the snapshot, from a shape that shape.json says is complete. So both are durable
+        // before shape.json is written (the first time: a shape without one is dropped at a
+        // restart). A failed fsync fails the creation (the shape is removed; an fsync error is
+        // final).
+        let files = NewShapeFiles {
+            snapshot: taken.file,
+            captured: finished.to_sync,
+        };
+        self.creation_sync
+            .sync(files)
+            .await
+            .map_err(storage_error)?;
+        meta.save_unsynced(shape.log.dir()).map_err(storage_error)?;
         Ok(taken.rows)
     }
 

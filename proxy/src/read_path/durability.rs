@@ -237,7 +237,7 @@ fn sync_filesystem_of(logs: Vec<LogFile>) -> Syncfs {
 }
 
 /// Whether this kernel's `syncfs` reports write-back errors (Linux 5.8 and later).
-fn syncfs_reports_errors() -> bool {
+pub(super) fn syncfs_reports_errors() -> bool {
     static REPORTS: OnceLock<bool> = OnceLock::new();
     *REPORTS.get_or_init(|| {
         cfg!(target_os = "linux")
@@ -287,15 +287,16 @@ fn sync_all(logs: &[LogFile]) -> Vec<(ShapeDir, io::Error)> {
         .collect()
 }
 
-/// Makes a shape log durable (a test build's [`FsyncFault`] may fail it). Also the fsync of
-/// the transactions a new shape captured during its snapshot (`read_path/create.rs`).
+/// Makes a shape log durable (a test build's [`FsyncFault`] may fail it).
 pub fn sync_log(log: &LogFile) -> io::Result<()> {
     fault_of(log)?;
     log.sync_data()
 }
 
-/// A test build's fault for the fsync of `log` (`Ok` in the `shapesync` program).
-fn fault_of(log: &LogFile) -> io::Result<()> {
+/// A test build's fault for the fsync of `log` (`Ok` in the `shapesync` program); also
+/// asked for the transactions a new shape captured during its snapshot
+/// ([`creation_sync`](super::creation_sync)).
+pub(super) fn fault_of(log: &LogFile) -> io::Result<()> {
     // It stands for the fsync of a log on disk; a shape deleted meanwhile has nothing left to
     // make durable (its still open file syncs harmlessly).
     match FSYNC_FAULT.get() {

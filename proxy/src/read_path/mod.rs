@@ -13,6 +13,7 @@ pub mod activity;
 mod compactor;
 mod consumer;
 mod create;
+mod creation_sync;
 pub mod durability;
 pub mod fence;
 mod health;
@@ -173,6 +174,8 @@ pub struct Shapes {
     demand: Arc<idle::Demand>,
     /// The last transaction applied and the rotations, for operators.
     activity: Activity,
+    /// New shapes' files made durable together.
+    creation_sync: creation_sync::CreationSync,
 }
 
 impl Shapes {
@@ -202,6 +205,7 @@ impl Shapes {
             standby: false,
             demand: Arc::default(),
             activity: Activity::default(),
+            creation_sync: creation_sync::CreationSync::default(),
         }
     }
 
@@ -495,6 +499,16 @@ impl Shapes {
     /// Every shape served.
     pub fn all(&self) -> Vec<Arc<Shape>> {
         self.store.all()
+    }
+
+    /// The tables of the shapes served, by `pg_class.oid`.
+    pub fn tables(&self) -> std::collections::BTreeMap<u32, QualifiedName> {
+        self.store.tables()
+    }
+
+    /// The shapes served that `keep` says yes to (see [`ShapeStore::select`]).
+    pub fn select(&self, keep: impl FnMut(&Shape) -> bool) -> Vec<Arc<Shape>> {
+        self.store.select(keep)
     }
 
     /// The shapes served on `table`.

@@ -43,7 +43,7 @@ impl SnapshotError {
 }
 
 /// The result of a snapshot.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SnapshotTaken {
     pub info: SnapshotInfo,
     /// `pg_current_wal_insert_lsn()` right after the snapshot was taken: every transaction the
@@ -52,6 +52,9 @@ pub struct SnapshotTaken {
     /// `pg_current_wal_lsn()`).
     pub wal_lsn: Lsn,
     pub rows: u64,
+    /// `snapshot.log`, written whole but not yet synced: the caller makes it durable before
+    /// `shape.json` says the snapshot is complete.
+    pub file: std::fs::File,
 }
 
 /// Table positions of the snapshot query's columns, in order: the selected ones plus the key.
@@ -259,12 +262,13 @@ pub async fn take(
     chunk_bytes: u64,
 ) -> Result<SnapshotTaken, SnapshotError> {
     let (tx, info, wal_lsn) = begin(client).await?;
-    let rows = write_in(&tx, shape, chunk_bytes, &info).await?;
+    let (rows, file) = write_unsynced(&tx, shape, chunk_bytes, &info, None).await?;
     tx.commit().await?;
     Ok(SnapshotTaken {
         info,
         wal_lsn,
         rows,
+        file,
     })
 }
 
@@ -287,6 +291,19 @@ pub async fn write_in_with(
     info: &SnapshotInfo,
     headers: Option<RowHeaders<'_>>,
 ) -> Result<u64, SnapshotError> {
+    let (rows, file) = write_unsynced(tx, shape, chunk_bytes, info, headers).await?;
+    file.sync_data()?;
+    Ok(rows)
+}
+
+/// [`write_in_with`] without the fsync of `snapshot.log`, which is handed back.
+async fn write_unsynced(
+    tx: &tokio_postgres::Transaction<'_>,
+    shape: &Arc<Shape>,
+    chunk_bytes: u64,
+    info: &SnapshotInfo,
+    headers: Option<RowHeaders<'_>>,
+) -> Result<(u64, std::fs::File), SnapshotError> {
     let mut writer = SnapshotWriter::create(shape.log.dir(), chunk_bytes)?;
     let mut rows = 0;
     if shape.definition.log() == LogMode::Full {
@@ -296,9 +313,10 @@ pub async fn write_in_with(
         .await?;
         metrics::counter!(crate::observability::prometheus::SNAPSHOT_ROWS).increment(rows);
     }
-    let chunks = writer.finish(info.snapshot_end_message().as_bytes())?;
+    let (chunks, file) = writer.finish_unsynced(info.snapshot_end_message().as_bytes())?;
+    // Not served before the shape is ready, which it is only once the file is durable.
     shape.log.set_snapshot(chunks);
-    Ok(rows)
+    Ok((rows, file))
 }
 
 /// Encodes snapshot rows (`operation: insert`, no log headers) of one shape.

@@ -34,11 +34,7 @@ pub(super) async fn watch_tables(
         if shapes.demand().stream() != Stream::Open {
             continue;
         }
-        let tables: BTreeMap<u32, QualifiedName> = shapes
-            .all()
-            .iter()
-            .map(|shape| (shape.table.oid, shape.definition.table().clone()))
-            .collect();
+        let tables = shapes.tables();
         if tables.is_empty() {
             continue;
         }

@@ -79,12 +79,47 @@ impl ShapeDir {
 /// Replaces the file at `path` with `bytes` atomically: written to `<path>.tmp`, fsynced, then
 /// renamed over it, so a crash leaves either the old file or the new one, never half of one.
 pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut tmp = OsString::from(path.as_os_str());
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let pending = PendingFile::write(path, bytes)?;
+    pending.file().sync_all()?;
+    pending.install()
+}
+
+/// A replacement for a file, written beside it (`<path>.tmp`) and not yet renamed over it:
+/// [`replace_file`] in two steps, so that the caller can make it durable together with other
+/// files (one `syncfs` for many) before [`install`](Self::install)ing it.
+#[derive(Debug)]
+pub struct PendingFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: std::fs::File,
+}
+
+impl PendingFile {
+    /// Writes `bytes` to `<path>.tmp` (nothing is synced).
+    pub fn write(path: &Path, bytes: &[u8]) -> io::Result<Self> {
+        use std::io::Write;
+        let mut tmp = OsString::from(path.as_os_str());
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        Ok(Self {
+            path: path.to_owned(),
+            tmp,
+            file,
+        })
+    }
+
+    /// The written file, open: sync it through this descriptor (it is the one the writes went
+    /// through, so a write-back error is reported to it).
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
+    }
+
+    /// Renames the file over `path`. Make it durable first.
+    pub fn install(self) -> io::Result<()> {
+        std::fs::rename(&self.tmp, &self.path)
+    }
 }
 
 #[cfg(test)]

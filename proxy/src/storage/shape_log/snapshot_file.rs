@@ -81,17 +81,26 @@ impl SnapshotWriter {
     }
 
     /// Appends the `snapshot-end` message and the completion record, and fsyncs.
-    pub fn finish(mut self, snapshot_end: &[u8]) -> io::Result<SnapshotChunks> {
+    pub fn finish(self, snapshot_end: &[u8]) -> io::Result<SnapshotChunks> {
+        let (chunks, file) = self.finish_unsynced(snapshot_end)?;
+        file.sync_data()?;
+        Ok(chunks)
+    }
+
+    /// [`finish`](Self::finish) without the fsync: the file is handed back for the caller to
+    /// make durable (with other files) before anything says the snapshot is complete.
+    pub fn finish_unsynced(mut self, snapshot_end: &[u8]) -> io::Result<(SnapshotChunks, File)> {
         self.write(RecordKind::Entry, snapshot_end)?;
         let end = self.pos;
         self.write(RecordKind::SnapshotComplete, b"")?;
         self.file.flush()?;
-        self.file.get_ref().sync_data()?;
-        Ok(SnapshotChunks {
+        let chunks = SnapshotChunks {
             starts: self.starts,
             end,
             rows: self.rows,
-        })
+        };
+        let file = self.file.into_inner().map_err(|e| e.into_error())?;
+        Ok((chunks, file))
     }
 
     /// Rows written so far.

@@ -204,6 +204,14 @@ impl ShapeMeta {
         shape_dir::replace_file(&dir.meta_file(), &bytes)
     }
 
+    /// Writes atomically (temporary file, rename) without an fsync. For a new shape, once the
+    /// files it vouches for are durable: a `shape.json` that a power loss takes or tears only
+    /// drops its shape at the next start (its clients refetch), never serves it incomplete.
+    pub fn save_unsynced(&self, dir: &ShapeDir) -> io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
+        shape_dir::PendingFile::write(&dir.meta_file(), &bytes)?.install()
+    }
+
     pub fn load(dir: &ShapeDir) -> io::Result<Self> {
         let bytes = std::fs::read(dir.meta_file())?;
         serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))

@@ -161,6 +161,29 @@ impl ShapeStore {
         self.state().by_handle.values().cloned().collect()
     }
 
+    /// The shapes `keep` says yes to, asked under the store's lock: a periodic task looking
+    /// for a few of 100,000 shapes copies only those, not the whole registry.
+    pub fn select(&self, mut keep: impl FnMut(&Shape) -> bool) -> Vec<Arc<Shape>> {
+        self.state()
+            .by_handle
+            .values()
+            .filter(|s| keep(s))
+            .cloned()
+            .collect()
+    }
+
+    /// The tables the shapes read, by `pg_class.oid` (each name copied once per table, not
+    /// once per shape).
+    pub fn tables(&self) -> std::collections::BTreeMap<u32, QualifiedName> {
+        let mut tables = std::collections::BTreeMap::new();
+        for shape in self.state().by_handle.values() {
+            tables
+                .entry(shape.table.oid)
+                .or_insert_with(|| shape.definition.table().clone());
+        }
+        tables
+    }
+
     pub fn on_table(&self, table: &QualifiedName) -> Vec<Arc<Shape>> {
         self.state()
             .by_handle
