@@ -395,8 +395,7 @@ impl Shapes {
         let state = state
             .wait_for(|s| *s != ShapeState::Creating)
             .await
-            .map_err(|_| ShapeError::Gone)?
-            .clone();
+            .map_err(|_| ShapeError::Gone)?;
         match state {
             ShapeState::Ready => Ok(()),
             ShapeState::Creating => Err(ShapeError::Gone),

@@ -6,3 +6,4 @@
 pub mod shape_dir;
 pub mod shape_log;
 pub mod shape_store;
+pub mod watched;

@@ -41,7 +41,7 @@ pub(super) async fn wait(
     let mut news = shape.log.subscribe();
     let mut lifecycle = shape.watch_state();
     loop {
-        news.borrow_and_update();
+        news.mark_seen();
         let last_seen = state.shapes.last_seen();
         let found = batch::read_after(
             shape,

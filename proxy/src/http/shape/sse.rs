@@ -10,13 +10,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::storage::watched::Watcher;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt as _, stream};
 use shapes::offset::Offset;
 use shapes::wire;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::batch;
@@ -67,8 +67,8 @@ struct Session {
     /// The token's expiry: nothing is sent from then on.
     token_deadline: Option<Instant>,
     last_sent: Instant,
-    news: watch::Receiver<Option<Offset>>,
-    lifecycle: watch::Receiver<ShapeState>,
+    news: Watcher<Option<Offset>>,
+    lifecycle: Watcher<ShapeState>,
     announced_up_to_date: bool,
     finished: bool,
     /// A large batch being sent: its remaining pieces, then what follows them.
@@ -178,7 +178,7 @@ impl Session {
             if self.finished || Instant::now() >= self.closes_at {
                 return None;
             }
-            self.news.borrow_and_update();
+            self.news.mark_seen();
             let last_seen = self.state.shapes.last_seen();
             match batch::read_after(&self.shape, self.offset, Framing::Sse, last_seen, true).await {
                 Ok(Some(found)) => {

@@ -42,10 +42,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::storage::watched::{Watched, Watcher};
 use shapes::lsn::Lsn;
 use shapes::offset::Offset;
 use shapes::wire::{Operation, operation_of};
-use tokio::sync::watch;
 
 use super::shape_dir::ShapeDir;
 use index::{LogIndex, ReadPlan};
@@ -64,7 +64,7 @@ pub struct ShapeLog {
     current: Mutex<Generation>,
     snapshot: OnceLock<SnapshotChunks>,
     /// Last visible log offset; readers waiting for news subscribe here.
-    latest: watch::Sender<Option<Offset>>,
+    latest: Watched<Option<Offset>>,
     /// Inserts minus deletes of the committed transactions (rows moving in and out count).
     change_rows: AtomicI64,
     /// [`History`] since the log was opened or last compacted, packed.
@@ -391,7 +391,7 @@ impl ShapeLog {
         identity: (u64, u64),
         compacted_end: u64,
     ) -> Self {
-        let (latest, _) = watch::channel(index.last_offset());
+        let latest = Watched::new(index.last_offset());
         Self {
             dir: dir.clone(),
             current: Mutex::new(Generation {
@@ -563,7 +563,7 @@ impl ShapeLog {
     }
 
     /// A receiver that changes whenever new entries become visible.
-    pub fn subscribe(&self) -> watch::Receiver<Option<Offset>> {
+    pub fn subscribe(&self) -> Watcher<Option<Offset>> {
         self.latest.subscribe()
     }
 

@@ -7,10 +7,10 @@ use shapes::definition::ShapeDefinition;
 use shapes::handle::Handle;
 use shapes::routing::ShapeId;
 use shapes::schema::TableSchema;
-use tokio::sync::watch;
 
 use super::meta::ShapeMeta;
 use crate::storage::shape_log::ShapeLog;
+use crate::storage::watched::{Watched, Watcher};
 
 /// Where a shape is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub struct Shape {
     /// Position of the tombstone column, on tombstoned tables.
     pub tombstone: Option<usize>,
     pub meta: ShapeMeta,
-    state: watch::Sender<ShapeState>,
+    state: Watched<ShapeState>,
     /// When the shape was last asked for, on the process-wide [`USE_CLOCK`].
     last_used: AtomicU64,
     /// Long-polls and SSE streams waiting on the shape now (see [`LiveClient`]).
@@ -88,7 +88,7 @@ impl Shape {
             log,
             tombstone,
             meta,
-            state: watch::channel(state).0,
+            state: Watched::new(state),
             last_used: AtomicU64::new(next_use()),
             live_clients: AtomicUsize::new(0),
         }
@@ -102,7 +102,7 @@ impl Shape {
         self.state.send_replace(state);
     }
 
-    pub fn watch_state(&self) -> watch::Receiver<ShapeState> {
+    pub fn watch_state(&self) -> Watcher<ShapeState> {
         self.state.subscribe()
     }
 

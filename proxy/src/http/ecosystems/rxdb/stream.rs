@@ -84,7 +84,7 @@ impl StreamTask {
         let mut news = self.shape.log.subscribe();
         let mut shape_state = self.shape.watch_state();
         loop {
-            news.borrow_and_update();
+            news.mark_seen();
             let read = read_entries(&self.shape, at, STREAM_BATCH, "checkpoint").await?;
             for event in self.events(read.entries)? {
                 if self.tx.send(event).await.is_err() {
