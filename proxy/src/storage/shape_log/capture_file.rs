@@ -13,11 +13,14 @@ use shapes::offset::Offset;
 use super::record::{self, RecordKind, RecordScanner};
 use crate::storage::shape_dir::ShapeDir;
 
-/// The capture file of one shape, open for appending.
+/// The capture file of one shape, open for appending. The file is made at the first entry
+/// captured: most snapshots capture nothing, and a burst of new shapes then makes and deletes
+/// no file for it.
 #[derive(Debug)]
 pub struct CaptureFile {
     path: PathBuf,
-    file: BufWriter<File>,
+    /// Opened (created, replacing an earlier one) at the first write.
+    file: Option<BufWriter<File>>,
     /// Length of the file up to the last complete transaction.
     committed_len: u64,
     written: u64,
@@ -36,13 +39,11 @@ pub struct CapturedTxn<'a> {
 }
 
 impl CaptureFile {
-    /// A new, empty capture file in `dir` (an earlier one is replaced).
+    /// A new, empty capture file in `dir` (an earlier one is replaced at the first write).
     pub fn create(dir: &ShapeDir) -> io::Result<Self> {
-        let path = dir.capture_log();
-        let file = BufWriter::with_capacity(64 * 1024, File::create(&path)?);
         Ok(Self {
-            path,
-            file,
+            path: dir.capture_log(),
+            file: None,
             committed_len: 0,
             written: 0,
             record: Vec::new(),
@@ -64,18 +65,22 @@ impl CaptureFile {
             end_lsn.as_u64(),
             &xid.0.to_le_bytes(),
         )?;
-        self.file.flush()?;
+        self.open()?.flush()?;
         self.committed_len = self.written;
         Ok(())
     }
 
     /// Drops the open transaction's entries.
     pub fn abandon(&mut self) -> io::Result<()> {
-        self.file.flush()?;
-        self.file.get_ref().set_len(self.committed_len)?;
+        let committed_len = self.committed_len;
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        file.flush()?;
+        file.get_ref().set_len(committed_len)?;
         // The next record goes where the cut was: written at the old end, it would leave a
         // hole of zeros that ends every read of the file there.
-        self.file.seek(SeekFrom::Start(self.committed_len))?;
+        file.seek(SeekFrom::Start(committed_len))?;
         self.written = self.committed_len;
         Ok(())
     }
@@ -83,9 +88,21 @@ impl CaptureFile {
     fn write(&mut self, kind: RecordKind, tx: u64, op: u64, payload: &[u8]) -> io::Result<()> {
         self.record.clear();
         record::encode(&mut self.record, kind, tx, op, payload);
-        self.file.write_all(&self.record)?;
+        let record = std::mem::take(&mut self.record);
+        let written = self.open()?.write_all(&record);
+        self.record = record;
+        written?;
         self.written += self.record.len() as u64;
         Ok(())
+    }
+
+    /// The file, made at the first call.
+    fn open(&mut self) -> io::Result<&mut BufWriter<File>> {
+        if self.file.is_none() {
+            let file = File::create(&self.path)?;
+            self.file = Some(BufWriter::with_capacity(64 * 1024, file));
+        }
+        Ok(self.file.as_mut().expect("just opened"))
     }
 
     /// Hands every committed transaction, in order, to `each`, then deletes the file.
@@ -93,7 +110,11 @@ impl CaptureFile {
         mut self,
         mut each: impl FnMut(CapturedTxn<'_>) -> io::Result<()>,
     ) -> io::Result<()> {
-        self.file.flush()?;
+        let Some(written) = self.file.as_mut() else {
+            // Nothing was captured.
+            return Ok(());
+        };
+        written.flush()?;
         let file = File::open(&self.path)?;
         let mut scanner = RecordScanner::new(BufReader::with_capacity(256 * 1024, file));
         let mut entries: Vec<(Offset, Vec<u8>)> = Vec::new();
@@ -135,6 +156,17 @@ impl CaptureFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nothing_captured_makes_no_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ShapeDir::at(tmp.path());
+        let mut capture = CaptureFile::create(&dir).unwrap();
+        capture.abandon().unwrap();
+        assert!(!dir.capture_log().exists());
+        assert!(read_back(capture).is_empty());
+        assert!(!dir.capture_log().exists());
+    }
 
     #[test]
     fn committed_transactions_come_back_in_order_and_the_file_goes() {
