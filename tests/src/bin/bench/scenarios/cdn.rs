@@ -8,7 +8,10 @@
 //!   time: each waits until every client has the change and the clients have had 300 ms to
 //!   poll again. Figures: requests the proxy answered per commit (its own
 //!   `shapesync_http_requests_total`), commit acknowledged → each client's answer read
-//!   (p50 / p99 over every client and commit), the proxy's CPU per commit.
+//!   (p50 / p99 over every client and commit), the proxy's CPU per commit, and the CPU per
+//!   answer of the cache's processes and of this process (its clients), which share the two
+//!   cores. `BENCH_CDN_KINDS` (e.g. `varnish_fanout`) runs some of the caches only, and
+//!   `BENCH_VARNISH_FLAGS` adds `varnishd` flags to the fan-out ones, to try settings.
 //! - `cdn_initial_10k`: 10,000 clients fetch a 10,000-row shape from `offset=-1` to up-to-date
 //!   through the cache, 1,000 at a time; the bytes the proxy sent to the cache are counted by
 //!   a relay between the two, against the bytes of one client's copy.
