@@ -43,16 +43,16 @@ pub fn message_key<'a>(
 ) -> String {
     let mut key = String::with_capacity(table.schema.len() + table.name.len() + 48);
     key.push('"');
-    push_doubled(&mut key, &table.schema, &['/', '.']);
+    push_doubled(&mut key, &table.schema, b"/.");
     key.push_str("\".\"");
-    push_doubled(&mut key, &table.name, &['/', '.']);
+    push_doubled(&mut key, &table.name, b"/.");
     key.push('"');
     for value in key_values {
         match value {
             None => key.push_str("/_"),
             Some(v) => {
                 key.push_str("/\"");
-                push_doubled(&mut key, v, &['/']);
+                push_doubled(&mut key, v, b"/");
                 key.push('"');
             }
         }
@@ -60,13 +60,19 @@ pub fn message_key<'a>(
     key
 }
 
-fn push_doubled(out: &mut String, text: &str, doubled: &[char]) {
-    for c in text.chars() {
-        if doubled.contains(&c) {
-            out.push(c);
+/// Appends `text` with each of the ASCII bytes `doubled` written twice, copying the runs
+/// between them whole (a key is built for every message).
+fn push_doubled(out: &mut String, text: &str, doubled: &[u8]) {
+    let mut start = 0;
+    for (i, byte) in text.bytes().enumerate() {
+        if doubled.contains(&byte) {
+            // Through the byte; the next run starts with it again. An ASCII byte is a
+            // character boundary in UTF-8.
+            out.push_str(&text[start..=i]);
+            start = i;
         }
-        out.push(c);
     }
+    out.push_str(&text[start..]);
 }
 
 /// Positions of the columns that make a row's key: the primary key, or every column in name
@@ -450,6 +456,11 @@ mod tests {
         assert_eq!(
             message_key(&rel, [Some("1"), None]),
             r#""public"."items"/"1"/_"#
+        );
+        let rel = QualifiedName::new("s.é", "/t/");
+        assert_eq!(
+            message_key(&rel, [Some("日/本//"), Some("/"), Some("é")]),
+            r#""s..é"."//t//"/"日//本////"/"//"/"é""#
         );
     }
 
