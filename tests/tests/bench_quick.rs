@@ -61,14 +61,20 @@ const FIGURES: &[&str] = &[
     "cdn_fanout_10k.nginx.p50",
     "cdn_fanout_10k.nginx.p99",
     "cdn_fanout_10k.nginx.proxy_cpu_per_commit",
+    "cdn_fanout_10k.nginx.cache_cpu_per_answer",
+    "cdn_fanout_10k.nginx.clients_cpu_per_answer",
     "cdn_fanout_10k.varnish.origin_per_commit",
     "cdn_fanout_10k.varnish.p50",
     "cdn_fanout_10k.varnish.p99",
     "cdn_fanout_10k.varnish.proxy_cpu_per_commit",
+    "cdn_fanout_10k.varnish.cache_cpu_per_answer",
+    "cdn_fanout_10k.varnish.clients_cpu_per_answer",
     "cdn_fanout_10k.varnish_fanout.origin_per_commit",
     "cdn_fanout_10k.varnish_fanout.p50",
     "cdn_fanout_10k.varnish_fanout.p99",
     "cdn_fanout_10k.varnish_fanout.proxy_cpu_per_commit",
+    "cdn_fanout_10k.varnish_fanout.cache_cpu_per_answer",
+    "cdn_fanout_10k.varnish_fanout.clients_cpu_per_answer",
     "cdn_initial_10k.nginx",
     "cdn_initial_10k.varnish",
     "compaction.log_vs_snapshot",
@@ -94,6 +100,7 @@ const FIGURES: &[&str] = &[
     "routing_subquery_10k.create_rate",
     "latency_subquery.p50",
     "latency_subquery.p99",
+    "live_path_instructions",
 ];
 
 /// The figures measured against a baseline (`pg_recvlogical`, or the 10-shape routing rate):
@@ -161,8 +168,8 @@ fn check_figures(report: &Value) -> Result<(), String> {
 /// The committed figures: the last full run (`latest.json`) with those of the scenarios run
 /// apart, on another machine (`ecosystems.json`: RxDB and WatermelonDB; `cdn.json`: the
 /// caches; `shapes.json`: routing, many shapes, the relabelled initial sync and mutations;
-/// `compaction.json`: compaction of shape logs; `subquery.json`: subquery shapes; each
-/// describes its machine). A later file's
+/// `compaction.json`: compaction of shape logs; `subquery.json`: subquery shapes;
+/// `instructions.json`: instructions per row under callgrind; each describes its machine). A later file's
 /// figure replaces an earlier one of the same name.
 fn committed_report() -> Value {
     let read = |name: &str| -> Value {
@@ -177,6 +184,7 @@ fn committed_report() -> Value {
         "shapes.json",
         "compaction.json",
         "subquery.json",
+        "instructions.json",
     ] {
         for figure in read(more)["figures"].as_array().expect("figures") {
             figures.retain(|f| f["name"] != figure["name"]);

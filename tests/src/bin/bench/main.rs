@@ -116,6 +116,8 @@ enum Scenario {
     RoutingSubquery10k,
     #[value(name = "latency_subquery")]
     LatencySubquery,
+    #[value(name = "live_path_instructions")]
+    LivePathInstructions,
 }
 
 impl Scenario {
@@ -278,6 +280,7 @@ async fn run_scenario(bench: &mut Bench, scenario: Scenario) -> anyhow::Result<(
         Scenario::MovesOut10k => subquery::moves::run(bench, subquery::moves::Direction::Out).await,
         Scenario::RoutingSubquery10k => subquery::routing::run(bench).await,
         Scenario::LatencySubquery => subquery::latency::run(bench).await,
+        Scenario::LivePathInstructions => instructions::run(bench).await,
     }
 }
 

@@ -28,6 +28,33 @@ pub struct Memory {
     pub peak_kb: u64,
 }
 
+/// How the proxy is run: which program (its `proxy serve` subcommand), under which tool.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// A tool that execs the proxy in place, with its arguments (e.g. valgrind), or none.
+    pub wrapper: Vec<String>,
+    /// A bench binary: this one, or another build's (`BENCH_PROXY_BIN`).
+    pub exe: std::path::PathBuf,
+}
+
+impl Launch {
+    /// For profiling, `BENCH_PROXY_WRAPPER="valgrind --tool=dhat"` runs the proxy under a tool
+    /// that execs it in place (so the pid, and /proc/<pid>/status, stay the proxy's);
+    /// `BENCH_PROXY_BIN` runs another build's bench binary as the proxy (to measure an older
+    /// commit with this bench).
+    pub fn from_env() -> anyhow::Result<Self> {
+        let wrapper = std::env::var("BENCH_PROXY_WRAPPER").unwrap_or_default();
+        let exe = match std::env::var_os("BENCH_PROXY_BIN") {
+            Some(exe) => exe.into(),
+            None => std::env::current_exe().context("locating the bench binary")?,
+        };
+        Ok(Self {
+            wrapper: wrapper.split_whitespace().map(str::to_owned).collect(),
+            exe,
+        })
+    }
+}
+
 impl ProxyChild {
     /// `serve` against `db` with `extra` flags; returns once `/v1/health` answers 200. SSE
     /// responses stay open for an hour (the default minute would close the bench's streams).
@@ -51,19 +78,25 @@ impl ProxyChild {
         storage: tempfile::TempDir,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::start_launched(db, slot, storage, extra, &Launch::from_env()?).await
+    }
+
+    /// [`start_in`](Self::start_in) with the program and the tool it runs under given.
+    pub async fn start_launched(
+        db: &Database,
+        slot: &str,
+        storage: tempfile::TempDir,
+        extra: &[&str],
+        launch: &Launch,
+    ) -> anyhow::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let exe = std::env::current_exe().context("locating the bench binary")?;
-        // For profiling: BENCH_PROXY_WRAPPER="valgrind --tool=dhat" runs the proxy under a
-        // tool that execs it in place (so the pid, and /proc/<pid>/status, stay the proxy's).
-        let wrapper = std::env::var("BENCH_PROXY_WRAPPER").unwrap_or_default();
-        let mut wrapper = wrapper.split_whitespace();
-        let mut command = match wrapper.next() {
-            Some(tool) => {
+        let mut command = match launch.wrapper.split_first() {
+            Some((tool, args)) => {
                 let mut command = Command::new(tool);
-                command.args(wrapper).arg(exe);
+                command.args(args).arg(&launch.exe);
                 command
             }
-            None => Command::new(exe),
+            None => Command::new(&launch.exe),
         };
         command
             .args(["proxy", "serve", "--database-url", &db.url, "--port"])

@@ -207,6 +207,30 @@ pub fn forward_arrivals(
     })
 }
 
+/// Reads `stream` until `rows` change messages have arrived; the time the last one was read.
+pub fn count_changes(
+    mut stream: Live,
+    rows: u64,
+) -> tokio::task::JoinHandle<anyhow::Result<Option<Instant>>> {
+    tokio::spawn(async move {
+        let (mut count, mut last) = (0u64, None);
+        while count < rows {
+            let open = stream
+                .next(|message, at| {
+                    if kind(message) == Kind::Change {
+                        count += 1;
+                        last = Some(at);
+                    }
+                })
+                .await?;
+            if !open {
+                anyhow::bail!("the SSE stream ended after {count} rows");
+            }
+        }
+        Ok(last)
+    })
+}
+
 /// Subscribes to each query and opens its live stream, `concurrency` at a time.
 pub async fn open_many(
     addr: SocketAddr,

@@ -6,6 +6,7 @@ pub mod ecosystem_pull;
 pub mod ecosystem_push;
 pub mod fanout;
 pub mod initial_sync;
+pub mod instructions;
 pub mod latency;
 pub mod mutations;
 pub mod routing;

@@ -44,7 +44,7 @@ use crate::cluster::Database;
 use crate::figures::{Figure, Target};
 use crate::proxy_child::ProxyChild;
 use crate::recvlogical::{self, LiveRecvlogical};
-use crate::sse::{self, Kind};
+use crate::sse;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Workload {
@@ -244,24 +244,8 @@ async fn run_round(
     // The proxy, live, with one SSE client.
     let proxy = ProxyChild::start_on_slot(db, &slot("proxy"), &[]).await?;
     let subscription = sse::fetch(proxy.addr, &format!("table={}", tables[1]), |_| {}).await?;
-    let mut stream = sse::Live::open(proxy.addr, &subscription).await?;
-    let counter = tokio::spawn(async move {
-        let (mut count, mut last) = (0u64, None);
-        while count < rows {
-            let open = stream
-                .next(|message, at| {
-                    if sse::kind(message) == Kind::Change {
-                        count += 1;
-                        last = Some(at);
-                    }
-                })
-                .await?;
-            if !open {
-                bail!("the SSE stream ended after {count} rows");
-            }
-        }
-        anyhow::Ok(last)
-    });
+    let stream = sse::Live::open(proxy.addr, &subscription).await?;
+    let counter = sse::count_changes(stream, rows);
     let proxied_write = write(db, workload, &tables[1], rows).await?;
     let last = tokio::time::timeout(timeout, counter)
         .await
