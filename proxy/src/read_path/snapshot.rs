@@ -273,17 +273,7 @@ pub async fn take(
 }
 
 /// Writes the snapshot of `shape` as `tx` (begun by [`begin`], with snapshot `info`) sees
-/// it, into the shape's directory.
-pub async fn write_in(
-    tx: &tokio_postgres::Transaction<'_>,
-    shape: &Arc<Shape>,
-    chunk_bytes: u64,
-    info: &SnapshotInfo,
-) -> Result<u64, SnapshotError> {
-    write_in_with(tx, shape, chunk_bytes, info, None).await
-}
-
-/// [`write_in`], adding `headers` of each row to its message.
+/// it, into the shape's directory, adding `headers` of each row to its message, and fsyncs it.
 pub async fn write_in_with(
     tx: &tokio_postgres::Transaction<'_>,
     shape: &Arc<Shape>,

@@ -85,8 +85,8 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// A replacement for a file, written beside it (`<path>.tmp`) and not yet renamed over it:
-/// [`replace_file`] in two steps, so that the caller can make it durable together with other
-/// files (one `syncfs` for many) before [`install`](Self::install)ing it.
+/// [`replace_file`] in two steps, so that a caller can choose whether to sync it before it is
+/// [`install`](Self::install)ed (a new shape's first `shape.json` is not synced).
 #[derive(Debug)]
 pub struct PendingFile {
     path: PathBuf,
