@@ -154,3 +154,65 @@ fn sync_filesystem(file: &File) -> io::Result<()> {
 fn sync_filesystem(_: &File) -> io::Result<()> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::storage::shape_dir::ShapeDir;
+    use crate::storage::shape_log::{LogAppender, ShapeLog};
+
+    /// Fails the fsync of directories holding a `fail` file (no other test has one).
+    fn fail_marked(dir: &Path) -> io::Result<()> {
+        if dir.join("fail").exists() {
+            return Err(io::Error::other("injected fsync failure"));
+        }
+        Ok(())
+    }
+
+    /// A new shape's files in `root/name`, with captured transactions or not, whose fsync
+    /// fails or not.
+    fn new_shape(root: &Path, name: &str, captured: bool, failing: bool) -> NewShapeFiles {
+        let dir = ShapeDir::at(root.join(name));
+        let log = ShapeLog::create(&dir, 1 << 20).unwrap();
+        let snapshot = File::create(dir.snapshot_log()).unwrap();
+        std::io::Write::write_all(&mut &snapshot, b"rows").unwrap();
+        if failing {
+            std::fs::write(dir.path().join("fail"), b"").unwrap();
+        }
+        let captured = captured.then(|| LogAppender::open(&log).unwrap().log_file().clone());
+        NewShapeFiles { snapshot, captured }
+    }
+
+    #[test]
+    fn a_group_is_synced_together_and_a_failure_stays_with_its_shape() {
+        durability::inject_fsync_faults(fail_marked);
+        let root = tempfile::tempdir().unwrap();
+        let results = sync_group(vec![
+            new_shape(root.path(), "a", true, false),
+            new_shape(root.path(), "b", true, true),
+            new_shape(root.path(), "c", false, false),
+            new_shape(root.path(), "d", false, true),
+        ]);
+        let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
+        // A shape without captured transactions has no fsync that a fault stands for.
+        assert_eq!(ok, [true, false, true, true], "{results:?}");
+        let alone = sync_group(vec![new_shape(root.path(), "e", true, true)]);
+        assert!(alone[0].is_err(), "one shape, fsynced file by file");
+    }
+
+    #[tokio::test]
+    async fn shapes_waiting_at_once_each_hear_of_their_own_sync() {
+        durability::inject_fsync_faults(fail_marked);
+        let root = tempfile::tempdir().unwrap();
+        let sync = CreationSync::default();
+        let (good, bad, other) = tokio::join!(
+            sync.sync(new_shape(root.path(), "a", true, false)),
+            sync.sync(new_shape(root.path(), "b", true, true)),
+            sync.sync(new_shape(root.path(), "c", false, false)),
+        );
+        assert!(good.is_ok() && other.is_ok(), "{good:?} {other:?}");
+        assert!(bad.is_err());
+    }
+}

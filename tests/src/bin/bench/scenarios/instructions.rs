@@ -18,13 +18,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use proxy::replication::{ensure_publication, prepare_table};
-use shapes::schema::QualifiedName;
+use proxy::replication::ensure_publication;
 
 use crate::Bench;
 use crate::cluster::Database;
 use crate::figures::Figure;
 use crate::proxy_child::{Launch, ProxyChild};
+use crate::scenarios::throughput;
 use crate::sse;
 
 /// Rows of the two transactions (a fiftieth of them with `--quick`, where the proxy is a
@@ -67,19 +67,7 @@ async fn count(
     work: &Path,
 ) -> anyhow::Result<u64> {
     let table = format!("rows_{rows}");
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE {table} (id int PRIMARY KEY, title text NOT NULL, n int,
-                                   at timestamptz NOT NULL DEFAULT now())"
-        ))
-        .await?;
-    prepare_table(
-        client,
-        "shapesync",
-        &QualifiedName::new("public", &table),
-        Duration::from_secs(5),
-    )
-    .await?;
+    throughput::create_rows_table(client, &table).await?;
     let out = work.join(format!("callgrind.{rows}.out"));
     let launch = Launch {
         wrapper: vec![

@@ -214,19 +214,7 @@ async fn run_round(
         format!("proxied_rows_{round}"),
     ];
     for table in &tables {
-        client
-            .batch_execute(&format!(
-                "CREATE TABLE {table} (id int PRIMARY KEY, title text NOT NULL, n int,
-                                       at timestamptz NOT NULL DEFAULT now())"
-            ))
-            .await?;
-        prepare_table(
-            client,
-            "shapesync",
-            &QualifiedName::new("public", table),
-            Duration::from_secs(5),
-        )
-        .await?;
+        create_rows_table(client, table).await?;
     }
     let slot = |what: &str| format!("{}_{what}_{round}", workload.name());
     let timeout = Duration::from_secs(120);
@@ -258,6 +246,27 @@ async fn run_round(
         baseline_write,
         proxied_write,
     })
+}
+
+/// A table of the workload's rows, in the `shapesync` publication.
+pub async fn create_rows_table(
+    client: &mut tokio_postgres::Client,
+    table: &str,
+) -> anyhow::Result<()> {
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id int PRIMARY KEY, title text NOT NULL, n int,
+                                   at timestamptz NOT NULL DEFAULT now())"
+        ))
+        .await?;
+    prepare_table(
+        client,
+        "shapesync",
+        &QualifiedName::new("public", table),
+        Duration::from_secs(5),
+    )
+    .await?;
+    Ok(())
 }
 
 fn elapsed(from: Instant, to: Instant) -> Duration {
