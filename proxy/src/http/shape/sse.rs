@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::storage::watched::Watcher;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -25,6 +24,7 @@ use super::headers::{self, CacheKind};
 use crate::auth::limits::LiveGuard;
 use crate::http::AppState;
 use crate::storage::shape_store::{LiveClient, Shape, ShapeState};
+use crate::storage::watched::Watcher;
 
 const KEEP_ALIVE: Duration = Duration::from_secs(21);
 const KEEP_ALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
