@@ -109,33 +109,12 @@ impl CacheEdge {
         };
         entries
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .filter_map(|pid| process_stat(pid).filter(|s| pid == root || s.parent == root))
+            .filter_map(|pid| {
+                crate::process_stat::read(pid).filter(|s| pid == root || s.parent == root)
+            })
             .map(|s| s.cpu_seconds)
             .sum()
     }
-}
-
-/// What `/proc/<pid>/stat` says of a process.
-pub struct ProcessStat {
-    pub parent: u32,
-    /// User + system CPU seconds.
-    pub cpu_seconds: f64,
-}
-
-/// `/proc/<pid>/stat` read (`None` once the process is gone).
-pub fn process_stat(pid: u32) -> Option<ProcessStat> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start at `state` (field 3).
-    let (_, rest) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let number = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    // ppid is field 4; utime and stime are fields 14 and 15 (1, 11 and 12 after `state`).
-    Some(ProcessStat {
-        parent: number(1)? as u32,
-        cpu_seconds: (number(11)? + number(12)?) as f64 / per_second,
-    })
 }
 
 /// `tls.crt` and `tls.key` in `dir`: a certificate for 127.0.0.1, made with openssl.

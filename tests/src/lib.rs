@@ -7,6 +7,7 @@ pub mod cases;
 pub mod ecosystems;
 pub mod electric;
 pub mod in_process;
+pub mod process_stat;
 pub mod proxy_process;
 pub mod shape_consumer;
 pub mod shape_http;

@@ -175,21 +175,9 @@ impl ProxyChild {
 
     /// CPU time (user + system) the proxy has used so far, from `/proc/<pid>/stat`.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let path = format!("/proc/{}/stat", self.pid);
-        let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        // Fields after the command name (which may hold spaces) start at `state` (field 3).
-        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        // utime and stime are fields 14 and 15, i.e. 11 and 12 after `state`.
-        // SAFETY: sysconf has no memory-safety preconditions.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        Ok((ticks(11) + ticks(12)) as f64 / per_second)
+        tests::process_stat::read(self.pid)
+            .map(|stat| stat.cpu_seconds)
+            .with_context(|| format!("reading /proc/{}/stat", self.pid))
     }
 
     /// [`stop`](Self::stop), keeping the storage directory for a later start.

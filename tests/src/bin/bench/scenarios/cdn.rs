@@ -156,7 +156,7 @@ struct FanoutRun {
 
 /// CPU seconds this process has used.
 fn own_cpu_seconds() -> f64 {
-    tests::cache_edge::process_stat(std::process::id()).map_or(0.0, |s| s.cpu_seconds)
+    tests::process_stat::read(std::process::id()).map_or(0.0, |s| s.cpu_seconds)
 }
 
 fn report_fanout(bench: &mut Bench, run: &FanoutRun, mut samples: Vec<f64>) {
