@@ -7,21 +7,54 @@
 //!   of the new key at `n + 1`, linked by `key_change_to` / `key_change_from`;
 //! - delete: the key columns (`replica=full`: the whole old row).
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use shapes::definition::{ReplicaMode, ShapeDefinition};
 use shapes::lsn::Lsn;
 use shapes::routing::RowChange;
 use shapes::schema::{QualifiedName, Row, TableSchema};
-use shapes::wire::{self, ChangeMessage, LogPosition, Operation};
+use shapes::wire::{self, ChangeMessage, LogPosition, MessageTemplate, Operation, RowPart};
 
-/// What encoding needs to know of a shape: its definition and the columns its rows arrive in
-/// (both shared, with the shape and the other shapes of its table).
+/// What encoding needs to know of a shape: its definition, the columns its rows arrive in and
+/// its messages' fixed parts (all three shared with the other shapes of its table).
 #[derive(Debug, Clone)]
 pub struct ShapeEncoding {
     pub layout: Arc<TableSchema>,
     pub definition: ShapeDefinition,
     key_columns: Box<[usize]>,
+    template: Arc<MessageTemplate>,
+}
+
+/// The message templates of the layouts shapes are routed by: one per layout and table, held
+/// by every shape routed by it (100,000 shapes of one table share one).
+#[derive(Debug, Default)]
+pub struct Templates(Vec<(Weak<TableSchema>, Arc<MessageTemplate>)>);
+
+impl Templates {
+    /// The encoding of a shape of `definition` whose rows arrive in `layout`.
+    pub fn encoding(
+        &mut self,
+        layout: Arc<TableSchema>,
+        definition: ShapeDefinition,
+    ) -> ShapeEncoding {
+        // Templates no shape holds any more go.
+        self.0
+            .retain(|(_, template)| Arc::strong_count(template) > 1);
+        // A live `Weak` keeps its allocation: equal pointers are the same layout.
+        let shared = self
+            .0
+            .iter()
+            .find(|(of, template)| {
+                of.as_ptr() == Arc::as_ptr(&layout) && template.table() == definition.table()
+            })
+            .map(|(_, template)| template.clone());
+        let template = shared.unwrap_or_else(|| {
+            let template = Arc::new(MessageTemplate::new(definition.table(), &layout));
+            self.0.push((Arc::downgrade(&layout), template.clone()));
+            template
+        });
+        ShapeEncoding::with_template(layout, definition, template)
+    }
 }
 
 /// A message at an op position of its transaction.
@@ -41,12 +74,24 @@ pub struct TxContext {
 }
 
 impl ShapeEncoding {
+    /// An encoding with a template of its own ([`Templates`] shares them).
     pub fn new(layout: Arc<TableSchema>, definition: ShapeDefinition) -> ShapeEncoding {
+        let template = Arc::new(MessageTemplate::new(definition.table(), &layout));
+        Self::with_template(layout, definition, template)
+    }
+
+    /// `template`: of `definition`'s table, for rows in `layout`.
+    fn with_template(
+        layout: Arc<TableSchema>,
+        definition: ShapeDefinition,
+        template: Arc<MessageTemplate>,
+    ) -> ShapeEncoding {
         let key_columns = wire::key_columns(&layout).into();
         ShapeEncoding {
             layout,
             definition,
             key_columns,
+            template,
         }
     }
 
@@ -134,7 +179,34 @@ impl ShapeEncoding {
         }
     }
 
+    /// A message with no key change, from the template.
+    fn templated(
+        &self,
+        operation: Operation,
+        value: RowPart<'_>,
+        old: Option<RowPart<'_>>,
+        ctx: TxContext,
+    ) -> Encoded {
+        let mut bytes = Vec::new();
+        let log = LogPosition {
+            txid: ctx.txid,
+            lsn: ctx.lsn,
+            op_position: ctx.op,
+            last: false,
+        };
+        self.template
+            .write(&mut bytes, operation, &self.key_columns, value, old, log);
+        Encoded { op: ctx.op, bytes }
+    }
+
     fn insert(&self, new: &Row, ctx: TxContext, op: u64, from: Option<&str>) -> Encoded {
+        if from.is_none() {
+            let value = RowPart {
+                row: new,
+                columns: self.selected(),
+            };
+            return self.templated(Operation::Insert, value, None, TxContext { op, ..ctx });
+        }
         let key = self.key(new);
         let mut message = self.message(&key, Operation::Insert, ctx, op);
         message.key_change = from.map(|k| ("key_change_from", k));
@@ -144,22 +216,26 @@ impl ShapeEncoding {
     }
 
     fn delete(&self, old: &Row, ctx: TxContext, op: u64, to: Option<&str>) -> Encoded {
-        let key = self.key(old);
-        let mut message = self.message(&key, Operation::Delete, ctx, op);
-        message.key_change = to.map(|k| ("key_change_to", k));
         let columns: &[usize] = match self.replica() {
             ReplicaMode::Full => self.selected(),
             ReplicaMode::Default => &self.key_columns,
         };
+        if to.is_none() {
+            let value = RowPart { row: old, columns };
+            return self.templated(Operation::Delete, value, None, TxContext { op, ..ctx });
+        }
+        let key = self.key(old);
+        let mut message = self.message(&key, Operation::Delete, ctx, op);
+        message.key_change = to.map(|k| ("key_change_to", k));
         let mut bytes = Vec::with_capacity(self.size_hint(&key, old, columns));
         message.write(&mut bytes, self.pairs(old, columns), None);
         Encoded { op, bytes }
     }
 
     fn update(&self, old: &Row, new: &Row, ctx: TxContext, out: &mut Vec<Encoded>) {
-        let old_key = self.key(old);
-        let new_key = self.key(new);
-        if old_key != new_key {
+        // Keys are equal exactly when their values are (`message_key` is injective).
+        if self.key_columns.iter().any(|&i| old[i] != new[i]) {
+            let (old_key, new_key) = (self.key(old), self.key(new));
             out.push(self.delete(old, ctx, ctx.op, Some(&new_key)));
             out.push(self.insert(new, ctx, ctx.op + 1, Some(&old_key)));
             return;
@@ -173,25 +249,30 @@ impl ShapeEncoding {
         if changed.is_empty() {
             return;
         }
-        let message = self.message(&new_key, Operation::Update, ctx, ctx.op);
-        let mut bytes = Vec::with_capacity(2 * self.size_hint(&new_key, new, self.selected()));
-        match self.replica() {
+        let message = match self.replica() {
             ReplicaMode::Full => {
-                let mut old_values = self.pairs(old, &changed);
-                message.write(
-                    &mut bytes,
-                    self.pairs(new, self.selected()),
-                    Some(&mut old_values),
-                );
+                let value = RowPart {
+                    row: new,
+                    columns: self.selected(),
+                };
+                let old = RowPart {
+                    row: old,
+                    columns: &changed,
+                };
+                self.templated(Operation::Update, value, Some(old), ctx)
             }
             ReplicaMode::Default => {
                 let mut columns: Vec<usize> = self.key_columns.to_vec();
                 columns.extend(changed.iter().filter(|i| !self.key_columns.contains(i)));
                 columns.sort_unstable();
-                message.write(&mut bytes, self.pairs(new, &columns), None);
+                let value = RowPart {
+                    row: new,
+                    columns: &columns,
+                };
+                self.templated(Operation::Update, value, None, ctx)
             }
-        }
-        out.push(Encoded { op: ctx.op, bytes });
+        };
+        out.push(message);
     }
 }
 

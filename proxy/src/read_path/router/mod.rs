@@ -42,7 +42,7 @@ use shapes::wire::{Operation, SnapshotInfo};
 use crate::storage::shape_log::capture_file::CaptureFile;
 use crate::storage::shape_log::{LogAppender, LogFile, ShapeLog, TxnChanges};
 use crate::storage::shape_store::Shape;
-use encode::{Encoded, ShapeEncoding, TxContext};
+use encode::{Encoded, ShapeEncoding, Templates, TxContext};
 
 use crate::read_path::subquery::SubqueryShape;
 use crate::read_path::subquery::moves::Moved;
@@ -226,6 +226,8 @@ pub struct Router {
     shapes: HashMap<ShapeId, RoutedShape>,
     /// The layouts the shapes of each table are routed by.
     tables: HashMap<QualifiedName, TableLayouts>,
+    /// Their message templates.
+    templates: Templates,
     /// Bumped whenever a shape comes or goes, so callers can cache what they asked.
     generation: u64,
     /// Tombstone column by [`TableSlot::index`].
@@ -371,7 +373,9 @@ impl Router {
         levels.assign_slots(&mut |table| index.table_slot(table));
         self.subquery_routes.add(id, &mut levels);
         self.generation += 1;
-        let encoding = ShapeEncoding::new(shape.table.clone(), shape.definition.clone());
+        let encoding = self
+            .templates
+            .encoding(shape.table.clone(), shape.definition.clone());
         let tombstone = shape.tombstone;
         let tagger =
             Tagger::new(shape.definition.where_clause(), &shape.handle.to_string()).map(Box::new);
@@ -654,7 +658,7 @@ impl Router {
         if let Some(column) = tombstone {
             self.tombstones[slot.index()] = Some(column);
         }
-        ShapeEncoding::new(layout, definition)
+        self.templates.encoding(layout, definition)
     }
 
     /// Closes a shape's appender (its log file was replaced): the next write reopens it.

@@ -11,8 +11,9 @@
 //! and the fixed costs cancel out.
 //!
 //! `BENCH_PROXY_BIN=<another build's bench binary>` measures that build's proxy with this
-//! bench, e.g. an older commit's, for a before-and-after. Needs `valgrind` (`tests/run`
-//! installs it).
+//! bench, e.g. an older commit's, for a before-and-after. `BENCH_CALLGRIND_DIR=<dir>` keeps
+//! callgrind's two output files there (`callgrind.<rows>.out`), for `callgrind_annotate`.
+//! Needs `valgrind` (`tests/run` installs it).
 
 use std::path::Path;
 use std::time::Duration;
@@ -39,9 +40,11 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
     let mut client = db.connect().await?;
     ensure_publication(&client, "shapesync").await?;
     let work = tempfile::tempdir().context("a directory for callgrind's output")?;
+    let keep = std::env::var_os("BENCH_CALLGRIND_DIR").map(std::path::PathBuf::from);
+    let out_dir = keep.as_deref().unwrap_or(work.path());
     let mut counted = Vec::new();
     for rows in [small, large] {
-        counted.push(count(&db, &mut client, rows, work.path()).await?);
+        counted.push(count(&db, &mut client, rows, out_dir).await?);
     }
     let per_row = (counted[1] as f64 - counted[0] as f64) / (large - small) as f64;
     let exe = Launch::from_env()?.exe;

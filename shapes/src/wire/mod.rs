@@ -8,6 +8,10 @@ use std::io::Write as _;
 use crate::lsn::{Lsn, Xid};
 use crate::schema::{Column, QualifiedName, TableSchema, TypeKind};
 
+mod template;
+
+pub use template::{MessageTemplate, RowPart};
+
 /// `insert`, `update` or `delete`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
@@ -101,7 +105,20 @@ const NEEDS_ESCAPE: [bool; 256] = {
 };
 
 /// Writes `s` as a JSON string (quoted and escaped).
+#[inline]
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // Most values are short and need no escape: checked byte by byte, then copied whole.
+    if s.len() <= 16 && !s.bytes().any(|b| NEEDS_ESCAPE[usize::from(b)]) {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
+    write_escaped_json_str(out, s);
+}
+
+fn write_escaped_json_str(out: &mut Vec<u8>, s: &str) {
     out.reserve(s.len() + 2);
     out.push(b'"');
     let bytes = s.as_bytes();
