@@ -20,7 +20,7 @@
 //! could have left stale are rotated. A change made on a partition also goes to the shapes of
 //! the partitioned tables above it ([`partitions`]).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -175,18 +175,9 @@ fn first_escape(bytes: &[u8], from: usize) -> Option<usize> {
 }
 
 /// Writes an unsigned integer in decimal (without the formatting machinery).
-pub fn write_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+#[inline]
+pub fn write_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Writes `{"col":"text",…}` for the given (column name, value) pairs.

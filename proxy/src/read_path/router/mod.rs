@@ -28,7 +28,7 @@
 mod capture;
 pub mod encode;
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::io;
 use std::sync::{Arc, OnceLock};
 

@@ -10,7 +10,7 @@
 //! detoasts it), and the new row's hole is filled from it. Without a whole old row the hole
 //! cannot be filled: the position is listed in `unfilled_toast` rather than guessed.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use shapes::lsn::{Lsn, Xid32};

@@ -187,17 +187,31 @@ impl RecordHeader {
 /// Appends a record to `out`.
 pub fn encode(out: &mut Vec<u8>, kind: RecordKind, tx: u64, op: u64, payload: &[u8]) {
     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&[kind as u8]);
-    hasher.update(&tx.to_le_bytes());
-    hasher.update(&op.to_le_bytes());
-    hasher.update(payload);
+    let covered = covered_header(kind, tx, op);
+    out.reserve(HEADER_LEN + payload.len());
     out.extend_from_slice(&len.to_le_bytes());
-    out.push(kind as u8);
-    out.extend_from_slice(&tx.to_le_bytes());
-    out.extend_from_slice(&op.to_le_bytes());
-    out.extend_from_slice(&hasher.finalize().to_le_bytes());
+    out.extend_from_slice(&covered);
+    out.extend_from_slice(&crc(&covered, payload).to_le_bytes());
     out.extend_from_slice(payload);
+}
+
+/// The header fields the CRC covers, as they are laid out: kind, tx, op.
+fn covered_header(kind: RecordKind, tx: u64, op: u64) -> [u8; 17] {
+    let mut covered = [0u8; 17];
+    covered[0] = kind as u8;
+    covered[1..9].copy_from_slice(&tx.to_le_bytes());
+    covered[9..].copy_from_slice(&op.to_le_bytes());
+    covered
+}
+
+/// A record's CRC: of the header fields it covers, then of the payload.
+fn crc(covered: &[u8; 17], payload: &[u8]) -> u32 {
+    // Made once: `Hasher::new` looks up the CPU's features each time.
+    static FRESH: std::sync::OnceLock<crc32fast::Hasher> = std::sync::OnceLock::new();
+    let mut hasher = FRESH.get_or_init(crc32fast::Hasher::new).clone();
+    hasher.update(covered);
+    hasher.update(payload);
+    hasher.finalize()
 }
 
 /// Parses a header; `None` if the bytes cannot be one (unknown kind, absurd length).
@@ -227,12 +241,7 @@ pub fn decode_header(bytes: &[u8; HEADER_LEN]) -> Option<RecordHeader> {
 
 /// Whether `payload` belongs to `header`.
 pub fn verify(header: &RecordHeader, payload: &[u8]) -> bool {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&[header.kind as u8]);
-    hasher.update(&header.tx.to_le_bytes());
-    hasher.update(&header.op.to_le_bytes());
-    hasher.update(payload);
-    hasher.finalize() == header.crc
+    crc(&covered_header(header.kind, header.tx, header.op), payload) == header.crc
 }
 
 /// Reads records one by one, checking each; stops at the end of the input or at the first
