@@ -101,6 +101,12 @@ const FIGURES: &[&str] = &[
     "latency_subquery.p50",
     "latency_subquery.p99",
     "live_path_instructions",
+    "peer_latency.shapesync.p50",
+    "peer_latency.shapesync.p99",
+    "peer_latency.shapesync_ts_client.p50",
+    "peer_latency.shapesync_ts_client.p99",
+    "peer_latency.zero.p50",
+    "peer_latency.zero.p99",
 ];
 
 /// The figures measured against a baseline (`pg_recvlogical`, or the 10-shape routing rate):
@@ -169,8 +175,8 @@ fn check_figures(report: &Value) -> Result<(), String> {
 /// apart, on another machine (`ecosystems.json`: RxDB and WatermelonDB; `cdn.json`: the
 /// caches; `shapes.json`: routing, many shapes, the relabelled initial sync and mutations;
 /// `compaction.json`: compaction of shape logs; `subquery.json`: subquery shapes;
-/// `instructions.json`: instructions per row under callgrind; each describes its machine). A later file's
-/// figure replaces an earlier one of the same name.
+/// `instructions.json`: instructions per row under callgrind; `peers.json`: the peer line; each
+/// describes its machine). A later file's figure replaces an earlier one of the same name.
 fn committed_report() -> Value {
     let read = |name: &str| -> Value {
         let path = format!("{}/bench-results/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -185,6 +191,7 @@ fn committed_report() -> Value {
         "compaction.json",
         "subquery.json",
         "instructions.json",
+        "peers.json",
     ] {
         for figure in read(more)["figures"].as_array().expect("figures") {
             figures.retain(|f| f["name"] != figure["name"]);

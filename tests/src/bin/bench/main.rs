@@ -118,6 +118,8 @@ enum Scenario {
     LatencySubquery,
     #[value(name = "live_path_instructions")]
     LivePathInstructions,
+    #[value(name = "peer_latency")]
+    PeerLatency,
 }
 
 impl Scenario {
@@ -281,6 +283,7 @@ async fn run_scenario(bench: &mut Bench, scenario: Scenario) -> anyhow::Result<(
         Scenario::RoutingSubquery10k => subquery::routing::run(bench).await,
         Scenario::LatencySubquery => subquery::latency::run(bench).await,
         Scenario::LivePathInstructions => instructions::run(bench).await,
+        Scenario::PeerLatency => peer::run(bench).await,
     }
 }
 

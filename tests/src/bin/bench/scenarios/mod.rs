@@ -9,6 +9,7 @@ pub mod initial_sync;
 pub mod instructions;
 pub mod latency;
 pub mod mutations;
+pub mod peer;
 pub mod routing;
 pub mod shapes;
 pub mod sse_idle;
