@@ -21,6 +21,7 @@
 //! the partitioned tables above it ([`partitions`]).
 
 use foldhash::HashMap;
+use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -205,30 +206,40 @@ pub async fn run_consumer(shapes: Arc<Shapes>, resume: Lsn, mut io: ConsumerChan
     let mut open_xid = None;
     // When it committed (from its Begin), noted once it is applied.
     let mut open_commit_time = None;
+    // Events are taken from the channel in batches (one wake-up for many); commands still go
+    // first whenever no transaction is open, as if each event were received on its own.
+    let mut pending = VecDeque::new();
+    let mut batch = Vec::with_capacity(EVENT_BATCH);
     loop {
         if router.has_resyncs() && !router.in_transaction() {
             resync_dropped(&shapes, &mut router).await;
             fence_for_resyncs(&shapes, &router);
         }
-        let event = tokio::select! {
-            biased;
-            command = io.commands.recv(), if !router.in_transaction() => match command {
-                Some(Command::CreateSubquery { shape, reply }) => {
-                    let created = subquery::initial::create(&shapes, &mut router, &shape).await;
-                    let _ = reply.send(created.map(|(rows, holds)| (rows, holds, router.last_commit())));
+        if !router.in_transaction() {
+            match io.commands.try_recv() {
+                Ok(command) => {
+                    run_command(&shapes, &mut router, command).await;
                     continue;
                 }
-                Some(Command::ResyncSubquery { shape, reply }) => {
-                    let _ = reply.send(subquery::initial::resync(&shapes, &mut router, &shape).await);
-                    fence_for_resyncs(&shapes, &router);
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+        }
+        let event = match pending.pop_front() {
+            Some(event) => event,
+            None => tokio::select! {
+                biased;
+                command = io.commands.recv(), if !router.in_transaction() => match command {
+                    Some(command) => { run_command(&shapes, &mut router, command).await; continue; }
+                    None => break,
+                },
+                received = io.events.recv_many(&mut batch, EVENT_BATCH) => {
+                    if received == 0 {
+                        break;
+                    }
+                    pending.extend(batch.drain(..));
                     continue;
                 }
-                Some(command) => { apply_command(&shapes, &mut router, command); continue; }
-                None => break,
-            },
-            event = io.events.recv() => match event {
-                Some(event) => event,
-                None => break,
             },
         };
         if discarding {
@@ -294,6 +305,24 @@ pub async fn run_consumer(shapes: Arc<Shapes>, resume: Lsn, mut io: ConsumerChan
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+/// Events taken from the channel at most at once.
+const EVENT_BATCH: usize = 256;
+
+/// Runs a command of the shape registry (between two transactions).
+async fn run_command(shapes: &Arc<Shapes>, router: &mut Router, command: Command) {
+    match command {
+        Command::CreateSubquery { shape, reply } => {
+            let created = subquery::initial::create(shapes, router, &shape).await;
+            let _ = reply.send(created.map(|(rows, holds)| (rows, holds, router.last_commit())));
+        }
+        Command::ResyncSubquery { shape, reply } => {
+            let _ = reply.send(subquery::initial::resync(shapes, router, &shape).await);
+            fence_for_resyncs(shapes, router);
+        }
+        command => apply_command(shapes, router, command),
     }
 }
 
