@@ -45,6 +45,7 @@ use crate::observability::prometheus;
 use crate::read_path::durability::Written;
 use crate::read_path::router::{Router, SnapshotHolds};
 use crate::replication::event::{Relation, ReplicaIdentity, ReplicationEvent, WalChange};
+use crate::replication::row_pool::{RowPool, RowSink};
 use crate::storage::shape_dir::ShapeDir;
 use crate::storage::shape_log::LogFile;
 use crate::storage::shape_log::compaction::{self, CompactionError, Prepared, Retired, Stats};
@@ -124,6 +125,8 @@ pub struct ConsumerChannels {
     pub written: mpsc::UnboundedSender<Written>,
     /// Asks the replication stream to reconnect from the flushed position.
     pub restart_stream: Arc<Notify>,
+    /// The pool the replication task fills rows from: applied changes' rows go back to it.
+    pub rows: Arc<RowPool>,
 }
 
 /// Metric handles, looked up once (a lookup per change costs more than the count).
@@ -147,6 +150,8 @@ impl Counters {
 #[derive(Default)]
 struct Relations {
     by_oid: HashMap<u32, KnownRelation>,
+    /// Where the rows of applied changes go back to the replication task.
+    rows: RowSink,
     /// What the catalog says now of the table of the Relation message being applied, when
     /// shapes are on it.
     catalog: Option<Catalog>,
@@ -198,7 +203,10 @@ enum Layout {
 /// Runs until the event and command channels close.
 pub async fn run_consumer(shapes: Arc<Shapes>, resume: Lsn, mut io: ConsumerChannels) {
     let mut router = Router::new(resume);
-    let mut relations = Relations::default();
+    let mut relations = Relations {
+        rows: RowSink::new(io.rows.clone()),
+        ..Relations::default()
+    };
     let counters = Counters::new();
     let identity_file = shapes.identity_file();
     let mut discarding = false;
@@ -483,7 +491,9 @@ fn apply_event(
         }
         ReplicationEvent::Change(change) => {
             counters.changes.increment(1);
-            apply_change(shapes, router, relations, change)?;
+            let applied = apply_change(shapes, router, relations, &change);
+            relations.spend(change);
+            applied?;
         }
         ReplicationEvent::Commit {
             xid,
@@ -555,9 +565,9 @@ fn apply_change(
     shapes: &Arc<Shapes>,
     router: &mut Router,
     relations: &mut Relations,
-    change: WalChange,
+    change: &WalChange,
 ) -> std::io::Result<()> {
-    let (relation, old, new) = match &change {
+    let (relation, old, new) = match change {
         WalChange::Insert { relation, new } => (relation, None, Some(new)),
         WalChange::Update {
             relation, old, new, ..
@@ -585,7 +595,7 @@ fn apply_change(
     };
     known.note_routes(router);
     if known.routed.any() {
-        watch_identity(shapes, router, known, &change);
+        watch_identity(shapes, router, known, change);
     }
     // Every change takes its op, whether or not a shape wants it: offsets stay a function
     // of the WAL. The table's shapes are routed by the change's columns first: those that
@@ -680,6 +690,21 @@ fn watch_identity(
 }
 
 impl Relations {
+    /// Gives the rows of an applied change back to the replication task.
+    fn spend(&mut self, change: WalChange) {
+        match change {
+            WalChange::Insert { new, .. } => self.rows.spent(new),
+            WalChange::Update { old, new, .. } => {
+                self.rows.spent(new);
+                if let Some(old) = old {
+                    self.rows.spent(old);
+                }
+            }
+            WalChange::Delete { old, .. } => self.rows.spent(old),
+            WalChange::Truncate { .. } => {}
+        }
+    }
+
     /// Looks up what each relation `event` names that was not seen yet: the partitioned
     /// tables above it. Runs before the event is applied (the lookup needs the database).
     async fn learn(

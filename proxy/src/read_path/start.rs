@@ -16,6 +16,7 @@ use crate::observability::prometheus;
 use crate::postgres::table_catalog::TableCatalog;
 use crate::read_path::durability;
 use crate::replication::commit_watch::CommitWatch;
+use crate::replication::row_pool::RowPool;
 use crate::replication::stream::{ReplicationStream, StreamConfig, StreamStatus};
 use crate::storage::shape_log::compaction::policy::CompactionPolicy;
 use crate::storage::shape_store::ShapeStore;
@@ -75,6 +76,7 @@ impl ReadPath {
         let durability = tokio::spawn(durability::run(resume_file, written, flushed_tx, lost));
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         let restart = Arc::new(Notify::new());
+        let rows = Arc::new(RowPool::default());
         let consumer = tokio::spawn(run_consumer(
             shapes.clone(),
             resume,
@@ -83,6 +85,7 @@ impl ReadPath {
                 commands,
                 written: written_tx,
                 restart_stream: restart.clone(),
+                rows: rows.clone(),
             },
         ));
         let restored = shapes.restore().await?;
@@ -93,11 +96,14 @@ impl ReadPath {
             shapes.note_last_seen(confirmed);
         }
 
-        let stream_config = StreamConfig::new(
-            config.database_url.clone(),
-            config.slot.clone(),
-            config.publication.clone(),
-        );
+        let stream_config = StreamConfig {
+            rows,
+            ..StreamConfig::new(
+                config.database_url.clone(),
+                config.slot.clone(),
+                config.publication.clone(),
+            )
+        };
         let stream = ReplicationStream::spawn(
             stream_config.clone(),
             resume,

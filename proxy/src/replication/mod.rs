@@ -55,6 +55,7 @@ pub mod assembly;
 pub mod commit_watch;
 pub mod event;
 pub mod pgoutput;
+pub mod row_pool;
 pub mod setup;
 pub mod stream;
 

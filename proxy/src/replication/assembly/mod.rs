@@ -18,6 +18,7 @@ use shapes::schema::{QualifiedName, Row};
 
 use super::event::{OldRowKind, Relation, RelationColumn, ReplicationEvent, WalChange};
 use super::pgoutput::{self, ColumnValue, OldTuple, PgOutputMessage, TupleData};
+use super::row_pool::{self, RowPool, RowSource};
 
 /// Messages that break the protocol's promises. All definite: resending the same stream
 /// would fail the same way.
@@ -64,11 +65,21 @@ struct OpenTransaction {
 pub struct TransactionAssembler {
     relations: HashMap<u32, Arc<Relation>>,
     open: Option<OpenTransaction>,
+    /// Where rows to fill come from.
+    rows: RowSource,
 }
 
 impl TransactionAssembler {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An assembler filling rows the consumer gave back to `pool`.
+    pub fn with_pool(pool: Arc<RowPool>) -> Self {
+        Self {
+            rows: RowSource::new(pool),
+            ..Self::default()
+        }
     }
 
     /// Whether a `Begin` was seen without its `Commit`.
@@ -100,7 +111,7 @@ impl TransactionAssembler {
             PgOutputMessage::Insert(insert) => {
                 self.require_transaction("Insert")?;
                 let relation = self.lookup(insert.relation_oid)?;
-                let new = build_row(&relation, insert.new)?;
+                let new = self.build_row(&relation, insert.new)?;
                 Some(ReplicationEvent::Change(WalChange::Insert {
                     relation,
                     new,
@@ -117,7 +128,7 @@ impl TransactionAssembler {
                     OldTuple::Key(tuple) => (tuple, OldRowKind::KeyOnly),
                     OldTuple::Full(tuple) => (tuple, OldRowKind::Full),
                 };
-                let old = build_row(&relation, tuple)?;
+                let old = self.build_row(&relation, tuple)?;
                 Some(ReplicationEvent::Change(WalChange::Delete {
                     relation,
                     old,
@@ -219,15 +230,19 @@ impl TransactionAssembler {
         }
     }
 
-    fn update(&self, update: pgoutput::Update<'_>) -> Result<WalChange, AssemblyError> {
+    fn update(&mut self, update: pgoutput::Update<'_>) -> Result<WalChange, AssemblyError> {
         let relation = self.lookup(update.relation_oid)?;
         let (old, old_kind) = match update.old {
             None => (None, OldRowKind::Absent),
-            Some(OldTuple::Key(tuple)) => (Some(build_row(&relation, tuple)?), OldRowKind::KeyOnly),
-            Some(OldTuple::Full(tuple)) => (Some(build_row(&relation, tuple)?), OldRowKind::Full),
+            Some(OldTuple::Key(tuple)) => {
+                (Some(self.build_row(&relation, tuple)?), OldRowKind::KeyOnly)
+            }
+            Some(OldTuple::Full(tuple)) => {
+                (Some(self.build_row(&relation, tuple)?), OldRowKind::Full)
+            }
         };
         let full_old = old_kind == OldRowKind::Full;
-        let mut new = build_row(&relation, update.new)?;
+        let mut new = self.build_row(&relation, update.new)?;
         let mut unfilled_toast = Vec::new();
         for (i, value) in update.new.columns().enumerate() {
             if value != ColumnValue::UnchangedToast {
@@ -272,37 +287,44 @@ fn namespace_name(namespace: String) -> String {
     }
 }
 
-/// A row from a tuple: text values copied once into their `String`s; NULLs and unchanged
-/// TOAST values as `None` (the caller fills the latter).
-fn build_row(relation: &Relation, tuple: TupleData<'_>) -> Result<Row, AssemblyError> {
-    if tuple.len() != relation.columns.len() {
-        return Err(AssemblyError::ColumnCount {
-            relation: relation.name.clone(),
-            expected: relation.columns.len(),
-            got: tuple.len(),
-        });
+impl TransactionAssembler {
+    /// A row from a tuple: text values copied once into their `String`s (reused from a spent
+    /// row when the pool has one); NULLs and unchanged TOAST values as `None` (the caller fills
+    /// the latter).
+    fn build_row(
+        &mut self,
+        relation: &Relation,
+        tuple: TupleData<'_>,
+    ) -> Result<Row, AssemblyError> {
+        if tuple.len() != relation.columns.len() {
+            return Err(AssemblyError::ColumnCount {
+                relation: relation.name.clone(),
+                expected: relation.columns.len(),
+                got: tuple.len(),
+            });
+        }
+        let mut row = self.rows.row(tuple.len());
+        for (i, (value, column)) in tuple.columns().zip(&relation.columns).enumerate() {
+            let text =
+                match value {
+                    ColumnValue::Null | ColumnValue::UnchangedToast => None,
+                    ColumnValue::Text(bytes) => Some(std::str::from_utf8(bytes).map_err(|_| {
+                        AssemblyError::InvalidUtf8 {
+                            relation: relation.name.clone(),
+                            column: column.name.clone(),
+                        }
+                    })?),
+                    ColumnValue::Binary(_) => {
+                        return Err(AssemblyError::BinaryValue {
+                            relation: relation.name.clone(),
+                            column: column.name.clone(),
+                        });
+                    }
+                };
+            row_pool::fill(&mut row, i, text);
+        }
+        Ok(row)
     }
-    let mut row = Vec::with_capacity(tuple.len());
-    for (value, column) in tuple.columns().zip(&relation.columns) {
-        row.push(match value {
-            ColumnValue::Null | ColumnValue::UnchangedToast => None,
-            ColumnValue::Text(bytes) => Some(
-                std::str::from_utf8(bytes)
-                    .map_err(|_| AssemblyError::InvalidUtf8 {
-                        relation: relation.name.clone(),
-                        column: column.name.clone(),
-                    })?
-                    .to_owned(),
-            ),
-            ColumnValue::Binary(_) => {
-                return Err(AssemblyError::BinaryValue {
-                    relation: relation.name.clone(),
-                    column: column.name.clone(),
-                });
-            }
-        });
-    }
-    Ok(row)
 }
 
 #[cfg(test)]

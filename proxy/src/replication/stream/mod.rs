@@ -40,6 +40,7 @@ mod progress;
 mod session;
 mod task;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use shapes::lsn::Lsn;
@@ -51,6 +52,7 @@ use tracing::Instrument;
 pub use error::ReplicationError;
 
 use super::event::ReplicationEvent;
+use super::row_pool::RowPool;
 
 /// How the stream connects and behaves.
 #[derive(Debug, Clone)]
@@ -75,6 +77,8 @@ pub struct StreamConfig {
     pub application_name: String,
     /// Events buffered inside the replication client, ahead of decoding.
     pub client_buffer: usize,
+    /// Where the rows of changes are filled: the consumer gives spent rows back to it.
+    pub rows: Arc<RowPool>,
 }
 
 impl StreamConfig {
@@ -89,6 +93,7 @@ impl StreamConfig {
             slot_busy_timeout: Duration::from_secs(120),
             application_name: "shapesync".to_owned(),
             client_buffer: 1024,
+            rows: Arc::default(),
         }
     }
 }

@@ -51,12 +51,12 @@ impl StreamTask {
         status: watch::Sender<StreamStatus>,
     ) -> Self {
         Self {
+            assembler: TransactionAssembler::with_pool(config.rows.clone()),
             config,
             events,
             flushed,
             shutdown,
             status,
-            assembler: TransactionAssembler::new(),
             acks: AckTracker::new(start_lsn),
             resume_from: start_lsn,
             slot_expected: start_lsn > Lsn::ZERO,
