@@ -108,7 +108,7 @@ const NEEDS_ESCAPE: [bool; 256] = {
 #[inline]
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     // Most values are short and need no escape: checked byte by byte, then copied whole.
-    if s.len() <= 16 && !s.bytes().any(|b| NEEDS_ESCAPE[usize::from(b)]) {
+    if s.len() <= 48 && !s.bytes().any(|b| NEEDS_ESCAPE[usize::from(b)]) {
         out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());

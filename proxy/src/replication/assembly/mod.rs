@@ -17,7 +17,7 @@ use shapes::lsn::{Lsn, Xid32};
 use shapes::schema::{QualifiedName, Row};
 
 use super::event::{OldRowKind, Relation, RelationColumn, ReplicationEvent, WalChange};
-use super::pgoutput::{self, ColumnValue, OldTuple, PgOutputMessage, TupleData};
+use super::pgoutput::{self, ColumnValue, OldTuple, PgOutputMessage, TextValue, TupleData};
 use super::row_pool::{self, RowPool, RowSource};
 
 /// Messages that break the protocol's promises. All definite: resending the same stream
@@ -304,23 +304,23 @@ impl TransactionAssembler {
             });
         }
         let mut row = self.rows.row(tuple.len());
-        for (i, (value, column)) in tuple.columns().zip(&relation.columns).enumerate() {
-            let text =
-                match value {
-                    ColumnValue::Null | ColumnValue::UnchangedToast => None,
-                    ColumnValue::Text(bytes) => Some(std::str::from_utf8(bytes).map_err(|_| {
-                        AssemblyError::InvalidUtf8 {
-                            relation: relation.name.clone(),
-                            column: column.name.clone(),
-                        }
-                    })?),
-                    ColumnValue::Binary(_) => {
-                        return Err(AssemblyError::BinaryValue {
-                            relation: relation.name.clone(),
-                            column: column.name.clone(),
-                        });
-                    }
-                };
+        for (i, (value, column)) in tuple.text_columns().zip(&relation.columns).enumerate() {
+            let text = match value {
+                TextValue::Null | TextValue::UnchangedToast => None,
+                TextValue::Text(text) => Some(text),
+                TextValue::InvalidUtf8 => {
+                    return Err(AssemblyError::InvalidUtf8 {
+                        relation: relation.name.clone(),
+                        column: column.name.clone(),
+                    });
+                }
+                TextValue::Binary => {
+                    return Err(AssemblyError::BinaryValue {
+                        relation: relation.name.clone(),
+                        column: column.name.clone(),
+                    });
+                }
+            };
             row_pool::fill(&mut row, i, text);
         }
         Ok(row)

@@ -23,7 +23,7 @@ pub use messages::{
     Begin, Commit, Delete, Insert, Message, OldTuple, Origin, Relation, RelationColumn,
     ReplicaIdentity, Truncate, Type, Update,
 };
-pub use tuple::{ColumnValue, Columns, TupleData};
+pub use tuple::{ColumnValue, Columns, TextValue, TupleData};
 
 use cursor::Cursor;
 

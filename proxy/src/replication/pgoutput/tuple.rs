@@ -1,8 +1,8 @@
 //! `TupleData`: the column values of one row in an Insert, Update or Delete message.
 //!
 //! Decoding only checks the layout and remembers where the tuple's bytes are; the values are
-//! read again, without allocating, by [`TupleData::columns`]. The assembler turns them into a
-//! `Row` with one allocation per text value.
+//! read again, without allocating, by [`TupleData::columns`]. The assembler copies them into a
+//! `Row`, filling the `String`s of a spent row when it has one.
 
 use super::DecodeError;
 use super::cursor::Cursor;
@@ -62,6 +62,43 @@ impl<'a> TupleData<'a> {
             left: self.count,
         }
     }
+
+    /// The values in column order with text values checked as UTF-8: the whole tuple at once
+    /// when it is valid UTF-8 as a whole (nearly always: length prefixes of values under 128
+    /// bytes are ASCII), then each value is a slice of it; otherwise value by value.
+    pub fn text_columns(&self) -> impl Iterator<Item = TextValue<'a>> + use<'a> {
+        let whole = std::str::from_utf8(self.values).ok();
+        let mut columns = self.columns();
+        std::iter::from_fn(move || {
+            let value = columns.next()?;
+            Some(match value {
+                ColumnValue::Null => TextValue::Null,
+                ColumnValue::UnchangedToast => TextValue::UnchangedToast,
+                ColumnValue::Binary(_) => TextValue::Binary,
+                ColumnValue::Text(bytes) => {
+                    // The value's bytes end where the cursor stands.
+                    let end = columns.cursor.position();
+                    let sliced = whole.and_then(|w| w.get(end - bytes.len()..end));
+                    match sliced.map_or_else(|| std::str::from_utf8(bytes).ok(), Some) {
+                        Some(text) => TextValue::Text(text),
+                        None => TextValue::InvalidUtf8,
+                    }
+                }
+            })
+        })
+    }
+}
+
+/// A column value with its text checked as UTF-8 (see [`TupleData::text_columns`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextValue<'a> {
+    Null,
+    UnchangedToast,
+    Text(&'a str),
+    /// A text value that is not valid UTF-8.
+    InvalidUtf8,
+    /// A value in binary format.
+    Binary,
 }
 
 /// Iterator over a tuple's values (see [`TupleData::columns`]).
@@ -130,6 +167,35 @@ mod tests {
                 ColumnValue::UnchangedToast,
                 ColumnValue::Text(b"hi"),
                 ColumnValue::Binary(&[0xff]),
+            ]
+        );
+    }
+
+    #[test]
+    fn text_values_are_checked_as_utf8_whole_or_one_by_one() {
+        // Valid as a whole: every value is a slice of it.
+        let bytes = [0, 3, b'n', b't', 0, 0, 0, 2, 0xc3, 0xa9, b'u'];
+        let values: Vec<_> = tuple(&bytes).unwrap().text_columns().collect();
+        assert_eq!(
+            values,
+            [
+                TextValue::Null,
+                TextValue::Text("é"),
+                TextValue::UnchangedToast
+            ]
+        );
+        // A length of 200 (0xc8) makes the whole invalid: values are checked one by one, and
+        // an invalid one says so.
+        let mut bytes = vec![0, 3, b't', 0, 0, 0, 200];
+        bytes.extend(std::iter::repeat_n(b'a', 200));
+        bytes.extend([b't', 0, 0, 0, 1, 0xff, b'b', 0, 0, 0, 1, 0]);
+        let values: Vec<_> = tuple(&bytes).unwrap().text_columns().collect();
+        assert_eq!(
+            values,
+            [
+                TextValue::Text(&"a".repeat(200)),
+                TextValue::InvalidUtf8,
+                TextValue::Binary
             ]
         );
     }
