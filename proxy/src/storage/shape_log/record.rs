@@ -26,6 +26,9 @@ pub const HEADER_LEN: usize = 25;
 /// Largest payload accepted when reading (a corrupt length must not allocate gigabytes).
 pub const MAX_PAYLOAD: u32 = 1 << 30;
 
+/// Payloads up to this length are read into a buffer of their announced length at once.
+const SMALL_PAYLOAD: usize = 64 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum RecordKind {
@@ -278,12 +281,22 @@ impl<R: Read> RecordScanner<R> {
         let Some(parsed) = decode_header(&header) else {
             return Ok(None);
         };
-        // Read what the input holds instead of allocating the announced length first: a
-        // damaged length can announce up to MAX_PAYLOAD bytes at the end of a short file.
-        self.payload.clear();
-        let len = u64::from(parsed.payload_len);
-        let read = (&mut self.input).take(len).read_to_end(&mut self.payload)?;
-        if read as u64 != len || !verify(&parsed, &self.payload) {
+        let len = parsed.payload_len as usize;
+        let whole = if len <= SMALL_PAYLOAD {
+            // Most payloads are a message of a few hundred bytes: read into a buffer of their
+            // length (`read_to_end`'s growth and end probing cost more than the copy).
+            self.payload.resize(len, 0);
+            read_full(&mut self.input, &mut self.payload)?
+        } else {
+            // Read what the input holds instead of allocating the announced length first: a
+            // damaged length can announce up to MAX_PAYLOAD bytes at the end of a short file.
+            self.payload.clear();
+            let read = (&mut self.input)
+                .take(len as u64)
+                .read_to_end(&mut self.payload)?;
+            read == len
+        };
+        if !whole || !verify(&parsed, &self.payload) {
             return Ok(None);
         }
         self.valid_len += parsed.total_len();
