@@ -212,6 +212,21 @@ pub struct LogPosition {
     pub last: bool,
 }
 
+impl LogPosition {
+    /// `,"txids":[…],"lsn":"…","op_position":…` and `,"last":true` when it is.
+    fn write_headers(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b",\"txids\":[");
+        write_u64(out, self.txid);
+        out.extend_from_slice(b"],\"lsn\":\"");
+        write_u64(out, self.lsn.as_u64());
+        out.extend_from_slice(b"\",\"op_position\":");
+        write_u64(out, self.op_position);
+        if self.last {
+            out.extend_from_slice(b",\"last\":true");
+        }
+    }
+}
+
 /// A change message under construction: call [`ChangeMessage::write`].
 #[derive(Debug, Clone, Copy)]
 pub struct ChangeMessage<'a> {
@@ -249,15 +264,7 @@ impl ChangeMessage<'_> {
         write_json_str(out, &self.relation.name);
         out.push(b']');
         if let Some(log) = self.log {
-            out.extend_from_slice(b",\"txids\":[");
-            write_u64(out, log.txid);
-            out.extend_from_slice(b"],\"lsn\":\"");
-            write_u64(out, log.lsn.as_u64());
-            out.extend_from_slice(b"\",\"op_position\":");
-            write_u64(out, log.op_position);
-            if log.last {
-                out.extend_from_slice(b",\"last\":true");
-            }
+            log.write_headers(out);
         }
         if let Some(mark) = self.snapshot_mark {
             let _ = write!(out, ",\"snapshot_mark\":{mark}");

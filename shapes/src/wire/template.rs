@@ -5,7 +5,7 @@
 //! are exactly those of [`ChangeMessage::write`](super::ChangeMessage::write) with the key of
 //! [`message_key`](super::message_key): a property test below holds the two together.
 
-use super::{LogPosition, NEEDS_ESCAPE, Operation, push_doubled, write_json_str, write_u64};
+use super::{LogPosition, NEEDS_ESCAPE, Operation, push_doubled, write_json_str};
 use crate::schema::{QualifiedName, TableSchema, Value};
 
 /// The fixed parts of one table's change messages, for rows in one layout of its columns.
@@ -102,15 +102,7 @@ impl MessageTemplate {
             self.write_object(out, old);
         }
         out.extend_from_slice(&self.headers[operation as usize]);
-        out.extend_from_slice(b",\"txids\":[");
-        write_u64(out, log.txid);
-        out.extend_from_slice(b"],\"lsn\":\"");
-        write_u64(out, log.lsn.as_u64());
-        out.extend_from_slice(b"\",\"op_position\":");
-        write_u64(out, log.op_position);
-        if log.last {
-            out.extend_from_slice(b",\"last\":true");
-        }
+        log.write_headers(out);
         out.extend_from_slice(b"}}");
     }
 
