@@ -64,6 +64,32 @@ pub struct Encoded {
     pub bytes: Vec<u8>,
 }
 
+/// Messages being encoded, and the buffers of messages already written out, to be filled
+/// again (a message's buffer is not allocated per change).
+#[derive(Debug, Default)]
+pub struct Messages {
+    pub encoded: Vec<Encoded>,
+    spare: Vec<Vec<u8>>,
+}
+
+/// Buffers kept for reuse at most.
+const SPARE_BUFFERS: usize = 16;
+
+impl Messages {
+    /// An empty buffer for a message.
+    fn buffer(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_default()
+    }
+
+    /// Takes back the buffer of a message that was written out.
+    pub fn recycle(&mut self, mut buffer: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS && buffer.capacity() <= 64 * 1024 {
+            buffer.clear();
+            self.spare.push(buffer);
+        }
+    }
+}
+
 /// Where in the log the change goes.
 #[derive(Debug, Clone, Copy)]
 pub struct TxContext {
@@ -169,25 +195,31 @@ impl ShapeEncoding {
         old: Option<&Row>,
         new: Option<&Row>,
         ctx: TxContext,
-        out: &mut Vec<Encoded>,
+        out: &mut Messages,
     ) {
         match (change, old, new) {
-            (RowChange::Insert, _, Some(new)) => out.push(self.insert(new, ctx, ctx.op, None)),
-            (RowChange::Delete, Some(old), _) => out.push(self.delete(old, ctx, ctx.op, None)),
+            (RowChange::Insert, _, Some(new)) => {
+                let message = self.insert(out.buffer(), new, ctx, ctx.op, None);
+                out.encoded.push(message);
+            }
+            (RowChange::Delete, Some(old), _) => {
+                let message = self.delete(out.buffer(), old, ctx, ctx.op, None);
+                out.encoded.push(message);
+            }
             (RowChange::Update, Some(old), Some(new)) => self.update(old, new, ctx, out),
             _ => {}
         }
     }
 
-    /// A message with no key change, from the template.
+    /// A message with no key change, from the template, in `bytes`.
     fn templated(
         &self,
+        mut bytes: Vec<u8>,
         operation: Operation,
         value: RowPart<'_>,
         old: Option<RowPart<'_>>,
         ctx: TxContext,
     ) -> Encoded {
-        let mut bytes = Vec::new();
         let log = LogPosition {
             txid: ctx.txid,
             lsn: ctx.lsn,
@@ -199,45 +231,66 @@ impl ShapeEncoding {
         Encoded { op: ctx.op, bytes }
     }
 
-    fn insert(&self, new: &Row, ctx: TxContext, op: u64, from: Option<&str>) -> Encoded {
+    /// `bytes`: the (empty) buffer to write the message into.
+    fn insert(
+        &self,
+        bytes: Vec<u8>,
+        new: &Row,
+        ctx: TxContext,
+        op: u64,
+        from: Option<&str>,
+    ) -> Encoded {
         if from.is_none() {
             let value = RowPart {
                 row: new,
                 columns: self.selected(),
             };
-            return self.templated(Operation::Insert, value, None, TxContext { op, ..ctx });
+            let ctx = TxContext { op, ..ctx };
+            return self.templated(bytes, Operation::Insert, value, None, ctx);
         }
         let key = self.key(new);
         let mut message = self.message(&key, Operation::Insert, ctx, op);
         message.key_change = from.map(|k| ("key_change_from", k));
-        let mut bytes = Vec::with_capacity(self.size_hint(&key, new, self.selected()));
+        let mut bytes = bytes;
+        bytes.reserve(self.size_hint(&key, new, self.selected()));
         message.write(&mut bytes, self.pairs(new, self.selected()), None);
         Encoded { op, bytes }
     }
 
-    fn delete(&self, old: &Row, ctx: TxContext, op: u64, to: Option<&str>) -> Encoded {
+    /// `bytes`: the (empty) buffer to write the message into.
+    fn delete(
+        &self,
+        bytes: Vec<u8>,
+        old: &Row,
+        ctx: TxContext,
+        op: u64,
+        to: Option<&str>,
+    ) -> Encoded {
         let columns: &[usize] = match self.replica() {
             ReplicaMode::Full => self.selected(),
             ReplicaMode::Default => &self.key_columns,
         };
         if to.is_none() {
             let value = RowPart { row: old, columns };
-            return self.templated(Operation::Delete, value, None, TxContext { op, ..ctx });
+            let ctx = TxContext { op, ..ctx };
+            return self.templated(bytes, Operation::Delete, value, None, ctx);
         }
         let key = self.key(old);
         let mut message = self.message(&key, Operation::Delete, ctx, op);
         message.key_change = to.map(|k| ("key_change_to", k));
-        let mut bytes = Vec::with_capacity(self.size_hint(&key, old, columns));
+        let mut bytes = bytes;
+        bytes.reserve(self.size_hint(&key, old, columns));
         message.write(&mut bytes, self.pairs(old, columns), None);
         Encoded { op, bytes }
     }
 
-    fn update(&self, old: &Row, new: &Row, ctx: TxContext, out: &mut Vec<Encoded>) {
+    fn update(&self, old: &Row, new: &Row, ctx: TxContext, out: &mut Messages) {
         // Keys are equal exactly when their values are (`message_key` is injective).
         if self.key_columns.iter().any(|&i| old[i] != new[i]) {
             let (old_key, new_key) = (self.key(old), self.key(new));
-            out.push(self.delete(old, ctx, ctx.op, Some(&new_key)));
-            out.push(self.insert(new, ctx, ctx.op + 1, Some(&old_key)));
+            let deleted = self.delete(Vec::new(), old, ctx, ctx.op, Some(&new_key));
+            let inserted = self.insert(Vec::new(), new, ctx, ctx.op + 1, Some(&old_key));
+            out.encoded.extend([deleted, inserted]);
             return;
         }
         let changed: Vec<usize> = self
@@ -259,7 +312,7 @@ impl ShapeEncoding {
                     row: old,
                     columns: &changed,
                 };
-                self.templated(Operation::Update, value, Some(old), ctx)
+                self.templated(out.buffer(), Operation::Update, value, Some(old), ctx)
             }
             ReplicaMode::Default => {
                 let mut columns: Vec<usize> = self.key_columns.to_vec();
@@ -269,10 +322,10 @@ impl ShapeEncoding {
                     row: new,
                     columns: &columns,
                 };
-                self.templated(Operation::Update, value, None, ctx)
+                self.templated(out.buffer(), Operation::Update, value, None, ctx)
             }
         };
-        out.push(message);
+        out.encoded.push(message);
     }
 }
 
@@ -340,9 +393,10 @@ mod tests {
         old: Option<&Row>,
         new: Option<&Row>,
     ) -> Vec<Value> {
-        let mut out = Vec::new();
+        let mut out = Messages::default();
         enc.encode(change, old, new, ctx(), &mut out);
-        out.iter()
+        out.encoded
+            .iter()
             .map(|e| serde_json::from_slice(&e.bytes).unwrap())
             .collect()
     }
@@ -434,10 +488,10 @@ mod tests {
     #[test]
     fn marking_last_adds_the_header() {
         let new = row(&[Some("1"), Some("a"), None]);
-        let mut out = Vec::new();
+        let mut out = Messages::default();
         encoding(ReplicaMode::Default).encode(RowChange::Insert, None, Some(&new), ctx(), &mut out);
-        mark_last(&mut out[0].bytes);
-        let value: Value = serde_json::from_slice(&out[0].bytes).unwrap();
+        mark_last(&mut out.encoded[0].bytes);
+        let value: Value = serde_json::from_slice(&out.encoded[0].bytes).unwrap();
         assert_eq!(value["headers"]["last"], true);
         assert_eq!(value["headers"]["txids"], json!([7]));
     }

@@ -42,7 +42,7 @@ use shapes::wire::{Operation, SnapshotInfo};
 use crate::storage::shape_log::capture_file::CaptureFile;
 use crate::storage::shape_log::{LogAppender, LogFile, ShapeLog, TxnChanges};
 use crate::storage::shape_store::Shape;
-use encode::{Encoded, ShapeEncoding, Templates, TxContext};
+use encode::{Encoded, Messages, ShapeEncoding, Templates, TxContext};
 
 use crate::read_path::subquery::SubqueryShape;
 use crate::read_path::subquery::moves::Moved;
@@ -237,7 +237,7 @@ pub struct Router {
     /// one applied (just below the resume position until one is).
     last_commit: Lsn,
     routed: Vec<(ShapeId, RowChange)>,
-    encoded: Vec<Encoded>,
+    messages: Messages,
     /// Shapes whose appender may be open (written since the last sweep).
     recently_written: HashSet<ShapeId>,
     /// Which subquery shapes a change of a table may concern.
@@ -443,13 +443,13 @@ impl Router {
             }
             _ => (floor, 0),
         };
-        let mut messages = Vec::new();
+        let mut encoded = Messages::default();
         let mut rows = TxnChanges::default();
         for (change, old, new) in &changes {
             let ctx = TxContext { txid, lsn, op };
-            let first = messages.len();
+            let first = encoded.encoded.len();
             ws.encoding
-                .encode(*change, old.as_ref(), new.as_ref(), ctx, &mut messages);
+                .encode(*change, old.as_ref(), new.as_ref(), ctx, &mut encoded);
             if let (Some(tagger), Some(levels)) = (&ws.tagger, &ws.subquery) {
                 let (old, new) = (old.as_ref(), new.as_ref());
                 tag(
@@ -459,12 +459,13 @@ impl Router {
                     old,
                     new,
                     None,
-                    &mut messages[first..],
+                    &mut encoded.encoded[first..],
                 );
             }
             rows.add(change.operation());
             op += 2;
         }
+        let mut messages = encoded.encoded;
         if let Some(last) = messages.last_mut() {
             encode::mark_last(&mut last.bytes);
         }
@@ -546,7 +547,7 @@ impl Router {
             self.subquery_routes.follow_traces(id, levels);
         }
         if ws.encoding.definition.moves() == MoveMode::Events && ws.tagger.is_some() {
-            return emit_move_events(ws, txn, id, moved, &mut self.encoded);
+            return emit_move_events(ws, txn, id, moved, &mut self.messages);
         }
         let out = moved
             .out
@@ -559,7 +560,7 @@ impl Router {
         for (change, old, new) in out.chain(came) {
             let op = txn.next_op;
             txn.next_op += 2;
-            emit(ws, txn, id, change, old, new, op, &mut self.encoded)?;
+            emit(ws, txn, id, change, old, new, op, &mut self.messages)?;
         }
         Ok(())
     }
@@ -779,7 +780,7 @@ impl Router {
                     continue;
                 }
             }
-            emit(ws, txn, id, change, old, new, op, &mut self.encoded)?;
+            emit(ws, txn, id, change, old, new, op, &mut self.messages)?;
         }
         // A subquery shape applies the tombstone of its own table only.
         self.route_subqueries(slot, raw_old, raw_new, op)
@@ -841,7 +842,7 @@ impl Router {
             // The row as the log last showed it stands in for an old row the stream lacks.
             let kept = outcome.left.as_ref();
             let old = old.or(kept);
-            emit_kept(ws, txn, id, change, old, new, kept, op, &mut self.encoded)?;
+            emit_kept(ws, txn, id, change, old, new, kept, op, &mut self.messages)?;
         }
         Ok(())
     }
@@ -970,9 +971,9 @@ fn emit(
     old: Option<&Row>,
     new: Option<&Row>,
     op: u64,
-    encoded: &mut Vec<Encoded>,
+    messages: &mut Messages,
 ) -> io::Result<()> {
-    emit_kept(ws, txn, id, change, old, new, None, op, encoded)
+    emit_kept(ws, txn, id, change, old, new, None, op, messages)
 }
 
 /// [`emit`], with the row as the shape's log last showed it (`kept`: what a subquery shape's
@@ -987,7 +988,7 @@ fn emit_kept(
     new: Option<&Row>,
     kept: Option<&Row>,
     op: u64,
-    encoded: &mut Vec<Encoded>,
+    messages: &mut Messages,
 ) -> io::Result<()> {
     if ws.capture.is_none() {
         ws.txn_changes.add(change.operation());
@@ -999,14 +1000,28 @@ fn emit_kept(
         lsn,
         op,
     };
-    encoded.clear();
-    ws.encoding.encode(change, old, new, ctx, encoded);
+    messages.encoded.clear();
+    ws.encoding.encode(change, old, new, ctx, messages);
     if let (Some(tagger), Some(levels)) = (&ws.tagger, &ws.subquery) {
-        tag(tagger, levels, change, old, new, kept, encoded);
+        tag(
+            tagger,
+            levels,
+            change,
+            old,
+            new,
+            kept,
+            &mut messages.encoded,
+        );
     }
+    // Taken out for the loop: written messages' buffers go back to `messages`.
+    let mut encoded = std::mem::take(&mut messages.encoded);
     for message in encoded.drain(..) {
-        emit_entry_at(ws, txn, id, Offset::log(lsn, message.op), message.bytes)?;
+        let offset = Offset::log(lsn, message.op);
+        if let Some(written) = emit_entry_at(ws, txn, id, offset, message.bytes)? {
+            messages.recycle(written);
+        }
     }
+    messages.encoded = encoded;
     Ok(())
 }
 
@@ -1020,7 +1035,7 @@ fn emit_move_events(
     txn: &mut OpenTxn,
     id: ShapeId,
     moved: Moved,
-    encoded: &mut Vec<Encoded>,
+    messages: &mut Messages,
 ) -> io::Result<()> {
     let (Some(tagger), Some(levels)) = (ws.tagger.as_deref(), ws.subquery.as_deref()) else {
         return Ok(());
@@ -1039,7 +1054,16 @@ fn emit_move_events(
     let (dropped, unexplained): (Vec<&Row>, Vec<&Row>) = moved.out.iter().partition(|r| named(r));
     for row in unexplained {
         let op = next_op(txn);
-        emit(ws, txn, id, RowChange::Delete, Some(row), None, op, encoded)?;
+        emit(
+            ws,
+            txn,
+            id,
+            RowChange::Delete,
+            Some(row),
+            None,
+            op,
+            messages,
+        )?;
     }
     if ws.capture.is_none() {
         ws.txn_changes.add_many(Operation::Delete, dropped.len());
@@ -1050,7 +1074,16 @@ fn emit_move_events(
     }
     for row in &moved.r#in {
         let op = next_op(txn);
-        emit(ws, txn, id, RowChange::Insert, None, Some(row), op, encoded)?;
+        emit(
+            ws,
+            txn,
+            id,
+            RowChange::Insert,
+            None,
+            Some(row),
+            op,
+            messages,
+        )?;
         if let Some((_, bytes)) = ws.held.as_mut() {
             tags::splice_headers(bytes, ",\"is_move_in\":true");
         }
@@ -1084,23 +1117,25 @@ fn emit_entry(
     bytes: Vec<u8>,
 ) -> io::Result<()> {
     let (lsn, op) = ws.place(txn.commit_lsn, op);
-    emit_entry_at(ws, txn, id, Offset::log(lsn, op), bytes)
+    emit_entry_at(ws, txn, id, Offset::log(lsn, op), bytes).map(drop)
 }
 
-/// [`emit_entry`] at `offset`.
+/// [`emit_entry`] at `offset`. Returns the buffer of the message it wrote out (the one held
+/// back until now), for reuse.
 fn emit_entry_at(
     ws: &mut RoutedShape,
     txn: &mut OpenTxn,
     id: ShapeId,
     offset: Offset,
     bytes: Vec<u8>,
-) -> io::Result<()> {
+) -> io::Result<Option<Vec<u8>>> {
     if let Some((held_offset, held)) = ws.held.replace((offset, bytes)) {
         write_entry(ws, held_offset, &held)?;
+        Ok(Some(held))
     } else {
         txn.touched.push(id);
+        Ok(None)
     }
-    Ok(())
 }
 
 /// Adds a subquery shape's headers to the messages of one change.
