@@ -304,6 +304,7 @@ impl TransactionAssembler {
             });
         }
         let mut row = self.rows.row(tuple.len());
+        let mut filled = 0;
         for (i, (value, column)) in tuple.text_columns().zip(&relation.columns).enumerate() {
             let text = match value {
                 TextValue::Null | TextValue::UnchangedToast => None,
@@ -322,7 +323,11 @@ impl TransactionAssembler {
                 }
             };
             row_pool::fill(&mut row, i, text);
+            filled = i + 1;
         }
+        // The tuple was checked when decoded, so every value was read; were one not, no value
+        // of the row this one was before may stay behind.
+        row.truncate(filled);
         Ok(row)
     }
 }
