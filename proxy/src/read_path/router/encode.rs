@@ -100,12 +100,6 @@ pub struct TxContext {
 }
 
 impl ShapeEncoding {
-    /// An encoding with a template of its own ([`Templates`] shares them).
-    pub fn new(layout: Arc<TableSchema>, definition: ShapeDefinition) -> ShapeEncoding {
-        let template = Arc::new(MessageTemplate::new(definition.table(), &layout));
-        Self::with_template(layout, definition, template)
-    }
-
     /// `template`: of `definition`'s table, for rows in `layout`.
     fn with_template(
         layout: Arc<TableSchema>,
@@ -368,7 +362,7 @@ mod tests {
             LogMode::Full,
         )
         .unwrap();
-        ShapeEncoding::new(layout, definition)
+        Templates::default().encoding(layout, definition)
     }
 
     fn encoding(replica: ReplicaMode) -> ShapeEncoding {
