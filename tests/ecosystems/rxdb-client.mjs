@@ -30,6 +30,8 @@ export async function rxdbClient(config, storage) {
   const seen = { pulls: 0, pulled: 0, opens: 0, pushes: [], streamed: [], errors: [] }
   let replication = null
   let source = null
+  // For a test: the next push is sent and applied, but its answer is lost (after `release`).
+  let losing = null
 
   function start() {
     const stream$ = new Subject()
@@ -75,6 +77,13 @@ export async function rxdbClient(config, storage) {
         async handler(rows) {
           const r = await fetch(`${path}/push`, { method: 'POST', headers, body: JSON.stringify(rows) })
           if (!r.ok) throw new Error(`push: ${r.status} ${await r.text()}`)
+          if (losing && !losing.sent) {
+            await r.text()
+            losing.sent = true
+            await losing.released
+            losing = null
+            throw new Error('push: the answer was lost (a test)')
+          }
           const conflicts = await r.json()
           seen.pushes.push({ rows: rows.map((row) => row.newDocumentState.id), conflicts })
           return conflicts
@@ -142,6 +151,18 @@ export async function rxdbClient(config, storage) {
       return null
     },
     seen: async () => seen,
+    // The next push's answer is lost once it was applied; `releaseLostPush` lets RxDB retry.
+    async losePushAnswer() {
+      let release
+      losing = { sent: false, released: new Promise((resolve) => { release = resolve }) }
+      losing.release = release
+      return null
+    },
+    lostPushSent: async () => Boolean(losing?.sent),
+    async releaseLostPush() {
+      losing?.release()
+      return null
+    },
     async close() {
       await stop()
       await db.close()

@@ -203,12 +203,22 @@ async fn rxdb_push_follows_the_assumed_master_rule_and_a_retry_changes_nothing()
         .unwrap()
         .get(0);
     assert_eq!(stored, r#"{"k": ["v"]}"#, "a JSON field is stored as jsonb");
+    let version = || async {
+        let xmin: String = sql
+            .query_one("SELECT xmin::text FROM items WHERE id = 'a'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        xmin
+    };
+    let written = version().await;
 
-    // The same push again (a retry): the row exists, so it is a conflict whose master is the
-    // document itself; nothing is written twice.
+    // The same push again (a retry whose answer was lost): the master is already the pushed
+    // document, so it is answered as applied (RxDB then assumes that master), and nothing is
+    // written twice.
     let (status, conflicts) = post(&proxy, "/v1/rxdb/items/push", &push).await;
-    assert_eq!(status, 200);
-    assert_eq!(conflicts, json!([doc]), "the master, typed as pulled");
+    assert_eq!((status, &conflicts), (200, &json!([])), "a retried insert");
+    assert_eq!(version().await, written, "the retry wrote nothing");
 
     // An update from a stale assumed state is refused with the master; Postgres keeps it.
     let stale = json!([{"assumedMasterState": {"id": "a", "n": 0, "price": 2.5, "done": false,
@@ -245,6 +255,29 @@ async fn rxdb_push_follows_the_assumed_master_rule_and_a_retry_changes_nothing()
         (row.get::<_, bool>(0), row.get::<_, String>(1)),
         (true, "second".to_owned())
     );
+
+    // That update again, its answer lost, while the device edited the document further: the
+    // retry is answered as applied and writes nothing, so the edit, pushed from the state the
+    // retry confirmed, applies (as a conflict, RxDB would have lost the edit).
+    let written = version().await;
+    let (status, conflicts) = post(
+        &proxy,
+        "/v1/rxdb/items/push",
+        &json!([{"assumedMasterState": assumed, "newDocumentState": new}]),
+    )
+    .await;
+    assert_eq!((status, &conflicts), (200, &json!([])), "a retried update");
+    assert_eq!(version().await, written, "the retry wrote nothing");
+    let mut edited = new.clone();
+    edited["note"] = json!("third");
+    let (status, conflicts) = post(
+        &proxy,
+        "/v1/rxdb/items/push",
+        &json!([{"assumedMasterState": new, "newDocumentState": edited}]),
+    )
+    .await;
+    assert_eq!((status, &conflicts), (200, &json!([])));
+    let new = edited;
 
     // A delete on a tombstoned table sets the tombstone; pulled, it is a deleted document.
     let mut deleted = new.clone();

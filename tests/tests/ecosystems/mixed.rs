@@ -576,6 +576,12 @@ async fn rxdb_watermelon_electric_and_rust_clients_converge_through_proxy_restar
     settle(&mut rxdb, &mut watermelon, &rust).await;
 
     let rows = table_rows(&sql, "entries", "true").await;
+    if rows != plan.end() {
+        // What the RxDB handlers saw and the applied log tell which writer lost what.
+        eprintln!("rxdb saw: {:#}", rxdb.ok("seen", json!({})).await);
+        eprintln!("rxdb docs: {}", rxdb.ok("docs", json!({})).await);
+        eprintln!("applied: {:?}", applied(&sql).await);
+    }
     assert_eq!(
         rows,
         plan.end(),

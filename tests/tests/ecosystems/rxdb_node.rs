@@ -161,3 +161,56 @@ async fn an_rxdb_client_gets_what_committed_while_its_pull_stream_reconnected() 
     }
     wait_docs(&mut a, &items(&sql).await).await;
 }
+
+/// A push applied in Postgres whose answer never reached RxDB (a connection cut, a restart),
+/// while the device edited the document again: RxDB retries the push, then pushes the edit
+/// from the state it assumes. The retry is answered as applied, so the edit applies too
+/// (answered as a conflict, RxDB would keep assuming the older master and lose the edit).
+#[tokio::test]
+async fn an_edit_made_while_a_push_answer_was_lost_is_not_lost() {
+    let db = database("eco_rxdb_lost_answer", ITEMS).await;
+    let sql = db.connect().await;
+    let proxy = open_proxy(&db, "items").await;
+    let mut a = rxdb_node(&proxy.url, "a");
+    start(&mut a).await;
+    wait_docs(&mut a, &items(&sql).await).await;
+
+    a.ok("losePushAnswer", json!({})).await;
+    a.ok("patch", json!({"id": "i1", "patch": {"title": "second"}}))
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while a.ok("lostPushSent", json!({})).await != true {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the push was never sent"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(i1_title(&sql).await, "second", "the push was applied");
+    a.ok("patch", json!({"id": "i1", "patch": {"title": "third"}}))
+        .await;
+    a.ok("releaseLostPush", json!({})).await;
+    a.ok("inSync", json!({})).await;
+    tests::wait_for("the edit in Postgres", WAIT, || {
+        let sql = &sql;
+        async move { (i1_title(sql).await == "third").then_some(()) }
+    })
+    .await;
+    wait_docs(&mut a, &items(&sql).await).await;
+    let seen = a.ok("seen", json!({})).await;
+    let conflicts: Vec<Value> = seen["pushes"]
+        .as_array()
+        .expect("pushes")
+        .iter()
+        .flat_map(|push| push["conflicts"].as_array().cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(conflicts, Vec::<Value>::new(), "pushes: {seen}");
+}
+
+async fn i1_title(sql: &tokio_postgres::Client) -> String {
+    let row = sql
+        .query_one("SELECT title FROM items WHERE id = 'i1'", &[])
+        .await
+        .expect("i1");
+    row.get(0)
+}

@@ -137,9 +137,36 @@ pub(in crate::http::ecosystems) async fn push(
             // Not the caller's to write: what it last saw of the row stands.
             None => rows[i].assumed_master_state.clone().map(Value::Object),
         };
-        conflicts.push(master.unwrap_or_else(|| deleted_stub(&collection, &rows[i])));
+        let master = master.unwrap_or_else(|| deleted_stub(&collection, &rows[i]));
+        // The master is already the pushed state: a retry of a push whose answer was lost.
+        // Answered as applied, so RxDB takes that state as the master it assumes from now
+        // on. As a conflict, RxDB would write the master over its fork; if the document was
+        // edited since, that write fails, RxDB keeps assuming the older master, and the next
+        // push of the edit conflicts and loses it.
+        if !is_document(&master, &rows[i].new_document_state) {
+            conflicts.push(master);
+        }
     }
     Ok(no_store(Json(conflicts).into_response()))
+}
+
+/// Whether `master` is the document `new` (its fields compared as a JavaScript client would;
+/// two deleted documents are the same whatever their fields).
+fn is_document(master: &Value, new: &Map<String, Value>) -> bool {
+    let deleted = |doc: Option<&Value>| doc.and_then(Value::as_bool).unwrap_or(false);
+    let master_deleted = deleted(master.get(DELETED));
+    if master_deleted != deleted(new.get(DELETED)) {
+        return false;
+    }
+    master_deleted
+        || new
+            .iter()
+            .filter(|(name, _)| name.as_str() != DELETED && !INTERNAL.contains(&name.as_str()))
+            .all(|(name, value)| {
+                master
+                    .get(name)
+                    .is_some_and(|m| values::same_value(m, value))
+            })
 }
 
 /// A row as RxDB's master document.
