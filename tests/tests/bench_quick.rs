@@ -95,6 +95,7 @@ const FIGURES: &[&str] = &[
     "moves_out_10k.events.log_bytes_per_move",
     "moves_out_10k.events.log_bytes_per_row",
     "routing_subquery_10k",
+    "routing_subquery_10k.spread",
     "routing_subquery_10k.shared",
     "routing_subquery_10k.rss_per_shape",
     "routing_subquery_10k.create_rate",
@@ -120,6 +121,7 @@ const WITH_BASELINE: &[&str] = &[
     "routing_100k",
     "routing_100k.residual",
     "routing_subquery_10k",
+    "routing_subquery_10k.spread",
     "routing_subquery_10k.shared",
 ];
 
