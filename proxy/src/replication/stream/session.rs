@@ -3,6 +3,8 @@
 
 use std::collections::HashSet;
 
+use futures_util::FutureExt;
+
 use pgwire_replication::{
     Lsn as WireLsn, ReplicationClient, ReplicationConfig, ReplicationEvent as WireEvent,
 };
@@ -28,6 +30,10 @@ const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often the consumer's flushed position is forwarded to the replication client: a
 /// fraction of the status interval, so an acknowledgement waits at most a little longer than
 /// one status interval.
+/// Events taken from the replication client between two looks at the shutdown signal and
+/// the acknowledgement timer.
+const DRAIN_BATCH: usize = 256;
+
 fn ack_period(status_interval: std::time::Duration) -> std::time::Duration {
     (status_interval / 4).clamp(
         std::time::Duration::from_millis(10),
@@ -235,6 +241,22 @@ impl StreamTask {
             };
             if let Flow::Stop(end) = self.handle(client, event, &mut unknown_tags).await? {
                 return Ok(end);
+            }
+            // Events already waiting are taken without the select (its timer and shutdown
+            // signal cost more per row than a row's decoding); a batch is bounded, so those
+            // are looked at again soon.
+            for _ in 0..DRAIN_BATCH {
+                let Some(event) = client.recv().now_or_never() else {
+                    break;
+                };
+                let Some(event) = event.map_err(|e| self.wire_error(e, target))? else {
+                    return Err(ReplicationError::Connection(
+                        "the replication session ended without an error".to_owned(),
+                    ));
+                };
+                if let Flow::Stop(end) = self.handle(client, event, &mut unknown_tags).await? {
+                    return Ok(end);
+                }
             }
         }
     }
