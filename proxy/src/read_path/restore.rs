@@ -148,7 +148,6 @@ impl Shapes {
             id,
             definition,
             table,
-            header,
             log,
             tombstone,
             meta,

@@ -161,7 +161,7 @@ fn now_response(state: &AppState, shape: &Arc<Shape>) -> Response {
     let mut response = (StatusCode::OK, body).into_response();
     let h = response.headers_mut();
     shape_headers(h, shape, offset);
-    insert(h, "electric-schema", &shape.schema_header);
+    insert(h, "electric-schema", shape.schema_header());
     insert(h, "electric-up-to-date", "");
     insert(h, "electric-has-data", "true");
     insert(h, header::CACHE_CONTROL.as_str(), "no-cache");
@@ -226,7 +226,7 @@ fn respond(
             &headers::next_cursor(params.cursor, batch.offset != after).to_string(),
         );
     } else {
-        insert(h, "electric-schema", &shape.schema_header);
+        insert(h, "electric-schema", shape.schema_header());
     }
     response
 }
@@ -295,7 +295,7 @@ async fn subset_response(
         header::CONTENT_TYPE.as_str(),
         "application/json; charset=utf-8",
     );
-    insert(h, "electric-schema", &shape.schema_header);
+    insert(h, "electric-schema", shape.schema_header());
     insert(h, "electric-snapshot", "true");
     let private = authorized.scope.private;
     insert(

@@ -1267,7 +1267,6 @@ mod tests {
             ShapeId(id),
             definition,
             schema,
-            String::new(),
             log,
             None,
             meta,

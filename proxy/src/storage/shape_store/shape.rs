@@ -31,8 +31,6 @@ pub struct Shape {
     pub handle: Handle,
     pub definition: ShapeDefinition,
     pub table: Arc<TableSchema>,
-    /// The `electric-schema` header value.
-    pub schema_header: String,
     pub log: ShapeLog,
     /// Position of the tombstone column, on tombstoned tables.
     pub tombstone: Option<usize>,
@@ -69,7 +67,6 @@ impl Shape {
         id: ShapeId,
         definition: ShapeDefinition,
         table: Arc<TableSchema>,
-        schema_header: String,
         log: ShapeLog,
         tombstone: Option<usize>,
         meta: ShapeMeta,
@@ -84,7 +81,6 @@ impl Shape {
             handle,
             definition,
             table,
-            schema_header,
             log,
             tombstone,
             meta,
@@ -92,6 +88,11 @@ impl Shape {
             last_used: AtomicU64::new(next_use()),
             live_clients: AtomicUsize::new(0),
         }
+    }
+
+    /// The `electric-schema` header value (kept once, in the meta).
+    pub fn schema_header(&self) -> &str {
+        &self.meta.schema_header
     }
 
     pub fn state(&self) -> ShapeState {
