@@ -139,6 +139,11 @@ impl ProxyChild {
         })
     }
 
+    /// The proxy's process id (valgrind's, under a valgrind wrapper).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// File descriptors the proxy holds (entries of `/proc/<pid>/fd`).
     pub fn open_files(&self) -> anyhow::Result<usize> {
         let path = format!("/proc/{}/fd", self.pid);
