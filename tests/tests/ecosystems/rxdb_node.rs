@@ -4,6 +4,16 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
+/// The master documents the pushes a client saw were answered with (its conflicts).
+fn conflicts(seen: &Value) -> Vec<Value> {
+    seen["pushes"]
+        .as_array()
+        .expect("pushes")
+        .iter()
+        .flat_map(|push| push["conflicts"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
 /// The documents the clients' pull stream carried so far.
 async fn streamed(client: &mut tests::ecosystems::NodeClient) -> Vec<String> {
     let seen = client.ok("seen", json!({})).await;
@@ -98,12 +108,7 @@ async fn two_rxdb_clients_converge_through_offline_edits_conflicts_deletes_and_s
     start(&mut b).await;
     b.ok("inSync", json!({})).await;
     let seen = b.ok("seen", json!({})).await;
-    let conflicts: Vec<Value> = seen["pushes"]
-        .as_array()
-        .expect("pushes")
-        .iter()
-        .flat_map(|push| push["conflicts"].as_array().cloned().unwrap_or_default())
-        .collect();
+    let conflicts = conflicts(&seen);
     let mut master = i2_by_a.clone();
     master["_deleted"] = json!(false);
     assert_eq!(conflicts, [master], "B's pushes: {seen}");
@@ -198,12 +203,7 @@ async fn an_edit_made_while_a_push_answer_was_lost_is_not_lost() {
     .await;
     wait_docs(&mut a, &items(&sql).await).await;
     let seen = a.ok("seen", json!({})).await;
-    let conflicts: Vec<Value> = seen["pushes"]
-        .as_array()
-        .expect("pushes")
-        .iter()
-        .flat_map(|push| push["conflicts"].as_array().cloned().unwrap_or_default())
-        .collect();
+    let conflicts = conflicts(&seen);
     assert_eq!(conflicts, Vec::<Value>::new(), "pushes: {seen}");
 }
 
