@@ -27,13 +27,13 @@ const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long a clean close may take before the connection is dropped.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// How often the consumer's flushed position is forwarded to the replication client: a
-/// fraction of the status interval, so an acknowledgement waits at most a little longer than
-/// one status interval.
 /// Events taken from the replication client between two looks at the shutdown signal and
 /// the acknowledgement timer.
 const DRAIN_BATCH: usize = 256;
 
+/// How often the consumer's flushed position is forwarded to the replication client: a
+/// fraction of the status interval, so an acknowledgement waits at most a little longer than
+/// one status interval.
 fn ack_period(status_interval: std::time::Duration) -> std::time::Duration {
     (status_interval / 4).clamp(
         std::time::Duration::from_millis(10),
