@@ -9,8 +9,10 @@ use serde_json::Value;
 /// Every figure the suite reports, by scenario.
 const FIGURES: &[&str] = &[
     "throughput_big_txn",
+    "throughput_big_txn.proxy_cpu_per_row",
     "throughput_big_txn.catch_up",
     "throughput_small_txn",
+    "throughput_small_txn.proxy_cpu_per_row",
     "throughput_small_txn.catch_up",
     "latency_1.p50",
     "latency_1.p95",

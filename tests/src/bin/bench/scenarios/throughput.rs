@@ -23,6 +23,11 @@
 //! stream while being written (the writer's own rate is in the note: when the two are close,
 //! the writer is the limit).
 //!
+//! `….proxy_cpu_per_row`: the proxy's CPU time (user + system, every thread) from just
+//! before the workload is written to the last row at the client, over the rows (median of the
+//! rounds): what the live path costs, without the proxy's start, the shape's snapshot and its
+//! stop, which the CPU printed at each stop includes.
+//!
 //! Catch-up (`….catch_up`): two slots created before any write are read afterwards, one by
 //! `pg_recvlogical --endpos`, one by the proxy's `ReplicationStream` in this process (decode
 //! and assembly, rows discarded: no shape logs, no HTTP).
@@ -120,6 +125,8 @@ struct Round {
     ours: Duration,
     baseline_write: Written,
     proxied_write: Written,
+    /// The proxy's CPU seconds over the workload.
+    proxy_cpu: f64,
 }
 
 pub async fn run(bench: &mut Bench, workload: Workload) -> anyhow::Result<()> {
@@ -172,6 +179,30 @@ pub async fn run(bench: &mut Bench, workload: Workload) -> anyhow::Result<()> {
                 list(&their_rates)
             )),
     );
+
+    let mut cpu_per_row: Vec<f64> = rounds
+        .iter()
+        .map(|r| r.proxy_cpu * 1e6 / rows as f64)
+        .collect();
+    crate::stats::sort(&mut cpu_per_row);
+    let mut cpu = Figure::new(
+        format!("{}.proxy_cpu_per_row", workload.name()),
+        crate::stats::quantile(&cpu_per_row, 0.5),
+        "µs",
+    )
+    .note(format!(
+        "the proxy's CPU time (user + system) from before the writes to the last row at the SSE client, over {rows} rows; median of {} rounds ({})",
+        rounds.len(),
+        cpu_per_row
+            .iter()
+            .map(|c| format!("{c:.2}"))
+            .collect::<Vec<_>>()
+            .join("/")
+    ));
+    if matches!(workload, Workload::BigTxn) {
+        cpu = cpu.target(Target::AtMost(1.0));
+    }
+    bench.report.add(cpu);
 
     // Catch-up: both readers on slots that hold the first round's baseline workload.
     let stream_time = stream_catch_up(&db, &slot("stream_catch_up"), rows, commits).await?;
@@ -234,17 +265,20 @@ async fn run_round(
     let subscription = sse::fetch(proxy.addr, &format!("table={}", tables[1]), |_| {}).await?;
     let stream = sse::Live::open(proxy.addr, &subscription).await?;
     let counter = sse::count_changes(stream, rows);
+    let cpu_before = proxy.cpu_seconds()?;
     let proxied_write = write(db, workload, &tables[1], rows).await?;
     let last = tokio::time::timeout(timeout, counter)
         .await
         .context("the SSE client did not receive every row in time")???
         .context("no rows")?;
+    let proxy_cpu = proxy.cpu_seconds()? - cpu_before;
     proxy.stop().await;
     Ok(Round {
         baseline: elapsed(baseline_write.origin(workload), baseline_end),
         ours: elapsed(proxied_write.origin(workload), last),
         baseline_write,
         proxied_write,
+        proxy_cpu,
     })
 }
 
