@@ -196,6 +196,7 @@ fn committed_report() -> Value {
         "subquery.json",
         "instructions.json",
         "peers.json",
+        "throughput.json",
     ] {
         for figure in read(more)["figures"].as_array().expect("figures") {
             figures.retain(|f| f["name"] != figure["name"]);
