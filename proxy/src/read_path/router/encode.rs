@@ -225,7 +225,8 @@ impl ShapeEncoding {
         Encoded { op: ctx.op, bytes }
     }
 
-    /// `bytes`: the (empty) buffer to write the message into.
+    /// `bytes`: the (empty) buffer to write the message into. `from`: the row's old key, on
+    /// the insert half of a key change.
     fn insert(
         &self,
         bytes: Vec<u8>,
@@ -234,24 +235,13 @@ impl ShapeEncoding {
         op: u64,
         from: Option<&str>,
     ) -> Encoded {
-        if from.is_none() {
-            let value = RowPart {
-                row: new,
-                columns: self.selected(),
-            };
-            let ctx = TxContext { op, ..ctx };
-            return self.templated(bytes, Operation::Insert, value, None, ctx);
-        }
-        let key = self.key(new);
-        let mut message = self.message(&key, Operation::Insert, ctx, op);
-        message.key_change = from.map(|k| ("key_change_from", k));
-        let mut bytes = bytes;
-        bytes.reserve(self.size_hint(&key, new, self.selected()));
-        message.write(&mut bytes, self.pairs(new, self.selected()), None);
-        Encoded { op, bytes }
+        let key_change = from.map(|k| ("key_change_from", k));
+        let (columns, operation) = (self.selected(), Operation::Insert);
+        self.one_sided(bytes, operation, new, columns, ctx, op, key_change)
     }
 
-    /// `bytes`: the (empty) buffer to write the message into.
+    /// `bytes`: the (empty) buffer to write the message into. `to`: the row's new key, on
+    /// the delete half of a key change.
     fn delete(
         &self,
         bytes: Vec<u8>,
@@ -264,17 +254,33 @@ impl ShapeEncoding {
             ReplicaMode::Full => self.selected(),
             ReplicaMode::Default => &self.key_columns,
         };
-        if to.is_none() {
-            let value = RowPart { row: old, columns };
+        let key_change = to.map(|k| ("key_change_to", k));
+        self.one_sided(bytes, Operation::Delete, old, columns, ctx, op, key_change)
+    }
+
+    /// A message of one row (an insert's new one, a delete's old one): from the template, or,
+    /// on a half of a key change, by the general writer, which names the other key.
+    #[allow(clippy::too_many_arguments)]
+    fn one_sided(
+        &self,
+        mut bytes: Vec<u8>,
+        operation: Operation,
+        row: &Row,
+        columns: &[usize],
+        ctx: TxContext,
+        op: u64,
+        key_change: Option<(&'static str, &str)>,
+    ) -> Encoded {
+        let Some(key_change) = key_change else {
+            let value = RowPart { row, columns };
             let ctx = TxContext { op, ..ctx };
-            return self.templated(bytes, Operation::Delete, value, None, ctx);
-        }
-        let key = self.key(old);
-        let mut message = self.message(&key, Operation::Delete, ctx, op);
-        message.key_change = to.map(|k| ("key_change_to", k));
-        let mut bytes = bytes;
-        bytes.reserve(self.size_hint(&key, old, columns));
-        message.write(&mut bytes, self.pairs(old, columns), None);
+            return self.templated(bytes, operation, value, None, ctx);
+        };
+        let key = self.key(row);
+        let mut message = self.message(&key, operation, ctx, op);
+        message.key_change = Some(key_change);
+        bytes.reserve(self.size_hint(&key, row, columns));
+        message.write(&mut bytes, self.pairs(row, columns), None);
         Encoded { op, bytes }
     }
 
